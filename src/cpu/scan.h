@@ -1,0 +1,53 @@
+/* Selective scan (S6) on the CPU: forward and backward, per (sequence, channel), with the
+ * state in registers / a local array of d_state floats.
+ *
+ * Follows mamba_ssm `selective_scan_ref` with delta_softplus already applied, D skip and
+ * z gate fused (model.md "Forward"):
+ *   s_t[c,n] = exp(delta_t[c] * A[c,n]) * s_{t-1}[c,n] + delta_t[c] * B_t[n] * x_t[c]
+ *   y_t[c]   = (sum_n s_t[c,n] * C_t[n] + D[c] * x_t[c]) * SiLU(z_t[c])
+ * with A = -exp(A_log). The forward keeps only the states at chunk boundaries; the backward
+ * recomputes the states inside each chunk (a reverse scan), so no (L, Di, N) tensor exists.
+ */
+#ifndef MB_CPU_SCAN_H
+#define MB_CPU_SCAN_H
+
+#include <stdint.h>
+
+typedef struct {
+    int64_t B, L, Di, N;
+    int64_t chunk; /* positions per chunk (> 0); boundary states are kept every `chunk` steps */
+    /* inputs; element (b, t, c) of a strided tensor is at [(b * L + t) * stride + c] */
+    const float *x;     /* (B, L, Di), stride x_stride: conv output after SiLU */
+    int64_t x_stride;
+    const float *delta; /* (B, L, Di), stride Di: softplus already applied */
+    const float *A_log; /* (Di, N) */
+    const float *Bm;    /* (B, L, N), stride bc_stride */
+    const float *Cm;    /* (B, L, N), stride bc_stride */
+    int64_t bc_stride;
+    const float *D;     /* (Di) */
+    const float *z;     /* (B, L, Di), stride z_stride; NULL: no gate */
+    int64_t z_stride;
+    /* state */
+    const float *h0; /* (B, Di, N) initial state, or NULL for zeros */
+    float *h_last;   /* (B, Di, N) final state out, or NULL */
+    float *h_chunks; /* (B, Di, n_chunks, N): state entering each chunk (needed by backward;
+                        may be NULL for forward-only use) */
+} mb_scan_args;
+
+/* Number of chunks for L positions. */
+int64_t mb_scan_n_chunks(int64_t L, int64_t chunk);
+/* Default chunk length for a sequence length (a compromise of memory and recompute). */
+int64_t mb_scan_default_chunk(int64_t L);
+
+/* Forward: writes y (B, L, Di) contiguous (gated output). OpenMP over (b, c). */
+void mb_scan_forward(const mb_scan_args *a, float *y);
+
+/* Backward given dy (B, L, Di) contiguous (gradient of the gated output). Requires the
+ * h_chunks written by the forward with the same args.
+ * Writes (=): dx (B, L, Di) contiguous, ddelta (B, L, Di) contiguous, dB and dC with stride
+ * bc_stride (same layout as Bm/Cm), dz with stride z_stride (if z != NULL).
+ * Accumulates (+=): dA_log (Di, N), dD (Di). */
+void mb_scan_backward(const mb_scan_args *a, const float *dy, float *dx, float *ddelta,
+                      float *dA_log, float *dB, float *dC, float *dD, float *dz);
+
+#endif

@@ -1,0 +1,100 @@
+/* Config presets, closed-form parameter count against the tensor table, state bytes. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include <math.h>
+
+#include "mambabyte.h"
+
+static void test_presets_sizes(void **st) {
+    (void)st;
+    mb_config c;
+    assert_int_equal(mb_config_preset(&c, "353m"), 0);
+    assert_int_equal(c.d_model, 1024);
+    assert_int_equal(c.n_layer, 53);
+    assert_int_equal(c.d_inner, 2048);
+    assert_int_equal(c.dt_rank, 64);
+    assert_int_equal(c.rms_norm, 0);
+    assert_int_equal(c.tie_embeddings, 0);
+    assert_int_equal(mb_config_preset(&c, "972m"), 0);
+    assert_int_equal(c.dt_rank, 112);
+    assert_int_equal(c.d_inner, 3584);
+    /* model.md: 48 x 3584 x (3 + 16) floats */
+    assert_int_equal(mb_config_state_bytes(&c), (int64_t)48 * 3584 * 19 * 4);
+    assert_int_not_equal(mb_config_preset(&c, "nope"), 0);
+    assert_non_null(strstr(mb_last_error(), "nope"));
+}
+
+static void check_table(const mb_config *c) {
+    mb_tensor_info *t;
+    int n;
+    assert_int_equal(mb_tensor_table(c, &t, &n), 0);
+    int64_t sum = 0;
+    for (int i = 0; i < n; i++) {
+        assert_int_equal(t[i].offset, sum);
+        sum += t[i].numel;
+    }
+    assert_int_equal(sum, mb_config_n_params(c));
+    int per_layer = c->rms_norm ? 10 : 11;
+    assert_int_equal(n, 1 + per_layer * c->n_layer + (c->rms_norm ? 1 : 2) + !c->tie_embeddings);
+    free(t);
+}
+
+static void test_param_count(void **st) {
+    (void)st;
+    mb_config c;
+    /* 353m by hand: d=1024, Di=2048, N=16, K=4, R=64, LayerNorm, untied */
+    assert_int_equal(mb_config_preset(&c, "353m"), 0);
+    int64_t layer = 2 * 1024 + 2 * 2048 * 1024 + 2048 * 4 + 2048 + (64 + 32) * 2048 +
+                    2048 * 64 + 2048 + 2048 * 16 + 2048 + 1024 * 2048;
+    assert_int_equal(mb_config_n_params(&c), 256 * 1024 * 2 + 53 * layer + 2 * 1024);
+    check_table(&c);
+    mb_config_default(&c, 37, 3);
+    c.rms_norm = 1;
+    c.tie_embeddings = 1;
+    c.d_state = 4;
+    assert_int_equal(mb_config_finalize(&c), 0);
+    assert_int_equal(c.dt_rank, 3);
+    check_table(&c);
+}
+
+static void test_model_init(void **st) {
+    (void)st;
+    mb_config c;
+    mb_config_default(&c, 32, 2);
+    mb_model m;
+    assert_int_equal(mb_model_create(&m, &c), 0);
+    mb_model_init(&m, 7);
+    /* A_log = log(n + 1), D = 1, dt bias = inverse softplus of dt in [1e-3, 1e-1] */
+    for (int64_t n = 0; n < c.d_state; n++)
+        assert_float_equal(m.w.layers[1].A_log[5 * c.d_state + n], logf((float)n + 1), 1e-6);
+    assert_float_equal(m.w.layers[0].D[3], 1.0f, 0);
+    for (int64_t j = 0; j < c.d_inner; j++) {
+        float b = m.w.layers[0].dt_proj_b[j];
+        float dt = log1pf(expf(b));
+        assert_true(dt >= 0.9e-3f && dt <= 1.01e-1f);
+    }
+    mb_model m2;
+    assert_int_equal(mb_model_create(&m2, &c), 0);
+    mb_model_init(&m2, 7);
+    assert_memory_equal(m.params, m2.params, (size_t)m.n_params * sizeof(float));
+    mb_model_init(&m2, 8);
+    assert_memory_not_equal(m.params, m2.params, (size_t)m.n_params * sizeof(float));
+    mb_model_free(&m);
+    mb_model_free(&m2);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_presets_sizes),
+        cmocka_unit_test(test_param_count),
+        cmocka_unit_test(test_model_init),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
