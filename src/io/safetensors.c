@@ -114,11 +114,11 @@ void mb_st_shape_str(char *buf, int n, int ndim, const int64_t *shape) {
     if (k < n) snprintf(buf + k, (size_t)(n - k), "%s)", ndim == 1 ? "," : "");
 }
 
-/* An integer-valued JSON number in [-2^53, 2^53] (exact in a double). */
+/* An integer-valued JSON number of magnitude below 2^53 (so exact in a double). */
 static int json_i64(const cJSON *v, int64_t *out) {
     if (!cJSON_IsNumber(v)) return 0;
     double d = v->valuedouble;
-    if (!isfinite(d) || d != floor(d) || fabs(d) > 9007199254740992.0) return 0;
+    if (!isfinite(d) || d != floor(d) || fabs(d) >= 9007199254740992.0) return 0;
     *out = (int64_t)d;
     return 1;
 }
