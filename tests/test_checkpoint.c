@@ -71,7 +71,8 @@ static void make_model(mb_model *m, int rms, int tie, uint64_t seed) {
     assert_int_equal(mb_model_create(m, &c), 0);
     mb_model_init(m, seed);
     /* make every tensor distinctive (norms and D are constant after init) */
-    for (int64_t i = 0; i < m->n_params; i++) m->params[i] += 1e-3f * (float)(i % 97);
+    for (int64_t i = 0; i < m->n_params; i++)
+        m->params[i] += 1e-3f * (float)(i % 97);
 }
 
 static void assert_same_model(const mb_model *a, const mb_model *b) {
@@ -129,7 +130,8 @@ static void save_list(const char *path, wlist *l) {
         w[i].data = l->t[i].data;
     }
     assert_int_equal(mb_st_write(path, w, l->n, NULL, 0, MB_DT_F32), 0);
-    for (int i = 0; i < l->n; i++) free(l->t[i].data);
+    for (int i = 0; i < l->n; i++)
+        free(l->t[i].data);
     l->n = 0;
 }
 
@@ -151,7 +153,8 @@ static void add_copy(wlist *l, const char *name, const wt *src) {
     *t = *src;
     snprintf(t->name, sizeof t->name, "%s", name);
     int64_t n = 1;
-    for (int i = 0; i < src->ndim; i++) n *= src->shape[i];
+    for (int i = 0; i < src->ndim; i++)
+        n *= src->shape[i];
     t->data = malloc((size_t)n * sizeof(float));
     memcpy(t->data, src->data, (size_t)n * sizeof(float));
 }
@@ -233,9 +236,11 @@ static void test_prefix_and_hf_names(void **st) {
         wlist *l = calloc(1, sizeof *l);
         load_list(wp, l);
         for (int i = 0; i < l->n; i++) {
-            char n[128];
-            snprintf(n, sizeof n, "module.%s", l->t[i].name);
-            snprintf(l->t[i].name, sizeof l->t[i].name, "%s", n);
+            char *n = l->t[i].name;
+            size_t len = strlen(n);
+            assert_true(len + 8 < sizeof l->t[i].name);
+            memmove(n + 7, n, len + 1);
+            memcpy(n, "module.", 7);
         }
         save_list(wp, l);
         mb_checkpoint_info info;
@@ -360,12 +365,18 @@ static void test_config_flavours(void **st) {
         assert_memory_equal(&a, &c, sizeof a);
     }
     char *s = mb_config_json_string(&a, MB_CFG_HF);
-    const char *keys[] = {"\"architectures\": [\"MambaForCausalLM\"]", "\"model_type\": \"mamba\"",
-                          "\"intermediate_size\": 80", "\"time_step_rank\": 5",
-                          "\"hidden_act\": \"silu\"", "\"use_conv_bias\": true",
-                          "\"time_step_min\": 0.0005", "\"torch_dtype\": \"float32\"",
-                          "\"time_step_init_scheme\": \"random\"", "\"eos_token_id\": 0"};
-    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) assert_non_null(strstr(s, keys[i]));
+    const char *keys[] = {"\"architectures\": [\"MambaForCausalLM\"]",
+                          "\"model_type\": \"mamba\"",
+                          "\"intermediate_size\": 80",
+                          "\"time_step_rank\": 5",
+                          "\"hidden_act\": \"silu\"",
+                          "\"use_conv_bias\": true",
+                          "\"time_step_min\": 0.0005",
+                          "\"torch_dtype\": \"float32\"",
+                          "\"time_step_init_scheme\": \"random\"",
+                          "\"eos_token_id\": 0"};
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
+        assert_non_null(strstr(s, keys[i]));
     free(s);
     /* LayerNorm cannot be written as HF */
     a.rms_norm = 0;
@@ -390,7 +401,8 @@ static void test_config_errors(void **st) {
         {"{\"d_model\":64,\"n_layer\":2}", "vocab_size", "missing"},
         {"{\"d_model\":\"64\",\"n_layer\":2,\"vocab_size\":256}", "d_model", "integer"},
         {"{\"d_model\":64.5,\"n_layer\":2,\"vocab_size\":256}", "d_model", "integer"},
-        {"{\"d_model\":64,\"n_layer\":2,\"vocab_size\":256,\"rms_norm\":1}", "rms_norm", "true or false"},
+        {"{\"d_model\":64,\"n_layer\":2,\"vocab_size\":256,\"rms_norm\":1}", "rms_norm",
+         "true or false"},
         {"{\"d_model\":64,\"n_layer\":2,\"vocab_size\":256,\"ssm_cfg\":[]}", "ssm_cfg", "object"},
         {"{\"d_model\":64,\"n_layer\":2,\"vocab_size\":512}", "vocab_size", "256"},
         {"{\"d_model\":64,\"n_layer\":2,\"vocab_size\":250,\"pad_vocab_size_multiple\":3}",
@@ -409,21 +421,27 @@ static void test_config_errors(void **st) {
         {"{\"d_model\":64,\"n_layer\":2,\"vocab_size\":256} x", "trailing", NULL},
         /* HF */
         {"{\"model_type\":\"mamba\",\"hidden_size\":32,\"num_hidden_layers\":2,\"vocab_size\":256,"
-         "\"state_sise\":8}", "state_sise", "did you mean state_size"},
+         "\"state_sise\":8}",
+         "state_sise", "did you mean state_size"},
         {"{\"model_type\":\"mamba\",\"num_hidden_layers\":2,\"vocab_size\":256}", "hidden_size",
          "missing"},
         {"{\"model_type\":\"mamba\",\"hidden_size\":32,\"vocab_size\":256}", "num_hidden_layers",
          "missing"},
-        {"{\"model_type\":\"mamba2\",\"hidden_size\":32,\"num_hidden_layers\":2,\"vocab_size\":256}",
+        {"{\"model_type\":\"mamba2\",\"hidden_size\":32,\"num_hidden_layers\":2,\"vocab_size\":"
+         "256}",
          "model_type", "mamba2"},
-        {"{\"model_type\":\"mamba\",\"hidden_size\":32,\"num_hidden_layers\":2,\"vocab_size\":50280}",
+        {"{\"model_type\":\"mamba\",\"hidden_size\":32,\"num_hidden_layers\":2,\"vocab_size\":"
+         "50280}",
          "vocab_size", "256"},
         {"{\"model_type\":\"mamba\",\"hidden_size\":32,\"num_hidden_layers\":2,\"vocab_size\":256,"
-         "\"use_bias\":true}", "use_bias", "bias"},
+         "\"use_bias\":true}",
+         "use_bias", "bias"},
         {"{\"model_type\":\"mamba\",\"hidden_size\":32,\"num_hidden_layers\":2,\"vocab_size\":256,"
-         "\"tie_word_embeddings\":\"yes\"}", "tie_word_embeddings", "true or false"},
+         "\"tie_word_embeddings\":\"yes\"}",
+         "tie_word_embeddings", "true or false"},
         {"{\"model_type\":\"mamba\",\"hidden_size\":32,\"num_hidden_layers\":2,\"vocab_size\":256,"
-         "\"hidden_act\":\"gelu\"}", "hidden_act", "silu"},
+         "\"hidden_act\":\"gelu\"}",
+         "hidden_act", "silu"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         write_text(p, cases[i].text);
@@ -441,7 +459,8 @@ static void copy_prefix(const char *src, const char *dst, int64_t n) {
     FILE *a = fopen(src, "rb"), *b = fopen(dst, "wb");
     assert_non_null(a);
     assert_non_null(b);
-    for (int64_t i = 0; i < n; i++) fputc(fgetc(a), b);
+    for (int64_t i = 0; i < n; i++)
+        fputc(fgetc(a), b);
     fclose(a);
     fclose(b);
 }
@@ -462,7 +481,8 @@ static void test_truncated_weights(void **st) {
     assert_int_equal(fread(h, 1, 8, f), 8);
     fclose(f);
     int64_t hl = 0;
-    for (int i = 7; i >= 0; i--) hl = hl * 256 + h[i];
+    for (int i = 7; i >= 0; i--)
+        hl = hl * 256 + h[i];
     int64_t size = (int64_t)sb.st_size;
     int64_t cuts[] = {0, 8, 8 + hl / 2, 8 + hl + (size - 8 - hl) / 2, size - 1};
     for (size_t i = 0; i < sizeof cuts / sizeof cuts[0]; i++) {
@@ -512,11 +532,21 @@ static void test_config_disagrees(void **st) {
         c = m.cfg;
         const char *what = NULL, *tensor = NULL;
         switch (k) {
-        case 0: c.d_state = 8, what = "d_state", tensor = "mixer.A_log"; break;
-        case 1: c.d_model = 32, c.dt_rank = 2, what = "d_model", tensor = "backbone.embedding.weight"; break;
-        case 2: c.expand = 3, what = "2*d_inner", tensor = "mixer.in_proj.weight"; break;
-        case 3: c.dt_rank = 5, what = "dt_rank", tensor = "mixer.dt_proj.weight"; break;
-        case 4: c.d_conv = 3, what = "d_conv", tensor = "mixer.conv1d.weight"; break;
+        case 0:
+            c.d_state = 8, what = "d_state", tensor = "mixer.A_log";
+            break;
+        case 1:
+            c.d_model = 32, c.dt_rank = 2, what = "d_model", tensor = "backbone.embedding.weight";
+            break;
+        case 2:
+            c.expand = 3, what = "2*d_inner", tensor = "mixer.in_proj.weight";
+            break;
+        case 3:
+            c.dt_rank = 5, what = "dt_rank", tensor = "mixer.dt_proj.weight";
+            break;
+        case 4:
+            c.d_conv = 3, what = "d_conv", tensor = "mixer.conv1d.weight";
+            break;
         }
         assert_int_equal(mb_config_finalize(&c), 0);
         with_config(dir, "disagree", &m, &c);
@@ -533,16 +563,14 @@ static void test_config_disagrees(void **st) {
         weights_of(wp, dir);
         char a[64];
         snprintf(a, sizeof a, "n_layer = %lld", (long long)nl);
-        expect_err(mb_checkpoint_load(dir, &r, NULL), MB_EFORMAT, cp, wp, a, "have 2 layers",
-                   NULL);
+        expect_err(mb_checkpoint_load(dir, &r, NULL), MB_EFORMAT, cp, wp, a, "have 2 layers", NULL);
     }
     /* norm kind */
     c = m.cfg;
     c.rms_norm = 1;
     with_config(dir, "normkind", &m, &c);
     weights_of(wp, dir);
-    expect_err(mb_checkpoint_load(dir, &r, NULL), MB_EFORMAT, wp, "norm_f.bias", "rms_norm",
-               NULL);
+    expect_err(mb_checkpoint_load(dir, &r, NULL), MB_EFORMAT, wp, "norm_f.bias", "rms_norm", NULL);
     /* untied in the weights, tied in the config: the untied head differs -> error */
     c = m.cfg;
     c.tie_embeddings = 1;
@@ -591,8 +619,8 @@ static void test_bad_tensors(void **st) {
     u ^= 1;
     memcpy(v, &u, 4);
     save_list(wp, l);
-    expect_err(mb_checkpoint_load(dir, &r, NULL), MB_EFORMAT, wp, "lm_head.weight",
-               "index 77", NULL);
+    expect_err(mb_checkpoint_load(dir, &r, NULL), MB_EFORMAT, wp, "lm_head.weight", "index 77",
+               NULL);
     mb_model_free(&m);
     /* untied: lm_head required */
     make_model(&m, 0, 0, 23);
@@ -642,14 +670,10 @@ static void test_bad_tensors(void **st) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_roundtrip),
-        cmocka_unit_test(test_prefix_and_hf_names),
-        cmocka_unit_test(test_half_precision),
-        cmocka_unit_test(test_config_flavours),
-        cmocka_unit_test(test_config_errors),
-        cmocka_unit_test(test_truncated_weights),
-        cmocka_unit_test(test_config_disagrees),
-        cmocka_unit_test(test_bad_tensors),
+        cmocka_unit_test(test_roundtrip),        cmocka_unit_test(test_prefix_and_hf_names),
+        cmocka_unit_test(test_half_precision),   cmocka_unit_test(test_config_flavours),
+        cmocka_unit_test(test_config_errors),    cmocka_unit_test(test_truncated_weights),
+        cmocka_unit_test(test_config_disagrees), cmocka_unit_test(test_bad_tensors),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

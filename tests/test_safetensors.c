@@ -104,14 +104,15 @@ static void test_f32_to_f16(void **st) {
     assert_int_equal(mb_f32_to_f16(1.0f + ldexpf(1.0f, -11)), 0x3c00);     /* tie -> even */
     assert_int_equal(mb_f32_to_f16(1.0f + 3 * ldexpf(1.0f, -11)), 0x3c02); /* tie -> even */
     assert_int_equal(mb_f32_to_f16(65519.0f), 0x7bff);
-    assert_int_equal(mb_f32_to_f16(65520.0f), 0x7c00); /* rounds up to inf */
-    assert_int_equal(mb_f32_to_f16(ldexpf(1.0f, -25)), 0x0000);             /* tie -> 0 */
+    assert_int_equal(mb_f32_to_f16(65520.0f), 0x7c00);          /* rounds up to inf */
+    assert_int_equal(mb_f32_to_f16(ldexpf(1.0f, -25)), 0x0000); /* tie -> 0 */
     assert_int_equal(mb_f32_to_f16(ldexpf(1.0001f, -25)), 0x0001);
     assert_int_equal(mb_f32_to_f16(ldexpf(3.0f, -25)), 0x0002); /* 1.5 ulp: tie -> even 2 */
     assert_int_equal(mb_f32_to_f16(-0.0f), 0x8000);
     assert_int_equal(mb_f32_to_f16(0.1f), 0x2e66);
-    float special[] = {0.0f, 1e-8f, 6.1e-5f, 6.0975e-5f, 65504.0f, 1e6f, INFINITY, -INFINITY,
-                       NAN, ldexpf(1.0f, -14), ldexpf(1023.5f, -24)};
+    float special[] = {
+        0.0f,      1e-8f, 6.1e-5f,           6.0975e-5f,          65504.0f, 1e6f, INFINITY,
+        -INFINITY, NAN,   ldexpf(1.0f, -14), ldexpf(1023.5f, -24)};
     for (size_t i = 0; i < sizeof special / sizeof special[0]; i++) {
         check_f32_to_f16(special[i]);
         check_f32_to_f16(-special[i]);
@@ -125,7 +126,8 @@ static void test_f32_to_f16(void **st) {
         check_f32_to_f16(nextafterf(mid, 0.0f));
         check_f32_to_f16(nextafterf(mid, INFINITY));
     }
-    for (int i = 0; i < 2000000; i++) check_f32_to_f16(u2f(rnd32()));
+    for (int i = 0; i < 2000000; i++)
+        check_f32_to_f16(u2f(rnd32()));
 }
 
 /* Independent bf16 reference: pick the nearest of the two bracketing bf16 values in double,
@@ -159,8 +161,10 @@ static void test_bf16(void **st) {
     for (int i = 0; i < 2000000; i++) {
         float x = u2f(rnd32());
         uint16_t got = mb_f32_to_bf16(x), want = bf16_ref(x);
-        if (isnan(x)) assert_true(isnan(mb_bf16_to_f32(got)));
-        else assert_int_equal(got, want);
+        if (isnan(x))
+            assert_true(isnan(mb_bf16_to_f32(got)));
+        else
+            assert_int_equal(got, want);
     }
 }
 
@@ -269,7 +273,8 @@ static void write_raw(const char *p, uint64_t hlen, const char *hdr, int64_t nda
     FILE *f = fopen(p, "wb");
     assert_non_null(f);
     uint8_t b[8];
-    for (int i = 0; i < 8; i++) b[i] = (uint8_t)(hlen >> (8 * i));
+    for (int i = 0; i < 8; i++)
+        b[i] = (uint8_t)(hlen >> (8 * i));
     fwrite(b, 1, 8, f);
     fwrite(hdr, 1, strlen(hdr), f);
     for (int64_t i = 0; i < ndata; i++) {
@@ -383,7 +388,8 @@ static void test_bad_entries(void **st) {
         {"{\"w\":{\"dtype\":\"F32\",\"data_offsets\":[0,4]}}", 4, "no \"shape\""},
         {"{\"w\":{\"dtype\":\"F32\",\"shape\":[1]}}", 4, "no \"data_offsets\""},
         {"{\"w\":{\"dtype\":32,\"shape\":[1],\"data_offsets\":[0,4]}}", 4, "\"dtype\" is a number"},
-        {"{\"w\":{\"dtype\":\"F32\",\"shape\":\"1\",\"data_offsets\":[0,4]}}", 4, "\"shape\" is a string"},
+        {"{\"w\":{\"dtype\":\"F32\",\"shape\":\"1\",\"data_offsets\":[0,4]}}", 4,
+         "\"shape\" is a string"},
         {"{\"w\":{\"dtype\":\"F32\",\"shape\":[1.5],\"data_offsets\":[0,4]}}", 4, "shape[0]"},
         {"{\"w\":{\"dtype\":\"F32\",\"shape\":[\"1\"],\"data_offsets\":[0,4]}}", 4, "shape[0]"},
         {"{\"w\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4,8]}}", 8, "data_offsets"},
@@ -392,28 +398,39 @@ static void test_bad_entries(void **st) {
         {"{\"w\":{\"dtype\":\"F64\",\"shape\":[1],\"data_offsets\":[0,8]}}", 8, "'F64'"},
         {"{\"w\":{\"dtype\":\"Q4_K\",\"shape\":[1],\"data_offsets\":[0,8]}}", 8, "'Q4_K'"},
         {"{\"w\":{\"dtype\":\"f32\",\"shape\":[1],\"data_offsets\":[0,4]}}", 4, "'f32'"},
-        {"{\"w\":{\"dtype\":\"F32\",\"shape\":[-1],\"data_offsets\":[0,4]}}", 4, "negative dimension"},
-        {"{\"w\":{\"dtype\":\"F32\",\"shape\":[4294967296,4294967296,4],\"data_offsets\":[0,4]}}", 4, "overflows"},
-        {"{\"w\":{\"dtype\":\"F32\",\"shape\":[2147483648,2147483648],\"data_offsets\":[0,4]}}", 4, "byte size overflows"},
-        {"{\"w\":{\"dtype\":\"F32\",\"shape\":[9007199254740993],\"data_offsets\":[0,4]}}", 4, "not an integer in range"},
+        {"{\"w\":{\"dtype\":\"F32\",\"shape\":[-1],\"data_offsets\":[0,4]}}", 4,
+         "negative dimension"},
+        {"{\"w\":{\"dtype\":\"F32\",\"shape\":[4294967296,4294967296,4],\"data_offsets\":[0,4]}}",
+         4, "overflows"},
+        {"{\"w\":{\"dtype\":\"F32\",\"shape\":[2147483648,2147483648],\"data_offsets\":[0,4]}}", 4,
+         "byte size overflows"},
+        {"{\"w\":{\"dtype\":\"F32\",\"shape\":[9007199254740993],\"data_offsets\":[0,4]}}", 4,
+         "not an integer in range"},
         {"{\"w\":{\"dtype\":\"F32\",\"shape\":[1e300],\"data_offsets\":[0,4]}}", 4, "shape[0]"},
-        {"{\"w\":{\"dtype\":\"F32\",\"shape\":[1,1,1,1,1,1,1,1,1],\"data_offsets\":[0,4]}}", 4, "dimensions"},
-        {"{\"w\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}", 4, "run past the data region"},
+        {"{\"w\":{\"dtype\":\"F32\",\"shape\":[1,1,1,1,1,1,1,1,1],\"data_offsets\":[0,4]}}", 4,
+         "dimensions"},
+        {"{\"w\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}", 4,
+         "run past the data region"},
         {"{\"w\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,0]}}", 4, "end 0 < begin 4"},
-        {"{\"w\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[-4,0]}}", 4, "negative data_offsets"},
+        {"{\"w\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[-4,0]}}", 4,
+         "negative data_offsets"},
         {"{\"w\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,4]}}", 4, "needs 8"},
         {"{\"w\":{\"dtype\":\"F16\",\"shape\":[2],\"data_offsets\":[0,8]}}", 8, "needs 4"},
         /* tiling */
         {"{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
-         "\"b\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[4,12]}}", 12, "overlap tensor a"},
+         "\"b\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[4,12]}}",
+         12, "overlap tensor a"},
         {"{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
-         "\"b\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}", 8, "overlap"},
+         "\"b\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}",
+         8, "overlap"},
         {"{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},"
-         "\"b\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[8,12]}}", 12, "gap"},
+         "\"b\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[8,12]}}",
+         12, "gap"},
         {"{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,8]}}", 8, "gap"},
         {"{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}", 8, "trailing"},
         {"{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},"
-         "\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,8]}}", 8, "twice"},
+         "\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,8]}}",
+         8, "twice"},
         /* metadata */
         {"{\"__metadata__\":{\"format\":1}}", 0, "__metadata__ key 'format'"},
         {"{\"__metadata__\":[\"pt\"]}", 0, "__metadata__"},
@@ -426,10 +443,12 @@ static void test_bad_entries(void **st) {
             fail_msg("case %zu: message lacks the tensor: %s", i, mb_last_error());
     }
     /* controls: a valid two-tensor file with a zero-size tensor and metadata opens */
-    write_hdr(p, "{\"__metadata__\":{\"k\":\"v\"},\"a\":{\"dtype\":\"BF16\",\"shape\":[2],"
-                 "\"data_offsets\":[0,4]},\"e\":{\"dtype\":\"F32\",\"shape\":[0,3],"
-                 "\"data_offsets\":[4,4]},\"b\":{\"dtype\":\"F16\",\"shape\":[],"
-                 "\"data_offsets\":[4,6]}}", 6);
+    write_hdr(p,
+              "{\"__metadata__\":{\"k\":\"v\"},\"a\":{\"dtype\":\"BF16\",\"shape\":[2],"
+              "\"data_offsets\":[0,4]},\"e\":{\"dtype\":\"F32\",\"shape\":[0,3],"
+              "\"data_offsets\":[4,4]},\"b\":{\"dtype\":\"F16\",\"shape\":[],"
+              "\"data_offsets\":[4,6]}}",
+              6);
     mb_st_file f;
     assert_int_equal(mb_st_open(&f, p), 0);
     assert_int_equal(f.n_tensors, 3);

@@ -88,14 +88,11 @@ int mb_atomic_commit(mb_atomic_file *af) {
     if (!af->f) return mb_fail(MB_EINVAL, "atomic write: file not open");
     int rc = MB_OK;
     if (fflush(af->f) != 0)
-        rc = mb_fail(MB_EIO, "file %s: flush of %s failed: %s", af->path, af->tmp,
-                     strerror(errno));
+        rc = mb_fail(MB_EIO, "file %s: flush of %s failed: %s", af->path, af->tmp, strerror(errno));
     else if (fsync(fileno(af->f)) != 0)
-        rc = mb_fail(MB_EIO, "file %s: fsync of %s failed: %s", af->path, af->tmp,
-                     strerror(errno));
+        rc = mb_fail(MB_EIO, "file %s: fsync of %s failed: %s", af->path, af->tmp, strerror(errno));
     if (fclose(af->f) != 0 && rc == MB_OK)
-        rc = mb_fail(MB_EIO, "file %s: close of %s failed: %s", af->path, af->tmp,
-                     strerror(errno));
+        rc = mb_fail(MB_EIO, "file %s: close of %s failed: %s", af->path, af->tmp, strerror(errno));
     af->f = NULL;
     if (rc == MB_OK && rename(af->tmp, af->path) != 0)
         rc = mb_fail(MB_EIO, "file %s: rename from %s failed: %s", af->path, af->tmp,

@@ -15,10 +15,13 @@
 #define PREFIX "module."
 
 int mb_ckpt_format_parse(const char *s, mb_ckpt_format *out) {
-    if (s && strcmp(s, "mamba_ssm") == 0) *out = MB_CKPT_MAMBA_SSM;
-    else if (s && strcmp(s, "hf") == 0) *out = MB_CKPT_HF;
-    else return mb_fail(MB_EINVAL, "unknown checkpoint format '%s' (known: mamba_ssm, hf)",
-                        s ? s : "(null)");
+    if (s && strcmp(s, "mamba_ssm") == 0)
+        *out = MB_CKPT_MAMBA_SSM;
+    else if (s && strcmp(s, "hf") == 0)
+        *out = MB_CKPT_HF;
+    else
+        return mb_fail(MB_EINVAL, "unknown checkpoint format '%s' (known: mamba_ssm, hf)",
+                       s ? s : "(null)");
     return MB_OK;
 }
 
@@ -52,8 +55,10 @@ int mb_checkpoint_save_dtype(const char *dir, const mb_model *m, mb_ckpt_format 
                              mb_dtype dtype) {
     if (!dir || !*dir) return mb_fail(MB_EINVAL, "checkpoint save: empty directory name");
     if (format == MB_CKPT_HF && !m->cfg.rms_norm)
-        return mb_fail(MB_EINVAL, "checkpoint %s: the Hugging Face Mamba format supports RMSNorm "
-                       "only (this model uses LayerNorm); save in mamba_ssm format", dir);
+        return mb_fail(MB_EINVAL,
+                       "checkpoint %s: the Hugging Face Mamba format supports RMSNorm "
+                       "only (this model uses LayerNorm); save in mamba_ssm format",
+                       dir);
     char cfg_path[PATH_MAX], st_path[PATH_MAX];
     if (snprintf(cfg_path, sizeof cfg_path, "%s/config.json", dir) >= (int)sizeof cfg_path ||
         snprintf(st_path, sizeof st_path, "%s/model.safetensors", dir) >= (int)sizeof st_path)
@@ -67,7 +72,8 @@ int mb_checkpoint_save_dtype(const char *dir, const mb_model *m, mb_ckpt_format 
         wt[i].name = t->name;
         if (format == MB_CKPT_HF && strcmp(t->name, EMB_SSM) == 0) wt[i].name = EMB_HF;
         wt[i].ndim = t->ndim;
-        for (int j = 0; j < t->ndim; j++) wt[i].shape[j] = t->shape[j];
+        for (int j = 0; j < t->ndim; j++)
+            wt[i].shape[j] = t->shape[j];
         wt[i].data = m->params + t->offset;
     }
     const char *meta[] = {"format", "pt", "mambabyte.layout", mb_ckpt_format_name(format)};
@@ -103,12 +109,16 @@ static int resolve_paths(const char *path, mb_checkpoint_info *in) {
             char alt[sizeof in->config_path + 64];
             snprintf(alt, sizeof alt, "%s/model.safetensors.index.json", path);
             if (file_exists(alt))
-                return mb_fail(MB_EFORMAT, "checkpoint %s: sharded safetensors (%s) are not "
-                               "supported; merge the shards into model.safetensors", path, alt);
+                return mb_fail(MB_EFORMAT,
+                               "checkpoint %s: sharded safetensors (%s) are not "
+                               "supported; merge the shards into model.safetensors",
+                               path, alt);
             snprintf(alt, sizeof alt, "%s/pytorch_model.bin", path);
             if (file_exists(alt))
-                return mb_fail(MB_EFORMAT, "checkpoint %s: %s is a PyTorch pickle; convert it to "
-                               "model.safetensors first", path, alt);
+                return mb_fail(MB_EFORMAT,
+                               "checkpoint %s: %s is a PyTorch pickle; convert it to "
+                               "model.safetensors first",
+                               path, alt);
             return mb_fail(MB_EIO, "checkpoint %s: file %s not found", path, in->weights_path);
         }
     } else {
@@ -116,8 +126,8 @@ static int resolve_paths(const char *path, mb_checkpoint_info *in) {
             return mb_fail(MB_EINVAL, "checkpoint %s: path too long", path);
         const char *slash = strrchr(path, '/');
         int dl = slash ? (int)(slash - path) : 1;
-        if ((size_t)snprintf(in->config_path, cap, "%.*s/config.json", dl,
-                             slash ? path : ".") >= cap)
+        if ((size_t)snprintf(in->config_path, cap, "%.*s/config.json", dl, slash ? path : ".") >=
+            cap)
             return mb_fail(MB_EINVAL, "checkpoint %s: path too long", path);
         if (slash == path) snprintf(in->config_path, cap, "/config.json");
     }
@@ -157,7 +167,8 @@ static int dim_mismatch(const char *file, const mb_st_tensor *t, const char *wha
                         int64_t got) {
     char s[160];
     mb_st_shape_str(s, sizeof s, t->ndim, t->shape);
-    return mb_fail(MB_EFORMAT, "file %s: tensor %s has shape %s, so %s = %" PRId64
+    return mb_fail(MB_EFORMAT,
+                   "file %s: tensor %s has shape %s, so %s = %" PRId64
                    ", but the config says %s = %" PRId64,
                    file, t->name, s, what, got, what, cfg);
 }
@@ -173,15 +184,18 @@ static int check_structure(const mb_st_file *st, const keymap *k, const mb_confi
         if (l > max_layer) max_layer = l;
     }
     if (max_layer + 1 != c->n_layer)
-        return mb_fail(MB_EFORMAT, "checkpoint: config %s says n_layer = %" PRId64
+        return mb_fail(MB_EFORMAT,
+                       "checkpoint: config %s says n_layer = %" PRId64
                        " but the weights in %s have %" PRId64 " layers (backbone.layers.N keys)",
                        in->config_path, c->n_layer, wp, max_layer + 1);
     const mb_st_tensor *t = lookup(k, EMB_SSM);
     if (!t->ndim || t->ndim != 2)
         return mb_fail(MB_EFORMAT, "file %s: tensor %s must be 2-D (vocab, d_model)", wp, t->name);
     if (t->shape[0] != MB_VOCAB)
-        return mb_fail(MB_EFORMAT, "file %s: tensor %s has %" PRId64 " rows; a byte model needs "
-                       "256", wp, t->name, t->shape[0]);
+        return mb_fail(MB_EFORMAT,
+                       "file %s: tensor %s has %" PRId64 " rows; a byte model needs "
+                       "256",
+                       wp, t->name, t->shape[0]);
     if (t->shape[1] != c->d_model) return dim_mismatch(wp, t, "d_model", c->d_model, t->shape[1]);
     struct {
         const char *suffix;
@@ -198,18 +212,22 @@ static int check_structure(const mb_st_file *st, const keymap *k, const mb_confi
         char name[128];
         snprintf(name, sizeof name, "backbone.layers.0.%s", derive[i].suffix);
         t = lookup(k, name);
-        if (!t) continue; /* reported as missing later */
+        if (!t) continue;                        /* reported as missing later */
         if (t->ndim != derive[i].ndim) continue; /* reported by the shape check */
         if (t->shape[derive[i].axis] != derive[i].want)
             return dim_mismatch(wp, t, derive[i].what, derive[i].want, t->shape[derive[i].axis]);
     }
     const mb_st_tensor *nb = lookup(k, "backbone.norm_f.bias");
     if (c->rms_norm && nb)
-        return mb_fail(MB_EFORMAT, "file %s: tensor %s present (LayerNorm) but config %s says "
-                       "rms_norm", wp, nb->name, in->config_path);
+        return mb_fail(MB_EFORMAT,
+                       "file %s: tensor %s present (LayerNorm) but config %s says "
+                       "rms_norm",
+                       wp, nb->name, in->config_path);
     if (!c->rms_norm && !nb)
-        return mb_fail(MB_EFORMAT, "file %s: tensor %sbackbone.norm_f.bias missing but config %s "
-                       "says LayerNorm (rms_norm false)", wp, k->prefix, in->config_path);
+        return mb_fail(MB_EFORMAT,
+                       "file %s: tensor %sbackbone.norm_f.bias missing but config %s "
+                       "says LayerNorm (rms_norm false)",
+                       wp, k->prefix, in->config_path);
     return MB_OK;
 }
 
@@ -241,8 +259,10 @@ int mb_checkpoint_load(const char *path, mb_model *m, mb_checkpoint_info *info) 
     if (n_pre && n_pre != st.n_tensors) {
         for (int i = 0; i < st.n_tensors; i++)
             if (strncmp(st.tensors[i].name, PREFIX, strlen(PREFIX)) != 0) {
-                rc = mb_fail(MB_EFORMAT, "file %s: tensor %s lacks the \"module.\" prefix that "
-                             "%d other tensors carry", wp, st.tensors[i].name, n_pre);
+                rc = mb_fail(MB_EFORMAT,
+                             "file %s: tensor %s lacks the \"module.\" prefix that "
+                             "%d other tensors carry",
+                             wp, st.tensors[i].name, n_pre);
                 goto done;
             }
     }
@@ -254,8 +274,8 @@ int mb_checkpoint_load(const char *path, mb_model *m, mb_checkpoint_info *info) 
         snprintf(b, sizeof b, "%s%s", k.prefix, EMB_HF);
         int has_a = mb_st_find(&st, a) != NULL, has_b = mb_st_find(&st, b) != NULL;
         if (has_a && has_b) {
-            rc = mb_fail(MB_EFORMAT, "file %s: both %s and %s present; which is the embedding?",
-                         wp, a, b);
+            rc = mb_fail(MB_EFORMAT, "file %s: both %s and %s present; which is the embedding?", wp,
+                         a, b);
             goto done;
         }
         if (!has_a && !has_b) {
@@ -280,15 +300,17 @@ int mb_checkpoint_load(const char *path, mb_model *m, mb_checkpoint_info *info) 
         if (!src[i])
             rc = mb_fail(MB_EFORMAT, "file %s: tensor %s%s missing", wp, k.prefix,
                          strcmp(m->tensors[i].name, EMB_SSM) ? m->tensors[i].name : k.emb);
-        else used[src[i] - st.tensors] = 1;
+        else
+            used[src[i] - st.tensors] = 1;
     }
     const mb_st_tensor *lm = lookup(&k, LM_HEAD);
     in.lm_head_stored = lm != NULL;
     if (lm) used[lm - st.tensors] = 1;
     for (int i = 0; i < st.n_tensors && rc == MB_OK; i++)
         if (!used[i])
-            rc = mb_fail(MB_EFORMAT, "file %s: unexpected tensor %s (not part of a %" PRId64
-                         "-layer %s model)", wp, st.tensors[i].name, cfg.n_layer,
+            rc = mb_fail(MB_EFORMAT,
+                         "file %s: unexpected tensor %s (not part of a %" PRId64 "-layer %s model)",
+                         wp, st.tensors[i].name, cfg.n_layer,
                          cfg.rms_norm ? "RMSNorm" : "LayerNorm");
     /* data: shapes as in the table, finite */
     for (int i = 0; i < m->n_tensors && rc == MB_OK; i++) {
@@ -304,7 +326,8 @@ int mb_checkpoint_load(const char *path, mb_model *m, mb_checkpoint_info *info) 
         if (rc == MB_OK) rc = mb_st_read_f32(&st, lm, 2, shape, 1, head);
         if (rc == MB_OK && memcmp(head, m->w.embedding, (size_t)n * sizeof(float)) != 0) {
             int64_t j = 0;
-            while (j < n && memcmp(&head[j], &m->w.embedding[j], sizeof(float)) == 0) j++;
+            while (j < n && memcmp(&head[j], &m->w.embedding[j], sizeof(float)) == 0)
+                j++;
             rc = mb_fail(MB_EFORMAT,
                          "file %s: tensor %s differs from the embedding %s (first at flat index "
                          "%" PRId64 ") but config %s ties them (tie_embeddings)",
@@ -314,7 +337,8 @@ int mb_checkpoint_load(const char *path, mb_model *m, mb_checkpoint_info *info) 
     if (rc == MB_OK) {
         mb_dtype d0 = st.n_tensors ? st.tensors[0].dtype : MB_DT_F32;
         int mixed = 0;
-        for (int i = 0; i < st.n_tensors; i++) mixed |= st.tensors[i].dtype != d0;
+        for (int i = 0; i < st.n_tensors; i++)
+            mixed |= st.tensors[i].dtype != d0;
         snprintf(in.dtype, sizeof in.dtype, "%s", mixed ? "mixed" : mb_dtype_name(d0));
     }
 done:

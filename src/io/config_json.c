@@ -73,7 +73,8 @@ static int get_rank(const jctx *x, const char *key, int64_t *out) {
     if (!v) return MB_OK;
     if (cJSON_IsString(v)) {
         if (strcmp(v->valuestring, "auto") != 0)
-            return mb_fail(MB_EFORMAT, "file %s: field %s%s must be \"auto\" or an integer (got \"%s\")",
+            return mb_fail(MB_EFORMAT,
+                           "file %s: field %s%s must be \"auto\" or an integer (got \"%s\")",
                            x->path, x->where, key, v->valuestring);
         *out = 0;
         return MB_OK;
@@ -102,9 +103,8 @@ static int expect_bool(const jctx *x, const char *key, int want, const char *why
     int b = want, rc = get_bool(x, key, &b, NULL);
     if (rc) return rc;
     if (b != want)
-        return mb_fail(MB_EFORMAT, "file %s: field %s%s is %s; only %s is supported (%s)",
-                       x->path, x->where, key, b ? "true" : "false", want ? "true" : "false",
-                       why);
+        return mb_fail(MB_EFORMAT, "file %s: field %s%s is %s; only %s is supported (%s)", x->path,
+                       x->where, key, b ? "true" : "false", want ? "true" : "false", why);
     return MB_OK;
 }
 
@@ -112,7 +112,8 @@ static int levenshtein(const char *a, const char *b) {
     size_t n = strlen(a), m = strlen(b);
     if (n > 63 || m > 63) return 99;
     int prev[64], cur[64];
-    for (size_t j = 0; j <= m; j++) prev[j] = (int)j;
+    for (size_t j = 0; j <= m; j++)
+        prev[j] = (int)j;
     for (size_t i = 1; i <= n; i++) {
         cur[0] = (int)i;
         for (size_t j = 1; j <= m; j++) {
@@ -152,33 +153,58 @@ static int check_keys_strict(const jctx *x, const char *const *known, const char
         if (s)
             return mb_fail(MB_EFORMAT, "file %s: unknown field %s%s (did you mean %s%s?)", x->path,
                            x->where, v->string, x->where, s);
-        return mb_fail(MB_EFORMAT, "file %s: unknown field %s%s (not a %s field this library "
-                       "supports)", x->path, x->where, v->string, what);
+        return mb_fail(MB_EFORMAT,
+                       "file %s: unknown field %s%s (not a %s field this library "
+                       "supports)",
+                       x->path, x->where, v->string, what);
     }
     return MB_OK;
 }
 
 /* ------------------------------------------------------------------ parse */
 
-static const char *const k_ssm_top[] = {
-    "d_model", "d_intermediate", "n_layer", "vocab_size", "ssm_cfg", "attn_layer_idx",
-    "attn_cfg", "rms_norm", "residual_in_fp32", "fused_add_norm", "pad_vocab_size_multiple",
-    "tie_embeddings", NULL};
+static const char *const k_ssm_top[] = {"d_model",
+                                        "d_intermediate",
+                                        "n_layer",
+                                        "vocab_size",
+                                        "ssm_cfg",
+                                        "attn_layer_idx",
+                                        "attn_cfg",
+                                        "rms_norm",
+                                        "residual_in_fp32",
+                                        "fused_add_norm",
+                                        "pad_vocab_size_multiple",
+                                        "tie_embeddings",
+                                        NULL};
 static const char *const k_ssm_cfg[] = {
-    "layer", "d_state", "d_conv", "expand", "dt_rank", "dt_min", "dt_max", "dt_init", "dt_scale",
-    "dt_init_floor", "conv_bias", "bias", "use_fast_path", NULL};
+    "layer",   "d_state",  "d_conv",        "expand",    "dt_rank", "dt_min",        "dt_max",
+    "dt_init", "dt_scale", "dt_init_floor", "conv_bias", "bias",    "use_fast_path", NULL};
 /* HF keys we read (a near-miss of one of these is an error) ... */
 static const char *const k_hf_read[] = {
-    "model_type", "vocab_size", "hidden_size", "state_size", "num_hidden_layers",
-    "layer_norm_epsilon", "expand", "conv_kernel", "use_bias", "use_conv_bias", "hidden_act",
-    "time_step_rank", "residual_in_fp32", "tie_word_embeddings", "time_step_min",
-    "time_step_max", "time_step_floor", NULL};
+    "model_type",       "vocab_size",          "hidden_size",
+    "state_size",       "num_hidden_layers",   "layer_norm_epsilon",
+    "expand",           "conv_kernel",         "use_bias",
+    "use_conv_bias",    "hidden_act",          "time_step_rank",
+    "residual_in_fp32", "tie_word_embeddings", "time_step_min",
+    "time_step_max",    "time_step_floor",     NULL};
 /* ... and keys of transformers' MambaConfig / PretrainedConfig we accept and ignore. */
-static const char *const k_hf_ignored[] = {
-    "architectures", "pad_token_id", "bos_token_id", "eos_token_id", "initializer_range",
-    "time_step_scale", "time_step_init_scheme", "rescale_prenorm_residual", "use_cache",
-    "use_mambapy", "intermediate_size", "torch_dtype", "transformers_version", "_name_or_path",
-    "n_layer", "d_model", NULL};
+static const char *const k_hf_ignored[] = {"architectures",
+                                           "pad_token_id",
+                                           "bos_token_id",
+                                           "eos_token_id",
+                                           "initializer_range",
+                                           "time_step_scale",
+                                           "time_step_init_scheme",
+                                           "rescale_prenorm_residual",
+                                           "use_cache",
+                                           "use_mambapy",
+                                           "intermediate_size",
+                                           "torch_dtype",
+                                           "transformers_version",
+                                           "_name_or_path",
+                                           "n_layer",
+                                           "d_model",
+                                           NULL};
 
 static int parse_mamba_ssm(const jctx *x, mb_config *c) {
     int rc, has_d, has_l, has_v;
@@ -192,7 +218,8 @@ static int parse_mamba_ssm(const jctx *x, mb_config *c) {
     if (!has_v)
         return mb_fail(MB_EFORMAT,
                        "file %s: field vocab_size is missing (mamba_ssm's default 50277 is not "
-                       "a byte vocabulary; need 256)", x->path);
+                       "a byte vocabulary; need 256)",
+                       x->path);
     if ((rc = get_int(x, "pad_vocab_size_multiple", &pad, NULL))) return rc;
     if (pad <= 0)
         return mb_fail(MB_EFORMAT, "file %s: field pad_vocab_size_multiple must be positive",
@@ -215,21 +242,27 @@ static int parse_mamba_ssm(const jctx *x, mb_config *c) {
     int64_t dint = 0;
     if ((rc = get_int(x, "d_intermediate", &dint, NULL))) return rc;
     if (dint != 0)
-        return mb_fail(MB_EFORMAT, "file %s: field d_intermediate is %lld; MLP blocks are not "
-                       "supported (need 0)", x->path, (long long)dint);
+        return mb_fail(MB_EFORMAT,
+                       "file %s: field d_intermediate is %lld; MLP blocks are not "
+                       "supported (need 0)",
+                       x->path, (long long)dint);
     const cJSON *ai = cJSON_GetObjectItemCaseSensitive(x->obj, "attn_layer_idx");
     if (ai && !(cJSON_IsArray(ai) && cJSON_GetArraySize(ai) == 0) && !cJSON_IsNull(ai))
-        return mb_fail(MB_EFORMAT, "file %s: field attn_layer_idx must be empty (attention "
-                       "layers are not supported)", x->path);
+        return mb_fail(MB_EFORMAT,
+                       "file %s: field attn_layer_idx must be empty (attention "
+                       "layers are not supported)",
+                       x->path);
     const cJSON *ac = cJSON_GetObjectItemCaseSensitive(x->obj, "attn_cfg");
     if (ac && !(cJSON_IsObject(ac) && cJSON_GetArraySize(ac) == 0) && !cJSON_IsNull(ac))
-        return mb_fail(MB_EFORMAT, "file %s: field attn_cfg must be empty (attention layers are "
-                       "not supported)", x->path);
+        return mb_fail(MB_EFORMAT,
+                       "file %s: field attn_cfg must be empty (attention layers are "
+                       "not supported)",
+                       x->path);
     const cJSON *s = cJSON_GetObjectItemCaseSensitive(x->obj, "ssm_cfg");
     if (s) {
         if (!cJSON_IsObject(s))
-            return mb_fail(MB_EFORMAT, "file %s: field ssm_cfg must be an object (got %s)",
-                           x->path, jtype(s));
+            return mb_fail(MB_EFORMAT, "file %s: field ssm_cfg must be an object (got %s)", x->path,
+                           jtype(s));
         jctx y = {x->path, s, "ssm_cfg."};
         if ((rc = check_keys_strict(&y, k_ssm_cfg, "Mamba-1 ssm_cfg"))) return rc;
         if ((rc = expect_str(&y, "layer", "Mamba1", " (Mamba-2 is not supported)"))) return rc;
@@ -246,8 +279,10 @@ static int parse_mamba_ssm(const jctx *x, mb_config *c) {
         const cJSON *di = cJSON_GetObjectItemCaseSensitive(s, "dt_init");
         if (di && !(cJSON_IsString(di) && (strcmp(di->valuestring, "random") == 0 ||
                                            strcmp(di->valuestring, "constant") == 0)))
-            return mb_fail(MB_EFORMAT, "file %s: field ssm_cfg.dt_init must be \"random\" or "
-                           "\"constant\"", x->path);
+            return mb_fail(MB_EFORMAT,
+                           "file %s: field ssm_cfg.dt_init must be \"random\" or "
+                           "\"constant\"",
+                           x->path);
         if ((rc = expect_bool(&y, "conv_bias", 1, "the conv1d always has a bias"))) return rc;
         if ((rc = expect_bool(&y, "bias", 0, "in_proj/out_proj have no bias"))) return rc;
     }
@@ -270,13 +305,14 @@ static int parse_hf(const jctx *x, mb_config *c) {
     if (!has_d)
         return mb_fail(MB_EFORMAT, "file %s: required field hidden_size is missing", x->path);
     if (!has_l)
-        return mb_fail(MB_EFORMAT, "file %s: required field num_hidden_layers is missing",
-                       x->path);
+        return mb_fail(MB_EFORMAT, "file %s: required field num_hidden_layers is missing", x->path);
     int64_t vs = 0;
     if ((rc = get_int(x, "vocab_size", &vs, &has_v))) return rc;
     if (!has_v)
-        return mb_fail(MB_EFORMAT, "file %s: field vocab_size is missing (transformers' default "
-                       "50280 is not a byte vocabulary; need 256)", x->path);
+        return mb_fail(MB_EFORMAT,
+                       "file %s: field vocab_size is missing (transformers' default "
+                       "50280 is not a byte vocabulary; need 256)",
+                       x->path);
     if (vs != MB_VOCAB)
         return mb_fail(MB_EFORMAT, "file %s: field vocab_size is %lld; a byte model needs 256",
                        x->path, (long long)vs);
@@ -310,8 +346,10 @@ int mb_config_json_parse(const char *text, int64_t len, const char *path, mb_con
     for (const char *q = end; q < text + len; q++) {
         if (*q != ' ' && *q != '\t' && *q != '\n' && *q != '\r' && *q != '\0') {
             cJSON_Delete(root);
-            return mb_fail(MB_EFORMAT, "file %s: trailing characters after the JSON object "
-                           "(byte %lld)", path, (long long)(q - text));
+            return mb_fail(MB_EFORMAT,
+                           "file %s: trailing characters after the JSON object "
+                           "(byte %lld)",
+                           path, (long long)(q - text));
         }
     }
     int rc;
@@ -330,7 +368,7 @@ int mb_config_json_parse(const char *text, int64_t len, const char *path, mb_con
             c->tie_embeddings = 1; /* transformers default */
             rc = parse_hf(&x, c);
         } else {
-            c->rms_norm = 1;       /* mamba_ssm MambaConfig defaults */
+            c->rms_norm = 1; /* mamba_ssm MambaConfig defaults */
             c->tie_embeddings = 1;
             rc = parse_mamba_ssm(&x, c);
         }
@@ -341,8 +379,8 @@ int mb_config_json_parse(const char *text, int64_t len, const char *path, mb_con
         if (rc != MB_OK) {
             char msg[512];
             snprintf(msg, sizeof msg, "%s", mb_last_error());
-            rc = mb_fail(MB_EFORMAT, "file %s (%s flavour): %s", path,
-                         mb_config_flavour_name(fl), msg);
+            rc = mb_fail(MB_EFORMAT, "file %s (%s flavour): %s", path, mb_config_flavour_name(fl),
+                         msg);
         }
     }
     if (rc == MB_OK && flavour_out) *flavour_out = fl;
@@ -362,9 +400,12 @@ int mb_config_json_read(const char *path, mb_config *c, mb_config_flavour *flavo
     int err = ferror(f);
     fclose(f);
     int rc;
-    if (err) rc = mb_fail(MB_EIO, "file %s: read error", path);
-    else if (n > MAX) rc = mb_fail(MB_EFORMAT, "file %s: larger than 1 MiB; not a config", path);
-    else rc = mb_config_json_parse(buf, (int64_t)n, path, c, flavour_out);
+    if (err)
+        rc = mb_fail(MB_EIO, "file %s: read error", path);
+    else if (n > MAX)
+        rc = mb_fail(MB_EFORMAT, "file %s: larger than 1 MiB; not a config", path);
+    else
+        rc = mb_config_json_parse(buf, (int64_t)n, path, c, flavour_out);
     free(buf);
     return rc;
 }
@@ -395,7 +436,8 @@ static void sbf(sbuf *b, const char *fmt, ...) {
     va_end(ap);
     if (k < 0 || b->n + (size_t)k + 1 > b->cap) {
         size_t cap = b->cap ? 2 * b->cap : 1024;
-        while (k >= 0 && cap < b->n + (size_t)k + 1) cap *= 2;
+        while (k >= 0 && cap < b->n + (size_t)k + 1)
+            cap *= 2;
         char *p = k < 0 ? NULL : realloc(b->s, cap);
         if (!p) {
             b->oom = 1;
@@ -457,11 +499,15 @@ char *mb_config_json_string(const mb_config *c, mb_config_flavour flavour) {
 
 int mb_config_json_write(const char *path, const mb_config *c, mb_config_flavour flavour) {
     if (flavour == MB_CFG_HF && !c->rms_norm)
-        return mb_fail(MB_EINVAL, "file %s: the Hugging Face Mamba format supports RMSNorm only "
-                       "(this model uses LayerNorm); save in mamba_ssm format", path);
+        return mb_fail(MB_EINVAL,
+                       "file %s: the Hugging Face Mamba format supports RMSNorm only "
+                       "(this model uses LayerNorm); save in mamba_ssm format",
+                       path);
     if (flavour == MB_CFG_MAMBA_SSM && c->norm_eps != 1e-5f)
-        return mb_fail(MB_EINVAL, "file %s: mamba_ssm config.json cannot store norm_eps %g "
-                       "(fixed at 1e-5); save in hf format", path, (double)c->norm_eps);
+        return mb_fail(MB_EINVAL,
+                       "file %s: mamba_ssm config.json cannot store norm_eps %g "
+                       "(fixed at 1e-5); save in hf format",
+                       path, (double)c->norm_eps);
     char *s = mb_config_json_string(c, flavour);
     if (!s) return MB_ENOMEM;
     int rc = mb_atomic_write_file(path, s, (int64_t)strlen(s));

@@ -40,11 +40,15 @@ int64_t mb_dtype_size(mb_dtype t) {
 }
 
 int mb_dtype_parse(const char *s, mb_dtype *out) {
-    if (s && strcmp(s, "F32") == 0) *out = MB_DT_F32;
-    else if (s && strcmp(s, "F16") == 0) *out = MB_DT_F16;
-    else if (s && strcmp(s, "BF16") == 0) *out = MB_DT_BF16;
-    else return mb_fail(MB_EINVAL, "unsupported dtype '%s' (supported: F32, F16, BF16)",
-                        s ? s : "(null)");
+    if (s && strcmp(s, "F32") == 0)
+        *out = MB_DT_F32;
+    else if (s && strcmp(s, "F16") == 0)
+        *out = MB_DT_F16;
+    else if (s && strcmp(s, "BF16") == 0)
+        *out = MB_DT_BF16;
+    else
+        return mb_fail(MB_EINVAL, "unsupported dtype '%s' (supported: F32, F16, BF16)",
+                       s ? s : "(null)");
     return MB_OK;
 }
 
@@ -146,7 +150,6 @@ static int cmp_span(const void *a, const void *b) {
     return x->idx - y->idx;
 }
 
-
 static int cmp_name_idx(const void *a, const void *b, void *ctx) {
     const mb_st_tensor *t = ctx;
     return strcmp(t[*(const int *)a].name, t[*(const int *)b].name);
@@ -156,7 +159,8 @@ void mb_st_close(mb_st_file *f) {
     if (!f) return;
     if (f->map) munmap(f->map, (size_t)f->file_size);
     if (f->fd > 0) close(f->fd);
-    for (int i = 0; i < f->n_tensors; i++) free(f->tensors[i].name);
+    for (int i = 0; i < f->n_tensors; i++)
+        free(f->tensors[i].name);
     free(f->tensors);
     free(f->by_name);
     for (int i = 0; i < f->n_meta; i++) {
@@ -174,8 +178,8 @@ void mb_st_close(mb_st_file *f) {
 static int parse_entry(const mb_st_file *f, const char *name, const cJSON *e, mb_st_tensor *t) {
     const char *p = f->path;
     if (!cJSON_IsObject(e))
-        return mb_fail(MB_EFORMAT, "file %s: tensor %s: header entry is %s, expected an object",
-                       p, name, json_type(e));
+        return mb_fail(MB_EFORMAT, "file %s: tensor %s: header entry is %s, expected an object", p,
+                       name, json_type(e));
     const cJSON *dt = cJSON_GetObjectItemCaseSensitive(e, "dtype");
     const cJSON *sh = cJSON_GetObjectItemCaseSensitive(e, "shape");
     const cJSON *off = cJSON_GetObjectItemCaseSensitive(e, "data_offsets");
@@ -187,8 +191,8 @@ static int parse_entry(const mb_st_file *f, const char *name, const cJSON *e, mb
                        name, json_type(dt));
     if (mb_dtype_parse(dt->valuestring, &t->dtype) != MB_OK)
         return mb_fail(MB_EFORMAT,
-                       "file %s: tensor %s: unsupported dtype '%s' (readable: F32, F16, BF16)",
-                       p, name, dt->valuestring);
+                       "file %s: tensor %s: unsupported dtype '%s' (readable: F32, F16, BF16)", p,
+                       name, dt->valuestring);
     if (!cJSON_IsArray(sh))
         return mb_fail(MB_EFORMAT, "file %s: tensor %s: \"shape\" is %s, expected an array", p,
                        name, json_type(sh));
@@ -203,15 +207,16 @@ static int parse_entry(const mb_st_file *f, const char *name, const cJSON *e, mb
         int64_t s;
         if (!json_i64(v, &s))
             return mb_fail(MB_EFORMAT,
-                           "file %s: tensor %s: shape[%d] is not an integer in range (%s)", p,
-                           name, i, json_type(v));
+                           "file %s: tensor %s: shape[%d] is not an integer in range (%s)", p, name,
+                           i, json_type(v));
         if (s < 0)
-            return mb_fail(MB_EFORMAT, "file %s: tensor %s: negative dimension shape[%d] = %" PRId64,
-                           p, name, i, s);
+            return mb_fail(MB_EFORMAT,
+                           "file %s: tensor %s: negative dimension shape[%d] = %" PRId64, p, name,
+                           i, s);
         t->shape[i] = s;
         if (__builtin_mul_overflow(numel, s, &numel))
-            return mb_fail(MB_EFORMAT, "file %s: tensor %s: number of elements overflows int64",
-                           p, name);
+            return mb_fail(MB_EFORMAT, "file %s: tensor %s: number of elements overflows int64", p,
+                           name);
     }
     t->numel = numel;
     int64_t nbytes;
@@ -223,15 +228,16 @@ static int parse_entry(const mb_st_file *f, const char *name, const cJSON *e, mb
                        name);
     if (!json_i64(cJSON_GetArrayItem(off, 0), &t->begin) ||
         !json_i64(cJSON_GetArrayItem(off, 1), &t->end))
-        return mb_fail(MB_EFORMAT, "file %s: tensor %s: data_offsets are not integers in range",
-                       p, name);
+        return mb_fail(MB_EFORMAT, "file %s: tensor %s: data_offsets are not integers in range", p,
+                       name);
     if (t->begin < 0 || t->end < 0)
-        return mb_fail(MB_EFORMAT, "file %s: tensor %s: negative data_offsets [%" PRId64
-                       ", %" PRId64 "]", p, name, t->begin, t->end);
+        return mb_fail(MB_EFORMAT,
+                       "file %s: tensor %s: negative data_offsets [%" PRId64 ", %" PRId64 "]", p,
+                       name, t->begin, t->end);
     if (t->end < t->begin)
         return mb_fail(MB_EFORMAT,
-                       "file %s: tensor %s: data_offsets end %" PRId64 " < begin %" PRId64, p,
-                       name, t->end, t->begin);
+                       "file %s: tensor %s: data_offsets end %" PRId64 " < begin %" PRId64, p, name,
+                       t->end, t->begin);
     if (t->end > f->data_size)
         return mb_fail(MB_EFORMAT,
                        "file %s: tensor %s: data_offsets [%" PRId64 ", %" PRId64
@@ -256,7 +262,8 @@ static int parse_metadata(mb_st_file *f, const cJSON *m) {
     int n = cJSON_GetArraySize(m);
     f->meta_keys = calloc((size_t)n + 1, sizeof(char *));
     f->meta_vals = calloc((size_t)n + 1, sizeof(char *));
-    if (!f->meta_keys || !f->meta_vals) return mb_fail(MB_ENOMEM, "file %s: out of memory", f->path);
+    if (!f->meta_keys || !f->meta_vals)
+        return mb_fail(MB_ENOMEM, "file %s: out of memory", f->path);
     const cJSON *v;
     cJSON_ArrayForEach(v, m) {
         if (!cJSON_IsString(v))
@@ -331,12 +338,14 @@ static int parse_header(mb_st_file *f, const cJSON *root) {
         }
         if (rc == MB_OK && at != f->data_size)
             rc = mb_fail(MB_EFORMAT,
-                         "file %s: data region has %" PRId64 " bytes but the tensors cover only %" PRId64
+                         "file %s: data region has %" PRId64
+                         " bytes but the tensors cover only %" PRId64
                          " (trailing bytes belong to no tensor)",
                          p, f->data_size, at);
     }
     if (rc == MB_OK) {
-        for (int i = 0; i < n; i++) f->by_name[i] = i;
+        for (int i = 0; i < n; i++)
+            f->by_name[i] = i;
         qsort_r(f->by_name, (size_t)n, sizeof(int), cmp_name_idx, f->tensors);
         for (int i = 1; i < n && rc == MB_OK; i++)
             if (strcmp(f->tensors[f->by_name[i]].name, f->tensors[f->by_name[i - 1]].name) == 0)
@@ -384,7 +393,8 @@ int mb_st_open(mb_st_file *f, const char *path) {
     f->map = map;
     f->file_size = size;
     uint64_t hlen = 0;
-    for (int i = 7; i >= 0; i--) hlen = (hlen << 8) | f->map[i];
+    for (int i = 7; i >= 0; i--)
+        hlen = (hlen << 8) | f->map[i];
     if (hlen > (uint64_t)MB_ST_MAX_HEADER) {
         rc = mb_fail(MB_EFORMAT,
                      "file %s: header length %" PRIu64 " is absurd (limit %" PRId64
@@ -412,7 +422,8 @@ int mb_st_open(mb_st_file *f, const char *path) {
     cJSON *root = cJSON_ParseWithLengthOpts(hdr, (size_t)hlen, &end, 0);
     if (!root) {
         long long at = end ? (long long)(end - hdr) : -1;
-        rc = mb_fail(MB_EFORMAT, "file %s: header is not valid JSON (error near byte %lld of %" PRIu64 ")",
+        rc = mb_fail(MB_EFORMAT,
+                     "file %s: header is not valid JSON (error near byte %lld of %" PRIu64 ")",
                      path, at, hlen);
         goto fail;
     }
@@ -441,8 +452,10 @@ const mb_st_tensor *mb_st_find(const mb_st_file *f, const char *name) {
         const mb_st_tensor *t = &f->tensors[f->by_name[mid]];
         int c = strcmp(t->name, name);
         if (c == 0) return t;
-        if (c < 0) lo = mid + 1;
-        else hi = mid - 1;
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid - 1;
     }
     return NULL;
 }
@@ -457,7 +470,8 @@ int mb_st_read_f32(const mb_st_file *f, const mb_st_tensor *t, int expect_ndim,
                    const int64_t *expect_shape, int check_finite, float *out) {
     if (expect_shape) {
         int ok = t->ndim == expect_ndim;
-        for (int i = 0; ok && i < expect_ndim; i++) ok = t->shape[i] == expect_shape[i];
+        for (int i = 0; ok && i < expect_ndim; i++)
+            ok = t->shape[i] == expect_shape[i];
         if (!ok) {
             char a[200], b[200];
             mb_st_shape_str(a, sizeof a, t->ndim, t->shape);
@@ -501,7 +515,8 @@ static void sb_put(sbuf *b, const char *s, size_t n) {
     if (b->oom) return;
     if (b->n + n + 1 > b->cap) {
         size_t cap = b->cap ? b->cap : 4096;
-        while (cap < b->n + n + 1) cap *= 2;
+        while (cap < b->n + n + 1)
+            cap *= 2;
         char *p = realloc(b->s, cap);
         if (!p) {
             b->oom = 1;
@@ -522,8 +537,10 @@ static void sb_printf(sbuf *b, const char *fmt, ...) {
     va_start(ap, fmt);
     int k = vsnprintf(tmp, sizeof tmp, fmt, ap);
     va_end(ap);
-    if (k >= 0 && (size_t)k < sizeof tmp) sb_put(b, tmp, (size_t)k);
-    else b->oom = 1;
+    if (k >= 0 && (size_t)k < sizeof tmp)
+        sb_put(b, tmp, (size_t)k);
+    else
+        b->oom = 1;
 }
 
 /* JSON string literal with escapes. */
@@ -594,19 +611,22 @@ int mb_st_write(const char *path, const mb_st_wtensor *tensors, int n, const cha
         if (n_meta > 0 || i > 0) sb_put(&h, ",", 1);
         sb_json_str(&h, t->name);
         sb_printf(&h, ":{\"dtype\":\"%s\",\"shape\":[", mb_dtype_name(dtype));
-        for (int j = 0; j < t->ndim; j++) sb_printf(&h, "%s%" PRId64, j ? "," : "", t->shape[j]);
+        for (int j = 0; j < t->ndim; j++)
+            sb_printf(&h, "%s%" PRId64, j ? "," : "", t->shape[j]);
         sb_printf(&h, "],\"data_offsets\":[%" PRId64 ",%" PRId64 "]}", off, off + ne * esize);
         off += ne * esize;
     }
     sb_put(&h, "}", 1);
-    while (!h.oom && h.n % 8 != 0) sb_put(&h, " ", 1);
+    while (!h.oom && h.n % 8 != 0)
+        sb_put(&h, " ", 1);
     if (h.oom) {
         free(h.s);
         free(numel);
         return mb_fail(MB_ENOMEM, "file %s: out of memory building the header", path);
     }
     uint8_t len[8];
-    for (int i = 0; i < 8; i++) len[i] = (uint8_t)((uint64_t)h.n >> (8 * i));
+    for (int i = 0; i < 8; i++)
+        len[i] = (uint8_t)((uint64_t)h.n >> (8 * i));
     mb_atomic_file af;
     int rc = mb_atomic_open(&af, path);
     if (rc == MB_OK) rc = mb_atomic_write(&af, len, 8);
@@ -625,7 +645,8 @@ int mb_st_write(const char *path, const mb_st_wtensor *tensors, int n, const cha
         uint16_t (*cv)(float) = dtype == MB_DT_F16 ? mb_f32_to_f16 : mb_f32_to_bf16;
         for (int64_t k = 0; k < numel[i] && rc == MB_OK; k += CHUNK) {
             int64_t m = numel[i] - k < CHUNK ? numel[i] - k : CHUNK;
-            for (int64_t j = 0; j < m; j++) buf[j] = cv(src[k + j]);
+            for (int64_t j = 0; j < m; j++)
+                buf[j] = cv(src[k + j]);
             rc = mb_atomic_write(&af, buf, m * 2);
         }
     }

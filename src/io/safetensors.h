@@ -25,7 +25,7 @@ typedef struct {
     int ndim; /* 0..MB_ST_MAX_DIMS; a scalar has ndim 0 and numel 1 */
     int64_t shape[MB_ST_MAX_DIMS];
     int64_t numel;
-    int64_t begin, end; /* byte offsets into the data region */
+    int64_t begin, end;  /* byte offsets into the data region */
     const uint8_t *data; /* begin of the tensor's bytes in the mapping (unaligned) */
 } mb_st_tensor;
 
