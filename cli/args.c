@@ -1,0 +1,70 @@
+/* Flag parsing helpers shared by the subcommands. */
+#include "args.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+
+const char *arg_value(const char *cmd, int argc, char **argv, int *i) {
+    if (*i + 1 >= argc) {
+        fprintf(stderr, "mambabyte %s: %s needs a value\n", cmd, argv[*i]);
+        return NULL;
+    }
+    return argv[++*i];
+}
+
+int arg_int64(const char *cmd, const char *flag, const char *s, int64_t lo, int64_t hi,
+              int64_t *out) {
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno || end == s || *end != '\0' || v < lo || v > hi) {
+        fprintf(stderr, "mambabyte %s: %s must be an integer in [%lld, %lld], got '%s'\n", cmd,
+                flag, (long long)lo, (long long)hi, s);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+int arg_float(const char *cmd, const char *flag, const char *s, double lo, double hi,
+              double *out) {
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || *end != '\0' || !isfinite(v) || v < lo || v > hi) {
+        fprintf(stderr, "mambabyte %s: %s must be a number in [%g, %g], got '%s'\n", cmd, flag,
+                lo, hi, s);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+const char *fmt_bytes(double b, char *buf, int n) {
+    const char *u[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+    int k = 0;
+    while (b >= 1024.0 && k < 4) b /= 1024.0, k++;
+    snprintf(buf, (size_t)n, k ? "%.1f %s" : "%.0f %s", b, u[k]);
+    return buf;
+}
+
+const char *fmt_duration(double s, char *buf, int n) {
+    if (!isfinite(s) || s < 0) s = 0;
+    long t = (long)(s + 0.5);
+    if (t >= 3600)
+        snprintf(buf, (size_t)n, "%ldh%02ldm%02lds", t / 3600, t / 60 % 60, t % 60);
+    else if (t >= 60)
+        snprintf(buf, (size_t)n, "%ldm%02lds", t / 60, t % 60);
+    else
+        snprintf(buf, (size_t)n, "%lds", t);
+    return buf;
+}
+
+double now_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}

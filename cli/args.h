@@ -1,0 +1,22 @@
+/* Small helpers for the subcommands' flag parsing: each value is checked and an error names
+ * the flag. */
+#ifndef MB_CLI_ARGS_H
+#define MB_CLI_ARGS_H
+
+#include <stdint.h>
+
+/* Value of flag argv[*i] (advances *i), or NULL after printing "<cmd>: <flag> needs a value". */
+const char *arg_value(const char *cmd, int argc, char **argv, int *i);
+/* Parse integers / floats in [lo, hi]; on error print a message naming the flag, return -1. */
+int arg_int64(const char *cmd, const char *flag, const char *s, int64_t lo, int64_t hi,
+              int64_t *out);
+int arg_float(const char *cmd, const char *flag, const char *s, double lo, double hi,
+              double *out);
+/* Human-readable byte count ("1.5 MiB"). Returns buf. */
+const char *fmt_bytes(double bytes, char *buf, int n);
+/* Seconds as "1h02m03s" / "2m03s" / "12s". */
+const char *fmt_duration(double s, char *buf, int n);
+/* Monotonic wall time in seconds. */
+double now_seconds(void);
+
+#endif

@@ -1,0 +1,152 @@
+/* mambabyte eval: bits per byte of a checkpoint on a file, directory tree or JSON lines. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "args.h"
+#include "commands.h"
+#include "eval/evaluate.h"
+#include "mambabyte.h"
+#include "model_load.h"
+#include "train/data.h"
+
+static void help(FILE *f) {
+    fprintf(f,
+            "usage: mambabyte eval -m DIR PATH [--ctx N] [--stream] [--batch N] [--json]\n"
+            "\n"
+            "Bits per byte (mean cross-entropy in nats per predicted byte / ln 2) of the model in\n"
+            "DIR on every document of PATH (file, directory tree or *.jsonl). The first byte of\n"
+            "each document is context only.\n"
+            "\n"
+            "  --ctx N        window length (default: the training context, else 1024)\n"
+            "  --stream       carry the recurrent state from window to window: constant memory,\n"
+            "                 context = the whole document so far (beyond the training context)\n"
+            "  --batch N      windows per forward pass without --stream (default 8)\n"
+            "  --max-bytes N  stop after about N scored bytes (default: all)\n"
+            "  --format F     auto | bytes | jsonl\n"
+            "  --json         print the result as JSON\n"
+            "\n"
+            "Ends with 'bpb: <value> bytes: <count>'.\n");
+}
+
+typedef struct {
+    double t0, last;
+    int tty;
+} progress_state;
+
+static void progress(int64_t done, int64_t total, void *user) {
+    progress_state *p = user;
+    double now = now_seconds();
+    if (done < total && now - p->last < (p->tty ? 0.2 : 10.0)) return;
+    p->last = now;
+    double frac = total > 0 ? (double)done / (double)total : 1.0;
+    int w = 30, fill = (int)(frac * w + 0.5);
+    char bar[64], eta[32];
+    for (int i = 0; i < w; i++) bar[i] = i < fill ? '#' : '.';
+    bar[w] = '\0';
+    double rate = done / (now - p->t0 + 1e-9);
+    fmt_duration(rate > 0 ? (double)(total - done) / rate : 0, eta, sizeof eta);
+    fprintf(stderr, "%seval [%s] %5.1f%% %lld/%lld bytes %.1f kB/s ETA %s%s", p->tty ? "\r" : "",
+            bar, 100.0 * frac, (long long)done, (long long)total, rate / 1000.0, eta,
+            p->tty ? "" : "\n");
+    if (p->tty && done >= total) fputc('\n', stderr);
+}
+
+int cmd_eval(int argc, char **argv) {
+    const char *C = "eval", *dir = NULL, *input = NULL, *format = "auto";
+    int64_t ctx = 0, batch = 8, max_bytes = 0;
+    int stream = 0, json = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v;
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            help(stdout);
+            return 0;
+        } else if (!strcmp(a, "-m") || !strcmp(a, "--model")) {
+            if (!(dir = arg_value(C, argc, argv, &i))) return 2;
+        } else if (!strcmp(a, "--ctx")) {
+            if (!(v = arg_value(C, argc, argv, &i)) || arg_int64(C, a, v, 1, 1 << 24, &ctx))
+                return 2;
+        } else if (!strcmp(a, "--batch")) {
+            if (!(v = arg_value(C, argc, argv, &i)) || arg_int64(C, a, v, 1, 1 << 16, &batch))
+                return 2;
+        } else if (!strcmp(a, "--max-bytes")) {
+            if (!(v = arg_value(C, argc, argv, &i)) ||
+                arg_int64(C, a, v, 0, INT64_MAX / 2, &max_bytes))
+                return 2;
+        } else if (!strcmp(a, "--format")) {
+            if (!(format = arg_value(C, argc, argv, &i))) return 2;
+        } else if (!strcmp(a, "--stream")) {
+            stream = 1;
+        } else if (!strcmp(a, "--json")) {
+            json = 1;
+        } else if (a[0] == '-' && a[1] != '\0') {
+            fprintf(stderr, "mambabyte eval: unknown argument '%s' (see --help)\n", a);
+            return 2;
+        } else if (!input) {
+            input = a;
+        } else {
+            fprintf(stderr, "mambabyte eval: more than one PATH ('%s', '%s')\n", input, a);
+            return 2;
+        }
+    }
+    if (!dir || !input) {
+        fprintf(stderr, "mambabyte eval: need -m DIR and a PATH to score (see --help)\n");
+        return 2;
+    }
+    mb_data_format fmt;
+    if (mb_data_format_parse(format, &fmt)) {
+        fprintf(stderr, "mambabyte eval: --format: %s\n", mb_last_error());
+        return 2;
+    }
+    mb_model m;
+    if (cli_load_model(C, dir, &m)) return 1;
+    if (ctx == 0) ctx = cli_training_ctx(dir, 1024);
+
+    /* pack the input into a private temporary directory (removed afterwards) */
+    char tmpdir[] = "/tmp/mambabyte-eval-XXXXXX", pack_path[4200];
+    if (!mkdtemp(tmpdir)) {
+        perror("mambabyte eval: mkdtemp");
+        mb_model_free(&m);
+        return 1;
+    }
+    snprintf(pack_path, sizeof pack_path, "%s/eval.pack", tmpdir);
+    mb_pack pack;
+    int rc = mb_pack_load(&pack, input, fmt, pack_path, NULL);
+    unlink(pack_path);
+    rmdir(tmpdir);
+    if (rc) {
+        fprintf(stderr, "mambabyte eval: %s\n", mb_last_error());
+        mb_model_free(&m);
+        return 1;
+    }
+    mb_doc *docs = calloc((size_t)pack.n_docs, sizeof *docs);
+    if (!docs) {
+        fprintf(stderr, "mambabyte eval: out of memory\n");
+        mb_pack_close(&pack);
+        mb_model_free(&m);
+        return 1;
+    }
+    for (int64_t i = 0; i < pack.n_docs; i++) docs[i].bytes = mb_pack_doc(&pack, i, &docs[i].len);
+    progress_state ps = {.t0 = now_seconds(), .last = 0, .tty = isatty(2)};
+    mb_eval_result r;
+    rc = mb_evaluate(&m, docs, pack.n_docs, ctx, batch, stream, max_bytes, progress, &ps, &r);
+    double secs = now_seconds() - ps.t0;
+    if (rc) {
+        fprintf(stderr, "mambabyte eval: %s\n", mb_last_error());
+    } else if (json) {
+        printf("{\"bpb\": %.6f, \"bytes\": %lld, \"nats\": %.6f, \"ctx\": %lld, \"stream\": %s, "
+               "\"documents\": %lld, \"seconds\": %.3f}\n",
+               mb_eval_bpb(&r), (long long)r.bytes, r.nats, (long long)ctx,
+               stream ? "true" : "false", (long long)pack.n_docs, secs);
+    } else {
+        fprintf(stderr, "%lld documents, ctx %lld%s, %.1fs (%.1f kB/s)\n", (long long)pack.n_docs,
+                (long long)ctx, stream ? " streamed" : " windows", secs,
+                r.bytes / (secs + 1e-9) / 1000.0);
+        printf("bpb: %.6f bytes: %lld\n", mb_eval_bpb(&r), (long long)r.bytes);
+    }
+    free(docs);
+    mb_pack_close(&pack);
+    mb_model_free(&m);
+    return rc ? 1 : 0;
+}

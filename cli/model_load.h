@@ -1,0 +1,14 @@
+/* Loading a checkpoint for the inference subcommands, with errors printed for the user. */
+#ifndef MB_CLI_MODEL_LOAD_H
+#define MB_CLI_MODEL_LOAD_H
+
+#include <stdint.h>
+
+#include "mambabyte.h"
+
+/* Load -m DIR (any supported checkpoint format); prints "mambabyte <cmd>: <error>" on failure. */
+int cli_load_model(const char *cmd, const char *dir, mb_model *m);
+/* The training context stored in DIR/train_state.safetensors, or `fallback`. */
+int64_t cli_training_ctx(const char *dir, int64_t fallback);
+
+#endif

@@ -1,0 +1,135 @@
+/* Windowed and streamed bits-per-byte evaluation. */
+#include "eval/evaluate.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+double mb_eval_bpb(const mb_eval_result *r) {
+    return r->bytes > 0 ? r->nats / (double)r->bytes / M_LN2 : 0.0;
+}
+
+static double sum_losses(const mb_acts *a, int64_t n) {
+    const float *l = mb_acts_losses(a);
+    double s = 0.0;
+    for (int64_t i = 0; i < n; i++) s += l[i];
+    return s;
+}
+
+static int64_t total_to_score(const mb_doc *docs, int64_t n_docs, int64_t max_bytes) {
+    int64_t t = 0;
+    for (int64_t d = 0; d < n_docs; d++)
+        if (docs[d].len > 1) t += docs[d].len - 1;
+    return max_bytes > 0 && t > max_bytes ? max_bytes : t;
+}
+
+/* Score one partial window of n + 1 bytes at batch 1 (zero state or carried state). */
+static int score_single(const mb_model *m, mb_state *st, const uint8_t *w, int64_t n,
+                        mb_eval_result *out) {
+    mb_acts *a = mb_acts_create(&m->cfg, 1, n);
+    if (!a) return mb_fail(MB_ENOMEM, "eval: out of memory for a window of %lld bytes",
+                           (long long)n);
+    if (st)
+        mb_forward_stateful(m, a, st, w, w + 1, NULL);
+    else
+        mb_forward(m, a, w, w + 1, NULL);
+    out->nats += sum_losses(a, n);
+    out->bytes += n;
+    mb_acts_free(a);
+    return MB_OK;
+}
+
+static int eval_windowed(const mb_model *m, const mb_doc *docs, int64_t n_docs, int64_t ctx,
+                         int64_t batch, int64_t max_bytes, mb_eval_progress progress, void *user,
+                         mb_eval_result *out) {
+    int64_t total = total_to_score(docs, n_docs, max_bytes);
+    mb_acts *a = mb_acts_create(&m->cfg, batch, ctx);
+    uint8_t *x = malloc((size_t)(batch * ctx)), *y = malloc((size_t)(batch * ctx));
+    const uint8_t **pending = malloc((size_t)batch * sizeof *pending);
+    if (!a || !x || !y || !pending) {
+        mb_acts_free(a);
+        free(x);
+        free(y);
+        free(pending);
+        return mb_fail(MB_ENOMEM, "eval: out of memory for batch %lld x ctx %lld",
+                       (long long)batch, (long long)ctx);
+    }
+    int64_t nb = 0;
+    int rc = MB_OK;
+    for (int64_t d = 0; d < n_docs && rc == MB_OK; d++) {
+        for (int64_t off = 0; off + 1 < docs[d].len; off += ctx) {
+            if (max_bytes > 0 && out->bytes + nb * ctx >= max_bytes) break;
+            int64_t n = docs[d].len - 1 - off;
+            const uint8_t *w = docs[d].bytes + off;
+            if (n < ctx) { /* the document's last, shorter window */
+                rc = score_single(m, NULL, w, n, out);
+                if (rc) break;
+            } else {
+                memcpy(x + nb * ctx, w, (size_t)ctx);
+                memcpy(y + nb * ctx, w + 1, (size_t)ctx);
+                pending[nb] = w;
+                if (++nb == batch) {
+                    mb_forward(m, a, x, y, NULL);
+                    out->nats += sum_losses(a, batch * ctx);
+                    out->bytes += batch * ctx;
+                    nb = 0;
+                }
+            }
+            if (progress) progress(out->bytes, total, user);
+        }
+        if (max_bytes > 0 && out->bytes + nb * ctx >= max_bytes) break;
+    }
+    for (int64_t i = 0; i < nb && rc == MB_OK; i++) /* leftover full windows */
+        rc = score_single(m, NULL, pending[i], ctx, out);
+    mb_acts_free(a);
+    free(x);
+    free(y);
+    free(pending);
+    if (progress) progress(out->bytes, total, user);
+    return rc;
+}
+
+static int eval_streamed(const mb_model *m, const mb_doc *docs, int64_t n_docs, int64_t ctx,
+                         int64_t max_bytes, mb_eval_progress progress, void *user,
+                         mb_eval_result *out) {
+    int64_t total = total_to_score(docs, n_docs, max_bytes);
+    mb_state st;
+    int rc = mb_state_create(&st, &m->cfg, 1);
+    if (rc) return rc;
+    mb_acts *a = mb_acts_create(&m->cfg, 1, ctx);
+    if (!a) {
+        mb_state_free(&st);
+        return mb_fail(MB_ENOMEM, "eval: out of memory for ctx %lld", (long long)ctx);
+    }
+    for (int64_t d = 0; d < n_docs && rc == MB_OK; d++) {
+        mb_state_reset(&st);
+        for (int64_t off = 0; off + 1 < docs[d].len; off += ctx) {
+            if (max_bytes > 0 && out->bytes >= max_bytes) break;
+            int64_t n = docs[d].len - 1 - off;
+            const uint8_t *w = docs[d].bytes + off;
+            if (n < ctx) {
+                rc = score_single(m, &st, w, n, out);
+                if (rc) break;
+            } else {
+                mb_forward_stateful(m, a, &st, w, w + 1, NULL);
+                out->nats += sum_losses(a, ctx);
+                out->bytes += ctx;
+            }
+            if (progress) progress(out->bytes, total, user);
+        }
+    }
+    mb_acts_free(a);
+    mb_state_free(&st);
+    return rc;
+}
+
+int mb_evaluate(const mb_model *m, const mb_doc *docs, int64_t n_docs, int64_t ctx,
+                int64_t batch, int stream, int64_t max_bytes, mb_eval_progress progress,
+                void *user, mb_eval_result *out) {
+    memset(out, 0, sizeof *out);
+    if (ctx <= 0) return mb_fail(MB_EINVAL, "eval: ctx must be positive (got %lld)", (long long)ctx);
+    if (batch <= 0)
+        return mb_fail(MB_EINVAL, "eval: batch must be positive (got %lld)", (long long)batch);
+    if (stream) return eval_streamed(m, docs, n_docs, ctx, max_bytes, progress, user, out);
+    return eval_windowed(m, docs, n_docs, ctx, batch, max_bytes, progress, user, out);
+}

@@ -1,0 +1,39 @@
+/* Bits-per-byte evaluation over documents (model.md "Metrics"): bpb = mean cross-entropy in
+ * nats per predicted byte / ln 2. The first byte of each document is context only. */
+#ifndef MB_EVAL_EVALUATE_H
+#define MB_EVAL_EVALUATE_H
+
+#include <stdint.h>
+
+#include "mambabyte.h"
+
+typedef struct {
+    const uint8_t *bytes;
+    int64_t len;
+} mb_doc;
+
+typedef struct {
+    double nats;   /* sum of cross-entropy over scored bytes, in nats */
+    int64_t bytes; /* number of predicted (scored) bytes */
+} mb_eval_result;
+
+/* Called after each window with bytes scored so far and the total to score. */
+typedef void (*mb_eval_progress)(int64_t done, int64_t total, void *user);
+
+/* Score documents.
+ * windowed (stream = 0): each document is cut into windows of ctx + 1 bytes overlapping by one
+ *   byte; each window starts from a zero state, so every byte after a document's first is
+ *   predicted exactly once with at most ctx bytes of context. Full windows run `batch` at a time.
+ * streamed (stream = 1): the recurrent state (conv window + SSM state) is carried from window to
+ *   window through a document, so memory is constant and the context is the whole document so
+ *   far (beyond the training context); reset at each document.
+ * max_bytes > 0 stops after about that many scored bytes (whole windows). Returns MB_OK or an
+ * error (out of memory, bad argument). */
+int mb_evaluate(const mb_model *m, const mb_doc *docs, int64_t n_docs, int64_t ctx,
+                int64_t batch, int stream, int64_t max_bytes, mb_eval_progress progress,
+                void *user, mb_eval_result *out);
+
+/* bpb of a result: nats / bytes / ln 2 (0 bytes gives 0). */
+double mb_eval_bpb(const mb_eval_result *r);
+
+#endif

@@ -1,0 +1,493 @@
+/* The training loop: data -> forward/backward -> clip -> AdamW, with validation, metrics,
+ * atomic checkpoints and exact resume. */
+#include "train/trainer.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "eval/evaluate.h"
+#include "io/checkpoint.h"
+#include "io/safetensors.h"
+#include "train/adamw.h"
+#include "train/data.h"
+#include "train/schedule.h"
+
+#define TRAIN_STATE_FILE "train_state.safetensors"
+#define TRAIN_STATE_VERSION "1"
+
+void mb_train_opts_default(mb_train_opts *o) {
+    memset(o, 0, sizeof *o);
+    o->format = "auto";
+    mb_config_preset(&o->cfg, "small");
+    o->ctx = 1024;
+    o->batch = 8;
+    o->accum = 1;
+    o->lr = 4e-4;
+    o->lr_min = 4e-5;
+    o->warmup = 500;
+    o->weight_decay = 0.1;
+    o->beta1 = 0.9;
+    o->beta2 = 0.95;
+    o->eps = 1e-8;
+    o->clip = 1.0;
+    o->seed = 1337;
+    o->val_fraction = 0.01;
+    o->eval_every = 100;
+    o->eval_bytes = 256 * 1024;
+}
+
+static double wall(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int mkdir_p(const char *path) {
+    char buf[4096];
+    if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf)
+        return mb_fail(MB_EINVAL, "--out: path too long");
+    for (char *p = buf + 1; *p; p++) {
+        if (*p != '/') continue;
+        *p = '\0';
+        if (mkdir(buf, 0777) && errno != EEXIST)
+            return mb_fail(MB_EIO, "cannot create directory %s: %s", buf, strerror(errno));
+        *p = '/';
+    }
+    if (mkdir(buf, 0777) && errno != EEXIST)
+        return mb_fail(MB_EIO, "cannot create directory %s: %s", buf, strerror(errno));
+    return MB_OK;
+}
+
+/* FNV-1a over the parameter bits: ties train_state to the model file it was written with. */
+static uint64_t params_hash(const mb_model *m) {
+    const uint8_t *p = (const uint8_t *)m->params;
+    uint64_t h = 1469598103934665603ULL;
+    for (int64_t i = 0; i < m->n_params * (int64_t)sizeof(float); i++) h = (h ^ p[i]) * 1099511628211ULL;
+    return h;
+}
+
+/* ------------------------------------------------------------------ train state file */
+typedef struct {
+    int64_t step;        /* optimizer steps done */
+    int64_t total_steps; /* schedule length */
+    int64_t bytes_seen;
+    double elapsed;
+    mb_train_sampler_state sampler;
+} run_state;
+
+static int save_train_state(const char *dir, const mb_train_opts *o, const mb_model *m,
+                            const mb_adamw *opt, const run_state *rs) {
+    char path[4200], k[16][32], v[16][512];
+    snprintf(path, sizeof path, "%s/%s", dir, TRAIN_STATE_FILE);
+    const mb_train_sampler_state *s = &rs->sampler;
+    int n = 0;
+#define META(key, ...) (snprintf(k[n], sizeof k[n], "%s", key), snprintf(v[n], sizeof v[n], __VA_ARGS__), n++)
+    META("version", TRAIN_STATE_VERSION);
+    META("step", "%" PRId64, rs->step);
+    META("total_steps", "%" PRId64, rs->total_steps);
+    META("bytes_seen", "%" PRId64, rs->bytes_seen);
+    META("elapsed", "%.17g", rs->elapsed);
+    META("params_hash", "%016" PRIx64, params_hash(m));
+    META("sampler", "%" PRIu64 " %" PRIu64 " %" PRIu64 " %" PRIu64 " %" PRIu64 " %" PRIu64
+                    " %" PRIu64 " %" PRIu64 " %" PRId64 " %" PRId64 " %" PRId64 " %" PRId64,
+         s->rng[0], s->rng[1], s->rng[2], s->rng[3], s->epoch_rng[0], s->epoch_rng[1],
+         s->epoch_rng[2], s->epoch_rng[3], s->epoch, s->pos, s->ctx, s->n_slots);
+    META("data", "ctx=%" PRId64 " batch=%" PRId64 " accum=%" PRId64 " seed=%" PRIu64
+                 " val_fraction=%.17g",
+         o->ctx, o->batch, o->accum, o->seed, o->val_fraction);
+    META("optim", "lr=%.17g lr_min=%.17g warmup=%" PRId64 " weight_decay=%.17g beta1=%.17g "
+                  "beta2=%.17g eps=%.17g clip=%.17g adam_step=%" PRId64,
+         o->lr, o->lr_min, o->warmup, o->weight_decay, o->beta1, o->beta2, o->eps, o->clip,
+         opt->step);
+#undef META
+    const char *kv[32];
+    for (int i = 0; i < n; i++) kv[2 * i] = k[i], kv[2 * i + 1] = v[i];
+    mb_st_wtensor t[2] = {
+        {.name = "adamw.exp_avg", .ndim = 1, .shape = {opt->n}, .data = opt->m},
+        {.name = "adamw.exp_avg_sq", .ndim = 1, .shape = {opt->n}, .data = opt->v},
+    };
+    return mb_st_write(path, t, 2, kv, n, MB_DT_F32);
+}
+
+static int parse_kv_i64(const char *s, const char *key, int64_t *out) {
+    const char *p = strstr(s, key);
+    if (!p) return -1;
+    *out = strtoll(p + strlen(key), NULL, 10);
+    return 0;
+}
+static int parse_kv_f64(const char *s, const char *key, double *out) {
+    const char *p = strstr(s, key);
+    if (!p) return -1;
+    *out = strtod(p + strlen(key), NULL);
+    return 0;
+}
+
+/* Load train state; restores the data and optimizer options into *o (exact resume). */
+static int load_train_state(const char *dir, mb_train_opts *o, const mb_model *m, mb_adamw *opt,
+                            run_state *rs) {
+    char path[4200];
+    snprintf(path, sizeof path, "%s/%s", dir, TRAIN_STATE_FILE);
+    mb_st_file f;
+    int rc = mb_st_open(&f, path);
+    if (rc) return rc;
+    rc = mb_fail(MB_EFORMAT, "%s: missing or malformed metadata", path);
+    const char *ver = mb_st_meta(&f, "version"), *step = mb_st_meta(&f, "step"),
+               *tot = mb_st_meta(&f, "total_steps"), *seen = mb_st_meta(&f, "bytes_seen"),
+               *el = mb_st_meta(&f, "elapsed"), *ph = mb_st_meta(&f, "params_hash"),
+               *smp = mb_st_meta(&f, "sampler"), *data = mb_st_meta(&f, "data"),
+               *optim = mb_st_meta(&f, "optim");
+    const mb_st_tensor *tm = mb_st_find(&f, "adamw.exp_avg"), *tv = mb_st_find(&f, "adamw.exp_avg_sq");
+    if (!ver || !step || !tot || !seen || !el || !ph || !smp || !data || !optim) goto out;
+    if (strcmp(ver, TRAIN_STATE_VERSION) != 0) {
+        rc = mb_fail(MB_EFORMAT, "%s: unsupported train state version '%s'", path, ver);
+        goto out;
+    }
+    if (!tm || !tv) {
+        rc = mb_fail(MB_EFORMAT, "%s: tensor adamw.exp_avg / adamw.exp_avg_sq missing", path);
+        goto out;
+    }
+    if (strtoull(ph, NULL, 16) != params_hash(m)) {
+        rc = mb_fail(MB_EFORMAT,
+                     "%s: written with other weights than %s/model.safetensors (a checkpoint "
+                     "interrupted between its two files?); cannot resume exactly",
+                     path, dir);
+        goto out;
+    }
+    int64_t shape[1] = {m->n_params};
+    if ((rc = mb_st_read_f32(&f, tm, 1, shape, 1, opt->m)) ||
+        (rc = mb_st_read_f32(&f, tv, 1, shape, 1, opt->v)))
+        goto out;
+    rs->step = strtoll(step, NULL, 10);
+    rs->total_steps = strtoll(tot, NULL, 10);
+    rs->bytes_seen = strtoll(seen, NULL, 10);
+    rs->elapsed = strtod(el, NULL);
+    mb_train_sampler_state *s = &rs->sampler;
+    if (sscanf(smp,
+               "%" SCNu64 " %" SCNu64 " %" SCNu64 " %" SCNu64 " %" SCNu64 " %" SCNu64 " %" SCNu64
+               " %" SCNu64 " %" SCNd64 " %" SCNd64 " %" SCNd64 " %" SCNd64,
+               &s->rng[0], &s->rng[1], &s->rng[2], &s->rng[3], &s->epoch_rng[0],
+               &s->epoch_rng[1], &s->epoch_rng[2], &s->epoch_rng[3], &s->epoch, &s->pos, &s->ctx,
+               &s->n_slots) != 12) {
+        rc = mb_fail(MB_EFORMAT, "%s: metadata 'sampler' is malformed", path);
+        goto out;
+    }
+    int64_t seed, adam_step;
+    if (parse_kv_i64(data, "ctx=", &o->ctx) || parse_kv_i64(data, "batch=", &o->batch) ||
+        parse_kv_i64(data, "accum=", &o->accum) || parse_kv_i64(data, "seed=", &seed) ||
+        parse_kv_f64(data, "val_fraction=", &o->val_fraction) ||
+        parse_kv_f64(optim, "lr=", &o->lr) || parse_kv_f64(optim, "lr_min=", &o->lr_min) ||
+        parse_kv_i64(optim, "warmup=", &o->warmup) ||
+        parse_kv_f64(optim, "weight_decay=", &o->weight_decay) ||
+        parse_kv_f64(optim, "beta1=", &o->beta1) || parse_kv_f64(optim, "beta2=", &o->beta2) ||
+        parse_kv_f64(optim, "eps=", &o->eps) || parse_kv_f64(optim, "clip=", &o->clip) ||
+        parse_kv_i64(optim, "adam_step=", &adam_step)) {
+        rc = mb_fail(MB_EFORMAT, "%s: metadata 'data' or 'optim' is malformed", path);
+        goto out;
+    }
+    o->seed = (uint64_t)seed;
+    opt->step = adam_step;
+    opt->beta1 = (float)o->beta1, opt->beta2 = (float)o->beta2, opt->eps = (float)o->eps;
+    opt->weight_decay = (float)o->weight_decay;
+    rc = MB_OK;
+out:
+    mb_st_close(&f);
+    return rc;
+}
+
+static int save_checkpoint(const mb_train_opts *o, const mb_model *m, const mb_adamw *opt,
+                           const run_state *rs) {
+    /* model first, then the train state that names its hash: a crash between the two is
+     * detected on resume instead of silently mixing steps */
+    int rc = mb_checkpoint_save(o->out, m, MB_CKPT_MAMBA_SSM);
+    if (rc == MB_OK) rc = save_train_state(o->out, o, m, opt, rs);
+    return rc;
+}
+
+/* ------------------------------------------------------------------ validation */
+typedef struct {
+    mb_doc *docs;
+    int64_t n;
+} doc_list;
+
+static double validate(const mb_model *m, const doc_list *val, const mb_train_opts *o,
+                       int64_t max_bytes, int64_t *scored) {
+    mb_eval_result r;
+    *scored = 0;
+    if (val->n == 0) return NAN;
+    if (mb_evaluate(m, val->docs, val->n, o->ctx, o->batch, 0, max_bytes, NULL, NULL, &r))
+        return NAN;
+    *scored = r.bytes;
+    return mb_eval_bpb(&r);
+}
+
+static void log_json(FILE *f, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void log_json(FILE *f, const char *fmt, ...) {
+    if (!f) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vfprintf(f, fmt, ap);
+    va_end(ap);
+    fputc('\n', f);
+    fflush(f);
+}
+
+static void fmt_eta(double s, char *buf, size_t n) {
+    long t = isfinite(s) && s > 0 ? (long)(s + 0.5) : 0;
+    if (t >= 3600)
+        snprintf(buf, n, "%ldh%02ldm", t / 3600, t / 60 % 60);
+    else
+        snprintf(buf, n, "%ldm%02lds", t / 60, t % 60);
+}
+
+/* ------------------------------------------------------------------ the loop */
+int mb_train(const mb_train_opts *opts_in) {
+    mb_train_opts o = *opts_in;
+    mb_model m = {0};
+    mb_adamw opt = {0};
+    mb_pack pack = {0}, vpack = {0};
+    mb_split split = {0};
+    mb_train_sampler sampler = {0};
+    mb_acts *acts = NULL;
+    float *grads = NULL;
+    uint8_t *x = NULL, *y = NULL;
+    FILE *metrics = NULL;
+    doc_list val = {0};
+    run_state rs = {0};
+    int rc, have_pack = 0, have_vpack = 0, have_split = 0, have_sampler = 0;
+    char path[4200];
+
+    if (!o.out) return mb_fail(MB_EINVAL, "train: --out is required");
+    if (!o.data) return mb_fail(MB_EINVAL, "train: --data is required");
+    if ((rc = mkdir_p(o.out))) return rc;
+
+    /* model and optimizer state */
+    if (o.resume) {
+        if ((rc = mb_checkpoint_load(o.out, &m, NULL))) goto done;
+        if ((rc = mb_adamw_init(&opt, &m, 0.9f, 0.95f, 1e-8f, 0.1f))) goto done;
+        if ((rc = load_train_state(o.out, &o, &m, &opt, &rs))) goto done;
+        if (opts_in->steps > 0) rs.total_steps = opts_in->steps;
+        fprintf(stderr, "resuming %s at step %lld of %lld (ctx %lld, batch %lld, seed %llu from "
+                        "the train state)\n",
+                o.out, (long long)rs.step, (long long)rs.total_steps, (long long)o.ctx,
+                (long long)o.batch, (unsigned long long)o.seed);
+    } else {
+        if ((rc = mb_model_create(&m, &o.cfg))) goto done;
+        mb_model_init(&m, o.seed);
+        if ((rc = mb_adamw_init(&opt, &m, (float)o.beta1, (float)o.beta2, (float)o.eps,
+                                (float)o.weight_decay)))
+            goto done;
+        rs.total_steps = o.steps;
+    }
+    if (o.ctx < 1 || o.batch < 1 || o.accum < 1) {
+        rc = mb_fail(MB_EINVAL, "train: ctx, batch and accum must be positive");
+        goto done;
+    }
+
+    /* data */
+    mb_data_format fmt;
+    if ((rc = mb_data_format_parse(o.format, &fmt))) goto done;
+    if ((rc = mb_data_pack_path(o.data, o.out, path, sizeof path))) goto done;
+    int rebuilt = 0;
+    if ((rc = mb_pack_load(&pack, o.data, fmt, path, &rebuilt))) goto done;
+    have_pack = 1;
+    if (o.val) {
+        snprintf(path, sizeof path, "%s/val.pack", o.out);
+        if ((rc = mb_pack_load(&vpack, o.val, fmt, path, NULL))) goto done;
+        have_vpack = 1;
+    }
+    if ((rc = mb_split_make(&split, &pack, o.val ? &vpack : NULL, o.val_fraction))) goto done;
+    have_split = 1;
+    if ((rc = mb_train_sampler_init(&sampler, &split, o.ctx, o.seed + 1))) goto done;
+    have_sampler = 1;
+    if (o.resume && (rc = mb_train_sampler_set_state(&sampler, &rs.sampler))) goto done;
+    int64_t train_bytes = 0, val_bytes = 0;
+    for (int64_t i = 0; i < split.n_train; i++) train_bytes += split.train[i].len;
+    val.docs = calloc((size_t)(split.n_val ? split.n_val : 1), sizeof *val.docs);
+    if (!val.docs) {
+        rc = mb_fail(MB_ENOMEM, "train: out of memory");
+        goto done;
+    }
+    for (int64_t i = 0; i < split.n_val; i++) {
+        val.docs[i].bytes = split.val[i].data;
+        val.docs[i].len = split.val[i].len;
+        val_bytes += split.val[i].len;
+    }
+    val.n = split.n_val;
+    fprintf(stderr,
+            "data: %s (%s pack, %lld documents): train %lld docs / %lld bytes, val %lld docs / "
+            "%lld bytes%s",
+            o.data, rebuilt ? "new" : "cached", (long long)pack.n_docs, (long long)split.n_train,
+            (long long)train_bytes, (long long)split.n_val, (long long)val_bytes,
+            split.by_bytes ? " (one document: split by bytes)" : "");
+    if (sampler.n_skipped)
+        fprintf(stderr, "; skipped %lld training docs shorter than ctx+1 = %lld (%lld bytes)",
+                (long long)sampler.n_skipped, (long long)o.ctx + 1,
+                (long long)sampler.skipped_bytes);
+    fprintf(stderr, "\nmodel: d_model %lld, n_layer %lld, d_state %lld, %s, %s head, %lld params\n",
+            (long long)m.cfg.d_model, (long long)m.cfg.n_layer, (long long)m.cfg.d_state,
+            m.cfg.rms_norm ? "RMSNorm" : "LayerNorm", m.cfg.tie_embeddings ? "tied" : "untied",
+            (long long)m.n_params);
+
+    /* buffers */
+    acts = mb_acts_create(&m.cfg, o.batch, o.ctx);
+    grads = aligned_alloc(64, ((size_t)m.n_params * sizeof(float) + 63) & ~(size_t)63);
+    x = malloc((size_t)(o.batch * o.ctx));
+    y = malloc((size_t)(o.batch * o.ctx));
+    if (!acts || !grads || !x || !y) {
+        rc = mb_fail(MB_ENOMEM, "train: out of memory for batch %lld x ctx %lld",
+                     (long long)o.batch, (long long)o.ctx);
+        goto done;
+    }
+    snprintf(path, sizeof path, "%s/metrics.jsonl", o.out);
+    metrics = fopen(path, o.resume ? "a" : "w");
+    if (!metrics) {
+        rc = mb_fail(MB_EIO, "cannot open %s: %s", path, strerror(errno));
+        goto done;
+    }
+
+    const int64_t bytes_per_step = o.batch * o.ctx * o.accum;
+    const double t0 = wall();
+    const int64_t start_step = rs.step;
+    double eval_time = 0.0, last_val = NAN;
+    int64_t scored;
+    if (!o.resume && o.eval_every > 0) { /* bpb before training, for the curve */
+        double te = wall();
+        last_val = validate(&m, &val, &o, o.eval_bytes, &scored);
+        eval_time += wall() - te;
+        fprintf(stderr, "step %lld: val_bpb %.4f (%lld bytes)\n", (long long)rs.step, last_val,
+                (long long)scored);
+        log_json(metrics, "{\"step\":%lld,\"val_bpb\":%.6f,\"val_bytes\":%lld}",
+                 (long long)rs.step, last_val, (long long)scored);
+    }
+    int64_t total = rs.total_steps; /* 0 until estimated from the time limit */
+    if (total <= 0 && o.time_limit <= 0) {
+        rc = mb_fail(MB_EINVAL, "train: give --steps or --time-limit");
+        goto done;
+    }
+    mb_schedule sched = {.lr_max = (float)o.lr, .lr_min = (float)o.lr_min, .warmup = o.warmup,
+                         .total = total};
+    int64_t warmup_cap = 0;
+    int stop = 0;
+    while (!stop && (total <= 0 || rs.step < total)) {
+        double ts = wall();
+        memset(grads, 0, (size_t)m.n_params * sizeof(float));
+        double loss = 0.0;
+        for (int64_t a = 0; a < o.accum; a++) {
+            mb_train_sampler_batch(&sampler, o.batch, x, y);
+            float l = mb_forward(&m, acts, x, y, NULL);
+            if (!isfinite(l)) {
+                rc = mb_fail(MB_ENONFINITE,
+                             "step %lld: non-finite loss (%g); stopped, the last checkpoint in %s "
+                             "is intact",
+                             (long long)rs.step + 1, (double)l, o.out);
+                goto done;
+            }
+            mb_backward(&m, acts, 1.0f / (float)(o.batch * o.ctx * o.accum), grads);
+            loss += l / (double)o.accum;
+        }
+        double gnorm = mb_grad_clip(grads, m.n_params, o.clip);
+        if (!isfinite(gnorm)) {
+            rc = mb_fail(MB_ENONFINITE,
+                         "step %lld: non-finite gradient norm (%g); stopped, the last checkpoint "
+                         "in %s is intact",
+                         (long long)rs.step + 1, gnorm, o.out);
+            goto done;
+        }
+        /* warm-up is capped at 10% of the run so short runs still decay */
+        if (total > 0 && !warmup_cap) {
+            warmup_cap = 1;
+            if (sched.warmup > total / 10) sched.warmup = total / 10;
+        }
+        /* before the length is known (time limit only): the warm-up ramp, capped at lr */
+        float lr = total > 0 ? mb_schedule_lr(&sched, rs.step)
+                             : fminf((float)o.lr, (float)o.lr * (float)(rs.step + 1) /
+                                                      (float)(sched.warmup > 0 ? sched.warmup : 1));
+        mb_adamw_update(&opt, m.params, grads, lr);
+        rs.step++;
+        rs.bytes_seen += bytes_per_step;
+        double now = wall(), dt = now - ts;
+        double run_elapsed = now - t0;
+        /* with only a time limit, fix the schedule length after a few steps */
+        if (total <= 0 && rs.step - start_step >= 3) {
+            double per_step = run_elapsed / (double)(rs.step - start_step);
+            double eval_per_step = o.eval_every > 0 ? eval_time / (double)o.eval_every : 0.0;
+            int64_t more = (int64_t)((o.time_limit - run_elapsed) / (per_step + eval_per_step));
+            total = rs.step + (more > 0 ? more : 0);
+            if (total <= rs.step) total = rs.step;
+            rs.total_steps = total;
+            sched.total = total;
+            if (sched.warmup > total / 10) sched.warmup = total / 10;
+            warmup_cap = 1;
+            fprintf(stderr, "time limit %.0fs: %.2fs/step -> %lld steps in all\n", o.time_limit,
+                    per_step, (long long)total);
+        }
+        int64_t remaining = total > 0 ? total - rs.step : 0;
+        double avg = run_elapsed / (double)(rs.step - start_step);
+        char eta[32];
+        fmt_eta(avg * (double)remaining, eta, sizeof eta);
+        if (!o.quiet)
+            fprintf(stderr,
+                    "step %6lld/%lld | loss %.4f | bpb %.4f | lr %.2e | gnorm %.3f | %.1f kB/s | "
+                    "ETA %s\n",
+                    (long long)rs.step, (long long)total, loss, loss / M_LN2, lr, gnorm,
+                    (double)bytes_per_step / dt / 1000.0, eta);
+        log_json(metrics,
+                 "{\"step\":%lld,\"loss\":%.6f,\"bpb\":%.6f,\"lr\":%.6e,\"grad_norm\":%.6f,"
+                 "\"bytes_per_s\":%.1f,\"elapsed\":%.3f}",
+                 (long long)rs.step, loss, loss / M_LN2, lr, gnorm, (double)bytes_per_step / dt,
+                 rs.elapsed + run_elapsed);
+        int last = (total > 0 && rs.step >= total) ||
+                   (o.stop_after > 0 && rs.step - start_step >= o.stop_after) ||
+                   (o.time_limit > 0 && run_elapsed >= o.time_limit);
+        if (o.eval_every > 0 && rs.step % o.eval_every == 0 && !last) {
+            double te = wall();
+            last_val = validate(&m, &val, &o, o.eval_bytes, &scored);
+            eval_time = wall() - te;
+            fprintf(stderr, "step %lld: val_bpb %.4f (%lld bytes)\n", (long long)rs.step,
+                    last_val, (long long)scored);
+            log_json(metrics, "{\"step\":%lld,\"val_bpb\":%.6f,\"val_bytes\":%lld}",
+                     (long long)rs.step, last_val, (long long)scored);
+        }
+        if (last || (o.ckpt_every > 0 && rs.step % o.ckpt_every == 0)) {
+            mb_train_sampler_get_state(&sampler, &rs.sampler);
+            double el = rs.elapsed;
+            rs.elapsed += wall() - t0;
+            rc = save_checkpoint(&o, &m, &opt, &rs);
+            rs.elapsed = el;
+            if (rc) goto done;
+        }
+        stop = last;
+    }
+    rs.elapsed += wall() - t0;
+    /* final validation on the whole held-out set (capped at 4x the periodic budget) */
+    int64_t cap = o.eval_bytes > 0 ? 4 * o.eval_bytes : 0;
+    last_val = validate(&m, &val, &o, cap, &scored);
+    log_json(metrics, "{\"step\":%lld,\"val_bpb\":%.6f,\"val_bytes\":%lld,\"final\":true}",
+             (long long)rs.step, last_val, (long long)scored);
+    fprintf(stderr, "trained %lld steps (%lld bytes) in %.1fs; checkpoint in %s\n",
+            (long long)rs.step, (long long)rs.bytes_seen, rs.elapsed, o.out);
+    printf("val_bpb: %.4f\n", last_val);
+    fflush(stdout);
+    rc = MB_OK;
+done:
+    if (metrics) fclose(metrics);
+    free(val.docs);
+    free(x);
+    free(y);
+    free(grads);
+    mb_acts_free(acts);
+    if (have_sampler) mb_train_sampler_free(&sampler);
+    if (have_split) mb_split_free(&split);
+    if (have_vpack) mb_pack_close(&vpack);
+    if (have_pack) mb_pack_close(&pack);
+    mb_adamw_free(&opt);
+    if (m.params) mb_model_free(&m);
+    return rc;
+}
