@@ -1,0 +1,57 @@
+# Optional CUDA backend (included by the root CMakeLists.txt when MB_CUDA is ON).
+#
+# Built only when a CUDA compiler is found; otherwise nothing here is defined and the CPU build
+# is untouched. Produces:
+#   mambabyte_cuda        static library from src/cuda/*.cu (extern "C" API, C-style CUDA)
+#   test_scan_cuda        GPU scan vs the CPU reference (ctest label "gpu"; exits 77 = skipped
+#                         when no CUDA device is present, so `ctest` stays green on CPU-only CI)
+#   bench_scan_cuda       selective-scan benchmark (not a test)
+include(CheckLanguage)
+check_language(CUDA)
+if(NOT CMAKE_CUDA_COMPILER)
+  message(STATUS "mambabyte: no CUDA compiler found, CUDA backend disabled")
+  return()
+endif()
+
+if(NOT DEFINED CMAKE_CUDA_ARCHITECTURES)
+  # sm_90 machine code for H100/H200 plus compute_90 PTX for newer GPUs.
+  set(CMAKE_CUDA_ARCHITECTURES "90-real;90-virtual")
+endif()
+set(CMAKE_CUDA_STANDARD 17)
+set(CMAKE_CUDA_STANDARD_REQUIRED ON)
+enable_language(CUDA)
+find_package(CUDAToolkit REQUIRED)
+message(STATUS "mambabyte: CUDA backend enabled (nvcc ${CMAKE_CUDA_COMPILER_VERSION}, "
+               "architectures ${CMAKE_CUDA_ARCHITECTURES})")
+
+# Host code warnings as errors (the C flags of the root file are restricted to C sources);
+# device code: warnings as errors too.
+set(MB_CUDA_FLAGS
+    -Xcompiler=-Wall,-Wextra,-Werror
+    -Werror=all-warnings
+    --expt-relaxed-constexpr)
+
+file(GLOB MB_CUDA_SOURCES CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/src/cuda/*.cu)
+add_library(mambabyte_cuda STATIC ${MB_CUDA_SOURCES})
+target_include_directories(mambabyte_cuda PUBLIC ${CMAKE_SOURCE_DIR}/include ${CMAKE_SOURCE_DIR}/src)
+target_compile_options(mambabyte_cuda PRIVATE $<$<COMPILE_LANGUAGE:CUDA>:${MB_CUDA_FLAGS}>)
+target_link_libraries(mambabyte_cuda PUBLIC mambabyte CUDA::cudart)
+set_target_properties(mambabyte_cuda PROPERTIES CUDA_SEPARABLE_COMPILATION OFF
+                                                POSITION_INDEPENDENT_CODE ON)
+
+if(MB_BUILD_TESTS)
+  add_executable(test_scan_cuda ${CMAKE_SOURCE_DIR}/tests/cuda/test_scan_cuda.cu)
+  target_compile_options(test_scan_cuda PRIVATE $<$<COMPILE_LANGUAGE:CUDA>:${MB_CUDA_FLAGS}>)
+  target_link_libraries(test_scan_cuda PRIVATE mambabyte_cuda)
+  # Linked by the C compiler: the device code is already embedded (whole-program compilation),
+  # and the root file's -fsanitize link flags then reach gcc, never nvcc.
+  set_target_properties(test_scan_cuda PROPERTIES LINKER_LANGUAGE C)
+  add_test(NAME test_scan_cuda COMMAND test_scan_cuda)
+  set_tests_properties(test_scan_cuda PROPERTIES LABELS "gpu" SKIP_RETURN_CODE 77
+                       ENVIRONMENT "OMP_NUM_THREADS=2" TIMEOUT 1200)
+endif()
+
+add_executable(bench_scan_cuda ${CMAKE_SOURCE_DIR}/bench/bench_scan_cuda.cu)
+target_compile_options(bench_scan_cuda PRIVATE $<$<COMPILE_LANGUAGE:CUDA>:${MB_CUDA_FLAGS}>)
+target_link_libraries(bench_scan_cuda PRIVATE mambabyte_cuda)
+set_target_properties(bench_scan_cuda PROPERTIES LINKER_LANGUAGE C)

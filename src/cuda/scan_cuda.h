@@ -1,0 +1,64 @@
+/* Selective scan (S6) on a CUDA GPU: forward and backward with the semantics, argument struct
+ * and layouts of the CPU reference (src/cpu/scan.h, mb_scan_forward / mb_scan_backward); every
+ * pointer in mb_scan_args and every output is a DEVICE pointer. fp32 inputs and fp32 state.
+ *
+ * Structure (mamba_ssm csrc/selective_scan, adapted to our (B, L, Di) channel-contiguous
+ * layout): a thread owns one channel and 4 consecutive states; G = N/4 (rounded up to a power
+ * of two) lanes share a channel, a warp covers 32/G channels, so each position's row of
+ * x / delta / z / y is read and written by the warp in one coalesced segment. The block's W
+ * warps split a tile of W*S positions in time: each thread scans its S positions locally, the
+ * (a, b) aggregates of the warps are combined in shared memory with
+ * (a1,b1)o(a0,b0) = (a1*a0, a1*b0 + b1), and the state is carried from tile to tile. Only the
+ * states entering each chunk (args.chunk) are saved; the backward recomputes inside a chunk from
+ * that state and runs the reverse scan, with dB/dC reduced over the warp's channels by shuffles
+ * then atomicAdd, and dA_log/dD reduced over the block then atomicAdd. No (L, Di, N) tensor.
+ * exp is exp2 with A pre-scaled by log2(e).
+ *
+ * Errors: functions return 0 or a negative MB_E* code with mb_fail() naming the argument or the
+ * CUDA error (they never abort). Launches are asynchronous on `stream` (a cudaStream_t passed
+ * as void *, NULL = default stream); argument errors are detected before any launch.
+ */
+#ifndef MB_CUDA_SCAN_CUDA_H
+#define MB_CUDA_SCAN_CUDA_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#include "cpu/scan.h"
+
+/* Number of CUDA devices (0 when there is no driver or no device; never fails). */
+int mb_cuda_device_count(void);
+
+/* Chunk length the GPU backward handles without recomputing finer chunk states (64). A
+ * forward whose h_chunks feed mb_scan_cuda_backward should use it; any chunk > 0 is correct. */
+int64_t mb_scan_cuda_preferred_chunk(void);
+
+/* Forward (mb_scan_forward): writes y (B, L, Di) contiguous, h_chunks and h_last if non-NULL.
+ * y may be NULL (states only). Supports 1 <= N <= 32, chunk > 0, L < 2^31.
+ * MB_EINVAL for a bad size / NULL input; MB_EIO (message names the CUDA error) on a CUDA
+ * failure of the launch. */
+int mb_scan_cuda_forward(const mb_scan_args *a, float *y, void *stream);
+
+/* Backward (mb_scan_backward) given dy (B, L, Di) contiguous and the h_chunks of the forward
+ * with the same args. Writes (=) dx, ddelta (B, L, Di) contiguous, the N columns of dB and dC
+ * (stride bc_stride), dz (stride z_stride, if z != NULL); accumulates (+=) dA_log (Di, N) and
+ * dD (Di). Supports 1 <= N <= 16. When chunk > mb_scan_cuda_preferred_chunk() it first recomputes the chunk states
+ * at the preferred chunk into a temporary device buffer (cudaMallocAsync, B*Di*ceil(L/64)*N
+ * floats), costing one more forward scan. Errors as for the forward (MB_ENOMEM if the
+ * temporary buffer cannot be allocated). */
+int mb_scan_cuda_backward(const mb_scan_args *a, const float *dy, float *dx, float *ddelta,
+                          float *dA_log, float *dB, float *dC, float *dD, float *dz,
+                          void *stream);
+
+/* Tuning / lab knob: number of warps that split a forward tile in time (1, 2, 4, 8 or 16;
+ * 0 = automatic from the grid size and the multiprocessor count). Results do not depend on
+ * it beyond rounding of the (a, b) combination order. */
+void mb_scan_cuda_set_forward_warps(int warps);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,343 @@
+/* GPU selective scan (src/cuda/scan.cu) against the CPU reference (src/cpu/scan.c):
+ * mb_scan_cuda_forward / mb_scan_cuda_backward vs mb_scan_forward / mb_scan_backward on random
+ * inputs in the model's layouts (x and z interleaved in one (B, L, 2 Di) buffer, B and C at
+ * offsets R and R + N of one (B, L, R + 2N) buffer), every output compared by
+ * max |gpu - cpu| / max |cpu| <= 1e-4 (a NaN where the reference has none, or the reverse,
+ * counts as an infinite error). Outputs are poisoned with NaN before every GPU call, so an
+ * unwritten element fails. Also: y is bit-identical for every chunk length and close for every
+ * tile width; a NaN input gives NaN outputs. Exits 77 (ctest SKIP_RETURN_CODE) without a GPU.
+ */
+#include <cuda_runtime.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cuda/scan_cuda.h"
+#include "mambabyte.h"
+
+#define CK(call)                                                                                  \
+    do {                                                                                          \
+        cudaError_t e_ = (call);                                                                  \
+        if (e_ != cudaSuccess) {                                                                  \
+            fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(e_)); \
+            exit(1);                                                                              \
+        }                                                                                         \
+    } while (0)
+
+#define TOL 1e-4
+
+static int g_fail = 0;
+
+/* max |a - b| / max |b| over n elements with strides; NaN mismatch -> INFINITY. */
+static double rel_err(const float *a, const float *b, int64_t rows, int64_t width, int64_t stride) {
+    double num = 0.0, den = 0.0;
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t c = 0; c < width; c++) {
+            const float x = a[r * stride + c], y = b[r * stride + c];
+            if (isnan(x) != isnan(y) || isinf(x) != isinf(y)) return INFINITY;
+            if (isnan(x) || isinf(x)) continue;
+            const double d = fabs((double)x - (double)y);
+            if (d > num) num = d;
+            if (fabs((double)y) > den) den = fabs((double)y);
+        }
+    return den > 0 ? num / den : num;
+}
+
+static void check(const char *what, const char *name, double err) {
+    const int ok = err <= TOL;
+    if (!ok) g_fail = 1;
+    printf("  %-6s %-8s rel err %.2e %s\n", what, name, err, ok ? "ok" : "FAIL");
+}
+
+static float urand(mb_rng *r, float lo, float hi) {
+    return lo + (hi - lo) * mb_rng_float(r);
+}
+
+typedef struct {
+    int64_t B, L, Di, N, R, chunk;
+    int gate, use_h0;
+} tcase;
+
+/* Host and device copies of one problem. */
+typedef struct {
+    tcase tc;
+    int64_t nch;
+    float *xz, *delta, *A_log, *dbc, *D, *h0, *dy; /* host inputs */
+    float *d_xz, *d_delta, *d_A_log, *d_dbc, *d_D, *d_h0, *d_dy;
+} problem;
+
+static float *dup_dev(const float *h, int64_t n) {
+    float *d = NULL;
+    CK(cudaMalloc((void **)&d, sizeof(float) * (size_t)(n > 0 ? n : 1)));
+    if (n > 0) CK(cudaMemcpy(d, h, sizeof(float) * (size_t)n, cudaMemcpyHostToDevice));
+    return d;
+}
+
+static float *dev_poison(int64_t n) {
+    float *d = NULL;
+    CK(cudaMalloc((void **)&d, sizeof(float) * (size_t)(n > 0 ? n : 1)));
+    CK(cudaMemset(d, 0xff, sizeof(float) * (size_t)(n > 0 ? n : 1))); /* NaN */
+    return d;
+}
+
+static float *to_host(const float *d, int64_t n) {
+    float *h = (float *)malloc(sizeof(float) * (size_t)(n > 0 ? n : 1));
+    if (n > 0) CK(cudaMemcpy(h, d, sizeof(float) * (size_t)n, cudaMemcpyDeviceToHost));
+    return h;
+}
+
+static void make_problem(problem *p, tcase tc, uint64_t seed) {
+    memset(p, 0, sizeof *p);
+    p->tc = tc;
+    p->nch = mb_scan_n_chunks(tc.L, tc.chunk);
+    const int64_t BL = tc.B * tc.L, Di = tc.Di, N = tc.N, bcs = tc.R + 2 * N;
+    mb_rng r;
+    mb_rng_seed(&r, seed);
+    p->xz = (float *)malloc(sizeof(float) * (size_t)(BL * 2 * Di));
+    p->delta = (float *)malloc(sizeof(float) * (size_t)(BL * Di));
+    p->dy = (float *)malloc(sizeof(float) * (size_t)(BL * Di));
+    p->dbc = (float *)malloc(sizeof(float) * (size_t)(BL * bcs));
+    p->A_log = (float *)malloc(sizeof(float) * (size_t)(Di * N));
+    p->D = (float *)malloc(sizeof(float) * (size_t)Di);
+    p->h0 = (float *)malloc(sizeof(float) * (size_t)(tc.B * Di * N));
+    for (int64_t i = 0; i < BL * 2 * Di; i++) p->xz[i] = urand(&r, -2.0f, 2.0f);
+    for (int64_t i = 0; i < BL * Di; i++) {
+        /* softplus outputs: mostly small, some large steps */
+        const float u = mb_rng_float(&r);
+        p->delta[i] = u < 0.9f ? urand(&r, 0.001f, 0.1f) : urand(&r, 0.1f, 2.0f);
+        p->dy[i] = urand(&r, -1.0f, 1.0f);
+    }
+    for (int64_t i = 0; i < BL * bcs; i++) p->dbc[i] = urand(&r, -1.0f, 1.0f);
+    for (int64_t c = 0; c < Di; c++) {
+        for (int64_t n = 0; n < N; n++) p->A_log[c * N + n] = logf((float)(n + 1)) + urand(&r, -0.5f, 0.5f);
+        p->D[c] = urand(&r, 0.5f, 1.5f);
+    }
+    for (int64_t i = 0; i < tc.B * Di * N; i++) p->h0[i] = urand(&r, -1.0f, 1.0f);
+    p->d_xz = dup_dev(p->xz, BL * 2 * Di);
+    p->d_delta = dup_dev(p->delta, BL * Di);
+    p->d_dy = dup_dev(p->dy, BL * Di);
+    p->d_dbc = dup_dev(p->dbc, BL * bcs);
+    p->d_A_log = dup_dev(p->A_log, Di * N);
+    p->d_D = dup_dev(p->D, Di);
+    p->d_h0 = dup_dev(p->h0, tc.B * Di * N);
+}
+
+static void free_problem(problem *p) {
+    free(p->xz), free(p->delta), free(p->dy), free(p->dbc), free(p->A_log), free(p->D);
+    free(p->h0);
+    cudaFree(p->d_xz), cudaFree(p->d_delta), cudaFree(p->d_dy), cudaFree(p->d_dbc);
+    cudaFree(p->d_A_log), cudaFree(p->d_D), cudaFree(p->d_h0);
+}
+
+/* Args over host (dev = 0) or device (dev = 1) buffers. */
+static mb_scan_args args_of(const problem *p, int dev, float *h_chunks, float *h_last,
+                            int64_t chunk) {
+    const tcase *t = &p->tc;
+    mb_scan_args a;
+    memset(&a, 0, sizeof a);
+    a.B = t->B, a.L = t->L, a.Di = t->Di, a.N = t->N, a.chunk = chunk;
+    const float *xz = dev ? p->d_xz : p->xz, *dbc = dev ? p->d_dbc : p->dbc;
+    a.x = xz, a.x_stride = 2 * t->Di;
+    a.delta = dev ? p->d_delta : p->delta;
+    a.A_log = dev ? p->d_A_log : p->A_log;
+    a.Bm = dbc + t->R, a.Cm = dbc + t->R + t->N, a.bc_stride = t->R + 2 * t->N;
+    a.D = dev ? p->d_D : p->D;
+    a.z = t->gate ? xz + t->Di : NULL, a.z_stride = 2 * t->Di;
+    a.h0 = t->use_h0 ? (dev ? p->d_h0 : p->h0) : NULL;
+    a.h_last = h_last, a.h_chunks = h_chunks;
+    return a;
+}
+
+/* Full forward + backward comparison of one case. */
+static void run_case(tcase tc, uint64_t seed) {
+    printf("B %lld L %lld Di %lld N %lld chunk %lld gate %d h0 %d\n", (long long)tc.B,
+           (long long)tc.L, (long long)tc.Di, (long long)tc.N, (long long)tc.chunk, tc.gate,
+           tc.use_h0);
+    problem p;
+    make_problem(&p, tc, seed);
+    const int64_t BL = tc.B * tc.L, Di = tc.Di, N = tc.N, bcs = tc.R + 2 * N;
+    const int64_t nhc = tc.B * Di * p.nch * N, nh = tc.B * Di * N;
+
+    /* CPU reference */
+    float *y = (float *)calloc((size_t)(BL * Di), sizeof(float));
+    float *hc = (float *)calloc((size_t)nhc, sizeof(float));
+    float *hl = (float *)calloc((size_t)nh, sizeof(float));
+    mb_scan_args ah = args_of(&p, 0, hc, hl, tc.chunk);
+    mb_scan_forward(&ah, y);
+    float *dx = (float *)calloc((size_t)(BL * Di), sizeof(float));
+    float *ddelta = (float *)calloc((size_t)(BL * Di), sizeof(float));
+    float *dbc = (float *)calloc((size_t)(BL * bcs), sizeof(float)); /* dB, dC at R, R + N */
+    float *dz = (float *)calloc((size_t)(BL * 2 * Di), sizeof(float));
+    float *dA = (float *)malloc(sizeof(float) * (size_t)(Di * N));
+    float *dD = (float *)malloc(sizeof(float) * (size_t)Di);
+    for (int64_t i = 0; i < Di * N; i++) dA[i] = 0.25f; /* += semantics */
+    for (int64_t i = 0; i < Di; i++) dD[i] = -0.5f;
+    mb_scan_backward(&ah, p.dy, dx, ddelta, dA, dbc + tc.R, dbc + tc.R + N, dD,
+                     tc.gate ? dz + Di : NULL);
+
+    /* GPU */
+    float *g_y = dev_poison(BL * Di), *g_hc = dev_poison(nhc), *g_hl = dev_poison(nh);
+    mb_scan_args ad = args_of(&p, 1, g_hc, g_hl, tc.chunk);
+    int rc = mb_scan_cuda_forward(&ad, g_y, NULL);
+    if (rc) {
+        printf("  forward failed: %s\n", mb_last_error());
+        g_fail = 1;
+    }
+    CK(cudaDeviceSynchronize());
+    float *gy = to_host(g_y, BL * Di), *ghc = to_host(g_hc, nhc), *ghl = to_host(g_hl, nh);
+    check("fwd", "y", rel_err(gy, y, BL, Di, Di));
+    check("fwd", "h_chunks", rel_err(ghc, hc, nhc, 1, 1));
+    check("fwd", "h_last", rel_err(ghl, hl, nh, 1, 1));
+
+    float *g_dx = dev_poison(BL * Di), *g_dd = dev_poison(BL * Di);
+    float *g_dbc = dev_poison(BL * bcs), *g_dz = dev_poison(BL * 2 * Di);
+    float *g_dA = dev_poison(Di * N), *g_dD = dev_poison(Di);
+    {
+        float *t = (float *)malloc(sizeof(float) * (size_t)(Di * N));
+        for (int64_t i = 0; i < Di * N; i++) t[i] = 0.25f;
+        CK(cudaMemcpy(g_dA, t, sizeof(float) * (size_t)(Di * N), cudaMemcpyHostToDevice));
+        for (int64_t i = 0; i < Di; i++) t[i] = -0.5f;
+        CK(cudaMemcpy(g_dD, t, sizeof(float) * (size_t)Di, cudaMemcpyHostToDevice));
+        free(t);
+    }
+    rc = mb_scan_cuda_backward(&ad, p.d_dy, g_dx, g_dd, g_dA, g_dbc + tc.R, g_dbc + tc.R + N,
+                               g_dD, tc.gate ? g_dz + Di : NULL, NULL);
+    if (rc) {
+        printf("  backward failed: %s\n", mb_last_error());
+        g_fail = 1;
+    }
+    CK(cudaDeviceSynchronize());
+    float *gdx = to_host(g_dx, BL * Di), *gdd = to_host(g_dd, BL * Di);
+    float *gdbc = to_host(g_dbc, BL * bcs), *gdz = to_host(g_dz, BL * 2 * Di);
+    float *gdA = to_host(g_dA, Di * N), *gdD = to_host(g_dD, Di);
+    check("bwd", "dx", rel_err(gdx, dx, BL, Di, Di));
+    check("bwd", "ddelta", rel_err(gdd, ddelta, BL, Di, Di));
+    check("bwd", "dB", rel_err(gdbc + tc.R, dbc + tc.R, BL, N, bcs));
+    check("bwd", "dC", rel_err(gdbc + tc.R + N, dbc + tc.R + N, BL, N, bcs));
+    if (tc.gate) check("bwd", "dz", rel_err(gdz + Di, dz + Di, BL, Di, 2 * Di));
+    check("bwd", "dA_log", rel_err(gdA, dA, Di, N, N));
+    check("bwd", "dD", rel_err(gdD, dD, 1, Di, Di));
+
+    free(y), free(hc), free(hl), free(dx), free(ddelta), free(dbc), free(dz), free(dA), free(dD);
+    free(gy), free(ghc), free(ghl), free(gdx), free(gdd), free(gdbc), free(gdz), free(gdA);
+    free(gdD);
+    cudaFree(g_y), cudaFree(g_hc), cudaFree(g_hl), cudaFree(g_dx), cudaFree(g_dd);
+    cudaFree(g_dbc), cudaFree(g_dz), cudaFree(g_dA), cudaFree(g_dD);
+    free_problem(&p);
+}
+
+/* y must not depend on the chunk length (bit for bit), nor (beyond rounding) on the number of
+ * warps splitting a tile. */
+static void run_invariance(void) {
+    tcase tc = {2, 2049, 64, 16, 4, 64, 1, 1};
+    printf("invariance: B 2 L 2049 Di 64 N 16\n");
+    problem p;
+    make_problem(&p, tc, 99);
+    const int64_t n = tc.B * tc.L * tc.Di;
+    float *ref = NULL;
+    const int64_t chunks[] = {1, 7, 64, 128, 1000, 2049};
+    for (int i = 0; i < 6; i++) {
+        float *g_y = dev_poison(n);
+        float *g_hc = dev_poison(tc.B * tc.Di * mb_scan_n_chunks(tc.L, chunks[i]) * tc.N);
+        mb_scan_args ad = args_of(&p, 1, g_hc, NULL, chunks[i]);
+        if (mb_scan_cuda_forward(&ad, g_y, NULL)) g_fail = 1;
+        CK(cudaDeviceSynchronize());
+        float *y = to_host(g_y, n);
+        if (!ref) {
+            ref = y;
+        } else {
+            const int same = memcmp(y, ref, sizeof(float) * (size_t)n) == 0;
+            printf("  chunk %5lld: y %s\n", (long long)chunks[i], same ? "identical" : "DIFFERS");
+            if (!same) g_fail = 1;
+            free(y);
+        }
+        cudaFree(g_y), cudaFree(g_hc);
+    }
+    const int warps[] = {1, 2, 4, 8, 16};
+    for (int i = 0; i < 5; i++) {
+        mb_scan_cuda_set_forward_warps(warps[i]);
+        float *g_y = dev_poison(n);
+        mb_scan_args ad = args_of(&p, 1, NULL, NULL, 64);
+        if (mb_scan_cuda_forward(&ad, g_y, NULL)) g_fail = 1;
+        CK(cudaDeviceSynchronize());
+        float *y = to_host(g_y, n);
+        char name[32];
+        snprintf(name, sizeof name, "W=%d", warps[i]);
+        check("fwd", name, rel_err(y, ref, tc.B * tc.L, tc.Di, tc.Di));
+        free(y);
+        cudaFree(g_y);
+    }
+    mb_scan_cuda_set_forward_warps(0);
+    free(ref);
+    free_problem(&p);
+}
+
+/* A NaN input must surface as NaN outputs (never a silent pass). */
+static void run_nan(void) {
+    tcase tc = {1, 300, 64, 16, 4, 64, 1, 0};
+    printf("nan propagation\n");
+    problem p;
+    make_problem(&p, tc, 7);
+    const int64_t t_bad = 100, c_bad = 5, n = tc.L * tc.Di;
+    const float qnan = NAN;
+    CK(cudaMemcpy(p.d_xz + t_bad * 2 * tc.Di + c_bad, &qnan, sizeof qnan, cudaMemcpyHostToDevice));
+    float *g_y = dev_poison(n), *g_hc = dev_poison(tc.Di * 5 * tc.N);
+    float *g_dx = dev_poison(n), *g_dd = dev_poison(n), *g_dbc = dev_poison(tc.L * (tc.R + 2 * tc.N));
+    float *g_dz = dev_poison(2 * n), *g_dA = dev_poison(tc.Di * tc.N), *g_dD = dev_poison(tc.Di);
+    CK(cudaMemset(g_dA, 0, sizeof(float) * (size_t)(tc.Di * tc.N)));
+    CK(cudaMemset(g_dD, 0, sizeof(float) * (size_t)tc.Di));
+    mb_scan_args ad = args_of(&p, 1, g_hc, NULL, 64);
+    if (mb_scan_cuda_forward(&ad, g_y, NULL)) g_fail = 1;
+    if (mb_scan_cuda_backward(&ad, p.d_dy, g_dx, g_dd, g_dA, g_dbc + tc.R, g_dbc + tc.R + tc.N,
+                              g_dD, g_dz + tc.Di, NULL))
+        g_fail = 1;
+    CK(cudaDeviceSynchronize());
+    float *y = to_host(g_y, n), *dB = to_host(g_dbc, tc.L * (tc.R + 2 * tc.N));
+    float *dA = to_host(g_dA, tc.Di * tc.N);
+    const int y_nan = isnan(y[t_bad * tc.Di + c_bad]) && isnan(y[(tc.L - 1) * tc.Di + c_bad]);
+    const int y_clean = !isnan(y[(t_bad - 1) * tc.Di + c_bad]) && !isnan(y[t_bad * tc.Di + c_bad + 1]);
+    const int dB_nan = isnan(dB[t_bad * (tc.R + 2 * tc.N) + tc.R]);
+    const int dA_nan = isnan(dA[c_bad * tc.N]);
+    printf("  y NaN at and after the bad input: %s; y finite elsewhere: %s; dB NaN: %s; "
+           "dA_log NaN: %s\n",
+           y_nan ? "yes" : "NO", y_clean ? "yes" : "NO", dB_nan ? "yes" : "NO", dA_nan ? "yes" : "NO");
+    const float one = 1.0f;
+    const double e = rel_err(y, &one, 1, 1, 1) + rel_err(&y[t_bad * tc.Di + c_bad], &one, 1, 1, 1);
+    printf("  comparator on a NaN: %s\n", isinf(e) ? "fails (good)" : "PASSES (bad)");
+    if (!y_nan || !y_clean || !dB_nan || !dA_nan || !isinf(e)) g_fail = 1;
+    free(y), free(dB), free(dA);
+    cudaFree(g_y), cudaFree(g_hc), cudaFree(g_dx), cudaFree(g_dd), cudaFree(g_dbc);
+    cudaFree(g_dz), cudaFree(g_dA), cudaFree(g_dD);
+    free_problem(&p);
+}
+
+int main(void) {
+    if (mb_cuda_device_count() == 0) {
+        printf("no CUDA device: skipped\n");
+        return 77;
+    }
+    cudaDeviceProp prop;
+    CK(cudaGetDeviceProperties(&prop, 0));
+    printf("device: %s (%d SMs)\n", prop.name, prop.multiProcessorCount);
+    const int64_t Ls[] = {1, 3, 63, 2047, 2048, 2049, 8193};
+    uint64_t seed = 1;
+    for (int li = 0; li < 7; li++)
+        for (int64_t B = 1; B <= 3; B += 2) {
+            /* chunk: the CPU default (128, rechunked on the GPU) and the GPU's own (64) */
+            tcase tc = {B, Ls[li], 64, 16, 4, li % 2 ? 64 : 128, 1, (int)(B == 3)};
+            run_case(tc, seed++);
+        }
+    /* N = 4 (one lane per channel), odd sizes, no gate, small and odd chunks */
+    tcase extra[] = {
+        {3, 2049, 64, 4, 4, 64, 1, 1}, {1, 8193, 64, 4, 0, 128, 0, 0},
+        {2, 1000, 40, 16, 3, 7, 1, 1}, {2, 515, 72, 12, 2, 33, 1, 1},
+        {1, 777, 64, 8, 4, 1, 0, 1},   {2, 2048, 64, 16, 4, 2048, 1, 1},
+    };
+    for (size_t i = 0; i < sizeof extra / sizeof extra[0]; i++) run_case(extra[i], 100 + i);
+    run_invariance();
+    run_nan();
+    printf(g_fail ? "FAILED\n" : "all passed\n");
+    return g_fail ? 1 : 0;
+}
