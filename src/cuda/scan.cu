@@ -547,7 +547,7 @@ static scan_params make_params(const mb_scan_args *a) {
     memset(&p, 0, sizeof p);
     p.B = (int)a->B, p.L = (int)a->L, p.Di = (int)a->Di, p.N = (int)a->N;
     p.chunk = (int)a->chunk;
-    p.nch = (int)mb_scan_n_chunks(a->L, a->chunk);
+    p.nch = (int)((a->L + a->chunk - 1) / a->chunk);
     p.x = a->x, p.xs = a->x_stride, p.delta = a->delta, p.A_log = a->A_log;
     p.Bm = a->Bm, p.Cm = a->Cm, p.bcs = a->bc_stride;
     p.bc_vec = ((uintptr_t)a->Bm % 16 == 0) && ((uintptr_t)a->Cm % 16 == 0) && a->bc_stride % 4 == 0;

@@ -11,7 +11,7 @@ NVF="-O3 -std=c++17 -gencode=arch=compute_90,code=sm_90 -Iinclude -Isrc -Xcompil
 nvcc $NVF -Xptxas -v -c src/cuda/scan.cu -o /tmp/mbc/scan_cuda.o 2> "$OUT/ptxas.txt"
 grep -E "registers|spill" "$OUT/ptxas.txt" | head -40
 nvcc $NVF tests/cuda/test_scan_cuda.cu /tmp/mbc/scan_cuda.o /tmp/mbc/common.o /tmp/mbc/scan_cpu.o -lgomp -o /tmp/mbc/test_scan_cuda
-nvcc $NVF bench/bench_scan_cuda.cu /tmp/mbc/scan_cuda.o /tmp/mbc/common.o -lgomp -o /tmp/mbc/bench_scan_cuda
+nvcc $NVF bench/bench_scan_cuda.cu /tmp/mbc/scan_cuda.o /tmp/mbc/common.o /tmp/mbc/scan_cpu.o -lgomp -o /tmp/mbc/bench_scan_cuda
 OMP_NUM_THREADS=16 /tmp/mbc/test_scan_cuda > "$OUT/test.txt" 2>&1 || echo "TEST FAILED rc=$?" >> "$OUT/test.txt"
 grep -E "FAIL|DIFFERS|NO|failed|passed" "$OUT/test.txt" | head -40
 /tmp/mbc/bench_scan_cuda 2>&1 | tee "$OUT/bench.txt"
