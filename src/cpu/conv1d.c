@@ -16,26 +16,31 @@ void mb_conv1d_forward(float *out, const float *x, int64_t x_stride, const float
         for (int64_t blk = 0; blk < nblk; blk++) {
             int64_t c0 = blk * CONV_CBLK;
             int64_t nc = Di - c0 < CONV_CBLK ? Di - c0 : CONV_CBLK;
-            const float *xb = x + bb * L * x_stride;
-            const float *sb = state ? state + bb * (K - 1) * Di : NULL;
+            const float *xb = x + bb * L * x_stride + c0;
+            const float *sb = state ? state + bb * (K - 1) * Di + c0 : NULL;
+            float wt[64][CONV_CBLK]; /* taps transposed: wt[k][c] = w[c0 + c, k]; K <= 64 */
+            for (int64_t k = 0; k < K; k++)
+                for (int64_t c = 0; c < nc; c++)
+                    wt[k][c] = w[(c0 + c) * K + k];
             for (int64_t t = 0; t < L; t++) {
-                float *o = out + (bb * L + t) * Di + c0;
-                for (int64_t c = 0; c < nc; c++) {
-                    int64_t ch = c0 + c;
-                    float acc = b[ch];
-                    for (int64_t k = 0; k < K; k++) {
-                        int64_t p = t - K + 1 + k;
-                        float v;
-                        if (p >= 0)
-                            v = xb[p * x_stride + ch];
-                        else if (sb)
-                            v = sb[(K - 1 + p) * Di + ch];
-                        else
-                            continue;
-                        acc += w[ch * K + k] * v;
-                    }
-                    o[c] = mb_siluf(acc);
+                float acc[CONV_CBLK];
+                for (int64_t c = 0; c < nc; c++)
+                    acc[c] = b[c0 + c];
+                for (int64_t k = 0; k < K; k++) {
+                    int64_t p = t - K + 1 + k;
+                    const float *src;
+                    if (p >= 0)
+                        src = xb + p * x_stride;
+                    else if (sb)
+                        src = sb + (K - 1 + p) * Di;
+                    else
+                        continue; /* zeros before the sequence */
+                    for (int64_t c = 0; c < nc; c++)
+                        acc[c] += wt[k][c] * src[c];
                 }
+                float *o = out + (bb * L + t) * Di + c0;
+                for (int64_t c = 0; c < nc; c++)
+                    o[c] = mb_siluf(acc[c]);
             }
         }
     }
@@ -69,35 +74,43 @@ void mb_conv1d_backward(float *dx, int64_t dx_stride, float *dw, float *db, cons
     for (int64_t blk = 0; blk < nblk; blk++) {
         int64_t c0 = blk * CONV_CBLK;
         int64_t nc = Di - c0 < CONV_CBLK ? Di - c0 : CONV_CBLK;
-        double sdw[CONV_CBLK * 64]; /* K <= 64 (mb_config_finalize) */
-        double sdb[CONV_CBLK];
-        for (int64_t i = 0; i < nc * K; i++)
-            sdw[i] = 0.0;
-        for (int64_t c = 0; c < nc; c++)
-            sdb[c] = 0.0;
+        float wt[64][CONV_CBLK];   /* wt[k][c] = w[c0 + c, k]; K <= 64 (mb_config_finalize) */
+        double sdw[64][CONV_CBLK]; /* dw partial sums, [k][c] */
+        double sdb[CONV_CBLK] = {0};
+        for (int64_t k = 0; k < K; k++)
+            for (int64_t c = 0; c < nc; c++) {
+                wt[k][c] = w[(c0 + c) * K + k];
+                sdw[k][c] = 0.0;
+            }
         for (int64_t bb = 0; bb < B; bb++) {
-            const float *xb = x + bb * L * x_stride;
-            float *dxb = dx + bb * L * dx_stride;
+            const float *xb = x + bb * L * x_stride + c0;
+            float *dxb = dx + bb * L * dx_stride + c0;
             for (int64_t t = 0; t < L; t++)
                 for (int64_t c = 0; c < nc; c++)
-                    dxb[t * dx_stride + c0 + c] = 0.0f;
+                    dxb[t * dx_stride + c] = 0.0f;
             for (int64_t t = 0; t < L; t++) {
+                /* recompute the pre-activation (same order as the forward) */
+                float acc[CONV_CBLK], g[CONV_CBLK];
+                for (int64_t c = 0; c < nc; c++)
+                    acc[c] = b[c0 + c];
+                int64_t k0 = K - 1 - t > 0 ? K - 1 - t : 0; /* first tap inside the sequence */
+                for (int64_t k = k0; k < K; k++) {
+                    const float *src = xb + (t - K + 1 + k) * x_stride;
+                    for (int64_t c = 0; c < nc; c++)
+                        acc[c] += wt[k][c] * src[c];
+                }
                 const float *go = dout + (bb * L + t) * Di + c0;
                 for (int64_t c = 0; c < nc; c++) {
-                    int64_t ch = c0 + c;
-                    /* recompute the pre-activation */
-                    float acc = b[ch];
-                    for (int64_t k = 0; k < K; k++) {
-                        int64_t p = t - K + 1 + k;
-                        if (p >= 0) acc += w[ch * K + k] * xb[p * x_stride + ch];
-                    }
-                    float g = go[c] * mb_silu_gradf(acc);
-                    sdb[c] += g;
-                    for (int64_t k = 0; k < K; k++) {
-                        int64_t p = t - K + 1 + k;
-                        if (p < 0) continue;
-                        sdw[c * K + k] += (double)g * xb[p * x_stride + ch];
-                        dxb[p * dx_stride + ch] += g * w[ch * K + k];
+                    g[c] = go[c] * mb_silu_gradf(acc[c]);
+                    sdb[c] += g[c];
+                }
+                for (int64_t k = k0; k < K; k++) {
+                    int64_t p = t - K + 1 + k;
+                    const float *src = xb + p * x_stride;
+                    float *dst = dxb + p * dx_stride;
+                    for (int64_t c = 0; c < nc; c++) {
+                        sdw[k][c] += (double)g[c] * src[c];
+                        dst[c] += g[c] * wt[k][c];
                     }
                 }
             }
@@ -105,7 +118,7 @@ void mb_conv1d_backward(float *dx, int64_t dx_stride, float *dw, float *db, cons
         for (int64_t c = 0; c < nc; c++) {
             db[c0 + c] += (float)sdb[c];
             for (int64_t k = 0; k < K; k++)
-                dw[(c0 + c) * K + k] += (float)sdw[c * K + k];
+                dw[(c0 + c) * K + k] += (float)sdw[k][c];
         }
     }
 }
