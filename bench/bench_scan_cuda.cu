@@ -156,6 +156,14 @@ int main(int argc, char **argv) {
         row(name, time_ms(run_fwd, &c), fwd_bytes, exps);
     }
     mb_scan_cuda_set_forward_warps(0);
+    /* diagnostics: the same forward without the chunk-state stores, and without y */
+    a->h_chunks = NULL;
+    row("forward, no h_chunks (diag)", time_ms(run_fwd, &c), fwd_bytes - hcb, exps);
+    float *y_keep = c.y;
+    c.y = NULL;
+    row("forward, no h_chunks, no y", time_ms(run_fwd, &c), fwd_bytes - hcb - act, exps);
+    c.y = y_keep;
+    a->h_chunks = hc;
     run_fwd(&c); /* h_chunks for the backward */
     const float b_ms = time_ms(run_bwd, &c);
     row("backward (chunk 64)", b_ms, bwd_bytes, exps);

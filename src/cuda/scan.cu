@@ -65,16 +65,23 @@ static __device__ __forceinline__ float sigmoidf_(float v) {
     return __frcp_rn(1.0f + ex2(-v * LOG2E));
 }
 
-/* 4 consecutive states n0..n0+3 of row `row` of B or C (zeros past N). */
+/* 4 consecutive states n0..n0+3 of row `row` of B or C, zeros past N or where !ok. Branch-free
+ * (addresses clamped into the tensor, then selected) so that the compiler can issue the loads
+ * of a whole tile early. VEC: one 16-byte load (rows 16-byte aligned and N % 4 == 0). */
+template <bool VEC>
 static __device__ __forceinline__ void load4(const float *base, long long row, long long stride,
-                                             int n0, int N, int vec, float v[4]) {
-    const float *p = base + row * stride + n0;
-    if (vec && n0 + 3 < N) {
-        float4 f = __ldg((const float4 *)p);
-        v[0] = f.x, v[1] = f.y, v[2] = f.z, v[3] = f.w;
+                                             int n0, int N, bool ok, float v[4]) {
+    if (VEC) {
+        const float4 f = __ldg((const float4 *)(base + row * stride + min(n0, N - 4)));
+        const bool use = ok && n0 < N;
+        v[0] = use ? f.x : 0.0f, v[1] = use ? f.y : 0.0f;
+        v[2] = use ? f.z : 0.0f, v[3] = use ? f.w : 0.0f;
     } else {
 #pragma unroll
-        for (int k = 0; k < 4; k++) v[k] = n0 + k < N ? __ldg(p + k) : 0.0f;
+        for (int k = 0; k < 4; k++) {
+            const float f = __ldg(base + row * stride + min(n0 + k, N - 1));
+            v[k] = ok && n0 + k < N ? f : 0.0f;
+        }
     }
 }
 
@@ -93,10 +100,39 @@ template <int S, int G> static __device__ __forceinline__ void group_reduce(floa
     }
 }
 
+/* Loads of one tile for one thread (read-only path): x and delta at the S positions tb..tb+S-1
+ * (< tlim, else 0), and at the S/G positions q*(S/G)+j this lane gates: x, delta, z, dy (the
+ * last three only where the pointer is non-NULL). Issued a tile ahead (register double
+ * buffering) so that a tile's global loads overlap the previous tile's arithmetic. */
+template <int S, int G>
+static __device__ __forceinline__ void load_tile(const scan_params *p, long long rowb, int c,
+                                                 bool cv, int tb, int tlim, int q, float *xv,
+                                                 float *dv, float *xo, float *dlo, float *zo,
+                                                 float *dyo, bool bwd) {
+#pragma unroll
+    for (int i = 0; i < S; i++) {
+        const int t = tb + i;
+        const bool ok = cv && t < tlim;
+        xv[i] = ok ? __ldg(p->x + (rowb + t) * p->xs + c) : 0.0f;
+        dv[i] = ok ? __ldg(p->delta + (rowb + t) * p->Di + c) : 0.0f;
+    }
+#pragma unroll
+    for (int j = 0; j < S / G; j++) {
+        const int t = tb + q * (S / G) + j;
+        const bool ok = cv && t < tlim;
+        xo[j] = ok ? __ldg(p->x + (rowb + t) * p->xs + c) : 0.0f;
+        zo[j] = ok && p->z ? __ldg(p->z + (rowb + t) * p->zs + c) : 0.0f;
+        if (bwd) {
+            dlo[j] = ok ? __ldg(p->delta + (rowb + t) * p->Di + c) : 0.0f;
+            dyo[j] = ok ? __ldg(p->dy + (rowb + t) * p->Di + c) : 0.0f;
+        }
+    }
+}
+
 /* ------------------------------------------------------------------------------ forward */
 /* PAR: W > 1 warps split each tile in time (aggregates combined through shared memory);
  * otherwise one warp per block walks the sequence alone (single pass). */
-template <int S, int G, bool PAR>
+template <int S, int G, bool PAR, bool VEC>
 __global__ void __launch_bounds__(512) scan_fwd_kernel(scan_params p) {
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, W = blockDim.x >> 5;
     const int q = lane & (G - 1), cl = lane / G;
@@ -114,16 +150,17 @@ __global__ void __launch_bounds__(512) scan_fwd_kernel(scan_params p) {
     extern __shared__ float4 smem[]; /* [2 buffers][P | S][W][32] */
     const long long rowb = (long long)b * L;
     const int T = W * S;
+    float nxv[S], ndv[S], nxo[S / G], nzo[S / G];
+    load_tile<S, G>(&p, rowb, c, cv, warp * S, L, q, nxv, ndv, nxo, NULL, nzo, NULL, false);
     for (int t0 = 0, tile = 0; t0 < L; t0 += T, tile++) {
         const int tb = t0 + warp * S;
-        float xv[S], dv[S];
+        float xv[S], dv[S], xo[S / G], zo[S / G];
 #pragma unroll
-        for (int i = 0; i < S; i++) {
-            const int t = tb + i;
-            const bool ok = cv && t < L;
-            xv[i] = ok ? p.x[(rowb + t) * p.xs + c] : 0.0f;
-            dv[i] = ok ? p.delta[(rowb + t) * p.Di + c] : 0.0f;
-        }
+        for (int i = 0; i < S; i++) xv[i] = nxv[i], dv[i] = ndv[i];
+#pragma unroll
+        for (int j = 0; j < S / G; j++) xo[j] = nxo[j], zo[j] = nzo[j];
+        if (t0 + T < L)
+            load_tile<S, G>(&p, rowb, c, cv, tb + T, L, q, nxv, ndv, nxo, NULL, nzo, NULL, false);
         float cur[SPT];
         float av[PAR ? S : 1][SPT];
         if (PAR) {
@@ -133,8 +170,8 @@ __global__ void __launch_bounds__(512) scan_fwd_kernel(scan_params p) {
 #pragma unroll
             for (int i = 0; i < S; i++) {
                 const int t = tb + i;
-                float Bv[SPT] = {0.0f, 0.0f, 0.0f, 0.0f};
-                if (t < L) load4(p.Bm, rowb + t, p.bcs, n0, N, p.bc_vec, Bv);
+                float Bv[SPT];
+                load4<VEC>(p.Bm, rowb + min(t, L - 1), p.bcs, n0, N, t < L, Bv);
                 const float dtx = dv[i] * xv[i];
 #pragma unroll
                 for (int k = 0; k < SPT; k++) {
@@ -183,11 +220,9 @@ __global__ void __launch_bounds__(512) scan_fwd_kernel(scan_params p) {
                 }
                 nb += p.chunk;
             }
-            float Bv[SPT] = {0.0f, 0.0f, 0.0f, 0.0f}, Cv[SPT] = {0.0f, 0.0f, 0.0f, 0.0f};
-            if (t < L) {
-                load4(p.Bm, rowb + t, p.bcs, n0, N, p.bc_vec, Bv);
-                load4(p.Cm, rowb + t, p.bcs, n0, N, p.bc_vec, Cv);
-            }
+            float Bv[SPT], Cv[SPT];
+            load4<VEC>(p.Bm, rowb + min(t, L - 1), p.bcs, n0, N, t < L, Bv);
+            load4<VEC>(p.Cm, rowb + min(t, L - 1), p.bcs, n0, N, t < L, Cv);
             const float dtx = dv[i] * xv[i];
             float yv = 0.0f;
 #pragma unroll
@@ -209,11 +244,8 @@ __global__ void __launch_bounds__(512) scan_fwd_kernel(scan_params p) {
                 const int t = tb + q * (S / G) + j;
                 if (t < L) {
                     const long long row = rowb + t;
-                    float out = fmaf(Dc, p.x[row * p.xs + c], ys[j]);
-                    if (p.z) {
-                        const float zz = p.z[row * p.zs + c];
-                        out *= zz * sigmoidf_(zz);
-                    }
+                    float out = fmaf(Dc, xo[j], ys[j]);
+                    if (p.z) out *= zo[j] * sigmoidf_(zo[j]);
                     p.y[row * p.Di + c] = out;
                 }
             }
@@ -263,7 +295,7 @@ static __device__ __forceinline__ void bc_reduce_add(float *v, int lane, int q, 
     }
 }
 
-template <int S, int G>
+template <int S, int G, bool VEC>
 __global__ void __launch_bounds__(512) scan_bwd_kernel(scan_params p) {
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, W = blockDim.x >> 5;
     const int q = lane & (G - 1), cl = lane / G;
@@ -283,18 +315,24 @@ __global__ void __launch_bounds__(512) scan_bwd_kernel(scan_params p) {
     float dAacc[SPT] = {0.0f, 0.0f, 0.0f, 0.0f};
     float dDacc = 0.0f;
 
+    float nxv[S], ndv[S], nxo[S / G], nzo[S / G], ndlo[S / G], ndyo[S / G];
+    {
+        const int ts = (p.nch - 1) * chunk;
+        load_tile<S, G>(&p, rowb, c, cv, ts + warp * S, min(ts + chunk, L), q, nxv, ndv, nxo,
+                        ndlo, nzo, ndyo, true);
+    }
     for (int kc = p.nch - 1; kc >= 0; kc--) {
         const int ts = kc * chunk;
         const int tend = min(ts + chunk, L);
         const int tb = ts + warp * S;
-        float xv[S], dv[S];
+        float xv[S], dv[S], xo[S / G], zo[S / G], dlo[S / G], dyraw[S / G];
 #pragma unroll
-        for (int i = 0; i < S; i++) {
-            const int t = tb + i;
-            const bool ok = cv && t < tend;
-            xv[i] = ok ? p.x[(rowb + t) * p.xs + c] : 0.0f;
-            dv[i] = ok ? p.delta[(rowb + t) * p.Di + c] : 0.0f;
-        }
+        for (int i = 0; i < S; i++) xv[i] = nxv[i], dv[i] = ndv[i];
+#pragma unroll
+        for (int j = 0; j < S / G; j++) xo[j] = nxo[j], zo[j] = nzo[j], dlo[j] = ndlo[j], dyraw[j] = ndyo[j];
+        if (kc > 0)
+            load_tile<S, G>(&p, rowb, c, cv, ts - chunk + warp * S, ts, q, nxv, ndv, nxo, ndlo,
+                            nzo, ndyo, true);
         /* F1: decays and the warp's forward aggregate */
         float av[S][SPT], P[SPT], sl[SPT];
 #pragma unroll
@@ -302,8 +340,8 @@ __global__ void __launch_bounds__(512) scan_bwd_kernel(scan_params p) {
 #pragma unroll
         for (int i = 0; i < S; i++) {
             const int t = tb + i;
-            float Bv[SPT] = {0.0f, 0.0f, 0.0f, 0.0f};
-            if (t < tend) load4(p.Bm, rowb + t, p.bcs, n0, N, p.bc_vec, Bv);
+            float Bv[SPT];
+            load4<VEC>(p.Bm, rowb + min(t, L - 1), p.bcs, n0, N, t < tend, Bv);
             const float dtx = dv[i] * xv[i];
 #pragma unroll
             for (int k = 0; k < SPT; k++) {
@@ -339,11 +377,9 @@ __global__ void __launch_bounds__(512) scan_bwd_kernel(scan_params p) {
 #pragma unroll
         for (int i = 0; i < S; i++) {
             const int t = tb + i;
-            float Bv[SPT] = {0.0f, 0.0f, 0.0f, 0.0f}, Cv[SPT] = {0.0f, 0.0f, 0.0f, 0.0f};
-            if (t < tend) {
-                load4(p.Bm, rowb + t, p.bcs, n0, N, p.bc_vec, Bv);
-                load4(p.Cm, rowb + t, p.bcs, n0, N, p.bc_vec, Cv);
-            }
+            float Bv[SPT], Cv[SPT];
+            load4<VEC>(p.Bm, rowb + min(t, L - 1), p.bcs, n0, N, t < tend, Bv);
+            load4<VEC>(p.Cm, rowb + min(t, L - 1), p.bcs, n0, N, t < tend, Cv);
             const float dtx = dv[i] * xv[i];
             float yv = 0.0f;
 #pragma unroll
@@ -356,28 +392,26 @@ __global__ void __launch_bounds__(512) scan_bwd_kernel(scan_params p) {
         }
         /* gate: each lane of the channel group handles S/G positions */
         group_reduce<S, G>(ys, q);
-        float dyo[S / G], xo[S / G], dlo[S / G];
+        float dyo[S / G];
 #pragma unroll
         for (int j = 0; j < S / G; j++) {
             const int t = tb + q * (S / G) + j;
-            float dyss = 0.0f, xx = 0.0f, dd = 0.0f;
+            float dyss = 0.0f;
             if (cv && t < tend) {
                 const long long row = rowb + t;
-                xx = p.x[row * p.xs + c];
-                dd = p.delta[row * p.Di + c];
-                const float g = p.dy[row * p.Di + c];
+                const float g = dyraw[j];
                 if (p.z) {
-                    const float zz = p.z[row * p.zs + c];
+                    const float zz = zo[j];
                     const float sg = sigmoidf_(zz);
-                    const float yss = fmaf(Dc, xx, ys[j]);
+                    const float yss = fmaf(Dc, xo[j], ys[j]);
                     dyss = g * zz * sg;
                     p.dz[row * p.zs + c] = g * yss * sg * fmaf(zz, 1.0f - sg, 1.0f);
                 } else {
                     dyss = g;
                 }
-                dDacc = fmaf(dyss, xx, dDacc);
+                dDacc = fmaf(dyss, xo[j], dDacc);
             }
-            dyo[j] = dyss, xo[j] = xx, dlo[j] = dd;
+            dyo[j] = dyss;
         }
         float dys[S];
 #pragma unroll
@@ -388,8 +422,8 @@ __global__ void __launch_bounds__(512) scan_bwd_kernel(scan_params p) {
 #pragma unroll
         for (int i = S - 1; i >= 0; i--) {
             const int t = tb + i;
-            float Cv[SPT] = {0.0f, 0.0f, 0.0f, 0.0f};
-            if (t < tend) load4(p.Cm, rowb + t, p.bcs, n0, N, p.bc_vec, Cv);
+            float Cv[SPT];
+            load4<VEC>(p.Cm, rowb + min(t, L - 1), p.bcs, n0, N, t < tend, Cv);
 #pragma unroll
             for (int k = 0; k < SPT; k++) ul[k] = av[i][k] * fmaf(dys[i], Cv[k], ul[k]);
         }
@@ -420,11 +454,9 @@ __global__ void __launch_bounds__(512) scan_bwd_kernel(scan_params p) {
         for (int i = S - 1; i >= 0; i--) {
             const int t = tb + i;
             const bool tv = t < tend;
-            float Bv[SPT] = {0.0f, 0.0f, 0.0f, 0.0f}, Cv[SPT] = {0.0f, 0.0f, 0.0f, 0.0f};
-            if (tv) {
-                load4(p.Bm, rowb + t, p.bcs, n0, N, p.bc_vec, Bv);
-                load4(p.Cm, rowb + t, p.bcs, n0, N, p.bc_vec, Cv);
-            }
+            float Bv[SPT], Cv[SPT];
+            load4<VEC>(p.Bm, rowb + min(t, L - 1), p.bcs, n0, N, tv, Bv);
+            load4<VEC>(p.Cm, rowb + min(t, L - 1), p.bcs, n0, N, tv, Cv);
             const float dtx = dv[i] * xv[i];
             float vals[8];
             float gb = 0.0f, de = 0.0f;
@@ -550,7 +582,8 @@ static scan_params make_params(const mb_scan_args *a) {
     p.nch = (int)((a->L + a->chunk - 1) / a->chunk);
     p.x = a->x, p.xs = a->x_stride, p.delta = a->delta, p.A_log = a->A_log;
     p.Bm = a->Bm, p.Cm = a->Cm, p.bcs = a->bc_stride;
-    p.bc_vec = ((uintptr_t)a->Bm % 16 == 0) && ((uintptr_t)a->Cm % 16 == 0) && a->bc_stride % 4 == 0;
+    p.bc_vec = ((uintptr_t)a->Bm % 16 == 0) && ((uintptr_t)a->Cm % 16 == 0) && a->bc_stride % 4 == 0 &&
+               a->N % 4 == 0;
     p.D = a->D, p.z = a->z, p.zs = a->z_stride;
     p.h0 = a->h0, p.h_last = a->h_last, p.h_chunks = a->h_chunks;
     return p;
@@ -558,20 +591,22 @@ static scan_params make_params(const mb_scan_args *a) {
 
 typedef void (*kern_t)(scan_params);
 
-static kern_t fwd_kernel_for(int G, int par) {
+#define FWD_K(G, PAR) (vec ? scan_fwd_kernel<FWD_S, G, PAR, true> : scan_fwd_kernel<FWD_S, G, PAR, false>)
+static kern_t fwd_kernel_for(int G, int par, int vec) {
     switch (G) {
-    case 1: return par ? scan_fwd_kernel<FWD_S, 1, true> : scan_fwd_kernel<FWD_S, 1, false>;
-    case 2: return par ? scan_fwd_kernel<FWD_S, 2, true> : scan_fwd_kernel<FWD_S, 2, false>;
-    case 4: return par ? scan_fwd_kernel<FWD_S, 4, true> : scan_fwd_kernel<FWD_S, 4, false>;
-    default: return par ? scan_fwd_kernel<FWD_S, 8, true> : scan_fwd_kernel<FWD_S, 8, false>;
+    case 1: return par ? FWD_K(1, true) : FWD_K(1, false);
+    case 2: return par ? FWD_K(2, true) : FWD_K(2, false);
+    case 4: return par ? FWD_K(4, true) : FWD_K(4, false);
+    default: return par ? FWD_K(8, true) : FWD_K(8, false);
     }
 }
 
-static kern_t bwd_kernel_for(int G) {
+#define BWD_K(G) (vec ? scan_bwd_kernel<BWD_S, G, true> : scan_bwd_kernel<BWD_S, G, false>)
+static kern_t bwd_kernel_for(int G, int vec) {
     switch (G) {
-    case 1: return scan_bwd_kernel<BWD_S, 1>;
-    case 2: return scan_bwd_kernel<BWD_S, 2>;
-    default: return scan_bwd_kernel<BWD_S, 4>;
+    case 1: return BWD_K(1);
+    case 2: return BWD_K(2);
+    default: return BWD_K(4);
     }
 }
 
@@ -601,7 +636,7 @@ static int launch_forward(const scan_params *p, cudaStream_t st) {
     if (W > 16) W = 16;
     const size_t shm = W > 1 ? (size_t)4 * W * 32 * sizeof(float4) : 0;
     dim3 grid(nblk, p->B);
-    fwd_kernel_for(G, W > 1)<<<grid, W * 32, shm, st>>>(*p);
+    fwd_kernel_for(G, W > 1, p->bc_vec)<<<grid, W * 32, shm, st>>>(*p);
     cudaError_t e = cudaGetLastError();
     return e == cudaSuccess ? 0 : cuda_fail(e, "mb_scan_cuda_forward: launch");
 }
@@ -660,7 +695,7 @@ extern "C" int mb_scan_cuda_backward(const mb_scan_args *a, const float *dy, flo
     const int W = (p.chunk + BWD_S - 1) / BWD_S;
     const size_t shm = (size_t)3 * W * 32 * sizeof(float4);
     dim3 grid((p.Di + cpw - 1) / cpw, p.B);
-    bwd_kernel_for(G)<<<grid, W * 32, shm, st>>>(p);
+    bwd_kernel_for(G, p.bc_vec)<<<grid, W * 32, shm, st>>>(p);
     e = cudaGetLastError();
     if (tmp) cudaFreeAsync(tmp, st);
     return e == cudaSuccess ? 0 : cuda_fail(e, "mb_scan_cuda_backward: launch");
