@@ -355,6 +355,20 @@ static void test_reset_and_create(void **unused) {
     assert_int_equal(mb_state_create(&st, &bad, 1), MB_EINVAL);
     assert_non_null(strstr(mb_last_error(), "d_state"));
     assert_int_equal(mb_state_create(&st, NULL, 1), MB_EINVAL);
+    /* a state of another config is refused: NaN logits, state untouched */
+    mb_model m2;
+    make_model(&m2, &k_variants[0], 501);
+    assert_int_equal(mb_state_create(&st, &m2.cfg, 1), 0);
+    float lg[MB_VOCAB];
+    mb_fail(MB_OK, "%s", "");
+    mb_step(&m, &st, x, lg);
+    assert_non_null(strstr(mb_last_error(), "different config"));
+    assert_true(isnan(lg[0]) && isnan(lg[MB_VOCAB - 1]));
+    assert_true(max_abs(st.ssm, m2.cfg.n_layer * m2.cfg.d_inner * m2.cfg.d_state) == 0.0);
+    mb_step(&m2, &st, x, lg); /* and the right model works */
+    assert_false(isnan(lg[0]));
+    mb_state_free(&st);
+    mb_model_free(&m2);
     mb_model_free(&m);
 }
 

@@ -44,6 +44,7 @@ void mb_sampler_init(mb_sampler *s, float temperature, int top_k, float top_p, u
     }
 }
 
+/* Free the workspace (safe to call twice). */
 void mb_sampler_free(mb_sampler *s) {
     if (!s) return;
     free(s->probs);

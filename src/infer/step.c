@@ -126,11 +126,27 @@ static void mixer_step(const mb_config *c, const mb_layer_weights *lw, mb_state 
 /* One step for all n_seq sequences of s: bytes (n_seq) in, logits (n_seq, 256) out (fp32,
  * row-major). Follows model.md "Forward" for one position, carrying the conv window and SSM
  * state: the result equals mb_forward at the same position. Residual stream in fp32
- * (residual_in_fp32). The state must have been created for m's config (not checked: same
- * sizes are assumed; mismatched sizes are undefined behaviour). */
+ * (residual_in_fp32). Bad arguments (NULL pointers; a state created for another config) set
+ * the error (MB_EINVAL, see mb_last_error) and leave the state untouched; for a config
+ * mismatch the logits are filled with NaN. */
 void mb_step(const mb_model *m, mb_state *s, const uint8_t *bytes, float *logits) {
-    const mb_config *c = &m->cfg;
+    if (!m || !s || !bytes || !logits || !s->conv || !s->ssm || !s->scratch) {
+        mb_fail(MB_EINVAL, "mb_step: model, state, bytes or logits is NULL");
+        return;
+    }
+    const mb_config *c = &m->cfg, *sc = &s->cfg;
     const int64_t S = s->n_seq, d = c->d_model, V = c->vocab_size;
+    if (sc->d_model != c->d_model || sc->n_layer != c->n_layer || sc->d_inner != c->d_inner ||
+        sc->d_state != c->d_state || sc->d_conv != c->d_conv || sc->dt_rank != c->dt_rank) {
+        mb_fail(MB_EINVAL,
+                "mb_step: state was created for a different config (d_model %lld, "
+                "n_layer %lld; model has %lld, %lld)",
+                (long long)sc->d_model, (long long)sc->n_layer, (long long)c->d_model,
+                (long long)c->n_layer);
+        for (int64_t i = 0; i < S * V; i++)
+            logits[i] = NAN;
+        return;
+    }
     mb_step_scratch v;
     mb_step_scratch_bind(s, &v);
 
