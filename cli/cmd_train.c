@@ -38,6 +38,7 @@ static void help(FILE *f) {
             "  --seed S             one seed for init, data order and sampling (default 1337)\n"
             "  --eval-every N       validation every N steps (default 100; 0 = end only)\n"
             "  --eval-bytes N       validation bytes per evaluation (default 262144; 0 = all)\n"
+            "  --final-eval-bytes N validation bytes for the final val_bpb (default 4194304; 0 = all)\n"
             "  --ckpt-every N       checkpoint every N steps (default: at the end)\n"
             "  --resume             continue the run in --out exactly where it stopped\n"
             "  --quiet              no per-step progress lines\n"
@@ -102,6 +103,7 @@ int cmd_train(int argc, char **argv) {
         else if (!strcmp(a, "--val-fraction")) FLT(0, 0.999, o.val_fraction);
         else if (!strcmp(a, "--eval-every")) INT(0, INT64_MAX / 2, o.eval_every);
         else if (!strcmp(a, "--eval-bytes")) INT(0, INT64_MAX / 2, o.eval_bytes);
+        else if (!strcmp(a, "--final-eval-bytes")) INT(0, INT64_MAX / 2, o.final_eval_bytes);
         else if (!strcmp(a, "--ckpt-every")) INT(0, INT64_MAX / 2, o.ckpt_every);
         else if (!strcmp(a, "--resume")) o.resume = 1;
         else if (!strcmp(a, "--quiet")) o.quiet = 1;

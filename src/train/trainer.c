@@ -41,6 +41,7 @@ void mb_train_opts_default(mb_train_opts *o) {
     o->val_fraction = 0.01;
     o->eval_every = 100;
     o->eval_bytes = 256 * 1024;
+    o->final_eval_bytes = 4 * 1024 * 1024;
 }
 
 static double wall(void) {
@@ -375,6 +376,9 @@ int mb_train(const mb_train_opts *opts_in) {
                          .total = total};
     int64_t warmup_cap = 0;
     int stop = 0;
+    /* test hook: poison the loss at this 1-based step to exercise the NaN stop */
+    const char *nan_env = getenv("MB_DEBUG_NAN_AT_STEP");
+    const int64_t nan_at = nan_env ? strtoll(nan_env, NULL, 10) : 0;
     while (!stop && (total <= 0 || rs.step < total)) {
         double ts = wall();
         memset(grads, 0, (size_t)m.n_params * sizeof(float));
@@ -382,6 +386,7 @@ int mb_train(const mb_train_opts *opts_in) {
         for (int64_t a = 0; a < o.accum; a++) {
             mb_train_sampler_batch(&sampler, o.batch, x, y);
             float l = mb_forward(&m, acts, x, y, NULL);
+            if (nan_at > 0 && rs.step + 1 == nan_at) l = NAN;
             if (!isfinite(l)) {
                 rc = mb_fail(MB_ENONFINITE,
                              "step %lld: non-finite loss (%g); stopped, the last checkpoint in %s "
@@ -466,9 +471,8 @@ int mb_train(const mb_train_opts *opts_in) {
         stop = last;
     }
     rs.elapsed += wall() - t0;
-    /* final validation on the whole held-out set (capped at 4x the periodic budget) */
-    int64_t cap = o.eval_bytes > 0 ? 4 * o.eval_bytes : 0;
-    last_val = validate(&m, &val, &o, cap, &scored);
+    /* final validation on the held-out set (up to final_eval_bytes) */
+    last_val = validate(&m, &val, &o, o.final_eval_bytes, &scored);
     log_json(metrics, "{\"step\":%lld,\"val_bpb\":%.6f,\"val_bytes\":%lld,\"final\":true}",
              (long long)rs.step, last_val, (long long)scored);
     fprintf(stderr, "trained %lld steps (%lld bytes) in %.1fs; checkpoint in %s\n",

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# The command-line contract: info, eval (windowed vs streamed), generate, and errors.
+. "$(dirname "$0")/lib.sh"
+data=$(corpus)
+"$MB_CLI" train --data "$data" --preset tiny --ctx 128 --batch 4 --steps 30 --eval-every 10 \
+  --eval-bytes 4096 --seed 3 --out "$T/m" >"$T/train.out" 2>"$T/train.err"
+check "train exits 0" [ $? -eq 0 ]
+check "train ends with val_bpb" grep -Eq "^val_bpb: [0-9.]+$" "$T/train.out"
+check "progress lines name step/loss/bpb/lr/gnorm/bytes/ETA" \
+  grep -Eq "step +30/30 \| loss [0-9.]+ \| bpb [0-9.]+ \| lr [0-9.e+-]+ \| gnorm [0-9.]+ \| [0-9.]+ kB/s \| ETA" "$T/train.err"
+check "metrics log has 30 step lines" [ "$(grep -c '"loss"' "$T/m/metrics.jsonl")" -eq 30 ]
+check "checkpoint files" test -f "$T/m/config.json" -a -f "$T/m/model.safetensors" -a -f "$T/m/train_state.safetensors"
+check "training lowered the loss" awk -F'[:,]' '/"loss"/ {if (!n++) f=$4; l=$4} END {exit !(l < f - 0.5)}' "$T/m/metrics.jsonl"
+
+# info: n_params equals the closed form for the tiny preset (d 64, 2 layers, LayerNorm, untied)
+"$MB_CLI" info -m "$T/m" --json >"$T/info.json"
+d=64; Di=128; N=16; K=4; R=4
+expect=$(( 256*d*2 + 2*(2*d + 2*Di*d + Di*K + Di + (R+2*N)*Di + Di*R + Di + Di*N + Di + d*Di) + 2*d ))
+check "info n_params = closed form ($expect)" grep -q "\"n_params\":[[:space:]]*$expect" "$T/info.json"
+check "info state_bytes" grep -q "\"state_bytes\":[[:space:]]*$((2*Di*(K-1+N)*4))" "$T/info.json"
+check "info --preset 972m" bash -c "'$MB_CLI' info --preset 972m | grep -q 'd_model  *1792'"
+
+# eval: a short document scored in one window equals the streamed score over small windows
+head -c 300 "$data/config.c" >"$T/short.txt"
+w=$("$MB_CLI" eval -m "$T/m" "$T/short.txt" --ctx 1024 2>/dev/null | awk '/^bpb:/ {print $2, $4}')
+s=$("$MB_CLI" eval -m "$T/m" "$T/short.txt" --ctx 37 --stream 2>/dev/null | awk '/^bpb:/ {print $2, $4}')
+check "eval scores 299 bytes" [ "${w#* }" = 299 ]
+check "streamed (ctx 37) equals one window ($w vs $s)" awk -v a="${w% *}" -v b="${s% *}" 'BEGIN {d=a-b; if (d<0) d=-d; exit !(d < 1e-4)}'
+nw=$("$MB_CLI" eval -m "$T/m" "$T/short.txt" --ctx 37 2>/dev/null | awk '/^bpb:/ {print $2}')
+check "windowed ctx 37 differs from full context" awk -v a="${w% *}" -v b="$nw" 'BEGIN {exit !(a != b)}'
+check "eval --json" bash -c "'$MB_CLI' eval -m '$T/m' '$T/short.txt' --json 2>/dev/null | grep -q '\"bytes\": 299'"
+
+# generate: temperature 0 is deterministic; a seed repeats its output
+g1=$("$MB_CLI" generate -m "$T/m" -p "int " -n 40 --temp 0 --no-echo 2>/dev/null | od -An -tx1)
+g2=$("$MB_CLI" generate -m "$T/m" -p "int " -n 40 --temp 0 --no-echo --seed 99 2>/dev/null | od -An -tx1)
+check "temp 0 is deterministic" [ "$g1" = "$g2" ]
+s1=$("$MB_CLI" generate -m "$T/m" -p "int " -n 60 --seed 5 --no-echo 2>/dev/null | od -An -tx1)
+s2=$("$MB_CLI" generate -m "$T/m" -p "int " -n 60 --seed 5 --no-echo 2>/dev/null | od -An -tx1)
+s3=$("$MB_CLI" generate -m "$T/m" -p "int " -n 60 --seed 6 --no-echo --temp 1.5 2>/dev/null | od -An -tx1)
+check "same seed, same bytes" [ "$s1" = "$s2" ]
+check "other seed, other bytes" [ "$s1" != "$s3" ]
+n=$("$MB_CLI" generate -m "$T/m" -p "x" -n 100 --no-echo --seed 1 2>/dev/null | wc -c)
+check "generate -n 100 writes 100 bytes (+ newline)" [ "$n" -eq 101 ]
+
+# errors: non-zero exit and a message naming the culprit
+"$MB_CLI" eval -m "$T/nope" "$T/short.txt" >/dev/null 2>"$T/e1"
+check "missing checkpoint named" bash -c "[ $? -ne 0 ] && grep -q '$T/nope' '$T/e1'"
+"$MB_CLI" train --data "$T/empty" --out "$T/x" --steps 1 >/dev/null 2>"$T/e2"; rc=$?
+check "missing data path named" bash -c "[ $rc -ne 0 ] && grep -q '$T/empty' '$T/e2'"
+: >"$T/empty.txt"
+"$MB_CLI" train --data "$T/empty.txt" --out "$T/x" --steps 1 >/dev/null 2>"$T/e3"; rc=$?
+check "empty input refused" bash -c "[ $rc -ne 0 ] && grep -q 'empty.txt' '$T/e3'"
+"$MB_CLI" train --data "$T/short.txt" --out "$T/x" --steps 1 --ctx 4096 >/dev/null 2>"$T/e4"; rc=$?
+check "document shorter than ctx refused with ctx named" bash -c "[ $rc -ne 0 ] && grep -q '4096' '$T/e4'"
+"$MB_CLI" generate -m "$T/m" --top-p 1.5 >/dev/null 2>"$T/e5"; rc=$?
+check "bad --top-p named" bash -c "[ $rc -ne 0 ] && grep -q -- '--top-p' '$T/e5'"
+"$MB_CLI" train --data "$data" --out "$T/x" --steps 1 --ctx abc >/dev/null 2>"$T/e6"; rc=$?
+check "bad --ctx named" bash -c "[ $rc -ne 0 ] && grep -q -- '--ctx' '$T/e6'"
+for c in train eval generate info; do
+  check "$c --help" bash -c "'$MB_CLI' $c --help | grep -q usage"
+done
+finish
