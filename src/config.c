@@ -66,7 +66,7 @@ typedef struct {
 /* tiny/small/medium train on a CPU; 353m and 972m are the paper's MambaByte sizes
  * (LayerNorm, untied, as the released configs). */
 static const preset k_presets[] = {
-    {"tiny", 64, 2, 16, 0, 0},     {"small", 256, 4, 16, 0, 0}, {"medium", 512, 8, 16, 0, 0},
+    {"tiny", 64, 2, 16, 0, 0},     {"small", 128, 4, 16, 0, 0}, {"medium", 512, 8, 16, 0, 0},
     {"353m", 1024, 53, 16, 0, 0},  {"972m", 1792, 48, 16, 0, 0},
 };
 

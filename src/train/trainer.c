@@ -367,6 +367,7 @@ int mb_train(const mb_train_opts *opts_in) {
         log_json(metrics, "{\"step\":%lld,\"val_bpb\":%.6f,\"val_bytes\":%lld}",
                  (long long)rs.step, last_val, (long long)scored);
     }
+    const double t_loop = wall(); /* per-step timing excludes the initial evaluation */
     int64_t total = rs.total_steps; /* 0 until estimated from the time limit */
     if (total <= 0 && o.time_limit <= 0) {
         rc = mb_fail(MB_EINVAL, "train: give --steps or --time-limit");
@@ -421,7 +422,7 @@ int mb_train(const mb_train_opts *opts_in) {
         double run_elapsed = now - t0;
         /* with only a time limit, fix the schedule length after a few steps */
         if (total <= 0 && rs.step - start_step >= 3) {
-            double per_step = run_elapsed / (double)(rs.step - start_step);
+            double per_step = (now - t_loop) / (double)(rs.step - start_step);
             double eval_per_step = o.eval_every > 0 ? eval_time / (double)o.eval_every : 0.0;
             int64_t more = (int64_t)((o.time_limit - run_elapsed) / (per_step + eval_per_step));
             total = rs.step + (more > 0 ? more : 0);
