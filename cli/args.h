@@ -16,6 +16,8 @@ int arg_float(const char *cmd, const char *flag, const char *s, double lo, doubl
 const char *fmt_bytes(double bytes, char *buf, int n);
 /* Seconds as "1h02m03s" / "2m03s" / "12s". */
 const char *fmt_duration(double s, char *buf, int n);
+/* Peak resident memory of this process in bytes (getrusage). */
+double peak_rss_bytes(void);
 /* Monotonic wall time in seconds. */
 double now_seconds(void);
 

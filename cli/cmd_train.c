@@ -133,5 +133,7 @@ int cmd_train(int argc, char **argv) {
         fprintf(stderr, "mambabyte train: %s\n", mb_last_error());
         return 1;
     }
+    char rss[32];
+    fprintf(stderr, "peak memory %s\n", fmt_bytes(peak_rss_bytes(), rss, sizeof rss));
     return 0;
 }
