@@ -30,14 +30,13 @@ int arg_int64(const char *cmd, const char *flag, const char *s, int64_t lo, int6
     return 0;
 }
 
-int arg_float(const char *cmd, const char *flag, const char *s, double lo, double hi,
-              double *out) {
+int arg_float(const char *cmd, const char *flag, const char *s, double lo, double hi, double *out) {
     char *end;
     errno = 0;
     double v = strtod(s, &end);
     if (errno || end == s || *end != '\0' || !isfinite(v) || v < lo || v > hi) {
-        fprintf(stderr, "mambabyte %s: %s must be a number in [%g, %g], got '%s'\n", cmd, flag,
-                lo, hi, s);
+        fprintf(stderr, "mambabyte %s: %s must be a number in [%g, %g], got '%s'\n", cmd, flag, lo,
+                hi, s);
         return -1;
     }
     *out = v;
@@ -47,7 +46,8 @@ int arg_float(const char *cmd, const char *flag, const char *s, double lo, doubl
 const char *fmt_bytes(double b, char *buf, int n) {
     const char *u[] = {"B", "KiB", "MiB", "GiB", "TiB"};
     int k = 0;
-    while (b >= 1024.0 && k < 4) b /= 1024.0, k++;
+    while (b >= 1024.0 && k < 4)
+        b /= 1024.0, k++;
     snprintf(buf, (size_t)n, k ? "%.1f %s" : "%.0f %s", b, u[k]);
     return buf;
 }

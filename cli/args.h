@@ -10,8 +10,7 @@ const char *arg_value(const char *cmd, int argc, char **argv, int *i);
 /* Parse integers / floats in [lo, hi]; on error print a message naming the flag, return -1. */
 int arg_int64(const char *cmd, const char *flag, const char *s, int64_t lo, int64_t hi,
               int64_t *out);
-int arg_float(const char *cmd, const char *flag, const char *s, double lo, double hi,
-              double *out);
+int arg_float(const char *cmd, const char *flag, const char *s, double lo, double hi, double *out);
 /* Human-readable byte count ("1.5 MiB"). Returns buf. */
 const char *fmt_bytes(double bytes, char *buf, int n);
 /* Seconds as "1h02m03s" / "2m03s" / "12s". */

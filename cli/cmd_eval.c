@@ -43,7 +43,8 @@ static void progress(int64_t done, int64_t total, void *user) {
     double frac = total > 0 ? (double)done / (double)total : 1.0;
     int w = 30, fill = (int)(frac * w + 0.5);
     char bar[64], eta[32];
-    for (int i = 0; i < w; i++) bar[i] = i < fill ? '#' : '.';
+    for (int i = 0; i < w; i++)
+        bar[i] = i < fill ? '#' : '.';
     bar[w] = '\0';
     double rate = done / (now - p->t0 + 1e-9);
     fmt_duration(rate > 0 ? (double)(total - done) / rate : 0, eta, sizeof eta);
@@ -127,7 +128,8 @@ int cmd_eval(int argc, char **argv) {
         mb_model_free(&m);
         return 1;
     }
-    for (int64_t i = 0; i < pack.n_docs; i++) docs[i].bytes = mb_pack_doc(&pack, i, &docs[i].len);
+    for (int64_t i = 0; i < pack.n_docs; i++)
+        docs[i].bytes = mb_pack_doc(&pack, i, &docs[i].len);
     progress_state ps = {.t0 = now_seconds(), .last = 0, .tty = isatty(2)};
     mb_eval_result r;
     rc = mb_evaluate(&m, docs, pack.n_docs, ctx, batch, stream, max_bytes, progress, &ps, &r);

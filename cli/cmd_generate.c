@@ -178,8 +178,9 @@ int cmd_generate(int argc, char **argv) {
     if (echo || n_gen > 0) fputc('\n', stdout);
     fflush(stdout);
     char rss[32];
-    fprintf(stderr, "prompt %lld bytes in %.2fs (%.0f bytes/s); generated %lld bytes in %.2fs "
-                    "(%.1f bytes/s); peak memory %s\n",
+    fprintf(stderr,
+            "prompt %lld bytes in %.2fs (%.0f bytes/s); generated %lld bytes in %.2fs "
+            "(%.1f bytes/s); peak memory %s\n",
             (long long)plen, t1 - t0, plen / (t1 - t0 + 1e-9), (long long)n_gen, t2 - t1,
             n_gen / (t2 - t1 + 1e-9), fmt_bytes(peak_rss_bytes(), rss, sizeof rss));
     rc = 0;

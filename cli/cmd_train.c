@@ -8,44 +8,45 @@
 #include "train/trainer.h"
 
 static void help(FILE *f) {
-    fprintf(f,
-            "usage: mambabyte train --data PATH --out DIR [options]\n"
-            "\n"
-            "Train a byte-level Mamba model. PATH is a file (one document), a directory tree\n"
-            "(each file one document) or JSON lines with a \"text\" field (*.jsonl).\n"
-            "\n"
-            "  --data PATH          training input (required)\n"
-            "  --val PATH           separate validation input (default: hold out documents)\n"
-            "  --val-fraction X     fraction of documents held out (default 0.01; one document\n"
-            "                       is split by bytes)\n"
-            "  --format F           auto | bytes | jsonl (default auto: by extension)\n"
-            "  --out DIR            checkpoint directory (required)\n"
-            "  --preset NAME        model preset: %s (default small)\n"
-            "  --d-model N --n-layer N --d-state N --d-conv N --expand N --dt-rank N\n"
-            "                       override preset sizes\n"
-            "  --rms-norm | --layer-norm   norm variant (default LayerNorm, as MambaByte)\n"
-            "  --tie | --untie      tie lm_head to the embedding (default untied)\n"
-            "  --ctx N              bytes per training sequence (default 1024)\n"
-            "  --batch N            sequences per micro-batch (default 8)\n"
-            "  --accum N            gradient accumulation steps (default 1)\n"
-            "  --steps N            total optimizer steps (schedule length)\n"
-            "  --time-limit S       stop after S seconds of wall time (schedule fitted to it)\n"
-            "  --stop-after N       stop (with a checkpoint) after N steps of this run\n"
-            "  --lr X               peak learning rate (default 4e-4); --lr-min X (default lr/10)\n"
-            "  --warmup N           warm-up steps (default 500, at most 10%% of the run)\n"
-            "  --weight-decay X     AdamW weight decay on matrices (default 0.1)\n"
-            "  --clip X             global gradient-norm clip (default 1.0; 0 = off)\n"
-            "  --seed S             one seed for init, data order and sampling (default 1337)\n"
-            "  --eval-every N       validation every N steps (default 100; 0 = end only)\n"
-            "  --eval-bytes N       validation bytes per evaluation (default 262144; 0 = all)\n"
-            "  --final-eval-bytes N validation bytes for the final val_bpb (default 4194304; 0 = all)\n"
-            "  --ckpt-every N       checkpoint every N steps (default: at the end)\n"
-            "  --resume             continue the run in --out exactly where it stopped\n"
-            "  --quiet              no per-step progress lines\n"
-            "\n"
-            "Prints one progress line per step (stderr), appends DIR/metrics.jsonl and ends with\n"
-            "'val_bpb: <value>' on stdout.\n",
-            mb_config_preset_names());
+    fprintf(
+        f,
+        "usage: mambabyte train --data PATH --out DIR [options]\n"
+        "\n"
+        "Train a byte-level Mamba model. PATH is a file (one document), a directory tree\n"
+        "(each file one document) or JSON lines with a \"text\" field (*.jsonl).\n"
+        "\n"
+        "  --data PATH          training input (required)\n"
+        "  --val PATH           separate validation input (default: hold out documents)\n"
+        "  --val-fraction X     fraction of documents held out (default 0.01; one document\n"
+        "                       is split by bytes)\n"
+        "  --format F           auto | bytes | jsonl (default auto: by extension)\n"
+        "  --out DIR            checkpoint directory (required)\n"
+        "  --preset NAME        model preset: %s (default small)\n"
+        "  --d-model N --n-layer N --d-state N --d-conv N --expand N --dt-rank N\n"
+        "                       override preset sizes\n"
+        "  --rms-norm | --layer-norm   norm variant (default LayerNorm, as MambaByte)\n"
+        "  --tie | --untie      tie lm_head to the embedding (default untied)\n"
+        "  --ctx N              bytes per training sequence (default 1024)\n"
+        "  --batch N            sequences per micro-batch (default 8)\n"
+        "  --accum N            gradient accumulation steps (default 1)\n"
+        "  --steps N            total optimizer steps (schedule length)\n"
+        "  --time-limit S       stop after S seconds of wall time (schedule fitted to it)\n"
+        "  --stop-after N       stop (with a checkpoint) after N steps of this run\n"
+        "  --lr X               peak learning rate (default 4e-4); --lr-min X (default lr/10)\n"
+        "  --warmup N           warm-up steps (default 500, at most 10%% of the run)\n"
+        "  --weight-decay X     AdamW weight decay on matrices (default 0.1)\n"
+        "  --clip X             global gradient-norm clip (default 1.0; 0 = off)\n"
+        "  --seed S             one seed for init, data order and sampling (default 1337)\n"
+        "  --eval-every N       validation every N steps (default 100; 0 = end only)\n"
+        "  --eval-bytes N       validation bytes per evaluation (default 262144; 0 = all)\n"
+        "  --final-eval-bytes N validation bytes for the final val_bpb (default 4194304; 0 = all)\n"
+        "  --ckpt-every N       checkpoint every N steps (default: at the end)\n"
+        "  --resume             continue the run in --out exactly where it stopped\n"
+        "  --quiet              no per-step progress lines\n"
+        "\n"
+        "Prints one progress line per step (stderr), appends DIR/metrics.jsonl and ends with\n"
+        "'val_bpb: <value>' on stdout.\n",
+        mb_config_preset_names());
 }
 
 int cmd_train(int argc, char **argv) {
@@ -58,55 +59,104 @@ int cmd_train(int argc, char **argv) {
         const char *a = argv[i], *v;
         int64_t n;
         double d;
-#define VAL() \
+#define VAL()                                                                                      \
     if (!(v = arg_value(C, argc, argv, &i))) return 2
-#define INT(lo, hi, dst) \
-    do { VAL(); if (arg_int64(C, a, v, lo, hi, &n)) return 2; dst = n; } while (0)
-#define FLT(lo, hi, dst) \
-    do { VAL(); if (arg_float(C, a, v, lo, hi, &d)) return 2; dst = d; } while (0)
+#define INT(lo, hi, dst)                                                                           \
+    do {                                                                                           \
+        VAL();                                                                                     \
+        if (arg_int64(C, a, v, lo, hi, &n)) return 2;                                              \
+        dst = n;                                                                                   \
+    } while (0)
+#define FLT(lo, hi, dst)                                                                           \
+    do {                                                                                           \
+        VAL();                                                                                     \
+        if (arg_float(C, a, v, lo, hi, &d)) return 2;                                              \
+        dst = d;                                                                                   \
+    } while (0)
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             help(stdout);
             return 0;
-        } else if (!strcmp(a, "--data")) { VAL(); o.data = v; }
-        else if (!strcmp(a, "--val")) { VAL(); o.val = v; }
-        else if (!strcmp(a, "--format")) { VAL(); o.format = v; }
-        else if (!strcmp(a, "--out")) { VAL(); o.out = v; }
-        else if (!strcmp(a, "--preset")) {
+        } else if (!strcmp(a, "--data")) {
+            VAL();
+            o.data = v;
+        } else if (!strcmp(a, "--val")) {
+            VAL();
+            o.val = v;
+        } else if (!strcmp(a, "--format")) {
+            VAL();
+            o.format = v;
+        } else if (!strcmp(a, "--out")) {
+            VAL();
+            o.out = v;
+        } else if (!strcmp(a, "--preset")) {
             VAL();
             if (mb_config_preset(c, v)) {
                 fprintf(stderr, "mambabyte train: --preset: %s\n", mb_last_error());
                 return 2;
             }
-        }
-        else if (!strcmp(a, "--d-model")) INT(1, 65536, c->d_model);
-        else if (!strcmp(a, "--n-layer")) INT(1, 4096, c->n_layer);
-        else if (!strcmp(a, "--d-state")) INT(1, 256, c->d_state);
-        else if (!strcmp(a, "--d-conv")) INT(1, 64, c->d_conv);
-        else if (!strcmp(a, "--expand")) INT(1, 64, c->expand);
-        else if (!strcmp(a, "--dt-rank")) { INT(0, 65536, c->dt_rank); dt_rank_given = 1; }
-        else if (!strcmp(a, "--rms-norm")) c->rms_norm = 1;
-        else if (!strcmp(a, "--layer-norm")) c->rms_norm = 0;
-        else if (!strcmp(a, "--tie")) c->tie_embeddings = 1;
-        else if (!strcmp(a, "--untie")) c->tie_embeddings = 0;
-        else if (!strcmp(a, "--ctx")) INT(1, 1 << 24, o.ctx);
-        else if (!strcmp(a, "--batch")) INT(1, 1 << 16, o.batch);
-        else if (!strcmp(a, "--accum")) INT(1, 1 << 16, o.accum);
-        else if (!strcmp(a, "--steps")) INT(1, INT64_MAX / 2, o.steps);
-        else if (!strcmp(a, "--time-limit")) FLT(1e-3, 1e9, o.time_limit);
-        else if (!strcmp(a, "--stop-after")) INT(1, INT64_MAX / 2, o.stop_after);
-        else if (!strcmp(a, "--lr")) FLT(0, 10, o.lr);
-        else if (!strcmp(a, "--lr-min")) { FLT(0, 10, o.lr_min); lr_min_given = 1; }
-        else if (!strcmp(a, "--warmup")) INT(0, INT64_MAX / 2, o.warmup);
-        else if (!strcmp(a, "--weight-decay")) FLT(0, 10, o.weight_decay);
-        else if (!strcmp(a, "--clip")) FLT(0, 1e9, o.clip);
-        else if (!strcmp(a, "--seed")) { int64_t s; VAL(); if (arg_int64(C, a, v, 0, INT64_MAX, &s)) return 2; o.seed = (uint64_t)s; }
-        else if (!strcmp(a, "--val-fraction")) FLT(0, 0.999, o.val_fraction);
-        else if (!strcmp(a, "--eval-every")) INT(0, INT64_MAX / 2, o.eval_every);
-        else if (!strcmp(a, "--eval-bytes")) INT(0, INT64_MAX / 2, o.eval_bytes);
-        else if (!strcmp(a, "--final-eval-bytes")) INT(0, INT64_MAX / 2, o.final_eval_bytes);
-        else if (!strcmp(a, "--ckpt-every")) INT(0, INT64_MAX / 2, o.ckpt_every);
-        else if (!strcmp(a, "--resume")) o.resume = 1;
-        else if (!strcmp(a, "--quiet")) o.quiet = 1;
+        } else if (!strcmp(a, "--d-model"))
+            INT(1, 65536, c->d_model);
+        else if (!strcmp(a, "--n-layer"))
+            INT(1, 4096, c->n_layer);
+        else if (!strcmp(a, "--d-state"))
+            INT(1, 256, c->d_state);
+        else if (!strcmp(a, "--d-conv"))
+            INT(1, 64, c->d_conv);
+        else if (!strcmp(a, "--expand"))
+            INT(1, 64, c->expand);
+        else if (!strcmp(a, "--dt-rank")) {
+            INT(0, 65536, c->dt_rank);
+            dt_rank_given = 1;
+        } else if (!strcmp(a, "--rms-norm"))
+            c->rms_norm = 1;
+        else if (!strcmp(a, "--layer-norm"))
+            c->rms_norm = 0;
+        else if (!strcmp(a, "--tie"))
+            c->tie_embeddings = 1;
+        else if (!strcmp(a, "--untie"))
+            c->tie_embeddings = 0;
+        else if (!strcmp(a, "--ctx"))
+            INT(1, 1 << 24, o.ctx);
+        else if (!strcmp(a, "--batch"))
+            INT(1, 1 << 16, o.batch);
+        else if (!strcmp(a, "--accum"))
+            INT(1, 1 << 16, o.accum);
+        else if (!strcmp(a, "--steps"))
+            INT(1, INT64_MAX / 2, o.steps);
+        else if (!strcmp(a, "--time-limit"))
+            FLT(1e-3, 1e9, o.time_limit);
+        else if (!strcmp(a, "--stop-after"))
+            INT(1, INT64_MAX / 2, o.stop_after);
+        else if (!strcmp(a, "--lr"))
+            FLT(0, 10, o.lr);
+        else if (!strcmp(a, "--lr-min")) {
+            FLT(0, 10, o.lr_min);
+            lr_min_given = 1;
+        } else if (!strcmp(a, "--warmup"))
+            INT(0, INT64_MAX / 2, o.warmup);
+        else if (!strcmp(a, "--weight-decay"))
+            FLT(0, 10, o.weight_decay);
+        else if (!strcmp(a, "--clip"))
+            FLT(0, 1e9, o.clip);
+        else if (!strcmp(a, "--seed")) {
+            int64_t s;
+            VAL();
+            if (arg_int64(C, a, v, 0, INT64_MAX, &s)) return 2;
+            o.seed = (uint64_t)s;
+        } else if (!strcmp(a, "--val-fraction"))
+            FLT(0, 0.999, o.val_fraction);
+        else if (!strcmp(a, "--eval-every"))
+            INT(0, INT64_MAX / 2, o.eval_every);
+        else if (!strcmp(a, "--eval-bytes"))
+            INT(0, INT64_MAX / 2, o.eval_bytes);
+        else if (!strcmp(a, "--final-eval-bytes"))
+            INT(0, INT64_MAX / 2, o.final_eval_bytes);
+        else if (!strcmp(a, "--ckpt-every"))
+            INT(0, INT64_MAX / 2, o.ckpt_every);
+        else if (!strcmp(a, "--resume"))
+            o.resume = 1;
+        else if (!strcmp(a, "--quiet"))
+            o.quiet = 1;
         else {
             fprintf(stderr, "mambabyte train: unknown argument '%s' (see --help)\n", a);
             return 2;

@@ -5,16 +5,15 @@
 #include "commands.h"
 
 static void usage(FILE *f) {
-    fprintf(f,
-            "mambabyte: byte-level language modelling with Mamba (MambaByte)\n"
-            "\n"
-            "usage: mambabyte <command> [options]   (mambabyte <command> --help for details)\n"
-            "\n"
-            "commands:\n"
-            "  train     train a model on a file, directory tree or JSON lines\n"
-            "  eval      bits per byte of a checkpoint on held-out data\n"
-            "  generate  sample bytes in recurrent mode\n"
-            "  info      config, parameter count and recurrent-state size\n");
+    fprintf(f, "mambabyte: byte-level language modelling with Mamba (MambaByte)\n"
+               "\n"
+               "usage: mambabyte <command> [options]   (mambabyte <command> --help for details)\n"
+               "\n"
+               "commands:\n"
+               "  train     train a model on a file, directory tree or JSON lines\n"
+               "  eval      bits per byte of a checkpoint on held-out data\n"
+               "  generate  sample bytes in recurrent mode\n"
+               "  info      config, parameter count and recurrent-state size\n");
 }
 
 int main(int argc, char **argv) {

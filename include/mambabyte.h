@@ -25,8 +25,8 @@ extern "C" {
 /* ---------------------------------------------------------------- errors */
 enum {
     MB_OK = 0,
-    MB_EINVAL = -1, /* bad argument or value */
-    MB_EIO = -2,    /* file system error */
+    MB_EINVAL = -1,  /* bad argument or value */
+    MB_EIO = -2,     /* file system error */
     MB_EFORMAT = -3, /* malformed file (safetensors, JSON, pack, state) */
     MB_ENOMEM = -4,
     MB_ENONFINITE = -5, /* NaN or inf found */
@@ -43,14 +43,14 @@ int mb_fail(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3))
 typedef struct {
     int64_t d_model;
     int64_t n_layer;
-    int64_t vocab_size; /* always 256 */
-    int64_t d_state;    /* N */
-    int64_t d_conv;     /* K */
-    int64_t expand;     /* E */
-    int64_t dt_rank;    /* R */
-    int64_t d_inner;    /* Di = E * d_model */
-    int rms_norm;       /* 1: RMSNorm (weight); 0: LayerNorm (weight + bias) */
-    int tie_embeddings; /* 1: lm_head is the embedding */
+    int64_t vocab_size;   /* always 256 */
+    int64_t d_state;      /* N */
+    int64_t d_conv;       /* K */
+    int64_t expand;       /* E */
+    int64_t dt_rank;      /* R */
+    int64_t d_inner;      /* Di = E * d_model */
+    int rms_norm;         /* 1: RMSNorm (weight); 0: LayerNorm (weight + bias) */
+    int tie_embeddings;   /* 1: lm_head is the embedding */
     int residual_in_fp32; /* always 1 here; kept for the config files */
     float norm_eps;       /* 1e-5 */
     /* initialisation of dt_proj.bias (model.md "Initialisation") */
@@ -75,10 +75,10 @@ int64_t mb_config_state_bytes(const mb_config *c);
 /* ---------------------------------------------------------------- parameters */
 /* One tensor of the flat parameter vector, in mamba_ssm naming. */
 typedef struct {
-    char name[96];   /* e.g. "backbone.layers.3.mixer.in_proj.weight" */
-    int ndim;        /* 1..3 */
+    char name[96]; /* e.g. "backbone.layers.3.mixer.in_proj.weight" */
+    int ndim;      /* 1..3 */
     int64_t shape[3];
-    int64_t offset;  /* in floats into the flat vector */
+    int64_t offset; /* in floats into the flat vector */
     int64_t numel;
     int weight_decay; /* 1 for matrices (in_proj, x_proj, dt_proj.weight, out_proj, conv1d.weight,
                          lm_head); 0 for A_log, D, biases, norms, embedding */
@@ -100,10 +100,10 @@ typedef struct {
 } mb_layer_weights;
 
 typedef struct {
-    float *embedding; /* (V, d) */
-    float *lm_head;   /* (V, d); == embedding when tied */
-    float *norm_f_w;  /* (d) */
-    float *norm_f_b;  /* (d), NULL for RMSNorm */
+    float *embedding;         /* (V, d) */
+    float *lm_head;           /* (V, d); == embedding when tied */
+    float *norm_f_w;          /* (d) */
+    float *norm_f_b;          /* (d), NULL for RMSNorm */
     mb_layer_weights *layers; /* n_layer entries */
 } mb_weights;
 
@@ -175,8 +175,8 @@ const float *mb_acts_losses(const mb_acts *a);
 typedef struct {
     mb_config cfg;
     int64_t n_seq;
-    float *conv; /* (n_layer, n_seq, K-1, Di), oldest first */
-    float *ssm;  /* (n_layer, n_seq, Di, N) */
+    float *conv;    /* (n_layer, n_seq, K-1, Di), oldest first */
+    float *ssm;     /* (n_layer, n_seq, Di, N) */
     float *scratch; /* workspace for mb_step */
 } mb_state;
 int mb_state_create(mb_state *s, const mb_config *c, int64_t n_seq);

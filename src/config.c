@@ -66,8 +66,8 @@ typedef struct {
 /* tiny/small/medium train on a CPU; 353m and 972m are the paper's MambaByte sizes
  * (LayerNorm, untied, as the released configs). */
 static const preset k_presets[] = {
-    {"tiny", 64, 2, 16, 0, 0},     {"small", 128, 4, 16, 0, 0}, {"medium", 512, 8, 16, 0, 0},
-    {"353m", 1024, 53, 16, 0, 0},  {"972m", 1792, 48, 16, 0, 0},
+    {"tiny", 64, 2, 16, 0, 0},    {"small", 128, 4, 16, 0, 0},  {"medium", 512, 8, 16, 0, 0},
+    {"353m", 1024, 53, 16, 0, 0}, {"972m", 1792, 48, 16, 0, 0},
 };
 
 const char *mb_config_preset_names(void) {
@@ -92,8 +92,8 @@ int64_t mb_config_n_params(const mb_config *c) {
     int64_t d = c->d_model, Di = c->d_inner, N = c->d_state, K = c->d_conv, R = c->dt_rank;
     int64_t V = c->vocab_size;
     int64_t norm = c->rms_norm ? d : 2 * d;
-    int64_t layer = norm + 2 * Di * d + Di * K + Di + (R + 2 * N) * Di + Di * R + Di + Di * N +
-                    Di + d * Di;
+    int64_t layer =
+        norm + 2 * Di * d + Di * K + Di + (R + 2 * N) * Di + Di * R + Di + Di * N + Di + d * Di;
     int64_t n = V * d + c->n_layer * layer + norm;
     if (!c->tie_embeddings) n += V * d;
     return n;

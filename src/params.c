@@ -132,7 +132,8 @@ void mb_model_free(mb_model *m) {
 }
 
 static void fill_uniform(mb_rng *r, float *p, int64_t n, double bound) {
-    for (int64_t i = 0; i < n; i++) p[i] = (float)((2.0 * mb_rng_double(r) - 1.0) * bound);
+    for (int64_t i = 0; i < n; i++)
+        p[i] = (float)((2.0 * mb_rng_double(r) - 1.0) * bound);
 }
 
 void mb_model_init(mb_model *m, uint64_t seed) {
@@ -142,10 +143,12 @@ void mb_model_init(mb_model *m, uint64_t seed) {
     mb_rng r;
     mb_rng_seed(&r, seed);
     mb_weights *w = &m->w;
-    for (int64_t i = 0; i < V * d; i++) w->embedding[i] = (float)(0.02 * mb_rng_normal(&r));
+    for (int64_t i = 0; i < V * d; i++)
+        w->embedding[i] = (float)(0.02 * mb_rng_normal(&r));
     for (int64_t i = 0; i < c->n_layer; i++) {
         mb_layer_weights *l = &w->layers[i];
-        for (int64_t j = 0; j < d; j++) l->norm_w[j] = 1.0f;
+        for (int64_t j = 0; j < d; j++)
+            l->norm_w[j] = 1.0f;
         if (l->norm_b) memset(l->norm_b, 0, (size_t)d * sizeof(float));
         /* kaiming-uniform(a = sqrt 5) gives the bound 1 / sqrt(fan_in) */
         fill_uniform(&r, l->in_proj_w, 2 * Di * d, 1.0 / sqrt((double)d));
@@ -160,12 +163,14 @@ void mb_model_init(mb_model *m, uint64_t seed) {
             l->dt_proj_b[j] = (float)(dt + log(-expm1(-dt))); /* inverse softplus */
         }
         for (int64_t j = 0; j < Di; j++)
-            for (int64_t n = 0; n < N; n++) l->A_log[j * N + n] = (float)log((double)(n + 1));
-        for (int64_t j = 0; j < Di; j++) l->D[j] = 1.0f;
-        fill_uniform(&r, l->out_proj_w, d * Di,
-                     1.0 / sqrt((double)Di) / sqrt((double)c->n_layer));
+            for (int64_t n = 0; n < N; n++)
+                l->A_log[j * N + n] = (float)log((double)(n + 1));
+        for (int64_t j = 0; j < Di; j++)
+            l->D[j] = 1.0f;
+        fill_uniform(&r, l->out_proj_w, d * Di, 1.0 / sqrt((double)Di) / sqrt((double)c->n_layer));
     }
-    for (int64_t j = 0; j < d; j++) w->norm_f_w[j] = 1.0f;
+    for (int64_t j = 0; j < d; j++)
+        w->norm_f_w[j] = 1.0f;
     if (w->norm_f_b) memset(w->norm_f_b, 0, (size_t)d * sizeof(float));
     if (!c->tie_embeddings) fill_uniform(&r, w->lm_head, V * d, 1.0 / sqrt((double)d));
 }

@@ -51,8 +51,8 @@ static void test_param_count(void **st) {
     mb_config c;
     /* 353m by hand: d=1024, Di=2048, N=16, K=4, R=64, LayerNorm, untied */
     assert_int_equal(mb_config_preset(&c, "353m"), 0);
-    int64_t layer = 2 * 1024 + 2 * 2048 * 1024 + 2048 * 4 + 2048 + (64 + 32) * 2048 +
-                    2048 * 64 + 2048 + 2048 * 16 + 2048 + 1024 * 2048;
+    int64_t layer = 2 * 1024 + 2 * 2048 * 1024 + 2048 * 4 + 2048 + (64 + 32) * 2048 + 2048 * 64 +
+                    2048 + 2048 * 16 + 2048 + 1024 * 2048;
     assert_int_equal(mb_config_n_params(&c), 256 * 1024 * 2 + 53 * layer + 2 * 1024);
     check_table(&c);
     mb_config_default(&c, 37, 3);

@@ -1,9 +1,9 @@
 /* AdamW against a float64 transcription of torch.optim.AdamW; decay mask; schedule; clipping. */
+#include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -26,12 +26,14 @@ static void test_adamw_matches_reference(void **st) {
     double *p = malloc((size_t)n * sizeof *p), *mm = calloc((size_t)n, sizeof *mm),
            *vv = calloc((size_t)n, sizeof *vv);
     float *g = malloc((size_t)n * sizeof *g);
-    for (int64_t i = 0; i < n; i++) p[i] = m.params[i];
+    for (int64_t i = 0; i < n; i++)
+        p[i] = m.params[i];
     mb_rng r;
     mb_rng_seed(&r, 3);
     const double lr = 1e-2;
     for (int t = 1; t <= 5; t++) {
-        for (int64_t i = 0; i < n; i++) g[i] = (float)mb_rng_normal(&r);
+        for (int64_t i = 0; i < n; i++)
+            g[i] = (float)mb_rng_normal(&r);
         mb_adamw_update(&o, m.params, g, (float)lr);
         for (int ti = 0; ti < m.n_tensors; ti++) {
             const mb_tensor_info *T = &m.tensors[ti];
@@ -46,7 +48,8 @@ static void test_adamw_matches_reference(void **st) {
         }
     }
     double maxerr = 0;
-    for (int64_t i = 0; i < n; i++) maxerr = fmax(maxerr, fabs(p[i] - m.params[i]));
+    for (int64_t i = 0; i < n; i++)
+        maxerr = fmax(maxerr, fabs(p[i] - m.params[i]));
     assert_true(maxerr < 1e-5);
     assert_int_equal(o.step, 5);
     /* decay mask: matrices yes, A_log/D/biases/norms/embedding no */

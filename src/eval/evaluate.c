@@ -12,7 +12,8 @@ double mb_eval_bpb(const mb_eval_result *r) {
 static double sum_losses(const mb_acts *a, int64_t n) {
     const float *l = mb_acts_losses(a);
     double s = 0.0;
-    for (int64_t i = 0; i < n; i++) s += l[i];
+    for (int64_t i = 0; i < n; i++)
+        s += l[i];
     return s;
 }
 
@@ -27,8 +28,8 @@ static int64_t total_to_score(const mb_doc *docs, int64_t n_docs, int64_t max_by
 static int score_single(const mb_model *m, mb_state *st, const uint8_t *w, int64_t n,
                         mb_eval_result *out) {
     mb_acts *a = mb_acts_create(&m->cfg, 1, n);
-    if (!a) return mb_fail(MB_ENOMEM, "eval: out of memory for a window of %lld bytes",
-                           (long long)n);
+    if (!a)
+        return mb_fail(MB_ENOMEM, "eval: out of memory for a window of %lld bytes", (long long)n);
     if (st)
         mb_forward_stateful(m, a, st, w, w + 1, NULL);
     else
@@ -51,8 +52,8 @@ static int eval_windowed(const mb_model *m, const mb_doc *docs, int64_t n_docs, 
         free(x);
         free(y);
         free(pending);
-        return mb_fail(MB_ENOMEM, "eval: out of memory for batch %lld x ctx %lld",
-                       (long long)batch, (long long)ctx);
+        return mb_fail(MB_ENOMEM, "eval: out of memory for batch %lld x ctx %lld", (long long)batch,
+                       (long long)ctx);
     }
     int64_t nb = 0;
     int rc = MB_OK;
@@ -123,11 +124,12 @@ static int eval_streamed(const mb_model *m, const mb_doc *docs, int64_t n_docs, 
     return rc;
 }
 
-int mb_evaluate(const mb_model *m, const mb_doc *docs, int64_t n_docs, int64_t ctx,
-                int64_t batch, int stream, int64_t max_bytes, mb_eval_progress progress,
-                void *user, mb_eval_result *out) {
+int mb_evaluate(const mb_model *m, const mb_doc *docs, int64_t n_docs, int64_t ctx, int64_t batch,
+                int stream, int64_t max_bytes, mb_eval_progress progress, void *user,
+                mb_eval_result *out) {
     memset(out, 0, sizeof *out);
-    if (ctx <= 0) return mb_fail(MB_EINVAL, "eval: ctx must be positive (got %lld)", (long long)ctx);
+    if (ctx <= 0)
+        return mb_fail(MB_EINVAL, "eval: ctx must be positive (got %lld)", (long long)ctx);
     if (batch <= 0)
         return mb_fail(MB_EINVAL, "eval: batch must be positive (got %lld)", (long long)batch);
     if (stream) return eval_streamed(m, docs, n_docs, ctx, max_bytes, progress, user, out);

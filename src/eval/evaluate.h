@@ -29,9 +29,9 @@ typedef void (*mb_eval_progress)(int64_t done, int64_t total, void *user);
  *   far (beyond the training context); reset at each document.
  * max_bytes > 0 stops after about that many scored bytes (whole windows). Returns MB_OK or an
  * error (out of memory, bad argument). */
-int mb_evaluate(const mb_model *m, const mb_doc *docs, int64_t n_docs, int64_t ctx,
-                int64_t batch, int stream, int64_t max_bytes, mb_eval_progress progress,
-                void *user, mb_eval_result *out);
+int mb_evaluate(const mb_model *m, const mb_doc *docs, int64_t n_docs, int64_t ctx, int64_t batch,
+                int stream, int64_t max_bytes, mb_eval_progress progress, void *user,
+                mb_eval_result *out);
 
 /* bpb of a result: nats / bytes / ln 2 (0 bytes gives 0). */
 double mb_eval_bpb(const mb_eval_result *r);

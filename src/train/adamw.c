@@ -58,7 +58,8 @@ void mb_adamw_update(mb_adamw *o, float *params, const float *grads, float lr) {
 double mb_grad_norm(const float *grads, int64_t n) {
     double s = 0.0;
 #pragma omp parallel for reduction(+ : s) schedule(static)
-    for (int64_t i = 0; i < n; i++) s += (double)grads[i] * grads[i];
+    for (int64_t i = 0; i < n; i++)
+        s += (double)grads[i] * grads[i];
     return sqrt(s);
 }
 
@@ -67,7 +68,8 @@ double mb_grad_clip(float *grads, int64_t n, double max_norm) {
     if (max_norm > 0.0 && norm > max_norm && isfinite(norm)) {
         float scale = (float)(max_norm / (norm + 1e-6));
 #pragma omp parallel for schedule(static)
-        for (int64_t i = 0; i < n; i++) grads[i] *= scale;
+        for (int64_t i = 0; i < n; i++)
+            grads[i] *= scale;
     }
     return norm;
 }

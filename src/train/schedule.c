@@ -4,8 +4,7 @@
 #include <math.h>
 
 float mb_schedule_lr(const mb_schedule *s, int64_t step) {
-    if (s->warmup > 0 && step < s->warmup)
-        return s->lr_max * (float)(step + 1) / (float)s->warmup;
+    if (s->warmup > 0 && step < s->warmup) return s->lr_max * (float)(step + 1) / (float)s->warmup;
     if (s->total <= 0 || s->total <= s->warmup) return s->lr_max;
     double progress = (double)(step - s->warmup) / (double)(s->total - s->warmup);
     if (progress > 1.0) progress = 1.0;

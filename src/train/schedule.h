@@ -5,10 +5,10 @@
 #include <stdint.h>
 
 typedef struct {
-    float lr_max;     /* peak learning rate (4e-4 in the paper) */
-    float lr_min;     /* floor reached at total_steps */
-    int64_t warmup;   /* warm-up steps (500 in the paper) */
-    int64_t total;    /* total steps; <= 0 means constant after warm-up */
+    float lr_max;   /* peak learning rate (4e-4 in the paper) */
+    float lr_min;   /* floor reached at total_steps */
+    int64_t warmup; /* warm-up steps (500 in the paper) */
+    int64_t total;  /* total steps; <= 0 means constant after warm-up */
 } mb_schedule;
 
 /* Learning rate for 0-based step: lr_max * (step + 1) / warmup during warm-up, then

@@ -3,9 +3,9 @@
 #include "train/trainer.h"
 
 #include <errno.h>
-#include <stdarg.h>
 #include <inttypes.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -70,7 +70,8 @@ static int mkdir_p(const char *path) {
 static uint64_t params_hash(const mb_model *m) {
     const uint8_t *p = (const uint8_t *)m->params;
     uint64_t h = 1469598103934665603ULL;
-    for (int64_t i = 0; i < m->n_params * (int64_t)sizeof(float); i++) h = (h ^ p[i]) * 1099511628211ULL;
+    for (int64_t i = 0; i < m->n_params * (int64_t)sizeof(float); i++)
+        h = (h ^ p[i]) * 1099511628211ULL;
     return h;
 }
 
@@ -89,27 +90,31 @@ static int save_train_state(const char *dir, const mb_train_opts *o, const mb_mo
     snprintf(path, sizeof path, "%s/%s", dir, TRAIN_STATE_FILE);
     const mb_train_sampler_state *s = &rs->sampler;
     int n = 0;
-#define META(key, ...) (snprintf(k[n], sizeof k[n], "%s", key), snprintf(v[n], sizeof v[n], __VA_ARGS__), n++)
+#define META(key, ...)                                                                             \
+    (snprintf(k[n], sizeof k[n], "%s", key), snprintf(v[n], sizeof v[n], __VA_ARGS__), n++)
     META("version", TRAIN_STATE_VERSION);
     META("step", "%" PRId64, rs->step);
     META("total_steps", "%" PRId64, rs->total_steps);
     META("bytes_seen", "%" PRId64, rs->bytes_seen);
     META("elapsed", "%.17g", rs->elapsed);
     META("params_hash", "%016" PRIx64, params_hash(m));
-    META("sampler", "%" PRIu64 " %" PRIu64 " %" PRIu64 " %" PRIu64 " %" PRIu64 " %" PRIu64
-                    " %" PRIu64 " %" PRIu64 " %" PRId64 " %" PRId64 " %" PRId64 " %" PRId64,
+    META("sampler",
+         "%" PRIu64 " %" PRIu64 " %" PRIu64 " %" PRIu64 " %" PRIu64 " %" PRIu64 " %" PRIu64
+         " %" PRIu64 " %" PRId64 " %" PRId64 " %" PRId64 " %" PRId64,
          s->rng[0], s->rng[1], s->rng[2], s->rng[3], s->epoch_rng[0], s->epoch_rng[1],
          s->epoch_rng[2], s->epoch_rng[3], s->epoch, s->pos, s->ctx, s->n_slots);
-    META("data", "ctx=%" PRId64 " batch=%" PRId64 " accum=%" PRId64 " seed=%" PRIu64
-                 " val_fraction=%.17g",
+    META("data",
+         "ctx=%" PRId64 " batch=%" PRId64 " accum=%" PRId64 " seed=%" PRIu64 " val_fraction=%.17g",
          o->ctx, o->batch, o->accum, o->seed, o->val_fraction);
-    META("optim", "lr=%.17g lr_min=%.17g warmup=%" PRId64 " weight_decay=%.17g beta1=%.17g "
-                  "beta2=%.17g eps=%.17g clip=%.17g adam_step=%" PRId64,
+    META("optim",
+         "lr=%.17g lr_min=%.17g warmup=%" PRId64 " weight_decay=%.17g beta1=%.17g "
+         "beta2=%.17g eps=%.17g clip=%.17g adam_step=%" PRId64,
          o->lr, o->lr_min, o->warmup, o->weight_decay, o->beta1, o->beta2, o->eps, o->clip,
          opt->step);
 #undef META
     const char *kv[32];
-    for (int i = 0; i < n; i++) kv[2 * i] = k[i], kv[2 * i + 1] = v[i];
+    for (int i = 0; i < n; i++)
+        kv[2 * i] = k[i], kv[2 * i + 1] = v[i];
     mb_st_wtensor t[2] = {
         {.name = "adamw.exp_avg", .ndim = 1, .shape = {opt->n}, .data = opt->m},
         {.name = "adamw.exp_avg_sq", .ndim = 1, .shape = {opt->n}, .data = opt->v},
@@ -144,7 +149,8 @@ static int load_train_state(const char *dir, mb_train_opts *o, const mb_model *m
                *el = mb_st_meta(&f, "elapsed"), *ph = mb_st_meta(&f, "params_hash"),
                *smp = mb_st_meta(&f, "sampler"), *data = mb_st_meta(&f, "data"),
                *optim = mb_st_meta(&f, "optim");
-    const mb_st_tensor *tm = mb_st_find(&f, "adamw.exp_avg"), *tv = mb_st_find(&f, "adamw.exp_avg_sq");
+    const mb_st_tensor *tm = mb_st_find(&f, "adamw.exp_avg"),
+                       *tv = mb_st_find(&f, "adamw.exp_avg_sq");
     if (!ver || !step || !tot || !seen || !el || !ph || !smp || !data || !optim) goto out;
     if (strcmp(ver, TRAIN_STATE_VERSION) != 0) {
         rc = mb_fail(MB_EFORMAT, "%s: unsupported train state version '%s'", path, ver);
@@ -173,8 +179,8 @@ static int load_train_state(const char *dir, mb_train_opts *o, const mb_model *m
     if (sscanf(smp,
                "%" SCNu64 " %" SCNu64 " %" SCNu64 " %" SCNu64 " %" SCNu64 " %" SCNu64 " %" SCNu64
                " %" SCNu64 " %" SCNd64 " %" SCNd64 " %" SCNd64 " %" SCNd64,
-               &s->rng[0], &s->rng[1], &s->rng[2], &s->rng[3], &s->epoch_rng[0],
-               &s->epoch_rng[1], &s->epoch_rng[2], &s->epoch_rng[3], &s->epoch, &s->pos, &s->ctx,
+               &s->rng[0], &s->rng[1], &s->rng[2], &s->rng[3], &s->epoch_rng[0], &s->epoch_rng[1],
+               &s->epoch_rng[2], &s->epoch_rng[3], &s->epoch, &s->pos, &s->ctx,
                &s->n_slots) != 12) {
         rc = mb_fail(MB_EFORMAT, "%s: metadata 'sampler' is malformed", path);
         goto out;
@@ -274,8 +280,9 @@ int mb_train(const mb_train_opts *opts_in) {
         if ((rc = mb_adamw_init(&opt, &m, 0.9f, 0.95f, 1e-8f, 0.1f))) goto done;
         if ((rc = load_train_state(o.out, &o, &m, &opt, &rs))) goto done;
         if (opts_in->steps > 0) rs.total_steps = opts_in->steps;
-        fprintf(stderr, "resuming %s at step %lld of %lld (ctx %lld, batch %lld, seed %llu from "
-                        "the train state)\n",
+        fprintf(stderr,
+                "resuming %s at step %lld of %lld (ctx %lld, batch %lld, seed %llu from "
+                "the train state)\n",
                 o.out, (long long)rs.step, (long long)rs.total_steps, (long long)o.ctx,
                 (long long)o.batch, (unsigned long long)o.seed);
     } else {
@@ -309,7 +316,8 @@ int mb_train(const mb_train_opts *opts_in) {
     have_sampler = 1;
     if (o.resume && (rc = mb_train_sampler_set_state(&sampler, &rs.sampler))) goto done;
     int64_t train_bytes = 0, val_bytes = 0;
-    for (int64_t i = 0; i < split.n_train; i++) train_bytes += split.train[i].len;
+    for (int64_t i = 0; i < split.n_train; i++)
+        train_bytes += split.train[i].len;
     val.docs = calloc((size_t)(split.n_val ? split.n_val : 1), sizeof *val.docs);
     if (!val.docs) {
         rc = mb_fail(MB_ENOMEM, "train: out of memory");
@@ -364,17 +372,17 @@ int mb_train(const mb_train_opts *opts_in) {
         eval_time += wall() - te;
         fprintf(stderr, "step %lld: val_bpb %.4f (%lld bytes)\n", (long long)rs.step, last_val,
                 (long long)scored);
-        log_json(metrics, "{\"step\":%lld,\"val_bpb\":%.6f,\"val_bytes\":%lld}",
-                 (long long)rs.step, last_val, (long long)scored);
+        log_json(metrics, "{\"step\":%lld,\"val_bpb\":%.6f,\"val_bytes\":%lld}", (long long)rs.step,
+                 last_val, (long long)scored);
     }
-    const double t_loop = wall(); /* per-step timing excludes the initial evaluation */
+    const double t_loop = wall();   /* per-step timing excludes the initial evaluation */
     int64_t total = rs.total_steps; /* 0 until estimated from the time limit */
     if (total <= 0 && o.time_limit <= 0) {
         rc = mb_fail(MB_EINVAL, "train: give --steps or --time-limit");
         goto done;
     }
-    mb_schedule sched = {.lr_max = (float)o.lr, .lr_min = (float)o.lr_min, .warmup = o.warmup,
-                         .total = total};
+    mb_schedule sched = {
+        .lr_max = (float)o.lr, .lr_min = (float)o.lr_min, .warmup = o.warmup, .total = total};
     int64_t warmup_cap = 0;
     int stop = 0;
     /* test hook: poison the loss at this 1-based step to exercise the NaN stop */
@@ -456,8 +464,8 @@ int mb_train(const mb_train_opts *opts_in) {
             double te = wall();
             last_val = validate(&m, &val, &o, o.eval_bytes, &scored);
             eval_time = wall() - te;
-            fprintf(stderr, "step %lld: val_bpb %.4f (%lld bytes)\n", (long long)rs.step,
-                    last_val, (long long)scored);
+            fprintf(stderr, "step %lld: val_bpb %.4f (%lld bytes)\n", (long long)rs.step, last_val,
+                    (long long)scored);
             log_json(metrics, "{\"step\":%lld,\"val_bpb\":%.6f,\"val_bytes\":%lld}",
                      (long long)rs.step, last_val, (long long)scored);
         }

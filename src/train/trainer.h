@@ -10,29 +10,30 @@
 #include "mambabyte.h"
 
 typedef struct {
-    const char *data;     /* training input: file, directory tree or .jsonl */
-    const char *val;      /* separate validation input, or NULL (split by document) */
-    const char *format;   /* "auto", "bytes", "jsonl" */
-    const char *out;      /* checkpoint directory */
-    mb_config cfg;        /* model (ignored on resume: the checkpoint's config is used) */
+    const char *data;   /* training input: file, directory tree or .jsonl */
+    const char *val;    /* separate validation input, or NULL (split by document) */
+    const char *format; /* "auto", "bytes", "jsonl" */
+    const char *out;    /* checkpoint directory */
+    mb_config cfg;      /* model (ignored on resume: the checkpoint's config is used) */
     int64_t ctx, batch, accum;
-    int64_t steps;        /* total steps (schedule length); 0 = derive from time_limit */
-    double time_limit;    /* seconds of wall time for this run; 0 = none */
-    int64_t stop_after;   /* stop (with a checkpoint) after this many steps of this run; 0 = off */
+    int64_t steps;      /* total steps (schedule length); 0 = derive from time_limit */
+    double time_limit;  /* seconds of wall time for this run; 0 = none */
+    int64_t stop_after; /* stop (with a checkpoint) after this many steps of this run; 0 = off */
     double lr, lr_min, weight_decay, beta1, beta2, eps, clip;
     int64_t warmup;
     uint64_t seed;
-    double val_fraction;  /* fraction of documents (or bytes) held out */
-    int64_t eval_every;   /* steps between validation evaluations (0 = only at the end) */
-    int64_t eval_bytes;   /* cap on validation bytes scored per evaluation (0 = all) */
+    double val_fraction;      /* fraction of documents (or bytes) held out */
+    int64_t eval_every;       /* steps between validation evaluations (0 = only at the end) */
+    int64_t eval_bytes;       /* cap on validation bytes scored per evaluation (0 = all) */
     int64_t final_eval_bytes; /* cap on validation bytes for the final val_bpb (0 = all) */
-    int64_t ckpt_every;   /* steps between checkpoints (0 = only at the end) */
+    int64_t ckpt_every;       /* steps between checkpoints (0 = only at the end) */
     int resume;
-    int quiet;            /* no per-step progress lines */
+    int quiet; /* no per-step progress lines */
 } mb_train_opts;
 
 /* Defaults: ctx 1024, batch 8, accum 1, lr 4e-4 (min 10%), warm-up 500 capped at 10% of steps,
- * wd 0.1, betas 0.9/0.95, eps 1e-8, clip 1.0, val 1%, eval every 100 steps on <= 256 KiB, final eval on <= 4 MiB. */
+ * wd 0.1, betas 0.9/0.95, eps 1e-8, clip 1.0, val 1%, eval every 100 steps on <= 256 KiB, final
+ * eval on <= 4 MiB. */
 void mb_train_opts_default(mb_train_opts *o);
 
 /* Run training. Prints one progress line per step to stderr and `val_bpb: <value>` to stdout
