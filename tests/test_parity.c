@@ -130,13 +130,14 @@ static double max_abs_diff(const float *a, const float *b, int64_t n) {
 
 static double max_abs(const float *a, int64_t n) {
     double e = 0;
-    for (int64_t i = 0; i < n; i++) e = fmax(e, fabs((double)a[i]));
+    for (int64_t i = 0; i < n; i++)
+        e = fmax(e, fabs((double)a[i]));
     return e;
 }
 
 /* Forward + backward against logits, loss and every gradient; returns the worst errors. */
-static void check_forward_backward(fixture *fx, int64_t chunk, double *e_logits,
-                                   double *e_loss, double *e_grad, char *worst_grad) {
+static void check_forward_backward(fixture *fx, int64_t chunk, double *e_logits, double *e_loss,
+                                   double *e_grad, char *worst_grad) {
     const mb_model *m = &fx->m;
     int64_t B = fx->B, L = fx->L, V = MB_VOCAB;
     mb_acts *a = mb_acts_create_ex(&m->cfg, B, L, 1, chunk);
@@ -167,8 +168,8 @@ static void check_forward_backward(fixture *fx, int64_t chunk, double *e_logits,
             snprintf(worst_grad, 128, "%s", ti->name);
         }
         if (!(e <= TOL_GRAD))
-            fail_msg("%s: gradient of %s: max|diff|/max|ref| = %.3g > %g (chunk %lld)",
-                     fx->f.path, ti->name, e, TOL_GRAD, (long long)chunk);
+            fail_msg("%s: gradient of %s: max|diff|/max|ref| = %.3g > %g (chunk %lld)", fx->f.path,
+                     ti->name, e, TOL_GRAD, (long long)chunk);
         free(g);
     }
     free(logits);
@@ -205,14 +206,15 @@ static void check_states(fixture *fx, double *e_state, double *e_step_logits) {
     assert_non_null(bytes);
     *e_step_logits = 0;
     for (int64_t t = 0; t < L; t++) {
-        for (int64_t b = 0; b < B; b++) bytes[b] = fx->x[b * L + t];
+        for (int64_t b = 0; b < B; b++)
+            bytes[b] = fx->x[b * L + t];
         mb_step(m, &s, bytes, lg);
         for (int64_t b = 0; b < B; b++)
             *e_step_logits =
                 fmax(*e_step_logits, max_abs_diff(lg + b * V, rlogits + (b * L + t) * V, V));
     }
-    *e_state = fmax(*e_state, fmax(max_abs_diff(s.conv, rconv, nconv),
-                                   max_abs_diff(s.ssm, rssm, nssm)));
+    *e_state =
+        fmax(*e_state, fmax(max_abs_diff(s.conv, rconv, nconv), max_abs_diff(s.ssm, rssm, nssm)));
     free(lg);
     free(bytes);
     mb_acts_free(a);

@@ -1,6 +1,7 @@
 /* libFuzzer target for the config.json parser (src/io/config_json.h): parse the input; when it
  * is accepted, serialise the config in both flavours and parse each back, which must succeed
- * and give the same sizes (round trip; HF only for RMSNorm configs, as HF has no LayerNorm). Seed corpus: tests/fuzz/corpus/config. */
+ * and give the same sizes (round trip; HF only for RMSNorm configs, as HF has no LayerNorm). Seed
+ * corpus: tests/fuzz/corpus/config. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>

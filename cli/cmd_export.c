@@ -1,0 +1,157 @@
+/* mambabyte export: write a checkpoint in the Hugging Face (MambaForCausalLM) or mamba_ssm
+ * (MambaLMHeadModel) layout, fp32 or rounded to f16 / bf16 (model.md "Checkpoint formats").
+ * The export is read back and checked against the source before the command reports success. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+
+#include "args.h"
+#include "commands.h"
+#include "io/checkpoint.h"
+#include "io/safetensors.h"
+#include "mambabyte.h"
+
+static void help(FILE *f) {
+    fprintf(
+        f, "usage: mambabyte export -m CKPT --format hf|mamba_ssm [--dtype f32|f16|bf16]\n"
+           "                        [--force] OUT_DIR\n"
+           "\n"
+           "Write the model of CKPT (any format mambabyte loads) to OUT_DIR as config.json +\n"
+           "model.safetensors:\n"
+           "  hf         Hugging Face transformers: MambaForCausalLM.from_pretrained(OUT_DIR).\n"
+           "             RMSNorm models only (transformers' Mamba has no LayerNorm variant).\n"
+           "  mamba_ssm  state-spaces/mamba MambaLMHeadModel (config.json of MambaConfig,\n"
+           "             tensors under their mamba_ssm names).\n"
+           "\n"
+           "  -m CKPT        checkpoint directory or .safetensors file with config.json beside it\n"
+           "  --format F     hf or mamba_ssm (required)\n"
+           "  --dtype T      f32 (default, exact), f16 or bf16 (rounded to nearest even)\n"
+           "  --force        overwrite config.json / model.safetensors already in OUT_DIR\n"
+           "\n"
+           "A tied lm_head is not stored (both libraries tie it on load). The written files are\n"
+           "read back and compared with the source before success is reported.\n");
+}
+
+static int exists(const char *dir, const char *name) {
+    char p[4200];
+    struct stat s;
+    snprintf(p, sizeof p, "%s/%s", dir, name);
+    return stat(p, &s) == 0;
+}
+
+/* Value `a` after a round trip through dtype t. */
+static float rounded(float a, mb_dtype t) {
+    if (t == MB_DT_F16) return mb_f16_to_f32(mb_f32_to_f16(a));
+    if (t == MB_DT_BF16) return mb_bf16_to_f32(mb_f32_to_bf16(a));
+    return a;
+}
+
+int cmd_export(int argc, char **argv) {
+    const char *src = NULL, *fmt = NULL, *dt = "f32", *out = NULL;
+    int force = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            help(stdout);
+            return 0;
+        } else if (!strcmp(a, "-m") || !strcmp(a, "--model")) {
+            if (!(src = arg_value("export", argc, argv, &i))) return 2;
+        } else if (!strcmp(a, "--format")) {
+            if (!(fmt = arg_value("export", argc, argv, &i))) return 2;
+        } else if (!strcmp(a, "--dtype")) {
+            if (!(dt = arg_value("export", argc, argv, &i))) return 2;
+        } else if (!strcmp(a, "--force")) {
+            force = 1;
+        } else if (a[0] == '-' && a[1]) {
+            fprintf(stderr, "mambabyte export: unknown argument '%s' (see --help)\n", a);
+            return 2;
+        } else if (!out) {
+            out = a;
+        } else {
+            fprintf(stderr, "mambabyte export: more than one OUT_DIR ('%s' and '%s')\n", out, a);
+            return 2;
+        }
+    }
+    if (!src || !fmt || !out) {
+        fprintf(stderr, "mambabyte export: need -m CKPT, --format hf|mamba_ssm and OUT_DIR "
+                        "(see --help)\n");
+        return 2;
+    }
+    mb_ckpt_format format;
+    if (mb_ckpt_format_parse(fmt, &format)) {
+        fprintf(stderr, "mambabyte export: --format: %s\n", mb_last_error());
+        return 2;
+    }
+    mb_dtype dtype;
+    if (!strcasecmp(dt, "f32") || !strcasecmp(dt, "fp32") || !strcasecmp(dt, "float32")) {
+        dtype = MB_DT_F32;
+    } else if (!strcasecmp(dt, "f16") || !strcasecmp(dt, "fp16") || !strcasecmp(dt, "float16")) {
+        dtype = MB_DT_F16;
+    } else if (!strcasecmp(dt, "bf16") || !strcasecmp(dt, "bfloat16")) {
+        dtype = MB_DT_BF16;
+    } else {
+        fprintf(stderr, "mambabyte export: --dtype: unknown dtype '%s' (f32, f16 or bf16)\n", dt);
+        return 2;
+    }
+    if (!force && (exists(out, "config.json") || exists(out, "model.safetensors"))) {
+        fprintf(stderr,
+                "mambabyte export: %s already holds config.json or model.safetensors; choose "
+                "another OUT_DIR or pass --force to overwrite\n",
+                out);
+        return 1;
+    }
+    mb_model m;
+    mb_checkpoint_info info;
+    if (mb_checkpoint_load(src, &m, &info)) {
+        fprintf(stderr, "mambabyte export: %s\n", mb_last_error());
+        return 1;
+    }
+    if (format == MB_CKPT_HF && !m.cfg.rms_norm) {
+        fprintf(stderr,
+                "mambabyte export: %s uses LayerNorm (rms_norm false, like the released MambaByte "
+                "models); Hugging Face transformers' Mamba (MambaForCausalLM) supports RMSNorm "
+                "only, so this model cannot be exported to the hf format. Use --format mamba_ssm "
+                "instead.\n",
+                src);
+        mb_model_free(&m);
+        return 1;
+    }
+    int rc = 1;
+    mb_model back;
+    memset(&back, 0, sizeof back);
+    if (mb_checkpoint_save_dtype(out, &m, format, dtype)) {
+        fprintf(stderr, "mambabyte export: %s\n", mb_last_error());
+        goto done;
+    }
+    /* read the export back: same config, every value the (rounded) source value */
+    mb_checkpoint_info binfo;
+    if (mb_checkpoint_load(out, &back, &binfo)) {
+        fprintf(stderr, "mambabyte export: reading the export back failed: %s\n", mb_last_error());
+        goto done;
+    }
+    if (back.n_params != m.n_params || back.cfg.rms_norm != m.cfg.rms_norm ||
+        back.cfg.tie_embeddings != m.cfg.tie_embeddings || back.cfg.d_state != m.cfg.d_state ||
+        back.cfg.dt_rank != m.cfg.dt_rank || back.cfg.n_layer != m.cfg.n_layer) {
+        fprintf(stderr, "mambabyte export: %s read back with a different config\n", out);
+        goto done;
+    }
+    for (int64_t i = 0; i < m.n_params; i++) {
+        float want = rounded(m.params[i], dtype);
+        if (memcmp(&want, &back.params[i], sizeof want) != 0) {
+            fprintf(stderr, "mambabyte export: %s: parameter %lld reads back as %g, not %g\n", out,
+                    (long long)i, (double)back.params[i], (double)want);
+            goto done;
+        }
+    }
+    printf("exported %s (%s, %s) -> %s (%s, %s): %d tensors, %lld parameters%s\n", src, info.format,
+           info.dtype, out, mb_ckpt_format_name(format), mb_dtype_name(dtype), binfo.n_tensors,
+           (long long)m.n_params, m.cfg.tie_embeddings ? ", lm_head tied (not stored)" : "");
+    rc = 0;
+done:
+    mb_model_free(&back);
+    mb_model_free(&m);
+    return rc;
+}
