@@ -388,7 +388,8 @@ int mb_train(const mb_train_opts *opts_in) {
     /* test hook: poison the loss at this 1-based step to exercise the NaN stop */
     const char *nan_env = getenv("MB_DEBUG_NAN_AT_STEP");
     const int64_t nan_at = nan_env ? strtoll(nan_env, NULL, 10) : 0;
-    while (!stop && (total <= 0 || rs.step < total)) {
+    const int time_limited = total <= 0;
+    while (!stop && (time_limited || rs.step < total)) {
         double ts = wall();
         memset(grads, 0, (size_t)m.n_params * sizeof(float));
         double loss = 0.0;
@@ -428,19 +429,23 @@ int mb_train(const mb_train_opts *opts_in) {
         rs.bytes_seen += bytes_per_step;
         double now = wall(), dt = now - ts;
         double run_elapsed = now - t0;
-        /* with only a time limit, fix the schedule length after a few steps */
-        if (total <= 0 && rs.step - start_step >= 3) {
+        /* with only a time limit, the schedule length follows the measured speed: re-estimated
+         * every step from the average step time so far (evaluations included), so the cosine
+         * ends at the limit even when the machine's speed drifts */
+        if (time_limited && rs.step - start_step >= 3) {
             double per_step = (now - t_loop) / (double)(rs.step - start_step);
-            double eval_per_step = o.eval_every > 0 ? eval_time / (double)o.eval_every : 0.0;
-            int64_t more = (int64_t)((o.time_limit - run_elapsed) / (per_step + eval_per_step));
-            total = rs.step + (more > 0 ? more : 0);
-            if (total <= rs.step) total = rs.step;
+            double left = o.time_limit - run_elapsed;
+            int64_t more = left > 0 ? (int64_t)(left / per_step) : 0;
+            int first = total <= 0;
+            total = rs.step + more;
             rs.total_steps = total;
             sched.total = total;
-            if (sched.warmup > total / 10) sched.warmup = total / 10;
-            warmup_cap = 1;
-            fprintf(stderr, "time limit %.0fs: %.2fs/step -> %lld steps in all\n", o.time_limit,
-                    per_step, (long long)total);
+            if (first) {
+                if (sched.warmup > total / 10) sched.warmup = total / 10;
+                warmup_cap = 1;
+                fprintf(stderr, "time limit %.0fs: %.2fs/step -> about %lld steps in all\n",
+                        o.time_limit, per_step, (long long)total);
+            }
         }
         int64_t remaining = total > 0 ? total - rs.step : 0;
         double avg = run_elapsed / (double)(rs.step - start_step);
@@ -457,7 +462,7 @@ int mb_train(const mb_train_opts *opts_in) {
                  "\"bytes_per_s\":%.1f,\"elapsed\":%.3f}",
                  (long long)rs.step, loss, loss / M_LN2, lr, gnorm, (double)bytes_per_step / dt,
                  rs.elapsed + run_elapsed);
-        int last = (total > 0 && rs.step >= total) ||
+        int last = (!time_limited && rs.step >= total) ||
                    (o.stop_after > 0 && rs.step - start_step >= o.stop_after) ||
                    (o.time_limit > 0 && run_elapsed >= o.time_limit);
         if (o.eval_every > 0 && rs.step % o.eval_every == 0 && !last) {
