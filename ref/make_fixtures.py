@@ -86,6 +86,50 @@ def hf_name(n):
     return n.replace("backbone.embedding.", "backbone.embeddings.")
 
 
+def hf_cache_states(cp, c):
+    """Final states from the cache HF returns with use_cache=True: MambaCache (conv_states /
+    ssm_states lists) or a cache of per-layer objects (transformers 5: DynamicCache.layers),
+    whose tensor attributes are found by name. HF keeps the last K conv inputs (B, Di, K);
+    ours are the last K-1, oldest first: (n_layer, B, K-1, Di)."""
+    if hasattr(cp, "conv_states") and hasattr(cp, "ssm_states"):
+        convs, ssms = list(cp.conv_states), list(cp.ssm_states)
+        how = "%s.conv_states/ssm_states" % type(cp).__name__
+    else:
+        layers = getattr(cp, "layers", None)
+        if layers is None:
+            raise RuntimeError("cache %s has attributes %s" % (type(cp).__name__, sorted(vars(cp))))
+        convs, ssms, how = [], [], None
+        for lay in layers:
+            ts = {}
+            for k in dir(lay):
+                v = getattr(lay, k, None) if not k.startswith("__") else None
+                if torch.is_tensor(v):
+                    ts[k] = v
+            ck = [k for k in ts if "conv" in k]
+            sk = [k for k in ts if "ssm" in k or "recurrent" in k]
+            if len(ck) != 1 or len(sk) != 1:
+                raise RuntimeError("cache layer %s holds %s; attributes %s" % (
+                    type(lay).__name__, {k: tuple(v.shape) for k, v in ts.items()},
+                    [k for k in dir(lay) if not k.startswith("__")]))
+            convs.append(ts[ck[0]])
+            ssms.append(ts[sk[0]])
+            how = "%s.layers[i].%s/%s (%s)" % (type(cp).__name__, ck[0], sk[0], type(lay).__name__)
+    if len(convs) != c.n_layer:
+        raise RuntimeError("cache holds %d layers" % len(convs))
+    k = c.d_conv
+    out = []
+    for t in convs:
+        if tuple(t.shape[1:]) == (c.d_inner, k):
+            t = t[:, :, 1:]
+        elif tuple(t.shape[1:]) != (c.d_inner, k - 1):
+            raise RuntimeError("conv state shape %s" % (tuple(t.shape),))
+        out.append(t.transpose(1, 2))
+    for t in ssms:
+        if tuple(t.shape[1:]) != (c.d_inner, c.d_state):
+            raise RuntimeError("ssm state shape %s" % (tuple(t.shape),))
+    return torch.stack(out).float(), torch.stack(ssms).float(), how
+
+
 def run_hf(c, w, x, y):
     import transformers
     from transformers import MambaConfig, MambaForCausalLM
@@ -113,15 +157,13 @@ def run_hf(c, w, x, y):
     res = {"logits": logits.detach(), "loss": loss.detach().reshape(1)}
     for n, _, _ in table:
         res["grad." + n] = named[hf_name(n)].grad.detach().clone()
-    state_src = "MambaCache"
+    state_src = "HF cache"
     try:
         with torch.no_grad():
             o2 = model(input_ids=xt, use_cache=True)
-            cp = o2.cache_params
-            # HF keeps the last K conv inputs (B, Di, K); we keep the last K-1, oldest first
-            res["state.conv"] = torch.stack([cp.conv_states[i][:, :, 1:].transpose(1, 2)
-                                             for i in range(c.n_layer)]).float()
-            res["state.ssm"] = torch.stack([cp.ssm_states[i] for i in range(c.n_layer)]).float()
+            conv, ssm, how = hf_cache_states(o2.cache_params, c)
+            print("  HF cache: %s" % how)
+            res["state.conv"], res["state.ssm"] = conv, ssm
             if (o2.logits - logits).abs().max().item() > 1e-5:
                 raise RuntimeError("HF logits with and without cache differ")
     except Exception as e:  # cache layout of another transformers version
