@@ -3,7 +3,9 @@
 # Enable with -DMB_FUZZ=ON and clang as the C compiler, e.g.
 #   CC=clang cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=Debug -DMB_FUZZ=ON -DMB_CUDA=OFF
 #   cmake --build build-fuzz --target fuzz_safetensors fuzz_config
-#   build-fuzz/fuzz_safetensors -max_total_time=600 build-fuzz/corpus_st tests/fuzz/corpus/safetensors
+#   build-fuzz/fuzz_safetensors -max_total_time=600 -dict=tests/fuzz/safetensors.dict \
+#       build-fuzz/corpus_st tests/fuzz/corpus/safetensors
+#   (fuzz_config likewise with tests/fuzz/config.dict and tests/fuzz/corpus/config)
 # The library sources are compiled a second time with coverage instrumentation
 # (-fsanitize=fuzzer-no-link) plus ASan and UBSan into mb_fuzz_lib, so the regular build is
 # untouched. A short smoke run over the seed corpus is registered as the ctest `fuzz_smoke`.
