@@ -22,6 +22,7 @@ only). Needs torch and numpy only; the safetensors writer is built in. Exit 0 on
 1 on error (message on stderr), 2 on bad usage.
 """
 import argparse
+import itertools
 import json
 import math
 import os
@@ -44,7 +45,10 @@ class ConvertError(Exception):
 def load_state_dict(path, unsafe):
     import torch
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=not unsafe)
+        try:  # mmap (torch >= 2.1, zip format): the tensors are paged in as they are written
+            obj = torch.load(path, map_location="cpu", weights_only=not unsafe, mmap=True)
+        except (TypeError, RuntimeError, ValueError):
+            obj = torch.load(path, map_location="cpu", weights_only=not unsafe)
     except TypeError:  # torch without weights_only (< 1.13)
         if not unsafe:
             raise ConvertError("%s: this torch (%s) cannot load pickles safely (no weights_only); "
@@ -104,17 +108,25 @@ def expected_table(cfg, n_layer, d_model, rms_norm, tie):
     return t
 
 
-def tensor_bytes(t, dtype):
-    """torch tensor -> (safetensors dtype name, little-endian bytes)."""
+def out_dtype(t, dtype):
+    """safetensors dtype name a tensor is written as."""
+    import torch
+    if dtype == "keep" and t.dtype == torch.bfloat16:
+        return "BF16"
+    if dtype == "keep" and t.dtype == torch.float16:
+        return "F16"
+    return "F32"
+
+
+def tensor_bytes(t, dt):
+    """torch tensor -> little-endian bytes of safetensors dtype dt."""
     import torch
     t = t.detach().cpu().contiguous()
-    if dtype == "f32" or t.dtype not in (torch.float16, torch.bfloat16):
-        t = t.to(torch.float32)
-    if t.dtype == torch.bfloat16:
-        return "BF16", t.view(torch.int16).numpy().astype("<i2").tobytes()
-    if t.dtype == torch.float16:
-        return "F16", t.numpy().astype("<f2").tobytes()
-    return "F32", t.numpy().astype("<f4").tobytes()
+    if dt == "BF16":
+        return t.view(torch.int16).numpy().astype("<i2").tobytes()
+    if dt == "F16":
+        return t.numpy().astype("<f2").tobytes()
+    return t.to(torch.float32).numpy().astype("<f4").tobytes()
 
 
 def atomic_write(path, chunks):
@@ -134,15 +146,20 @@ def atomic_write(path, chunks):
 
 
 def write_safetensors(path, named, dtype):
-    header, blobs, off = {"__metadata__": {"format": "pt", "converted_by": "tools/convert_pickle.py"}}, [], 0
+    """Header first (sizes known from the shapes), then one tensor at a time, so the peak memory
+    is the checkpoint plus one tensor; written to a temporary file and renamed into place."""
+    size = {"F32": 4, "F16": 2, "BF16": 2}
+    header = {"__metadata__": {"format": "pt", "converted_by": "tools/convert_pickle.py"}}
+    off = 0
     for name, t in named:
-        dt, raw = tensor_bytes(t, dtype)
-        header[name] = {"dtype": dt, "shape": list(t.shape), "data_offsets": [off, off + len(raw)]}
-        blobs.append(raw)
-        off += len(raw)
+        dt = out_dtype(t, dtype)
+        n = size[dt] * t.numel()
+        header[name] = {"dtype": dt, "shape": list(t.shape), "data_offsets": [off, off + n]}
+        off += n
     h = json.dumps(header, separators=(",", ":")).encode()
     h += b" " * (-len(h) % 8)
-    atomic_write(path, [struct.pack("<Q", len(h)), h] + blobs)
+    atomic_write(path, itertools.chain([struct.pack("<Q", len(h)), h],
+                                       (tensor_bytes(t, header[name]["dtype"]) for name, t in named)))
 
 
 def convert(src, out, config=None, dtype="f32", force=False, unsafe=False, log=print):
