@@ -1,5 +1,6 @@
 /* mambabyte generate: feed a prompt, then sample one byte per recurrent step. */
 #include <errno.h>
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -164,6 +165,11 @@ int cmd_generate(int argc, char **argv) {
         last = logits + (n - 1) * MB_VOCAB;
     }
     double t1 = now_seconds();
+    /* One recurrent step of a small model is too little work to share between threads: the
+     * fork/join of every parallel region costs more than it saves, and far more when another
+     * process holds a core. Decode on one thread below 50M parameters unless OMP_NUM_THREADS
+     * says otherwise. */
+    if (!getenv("OMP_NUM_THREADS") && m.n_params < 50 * 1000 * 1000) omp_set_num_threads(1);
     float *step_logits = malloc(MB_VOCAB * sizeof(float));
     if (!step_logits) goto out;
     memcpy(step_logits, last, MB_VOCAB * sizeof(float));
