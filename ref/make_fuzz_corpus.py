@@ -53,6 +53,19 @@ def main():
          "lm_head.weight": rng.standard_normal((256, d))}
     st.save(os.path.join(sd, "tiny_checkpoint"), {kk: v.astype(np.float32) for kk, v in t.items()},
             {"format": "pt"})
+    t32 = {kk: v.astype(np.float32) for kk, v in t.items()}
+    st.save(os.path.join(sd, "tiny_checkpoint_module"), {"module." + kk: v for kk, v in t32.items()})
+    st.save(os.path.join(sd, "tiny_checkpoint_hf"),
+            {kk.replace("embedding.", "embeddings."): v for kk, v in t32.items()})
+    st.save(os.path.join(sd, "tiny_checkpoint_bf16"), t32, dtype="BF16")
+    st.save(os.path.join(sd, "bad_tiny_checkpoint_missing"),
+            {kk: v for kk, v in t32.items() if not kk.endswith("A_log")})
+    st.save(os.path.join(sd, "bad_tiny_checkpoint_layer1"),
+            dict(t32, **{kk.replace("layers.0", "layers.1"): v for kk, v in t32.items() if "layers.0" in kk}))
+    nan = dict(t32)
+    nan["backbone.layers.0.mixer.D"] = nan["backbone.layers.0.mixer.D"].copy()
+    nan["backbone.layers.0.mixer.D"][3] = np.nan
+    st.save(os.path.join(sd, "bad_tiny_checkpoint_nan"), nan)
     f4 = np.arange(4, dtype=np.float32).tobytes()
     bad = {
         "empty": b"",

@@ -1,4 +1,5 @@
-# libFuzzer targets for the safetensors reader and the config.json parser (tests/fuzz/).
+# libFuzzer targets for the safetensors reader, the config.json parser and the checkpoint
+# loader's cross-checks (tests/fuzz/).
 # Included from the top-level CMakeLists.txt after the `mambabyte` library is defined.
 # Enable with -DMB_FUZZ=ON and clang as the C compiler, e.g.
 #   CC=clang cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=Debug -DMB_FUZZ=ON -DMB_CUDA=OFF
@@ -23,7 +24,7 @@ if(MB_FUZZ)
   # Warnings stay on; -Werror is dropped so a clang-only warning elsewhere cannot stop fuzzing.
   target_compile_options(mb_fuzz_lib PRIVATE ${MB_FUZZ_FLAGS} -Wno-error)
   target_link_libraries(mb_fuzz_lib PUBLIC OpenMP::OpenMP_C PkgConfig::CJSON ${OPENBLAS_LIB} m)
-  foreach(t fuzz_safetensors fuzz_config)
+  foreach(t fuzz_safetensors fuzz_config fuzz_checkpoint)
     add_executable(${t} ${CMAKE_CURRENT_LIST_DIR}/${t}.c)
     target_compile_options(${t} PRIVATE ${MB_FUZZ_FLAGS} -Wno-error)
     target_link_options(${t} PRIVATE -fsanitize=fuzzer,address,undefined)
@@ -35,5 +36,7 @@ if(MB_FUZZ)
              COMMAND fuzz_safetensors -runs=0 ${CMAKE_CURRENT_LIST_DIR}/corpus/safetensors)
     add_test(NAME fuzz_smoke_config
              COMMAND fuzz_config -runs=0 ${CMAKE_CURRENT_LIST_DIR}/corpus/config)
+    add_test(NAME fuzz_smoke_checkpoint
+             COMMAND fuzz_checkpoint -runs=0 ${CMAKE_CURRENT_LIST_DIR}/corpus/safetensors)
   endif()
 endif()
