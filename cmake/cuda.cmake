@@ -5,6 +5,7 @@
 #   mambabyte_cuda        static library from src/cuda/*.cu (extern "C" API, C-style CUDA)
 #   test_scan_cuda        GPU scan vs the CPU reference (ctest label "gpu"; exits 77 = skipped
 #                         when no CUDA device is present, so `ctest` stays green on CPU-only CI)
+#   test_model_cuda       GPU model forward/backward/AdamW vs the CPU model (label "gpu", 77)
 #   bench_scan_cuda       selective-scan benchmark (not a test)
 include(CheckLanguage)
 check_language(CUDA)
@@ -35,7 +36,7 @@ file(GLOB MB_CUDA_SOURCES CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/src/cuda/*.cu)
 add_library(mambabyte_cuda STATIC ${MB_CUDA_SOURCES})
 target_include_directories(mambabyte_cuda PUBLIC ${CMAKE_SOURCE_DIR}/include ${CMAKE_SOURCE_DIR}/src)
 target_compile_options(mambabyte_cuda PRIVATE $<$<COMPILE_LANGUAGE:CUDA>:${MB_CUDA_FLAGS}>)
-target_link_libraries(mambabyte_cuda PUBLIC mambabyte CUDA::cudart)
+target_link_libraries(mambabyte_cuda PUBLIC mambabyte CUDA::cudart CUDA::cublas)
 set_target_properties(mambabyte_cuda PROPERTIES CUDA_SEPARABLE_COMPILATION OFF
                                                 POSITION_INDEPENDENT_CODE ON)
 
@@ -48,6 +49,14 @@ if(MB_BUILD_TESTS)
   set_target_properties(test_scan_cuda PROPERTIES LINKER_LANGUAGE C)
   add_test(NAME test_scan_cuda COMMAND test_scan_cuda)
   set_tests_properties(test_scan_cuda PROPERTIES LABELS "gpu" SKIP_RETURN_CODE 77
+                       ENVIRONMENT "OMP_NUM_THREADS=2" TIMEOUT 1200)
+
+  add_executable(test_model_cuda ${CMAKE_SOURCE_DIR}/tests/cuda/test_model_cuda.cu)
+  target_compile_options(test_model_cuda PRIVATE $<$<COMPILE_LANGUAGE:CUDA>:${MB_CUDA_FLAGS}>)
+  target_link_libraries(test_model_cuda PRIVATE mambabyte_cuda)
+  set_target_properties(test_model_cuda PROPERTIES LINKER_LANGUAGE C)
+  add_test(NAME test_model_cuda COMMAND test_model_cuda)
+  set_tests_properties(test_model_cuda PROPERTIES LABELS "gpu" SKIP_RETURN_CODE 77
                        ENVIRONMENT "OMP_NUM_THREADS=2" TIMEOUT 1200)
 endif()
 

@@ -1,0 +1,35 @@
+/* Causal depthwise conv1d + bias + SiLU on the GPU, forward and backward from a zero initial
+ * state: the device twin of src/cpu/conv1d.h (mamba_ssm causal_conv1d_fn with activation
+ * "silu"):
+ *   pre_t[c] = b[c] + sum_{k<K} w[c,k] * x_{t-K+1+k}[c]   (zeros before t = 0)
+ *   out_t[c] = SiLU(pre_t[c])
+ * One thread per (position, channel), channels contiguous (coalesced). Every pointer is a
+ * DEVICE pointer; asynchronous on `stream`. Returns 0, MB_EINVAL for bad sizes, MB_EIO on a
+ * launch failure.
+ */
+#ifndef MB_CUDA_CONV1D_CUDA_H
+#define MB_CUDA_CONV1D_CUDA_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* x (B, L, Di) with row stride x_stride (the x half of xz: stride 2*Di); w (Di, K); b (Di);
+ * out (B, L, Di) contiguous. */
+int mb_conv1d_cuda_forward(float *out, const float *x, int64_t x_stride, const float *w,
+                           const float *b, int64_t B, int64_t L, int64_t Di, int64_t K,
+                           void *stream);
+
+/* Backward. dout (B, L, Di) contiguous, the gradient of the SiLU output, is OVERWRITTEN with
+ * the gradient of the pre-activation (dout * SiLU'(pre), pre recomputed from x). Writes (=)
+ * dx (B, L, Di) with row stride dx_stride; accumulates (+=) dw (Di, K) and db (Di). */
+int mb_conv1d_cuda_backward(float *dx, int64_t dx_stride, float *dw, float *db, float *dout,
+                            const float *x, int64_t x_stride, const float *w, const float *b,
+                            int64_t B, int64_t L, int64_t Di, int64_t K, void *stream);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,46 @@
+/* Linear layers without bias on the GPU through cuBLAS (cublasSgemm), the device twin of
+ * src/cpu/matmul.h: PyTorch nn.Linear convention (W is (out, in), y = x W^T), row-major with a
+ * leading dimension for every matrix so column slices need no copy. All pointers are DEVICE
+ * pointers. Dimensions must fit in an int. Asynchronous on the handle's stream.
+ * Errors: MB_EINVAL for bad sizes, MB_EIO with the cuBLAS status for a failed call.
+ */
+#ifndef MB_CUDA_MATMUL_CUDA_H
+#define MB_CUDA_MATMUL_CUDA_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* A cuBLAS handle bound to `stream` (cudaStream_t as void *, NULL = default). allow_tf32 = 0
+ * keeps every product in true fp32 (the parity mode); 1 lets cuBLAS use TF32 tensor cores.
+ * MB_EIO when cuBLAS cannot be initialised (no GPU, driver). */
+int mb_cublas_create(void **handle, void *stream, int allow_tf32);
+void mb_cublas_destroy(void *handle);
+
+/* y (rows, n_out; ld ldy) (=, or += when accumulate) x (rows, n_in; ld ldx) @ W^T,
+ * W (n_out, n_in) contiguous. */
+int mb_matmul_cuda_forward(void *cublas, float *y, int64_t ldy, const float *x, int64_t ldx,
+                           const float *W, int64_t rows, int64_t n_in, int64_t n_out,
+                           int accumulate);
+
+/* dx (rows, n_in; ld lddx) (=, or += when accumulate) dy (rows, n_out; ld lddy) @ W. */
+int mb_matmul_cuda_backward_input(void *cublas, float *dx, int64_t lddx, const float *dy,
+                                  int64_t lddy, const float *W, int64_t rows, int64_t n_in,
+                                  int64_t n_out, int accumulate);
+
+/* dW (n_out, n_in) += dy^T (n_out x rows; dy ld lddy) @ x (rows, n_in; ld ldx). */
+int mb_matmul_cuda_backward_weight(void *cublas, float *dW, const float *dy, int64_t lddy,
+                                   const float *x, int64_t ldx, int64_t rows, int64_t n_in,
+                                   int64_t n_out);
+
+/* Bias gradient: db (n) += sum over rows of dy (rows, n; ld lddy). Column partial sums in
+ * fp32 combined with atomicAdd (order not fixed). */
+int mb_bias_cuda_backward(float *db, const float *dy, int64_t lddy, int64_t rows, int64_t n,
+                          void *stream);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

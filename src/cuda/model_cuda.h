@@ -1,0 +1,104 @@
+/* The whole model on a CUDA GPU in fp32: device-side parameters, gradients and AdamW moments,
+ * an activation workspace, the parallel forward and its backward, matching the CPU model
+ * (src/cpu/model.c, include/mambabyte.h mb_forward / mb_backward / mb_adamw_update).
+ *
+ * Layout: params, grads, adam_m and adam_v are flat DEVICE vectors of n_params floats with the
+ * layout of mb_model.params (mb_tensor_table order), so checkpoints move with one copy.
+ * Activations: one device allocation per workspace, carved into per-layer buffers as in mb_acts
+ * (residual stream, norm statistics, in_proj / conv / x_proj / delta / gated scan outputs and
+ * the scan's chunk-boundary states; never an (L, Di, N) tensor).
+ *
+ * Errors: every function returns 0 or a negative MB_E* code with mb_fail() saying what failed
+ * (MB_EIO: no CUDA device, driver or kernel failure, with the CUDA message; MB_ENOMEM: device
+ * out of memory; MB_EINVAL: bad arguments). Nothing aborts. All work runs on dm->stream (the
+ * legacy default stream); functions that return host values synchronise.
+ */
+#ifndef MB_CUDA_MODEL_CUDA_H
+#define MB_CUDA_MODEL_CUDA_H
+
+#include <stdint.h>
+
+#include "mambabyte.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct {
+    mb_config cfg;
+    int64_t n_params;
+    float *params; /* (n_params) device */
+    float *grads;  /* (n_params) device; accumulated by mb_cuda_backward */
+    float *adam_m; /* (n_params) device, AdamW first moment */
+    float *adam_v; /* (n_params) device, AdamW second moment */
+    uint8_t *decay; /* (n_params) device, 1 where weight decay applies */
+    mb_weights w;   /* device views into params */
+    mb_weights g;   /* device views into grads */
+    mb_tensor_info *tensors; /* host tensor table */
+    int n_tensors;
+    double *scratch; /* device float64 reduction scratch */
+    void *cublas;    /* cublasHandle_t */
+    void *stream;    /* cudaStream_t (NULL: default stream) */
+    void *mem;       /* the one device allocation */
+    /* AdamW hyper-parameters and step count (mb_cuda_adamw_update) */
+    float beta1, beta2, eps, weight_decay;
+    int64_t adam_step;
+} mb_cuda_model;
+
+/* Create a device model for a config: parameters, gradients and moments zeroed; AdamW
+ * hyper-parameters default to (0.9, 0.95, 1e-8, 0.1). allow_tf32 = 0 keeps matrix products in
+ * true fp32 (parity mode). MB_EIO when no CUDA device is usable, MB_ENOMEM when the device is
+ * out of memory. On failure *dm is left zeroed (safe to free). */
+int mb_cuda_model_create(mb_cuda_model *dm, const mb_config *c, int allow_tf32);
+void mb_cuda_model_free(mb_cuda_model *dm);
+
+/* Copy parameters host -> device (m must have dm's config) / device -> host. */
+int mb_cuda_model_upload(mb_cuda_model *dm, const mb_model *m);
+int mb_cuda_model_download(const mb_cuda_model *dm, mb_model *m);
+/* grads = 0 / copy the gradients (n_params floats) to the host. */
+int mb_cuda_zero_grads(mb_cuda_model *dm);
+int mb_cuda_grads_download(const mb_cuda_model *dm, float *grads);
+
+/* Device activation workspace for B sequences of L bytes (see mb_acts_create_ex):
+ * for_training = 1 keeps every layer (needed by mb_cuda_backward), 0 one layer's worth.
+ * chunk: scan chunk (0 = mb_scan_cuda_preferred_chunk()). NULL (error set) on bad sizes or
+ * device out of memory. */
+typedef struct mb_cuda_acts mb_cuda_acts;
+mb_cuda_acts *mb_cuda_acts_create(const mb_config *c, int64_t B, int64_t L, int for_training,
+                                  int64_t chunk);
+void mb_cuda_acts_free(mb_cuda_acts *a);
+/* Device bytes an mb_cuda_acts of this shape allocates (-1 on bad arguments). */
+int64_t mb_cuda_acts_bytes(const mb_config *c, int64_t B, int64_t L, int for_training,
+                           int64_t chunk);
+
+/* Parallel forward from zero states (mb_forward): x (B, L) host bytes; targets (B, L) host bytes
+ * or NULL. *loss (if non-NULL) receives the mean cross-entropy in nats over the B*L positions
+ * (0 without targets; NaN propagates). logits (B, L, 256) host floats copied back if non-NULL. */
+int mb_cuda_forward(mb_cuda_model *dm, mb_cuda_acts *a, const uint8_t *x, const uint8_t *targets,
+                    float *loss, float *logits);
+
+/* Backward of the last mb_cuda_forward with targets on training acts (mb_backward): adds
+ * d(dloss * sum of per-position CE)/dparam into dm->grads (tied embeddings: the lm_head and
+ * embedding gradients both land in the embedding). MB_EINVAL if the last forward cannot be
+ * differentiated. */
+int mb_cuda_backward(mb_cuda_model *dm, mb_cuda_acts *a, float dloss);
+
+/* Per-position losses (B, L) of the last forward copied to the host. */
+int mb_cuda_losses_download(const mb_cuda_acts *a, float *losses);
+
+/* Global L2 norm of dm->grads (float64 accumulation) / PyTorch clip_grad_norm_ (scale by
+ * max_norm / (norm + 1e-6) when norm > max_norm and finite; max_norm <= 0: no clipping), the
+ * norm before clipping in *norm (may be NULL). */
+int mb_cuda_grad_norm(mb_cuda_model *dm, double *norm);
+int mb_cuda_grad_clip(mb_cuda_model *dm, double max_norm, double *norm);
+
+/* AdamW hyper-parameters (moments and step count are kept). */
+void mb_cuda_adamw_set(mb_cuda_model *dm, float beta1, float beta2, float eps,
+                       float weight_decay);
+/* One AdamW step with learning rate lr over all parameters (mb_adamw_update semantics). */
+int mb_cuda_adamw_update(mb_cuda_model *dm, float lr);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,39 @@
+/* RMSNorm / LayerNorm (with bias) with the residual add fused, on the GPU: the device twin of
+ * src/cpu/norm.h (same arguments and semantics, mamba_ssm `layer_norm_fn` with
+ * residual_in_fp32):
+ *   resid_out = h + resid_in   (resid_in NULL: resid_out = h; resid_out may alias either)
+ *   LayerNorm: y = (r - mean) * rstd * w + b;  RMSNorm (b == NULL): y = r * rstd * w
+ * One warp per row; row statistics accumulated in float64. Every pointer is a DEVICE pointer;
+ * launches are asynchronous on `stream` (cudaStream_t as void *). Returns 0, MB_EINVAL for bad
+ * sizes, MB_EIO on a launch failure.
+ */
+#ifndef MB_CUDA_NORM_CUDA_H
+#define MB_CUDA_NORM_CUDA_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* h, resid_in, resid_out, y (rows, d); mean (rows) (LayerNorm only); rstd (rows); w, b (d). */
+int mb_norm_cuda_forward(float *resid_out, float *y, float *mean, float *rstd, const float *h,
+                         const float *resid_in, const float *w, const float *b, int64_t rows,
+                         int64_t d, float eps, void *stream);
+
+/* y (rows, d) recomputed from the stored input r and statistics (as mb_norm_apply). */
+int mb_norm_cuda_apply(float *y, const float *r, const float *mean, const float *rstd,
+                       const float *w, const float *b, int64_t rows, int64_t d, void *stream);
+
+/* Backward (mb_norm_backward): dr (rows, d) written (=) or added (+=, accumulate) with
+ * rstd * (g - mean(g) - xhat * mean(g * xhat)), g = dy * w (no mean(g) term for RMSNorm);
+ * dw (d) += sum_rows dy * xhat, db (d, NULL for RMSNorm) += sum_rows dy (fp32 column partial
+ * sums, atomics). */
+int mb_norm_cuda_backward(float *dr, float *dw, float *db, const float *dy, const float *r,
+                          const float *mean, const float *rstd, const float *w, int64_t rows,
+                          int64_t d, int accumulate, void *stream);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

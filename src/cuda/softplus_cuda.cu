@@ -1,0 +1,63 @@
+/* softplus(x + bias) forward and backward with the bias gradient (softplus_cuda.h). */
+#include "cuda/softplus_cuda.h"
+
+#include <cuda_runtime.h>
+
+#include "cuda/cuda_check.h"
+
+#define SOFTPLUS_THRESHOLD 20.0f
+
+__global__ void softplus_bias_kernel(float *delta, const float *bias, int64_t rows, int64_t n) {
+    const int64_t total = rows * n;
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < total;
+         i += (int64_t)gridDim.x * blockDim.x) {
+        const float v = delta[i] + bias[i % n];
+        delta[i] = v > SOFTPLUS_THRESHOLD ? v : log1pf(expf(v));
+    }
+}
+
+/* block (32, 8) per 32 columns and a slice of rows: scale in place, then column sums */
+__global__ void softplus_bias_backward_kernel(float *dd, float *dbias, const float *delta,
+                                              int64_t rows, int64_t n) {
+    __shared__ float part[8][33];
+    const int64_t c = (int64_t)blockIdx.x * 32 + threadIdx.x;
+    float s = 0.0f;
+    if (c < n)
+        for (int64_t r = (int64_t)blockIdx.y * 8 + threadIdx.y; r < rows;
+             r += (int64_t)gridDim.y * 8) {
+            const int64_t i = r * n + c;
+            const float g = dd[i] * -expm1f(-delta[i]);
+            dd[i] = g;
+            s += g;
+        }
+    part[threadIdx.y][threadIdx.x] = s;
+    __syncthreads();
+    if (threadIdx.y == 0 && c < n) {
+        for (int k = 1; k < 8; k++)
+            s += part[k][threadIdx.x];
+        atomicAdd(dbias + c, s);
+    }
+}
+
+extern "C" int mb_softplus_bias_cuda_forward(float *delta, const float *bias, int64_t rows,
+                                             int64_t n, void *stream) {
+    if (rows < 0 || n <= 0 || !delta || !bias)
+        return mb_fail(MB_EINVAL, "mb_softplus_bias_cuda_forward: bad arguments");
+    if (rows == 0) return MB_OK;
+    softplus_bias_kernel<<<mb_cuda_blocks(rows * n, 256, 1 << 20), 256, 0,
+                           (cudaStream_t)stream>>>(delta, bias, rows, n);
+    MB_CUDA_LAUNCHED("mb_softplus_bias_cuda_forward");
+    return MB_OK;
+}
+
+extern "C" int mb_softplus_bias_cuda_backward(float *ddelta, float *dbias, const float *delta,
+                                              int64_t rows, int64_t n, void *stream) {
+    if (rows < 0 || n <= 0 || !ddelta || !dbias || !delta)
+        return mb_fail(MB_EINVAL, "mb_softplus_bias_cuda_backward: bad arguments");
+    if (rows == 0) return MB_OK;
+    dim3 grid((unsigned)((n + 31) / 32), mb_cuda_blocks(rows, 64, 1024));
+    softplus_bias_backward_kernel<<<grid, dim3(32, 8), 0, (cudaStream_t)stream>>>(
+        ddelta, dbias, delta, rows, n);
+    MB_CUDA_LAUNCHED("mb_softplus_bias_cuda_backward");
+    return MB_OK;
+}

@@ -1,0 +1,382 @@
+/* GPU model (src/cuda/model_cuda.cu) against the CPU model (src/cpu/model.c), fp32 parity mode:
+ *   - random tiny models (RMSNorm / LayerNorm x tied / untied) at lengths 1, 3, 63, 2047, 2049
+ *     and batch 1 and 3: logits and loss of mb_cuda_forward vs mb_forward, and every gradient
+ *     tensor of mb_cuda_backward vs mb_backward, each by max |gpu - cpu| / max |cpu| <= 1e-4
+ *     (a NaN / inf on one side only counts as an infinite error); the global gradient norm;
+ *   - evaluation-mode activations give the same logits as training-mode ones;
+ *   - 50 AdamW steps (gradient clipping on) of a tiny model on random periodic bytes on both
+ *     devices: every step's loss within 2% relative, and the loss must fall;
+ *   - a NaN in a weight gives a NaN loss (never a finite one); misuse returns MB_EINVAL.
+ * Exits 77 (ctest SKIP_RETURN_CODE) without a GPU.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cuda/model_cuda.h"
+#include "cuda/scan_cuda.h"
+#include "mambabyte.h"
+extern "C" { /* C headers without their own guards */
+#include "cpu/model.h"
+#include "train/adamw.h"
+}
+
+#define TOL 1e-4
+#define TRAIN_TOL 0.02
+
+static int g_fail = 0;
+
+#define REQUIRE(cond, ...)                                                                        \
+    do {                                                                                          \
+        if (!(cond)) {                                                                            \
+            printf("FAIL %s:%d: ", __FILE__, __LINE__);                                           \
+            printf(__VA_ARGS__);                                                                  \
+            printf(" [%s]\n", mb_last_error());                                                   \
+            g_fail = 1;                                                                           \
+        }                                                                                         \
+    } while (0)
+
+/* max |a - b| / max |b|; NaN or inf on one side only -> INFINITY */
+static double rel_err(const float *a, const float *b, int64_t n) {
+    double num = 0.0, den = 0.0;
+    for (int64_t i = 0; i < n; i++) {
+        const float x = a[i], y = b[i];
+        if (isnan(x) != isnan(y) || isinf(x) != isinf(y)) return INFINITY;
+        if (isnan(x) || isinf(x)) continue;
+        const double d = fabs((double)x - (double)y);
+        if (d > num) num = d;
+        if (fabs((double)y) > den) den = fabs((double)y);
+    }
+    return den > 0 ? num / den : num;
+}
+
+static void *xmalloc(size_t n) {
+    void *p = malloc(n ? n : 1);
+    if (!p) {
+        printf("out of host memory\n");
+        exit(1);
+    }
+    return p;
+}
+
+static void tiny_config(mb_config *c, int rms, int tied, int64_t d_model, int64_t n_layer) {
+    mb_config_default(c, d_model, n_layer);
+    c->rms_norm = rms;
+    c->tie_embeddings = tied;
+    if (mb_config_finalize(c)) {
+        printf("config: %s\n", mb_last_error());
+        exit(1);
+    }
+}
+
+/* mamba_ssm init, then norms moved off (1, 0) so their gradients are exercised */
+static void random_model(mb_model *m, const mb_config *c, uint64_t seed) {
+    if (mb_model_create(m, c)) {
+        printf("model: %s\n", mb_last_error());
+        exit(1);
+    }
+    mb_model_init(m, seed);
+    mb_rng r;
+    mb_rng_seed(&r, seed ^ 0x9e3779b97f4a7c15ull);
+    const int64_t d = c->d_model;
+    for (int64_t l = 0; l <= c->n_layer; l++) {
+        float *w = l < c->n_layer ? m->w.layers[l].norm_w : m->w.norm_f_w;
+        float *b = l < c->n_layer ? m->w.layers[l].norm_b : m->w.norm_f_b;
+        for (int64_t j = 0; j < d; j++) {
+            w[j] = 1.0f + 0.4f * (mb_rng_float(&r) - 0.5f);
+            if (b) b[j] = 0.2f * (mb_rng_float(&r) - 0.5f);
+        }
+    }
+}
+
+static void random_bytes(uint8_t *p, int64_t n, mb_rng *r) {
+    for (int64_t i = 0; i < n; i++)
+        p[i] = (uint8_t)mb_rng_below(r, 256);
+}
+
+/* ------------------------------------------------------------------ parity */
+
+static void parity_case(const mb_model *m, mb_cuda_model *dm, int64_t B, int64_t L,
+                        uint64_t seed, const char *name) {
+    const mb_config *c = &m->cfg;
+    const int64_t BL = B * L, n = m->n_params;
+    mb_rng r;
+    mb_rng_seed(&r, seed);
+    uint8_t *x = (uint8_t *)xmalloc((size_t)BL), *t = (uint8_t *)xmalloc((size_t)BL);
+    random_bytes(x, BL, &r);
+    random_bytes(t, BL, &r);
+    float *lc = (float *)xmalloc(sizeof(float) * (size_t)(BL * MB_VOCAB));
+    float *lg = (float *)xmalloc(sizeof(float) * (size_t)(BL * MB_VOCAB));
+    float *gc = (float *)calloc((size_t)n, sizeof(float));
+    float *gg = (float *)xmalloc(sizeof(float) * (size_t)n);
+    const float dloss = 1.0f / (float)BL;
+
+    mb_acts *a = mb_acts_create(c, B, L);
+    REQUIRE(a != NULL, "mb_acts_create");
+    const float loss_c = mb_forward(m, a, x, t, lc);
+    mb_backward(m, a, dloss, gc);
+
+    mb_cuda_acts *da = mb_cuda_acts_create(c, B, L, 1, 0);
+    REQUIRE(da != NULL, "mb_cuda_acts_create B=%lld L=%lld", (long long)B, (long long)L);
+    float loss_g = NAN;
+    for (int64_t i = 0; i < BL * MB_VOCAB; i++)
+        lg[i] = NAN;
+    int rc = da ? mb_cuda_zero_grads(dm) : -1;
+    if (!rc) rc = mb_cuda_forward(dm, da, x, t, &loss_g, lg);
+    REQUIRE(rc == 0, "mb_cuda_forward");
+    if (!rc) rc = mb_cuda_backward(dm, da, dloss);
+    REQUIRE(rc == 0, "mb_cuda_backward");
+    if (!rc) rc = mb_cuda_grads_download(dm, gg);
+    REQUIRE(rc == 0, "mb_cuda_grads_download");
+
+    const double e_loss = fabs((double)loss_g - loss_c) / fabs((double)loss_c);
+    const double e_logits = rel_err(lg, lc, BL * MB_VOCAB);
+    double worst = 0.0;
+    const char *worst_name = "-";
+    int bad = 0;
+    for (int i = 0; i < m->n_tensors && !rc; i++) {
+        const mb_tensor_info *ti = &m->tensors[i];
+        const double e = rel_err(gg + ti->offset, gc + ti->offset, ti->numel);
+        if (!(e <= worst)) {
+            worst = e;
+            worst_name = ti->name;
+        }
+        if (!(e <= TOL)) {
+            printf("  FAIL grad %-44s rel err %.2e\n", ti->name, e);
+            bad = 1;
+        }
+    }
+    double norm_g = 0.0;
+    if (!rc) rc = mb_cuda_grad_norm(dm, &norm_g);
+    const double norm_c = mb_grad_norm(gc, n);
+    const double e_norm = fabs(norm_g - norm_c) / norm_c;
+    const int ok = !rc && e_loss <= TOL && e_logits <= TOL && e_norm <= TOL && !bad;
+    if (!ok) g_fail = 1;
+    printf("%-10s B=%lld L=%-5lld loss cpu %.6f gpu %.6f (rel %.1e) logits %.1e gradnorm %.1e "
+           "worst grad %.1e (%s) %s\n",
+           name, (long long)B, (long long)L, loss_c, loss_g, e_loss, e_logits, e_norm, worst,
+           worst_name, ok ? "ok" : "FAIL");
+
+    /* evaluation-mode workspace: same logits and loss */
+    if (L == 63 && B == 3) {
+        mb_cuda_acts *ea = mb_cuda_acts_create(c, B, L, 0, 0);
+        float le = NAN;
+        REQUIRE(ea != NULL, "eval acts");
+        rc = ea ? mb_cuda_forward(dm, ea, x, t, &le, lg) : -1;
+        REQUIRE(rc == 0, "eval forward");
+        const double e = rel_err(lg, lc, BL * MB_VOCAB);
+        REQUIRE(e <= TOL && fabs((double)le - loss_c) <= TOL * loss_c,
+                "eval-mode logits rel err %.2e loss %f vs %f", e, le, loss_c);
+        REQUIRE(mb_cuda_backward(dm, ea, dloss) == MB_EINVAL, "backward on eval acts refused");
+        mb_cuda_acts_free(ea);
+    }
+    mb_cuda_acts_free(da);
+    mb_acts_free(a);
+    free(x);
+    free(t);
+    free(lc);
+    free(lg);
+    free(gc);
+    free(gg);
+}
+
+static void test_parity(void) {
+    static const int64_t lengths[] = {1, 3, 63, 2047, 2049};
+    static const int64_t batches[] = {1, 3};
+    for (int rms = 0; rms <= 1; rms++)
+        for (int tied = 0; tied <= 1; tied++) {
+            mb_config c;
+            tiny_config(&c, rms, tied, 32, 2);
+            mb_model m;
+            random_model(&m, &c, 1000 + 2 * rms + tied);
+            mb_cuda_model dm;
+            int rc = mb_cuda_model_create(&dm, &c, 0);
+            REQUIRE(rc == 0, "mb_cuda_model_create");
+            if (rc) {
+                mb_model_free(&m);
+                continue;
+            }
+            REQUIRE(mb_cuda_model_upload(&dm, &m) == 0, "upload");
+            char name[32];
+            snprintf(name, sizeof name, "%s%s", rms ? "rms" : "ln", tied ? "/tied" : "/untied");
+            for (int li = 0; li < 5; li++)
+                for (int bi = 0; bi < 2; bi++)
+                    parity_case(&m, &dm, batches[bi], lengths[li], 77 + li * 2 + bi, name);
+            /* download returns the uploaded parameters bit for bit */
+            mb_model back;
+            if (mb_model_create(&back, &c) == 0) {
+                REQUIRE(mb_cuda_model_download(&dm, &back) == 0, "download");
+                REQUIRE(memcmp(back.params, m.params, sizeof(float) * (size_t)m.n_params) == 0,
+                        "download differs from upload");
+                mb_model_free(&back);
+            }
+            mb_cuda_model_free(&dm);
+            mb_model_free(&m);
+        }
+}
+
+/* ------------------------------------------------------------------ training */
+
+static void test_training(void) {
+    const int64_t B = 4, L = 128, steps = 50, text_len = 1 << 14;
+    const float lr = 3e-3f;
+    const double clip = 1.0;
+    mb_config c;
+    tiny_config(&c, 0, 0, 48, 2);
+    mb_model m;
+    random_model(&m, &c, 4242);
+    mb_rng r;
+    mb_rng_seed(&r, 99);
+    /* random bytes with structure: a random period-29 pattern over 16 symbols, 10% noise */
+    uint8_t pattern[29];
+    for (int i = 0; i < 29; i++)
+        pattern[i] = (uint8_t)(97 + mb_rng_below(&r, 16));
+    uint8_t *text = (uint8_t *)xmalloc((size_t)text_len);
+    for (int64_t i = 0; i < text_len; i++)
+        text[i] = mb_rng_float(&r) < 0.1f ? (uint8_t)mb_rng_below(&r, 256) : pattern[i % 29];
+
+    mb_cuda_model dm;
+    int rc = mb_cuda_model_create(&dm, &c, 0);
+    REQUIRE(rc == 0, "mb_cuda_model_create");
+    if (rc) {
+        mb_model_free(&m);
+        free(text);
+        return;
+    }
+    REQUIRE(mb_cuda_model_upload(&dm, &m) == 0, "upload");
+    mb_adamw opt;
+    REQUIRE(mb_adamw_init(&opt, &m, 0.9f, 0.95f, 1e-8f, 0.1f) == 0, "adamw init");
+    mb_cuda_adamw_set(&dm, 0.9f, 0.95f, 1e-8f, 0.1f);
+    mb_acts *a = mb_acts_create(&c, B, L);
+    mb_cuda_acts *da = mb_cuda_acts_create(&c, B, L, 1, 0);
+    REQUIRE(a && da, "acts");
+    float *grads = (float *)xmalloc(sizeof(float) * (size_t)m.n_params);
+    uint8_t *x = (uint8_t *)xmalloc((size_t)(B * L)), *t = (uint8_t *)xmalloc((size_t)(B * L));
+    double worst = 0.0;
+    float first_c = 0.0f, last_c = 0.0f, last_g = 0.0f;
+    for (int64_t s = 0; s < steps && a && da; s++) {
+        for (int64_t b = 0; b < B; b++) {
+            const int64_t off = (int64_t)mb_rng_below(&r, (uint64_t)(text_len - L - 1));
+            memcpy(x + b * L, text + off, (size_t)L);
+            memcpy(t + b * L, text + off + 1, (size_t)L);
+        }
+        const float dloss = 1.0f / (float)(B * L);
+        /* CPU step */
+        const float lc = mb_forward(&m, a, x, t, NULL);
+        memset(grads, 0, sizeof(float) * (size_t)m.n_params);
+        mb_backward(&m, a, dloss, grads);
+        const double nc = mb_grad_clip(grads, m.n_params, clip);
+        mb_adamw_update(&opt, m.params, grads, lr);
+        /* GPU step */
+        float lg = NAN;
+        double ng = NAN;
+        rc = mb_cuda_zero_grads(&dm);
+        if (!rc) rc = mb_cuda_forward(&dm, da, x, t, &lg, NULL);
+        if (!rc) rc = mb_cuda_backward(&dm, da, dloss);
+        if (!rc) rc = mb_cuda_grad_clip(&dm, clip, &ng);
+        if (!rc) rc = mb_cuda_adamw_update(&dm, lr);
+        REQUIRE(rc == 0, "GPU training step %lld", (long long)s);
+        if (rc) break;
+        const double e = fabs((double)lg - lc) / fabs((double)lc);
+        if (!(e <= worst)) worst = e;
+        if (s % 10 == 0 || s == steps - 1)
+            printf("  step %2lld loss cpu %.5f gpu %.5f (rel %.1e) grad norm cpu %.5f gpu %.5f\n",
+                   (long long)s, lc, lg, e, nc, ng);
+        if (s == 0) first_c = lc;
+        last_c = lc;
+        last_g = lg;
+    }
+    mb_model gm;
+    double e_params = INFINITY;
+    if (mb_model_create(&gm, &c) == 0) {
+        if (mb_cuda_model_download(&dm, &gm) == 0) e_params = rel_err(gm.params, m.params, m.n_params);
+        mb_model_free(&gm);
+    }
+    const int ok = worst <= TRAIN_TOL && last_c < 0.8f * first_c && last_g < 0.8f * first_c;
+    if (!ok) g_fail = 1;
+    printf("training: %lld steps, worst loss rel diff %.2e (tol %.0e), loss %.4f -> cpu %.4f gpu "
+           "%.4f, final params rel diff %.2e %s\n",
+           (long long)steps, worst, TRAIN_TOL, first_c, last_c, last_g, e_params,
+           ok ? "ok" : "FAIL");
+    free(x);
+    free(t);
+    free(grads);
+    free(text);
+    mb_acts_free(a);
+    mb_cuda_acts_free(da);
+    mb_adamw_free(&opt);
+    mb_cuda_model_free(&dm);
+    mb_model_free(&m);
+}
+
+/* ------------------------------------------------------------------ NaN and misuse */
+
+static void test_nan_and_errors(void) {
+    mb_config c;
+    tiny_config(&c, 0, 0, 32, 2);
+    mb_model m;
+    random_model(&m, &c, 7);
+    mb_cuda_model dm;
+    if (mb_cuda_model_create(&dm, &c, 0)) {
+        REQUIRE(0, "mb_cuda_model_create");
+        mb_model_free(&m);
+        return;
+    }
+    const int64_t B = 2, L = 100;
+    mb_cuda_acts *da = mb_cuda_acts_create(&c, B, L, 1, 0);
+    REQUIRE(da != NULL, "acts");
+    uint8_t x[200], t[200];
+    mb_rng r;
+    mb_rng_seed(&r, 5);
+    random_bytes(x, B * L, &r);
+    random_bytes(t, B * L, &r);
+    float loss = 0.0f;
+    /* misuse */
+    REQUIRE(mb_cuda_backward(&dm, da, 1.0f) == MB_EINVAL, "backward before forward refused");
+    REQUIRE(mb_cuda_forward(&dm, da, NULL, t, &loss, NULL) == MB_EINVAL, "NULL x refused");
+    mb_config c2;
+    tiny_config(&c2, 0, 0, 64, 2);
+    mb_cuda_acts *wrong = mb_cuda_acts_create(&c2, B, L, 1, 0);
+    REQUIRE(wrong && mb_cuda_forward(&dm, wrong, x, t, &loss, NULL) == MB_EINVAL,
+            "acts of another config refused");
+    mb_cuda_acts_free(wrong);
+    REQUIRE(mb_cuda_acts_create(&c, 0, L, 1, 0) == NULL, "B = 0 refused");
+    /* no targets: loss 0, no backward */
+    REQUIRE(mb_cuda_forward(&dm, da, x, NULL, &loss, NULL) == 0 && loss == 0.0f,
+            "forward without targets");
+    REQUIRE(mb_cuda_backward(&dm, da, 1.0f) == MB_EINVAL, "backward without targets refused");
+    /* a NaN in a weight must reach the loss */
+    float *spots[3] = {m.w.layers[0].in_proj_w + 5, m.w.layers[1].A_log + 3, m.w.norm_f_w + 1};
+    const char *names[3] = {"layers.0.in_proj.weight", "layers.1.A_log", "norm_f.weight"};
+    for (int i = 0; i < 3 && da; i++) {
+        const float keep = *spots[i];
+        *spots[i] = NAN;
+        loss = 0.0f;
+        int rc = mb_cuda_model_upload(&dm, &m);
+        if (!rc) rc = mb_cuda_forward(&dm, da, x, t, &loss, NULL);
+        REQUIRE(rc == 0 && isnan(loss), "NaN in %s gives loss %f", names[i], loss);
+        printf("NaN in %-24s -> loss %f %s\n", names[i], loss, isnan(loss) ? "ok" : "FAIL");
+        *spots[i] = keep;
+    }
+    /* and finite again once the weight is restored */
+    REQUIRE(mb_cuda_model_upload(&dm, &m) == 0 && mb_cuda_forward(&dm, da, x, t, &loss, NULL) == 0 &&
+                isfinite(loss),
+            "finite loss after restoring the weights");
+    mb_cuda_acts_free(da);
+    mb_cuda_model_free(&dm);
+    mb_model_free(&m);
+}
+
+int main(void) {
+    if (mb_cuda_device_count() == 0) {
+        printf("no CUDA device: skipped\n");
+        return 77;
+    }
+    test_nan_and_errors();
+    test_parity();
+    test_training();
+    printf(g_fail ? "test_model_cuda: FAILED\n" : "test_model_cuda: all passed\n");
+    return g_fail ? 1 : 0;
+}
