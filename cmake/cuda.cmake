@@ -6,6 +6,8 @@
 #   test_scan_cuda        GPU scan vs the CPU reference (ctest label "gpu"; exits 77 = skipped
 #                         when no CUDA device is present, so `ctest` stays green on CPU-only CI)
 #   test_model_cuda       GPU model forward/backward/AdamW vs the CPU model (label "gpu", 77)
+#   test_kernels_cuda     every model kernel (norm, conv1d, softplus, embedding, classifier,
+#                         GEMMs, AdamW, norms) vs its CPU reference (label "gpu", 77)
 #   bench_scan_cuda       selective-scan benchmark (not a test)
 include(CheckLanguage)
 check_language(CUDA)
@@ -51,13 +53,15 @@ if(MB_BUILD_TESTS)
   set_tests_properties(test_scan_cuda PROPERTIES LABELS "gpu" SKIP_RETURN_CODE 77
                        ENVIRONMENT "OMP_NUM_THREADS=2" TIMEOUT 1200)
 
-  add_executable(test_model_cuda ${CMAKE_SOURCE_DIR}/tests/cuda/test_model_cuda.cu)
-  target_compile_options(test_model_cuda PRIVATE $<$<COMPILE_LANGUAGE:CUDA>:${MB_CUDA_FLAGS}>)
-  target_link_libraries(test_model_cuda PRIVATE mambabyte_cuda)
-  set_target_properties(test_model_cuda PROPERTIES LINKER_LANGUAGE C)
-  add_test(NAME test_model_cuda COMMAND test_model_cuda)
-  set_tests_properties(test_model_cuda PROPERTIES LABELS "gpu" SKIP_RETURN_CODE 77
-                       ENVIRONMENT "OMP_NUM_THREADS=2" TIMEOUT 1200)
+  foreach(t test_model_cuda test_kernels_cuda)
+    add_executable(${t} ${CMAKE_SOURCE_DIR}/tests/cuda/${t}.cu)
+    target_compile_options(${t} PRIVATE $<$<COMPILE_LANGUAGE:CUDA>:${MB_CUDA_FLAGS}>)
+    target_link_libraries(${t} PRIVATE mambabyte_cuda)
+    set_target_properties(${t} PROPERTIES LINKER_LANGUAGE C)
+    add_test(NAME ${t} COMMAND ${t})
+    set_tests_properties(${t} PROPERTIES LABELS "gpu" SKIP_RETURN_CODE 77
+                         ENVIRONMENT "OMP_NUM_THREADS=2" TIMEOUT 1200)
+  endforeach()
 endif()
 
 add_executable(bench_scan_cuda ${CMAKE_SOURCE_DIR}/bench/bench_scan_cuda.cu)

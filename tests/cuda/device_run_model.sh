@@ -28,5 +28,13 @@ wait
 for f in src/cuda/*.cu; do
   [ -f $B/$(basename $f).o ] || { echo "build of $f failed"; exit 1; }
 done
-nvcc $NVF tests/cuda/test_model_cuda.cu $B/*.cu.o $B/src_*.o $BLAS -lcublas -lgomp -o $B/test_model_cuda
-OMP_NUM_THREADS=16 $B/test_model_cuda 2>&1 | tee "$OUT/test_model.txt"
+rc=0
+for t in test_kernels_cuda test_model_cuda; do
+  nvcc $NVF tests/cuda/$t.cu $B/*.cu.o $B/src_*.o $BLAS -lcublas -lgomp -o $B/$t &
+done
+wait
+for t in test_kernels_cuda test_model_cuda; do
+  OMP_NUM_THREADS=16 $B/$t > "$OUT/$t.txt" 2>&1 || { echo "$t: exit status $?"; rc=1; }
+  grep -E "FAIL|worst rel err|passed|NaN in|training|skipped|rror|fault" "$OUT/$t.txt" | head -60
+done
+exit $rc

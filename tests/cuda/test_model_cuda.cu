@@ -370,6 +370,7 @@ static void test_nan_and_errors(void) {
 }
 
 int main(void) {
+    setvbuf(stdout, NULL, _IOLBF, 0);
     if (mb_cuda_device_count() == 0) {
         printf("no CUDA device: skipped\n");
         return 77;

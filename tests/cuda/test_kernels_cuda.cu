@@ -1,0 +1,375 @@
+/* Every GPU kernel of the model (src/cuda/{norm,conv1d,softplus,embedding,crossentropy,matmul,
+ * adamw}_cuda.cu) against its CPU reference (the files of src/cpu and src/train/adamw.c) on random inputs,
+ * at lengths 1, 3, 63, 2047, 2048, 2049 and 8193 with batch 1 and 3 (rows = B*L), with widths
+ * that are not multiples of 32 and strided (column-slice) operands. Each output is compared by
+ * max |gpu - cpu| / max |cpu| <= 1e-4 (NaN on one side only = infinite error); outputs are
+ * poisoned with NaN first, so an unwritten element fails, and accumulated outputs start from
+ * random values. Exits 77 (ctest SKIP_RETURN_CODE) without a GPU.
+ */
+#include <cuda_runtime.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cuda/adamw_cuda.h"
+#include "cuda/conv1d_cuda.h"
+#include "cuda/crossentropy_cuda.h"
+#include "cuda/embedding_cuda.h"
+#include "cuda/matmul_cuda.h"
+#include "cuda/norm_cuda.h"
+#include "cuda/scan_cuda.h"
+#include "cuda/softplus_cuda.h"
+#include "mambabyte.h"
+extern "C" { /* C headers without their own guards */
+#include "cpu/activations.h"
+#include "cpu/conv1d.h"
+#include "cpu/crossentropy.h"
+#include "cpu/matmul.h"
+#include "cpu/norm.h"
+#include "train/adamw.h"
+}
+
+#define TOL 1e-4
+
+#define CK(call)                                                                                  \
+    do {                                                                                          \
+        cudaError_t e_ = (call);                                                                  \
+        if (e_ != cudaSuccess) {                                                                  \
+            printf("%s:%d: %s: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(e_));        \
+            exit(1);                                                                              \
+        }                                                                                         \
+    } while (0)
+#define OK(call)                                                                                  \
+    do {                                                                                          \
+        if ((call) != 0) {                                                                        \
+            printf("FAIL %s:%d: %s: %s\n", __FILE__, __LINE__, #call, mb_last_error());          \
+            g_fail = 1;                                                                           \
+        }                                                                                         \
+    } while (0)
+
+static int g_fail = 0;
+static mb_rng g_rng;
+#define MAX_NAMES 64
+static double g_worst[MAX_NAMES];
+static const char *g_names[MAX_NAMES];
+static int g_nnames = 0;
+
+static double rel_err(const float *a, const float *b, int64_t n) {
+    double num = 0.0, den = 0.0;
+    for (int64_t i = 0; i < n; i++) {
+        const float x = a[i], y = b[i];
+        if (isnan(x) != isnan(y) || isinf(x) != isinf(y)) return INFINITY;
+        if (isnan(x) || isinf(x)) continue;
+        const double d = fabs((double)x - (double)y);
+        if (d > num) num = d;
+        if (fabs((double)y) > den) den = fabs((double)y);
+    }
+    return den > 0 ? num / den : num;
+}
+
+/* compare a device buffer with the host reference; keep the worst error per kernel name */
+static void check(const char *name, const float *dev, const float *ref, int64_t n, int64_t B,
+                  int64_t L) {
+    float *h = (float *)malloc(sizeof(float) * (size_t)(n > 0 ? n : 1));
+    CK(cudaMemcpy(h, dev, sizeof(float) * (size_t)n, cudaMemcpyDeviceToHost));
+    const double e = rel_err(h, ref, n);
+    free(h);
+    int k = 0;
+    while (k < g_nnames && strcmp(g_names[k], name)) k++;
+    if (k == g_nnames) {
+        if (g_nnames == MAX_NAMES) {
+            printf("too many kernel names\n");
+            exit(1);
+        }
+        g_names[g_nnames++] = name;
+        g_worst[k] = 0.0;
+    }
+    if (!(e <= g_worst[k])) g_worst[k] = e;
+    if (!(e <= TOL)) {
+        g_fail = 1;
+        printf("  FAIL %-16s B=%lld L=%lld rel err %.2e\n", name, (long long)B, (long long)L, e);
+    }
+}
+
+static float *hrand(int64_t n, float lo, float hi) {
+    float *p = (float *)malloc(sizeof(float) * (size_t)(n > 0 ? n : 1));
+    for (int64_t i = 0; i < n; i++)
+        p[i] = lo + (hi - lo) * mb_rng_float(&g_rng);
+    return p;
+}
+static float *dup(const float *h, int64_t n) {
+    float *d = NULL;
+    CK(cudaMalloc((void **)&d, sizeof(float) * (size_t)(n > 0 ? n : 1)));
+    CK(cudaMemcpy(d, h, sizeof(float) * (size_t)n, cudaMemcpyHostToDevice));
+    return d;
+}
+static float *poison(int64_t n) {
+    float *d = NULL;
+    CK(cudaMalloc((void **)&d, sizeof(float) * (size_t)(n > 0 ? n : 1)));
+    CK(cudaMemset(d, 0xff, sizeof(float) * (size_t)(n > 0 ? n : 1)));
+    return d;
+}
+static float *hcopy(const float *h, int64_t n) {
+    float *p = (float *)malloc(sizeof(float) * (size_t)(n > 0 ? n : 1));
+    memcpy(p, h, sizeof(float) * (size_t)n);
+    return p;
+}
+
+static void test_norm(int64_t B, int64_t L, int layer) {
+    const int64_t rows = B * L, d = 48;
+    float *h = hrand(rows * d, -2, 2), *ri = hrand(rows * d, -2, 2), *w = hrand(d, 0.5f, 1.5f);
+    float *b = layer ? hrand(d, -0.5f, 0.5f) : NULL;
+    float *ro = hrand(rows * d, 0, 0), *y = hrand(rows * d, 0, 0), *mean = hrand(rows, 0, 0),
+          *rstd = hrand(rows, 0, 0);
+    mb_norm_forward(ro, y, mean, rstd, h, ri, w, b, rows, d, 1e-5f);
+    float *dh = dup(h, rows * d), *dri = dup(ri, rows * d), *dw = dup(w, d);
+    float *db = b ? dup(b, d) : NULL;
+    float *dro = poison(rows * d), *dy = poison(rows * d), *dmean = poison(rows),
+          *drstd = poison(rows);
+    OK(mb_norm_cuda_forward(dro, dy, dmean, drstd, dh, dri, dw, db, rows, d, 1e-5f, NULL));
+    check(layer ? "ln_fwd_resid" : "rms_fwd_resid", dro, ro, rows * d, B, L);
+    check(layer ? "ln_fwd_y" : "rms_fwd_y", dy, y, rows * d, B, L);
+    if (layer) check("ln_fwd_mean", dmean, mean, rows, B, L);
+    check(layer ? "ln_fwd_rstd" : "rms_fwd_rstd", drstd, rstd, rows, B, L);
+    /* apply */
+    float *dy2 = poison(rows * d);
+    OK(mb_norm_cuda_apply(dy2, dro, dmean, drstd, dw, db, rows, d, NULL));
+    check("norm_apply", dy2, y, rows * d, B, L);
+    /* backward, accumulating into random dr / dw / db */
+    float *g = hrand(rows * d, -1, 1), *dr = hrand(rows * d, -1, 1), *gw = hrand(d, -1, 1);
+    float *gb = layer ? hrand(d, -1, 1) : NULL;
+    float *ddr = dup(dr, rows * d), *dgw = dup(gw, d), *dgb = gb ? dup(gb, d) : NULL,
+          *dg = dup(g, rows * d);
+    mb_norm_backward(dr, gw, gb, g, ro, mean, rstd, w, rows, d, 1);
+    OK(mb_norm_cuda_backward(ddr, dgw, dgb, dg, dro, dmean, drstd, dw, rows, d, 1, NULL));
+    check("norm_bwd_dr", ddr, dr, rows * d, B, L);
+    check("norm_bwd_dw", dgw, gw, d, B, L);
+    if (layer) check("norm_bwd_db", dgb, gb, d, B, L);
+    float *all[] = {h, ri, w, b, ro, y, mean, rstd, g, dr, gw, gb};
+    for (float *p : all) free(p);
+    float *dall[] = {dh, dri, dw, db, dro, dy, dmean, drstd, dy2, ddr, dgw, dgb, dg};
+    for (float *p : dall) cudaFree(p);
+}
+
+static void test_conv(int64_t B, int64_t L) {
+    const int64_t Di = 80, K = 4, xs = 2 * Di, rows = B * L;
+    float *xz = hrand(rows * xs, -2, 2), *w = hrand(Di * K, -0.5f, 0.5f), *b = hrand(Di, -0.5f, 0.5f);
+    float *out = hrand(rows * Di, 0, 0);
+    mb_conv1d_forward(out, xz, xs, w, b, NULL, B, L, Di, K);
+    float *dxz = dup(xz, rows * xs), *dw = dup(w, Di * K), *db = dup(b, Di), *dout = poison(rows * Di);
+    OK(mb_conv1d_cuda_forward(dout, dxz, xs, dw, db, B, L, Di, K, NULL));
+    check("conv_fwd", dout, out, rows * Di, B, L);
+    float *g = hrand(rows * Di, -1, 1), *gw = hrand(Di * K, -1, 1), *gb = hrand(Di, -1, 1);
+    float *dx = hrand(rows * xs, 0, 0);
+    float *dg = dup(g, rows * Di), *dgw = dup(gw, Di * K), *dgb = dup(gb, Di), *ddx = poison(rows * xs);
+    mb_conv1d_backward(dx, xs, gw, gb, g, xz, xs, w, b, B, L, Di, K);
+    OK(mb_conv1d_cuda_backward(ddx, xs, dgw, dgb, dg, dxz, xs, dw, db, B, L, Di, K, NULL));
+    /* only the Di columns of each dx row are written */
+    float *hx = (float *)malloc(sizeof(float) * (size_t)(rows * xs));
+    CK(cudaMemcpy(hx, ddx, sizeof(float) * (size_t)(rows * xs), cudaMemcpyDeviceToHost));
+    float *gx = (float *)malloc(sizeof(float) * (size_t)(rows * Di)),
+          *cx = (float *)malloc(sizeof(float) * (size_t)(rows * Di));
+    for (int64_t r = 0; r < rows; r++) {
+        memcpy(gx + r * Di, hx + r * xs, sizeof(float) * (size_t)Di);
+        memcpy(cx + r * Di, dx + r * xs, sizeof(float) * (size_t)Di);
+    }
+    float *dgx = dup(gx, rows * Di);
+    check("conv_bwd_dx", dgx, cx, rows * Di, B, L);
+    check("conv_bwd_dw", dgw, gw, Di * K, B, L);
+    check("conv_bwd_db", dgb, gb, Di, B, L);
+    float *all[] = {xz, w, b, out, g, gw, gb, dx, hx, gx, cx};
+    for (float *p : all) free(p);
+    float *dall[] = {dxz, dw, db, dout, dg, dgw, dgb, ddx, dgx};
+    for (float *p : dall) cudaFree(p);
+}
+
+static void test_softplus(int64_t B, int64_t L) {
+    const int64_t rows = B * L, n = 80;
+    float *pre = hrand(rows * n, -30, 30), *bias = hrand(n, -5, 5);
+    float *delta = hcopy(pre, rows * n);
+    for (int64_t i = 0; i < rows; i++)
+        for (int64_t j = 0; j < n; j++)
+            delta[i * n + j] = mb_softplusf(pre[i * n + j] + bias[j]);
+    float *dd = dup(pre, rows * n), *db = dup(bias, n);
+    OK(mb_softplus_bias_cuda_forward(dd, db, rows, n, NULL));
+    check("softplus_fwd", dd, delta, rows * n, B, L);
+    float *g = hrand(rows * n, -1, 1), *gb = hrand(n, -1, 1);
+    float *dg = dup(g, rows * n), *dgb = dup(gb, n), *ddelta = dup(delta, rows * n);
+    for (int64_t i = 0; i < rows * n; i++)
+        g[i] *= mb_softplus_grad_from_outputf(delta[i]);
+    mb_bias_backward(gb, g, n, rows, n);
+    OK(mb_softplus_bias_cuda_backward(dg, dgb, ddelta, rows, n, NULL));
+    check("softplus_bwd", dg, g, rows * n, B, L);
+    check("softplus_bwd_db", dgb, gb, n, B, L);
+    /* generic bias gradient over a strided column slice */
+    float *gb2 = hrand(n - 3, -1, 1), *dgb2 = dup(gb2, n - 3);
+    mb_bias_backward(gb2, g + 3, n, rows, n - 3);
+    OK(mb_bias_cuda_backward(dgb2, dg + 3, n, rows, n - 3, NULL));
+    check("bias_bwd", dgb2, gb2, n - 3, B, L);
+    float *all[] = {pre, bias, delta, g, gb, gb2};
+    for (float *p : all) free(p);
+    float *dall[] = {dd, db, dg, dgb, ddelta, dgb2};
+    for (float *p : dall) cudaFree(p);
+}
+
+static void test_embedding_ce(int64_t B, int64_t L) {
+    const int64_t rows = B * L, d = 48;
+    uint8_t *x = (uint8_t *)malloc((size_t)rows);
+    for (int64_t i = 0; i < rows; i++)
+        x[i] = (uint8_t)mb_rng_below(&g_rng, i % 7 == 0 ? 256 : 5); /* repeated rows too */
+    uint8_t *dx = NULL;
+    CK(cudaMalloc((void **)&dx, (size_t)rows));
+    CK(cudaMemcpy(dx, x, (size_t)rows, cudaMemcpyHostToDevice));
+    float *emb = hrand(256 * d, -1, 1), *out = hrand(rows * d, 0, 0);
+    for (int64_t i = 0; i < rows; i++)
+        memcpy(out + i * d, emb + x[i] * d, sizeof(float) * (size_t)d);
+    float *demb = dup(emb, 256 * d), *dout = poison(rows * d);
+    OK(mb_embedding_cuda_forward(dout, dx, demb, rows, d, NULL));
+    check("embedding_fwd", dout, out, rows * d, B, L);
+    float *g = hrand(rows * d, -1, 1), *ge = hrand(256 * d, -1, 1);
+    float *dg = dup(g, rows * d), *dge = dup(ge, 256 * d);
+    for (int64_t i = 0; i < rows; i++)
+        for (int64_t j = 0; j < d; j++)
+            ge[x[i] * d + j] += g[i * d + j];
+    OK(mb_embedding_cuda_backward(dge, dx, dg, rows, d, NULL));
+    check("embedding_bwd", dge, ge, 256 * d, B, L);
+    /* fused classifier */
+    float *logits = hrand(rows * 256, -8, 8), *losses = hrand(rows, 0, 0),
+          *dl = hrand(rows * 256, 0, 0);
+    mb_crossentropy_forward(losses, logits, x, rows);
+    const float dloss = 1.0f / (float)rows;
+    mb_crossentropy_backward(dl, logits, x, rows, dloss);
+    float *dlogits = dup(logits, rows * 256), *dlosses = poison(rows), *ddl = poison(rows * 256);
+    OK(mb_crossentropy_cuda(dlosses, ddl, dlogits, dx, rows, dloss, NULL));
+    check("ce_losses", dlosses, losses, rows, B, L);
+    check("ce_dlogits", ddl, dl, rows * 256, B, L);
+    OK(mb_crossentropy_cuda(NULL, dlogits, dlogits, dx, rows, dloss, NULL)); /* in place */
+    check("ce_dlogits_inplace", dlogits, dl, rows * 256, B, L);
+    /* float64 sum of the losses */
+    double *scr = NULL, s = 0.0, ref = 0.0;
+    CK(cudaMalloc((void **)&scr, sizeof(double) * MB_CUDA_REDUCE_SCRATCH));
+    OK(mb_reduce_sum_cuda(scr + MB_CUDA_REDUCE_SCRATCH - 1, scr, dlosses, rows, 0, NULL));
+    CK(cudaMemcpy(&s, scr + MB_CUDA_REDUCE_SCRATCH - 1, sizeof s, cudaMemcpyDeviceToHost));
+    float *hl = (float *)malloc(sizeof(float) * (size_t)rows);
+    CK(cudaMemcpy(hl, dlosses, sizeof(float) * (size_t)rows, cudaMemcpyDeviceToHost));
+    for (int64_t i = 0; i < rows; i++)
+        ref += hl[i]; /* the GPU's own losses: only the reduction is under test */
+    free(hl);
+    if (!(fabs(s - ref) <= 1e-12 * fabs(ref))) {
+        g_fail = 1;
+        printf("  FAIL reduce_sum %.9g vs %.9g\n", s, ref);
+    }
+    free(x);
+    float *all[] = {emb, out, g, ge, logits, losses, dl};
+    for (float *p : all) free(p);
+    float *dall[] = {demb, dout, dg, dge, dlogits, dlosses, ddl};
+    for (float *p : dall) cudaFree(p);
+    cudaFree(dx);
+    cudaFree(scr);
+}
+
+static void test_matmul(void *cb, int64_t B, int64_t L) {
+    const int64_t rows = B * L, n_in = 40, n_out = 70, ldx = 50, ldy = 75;
+    float *x = hrand(rows * ldx, -1, 1), *W = hrand(n_out * n_in, -1, 1), *y = hrand(rows * ldy, -1, 1);
+    float *dX = dup(x, rows * ldx), *dW = dup(W, n_out * n_in), *dY = dup(y, rows * ldy);
+    for (int acc = 0; acc <= 1; acc++) {
+        mb_matmul_forward(y, ldy, x, ldx, W, rows, n_in, n_out, acc);
+        OK(mb_matmul_cuda_forward(cb, dY, ldy, dX, ldx, dW, rows, n_in, n_out, acc));
+        check("matmul_fwd", dY, y, rows * ldy, B, L);
+        mb_matmul_backward_input(x, ldx, y, ldy, W, rows, n_in, n_out, acc);
+        OK(mb_matmul_cuda_backward_input(cb, dX, ldx, dY, ldy, dW, rows, n_in, n_out, acc));
+        check("matmul_bwd_in", dX, x, rows * ldx, B, L);
+    }
+    float *gW = hrand(n_out * n_in, -1, 1), *dgW = dup(gW, n_out * n_in);
+    mb_matmul_backward_weight(gW, y, ldy, x, ldx, rows, n_in, n_out);
+    OK(mb_matmul_cuda_backward_weight(cb, dgW, dY, ldy, dX, ldx, rows, n_in, n_out));
+    CK(cudaDeviceSynchronize());
+    check("matmul_bwd_w", dgW, gW, n_out * n_in, B, L);
+    float *all[] = {x, W, y, gW};
+    for (float *p : all) free(p);
+    float *dall[] = {dX, dW, dY, dgW};
+    for (float *p : dall) cudaFree(p);
+}
+
+static void test_adamw(void) {
+    mb_config c;
+    mb_config_default(&c, 48, 2);
+    mb_model m;
+    if (mb_model_create(&m, &c)) exit(1);
+    mb_model_init(&m, 3);
+    const int64_t n = m.n_params;
+    mb_adamw o;
+    if (mb_adamw_init(&o, &m, 0.9f, 0.95f, 1e-8f, 0.1f)) exit(1);
+    uint8_t *ddec = NULL;
+    CK(cudaMalloc((void **)&ddec, (size_t)n));
+    CK(cudaMemcpy(ddec, o.decay, (size_t)n, cudaMemcpyHostToDevice));
+    float *dp = dup(m.params, n), *dm = dup(o.m, n), *dv = dup(o.v, n);
+    float *g = hrand(n, -1, 1), *dg = dup(g, n);
+    double *scr = NULL;
+    CK(cudaMalloc((void **)&scr, sizeof(double) * MB_CUDA_REDUCE_SCRATCH));
+    for (int t = 1; t <= 5; t++) {
+        for (int64_t i = 0; i < n; i++)
+            g[i] = 2.0f * mb_rng_float(&g_rng) - 1.0f;
+        CK(cudaMemcpy(dg, g, sizeof(float) * (size_t)n, cudaMemcpyHostToDevice));
+        mb_adamw_update(&o, m.params, g, 1e-2f);
+        OK(mb_adamw_cuda_update(dp, dg, dm, dv, ddec, n, t, 1e-2f, 0.9f, 0.95f, 1e-8f, 0.1f, NULL));
+    }
+    check("adamw_params", dp, m.params, n, 1, 5);
+    check("adamw_m", dm, o.m, n, 1, 5);
+    check("adamw_v", dv, o.v, n, 1, 5);
+    double s = 0.0;
+    OK(mb_reduce_sum_cuda(scr + MB_CUDA_REDUCE_SCRATCH - 1, scr, dg, n, 1, NULL));
+    CK(cudaMemcpy(&s, scr + MB_CUDA_REDUCE_SCRATCH - 1, sizeof s, cudaMemcpyDeviceToHost));
+    const double ref = mb_grad_norm(g, n);
+    if (!(fabs(sqrt(s) - ref) <= 1e-9 * ref)) {
+        g_fail = 1;
+        printf("  FAIL grad norm %.12g vs %.12g\n", sqrt(s), ref);
+    }
+    mb_grad_clip(g, n, 0.5);
+    OK(mb_scale_cuda(dg, n, (float)(0.5 / (ref + 1e-6)), NULL));
+    check("grad_clip", dg, g, n, 1, 5);
+    cudaFree(ddec);
+    cudaFree(dp);
+    cudaFree(dm);
+    cudaFree(dv);
+    cudaFree(dg);
+    cudaFree(scr);
+    free(g);
+    mb_adamw_free(&o);
+    mb_model_free(&m);
+}
+
+int main(void) {
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    if (mb_cuda_device_count() == 0) {
+        printf("no CUDA device: skipped\n");
+        return 77;
+    }
+    mb_rng_seed(&g_rng, 12345);
+    void *cb = NULL;
+    if (mb_cublas_create(&cb, NULL, 0)) {
+        printf("cuBLAS: %s\n", mb_last_error());
+        return 1;
+    }
+    static const int64_t lengths[] = {1, 3, 63, 2047, 2048, 2049, 8193};
+    for (int li = 0; li < 7; li++)
+        for (int64_t B = 1; B <= 3; B += 2) {
+            const int64_t L = lengths[li];
+            test_norm(B, L, 1);
+            test_norm(B, L, 0);
+            test_conv(B, L);
+            test_softplus(B, L);
+            test_embedding_ce(B, L);
+            test_matmul(cb, B, L);
+        }
+    test_adamw();
+    mb_cublas_destroy(cb);
+    CK(cudaDeviceSynchronize());
+    for (int k = 0; k < g_nnames; k++)
+        printf("%-20s worst rel err %.2e %s\n", g_names[k], g_worst[k],
+               g_worst[k] <= TOL ? "ok" : "FAIL");
+    printf(g_fail ? "test_kernels_cuda: FAILED\n" : "test_kernels_cuda: all passed\n");
+    return g_fail ? 1 : 0;
+}
