@@ -99,9 +99,9 @@ static int sizes_ok(const char *fn, int64_t B, int64_t L, int64_t Di, int64_t K)
     return MB_OK;
 }
 
-extern "C" int mb_conv1d_cuda_forward(float *out, const float *x, int64_t x_stride,
-                                      const float *w, const float *b, int64_t B, int64_t L,
-                                      int64_t Di, int64_t K, void *stream) {
+extern "C" int mb_conv1d_cuda_forward(float *out, const float *x, int64_t x_stride, const float *w,
+                                      const float *b, int64_t B, int64_t L, int64_t Di, int64_t K,
+                                      void *stream) {
     MB_TRY(sizes_ok("mb_conv1d_cuda_forward", B, L, Di, K));
     const int64_t n = B * L * Di;
     if (n == 0) return MB_OK;

@@ -51,8 +51,7 @@ __global__ void crossentropy_kernel(float *losses, float *dlogits, const float *
 }
 
 extern "C" int mb_crossentropy_cuda(float *losses, float *dlogits, const float *logits,
-                                    const uint8_t *targets, int64_t n, float dloss,
-                                    void *stream) {
+                                    const uint8_t *targets, int64_t n, float dloss, void *stream) {
     if (n < 0 || !logits || !targets)
         return mb_fail(MB_EINVAL, "mb_crossentropy_cuda: bad arguments");
     if (n == 0 || (!losses && !dlogits)) return MB_OK;

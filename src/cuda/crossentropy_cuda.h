@@ -17,8 +17,8 @@ extern "C" {
 
 /* logits (n, 256), targets (n). losses (n) written if non-NULL; dlogits (n, 256) written if
  * non-NULL (may alias logits: each row is read before it is overwritten). */
-int mb_crossentropy_cuda(float *losses, float *dlogits, const float *logits,
-                         const uint8_t *targets, int64_t n, float dloss, void *stream);
+int mb_crossentropy_cuda(float *losses, float *dlogits, const float *logits, const uint8_t *targets,
+                         int64_t n, float dloss, void *stream);
 
 #ifdef __cplusplus
 }

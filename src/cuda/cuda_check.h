@@ -10,28 +10,28 @@
 
 /* MB_ENOMEM for an allocation failure, MB_EIO for any other CUDA error. */
 static inline int mb_cuda_err(cudaError_t e, const char *what, const char *file, int line) {
-    return mb_fail(e == cudaErrorMemoryAllocation ? MB_ENOMEM : MB_EIO, "%s: CUDA error: %s (%s:%d)",
-                   what, cudaGetErrorString(e), file, line);
+    return mb_fail(e == cudaErrorMemoryAllocation ? MB_ENOMEM : MB_EIO,
+                   "%s: CUDA error: %s (%s:%d)", what, cudaGetErrorString(e), file, line);
 }
 
 /* Evaluate a cudaError_t expression; on failure return the MB_E* code from the function. */
-#define MB_CUDA_TRY(call, what)                                                                   \
-    do {                                                                                          \
-        cudaError_t e_ = (call);                                                                  \
-        if (e_ != cudaSuccess) {                                                                  \
-            (void)cudaGetLastError();                                                             \
-            return mb_cuda_err(e_, what, __FILE__, __LINE__);                                     \
-        }                                                                                         \
+#define MB_CUDA_TRY(call, what)                                                                    \
+    do {                                                                                           \
+        cudaError_t e_ = (call);                                                                   \
+        if (e_ != cudaSuccess) {                                                                   \
+            (void)cudaGetLastError();                                                              \
+            return mb_cuda_err(e_, what, __FILE__, __LINE__);                                      \
+        }                                                                                          \
     } while (0)
 
 /* After kernel launches: report a launch error (bad configuration, earlier sticky error). */
 #define MB_CUDA_LAUNCHED(what) MB_CUDA_TRY(cudaGetLastError(), what)
 
 /* Propagate a negative return code. */
-#define MB_TRY(expr)                                                                              \
-    do {                                                                                          \
-        int rc_ = (expr);                                                                         \
-        if (rc_) return rc_;                                                                      \
+#define MB_TRY(expr)                                                                               \
+    do {                                                                                           \
+        int rc_ = (expr);                                                                          \
+        if (rc_) return rc_;                                                                       \
     } while (0)
 
 /* Blocks of `threads` covering n items (n > 0), capped for grid-stride loops. */

@@ -10,8 +10,8 @@ extern "C" {
 #endif
 
 /* out (n, d) = emb[x[i]] rows; x (n) bytes, emb (256, d). */
-int mb_embedding_cuda_forward(float *out, const uint8_t *x, const float *emb, int64_t n,
-                              int64_t d, void *stream);
+int mb_embedding_cuda_forward(float *out, const uint8_t *x, const float *emb, int64_t n, int64_t d,
+                              void *stream);
 
 /* demb (256, d) += scatter of dout (n, d) rows to the rows x[i] (atomicAdd; order not fixed). */
 int mb_embedding_cuda_backward(float *demb, const uint8_t *x, const float *dout, int64_t n,

@@ -54,22 +54,21 @@ extern "C" int mb_matmul_cuda_forward(void *cublas, float *y, int64_t ldy, const
     MB_TRY(dims_ok("mb_matmul_cuda_forward", rows, n_in, n_out, ldy, ldx));
     if (rows == 0) return MB_OK;
     const float one = 1.0f, beta = accumulate ? 1.0f : 0.0f;
-    cublasStatus_t s = cublasSgemm((cublasHandle_t)cublas, CUBLAS_OP_T, CUBLAS_OP_N, (int)n_out,
-                                   (int)rows, (int)n_in, &one, W, (int)n_in, x, (int)ldx, &beta, y,
-                                   (int)ldy);
+    cublasStatus_t s =
+        cublasSgemm((cublasHandle_t)cublas, CUBLAS_OP_T, CUBLAS_OP_N, (int)n_out, (int)rows,
+                    (int)n_in, &one, W, (int)n_in, x, (int)ldx, &beta, y, (int)ldy);
     return s == CUBLAS_STATUS_SUCCESS ? MB_OK : cublas_fail(s, "mb_matmul_cuda_forward");
 }
 
-extern "C" int mb_matmul_cuda_backward_input(void *cublas, float *dx, int64_t lddx,
-                                             const float *dy, int64_t lddy, const float *W,
-                                             int64_t rows, int64_t n_in, int64_t n_out,
-                                             int accumulate) {
+extern "C" int mb_matmul_cuda_backward_input(void *cublas, float *dx, int64_t lddx, const float *dy,
+                                             int64_t lddy, const float *W, int64_t rows,
+                                             int64_t n_in, int64_t n_out, int accumulate) {
     MB_TRY(dims_ok("mb_matmul_cuda_backward_input", rows, n_in, n_out, lddx, lddy));
     if (rows == 0) return MB_OK;
     const float one = 1.0f, beta = accumulate ? 1.0f : 0.0f;
-    cublasStatus_t s = cublasSgemm((cublasHandle_t)cublas, CUBLAS_OP_N, CUBLAS_OP_N, (int)n_in,
-                                   (int)rows, (int)n_out, &one, W, (int)n_in, dy, (int)lddy, &beta,
-                                   dx, (int)lddx);
+    cublasStatus_t s =
+        cublasSgemm((cublasHandle_t)cublas, CUBLAS_OP_N, CUBLAS_OP_N, (int)n_in, (int)rows,
+                    (int)n_out, &one, W, (int)n_in, dy, (int)lddy, &beta, dx, (int)lddx);
     return s == CUBLAS_STATUS_SUCCESS ? MB_OK : cublas_fail(s, "mb_matmul_cuda_backward_input");
 }
 
@@ -79,9 +78,9 @@ extern "C" int mb_matmul_cuda_backward_weight(void *cublas, float *dW, const flo
     MB_TRY(dims_ok("mb_matmul_cuda_backward_weight", rows, n_in, n_out, lddy, ldx));
     if (rows == 0) return MB_OK;
     const float one = 1.0f;
-    cublasStatus_t s = cublasSgemm((cublasHandle_t)cublas, CUBLAS_OP_N, CUBLAS_OP_T, (int)n_in,
-                                   (int)n_out, (int)rows, &one, x, (int)ldx, dy, (int)lddy, &one,
-                                   dW, (int)n_in);
+    cublasStatus_t s =
+        cublasSgemm((cublasHandle_t)cublas, CUBLAS_OP_N, CUBLAS_OP_T, (int)n_in, (int)n_out,
+                    (int)rows, &one, x, (int)ldx, dy, (int)lddy, &one, dW, (int)n_in);
     return s == CUBLAS_STATUS_SUCCESS ? MB_OK : cublas_fail(s, "mb_matmul_cuda_backward_weight");
 }
 

@@ -31,28 +31,28 @@ struct mb_cuda_acts {
     void *mem;           /* the one device allocation */
     int64_t bytes;
     /* device buffers, shapes as in mb_acts (src/cpu/model.c) */
-    float *residual; /* (n_layer + 1, B, L, d) norm inputs; last slot feeds norm_f */
-    float *mean;     /* (n_layer + 1, B, L) */
-    float *rstd;     /* (n_layer + 1, B, L) */
-    float *xz;       /* (n_layer, B, L, 2Di) */
-    float *xc;       /* (n_layer, B, L, Di) conv output after SiLU */
-    float *dbc;      /* (n_layer, B, L, R+2N) */
-    float *delta;    /* (n_layer, B, L, Di) */
-    float *y;        /* (n_layer, B, L, Di) gated scan output */
-    float *h_chunks; /* (n_layer, B, Di, n_chunks, N) (training only) */
-    float *xf;       /* (B, L, d) norm_f output */
-    float *logits;   /* (B, L, 256) */
-    float *losses;   /* (B, L) */
-    float *u;        /* (B, L, d) */
-    float *hout;     /* (B, L, d) */
-    float *dres, *du; /* (B, L, d) (training only) */
-    float *dxz;       /* (B, L, 2Di) */
+    float *residual;          /* (n_layer + 1, B, L, d) norm inputs; last slot feeds norm_f */
+    float *mean;              /* (n_layer + 1, B, L) */
+    float *rstd;              /* (n_layer + 1, B, L) */
+    float *xz;                /* (n_layer, B, L, 2Di) */
+    float *xc;                /* (n_layer, B, L, Di) conv output after SiLU */
+    float *dbc;               /* (n_layer, B, L, R+2N) */
+    float *delta;             /* (n_layer, B, L, Di) */
+    float *y;                 /* (n_layer, B, L, Di) gated scan output */
+    float *h_chunks;          /* (n_layer, B, Di, n_chunks, N) (training only) */
+    float *xf;                /* (B, L, d) norm_f output */
+    float *logits;            /* (B, L, 256) */
+    float *losses;            /* (B, L) */
+    float *u;                 /* (B, L, d) */
+    float *hout;              /* (B, L, d) */
+    float *dres, *du;         /* (B, L, d) (training only) */
+    float *dxz;               /* (B, L, 2Di) */
     float *dxc, *ddelta, *dy; /* (B, L, Di) */
-    float *ddbc;      /* (B, L, R+2N) */
-    float *dlogits;   /* (B, L, 256) */
-    double *loss_sum; /* (1) */
-    double *scratch;  /* (MB_CUDA_REDUCE_SCRATCH) */
-    uint8_t *x, *targets; /* (B, L) */
+    float *ddbc;              /* (B, L, R+2N) */
+    float *dlogits;           /* (B, L, 256) */
+    double *loss_sum;         /* (1) */
+    double *scratch;          /* (MB_CUDA_REDUCE_SCRATCH) */
+    uint8_t *x, *targets;     /* (B, L) */
 };
 
 /* ------------------------------------------------------------------ carving */
@@ -382,15 +382,15 @@ static int mixer_forward(mb_cuda_model *dm, mb_cuda_acts *a, int64_t l, const la
     const int64_t N = c->d_state, R = c->dt_rank, K = c->d_conv, P = R + 2 * N;
     void *st = dm->stream;
     /* xz = u @ in_proj^T                                   (BL, 2Di) */
-    MB_TRY(mb_matmul_cuda_forward(dm->cublas, v->xz, 2 * Di, a->u, d, lw->in_proj_w, BL, d,
-                                  2 * Di, 0));
+    MB_TRY(mb_matmul_cuda_forward(dm->cublas, v->xz, 2 * Di, a->u, d, lw->in_proj_w, BL, d, 2 * Di,
+                                  0));
     /* xc = SiLU(causal depthwise conv(x) + b)              (BL, Di) */
     MB_TRY(mb_conv1d_cuda_forward(v->xc, v->xz, 2 * Di, lw->conv_w, lw->conv_b, B, L, Di, K, st));
     /* dbc = xc @ x_proj^T                                  (BL, R+2N) */
     MB_TRY(mb_matmul_cuda_forward(dm->cublas, v->dbc, P, v->xc, Di, lw->x_proj_w, BL, Di, P, 0));
     /* delta = softplus(dt_low @ dt_proj_w^T + dt_proj_b)   (BL, Di) */
-    MB_TRY(mb_matmul_cuda_forward(dm->cublas, v->delta, Di, v->dbc, P, lw->dt_proj_w, BL, R, Di,
-                                  0));
+    MB_TRY(
+        mb_matmul_cuda_forward(dm->cublas, v->delta, Di, v->dbc, P, lw->dt_proj_w, BL, R, Di, 0));
     MB_TRY(mb_softplus_bias_cuda_forward(v->delta, lw->dt_proj_b, BL, Di, st));
     /* y = scan(xc, delta, A, B, C, D) * SiLU(z)            (BL, Di) */
     mb_scan_args sa = scan_args(a, lw, v);
@@ -480,8 +480,8 @@ static int mixer_backward(mb_cuda_model *dm, mb_cuda_acts *a, int64_t l, const l
     MB_TRY(mb_softplus_bias_cuda_backward(a->ddelta, g->dt_proj_b, v->delta, BL, Di, st));
     /* dt_proj: pre = dt_low @ dt_proj_w^T + dt_proj_b */
     MB_TRY(mb_matmul_cuda_backward_weight(cb, g->dt_proj_w, a->ddelta, Di, v->dbc, P, BL, R, Di));
-    MB_TRY(mb_matmul_cuda_backward_input(cb, a->ddbc, P, a->ddelta, Di, lw->dt_proj_w, BL, R, Di,
-                                         0));
+    MB_TRY(
+        mb_matmul_cuda_backward_input(cb, a->ddbc, P, a->ddelta, Di, lw->dt_proj_w, BL, R, Di, 0));
     /* x_proj: dbc = xc @ x_proj^T; dxc already holds the scan's part */
     MB_TRY(mb_matmul_cuda_backward_weight(cb, g->x_proj_w, a->ddbc, P, v->xc, Di, BL, Di, P));
     MB_TRY(mb_matmul_cuda_backward_input(cb, a->dxc, Di, a->ddbc, P, lw->x_proj_w, BL, Di, P, 1));
@@ -489,12 +489,12 @@ static int mixer_backward(mb_cuda_model *dm, mb_cuda_acts *a, int64_t l, const l
     MB_TRY(mb_conv1d_cuda_backward(a->dxz, 2 * Di, g->conv_w, g->conv_b, a->dxc, v->xz, 2 * Di,
                                    lw->conv_w, lw->conv_b, B, L, Di, K, st));
     /* in_proj: xz = u @ in_proj^T, u recomputed from the stored norm input and statistics */
-    MB_TRY(mb_norm_cuda_apply(a->u, v->res_in, v->mean, v->rstd, lw->norm_w, lw->norm_b, BL, d,
-                              st));
-    MB_TRY(mb_matmul_cuda_backward_weight(cb, g->in_proj_w, a->dxz, 2 * Di, a->u, d, BL, d,
-                                          2 * Di));
-    MB_TRY(mb_matmul_cuda_backward_input(cb, a->du, d, a->dxz, 2 * Di, lw->in_proj_w, BL, d,
-                                         2 * Di, 0));
+    MB_TRY(
+        mb_norm_cuda_apply(a->u, v->res_in, v->mean, v->rstd, lw->norm_w, lw->norm_b, BL, d, st));
+    MB_TRY(
+        mb_matmul_cuda_backward_weight(cb, g->in_proj_w, a->dxz, 2 * Di, a->u, d, BL, d, 2 * Di));
+    MB_TRY(mb_matmul_cuda_backward_input(cb, a->du, d, a->dxz, 2 * Di, lw->in_proj_w, BL, d, 2 * Di,
+                                         0));
     return MB_OK;
 }
 
@@ -553,8 +553,8 @@ extern "C" int mb_cuda_grad_clip(mb_cuda_model *dm, double max_norm, double *nor
     MB_TRY(mb_cuda_grad_norm(dm, &nrm));
     if (norm) *norm = nrm;
     if (max_norm > 0.0 && nrm > max_norm && isfinite(nrm))
-        MB_TRY(mb_scale_cuda(dm->grads, dm->n_params, (float)(max_norm / (nrm + 1e-6)),
-                             dm->stream));
+        MB_TRY(
+            mb_scale_cuda(dm->grads, dm->n_params, (float)(max_norm / (nrm + 1e-6)), dm->stream));
     return MB_OK;
 }
 

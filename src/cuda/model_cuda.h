@@ -27,13 +27,13 @@ extern "C" {
 typedef struct {
     mb_config cfg;
     int64_t n_params;
-    float *params; /* (n_params) device */
-    float *grads;  /* (n_params) device; accumulated by mb_cuda_backward */
-    float *adam_m; /* (n_params) device, AdamW first moment */
-    float *adam_v; /* (n_params) device, AdamW second moment */
-    uint8_t *decay; /* (n_params) device, 1 where weight decay applies */
-    mb_weights w;   /* device views into params */
-    mb_weights g;   /* device views into grads */
+    float *params;           /* (n_params) device */
+    float *grads;            /* (n_params) device; accumulated by mb_cuda_backward */
+    float *adam_m;           /* (n_params) device, AdamW first moment */
+    float *adam_v;           /* (n_params) device, AdamW second moment */
+    uint8_t *decay;          /* (n_params) device, 1 where weight decay applies */
+    mb_weights w;            /* device views into params */
+    mb_weights g;            /* device views into grads */
     mb_tensor_info *tensors; /* host tensor table */
     int n_tensors;
     double *scratch; /* device float64 reduction scratch */
@@ -93,8 +93,7 @@ int mb_cuda_grad_norm(mb_cuda_model *dm, double *norm);
 int mb_cuda_grad_clip(mb_cuda_model *dm, double max_norm, double *norm);
 
 /* AdamW hyper-parameters (moments and step count are kept). */
-void mb_cuda_adamw_set(mb_cuda_model *dm, float beta1, float beta2, float eps,
-                       float weight_decay);
+void mb_cuda_adamw_set(mb_cuda_model *dm, float beta1, float beta2, float eps, float weight_decay);
 /* One AdamW step with learning rate lr over all parameters (mb_adamw_update semantics). */
 int mb_cuda_adamw_update(mb_cuda_model *dm, float lr);
 

@@ -125,8 +125,9 @@ __global__ void norm_backward_params_kernel(float *dw, float *db, const float *d
 }
 
 static int sizes_ok(const char *fn, int64_t rows, int64_t d) {
-    if (rows < 0 || d <= 0) return mb_fail(MB_EINVAL, "%s: bad sizes rows=%lld d=%lld", fn,
-                                           (long long)rows, (long long)d);
+    if (rows < 0 || d <= 0)
+        return mb_fail(MB_EINVAL, "%s: bad sizes rows=%lld d=%lld", fn, (long long)rows,
+                       (long long)d);
     return MB_OK;
 }
 
@@ -163,9 +164,8 @@ extern "C" int mb_norm_cuda_backward(float *dr, float *dw, float *db, const floa
     if (rows == 0) return MB_OK;
     cudaStream_t st = (cudaStream_t)stream;
     norm_backward_input_kernel<<<(unsigned)((rows + ROWS_PER_BLOCK - 1) / ROWS_PER_BLOCK),
-                                 dim3(32, ROWS_PER_BLOCK), 0, st>>>(dr, dy, r, mean, rstd, w,
-                                                                    db != NULL, rows, d,
-                                                                    accumulate);
+                                 dim3(32, ROWS_PER_BLOCK), 0, st>>>(
+        dr, dy, r, mean, rstd, w, db != NULL, rows, d, accumulate);
     dim3 grid((unsigned)((d + 31) / 32), mb_cuda_blocks(rows, 64, 1024));
     norm_backward_params_kernel<<<grid, dim3(32, 8), 0, st>>>(dw, db, dy, r, mean, rstd, rows, d);
     MB_CUDA_LAUNCHED("mb_norm_cuda_backward");

@@ -44,8 +44,8 @@ extern "C" int mb_softplus_bias_cuda_forward(float *delta, const float *bias, in
     if (rows < 0 || n <= 0 || !delta || !bias)
         return mb_fail(MB_EINVAL, "mb_softplus_bias_cuda_forward: bad arguments");
     if (rows == 0) return MB_OK;
-    softplus_bias_kernel<<<mb_cuda_blocks(rows * n, 256, 1 << 20), 256, 0,
-                           (cudaStream_t)stream>>>(delta, bias, rows, n);
+    softplus_bias_kernel<<<mb_cuda_blocks(rows * n, 256, 1 << 20), 256, 0, (cudaStream_t)stream>>>(
+        delta, bias, rows, n);
     MB_CUDA_LAUNCHED("mb_softplus_bias_cuda_forward");
     return MB_OK;
 }
@@ -56,8 +56,8 @@ extern "C" int mb_softplus_bias_cuda_backward(float *ddelta, float *dbias, const
         return mb_fail(MB_EINVAL, "mb_softplus_bias_cuda_backward: bad arguments");
     if (rows == 0) return MB_OK;
     dim3 grid((unsigned)((n + 31) / 32), mb_cuda_blocks(rows, 64, 1024));
-    softplus_bias_backward_kernel<<<grid, dim3(32, 8), 0, (cudaStream_t)stream>>>(
-        ddelta, dbias, delta, rows, n);
+    softplus_bias_backward_kernel<<<grid, dim3(32, 8), 0, (cudaStream_t)stream>>>(ddelta, dbias,
+                                                                                  delta, rows, n);
     MB_CUDA_LAUNCHED("mb_softplus_bias_cuda_backward");
     return MB_OK;
 }

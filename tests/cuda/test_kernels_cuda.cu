@@ -1,8 +1,8 @@
 /* Every GPU kernel of the model (src/cuda/{norm,conv1d,softplus,embedding,crossentropy,matmul,
- * adamw}_cuda.cu) against its CPU reference (the files of src/cpu and src/train/adamw.c) on random inputs,
- * at lengths 1, 3, 63, 2047, 2048, 2049 and 8193 with batch 1 and 3 (rows = B*L), with widths
- * that are not multiples of 32 and strided (column-slice) operands. Each output is compared by
- * max |gpu - cpu| / max |cpu| <= 1e-4 (NaN on one side only = infinite error); outputs are
+ * adamw}_cuda.cu) against its CPU reference (the files of src/cpu and src/train/adamw.c) on random
+ * inputs, at lengths 1, 3, 63, 2047, 2048, 2049 and 8193 with batch 1 and 3 (rows = B*L), with
+ * widths that are not multiples of 32 and strided (column-slice) operands. Each output is compared
+ * by max |gpu - cpu| / max |cpu| <= 1e-4 (NaN on one side only = infinite error); outputs are
  * poisoned with NaN first, so an unwritten element fails, and accumulated outputs start from
  * random values. Exits 77 (ctest SKIP_RETURN_CODE) without a GPU.
  */
@@ -33,20 +33,20 @@ extern "C" { /* C headers without their own guards */
 
 #define TOL 1e-4
 
-#define CK(call)                                                                                  \
-    do {                                                                                          \
-        cudaError_t e_ = (call);                                                                  \
-        if (e_ != cudaSuccess) {                                                                  \
-            printf("%s:%d: %s: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(e_));        \
-            exit(1);                                                                              \
-        }                                                                                         \
+#define CK(call)                                                                                   \
+    do {                                                                                           \
+        cudaError_t e_ = (call);                                                                   \
+        if (e_ != cudaSuccess) {                                                                   \
+            printf("%s:%d: %s: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(e_));          \
+            exit(1);                                                                               \
+        }                                                                                          \
     } while (0)
-#define OK(call)                                                                                  \
-    do {                                                                                          \
-        if ((call) != 0) {                                                                        \
-            printf("FAIL %s:%d: %s: %s\n", __FILE__, __LINE__, #call, mb_last_error());          \
-            g_fail = 1;                                                                           \
-        }                                                                                         \
+#define OK(call)                                                                                   \
+    do {                                                                                           \
+        if ((call) != 0) {                                                                         \
+            printf("FAIL %s:%d: %s: %s\n", __FILE__, __LINE__, #call, mb_last_error());            \
+            g_fail = 1;                                                                            \
+        }                                                                                          \
     } while (0)
 
 static int g_fail = 0;
@@ -77,7 +77,8 @@ static void check(const char *name, const float *dev, const float *ref, int64_t 
     const double e = rel_err(h, ref, n);
     free(h);
     int k = 0;
-    while (k < g_nnames && strcmp(g_names[k], name)) k++;
+    while (k < g_nnames && strcmp(g_names[k], name))
+        k++;
     if (k == g_nnames) {
         if (g_nnames == MAX_NAMES) {
             printf("too many kernel names\n");
@@ -148,22 +149,27 @@ static void test_norm(int64_t B, int64_t L, int layer) {
     check("norm_bwd_dw", dgw, gw, d, B, L);
     if (layer) check("norm_bwd_db", dgb, gb, d, B, L);
     float *all[] = {h, ri, w, b, ro, y, mean, rstd, g, dr, gw, gb};
-    for (float *p : all) free(p);
+    for (float *p : all)
+        free(p);
     float *dall[] = {dh, dri, dw, db, dro, dy, dmean, drstd, dy2, ddr, dgw, dgb, dg};
-    for (float *p : dall) cudaFree(p);
+    for (float *p : dall)
+        cudaFree(p);
 }
 
 static void test_conv(int64_t B, int64_t L) {
     const int64_t Di = 80, K = 4, xs = 2 * Di, rows = B * L;
-    float *xz = hrand(rows * xs, -2, 2), *w = hrand(Di * K, -0.5f, 0.5f), *b = hrand(Di, -0.5f, 0.5f);
+    float *xz = hrand(rows * xs, -2, 2), *w = hrand(Di * K, -0.5f, 0.5f),
+          *b = hrand(Di, -0.5f, 0.5f);
     float *out = hrand(rows * Di, 0, 0);
     mb_conv1d_forward(out, xz, xs, w, b, NULL, B, L, Di, K);
-    float *dxz = dup(xz, rows * xs), *dw = dup(w, Di * K), *db = dup(b, Di), *dout = poison(rows * Di);
+    float *dxz = dup(xz, rows * xs), *dw = dup(w, Di * K), *db = dup(b, Di),
+          *dout = poison(rows * Di);
     OK(mb_conv1d_cuda_forward(dout, dxz, xs, dw, db, B, L, Di, K, NULL));
     check("conv_fwd", dout, out, rows * Di, B, L);
     float *g = hrand(rows * Di, -1, 1), *gw = hrand(Di * K, -1, 1), *gb = hrand(Di, -1, 1);
     float *dx = hrand(rows * xs, 0, 0);
-    float *dg = dup(g, rows * Di), *dgw = dup(gw, Di * K), *dgb = dup(gb, Di), *ddx = poison(rows * xs);
+    float *dg = dup(g, rows * Di), *dgw = dup(gw, Di * K), *dgb = dup(gb, Di),
+          *ddx = poison(rows * xs);
     mb_conv1d_backward(dx, xs, gw, gb, g, xz, xs, w, b, B, L, Di, K);
     OK(mb_conv1d_cuda_backward(ddx, xs, dgw, dgb, dg, dxz, xs, dw, db, B, L, Di, K, NULL));
     /* only the Di columns of each dx row are written */
@@ -180,9 +186,11 @@ static void test_conv(int64_t B, int64_t L) {
     check("conv_bwd_dw", dgw, gw, Di * K, B, L);
     check("conv_bwd_db", dgb, gb, Di, B, L);
     float *all[] = {xz, w, b, out, g, gw, gb, dx, hx, gx, cx};
-    for (float *p : all) free(p);
+    for (float *p : all)
+        free(p);
     float *dall[] = {dxz, dw, db, dout, dg, dgw, dgb, ddx, dgx};
-    for (float *p : dall) cudaFree(p);
+    for (float *p : dall)
+        cudaFree(p);
 }
 
 static void test_softplus(int64_t B, int64_t L) {
@@ -209,9 +217,11 @@ static void test_softplus(int64_t B, int64_t L) {
     OK(mb_bias_cuda_backward(dgb2, dg + 3, n, rows, n - 3, NULL));
     check("bias_bwd", dgb2, gb2, n - 3, B, L);
     float *all[] = {pre, bias, delta, g, gb, gb2};
-    for (float *p : all) free(p);
+    for (float *p : all)
+        free(p);
     float *dall[] = {dd, db, dg, dgb, ddelta, dgb2};
-    for (float *p : dall) cudaFree(p);
+    for (float *p : dall)
+        cudaFree(p);
 }
 
 static void test_embedding_ce(int64_t B, int64_t L) {
@@ -263,16 +273,19 @@ static void test_embedding_ce(int64_t B, int64_t L) {
     }
     free(x);
     float *all[] = {emb, out, g, ge, logits, losses, dl};
-    for (float *p : all) free(p);
+    for (float *p : all)
+        free(p);
     float *dall[] = {demb, dout, dg, dge, dlogits, dlosses, ddl};
-    for (float *p : dall) cudaFree(p);
+    for (float *p : dall)
+        cudaFree(p);
     cudaFree(dx);
     cudaFree(scr);
 }
 
 static void test_matmul(void *cb, int64_t B, int64_t L) {
     const int64_t rows = B * L, n_in = 40, n_out = 70, ldx = 50, ldy = 75;
-    float *x = hrand(rows * ldx, -1, 1), *W = hrand(n_out * n_in, -1, 1), *y = hrand(rows * ldy, -1, 1);
+    float *x = hrand(rows * ldx, -1, 1), *W = hrand(n_out * n_in, -1, 1),
+          *y = hrand(rows * ldy, -1, 1);
     float *dX = dup(x, rows * ldx), *dW = dup(W, n_out * n_in), *dY = dup(y, rows * ldy);
     for (int acc = 0; acc <= 1; acc++) {
         mb_matmul_forward(y, ldy, x, ldx, W, rows, n_in, n_out, acc);
@@ -288,9 +301,11 @@ static void test_matmul(void *cb, int64_t B, int64_t L) {
     CK(cudaDeviceSynchronize());
     check("matmul_bwd_w", dgW, gW, n_out * n_in, B, L);
     float *all[] = {x, W, y, gW};
-    for (float *p : all) free(p);
+    for (float *p : all)
+        free(p);
     float *dall[] = {dX, dW, dY, dgW};
-    for (float *p : dall) cudaFree(p);
+    for (float *p : dall)
+        cudaFree(p);
 }
 
 static void test_adamw(void) {

@@ -28,14 +28,14 @@ extern "C" { /* C headers without their own guards */
 
 static int g_fail = 0;
 
-#define REQUIRE(cond, ...)                                                                        \
-    do {                                                                                          \
-        if (!(cond)) {                                                                            \
-            printf("FAIL %s:%d: ", __FILE__, __LINE__);                                           \
-            printf(__VA_ARGS__);                                                                  \
-            printf(" [%s]\n", mb_last_error());                                                   \
-            g_fail = 1;                                                                           \
-        }                                                                                         \
+#define REQUIRE(cond, ...)                                                                         \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            printf("FAIL %s:%d: ", __FILE__, __LINE__);                                            \
+            printf(__VA_ARGS__);                                                                   \
+            printf(" [%s]\n", mb_last_error());                                                    \
+            g_fail = 1;                                                                            \
+        }                                                                                          \
     } while (0)
 
 /* max |a - b| / max |b|; NaN or inf on one side only -> INFINITY */
@@ -98,8 +98,8 @@ static void random_bytes(uint8_t *p, int64_t n, mb_rng *r) {
 
 /* ------------------------------------------------------------------ parity */
 
-static void parity_case(const mb_model *m, mb_cuda_model *dm, int64_t B, int64_t L,
-                        uint64_t seed, const char *name) {
+static void parity_case(const mb_model *m, mb_cuda_model *dm, int64_t B, int64_t L, uint64_t seed,
+                        const char *name) {
     const mb_config *c = &m->cfg;
     const int64_t BL = B * L, n = m->n_params;
     mb_rng r;
@@ -291,7 +291,8 @@ static void test_training(void) {
     mb_model gm;
     double e_params = INFINITY;
     if (mb_model_create(&gm, &c) == 0) {
-        if (mb_cuda_model_download(&dm, &gm) == 0) e_params = rel_err(gm.params, m.params, m.n_params);
+        if (mb_cuda_model_download(&dm, &gm) == 0)
+            e_params = rel_err(gm.params, m.params, m.n_params);
         mb_model_free(&gm);
     }
     const int ok = worst <= TRAIN_TOL && last_c < 0.8f * first_c && last_g < 0.8f * first_c;
@@ -361,8 +362,8 @@ static void test_nan_and_errors(void) {
         *spots[i] = keep;
     }
     /* and finite again once the weight is restored */
-    REQUIRE(mb_cuda_model_upload(&dm, &m) == 0 && mb_cuda_forward(&dm, da, x, t, &loss, NULL) == 0 &&
-                isfinite(loss),
+    REQUIRE(mb_cuda_model_upload(&dm, &m) == 0 &&
+                mb_cuda_forward(&dm, da, x, t, &loss, NULL) == 0 && isfinite(loss),
             "finite loss after restoring the weights");
     mb_cuda_acts_free(da);
     mb_cuda_model_free(&dm);
