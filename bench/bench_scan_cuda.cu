@@ -147,12 +147,12 @@ int main(int argc, char **argv) {
            "exp ms", "floor ms", "/floor");
     printf("|------------------------------|----------|----------|----------|----------|----------|---------|\n");
     const float f_auto = time_ms(run_fwd, &c);
-    row("forward (auto tile)", f_auto, fwd_bytes, exps);
+    row("forward (staged)", f_auto, fwd_bytes, exps);
     const int ws[] = {1, 2, 4};
     for (int i = 0; i < 3; i++) {
         char name[64];
         mb_scan_cuda_set_forward_warps(ws[i]);
-        snprintf(name, sizeof name, "forward (W=%d)", ws[i]);
+        snprintf(name, sizeof name, "forward legacy (W=%d)", ws[i]);
         row(name, time_ms(run_fwd, &c), fwd_bytes, exps);
     }
     mb_scan_cuda_set_forward_warps(0);
@@ -166,7 +166,10 @@ int main(int argc, char **argv) {
     a->h_chunks = hc;
     run_fwd(&c); /* h_chunks for the backward */
     const float b_ms = time_ms(run_bwd, &c);
-    row("backward (chunk 64)", b_ms, bwd_bytes, exps);
+    row("backward (16 warps x 4)", b_ms, bwd_bytes, exps);
+    mb_scan_cuda_set_backward_warps(8);
+    row("backward (8 warps x 8)", time_ms(run_bwd, &c), bwd_bytes, exps);
+    mb_scan_cuda_set_backward_warps(0);
     a->chunk = 128; /* the CPU default: the backward first recomputes 64-step states */
     RC(mb_scan_cuda_forward(a, c.y, NULL)); /* h_chunks no longer needed at 128: reuse buffer */
     row("backward (chunk 128, rechunk)", time_ms(run_bwd, &c), bwd_bytes, exps);

@@ -31,8 +31,7 @@
 #define SPT 4 /* states per thread */
 
 #define FWD_S 8     /* positions per thread per forward tile */
-#define BWD_S 4     /* positions per thread per backward tile */
-#define BWD_CHUNK 64 /* backward tile = chunk, at most BWD_S * 16 warps */
+#define BWD_CHUNK 64 /* backward chunk = W warps x S positions (16 x 4 or 8 x 8) */
 
 typedef struct {
     int B, L, Di, N, chunk, nch;
@@ -43,6 +42,8 @@ typedef struct {
     const float *Bm, *Cm;
     long long bcs;
     int bc_vec; /* Bm/Cm rows can be read as float4 */
+    int vec;    /* every staged tensor can be copied in 16-byte pieces (see make_params) */
+    int hstep;  /* backward: h_chunks index step per backward chunk (BWD_CHUNK / chunk) */
     const float *D;
     const float *z;
     long long zs;
@@ -61,8 +62,15 @@ static __device__ __forceinline__ float ex2(float v) {
     return r;
 }
 
+/* 1 / v, one MUFU.RCP (relative error about 1 ulp; 0 for v = inf) */
+static __device__ __forceinline__ float rcp_(float v) {
+    float r;
+    asm("rcp.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(v));
+    return r;
+}
+
 static __device__ __forceinline__ float sigmoidf_(float v) {
-    return __frcp_rn(1.0f + ex2(-v * LOG2E));
+    return rcp_(1.0f + ex2(-v * LOG2E));
 }
 
 /* 4 consecutive states n0..n0+3 of row `row` of B or C, zeros past N or where !ok. Branch-free
@@ -87,17 +95,24 @@ static __device__ __forceinline__ void load4(const float *base, long long row, l
 
 /* Sum v[0..S) over the G lanes of a channel group (lane bits below G), transposing: afterwards
  * v[j] (j < S/G) holds the total of position q*(S/G) + j. */
-template <int S, int G> static __device__ __forceinline__ void group_reduce(float *v, int q) {
-#pragma unroll
-    for (int h = G / 2, m = S / 2; h >= 1; h >>= 1, m >>= 1) {
-        const bool up = (q & h) != 0;
+template <int S, int G, int H> struct group_reduce_level {
+    static __device__ __forceinline__ void run(float *v, int q) {
+        constexpr int m = S * H / G; /* values still paired at this level */
+        const bool up = (q & H) != 0;
 #pragma unroll
         for (int j = 0; j < m; j++) {
             const float send = up ? v[j] : v[j + m];
             const float keep = up ? v[j + m] : v[j];
-            v[j] = keep + __shfl_xor_sync(FULL_MASK, send, h);
+            v[j] = keep + __shfl_xor_sync(FULL_MASK, send, H);
         }
+        group_reduce_level<S, G, H / 2>::run(v, q);
     }
+};
+template <int S, int G> struct group_reduce_level<S, G, 0> {
+    static __device__ __forceinline__ void run(float *, int) {}
+};
+template <int S, int G> static __device__ __forceinline__ void group_reduce(float *v, int q) {
+    group_reduce_level<S, G, G / 2>::run(v, q);
 }
 
 /* Loads of one tile for one thread (read-only path): x and delta at the S positions tb..tb+S-1
@@ -295,13 +310,233 @@ static __device__ __forceinline__ void bc_reduce_add(float *v, int lane, int q, 
     }
 }
 
-template <int S, int G, bool VEC>
-__global__ void __launch_bounds__(512) scan_bwd_kernel(scan_params p) {
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, W = blockDim.x >> 5;
-    const int q = lane & (G - 1), cl = lane / G;
-    const int c = blockIdx.x * (32 / G) + cl, b = blockIdx.y;
+/* ------------------------------------------------------------------------ async staging */
+/* cp.async copies global -> shared (sm_80+): `ok` false writes zeros and reads nothing (the
+ * source address is still a valid one). */
+static __device__ __forceinline__ void cp16(float *dst, const float *src, bool ok) {
+    const unsigned s = (unsigned)__cvta_generic_to_shared(dst);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(src),
+                 "r"(ok ? 16 : 0)
+                 : "memory");
+}
+static __device__ __forceinline__ void cp4(float *dst, const float *src, bool ok) {
+    const unsigned s = (unsigned)__cvta_generic_to_shared(dst);
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(s), "l"(src),
+                 "r"(ok ? 4 : 0)
+                 : "memory");
+}
+static __device__ __forceinline__ void cp_commit(void) {
+    asm volatile("cp.async.commit_group;\n" ::: "memory");
+}
+template <int K> static __device__ __forceinline__ void cp_wait(void) {
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(K) : "memory");
+}
+
+/* Stage `rows` rows of a row-major tensor into shared memory: element (r, e) of the tile is
+ * base[(row0 + r) * stride + e] for r < nvalid and e < width, zero elsewhere; the tile has
+ * `ld` floats per row (ld % 4 == 0, width <= ld). VEC: 16-byte copies (base, stride and width
+ * multiples of 4 floats / 16 bytes). All NT threads of the block take part. `safe`: a valid
+ * global address given to the copies that read nothing. */
+template <int NT, bool VEC>
+static __device__ __forceinline__ void stage_rows(float *dst, int ld, const float *base,
+                                                  long long row0, long long stride, int rows,
+                                                  int nvalid, int width, int tid,
+                                                  const float *safe) {
+    if (VEC) {
+        const int per = ld >> 2, n = rows * per;
+        for (int i = tid; i < n; i += NT) {
+            const int r = i / per, f = i - r * per;
+            const bool ok = base && r < nvalid && 4 * f < width;
+            cp16(dst + r * ld + 4 * f, ok ? base + (row0 + r) * stride + 4 * f : safe, ok);
+        }
+    } else {
+        const int n = rows * ld;
+        for (int i = tid; i < n; i += NT) {
+            const int r = i / ld, e = i - r * ld;
+            const bool ok = base && r < nvalid && e < width;
+            cp4(dst + i, ok ? base + (row0 + r) * stride + e : safe, ok);
+        }
+    }
+}
+
+/* ----------------------------------------------------------------- forward (staged, v4) */
+/* One block = 32 channels x G lanes (G warps); every thread walks the whole sequence for its
+ * channel and 4 states (no split in time). Tiles of FT positions of x, delta, z (32 channels)
+ * and of B, C are copied into shared memory FK-1 tiles ahead (cp.async), so a step reads only
+ * shared memory and registers. FINE: chunk boundaries fall inside tiles (chunk % FT != 0). */
+#define FT 32
+#define FK 3
+template <int G> struct fwd_geom {
+    static constexpr int CPB = 32, NP = 4 * G, NT = 32 * G;
+    static constexpr int STAGE = 3 * FT * CPB + 2 * FT * NP;
+};
+
+template <int G, bool VEC>
+static __device__ __forceinline__ void fwd_stage(const scan_params &p, float *st, int b, int c0,
+                                                 int t0, int tid) {
+    typedef fwd_geom<G> g;
+    const long long row0 = (long long)b * p.L + t0;
+    const int nv = min(FT, p.L - t0), w = min(g::CPB, p.Di - c0);
+    stage_rows<g::NT, VEC>(st, g::CPB, p.x + c0, row0, p.xs, FT, nv, w, tid, p.x);
+    stage_rows<g::NT, VEC>(st + FT * g::CPB, g::CPB, p.delta + c0, row0, p.Di, FT, nv, w, tid, p.x);
+    stage_rows<g::NT, VEC>(st + 2 * FT * g::CPB, g::CPB, p.z ? p.z + c0 : NULL, row0, p.zs, FT,
+                           nv, w, tid, p.x);
+    float *bs = st + 3 * FT * g::CPB;
+    stage_rows<g::NT, VEC>(bs, g::NP, p.Bm, row0, p.bcs, FT, nv, p.N, tid, p.x);
+    stage_rows<g::NT, VEC>(bs + FT * g::NP, g::NP, p.Cm, row0, p.bcs, FT, nv, p.N, tid, p.x);
+}
+
+template <int G, bool VEC, bool FINE>
+__global__ void __launch_bounds__(32 * G) scan_fwd2_kernel(scan_params p) {
+    typedef fwd_geom<G> g;
+    constexpr int CPB = g::CPB, NP = g::NP, CPW = 32 / G, T = FT;
+    extern __shared__ float4 smem4[];
+    float *sm = (float *)smem4;
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const int q = lane & (G - 1), cw = warp * CPW + lane / G;
+    const int c0 = blockIdx.x * CPB, c = c0 + cw, b = blockIdx.y;
     const bool cv = c < p.Di;
-    const int N = p.N, L = p.L, n0 = q * SPT, chunk = p.chunk;
+    const int N = p.N, L = p.L, n0 = q * SPT;
+    float A2[SPT], h[SPT];
+#pragma unroll
+    for (int k = 0; k < SPT; k++) {
+        const bool nv = cv && n0 + k < N;
+        A2[k] = nv ? -expf(p.A_log[(long long)c * N + n0 + k]) * LOG2E : 0.0f;
+        h[k] = nv && p.h0 ? p.h0[((long long)b * p.Di + c) * N + n0 + k] : 0.0f;
+    }
+    const float Dc = cv && p.D ? p.D[c] : 0.0f;
+    const long long rowb = (long long)b * L;
+    float *hc = p.h_chunks ? p.h_chunks + ((long long)b * p.Di + c) * p.nch * N : NULL;
+    /* padding (states >= N, channels >= Di, positions >= L) must read as zeros */
+    for (int i = tid; i < FK * g::STAGE; i += g::NT) sm[i] = 0.0f;
+    __syncthreads();
+    const int ntiles = (L + T - 1) / T;
+#pragma unroll
+    for (int s = 0; s < FK - 1; s++) {
+        if (s < ntiles) fwd_stage<G, VEC>(p, sm + s * g::STAGE, b, c0, s * T, tid);
+        cp_commit();
+    }
+    for (int it = 0; it < ntiles; it++) {
+        cp_wait<FK - 2>();
+        __syncthreads();
+        {
+            const int nt = it + FK - 1;
+            if (nt < ntiles) fwd_stage<G, VEC>(p, sm + (nt % FK) * g::STAGE, b, c0, nt * T, tid);
+            cp_commit();
+        }
+        const float *X = sm + (it % FK) * g::STAGE, *Dl = X + T * CPB, *Z = Dl + T * CPB;
+        const float *Bs = Z + T * CPB, *Cs = Bs + T * NP;
+        const int t0 = it * T;
+        int nb = 0;
+        if (hc) {
+            if (!FINE) {
+                if (t0 % p.chunk == 0 && cv) {
+                    float *dst = hc + (long long)(t0 / p.chunk) * N;
+#pragma unroll
+                    for (int k = 0; k < SPT; k++)
+                        if (n0 + k < N) dst[n0 + k] = h[k];
+                }
+            } else {
+                nb = (t0 + p.chunk - 1) / p.chunk * p.chunk;
+            }
+        }
+        float ys[T];
+#pragma unroll
+        for (int i = 0; i < T; i++) {
+            if (FINE && hc) {
+                const int t = t0 + i;
+                if (t == nb && t < L) {
+                    if (cv) {
+                        float *dst = hc + (long long)(t / p.chunk) * N;
+#pragma unroll
+                        for (int k = 0; k < SPT; k++)
+                            if (n0 + k < N) dst[n0 + k] = h[k];
+                    }
+                    nb += p.chunk;
+                }
+            }
+            const float xv = X[i * CPB + cw], dv = Dl[i * CPB + cw];
+            const float4 B4 = *(const float4 *)(Bs + i * NP + n0);
+            const float4 C4 = *(const float4 *)(Cs + i * NP + n0);
+            const float Bv[SPT] = {B4.x, B4.y, B4.z, B4.w}, Cv[SPT] = {C4.x, C4.y, C4.z, C4.w};
+            const float dtx = dv * xv;
+            float yv = 0.0f;
+#pragma unroll
+            for (int k = 0; k < SPT; k++) {
+                const float a = ex2(dv * A2[k]);
+                h[k] = fmaf(a, h[k], dtx * Bv[k]);
+                yv = fmaf(h[k], Cv[k], yv);
+            }
+            ys[i] = yv;
+        }
+        group_reduce<T, G>(ys, q);
+        if (p.y && cv) {
+#pragma unroll
+            for (int j = 0; j < T / G; j++) {
+                const int r = q * (T / G) + j, t = t0 + r;
+                if (t < L) {
+                    const float xo = X[r * CPB + cw], zo = Z[r * CPB + cw];
+                    float out = fmaf(Dc, xo, ys[j]);
+                    if (p.z) out *= zo * sigmoidf_(zo);
+                    p.y[(rowb + t) * p.Di + c] = out;
+                }
+            }
+        }
+    }
+    cp_wait<0>();
+    if (p.h_last && cv) {
+        float *dst = p.h_last + ((long long)b * p.Di + c) * N;
+#pragma unroll
+        for (int k = 0; k < SPT; k++)
+            if (n0 + k < N) dst[n0 + k] = h[k];
+    }
+}
+
+/* ---------------------------------------------------------------- backward (staged, v4) */
+/* One block = 32/G channels (one warp's width) x W warps that split each chunk of T = W*S
+ * positions in time. The chunk's x, delta, z, dy, B, C and its entering state (h_chunks) are
+ * copied into shared memory one chunk ahead (cp.async, two stages). Per chunk: F1 decays and
+ * forward aggregates, combined over the warps; F2 states and the pre-gate output; gate (dz);
+ * R1 reverse aggregates, combined; R2 gradients. dB/dC are summed over the warp's channels by
+ * shuffles and added with one atomic per (position, value). */
+template <int S, int G, int W> struct bwd_geom {
+    static constexpr int CPW = 32 / G, NP = 4 * G, T = W * S, NT = 32 * W;
+    static constexpr int STAGE = 4 * T * CPW + 2 * T * NP + CPW * NP;
+    static constexpr int AGG = 3 * W * 32; /* float4s */
+};
+
+template <int S, int G, int W, bool VEC>
+static __device__ __forceinline__ void bwd_stage(const scan_params &p, float *st, int b, int c0,
+                                                 int kc, int tid) {
+    typedef bwd_geom<S, G, W> g;
+    constexpr int T = g::T, CPW = g::CPW, NP = g::NP;
+    const int t0 = kc * T;
+    const long long row0 = (long long)b * p.L + t0;
+    const int nv = min(T, p.L - t0), w = min(CPW, p.Di - c0);
+    stage_rows<g::NT, VEC>(st, CPW, p.x + c0, row0, p.xs, T, nv, w, tid, p.x);
+    stage_rows<g::NT, VEC>(st + T * CPW, CPW, p.delta + c0, row0, p.Di, T, nv, w, tid, p.x);
+    stage_rows<g::NT, VEC>(st + 2 * T * CPW, CPW, p.z ? p.z + c0 : NULL, row0, p.zs, T, nv, w,
+                           tid, p.x);
+    stage_rows<g::NT, VEC>(st + 3 * T * CPW, CPW, p.dy + c0, row0, p.Di, T, nv, w, tid, p.x);
+    float *bs = st + 4 * T * CPW;
+    stage_rows<g::NT, VEC>(bs, NP, p.Bm, row0, p.bcs, T, nv, p.N, tid, p.x);
+    stage_rows<g::NT, VEC>(bs + T * NP, NP, p.Cm, row0, p.bcs, T, nv, p.N, tid, p.x);
+    /* states entering the chunk: row r = channel c0 + r, at h_chunks index kc * hstep */
+    stage_rows<g::NT, VEC>(bs + 2 * T * NP, NP,
+                           p.h_chunks + ((long long)b * p.Di + c0) * p.nch * p.N +
+                               (long long)kc * p.hstep * p.N,
+                           0, (long long)p.nch * p.N, CPW, w, p.N, tid, p.x);
+}
+
+template <int S, int G, int W, bool VEC>
+__global__ void __launch_bounds__(W * 32, 16 / W) scan_bwd2_kernel(scan_params p) {
+    typedef bwd_geom<S, G, W> g;
+    constexpr int CPW = g::CPW, NP = g::NP, T = g::T;
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const int q = lane & (G - 1), cl = lane / G;
+    const int c0 = blockIdx.x * CPW, c = c0 + cl, b = blockIdx.y;
+    const bool cv = c < p.Di;
+    const int N = p.N, L = p.L, n0 = q * SPT;
     float A2[SPT];
 #pragma unroll
     for (int k = 0; k < SPT; k++) {
@@ -309,65 +544,60 @@ __global__ void __launch_bounds__(512) scan_bwd_kernel(scan_params p) {
         A2[k] = nv ? -expf(p.A_log[(long long)c * N + n0 + k]) * LOG2E : 0.0f;
     }
     const float Dc = cv && p.D ? p.D[c] : 0.0f;
-    extern __shared__ float4 smem[]; /* [P | agg][W][32] */
+    extern __shared__ float4 smem4[];
+    float4 *agg = smem4; /* [P | forward aggregate | reverse aggregate][W][32] */
+    float *stg = (float *)(smem4 + g::AGG);
     const long long rowb = (long long)b * L;
     float carry[SPT] = {0.0f, 0.0f, 0.0f, 0.0f}; /* a_{t+1} g_{t+1} entering from the right */
     float dAacc[SPT] = {0.0f, 0.0f, 0.0f, 0.0f};
     float dDacc = 0.0f;
-
-    float nxv[S], ndv[S], nxo[S / G], nzo[S / G], ndlo[S / G], ndyo[S / G];
-    {
-        const int ts = (p.nch - 1) * chunk;
-        load_tile<S, G>(&p, rowb, c, cv, ts + warp * S, min(ts + chunk, L), q, nxv, ndv, nxo,
-                        ndlo, nzo, ndyo, true);
-    }
-    for (int kc = p.nch - 1; kc >= 0; kc--) {
-        const int ts = kc * chunk;
-        const int tend = min(ts + chunk, L);
-        const int tb = ts + warp * S;
-        float xv[S], dv[S], xo[S / G], zo[S / G], dlo[S / G], dyraw[S / G];
-#pragma unroll
-        for (int i = 0; i < S; i++) xv[i] = nxv[i], dv[i] = ndv[i];
-#pragma unroll
-        for (int j = 0; j < S / G; j++) xo[j] = nxo[j], zo[j] = nzo[j], dlo[j] = ndlo[j], dyraw[j] = ndyo[j];
-        if (kc > 0)
-            load_tile<S, G>(&p, rowb, c, cv, ts - chunk + warp * S, ts, q, nxv, ndv, nxo, ndlo,
-                            nzo, ndyo, true);
+    const int nch = (L + T - 1) / T;
+    for (int i = tid; i < 2 * g::STAGE; i += g::NT) stg[i] = 0.0f;
+    __syncthreads();
+    bwd_stage<S, G, W, VEC>(p, stg, b, c0, nch - 1, tid);
+    cp_commit();
+    for (int kc = nch - 1, it = 0; kc >= 0; kc--, it++) {
+        cp_wait<0>();
+        __syncthreads(); /* chunk kc staged; everyone is done with the other stage and agg */
+        if (kc > 0) bwd_stage<S, G, W, VEC>(p, stg + ((it + 1) & 1) * g::STAGE, b, c0, kc - 1, tid);
+        cp_commit();
+        const float *X = stg + (it & 1) * g::STAGE, *Dl = X + T * CPW, *Z = Dl + T * CPW;
+        const float *DY = Z + T * CPW, *Bs = DY + T * CPW, *Cs = Bs + T * NP, *H = Cs + T * NP;
+        const int ts = kc * T, r0 = warp * S;
         /* F1: decays and the warp's forward aggregate */
         float av[S][SPT], P[SPT], sl[SPT];
 #pragma unroll
         for (int k = 0; k < SPT; k++) P[k] = 1.0f, sl[k] = 0.0f;
 #pragma unroll
         for (int i = 0; i < S; i++) {
-            const int t = tb + i;
-            float Bv[SPT];
-            load4<VEC>(p.Bm, rowb + min(t, L - 1), p.bcs, n0, N, t < tend, Bv);
-            const float dtx = dv[i] * xv[i];
+            const int r = r0 + i;
+            const float dv = Dl[r * CPW + cl], dtx = dv * X[r * CPW + cl];
+            const float4 B4 = *(const float4 *)(Bs + r * NP + n0);
+            const float Bv[SPT] = {B4.x, B4.y, B4.z, B4.w};
 #pragma unroll
             for (int k = 0; k < SPT; k++) {
-                const float a = ex2(dv[i] * A2[k]);
+                const float a = ex2(dv * A2[k]);
                 av[i][k] = a;
                 P[k] *= a;
                 sl[k] = fmaf(a, sl[k], dtx * Bv[k]);
             }
         }
-        smem[warp * 32 + lane] = make_float4(P[0], P[1], P[2], P[3]);
-        smem[(W + warp) * 32 + lane] = make_float4(sl[0], sl[1], sl[2], sl[3]);
+        agg[warp * 32 + lane] = make_float4(P[0], P[1], P[2], P[3]);
+        agg[(W + warp) * 32 + lane] = make_float4(sl[0], sl[1], sl[2], sl[3]);
         __syncthreads();
         float cur[SPT];
         {
-            float run[SPT];
+            const float4 h4 = *(const float4 *)(H + cl * NP + n0);
+            float run[SPT] = {h4.x, h4.y, h4.z, h4.w};
 #pragma unroll
-            for (int k = 0; k < SPT; k++)
-                run[k] = cv && n0 + k < N
-                             ? p.h_chunks[(((long long)b * p.Di + c) * p.nch + kc) * N + n0 + k]
-                             : 0.0f;
-            for (int j = 0; j < warp; j++) {
-                const float4 Pj = smem[j * 32 + lane], Sj = smem[(W + j) * 32 + lane];
-                run[0] = fmaf(Pj.x, run[0], Sj.x);
-                run[1] = fmaf(Pj.y, run[1], Sj.y);
-                run[2] = fmaf(Pj.z, run[2], Sj.z);
-                run[3] = fmaf(Pj.w, run[3], Sj.w);
+            for (int j = 0; j < W - 1; j++) {
+                if (j < warp) {
+                    const float4 Pj = agg[j * 32 + lane], Sj = agg[(W + j) * 32 + lane];
+                    run[0] = fmaf(Pj.x, run[0], Sj.x);
+                    run[1] = fmaf(Pj.y, run[1], Sj.y);
+                    run[2] = fmaf(Pj.z, run[2], Sj.z);
+                    run[3] = fmaf(Pj.w, run[3], Sj.w);
+                }
             }
 #pragma unroll
             for (int k = 0; k < SPT; k++) cur[k] = run[k];
@@ -376,11 +606,11 @@ __global__ void __launch_bounds__(512) scan_bwd_kernel(scan_params p) {
         float sp[S][SPT], ys[S];
 #pragma unroll
         for (int i = 0; i < S; i++) {
-            const int t = tb + i;
-            float Bv[SPT], Cv[SPT];
-            load4<VEC>(p.Bm, rowb + min(t, L - 1), p.bcs, n0, N, t < tend, Bv);
-            load4<VEC>(p.Cm, rowb + min(t, L - 1), p.bcs, n0, N, t < tend, Cv);
-            const float dtx = dv[i] * xv[i];
+            const int r = r0 + i;
+            const float dtx = Dl[r * CPW + cl] * X[r * CPW + cl];
+            const float4 B4 = *(const float4 *)(Bs + r * NP + n0);
+            const float4 C4 = *(const float4 *)(Cs + r * NP + n0);
+            const float Bv[SPT] = {B4.x, B4.y, B4.z, B4.w}, Cv[SPT] = {C4.x, C4.y, C4.z, C4.w};
             float yv = 0.0f;
 #pragma unroll
             for (int k = 0; k < SPT; k++) {
@@ -395,22 +625,20 @@ __global__ void __launch_bounds__(512) scan_bwd_kernel(scan_params p) {
         float dyo[S / G];
 #pragma unroll
         for (int j = 0; j < S / G; j++) {
-            const int t = tb + q * (S / G) + j;
-            float dyss = 0.0f;
-            if (cv && t < tend) {
-                const long long row = rowb + t;
-                const float g = dyraw[j];
-                if (p.z) {
-                    const float zz = zo[j];
-                    const float sg = sigmoidf_(zz);
-                    const float yss = fmaf(Dc, xo[j], ys[j]);
-                    dyss = g * zz * sg;
-                    p.dz[row * p.zs + c] = g * yss * sg * fmaf(zz, 1.0f - sg, 1.0f);
-                } else {
-                    dyss = g;
-                }
-                dDacc = fmaf(dyss, xo[j], dDacc);
+            const int r = r0 + q * (S / G) + j, t = ts + r;
+            const float gy = DY[r * CPW + cl], xo = X[r * CPW + cl];
+            float dyss;
+            if (p.z) {
+                const float zz = Z[r * CPW + cl];
+                const float sg = sigmoidf_(zz);
+                const float yss = fmaf(Dc, xo, ys[j]);
+                dyss = gy * zz * sg;
+                if (cv && t < L)
+                    p.dz[(rowb + t) * p.zs + c] = gy * yss * sg * fmaf(zz, 1.0f - sg, 1.0f);
+            } else {
+                dyss = gy;
             }
+            dDacc = fmaf(dyss, xo, dDacc);
             dyo[j] = dyss;
         }
         float dys[S];
@@ -421,24 +649,23 @@ __global__ void __launch_bounds__(512) scan_bwd_kernel(scan_params p) {
         float ul[SPT] = {0.0f, 0.0f, 0.0f, 0.0f};
 #pragma unroll
         for (int i = S - 1; i >= 0; i--) {
-            const int t = tb + i;
-            float Cv[SPT];
-            load4<VEC>(p.Cm, rowb + min(t, L - 1), p.bcs, n0, N, t < tend, Cv);
+            const float4 C4 = *(const float4 *)(Cs + (r0 + i) * NP + n0);
+            const float Cv[SPT] = {C4.x, C4.y, C4.z, C4.w};
 #pragma unroll
             for (int k = 0; k < SPT; k++) ul[k] = av[i][k] * fmaf(dys[i], Cv[k], ul[k]);
         }
-        float4 *rbuf = smem + 2 * W * 32;
-        rbuf[warp * 32 + lane] = make_float4(ul[0], ul[1], ul[2], ul[3]);
+        agg[(2 * W + warp) * 32 + lane] = make_float4(ul[0], ul[1], ul[2], ul[3]);
         __syncthreads();
         float u[SPT];
         {
             float run[SPT] = {carry[0], carry[1], carry[2], carry[3]};
+#pragma unroll
             for (int j = W - 1; j >= 0; j--) {
                 if (j == warp) {
 #pragma unroll
                     for (int k = 0; k < SPT; k++) u[k] = run[k];
                 }
-                const float4 Pj = smem[j * 32 + lane], Uj = rbuf[j * 32 + lane];
+                const float4 Pj = agg[j * 32 + lane], Uj = agg[(2 * W + j) * 32 + lane];
                 run[0] = fmaf(Pj.x, run[0], Uj.x);
                 run[1] = fmaf(Pj.y, run[1], Uj.y);
                 run[2] = fmaf(Pj.z, run[2], Uj.z);
@@ -452,47 +679,47 @@ __global__ void __launch_bounds__(512) scan_bwd_kernel(scan_params p) {
         float *dBb = p.dB + rowb * p.bcs, *dCb = p.dC + rowb * p.bcs;
 #pragma unroll
         for (int i = S - 1; i >= 0; i--) {
-            const int t = tb + i;
-            const bool tv = t < tend;
-            float Bv[SPT], Cv[SPT];
-            load4<VEC>(p.Bm, rowb + min(t, L - 1), p.bcs, n0, N, tv, Bv);
-            load4<VEC>(p.Cm, rowb + min(t, L - 1), p.bcs, n0, N, tv, Cv);
-            const float dtx = dv[i] * xv[i];
+            const int r = r0 + i, t = ts + r;
+            const float dv = Dl[r * CPW + cl], dtx = dv * X[r * CPW + cl];
+            const float4 B4 = *(const float4 *)(Bs + r * NP + n0);
+            const float4 C4 = *(const float4 *)(Cs + r * NP + n0);
+            const float Bv[SPT] = {B4.x, B4.y, B4.z, B4.w}, Cv[SPT] = {C4.x, C4.y, C4.z, C4.w};
             float vals[8];
             float gb = 0.0f, de = 0.0f;
 #pragma unroll
             for (int k = 0; k < SPT; k++) {
-                const float g = fmaf(dys[i], Cv[k], u[k]);
-                const float st = fmaf(av[i][k], sp[i][k], dtx * Bv[k]);
-                vals[k] = g * dtx;
-                vals[4 + k] = dys[i] * st;
-                gb = fmaf(g, Bv[k], gb);
-                const float e = g * sp[i][k] * av[i][k];
+                const float gk = fmaf(dys[i], Cv[k], u[k]);
+                const float spa = sp[i][k] * av[i][k];
+                vals[k] = gk * dtx;
+                vals[4 + k] = dys[i] * fmaf(dtx, Bv[k], spa);
+                gb = fmaf(gk, Bv[k], gb);
+                const float e = gk * spa;
                 de = fmaf(e, A2[k], de);
-                dAacc[k] = fmaf(e, dv[i], dAacc[k]);
-                u[k] = av[i][k] * g;
+                dAacc[k] = fmaf(e, dv, dAacc[k]);
+                u[k] = av[i][k] * gk;
             }
             gB[i] = gb;
             dd[i] = de * LN2; /* A = A2 * ln 2 */
             bc_reduce_add<G>(vals, lane, q, N, n0, dBb + (long long)t * p.bcs,
-                             dCb + (long long)t * p.bcs, tv);
+                             dCb + (long long)t * p.bcs, t < L);
         }
         group_reduce<S, G>(gB, q);
         group_reduce<S, G>(dd, q);
 #pragma unroll
         for (int j = 0; j < S / G; j++) {
-            const int t = tb + q * (S / G) + j;
-            if (cv && t < tend) {
+            const int r = r0 + q * (S / G) + j, t = ts + r;
+            if (cv && t < L) {
                 const long long row = rowb + t;
-                p.dx[row * p.Di + c] = fmaf(gB[j], dlo[j], Dc * dyo[j]);
-                p.ddelta[row * p.Di + c] = fmaf(gB[j], xo[j], dd[j]);
+                p.dx[row * p.Di + c] = fmaf(gB[j], Dl[r * CPW + cl], Dc * dyo[j]);
+                p.ddelta[row * p.Di + c] = fmaf(gB[j], X[r * CPW + cl], dd[j]);
             }
         }
-        __syncthreads(); /* smem is rewritten by the next chunk */
     }
+    cp_wait<0>();
+    __syncthreads();
     /* dA_log (+= A * dA) and dD: reduce over the block's warps, then one atomic per value */
-    float4 *abuf = smem;
-    float *dbuf = (float *)(smem + W * 32);
+    float4 *abuf = agg;
+    float *dbuf = (float *)(agg + W * 32);
     abuf[warp * 32 + lane] = make_float4(dAacc[0], dAacc[1], dAacc[2], dAacc[3]);
 #pragma unroll
     for (int h = 1; h < G; h <<= 1) dDacc += __shfl_xor_sync(FULL_MASK, dDacc, h);
@@ -524,10 +751,15 @@ __global__ void zero_bc_kernel(float *dB, float *dC, long long rows, long long s
 }
 
 /* ------------------------------------------------------------------------------ host side */
-static int g_fwd_warps = 0;
+static int g_fwd_warps = 0; /* > 0: the legacy forward kernel with that many warps per tile */
+static int g_bwd_warps = 0; /* 0 / 16: 16 warps x 4 positions; 8: 8 warps x 8 positions */
 
 extern "C" void mb_scan_cuda_set_forward_warps(int warps) {
     g_fwd_warps = warps;
+}
+
+extern "C" void mb_scan_cuda_set_backward_warps(int warps) {
+    g_bwd_warps = warps;
 }
 
 extern "C" int mb_cuda_device_count(void) {
@@ -574,16 +806,22 @@ static int check_args(const mb_scan_args *a, const char *fn) {
     return 0;
 }
 
+static int al16(const void *ptr) {
+    return ((uintptr_t)ptr % 16) == 0;
+}
+
 static scan_params make_params(const mb_scan_args *a) {
     scan_params p;
     memset(&p, 0, sizeof p);
     p.B = (int)a->B, p.L = (int)a->L, p.Di = (int)a->Di, p.N = (int)a->N;
     p.chunk = (int)a->chunk;
     p.nch = (int)((a->L + a->chunk - 1) / a->chunk);
+    p.hstep = 1;
     p.x = a->x, p.xs = a->x_stride, p.delta = a->delta, p.A_log = a->A_log;
     p.Bm = a->Bm, p.Cm = a->Cm, p.bcs = a->bc_stride;
-    p.bc_vec = ((uintptr_t)a->Bm % 16 == 0) && ((uintptr_t)a->Cm % 16 == 0) && a->bc_stride % 4 == 0 &&
-               a->N % 4 == 0;
+    p.bc_vec = al16(a->Bm) && al16(a->Cm) && a->bc_stride % 4 == 0 && a->N % 4 == 0;
+    p.vec = p.bc_vec && al16(a->x) && al16(a->delta) && a->x_stride % 4 == 0 && a->Di % 4 == 0 &&
+            (!a->z || (al16(a->z) && a->z_stride % 4 == 0));
     p.D = a->D, p.z = a->z, p.zs = a->z_stride;
     p.h0 = a->h0, p.h_last = a->h_last, p.h_chunks = a->h_chunks;
     return p;
@@ -591,6 +829,7 @@ static scan_params make_params(const mb_scan_args *a) {
 
 typedef void (*kern_t)(scan_params);
 
+/* legacy forward (kept as a lab reference: mb_scan_cuda_set_forward_warps(W > 0)) */
 #define FWD_K(G, PAR) (vec ? scan_fwd_kernel<FWD_S, G, PAR, true> : scan_fwd_kernel<FWD_S, G, PAR, false>)
 static kern_t fwd_kernel_for(int G, int par, int vec) {
     switch (G) {
@@ -601,43 +840,52 @@ static kern_t fwd_kernel_for(int G, int par, int vec) {
     }
 }
 
-#define BWD_K(G) (vec ? scan_bwd_kernel<BWD_S, G, true> : scan_bwd_kernel<BWD_S, G, false>)
-static kern_t bwd_kernel_for(int G, int vec) {
+#define FWD2_K(G, FINE) (vec ? scan_fwd2_kernel<G, true, FINE> : scan_fwd2_kernel<G, false, FINE>)
+static kern_t fwd2_kernel_for(int G, int fine, int vec) {
     switch (G) {
-    case 1: return BWD_K(1);
-    case 2: return BWD_K(2);
-    default: return BWD_K(4);
+    case 1: return fine ? FWD2_K(1, true) : FWD2_K(1, false);
+    case 2: return fine ? FWD2_K(2, true) : FWD2_K(2, false);
+    case 4: return fine ? FWD2_K(4, true) : FWD2_K(4, false);
+    default: return fine ? FWD2_K(8, true) : FWD2_K(8, false);
     }
 }
 
-static int sm_count(void) {
-    static int n = 0;
-    if (!n) {
-        int dev = 0;
-        if (cudaGetDevice(&dev) != cudaSuccess ||
-            cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) {
-            (void)cudaGetLastError();
-            n = 132;
+#define BWD2_K(S, G, W) (vec ? scan_bwd2_kernel<S, G, W, true> : scan_bwd2_kernel<S, G, W, false>)
+static kern_t bwd2_kernel_for(int G, int W, int vec) {
+    if (W == 8) {
+        switch (G) {
+        case 1: return BWD2_K(8, 1, 8);
+        case 2: return BWD2_K(8, 2, 8);
+        default: return BWD2_K(8, 4, 8);
         }
     }
-    return n;
+    switch (G) {
+    case 1: return BWD2_K(4, 1, 16);
+    case 2: return BWD2_K(4, 2, 16);
+    default: return BWD2_K(4, 4, 16);
+    }
 }
 
 static int launch_forward(const scan_params *p, cudaStream_t st) {
-    const int G = lanes_per_channel(p->N), cpw = 32 / G;
-    const int nblk = (p->Di + cpw - 1) / cpw;
-    int W = g_fwd_warps;
-    if (W <= 0) {
-        /* enough warps in flight: about 24 per multiprocessor */
-        const long long want = (long long)sm_count() * 24;
-        W = 1;
-        while (W < 16 && (long long)nblk * p->B * W * 2 <= want) W *= 2;
+    const int G = lanes_per_channel(p->N);
+    cudaError_t e;
+    if (g_fwd_warps <= 0) {
+        const int vec = p->vec, fine = p->h_chunks && p->chunk % FT != 0;
+        const size_t shm = sizeof(float) * FK * (3 * FT * 32 + 2 * FT * 4 * G);
+        kern_t k = fwd2_kernel_for(G, fine, vec);
+        e = cudaFuncSetAttribute((const void *)k, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                 (int)shm);
+        if (e != cudaSuccess) return cuda_fail(e, "mb_scan_cuda_forward: shared memory size");
+        dim3 grid((p->Di + 31) / 32, p->B);
+        k<<<grid, 32 * G, shm, st>>>(*p);
+    } else {
+        const int cpw = 32 / G, nblk = (p->Di + cpw - 1) / cpw;
+        const int W = g_fwd_warps > 16 ? 16 : g_fwd_warps;
+        const size_t shm = W > 1 ? (size_t)4 * W * 32 * sizeof(float4) : 0;
+        dim3 grid(nblk, p->B);
+        fwd_kernel_for(G, W > 1, p->bc_vec)<<<grid, W * 32, shm, st>>>(*p);
     }
-    if (W > 16) W = 16;
-    const size_t shm = W > 1 ? (size_t)4 * W * 32 * sizeof(float4) : 0;
-    dim3 grid(nblk, p->B);
-    fwd_kernel_for(G, W > 1, p->bc_vec)<<<grid, W * 32, shm, st>>>(*p);
-    cudaError_t e = cudaGetLastError();
+    e = cudaGetLastError();
     return e == cudaSuccess ? 0 : cuda_fail(e, "mb_scan_cuda_forward: launch");
 }
 
@@ -670,7 +918,9 @@ extern "C" int mb_scan_cuda_backward(const mb_scan_args *a, const float *dy, flo
     p.dD = dD, p.dz = dz;
     float *tmp = NULL;
     cudaError_t e;
-    if (p.chunk > BWD_CHUNK) {
+    if (BWD_CHUNK % p.chunk == 0) {
+        p.hstep = BWD_CHUNK / p.chunk; /* every hstep-th saved state is a backward chunk's */
+    } else {
         /* recompute the states entering every BWD_CHUNK positions */
         const long long nch = (p.L + BWD_CHUNK - 1) / BWD_CHUNK;
         e = cudaMallocAsync((void **)&tmp, sizeof(float) * (size_t)p.B * p.Di * nch * p.N, st);
@@ -682,21 +932,30 @@ extern "C" int mb_scan_cuda_backward(const mb_scan_args *a, const float *dy, flo
         }
         scan_params f = p;
         f.chunk = BWD_CHUNK, f.nch = (int)nch, f.h_chunks = tmp, f.h_last = NULL, f.y = NULL;
+        const int keep = g_fwd_warps;
+        g_fwd_warps = 0;
         rc = launch_forward(&f, st);
+        g_fwd_warps = keep;
         if (rc) {
             cudaFreeAsync(tmp, st);
             return rc;
         }
-        p.chunk = BWD_CHUNK, p.nch = (int)nch, p.h_chunks = tmp;
+        p.chunk = BWD_CHUNK, p.nch = (int)nch, p.h_chunks = tmp, p.hstep = 1;
     }
+    p.vec = p.vec && al16(dy) && al16(p.h_chunks);
     const long long rows = (long long)p.B * p.L;
     zero_bc_kernel<<<(unsigned)((rows * p.N + 255) / 256), 256, 0, st>>>(dB, dC, rows, p.bcs, p.N);
-    const int G = lanes_per_channel(p.N), cpw = 32 / G;
-    const int W = (p.chunk + BWD_S - 1) / BWD_S;
-    const size_t shm = (size_t)3 * W * 32 * sizeof(float4);
-    dim3 grid((p.Di + cpw - 1) / cpw, p.B);
-    bwd_kernel_for(G, p.bc_vec)<<<grid, W * 32, shm, st>>>(p);
-    e = cudaGetLastError();
+    const int G = lanes_per_channel(p.N), cpw = 32 / G, vec = p.vec;
+    const int W = g_bwd_warps == 8 ? 8 : 16;
+    const size_t shm = sizeof(float4) * 3 * W * 32 +
+                       sizeof(float) * 2 * (4 * BWD_CHUNK * cpw + 2 * BWD_CHUNK * 4 * G + cpw * 4 * G);
+    kern_t k = bwd2_kernel_for(G, W, vec);
+    e = cudaFuncSetAttribute((const void *)k, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)shm);
+    if (e == cudaSuccess) {
+        dim3 grid((p.Di + cpw - 1) / cpw, p.B);
+        k<<<grid, W * 32, shm, st>>>(p);
+        e = cudaGetLastError();
+    }
     if (tmp) cudaFreeAsync(tmp, st);
     return e == cudaSuccess ? 0 : cuda_fail(e, "mb_scan_cuda_backward: launch");
 }

@@ -53,10 +53,14 @@ int mb_scan_cuda_backward(const mb_scan_args *a, const float *dy, float *dx, flo
                           float *dA_log, float *dB, float *dC, float *dD, float *dz,
                           void *stream);
 
-/* Tuning / lab knob: number of warps that split a forward tile in time (1, 2, 4, 8 or 16;
- * 0 = automatic from the grid size and the multiprocessor count). Results do not depend on
- * it beyond rounding of the (a, b) combination order. */
+/* Lab knob: 0 (default) = the staged forward kernel; 1, 2, 4, 8 or 16 = the previous
+ * (legacy, unstaged) forward kernel with that many warps splitting a tile in time. Results do
+ * not depend on it beyond rounding of the (a, b) combination order. Not thread-safe (global). */
 void mb_scan_cuda_set_forward_warps(int warps);
+
+/* Lab knob: warps splitting each 64-position backward chunk in time: 16 (default, 0) = 16 warps
+ * x 4 positions, 8 = 8 warps x 8 positions. Results do not depend on it beyond rounding. */
+void mb_scan_cuda_set_backward_warps(int warps);
 
 #ifdef __cplusplus
 }

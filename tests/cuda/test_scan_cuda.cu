@@ -58,6 +58,7 @@ static float urand(mb_rng *r, float lo, float hi) {
 typedef struct {
     int64_t B, L, Di, N, R, chunk;
     int gate, use_h0;
+    int fwd_only; /* N > 16: the backward refuses it, compare the forward only */
 } tcase;
 
 /* Host and device copies of one problem. */
@@ -190,6 +191,13 @@ static void run_case(tcase tc, uint64_t seed) {
     check("fwd", "y", rel_err(gy, y, BL, Di, Di));
     check("fwd", "h_chunks", rel_err(ghc, hc, nhc, 1, 1));
     check("fwd", "h_last", rel_err(ghl, hl, nh, 1, 1));
+    if (tc.fwd_only) {
+        free(y), free(hc), free(hl), free(dx), free(ddelta), free(dbc), free(dz), free(dA), free(dD);
+        free(gy), free(ghc), free(ghl);
+        cudaFree(g_y), cudaFree(g_hc), cudaFree(g_hl);
+        free_problem(&p);
+        return;
+    }
 
     float *g_dx = dev_poison(BL * Di), *g_dd = dev_poison(BL * Di);
     float *g_dbc = dev_poison(BL * bcs), *g_dz = dev_poison(BL * 2 * Di);
@@ -231,7 +239,7 @@ static void run_case(tcase tc, uint64_t seed) {
 /* y must not depend on the chunk length (bit for bit), nor (beyond rounding) on the number of
  * warps splitting a tile. */
 static void run_invariance(void) {
-    tcase tc = {2, 2049, 64, 16, 4, 64, 1, 1};
+    tcase tc = {2, 2049, 64, 16, 4, 64, 1, 1, 0};
     printf("invariance: B 2 L 2049 Di 64 N 16\n");
     problem p;
     make_problem(&p, tc, 99);
@@ -276,7 +284,7 @@ static void run_invariance(void) {
 
 /* A NaN input must surface as NaN outputs (never a silent pass). */
 static void run_nan(void) {
-    tcase tc = {1, 300, 64, 16, 4, 64, 1, 0};
+    tcase tc = {1, 300, 64, 16, 4, 64, 1, 0, 0};
     printf("nan propagation\n");
     problem p;
     make_problem(&p, tc, 7);
@@ -326,16 +334,35 @@ int main(void) {
     for (int li = 0; li < 7; li++)
         for (int64_t B = 1; B <= 3; B += 2) {
             /* chunk: the CPU default (128, rechunked on the GPU) and the GPU's own (64) */
-            tcase tc = {B, Ls[li], 64, 16, 4, li % 2 ? 64 : 128, 1, (int)(B == 3)};
+            tcase tc = {B, Ls[li], 64, 16, 4, li % 2 ? 64 : 128, 1, (int)(B == 3), 0};
             run_case(tc, seed++);
         }
     /* N = 4 (one lane per channel), odd sizes, no gate, small and odd chunks */
     tcase extra[] = {
-        {3, 2049, 64, 4, 4, 64, 1, 1}, {1, 8193, 64, 4, 0, 128, 0, 0},
-        {2, 1000, 40, 16, 3, 7, 1, 1}, {2, 515, 72, 12, 2, 33, 1, 1},
-        {1, 777, 64, 8, 4, 1, 0, 1},   {2, 2048, 64, 16, 4, 2048, 1, 1},
+        {3, 2049, 64, 4, 4, 64, 1, 1, 0}, {1, 8193, 64, 4, 0, 128, 0, 0, 0},
+        {2, 1000, 40, 16, 3, 7, 1, 1, 0}, {2, 515, 72, 12, 2, 33, 1, 1, 0},
+        {1, 777, 64, 8, 4, 1, 0, 1, 0},   {2, 2048, 64, 16, 4, 2048, 1, 1, 0},
     };
     for (size_t i = 0; i < sizeof extra / sizeof extra[0]; i++) run_case(extra[i], 100 + i);
+    /* N > 16 (8 lanes per channel): forward only */
+    tcase wide[] = {{2, 1000, 64, 32, 4, 64, 1, 1, 1}, {1, 515, 40, 24, 3, 33, 1, 0, 1}};
+    for (size_t i = 0; i < sizeof wide / sizeof wide[0]; i++) run_case(wide[i], 200 + i);
+    /* the 8-warp backward variant, and the legacy forward feeding the backward */
+    printf("backward with 8 warps x 8 positions:\n");
+    mb_scan_cuda_set_backward_warps(8);
+    for (size_t i = 0; i < 4; i++) run_case(extra[i], 300 + i);
+    {
+        const tcase tc = {3, 2049, 64, 16, 4, 64, 1, 1, 0};
+        run_case(tc, 310);
+    }
+    mb_scan_cuda_set_backward_warps(0);
+    printf("legacy forward (W=4):\n");
+    mb_scan_cuda_set_forward_warps(4);
+    {
+        const tcase tc = {2, 2049, 64, 16, 4, 64, 1, 1, 0};
+        run_case(tc, 320);
+    }
+    mb_scan_cuda_set_forward_warps(0);
     run_invariance();
     run_nan();
     printf(g_fail ? "FAILED\n" : "all passed\n");
