@@ -166,10 +166,13 @@ int main(int argc, char **argv) {
     a->h_chunks = hc;
     run_fwd(&c); /* h_chunks for the backward */
     const float b_ms = time_ms(run_bwd, &c);
-    row("backward (16 warps x 4)", b_ms, bwd_bytes, exps);
-    mb_scan_cuda_set_backward_warps(8);
-    row("backward (8 warps x 8)", time_ms(run_bwd, &c), bwd_bytes, exps);
+    row("backward (8 warps x 8)", b_ms, bwd_bytes, exps);
+    mb_scan_cuda_set_backward_warps(16);
+    row("backward (16 warps x 4)", time_ms(run_bwd, &c), bwd_bytes, exps);
     mb_scan_cuda_set_backward_warps(0);
+    mb_scan_cuda_lab_skip_bc_atomics(1);
+    row("backward, no dB/dC atomics", time_ms(run_bwd, &c), bwd_bytes, exps);
+    mb_scan_cuda_lab_skip_bc_atomics(0);
     a->chunk = 128; /* the CPU default: the backward first recomputes 64-step states */
     RC(mb_scan_cuda_forward(a, c.y, NULL)); /* h_chunks no longer needed at 128: reuse buffer */
     row("backward (chunk 128, rechunk)", time_ms(run_bwd, &c), bwd_bytes, exps);

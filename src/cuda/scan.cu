@@ -44,6 +44,7 @@ typedef struct {
     int bc_vec; /* Bm/Cm rows can be read as float4 */
     int vec;    /* every staged tensor can be copied in 16-byte pieces (see make_params) */
     int hstep;  /* backward: h_chunks index step per backward chunk (BWD_CHUNK / chunk) */
+    int skip_bc; /* lab diagnostic: leave out the dB/dC atomics (wrong dB/dC) */
     const float *D;
     const float *z;
     long long zs;
@@ -701,7 +702,7 @@ __global__ void __launch_bounds__(W * 32, 16 / W) scan_bwd2_kernel(scan_params p
             gB[i] = gb;
             dd[i] = de * LN2; /* A = A2 * ln 2 */
             bc_reduce_add<G>(vals, lane, q, N, n0, dBb + (long long)t * p.bcs,
-                             dCb + (long long)t * p.bcs, t < L);
+                             dCb + (long long)t * p.bcs, t < L && !p.skip_bc);
         }
         group_reduce<S, G>(gB, q);
         group_reduce<S, G>(dd, q);
@@ -752,7 +753,12 @@ __global__ void zero_bc_kernel(float *dB, float *dC, long long rows, long long s
 
 /* ------------------------------------------------------------------------------ host side */
 static int g_fwd_warps = 0; /* > 0: the legacy forward kernel with that many warps per tile */
-static int g_bwd_warps = 0; /* 0 / 16: 16 warps x 4 positions; 8: 8 warps x 8 positions */
+static int g_bwd_warps = 0; /* 0 / 8: 8 warps x 8 positions; 16: 16 warps x 4 positions */
+static int g_skip_bc = 0;
+
+extern "C" void mb_scan_cuda_lab_skip_bc_atomics(int skip) {
+    g_skip_bc = skip;
+}
 
 extern "C" void mb_scan_cuda_set_forward_warps(int warps) {
     g_fwd_warps = warps;
@@ -946,7 +952,8 @@ extern "C" int mb_scan_cuda_backward(const mb_scan_args *a, const float *dy, flo
     const long long rows = (long long)p.B * p.L;
     zero_bc_kernel<<<(unsigned)((rows * p.N + 255) / 256), 256, 0, st>>>(dB, dC, rows, p.bcs, p.N);
     const int G = lanes_per_channel(p.N), cpw = 32 / G, vec = p.vec;
-    const int W = g_bwd_warps == 8 ? 8 : 16;
+    const int W = g_bwd_warps == 16 ? 16 : 8;
+    p.skip_bc = g_skip_bc;
     const size_t shm = sizeof(float4) * 3 * W * 32 +
                        sizeof(float) * 2 * (4 * BWD_CHUNK * cpw + 2 * BWD_CHUNK * 4 * G + cpw * 4 * G);
     kern_t k = bwd2_kernel_for(G, W, vec);

@@ -4,15 +4,16 @@
  *
  * Structure (mamba_ssm csrc/selective_scan, adapted to our (B, L, Di) channel-contiguous
  * layout): a thread owns one channel and 4 consecutive states; G = N/4 (rounded up to a power
- * of two) lanes share a channel, a warp covers 32/G channels, so each position's row of
- * x / delta / z / y is read and written by the warp in one coalesced segment. The block's W
- * warps split a tile of W*S positions in time: each thread scans its S positions locally, the
- * (a, b) aggregates of the warps are combined in shared memory with
- * (a1,b1)o(a0,b0) = (a1*a0, a1*b0 + b1), and the state is carried from tile to tile. Only the
- * states entering each chunk (args.chunk) are saved; the backward recomputes inside a chunk from
- * that state and runs the reverse scan, with dB/dC reduced over the warp's channels by shuffles
- * then atomicAdd, and dA_log/dD reduced over the block then atomicAdd. No (L, Di, N) tensor.
- * exp is exp2 with A pre-scaled by log2(e).
+ * of two) lanes share a channel. Forward: a block of 32 channels (G warps) walks the whole
+ * sequence, each thread scanning its channel serially; tiles of 32 positions of x, delta, z
+ * (32 channels, 128-byte rows) and of B, C are copied into shared memory two tiles ahead with
+ * cp.async, so a step touches only shared memory and registers. Backward: a block of 32/G
+ * channels and 8 warps that split each 64-position chunk in time (8 positions each); the chunk's
+ * inputs and entering state are staged in shared memory one chunk ahead; the warps' (a, b)
+ * aggregates are combined in shared memory with (a1,b1)o(a0,b0) = (a1*a0, a1*b0 + b1), forward
+ * (states) then reverse (gradients); dB/dC are reduced over the warp's channels by shuffles then
+ * atomicAdd, dA_log/dD over the block then atomicAdd. Only the states entering each chunk
+ * (args.chunk) are saved; no (L, Di, N) tensor. exp is exp2 with A pre-scaled by log2(e).
  *
  * Errors: functions return 0 or a negative MB_E* code with mb_fail() naming the argument or the
  * CUDA error (they never abort). Launches are asynchronous on `stream` (a cudaStream_t passed
@@ -58,9 +59,13 @@ int mb_scan_cuda_backward(const mb_scan_args *a, const float *dy, float *dx, flo
  * not depend on it beyond rounding of the (a, b) combination order. Not thread-safe (global). */
 void mb_scan_cuda_set_forward_warps(int warps);
 
-/* Lab knob: warps splitting each 64-position backward chunk in time: 16 (default, 0) = 16 warps
- * x 4 positions, 8 = 8 warps x 8 positions. Results do not depend on it beyond rounding. */
+/* Lab knob: warps splitting each 64-position backward chunk in time: 8 (default, 0) = 8 warps
+ * x 8 positions, 16 = 16 warps x 4 positions. Results do not depend on it beyond rounding. */
 void mb_scan_cuda_set_backward_warps(int warps);
+
+/* Lab diagnostic for bench_scan_cuda only: non-zero makes the backward leave out its dB/dC
+ * atomics (dB/dC are then zero, i.e. WRONG), to time their share. */
+void mb_scan_cuda_lab_skip_bc_atomics(int skip);
 
 #ifdef __cplusplus
 }

@@ -348,8 +348,8 @@ int main(void) {
     tcase wide[] = {{2, 1000, 64, 32, 4, 64, 1, 1, 1}, {1, 515, 40, 24, 3, 33, 1, 0, 1}};
     for (size_t i = 0; i < sizeof wide / sizeof wide[0]; i++) run_case(wide[i], 200 + i);
     /* the 8-warp backward variant, and the legacy forward feeding the backward */
-    printf("backward with 8 warps x 8 positions:\n");
-    mb_scan_cuda_set_backward_warps(8);
+    printf("backward with 16 warps x 4 positions:\n");
+    mb_scan_cuda_set_backward_warps(16);
     for (size_t i = 0; i < 4; i++) run_case(extra[i], 300 + i);
     {
         const tcase tc = {3, 2049, 64, 16, 4, 64, 1, 1, 0};
