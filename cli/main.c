@@ -13,7 +13,8 @@ static void usage(FILE *f) {
                "  train     train a model on a file, directory tree or JSON lines\n"
                "  eval      bits per byte of a checkpoint on held-out data\n"
                "  generate  sample bytes in recurrent mode\n"
-               "  info      config, parameter count and recurrent-state size\n");
+               "  info      config, parameter count and recurrent-state size\n"
+               "  export    write a checkpoint in the Hugging Face or mamba_ssm layout\n");
 }
 
 int main(int argc, char **argv) {
@@ -26,6 +27,7 @@ int main(int argc, char **argv) {
     if (!strcmp(c, "eval")) return cmd_eval(argc - 1, argv + 1);
     if (!strcmp(c, "generate")) return cmd_generate(argc - 1, argv + 1);
     if (!strcmp(c, "info")) return cmd_info(argc - 1, argv + 1);
+    if (!strcmp(c, "export")) return cmd_export(argc - 1, argv + 1);
     if (!strcmp(c, "--help") || !strcmp(c, "-h") || !strcmp(c, "help")) {
         usage(stdout);
         return 0;
