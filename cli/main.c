@@ -1,6 +1,8 @@
 /* mambabyte: command-line entry point and subcommand dispatch. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "commands.h"
 
@@ -17,7 +19,27 @@ static void usage(FILE *f) {
                "  export    write a checkpoint in the Hugging Face or mamba_ssm layout\n");
 }
 
+/* OpenBLAS 0.3.21 (Debian 12) picks its kernels from the CPU model and falls back to the SSE3
+ * "Prescott" kernels for models it does not know (recent Xeons, many VMs): 2-5x slower here.
+ * It reads OPENBLAS_CORETYPE once, before main, so when that is unset we choose a core type from
+ * the CPU's features and run ourselves again with it. Set OPENBLAS_CORETYPE to override. */
+static void choose_blas_kernels(char **argv) {
+#if defined(__x86_64__)
+    if (getenv("OPENBLAS_CORETYPE") || getenv("MB_NO_BLAS_REEXEC")) return;
+    __builtin_cpu_init();
+    const char *core = __builtin_cpu_supports("avx512f") ? "SkylakeX"
+                       : __builtin_cpu_supports("avx2")  ? "Haswell"
+                                                         : NULL;
+    if (!core) return;
+    setenv("OPENBLAS_CORETYPE", core, 1);
+    execv("/proc/self/exe", argv); /* on failure, carry on with the default kernels */
+#else
+    (void)argv;
+#endif
+}
+
 int main(int argc, char **argv) {
+    choose_blas_kernels(argv);
     if (argc < 2) {
         usage(stderr);
         return 2;

@@ -7,7 +7,7 @@
  * an item the state is held transposed, s[n][lane], so every inner loop runs over the channel lanes
  * with unit stride and no horizontal reduction in the forward; the inputs x, delta, z, y of one
  * position are one contiguous run of 32 floats, B_t and C_t a broadcast per n. exp is a branch-free
- * polynomial (mb_scan_expf) so the lane loops vectorise without libm calls. Lanes past Di are
+ * polynomial (mb_fast_expf) so the lane loops vectorise without libm calls. Lanes past Di are
  * padded with x = delta = z = dy = 0, which keeps their state and gradients at exactly 0.
  *
  * The backward walks each item's chunks from last to first: it recomputes the chunk's states
@@ -18,6 +18,7 @@
  * (L, N) slots, summed into dB/dC after the parallel region. dA_log and dD (shared by the
  * sequences) go through per-thread (Di, N) / (Di) partial sums.
  */
+#include "cpu/fastmath.h"
 #include "cpu/scan.h"
 
 #include <math.h>
@@ -39,36 +40,6 @@
 #else
 #define FMA(a, b, c) ((a) * (b) + (c))
 #endif
-
-typedef union {
-    float f;
-    uint32_t u;
-} fbits;
-
-/* exp(v), branch-free and vectorisable. Cephes expf scheme: v = k ln2 + r with |r| <= ln2/2
- * (ln2 split in two constants), exp(r) by a degree-6 polynomial (about 1 ulp), 2^k through the
- * exponent bits; k = round(v log2 e) via the 1.5 * 2^23 rounding constant. Inputs are clamped
- * to [-87, 88]; results for v < -87 are 0 (they would be denormal). NaN propagates. */
-static inline float mb_scan_expf(float v) {
-    float x = v > 88.0f ? 88.0f : v;
-    x = x < -87.0f ? -87.0f : x;
-    fbits t;
-    t.f = FMA(x, 1.44269504088896341f, 12582912.0f);
-    float k = t.f - 12582912.0f;
-    float r = FMA(k, -0.693359375f, x);
-    r = FMA(k, 2.12194440e-4f, r);
-    float p = 1.9875691500e-4f;
-    p = FMA(p, r, 1.3981999507e-3f);
-    p = FMA(p, r, 8.3334519073e-3f);
-    p = FMA(p, r, 4.1665795894e-2f);
-    p = FMA(p, r, 1.6666665459e-1f);
-    p = FMA(p, r, 5.0000001201e-1f);
-    p = FMA(p * r, r, r) + 1.0f;
-    fbits sc;
-    sc.u = (t.u - 0x4B400000u + 127u) << 23; /* 2^k, k in [-126, 127] */
-    float res = p * sc.f;
-    return v < -87.0f ? 0.0f : res;
-}
 
 int64_t mb_scan_n_chunks(int64_t L, int64_t chunk) {
     if (L <= 0) return 0;
@@ -129,7 +100,7 @@ static inline void scan_step(int64_t N, const float *restrict At, const float *r
         float sv[LANES];
 #pragma omp simd
         for (int l = 0; l < LANES; l++) {
-            float a = mb_scan_expf(dv[l] * an[l]);
+            float a = mb_fast_expf(dv[l] * an[l]);
             sv[l] = FMA(a, so[l], dx[l] * bn);
             if (a_out) a_out[n * LANES + l] = a;
         }
@@ -204,7 +175,7 @@ void mb_scan_forward(const mb_scan_args *a, float *y) {
                 load_lanes(zv, a->z + row * zs + c0, cb);
 #pragma omp simd
                 for (int l = 0; l < LANES; l++)
-                    acc[l] = acc[l] * zv[l] / (1.0f + mb_scan_expf(-zv[l]));
+                    acc[l] = acc[l] * zv[l] / (1.0f + mb_fast_expf(-zv[l]));
             }
             for (int l = 0; l < cb; l++)
                 yr[l] = acc[l];
@@ -298,7 +269,7 @@ static void bwd_item(const mb_scan_args *a, const float *dy, float *dx, float *d
                 }
 #pragma omp simd
                 for (int l = 0; l < LANES; l++) {
-                    float sg = 1.0f / (1.0f + mb_scan_expf(-zv[l]));
+                    float sg = 1.0f / (1.0f + mb_fast_expf(-zv[l]));
                     dyp[l] = dyv[l] * zv[l] * sg;
                     dzv[l] = dyv[l] * yp[l] * sg * (1.0f + zv[l] * (1.0f - sg));
                 }
