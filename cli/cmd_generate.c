@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "args.h"
 #include "commands.h"
@@ -130,7 +131,13 @@ int cmd_generate(int argc, char **argv) {
         free(pbuf);
         return 1;
     }
-    if (seed < 0) seed = (int64_t)time(NULL);
+    if (seed < 0) { /* from the clock's nanoseconds and the process id */
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        seed = (int64_t)(((uint64_t)ts.tv_sec * 1000000007ULL ^ (uint64_t)ts.tv_nsec ^
+                          ((uint64_t)getpid() << 32)) >>
+                         1);
+    }
     fprintf(stderr, "seed %lld\n", (long long)seed);
 
     mb_state st;
@@ -181,7 +188,7 @@ int cmd_generate(int argc, char **argv) {
     }
     double t2 = now_seconds();
     free(step_logits);
-    if (echo || n_gen > 0) fputc('\n', stdout);
+    if (echo && isatty(1)) fputc('\n', stdout); /* exactly the bytes otherwise */
     fflush(stdout);
     char rss[32];
     fprintf(stderr,

@@ -10,6 +10,7 @@
 
 #include <math.h>
 
+#include "io/config_json.h"
 #include "mambabyte.h"
 
 static void test_presets_sizes(void **st) {
@@ -90,11 +91,28 @@ static void test_model_init(void **st) {
     mb_model_free(&m2);
 }
 
+/* fuzzing found a dt_max that overflows float to inf, then written back as invalid JSON */
+static void test_config_json_float_overflow(void **st) {
+    (void)st;
+    const char *j = "{\"d_model\": 64, \"n_layer\": 2, \"vocab_size\": 256, "
+                    "\"ssm_cfg\": {\"dt_max\": 1e300}}";
+    mb_config c;
+    assert_int_equal(mb_config_json_parse(j, (int64_t)strlen(j), "x/config.json", &c, NULL),
+                     MB_EFORMAT);
+    assert_non_null(strstr(mb_last_error(), "dt_max"));
+    assert_non_null(strstr(mb_last_error(), "x/config.json"));
+    const char *ok = "{\"d_model\": 64, \"n_layer\": 2, \"vocab_size\": 256, "
+                     "\"ssm_cfg\": {\"dt_max\": 0.2}}";
+    assert_int_equal(mb_config_json_parse(ok, (int64_t)strlen(ok), "x/config.json", &c, NULL), 0);
+    assert_float_equal(c.dt_max, 0.2f, 1e-7);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_presets_sizes),
         cmocka_unit_test(test_param_count),
         cmocka_unit_test(test_model_init),
+        cmocka_unit_test(test_config_json_float_overflow),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -63,7 +63,11 @@ static int get_float(const jctx *x, const char *key, float *out) {
     if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble))
         return mb_fail(MB_EFORMAT, "file %s: field %s%s must be a number (got %s)", x->path,
                        x->where, key, jtype(v));
-    *out = (float)v->valuedouble;
+    float f = (float)v->valuedouble;
+    if (!isfinite(f))
+        return mb_fail(MB_EFORMAT, "file %s: field %s%s = %g is out of the float range", x->path,
+                       x->where, key, v->valuedouble);
+    *out = f;
     return MB_OK;
 }
 
