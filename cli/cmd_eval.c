@@ -9,25 +9,29 @@
 #include "eval/evaluate.h"
 #include "mambabyte.h"
 #include "model_load.h"
+#include "train/backend.h"
 #include "train/data.h"
 
 static void help(FILE *f) {
-    fprintf(f,
-            "usage: mambabyte eval -m DIR PATH [--ctx N] [--stream] [--batch N] [--json]\n"
-            "\n"
-            "Bits per byte (mean cross-entropy in nats per predicted byte / ln 2) of the model in\n"
-            "DIR on every document of PATH (file, directory tree or *.jsonl). The first byte of\n"
-            "each document is context only.\n"
-            "\n"
-            "  --ctx N        window length (default: the training context, else 1024)\n"
-            "  --stream       carry the recurrent state from window to window: constant memory,\n"
-            "                 context = the whole document so far (beyond the training context)\n"
-            "  --batch N      windows per forward pass without --stream (default 8)\n"
-            "  --max-bytes N  stop after about N scored bytes (default: all)\n"
-            "  --format F     auto | bytes | jsonl\n"
-            "  --json         print the result as JSON\n"
-            "\n"
-            "Ends with 'bpb: <value> bytes: <count>'.\n");
+    fprintf(
+        f,
+        "usage: mambabyte eval -m DIR PATH [--ctx N] [--stream] [--batch N] [--device D] [--json]\n"
+        "\n"
+        "Bits per byte (mean cross-entropy in nats per predicted byte / ln 2) of the model in\n"
+        "DIR on every document of PATH (file, directory tree or *.jsonl). The first byte of\n"
+        "each document is context only.\n"
+        "\n"
+        "  --ctx N        window length (default: the training context, else 1024)\n"
+        "  --stream       carry the recurrent state from window to window: constant memory,\n"
+        "                 context = the whole document so far (beyond the training context)\n"
+        "  --batch N      windows per forward pass without --stream (default 8)\n"
+        "  --max-bytes N  stop after about N scored bytes (default: all)\n"
+        "  --format F     auto | bytes | jsonl\n"
+        "  --device D     cuda | cpu (default: cuda when this build has CUDA and a GPU is\n"
+        "                 present, else cpu; --stream runs on the CPU)\n"
+        "  --json         print the result as JSON\n"
+        "\n"
+        "Ends with 'bpb: <value> bytes: <count>'.\n");
 }
 
 typedef struct {
@@ -55,7 +59,7 @@ static void progress(int64_t done, int64_t total, void *user) {
 }
 
 int cmd_eval(int argc, char **argv) {
-    const char *C = "eval", *dir = NULL, *input = NULL, *format = "auto";
+    const char *C = "eval", *dir = NULL, *input = NULL, *format = "auto", *device = "auto";
     int64_t ctx = 0, batch = 8, max_bytes = 0;
     int stream = 0, json = 0;
     for (int i = 1; i < argc; i++) {
@@ -77,6 +81,8 @@ int cmd_eval(int argc, char **argv) {
                 return 2;
         } else if (!strcmp(a, "--format")) {
             if (!(format = arg_value(C, argc, argv, &i))) return 2;
+        } else if (!strcmp(a, "--device")) {
+            if (!(device = arg_value(C, argc, argv, &i))) return 2;
         } else if (!strcmp(a, "--stream")) {
             stream = 1;
         } else if (!strcmp(a, "--json")) {
@@ -98,6 +104,18 @@ int cmd_eval(int argc, char **argv) {
     mb_data_format fmt;
     if (mb_data_format_parse(format, &fmt)) {
         fprintf(stderr, "mambabyte eval: --format: %s\n", mb_last_error());
+        return 2;
+    }
+    /* the device before any work: --device cuda fails here when no GPU is usable */
+    const mb_backend_ops *be_ops = &mb_backend_cpu;
+    if (stream && !strcmp(device, "cuda")) {
+        fprintf(stderr, "mambabyte eval: --stream is not available on the GPU yet; use --device "
+                        "cpu (or leave --device out)\n");
+        return 2;
+    }
+    if (mb_backend_resolve(stream && !strcmp(device, "auto") ? "cpu" : device, MB_BACKEND_CUDA_OPS,
+                           &be_ops, NULL, 0)) {
+        fprintf(stderr, "mambabyte eval: %s\n", mb_last_error());
         return 2;
     }
     mb_model m;
@@ -132,7 +150,17 @@ int cmd_eval(int argc, char **argv) {
         docs[i].bytes = mb_pack_doc(&pack, i, &docs[i].len);
     progress_state ps = {.t0 = now_seconds(), .last = 0, .tty = isatty(2)};
     mb_eval_result r;
-    rc = mb_evaluate(&m, docs, pack.n_docs, ctx, batch, stream, max_bytes, progress, &ps, &r);
+    if (be_ops == &mb_backend_cpu) {
+        rc = mb_evaluate(&m, docs, pack.n_docs, ctx, batch, stream, max_bytes, progress, &ps, &r);
+    } else { /* windows on the GPU: parameters uploaded once */
+        mb_backend *be = NULL;
+        memset(&r, 0, sizeof r);
+        rc = be_ops->open(&be, &m, NULL, batch, ctx, 0);
+        if (!rc)
+            rc = mb_evaluate_windows(be_ops->score, be, docs, pack.n_docs, ctx, batch, max_bytes,
+                                     progress, &ps, &r);
+        if (be) be_ops->close(be);
+    }
     double secs = now_seconds() - ps.t0;
     if (rc) {
         fprintf(stderr, "mambabyte eval: %s\n", mb_last_error());

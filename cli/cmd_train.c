@@ -5,6 +5,7 @@
 #include "args.h"
 #include "commands.h"
 #include "mambabyte.h"
+#include "train/backend.h"
 #include "train/trainer.h"
 
 static void help(FILE *f) {
@@ -43,6 +44,9 @@ static void help(FILE *f) {
         "  --ckpt-every N       checkpoint every N steps (default: at the end)\n"
         "  --resume             continue the run in --out exactly where it stopped\n"
         "  --quiet              no per-step progress lines\n"
+        "  --device D           cuda | cpu (default: cuda when this build has CUDA and a GPU\n"
+        "                       is present, else cpu); checkpoints are the same on both, and a\n"
+        "                       run may resume on the other device\n"
         "\n"
         "Prints one progress line per step (stderr), appends DIR/metrics.jsonl and ends with\n"
         "'val_bpb: <value>' on stdout.\n",
@@ -54,6 +58,7 @@ int cmd_train(int argc, char **argv) {
     mb_train_opts o;
     mb_train_opts_default(&o);
     int lr_min_given = 0, dt_rank_given = 0;
+    const char *device = "auto";
     mb_config *c = &o.cfg;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v;
@@ -157,7 +162,10 @@ int cmd_train(int argc, char **argv) {
             o.resume = 1;
         else if (!strcmp(a, "--quiet"))
             o.quiet = 1;
-        else {
+        else if (!strcmp(a, "--device")) {
+            VAL();
+            device = v;
+        } else {
             fprintf(stderr, "mambabyte train: unknown argument '%s' (see --help)\n", a);
             return 2;
         }
@@ -179,7 +187,12 @@ int cmd_train(int argc, char **argv) {
         fprintf(stderr, "mambabyte train: %s\n", mb_last_error());
         return 2;
     }
-    if (mb_train(&o)) {
+    const mb_backend_ops *be;
+    if (mb_backend_resolve(device, MB_BACKEND_CUDA_OPS, &be, NULL, 0)) {
+        fprintf(stderr, "mambabyte train: %s\n", mb_last_error());
+        return 2;
+    }
+    if (mb_train_with_backend(&o, be)) {
         fprintf(stderr, "mambabyte train: %s\n", mb_last_error());
         return 1;
     }

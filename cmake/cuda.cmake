@@ -9,6 +9,10 @@
 #   test_kernels_cuda     every model kernel (norm, conv1d, softplus, embedding, classifier,
 #                         GEMMs, AdamW, norms) vs its CPU reference (label "gpu", 77)
 #   bench_scan_cuda       selective-scan benchmark (not a test)
+#   test_train_cuda       tests/cuda/test_train_cuda.sh: 200 training steps GPU vs CPU, checkpoints
+#                         resumed across devices (label "gpu", 77 without a GPU)
+# and links the mambabyte program with mambabyte_cuda (compile definition MB_HAVE_CUDA: the
+# --device cuda backend of train/eval, src/train/backend.h).
 include(CheckLanguage)
 check_language(CUDA)
 if(NOT CMAKE_CUDA_COMPILER)
@@ -42,6 +46,13 @@ target_link_libraries(mambabyte_cuda PUBLIC mambabyte CUDA::cudart CUDA::cublas)
 set_target_properties(mambabyte_cuda PROPERTIES CUDA_SEPARABLE_COMPILATION OFF
                                                 POSITION_INDEPENDENT_CODE ON)
 
+# The program: train / eval --device cuda. Linked by the C compiler like the tests below.
+if(TARGET mambabyte_cli)
+  target_compile_definitions(mambabyte_cli PRIVATE MB_HAVE_CUDA=1)
+  target_link_libraries(mambabyte_cli PRIVATE mambabyte_cuda)
+  set_target_properties(mambabyte_cli PROPERTIES LINKER_LANGUAGE C)
+endif()
+
 if(MB_BUILD_TESTS)
   add_executable(test_scan_cuda ${CMAKE_SOURCE_DIR}/tests/cuda/test_scan_cuda.cu)
   target_compile_options(test_scan_cuda PRIVATE $<$<COMPILE_LANGUAGE:CUDA>:${MB_CUDA_FLAGS}>)
@@ -62,6 +73,12 @@ if(MB_BUILD_TESTS)
     set_tests_properties(${t} PROPERTIES LABELS "gpu" SKIP_RETURN_CODE 77
                          ENVIRONMENT "OMP_NUM_THREADS=2" TIMEOUT 1200)
   endforeach()
+
+  # The CUDA runtime's allocations are reported by LeakSanitizer and its device mappings need the
+  # ASan shadow gap unprotected, hence the ASAN_OPTIONS (no effect without -DMB_SANITIZE=ON).
+  add_test(NAME test_train_cuda COMMAND bash ${CMAKE_SOURCE_DIR}/tests/cuda/test_train_cuda.sh)
+  set_tests_properties(test_train_cuda PROPERTIES LABELS "gpu" SKIP_RETURN_CODE 77 TIMEOUT 1200
+    ENVIRONMENT "MB_CLI=$<TARGET_FILE:mambabyte_cli>;OMP_NUM_THREADS=2;ASAN_OPTIONS=protect_shadow_gap=0:detect_leaks=0")
 endif()
 
 add_executable(bench_scan_cuda ${CMAKE_SOURCE_DIR}/bench/bench_scan_cuda.cu)

@@ -40,15 +40,43 @@ static int score_single(const mb_model *m, mb_state *st, const uint8_t *w, int64
     return MB_OK;
 }
 
-static int eval_windowed(const mb_model *m, const mb_doc *docs, int64_t n_docs, int64_t ctx,
-                         int64_t batch, int64_t max_bytes, mb_eval_progress progress, void *user,
-                         mb_eval_result *out) {
+/* The CPU model as an mb_eval_scorer: full batches on one workspace, single windows on a
+ * workspace of their own length. */
+typedef struct {
+    const mb_model *m;
+    mb_acts *full;
+    int64_t B, L;
+} cpu_scorer;
+
+static int cpu_score(void *user, const uint8_t *x, const uint8_t *y, int64_t B, int64_t L,
+                     double *nats) {
+    cpu_scorer *c = user;
+    if (B == c->B && L == c->L) {
+        mb_forward(c->m, c->full, x, y, NULL);
+        *nats = sum_losses(c->full, B * L);
+        return MB_OK;
+    }
+    mb_acts *a = mb_acts_create(&c->m->cfg, B, L);
+    if (!a)
+        return mb_fail(MB_ENOMEM, "eval: out of memory for a window of %lld bytes", (long long)L);
+    mb_forward(c->m, a, x, y, NULL);
+    *nats = sum_losses(a, B * L);
+    mb_acts_free(a);
+    return MB_OK;
+}
+
+int mb_evaluate_windows(mb_eval_scorer score, void *score_user, const mb_doc *docs, int64_t n_docs,
+                        int64_t ctx, int64_t batch, int64_t max_bytes, mb_eval_progress progress,
+                        void *user, mb_eval_result *out) {
+    memset(out, 0, sizeof *out);
+    if (ctx <= 0)
+        return mb_fail(MB_EINVAL, "eval: ctx must be positive (got %lld)", (long long)ctx);
+    if (batch <= 0)
+        return mb_fail(MB_EINVAL, "eval: batch must be positive (got %lld)", (long long)batch);
     int64_t total = total_to_score(docs, n_docs, max_bytes);
-    mb_acts *a = mb_acts_create(&m->cfg, batch, ctx);
     uint8_t *x = malloc((size_t)(batch * ctx)), *y = malloc((size_t)(batch * ctx));
     const uint8_t **pending = malloc((size_t)batch * sizeof *pending);
-    if (!a || !x || !y || !pending) {
-        mb_acts_free(a);
+    if (!x || !y || !pending) {
         free(x);
         free(y);
         free(pending);
@@ -56,6 +84,7 @@ static int eval_windowed(const mb_model *m, const mb_doc *docs, int64_t n_docs, 
                        (long long)ctx);
     }
     int64_t nb = 0;
+    double s;
     int rc = MB_OK;
     for (int64_t d = 0; d < n_docs && rc == MB_OK; d++) {
         for (int64_t off = 0; off + 1 < docs[d].len; off += ctx) {
@@ -63,15 +92,16 @@ static int eval_windowed(const mb_model *m, const mb_doc *docs, int64_t n_docs, 
             int64_t n = docs[d].len - 1 - off;
             const uint8_t *w = docs[d].bytes + off;
             if (n < ctx) { /* the document's last, shorter window */
-                rc = score_single(m, NULL, w, n, out);
-                if (rc) break;
+                if ((rc = score(score_user, w, w + 1, 1, n, &s))) break;
+                out->nats += s;
+                out->bytes += n;
             } else {
                 memcpy(x + nb * ctx, w, (size_t)ctx);
                 memcpy(y + nb * ctx, w + 1, (size_t)ctx);
                 pending[nb] = w;
                 if (++nb == batch) {
-                    mb_forward(m, a, x, y, NULL);
-                    out->nats += sum_losses(a, batch * ctx);
+                    if ((rc = score(score_user, x, y, batch, ctx, &s))) break;
+                    out->nats += s;
                     out->bytes += batch * ctx;
                     nb = 0;
                 }
@@ -80,13 +110,28 @@ static int eval_windowed(const mb_model *m, const mb_doc *docs, int64_t n_docs, 
         }
         if (max_bytes > 0 && out->bytes + nb * ctx >= max_bytes) break;
     }
-    for (int64_t i = 0; i < nb && rc == MB_OK; i++) /* leftover full windows */
-        rc = score_single(m, NULL, pending[i], ctx, out);
-    mb_acts_free(a);
+    for (int64_t i = 0; i < nb && rc == MB_OK; i++) { /* leftover full windows */
+        if ((rc = score(score_user, pending[i], pending[i] + 1, 1, ctx, &s))) break;
+        out->nats += s;
+        out->bytes += ctx;
+    }
     free(x);
     free(y);
     free(pending);
     if (progress) progress(out->bytes, total, user);
+    return rc;
+}
+
+static int eval_windowed(const mb_model *m, const mb_doc *docs, int64_t n_docs, int64_t ctx,
+                         int64_t batch, int64_t max_bytes, mb_eval_progress progress, void *user,
+                         mb_eval_result *out) {
+    cpu_scorer c = {.m = m, .full = mb_acts_create(&m->cfg, batch, ctx), .B = batch, .L = ctx};
+    if (!c.full)
+        return mb_fail(MB_ENOMEM, "eval: out of memory for batch %lld x ctx %lld", (long long)batch,
+                       (long long)ctx);
+    int rc = mb_evaluate_windows(cpu_score, &c, docs, n_docs, ctx, batch, max_bytes, progress, user,
+                                 out);
+    mb_acts_free(c.full);
     return rc;
 }
 

@@ -33,6 +33,19 @@ int mb_evaluate(const mb_model *m, const mb_doc *docs, int64_t n_docs, int64_t c
                 int stream, int64_t max_bytes, mb_eval_progress progress, void *user,
                 mb_eval_result *out);
 
+/* Scores B windows x, y (B, L) host bytes, every window from a zero state: *nats = the sum of the
+ * B*L per-position cross-entropies (nats). Called with (B, L) = (batch, ctx) for full batches
+ * and with B = 1, 1 <= L <= ctx for single windows. Returns MB_OK or an error. */
+typedef int (*mb_eval_scorer)(void *user, const uint8_t *x, const uint8_t *y, int64_t B, int64_t L,
+                              double *nats);
+
+/* Windowed scoring (mb_evaluate with stream = 0) through a scorer, e.g. a GPU backend
+ * (train/backend.h). The windows, their order and the bytes scored are those of mb_evaluate;
+ * mb_evaluate's windowed mode is this function with the CPU model as scorer. */
+int mb_evaluate_windows(mb_eval_scorer score, void *score_user, const mb_doc *docs, int64_t n_docs,
+                        int64_t ctx, int64_t batch, int64_t max_bytes, mb_eval_progress progress,
+                        void *user, mb_eval_result *out);
+
 /* bpb of a result: nats / bytes / ln 2 (0 bytes gives 0). */
 double mb_eval_bpb(const mb_eval_result *r);
 

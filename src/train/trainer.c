@@ -16,6 +16,7 @@
 #include "io/checkpoint.h"
 #include "io/safetensors.h"
 #include "train/adamw.h"
+#include "train/backend.h"
 #include "train/data.h"
 #include "train/schedule.h"
 
@@ -223,12 +224,13 @@ typedef struct {
     int64_t n;
 } doc_list;
 
-static double validate(const mb_model *m, const doc_list *val, const mb_train_opts *o,
+static double validate(mb_backend *be, const doc_list *val, const mb_train_opts *o,
                        int64_t max_bytes, int64_t *scored) {
     mb_eval_result r;
     *scored = 0;
     if (val->n == 0) return NAN;
-    if (mb_evaluate(m, val->docs, val->n, o->ctx, o->batch, 0, max_bytes, NULL, NULL, &r))
+    if (mb_evaluate_windows(be->ops->score, be, val->docs, val->n, o->ctx, o->batch, max_bytes,
+                            NULL, NULL, &r))
         return NAN;
     *scored = r.bytes;
     return mb_eval_bpb(&r);
@@ -254,15 +256,18 @@ static void fmt_eta(double s, char *buf, size_t n) {
 }
 
 /* ------------------------------------------------------------------ the loop */
-int mb_train(const mb_train_opts *opts_in) {
+int mb_train(const mb_train_opts *o) {
+    return mb_train_with_backend(o, &mb_backend_cpu);
+}
+
+int mb_train_with_backend(const mb_train_opts *opts_in, const mb_backend_ops *be_ops) {
     mb_train_opts o = *opts_in;
     mb_model m = {0};
     mb_adamw opt = {0};
     mb_pack pack = {0}, vpack = {0};
     mb_split split = {0};
     mb_train_sampler sampler = {0};
-    mb_acts *acts = NULL;
-    float *grads = NULL;
+    mb_backend *be = NULL;
     uint8_t *x = NULL, *y = NULL;
     FILE *metrics = NULL;
     doc_list val = {0};
@@ -344,12 +349,17 @@ int mb_train(const mb_train_opts *opts_in) {
             m.cfg.rms_norm ? "RMSNorm" : "LayerNorm", m.cfg.tie_embeddings ? "tied" : "untied",
             (long long)m.n_params);
 
-    /* buffers */
-    acts = mb_acts_create(&m.cfg, o.batch, o.ctx);
-    grads = aligned_alloc(64, ((size_t)m.n_params * sizeof(float) + 63) & ~(size_t)63);
+    /* buffers; the backend session (on a GPU: parameters and AdamW state uploaded) */
+    if (!be_ops) be_ops = &mb_backend_cpu;
+    if ((rc = be_ops->open(&be, &m, &opt, o.batch, o.ctx, 1))) goto done;
+    if (be_ops != &mb_backend_cpu) {
+        char desc[256];
+        be_ops->probe(desc, sizeof desc);
+        fprintf(stderr, "device: %s (%s)\n", be_ops->name, desc);
+    }
     x = malloc((size_t)(o.batch * o.ctx));
     y = malloc((size_t)(o.batch * o.ctx));
-    if (!acts || !grads || !x || !y) {
+    if (!x || !y) {
         rc = mb_fail(MB_ENOMEM, "train: out of memory for batch %lld x ctx %lld",
                      (long long)o.batch, (long long)o.ctx);
         goto done;
@@ -368,7 +378,7 @@ int mb_train(const mb_train_opts *opts_in) {
     int64_t scored;
     if (!o.resume && o.eval_every > 0) { /* bpb before training, for the curve */
         double te = wall();
-        last_val = validate(&m, &val, &o, o.eval_bytes, &scored);
+        last_val = validate(be, &val, &o, o.eval_bytes, &scored);
         eval_time += wall() - te;
         fprintf(stderr, "step %lld: val_bpb %.4f (%lld bytes)\n", (long long)rs.step, last_val,
                 (long long)scored);
@@ -391,11 +401,12 @@ int mb_train(const mb_train_opts *opts_in) {
     const int time_limited = total <= 0;
     while (!stop && (time_limited || rs.step < total)) {
         double ts = wall();
-        memset(grads, 0, (size_t)m.n_params * sizeof(float));
+        if ((rc = be_ops->zero_grads(be))) goto done;
         double loss = 0.0;
         for (int64_t a = 0; a < o.accum; a++) {
             mb_train_sampler_batch(&sampler, o.batch, x, y);
-            float l = mb_forward(&m, acts, x, y, NULL);
+            float l;
+            if ((rc = be_ops->forward(be, x, y, &l))) goto done;
             if (nan_at > 0 && rs.step + 1 == nan_at) l = NAN;
             if (!isfinite(l)) {
                 rc = mb_fail(MB_ENONFINITE,
@@ -404,10 +415,11 @@ int mb_train(const mb_train_opts *opts_in) {
                              (long long)rs.step + 1, (double)l, o.out);
                 goto done;
             }
-            mb_backward(&m, acts, 1.0f / (float)(o.batch * o.ctx * o.accum), grads);
+            if ((rc = be_ops->backward(be, 1.0f / (float)(o.batch * o.ctx * o.accum)))) goto done;
             loss += l / (double)o.accum;
         }
-        double gnorm = mb_grad_clip(grads, m.n_params, o.clip);
+        double gnorm;
+        if ((rc = be_ops->clip(be, o.clip, &gnorm))) goto done;
         if (!isfinite(gnorm)) {
             rc = mb_fail(MB_ENONFINITE,
                          "step %lld: non-finite gradient norm (%g); stopped, the last checkpoint "
@@ -424,7 +436,7 @@ int mb_train(const mb_train_opts *opts_in) {
         float lr = total > 0 ? mb_schedule_lr(&sched, rs.step)
                              : fminf((float)o.lr, (float)o.lr * (float)(rs.step + 1) /
                                                       (float)(sched.warmup > 0 ? sched.warmup : 1));
-        mb_adamw_update(&opt, m.params, grads, lr);
+        if ((rc = be_ops->update(be, lr))) goto done;
         rs.step++;
         rs.bytes_seen += bytes_per_step;
         double now = wall(), dt = now - ts;
@@ -467,7 +479,7 @@ int mb_train(const mb_train_opts *opts_in) {
                    (o.time_limit > 0 && run_elapsed >= o.time_limit);
         if (o.eval_every > 0 && rs.step % o.eval_every == 0 && !last) {
             double te = wall();
-            last_val = validate(&m, &val, &o, o.eval_bytes, &scored);
+            last_val = validate(be, &val, &o, o.eval_bytes, &scored);
             eval_time = wall() - te;
             fprintf(stderr, "step %lld: val_bpb %.4f (%lld bytes)\n", (long long)rs.step, last_val,
                     (long long)scored);
@@ -478,7 +490,8 @@ int mb_train(const mb_train_opts *opts_in) {
             mb_train_sampler_get_state(&sampler, &rs.sampler);
             double el = rs.elapsed;
             rs.elapsed += wall() - t0;
-            rc = save_checkpoint(&o, &m, &opt, &rs);
+            rc = be_ops->sync(be); /* device -> host parameters and moments */
+            if (rc == MB_OK) rc = save_checkpoint(&o, &m, &opt, &rs);
             rs.elapsed = el;
             if (rc) goto done;
         }
@@ -486,7 +499,7 @@ int mb_train(const mb_train_opts *opts_in) {
     }
     rs.elapsed += wall() - t0;
     /* final validation on the held-out set (up to final_eval_bytes) */
-    last_val = validate(&m, &val, &o, o.final_eval_bytes, &scored);
+    last_val = validate(be, &val, &o, o.final_eval_bytes, &scored);
     log_json(metrics, "{\"step\":%lld,\"val_bpb\":%.6f,\"val_bytes\":%lld,\"final\":true}",
              (long long)rs.step, last_val, (long long)scored);
     fprintf(stderr, "trained %lld steps (%lld bytes) in %.1fs; checkpoint in %s\n",
@@ -499,8 +512,7 @@ done:
     free(val.docs);
     free(x);
     free(y);
-    free(grads);
-    mb_acts_free(acts);
+    if (be) be_ops->close(be);
     if (have_sampler) mb_train_sampler_free(&sampler);
     if (have_split) mb_split_free(&split);
     if (have_vpack) mb_pack_close(&vpack);

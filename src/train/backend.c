@@ -1,0 +1,162 @@
+/* The CPU backend (the src/cpu model on host buffers) and --device resolution. */
+#include "train/backend.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct {
+    mb_backend base;
+    mb_model *m;
+    mb_adamw *opt;
+    mb_acts *acts; /* (B, L) workspace of training and full evaluation batches */
+    float *grads;  /* (n_params), training only */
+    int64_t B, L;
+} cpu_backend;
+
+static int cpu_probe(char *desc, size_t n) {
+    if (desc && n) snprintf(desc, n, "cpu");
+    return MB_OK;
+}
+
+static void cpu_close(mb_backend *b) {
+    cpu_backend *c = (cpu_backend *)b;
+    if (!c) return;
+    mb_acts_free(c->acts);
+    free(c->grads);
+    free(c);
+}
+
+static int cpu_open(mb_backend **out, mb_model *m, mb_adamw *opt, int64_t B, int64_t L, int train) {
+    *out = NULL;
+    if (!m || (train && !opt))
+        return mb_fail(MB_EINVAL, "cpu backend: training needs a model and an optimizer");
+    cpu_backend *c = calloc(1, sizeof *c);
+    if (!c) return mb_fail(MB_ENOMEM, "train: out of memory");
+    c->base.ops = &mb_backend_cpu;
+    c->m = m;
+    c->opt = opt;
+    c->B = B;
+    c->L = L;
+    c->acts = mb_acts_create(&m->cfg, B, L);
+    if (train)
+        c->grads = aligned_alloc(64, ((size_t)m->n_params * sizeof(float) + 63) & ~(size_t)63);
+    if (!c->acts || (train && !c->grads)) {
+        cpu_close(&c->base);
+        return mb_fail(MB_ENOMEM, "train: out of memory for batch %lld x ctx %lld", (long long)B,
+                       (long long)L);
+    }
+    *out = &c->base;
+    return MB_OK;
+}
+
+static int cpu_zero_grads(mb_backend *b) {
+    cpu_backend *c = (cpu_backend *)b;
+    if (!c->grads) return mb_fail(MB_EINVAL, "cpu backend: session opened without training");
+    memset(c->grads, 0, (size_t)c->m->n_params * sizeof(float));
+    return MB_OK;
+}
+
+static int cpu_forward(mb_backend *b, const uint8_t *x, const uint8_t *y, float *loss) {
+    cpu_backend *c = (cpu_backend *)b;
+    *loss = mb_forward(c->m, c->acts, x, y, NULL);
+    return MB_OK;
+}
+
+static int cpu_backward(mb_backend *b, float dloss) {
+    cpu_backend *c = (cpu_backend *)b;
+    if (!c->grads) return mb_fail(MB_EINVAL, "cpu backend: session opened without training");
+    mb_backward(c->m, c->acts, dloss, c->grads);
+    return MB_OK;
+}
+
+static int cpu_clip(mb_backend *b, double max_norm, double *norm) {
+    cpu_backend *c = (cpu_backend *)b;
+    if (!c->grads) return mb_fail(MB_EINVAL, "cpu backend: session opened without training");
+    *norm = mb_grad_clip(c->grads, c->m->n_params, max_norm);
+    return MB_OK;
+}
+
+static int cpu_update(mb_backend *b, float lr) {
+    cpu_backend *c = (cpu_backend *)b;
+    if (!c->grads) return mb_fail(MB_EINVAL, "cpu backend: session opened without training");
+    mb_adamw_update(c->opt, c->m->params, c->grads, lr);
+    return MB_OK;
+}
+
+static int cpu_sync(mb_backend *b) {
+    (void)b; /* parameters and moments live in the host model and optimizer */
+    return MB_OK;
+}
+
+static double sum_losses(const mb_acts *a, int64_t n) {
+    const float *l = mb_acts_losses(a);
+    double s = 0.0;
+    for (int64_t i = 0; i < n; i++)
+        s += l[i];
+    return s;
+}
+
+static int cpu_score(void *b, const uint8_t *x, const uint8_t *y, int64_t B, int64_t L,
+                     double *nats) {
+    cpu_backend *c = b;
+    if (B == c->B && L == c->L) {
+        mb_forward(c->m, c->acts, x, y, NULL);
+        *nats = sum_losses(c->acts, B * L);
+        return MB_OK;
+    }
+    mb_acts *a = mb_acts_create(&c->m->cfg, B, L);
+    if (!a)
+        return mb_fail(MB_ENOMEM, "eval: out of memory for a window of %lld bytes", (long long)L);
+    mb_forward(c->m, a, x, y, NULL);
+    *nats = sum_losses(a, B * L);
+    mb_acts_free(a);
+    return MB_OK;
+}
+
+const mb_backend_ops mb_backend_cpu = {
+    .name = "cpu",
+    .probe = cpu_probe,
+    .open = cpu_open,
+    .close = cpu_close,
+    .zero_grads = cpu_zero_grads,
+    .forward = cpu_forward,
+    .backward = cpu_backward,
+    .clip = cpu_clip,
+    .update = cpu_update,
+    .sync = cpu_sync,
+    .score = cpu_score,
+};
+
+int mb_backend_resolve(const char *device, const mb_backend_ops *cuda_ops,
+                       const mb_backend_ops **out, char *desc, size_t n) {
+    *out = &mb_backend_cpu;
+    if (desc && n) desc[0] = '\0';
+    if (!device || !strcmp(device, "auto")) {
+        char d[256];
+        if (cuda_ops && cuda_ops->probe(d, sizeof d) == MB_OK) {
+            *out = cuda_ops;
+            if (desc && n) snprintf(desc, n, "%s", d);
+        } else {
+            if (cuda_ops) mb_fail(MB_OK, "%s", ""); /* a missing GPU is no error here */
+            cpu_probe(desc, n);
+        }
+        return MB_OK;
+    }
+    if (!strcmp(device, "cpu")) return cpu_probe(desc, n);
+    if (!strcmp(device, "cuda")) {
+        if (!cuda_ops)
+            return mb_fail(MB_EINVAL, "--device cuda: this mambabyte was built without CUDA "
+                                      "support (no nvcc at configure time); use --device cpu");
+        char d[256];
+        if (cuda_ops->probe(d, sizeof d) != MB_OK) {
+            char why[512];
+            snprintf(why, sizeof why, "%s", mb_last_error());
+            return mb_fail(MB_EINVAL, "--device cuda: %s; use --device cpu", why);
+        }
+        *out = cuda_ops;
+        if (desc && n) snprintf(desc, n, "%s", d);
+        return MB_OK;
+    }
+    return mb_fail(MB_EINVAL, "--device: unknown device '%s' (cuda | cpu | auto)", device);
+}
