@@ -146,8 +146,24 @@ int cmd_eval(int argc, char **argv) {
         mb_model_free(&m);
         return 1;
     }
-    for (int64_t i = 0; i < pack.n_docs; i++)
+    int64_t longest = 0, to_score = 0;
+    for (int64_t i = 0; i < pack.n_docs; i++) {
         docs[i].bytes = mb_pack_doc(&pack, i, &docs[i].len);
+        if (docs[i].len > longest) longest = docs[i].len;
+        if (docs[i].len > 1) to_score += docs[i].len - 1;
+    }
+    if (to_score == 0) {
+        fprintf(stderr,
+                "mambabyte eval: %s has no byte to score (every document is shorter than "
+                "2 bytes; the first byte of a document is context only)\n",
+                input);
+        free(docs);
+        mb_pack_close(&pack);
+        mb_model_free(&m);
+        return 1;
+    }
+    /* a window longer than the longest document only costs memory: the scores are the same */
+    if (ctx > longest - 1) ctx = longest - 1;
     progress_state ps = {.t0 = now_seconds(), .last = 0, .tty = isatty(2)};
     mb_eval_result r;
     if (be_ops == &mb_backend_cpu) {

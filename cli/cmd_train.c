@@ -8,6 +8,21 @@
 #include "train/backend.h"
 #include "train/trainer.h"
 
+/* Flags that set the model, data or optimizer: fixed for a run, so --resume ignores them. */
+static const char *const k_run_settings[] = {
+    "--preset",  "--d-model",  "--n-layer",      "--d-state", "--d-conv", "--expand",
+    "--dt-rank", "--rms-norm", "--layer-norm",   "--tie",     "--untie",  "--ctx",
+    "--batch",   "--accum",    "--lr",           "--lr-min",  "--warmup", "--weight-decay",
+    "--clip",    "--seed",     "--val-fraction", NULL};
+
+static void note_setting(const char *a, char *ignored, size_t n) {
+    for (int k = 0; k_run_settings[k]; k++)
+        if (!strcmp(a, k_run_settings[k]) && strlen(ignored) + strlen(a) + 2 < n) {
+            strcat(ignored, " ");
+            strcat(ignored, a);
+        }
+}
+
 static void help(FILE *f) {
     fprintf(
         f,
@@ -42,7 +57,9 @@ static void help(FILE *f) {
         "  --eval-bytes N       validation bytes per evaluation (default 262144; 0 = all)\n"
         "  --final-eval-bytes N validation bytes for the final val_bpb (default 4194304; 0 = all)\n"
         "  --ckpt-every N       checkpoint every N steps (default: at the end)\n"
-        "  --resume             continue the run in --out exactly where it stopped\n"
+        "  --resume             continue the run in --out exactly where it stopped (its saved\n"
+        "                       model, data and optimizer settings are used)\n"
+        "  --force              replace a checkpoint already in --out\n"
         "  --quiet              no per-step progress lines\n"
         "  --device D           cuda | cpu (default: cuda when this build has CUDA and a GPU\n"
         "                       is present, else cpu); checkpoints are the same on both, and a\n"
@@ -60,7 +77,9 @@ int cmd_train(int argc, char **argv) {
     int lr_min_given = 0, dt_rank_given = 0;
     const char *device = "auto";
     mb_config *c = &o.cfg;
+    char ignored[512] = "";
     for (int i = 1; i < argc; i++) {
+        note_setting(argv[i], ignored, sizeof ignored);
         const char *a = argv[i], *v;
         int64_t n;
         double d;
@@ -158,6 +177,8 @@ int cmd_train(int argc, char **argv) {
             INT(0, INT64_MAX / 2, o.final_eval_bytes);
         else if (!strcmp(a, "--ckpt-every"))
             INT(0, INT64_MAX / 2, o.ckpt_every);
+        else if (!strcmp(a, "--force"))
+            o.force = 1;
         else if (!strcmp(a, "--resume"))
             o.resume = 1;
         else if (!strcmp(a, "--quiet"))
@@ -181,6 +202,11 @@ int cmd_train(int argc, char **argv) {
         fprintf(stderr, "mambabyte train: give --steps N or --time-limit SECONDS\n");
         return 2;
     }
+    if (o.resume && ignored[0])
+        fprintf(stderr,
+                "mambabyte train: --resume continues with the run's saved settings; "
+                "ignoring%s\n",
+                ignored);
     if (!lr_min_given) o.lr_min = o.lr / 10.0;
     if (!dt_rank_given) c->dt_rank = 0; /* auto: ceil(d_model / 16), derived below */
     if (mb_config_finalize(c)) {

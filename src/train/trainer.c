@@ -3,14 +3,17 @@
 #include "train/trainer.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "eval/evaluate.h"
 #include "io/checkpoint.h"
@@ -64,6 +67,47 @@ static int mkdir_p(const char *path) {
     }
     if (mkdir(buf, 0777) && errno != EEXIST)
         return mb_fail(MB_EIO, "cannot create directory %s: %s", buf, strerror(errno));
+    struct stat st;
+    if (stat(buf, &st) || !S_ISDIR(st.st_mode))
+        return mb_fail(MB_EINVAL, "--out %s exists and is not a directory", buf);
+    return MB_OK;
+}
+
+/* One run per checkpoint directory at a time: an exclusive flock on DIR/.lock, held until the
+ * process exits. Returns the descriptor, or -1 with the error set. */
+static int lock_out_dir(const char *dir) {
+    char path[4200];
+    snprintf(path, sizeof path, "%s/.lock", dir);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0666);
+    if (fd < 0) return mb_fail(MB_EIO, "cannot open %s: %s", path, strerror(errno)), -1;
+    if (flock(fd, LOCK_EX | LOCK_NB)) {
+        close(fd);
+        return mb_fail(MB_EINVAL, "%s is in use by another training run (lock %s)", dir, path), -1;
+    }
+    return fd;
+}
+
+/* Keep only the metrics lines of steps <= step (a resumed run rewrites what came after its
+ * checkpoint). Missing file: nothing to do. */
+static int truncate_metrics(const char *path, int64_t step) {
+    FILE *f = fopen(path, "r");
+    if (!f) return MB_OK;
+    char tmp[4300], line[1024];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *g = fopen(tmp, "w");
+    if (!g) {
+        fclose(f);
+        return mb_fail(MB_EIO, "cannot write %s: %s", tmp, strerror(errno));
+    }
+    while (fgets(line, sizeof line, f)) {
+        const char *p = strstr(line, "\"step\":");
+        if (p && strtoll(p + 7, NULL, 10) > step) continue;
+        if (p && strtoll(p + 7, NULL, 10) == step && strstr(line, "\"final\"")) continue;
+        fputs(line, g);
+    }
+    fclose(f);
+    if (fclose(g) || rename(tmp, path))
+        return mb_fail(MB_EIO, "cannot rewrite %s: %s", path, strerror(errno));
     return MB_OK;
 }
 
@@ -277,7 +321,20 @@ int mb_train_with_backend(const mb_train_opts *opts_in, const mb_backend_ops *be
 
     if (!o.out) return mb_fail(MB_EINVAL, "train: --out is required");
     if (!o.data) return mb_fail(MB_EINVAL, "train: --data is required");
+    if (o.val_fraction <= 0.0 && !o.val)
+        return mb_fail(MB_EINVAL, "train: --val-fraction 0 leaves no validation data; give --val "
+                                  "PATH or a positive --val-fraction");
     if ((rc = mkdir_p(o.out))) return rc;
+    int lock_fd = lock_out_dir(o.out); /* released when the process exits */
+    if (lock_fd < 0) return mb_last_error()[0] ? MB_EINVAL : MB_EIO;
+    snprintf(path, sizeof path, "%s/model.safetensors", o.out);
+    if (!o.resume && !o.force && access(path, F_OK) == 0) {
+        close(lock_fd);
+        return mb_fail(MB_EINVAL,
+                       "%s already holds a checkpoint: --resume to continue it, --force to "
+                       "replace it, or another --out",
+                       o.out);
+    }
 
     /* model and optimizer state */
     if (o.resume) {
@@ -334,6 +391,22 @@ int mb_train_with_backend(const mb_train_opts *opts_in, const mb_backend_ops *be
         val_bytes += split.val[i].len;
     }
     val.n = split.n_val;
+    int64_t val_scored = 0;
+    for (int64_t i = 0; i < val.n; i++)
+        if (val.docs[i].len > 1) val_scored += val.docs[i].len - 1;
+    if (val_scored == 0) {
+        rc = mb_fail(MB_EINVAL,
+                     "train: the validation data (%s) has no byte to score (documents "
+                     "of at least 2 bytes are needed)",
+                     o.val ? o.val : o.data);
+        goto done;
+    }
+    if (!o.val && 10 * val_bytes > train_bytes + val_bytes)
+        fprintf(stderr,
+                "note: the held-out documents are %.0f%% of the bytes (%lld documents in all); "
+                "give --val PATH to choose the validation text\n",
+                100.0 * (double)val_bytes / (double)(train_bytes + val_bytes),
+                (long long)pack.n_docs);
     fprintf(stderr,
             "data: %s (%s pack, %lld documents): train %lld docs / %lld bytes, val %lld docs / "
             "%lld bytes%s",
@@ -365,6 +438,7 @@ int mb_train_with_backend(const mb_train_opts *opts_in, const mb_backend_ops *be
         goto done;
     }
     snprintf(path, sizeof path, "%s/metrics.jsonl", o.out);
+    if (o.resume && (rc = truncate_metrics(path, rs.step))) goto done;
     metrics = fopen(path, o.resume ? "a" : "w");
     if (!metrics) {
         rc = mb_fail(MB_EIO, "cannot open %s: %s", path, strerror(errno));
@@ -374,12 +448,10 @@ int mb_train_with_backend(const mb_train_opts *opts_in, const mb_backend_ops *be
     const int64_t bytes_per_step = o.batch * o.ctx * o.accum;
     const double t0 = wall();
     const int64_t start_step = rs.step;
-    double eval_time = 0.0, last_val = NAN;
+    double last_val = NAN;
     int64_t scored;
     if (!o.resume && o.eval_every > 0) { /* bpb before training, for the curve */
-        double te = wall();
         last_val = validate(be, &val, &o, o.eval_bytes, &scored);
-        eval_time += wall() - te;
         fprintf(stderr, "step %lld: val_bpb %.4f (%lld bytes)\n", (long long)rs.step, last_val,
                 (long long)scored);
         log_json(metrics, "{\"step\":%lld,\"val_bpb\":%.6f,\"val_bytes\":%lld}", (long long)rs.step,
@@ -478,9 +550,7 @@ int mb_train_with_backend(const mb_train_opts *opts_in, const mb_backend_ops *be
                    (o.stop_after > 0 && rs.step - start_step >= o.stop_after) ||
                    (o.time_limit > 0 && run_elapsed >= o.time_limit);
         if (o.eval_every > 0 && rs.step % o.eval_every == 0 && !last) {
-            double te = wall();
             last_val = validate(be, &val, &o, o.eval_bytes, &scored);
-            eval_time = wall() - te;
             fprintf(stderr, "step %lld: val_bpb %.4f (%lld bytes)\n", (long long)rs.step, last_val,
                     (long long)scored);
             log_json(metrics, "{\"step\":%lld,\"val_bpb\":%.6f,\"val_bytes\":%lld}",

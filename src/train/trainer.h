@@ -28,6 +28,7 @@ typedef struct {
     int64_t final_eval_bytes; /* cap on validation bytes for the final val_bpb (0 = all) */
     int64_t ckpt_every;       /* steps between checkpoints (0 = only at the end) */
     int resume;
+    int force; /* replace a checkpoint already in `out` (without resume) */
     int quiet; /* no per-step progress lines */
 } mb_train_opts;
 

@@ -40,7 +40,7 @@ s3=$("$MB_CLI" generate -m "$T/m" -p "int " -n 60 --seed 6 --no-echo --temp 1.5 
 check "same seed, same bytes" [ "$s1" = "$s2" ]
 check "other seed, other bytes" [ "$s1" != "$s3" ]
 n=$("$MB_CLI" generate -m "$T/m" -p "x" -n 100 --no-echo --seed 1 2>/dev/null | wc -c)
-check "generate -n 100 writes 100 bytes (+ newline)" [ "$n" -eq 101 ]
+check "generate -n 100 --no-echo writes exactly 100 bytes" [ "$n" -eq 100 ]
 
 # errors: non-zero exit and a message naming the culprit
 "$MB_CLI" eval -m "$T/nope" "$T/short.txt" >/dev/null 2>"$T/e1"
@@ -56,6 +56,16 @@ check "document shorter than ctx refused with ctx named" bash -c "[ $rc -ne 0 ] 
 check "bad --top-p named" bash -c "[ $rc -ne 0 ] && grep -q -- '--top-p' '$T/e5'"
 "$MB_CLI" train --data "$data" --out "$T/x" --steps 1 --ctx abc >/dev/null 2>"$T/e6"; rc=$?
 check "bad --ctx named" bash -c "[ $rc -ne 0 ] && grep -q -- '--ctx' '$T/e6'"
+printf 'x' >"$T/one.txt"
+"$MB_CLI" eval -m "$T/m" "$T/one.txt" >"$T/o7" 2>"$T/e7"; rc=$?
+check "eval of a 1-byte file is an error, not bpb 0" bash -c "[ $rc -ne 0 ] && grep -q 'one.txt' '$T/e7' && ! grep -q '^bpb' '$T/o7'"
+"$MB_CLI" train --data "$data" --out "$T/m" --preset tiny --steps 1 >/dev/null 2>"$T/e8"; rc=$?
+check "train refuses to overwrite a checkpoint without --resume/--force" bash -c "[ $rc -ne 0 ] && grep -q -- '--force' '$T/e8'"
+"$MB_CLI" train --data "$data" --out "$T/x2" --steps 1 --val-fraction 0 >/dev/null 2>"$T/e9"; rc=$?
+check "--val-fraction 0 without --val refused" bash -c "[ $rc -ne 0 ] && grep -q -- '--val' '$T/e9'"
+: >"$T/afile"
+"$MB_CLI" train --data "$data" --out "$T/afile" --steps 1 >/dev/null 2>"$T/e10"; rc=$?
+check "--out that is a file named" bash -c "[ $rc -ne 0 ] && grep -q 'not a directory' '$T/e10'"
 for c in train eval generate info; do
   check "$c --help" bash -c "'$MB_CLI' $c --help | grep -q usage"
 done

@@ -3,14 +3,16 @@
 # bit. A NaN stops the run naming the step and leaves the last checkpoint intact.
 . "$(dirname "$0")/lib.sh"
 data=$(corpus)
-args=(--data "$data" --preset tiny --d-model 32 --ctx 64 --batch 4 --steps 20 --eval-every 0
+args=(--device cpu --data "$data" --preset tiny --d-model 32 --ctx 64 --batch 4 --steps 20 --eval-every 0
       --eval-bytes 2048 --seed 7 --quiet)
 "$MB_CLI" train "${args[@]}" --out "$T/a" >"$T/a.out" 2>"$T/a.err" || { cat "$T/a.err"; bad "straight run"; }
 "$MB_CLI" train "${args[@]}" --out "$T/b" --stop-after 10 >/dev/null 2>"$T/b1.err" || { cat "$T/b1.err"; bad "first half"; }
-"$MB_CLI" train --data "$data" --out "$T/b" --resume --quiet --eval-every 0 --eval-bytes 2048 >"$T/b.out" 2>"$T/b2.err" || { cat "$T/b2.err"; bad "resumed half"; }
+"$MB_CLI" train --device cpu --data "$data" --out "$T/b" --resume --quiet --eval-every 0 --eval-bytes 2048 >"$T/b.out" 2>"$T/b2.err" || { cat "$T/b2.err"; bad "resumed half"; }
 check "resumed run reports step 10" grep -q "at step 10 of 20" "$T/b2.err"
 check "model bit-identical after resume" cmp "$T/a/model.safetensors" "$T/b/model.safetensors"
 check "same final val_bpb" diff <(grep val_bpb "$T/a.out") <(grep val_bpb "$T/b.out")
+check "metrics: one line per step 1..20 after resume" \
+  bash -c "[ \"\$(grep -o '\"step\":[0-9]*,\"loss\"' '$T/b/metrics.jsonl' | sort -u | wc -l)\" -eq 20 ] && [ \"\$(grep -c '\"loss\"' '$T/b/metrics.jsonl')\" -eq 20 ]"
 check "config.json identical" cmp "$T/a/config.json" "$T/b/config.json"
 # control: a different seed must give different weights (the comparison can fail)
 "$MB_CLI" train "${args[@]/--seed/--seed}" --seed 8 --out "$T/c" >/dev/null 2>&1
@@ -23,6 +25,6 @@ check "NaN run exits non-zero" [ "$rc" -ne 0 ]
 check "NaN error names step 5" grep -q "step 5: non-finite loss" "$T/n.err"
 "$MB_CLI" info -m "$T/n" >/dev/null 2>&1
 check "last checkpoint still loads" [ $? -eq 0 ]
-"$MB_CLI" train --data "$data" --out "$T/n" --resume --quiet --eval-every 0 --eval-bytes 2048 --stop-after 1 >/dev/null 2>"$T/n2.err"
+"$MB_CLI" train --device cpu --data "$data" --out "$T/n" --resume --quiet --eval-every 0 --eval-bytes 2048 --stop-after 1 >/dev/null 2>"$T/n2.err"
 check "last checkpoint is step 3" grep -q "at step 3 of 20" "$T/n2.err"
 finish
