@@ -9,6 +9,8 @@
 #   test_kernels_cuda     every model kernel (norm, conv1d, softplus, embedding, classifier,
 #                         GEMMs, AdamW, norms) vs its CPU reference (label "gpu", 77)
 #   bench_scan_cuda       selective-scan benchmark (not a test)
+#   test_step_cuda        GPU recurrent generation (step, graph, sampler) vs mb_step (label "gpu", 77)
+#   bench_generate_cuda   generation throughput (bench/bench_generate_cuda.sh prints the table)
 #   test_train_cuda       tests/cuda/test_train_cuda.sh: 200 training steps GPU vs CPU, checkpoints
 #                         resumed across devices (label "gpu", 77 without a GPU)
 # and links the mambabyte program with mambabyte_cuda (compile definition MB_HAVE_CUDA: the
@@ -64,7 +66,7 @@ if(MB_BUILD_TESTS)
   set_tests_properties(test_scan_cuda PROPERTIES LABELS "gpu" SKIP_RETURN_CODE 77
                        ENVIRONMENT "OMP_NUM_THREADS=2" TIMEOUT 1200)
 
-  foreach(t test_model_cuda test_kernels_cuda)
+  foreach(t test_model_cuda test_kernels_cuda test_step_cuda)
     add_executable(${t} ${CMAKE_SOURCE_DIR}/tests/cuda/${t}.cu)
     target_compile_options(${t} PRIVATE $<$<COMPILE_LANGUAGE:CUDA>:${MB_CUDA_FLAGS}>)
     target_link_libraries(${t} PRIVATE mambabyte_cuda)
@@ -85,3 +87,8 @@ add_executable(bench_scan_cuda ${CMAKE_SOURCE_DIR}/bench/bench_scan_cuda.cu)
 target_compile_options(bench_scan_cuda PRIVATE $<$<COMPILE_LANGUAGE:CUDA>:${MB_CUDA_FLAGS}>)
 target_link_libraries(bench_scan_cuda PRIVATE mambabyte_cuda)
 set_target_properties(bench_scan_cuda PROPERTIES LINKER_LANGUAGE C)
+
+add_executable(bench_generate_cuda ${CMAKE_SOURCE_DIR}/bench/bench_generate_cuda.cu)
+target_compile_options(bench_generate_cuda PRIVATE $<$<COMPILE_LANGUAGE:CUDA>:${MB_CUDA_FLAGS}>)
+target_link_libraries(bench_generate_cuda PRIVATE mambabyte_cuda)
+set_target_properties(bench_generate_cuda PROPERTIES LINKER_LANGUAGE C)

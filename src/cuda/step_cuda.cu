@@ -1,0 +1,1003 @@
+/* Recurrent generation on the GPU: weights, state, the per-byte step in few kernels, the
+ * on-device sampler and the CUDA graphs (see step_cuda.h). Each kernel names the lines of
+ * src/infer/step.c (mb_step, mamba_ssm Mamba.step) it implements. */
+#include <cublas_v2.h>
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cuda/cuda_check.h"
+#include "cuda/matmul_cuda.h"
+#include "cuda/step_cuda.h"
+
+typedef __nv_bfloat16 bf16;
+
+#define GEN_RING 1024 /* steps of sampled bytes kept in the host ring */
+#define GEN_LAG 32    /* steps the host may run ahead of the bytes it has emitted */
+#define GEMV_THREADS 256
+#define SSM_THREADS 128
+#define CONV_THREADS 256
+
+typedef struct {
+    float *norm_w, *norm_b, *in_w, *conv_w, *conv_b, *x_w, *dtT, *dt_b, *A, *D, *out_w;
+    bf16 *in_h, *out_h;
+} gen_layer;
+
+struct mb_cuda_gen {
+    mb_config cfg;
+    int64_t S, W, CS, n_slices;
+    int use_bf16, use_graph, sm_count;
+    float *wmem;  /* fp32 weights (one allocation) */
+    bf16 *hmem;   /* bf16 copies (bf16 mode) */
+    gen_layer *L; /* n_layer, device pointers */
+    float *emb, *lm, *normf_w, *normf_b;
+    bf16 *lm_h;
+    void *smem_dev; /* state + workspace allocation */
+    float *conv, *ssm;
+    float *hidden, *resid[2], *u, *xz, *xc, *part, *y, *logits;
+    uint8_t *tok, *prompt;
+    int64_t prompt_cap;
+    uint64_t *counter; /* (S) samples drawn per sequence */
+    uint8_t *ring_h, *ring_d; /* mapped pinned (GEN_RING, S) */
+    uint8_t *in_h;            /* pinned (S) */
+    float *logits_h;          /* pinned (S, 256) */
+    void *cublas, *cublas_ws;
+    cudaStream_t stream;
+    cudaGraphExec_t g_step, g_gen;
+    cudaEvent_t ev[GEN_LAG + 1];
+    /* sampler */
+    float temp, top_p;
+    int top_k;
+    uint64_t seed;
+    int64_t n_sampled;
+    int pending; /* tok holds a sampled byte that no step has consumed yet */
+};
+
+/* ------------------------------------------------------------------------------ helpers */
+__device__ __forceinline__ float warp_sum(float v) {
+    for (int o = 16; o > 0; o >>= 1)
+        v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+__device__ __forceinline__ double warp_sumd(double v) {
+    for (int o = 16; o > 0; o >>= 1)
+        v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+/* Block-wide double sum (blockDim.x multiple of 32, <= 1024); every thread gets the result. */
+__device__ double block_sumd(double v, double *sh) {
+    const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    v = warp_sumd(v);
+    __syncthreads();
+    if (lane == 0) sh[wid] = v;
+    __syncthreads();
+    double t = 0.0;
+    for (int i = 0; i < nw; i++)
+        t += sh[i];
+    return t;
+}
+
+__device__ __forceinline__ float silu_f(float v) {
+    return v / (1.0f + expf(-v));
+}
+__device__ __forceinline__ float softplus_f(float v) { /* threshold 20 as F.softplus */
+    return v > 20.0f ? v : log1pf(expf(v));
+}
+
+/* Residual add + norm of S rows into xs (S, d) shared: r = h + resid_in (resid_in NULL: r = h,
+ * h from the embedding rows of tok when emb != NULL), resid_out = r (when write_resid), then
+ * RMSNorm (b NULL) or LayerNorm; statistics in double as norm_rows of step.c. */
+struct NormArgs {
+    const float *h, *resid_in, *w, *b, *emb;
+    const uint8_t *tok;
+    float *resid_out;
+    float eps;
+};
+
+__device__ void norm_rows_block(const NormArgs &na, float *xs, int S, int d, int write_resid) {
+    __shared__ double sh[32];
+    for (int s = 0; s < S; s++) {
+        float *x = xs + (int64_t)s * d;
+        const float *h = na.emb ? na.emb + (int64_t)na.tok[s] * d : na.h + (int64_t)s * d;
+        double sum = 0.0;
+        for (int j = threadIdx.x; j < d; j += blockDim.x) {
+            const float r = h[j] + (na.resid_in ? na.resid_in[(int64_t)s * d + j] : 0.0f);
+            x[j] = r;
+            if (write_resid) na.resid_out[(int64_t)s * d + j] = r;
+            sum += r;
+        }
+        float mean = 0.0f;
+        double ss = 0.0;
+        if (na.b) {
+            const double m = block_sumd(sum, sh) / (double)d;
+            for (int j = threadIdx.x; j < d; j += blockDim.x)
+                ss += ((double)x[j] - m) * ((double)x[j] - m);
+            mean = (float)m;
+        } else {
+            for (int j = threadIdx.x; j < d; j += blockDim.x)
+                ss += (double)x[j] * x[j];
+        }
+        ss = block_sumd(ss, sh);
+        const float rstd = (float)(1.0 / sqrt(ss / (double)d + (double)na.eps));
+        for (int j = threadIdx.x; j < d; j += blockDim.x)
+            x[j] = na.b ? (x[j] - mean) * rstd * na.w[j] + na.b[j] : x[j] * rstd * na.w[j];
+        __syncthreads();
+    }
+}
+
+/* Standalone norm (batches served by cuBLAS): one block per sequence, writes u (S, d). */
+__global__ void norm_kernel(NormArgs na, float *u, int d) {
+    extern __shared__ float xs_n[];
+    NormArgs a = na;
+    const int s = blockIdx.x;
+    if (a.tok) a.tok += s;
+    if (a.h) a.h += (int64_t)s * d;
+    if (a.resid_in) a.resid_in += (int64_t)s * d;
+    a.resid_out += (int64_t)s * d;
+    norm_rows_block(a, xs_n, 1, d, 1);
+    for (int j = threadIdx.x; j < d; j += blockDim.x)
+        u[(int64_t)s * d + j] = xs_n[j];
+}
+
+/* ------------------------------------------------------------------ matrix-vector kernel */
+__device__ __forceinline__ void load8(const float *p, float *w) {
+    const float4 a = __ldg((const float4 *)p), b = __ldg((const float4 *)p + 1);
+    w[0] = a.x, w[1] = a.y, w[2] = a.z, w[3] = a.w, w[4] = b.x, w[5] = b.y, w[6] = b.z, w[7] = b.w;
+}
+__device__ __forceinline__ void load8(const bf16 *p, float *w) {
+    const uint4 v = __ldg((const uint4 *)p);
+    const __nv_bfloat162 *h = (const __nv_bfloat162 *)&v;
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        const float2 f = __bfloat1622float2(h[i]);
+        w[2 * i] = f.x, w[2 * i + 1] = f.y;
+    }
+}
+__device__ __forceinline__ float load1(const float *p) {
+    return __ldg(p);
+}
+__device__ __forceinline__ float load1(const bf16 *p) {
+    return __bfloat162float(p[0]);
+}
+
+/* y (S, rows; ld ldy) = x (S, K) @ W^T, W (rows, K) row-major (nn.Linear): one warp per row
+ * (grid-stride), 8 weights per lane per load, x in shared memory (loaded from x with ld ldx, or
+ * the residual add + norm of na when norm != 0; block 0 then writes the new residual). */
+template <typename WT, int S>
+__global__ void __launch_bounds__(GEMV_THREADS)
+    gemv_kernel(const WT *__restrict__ W, int rows, int K, const float *__restrict__ x, int ldx,
+                float *__restrict__ y, int ldy, NormArgs na, int norm) {
+    extern __shared__ float xs[];
+    if (norm) {
+        norm_rows_block(na, xs, S, K, blockIdx.x == 0);
+    } else {
+        for (int i = threadIdx.x; i < S * K; i += blockDim.x)
+            xs[i] = x[(int64_t)(i / K) * ldx + i % K];
+        __syncthreads();
+    }
+    const int lane = threadIdx.x & 31;
+    const int warps = gridDim.x * (GEMV_THREADS / 32);
+    const int vec = (K % 8) == 0; /* 16-byte aligned rows: 8 weights per lane per load */
+    for (int row = blockIdx.x * (GEMV_THREADS / 32) + (threadIdx.x >> 5); row < rows;
+         row += warps) {
+        const WT *wr = W + (int64_t)row * K;
+        float acc[S];
+#pragma unroll
+        for (int s = 0; s < S; s++)
+            acc[s] = 0.0f;
+        if (vec) {
+#pragma unroll 4
+            for (int k = lane * 8; k < K; k += 256) {
+                float w[8];
+                load8(wr + k, w);
+#pragma unroll
+                for (int s = 0; s < S; s++) {
+                    const float4 a = *(const float4 *)(xs + s * K + k);
+                    const float4 b = *(const float4 *)(xs + s * K + k + 4);
+                    acc[s] += w[0] * a.x + w[1] * a.y + w[2] * a.z + w[3] * a.w + w[4] * b.x +
+                              w[5] * b.y + w[6] * b.z + w[7] * b.w;
+                }
+            }
+        } else {
+            for (int k = lane; k < K; k += 32) {
+                const float w = load1(wr + k);
+#pragma unroll
+                for (int s = 0; s < S; s++)
+                    acc[s] += w * xs[s * K + k];
+            }
+        }
+#pragma unroll
+        for (int s = 0; s < S; s++) {
+            const float v = warp_sum(acc[s]);
+            if (lane == 0) y[(int64_t)s * ldy + row] = v;
+        }
+    }
+}
+
+/* --------------------------------------------------- conv window + conv + SiLU + x_proj */
+/* Block b owns channels [b*CS, (b+1)*CS): for each sequence the conv window shift, the causal
+ * conv with bias and SiLU (step.c "conv_state: roll ... x = self.act(x)"), xc written; then
+ * its share of x_proj: part (n_slices, S, W) = xc[slice] @ x_proj_w[:, slice]^T (summed over
+ * slices, in slice order, by the next kernel: deterministic). */
+__global__ void __launch_bounds__(CONV_THREADS)
+    conv_xproj_kernel(const float *__restrict__ xz, float *__restrict__ conv,
+                      const float *__restrict__ conv_w, const float *__restrict__ conv_b,
+                      const float *__restrict__ x_w, float *__restrict__ xc,
+                      float *__restrict__ part, int S, int Di, int K, int W, int CS) {
+    extern __shared__ float xcs[]; /* (S, CS) */
+    const int c0 = blockIdx.x * CS;
+    for (int i = threadIdx.x; i < S * CS; i += blockDim.x) {
+        const int s = i / CS, ch = c0 + i % CS;
+        float v = 0.0f;
+        if (ch < Di) {
+            float *win = conv + ((int64_t)s * (K - 1)) * Di + ch; /* element k at win[k*Di] */
+            const float *wc = conv_w + (int64_t)ch * K;
+            const float xn = xz[(int64_t)s * 2 * Di + ch];
+            float acc = conv_b[ch];
+            for (int k = 0; k < K - 1; k++)
+                acc += wc[k] * win[(int64_t)k * Di];
+            acc += wc[K - 1] * xn;
+            for (int k = 0; k + 1 < K - 1; k++)
+                win[(int64_t)k * Di] = win[(int64_t)(k + 1) * Di];
+            if (K > 1) win[(int64_t)(K - 2) * Di] = xn;
+            v = silu_f(acc);
+            xc[(int64_t)s * Di + ch] = v;
+        }
+        xcs[i] = v;
+    }
+    __syncthreads();
+    const int lane = threadIdx.x & 31, nw = blockDim.x >> 5;
+    for (int r = threadIdx.x >> 5; r < W; r += nw) {
+        const float *wr = x_w + (int64_t)r * Di + c0;
+        float wv[2]; /* CS <= 64 */
+#pragma unroll
+        for (int j = 0; j < 2; j++) {
+            const int cc = lane + 32 * j;
+            wv[j] = (cc < CS && c0 + cc < Di) ? __ldg(wr + cc) : 0.0f;
+        }
+        for (int s = 0; s < S; s++) {
+            float acc = 0.0f;
+#pragma unroll
+            for (int j = 0; j < 2; j++) {
+                const int cc = lane + 32 * j;
+                if (cc < CS) acc += wv[j] * xcs[s * CS + cc];
+            }
+            acc = warp_sum(acc);
+            if (lane == 0) part[((int64_t)blockIdx.x * S + s) * W + r] = acc;
+        }
+    }
+}
+
+/* ------------------------------------------ dt_proj + softplus + selective-state update */
+/* Grid (ceil(Di / SSM_THREADS), S). dbc = sum of the slice partials; then per channel (step.c
+ * "The fused selective-state update"): dt = softplus(dt_proj(dt_low) + bias); h = exp(dt*A) h
+ * + dt*x*B; y = h.C + D*x; y *= SiLU(z). dtT is dt_proj.weight transposed (R, Di); A =
+ * -exp(A_log) (Di, N). */
+__global__ void __launch_bounds__(SSM_THREADS)
+    ssm_kernel(const float *__restrict__ part, int n_slices, const float *__restrict__ dtT,
+               const float *__restrict__ dt_b, const float *__restrict__ A,
+               const float *__restrict__ Dv, const float *__restrict__ xc,
+               const float *__restrict__ xz, float *__restrict__ ssm, float *__restrict__ y,
+               int S, int Di, int N, int R) {
+    extern __shared__ float dbc[]; /* (W) */
+    const int s = blockIdx.y, W = R + 2 * N;
+    for (int r = threadIdx.x; r < W; r += blockDim.x) {
+        float acc = 0.0f;
+        for (int sl = 0; sl < n_slices; sl++)
+            acc += part[((int64_t)sl * S + s) * W + r];
+        dbc[r] = acc;
+    }
+    __syncthreads();
+    const int ch = blockIdx.x * blockDim.x + threadIdx.x;
+    if (ch >= Di) return;
+    float dt = 0.0f;
+    for (int r = 0; r < R; r++)
+        dt += dtT[(int64_t)r * Di + ch] * dbc[r];
+    dt = softplus_f(dt + dt_b[ch]);
+    const float x = xc[(int64_t)s * Di + ch];
+    const float dtx = dt * x;
+    const float *Bv = dbc + R, *Cv = dbc + R + N, *Ac = A + (int64_t)ch * N;
+    float *h = ssm + ((int64_t)s * Di + ch) * N;
+    float acc = 0.0f;
+    for (int n = 0; n < N; n++) {
+        const float hn = expf(dt * Ac[n]) * h[n] + dtx * Bv[n];
+        h[n] = hn;
+        acc += hn * Cv[n];
+    }
+    acc += Dv[ch] * x;
+    y[(int64_t)s * Di + ch] = acc * silu_f(xz[(int64_t)s * 2 * Di + Di + ch]);
+}
+
+/* -------------------------------------------------------------------------- sampler */
+__device__ __forceinline__ uint64_t splitmix64(uint64_t z) {
+    z += 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+/* a ranks before b: larger value first, ties (and NaN) by lower index (argmax of sampler.c) */
+__device__ __forceinline__ bool before(float va, int ia, float vb, int ib) {
+    const bool na = isnan(va), nb = isnan(vb);
+    if (na != nb) return nb;
+    if (!na && va != vb) return va > vb;
+    return ia < ib;
+}
+
+/* One block of 256 threads per sequence: sample from logits (S, 256), write the byte to tok[s]
+ * (the next step's input) and to the host ring at slot counter[s] % GEN_RING; counter[s]++.
+ * Same rules as mb_sample (sampler.c). */
+__global__ void __launch_bounds__(256)
+    sample_kernel(const float *__restrict__ logits, uint8_t *tok, uint8_t *ring,
+                  uint64_t *counter, int S, float temp, int top_k, float top_p, uint64_t seed) {
+    __shared__ float pv[256];
+    __shared__ int pi[256];
+    __shared__ double sh[32];
+    const int s = blockIdx.x, t = threadIdx.x;
+    const float l = logits[(int64_t)s * 256 + t];
+    /* argmax by a bitonic sort of (logit, index) */
+    pv[t] = l;
+    pi[t] = t;
+    __syncthreads();
+    auto sort = [&]() {
+        for (int k = 2; k <= 256; k <<= 1)
+            for (int j = k >> 1; j > 0; j >>= 1) {
+                const int p = t ^ j;
+                if (p > t) {
+                    const bool up = (t & k) == 0; /* this pair sorted "before" first */
+                    const bool sw = up ? before(pv[p], pi[p], pv[t], pi[t])
+                                       : before(pv[t], pi[t], pv[p], pi[p]);
+                    if (sw) {
+                        const float fv = pv[t];
+                        const int fi = pi[t];
+                        pv[t] = pv[p], pi[t] = pi[p];
+                        pv[p] = fv, pi[p] = fi;
+                    }
+                }
+                __syncthreads();
+            }
+    };
+    sort();
+    const int amax = pi[0];
+    const float maxl = pv[0];
+    __syncthreads();
+    int byte = amax;
+    if (temp > 0.0f) {
+        const double e = exp(((double)l - (double)maxl) * (1.0 / (double)temp));
+        const double sum = block_sumd(e, sh);
+        const float p = (float)((double)(float)e / sum);
+        const bool use_k = top_k > 0 && top_k < 256, use_p = top_p > 0.0f && top_p < 1.0f;
+        pv[t] = p;
+        pi[t] = t;
+        __syncthreads();
+        if (use_k || use_p) sort();
+        if (t == 0) {
+            int n = 256;
+            if (use_k) n = top_k;
+            if (use_p) {
+                double kept = 0.0, cum = 0.0;
+                for (int i = 0; i < n; i++)
+                    kept += pv[i];
+                const double target = ((double)top_p - 1e-6) * kept;
+                for (int i = 0; i < n; i++) {
+                    cum += pv[i];
+                    if (cum >= target) {
+                        n = i + 1;
+                        break;
+                    }
+                }
+            }
+            double mass = 0.0;
+            for (int i = 0; i < n; i++)
+                mass += pv[i];
+            const uint64_t z =
+                splitmix64(seed ^ splitmix64(counter[s] * 0x100000001B3ull + (uint64_t)s));
+            const double r = (double)(z >> 11) * (1.0 / 9007199254740992.0) * mass;
+            double cdf = 0.0;
+            int pick = -1;
+            for (int i = 0; i < n; i++) {
+                cdf += pv[i];
+                if (r < cdf) {
+                    pick = pi[i];
+                    break;
+                }
+            }
+            if (pick < 0) {
+                pick = pi[0];
+                for (int i = n - 1; i > 0; i--)
+                    if (pv[i] > 0.0f) {
+                        pick = pi[i];
+                        break;
+                    }
+            }
+            pi[0] = pick; /* broadcast below */
+        }
+        __syncthreads();
+        byte = pi[0];
+    }
+    if (t == 0) {
+        tok[s] = (uint8_t)byte;
+        ring[(int64_t)(counter[s] % GEN_RING) * S + s] = (uint8_t)byte;
+        counter[s] += 1;
+    }
+}
+
+/* ------------------------------------------------------------------- random weights */
+__global__ void fill_uniform(float *p, int64_t n, float lo, float hi, uint64_t seed) {
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+         i += (int64_t)gridDim.x * blockDim.x) {
+        const uint64_t z = splitmix64(seed * 0x9E3779B97F4A7C15ull + (uint64_t)i);
+        p[i] = lo + (hi - lo) * (float)((z >> 40) * (1.0 / 16777216.0));
+    }
+}
+__global__ void fill_const(float *p, int64_t n, float v) {
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+         i += (int64_t)gridDim.x * blockDim.x)
+        p[i] = v;
+}
+__global__ void fill_A(float *p, int64_t n, int N) { /* -exp(log(n + 1)) */
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+         i += (int64_t)gridDim.x * blockDim.x)
+        p[i] = -(float)(i % N + 1);
+}
+__global__ void to_bf16(bf16 *o, const float *p, int64_t n) {
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+         i += (int64_t)gridDim.x * blockDim.x)
+        o[i] = __float2bfloat16(p[i]);
+}
+
+/* ------------------------------------------------------------------------- host side */
+static int64_t al64(int64_t n) {
+    return (n + 63) & ~(int64_t)63;
+}
+
+/* Floats of the fp32 weight block; with carve != NULL, assign the pointers from base. */
+static int64_t weights_layout(mb_cuda_gen *g, float *base) {
+    const mb_config *c = &g->cfg;
+    const int64_t d = c->d_model, Di = c->d_inner, N = c->d_state, K = c->d_conv,
+                  R = c->dt_rank, W = R + 2 * N, V = c->vocab_size, lnb = c->rms_norm ? 0 : 1;
+    int64_t off = 0;
+#define CARVE(ptr, n)                                                                              \
+    do {                                                                                           \
+        if (base) ptr = ((n) != 0) ? base + off : NULL;                                                 \
+        off += al64(n);                                                                            \
+    } while (0)
+    for (int64_t l = 0; l < c->n_layer; l++) {
+        gen_layer *L = base ? &g->L[l] : NULL;
+        float *dummy = NULL;
+#define LP(f) (*(L ? &L->f : &dummy))
+        CARVE(LP(norm_w), d);
+        CARVE(LP(norm_b), lnb * d);
+        CARVE(LP(in_w), 2 * Di * d);
+        CARVE(LP(conv_w), Di * K);
+        CARVE(LP(conv_b), Di);
+        CARVE(LP(x_w), W * Di);
+        CARVE(LP(dtT), R * Di);
+        CARVE(LP(dt_b), Di);
+        CARVE(LP(A), Di * N);
+        CARVE(LP(D), Di);
+        CARVE(LP(out_w), d * Di);
+#undef LP
+    }
+    CARVE(g->emb, V * d);
+    CARVE(g->normf_w, d);
+    CARVE(g->normf_b, lnb * d);
+    if (c->tie_embeddings) {
+        if (base) g->lm = g->emb;
+    } else {
+        CARVE(g->lm, V * d);
+    }
+#undef CARVE
+    return off;
+}
+
+static int upload(mb_cuda_gen *g, const mb_model *m) {
+    const mb_config *c = &g->cfg;
+    const int64_t d = c->d_model, Di = c->d_inner, N = c->d_state, K = c->d_conv,
+                  R = c->dt_rank, W = R + 2 * N, V = c->vocab_size;
+    float *tmp = (float *)malloc((size_t)(Di * (R > N ? R : N)) * sizeof(float));
+    if (!tmp) return mb_fail(MB_ENOMEM, "mb_cuda_gen_create: out of host memory");
+    int rc = MB_OK;
+#define UP(dst, src, n)                                                                            \
+    do {                                                                                           \
+        cudaError_t e_ = cudaMemcpy(dst, src, (size_t)(n) * sizeof(float), cudaMemcpyHostToDevice); \
+        if (e_ != cudaSuccess) {                                                                   \
+            rc = mb_cuda_err(e_, "mb_cuda_gen_create: weight upload", __FILE__, __LINE__);         \
+            goto done;                                                                             \
+        }                                                                                          \
+    } while (0)
+    for (int64_t l = 0; l < c->n_layer; l++) {
+        const mb_layer_weights *hw = &m->w.layers[l];
+        gen_layer *L = &g->L[l];
+        UP(L->norm_w, hw->norm_w, d);
+        if (!c->rms_norm) UP(L->norm_b, hw->norm_b, d);
+        UP(L->in_w, hw->in_proj_w, 2 * Di * d);
+        UP(L->conv_w, hw->conv_w, Di * K);
+        UP(L->conv_b, hw->conv_b, Di);
+        UP(L->x_w, hw->x_proj_w, W * Di);
+        for (int64_t ch = 0; ch < Di; ch++)
+            for (int64_t r = 0; r < R; r++)
+                tmp[r * Di + ch] = hw->dt_proj_w[ch * R + r];
+        UP(L->dtT, tmp, R * Di);
+        UP(L->dt_b, hw->dt_proj_b, Di);
+        for (int64_t i = 0; i < Di * N; i++)
+            tmp[i] = -expf(hw->A_log[i]);
+        UP(L->A, tmp, Di * N);
+        UP(L->D, hw->D, Di);
+        UP(L->out_w, hw->out_proj_w, d * Di);
+    }
+    UP(g->emb, m->w.embedding, V * d);
+    UP(g->normf_w, m->w.norm_f_w, d);
+    if (!c->rms_norm) UP(g->normf_b, m->w.norm_f_b, d);
+    if (!c->tie_embeddings) UP(g->lm, m->w.lm_head, V * d);
+#undef UP
+done:
+    free(tmp);
+    return rc;
+}
+
+static void randomize(mb_cuda_gen *g, uint64_t seed) {
+    const mb_config *c = &g->cfg;
+    const int64_t d = c->d_model, Di = c->d_inner, N = c->d_state, K = c->d_conv,
+                  R = c->dt_rank, W = R + 2 * N, V = c->vocab_size;
+    const unsigned B = 1024, T = 256;
+    uint64_t k = seed;
+#define U(p, n, a) fill_uniform<<<B, T, 0, g->stream>>>(p, n, -(a), (a), ++k)
+    for (int64_t l = 0; l < c->n_layer; l++) {
+        gen_layer *L = &g->L[l];
+        fill_const<<<B, T, 0, g->stream>>>(L->norm_w, d, 1.0f);
+        if (L->norm_b) fill_const<<<B, T, 0, g->stream>>>(L->norm_b, d, 0.0f);
+        U(L->in_w, 2 * Di * d, 1.0f / sqrtf((float)d));
+        U(L->conv_w, Di * K, 1.0f / sqrtf((float)K));
+        U(L->conv_b, Di, 1.0f / sqrtf((float)K));
+        U(L->x_w, W * Di, 1.0f / sqrtf((float)Di));
+        U(L->dtT, R * Di, 1.0f / sqrtf((float)R));
+        fill_const<<<B, T, 0, g->stream>>>(L->dt_b, Di, -4.6f);
+        fill_A<<<B, T, 0, g->stream>>>(L->A, Di * N, (int)N);
+        fill_const<<<B, T, 0, g->stream>>>(L->D, Di, 1.0f);
+        U(L->out_w, d * Di, 1.0f / sqrtf((float)Di) / sqrtf((float)c->n_layer));
+    }
+    U(g->emb, V * d, 0.035f);
+    fill_const<<<B, T, 0, g->stream>>>(g->normf_w, d, 1.0f);
+    if (g->normf_b) fill_const<<<B, T, 0, g->stream>>>(g->normf_b, d, 0.0f);
+    if (!c->tie_embeddings) U(g->lm, V * d, 1.0f / sqrtf((float)d));
+#undef U
+}
+
+/* smem bytes of a gemv launch */
+static size_t gemv_smem(int64_t S, int64_t K) {
+    return (size_t)(S * K) * sizeof(float);
+}
+
+template <typename WT, int S>
+static int gemv_launch_t(mb_cuda_gen *g, const WT *W, int64_t rows, int64_t K, const float *x,
+                         int64_t ldx, float *y, int64_t ldy, const NormArgs *na) {
+    const int wpb = GEMV_THREADS / 32;
+    long long blocks = (rows + wpb - 1) / wpb;
+    if (blocks > 2LL * g->sm_count) blocks = 2LL * g->sm_count;
+    NormArgs z = {};
+    gemv_kernel<WT, S><<<(unsigned)blocks, GEMV_THREADS, gemv_smem(S, K), g->stream>>>(
+        W, (int)rows, (int)K, x, (int)ldx, y, (int)ldy, na ? *na : z, na ? 1 : 0);
+    return MB_OK;
+}
+
+template <typename WT>
+static int gemv_launch(mb_cuda_gen *g, const WT *W, int64_t rows, int64_t K, const float *x,
+                       int64_t ldx, float *y, int64_t ldy, const NormArgs *na) {
+    switch (g->S) {
+    case 1: return gemv_launch_t<WT, 1>(g, W, rows, K, x, ldx, y, ldy, na);
+    case 2: return gemv_launch_t<WT, 2>(g, W, rows, K, x, ldx, y, ldy, na);
+    case 3: return gemv_launch_t<WT, 3>(g, W, rows, K, x, ldx, y, ldy, na);
+    default: return gemv_launch_t<WT, 4>(g, W, rows, K, x, ldx, y, ldy, na);
+    }
+}
+
+template <typename WT>
+static int gemv_attr_t(size_t smem) {
+    MB_CUDA_TRY(cudaFuncSetAttribute(gemv_kernel<WT, 1>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem), "gemv attr");
+    MB_CUDA_TRY(cudaFuncSetAttribute(gemv_kernel<WT, 2>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem), "gemv attr");
+    MB_CUDA_TRY(cudaFuncSetAttribute(gemv_kernel<WT, 3>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem), "gemv attr");
+    MB_CUDA_TRY(cudaFuncSetAttribute(gemv_kernel<WT, 4>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem), "gemv attr");
+    return MB_OK;
+}
+
+/* A product y (S, rows; ldy) = [norm(...) | x] @ W^T through the GEMV kernel (small batches:
+ * bf16 copy when there is one) or the norm kernel + cuBLAS. */
+static int linear(mb_cuda_gen *g, const float *W32, const bf16 *W16, int64_t rows, int64_t K,
+                  const float *x, int64_t ldx, float *y, int64_t ldy, const NormArgs *na) {
+    if (g->S <= MB_CUDA_GEN_GEMV_MAX_SEQ) {
+        if (W16) return gemv_launch<bf16>(g, W16, rows, K, x, ldx, y, ldy, na);
+        return gemv_launch<float>(g, W32, rows, K, x, ldx, y, ldy, na);
+    }
+    if (na) {
+        norm_kernel<<<(unsigned)g->S, 256, (size_t)K * sizeof(float), g->stream>>>(*na, g->u,
+                                                                                    (int)K);
+        x = g->u;
+        ldx = K;
+    }
+    return mb_matmul_cuda_forward(g->cublas, y, ldy, x, ldx, W32, g->S, K, rows, 0);
+}
+
+/* The step's launches for g->tok -> g->logits (plus the sampler when sample). */
+static int enqueue_step(mb_cuda_gen *g, int sample) {
+    const mb_config *c = &g->cfg;
+    const int64_t S = g->S, d = c->d_model, Di = c->d_inner, N = c->d_state, K = c->d_conv,
+                  R = c->dt_rank, W = g->W;
+    for (int64_t l = 0; l < c->n_layer; l++) {
+        const gen_layer *L = &g->L[l];
+        NormArgs na = {};
+        na.h = g->hidden;
+        na.resid_in = l ? g->resid[(l - 1) & 1] : NULL;
+        na.resid_out = g->resid[l & 1];
+        na.w = L->norm_w;
+        na.b = L->norm_b;
+        na.emb = l ? NULL : g->emb;
+        na.tok = g->tok;
+        na.eps = c->norm_eps;
+        /* residual = hidden + residual; hidden = norm(residual); xz = in_proj(hidden) */
+        MB_TRY(linear(g, L->in_w, L->in_h, 2 * Di, d, NULL, 0, g->xz, 2 * Di, &na));
+        float *conv_l = g->conv + l * S * (K - 1) * Di;
+        conv_xproj_kernel<<<(unsigned)g->n_slices, CONV_THREADS,
+                            (size_t)(S * g->CS) * sizeof(float), g->stream>>>(
+            g->xz, conv_l, L->conv_w, L->conv_b, L->x_w, g->xc, g->part, (int)S, (int)Di, (int)K,
+            (int)W, (int)g->CS);
+        dim3 grid((unsigned)((Di + SSM_THREADS - 1) / SSM_THREADS), (unsigned)S);
+        ssm_kernel<<<grid, SSM_THREADS, (size_t)W * sizeof(float), g->stream>>>(
+            g->part, (int)g->n_slices, L->dtT, L->dt_b, L->A, L->D, g->xc, g->xz,
+            g->ssm + l * S * Di * N, g->y, (int)S, (int)Di, (int)N, (int)R);
+        /* out = out_proj(y) */
+        MB_TRY(linear(g, L->out_w, L->out_h, d, Di, g->y, Di, g->hidden, d, NULL));
+    }
+    NormArgs na = {};
+    na.h = g->hidden;
+    na.resid_in = g->resid[(c->n_layer - 1) & 1];
+    na.resid_out = g->resid[c->n_layer & 1];
+    na.w = g->normf_w;
+    na.b = g->normf_b;
+    na.eps = c->norm_eps;
+    MB_TRY(linear(g, g->lm, g->lm_h, MB_VOCAB, d, NULL, 0, g->logits, MB_VOCAB, &na));
+    if (sample)
+        sample_kernel<<<(unsigned)S, 256, 0, g->stream>>>(g->logits, g->tok, g->ring_d,
+                                                          g->counter, (int)S, g->temp, g->top_k,
+                                                          g->top_p, g->seed);
+    MB_CUDA_LAUNCHED("mambabyte generation step (kernel launch)");
+    return MB_OK;
+}
+
+static void drop_graphs(mb_cuda_gen *g) {
+    if (g->g_step) cudaGraphExecDestroy(g->g_step);
+    if (g->g_gen) cudaGraphExecDestroy(g->g_gen);
+    g->g_step = g->g_gen = NULL;
+}
+
+static int capture(mb_cuda_gen *g, int sample, cudaGraphExec_t *out) {
+    cudaGraph_t graph = NULL;
+    MB_CUDA_TRY(cudaStreamBeginCapture(g->stream, cudaStreamCaptureModeThreadLocal),
+                "mb_cuda_gen: begin graph capture");
+    int rc = enqueue_step(g, sample);
+    cudaError_t e = cudaStreamEndCapture(g->stream, &graph);
+    if (rc) {
+        if (graph) cudaGraphDestroy(graph);
+        return rc;
+    }
+    if (e != cudaSuccess) return mb_cuda_err(e, "mb_cuda_gen: end graph capture", __FILE__, __LINE__);
+    e = cudaGraphInstantiate(out, graph, 0);
+    cudaGraphDestroy(graph);
+    if (e != cudaSuccess) {
+        *out = NULL;
+        return mb_cuda_err(e, "mb_cuda_gen: graph instantiate", __FILE__, __LINE__);
+    }
+    return MB_OK;
+}
+
+/* One step (sample: with the sampler) on the stream, by graph or by launches. */
+static int run_step(mb_cuda_gen *g, int sample) {
+    if (!g->use_graph) return enqueue_step(g, sample);
+    cudaGraphExec_t *ge = sample ? &g->g_gen : &g->g_step;
+    if (!*ge) MB_TRY(capture(g, sample, ge));
+    MB_CUDA_TRY(cudaGraphLaunch(*ge, g->stream), "mb_cuda_gen: graph launch");
+    return MB_OK;
+}
+
+extern "C" void mb_cuda_gen_free(mb_cuda_gen *g) {
+    if (!g) return;
+    drop_graphs(g);
+    for (int i = 0; i <= GEN_LAG; i++)
+        if (g->ev[i]) cudaEventDestroy(g->ev[i]);
+    mb_cublas_destroy(g->cublas);
+    cudaFree(g->cublas_ws);
+    cudaFree(g->wmem);
+    cudaFree(g->hmem);
+    cudaFree(g->smem_dev);
+    cudaFree(g->prompt);
+    cudaFreeHost(g->ring_h);
+    cudaFreeHost(g->in_h);
+    cudaFreeHost(g->logits_h);
+    if (g->stream) cudaStreamDestroy(g->stream);
+    free(g->L);
+    free(g);
+}
+
+extern "C" int mb_cuda_gen_create(mb_cuda_gen **out, const mb_model *m, const mb_config *cfg,
+                                  int64_t n_seq, int use_bf16) {
+    if (!out) return mb_fail(MB_EINVAL, "mb_cuda_gen_create: out is NULL");
+    *out = NULL;
+    if (!m && !cfg) return mb_fail(MB_EINVAL, "mb_cuda_gen_create: model and config are NULL");
+    if (n_seq < 1 || n_seq > MB_CUDA_GEN_MAX_SEQ)
+        return mb_fail(MB_EINVAL, "mb_cuda_gen_create: n_seq must be in 1..%d (got %lld)",
+                       MB_CUDA_GEN_MAX_SEQ, (long long)n_seq);
+    mb_cuda_gen *g = (mb_cuda_gen *)calloc(1, sizeof *g);
+    if (!g) return mb_fail(MB_ENOMEM, "mb_cuda_gen_create: out of host memory");
+    g->cfg = m ? m->cfg : *cfg;
+    int rc = mb_config_finalize(&g->cfg);
+    if (rc) {
+        free(g);
+        return rc;
+    }
+    const mb_config *c = &g->cfg;
+    const int64_t S = n_seq, d = c->d_model, Di = c->d_inner, N = c->d_state, K = c->d_conv,
+                  R = c->dt_rank, V = c->vocab_size;
+    g->S = S;
+    g->W = R + 2 * N;
+    g->use_bf16 = use_bf16 ? 1 : 0;
+    g->use_graph = 1;
+    g->CS = S <= 128 ? 64 : 32;
+    g->n_slices = (Di + g->CS - 1) / g->CS;
+    g->L = (gen_layer *)calloc((size_t)c->n_layer, sizeof(gen_layer));
+    if (!g->L) {
+        free(g);
+        return mb_fail(MB_ENOMEM, "mb_cuda_gen_create: out of host memory");
+    }
+    int dev = 0;
+    cudaDeviceProp p;
+#define TRY(call, what)                                                                            \
+    do {                                                                                           \
+        cudaError_t e_ = (call);                                                                   \
+        if (e_ != cudaSuccess) {                                                                   \
+            (void)cudaGetLastError();                                                              \
+            rc = mb_cuda_err(e_, what, __FILE__, __LINE__);                                        \
+            goto fail;                                                                             \
+        }                                                                                          \
+    } while (0)
+    TRY(cudaGetDevice(&dev), "mb_cuda_gen_create: no CUDA device");
+    TRY(cudaGetDeviceProperties(&p, dev), "mb_cuda_gen_create: device query");
+    g->sm_count = p.multiProcessorCount;
+    TRY(cudaStreamCreateWithFlags(&g->stream, cudaStreamNonBlocking), "mb_cuda_gen_create: stream");
+    {
+        const int64_t wf = weights_layout(g, NULL);
+        TRY(cudaMalloc(&g->wmem, (size_t)wf * sizeof(float)), "mb_cuda_gen_create: weights");
+        weights_layout(g, g->wmem);
+        if (m) {
+            if ((rc = upload(g, m))) goto fail;
+        } else {
+            randomize(g, 0x5eed);
+            TRY(cudaGetLastError(), "mb_cuda_gen_create: random weights");
+        }
+        if (g->use_bf16) {
+            const int64_t per = al64(2 * Di * d) + al64(d * Di);
+            const int64_t nh = c->n_layer * per + al64(V * d);
+            TRY(cudaMalloc(&g->hmem, (size_t)nh * sizeof(bf16)), "mb_cuda_gen_create: bf16 weights");
+            for (int64_t l = 0; l < c->n_layer; l++) {
+                g->L[l].in_h = g->hmem + l * per;
+                g->L[l].out_h = g->hmem + l * per + al64(2 * Di * d);
+                to_bf16<<<1024, 256, 0, g->stream>>>(g->L[l].in_h, g->L[l].in_w, 2 * Di * d);
+                to_bf16<<<1024, 256, 0, g->stream>>>(g->L[l].out_h, g->L[l].out_w, d * Di);
+            }
+            g->lm_h = g->hmem + c->n_layer * per;
+            to_bf16<<<1024, 256, 0, g->stream>>>(g->lm_h, g->lm, V * d);
+            TRY(cudaGetLastError(), "mb_cuda_gen_create: bf16 conversion");
+        }
+    }
+    {
+        /* state + workspace */
+        const int64_t fl = al64(c->n_layer * S * (K - 1) * Di) + al64(c->n_layer * S * Di * N) +
+                           3 * al64(S * d) + al64(S * d) + al64(S * 2 * Di) + al64(S * Di) +
+                           al64(g->n_slices * S * g->W) + al64(S * Di) + al64(S * V) +
+                           al64(S * 2); /* counter (uint64) */
+        const int64_t bytes = fl * (int64_t)sizeof(float) + 256;
+        TRY(cudaMalloc(&g->smem_dev, (size_t)bytes), "mb_cuda_gen_create: state");
+        float *q = (float *)g->smem_dev;
+        g->conv = q, q += al64(c->n_layer * S * (K - 1) * Di);
+        g->ssm = q, q += al64(c->n_layer * S * Di * N);
+        g->hidden = q, q += al64(S * d);
+        g->resid[0] = q, q += al64(S * d);
+        g->resid[1] = q, q += al64(S * d);
+        g->u = q, q += al64(S * d);
+        g->xz = q, q += al64(S * 2 * Di);
+        g->xc = q, q += al64(S * Di);
+        g->part = q, q += al64(g->n_slices * S * g->W);
+        g->y = q, q += al64(S * Di);
+        g->logits = q, q += al64(S * V);
+        g->counter = (uint64_t *)q, q += al64(S * 2);
+        g->tok = (uint8_t *)q;
+        TRY(cudaMemsetAsync(g->smem_dev, 0, (size_t)bytes, g->stream), "mb_cuda_gen_create: zero state");
+    }
+    TRY(cudaHostAlloc((void **)&g->ring_h, (size_t)(GEN_RING * S), cudaHostAllocMapped),
+        "mb_cuda_gen_create: pinned ring buffer");
+    TRY(cudaHostGetDevicePointer((void **)&g->ring_d, g->ring_h, 0), "mb_cuda_gen_create: mapped ring");
+    TRY(cudaHostAlloc((void **)&g->in_h, (size_t)S, 0), "mb_cuda_gen_create: pinned input");
+    TRY(cudaHostAlloc((void **)&g->logits_h, (size_t)(S * V) * sizeof(float), 0),
+        "mb_cuda_gen_create: pinned logits");
+    for (int i = 0; i <= GEN_LAG; i++)
+        TRY(cudaEventCreateWithFlags(&g->ev[i], cudaEventDisableTiming), "mb_cuda_gen_create: events");
+    {
+        size_t mx = gemv_smem(S < 4 ? S : 4, d > Di ? d : Di);
+        if (mx > 48 * 1024) {
+            if ((rc = gemv_attr_t<float>(mx)) || (rc = gemv_attr_t<bf16>(mx))) goto fail;
+        }
+    }
+    if (S > MB_CUDA_GEN_GEMV_MAX_SEQ) {
+        if ((rc = mb_cublas_create(&g->cublas, g->stream, 0))) goto fail;
+        const size_t ws = (size_t)32 << 20;
+        TRY(cudaMalloc(&g->cublas_ws, ws), "mb_cuda_gen_create: cuBLAS workspace");
+        if (cublasSetWorkspace((cublasHandle_t)g->cublas, g->cublas_ws, ws) != CUBLAS_STATUS_SUCCESS) {
+            rc = mb_fail(MB_EIO, "mb_cuda_gen_create: cublasSetWorkspace failed");
+            goto fail;
+        }
+    }
+    TRY(cudaStreamSynchronize(g->stream), "mb_cuda_gen_create: setup");
+#undef TRY
+    *out = g;
+    return MB_OK;
+fail:
+    if (rc == MB_ENOMEM) {
+        char msg[512];
+        snprintf(msg, sizeof msg, "%s", mb_last_error());
+        mb_fail(MB_ENOMEM, "%s (the model's weights need %.2f GiB of device memory)", msg,
+                (double)weights_layout(g, NULL) * 4.0 / (1 << 30) * (g->use_bf16 ? 1.5 : 1.0));
+    }
+    mb_cuda_gen_free(g);
+    return rc;
+}
+
+extern "C" int mb_cuda_gen_reset(mb_cuda_gen *g) {
+    if (!g) return mb_fail(MB_EINVAL, "mb_cuda_gen_reset: generator is NULL");
+    const mb_config *c = &g->cfg;
+    const int64_t S = g->S;
+    MB_CUDA_TRY(cudaMemsetAsync(g->conv, 0,
+                                (size_t)(c->n_layer * S * (c->d_conv - 1) * c->d_inner) * sizeof(float),
+                                g->stream),
+                "mb_cuda_gen_reset");
+    MB_CUDA_TRY(cudaMemsetAsync(g->ssm, 0,
+                                (size_t)(c->n_layer * S * c->d_inner * c->d_state) * sizeof(float),
+                                g->stream),
+                "mb_cuda_gen_reset");
+    MB_CUDA_TRY(cudaStreamSynchronize(g->stream), "mb_cuda_gen_reset");
+    g->pending = 0;
+    return MB_OK;
+}
+
+extern "C" int mb_cuda_gen_use_graph(mb_cuda_gen *g, int use_graph) {
+    if (!g) return mb_fail(MB_EINVAL, "mb_cuda_gen_use_graph: generator is NULL");
+    g->use_graph = use_graph ? 1 : 0;
+    return MB_OK;
+}
+
+extern "C" int mb_cuda_gen_step(mb_cuda_gen *g, const uint8_t *bytes, float *logits) {
+    if (!g || !bytes) return mb_fail(MB_EINVAL, "mb_cuda_gen_step: generator or bytes is NULL");
+    MB_CUDA_TRY(cudaStreamSynchronize(g->stream), "mb_cuda_gen_step"); /* in_h is reused */
+    memcpy(g->in_h, bytes, (size_t)g->S);
+    MB_CUDA_TRY(cudaMemcpyAsync(g->tok, g->in_h, (size_t)g->S, cudaMemcpyHostToDevice, g->stream),
+                "mb_cuda_gen_step: input copy");
+    MB_TRY(run_step(g, 0));
+    g->pending = 0;
+    if (logits) {
+        MB_CUDA_TRY(cudaMemcpyAsync(g->logits_h, g->logits, (size_t)(g->S * MB_VOCAB) * sizeof(float),
+                                    cudaMemcpyDeviceToHost, g->stream),
+                    "mb_cuda_gen_step: logits copy");
+        MB_CUDA_TRY(cudaStreamSynchronize(g->stream), "mb_cuda_gen_step");
+        memcpy(logits, g->logits_h, (size_t)(g->S * MB_VOCAB) * sizeof(float));
+    }
+    return MB_OK;
+}
+
+extern "C" int mb_cuda_gen_prefill(mb_cuda_gen *g, const uint8_t *bytes, int64_t L) {
+    if (!g || !bytes || L < 1)
+        return mb_fail(MB_EINVAL, "mb_cuda_gen_prefill: generator or bytes NULL, or L < 1");
+    const int64_t S = g->S;
+    if (L > g->prompt_cap) {
+        MB_CUDA_TRY(cudaStreamSynchronize(g->stream), "mb_cuda_gen_prefill");
+        cudaFree(g->prompt);
+        g->prompt = NULL;
+        g->prompt_cap = 0;
+        MB_CUDA_TRY(cudaMalloc(&g->prompt, (size_t)(L * S)), "mb_cuda_gen_prefill: prompt buffer");
+        g->prompt_cap = L;
+    }
+    uint8_t *t = (uint8_t *)malloc((size_t)(L * S));
+    if (!t) return mb_fail(MB_ENOMEM, "mb_cuda_gen_prefill: out of host memory");
+    for (int64_t s = 0; s < S; s++) /* (S, L) -> (L, S) */
+        for (int64_t i = 0; i < L; i++)
+            t[i * S + s] = bytes[s * L + i];
+    cudaError_t e = cudaMemcpy(g->prompt, t, (size_t)(L * S), cudaMemcpyHostToDevice);
+    free(t);
+    if (e != cudaSuccess) return mb_cuda_err(e, "mb_cuda_gen_prefill: prompt copy", __FILE__, __LINE__);
+    for (int64_t i = 0; i < L; i++) {
+        MB_CUDA_TRY(cudaMemcpyAsync(g->tok, g->prompt + i * S, (size_t)S, cudaMemcpyDeviceToDevice,
+                                    g->stream),
+                    "mb_cuda_gen_prefill: byte copy");
+        MB_TRY(run_step(g, 0));
+    }
+    MB_CUDA_TRY(cudaStreamSynchronize(g->stream), "mb_cuda_gen_prefill");
+    g->pending = 0;
+    return MB_OK;
+}
+
+extern "C" int mb_cuda_gen_sampler(mb_cuda_gen *g, float temperature, int top_k, float top_p,
+                                   uint64_t seed) {
+    if (!g) return mb_fail(MB_EINVAL, "mb_cuda_gen_sampler: generator is NULL");
+    if (!(temperature >= 0.0f) || isinf(temperature) || top_k < 0 || top_k > MB_VOCAB ||
+        !(top_p > 0.0f && top_p <= 1.0f))
+        return mb_fail(MB_EINVAL,
+                       "mb_cuda_gen_sampler: temperature %g (>= 0), top_k %d (0..256), top_p %g "
+                       "((0, 1]) out of range",
+                       (double)temperature, top_k, (double)top_p);
+    MB_CUDA_TRY(cudaStreamSynchronize(g->stream), "mb_cuda_gen_sampler");
+    if (g->g_gen) cudaGraphExecDestroy(g->g_gen);
+    g->g_gen = NULL; /* the sampler's settings are baked into the graph */
+    g->temp = temperature;
+    g->top_k = top_k;
+    g->top_p = top_p;
+    g->seed = seed;
+    g->n_sampled = 0;
+    MB_CUDA_TRY(cudaMemset(g->counter, 0, (size_t)g->S * sizeof(uint64_t)), "mb_cuda_gen_sampler");
+    return MB_OK;
+}
+
+extern "C" int mb_cuda_gen_generate(mb_cuda_gen *g, int64_t n,
+                                    uint8_t *out, int (*emit)(void *, const uint8_t *, int64_t),
+                                    void *user) {
+    if (!g || n < 0) return mb_fail(MB_EINVAL, "mb_cuda_gen_generate: generator NULL or n < 0");
+    const int64_t S = g->S;
+    int64_t done = 0; /* steps emitted */
+    uint8_t buf[MB_CUDA_GEN_MAX_SEQ];
+    for (int64_t i = 0; i < n || done < n; ) {
+        if (i < n && i - done < GEN_LAG) {
+            if (i == 0 && !g->pending) {
+                sample_kernel<<<(unsigned)S, 256, 0, g->stream>>>(g->logits, g->tok, g->ring_d,
+                                                                  g->counter, (int)S, g->temp,
+                                                                  g->top_k, g->top_p, g->seed);
+                MB_CUDA_LAUNCHED("mb_cuda_gen_generate: sampler launch");
+            } else {
+                MB_TRY(run_step(g, 1));
+            }
+            MB_CUDA_TRY(cudaEventRecord(g->ev[i % (GEN_LAG + 1)], g->stream),
+                        "mb_cuda_gen_generate: event");
+            i++;
+            continue;
+        }
+        /* wait for the oldest step not yet emitted */
+        MB_CUDA_TRY(cudaEventSynchronize(g->ev[done % (GEN_LAG + 1)]), "mb_cuda_gen_generate");
+        const uint8_t *slot = g->ring_h + ((g->n_sampled + done) % GEN_RING) * S;
+        memcpy(buf, (const void *)slot, (size_t)S);
+        if (out) memcpy(out + done * S, buf, (size_t)S);
+        if (emit) {
+            int rc = emit(user, buf, done);
+            if (rc) {
+                cudaStreamSynchronize(g->stream);
+                g->n_sampled += i;
+                g->pending = 1;
+                return rc;
+            }
+        }
+        done++;
+    }
+    g->n_sampled += n;
+    if (n > 0) g->pending = 1;
+    MB_CUDA_TRY(cudaStreamSynchronize(g->stream), "mb_cuda_gen_generate");
+    return MB_OK;
+}
+
+extern "C" int64_t mb_cuda_gen_weight_bytes(const mb_cuda_gen *g) {
+    if (!g) return -1;
+    const mb_config *c = &g->cfg;
+    const int64_t d = c->d_model, Di = c->d_inner, N = c->d_state, K = c->d_conv,
+                  R = c->dt_rank, W = g->W, V = c->vocab_size, lnb = c->rms_norm ? 1 : 2;
+    const int64_t ws = (g->use_bf16 && g->S <= MB_CUDA_GEN_GEMV_MAX_SEQ) ? 2 : 4;
+    const int64_t per = 4 * (lnb * d + Di * K + Di + W * Di + R * Di + Di + Di * N + Di) +
+                        ws * (2 * Di * d + d * Di);
+    return c->n_layer * per + 4 * (lnb * d + g->S * d) + ws * V * d;
+}

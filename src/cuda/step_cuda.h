@@ -1,0 +1,84 @@
+/* Recurrent generation on a CUDA GPU (model.md "Recurrent step"; mamba_ssm `Mamba.step`,
+ * `selective_state_update` and `MambaLMHeadModel.generate` with a CUDA graph): the device twin
+ * of src/infer/step.c (mb_step) plus an on-device sampler (src/infer/sampler.c semantics).
+ *
+ * A generator holds the model's weights on the device (fp32; with bf16 = 1 also bf16 copies of
+ * in_proj, out_proj and lm_head, read by the matrix-vector kernels), the recurrent state of
+ * n_seq sequences (per layer and sequence the conv window (K-1, Di) and the SSM state (Di, N),
+ * fp32, layouts of mb_state) and the step's workspace. One step for all layers is 4 kernels
+ * per layer (norm + in_proj; conv window shift + conv + SiLU + x_proj; dt_proj + softplus +
+ * selective-state update + D skip + SiLU(z) gate; out_proj) plus norm_f + lm_head; for
+ * n_seq <= MB_CUDA_GEN_GEMV_MAX_SEQ the products are our own bandwidth-bound matrix-vector
+ * kernels, above it cuBLAS (fp32 weights). The step, with the sampler appended, is captured
+ * once in a CUDA graph and replayed per byte: the sampled byte is written into the device
+ * buffer that is the next step's input and into a pinned, mapped host ring buffer.
+ *
+ * Sampling: temperature 0 = argmax (lowest index among equal maxima, NaN never wins unless
+ * every logit is NaN); else softmax(logits / T) restricted by top-k then top-p and an
+ * inverse-CDF draw as mb_sample, with a counter-based generator: the uniform of sequence s at
+ * its i-th sample is a splitmix64 hash of (seed, i, s), so the same seed gives the same bytes.
+ * (It is not the CPU's xoshiro stream: at T > 0 the bytes differ from the CPU's.)
+ *
+ * Errors: 0 or a negative MB_E* code with mb_fail() (MB_EIO: no device / CUDA failure with its
+ * message; MB_ENOMEM: device or pinned memory exhausted, naming the size; MB_EINVAL: bad
+ * arguments). Nothing aborts.
+ */
+#ifndef MB_CUDA_STEP_CUDA_H
+#define MB_CUDA_STEP_CUDA_H
+
+#include <stdint.h>
+
+#include "mambabyte.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Largest batch served by the matrix-vector kernels; larger batches use cuBLAS. */
+#define MB_CUDA_GEN_GEMV_MAX_SEQ 4
+/* Largest n_seq of a generator. */
+#define MB_CUDA_GEN_MAX_SEQ 256
+
+typedef struct mb_cuda_gen mb_cuda_gen;
+
+/* Create a generator for n_seq (1..MB_CUDA_GEN_MAX_SEQ) sequences. m: host model whose
+ * weights are uploaded, or NULL to fill the device weights with random values of the init's
+ * scale (benchmarks; cfg must then be given). cfg: used only when m is NULL. bf16: 1 = the
+ * matrix-vector kernels read bf16 copies of in_proj / out_proj / lm_head (fp32 accumulate).
+ * The state starts at zero, the sampler at argmax. */
+int mb_cuda_gen_create(mb_cuda_gen **out, const mb_model *m, const mb_config *cfg, int64_t n_seq,
+                       int bf16);
+void mb_cuda_gen_free(mb_cuda_gen *g);
+
+/* Zero the recurrent state of every sequence. */
+int mb_cuda_gen_reset(mb_cuda_gen *g);
+/* use_graph = 1 (default): steps replay the captured CUDA graphs; 0: plain launches. */
+int mb_cuda_gen_use_graph(mb_cuda_gen *g, int use_graph);
+
+/* One step for every sequence: bytes (n_seq) host; logits (n_seq, 256) host or NULL (then the
+ * call does not wait for the GPU). Equals mb_step. */
+int mb_cuda_gen_step(mb_cuda_gen *g, const uint8_t *bytes, float *logits);
+
+/* Run the step over a prompt: bytes (n_seq, L) host, L >= 1. Leaves the state after the last
+ * prompt byte and its logits on the device for mb_cuda_gen_generate. */
+int mb_cuda_gen_prefill(mb_cuda_gen *g, const uint8_t *bytes, int64_t L);
+
+/* Sampler settings (checked as mb_sampler_check) and seed; resets the sample counters. */
+int mb_cuda_gen_sampler(mb_cuda_gen *g, float temperature, int top_k, float top_p, uint64_t seed);
+
+/* Generate n bytes per sequence from the logits of the last step / prefill: sample, then
+ * replay the (step + sample) graph n - 1 times (after an earlier mb_cuda_gen_generate, the
+ * stream continues: its last byte is stepped first, then n replays). out (n, n_seq) host or NULL. emit (may be
+ * NULL) is called in order for each step i with the n_seq bytes of that step, as soon as the
+ * GPU has produced them (the host runs up to 32 steps ahead of the printing). */
+int mb_cuda_gen_generate(mb_cuda_gen *g, int64_t n, uint8_t *out,
+                         int (*emit)(void *user, const uint8_t *bytes, int64_t i), void *user);
+
+/* Bytes of weights one step reads (every tensor of every layer once, one embedding row per
+ * sequence, lm_head), as the kernels this generator uses store them. */
+int64_t mb_cuda_gen_weight_bytes(const mb_cuda_gen *g);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
