@@ -287,6 +287,7 @@ __global__ void __launch_bounds__(SSM_THREADS)
     const int s = blockIdx.y, W = R + 2 * N;
     for (int r = threadIdx.x; r < W; r += blockDim.x) {
         float acc = 0.0f;
+#pragma unroll 8
         for (int sl = 0; sl < n_slices; sl++)
             acc += part[((int64_t)sl * S + s) * W + r];
         dbc[r] = acc;
@@ -295,6 +296,7 @@ __global__ void __launch_bounds__(SSM_THREADS)
     const int ch = blockIdx.x * blockDim.x + threadIdx.x;
     if (ch >= Di) return;
     float dt = 0.0f;
+#pragma unroll 8
     for (int r = 0; r < R; r++)
         dt += dtT[(int64_t)r * Di + ch] * dbc[r];
     dt = softplus_f(dt + dt_b[ch]);
@@ -303,6 +305,7 @@ __global__ void __launch_bounds__(SSM_THREADS)
     const float *Bv = dbc + R, *Cv = dbc + R + N, *Ac = A + (int64_t)ch * N;
     float *h = ssm + ((int64_t)s * Di + ch) * N;
     float acc = 0.0f;
+#pragma unroll 4
     for (int n = 0; n < N; n++) {
         const float hn = expf(dt * Ac[n]) * h[n] + dtx * Bv[n];
         h[n] = hn;
@@ -578,7 +581,7 @@ static int gemv_launch_t(mb_cuda_gen *g, const WT *W, int64_t rows, int64_t K, c
                          int64_t ldx, float *y, int64_t ldy, const NormArgs *na) {
     const int wpb = GEMV_THREADS / 32;
     long long blocks = (rows + wpb - 1) / wpb;
-    if (blocks > 2LL * g->sm_count) blocks = 2LL * g->sm_count;
+    if (blocks > 8LL * g->sm_count) blocks = 8LL * g->sm_count;
     NormArgs z = {};
     gemv_kernel<WT, S><<<(unsigned)blocks, GEMV_THREADS, gemv_smem(S, K), g->stream>>>(
         W, (int)rows, (int)K, x, (int)ldx, y, (int)ldy, na ? *na : z, na ? 1 : 0);
