@@ -149,9 +149,11 @@ static void check_greedy(const mb_model *m, int64_t B, int64_t n, const char *na
             first = i / B;
             break;
         }
-    printf("%-22s B=%lld T=0: %lld bytes %s the CPU's%s%lld\n", name, (long long)B, (long long)n,
-           first < 0 ? "equal" : "DIFFER from", first < 0 ? "" : " at step ",
-           first < 0 ? 0LL : (long long)first);
+    if (first < 0)
+        printf("%-22s B=%lld T=0: %lld bytes equal the CPU's\n", name, (long long)B, (long long)n);
+    else
+        printf("%-22s B=%lld T=0: bytes DIFFER from the CPU's at step %lld\n", name, (long long)B,
+               (long long)first);
     REQUIRE(first < 0, "greedy bytes differ from the CPU's at step %lld", (long long)first);
     mb_cuda_gen_free(g);
     mb_sampler_free(&sp);
