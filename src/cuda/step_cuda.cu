@@ -18,11 +18,14 @@ typedef __nv_bfloat16 bf16;
 #define GEN_RING 1024 /* steps of sampled bytes kept in the host ring */
 #define GEN_LAG 32    /* steps the host may run ahead of the bytes it has emitted */
 #define GEMV_THREADS 256
-#define SSM_THREADS 128
+#define GEMV_CHUNK 8 /* 16-byte weight loads per lane in flight in gemv_kernel */
+#define SSM_THREADS 256
+#define SSM_G 16 /* lanes per channel in ssm_kernel */
 #define CONV_THREADS 256
+#define CONV_RB 16 /* x_proj rows per warp per batch in conv_xproj_kernel */
 
 typedef struct {
-    float *norm_w, *norm_b, *in_w, *conv_w, *conv_b, *x_w, *dtT, *dt_b, *A, *D, *out_w;
+    float *norm_w, *norm_b, *in_w, *conv_w, *conv_b, *x_w, *dt_w, *dt_b, *A, *D, *out_w;
     bf16 *in_h, *out_h;
 } gen_layer;
 
@@ -172,6 +175,22 @@ __global__ void __launch_bounds__(GEMV_THREADS)
     gemv_kernel(const WT *__restrict__ W, int rows, int K, const float *__restrict__ x, int ldx,
                 float *__restrict__ y, int ldy, NormArgs na, int norm) {
     extern __shared__ float xs[];
+    const int lane = threadIdx.x & 31;
+    const int warps = gridDim.x * (GEMV_THREADS / 32);
+    const int row0 = blockIdx.x * (GEMV_THREADS / 32) + (threadIdx.x >> 5);
+    const int vec = (K % 8) == 0; /* 16-byte aligned rows: 8 weights per lane per load */
+    /* a chunk of GEMV_CHUNK * 256 weights of a row: GEMV_CHUNK 16-byte loads per lane, all in
+     * flight at once; the first chunk of the first row is loaded before the prologue (norm or
+     * x copy), so that its memory latency overlaps it */
+    float w[GEMV_CHUNK][8];
+    auto load_chunk = [&](const WT *wr, int k0) {
+#pragma unroll
+        for (int i = 0; i < GEMV_CHUNK; i++) {
+            const int k = k0 + i * 256 + lane * 8;
+            if (k < K) load8(wr + k, w[i]);
+        }
+    };
+    if (vec && row0 < rows) load_chunk(W + (int64_t)row0 * K, 0);
     if (norm) {
         norm_rows_block(na, xs, S, K, blockIdx.x == 0);
     } else {
@@ -179,35 +198,36 @@ __global__ void __launch_bounds__(GEMV_THREADS)
             xs[i] = x[(int64_t)(i / K) * ldx + i % K];
         __syncthreads();
     }
-    const int lane = threadIdx.x & 31;
-    const int warps = gridDim.x * (GEMV_THREADS / 32);
-    const int vec = (K % 8) == 0; /* 16-byte aligned rows: 8 weights per lane per load */
-    for (int row = blockIdx.x * (GEMV_THREADS / 32) + (threadIdx.x >> 5); row < rows;
-         row += warps) {
+    for (int row = row0; row < rows; row += warps) {
         const WT *wr = W + (int64_t)row * K;
         float acc[S];
 #pragma unroll
         for (int s = 0; s < S; s++)
             acc[s] = 0.0f;
         if (vec) {
-#pragma unroll 4
-            for (int k = lane * 8; k < K; k += 256) {
-                float w[8];
-                load8(wr + k, w);
+            for (int k0 = 0; k0 < K; k0 += GEMV_CHUNK * 256) {
+                if (row != row0 || k0 != 0) load_chunk(wr, k0);
 #pragma unroll
-                for (int s = 0; s < S; s++) {
-                    const float4 a = *(const float4 *)(xs + s * K + k);
-                    const float4 b = *(const float4 *)(xs + s * K + k + 4);
-                    acc[s] += w[0] * a.x + w[1] * a.y + w[2] * a.z + w[3] * a.w + w[4] * b.x +
-                              w[5] * b.y + w[6] * b.z + w[7] * b.w;
+                for (int i = 0; i < GEMV_CHUNK; i++) {
+                    const int k = k0 + i * 256 + lane * 8;
+                    if (k < K) {
+#pragma unroll
+                        for (int s = 0; s < S; s++) {
+                            const float4 a = *(const float4 *)(xs + s * K + k);
+                            const float4 b = *(const float4 *)(xs + s * K + k + 4);
+                            acc[s] += w[i][0] * a.x + w[i][1] * a.y + w[i][2] * a.z +
+                                      w[i][3] * a.w + w[i][4] * b.x + w[i][5] * b.y +
+                                      w[i][6] * b.z + w[i][7] * b.w;
+                        }
+                    }
                 }
             }
         } else {
             for (int k = lane; k < K; k += 32) {
-                const float w = load1(wr + k);
+                const float wk = load1(wr + k);
 #pragma unroll
                 for (int s = 0; s < S; s++)
-                    acc[s] += w * xs[s * K + k];
+                    acc[s] += wk * xs[s * K + k];
             }
         }
 #pragma unroll
@@ -230,6 +250,25 @@ __global__ void __launch_bounds__(CONV_THREADS)
                       float *__restrict__ part, int S, int Di, int K, int W, int CS) {
     extern __shared__ float xcs[]; /* (S, CS) */
     const int c0 = blockIdx.x * CS;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    /* x_proj weights of this warp's rows r = r0 + i*nw (i < CONV_RB), this slice's columns
+     * c0 + lane and c0 + lane + 32 (CS <= 64), all loaded at once (the first batch before the
+     * conv, so that their latency overlaps it) */
+    float wv[CONV_RB][2];
+    auto load_w = [&](int r0) {
+#pragma unroll
+        for (int i = 0; i < CONV_RB; i++) {
+            const int r = r0 + i * nw;
+#pragma unroll
+            for (int q = 0; q < 2; q++) {
+                const int cc = lane + 32 * q;
+                wv[i][q] = (r < W && cc < CS && c0 + cc < Di)
+                               ? __ldg(x_w + (int64_t)r * Di + c0 + cc)
+                               : 0.0f;
+            }
+        }
+    };
+    load_w(warp);
     for (int i = threadIdx.x; i < S * CS; i += blockDim.x) {
         const int s = i / CS, ch = c0 + i % CS;
         float v = 0.0f;
@@ -250,69 +289,101 @@ __global__ void __launch_bounds__(CONV_THREADS)
         xcs[i] = v;
     }
     __syncthreads();
-    const int lane = threadIdx.x & 31, nw = blockDim.x >> 5;
-    for (int r = threadIdx.x >> 5; r < W; r += nw) {
-        const float *wr = x_w + (int64_t)r * Di + c0;
-        float wv[2]; /* CS <= 64 */
-#pragma unroll
-        for (int j = 0; j < 2; j++) {
-            const int cc = lane + 32 * j;
-            wv[j] = (cc < CS && c0 + cc < Di) ? __ldg(wr + cc) : 0.0f;
-        }
+    for (int r0 = warp; r0 < W; r0 += nw * CONV_RB) {
+        if (r0 != warp) load_w(r0);
         for (int s = 0; s < S; s++) {
-            float acc = 0.0f;
+            const float x0 = lane < CS ? xcs[s * CS + lane] : 0.0f;
+            const float x1 = lane + 32 < CS ? xcs[s * CS + lane + 32] : 0.0f;
+            float a[CONV_RB];
 #pragma unroll
-            for (int j = 0; j < 2; j++) {
-                const int cc = lane + 32 * j;
-                if (cc < CS) acc += wv[j] * xcs[s * CS + cc];
-            }
-            acc = warp_sum(acc);
-            if (lane == 0) part[((int64_t)blockIdx.x * S + s) * W + r] = acc;
+            for (int i = 0; i < CONV_RB; i++)
+                a[i] = wv[i][0] * x0 + wv[i][1] * x1;
+#pragma unroll
+            for (int o = 16; o > 0; o >>= 1)
+#pragma unroll
+                for (int i = 0; i < CONV_RB; i++)
+                    a[i] += __shfl_xor_sync(0xffffffffu, a[i], o);
+            if (lane == 0)
+#pragma unroll
+                for (int i = 0; i < CONV_RB; i++) {
+                    const int r = r0 + i * nw;
+                    if (r < W) part[((int64_t)blockIdx.x * S + s) * W + r] = a[i];
+                }
         }
     }
 }
 
 /* ------------------------------------------ dt_proj + softplus + selective-state update */
-/* Grid (ceil(Di / SSM_THREADS), S). dbc = sum of the slice partials; then per channel (step.c
- * "The fused selective-state update"): dt = softplus(dt_proj(dt_low) + bias); h = exp(dt*A) h
- * + dt*x*B; y = h.C + D*x; y *= SiLU(z). dtT is dt_proj.weight transposed (R, Di); A =
- * -exp(A_log) (Di, N). */
+/* Sum of v over the SSM_G (16) lanes of a lane group (all 32 lanes of the warp take part). */
+__device__ __forceinline__ float group_sum(float v) {
+#pragma unroll
+    for (int o = SSM_G / 2; o > 0; o >>= 1)
+        v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+/* Grid (ceil(Di / (SSM_THREADS / SSM_G)), S); SSM_G lanes per channel. dbc = sum of the slice
+ * partials (in slice order); then per channel (step.c "The fused selective-state update"):
+ * dt = softplus(dt_proj(dt_low) + bias), the dot over R split over the channel's lanes
+ * (r = j, j + SSM_G, ...) and summed by shuffles; lane j updates the states n = j, j + SSM_G,
+ * ...: h = exp(dt*A) h + dt*x*B; y = h.C (shuffle sum) + D*x; y *= SiLU(z). dt_w is
+ * dt_proj.weight (Di, R) row-major; A = -exp(A_log) (Di, N). The loads that do not depend on
+ * dbc are issued before the slice sum. */
 __global__ void __launch_bounds__(SSM_THREADS)
-    ssm_kernel(const float *__restrict__ part, int n_slices, const float *__restrict__ dtT,
+    ssm_kernel(const float *__restrict__ part, int n_slices, const float *__restrict__ dt_w,
                const float *__restrict__ dt_b, const float *__restrict__ A,
                const float *__restrict__ Dv, const float *__restrict__ xc,
                const float *__restrict__ xz, float *__restrict__ ssm, float *__restrict__ y,
                int S, int Di, int N, int R) {
     extern __shared__ float dbc[]; /* (W) */
     const int s = blockIdx.y, W = R + 2 * N;
+    const int j = threadIdx.x % SSM_G;
+    const int ch = blockIdx.x * (SSM_THREADS / SSM_G) + threadIdx.x / SSM_G;
+    const bool ok = ch < Di;
+    const float *dwr = dt_w + (int64_t)(ok ? ch : 0) * R, *Ac = A + (int64_t)(ok ? ch : 0) * N;
+    float *h = ssm + ((int64_t)s * Di + (ok ? ch : 0)) * N;
+    /* prefetch: the first 4 dt_proj weights, the first state and A of this lane, x, z */
+    float dwp[4];
+#pragma unroll
+    for (int k = 0; k < 4; k++) {
+        const int r = j + k * SSM_G;
+        dwp[k] = (ok && r < R) ? __ldg(dwr + r) : 0.0f;
+    }
+    const float h0 = (ok && j < N) ? h[j] : 0.0f, a0 = (ok && j < N) ? __ldg(Ac + j) : 0.0f;
+    const float x = ok ? xc[(int64_t)s * Di + ch] : 0.0f;
+    const float z = ok ? xz[(int64_t)s * 2 * Di + Di + ch] : 0.0f;
+    const float bias = ok ? __ldg(dt_b + ch) : 0.0f, dsk = ok ? __ldg(Dv + ch) : 0.0f;
     for (int r = threadIdx.x; r < W; r += blockDim.x) {
         float acc = 0.0f;
-#pragma unroll 8
+#pragma unroll 16
         for (int sl = 0; sl < n_slices; sl++)
             acc += part[((int64_t)sl * S + s) * W + r];
         dbc[r] = acc;
     }
     __syncthreads();
-    const int ch = blockIdx.x * blockDim.x + threadIdx.x;
-    if (ch >= Di) return;
     float dt = 0.0f;
-#pragma unroll 8
-    for (int r = 0; r < R; r++)
-        dt += dtT[(int64_t)r * Di + ch] * dbc[r];
-    dt = softplus_f(dt + dt_b[ch]);
-    const float x = xc[(int64_t)s * Di + ch];
+#pragma unroll
+    for (int k = 0; k < 4; k++)
+        dt += dwp[k] * ((j + k * SSM_G) < R ? dbc[j + k * SSM_G] : 0.0f);
+    if (ok)
+        for (int r = j + 4 * SSM_G; r < R; r += SSM_G)
+            dt += __ldg(dwr + r) * dbc[r];
+    dt = softplus_f(group_sum(dt) + bias);
     const float dtx = dt * x;
-    const float *Bv = dbc + R, *Cv = dbc + R + N, *Ac = A + (int64_t)ch * N;
-    float *h = ssm + ((int64_t)s * Di + ch) * N;
+    const float *Bv = dbc + R, *Cv = dbc + R + N;
     float acc = 0.0f;
-#pragma unroll 4
-    for (int n = 0; n < N; n++) {
-        const float hn = expf(dt * Ac[n]) * h[n] + dtx * Bv[n];
-        h[n] = hn;
-        acc += hn * Cv[n];
+    if (ok && j < N) {
+        const float hn = expf(dt * a0) * h0 + dtx * Bv[j];
+        h[j] = hn;
+        acc = hn * Cv[j];
+        for (int n = j + SSM_G; n < N; n += SSM_G) {
+            const float hm = expf(dt * __ldg(Ac + n)) * h[n] + dtx * Bv[n];
+            h[n] = hm;
+            acc += hm * Cv[n];
+        }
     }
-    acc += Dv[ch] * x;
-    y[(int64_t)s * Di + ch] = acc * silu_f(xz[(int64_t)s * 2 * Di + Di + ch]);
+    acc = group_sum(acc);
+    if (ok && j == 0) y[(int64_t)s * Di + ch] = (acc + dsk * x) * silu_f(z);
 }
 
 /* -------------------------------------------------------------------------- sampler */
@@ -479,7 +550,7 @@ static int64_t weights_layout(mb_cuda_gen *g, float *base) {
         CARVE(LP(conv_w), Di * K);
         CARVE(LP(conv_b), Di);
         CARVE(LP(x_w), W * Di);
-        CARVE(LP(dtT), R * Di);
+        CARVE(LP(dt_w), Di * R);
         CARVE(LP(dt_b), Di);
         CARVE(LP(A), Di * N);
         CARVE(LP(D), Di);
@@ -522,10 +593,7 @@ static int upload(mb_cuda_gen *g, const mb_model *m) {
         UP(L->conv_w, hw->conv_w, Di * K);
         UP(L->conv_b, hw->conv_b, Di);
         UP(L->x_w, hw->x_proj_w, W * Di);
-        for (int64_t ch = 0; ch < Di; ch++)
-            for (int64_t r = 0; r < R; r++)
-                tmp[r * Di + ch] = hw->dt_proj_w[ch * R + r];
-        UP(L->dtT, tmp, R * Di);
+        UP(L->dt_w, hw->dt_proj_w, Di * R);
         UP(L->dt_b, hw->dt_proj_b, Di);
         for (int64_t i = 0; i < Di * N; i++)
             tmp[i] = -expf(hw->A_log[i]);
@@ -558,7 +626,7 @@ static void randomize(mb_cuda_gen *g, uint64_t seed) {
         U(L->conv_w, Di * K, 1.0f / sqrtf((float)K));
         U(L->conv_b, Di, 1.0f / sqrtf((float)K));
         U(L->x_w, W * Di, 1.0f / sqrtf((float)Di));
-        U(L->dtT, R * Di, 1.0f / sqrtf((float)R));
+        U(L->dt_w, Di * R, 1.0f / sqrtf((float)R));
         fill_const<<<B, T, 0, g->stream>>>(L->dt_b, Di, -4.6f);
         fill_A<<<B, T, 0, g->stream>>>(L->A, Di * N, (int)N);
         fill_const<<<B, T, 0, g->stream>>>(L->D, Di, 1.0f);
@@ -648,9 +716,10 @@ static int enqueue_step(mb_cuda_gen *g, int sample) {
                             (size_t)(S * g->CS) * sizeof(float), g->stream>>>(
             g->xz, conv_l, L->conv_w, L->conv_b, L->x_w, g->xc, g->part, (int)S, (int)Di, (int)K,
             (int)W, (int)g->CS);
-        dim3 grid((unsigned)((Di + SSM_THREADS - 1) / SSM_THREADS), (unsigned)S);
+        const int64_t cpb = SSM_THREADS / SSM_G; /* channels per block */
+        dim3 grid((unsigned)((Di + cpb - 1) / cpb), (unsigned)S);
         ssm_kernel<<<grid, SSM_THREADS, (size_t)W * sizeof(float), g->stream>>>(
-            g->part, (int)g->n_slices, L->dtT, L->dt_b, L->A, L->D, g->xc, g->xz,
+            g->part, (int)g->n_slices, L->dt_w, L->dt_b, L->A, L->D, g->xc, g->xz,
             g->ssm + l * S * Di * N, g->y, (int)S, (int)Di, (int)N, (int)R);
         /* out = out_proj(y) */
         MB_TRY(linear(g, L->out_w, L->out_h, d, Di, g->y, Di, g->hidden, d, NULL));
