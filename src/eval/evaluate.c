@@ -48,21 +48,26 @@ typedef struct {
     int64_t B, L;
 } cpu_scorer;
 
-static int cpu_score(void *user, const uint8_t *x, const uint8_t *y, int64_t B, int64_t L,
-                     double *nats) {
-    cpu_scorer *c = user;
-    if (B == c->B && L == c->L) {
-        mb_forward(c->m, c->full, x, y, NULL);
-        *nats = sum_losses(c->full, B * L);
+int mb_eval_cpu_score(const mb_model *m, mb_acts *full, int64_t full_B, int64_t full_L,
+                      const uint8_t *x, const uint8_t *y, int64_t B, int64_t L, double *nats) {
+    if (full && B == full_B && L == full_L) {
+        mb_forward(m, full, x, y, NULL);
+        *nats = sum_losses(full, B * L);
         return MB_OK;
     }
-    mb_acts *a = mb_acts_create(&c->m->cfg, B, L);
+    mb_acts *a = mb_acts_create(&m->cfg, B, L);
     if (!a)
         return mb_fail(MB_ENOMEM, "eval: out of memory for a window of %lld bytes", (long long)L);
-    mb_forward(c->m, a, x, y, NULL);
+    mb_forward(m, a, x, y, NULL);
     *nats = sum_losses(a, B * L);
     mb_acts_free(a);
     return MB_OK;
+}
+
+static int cpu_score(void *user, const uint8_t *x, const uint8_t *y, int64_t B, int64_t L,
+                     double *nats) {
+    cpu_scorer *c = user;
+    return mb_eval_cpu_score(c->m, c->full, c->B, c->L, x, y, B, L, nats);
 }
 
 int mb_evaluate_windows(mb_eval_scorer score, void *score_user, const mb_doc *docs, int64_t n_docs,

@@ -39,6 +39,12 @@ int mb_evaluate(const mb_model *m, const mb_doc *docs, int64_t n_docs, int64_t c
 typedef int (*mb_eval_scorer)(void *user, const uint8_t *x, const uint8_t *y, int64_t B, int64_t L,
                               double *nats);
 
+/* Score B windows of L bytes on the CPU: sum of cross-entropy (nats) of y given x, both (B, L).
+ * Uses `full` (activations for full_B x full_L, may be NULL) when the shape matches, else a
+ * temporary one. MB_ENOMEM if that cannot be allocated. */
+int mb_eval_cpu_score(const mb_model *m, mb_acts *full, int64_t full_B, int64_t full_L,
+                      const uint8_t *x, const uint8_t *y, int64_t B, int64_t L, double *nats);
+
 /* Windowed scoring (mb_evaluate with stream = 0) through a scorer, e.g. a GPU backend
  * (train/backend.h). The windows, their order and the bytes scored are those of mb_evaluate;
  * mb_evaluate's windowed mode is this function with the CPU model as scorer. */

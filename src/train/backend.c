@@ -1,5 +1,6 @@
 /* The CPU backend (the src/cpu model on host buffers) and --device resolution. */
 #include "train/backend.h"
+#include "eval/evaluate.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -89,29 +90,10 @@ static int cpu_sync(mb_backend *b) {
     return MB_OK;
 }
 
-static double sum_losses(const mb_acts *a, int64_t n) {
-    const float *l = mb_acts_losses(a);
-    double s = 0.0;
-    for (int64_t i = 0; i < n; i++)
-        s += l[i];
-    return s;
-}
-
 static int cpu_score(void *b, const uint8_t *x, const uint8_t *y, int64_t B, int64_t L,
                      double *nats) {
     cpu_backend *c = b;
-    if (B == c->B && L == c->L) {
-        mb_forward(c->m, c->acts, x, y, NULL);
-        *nats = sum_losses(c->acts, B * L);
-        return MB_OK;
-    }
-    mb_acts *a = mb_acts_create(&c->m->cfg, B, L);
-    if (!a)
-        return mb_fail(MB_ENOMEM, "eval: out of memory for a window of %lld bytes", (long long)L);
-    mb_forward(c->m, a, x, y, NULL);
-    *nats = sum_losses(a, B * L);
-    mb_acts_free(a);
-    return MB_OK;
+    return mb_eval_cpu_score(c->m, c->acts, c->B, c->L, x, y, B, L, nats);
 }
 
 const mb_backend_ops mb_backend_cpu = {
