@@ -28,37 +28,13 @@
 #include "cpu/model.h"
 #include "mambabyte.h"
 #include "support/ref64.h"
+#include "support/variants.h"
 
 #define FD_STEP 1e-4
 #define REL_TOL 1e-3
 #define ABS_TOL 1e-4 /* times the largest gradient entry of the tensor */
 #define N_SAMPLES 5
 #define DLOSS 0.37f
-
-typedef struct {
-    int64_t d_state, d_conv, dt_rank;
-    int rms, tie;
-} variant;
-static const variant k_variants[] = {
-    {4, 4, 0, 1, 1},
-    {16, 3, 3, 0, 0},
-    {16, 4, 0, 0, 1},
-    {4, 3, 3, 1, 0},
-};
-#define N_VARIANTS (int)(sizeof k_variants / sizeof k_variants[0])
-
-static void make_model(mb_model *m, const variant *v, uint64_t seed) {
-    mb_config c;
-    mb_config_default(&c, 12, 2);
-    c.d_state = v->d_state;
-    c.d_conv = v->d_conv;
-    c.dt_rank = v->dt_rank;
-    c.rms_norm = v->rms;
-    c.tie_embeddings = v->tie;
-    assert_int_equal(mb_config_finalize(&c), 0);
-    assert_int_equal(mb_model_create(m, &c), 0);
-    ref64_randomize(m, seed);
-}
 
 typedef struct {
     const mb_model *m;
