@@ -130,6 +130,14 @@ static int resolve_paths(const char *path, mb_checkpoint_info *in) {
             cap)
             return mb_fail(MB_EINVAL, "checkpoint %s: path too long", path);
         if (slash == path) snprintf(in->config_path, cap, "/config.json");
+        const char *base = slash ? slash + 1 : path;
+        if (strcmp(base, "config.json") == 0) { /* -m DIR/config.json means DIR */
+            if ((size_t)snprintf(in->weights_path, cap, "%.*s/model.safetensors", dl,
+                                 slash ? path : ".") >= cap)
+                return mb_fail(MB_EINVAL, "checkpoint %s: path too long", path);
+            if (!file_exists(in->weights_path))
+                return mb_fail(MB_EIO, "checkpoint %s: file %s not found", path, in->weights_path);
+        }
     }
     return MB_OK;
 }
