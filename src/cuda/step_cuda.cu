@@ -33,6 +33,7 @@ struct mb_cuda_gen {
     mb_config cfg;
     int64_t S, W, CS, n_slices;
     int use_bf16, use_graph, sm_count;
+    int use_pdl; /* programmatic dependent launch: sm_90 device and kernels, batch <= GEMV max */
     float *wmem;  /* fp32 weights (one allocation) */
     bf16 *hmem;   /* bf16 copies (bf16 mode) */
     gen_layer *L; /* n_layer, device pointers */
@@ -82,6 +83,22 @@ __device__ double block_sumd(double v, double *sh) {
     for (int i = 0; i < nw; i++)
         t += sh[i];
     return t;
+}
+
+/* Programmatic dependent launch (sm_90): a kernel launched with the programmatic-serialization
+ * attribute may start while its predecessor runs; before pdl_wait it reads only weights (never
+ * written during a step), pdl_wait waits for the predecessor's completion and memory, and only
+ * after it does pdl_launch let the next kernel start (so at most the predecessor is still
+ * running during the pre-wait part). Both are no-ops for a kernel launched without it. */
+__device__ __forceinline__ void pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void pdl_launch() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
 }
 
 __device__ __forceinline__ float silu_f(float v) {
@@ -191,6 +208,8 @@ __global__ void __launch_bounds__(GEMV_THREADS)
         }
     };
     if (vec && row0 < rows) load_chunk(W + (int64_t)row0 * K, 0);
+    pdl_wait();
+    pdl_launch();
     if (norm) {
         norm_rows_block(na, xs, S, K, blockIdx.x == 0);
     } else {
@@ -269,6 +288,8 @@ __global__ void __launch_bounds__(CONV_THREADS)
         }
     };
     load_w(warp);
+    pdl_wait();
+    pdl_launch();
     for (int i = threadIdx.x; i < S * CS; i += blockDim.x) {
         const int s = i / CS, ch = c0 + i % CS;
         float v = 0.0f;
@@ -328,7 +349,7 @@ __device__ __forceinline__ float group_sum(float v) {
  * (r = j, j + SSM_G, ...) and summed by shuffles; lane j updates the states n = j, j + SSM_G,
  * ...: h = exp(dt*A) h + dt*x*B; y = h.C (shuffle sum) + D*x; y *= SiLU(z). dt_w is
  * dt_proj.weight (Di, R) row-major; A = -exp(A_log) (Di, N). The loads that do not depend on
- * dbc are issued before the slice sum. */
+ * dbc are issued before the slice sum (weights and state before pdl_wait). */
 __global__ void __launch_bounds__(SSM_THREADS)
     ssm_kernel(const float *__restrict__ part, int n_slices, const float *__restrict__ dt_w,
                const float *__restrict__ dt_b, const float *__restrict__ A,
@@ -350,9 +371,11 @@ __global__ void __launch_bounds__(SSM_THREADS)
         dwp[k] = (ok && r < R) ? __ldg(dwr + r) : 0.0f;
     }
     const float h0 = (ok && j < N) ? h[j] : 0.0f, a0 = (ok && j < N) ? __ldg(Ac + j) : 0.0f;
+    const float bias = ok ? __ldg(dt_b + ch) : 0.0f, dsk = ok ? __ldg(Dv + ch) : 0.0f;
+    pdl_wait(); /* the state h was last written by this layer's step before: complete */
+    pdl_launch();
     const float x = ok ? xc[(int64_t)s * Di + ch] : 0.0f;
     const float z = ok ? xz[(int64_t)s * 2 * Di + Di + ch] : 0.0f;
-    const float bias = ok ? __ldg(dt_b + ch) : 0.0f, dsk = ok ? __ldg(Dv + ch) : 0.0f;
     for (int r = threadIdx.x; r < W; r += blockDim.x) {
         float acc = 0.0f;
 #pragma unroll 16
@@ -639,6 +662,25 @@ static void randomize(mb_cuda_gen *g, uint64_t seed) {
 #undef U
 }
 
+/* Launch kernel k on the generator's stream, with programmatic dependent launch when pdl (the
+ * kernel then overlaps its weight loads with the end of the previous kernel). */
+template <typename... KArgs, typename... Args>
+static int launch_k(mb_cuda_gen *g, int pdl, void (*k)(KArgs...), dim3 grid, dim3 block,
+                    size_t smem, Args... args) {
+    cudaLaunchConfig_t lc = {};
+    cudaLaunchAttribute at[1];
+    at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    at[0].val.programmaticStreamSerializationAllowed = 1;
+    lc.gridDim = grid;
+    lc.blockDim = block;
+    lc.dynamicSmemBytes = smem;
+    lc.stream = g->stream;
+    lc.attrs = at;
+    lc.numAttrs = (pdl && g->use_pdl) ? 1 : 0;
+    MB_CUDA_TRY(cudaLaunchKernelEx(&lc, k, ((KArgs)args)...), "mambabyte generation step (kernel launch)");
+    return MB_OK;
+}
+
 /* smem bytes of a gemv launch */
 static size_t gemv_smem(int64_t S, int64_t K) {
     return (size_t)(S * K) * sizeof(float);
@@ -646,24 +688,24 @@ static size_t gemv_smem(int64_t S, int64_t K) {
 
 template <typename WT, int S>
 static int gemv_launch_t(mb_cuda_gen *g, const WT *W, int64_t rows, int64_t K, const float *x,
-                         int64_t ldx, float *y, int64_t ldy, const NormArgs *na) {
+                         int64_t ldx, float *y, int64_t ldy, const NormArgs *na, int pdl) {
     const int wpb = GEMV_THREADS / 32;
     long long blocks = (rows + wpb - 1) / wpb;
     if (blocks > 8LL * g->sm_count) blocks = 8LL * g->sm_count;
     NormArgs z = {};
-    gemv_kernel<WT, S><<<(unsigned)blocks, GEMV_THREADS, gemv_smem(S, K), g->stream>>>(
-        W, (int)rows, (int)K, x, (int)ldx, y, (int)ldy, na ? *na : z, na ? 1 : 0);
-    return MB_OK;
+    return launch_k(g, pdl, gemv_kernel<WT, S>, dim3((unsigned)blocks), dim3(GEMV_THREADS),
+                    gemv_smem(S, K), W, (int)rows, (int)K, x, (int)ldx, y, (int)ldy,
+                    na ? *na : z, na ? 1 : 0);
 }
 
 template <typename WT>
 static int gemv_launch(mb_cuda_gen *g, const WT *W, int64_t rows, int64_t K, const float *x,
-                       int64_t ldx, float *y, int64_t ldy, const NormArgs *na) {
+                       int64_t ldx, float *y, int64_t ldy, const NormArgs *na, int pdl) {
     switch (g->S) {
-    case 1: return gemv_launch_t<WT, 1>(g, W, rows, K, x, ldx, y, ldy, na);
-    case 2: return gemv_launch_t<WT, 2>(g, W, rows, K, x, ldx, y, ldy, na);
-    case 3: return gemv_launch_t<WT, 3>(g, W, rows, K, x, ldx, y, ldy, na);
-    default: return gemv_launch_t<WT, 4>(g, W, rows, K, x, ldx, y, ldy, na);
+    case 1: return gemv_launch_t<WT, 1>(g, W, rows, K, x, ldx, y, ldy, na, pdl);
+    case 2: return gemv_launch_t<WT, 2>(g, W, rows, K, x, ldx, y, ldy, na, pdl);
+    case 3: return gemv_launch_t<WT, 3>(g, W, rows, K, x, ldx, y, ldy, na, pdl);
+    default: return gemv_launch_t<WT, 4>(g, W, rows, K, x, ldx, y, ldy, na, pdl);
     }
 }
 
@@ -679,10 +721,11 @@ static int gemv_attr_t(size_t smem) {
 /* A product y (S, rows; ldy) = [norm(...) | x] @ W^T through the GEMV kernel (small batches:
  * bf16 copy when there is one) or the norm kernel + cuBLAS. */
 static int linear(mb_cuda_gen *g, const float *W32, const bf16 *W16, int64_t rows, int64_t K,
-                  const float *x, int64_t ldx, float *y, int64_t ldy, const NormArgs *na) {
+                  const float *x, int64_t ldx, float *y, int64_t ldy, const NormArgs *na,
+                  int pdl) {
     if (g->S <= MB_CUDA_GEN_GEMV_MAX_SEQ) {
-        if (W16) return gemv_launch<bf16>(g, W16, rows, K, x, ldx, y, ldy, na);
-        return gemv_launch<float>(g, W32, rows, K, x, ldx, y, ldy, na);
+        if (W16) return gemv_launch<bf16>(g, W16, rows, K, x, ldx, y, ldy, na, pdl);
+        return gemv_launch<float>(g, W32, rows, K, x, ldx, y, ldy, na, pdl);
     }
     if (na) {
         norm_kernel<<<(unsigned)g->S, 256, (size_t)K * sizeof(float), g->stream>>>(*na, g->u,
@@ -710,19 +753,22 @@ static int enqueue_step(mb_cuda_gen *g, int sample) {
         na.tok = g->tok;
         na.eps = c->norm_eps;
         /* residual = hidden + residual; hidden = norm(residual); xz = in_proj(hidden) */
-        MB_TRY(linear(g, L->in_w, L->in_h, 2 * Di, d, NULL, 0, g->xz, 2 * Di, &na));
+        MB_TRY(linear(g, L->in_w, L->in_h, 2 * Di, d, NULL, 0, g->xz, 2 * Di, &na, l > 0));
         float *conv_l = g->conv + l * S * (K - 1) * Di;
-        conv_xproj_kernel<<<(unsigned)g->n_slices, CONV_THREADS,
-                            (size_t)(S * g->CS) * sizeof(float), g->stream>>>(
-            g->xz, conv_l, L->conv_w, L->conv_b, L->x_w, g->xc, g->part, (int)S, (int)Di, (int)K,
-            (int)W, (int)g->CS);
+        MB_TRY(launch_k(g, 1, conv_xproj_kernel, dim3((unsigned)g->n_slices), dim3(CONV_THREADS),
+                        (size_t)(S * g->CS) * sizeof(float), (const float *)g->xz, conv_l,
+                        (const float *)L->conv_w, (const float *)L->conv_b,
+                        (const float *)L->x_w, g->xc, g->part, (int)S, (int)Di, (int)K, (int)W,
+                        (int)g->CS));
         const int64_t cpb = SSM_THREADS / SSM_G; /* channels per block */
         dim3 grid((unsigned)((Di + cpb - 1) / cpb), (unsigned)S);
-        ssm_kernel<<<grid, SSM_THREADS, (size_t)W * sizeof(float), g->stream>>>(
-            g->part, (int)g->n_slices, L->dt_w, L->dt_b, L->A, L->D, g->xc, g->xz,
-            g->ssm + l * S * Di * N, g->y, (int)S, (int)Di, (int)N, (int)R);
+        MB_TRY(launch_k(g, 1, ssm_kernel, grid, dim3(SSM_THREADS), (size_t)W * sizeof(float),
+                        (const float *)g->part, (int)g->n_slices, (const float *)L->dt_w,
+                        (const float *)L->dt_b, (const float *)L->A, (const float *)L->D,
+                        (const float *)g->xc, (const float *)g->xz, g->ssm + l * S * Di * N,
+                        g->y, (int)S, (int)Di, (int)N, (int)R));
         /* out = out_proj(y) */
-        MB_TRY(linear(g, L->out_w, L->out_h, d, Di, g->y, Di, g->hidden, d, NULL));
+        MB_TRY(linear(g, L->out_w, L->out_h, d, Di, g->y, Di, g->hidden, d, NULL, 1));
     }
     NormArgs na = {};
     na.h = g->hidden;
@@ -731,7 +777,7 @@ static int enqueue_step(mb_cuda_gen *g, int sample) {
     na.w = g->normf_w;
     na.b = g->normf_b;
     na.eps = c->norm_eps;
-    MB_TRY(linear(g, g->lm, g->lm_h, MB_VOCAB, d, NULL, 0, g->logits, MB_VOCAB, &na));
+    MB_TRY(linear(g, g->lm, g->lm_h, MB_VOCAB, d, NULL, 0, g->logits, MB_VOCAB, &na, 1));
     if (sample)
         sample_kernel<<<(unsigned)S, 256, 0, g->stream>>>(g->logits, g->tok, g->ring_d,
                                                           g->counter, (int)S, g->temp, g->top_k,
@@ -838,6 +884,12 @@ extern "C" int mb_cuda_gen_create(mb_cuda_gen **out, const mb_model *m, const mb
     TRY(cudaGetDevice(&dev), "mb_cuda_gen_create: no CUDA device");
     TRY(cudaGetDeviceProperties(&p, dev), "mb_cuda_gen_create: device query");
     g->sm_count = p.multiProcessorCount;
+    {
+        cudaFuncAttributes fa;
+        TRY(cudaFuncGetAttributes(&fa, ssm_kernel), "mb_cuda_gen_create: kernel attributes");
+        g->use_pdl = p.major >= 9 && fa.binaryVersion >= 90 && S <= MB_CUDA_GEN_GEMV_MAX_SEQ &&
+                     !getenv("MB_CUDA_NO_PDL");
+    }
     TRY(cudaStreamCreateWithFlags(&g->stream, cudaStreamNonBlocking), "mb_cuda_gen_create: stream");
     {
         const int64_t wf = weights_layout(g, NULL);
