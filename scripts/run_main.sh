@@ -39,3 +39,4 @@ awk -v m="$model_bpb" -v g="$gzip_bpb" 'BEGIN { if (m < g) print "  -> the model
 echo
 echo "sample (temperature 0.8, top-p 0.95, seed 1):"
 ./build/mambabyte generate -m "$out" -p "It is a truth universally acknowledged" -n 600 --seed 1
+echo
