@@ -67,6 +67,9 @@ int mb_config_finalize(mb_config *c);
 int mb_config_preset(mb_config *c, const char *name);
 /* Comma-separated list of preset names, for --help. */
 const char *mb_config_preset_names(void);
+/* 1 when two configs give the same tensor shapes and norm variant (buffers made for one fit the
+ * other), else 0. */
+int mb_config_same_shape(const mb_config *a, const mb_config *b);
 /* Closed-form number of parameters (lm_head counted only when untied). */
 int64_t mb_config_n_params(const mb_config *c);
 /* Bytes of recurrent state for one sequence: n_layer * d_inner * (d_conv - 1 + d_state) * 4. */

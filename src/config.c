@@ -88,6 +88,12 @@ int mb_config_preset(mb_config *c, const char *name) {
     return mb_fail(MB_EINVAL, "unknown preset '%s' (known: %s)", name, mb_config_preset_names());
 }
 
+int mb_config_same_shape(const mb_config *a, const mb_config *b) {
+    return a->d_model == b->d_model && a->n_layer == b->n_layer && a->d_state == b->d_state &&
+           a->d_conv == b->d_conv && a->d_inner == b->d_inner && a->dt_rank == b->dt_rank &&
+           a->rms_norm == b->rms_norm;
+}
+
 int64_t mb_config_n_params(const mb_config *c) {
     int64_t d = c->d_model, Di = c->d_inner, N = c->d_state, K = c->d_conv, R = c->dt_rank;
     int64_t V = c->vocab_size;

@@ -238,27 +238,8 @@ static float *final_residual(const mb_acts *a, float **mean, float **rstd) {
 }
 
 static mb_scan_args scan_args(const mb_acts *a, const mb_layer_weights *lw, const layer_view *v) {
-    const mb_config *c = &a->cfg;
-    int64_t Di = c->d_inner, N = c->d_state, R = c->dt_rank;
-    mb_scan_args s;
-    memset(&s, 0, sizeof s);
-    s.B = a->B;
-    s.L = a->L;
-    s.Di = Di;
-    s.N = N;
-    s.chunk = a->chunk;
-    s.x = v->xc;
-    s.x_stride = Di;
-    s.delta = v->delta;
-    s.A_log = lw->A_log;
-    s.Bm = v->dbc + R;
-    s.Cm = v->dbc + R + N;
-    s.bc_stride = R + 2 * N;
-    s.D = lw->D;
-    s.z = v->xz + Di;
-    s.z_stride = 2 * Di;
-    s.h_chunks = v->h_chunks;
-    return s;
+    return mb_scan_layer_args(&a->cfg, a->B, a->L, a->chunk, v->xc, v->delta, v->dbc, v->xz,
+                              lw->A_log, lw->D, v->h_chunks);
 }
 
 /* ------------------------------------------------------------------ forward */
@@ -266,9 +247,7 @@ static mb_scan_args scan_args(const mb_acts *a, const mb_layer_weights *lw, cons
 static int check_pair(const mb_model *m, const mb_acts *a, const char *fn) {
     if (!m || !a || !m->params) return mb_fail(MB_EINVAL, "%s: model or acts is NULL", fn);
     const mb_config *x = &m->cfg, *y = &a->cfg;
-    if (x->d_model != y->d_model || x->n_layer != y->n_layer || x->d_state != y->d_state ||
-        x->d_conv != y->d_conv || x->d_inner != y->d_inner || x->dt_rank != y->dt_rank ||
-        x->rms_norm != y->rms_norm)
+    if (!mb_config_same_shape(x, y))
         return mb_fail(MB_EINVAL, "%s: acts were created for a different config", fn);
     return MB_OK;
 }

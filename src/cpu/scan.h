@@ -12,6 +12,9 @@
 #define MB_CPU_SCAN_H
 
 #include <stdint.h>
+#include <string.h>
+
+#include "mambabyte.h"
 
 #define MB_SCAN_MAX_N 256 /* largest d_state (the state lives on the stack) */
 #ifndef MB_SCAN_LANES
@@ -41,6 +44,36 @@ typedef struct {
                         zeros). Written by the forward, read by the backward; may be NULL for
                         forward-only use. B * Di * n_chunks * N floats. */
 } mb_scan_args;
+
+/* Scan arguments for one Mamba layer of a batch, with the model's activation layouts (used by
+ * the CPU and CUDA models alike): xc (B, L, Di) conv output, delta (B, L, Di), dbc (B, L, R+2N)
+ * holding dt_low | B | C, xz (B, L, 2Di) holding x | z, h_chunks (B, Di, n_chunks, N).
+ * Pointers may be host or device pointers; h0/h_last are left NULL. */
+static inline mb_scan_args mb_scan_layer_args(const mb_config *c, int64_t B, int64_t L,
+                                              int64_t chunk, const float *xc, const float *delta,
+                                              const float *dbc, const float *xz, const float *A_log,
+                                              const float *D, float *h_chunks) {
+    const int64_t Di = c->d_inner, N = c->d_state, R = c->dt_rank;
+    mb_scan_args s;
+    memset(&s, 0, sizeof s);
+    s.B = B;
+    s.L = L;
+    s.Di = Di;
+    s.N = N;
+    s.chunk = chunk;
+    s.x = xc;
+    s.x_stride = Di;
+    s.delta = delta;
+    s.A_log = A_log;
+    s.Bm = dbc + R;
+    s.Cm = dbc + R + N;
+    s.bc_stride = R + 2 * N;
+    s.D = D;
+    s.z = xz + Di;
+    s.z_stride = 2 * Di;
+    s.h_chunks = h_chunks;
+    return s;
+}
 
 /* Number of chunks for L positions: ceil(L / chunk), 0 for L <= 0. */
 int64_t mb_scan_n_chunks(int64_t L, int64_t chunk);
