@@ -10,7 +10,6 @@
 
 #include <cmocka.h>
 
-#include <ftw.h>
 #include <math.h>
 #include <stdio.h>
 #include <sys/stat.h>
@@ -20,23 +19,18 @@
 #include "io/config_json.h"
 #include "io/safetensors.h"
 #include "mambabyte.h"
+#include "support/tmpdir.h"
 
 static char g_dir[256];
 
-static int rm_cb(const char *p, const struct stat *s, int f, struct FTW *w) {
-    (void)s, (void)f, (void)w;
-    return remove(p);
-}
-
 static int setup(void **st) {
     (void)st;
-    snprintf(g_dir, sizeof g_dir, "/tmp/mb_test_ckpt_XXXXXX");
-    return mkdtemp(g_dir) ? 0 : -1;
+    return mb_test_mkdtemp(g_dir, sizeof g_dir, "ckpt");
 }
 
 static int teardown(void **st) {
     (void)st;
-    return nftw(g_dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+    return mb_test_rmtree(g_dir);
 }
 
 static void sub(char *buf, const char *name) {

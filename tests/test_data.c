@@ -11,12 +11,12 @@
 
 #include <dirent.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <stdio.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "mambabyte.h"
+#include "support/tmpdir.h"
 #include "train/data.h"
 
 /* ---------------------------------------------------------------- helpers */
@@ -24,20 +24,12 @@ static char g_tmp[256];
 
 static int setup(void **st) {
     (void)st;
-    snprintf(g_tmp, sizeof g_tmp, "/tmp/mb_test_data_XXXXXX");
-    return mkdtemp(g_tmp) ? 0 : -1;
-}
-
-static int rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *ftw) {
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(p);
+    return mb_test_mkdtemp(g_tmp, sizeof g_tmp, "data");
 }
 
 static int teardown(void **st) {
     (void)st;
-    return nftw(g_tmp, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+    return mb_test_rmtree(g_tmp);
 }
 
 static const char *tp(const char *rel) {

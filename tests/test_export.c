@@ -13,7 +13,6 @@
 
 #include <cmocka.h>
 
-#include <ftw.h>
 #include <stdio.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -22,24 +21,19 @@
 #include "io/checkpoint.h"
 #include "io/safetensors.h"
 #include "mambabyte.h"
+#include "support/tmpdir.h"
 
 static char g_dir[256];
 static char g_err[8192];
 
-static int rm_cb(const char *p, const struct stat *s, int f, struct FTW *w) {
-    (void)s, (void)f, (void)w;
-    return remove(p);
-}
-
 static int setup(void **st) {
     (void)st;
-    snprintf(g_dir, sizeof g_dir, "/tmp/mb_test_export_XXXXXX");
-    return mkdtemp(g_dir) ? 0 : -1;
+    return mb_test_mkdtemp(g_dir, sizeof g_dir, "export");
 }
 
 static int teardown(void **st) {
     (void)st;
-    return nftw(g_dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+    return mb_test_rmtree(g_dir);
 }
 
 /* Run `mambabyte export ARGS` (ARGS formatted); returns the exit status, stderr in g_err. */
