@@ -19,7 +19,9 @@
  */
 #include "cuda/scan_cuda.h"
 
+#ifndef MB_SCAN_EMU /* tests/cuda/scan_emu.cpp runs the v5 backward on the CPU (no GPU needed) */
 #include <cuda_runtime.h>
+#endif
 #include <stdio.h>
 #include <string.h>
 
@@ -45,6 +47,7 @@ typedef struct {
     int vec;    /* every staged tensor can be copied in 16-byte pieces (see make_params) */
     int hstep;  /* backward: h_chunks index step per backward chunk (BWD_CHUNK / chunk) */
     int skip_bc; /* lab diagnostic: leave out the dB/dC atomics (wrong dB/dC) */
+    int red_vec; /* dB/dC rows take 16-byte vector reductions (v5 backward) */
     const float *D;
     const float *z;
     long long zs;
@@ -57,6 +60,7 @@ typedef struct {
     float *dx, *ddelta, *dA_log, *dB, *dC, *dD, *dz;
 } scan_params;
 
+#ifndef MB_SCAN_EMU
 static __device__ __forceinline__ float ex2(float v) {
     float r;
     asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(v));
@@ -69,6 +73,8 @@ static __device__ __forceinline__ float rcp_(float v) {
     asm("rcp.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(v));
     return r;
 }
+
+#endif
 
 static __device__ __forceinline__ float sigmoidf_(float v) {
     return rcp_(1.0f + ex2(-v * LOG2E));
@@ -312,6 +318,7 @@ static __device__ __forceinline__ void bc_reduce_add(float *v, int lane, int q, 
 }
 
 /* ------------------------------------------------------------------------ async staging */
+#ifndef MB_SCAN_EMU
 /* cp.async copies global -> shared (sm_80+): `ok` false writes zeros and reads nothing (the
  * source address is still a valid one). */
 static __device__ __forceinline__ void cp16(float *dst, const float *src, bool ok) {
@@ -332,6 +339,13 @@ static __device__ __forceinline__ void cp_commit(void) {
 template <int K> static __device__ __forceinline__ void cp_wait(void) {
     asm volatile("cp.async.wait_group %0;\n" ::"n"(K) : "memory");
 }
+/* dst[0..3] += v, one 16-byte reduction (sm_90; each element atomic on its own) */
+static __device__ __forceinline__ void red_add_v4(float *addr, float4 v) {
+    asm volatile("red.global.add.v4.f32 [%0], {%1, %2, %3, %4};" ::"l"(addr), "f"(v.x), "f"(v.y),
+                 "f"(v.z), "f"(v.w)
+                 : "memory");
+}
+#endif
 
 /* Stage `rows` rows of a row-major tensor into shared memory: element (r, e) of the tile is
  * base[(row0 + r) * stride + e] for r < nvalid and e < width, zero elsewhere; the tile has
@@ -742,6 +756,303 @@ __global__ void __launch_bounds__(W * 32, 16 / W) scan_bwd2_kernel(scan_params p
     }
 }
 
+/* ------------------------------------------------------------ backward (serial, v5) */
+/* One block = 32 channels x G lanes (G warps, NT = 32 G threads); warps never wait for one
+ * another inside a chunk. Every thread walks each BT = 64-position chunk alone, in two passes:
+ *   forward: from the saved entering state (h_chunks, prefetched into registers), states and
+ *     the pre-gate output; checkpoints of the state every BK = 8 positions go to shared memory
+ *     (per thread), the output (reduced over the G lanes of a channel) to YS; then the gate
+ *     (warp-local, one lane per (position, channel)): dz, dyss (overwrites YS), dD;
+ *   reverse: for each 8-position sub-chunk, last first, recompute decays and states from its
+ *     checkpoint into registers, then walk back: g, dA, the sums over states for dx / ddelta,
+ *     and the per-channel dB / dC terms, which go through a per-warp shared buffer two
+ *     positions at a time, are summed over the warp's 32/G channels and added to dB / dC with
+ *     one 16-byte reduction (red.global.add.v4.f32) per (position, 4 states, warp).
+ * The chunk's x, delta (32 channels) and B, C rows are staged in shared memory by cp.async
+ * (one stage: the 3-4 other blocks of the multiprocessor cover the copy). The carry of g
+ * between chunks stays in registers. Cost per (position, channel, state): 2 exp2 (no stored
+ * decays) and about 30 instructions; no __syncthreads inside a chunk. */
+#define BT 64 /* = BWD_CHUNK */
+#define BK 8  /* sub-chunk kept in registers in the reverse pass */
+template <int G> struct bwd3_geom {
+    static constexpr int CPW = 32 / G, NP = 4 * G, NT = 32 * G, CPB = 32;
+    static constexpr int NCK = BT / BK - 1; /* checkpoints in shared memory (the first in registers) */
+    static constexpr int RBW = 2 * CPW * 8 * G; /* per-warp dB/dC buffer: [2 positions][CPW][8G] = 512 */
+    /* offsets in floats (all multiples of 4) */
+    static constexpr int X = 0, DL = X + BT * CPB, BS = DL + BT * CPB, CS = BS + BT * NP;
+    static constexpr int YS = CS + BT * NP, CK = YS + BT * CPB, RB = CK + NCK * NT * 4;
+    static constexpr int TOTAL = RB + G * RBW;
+};
+
+/* XOR applied to the 4-float group index (dB groups 0..G-1, dC groups G..2G-1) of channel ch in
+ * the dB/dC buffer, so that both the writes (two channels per 8-lane phase) and the sums (two
+ * channel blocks per phase) hit distinct banks for G = 4. */
+template <int G> static __device__ __forceinline__ int rb_swz(int ch) {
+    return ((ch ^ (ch >> 2)) & 1) * G;
+}
+
+template <int G, bool VEC>
+static __device__ __forceinline__ void bwd3_stage(const scan_params &p, float *sm, int b, int c0,
+                                                  int kc, int tid) {
+    typedef bwd3_geom<G> g;
+    const int t0 = kc * BT;
+    const long long row0 = (long long)b * p.L + t0;
+    const int nv = min(BT, p.L - t0), w = min(g::CPB, p.Di - c0);
+    stage_rows<g::NT, VEC>(sm + g::X, g::CPB, p.x + c0, row0, p.xs, BT, nv, w, tid, p.x);
+    stage_rows<g::NT, VEC>(sm + g::DL, g::CPB, p.delta + c0, row0, p.Di, BT, nv, w, tid, p.x);
+    stage_rows<g::NT, VEC>(sm + g::BS, g::NP, p.Bm, row0, p.bcs, BT, nv, p.N, tid, p.x);
+    stage_rows<g::NT, VEC>(sm + g::CS, g::NP, p.Cm, row0, p.bcs, BT, nv, p.N, tid, p.x);
+}
+
+/* State entering chunk kc for this thread's channel and states (zeros outside). */
+template <bool VEC>
+static __device__ __forceinline__ void bwd3_load_h(const scan_params &p, const float *hrow,
+                                                   int kc, int n0, bool cv, float h[SPT]) {
+    const float *hp = hrow + (long long)kc * p.hstep * p.N + n0;
+    if (VEC) {
+        const bool ok = cv && n0 < p.N;
+        const float4 v = ok ? __ldg((const float4 *)hp) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        h[0] = v.x, h[1] = v.y, h[2] = v.z, h[3] = v.w;
+    } else {
+#pragma unroll
+        for (int k = 0; k < SPT; k++) h[k] = cv && n0 + k < p.N ? __ldg(hp + k) : 0.0f;
+    }
+}
+
+template <int G, bool VEC>
+__global__ void __launch_bounds__(32 * G, 16 / G) scan_bwd3_kernel(scan_params p) {
+    typedef bwd3_geom<G> g;
+    constexpr int CPW = g::CPW, NP = g::NP, NT = g::NT, CPB = g::CPB;
+    extern __shared__ float4 smem4[];
+    float *sm = (float *)smem4;
+    const float *X = sm + g::X, *Dl = sm + g::DL, *Bs = sm + g::BS, *Cs = sm + g::CS;
+    float *YS = sm + g::YS;
+    float4 *CK = (float4 *)(sm + g::CK);
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    float *RB = sm + g::RB + warp * g::RBW;
+    /* scan mapping: channel cw of the block, states n0..n0+3 */
+    const int q = lane & (G - 1), cl = lane / G, cw = warp * CPW + cl;
+    const int c0 = blockIdx.x * CPB, c = c0 + cw, b = blockIdx.y;
+    const bool cv = c < p.Di;
+    const int N = p.N, L = p.L, n0 = q * SPT;
+    /* gate mapping: channel gcw, positions gpo + G m */
+    const int gch = lane % CPW, gpo = lane / CPW, gcw = warp * CPW + gch, gc = c0 + gcw;
+    const bool gcv = gc < p.Di;
+    const float Dc = cv && p.D ? p.D[c] : 0.0f, Dg = gcv && p.D ? p.D[gc] : 0.0f;
+    float A2[SPT];
+#pragma unroll
+    for (int k = 0; k < SPT; k++) {
+        const bool nv = cv && n0 + k < N;
+        A2[k] = nv ? -expf(p.A_log[(long long)c * N + n0 + k]) * LOG2E : 0.0f;
+    }
+    const long long rowb = (long long)b * L;
+    const float *hrow = p.h_chunks + ((long long)b * p.Di + (cv ? c : 0)) * p.nch * N;
+    const int swz = rb_swz<G>(cl);
+    /* dB/dC sum mapping: LP lanes per (position, 4-state group), 4 channels each */
+    constexpr int LP = 8 / G;
+    const int spart = lane % LP, squad = (lane / LP) % (2 * G), spos = lane / LP / (2 * G);
+    float *sdst = NULL;
+    int sn = 4 * (squad % G);
+    {
+        float *base = squad < G ? p.dB : p.dC;
+        sdst = base + rowb * p.bcs + sn;
+    }
+    float u[SPT] = {0.0f, 0.0f, 0.0f, 0.0f}; /* a_{t+1} g_{t+1}: the carry from the right */
+    float dA[SPT] = {0.0f, 0.0f, 0.0f, 0.0f};
+    float dDacc = 0.0f;
+    const int nch = (L + BT - 1) / BT;
+    bwd3_stage<G, VEC>(p, sm, b, c0, nch - 1, tid);
+    cp_commit();
+    float hn[SPT];
+    bwd3_load_h<VEC>(p, hrow, nch - 1, n0, cv, hn);
+#pragma unroll 1
+    for (int kc = nch - 1; kc >= 0; kc--) {
+        const float h0v[SPT] = {hn[0], hn[1], hn[2], hn[3]};
+        cp_wait<0>();
+        __syncthreads();
+        const int ts = kc * BT;
+        /* ---- forward pass: states, checkpoints, pre-gate output */
+        {
+            float cur[SPT] = {h0v[0], h0v[1], h0v[2], h0v[3]};
+#pragma unroll 1
+            for (int j = 0; j < BT / BK; j++) {
+                if (j > 0) CK[(j - 1) * NT + tid] = make_float4(cur[0], cur[1], cur[2], cur[3]);
+                float ys[BK];
+#pragma unroll
+                for (int i = 0; i < BK; i++) {
+                    const int r = j * BK + i;
+                    const float dv = Dl[r * CPB + cw], dtx = dv * X[r * CPB + cw];
+                    const float4 B4 = *(const float4 *)(Bs + r * NP + n0);
+                    const float4 C4 = *(const float4 *)(Cs + r * NP + n0);
+                    const float Bv[SPT] = {B4.x, B4.y, B4.z, B4.w};
+                    const float Cv[SPT] = {C4.x, C4.y, C4.z, C4.w};
+                    float yv = 0.0f;
+#pragma unroll
+                    for (int k = 0; k < SPT; k++) {
+                        const float a = ex2(dv * A2[k]);
+                        cur[k] = fmaf(a, cur[k], dtx * Bv[k]);
+                        yv = fmaf(cur[k], Cv[k], yv);
+                    }
+                    ys[i] = yv;
+                }
+                group_reduce<BK, G>(ys, q);
+#pragma unroll
+                for (int jj = 0; jj < BK / G; jj++) YS[(j * BK + q * (BK / G) + jj) * CPB + cw] = ys[jj];
+            }
+        }
+        __syncwarp();
+        /* ---- gate (one lane per (position, channel)): dz, dyss -> YS, dD */
+#pragma unroll 1
+        for (int mb = 0; mb < BT / G; mb += 16) {
+            float gy[16], zr[16];
+#pragma unroll
+            for (int m = 0; m < 16; m++) {
+                const int t = ts + gpo + G * (mb + m);
+                const bool ok = gcv && t < L;
+                gy[m] = ok ? __ldg(p.dy + (rowb + t) * p.Di + gc) : 0.0f;
+                zr[m] = ok && p.z ? __ldg(p.z + (rowb + t) * p.zs + gc) : 0.0f;
+            }
+#pragma unroll
+            for (int m = 0; m < 16; m++) {
+                const int r = gpo + G * (mb + m), t = ts + r;
+                const float xo = X[r * CPB + gcw];
+                float dyss = gy[m];
+                if (p.z) {
+                    const float zz = zr[m], sg = sigmoidf_(zz);
+                    const float yss = fmaf(Dg, xo, YS[r * CPB + gcw]);
+                    dyss = gy[m] * zz * sg;
+                    if (gcv && t < L)
+                        p.dz[(rowb + t) * p.zs + gc] = gy[m] * yss * sg * fmaf(zz, 1.0f - sg, 1.0f);
+                }
+                dDacc = fmaf(dyss, xo, dDacc);
+                YS[r * CPB + gcw] = dyss;
+            }
+        }
+        __syncwarp();
+        /* ---- reverse pass, one 8-position sub-chunk at a time */
+#pragma unroll 1
+        for (int j = BT / BK - 1; j >= 0; j--) {
+            const int i0 = j * BK;
+            float s0[SPT];
+            if (j == 0) {
+#pragma unroll
+                for (int k = 0; k < SPT; k++) s0[k] = h0v[k];
+            } else {
+                const float4 v = CK[(j - 1) * NT + tid];
+                s0[0] = v.x, s0[1] = v.y, s0[2] = v.z, s0[3] = v.w;
+            }
+            float av[BK][SPT], st[BK][SPT];
+            {
+                float cur[SPT] = {s0[0], s0[1], s0[2], s0[3]};
+#pragma unroll
+                for (int i = 0; i < BK; i++) {
+                    const int r = i0 + i;
+                    const float dv = Dl[r * CPB + cw], dtx = dv * X[r * CPB + cw];
+                    const float4 B4 = *(const float4 *)(Bs + r * NP + n0);
+                    const float Bv[SPT] = {B4.x, B4.y, B4.z, B4.w};
+#pragma unroll
+                    for (int k = 0; k < SPT; k++) {
+                        const float a = ex2(dv * A2[k]);
+                        av[i][k] = a;
+                        cur[k] = fmaf(a, cur[k], dtx * Bv[k]);
+                        st[i][k] = cur[k];
+                    }
+                }
+            }
+            float gB[BK], dE[BK];
+#pragma unroll
+            for (int i = BK - 1; i >= 0; i--) {
+                const int r = i0 + i;
+                const float dys = YS[r * CPB + cw];
+                const float dv = Dl[r * CPB + cw], dtx = dv * X[r * CPB + cw];
+                const float4 B4 = *(const float4 *)(Bs + r * NP + n0);
+                const float4 C4 = *(const float4 *)(Cs + r * NP + n0);
+                const float Bv[SPT] = {B4.x, B4.y, B4.z, B4.w};
+                const float Cv[SPT] = {C4.x, C4.y, C4.z, C4.w};
+                float vb[SPT], vc[SPT], gb = 0.0f, de = 0.0f;
+#pragma unroll
+                for (int k = 0; k < SPT; k++) {
+                    const float gk = fmaf(dys, Cv[k], u[k]);
+                    const float spa = (i > 0 ? st[i > 0 ? i - 1 : 0][k] : s0[k]) * av[i][k];
+                    vb[k] = gk * dtx;
+                    vc[k] = dys * st[i][k];
+                    gb = fmaf(gk, Bv[k], gb);
+                    const float e = gk * spa;
+                    de = fmaf(e, A2[k], de);
+                    dA[k] = fmaf(e, dv, dA[k]);
+                    u[k] = av[i][k] * gk;
+                }
+                gB[i] = gb;
+                dE[i] = de;
+                if (!p.skip_bc) {
+                    float *row = RB + (i & 1) * (CPW * 8 * G) + cl * (8 * G);
+                    *(float4 *)(row + 4 * (q ^ swz)) = make_float4(vb[0], vb[1], vb[2], vb[3]);
+                    *(float4 *)(row + 4 * ((G + q) ^ swz)) = make_float4(vc[0], vc[1], vc[2], vc[3]);
+                    if ((i & 1) == 0) {
+                        /* positions i (spos 0) and i + 1 (spos 1) are in the buffer */
+                        __syncwarp();
+                        float4 acc = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+#pragma unroll
+                        for (int jj = 0; jj < 4; jj++) {
+                            const int ch = spart * 4 + jj;
+                            const float4 v = *(const float4 *)(RB + spos * (CPW * 8 * G) +
+                                                               ch * (8 * G) +
+                                                               4 * (squad ^ rb_swz<G>(ch)));
+                            acc.x += v.x, acc.y += v.y, acc.z += v.z, acc.w += v.w;
+                        }
+#pragma unroll
+                        for (int off = 1; off < LP; off <<= 1) {
+                            acc.x += __shfl_xor_sync(FULL_MASK, acc.x, off);
+                            acc.y += __shfl_xor_sync(FULL_MASK, acc.y, off);
+                            acc.z += __shfl_xor_sync(FULL_MASK, acc.z, off);
+                            acc.w += __shfl_xor_sync(FULL_MASK, acc.w, off);
+                        }
+                        const int t = ts + i0 + i + spos;
+                        if (spart == 0 && t < L && sn < N) {
+                            float *dst = sdst + (long long)t * p.bcs;
+                            if (p.red_vec) {
+                                red_add_v4(dst, acc);
+                            } else {
+                                const float av4[4] = {acc.x, acc.y, acc.z, acc.w};
+#pragma unroll
+                                for (int k = 0; k < 4; k++)
+                                    if (sn + k < N) atomicAdd(dst + k, av4[k]);
+                            }
+                        }
+                        __syncwarp();
+                    }
+                }
+            }
+            group_reduce<BK, G>(gB, q);
+            group_reduce<BK, G>(dE, q);
+#pragma unroll
+            for (int jj = 0; jj < BK / G; jj++) {
+                const int r = i0 + q * (BK / G) + jj, t = ts + r;
+                if (cv && t < L) {
+                    const long long row = rowb + t;
+                    p.dx[row * p.Di + c] = fmaf(gB[jj], Dl[r * CPB + cw], Dc * YS[r * CPB + cw]);
+                    p.ddelta[row * p.Di + c] = fmaf(gB[jj], X[r * CPB + cw], dE[jj] * LN2);
+                }
+            }
+        }
+        __syncthreads(); /* everyone is done with the staged chunk */
+        if (kc > 0) {
+            bwd3_stage<G, VEC>(p, sm, b, c0, kc - 1, tid);
+            bwd3_load_h<VEC>(p, hrow, kc - 1, n0, cv, hn);
+        }
+        cp_commit();
+    }
+    cp_wait<0>();
+    if (cv) {
+#pragma unroll
+        for (int k = 0; k < SPT; k++)
+            if (n0 + k < N) atomicAdd(p.dA_log + (long long)c * N + n0 + k, dA[k] * A2[k] * LN2);
+    }
+#pragma unroll
+    for (int off = CPW; off < 32; off <<= 1) dDacc += __shfl_xor_sync(FULL_MASK, dDacc, off);
+    if (p.dD && gcv && lane < CPW) atomicAdd(p.dD + gc, dDacc);
+}
+
 /* dB, dC columns := 0 (they are accumulated with atomics). */
 __global__ void zero_bc_kernel(float *dB, float *dC, long long rows, long long stride, int N) {
     const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
@@ -751,9 +1062,10 @@ __global__ void zero_bc_kernel(float *dB, float *dC, long long rows, long long s
     dC[r * stride + n] = 0.0f;
 }
 
+#ifndef MB_SCAN_EMU
 /* ------------------------------------------------------------------------------ host side */
 static int g_fwd_warps = 0; /* > 0: the legacy forward kernel with that many warps per tile */
-static int g_bwd_warps = 0; /* 0 / 8: 8 warps x 8 positions; 16: 16 warps x 4 positions */
+static int g_bwd_warps = 0; /* 0: automatic; 1: v5 (one thread walks a chunk); 8 or 16: v4 */
 static int g_skip_bc = 0;
 
 extern "C" void mb_scan_cuda_lab_skip_bc_atomics(int skip) {
@@ -791,6 +1103,26 @@ static int lanes_per_channel(int64_t N) {
     int g = 1;
     while (g < q) g <<= 1;
     return g;
+}
+
+/* Backward kernel choice: v5 (scan_bwd3_kernel) unless the knob asks for v4 or, on automatic,
+ * the grid has fewer than V5_MIN_BLOCKS_PER_SM blocks per multiprocessor (v5 has one block
+ * per 32 channels and sequence; v4 splits time inside a block and fills more of a small grid). */
+#ifndef V5_MIN_BLOCKS_PER_SM
+#define V5_MIN_BLOCKS_PER_SM 0
+#endif
+static int use_v5(const scan_params *p) {
+    if (g_bwd_warps == 1) return 1;
+    if (g_bwd_warps == 8 || g_bwd_warps == 16) return 0;
+    if (p->N > 16) return 0;
+    int dev = 0, sms = 132;
+    if (cudaGetDevice(&dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) {
+        (void)cudaGetLastError();
+        sms = 132;
+    }
+    const long long blocks = (long long)p->B * ((p->Di + 31) / 32);
+    return blocks >= (long long)V5_MIN_BLOCKS_PER_SM * sms;
 }
 
 static int check_args(const mb_scan_args *a, const char *fn) {
@@ -853,6 +1185,15 @@ static kern_t fwd2_kernel_for(int G, int fine, int vec) {
     case 2: return fine ? FWD2_K(2, true) : FWD2_K(2, false);
     case 4: return fine ? FWD2_K(4, true) : FWD2_K(4, false);
     default: return fine ? FWD2_K(8, true) : FWD2_K(8, false);
+    }
+}
+
+#define BWD3_K(G) (vec ? scan_bwd3_kernel<G, true> : scan_bwd3_kernel<G, false>)
+static kern_t bwd3_kernel_for(int G, int vec) {
+    switch (G) {
+    case 1: return BWD3_K(1);
+    case 2: return BWD3_K(2);
+    default: return BWD3_K(4);
     }
 }
 
@@ -952,17 +1293,39 @@ extern "C" int mb_scan_cuda_backward(const mb_scan_args *a, const float *dy, flo
     const long long rows = (long long)p.B * p.L;
     zero_bc_kernel<<<(unsigned)((rows * p.N + 255) / 256), 256, 0, st>>>(dB, dC, rows, p.bcs, p.N);
     const int G = lanes_per_channel(p.N), cpw = 32 / G, vec = p.vec;
-    const int W = g_bwd_warps == 16 ? 16 : 8;
     p.skip_bc = g_skip_bc;
-    const size_t shm = sizeof(float4) * 3 * W * 32 +
-                       sizeof(float) * 2 * (4 * BWD_CHUNK * cpw + 2 * BWD_CHUNK * 4 * G + cpw * 4 * G);
-    kern_t k = bwd2_kernel_for(G, W, vec);
-    e = cudaFuncSetAttribute((const void *)k, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)shm);
-    if (e == cudaSuccess) {
-        dim3 grid((p.Di + cpw - 1) / cpw, p.B);
-        k<<<grid, W * 32, shm, st>>>(p);
-        e = cudaGetLastError();
+    p.red_vec = al16(dB) && al16(dC) && p.bcs % 4 == 0 && p.N % 4 == 0;
+    if (!use_v5(&p)) {
+        const int W = g_bwd_warps == 16 ? 16 : 8;
+        const size_t shm = sizeof(float4) * 3 * W * 32 +
+                           sizeof(float) * 2 * (4 * BWD_CHUNK * cpw + 2 * BWD_CHUNK * 4 * G + cpw * 4 * G);
+        kern_t k = bwd2_kernel_for(G, W, vec);
+        e = cudaFuncSetAttribute((const void *)k, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                 (int)shm);
+        if (e == cudaSuccess) {
+            dim3 grid((p.Di + cpw - 1) / cpw, p.B);
+            k<<<grid, W * 32, shm, st>>>(p);
+            e = cudaGetLastError();
+        }
+    } else {
+        /* v5: blocks of 32 channels x G lanes, 54 KB of shared memory (G = 4): 4 per SM */
+        const size_t shm = sizeof(float) * (G == 1   ? bwd3_geom<1>::TOTAL
+                                            : G == 2 ? bwd3_geom<2>::TOTAL
+                                                     : bwd3_geom<4>::TOTAL);
+        kern_t k = bwd3_kernel_for(G, vec);
+        e = cudaFuncSetAttribute((const void *)k, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                 (int)shm);
+        if (e == cudaSuccess)
+            e = cudaFuncSetAttribute((const void *)k,
+                                     cudaFuncAttributePreferredSharedMemoryCarveout,
+                                     (int)cudaSharedmemCarveoutMaxShared);
+        if (e == cudaSuccess) {
+            dim3 grid((p.Di + 31) / 32, p.B);
+            k<<<grid, 32 * G, shm, st>>>(p);
+            e = cudaGetLastError();
+        }
     }
     if (tmp) cudaFreeAsync(tmp, st);
     return e == cudaSuccess ? 0 : cuda_fail(e, "mb_scan_cuda_backward: launch");
 }
+#endif /* MB_SCAN_EMU */

@@ -1,0 +1,304 @@
+/* CPU emulation of the GPU scan's v5 backward kernel (src/cuda/scan.cu, scan_bwd3_kernel),
+ * for checking its indexing, lane mappings and barriers on a machine without a GPU. The
+ * kernel source is compiled as host C++ (MB_SCAN_EMU) and each block's threads run as
+ * cooperative fibers: every __syncthreads / __syncwarp / shuffle is a block-wide barrier at which
+ * the threads run one after another (thread 0 first), so a missing barrier shows up as a read
+ * of data not yet written. cp.async copies are done at once; atomics are plain adds.
+ * Compared with the CPU reference (src/cpu/scan.c) like tests/cuda/test_scan_cuda.cu
+ * (max |emu - cpu| / max |cpu| <= 1e-4, NaN mismatches fail).
+ * Build (repository root):
+ *   gcc -O2 -std=c17 -D_GNU_SOURCE -fopenmp -Iinclude -Isrc -c src/common.c -o /tmp/common.o
+ *   gcc -O2 -std=c17 -D_GNU_SOURCE -fopenmp -Iinclude -Isrc -c src/cpu/scan.c -o /tmp/scan_cpu.o
+ *   g++ -O2 -std=c++17 -Iinclude -Isrc tests/cuda/scan_emu.cpp /tmp/common.o /tmp/scan_cpu.o \
+ *       -fopenmp -o /tmp/scan_emu && /tmp/scan_emu
+ */
+#define MB_SCAN_EMU 1
+#include <ucontext.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <vector>
+
+struct float4 {
+    float x, y, z, w;
+};
+static inline float4 make_float4(float a, float b, float c, float d) {
+    return float4{a, b, c, d};
+}
+struct uint3e {
+    unsigned x, y, z;
+};
+using std::max;
+using std::min;
+#define __global__
+#define __device__
+#define __forceinline__ inline
+#define __shared__
+#define __launch_bounds__(...)
+
+namespace emu {
+struct Th {
+    ucontext_t ctx;
+    unsigned tid;
+    bool done;
+    long barriers;
+    std::vector<char> stack;
+};
+static std::vector<Th> th;
+static int cur = 0, nt = 0;
+static ucontext_t main_ctx;
+static uint3e bid, bdim;
+static float slot[1024];
+static std::function<void()> body;
+
+static inline uint3e tidx() {
+    return uint3e{th[cur].tid, 0, 0};
+}
+/* all threads of the block must reach it; the last one to arrive lets thread 0 go on */
+static void barrier() {
+    const int me = cur;
+    th[me].barriers++;
+    const int next = me + 1 < nt ? me + 1 : 0;
+    cur = next;
+    swapcontext(&th[me].ctx, &th[next].ctx);
+}
+static void trampoline() {
+    body();
+    const int me = cur;
+    th[me].done = true;
+    if (me + 1 < nt) {
+        cur = me + 1;
+        swapcontext(&th[me].ctx, &th[me + 1].ctx);
+    } else {
+        setcontext(&main_ctx);
+    }
+}
+static int launch(unsigned gx, unsigned gy, int threads, std::function<void()> fn) {
+    body = fn;
+    nt = threads;
+    th.resize(threads);
+    for (unsigned by = 0; by < gy; by++)
+        for (unsigned bx = 0; bx < gx; bx++) {
+            bid = uint3e{bx, by, 0};
+            bdim = uint3e{(unsigned)threads, 1, 1};
+            for (int t = 0; t < threads; t++) {
+                Th &h = th[t];
+                h.tid = (unsigned)t, h.done = false, h.barriers = 0;
+                h.stack.resize(1 << 18);
+                getcontext(&h.ctx);
+                h.ctx.uc_stack.ss_sp = h.stack.data();
+                h.ctx.uc_stack.ss_size = h.stack.size();
+                h.ctx.uc_link = NULL;
+                makecontext(&h.ctx, trampoline, 0);
+            }
+            cur = 0;
+            swapcontext(&main_ctx, &th[0].ctx);
+            for (int t = 0; t < threads; t++)
+                if (!th[t].done || th[t].barriers != th[0].barriers) {
+                    printf("emu: block (%u, %u): thread %d done %d barriers %ld vs %ld\n", bx, by,
+                           t, (int)th[t].done, th[t].barriers, th[0].barriers);
+                    return -1;
+                }
+        }
+    return 0;
+}
+} // namespace emu
+
+#define threadIdx (emu::tidx())
+#define blockIdx (emu::bid)
+#define blockDim (emu::bdim)
+
+static inline void __syncthreads() {
+    emu::barrier();
+}
+static inline void __syncwarp() {
+    emu::barrier();
+}
+static inline float __shfl_xor_sync(unsigned, float v, int off) {
+    const int me = emu::cur;
+    emu::slot[me] = v;
+    emu::barrier();
+    const int lane = (int)(emu::th[me].tid & 31), base = (int)(emu::th[me].tid & ~31u);
+    const float r = emu::slot[base + (lane ^ off)];
+    emu::barrier();
+    return r;
+}
+static inline float __shfl_sync(unsigned, float v, int src) {
+    const int me = emu::cur;
+    emu::slot[me] = v;
+    emu::barrier();
+    const int base = (int)(emu::th[me].tid & ~31u);
+    const float r = emu::slot[base + (src & 31)];
+    emu::barrier();
+    return r;
+}
+template <class T> static inline T __ldg(const T *p) {
+    return *p;
+}
+static inline float atomicAdd(float *p, float v) {
+    const float o = *p;
+    *p = o + v;
+    return o;
+}
+static inline float ex2(float v) {
+    return exp2f(v);
+}
+static inline float rcp_(float v) {
+    return 1.0f / v;
+}
+static inline void cp16(float *dst, const float *src, bool ok) {
+    for (int k = 0; k < 4; k++) dst[k] = ok ? src[k] : 0.0f;
+}
+static inline void cp4(float *dst, const float *src, bool ok) {
+    dst[0] = ok ? src[0] : 0.0f;
+}
+static inline void cp_commit(void) {}
+template <int K> static inline void cp_wait(void) {}
+static inline void red_add_v4(float *a, float4 v) {
+    a[0] += v.x, a[1] += v.y, a[2] += v.z, a[3] += v.w;
+}
+
+float4 smem4[16384];
+float4 smem[16384];
+
+#include "cuda/scan.cu"
+
+/* ------------------------------------------------------------------------------ driver */
+static int g_fail = 0;
+
+static double rel_err(const float *a, const float *b, int64_t rows, int64_t width, int64_t stride) {
+    double num = 0.0, den = 0.0;
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t c = 0; c < width; c++) {
+            const float x = a[r * stride + c], y = b[r * stride + c];
+            if (std::isnan(x) != std::isnan(y) || std::isinf(x) != std::isinf(y)) return INFINITY;
+            if (std::isnan(x) || std::isinf(x)) continue;
+            const double d = fabs((double)x - (double)y);
+            if (d > num) num = d;
+            if (fabs((double)y) > den) den = fabs((double)y);
+        }
+    return den > 0 ? num / den : num;
+}
+static void check(const char *name, double err) {
+    const int ok = err <= 1e-4;
+    if (!ok) g_fail = 1;
+    printf("  %-8s rel err %.2e %s\n", name, err, ok ? "ok" : "FAIL");
+}
+static float urand(mb_rng *r, float lo, float hi) {
+    return lo + (hi - lo) * mb_rng_float(r);
+}
+
+struct tcase {
+    int64_t B, L, Di, N, R, chunk;
+    int gate, use_h0, vec, nan_at;
+};
+
+static void run_case(tcase tc, uint64_t seed) {
+    printf("B %lld L %lld Di %lld N %lld chunk %lld gate %d h0 %d vec %d nan %d\n",
+           (long long)tc.B, (long long)tc.L, (long long)tc.Di, (long long)tc.N,
+           (long long)tc.chunk, tc.gate, tc.use_h0, tc.vec, tc.nan_at);
+    const int64_t B = tc.B, L = tc.L, Di = tc.Di, N = tc.N, R = tc.R, BL = B * L;
+    const int64_t bcs = R + 2 * N;
+    mb_rng r;
+    mb_rng_seed(&r, seed);
+    std::vector<float> xz(BL * 2 * Di), delta(BL * Di), dy(BL * Di), dbc(BL * bcs), A_log(Di * N),
+        D(Di), h0(B * Di * N);
+    for (auto &v : xz) v = urand(&r, -2.0f, 2.0f);
+    for (int64_t i = 0; i < BL * Di; i++) {
+        const float u = mb_rng_float(&r);
+        delta[i] = u < 0.9f ? urand(&r, 0.001f, 0.1f) : urand(&r, 0.1f, 2.0f);
+        dy[i] = urand(&r, -1.0f, 1.0f);
+    }
+    for (auto &v : dbc) v = urand(&r, -1.0f, 1.0f);
+    for (int64_t c = 0; c < Di; c++) {
+        for (int64_t n = 0; n < N; n++) A_log[c * N + n] = logf((float)(n + 1)) + urand(&r, -0.5f, 0.5f);
+        D[c] = urand(&r, 0.5f, 1.5f);
+    }
+    for (auto &v : h0) v = urand(&r, -1.0f, 1.0f);
+    if (tc.nan_at >= 0) xz[(int64_t)tc.nan_at * 2 * Di + 5] = NAN;
+    mb_scan_args a;
+    memset(&a, 0, sizeof a);
+    a.B = B, a.L = L, a.Di = Di, a.N = N, a.chunk = tc.chunk;
+    a.x = xz.data(), a.x_stride = 2 * Di, a.delta = delta.data(), a.A_log = A_log.data();
+    a.Bm = dbc.data() + R, a.Cm = dbc.data() + R + N, a.bc_stride = bcs, a.D = D.data();
+    a.z = tc.gate ? xz.data() + Di : NULL, a.z_stride = 2 * Di;
+    a.h0 = tc.use_h0 ? h0.data() : NULL;
+    const int64_t nch = mb_scan_n_chunks(L, tc.chunk);
+    std::vector<float> hc(B * Di * nch * N), y(BL * Di);
+    a.h_chunks = hc.data();
+    mb_scan_forward(&a, y.data());
+    std::vector<float> dx(BL * Di), ddl(BL * Di), gbc(BL * bcs, 0.0f), dz(BL * 2 * Di, 0.0f),
+        dA(Di * N, 0.25f), dD(Di, -0.5f);
+    mb_scan_backward(&a, dy.data(), dx.data(), ddl.data(), dA.data(), gbc.data() + R,
+                     gbc.data() + R + N, dD.data(), tc.gate ? dz.data() + Di : NULL);
+
+    /* emulated GPU backward: h_chunks at chunk 64 (hstep) or re-chunked like the host code */
+    scan_params p;
+    memset(&p, 0, sizeof p);
+    p.B = (int)B, p.L = (int)L, p.Di = (int)Di, p.N = (int)N;
+    p.x = a.x, p.xs = a.x_stride, p.delta = a.delta, p.A_log = a.A_log;
+    p.Bm = a.Bm, p.Cm = a.Cm, p.bcs = bcs, p.D = a.D, p.z = a.z, p.zs = a.z_stride;
+    std::vector<float> hc64;
+    if (BWD_CHUNK % tc.chunk == 0) {
+        p.chunk = (int)tc.chunk, p.nch = (int)nch, p.hstep = (int)(BWD_CHUNK / tc.chunk);
+        p.h_chunks = hc.data();
+    } else {
+        const int64_t n64 = mb_scan_n_chunks(L, BWD_CHUNK);
+        hc64.resize(B * Di * n64 * N);
+        mb_scan_args a64 = a;
+        a64.chunk = BWD_CHUNK, a64.h_chunks = hc64.data();
+        std::vector<float> y2(BL * Di);
+        mb_scan_forward(&a64, y2.data());
+        p.chunk = BWD_CHUNK, p.nch = (int)n64, p.hstep = 1, p.h_chunks = hc64.data();
+    }
+    std::vector<float> edx(BL * Di, NAN), eddl(BL * Di, NAN), ebc(BL * bcs, NAN),
+        edz(BL * 2 * Di, NAN), edA(Di * N, 0.25f), edD(Di, -0.5f);
+    for (int64_t i = 0; i < BL; i++)
+        for (int64_t n = 0; n < N; n++) ebc[i * bcs + R + n] = ebc[i * bcs + R + N + n] = 0.0f;
+    p.dy = dy.data(), p.dx = edx.data(), p.ddelta = eddl.data(), p.dA_log = edA.data();
+    p.dB = ebc.data() + R, p.dC = ebc.data() + R + N, p.dD = edD.data();
+    p.dz = tc.gate ? edz.data() + Di : NULL;
+    p.red_vec = tc.vec && bcs % 4 == 0 && N % 4 == 0 && R % 4 == 0;
+    p.vec = tc.vec;
+    const int G = N <= 4 ? 1 : N <= 8 ? 2 : 4;
+    std::function<void()> k;
+    if (G == 1) k = tc.vec ? std::function<void()>([&] { scan_bwd3_kernel<1, true>(p); })
+                           : std::function<void()>([&] { scan_bwd3_kernel<1, false>(p); });
+    else if (G == 2) k = tc.vec ? std::function<void()>([&] { scan_bwd3_kernel<2, true>(p); })
+                                : std::function<void()>([&] { scan_bwd3_kernel<2, false>(p); });
+    else k = tc.vec ? std::function<void()>([&] { scan_bwd3_kernel<4, true>(p); })
+                    : std::function<void()>([&] { scan_bwd3_kernel<4, false>(p); });
+    if (emu::launch((unsigned)((Di + 31) / 32), (unsigned)B, 32 * G, k)) g_fail = 1;
+    if (tc.nan_at >= 0) {
+        const int dbn = std::isnan(ebc[tc.nan_at * bcs + R]), dan = std::isnan(edA[5 * N]);
+        printf("  dB NaN at the bad position: %s, dA_log NaN: %s\n", dbn ? "yes" : "NO",
+               dan ? "yes" : "NO");
+        if (!dbn || !dan) g_fail = 1;
+        return;
+    }
+    check("dx", rel_err(edx.data(), dx.data(), BL, Di, Di));
+    check("ddelta", rel_err(eddl.data(), ddl.data(), BL, Di, Di));
+    check("dB", rel_err(ebc.data() + R, gbc.data() + R, BL, N, bcs));
+    check("dC", rel_err(ebc.data() + R + N, gbc.data() + R + N, BL, N, bcs));
+    if (tc.gate) check("dz", rel_err(edz.data() + Di, dz.data() + Di, BL, Di, 2 * Di));
+    check("dA_log", rel_err(edA.data(), dA.data(), Di, N, N));
+    check("dD", rel_err(edD.data(), dD.data(), 1, Di, Di));
+}
+
+int main(void) {
+    const tcase cs[] = {
+        {1, 64, 32, 16, 4, 64, 1, 0, 1, -1},   {2, 200, 64, 16, 4, 64, 1, 1, 1, -1},
+        {2, 200, 40, 16, 3, 64, 1, 1, 0, -1},  {1, 131, 64, 16, 4, 128, 0, 1, 1, -1},
+        {2, 100, 72, 12, 2, 33, 1, 1, 0, -1},  {1, 150, 64, 8, 4, 32, 1, 1, 1, -1},
+        {1, 150, 40, 4, 4, 1, 1, 0, 0, -1},    {1, 70, 64, 4, 4, 64, 0, 0, 1, -1},
+        {1, 3, 64, 16, 4, 64, 1, 1, 1, -1},    {1, 150, 64, 16, 4, 64, 1, 0, 1, 100},
+    };
+    for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++) run_case(cs[i], 1 + i);
+    printf(g_fail ? "FAILED\n" : "all passed\n");
+    return g_fail;
+}
