@@ -1,5 +1,6 @@
-/* Recurrent generation on the GPU: weights, state, the per-byte step in few kernels, the
- * on-device sampler and the CUDA graphs (see step_cuda.h). Each kernel names the lines of
+/* Recurrent generation on the GPU: weights, state, the per-byte step in few kernels (a
+ * matrix-vector path for n_seq <= 4, a batched GEMM path above), the on-device sampler and the
+ * CUDA graphs (see step_cuda.h). Each kernel names the lines of
  * src/infer/step.c (mb_step, mamba_ssm Mamba.step) it implements. */
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
@@ -10,7 +11,6 @@
 #include <string.h>
 
 #include "cuda/cuda_check.h"
-#include "cuda/matmul_cuda.h"
 #include "cuda/step_cuda.h"
 
 typedef __nv_bfloat16 bf16;
@@ -33,7 +33,9 @@ struct mb_cuda_gen {
     mb_config cfg;
     int64_t S, W, CS, n_slices;
     int use_bf16, use_graph, sm_count;
-    int use_pdl; /* programmatic dependent launch: sm_90 device and kernels, batch <= GEMV max */
+    int use_pdl; /* programmatic dependent launch: sm_90 device and kernels */
+    int batched; /* n_seq > MB_CUDA_GEN_GEMV_MAX_SEQ: GEMMs + the *_b_kernel path */
+    int sg;      /* sequences per block of ssm_b_kernel */
     float *wmem;  /* fp32 weights (one allocation) */
     bf16 *hmem;   /* bf16 copies (bf16 mode) */
     gen_layer *L; /* n_layer, device pointers */
@@ -42,6 +44,7 @@ struct mb_cuda_gen {
     void *smem_dev; /* state + workspace allocation */
     float *conv, *ssm;
     float *hidden, *resid[2], *u, *xz, *xc, *part, *y, *logits;
+    bf16 *uh, *yh; /* bf16 GEMM operands of the batched path (S, d) and (S, Di) */
     uint8_t *tok, *prompt;
     int64_t prompt_cap;
     uint64_t *counter; /* (S) samples drawn per sequence */
@@ -147,20 +150,6 @@ __device__ void norm_rows_block(const NormArgs &na, float *xs, int S, int d, int
             x[j] = na.b ? (x[j] - mean) * rstd * na.w[j] + na.b[j] : x[j] * rstd * na.w[j];
         __syncthreads();
     }
-}
-
-/* Standalone norm (batches served by cuBLAS): one block per sequence, writes u (S, d). */
-__global__ void norm_kernel(NormArgs na, float *u, int d) {
-    extern __shared__ float xs_n[];
-    NormArgs a = na;
-    const int s = blockIdx.x;
-    if (a.tok) a.tok += s;
-    if (a.h) a.h += (int64_t)s * d;
-    if (a.resid_in) a.resid_in += (int64_t)s * d;
-    a.resid_out += (int64_t)s * d;
-    norm_rows_block(a, xs_n, 1, d, 1);
-    for (int j = threadIdx.x; j < d; j += blockDim.x)
-        u[(int64_t)s * d + j] = xs_n[j];
 }
 
 /* ------------------------------------------------------------------ matrix-vector kernel */
@@ -350,11 +339,19 @@ __device__ __forceinline__ float group_sum(float v) {
  * ...: h = exp(dt*A) h + dt*x*B; y = h.C (shuffle sum) + D*x; y *= SiLU(z). dt_w is
  * dt_proj.weight (Di, R) row-major; A = -exp(A_log) (Di, N). The loads that do not depend on
  * dbc are issued before the slice sum (weights and state before pdl_wait). */
+__device__ __forceinline__ void store_f(float *p, float v) {
+    *p = v;
+}
+__device__ __forceinline__ void store_f(bf16 *p, float v) {
+    *p = __float2bfloat16(v);
+}
+
+template <typename YT>
 __global__ void __launch_bounds__(SSM_THREADS)
     ssm_kernel(const float *__restrict__ part, int n_slices, const float *__restrict__ dt_w,
                const float *__restrict__ dt_b, const float *__restrict__ A,
                const float *__restrict__ Dv, const float *__restrict__ xc,
-               const float *__restrict__ xz, float *__restrict__ ssm, float *__restrict__ y,
+               const float *__restrict__ xz, float *__restrict__ ssm, YT *__restrict__ y,
                int S, int Di, int N, int R) {
     extern __shared__ float dbc[]; /* (W) */
     const int s = blockIdx.y, W = R + 2 * N;
@@ -406,7 +403,335 @@ __global__ void __launch_bounds__(SSM_THREADS)
         }
     }
     acc = group_sum(acc);
-    if (ok && j == 0) y[(int64_t)s * Di + ch] = (acc + dsk * x) * silu_f(z);
+    if (ok && j == 0) store_f(y + (int64_t)s * Di + ch, (acc + dsk * x) * silu_f(z));
+}
+
+/* ------------------------------------------------- batched path (n_seq > GEMV max) */
+/* For batches above MB_CUDA_GEN_GEMV_MAX_SEQ the products in_proj, out_proj and lm_head are
+ * GEMMs (cuBLAS: bf16 x bf16 -> fp32 accumulate with bf16 weights, else fp32 SGEMM) and the
+ * small per-layer work is 3 kernels: norm (+ residual), conv + SiLU + x_proj partials, and
+ * partial sum + dt_proj + softplus + state update + D + gate. Each of these kernels serves
+ * several sequences per block so that its weights are read once per block, not per sequence. */
+#define B_THREADS 256
+#define B_CS 256     /* channels per x_proj slice (block) in conv_xproj_b_kernel */
+#define B_XSG 4      /* sequences per block in conv_xproj_b_kernel */
+#define B_XRB 12     /* x_proj rows per warp pass in conv_xproj_b_kernel */
+#define B_CH 64      /* channels per block in ssm_b_kernel (4 lanes per channel) */
+#define B_SG 8       /* most sequences per block in ssm_b_kernel */
+
+/* Norm of one sequence per block (norm_rows_block: residual add, statistics in double) into
+ * u (S, d) as UT (bf16 for the bf16 GEMMs, else fp32); block 0.. writes the new residual. */
+template <typename UT>
+__global__ void __launch_bounds__(B_THREADS) norm_b_kernel(NormArgs na, UT *__restrict__ u, int d) {
+    extern __shared__ float xs_b[];
+    NormArgs a = na;
+    const int s = blockIdx.x;
+    if (a.tok) a.tok += s;
+    if (a.h) a.h += (int64_t)s * d;
+    if (a.resid_in) a.resid_in += (int64_t)s * d;
+    a.resid_out += (int64_t)s * d;
+    pdl_wait();
+    pdl_launch();
+    norm_rows_block(a, xs_b, 1, d, 1);
+    for (int j = threadIdx.x; j < d; j += blockDim.x)
+        store_f(u + (int64_t)s * d + j, xs_b[j]);
+}
+
+/* As norm_b_kernel for d <= B_THREADS * NB_PT: the thread's elements j = t + i*B_THREADS kept in
+ * registers, all loads in flight at once (norm weights before pdl_wait); same arithmetic as
+ * norm_rows_block (statistics in double, same per-thread partial sums). */
+#define NB_PT 8
+template <typename UT>
+__global__ void __launch_bounds__(B_THREADS) norm_b2_kernel(NormArgs na, UT *__restrict__ u, int d) {
+    __shared__ double sh[32];
+    const int s = blockIdx.x, t = threadIdx.x;
+    float w[NB_PT], b[NB_PT], hv[NB_PT], rv[NB_PT];
+#pragma unroll
+    for (int i = 0; i < NB_PT; i++) {
+        const int j = t + i * B_THREADS;
+        w[i] = j < d ? __ldg(na.w + j) : 0.0f;
+        b[i] = (na.b && j < d) ? __ldg(na.b + j) : 0.0f;
+    }
+    pdl_wait();
+    pdl_launch();
+    const float *h = na.emb ? na.emb + (int64_t)na.tok[s] * d : na.h + (int64_t)s * d;
+    const float *ri = na.resid_in ? na.resid_in + (int64_t)s * d : NULL;
+#pragma unroll
+    for (int i = 0; i < NB_PT; i++) {
+        const int j = t + i * B_THREADS;
+        hv[i] = j < d ? h[j] : 0.0f;
+        rv[i] = (ri && j < d) ? ri[j] : 0.0f;
+    }
+    double sum = 0.0;
+#pragma unroll
+    for (int i = 0; i < NB_PT; i++) {
+        const int j = t + i * B_THREADS;
+        hv[i] = hv[i] + rv[i]; /* r = h + resid (resid 0 at layer 0) */
+        if (j < d) {
+            na.resid_out[(int64_t)s * d + j] = hv[i];
+            sum += hv[i];
+        }
+    }
+    float mean = 0.0f;
+    double ss = 0.0;
+    if (na.b) {
+        const double m = block_sumd(sum, sh) / (double)d;
+#pragma unroll
+        for (int i = 0; i < NB_PT; i++)
+            if (t + i * B_THREADS < d) ss += ((double)hv[i] - m) * ((double)hv[i] - m);
+        mean = (float)m;
+    } else {
+#pragma unroll
+        for (int i = 0; i < NB_PT; i++)
+            if (t + i * B_THREADS < d) ss += (double)hv[i] * hv[i];
+    }
+    ss = block_sumd(ss, sh);
+    const float rstd = (float)(1.0 / sqrt(ss / (double)d + (double)na.eps));
+#pragma unroll
+    for (int i = 0; i < NB_PT; i++) {
+        const int j = t + i * B_THREADS;
+        if (j < d)
+            store_f(u + (int64_t)s * d + j,
+                    na.b ? (hv[i] - mean) * rstd * w[i] + b[i] : hv[i] * rstd * w[i]);
+    }
+}
+
+/* 4 consecutive floats at p (c = first column of 4, n = row length): one 16-byte load when the
+ * row length is a multiple of 4 and all 4 are inside, else element loads (zeros past n). */
+__device__ __forceinline__ float4 load4_row(const float *row, int c, int n) {
+    if ((n & 3) == 0 && c + 4 <= n) return __ldg((const float4 *)(row + c));
+    float4 v;
+    v.x = c < n ? __ldg(row + c) : 0.0f;
+    v.y = c + 1 < n ? __ldg(row + c + 1) : 0.0f;
+    v.z = c + 2 < n ? __ldg(row + c + 2) : 0.0f;
+    v.w = c + 3 < n ? __ldg(row + c + 3) : 0.0f;
+    return v;
+}
+
+/* Grid (ceil(Di / B_CS), ceil(S / B_XSG)). Block (x, y) owns channels [x*B_CS, ...) of the
+ * sequences [y*B_XSG, ...): conv window shift + causal conv + bias + SiLU (as conv_xproj_kernel)
+ * into xc and shared memory, then its slice of x_proj for those sequences: part (n_slices, S, W)
+ * = xc[:, slice] @ x_proj_w[:, slice]^T (summed over slices, in order, by ssm_b_kernel). Lane
+ * l covers the slice's columns 4l..4l+3 and 128+4l..128+4l+3; each warp takes B_XRB rows at a
+ * time (weights loaded before pdl_wait for the first rows) and sums them by shuffles. */
+__global__ void __launch_bounds__(B_THREADS, 1)
+    conv_xproj_b_kernel(const float *__restrict__ xz, float *__restrict__ conv,
+                        const float *__restrict__ conv_w, const float *__restrict__ conv_b,
+                        const float *__restrict__ x_w, float *__restrict__ xc,
+                        float *__restrict__ part, int S, int Di, int K, int W) {
+    __shared__ __align__(16) float xcs[B_XSG][B_CS];
+    const int c0 = blockIdx.x * B_CS, s0 = blockIdx.y * B_XSG;
+    const int ns = min(B_XSG, S - s0);
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = B_THREADS / 32;
+    float4 wv[B_XRB][2];
+    auto load_w = [&](int r0) {
+#pragma unroll
+        for (int i = 0; i < B_XRB; i++) {
+            const int r = r0 + i;
+#pragma unroll
+            for (int q = 0; q < 2; q++)
+                wv[i][q] = r < W ? load4_row(x_w + (int64_t)r * Di, c0 + 128 * q + 4 * lane, Di)
+                                 : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        }
+    };
+    load_w(warp * B_XRB);
+    constexpr int PER = B_XSG * B_CS / B_THREADS; /* conv outputs per thread */
+    float4 cw[PER];
+    float cb[PER];
+    if (K == 4) { /* conv weights before pdl_wait too */
+#pragma unroll
+        for (int q = 0; q < PER; q++) {
+            const int ch = c0 + (threadIdx.x + q * B_THREADS) % B_CS;
+            cw[q] = ch < Di ? __ldg((const float4 *)(conv_w + (int64_t)ch * 4))
+                            : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+            cb[q] = ch < Di ? __ldg(conv_b + ch) : 0.0f;
+        }
+    }
+    pdl_wait();
+    pdl_launch();
+    if (K == 4) { /* d_conv 4: every load of the thread's PER outputs in flight before the stores */
+        float wn[PER][3], xn[PER];
+#pragma unroll
+        for (int q = 0; q < PER; q++) {
+            const int i = threadIdx.x + q * B_THREADS, sl = i / B_CS, ch = c0 + i % B_CS;
+            const bool ok = sl < ns && ch < Di;
+            const int64_t s = s0 + sl;
+            const float *win = conv + s * 3 * Di + ch;
+#pragma unroll
+            for (int k = 0; k < 3; k++)
+                wn[q][k] = ok ? win[(int64_t)k * Di] : 0.0f;
+            xn[q] = ok ? xz[s * 2 * Di + ch] : 0.0f;
+        }
+#pragma unroll
+        for (int q = 0; q < PER; q++) {
+            const int i = threadIdx.x + q * B_THREADS, sl = i / B_CS, cc = i % B_CS, ch = c0 + cc;
+            float v = 0.0f;
+            if (sl < ns && ch < Di) {
+                const int64_t s = s0 + sl;
+                float acc = cb[q];
+                acc += cw[q].x * wn[q][0];
+                acc += cw[q].y * wn[q][1];
+                acc += cw[q].z * wn[q][2];
+                acc += cw[q].w * xn[q];
+                float *win = conv + s * 3 * Di + ch;
+                win[0] = wn[q][1];
+                win[Di] = wn[q][2];
+                win[2 * (int64_t)Di] = xn[q];
+                v = silu_f(acc);
+                xc[s * Di + ch] = v;
+            }
+            xcs[sl][cc] = v;
+        }
+    } else
+    for (int i = threadIdx.x; i < B_XSG * B_CS; i += B_THREADS) {
+        const int sl = i / B_CS, cc = i % B_CS, ch = c0 + cc;
+        float v = 0.0f;
+        if (sl < ns && ch < Di) {
+            const int s = s0 + sl;
+            float *win = conv + ((int64_t)s * (K - 1)) * Di + ch; /* element k at win[k*Di] */
+            const float *wc = conv_w + (int64_t)ch * K;
+            const float xn = xz[(int64_t)s * 2 * Di + ch];
+            float acc = conv_b[ch];
+            for (int k = 0; k < K - 1; k++)
+                acc += wc[k] * win[(int64_t)k * Di];
+            acc += wc[K - 1] * xn;
+            for (int k = 0; k + 1 < K - 1; k++)
+                win[(int64_t)k * Di] = win[(int64_t)(k + 1) * Di];
+            if (K > 1) win[(int64_t)(K - 2) * Di] = xn;
+            v = silu_f(acc);
+            xc[(int64_t)s * Di + ch] = v;
+        }
+        xcs[sl][cc] = v;
+    }
+    __syncthreads();
+    for (int r0 = warp * B_XRB; r0 < W; r0 += nw * B_XRB) {
+        if (r0 != warp * B_XRB) load_w(r0);
+        float a[B_XRB][B_XSG];
+#pragma unroll
+        for (int sl = 0; sl < B_XSG; sl++) {
+            const float4 x0 = *(const float4 *)&xcs[sl][4 * lane];
+            const float4 x1 = *(const float4 *)&xcs[sl][128 + 4 * lane];
+#pragma unroll
+            for (int i = 0; i < B_XRB; i++)
+                a[i][sl] = wv[i][0].x * x0.x + wv[i][0].y * x0.y + wv[i][0].z * x0.z +
+                           wv[i][0].w * x0.w + wv[i][1].x * x1.x + wv[i][1].y * x1.y +
+                           wv[i][1].z * x1.z + wv[i][1].w * x1.w;
+        }
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1)
+#pragma unroll
+            for (int i = 0; i < B_XRB; i++)
+#pragma unroll
+                for (int sl = 0; sl < B_XSG; sl++)
+                    a[i][sl] += __shfl_xor_sync(0xffffffffu, a[i][sl], o);
+        if (lane == 0)
+#pragma unroll
+            for (int i = 0; i < B_XRB; i++)
+#pragma unroll
+                for (int sl = 0; sl < B_XSG; sl++)
+                    if (r0 + i < W && sl < ns)
+                        part[((int64_t)blockIdx.x * S + s0 + sl) * W + r0 + i] = a[i][sl];
+    }
+}
+
+/* Grid (ceil(Di / B_CH), ceil(S / sg)), sg <= B_SG sequences per block, d_state 16 only: 4
+ * lanes per channel, lane j holding the states 4j..4j+3 (one 16-byte load and store per
+ * sequence, a warp touching 512 contiguous bytes). Before pdl_wait the block loads what does
+ * not depend on this step (its sequences' states, A, dt_proj.weight rows: RPL per lane, r = j +
+ * 4i, the rest past 4*RPL read in the loop). Then dbc (sg, W) = sum of the slice partials in
+ * slice order (deterministic), and per sequence as ssm_kernel: dt = softplus(dt_proj + bias),
+ * h = exp(dt*A) h + dt*x*B, y = (h.C + D*x) * SiLU(z), y written as YT. */
+template <typename YT, int RPL, int SGM>
+__global__ void __launch_bounds__(B_THREADS, 2)
+    ssm_b_kernel(const float *__restrict__ part, int n_slices, const float *__restrict__ dt_w,
+                 const float *__restrict__ dt_b, const float *__restrict__ A,
+                 const float *__restrict__ Dv, const float *__restrict__ xc,
+                 const float *__restrict__ xz, float *__restrict__ ssm, YT *__restrict__ y,
+                 int S, int Di, int R, int sg) {
+    extern __shared__ float dbc_b[]; /* (sg, W) */
+    const int N = 16, W = R + 2 * N;
+    const int j = threadIdx.x & 3, ch = blockIdx.x * B_CH + (threadIdx.x >> 2);
+    const bool ok = ch < Di;
+    const int chc = ok ? ch : Di - 1;
+    const int s0 = blockIdx.y * sg, ns = min(sg, S - s0);
+    float4 hv[SGM];
+#pragma unroll
+    for (int i = 0; i < SGM; i++)
+        hv[i] = i < ns ? *(const float4 *)(ssm + ((int64_t)(s0 + i) * Di + chc) * N + 4 * j)
+                       : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    const float4 a = __ldg((const float4 *)(A + (int64_t)chc * N + 4 * j));
+    const float *dwr = dt_w + (int64_t)chc * R;
+    float dw[RPL];
+#pragma unroll
+    for (int i = 0; i < RPL; i++)
+        dw[i] = j + 4 * i < R ? __ldg(dwr + j + 4 * i) : 0.0f;
+    const float bias = __ldg(dt_b + chc), dsk = __ldg(Dv + chc);
+    pdl_wait();
+    pdl_launch();
+    float xv[SGM], zv[SGM];
+#pragma unroll
+    for (int i = 0; i < SGM; i++) {
+        xv[i] = i < ns ? xc[(int64_t)(s0 + i) * Di + chc] : 0.0f;
+        zv[i] = i < ns ? xz[(int64_t)(s0 + i) * 2 * Di + Di + chc] : 0.0f;
+    }
+    /* dbc = sum of the slice partials, in slice order; 2 items per thread and up to 16 slices
+     * each loaded before the first add (the loads are independent, the sums serial) */
+    const int nt = ns * W;
+    for (int i0 = threadIdx.x; i0 < nt; i0 += 2 * B_THREADS) {
+        float v[2][16];
+#pragma unroll
+        for (int u = 0; u < 2; u++) {
+            const int i = i0 + u * B_THREADS;
+            const float *p = part + (int64_t)(s0 + i / W) * W + i % W;
+#pragma unroll
+            for (int k = 0; k < 16; k++)
+                v[u][k] = (i < nt && k < n_slices) ? p[(int64_t)k * S * W] : 0.0f;
+        }
+#pragma unroll
+        for (int u = 0; u < 2; u++) {
+            const int i = i0 + u * B_THREADS;
+            if (i >= nt) break;
+            const float *p = part + (int64_t)(s0 + i / W) * W + i % W;
+            float acc = 0.0f;
+#pragma unroll
+            for (int k = 0; k < 16; k++)
+                if (k < n_slices) acc += v[u][k];
+            for (int k = 16; k < n_slices; k++)
+                acc += p[(int64_t)k * S * W];
+            dbc_b[i] = acc;
+        }
+    }
+    __syncthreads();
+#pragma unroll
+    for (int i = 0; i < SGM; i++) {
+        if (i >= ns) break; /* uniform over the block */
+        const float *d = dbc_b + i * W;
+        float dt = 0.0f;
+#pragma unroll
+        for (int k = 0; k < RPL; k++)
+            if (j + 4 * k < R) dt += dw[k] * d[j + 4 * k];
+        for (int r = j + 4 * RPL; r < R; r += 4)
+            dt += __ldg(dwr + r) * d[r];
+        dt += __shfl_xor_sync(0xffffffffu, dt, 1);
+        dt += __shfl_xor_sync(0xffffffffu, dt, 2);
+        dt = softplus_f(dt + bias);
+        const float x = xv[i], dtx = dt * x;
+        const float *Bp = d + R + 4 * j, *Cp = d + R + N + 4 * j; /* R may be odd: no float4 */
+        const float4 Bq = make_float4(Bp[0], Bp[1], Bp[2], Bp[3]);
+        const float4 Cq = make_float4(Cp[0], Cp[1], Cp[2], Cp[3]);
+        float4 h = hv[i];
+        h.x = expf(dt * a.x) * h.x + dtx * Bq.x;
+        h.y = expf(dt * a.y) * h.y + dtx * Bq.y;
+        h.z = expf(dt * a.z) * h.z + dtx * Bq.z;
+        h.w = expf(dt * a.w) * h.w + dtx * Bq.w;
+        float acc = h.x * Cq.x + h.y * Cq.y + h.z * Cq.z + h.w * Cq.w;
+        acc += __shfl_xor_sync(0xffffffffu, acc, 1);
+        acc += __shfl_xor_sync(0xffffffffu, acc, 2);
+        if (ok) {
+            *(float4 *)(ssm + ((int64_t)(s0 + i) * Di + ch) * N + 4 * j) = h;
+            if (j == 0) store_f(y + (int64_t)(s0 + i) * Di + ch, (acc + dsk * x) * silu_f(zv[i]));
+        }
+    }
 }
 
 /* -------------------------------------------------------------------------- sampler */
@@ -723,21 +1048,133 @@ static int gemv_attr_t(size_t smem) {
 static int linear(mb_cuda_gen *g, const float *W32, const bf16 *W16, int64_t rows, int64_t K,
                   const float *x, int64_t ldx, float *y, int64_t ldy, const NormArgs *na,
                   int pdl) {
-    if (g->S <= MB_CUDA_GEN_GEMV_MAX_SEQ) {
-        if (W16) return gemv_launch<bf16>(g, W16, rows, K, x, ldx, y, ldy, na, pdl);
-        return gemv_launch<float>(g, W32, rows, K, x, ldx, y, ldy, na, pdl);
+    if (W16) return gemv_launch<bf16>(g, W16, rows, K, x, ldx, y, ldy, na, pdl);
+    return gemv_launch<float>(g, W32, rows, K, x, ldx, y, ldy, na, pdl);
+}
+
+static int cublas_fail(cublasStatus_t st, const char *what) {
+    return mb_fail(MB_EIO, "%s: cuBLAS error %d (%s)", what, (int)st, cublasGetStatusString(st));
+}
+
+/* y (S, rows; ld ldy) = x (S, K) @ W^T on the batched path: bf16 weights and x (uh / yh) with
+ * fp32 accumulation and output (cublasGemmEx, CUBLAS_COMPUTE_32F), or fp32 SGEMM (no TF32).
+ * Row-major y^T is cuBLAS's column-major (rows x S): gemm(T, N, rows, S, K). */
+static int gemm_b(mb_cuda_gen *g, const float *W32, const bf16 *W16, int64_t rows, int64_t K,
+                  const void *x, float *y, int64_t ldy) {
+    const float one = 1.0f, zero = 0.0f;
+    cublasHandle_t h = (cublasHandle_t)g->cublas;
+    cublasStatus_t st;
+    if (g->use_bf16)
+        st = cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, (int)rows, (int)g->S, (int)K, &one, W16,
+                          CUDA_R_16BF, (int)K, x, CUDA_R_16BF, (int)K, &zero, y, CUDA_R_32F,
+                          (int)ldy, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+    else
+        st = cublasSgemm(h, CUBLAS_OP_T, CUBLAS_OP_N, (int)rows, (int)g->S, (int)K, &one, W32,
+                         (int)K, (const float *)x, (int)K, &zero, y, (int)ldy);
+    return st == CUBLAS_STATUS_SUCCESS ? MB_OK : cublas_fail(st, "mambabyte generation step (GEMM)");
+}
+
+/* Norm (+ residual) of every sequence into the GEMM operand (uh in bf16 mode, else u). */
+static int norm_b(mb_cuda_gen *g, const NormArgs &na, int pdl) {
+    const int d = (int)g->cfg.d_model;
+    const size_t sm = (size_t)d * sizeof(float);
+    if (d <= B_THREADS * NB_PT) {
+        if (g->use_bf16)
+            return launch_k(g, pdl, norm_b2_kernel<bf16>, dim3((unsigned)g->S), dim3(B_THREADS), 0,
+                            na, g->uh, d);
+        return launch_k(g, pdl, norm_b2_kernel<float>, dim3((unsigned)g->S), dim3(B_THREADS), 0, na,
+                        g->u, d);
     }
-    if (na) {
-        norm_kernel<<<(unsigned)g->S, 256, (size_t)K * sizeof(float), g->stream>>>(*na, g->u,
-                                                                                    (int)K);
-        x = g->u;
-        ldx = K;
+    if (g->use_bf16)
+        return launch_k(g, pdl, norm_b_kernel<bf16>, dim3((unsigned)g->S), dim3(B_THREADS), sm, na,
+                        g->uh, d);
+    return launch_k(g, pdl, norm_b_kernel<float>, dim3((unsigned)g->S), dim3(B_THREADS), sm, na,
+                    g->u, d);
+}
+
+/* The batched step (n_seq > MB_CUDA_GEN_GEMV_MAX_SEQ): per layer norm, in_proj GEMM,
+ * conv + x_proj partials, partial sum + dt_proj + state update + gate, out_proj GEMM. */
+static int enqueue_step_batched(mb_cuda_gen *g, int sample) {
+    const mb_config *c = &g->cfg;
+    const int64_t S = g->S, d = c->d_model, Di = c->d_inner, N = c->d_state, K = c->d_conv,
+                  R = c->dt_rank, W = g->W;
+    const void *ux = g->use_bf16 ? (const void *)g->uh : (const void *)g->u;
+    const void *yx = g->use_bf16 ? (const void *)g->yh : (const void *)g->y;
+    for (int64_t l = 0; l < c->n_layer; l++) {
+        const gen_layer *L = &g->L[l];
+        NormArgs na = {};
+        na.h = g->hidden;
+        na.resid_in = l ? g->resid[(l - 1) & 1] : NULL;
+        na.resid_out = g->resid[l & 1];
+        na.w = L->norm_w;
+        na.b = L->norm_b;
+        na.emb = l ? NULL : g->emb;
+        na.tok = g->tok;
+        na.eps = c->norm_eps;
+        MB_TRY(norm_b(g, na, l > 0));
+        MB_TRY(gemm_b(g, L->in_w, L->in_h, 2 * Di, d, ux, g->xz, 2 * Di));
+        float *conv_l = g->conv + l * S * (K - 1) * Di;
+        MB_TRY(launch_k(g, 1, conv_xproj_b_kernel, dim3((unsigned)g->n_slices,
+                                                         (unsigned)((S + B_XSG - 1) / B_XSG)),
+                        dim3(B_THREADS), 0, (const float *)g->xz, conv_l,
+                        (const float *)L->conv_w, (const float *)L->conv_b,
+                        (const float *)L->x_w, g->xc, g->part, (int)S, (int)Di, (int)K, (int)W));
+        float *ssm_l = g->ssm + l * S * Di * N;
+        if (N == 16) {
+            /* dt_proj.weight in 16 registers per lane and up to 8 sequences per block (R <= 64),
+             * else 32 and up to 4 (register budget of 2 blocks per multiprocessor) */
+            const int sg = R <= 64 ? g->sg : (g->sg < 4 ? g->sg : 4);
+            dim3 grid((unsigned)((Di + B_CH - 1) / B_CH), (unsigned)((S + sg - 1) / sg));
+            const size_t sm = (size_t)(sg * W) * sizeof(float);
+#define SSM_B(YT, RPL, SGM, yp)                                                                    \
+    launch_k(g, 1, ssm_b_kernel<YT, RPL, SGM>, grid, dim3(B_THREADS), sm, (const float *)g->part,  \
+             (int)g->n_slices, (const float *)L->dt_w, (const float *)L->dt_b,                     \
+             (const float *)L->A, (const float *)L->D, (const float *)g->xc,                       \
+             (const float *)g->xz, ssm_l, yp, (int)S, (int)Di, (int)R, sg)
+            if (g->use_bf16)
+                MB_TRY(R <= 64 ? SSM_B(bf16, 16, 8, g->yh) : SSM_B(bf16, 32, 4, g->yh));
+            else
+                MB_TRY(R <= 64 ? SSM_B(float, 16, 8, g->y) : SSM_B(float, 32, 4, g->y));
+#undef SSM_B
+        } else { /* other state sizes: the per-sequence kernel */
+            const int64_t cpb = SSM_THREADS / SSM_G;
+            dim3 grid((unsigned)((Di + cpb - 1) / cpb), (unsigned)S);
+            const size_t sm = (size_t)W * sizeof(float);
+            if (g->use_bf16)
+                MB_TRY(launch_k(g, 1, ssm_kernel<bf16>, grid, dim3(SSM_THREADS), sm,
+                                (const float *)g->part, (int)g->n_slices, (const float *)L->dt_w,
+                                (const float *)L->dt_b, (const float *)L->A, (const float *)L->D,
+                                (const float *)g->xc, (const float *)g->xz, ssm_l, g->yh, (int)S,
+                                (int)Di, (int)N, (int)R));
+            else
+                MB_TRY(launch_k(g, 1, ssm_kernel<float>, grid, dim3(SSM_THREADS), sm,
+                                (const float *)g->part, (int)g->n_slices, (const float *)L->dt_w,
+                                (const float *)L->dt_b, (const float *)L->A, (const float *)L->D,
+                                (const float *)g->xc, (const float *)g->xz, ssm_l, g->y, (int)S,
+                                (int)Di, (int)N, (int)R));
+        }
+        MB_TRY(gemm_b(g, L->out_w, L->out_h, d, Di, yx, g->hidden, d));
     }
-    return mb_matmul_cuda_forward(g->cublas, y, ldy, x, ldx, W32, g->S, K, rows, 0);
+    NormArgs na = {};
+    na.h = g->hidden;
+    na.resid_in = g->resid[(c->n_layer - 1) & 1];
+    na.resid_out = g->resid[c->n_layer & 1];
+    na.w = g->normf_w;
+    na.b = g->normf_b;
+    na.eps = c->norm_eps;
+    MB_TRY(norm_b(g, na, 1));
+    MB_TRY(gemm_b(g, g->lm, g->lm_h, MB_VOCAB, d, ux, g->logits, MB_VOCAB));
+    if (sample)
+        sample_kernel<<<(unsigned)S, 256, 0, g->stream>>>(g->logits, g->tok, g->ring_d,
+                                                          g->counter, (int)S, g->temp, g->top_k,
+                                                          g->top_p, g->seed);
+    MB_CUDA_LAUNCHED("mambabyte generation step (kernel launch)");
+    return MB_OK;
 }
 
 /* The step's launches for g->tok -> g->logits (plus the sampler when sample). */
 static int enqueue_step(mb_cuda_gen *g, int sample) {
+    if (g->batched) return enqueue_step_batched(g, sample);
     const mb_config *c = &g->cfg;
     const int64_t S = g->S, d = c->d_model, Di = c->d_inner, N = c->d_state, K = c->d_conv,
                   R = c->dt_rank, W = g->W;
@@ -762,7 +1199,7 @@ static int enqueue_step(mb_cuda_gen *g, int sample) {
                         (int)g->CS));
         const int64_t cpb = SSM_THREADS / SSM_G; /* channels per block */
         dim3 grid((unsigned)((Di + cpb - 1) / cpb), (unsigned)S);
-        MB_TRY(launch_k(g, 1, ssm_kernel, grid, dim3(SSM_THREADS), (size_t)W * sizeof(float),
+        MB_TRY(launch_k(g, 1, ssm_kernel<float>, grid, dim3(SSM_THREADS), (size_t)W * sizeof(float),
                         (const float *)g->part, (int)g->n_slices, (const float *)L->dt_w,
                         (const float *)L->dt_b, (const float *)L->A, (const float *)L->D,
                         (const float *)g->xc, (const float *)g->xz, g->ssm + l * S * Di * N,
@@ -826,7 +1263,7 @@ extern "C" void mb_cuda_gen_free(mb_cuda_gen *g) {
     drop_graphs(g);
     for (int i = 0; i <= GEN_LAG; i++)
         if (g->ev[i]) cudaEventDestroy(g->ev[i]);
-    mb_cublas_destroy(g->cublas);
+    if (g->cublas) cublasDestroy((cublasHandle_t)g->cublas);
     cudaFree(g->cublas_ws);
     cudaFree(g->wmem);
     cudaFree(g->hmem);
@@ -863,7 +1300,9 @@ extern "C" int mb_cuda_gen_create(mb_cuda_gen **out, const mb_model *m, const mb
     g->W = R + 2 * N;
     g->use_bf16 = use_bf16 ? 1 : 0;
     g->use_graph = 1;
-    g->CS = S <= 128 ? 64 : 32;
+    g->batched = S > MB_CUDA_GEN_GEMV_MAX_SEQ;
+    g->CS = g->batched ? B_CS : 64;
+    g->sg = S >= 32 ? B_SG : S >= 12 ? 4 : 2;
     g->n_slices = (Di + g->CS - 1) / g->CS;
     g->L = (gen_layer *)calloc((size_t)c->n_layer, sizeof(gen_layer));
     if (!g->L) {
@@ -886,9 +1325,8 @@ extern "C" int mb_cuda_gen_create(mb_cuda_gen **out, const mb_model *m, const mb
     g->sm_count = p.multiProcessorCount;
     {
         cudaFuncAttributes fa;
-        TRY(cudaFuncGetAttributes(&fa, ssm_kernel), "mb_cuda_gen_create: kernel attributes");
-        g->use_pdl = p.major >= 9 && fa.binaryVersion >= 90 && S <= MB_CUDA_GEN_GEMV_MAX_SEQ &&
-                     !getenv("MB_CUDA_NO_PDL");
+        TRY(cudaFuncGetAttributes(&fa, ssm_kernel<float>), "mb_cuda_gen_create: kernel attributes");
+        g->use_pdl = p.major >= 9 && fa.binaryVersion >= 90 && !getenv("MB_CUDA_NO_PDL");
     }
     TRY(cudaStreamCreateWithFlags(&g->stream, cudaStreamNonBlocking), "mb_cuda_gen_create: stream");
     {
@@ -921,7 +1359,7 @@ extern "C" int mb_cuda_gen_create(mb_cuda_gen **out, const mb_model *m, const mb
         const int64_t fl = al64(c->n_layer * S * (K - 1) * Di) + al64(c->n_layer * S * Di * N) +
                            3 * al64(S * d) + al64(S * d) + al64(S * 2 * Di) + al64(S * Di) +
                            al64(g->n_slices * S * g->W) + al64(S * Di) + al64(S * V) +
-                           al64(S * 2); /* counter (uint64) */
+                           al64(S * 2) /* counter (uint64) */ + al64(S * d) + al64(S * Di);
         const int64_t bytes = fl * (int64_t)sizeof(float) + 256;
         TRY(cudaMalloc(&g->smem_dev, (size_t)bytes), "mb_cuda_gen_create: state");
         float *q = (float *)g->smem_dev;
@@ -937,6 +1375,8 @@ extern "C" int mb_cuda_gen_create(mb_cuda_gen **out, const mb_model *m, const mb
         g->y = q, q += al64(S * Di);
         g->logits = q, q += al64(S * V);
         g->counter = (uint64_t *)q, q += al64(S * 2);
+        g->uh = (bf16 *)q, q += al64(S * d); /* half of it used */
+        g->yh = (bf16 *)q, q += al64(S * Di);
         g->tok = (uint8_t *)q;
         TRY(cudaMemsetAsync(g->smem_dev, 0, (size_t)bytes, g->stream), "mb_cuda_gen_create: zero state");
     }
@@ -955,7 +1395,17 @@ extern "C" int mb_cuda_gen_create(mb_cuda_gen **out, const mb_model *m, const mb
         }
     }
     if (S > MB_CUDA_GEN_GEMV_MAX_SEQ) {
-        if ((rc = mb_cublas_create(&g->cublas, g->stream, 0))) goto fail;
+        cublasHandle_t h = NULL;
+        cublasStatus_t st = cublasCreate(&h);
+        if (st == CUBLAS_STATUS_SUCCESS) {
+            g->cublas = (void *)h;
+            st = cublasSetStream(h, g->stream);
+        }
+        if (st == CUBLAS_STATUS_SUCCESS) st = cublasSetMathMode(h, CUBLAS_DEFAULT_MATH);
+        if (st != CUBLAS_STATUS_SUCCESS) {
+            rc = cublas_fail(st, "mb_cuda_gen_create: cuBLAS setup");
+            goto fail;
+        }
         const size_t ws = (size_t)32 << 20;
         TRY(cudaMalloc(&g->cublas_ws, ws), "mb_cuda_gen_create: cuBLAS workspace");
         if (cublasSetWorkspace((cublasHandle_t)g->cublas, g->cublas_ws, ws) != CUBLAS_STATUS_SUCCESS) {
@@ -1120,7 +1570,7 @@ extern "C" int64_t mb_cuda_gen_weight_bytes(const mb_cuda_gen *g) {
     const mb_config *c = &g->cfg;
     const int64_t d = c->d_model, Di = c->d_inner, N = c->d_state, K = c->d_conv,
                   R = c->dt_rank, W = g->W, V = c->vocab_size, lnb = c->rms_norm ? 1 : 2;
-    const int64_t ws = (g->use_bf16 && g->S <= MB_CUDA_GEN_GEMV_MAX_SEQ) ? 2 : 4;
+    const int64_t ws = g->use_bf16 ? 2 : 4;
     const int64_t per = 4 * (lnb * d + Di * K + Di + W * Di + R * Di + Di + Di * N + Di) +
                         ws * (2 * Di * d + d * Di);
     return c->n_layer * per + 4 * (lnb * d + g->S * d) + ws * V * d;

@@ -9,7 +9,11 @@
  * per layer (norm + in_proj; conv window shift + conv + SiLU + x_proj; dt_proj + softplus +
  * selective-state update + D skip + SiLU(z) gate; out_proj) plus norm_f + lm_head; for
  * n_seq <= MB_CUDA_GEN_GEMV_MAX_SEQ the products are our own bandwidth-bound matrix-vector
- * kernels, above it cuBLAS (fp32 weights). The step, with the sampler appended, is captured
+ * kernels. Above it (the batched path) a layer is a norm (+ residual) kernel, the in_proj GEMM,
+ * a conv + SiLU + x_proj kernel, a partial-sum + dt_proj + state-update + gate kernel and the
+ * out_proj GEMM, the GEMMs through cuBLAS (bf16 = 1: bf16 weights and bf16 GEMM inputs with fp32
+ * accumulation, as mamba_ssm in bf16; else fp32 SGEMM), the small kernels serving several
+ * sequences per block. The step, with the sampler appended, is captured
  * once in a CUDA graph and replayed per byte: the sampled byte is written into the device
  * buffer that is the next step's input and into a pinned, mapped host ring buffer.
  *
@@ -34,7 +38,7 @@
 extern "C" {
 #endif
 
-/* Largest batch served by the matrix-vector kernels; larger batches use cuBLAS. */
+/* Largest batch served by the matrix-vector kernels; larger batches take the batched path. */
 #define MB_CUDA_GEN_GEMV_MAX_SEQ 4
 /* Largest n_seq of a generator. */
 #define MB_CUDA_GEN_MAX_SEQ 256
@@ -44,7 +48,8 @@ typedef struct mb_cuda_gen mb_cuda_gen;
 /* Create a generator for n_seq (1..MB_CUDA_GEN_MAX_SEQ) sequences. m: host model whose
  * weights are uploaded, or NULL to fill the device weights with random values of the init's
  * scale (benchmarks; cfg must then be given). cfg: used only when m is NULL. bf16: 1 = the
- * matrix-vector kernels read bf16 copies of in_proj / out_proj / lm_head (fp32 accumulate).
+ * products read bf16 copies of in_proj / out_proj / lm_head (fp32 accumulate; above
+ * MB_CUDA_GEN_GEMV_MAX_SEQ their inputs are rounded to bf16 too).
  * The state starts at zero, the sampler at argmax. */
 int mb_cuda_gen_create(mb_cuda_gen **out, const mb_model *m, const mb_config *cfg, int64_t n_seq,
                        int bf16);
