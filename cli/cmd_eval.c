@@ -28,7 +28,7 @@ static void help(FILE *f) {
         "  --max-bytes N  stop after about N scored bytes (default: all)\n"
         "  --format F     auto | bytes | jsonl\n"
         "  --device D     cuda | cpu (default: cuda when this build has CUDA and a GPU is\n"
-        "                 present, else cpu; --stream runs on the CPU)\n"
+        "                 present, else cpu); the GPU scores in fp32, streamed or not\n"
         "  --json         print the result as JSON\n"
         "\n"
         "Ends with 'bpb: <value> bytes: <count>'.\n");
@@ -108,13 +108,7 @@ int cmd_eval(int argc, char **argv) {
     }
     /* the device before any work: --device cuda fails here when no GPU is usable */
     const mb_backend_ops *be_ops = &mb_backend_cpu;
-    if (stream && !strcmp(device, "cuda")) {
-        fprintf(stderr, "mambabyte eval: --stream is not available on the GPU yet; use --device "
-                        "cpu (or leave --device out)\n");
-        return 2;
-    }
-    if (mb_backend_resolve(stream && !strcmp(device, "auto") ? "cpu" : device, MB_BACKEND_CUDA_OPS,
-                           &be_ops, NULL, 0)) {
+    if (mb_backend_resolve(device, MB_BACKEND_CUDA_OPS, &be_ops, NULL, 0)) {
         fprintf(stderr, "mambabyte eval: %s\n", mb_last_error());
         return 2;
     }
@@ -168,11 +162,15 @@ int cmd_eval(int argc, char **argv) {
     mb_eval_result r;
     if (be_ops == &mb_backend_cpu) {
         rc = mb_evaluate(&m, docs, pack.n_docs, ctx, batch, stream, max_bytes, progress, &ps, &r);
-    } else { /* windows on the GPU: parameters uploaded once */
+    } else { /* on the GPU: parameters uploaded once */
         mb_backend *be = NULL;
         memset(&r, 0, sizeof r);
-        rc = be_ops->open(&be, &m, NULL, batch, ctx, 0);
-        if (!rc)
+        const mb_backend_flags flags = {MB_PRECISION_FP32, 0}; /* exact scores */
+        rc = be_ops->open(&be, &m, NULL, stream ? 1 : batch, ctx, 0, &flags);
+        if (!rc && stream)
+            rc = mb_evaluate_stream(be_ops->score_stream, be, docs, pack.n_docs, ctx, max_bytes,
+                                    progress, &ps, &r);
+        else if (!rc)
             rc = mb_evaluate_windows(be_ops->score, be, docs, pack.n_docs, ctx, batch, max_bytes,
                                      progress, &ps, &r);
         if (be) be_ops->close(be);

@@ -64,6 +64,11 @@ static void help(FILE *f) {
         "  --device D           cuda | cpu (default: cuda when this build has CUDA and a GPU\n"
         "                       is present, else cpu); checkpoints are the same on both, and a\n"
         "                       run may resume on the other device\n"
+        "  --precision P        auto | fp32 | bf16 (default auto: bf16 mixed precision on a GPU,\n"
+        "                       i.e. bf16 matrix products with fp32 master weights, AdamW\n"
+        "                       moments, scan, norms and loss; fp32 on the CPU)\n"
+        "  --recompute on|off|auto  recompute each layer's activations in the backward instead\n"
+        "                       of storing them (GPU; default auto: on when they would not fit)\n"
         "\n"
         "Prints one progress line per step (stderr), appends DIR/metrics.jsonl and ends with\n"
         "'val_bpb: <value>' on stdout.\n",
@@ -186,6 +191,27 @@ int cmd_train(int argc, char **argv) {
         else if (!strcmp(a, "--device")) {
             VAL();
             device = v;
+        } else if (!strcmp(a, "--precision")) {
+            VAL();
+            if (mb_precision_parse(v) < 0) {
+                fprintf(stderr,
+                        "mambabyte train: --precision must be auto, fp32 or bf16, not '%s'\n", v);
+                return 2;
+            }
+            o.precision = v;
+        } else if (!strcmp(a, "--recompute")) {
+            VAL();
+            if (!strcmp(v, "on"))
+                o.recompute = 1;
+            else if (!strcmp(v, "off"))
+                o.recompute = 0;
+            else if (!strcmp(v, "auto"))
+                o.recompute = -1;
+            else {
+                fprintf(stderr, "mambabyte train: --recompute must be on, off or auto, not '%s'\n",
+                        v);
+                return 2;
+            }
         } else {
             fprintf(stderr, "mambabyte train: unknown argument '%s' (see --help)\n", a);
             return 2;

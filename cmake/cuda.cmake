@@ -44,7 +44,7 @@ file(GLOB MB_CUDA_SOURCES CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/src/cuda/*.cu)
 add_library(mambabyte_cuda STATIC ${MB_CUDA_SOURCES})
 target_include_directories(mambabyte_cuda PUBLIC ${CMAKE_SOURCE_DIR}/include ${CMAKE_SOURCE_DIR}/src)
 target_compile_options(mambabyte_cuda PRIVATE $<$<COMPILE_LANGUAGE:CUDA>:${MB_CUDA_FLAGS}>)
-target_link_libraries(mambabyte_cuda PUBLIC mambabyte CUDA::cudart CUDA::cublas)
+target_link_libraries(mambabyte_cuda PUBLIC mambabyte CUDA::cudart CUDA::cublas CUDA::cublasLt)
 set_target_properties(mambabyte_cuda PROPERTIES CUDA_SEPARABLE_COMPILATION OFF
                                                 POSITION_INDEPENDENT_CODE ON)
 

@@ -32,6 +32,60 @@ __global__ void conv_forward_kernel(float *out, const float *x, int64_t x_stride
     }
 }
 
+/* forward with inputs before t = 0 from state (B, K-1, Di) */
+__global__ void conv_forward_state_kernel(float *out, const float *x, int64_t x_stride,
+                                          const float *w, const float *b, const float *state,
+                                          int64_t B, int64_t L, int64_t Di, int64_t K) {
+    const int64_t n = B * L * Di;
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
+         i += (int64_t)gridDim.x * blockDim.x) {
+        const int64_t row = i / Di, c = i - row * Di;
+        const int64_t bb = row / L, t = row - bb * L;
+        float pre = b[c];
+        for (int64_t k = 0; k < K; k++) {
+            const int64_t j = t - K + 1 + k; /* input position; < 0: from the state */
+            const float v = j >= 0 ? x[(bb * L + j) * x_stride + c]
+                                   : state[(bb * (K - 1) + (K - 1 + j)) * Di + c];
+            pre += w[c * K + k] * v;
+        }
+        out[i] = pre * sigmoid_f(pre);
+    }
+}
+
+/* next_state (B, K-1, Di) = the last K-1 inputs of state ++ x */
+__global__ void conv_next_state_kernel(float *next, const float *state, const float *x,
+                                       int64_t x_stride, int64_t B, int64_t L, int64_t Di,
+                                       int64_t K) {
+    const int64_t n = B * (K - 1) * Di;
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
+         i += (int64_t)gridDim.x * blockDim.x) {
+        const int64_t row = i / Di, c = i - row * Di;
+        const int64_t bb = row / (K - 1), s = row - bb * (K - 1);
+        const int64_t j = L - (K - 1) + s;
+        next[i] =
+            j >= 0 ? x[(bb * L + j) * x_stride + c] : state[(bb * (K - 1) + (K - 1 + j)) * Di + c];
+    }
+}
+
+extern "C" int mb_conv1d_cuda_forward_state(float *out, const float *x, int64_t x_stride,
+                                            const float *w, const float *b, const float *state,
+                                            float *next_state, int64_t B, int64_t L, int64_t Di,
+                                            int64_t K, void *stream) {
+    if (!out || !x || !w || !b || B <= 0 || L <= 0 || Di <= 0 || K <= 0 || x_stride < Di ||
+        (K > 1 && (!state || !next_state || next_state == state)))
+        return mb_fail(MB_EINVAL, "mb_conv1d_cuda_forward_state: bad arguments");
+    cudaStream_t st = (cudaStream_t)stream;
+    conv_forward_state_kernel<<<mb_cuda_blocks(B * L * Di, 256, 132 * 16), 256, 0, st>>>(
+        out, x, x_stride, w, b, state, B, L, Di, K);
+    MB_CUDA_LAUNCHED("mb_conv1d_cuda_forward_state");
+    if (K > 1) {
+        conv_next_state_kernel<<<mb_cuda_blocks(B * (K - 1) * Di, 256, 1024), 256, 0, st>>>(
+            next_state, state, x, x_stride, B, L, Di, K);
+        MB_CUDA_LAUNCHED("mb_conv1d_cuda_forward_state: next state");
+    }
+    return MB_OK;
+}
+
 /* g = dout * SiLU'(pre), in place */
 __global__ void conv_grad_pre_kernel(float *g, const float *x, int64_t x_stride, const float *w,
                                      const float *b, int64_t B, int64_t L, int64_t Di, int64_t K) {

@@ -22,6 +22,15 @@ int mb_conv1d_cuda_forward(float *out, const float *x, int64_t x_stride, const f
                            const float *b, int64_t B, int64_t L, int64_t Di, int64_t K,
                            void *stream);
 
+/* Forward continuing a carried conv state (streamed evaluation, prompt prefill; the CPU's
+ * mb_conv1d_forward with a state followed by mb_conv1d_update_state): inputs before t = 0 come
+ * from state (B, K-1, Di), the last K-1 inputs so far, oldest first (mb_state.conv layout);
+ * next_state (B, K-1, Di), a different buffer, receives the last K-1 inputs after these L
+ * (the oldest from state when L < K-1). Other arguments as mb_conv1d_cuda_forward. */
+int mb_conv1d_cuda_forward_state(float *out, const float *x, int64_t x_stride, const float *w,
+                                 const float *b, const float *state, float *next_state, int64_t B,
+                                 int64_t L, int64_t Di, int64_t K, void *stream);
+
 /* Backward. dout (B, L, Di) contiguous, the gradient of the SiLU output, is OVERWRITTEN with
  * the gradient of the pre-activation (dout * SiLU'(pre), pre recomputed from x). Writes (=)
  * dx (B, L, Di) with row stride dx_stride; accumulates (+=) dw (Di, K) and db (Di). */

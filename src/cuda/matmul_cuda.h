@@ -35,6 +35,27 @@ int mb_matmul_cuda_backward_weight(void *cublas, float *dW, const float *dy, int
                                    const float *x, int64_t ldx, int64_t rows, int64_t n_in,
                                    int64_t n_out);
 
+/* ---- bf16 mixed precision through cuBLASLt (bf16 A and B, fp32 accumulate, fp32 C/D) ----
+ * The same three products with bf16 operands (uint16_t bit patterns of __nv_bfloat16) and fp32
+ * outputs, so gradients accumulate into the fp32 master gradients directly. Plans (operation
+ * descriptor, layouts, heuristic algorithm) are cached per shape, leading dimensions and
+ * pointer alignment; when cuBLASLt offers no algorithm for a shape (odd leading dimensions of
+ * tiny models) the product falls back to cublasGemmEx with the same types.
+ * A context holds the cuBLASLt handle, a 32 MiB workspace and the plan cache; it is bound to
+ * `stream` and not thread-safe. Errors as above (MB_EIO names the cuBLAS status). */
+int mb_cublaslt_create(void **lt, void *stream);
+void mb_cublaslt_destroy(void *lt);
+
+int mb_matmul_bf16_forward(void *lt, float *y, int64_t ldy, const uint16_t *x, int64_t ldx,
+                           const uint16_t *W, int64_t rows, int64_t n_in, int64_t n_out,
+                           int accumulate);
+int mb_matmul_bf16_backward_input(void *lt, float *dx, int64_t lddx, const uint16_t *dy,
+                                  int64_t lddy, const uint16_t *W, int64_t rows, int64_t n_in,
+                                  int64_t n_out, int accumulate);
+int mb_matmul_bf16_backward_weight(void *lt, float *dW, const uint16_t *dy, int64_t lddy,
+                                   const uint16_t *x, int64_t ldx, int64_t rows, int64_t n_in,
+                                   int64_t n_out);
+
 /* Bias gradient: db (n) += sum over rows of dy (rows, n; ld lddy). Column partial sums in
  * fp32 combined with atomicAdd (order not fixed). */
 int mb_bias_cuda_backward(float *db, const float *dy, int64_t lddy, int64_t rows, int64_t n,

@@ -13,21 +13,34 @@
 #include <string.h>
 
 #include "cuda/adamw_cuda.h"
+#include "cuda/bf16_cuda.h"
 #include "cuda/conv1d_cuda.h"
 #include "cuda/crossentropy_cuda.h"
 #include "cuda/cuda_check.h"
 #include "cuda/embedding_cuda.h"
 #include "cuda/matmul_cuda.h"
 #include "cuda/norm_cuda.h"
+#include "cuda/profile_cuda.h"
 #include "cuda/scan_cuda.h"
 #include "cuda/softplus_cuda.h"
+
+/* MB_TRY with the call's GPU time attributed to a profile category (profile_cuda.h) */
+#define PT(cat, expr)                                                                              \
+    do {                                                                                           \
+        const int slot_ = mb_prof_begin(cat, dm->stream);                                          \
+        const int rc_ = (expr);                                                                    \
+        mb_prof_end(slot_, dm->stream);                                                            \
+        if (rc_) return rc_;                                                                       \
+    } while (0)
 
 struct mb_cuda_acts {
     mb_config cfg;
     int64_t B, L, BL;
     int64_t chunk, n_chunks;
-    int train, can_backward;
-    int64_t lstride_mul; /* 1 when training (one slot per layer), 0 otherwise */
+    int train, can_backward, recompute, bf16;
+    int64_t lstride_mul; /* mixer buffers: 1 when training without recomputation, else 0 */
+    int64_t rstride_mul; /* residual stream / norm statistics: 1 when training, else 0 */
+    int64_t slot_layer;  /* recompute: layer whose mixer activations the slot holds (-1) */
     void *mem;           /* the one device allocation */
     int64_t bytes;
     /* device buffers, shapes as in mb_acts (src/cpu/model.c) */
@@ -53,6 +66,17 @@ struct mb_cuda_acts {
     double *loss_sum;         /* (1) */
     double *scratch;          /* (MB_CUDA_REDUCE_SCRATCH) */
     uint8_t *x, *targets;     /* (B, L) */
+    float *conv_next;         /* (B, K-1, Di) next conv state (stateful forward) */
+    float *h0;                /* (B, Di, N) entering SSM state (stateful forward) */
+    /* bf16 operand copies (bf16 mode only), same row strides as their fp32 sources */
+    uint16_t *ub, *xfb; /* (B, L, d) */
+    uint16_t *xcb, *yb; /* (n_slot, B, L, Di) */
+    uint16_t *dbcb;     /* (n_slot, B, L, R+2N): the dt_low columns */
+    uint16_t *dresb;    /* (B, L, d) */
+    uint16_t *dxzb;     /* (B, L, 2Di) */
+    uint16_t *ddeltab;  /* (B, L, Di) */
+    uint16_t *ddbcb;    /* (B, L, R+2N) */
+    uint16_t *dlogitsb; /* (B, L, 256) */
 };
 
 /* ------------------------------------------------------------------ carving */
@@ -71,11 +95,13 @@ static int64_t round256(int64_t n) {
 static int acts_table(mb_cuda_acts *a, carve_item *t) {
     const mb_config *c = &a->cfg;
     const int64_t BL = a->BL, d = c->d_model, Di = c->d_inner, N = c->d_state, R = c->dt_rank;
-    const int64_t nl = a->train ? c->n_layer : 1, tr = a->train ? 1 : 0;
+    const int64_t nr = a->train ? c->n_layer : 1;                  /* residual slots - 1 */
+    const int64_t nl = a->train && !a->recompute ? c->n_layer : 1; /* mixer slots */
+    const int64_t tr = a->train ? 1 : 0, hb = a->bf16 ? 1 : 0, P = R + 2 * N;
     int k = 0;
-    t[k++] = (carve_item){(void **)&a->residual, F((nl + 1) * BL * d)};
-    t[k++] = (carve_item){(void **)&a->mean, F((nl + 1) * BL)};
-    t[k++] = (carve_item){(void **)&a->rstd, F((nl + 1) * BL)};
+    t[k++] = (carve_item){(void **)&a->residual, F((nr + 1) * BL * d)};
+    t[k++] = (carve_item){(void **)&a->mean, F((nr + 1) * BL)};
+    t[k++] = (carve_item){(void **)&a->rstd, F((nr + 1) * BL)};
     t[k++] = (carve_item){(void **)&a->xz, F(nl * BL * 2 * Di)};
     t[k++] = (carve_item){(void **)&a->xc, F(nl * BL * Di)};
     t[k++] = (carve_item){(void **)&a->dbc, F(nl * BL * (R + 2 * N))};
@@ -99,13 +125,28 @@ static int acts_table(mb_cuda_acts *a, carve_item *t) {
     t[k++] = (carve_item){(void **)&a->scratch, MB_CUDA_REDUCE_SCRATCH * (int64_t)sizeof(double)};
     t[k++] = (carve_item){(void **)&a->x, BL};
     t[k++] = (carve_item){(void **)&a->targets, BL};
+    t[k++] = (carve_item){(void **)&a->conv_next, F(a->B * (c->d_conv - 1) * Di)};
+    t[k++] = (carve_item){(void **)&a->h0, F(a->B * Di * N)};
+#define H(n) ((int64_t)(n) * (int64_t)sizeof(uint16_t))
+    t[k++] = (carve_item){(void **)&a->ub, H(hb * BL * d)};
+    t[k++] = (carve_item){(void **)&a->xfb, H(hb * BL * d)};
+    t[k++] = (carve_item){(void **)&a->xcb, H(hb * nl * BL * Di)};
+    t[k++] = (carve_item){(void **)&a->yb, H(hb * nl * BL * Di)};
+    t[k++] = (carve_item){(void **)&a->dbcb, H(hb * nl * BL * P)};
+    t[k++] = (carve_item){(void **)&a->dresb, H(hb * tr * BL * d)};
+    t[k++] = (carve_item){(void **)&a->dxzb, H(hb * tr * BL * 2 * Di)};
+    t[k++] = (carve_item){(void **)&a->ddeltab, H(hb * tr * BL * Di)};
+    t[k++] = (carve_item){(void **)&a->ddbcb, H(hb * tr * BL * P)};
+    t[k++] = (carve_item){(void **)&a->dlogitsb, H(hb * tr * BL * MB_VOCAB)};
+#undef H
     return k;
 }
 
-#define ACTS_MAX_ITEMS 32
+#define ACTS_MAX_ITEMS 48
 
-static int acts_shape(mb_cuda_acts *a, const mb_config *c, int64_t B, int64_t L, int train,
+static int acts_shape(mb_cuda_acts *a, const mb_config *c, int64_t B, int64_t L, int flags,
                       int64_t chunk) {
+    const int train = flags & MB_CUDA_ACTS_TRAIN;
     memset(a, 0, sizeof *a);
     if (!c) return mb_fail(MB_EINVAL, "mb_cuda_acts_create: config is NULL");
     a->cfg = *c;
@@ -124,7 +165,11 @@ static int acts_shape(mb_cuda_acts *a, const mb_config *c, int64_t B, int64_t L,
     if (a->chunk > L) a->chunk = L;
     a->n_chunks = (L + a->chunk - 1) / a->chunk;
     a->train = train ? 1 : 0;
-    a->lstride_mul = a->train;
+    a->recompute = a->train && (flags & MB_CUDA_ACTS_RECOMPUTE) ? 1 : 0;
+    a->bf16 = flags & MB_CUDA_ACTS_BF16 ? 1 : 0;
+    a->lstride_mul = a->train && !a->recompute;
+    a->rstride_mul = a->train;
+    a->slot_layer = -1;
     carve_item t[ACTS_MAX_ITEMS] = {};
     const int n = acts_table(a, t);
     int64_t total = 0;
@@ -134,21 +179,31 @@ static int acts_shape(mb_cuda_acts *a, const mb_config *c, int64_t B, int64_t L,
     return MB_OK;
 }
 
+extern "C" int64_t mb_cuda_acts_bytes_ex(const mb_config *c, int64_t B, int64_t L, int flags,
+                                         int64_t chunk) {
+    mb_cuda_acts a;
+    if (acts_shape(&a, c, B, L, flags, chunk)) return -1;
+    return a.bytes;
+}
+
 extern "C" int64_t mb_cuda_acts_bytes(const mb_config *c, int64_t B, int64_t L, int for_training,
                                       int64_t chunk) {
-    mb_cuda_acts a;
-    if (acts_shape(&a, c, B, L, for_training, chunk)) return -1;
-    return a.bytes;
+    return mb_cuda_acts_bytes_ex(c, B, L, for_training ? MB_CUDA_ACTS_TRAIN : 0, chunk);
 }
 
 extern "C" mb_cuda_acts *mb_cuda_acts_create(const mb_config *c, int64_t B, int64_t L,
                                              int for_training, int64_t chunk) {
+    return mb_cuda_acts_create_ex(c, B, L, for_training ? MB_CUDA_ACTS_TRAIN : 0, chunk);
+}
+
+extern "C" mb_cuda_acts *mb_cuda_acts_create_ex(const mb_config *c, int64_t B, int64_t L, int flags,
+                                                int64_t chunk) {
     mb_cuda_acts *a = (mb_cuda_acts *)malloc(sizeof *a);
     if (!a) {
         mb_fail(MB_ENOMEM, "mb_cuda_acts_create: out of host memory");
         return NULL;
     }
-    if (acts_shape(a, c, B, L, for_training, chunk)) {
+    if (acts_shape(a, c, B, L, flags, chunk)) {
         free(a);
         return NULL;
     }
@@ -198,6 +253,8 @@ extern "C" int mb_cuda_losses_download(const mb_cuda_acts *a, float *losses) {
 extern "C" void mb_cuda_model_free(mb_cuda_model *dm) {
     if (!dm) return;
     if (dm->cublas) mb_cublas_destroy(dm->cublas);
+    if (dm->cublaslt) mb_cublaslt_destroy(dm->cublaslt);
+    if (dm->params_bf16) cudaFree(dm->params_bf16);
     if (dm->mem) cudaFree(dm->mem);
     mb_weights_free(&dm->w);
     mb_weights_free(&dm->g);
@@ -266,6 +323,30 @@ extern "C" int mb_cuda_model_create(mb_cuda_model *dm, const mb_config *c, int a
     return MB_OK;
 }
 
+/* params_bf16 = bf16(params) when in bf16 mode */
+static int refresh_bf16(mb_cuda_model *dm) {
+    if (!dm->bf16) return MB_OK;
+    return mb_bf16_from_f32_flat_cuda(dm->params_bf16, dm->params, dm->n_params, dm->stream);
+}
+
+extern "C" int mb_cuda_model_set_bf16(mb_cuda_model *dm, int on) {
+    if (!dm || !dm->params) return mb_fail(MB_EINVAL, "mb_cuda_model_set_bf16: NULL model");
+    if (on && !dm->params_bf16) {
+        cudaError_t e = cudaMalloc(&dm->params_bf16, (size_t)dm->n_params * sizeof(uint16_t));
+        if (e != cudaSuccess) {
+            (void)cudaGetLastError();
+            dm->params_bf16 = NULL;
+            return mb_fail(e == cudaErrorMemoryAllocation ? MB_ENOMEM : MB_EIO,
+                           "mb_cuda_model_set_bf16: cannot allocate %.3f GiB for the bf16 "
+                           "weights: %s",
+                           (double)dm->n_params * 2 / (1 << 30), cudaGetErrorString(e));
+        }
+    }
+    if (on && !dm->cublaslt) MB_TRY(mb_cublaslt_create(&dm->cublaslt, dm->stream));
+    dm->bf16 = on ? 1 : 0;
+    return refresh_bf16(dm);
+}
+
 static int same_config(const mb_config *x, const mb_config *y) {
     return x->d_model == y->d_model && x->n_layer == y->n_layer && x->d_state == y->d_state &&
            x->d_conv == y->d_conv && x->d_inner == y->d_inner && x->dt_rank == y->dt_rank &&
@@ -279,7 +360,7 @@ extern "C" int mb_cuda_model_upload(mb_cuda_model *dm, const mb_model *m) {
         return mb_fail(MB_EINVAL, "mb_cuda_model_upload: model has a different config");
     MB_CUDA_TRY(cudaMemcpy(dm->params, m->params, (size_t)F(dm->n_params), cudaMemcpyHostToDevice),
                 "mb_cuda_model_upload");
-    return MB_OK;
+    return refresh_bf16(dm);
 }
 
 extern "C" int mb_cuda_model_download(const mb_cuda_model *dm, mb_model *m) {
@@ -311,22 +392,26 @@ extern "C" int mb_cuda_grads_download(const mb_cuda_model *dm, float *grads) {
 typedef struct {
     float *res_in, *mean, *rstd;
     float *xz, *xc, *dbc, *delta, *y, *h_chunks;
+    uint16_t *xcb, *yb, *dbcb; /* bf16 copies (bf16 mode) */
 } layer_view;
 
 static layer_view layer_at(const mb_cuda_acts *a, int64_t l) {
     const mb_config *c = &a->cfg;
     const int64_t BL = a->BL, d = c->d_model, Di = c->d_inner, N = c->d_state, R = c->dt_rank;
-    const int64_t s = l * a->lstride_mul;
+    const int64_t s = l * a->lstride_mul, r = l * a->rstride_mul;
     layer_view v;
-    v.res_in = a->residual + s * BL * d;
-    v.mean = a->mean + s * BL;
-    v.rstd = a->rstd + s * BL;
+    v.res_in = a->residual + r * BL * d;
+    v.mean = a->mean + r * BL;
+    v.rstd = a->rstd + r * BL;
     v.xz = a->xz + s * BL * 2 * Di;
     v.xc = a->xc + s * BL * Di;
     v.dbc = a->dbc + s * BL * (R + 2 * N);
     v.delta = a->delta + s * BL * Di;
     v.y = a->y + s * BL * Di;
     v.h_chunks = a->h_chunks ? a->h_chunks + s * a->B * Di * a->n_chunks * N : NULL;
+    v.xcb = a->xcb ? a->xcb + s * BL * Di : NULL;
+    v.yb = a->yb ? a->yb + s * BL * Di : NULL;
+    v.dbcb = a->dbcb ? a->dbcb + s * BL * (R + 2 * N) : NULL;
     return v;
 }
 
@@ -348,40 +433,116 @@ static int check_pair(const mb_cuda_model *dm, const mb_cuda_acts *a, const char
     const mb_config *x = &dm->cfg, *y = &a->cfg;
     if (!mb_config_same_shape(x, y))
         return mb_fail(MB_EINVAL, "%s: acts were created for a different config", fn);
+    if (dm->bf16 && !a->bf16)
+        return mb_fail(MB_EINVAL,
+                       "%s: the model is in bf16 mode but the acts were created "
+                       "without MB_CUDA_ACTS_BF16",
+                       fn);
     return MB_OK;
+}
+
+/* ------------------------------------------------------------------ precision dispatch */
+
+/* bf16 shadow of a weight tensor (a pointer into dm->params) */
+static const uint16_t *wb(const mb_cuda_model *dm, const float *W) {
+    return dm->params_bf16 + (W - dm->params);
+}
+
+/* dst = bf16(src) (rows, cols; both with row stride ld) in bf16 mode; no-op in fp32 mode */
+static int to_bf16(const mb_cuda_model *dm, uint16_t *dst, const float *src, int64_t ld,
+                   int64_t rows, int64_t cols) {
+    if (!dm->bf16) return MB_OK;
+    return mb_bf16_from_f32_cuda(dst, ld, src, ld, rows, cols, dm->stream);
+}
+
+/* y (=, += acc) x @ W^T: fp32 SGEMM on x, or bf16 (xb, W's shadow) with fp32 accumulate */
+static int mm_fwd(const mb_cuda_model *dm, float *y, int64_t ldy, const float *x,
+                  const uint16_t *xb, int64_t ldx, const float *W, int64_t rows, int64_t n_in,
+                  int64_t n_out, int acc) {
+    if (dm->bf16)
+        return mb_matmul_bf16_forward(dm->cublaslt, y, ldy, xb, ldx, wb(dm, W), rows, n_in, n_out,
+                                      acc);
+    return mb_matmul_cuda_forward(dm->cublas, y, ldy, x, ldx, W, rows, n_in, n_out, acc);
+}
+
+/* dx (=, += acc) dy @ W */
+static int mm_bwd_in(const mb_cuda_model *dm, float *dx, int64_t lddx, const float *dy,
+                     const uint16_t *dyb, int64_t lddy, const float *W, int64_t rows, int64_t n_in,
+                     int64_t n_out, int acc) {
+    if (dm->bf16)
+        return mb_matmul_bf16_backward_input(dm->cublaslt, dx, lddx, dyb, lddy, wb(dm, W), rows,
+                                             n_in, n_out, acc);
+    return mb_matmul_cuda_backward_input(dm->cublas, dx, lddx, dy, lddy, W, rows, n_in, n_out, acc);
+}
+
+/* dW += dy^T x */
+static int mm_bwd_w(const mb_cuda_model *dm, float *dW, const float *dy, const uint16_t *dyb,
+                    int64_t lddy, const float *x, const uint16_t *xb, int64_t ldx, int64_t rows,
+                    int64_t n_in, int64_t n_out) {
+    if (dm->bf16)
+        return mb_matmul_bf16_backward_weight(dm->cublaslt, dW, dyb, lddy, xb, ldx, rows, n_in,
+                                              n_out);
+    return mb_matmul_cuda_backward_weight(dm->cublas, dW, dy, lddy, x, ldx, rows, n_in, n_out);
 }
 
 /* ------------------------------------------------------------------ forward */
 
-/* Mixer of layer l on u = a->u (model.md "Mixer"), output into a->hout. */
-static int mixer_forward(mb_cuda_model *dm, mb_cuda_acts *a, int64_t l, const layer_view *v) {
+/* Carried recurrent states of a stateful forward (DEVICE, mb_state layouts). */
+typedef struct {
+    float *conv; /* (n_layer, B, K-1, Di) */
+    float *ssm;  /* (n_layer, B, Di, N) */
+} carried_state;
+
+/* Mixer of layer l on u = a->u (and its bf16 copy a->ub in bf16 mode; model.md "Mixer"),
+ * output into a->hout. cs (may be NULL): conv and scan start from and update these states. */
+static int mixer_forward(mb_cuda_model *dm, mb_cuda_acts *a, int64_t l, const layer_view *v,
+                         const carried_state *cs) {
     const mb_config *c = &dm->cfg;
     const mb_layer_weights *lw = &dm->w.layers[l];
     const int64_t B = a->B, L = a->L, BL = a->BL, d = c->d_model, Di = c->d_inner;
     const int64_t N = c->d_state, R = c->dt_rank, K = c->d_conv, P = R + 2 * N;
     void *st = dm->stream;
     /* xz = u @ in_proj^T                                   (BL, 2Di) */
-    MB_TRY(mb_matmul_cuda_forward(dm->cublas, v->xz, 2 * Di, a->u, d, lw->in_proj_w, BL, d, 2 * Di,
-                                  0));
+    PT(MB_PROF_GEMM, mm_fwd(dm, v->xz, 2 * Di, a->u, a->ub, d, lw->in_proj_w, BL, d, 2 * Di, 0));
     /* xc = SiLU(causal depthwise conv(x) + b)              (BL, Di) */
-    MB_TRY(mb_conv1d_cuda_forward(v->xc, v->xz, 2 * Di, lw->conv_w, lw->conv_b, B, L, Di, K, st));
+    float *conv_s = cs ? cs->conv + l * B * (K - 1) * Di : NULL;
+    float *ssm_s = cs ? cs->ssm + l * B * Di * N : NULL;
+    if (cs) {
+        PT(MB_PROF_CONV, mb_conv1d_cuda_forward_state(v->xc, v->xz, 2 * Di, lw->conv_w, lw->conv_b,
+                                                      conv_s, a->conv_next, B, L, Di, K, st));
+        if (K > 1)
+            MB_CUDA_TRY(cudaMemcpyAsync(conv_s, a->conv_next, (size_t)F(B * (K - 1) * Di),
+                                        cudaMemcpyDeviceToDevice, (cudaStream_t)st),
+                        "stateful forward: conv state");
+        MB_CUDA_TRY(cudaMemcpyAsync(a->h0, ssm_s, (size_t)F(B * Di * N), cudaMemcpyDeviceToDevice,
+                                    (cudaStream_t)st),
+                    "stateful forward: ssm state");
+    } else {
+        PT(MB_PROF_CONV,
+           mb_conv1d_cuda_forward(v->xc, v->xz, 2 * Di, lw->conv_w, lw->conv_b, B, L, Di, K, st));
+    }
+    PT(MB_PROF_CVT, to_bf16(dm, v->xcb, v->xc, Di, BL, Di));
     /* dbc = xc @ x_proj^T                                  (BL, R+2N) */
-    MB_TRY(mb_matmul_cuda_forward(dm->cublas, v->dbc, P, v->xc, Di, lw->x_proj_w, BL, Di, P, 0));
+    PT(MB_PROF_GEMM, mm_fwd(dm, v->dbc, P, v->xc, v->xcb, Di, lw->x_proj_w, BL, Di, P, 0));
+    PT(MB_PROF_CVT, to_bf16(dm, v->dbcb, v->dbc, P, BL, R));
     /* delta = softplus(dt_low @ dt_proj_w^T + dt_proj_b)   (BL, Di) */
-    MB_TRY(
-        mb_matmul_cuda_forward(dm->cublas, v->delta, Di, v->dbc, P, lw->dt_proj_w, BL, R, Di, 0));
-    MB_TRY(mb_softplus_bias_cuda_forward(v->delta, lw->dt_proj_b, BL, Di, st));
+    PT(MB_PROF_GEMM, mm_fwd(dm, v->delta, Di, v->dbc, v->dbcb, P, lw->dt_proj_w, BL, R, Di, 0));
+    PT(MB_PROF_SOFTPLUS, mb_softplus_bias_cuda_forward(v->delta, lw->dt_proj_b, BL, Di, st));
     /* y = scan(xc, delta, A, B, C, D) * SiLU(z)            (BL, Di) */
     mb_scan_args sa = scan_args(a, lw, v);
-    MB_TRY(mb_scan_cuda_forward(&sa, v->y, st));
+    if (cs) {
+        sa.h0 = a->h0;
+        sa.h_last = ssm_s;
+    }
+    PT(MB_PROF_SCAN_FWD, mb_scan_cuda_forward(&sa, v->y, st));
+    PT(MB_PROF_CVT, to_bf16(dm, v->yb, v->y, Di, BL, Di));
     /* hout = y @ out_proj^T                                (BL, d) */
-    MB_TRY(mb_matmul_cuda_forward(dm->cublas, a->hout, d, v->y, Di, lw->out_proj_w, BL, Di, d, 0));
+    PT(MB_PROF_GEMM, mm_fwd(dm, a->hout, d, v->y, v->yb, Di, lw->out_proj_w, BL, Di, d, 0));
     return MB_OK;
 }
 
-extern "C" int mb_cuda_forward(mb_cuda_model *dm, mb_cuda_acts *a, const uint8_t *x,
-                               const uint8_t *targets, float *loss, float *logits) {
-    MB_TRY(check_pair(dm, a, "mb_cuda_forward"));
+static int forward_impl(mb_cuda_model *dm, mb_cuda_acts *a, const carried_state *cs,
+                        const uint8_t *x, const uint8_t *targets, float *loss, float *logits) {
     if (!x) return mb_fail(MB_EINVAL, "mb_cuda_forward: x is NULL");
     const mb_config *c = &dm->cfg;
     const mb_weights *w = &dm->w;
@@ -389,6 +550,8 @@ extern "C" int mb_cuda_forward(mb_cuda_model *dm, mb_cuda_acts *a, const uint8_t
     const float eps = c->norm_eps;
     cudaStream_t st = (cudaStream_t)dm->stream;
     a->can_backward = 0;
+    a->slot_layer = -1;
+    mb_prof_phase(MB_PHASE_FWD);
     if (loss) *loss = 0.0f;
     MB_CUDA_TRY(cudaMemcpyAsync(a->x, x, (size_t)BL, cudaMemcpyHostToDevice, st),
                 "mb_cuda_forward: copying x");
@@ -396,84 +559,115 @@ extern "C" int mb_cuda_forward(mb_cuda_model *dm, mb_cuda_acts *a, const uint8_t
         MB_CUDA_TRY(cudaMemcpyAsync(a->targets, targets, (size_t)BL, cudaMemcpyHostToDevice, st),
                     "mb_cuda_forward: copying targets");
     /* residual_0 = h = embedding[x]                        (BL, d) */
-    MB_TRY(mb_embedding_cuda_forward(a->residual, a->x, w->embedding, BL, d, st));
+    PT(MB_PROF_EMBED, mb_embedding_cuda_forward(a->residual, a->x, w->embedding, BL, d, st));
     for (int64_t l = 0; l < nl; l++) {
         const mb_layer_weights *lw = &w->layers[l];
         layer_view v = layer_at(a, l);
         if (l == 0)
-            MB_TRY(mb_norm_cuda_forward(v.res_in, a->u, v.mean, v.rstd, v.res_in, NULL, lw->norm_w,
-                                        lw->norm_b, BL, d, eps, st));
+            PT(MB_PROF_NORM, mb_norm_cuda_forward(v.res_in, a->u, v.mean, v.rstd, v.res_in, NULL,
+                                                  lw->norm_w, lw->norm_b, BL, d, eps, st));
         else /* residual_l = h_{l-1} + residual_{l-1}, fused into the norm */
-            MB_TRY(mb_norm_cuda_forward(v.res_in, a->u, v.mean, v.rstd, a->hout,
-                                        layer_at(a, l - 1).res_in, lw->norm_w, lw->norm_b, BL, d,
-                                        eps, st));
-        MB_TRY(mixer_forward(dm, a, l, &v));
+            PT(MB_PROF_NORM, mb_norm_cuda_forward(v.res_in, a->u, v.mean, v.rstd, a->hout,
+                                                  layer_at(a, l - 1).res_in, lw->norm_w, lw->norm_b,
+                                                  BL, d, eps, st));
+        PT(MB_PROF_CVT, to_bf16(dm, a->ub, a->u, d, BL, d));
+        MB_TRY(mixer_forward(dm, a, l, &v, cs));
     }
+    a->slot_layer = nl - 1;
     float *mf, *rf;
     float *resf = final_residual(a, &mf, &rf);
-    MB_TRY(mb_norm_cuda_forward(resf, a->xf, mf, rf, a->hout, layer_at(a, nl - 1).res_in,
-                                w->norm_f_w, w->norm_f_b, BL, d, eps, st));
+    PT(MB_PROF_NORM, mb_norm_cuda_forward(resf, a->xf, mf, rf, a->hout, layer_at(a, nl - 1).res_in,
+                                          w->norm_f_w, w->norm_f_b, BL, d, eps, st));
+    PT(MB_PROF_CVT, to_bf16(dm, a->xfb, a->xf, d, BL, d));
     /* logits = xf @ lm_head^T                              (BL, 256) */
-    MB_TRY(mb_matmul_cuda_forward(dm->cublas, a->logits, MB_VOCAB, a->xf, d, w->lm_head, BL, d,
-                                  MB_VOCAB, 0));
+    PT(MB_PROF_GEMM,
+       mm_fwd(dm, a->logits, MB_VOCAB, a->xf, a->xfb, d, w->lm_head, BL, d, MB_VOCAB, 0));
     if (logits)
         MB_CUDA_TRY(cudaMemcpyAsync(logits, a->logits, (size_t)F(BL * MB_VOCAB),
                                     cudaMemcpyDeviceToHost, st),
                     "mb_cuda_forward: copying logits");
     double sum = 0.0;
     if (targets) {
-        MB_TRY(mb_crossentropy_cuda(a->losses, NULL, a->logits, a->targets, BL, 0.0f, st));
-        MB_TRY(mb_reduce_sum_cuda(a->loss_sum, a->scratch, a->losses, BL, 0, st));
+        PT(MB_PROF_LOSS,
+           mb_crossentropy_cuda(a->losses, NULL, a->logits, a->targets, BL, 0.0f, st));
+        PT(MB_PROF_LOSS, mb_reduce_sum_cuda(a->loss_sum, a->scratch, a->losses, BL, 0, st));
         MB_CUDA_TRY(cudaMemcpyAsync(&sum, a->loss_sum, sizeof sum, cudaMemcpyDeviceToHost, st),
                     "mb_cuda_forward: copying the loss");
     } else {
         MB_CUDA_TRY(cudaMemsetAsync(a->losses, 0, (size_t)F(BL), st), "mb_cuda_forward");
     }
     MB_CUDA_TRY(cudaStreamSynchronize(st), "mb_cuda_forward");
+    mb_prof_collect(0);
     if (targets) {
         if (loss) *loss = (float)(sum / (double)BL);
-        a->can_backward = a->train;
+        a->can_backward = a->train && !cs;
     }
     return MB_OK;
+}
+
+extern "C" int mb_cuda_forward(mb_cuda_model *dm, mb_cuda_acts *a, const uint8_t *x,
+                               const uint8_t *targets, float *loss, float *logits) {
+    MB_TRY(check_pair(dm, a, "mb_cuda_forward"));
+    return forward_impl(dm, a, NULL, x, targets, loss, logits);
+}
+
+extern "C" int mb_cuda_forward_stateful(mb_cuda_model *dm, mb_cuda_acts *a, float *conv_state,
+                                        float *ssm_state, const uint8_t *x, const uint8_t *targets,
+                                        float *loss, float *logits) {
+    MB_TRY(check_pair(dm, a, "mb_cuda_forward_stateful"));
+    if (!ssm_state || (!conv_state && dm->cfg.d_conv > 1))
+        return mb_fail(MB_EINVAL, "mb_cuda_forward_stateful: state is NULL");
+    const carried_state cs = {conv_state, ssm_state};
+    return forward_impl(dm, a, &cs, x, targets, loss, logits);
 }
 
 /* ------------------------------------------------------------------ backward */
 
 /* Backward of the mixer of layer l: a->dres (BL, d) is the gradient of its output; writes the
- * gradient of its input u into a->du and accumulates the parameter gradients into g. */
+ * gradient of its input u into a->du and accumulates the parameter gradients into g.
+ * u_ready: a->u (and a->ub) already hold this layer's norm output. */
 static int mixer_backward(mb_cuda_model *dm, mb_cuda_acts *a, int64_t l, const layer_view *v,
-                          const mb_layer_weights *g) {
+                          const mb_layer_weights *g, int u_ready) {
     const mb_config *c = &dm->cfg;
     const mb_layer_weights *lw = &dm->w.layers[l];
     const int64_t B = a->B, L = a->L, BL = a->BL, d = c->d_model, Di = c->d_inner;
     const int64_t N = c->d_state, R = c->dt_rank, K = c->d_conv, P = R + 2 * N;
-    void *st = dm->stream, *cb = dm->cublas;
+    void *st = dm->stream;
     /* out_proj: h = y @ out_proj^T */
-    MB_TRY(mb_matmul_cuda_backward_weight(cb, g->out_proj_w, a->dres, d, v->y, Di, BL, Di, d));
-    MB_TRY(mb_matmul_cuda_backward_input(cb, a->dy, Di, a->dres, d, lw->out_proj_w, BL, Di, d, 0));
+    PT(MB_PROF_CVT, to_bf16(dm, a->dresb, a->dres, d, BL, d));
+    PT(MB_PROF_GEMM, mm_bwd_w(dm, g->out_proj_w, a->dres, a->dresb, d, v->y, v->yb, Di, BL, Di, d));
+    PT(MB_PROF_GEMM, mm_bwd_in(dm, a->dy, Di, a->dres, a->dresb, d, lw->out_proj_w, BL, Di, d, 0));
     /* scan: dxc, ddelta, dB, dC, dz (=); dA_log, dD (+=) */
     mb_scan_args sa = scan_args(a, lw, v);
-    MB_TRY(mb_scan_cuda_backward(&sa, a->dy, a->dxc, a->ddelta, g->A_log, a->ddbc + R,
-                                 a->ddbc + R + N, g->D, a->dxz + Di, st));
+    PT(MB_PROF_SCAN_BWD, mb_scan_cuda_backward(&sa, a->dy, a->dxc, a->ddelta, g->A_log, a->ddbc + R,
+                                               a->ddbc + R + N, g->D, a->dxz + Di, st));
     /* softplus and dt_proj bias: d pre = d delta * (-expm1(-delta)) */
-    MB_TRY(mb_softplus_bias_cuda_backward(a->ddelta, g->dt_proj_b, v->delta, BL, Di, st));
+    PT(MB_PROF_SOFTPLUS,
+       mb_softplus_bias_cuda_backward(a->ddelta, g->dt_proj_b, v->delta, BL, Di, st));
+    PT(MB_PROF_CVT, to_bf16(dm, a->ddeltab, a->ddelta, Di, BL, Di));
     /* dt_proj: pre = dt_low @ dt_proj_w^T + dt_proj_b */
-    MB_TRY(mb_matmul_cuda_backward_weight(cb, g->dt_proj_w, a->ddelta, Di, v->dbc, P, BL, R, Di));
-    MB_TRY(
-        mb_matmul_cuda_backward_input(cb, a->ddbc, P, a->ddelta, Di, lw->dt_proj_w, BL, R, Di, 0));
+    PT(MB_PROF_GEMM,
+       mm_bwd_w(dm, g->dt_proj_w, a->ddelta, a->ddeltab, Di, v->dbc, v->dbcb, P, BL, R, Di));
+    PT(MB_PROF_GEMM,
+       mm_bwd_in(dm, a->ddbc, P, a->ddelta, a->ddeltab, Di, lw->dt_proj_w, BL, R, Di, 0));
     /* x_proj: dbc = xc @ x_proj^T; dxc already holds the scan's part */
-    MB_TRY(mb_matmul_cuda_backward_weight(cb, g->x_proj_w, a->ddbc, P, v->xc, Di, BL, Di, P));
-    MB_TRY(mb_matmul_cuda_backward_input(cb, a->dxc, Di, a->ddbc, P, lw->x_proj_w, BL, Di, P, 1));
+    PT(MB_PROF_CVT, to_bf16(dm, a->ddbcb, a->ddbc, P, BL, P));
+    PT(MB_PROF_GEMM, mm_bwd_w(dm, g->x_proj_w, a->ddbc, a->ddbcb, P, v->xc, v->xcb, Di, BL, Di, P));
+    PT(MB_PROF_GEMM, mm_bwd_in(dm, a->dxc, Di, a->ddbc, a->ddbcb, P, lw->x_proj_w, BL, Di, P, 1));
     /* conv1d + SiLU -> x half of dxz (dxc is overwritten with the pre-activation gradient) */
-    MB_TRY(mb_conv1d_cuda_backward(a->dxz, 2 * Di, g->conv_w, g->conv_b, a->dxc, v->xz, 2 * Di,
-                                   lw->conv_w, lw->conv_b, B, L, Di, K, st));
+    PT(MB_PROF_CONV, mb_conv1d_cuda_backward(a->dxz, 2 * Di, g->conv_w, g->conv_b, a->dxc, v->xz,
+                                             2 * Di, lw->conv_w, lw->conv_b, B, L, Di, K, st));
+    PT(MB_PROF_CVT, to_bf16(dm, a->dxzb, a->dxz, 2 * Di, BL, 2 * Di));
     /* in_proj: xz = u @ in_proj^T, u recomputed from the stored norm input and statistics */
-    MB_TRY(
-        mb_norm_cuda_apply(a->u, v->res_in, v->mean, v->rstd, lw->norm_w, lw->norm_b, BL, d, st));
-    MB_TRY(
-        mb_matmul_cuda_backward_weight(cb, g->in_proj_w, a->dxz, 2 * Di, a->u, d, BL, d, 2 * Di));
-    MB_TRY(mb_matmul_cuda_backward_input(cb, a->du, d, a->dxz, 2 * Di, lw->in_proj_w, BL, d, 2 * Di,
-                                         0));
+    if (!u_ready) {
+        PT(MB_PROF_NORM, mb_norm_cuda_apply(a->u, v->res_in, v->mean, v->rstd, lw->norm_w,
+                                            lw->norm_b, BL, d, st));
+        PT(MB_PROF_CVT, to_bf16(dm, a->ub, a->u, d, BL, d));
+    }
+    PT(MB_PROF_GEMM,
+       mm_bwd_w(dm, g->in_proj_w, a->dxz, a->dxzb, 2 * Di, a->u, a->ub, d, BL, d, 2 * Di));
+    PT(MB_PROF_GEMM,
+       mm_bwd_in(dm, a->du, d, a->dxz, a->dxzb, 2 * Di, lw->in_proj_w, BL, d, 2 * Di, 0));
     return MB_OK;
 }
 
@@ -486,29 +680,50 @@ extern "C" int mb_cuda_backward(mb_cuda_model *dm, mb_cuda_acts *a, float dloss)
     const mb_weights *w = &dm->w;
     const mb_weights *g = &dm->g;
     const int64_t BL = a->BL, d = c->d_model, nl = c->n_layer;
-    void *st = dm->stream, *cb = dm->cublas;
+    void *st = dm->stream;
+    mb_prof_phase(MB_PHASE_BWD);
     /* cross-entropy: dlogits = dloss * (softmax - onehot)                 (BL, 256) */
-    MB_TRY(mb_crossentropy_cuda(NULL, a->dlogits, a->logits, a->targets, BL, dloss, st));
+    PT(MB_PROF_LOSS, mb_crossentropy_cuda(NULL, a->dlogits, a->logits, a->targets, BL, dloss, st));
+    PT(MB_PROF_CVT, to_bf16(dm, a->dlogitsb, a->dlogits, MB_VOCAB, BL, MB_VOCAB));
     /* lm_head (tied: the embedding's gradient) */
-    MB_TRY(mb_matmul_cuda_backward_weight(cb, g->lm_head, a->dlogits, MB_VOCAB, a->xf, d, BL, d,
-                                          MB_VOCAB));
-    MB_TRY(mb_matmul_cuda_backward_input(cb, a->du, d, a->dlogits, MB_VOCAB, w->lm_head, BL, d,
-                                         MB_VOCAB, 0));
+    PT(MB_PROF_GEMM, mm_bwd_w(dm, g->lm_head, a->dlogits, a->dlogitsb, MB_VOCAB, a->xf, a->xfb, d,
+                              BL, d, MB_VOCAB));
+    PT(MB_PROF_GEMM,
+       mm_bwd_in(dm, a->du, d, a->dlogits, a->dlogitsb, MB_VOCAB, w->lm_head, BL, d, MB_VOCAB, 0));
     /* norm_f: dres = gradient of the final residual                       (BL, d) */
     float *mf, *rf;
     float *resf = final_residual(a, &mf, &rf);
-    MB_TRY(mb_norm_cuda_backward(a->dres, g->norm_f_w, g->norm_f_b, a->du, resf, mf, rf,
-                                 w->norm_f_w, BL, d, 0, st));
+    PT(MB_PROF_NORM, mb_norm_cuda_backward(a->dres, g->norm_f_w, g->norm_f_b, a->du, resf, mf, rf,
+                                           w->norm_f_w, BL, d, 0, st));
     for (int64_t l = nl - 1; l >= 0; l--) {
         layer_view v = layer_at(a, l);
+        const mb_layer_weights *lw = &w->layers[l];
+        int u_ready = 0;
+        if (a->recompute) {
+            /* the layer's mixer activations: the slot still holds the last layer's after the
+             * forward (and a->u its norm output); every other layer is re-run */
+            u_ready = a->slot_layer == l;
+            if (!u_ready) {
+                PT(MB_PROF_NORM, mb_norm_cuda_apply(a->u, v.res_in, v.mean, v.rstd, lw->norm_w,
+                                                    lw->norm_b, BL, d, st));
+                PT(MB_PROF_CVT, to_bf16(dm, a->ub, a->u, d, BL, d));
+                mb_prof_phase(MB_PHASE_RECOMPUTE);
+                MB_TRY(mixer_forward(dm, a, l, &v, NULL));
+                mb_prof_phase(MB_PHASE_BWD);
+                u_ready = 1;
+            }
+            a->slot_layer = l;
+        }
         /* residual_{l+1} = mixer(norm(residual_l)) + residual_l: dres feeds both paths */
-        MB_TRY(mixer_backward(dm, a, l, &v, &g->layers[l]));
-        MB_TRY(mb_norm_cuda_backward(a->dres, g->layers[l].norm_w, g->layers[l].norm_b, a->du,
-                                     v.res_in, v.mean, v.rstd, w->layers[l].norm_w, BL, d, 1, st));
+        MB_TRY(mixer_backward(dm, a, l, &v, &g->layers[l], u_ready));
+        PT(MB_PROF_NORM,
+           mb_norm_cuda_backward(a->dres, g->layers[l].norm_w, g->layers[l].norm_b, a->du, v.res_in,
+                                 v.mean, v.rstd, lw->norm_w, BL, d, 1, st));
     }
     /* embedding rows: residual_0 = embedding[x] */
-    MB_TRY(mb_embedding_cuda_backward(g->embedding, a->x, a->dres, BL, d, st));
+    PT(MB_PROF_EMBED, mb_embedding_cuda_backward(g->embedding, a->x, a->dres, BL, d, st));
     MB_CUDA_TRY(cudaStreamSynchronize((cudaStream_t)st), "mb_cuda_backward");
+    mb_prof_collect(0);
     return MB_OK;
 }
 
@@ -518,7 +733,8 @@ extern "C" int mb_cuda_grad_norm(mb_cuda_model *dm, double *norm) {
     if (!dm || !dm->grads) return mb_fail(MB_EINVAL, "mb_cuda_grad_norm: NULL model");
     cudaStream_t st = (cudaStream_t)dm->stream;
     double *out = dm->scratch + MB_CUDA_REDUCE_SCRATCH - 1;
-    MB_TRY(mb_reduce_sum_cuda(out, dm->scratch, dm->grads, dm->n_params, 1, st));
+    mb_prof_phase(MB_PHASE_OPT);
+    PT(MB_PROF_OPT, mb_reduce_sum_cuda(out, dm->scratch, dm->grads, dm->n_params, 1, st));
     double s = 0.0;
     MB_CUDA_TRY(cudaMemcpyAsync(&s, out, sizeof s, cudaMemcpyDeviceToHost, st),
                 "mb_cuda_grad_norm");
@@ -532,8 +748,8 @@ extern "C" int mb_cuda_grad_clip(mb_cuda_model *dm, double max_norm, double *nor
     MB_TRY(mb_cuda_grad_norm(dm, &nrm));
     if (norm) *norm = nrm;
     if (max_norm > 0.0 && nrm > max_norm && isfinite(nrm))
-        MB_TRY(
-            mb_scale_cuda(dm->grads, dm->n_params, (float)(max_norm / (nrm + 1e-6)), dm->stream));
+        PT(MB_PROF_OPT,
+           mb_scale_cuda(dm->grads, dm->n_params, (float)(max_norm / (nrm + 1e-6)), dm->stream));
     return MB_OK;
 }
 
@@ -549,9 +765,11 @@ extern "C" void mb_cuda_adamw_set(mb_cuda_model *dm, float beta1, float beta2, f
 extern "C" int mb_cuda_adamw_update(mb_cuda_model *dm, float lr) {
     if (!dm || !dm->params) return mb_fail(MB_EINVAL, "mb_cuda_adamw_update: NULL model");
     dm->adam_step++;
-    MB_TRY(mb_adamw_cuda_update(dm->params, dm->grads, dm->adam_m, dm->adam_v, dm->decay,
-                                dm->n_params, dm->adam_step, lr, dm->beta1, dm->beta2, dm->eps,
-                                dm->weight_decay, dm->stream));
+    PT(MB_PROF_OPT, mb_adamw_cuda_update(dm->params, dm->grads, dm->adam_m, dm->adam_v, dm->decay,
+                                         dm->n_params, dm->adam_step, lr, dm->beta1, dm->beta2,
+                                         dm->eps, dm->weight_decay, dm->stream));
+    PT(MB_PROF_OPT, refresh_bf16(dm));
     MB_CUDA_TRY(cudaStreamSynchronize((cudaStream_t)dm->stream), "mb_cuda_adamw_update");
+    mb_prof_collect(1);
     return MB_OK;
 }

@@ -1,12 +1,25 @@
-/* The whole model on a CUDA GPU in fp32: device-side parameters, gradients and AdamW moments,
- * an activation workspace, the parallel forward and its backward, matching the CPU model
- * (src/cpu/model.c, include/mambabyte.h mb_forward / mb_backward / mb_adamw_update).
+/* The whole model on a CUDA GPU, in fp32 or in bf16 mixed precision: device-side parameters,
+ * gradients and AdamW moments, an activation workspace, the parallel forward and its backward,
+ * matching the CPU model (src/cpu/model.c, include/mambabyte.h mb_forward / mb_backward /
+ * mb_adamw_update).
  *
  * Layout: params, grads, adam_m and adam_v are flat DEVICE vectors of n_params floats with the
  * layout of mb_model.params (mb_tensor_table order), so checkpoints move with one copy.
  * Activations: one device allocation per workspace, carved into per-layer buffers as in mb_acts
  * (residual stream, norm statistics, in_proj / conv / x_proj / delta / gated scan outputs and
  * the scan's chunk-boundary states; never an (L, Di, N) tensor).
+ *
+ * Precision (mb_cuda_model_set_bf16): fp32 (default) runs every product in fp32 (cuBLAS SGEMM).
+ * bf16 mixed precision follows PyTorch autocast as mamba_ssm trains: the matrix products take
+ * bf16 operands (a bf16 shadow of the fp32 master weights, refreshed after every upload and
+ * AdamW step, and bf16 copies of their activation / gradient operands) with fp32 accumulation
+ * and fp32 outputs through cuBLASLt; parameters, gradients, AdamW moments, the residual stream,
+ * norms, conv, softplus, the scan (inputs, state) and the loss stay fp32.
+ *
+ * Activation recomputation (MB_CUDA_ACTS_RECOMPUTE): training keeps only each layer's residual
+ * input and norm statistics; the backward re-runs each layer's mixer forward (one layer's
+ * workspace) before differentiating it: about one more forward pass of compute for a
+ * workspace that no longer grows with n_layer (mamba_ssm's checkpointing of the Mamba block).
  *
  * Errors: every function returns 0 or a negative MB_E* code with mb_fail() saying what failed
  * (MB_EIO: no CUDA device, driver or kernel failure, with the CUDA message; MB_ENOMEM: device
@@ -43,6 +56,9 @@ typedef struct {
     /* AdamW hyper-parameters and step count (mb_cuda_adamw_update) */
     float beta1, beta2, eps, weight_decay;
     int64_t adam_step;
+    int bf16;              /* 1: bf16 mixed precision (mb_cuda_model_set_bf16) */
+    uint16_t *params_bf16; /* (n_params) device bf16 shadow of params (bf16 mode) */
+    void *cublaslt;        /* cuBLASLt context of matmul_cuda.h (bf16 mode) */
 } mb_cuda_model;
 
 /* Create a device model for a config: parameters, gradients and moments zeroed; AdamW
@@ -51,6 +67,12 @@ typedef struct {
  * out of memory. On failure *dm is left zeroed (safe to free). */
 int mb_cuda_model_create(mb_cuda_model *dm, const mb_config *c, int allow_tf32);
 void mb_cuda_model_free(mb_cuda_model *dm);
+
+/* Switch the model to bf16 mixed precision (on = 1) or back to fp32 (0): allocates the bf16
+ * weight shadow (n_params x 2 bytes) and the cuBLASLt context on first use and refreshes the
+ * shadow from the current parameters. Activations must be created with MB_CUDA_ACTS_BF16 to
+ * match. MB_ENOMEM / MB_EIO as for create. */
+int mb_cuda_model_set_bf16(mb_cuda_model *dm, int on);
 
 /* Copy parameters host -> device (m must have dm's config) / device -> host. */
 int mb_cuda_model_upload(mb_cuda_model *dm, const mb_model *m);
@@ -66,6 +88,14 @@ int mb_cuda_grads_download(const mb_cuda_model *dm, float *grads);
 typedef struct mb_cuda_acts mb_cuda_acts;
 mb_cuda_acts *mb_cuda_acts_create(const mb_config *c, int64_t B, int64_t L, int for_training,
                                   int64_t chunk);
+/* Flags of mb_cuda_acts_create_ex: TRAIN keeps what mb_cuda_backward needs; RECOMPUTE (with
+ * TRAIN) keeps only the residual stream per layer and recomputes each mixer in the backward;
+ * BF16 adds the bf16 operand copies of the mixed-precision model (required iff the model is
+ * in bf16 mode). mb_cuda_acts_create(c, B, L, t, chunk) = _ex(c, B, L, t ? TRAIN : 0, chunk). */
+enum { MB_CUDA_ACTS_TRAIN = 1, MB_CUDA_ACTS_RECOMPUTE = 2, MB_CUDA_ACTS_BF16 = 4 };
+mb_cuda_acts *mb_cuda_acts_create_ex(const mb_config *c, int64_t B, int64_t L, int flags,
+                                     int64_t chunk);
+int64_t mb_cuda_acts_bytes_ex(const mb_config *c, int64_t B, int64_t L, int flags, int64_t chunk);
 void mb_cuda_acts_free(mb_cuda_acts *a);
 /* Device bytes an mb_cuda_acts of this shape allocates (-1 on bad arguments). */
 int64_t mb_cuda_acts_bytes(const mb_config *c, int64_t B, int64_t L, int for_training,
@@ -76,6 +106,14 @@ int64_t mb_cuda_acts_bytes(const mb_config *c, int64_t B, int64_t L, int for_tra
  * (0 without targets; NaN propagates). logits (B, L, 256) host floats copied back if non-NULL. */
 int mb_cuda_forward(mb_cuda_model *dm, mb_cuda_acts *a, const uint8_t *x, const uint8_t *targets,
                     float *loss, float *logits);
+
+/* Forward starting from and updating carried recurrent states (mb_forward_stateful: streamed
+ * evaluation, prompt prefill): conv_state (n_layer, B, K-1, Di) and ssm_state (n_layer, B, Di,
+ * N) are DEVICE buffers with the layouts of mb_state.conv / mb_state.ssm (n_seq = B), updated
+ * in place to the states after these L bytes. Otherwise as mb_cuda_forward (no backward). */
+int mb_cuda_forward_stateful(mb_cuda_model *dm, mb_cuda_acts *a, float *conv_state,
+                             float *ssm_state, const uint8_t *x, const uint8_t *targets,
+                             float *loss, float *logits);
 
 /* Backward of the last mb_cuda_forward with targets on training acts (mb_backward): adds
  * d(dloss * sum of per-position CE)/dparam into dm->grads (tied embeddings: the lm_head and

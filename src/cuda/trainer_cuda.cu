@@ -18,8 +18,10 @@ typedef struct {
     mb_cuda_acts *single; /* (1, L) evaluation workspace for short windows, made on first use */
     int64_t B, L;
     int train;
-    float *losses; /* (B, L) host */
-    uint8_t *xy;   /* (2, L) host, zero-padded short window */
+    int acts_flags;                /* MB_CUDA_ACTS_* of the session's workspaces */
+    float *conv_state, *ssm_state; /* device carried states (streamed evaluation, B = 1) */
+    float *losses;                 /* (B, L) host */
+    uint8_t *xy;                   /* (2, L) host, zero-padded short window */
 } cuda_backend;
 
 /* A kernel of this file: finding its image tells whether this build runs on the GPU. */
@@ -72,15 +74,43 @@ static void cuda_close(mb_backend *b) {
     if (!c) return;
     mb_cuda_acts_free(c->acts);
     mb_cuda_acts_free(c->single);
+    if (c->conv_state) cudaFree(c->conv_state);
+    if (c->ssm_state) cudaFree(c->ssm_state);
     mb_cuda_model_free(&c->dm);
     free(c->losses);
     free(c->xy);
     free(c);
 }
 
-static int cuda_open(mb_backend **out, mb_model *m, mb_adamw *opt, int64_t B, int64_t L,
-                     int train) {
+/* Activation flags for a session: precision and (training) recomputation, auto-chosen from the
+ * device's free memory when flags->recompute < 0 (the stored activations must fit in 90% of
+ * what is free after the model). */
+static int choose_acts_flags(const mb_config *cfg, int64_t B, int64_t L, int train, int bf16,
+                             int recompute, int *out) {
+    int f = (train ? MB_CUDA_ACTS_TRAIN : 0) | (bf16 ? MB_CUDA_ACTS_BF16 : 0);
+    if (train && recompute > 0) f |= MB_CUDA_ACTS_RECOMPUTE;
+    if (train && recompute < 0) {
+        size_t free_b = 0, total_b = 0;
+        if (cudaMemGetInfo(&free_b, &total_b) != cudaSuccess) {
+            (void)cudaGetLastError();
+            free_b = 0;
+        }
+        const int64_t full = mb_cuda_acts_bytes_ex(cfg, B, L, f, 0);
+        if (full < 0)
+            return mb_fail(MB_EINVAL, "cuda backend: bad batch %lld x ctx %lld", (long long)B,
+                           (long long)L);
+        if ((double)full > 0.9 * (double)free_b) f |= MB_CUDA_ACTS_RECOMPUTE;
+    }
+    *out = f;
+    return MB_OK;
+}
+
+static int cuda_open(mb_backend **out, mb_model *m, mb_adamw *opt, int64_t B, int64_t L, int train,
+                     const mb_backend_flags *flags) {
     *out = NULL;
+    const int prec = flags ? flags->precision : MB_PRECISION_AUTO;
+    const int bf16 = prec == MB_PRECISION_BF16 || (prec == MB_PRECISION_AUTO && train);
+    const int recompute = flags ? flags->recompute : -1;
     if (!m || (train && !opt))
         return mb_fail(MB_EINVAL, "cuda backend: training needs a model and an optimizer");
     if (opt && opt->n != m->n_params)
@@ -107,9 +137,20 @@ static int cuda_open(mb_backend **out, mb_model *m, mb_adamw *opt, int64_t B, in
         mb_cuda_adamw_set(&c->dm, opt->beta1, opt->beta2, opt->eps, opt->weight_decay);
         c->dm.adam_step = opt->step;
     }
+    if (!rc && bf16) rc = mb_cuda_model_set_bf16(&c->dm, 1);
+    if (!rc) rc = choose_acts_flags(&m->cfg, B, L, c->train, bf16, recompute, &c->acts_flags);
     if (!rc) {
-        c->acts = mb_cuda_acts_create(&m->cfg, B, L, c->train, 0);
+        c->acts = mb_cuda_acts_create_ex(&m->cfg, B, L, c->acts_flags, 0);
         if (!c->acts) rc = MB_ENOMEM; /* message set by mb_cuda_acts_create */
+    }
+    if (!rc) {
+        const int64_t ab = mb_cuda_acts_bytes_ex(&m->cfg, B, L, c->acts_flags, 0);
+        snprintf(c->base.numerics, sizeof c->base.numerics, "%s%s, activations %.2f GiB",
+                 bf16 ? "bf16 mixed precision" : "fp32",
+                 c->train ? (c->acts_flags & MB_CUDA_ACTS_RECOMPUTE ? ", recomputation on"
+                                                                    : ", recomputation off")
+                          : "",
+                 (double)ab / (1 << 30));
     }
     if (!rc) {
         c->losses = (float *)malloc((size_t)(B * L) * sizeof(float));
@@ -192,7 +233,8 @@ static int cuda_score(void *b, const uint8_t *x, const uint8_t *y, int64_t B, in
         return mb_fail(MB_EINVAL, "cuda backend: cannot score %lld windows of %lld bytes",
                        (long long)B, (long long)L);
     if (!c->single) {
-        c->single = mb_cuda_acts_create(&c->m->cfg, 1, c->L, 0, 0);
+        c->single =
+            mb_cuda_acts_create_ex(&c->m->cfg, 1, c->L, c->acts_flags & MB_CUDA_ACTS_BF16, 0);
         if (!c->single) return MB_ENOMEM;
     }
     /* zero-padded to the workspace length: positions < L see only the window (causal) */
@@ -205,9 +247,41 @@ static int cuda_score(void *b, const uint8_t *x, const uint8_t *y, int64_t B, in
     return MB_OK;
 }
 
+/* Streamed scoring: the session's (1, L) workspace and device states; a shorter (last) window
+ * is zero-padded to L (causal: its first positions are unaffected; the state after it is not
+ * used again). */
+static int cuda_score_stream(void *b, const uint8_t *x, const uint8_t *y, int64_t L, int reset,
+                             double *nats) {
+    cuda_backend *c = (cuda_backend *)b;
+    const mb_config *cfg = &c->m->cfg;
+    *nats = 0.0;
+    if (c->B != 1 || L < 1 || L > c->L)
+        return mb_fail(MB_EINVAL, "cuda backend: cannot stream a window of %lld bytes",
+                       (long long)L);
+    const size_t conv_b = (size_t)(cfg->n_layer * (cfg->d_conv - 1) * cfg->d_inner) * sizeof(float);
+    const size_t ssm_b = (size_t)(cfg->n_layer * cfg->d_inner * cfg->d_state) * sizeof(float);
+    if (!c->ssm_state) {
+        MB_CUDA_TRY(cudaMalloc(&c->ssm_state, ssm_b), "cuda backend: streamed state");
+        if (conv_b) MB_CUDA_TRY(cudaMalloc(&c->conv_state, conv_b), "cuda backend: streamed state");
+        reset = 1;
+    }
+    if (reset) {
+        MB_CUDA_TRY(cudaMemset(c->ssm_state, 0, ssm_b), "cuda backend: state reset");
+        if (conv_b) MB_CUDA_TRY(cudaMemset(c->conv_state, 0, conv_b), "cuda backend: state reset");
+    }
+    memset(c->xy, 0, (size_t)(2 * c->L));
+    memcpy(c->xy, x, (size_t)L);
+    memcpy(c->xy + c->L, y, (size_t)L);
+    MB_TRY(mb_cuda_forward_stateful(&c->dm, c->acts, c->conv_state, c->ssm_state, c->xy,
+                                    c->xy + c->L, NULL, NULL));
+    MB_TRY(mb_cuda_losses_download(c->acts, c->losses));
+    *nats = sum_f(c->losses, L);
+    return MB_OK;
+}
+
 static const mb_backend_ops cuda_ops = {
     "cuda",        cuda_probe, cuda_open,   cuda_close, cuda_zero_grads, cuda_forward,
-    cuda_backward, cuda_clip,  cuda_update, cuda_sync,  cuda_score,
+    cuda_backward, cuda_clip,  cuda_update, cuda_sync,  cuda_score,      cuda_score_stream,
 };
 
 extern "C" const mb_backend_ops *mb_backend_cuda(void) {

@@ -140,37 +140,70 @@ static int eval_windowed(const mb_model *m, const mb_doc *docs, int64_t n_docs, 
     return rc;
 }
 
-static int eval_streamed(const mb_model *m, const mb_doc *docs, int64_t n_docs, int64_t ctx,
-                         int64_t max_bytes, mb_eval_progress progress, void *user,
-                         mb_eval_result *out) {
+int mb_evaluate_stream(mb_stream_scorer score, void *score_user, const mb_doc *docs, int64_t n_docs,
+                       int64_t ctx, int64_t max_bytes, mb_eval_progress progress, void *user,
+                       mb_eval_result *out) {
+    memset(out, 0, sizeof *out);
+    if (ctx <= 0)
+        return mb_fail(MB_EINVAL, "eval: ctx must be positive (got %lld)", (long long)ctx);
     int64_t total = total_to_score(docs, n_docs, max_bytes);
-    mb_state st;
-    int rc = mb_state_create(&st, &m->cfg, 1);
-    if (rc) return rc;
-    mb_acts *a = mb_acts_create(&m->cfg, 1, ctx);
-    if (!a) {
-        mb_state_free(&st);
-        return mb_fail(MB_ENOMEM, "eval: out of memory for ctx %lld", (long long)ctx);
-    }
+    int rc = MB_OK;
     for (int64_t d = 0; d < n_docs && rc == MB_OK; d++) {
-        mb_state_reset(&st);
+        int reset = 1;
         for (int64_t off = 0; off + 1 < docs[d].len; off += ctx) {
             if (max_bytes > 0 && out->bytes >= max_bytes) break;
             int64_t n = docs[d].len - 1 - off;
+            if (n > ctx) n = ctx;
             const uint8_t *w = docs[d].bytes + off;
-            if (n < ctx) {
-                rc = score_single(m, &st, w, n, out);
-                if (rc) break;
-            } else {
-                mb_forward_stateful(m, a, &st, w, w + 1, NULL);
-                out->nats += sum_losses(a, ctx);
-                out->bytes += ctx;
-            }
+            double s = 0.0;
+            if ((rc = score(score_user, w, w + 1, n, reset, &s))) break;
+            reset = 0;
+            out->nats += s;
+            out->bytes += n;
             if (progress) progress(out->bytes, total, user);
         }
     }
-    mb_acts_free(a);
-    mb_state_free(&st);
+    return rc;
+}
+
+/* The CPU model as an mb_stream_scorer: one state, a (1, ctx) workspace for full windows. */
+typedef struct {
+    const mb_model *m;
+    mb_state st;
+    mb_acts *a;
+    int64_t ctx;
+} cpu_streamer;
+
+static int cpu_stream_score(void *user, const uint8_t *x, const uint8_t *y, int64_t L, int reset,
+                            double *nats) {
+    cpu_streamer *c = user;
+    if (reset) mb_state_reset(&c->st);
+    if (L < c->ctx) {
+        mb_eval_result r = {0};
+        int rc = score_single(c->m, &c->st, x, L, &r);
+        *nats = r.nats;
+        return rc;
+    }
+    mb_forward_stateful(c->m, c->a, &c->st, x, y, NULL);
+    *nats = sum_losses(c->a, L);
+    return MB_OK;
+}
+
+static int eval_streamed(const mb_model *m, const mb_doc *docs, int64_t n_docs, int64_t ctx,
+                         int64_t max_bytes, mb_eval_progress progress, void *user,
+                         mb_eval_result *out) {
+    cpu_streamer c = {.m = m, .ctx = ctx};
+    int rc = mb_state_create(&c.st, &m->cfg, 1);
+    if (rc) return rc;
+    c.a = mb_acts_create(&m->cfg, 1, ctx);
+    if (!c.a) {
+        mb_state_free(&c.st);
+        return mb_fail(MB_ENOMEM, "eval: out of memory for ctx %lld", (long long)ctx);
+    }
+    rc =
+        mb_evaluate_stream(cpu_stream_score, &c, docs, n_docs, ctx, max_bytes, progress, user, out);
+    mb_acts_free(c.a);
+    mb_state_free(&c.st);
     return rc;
 }
 

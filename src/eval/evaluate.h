@@ -52,6 +52,20 @@ int mb_evaluate_windows(mb_eval_scorer score, void *score_user, const mb_doc *do
                         int64_t ctx, int64_t batch, int64_t max_bytes, mb_eval_progress progress,
                         void *user, mb_eval_result *out);
 
+/* Scores one window of a document continuing the carried recurrent state: x, y (L) host bytes,
+ * 1 <= L <= ctx; reset = 1 for a document's first window (zero state first). *nats = the sum
+ * of the L per-position cross-entropies. The state after the window must be carried to the
+ * next call unless L < ctx (a document's last window). Returns MB_OK or an error. */
+typedef int (*mb_stream_scorer)(void *user, const uint8_t *x, const uint8_t *y, int64_t L,
+                                int reset, double *nats);
+
+/* Streamed scoring (mb_evaluate with stream = 1) through a stream scorer, e.g. a GPU backend:
+ * each document in windows of ctx (the last one shorter), state carried within a document and
+ * reset between documents. mb_evaluate's streamed mode is this function with the CPU model. */
+int mb_evaluate_stream(mb_stream_scorer score, void *score_user, const mb_doc *docs, int64_t n_docs,
+                       int64_t ctx, int64_t max_bytes, mb_eval_progress progress, void *user,
+                       mb_eval_result *out);
+
 /* bpb of a result: nats / bytes / ln 2 (0 bytes gives 0). */
 double mb_eval_bpb(const mb_eval_result *r);
 

@@ -28,10 +28,21 @@ static void cpu_close(mb_backend *b) {
     free(c);
 }
 
-static int cpu_open(mb_backend **out, mb_model *m, mb_adamw *opt, int64_t B, int64_t L, int train) {
+int mb_precision_parse(const char *s) {
+    if (!s || !strcmp(s, "auto")) return MB_PRECISION_AUTO;
+    if (!strcmp(s, "fp32")) return MB_PRECISION_FP32;
+    if (!strcmp(s, "bf16")) return MB_PRECISION_BF16;
+    return -1;
+}
+
+static int cpu_open(mb_backend **out, mb_model *m, mb_adamw *opt, int64_t B, int64_t L, int train,
+                    const mb_backend_flags *flags) {
     *out = NULL;
     if (!m || (train && !opt))
         return mb_fail(MB_EINVAL, "cpu backend: training needs a model and an optimizer");
+    if (flags && flags->precision == MB_PRECISION_BF16)
+        return mb_fail(MB_EINVAL, "--precision bf16 needs --device cuda (the CPU path computes "
+                                  "in fp32)");
     cpu_backend *c = calloc(1, sizeof *c);
     if (!c) return mb_fail(MB_ENOMEM, "train: out of memory");
     c->base.ops = &mb_backend_cpu;
@@ -39,6 +50,7 @@ static int cpu_open(mb_backend **out, mb_model *m, mb_adamw *opt, int64_t B, int
     c->opt = opt;
     c->B = B;
     c->L = L;
+    snprintf(c->base.numerics, sizeof c->base.numerics, "fp32");
     c->acts = mb_acts_create(&m->cfg, B, L);
     if (train)
         c->grads = aligned_alloc(64, ((size_t)m->n_params * sizeof(float) + 63) & ~(size_t)63);

@@ -28,6 +28,21 @@ extern "C" {
 
 typedef struct mb_backend mb_backend;
 
+/* Numerics of a session. precision: MB_PRECISION_AUTO (bf16 mixed precision on the GPU when
+ * training, fp32 otherwise), MB_PRECISION_FP32, MB_PRECISION_BF16 (GPU only: bf16 operands of
+ * the matrix products, fp32 master weights, moments, scan, norms and loss; model_cuda.h).
+ * recompute (training): -1 auto (GPU: on when the stored activations would not fit in the
+ * device's free memory), 0 off, 1 on (re-run each layer's mixer forward in the backward).
+ * The CPU backend keeps every activation and computes in fp32 (bf16 is refused). */
+enum { MB_PRECISION_AUTO = 0, MB_PRECISION_FP32 = 1, MB_PRECISION_BF16 = 2 };
+typedef struct {
+    int precision;
+    int recompute;
+} mb_backend_flags;
+
+/* "auto" | "fp32" | "bf16" -> MB_PRECISION_*; -1 for anything else. */
+int mb_precision_parse(const char *s);
+
 /* Every function returns 0 or a negative MB_E* code with mb_last_error() set. */
 typedef struct {
     const char *name; /* "cpu", "cuda" */
@@ -37,8 +52,10 @@ typedef struct {
     int (*probe)(char *desc, size_t n);
     /* Open a session on host model m (kept by pointer: it must outlive the session) with
      * batches of B sequences of L bytes. opt: AdamW state for training, or NULL (evaluation
-     * only; then train must be 0). train = 1 keeps the activations needed by backward. */
-    int (*open)(mb_backend **out, mb_model *m, mb_adamw *opt, int64_t B, int64_t L, int train);
+     * only; then train must be 0). train = 1 keeps the activations needed by backward.
+     * flags: numerics (NULL = defaults: auto precision, auto recomputation). */
+    int (*open)(mb_backend **out, mb_model *m, mb_adamw *opt, int64_t B, int64_t L, int train,
+                const mb_backend_flags *flags);
     void (*close)(mb_backend *b);
     /* gradients = 0 */
     int (*zero_grads)(mb_backend *b);
@@ -59,11 +76,18 @@ typedef struct {
      * in double, in position order). Called with (B, L) = the session's shape, or with B = 1
      * and 1 <= L <= the session's L. */
     int (*score)(void *b, const uint8_t *x, const uint8_t *y, int64_t B, int64_t L, double *nats);
+    /* Streamed-evaluation scorer (mb_stream_scorer of eval/evaluate.h; user = the mb_backend)
+     * on a session opened with B = 1: one window of 1 <= L <= the session's L continuing the
+     * carried state (reset = 1: zero state first). NULL when the backend has none (the CPU's
+     * streamed evaluation is mb_evaluate's own). */
+    int (*score_stream)(void *b, const uint8_t *x, const uint8_t *y, int64_t L, int reset,
+                        double *nats);
 } mb_backend_ops;
 
 /* A session; each backend's own state follows this header. */
 struct mb_backend {
     const mb_backend_ops *ops;
+    char numerics[128]; /* set by open: "fp32", "bf16 mixed precision, recomputation on", ... */
 };
 
 /* The CPU backend (src/cpu model, OpenBLAS): bit-for-bit the arithmetic of mb_forward,

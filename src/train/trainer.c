@@ -46,6 +46,8 @@ void mb_train_opts_default(mb_train_opts *o) {
     o->eval_every = 100;
     o->eval_bytes = 256 * 1024;
     o->final_eval_bytes = 4 * 1024 * 1024;
+    o->precision = "auto";
+    o->recompute = -1;
 }
 
 static double wall(void) {
@@ -424,11 +426,16 @@ int mb_train_with_backend(const mb_train_opts *opts_in, const mb_backend_ops *be
 
     /* buffers; the backend session (on a GPU: parameters and AdamW state uploaded) */
     if (!be_ops) be_ops = &mb_backend_cpu;
-    if ((rc = be_ops->open(&be, &m, &opt, o.batch, o.ctx, 1))) goto done;
+    const mb_backend_flags flags = {mb_precision_parse(o.precision), o.recompute};
+    if (flags.precision < 0) {
+        rc = mb_fail(MB_EINVAL, "--precision: '%s' is not auto, fp32 or bf16", o.precision);
+        goto done;
+    }
+    if ((rc = be_ops->open(&be, &m, &opt, o.batch, o.ctx, 1, &flags))) goto done;
     if (be_ops != &mb_backend_cpu) {
         char desc[256];
         be_ops->probe(desc, sizeof desc);
-        fprintf(stderr, "device: %s (%s)\n", be_ops->name, desc);
+        fprintf(stderr, "device: %s (%s); %s\n", be_ops->name, desc, be->numerics);
     }
     x = malloc((size_t)(o.batch * o.ctx));
     y = malloc((size_t)(o.batch * o.ctx));

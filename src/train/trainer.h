@@ -28,8 +28,10 @@ typedef struct {
     int64_t final_eval_bytes; /* cap on validation bytes for the final val_bpb (0 = all) */
     int64_t ckpt_every;       /* steps between checkpoints (0 = only at the end) */
     int resume;
-    int force; /* replace a checkpoint already in `out` (without resume) */
-    int quiet; /* no per-step progress lines */
+    int force;             /* replace a checkpoint already in `out` (without resume) */
+    int quiet;             /* no per-step progress lines */
+    const char *precision; /* "auto" (bf16 on a GPU, fp32 on the CPU), "fp32", "bf16" */
+    int recompute;         /* activation recomputation: -1 auto, 0 off, 1 on (GPU) */
 } mb_train_opts;
 
 /* Defaults: ctx 1024, batch 8, accum 1, lr 4e-4 (min 10%), warm-up 500 capped at 10% of steps,

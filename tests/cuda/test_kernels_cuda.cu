@@ -1,9 +1,9 @@
 /* Every GPU kernel of the model (src/cuda/{norm,conv1d,softplus,embedding,crossentropy,matmul,
- * adamw}_cuda.cu) against its CPU reference (the files of src/cpu and src/train/adamw.c) on random
- * inputs, at lengths 1, 3, 63, 2047, 2048, 2049 and 8193 with batch 1 and 3 (rows = B*L), with
- * widths that are not multiples of 32 and strided (column-slice) operands. Each output is compared
- * by max |gpu - cpu| / max |cpu| <= 1e-4 (NaN on one side only = infinite error); outputs are
- * poisoned with NaN first, so an unwritten element fails, and accumulated outputs start from
+ * bf16,adamw}_cuda.cu) against its CPU reference (the files of src/cpu and src/train/adamw.c) on
+ * random inputs, at lengths 1, 3, 63, 2047, 2048, 2049 and 8193 with batch 1 and 3 (rows = B*L),
+ * with widths that are not multiples of 32 and strided (column-slice) operands. Each output is
+ * compared by max |gpu - cpu| / max |cpu| <= 1e-4 (NaN on one side only = infinite error); outputs
+ * are poisoned with NaN first, so an unwritten element fails, and accumulated outputs start from
  * random values. Exits 77 (ctest SKIP_RETURN_CODE) without a GPU.
  */
 #include <cuda_runtime.h>
@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "cuda/adamw_cuda.h"
+#include "cuda/bf16_cuda.h"
 #include "cuda/conv1d_cuda.h"
 #include "cuda/crossentropy_cuda.h"
 #include "cuda/embedding_cuda.h"
@@ -308,6 +309,135 @@ static void test_matmul(void *cb, int64_t B, int64_t L) {
         cudaFree(p);
 }
 
+/* round to the nearest-even bf16, as a float (the host twin of __float2bfloat16_rn) */
+static float bf16_round(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return f; /* NaN */
+    u += 0x7fffu + ((u >> 16) & 1u);
+    u &= 0xffff0000u;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+/* device bf16 copy of host h (rows, cols; ld) through mb_bf16_from_f32_cuda; h is rounded in
+ * place to the bf16 values, and the device bits are checked against the host rounding. */
+static uint16_t *bf16_dup(float *h, int64_t rows, int64_t cols, int64_t ld) {
+    const int64_t n = rows * ld;
+    float *d = dup(h, n);
+    uint16_t *b = NULL;
+    CK(cudaMalloc((void **)&b, sizeof(uint16_t) * (size_t)(n > 0 ? n : 1)));
+    CK(cudaMemset(b, 0, sizeof(uint16_t) * (size_t)(n > 0 ? n : 1)));
+    OK(mb_bf16_from_f32_cuda(b, ld, d, ld, rows, cols, NULL));
+    uint16_t *hb = (uint16_t *)malloc(sizeof(uint16_t) * (size_t)(n > 0 ? n : 1));
+    CK(cudaMemcpy(hb, b, sizeof(uint16_t) * (size_t)n, cudaMemcpyDeviceToHost));
+    int64_t bad = 0;
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t c = 0; c < cols; c++) {
+            float *v = h + r * ld + c;
+            *v = bf16_round(*v);
+            uint32_t u;
+            memcpy(&u, v, 4);
+            if ((uint16_t)(u >> 16) != hb[r * ld + c]) bad++;
+        }
+    if (bad) {
+        g_fail = 1;
+        printf("  FAIL bf16_from_f32: %lld of %lld values differ from round-to-nearest-even\n",
+               (long long)bad, (long long)(rows * cols));
+    }
+    free(hb);
+    cudaFree(d);
+    return b;
+}
+
+/* bf16 products through cuBLASLt (fp32 accumulate) vs the fp32 CPU products of the same
+ * bf16-rounded operands: both sum exact products in fp32, so TOL holds. Shapes: an aligned
+ * one (the cuBLASLt path) and an odd-strided one (may take the cublasGemmEx fallback). */
+static void test_matmul_bf16(void *lt, int64_t B, int64_t L) {
+    static const int64_t shapes[2][4] = {{64, 96, 64, 96}, {40, 70, 50, 75}};
+    for (int si = 0; si < 2; si++) {
+        const int64_t rows = B * L, n_in = shapes[si][0], n_out = shapes[si][1];
+        const int64_t ldx = shapes[si][2], ldy = shapes[si][3];
+        float *x = hrand(rows * ldx, -1, 1), *W = hrand(n_out * n_in, -1, 1),
+              *dyh = hrand(rows * ldy, -1, 1);
+        uint16_t *bx = bf16_dup(x, rows, n_in, ldx), *bW = bf16_dup(W, n_out, n_in, n_in);
+        uint16_t *bdy = bf16_dup(dyh, rows, n_out, ldy);
+        for (int acc = 0; acc <= 1; acc++) {
+            float *y = hrand(rows * ldy, -1, 1), *dY = dup(y, rows * ldy);
+            mb_matmul_forward(y, ldy, x, ldx, W, rows, n_in, n_out, acc);
+            OK(mb_matmul_bf16_forward(lt, dY, ldy, bx, ldx, bW, rows, n_in, n_out, acc));
+            CK(cudaDeviceSynchronize());
+            check(si ? "bf16_fwd_odd" : "bf16_fwd", dY, y, rows * ldy, B, L);
+            float *dx = hrand(rows * ldx, -1, 1), *dDX = dup(dx, rows * ldx);
+            mb_matmul_backward_input(dx, ldx, dyh, ldy, W, rows, n_in, n_out, acc);
+            OK(mb_matmul_bf16_backward_input(lt, dDX, ldx, bdy, ldy, bW, rows, n_in, n_out, acc));
+            CK(cudaDeviceSynchronize());
+            check(si ? "bf16_bwd_in_odd" : "bf16_bwd_in", dDX, dx, rows * ldx, B, L);
+            free(y);
+            free(dx);
+            cudaFree(dY);
+            cudaFree(dDX);
+        }
+        float *gW = hrand(n_out * n_in, -1, 1), *dgW = dup(gW, n_out * n_in);
+        mb_matmul_backward_weight(gW, dyh, ldy, x, ldx, rows, n_in, n_out);
+        OK(mb_matmul_bf16_backward_weight(lt, dgW, bdy, ldy, bx, ldx, rows, n_in, n_out));
+        CK(cudaDeviceSynchronize());
+        check(si ? "bf16_bwd_w_odd" : "bf16_bwd_w", dgW, gW, n_out * n_in, B, L);
+        free(x);
+        free(W);
+        free(dyh);
+        free(gW);
+        cudaFree(bx);
+        cudaFree(bW);
+        cudaFree(bdy);
+        cudaFree(dgW);
+    }
+}
+
+/* bf16 products of all-ones operands: every output is exactly the length of the sum (fp32
+ * holds these integers exactly), so a product that drops terms (e.g. a split-K tail) fails
+ * however small the loss. K = rows for the weight gradient, n_in for the forward. */
+static void test_bf16_ones(void *lt, int64_t rows) {
+    const int64_t n_in = 64, n_out = 96;
+    float *x = (float *)malloc(sizeof(float) * (size_t)(rows * n_in));
+    float *dy = (float *)malloc(sizeof(float) * (size_t)(rows * n_out));
+    float *W = (float *)malloc(sizeof(float) * (size_t)(n_out * n_in));
+    for (int64_t i = 0; i < rows * n_in; i++)
+        x[i] = 1.0f;
+    for (int64_t i = 0; i < rows * n_out; i++)
+        dy[i] = 1.0f;
+    for (int64_t i = 0; i < n_out * n_in; i++)
+        W[i] = 1.0f;
+    uint16_t *bx = bf16_dup(x, rows, n_in, n_in), *bdy = bf16_dup(dy, rows, n_out, n_out);
+    uint16_t *bW = bf16_dup(W, n_out, n_in, n_in);
+    float *dgW = poison(n_out * n_in), *dY = poison(rows * n_out);
+    CK(cudaMemset(dgW, 0, sizeof(float) * (size_t)(n_out * n_in)));
+    OK(mb_matmul_bf16_backward_weight(lt, dgW, bdy, n_out, bx, n_in, rows, n_in, n_out));
+    OK(mb_matmul_bf16_forward(lt, dY, n_out, bx, n_in, bW, rows, n_in, n_out, 0));
+    float *h = (float *)malloc(sizeof(float) * (size_t)(rows * n_out));
+    CK(cudaMemcpy(h, dgW, sizeof(float) * (size_t)(n_out * n_in), cudaMemcpyDeviceToHost));
+    int64_t bad = 0;
+    for (int64_t i = 0; i < n_out * n_in; i++)
+        bad += h[i] != (float)rows;
+    CK(cudaMemcpy(h, dY, sizeof(float) * (size_t)(rows * n_out), cudaMemcpyDeviceToHost));
+    for (int64_t i = 0; i < rows * n_out; i++)
+        bad += h[i] != (float)n_in;
+    if (bad) {
+        g_fail = 1;
+        printf("  FAIL bf16 all-ones products, K = %lld: %lld outputs are not the exact sum\n",
+               (long long)rows, (long long)bad);
+    }
+    free(x);
+    free(dy);
+    free(W);
+    free(h);
+    cudaFree(bx);
+    cudaFree(bdy);
+    cudaFree(bW);
+    cudaFree(dgW);
+    cudaFree(dY);
+}
+
 static void test_adamw(void) {
     mb_config c;
     mb_config_default(&c, 48, 2);
@@ -368,6 +498,11 @@ int main(void) {
         printf("cuBLAS: %s\n", mb_last_error());
         return 1;
     }
+    void *lt = NULL;
+    if (mb_cublaslt_create(&lt, NULL)) {
+        printf("cuBLASLt: %s\n", mb_last_error());
+        return 1;
+    }
     static const int64_t lengths[] = {1, 3, 63, 2047, 2048, 2049, 8193};
     for (int li = 0; li < 7; li++)
         for (int64_t B = 1; B <= 3; B += 2) {
@@ -378,9 +513,16 @@ int main(void) {
             test_softplus(B, L);
             test_embedding_ce(B, L);
             test_matmul(cb, B, L);
+            test_matmul_bf16(lt, B, L);
+            test_bf16_ones(lt, B * L);
         }
+    /* the shapes where split-K dropped the tail, and training-sized ones */
+    static const int64_t ks[] = {6147, 6141, 24579, 65536, 65536 + 8, 262144 - 3};
+    for (int i = 0; i < 6; i++)
+        test_bf16_ones(lt, ks[i]);
     test_adamw();
     mb_cublas_destroy(cb);
+    mb_cublaslt_destroy(lt);
     CK(cudaDeviceSynchronize());
     for (int k = 0; k < g_nnames; k++)
         printf("%-20s worst rel err %.2e %s\n", g_names[k], g_worst[k],

@@ -3,12 +3,17 @@
  *     and batch 1 and 3: logits and loss of mb_cuda_forward vs mb_forward, and every gradient
  *     tensor of mb_cuda_backward vs mb_backward, each by max |gpu - cpu| / max |cpu| <= 1e-4
  *     (a NaN / inf on one side only counts as an infinite error); the global gradient norm;
+ *     the same with activation recomputation (1e-4), and in bf16 mixed precision with and
+ *     without it (logits, loss, norm 2e-2 by the max norm; gradients 2e-2 by the L2 norm);
+ *     a second backward of one forward doubles the gradients (recompute evicts the top layer);
+ *   - the stateful forward (carried conv / SSM states) vs mb_forward_stateful over 3 windows;
  *   - evaluation-mode activations give the same logits as training-mode ones;
  *   - 50 AdamW steps (gradient clipping on) of a tiny model on random periodic bytes on both
  *     devices: every step's loss within 2% relative, and the loss must fall;
  *   - a NaN in a weight gives a NaN loss (never a finite one); misuse returns MB_EINVAL.
  * Exits 77 (ctest SKIP_RETURN_CODE) without a GPU.
  */
+#include <cuda_runtime.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -24,7 +29,22 @@ extern "C" { /* C headers without their own guards */
 }
 
 #define TOL 1e-4
+#define BF16_TOL 2e-2
 #define TRAIN_TOL 0.02
+
+/* GPU numerics exercised against the same CPU results */
+typedef struct {
+    const char *name;
+    int bf16, recompute;
+    double tol;
+} gpu_mode;
+static const gpu_mode g_modes[] = {
+    {"fp32", 0, 0, TOL},
+    {"fp32+recompute", 0, 1, TOL},
+    {"bf16", 1, 0, BF16_TOL},
+    {"bf16+recompute", 1, 1, BF16_TOL},
+};
+#define N_MODES 4
 
 static int g_fail = 0;
 
@@ -50,6 +70,19 @@ static double rel_err(const float *a, const float *b, int64_t n) {
         if (fabs((double)y) > den) den = fabs((double)y);
     }
     return den > 0 ? num / den : num;
+}
+
+/* ||a - b||_2 / ||b||_2; NaN or inf on one side only -> INFINITY */
+static double l2_rel_err(const float *a, const float *b, int64_t n) {
+    double num = 0.0, den = 0.0;
+    for (int64_t i = 0; i < n; i++) {
+        const float x = a[i], y = b[i];
+        if (isnan(x) != isnan(y) || isinf(x) != isinf(y)) return INFINITY;
+        if (isnan(x) || isinf(x)) continue;
+        num += ((double)x - y) * ((double)x - y);
+        den += (double)y * y;
+    }
+    return den > 0 ? sqrt(num / den) : sqrt(num);
 }
 
 static void *xmalloc(size_t n) {
@@ -118,61 +151,93 @@ static void parity_case(const mb_model *m, mb_cuda_model *dm, int64_t B, int64_t
     const float loss_c = mb_forward(m, a, x, t, lc);
     mb_backward(m, a, dloss, gc);
 
-    mb_cuda_acts *da = mb_cuda_acts_create(c, B, L, 1, 0);
-    REQUIRE(da != NULL, "mb_cuda_acts_create B=%lld L=%lld", (long long)B, (long long)L);
-    float loss_g = NAN;
-    for (int64_t i = 0; i < BL * MB_VOCAB; i++)
-        lg[i] = NAN;
-    int rc = da ? mb_cuda_zero_grads(dm) : -1;
-    if (!rc) rc = mb_cuda_forward(dm, da, x, t, &loss_g, lg);
-    REQUIRE(rc == 0, "mb_cuda_forward");
-    if (!rc) rc = mb_cuda_backward(dm, da, dloss);
-    REQUIRE(rc == 0, "mb_cuda_backward");
-    if (!rc) rc = mb_cuda_grads_download(dm, gg);
-    REQUIRE(rc == 0, "mb_cuda_grads_download");
+    for (int mi = 0; mi < N_MODES; mi++) {
+        const gpu_mode *md = &g_modes[mi];
+        const double tol = md->tol;
+        REQUIRE(mb_cuda_model_set_bf16(dm, md->bf16) == 0, "set_bf16");
+        mb_cuda_acts *da = mb_cuda_acts_create_ex(c, B, L,
+                                                  MB_CUDA_ACTS_TRAIN |
+                                                      (md->recompute ? MB_CUDA_ACTS_RECOMPUTE : 0) |
+                                                      (md->bf16 ? MB_CUDA_ACTS_BF16 : 0),
+                                                  0);
+        REQUIRE(da != NULL, "mb_cuda_acts_create B=%lld L=%lld", (long long)B, (long long)L);
+        float loss_g = NAN;
+        for (int64_t i = 0; i < BL * MB_VOCAB; i++)
+            lg[i] = NAN;
+        int rc = da ? mb_cuda_zero_grads(dm) : -1;
+        if (!rc) rc = mb_cuda_forward(dm, da, x, t, &loss_g, lg);
+        REQUIRE(rc == 0, "mb_cuda_forward");
+        if (!rc) rc = mb_cuda_backward(dm, da, dloss);
+        REQUIRE(rc == 0, "mb_cuda_backward");
+        if (!rc) rc = mb_cuda_grads_download(dm, gg);
+        REQUIRE(rc == 0, "mb_cuda_grads_download");
 
-    const double e_loss = fabs((double)loss_g - loss_c) / fabs((double)loss_c);
-    const double e_logits = rel_err(lg, lc, BL * MB_VOCAB);
-    double worst = 0.0;
-    const char *worst_name = "-";
-    int bad = 0;
-    for (int i = 0; i < m->n_tensors && !rc; i++) {
-        const mb_tensor_info *ti = &m->tensors[i];
-        const double e = rel_err(gg + ti->offset, gc + ti->offset, ti->numel);
-        if (!(e <= worst)) {
-            worst = e;
-            worst_name = ti->name;
+        const double e_loss = fabs((double)loss_g - loss_c) / fabs((double)loss_c);
+        const double e_logits = rel_err(lg, lc, BL * MB_VOCAB);
+        double worst = 0.0;
+        const char *worst_name = "-";
+        int bad = 0;
+        for (int i = 0; i < m->n_tensors && !rc; i++) {
+            const mb_tensor_info *ti = &m->tensors[i];
+            /* fp32: max |diff| / max |cpu|; bf16: ||diff||_2 / ||cpu||_2 (the gradients pass
+             * through several bf16 roundings, so single elements of small tensors cancel) */
+            const double e = md->bf16 ? l2_rel_err(gg + ti->offset, gc + ti->offset, ti->numel)
+                                      : rel_err(gg + ti->offset, gc + ti->offset, ti->numel);
+            if (!(e <= worst)) {
+                worst = e;
+                worst_name = ti->name;
+            }
+            if (!(e <= tol)) {
+                printf("  FAIL grad %-44s rel err %.2e\n", ti->name, e);
+                bad = 1;
+            }
         }
-        if (!(e <= TOL)) {
-            printf("  FAIL grad %-44s rel err %.2e\n", ti->name, e);
-            bad = 1;
+        double norm_g = 0.0;
+        if (!rc) rc = mb_cuda_grad_norm(dm, &norm_g);
+        const double norm_c = mb_grad_norm(gc, n);
+        const double e_norm = fabs(norm_g - norm_c) / norm_c;
+        const int ok = !rc && e_loss <= tol && e_logits <= tol && e_norm <= tol && !bad;
+        if (!ok) g_fail = 1;
+        printf("%-10s %-14s B=%lld L=%-5lld loss cpu %.6f gpu %.6f (rel %.1e) logits %.1e gradnorm "
+               "%.1e worst grad %.1e (%s) %s\n",
+               name, md->name, (long long)B, (long long)L, loss_c, loss_g, e_loss, e_logits, e_norm,
+               worst, worst_name, ok ? "ok" : "FAIL");
+        /* a second backward of the same forward doubles every gradient (recompute re-runs the
+         * top layer, which the first backward evicted from the one-layer workspace) */
+        if (md->recompute && L == 63) {
+            float *g2 = (float *)xmalloc(sizeof(float) * (size_t)n);
+            int r2 = mb_cuda_backward(dm, da, dloss);
+            if (!r2) r2 = mb_cuda_grads_download(dm, g2);
+            for (int64_t i = 0; i < n; i++)
+                g2[i] *= 0.5f;
+            const double e2 = r2 ? INFINITY : rel_err(g2, gg, n);
+            REQUIRE(e2 <= 1e-5, "%s: second backward / 2 vs first: rel err %.2e", md->name, e2);
+            free(g2);
         }
+        mb_cuda_acts_free(da);
     }
-    double norm_g = 0.0;
-    if (!rc) rc = mb_cuda_grad_norm(dm, &norm_g);
-    const double norm_c = mb_grad_norm(gc, n);
-    const double e_norm = fabs(norm_g - norm_c) / norm_c;
-    const int ok = !rc && e_loss <= TOL && e_logits <= TOL && e_norm <= TOL && !bad;
-    if (!ok) g_fail = 1;
-    printf("%-10s B=%lld L=%-5lld loss cpu %.6f gpu %.6f (rel %.1e) logits %.1e gradnorm %.1e "
-           "worst grad %.1e (%s) %s\n",
-           name, (long long)B, (long long)L, loss_c, loss_g, e_loss, e_logits, e_norm, worst,
-           worst_name, ok ? "ok" : "FAIL");
+    REQUIRE(mb_cuda_model_set_bf16(dm, 0) == 0, "set_bf16 off");
 
     /* evaluation-mode workspace: same logits and loss */
     if (L == 63 && B == 3) {
         mb_cuda_acts *ea = mb_cuda_acts_create(c, B, L, 0, 0);
         float le = NAN;
         REQUIRE(ea != NULL, "eval acts");
-        rc = ea ? mb_cuda_forward(dm, ea, x, t, &le, lg) : -1;
+        int rc = ea ? mb_cuda_forward(dm, ea, x, t, &le, lg) : -1;
         REQUIRE(rc == 0, "eval forward");
         const double e = rel_err(lg, lc, BL * MB_VOCAB);
         REQUIRE(e <= TOL && fabs((double)le - loss_c) <= TOL * loss_c,
                 "eval-mode logits rel err %.2e loss %f vs %f", e, le, loss_c);
         REQUIRE(mb_cuda_backward(dm, ea, dloss) == MB_EINVAL, "backward on eval acts refused");
         mb_cuda_acts_free(ea);
+        /* a bf16 model refuses fp32 acts */
+        mb_cuda_acts *fa = mb_cuda_acts_create(c, B, L, 1, 0);
+        REQUIRE(mb_cuda_model_set_bf16(dm, 1) == 0, "set_bf16");
+        REQUIRE(fa && mb_cuda_forward(dm, fa, x, t, &le, NULL) == MB_EINVAL,
+                "bf16 model with fp32 acts refused");
+        REQUIRE(mb_cuda_model_set_bf16(dm, 0) == 0, "set_bf16 off");
+        mb_cuda_acts_free(fa);
     }
-    mb_cuda_acts_free(da);
     mb_acts_free(a);
     free(x);
     free(t);
@@ -252,11 +317,23 @@ static void test_training(void) {
     mb_acts *a = mb_acts_create(&c, B, L);
     mb_cuda_acts *da = mb_cuda_acts_create(&c, B, L, 1, 0);
     REQUIRE(a && da, "acts");
+    /* the same run in bf16 mixed precision with recomputation */
+    mb_cuda_model dm2;
+    rc = mb_cuda_model_create(&dm2, &c, 0);
+    if (!rc) rc = mb_cuda_model_upload(&dm2, &m);
+    if (!rc) rc = mb_cuda_model_set_bf16(&dm2, 1);
+    REQUIRE(rc == 0, "bf16 model");
+    mb_cuda_adamw_set(&dm2, 0.9f, 0.95f, 1e-8f, 0.1f);
+    mb_cuda_acts *da2 = mb_cuda_acts_create_ex(
+        &c, B, L, MB_CUDA_ACTS_TRAIN | MB_CUDA_ACTS_RECOMPUTE | MB_CUDA_ACTS_BF16, 0);
+    REQUIRE(da2 != NULL, "bf16 acts");
+    double worst2 = 0.0;
+    float last_b = 0.0f;
     float *grads = (float *)xmalloc(sizeof(float) * (size_t)m.n_params);
     uint8_t *x = (uint8_t *)xmalloc((size_t)(B * L)), *t = (uint8_t *)xmalloc((size_t)(B * L));
     double worst = 0.0;
     float first_c = 0.0f, last_c = 0.0f, last_g = 0.0f;
-    for (int64_t s = 0; s < steps && a && da; s++) {
+    for (int64_t s = 0; s < steps && a && da && da2; s++) {
         for (int64_t b = 0; b < B; b++) {
             const int64_t off = (int64_t)mb_rng_below(&r, (uint64_t)(text_len - L - 1));
             memcpy(x + b * L, text + off, (size_t)L);
@@ -279,11 +356,24 @@ static void test_training(void) {
         if (!rc) rc = mb_cuda_adamw_update(&dm, lr);
         REQUIRE(rc == 0, "GPU training step %lld", (long long)s);
         if (rc) break;
+        float lb = NAN;
+        double nb = NAN;
+        rc = mb_cuda_zero_grads(&dm2);
+        if (!rc) rc = mb_cuda_forward(&dm2, da2, x, t, &lb, NULL);
+        if (!rc) rc = mb_cuda_backward(&dm2, da2, dloss);
+        if (!rc) rc = mb_cuda_grad_clip(&dm2, clip, &nb);
+        if (!rc) rc = mb_cuda_adamw_update(&dm2, lr);
+        REQUIRE(rc == 0, "GPU bf16 training step %lld", (long long)s);
+        if (rc) break;
         const double e = fabs((double)lg - lc) / fabs((double)lc);
         if (!(e <= worst)) worst = e;
+        const double e2 = fabs((double)lb - lc) / fabs((double)lc);
+        if (!(e2 <= worst2)) worst2 = e2;
+        last_b = lb;
         if (s % 10 == 0 || s == steps - 1)
-            printf("  step %2lld loss cpu %.5f gpu %.5f (rel %.1e) grad norm cpu %.5f gpu %.5f\n",
-                   (long long)s, lc, lg, e, nc, ng);
+            printf("  step %2lld loss cpu %.5f gpu %.5f (rel %.1e) bf16+recompute %.5f (rel %.1e) "
+                   "grad norm cpu %.5f gpu %.5f bf16 %.5f\n",
+                   (long long)s, lc, lg, e, lb, e2, nc, ng, nb);
         if (s == 0) first_c = lc;
         last_c = lc;
         last_g = lg;
@@ -296,11 +386,16 @@ static void test_training(void) {
         mb_model_free(&gm);
     }
     const int ok = worst <= TRAIN_TOL && last_c < 0.8f * first_c && last_g < 0.8f * first_c;
-    if (!ok) g_fail = 1;
+    const int ok2 = worst2 <= TRAIN_TOL && last_b < 0.8f * first_c;
+    if (!ok || !ok2) g_fail = 1;
     printf("training: %lld steps, worst loss rel diff %.2e (tol %.0e), loss %.4f -> cpu %.4f gpu "
            "%.4f, final params rel diff %.2e %s\n",
            (long long)steps, worst, TRAIN_TOL, first_c, last_c, last_g, e_params,
            ok ? "ok" : "FAIL");
+    printf("training bf16+recompute: worst loss rel diff vs cpu %.2e (tol %.0e), final %.4f %s\n",
+           worst2, TRAIN_TOL, last_b, ok2 ? "ok" : "FAIL");
+    mb_cuda_acts_free(da2);
+    mb_cuda_model_free(&dm2);
     free(x);
     free(t);
     free(grads);
@@ -370,6 +465,74 @@ static void test_nan_and_errors(void) {
     mb_model_free(&m);
 }
 
+/* ------------------------------------------------------------------ stateful forward */
+
+/* mb_cuda_forward_stateful against mb_forward_stateful: three consecutive windows (5, 63 and 2
+ * bytes) of B = 3 sequences from zero states, logits of every window and the carried conv / SSM
+ * states after each within TOL (fp32) or BF16_TOL (bf16 model). */
+static void test_stateful(int bf16) {
+    mb_config c;
+    tiny_config(&c, 1, 0, 32, 2);
+    mb_model m;
+    random_model(&m, &c, 31);
+    mb_cuda_model dm;
+    if (mb_cuda_model_create(&dm, &c, 0) || mb_cuda_model_upload(&dm, &m) ||
+        mb_cuda_model_set_bf16(&dm, bf16)) {
+        REQUIRE(0, "stateful: model");
+        mb_model_free(&m);
+        return;
+    }
+    const int64_t B = 3, lens[3] = {5, 63, 2}, Di = c.d_inner, N = c.d_state, K = c.d_conv;
+    const int64_t conv_n = c.n_layer * B * (K - 1) * Di, ssm_n = c.n_layer * B * Di * N;
+    const double tol = bf16 ? BF16_TOL : TOL;
+    mb_state hs;
+    REQUIRE(mb_state_create(&hs, &c, B) == 0, "mb_state_create");
+    float *dconv = NULL, *dssm = NULL;
+    cudaMalloc((void **)&dconv, sizeof(float) * (size_t)conv_n);
+    cudaMalloc((void **)&dssm, sizeof(float) * (size_t)ssm_n);
+    cudaMemset(dconv, 0, sizeof(float) * (size_t)conv_n);
+    cudaMemset(dssm, 0, sizeof(float) * (size_t)ssm_n);
+    float *hconv = (float *)xmalloc(sizeof(float) * (size_t)conv_n);
+    float *hssm = (float *)xmalloc(sizeof(float) * (size_t)ssm_n);
+    mb_rng r;
+    mb_rng_seed(&r, 3);
+    double worst_l = 0.0, worst_s = 0.0;
+    for (int w = 0; w < 3; w++) {
+        const int64_t L = lens[w], BL = B * L;
+        uint8_t *x = (uint8_t *)xmalloc((size_t)BL);
+        random_bytes(x, BL, &r);
+        float *lc = (float *)xmalloc(sizeof(float) * (size_t)(BL * MB_VOCAB));
+        float *lg = (float *)xmalloc(sizeof(float) * (size_t)(BL * MB_VOCAB));
+        mb_acts *a = mb_acts_create(&c, B, L);
+        mb_forward_stateful(&m, a, &hs, x, NULL, lc);
+        mb_cuda_acts *da = mb_cuda_acts_create_ex(&c, B, L, bf16 ? MB_CUDA_ACTS_BF16 : 0, 0);
+        int rc = da ? mb_cuda_forward_stateful(&dm, da, dconv, dssm, x, NULL, NULL, lg) : -1;
+        REQUIRE(rc == 0, "mb_cuda_forward_stateful window %d", w);
+        cudaMemcpy(hconv, dconv, sizeof(float) * (size_t)conv_n, cudaMemcpyDeviceToHost);
+        cudaMemcpy(hssm, dssm, sizeof(float) * (size_t)ssm_n, cudaMemcpyDeviceToHost);
+        const double el = rel_err(lg, lc, BL * MB_VOCAB);
+        const double es = fmax(rel_err(hconv, hs.conv, conv_n), rel_err(hssm, hs.ssm, ssm_n));
+        worst_l = fmax(worst_l, el);
+        worst_s = fmax(worst_s, es);
+        mb_cuda_acts_free(da);
+        mb_acts_free(a);
+        free(x);
+        free(lc);
+        free(lg);
+    }
+    const int ok = worst_l <= tol && worst_s <= tol;
+    if (!ok) g_fail = 1;
+    printf("stateful forward %s (windows 5, 63, 2 of B=3): logits rel err %.1e, states %.1e %s\n",
+           bf16 ? "bf16" : "fp32", worst_l, worst_s, ok ? "ok" : "FAIL");
+    cudaFree(dconv);
+    cudaFree(dssm);
+    free(hconv);
+    free(hssm);
+    mb_state_free(&hs);
+    mb_cuda_model_free(&dm);
+    mb_model_free(&m);
+}
+
 int main(void) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     if (mb_cuda_device_count() == 0) {
@@ -377,6 +540,8 @@ int main(void) {
         return 77;
     }
     test_nan_and_errors();
+    test_stateful(0);
+    test_stateful(1);
     test_parity();
     test_training();
     printf(g_fail ? "test_model_cuda: FAILED\n" : "test_model_cuda: all passed\n");

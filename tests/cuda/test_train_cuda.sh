@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Training on the GPU against the CPU path through the mambabyte program (label "gpu"; exit 77
 # = skipped without a usable GPU or CUDA support):
-#   - 200 steps of a tiny model from the same seed on --device cuda and --device cpu: the loss
-#     of every step within 2% (the same batches in the same order: the curves are comparable
-#     step by step), the final val_bpb within 2%;
+#   - 200 steps of a tiny model from the same seed on --device cuda --precision fp32 and
+#     --device cpu: the loss of every step within 2% (the same batches in the same order: the
+#     curves are comparable step by step), the final val_bpb within 2%; the same for the GPU's
+#     default bf16 mixed precision, with and without activation recomputation;
 #   - a checkpoint written on the GPU at step 100 resumes on the CPU, and one written on the
 #     CPU resumes on the GPU: the first resumed step's loss within 1e-3 of the straight run's on
 #     the writing device (parameters and AdamW moments carried), every later step within 2%;
-#   - eval of the GPU-trained checkpoint on both devices (windows and short document ends)
-#     within 1e-4 relative.
+#   - eval of the GPU-trained checkpoint on both devices (windows and short document ends, and
+#     streamed with the state carried) within 1e-4 relative.
 # Env: MB_CLI (the program), MB_SOURCE_DIR (repository root, for the corpus).
 set -uo pipefail
 : "${MB_CLI:?set MB_CLI to the mambabyte program}"
@@ -61,7 +62,7 @@ bpb() { grep -o 'val_bpb: [0-9.]*' "$1" | tail -1 | awk '{print $2}'; }
 within() { awk -v a="$1" -v b="$2" -v tol="$3" 'BEGIN { r = (a - b) / b; if (r < 0) r = -r;
   printf "  %s vs %s: rel diff %.2e\n", a, b, r; exit !(a != "" && b != "" && r <= tol) }'; }
 
-run g cuda || bad "GPU training runs"
+run g cuda --precision fp32 || bad "GPU training runs"
 check "GPU run says it runs on the GPU" grep -q "^device: cuda" "$T/g.err"
 run c cpu || bad "CPU training runs"
 check "CPU run prints no device line" bash -c "! grep -q '^device:' '$T/c.err'"
@@ -71,21 +72,35 @@ check "200-step loss curves within 2% (every step)" compare "$T/g" "$T/c" 1 200 
 fell=$(losses "$T/g" | awk '$1 == 1 { first = $2 } $1 == 200 { print ($2 < 0.8 * first) }')
 check "loss fell below 80% of the first step's (learning happened)" [ "$fell" = 1 ]
 check "final val_bpb within 2%" within "$(bpb "$T/g.out")" "$(bpb "$T/c.out")" 0.02
+# bf16 mixed precision (the GPU default), stored activations and recomputed ones
+run gb cuda || bad "GPU bf16 training runs"
+check "default GPU numerics are bf16 mixed precision" grep -q "^device: cuda.*; bf16 mixed precision, recomputation off" "$T/gb.err"
+check "bf16: 200-step loss curve within 2% of the CPU's (every step)" compare "$T/gb" "$T/c" 1 200 0.02 "gpu bf16 vs cpu"
+check "bf16: final val_bpb within 2%" within "$(bpb "$T/gb.out")" "$(bpb "$T/c.out")" 0.02
+run gbr cuda --recompute on || bad "GPU bf16 training with recomputation runs"
+check "recomputation is on when asked" grep -q "recomputation on" "$T/gbr.err"
+check "bf16 + recompute: loss curve within 1e-3 of bf16 without (same arithmetic)" compare "$T/gbr" "$T/gb" 1 200 1e-3 "recompute vs stored"
+refuse_bf16_cpu() {
+  "$MB_CLI" train "${args[@]}" --device cpu --precision bf16 --out "$T/x" >/dev/null 2>"$T/x.err"
+  local rc=$?
+  [ $rc -ne 0 ] && grep -q "needs --device cuda" "$T/x.err"
+}
+check "--precision bf16 --device cpu refused with a message" refuse_bf16_cpu
 
 # GPU checkpoint at step 100 -> resume on the CPU; CPU checkpoint -> resume on the GPU
-run gh cuda --stop-after 100 || bad "GPU first half"
+run gh cuda --stop-after 100 --precision fp32 || bad "GPU first half"
 run gh cpu --resume || bad "resume of a GPU checkpoint on the CPU"
 check "GPU->CPU resume starts at step 100" grep -q "at step 100 of 200" "$T/gh.err"
 check "GPU->CPU: first resumed step within 1e-3 of the GPU run" compare "$T/gh" "$T/g" 101 101 1e-3 "gpu->cpu step 101"
 check "GPU->CPU: steps 1..200 within 2% of the GPU run" compare "$T/gh" "$T/g" 1 200 0.02 "gpu->cpu"
 check "GPU->CPU: first half equals the straight GPU run" compare "$T/gh" "$T/g" 1 100 1e-4 "gpu first half"
 run ch cpu --stop-after 100 || bad "CPU first half"
-run ch cuda --resume || bad "resume of a CPU checkpoint on the GPU"
+run ch cuda --resume --precision fp32 || bad "resume of a CPU checkpoint on the GPU"
 check "CPU->GPU resume starts at step 100" grep -q "at step 100 of 200" "$T/ch.err"
 check "CPU->GPU: first resumed step within 1e-3 of the CPU run" compare "$T/ch" "$T/c" 101 101 1e-3 "cpu->gpu step 101"
 check "CPU->GPU: steps 1..200 within 2% of the CPU run" compare "$T/ch" "$T/c" 1 200 0.02 "cpu->gpu"
 # control: the comparison can fail (a run with another seed is not within 1e-3 at step 101)
-run o cuda --seed 8 >/dev/null || bad "other-seed run"
+run o cuda --seed 8 --precision fp32 >/dev/null || bad "other-seed run"
 if compare "$T/o" "$T/g" 101 101 1 control >/dev/null && ! compare "$T/o" "$T/g" 101 101 1e-3 control; then
   ok "control: another seed differs at step 101 (the comparison can fail)"
 else
@@ -100,7 +115,13 @@ check "eval bpb GPU vs CPU within 1e-4" within "$(eb "$T/eg.out")" "$(eb "$T/ec.
 nb_g=$(awk '/^bpb:/ {print $4}' "$T/eg.out")
 nb_c=$(awk '/^bpb:/ {print $4}' "$T/ec.out")
 check "eval scored the same bytes ($nb_g, $nb_c)" [ -n "$nb_g" ] && [ "$nb_g" = "$nb_c" ]
-"$MB_CLI" eval -m "$T/g" "$T/corpus" --stream --device cuda >/dev/null 2>"$T/es.err"
-check "eval --stream --device cuda refused with a message" grep -q "use --device cpu" "$T/es.err"
+# streamed evaluation (state carried across windows) on both devices, and at a window shorter
+# than training's: the GPU's stateful forward against the CPU's
+for sctx in 128 37; do
+  "$MB_CLI" eval -m "$T/g" "$T/corpus" --ctx $sctx --stream --device cuda >"$T/sg.out" 2>"$T/sg.err" || { cat "$T/sg.err"; bad "streamed eval on GPU"; }
+  "$MB_CLI" eval -m "$T/g" "$T/corpus" --ctx $sctx --stream --device cpu >"$T/sc.out" 2>"$T/sc.err" || { cat "$T/sc.err"; bad "streamed eval on CPU"; }
+  check "streamed eval (windows of $sctx) bpb GPU vs CPU within 1e-4" within "$(eb "$T/sg.out")" "$(eb "$T/sc.out")" 1e-4
+  check "streamed eval (windows of $sctx) scored the same bytes" [ "$(awk '/^bpb:/ {print $4}' "$T/sg.out")" = "$(awk '/^bpb:/ {print $4}' "$T/sc.out")" ]
+done
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]
