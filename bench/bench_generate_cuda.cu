@@ -32,7 +32,9 @@ int main(int argc, char **argv) {
         return 2;
     }
     mb_cuda_gen *g = NULL;
-    uint8_t *prompt = (uint8_t *)malloc((size_t)B), *out = (uint8_t *)malloc((size_t)(B * steps));
+    /* out holds the 50 warm-up steps too */
+    uint8_t *prompt = (uint8_t *)malloc((size_t)B),
+            *out = (uint8_t *)malloc((size_t)(B * (steps > 50 ? steps : 50)));
     memset(prompt, '\n', (size_t)B);
     if (mb_cuda_gen_create(&g, NULL, &c, B, bf16) || mb_cuda_gen_use_graph(g, graph) ||
         mb_cuda_gen_prefill(g, prompt, 1) || mb_cuda_gen_sampler(g, 1.0f, 0, 0.95f, 1) ||

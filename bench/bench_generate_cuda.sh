@@ -1,6 +1,7 @@
 #!/bin/sh
 # GPU generation benchmark table (bench_generate_cuda): bytes/s for the 353m and 972m presets at
-# batch 1, 4 and 64 (fp32 and bf16 weights; batch > 4 is the batched path: GEMMs through cuBLAS).
+# batch 1, 4 and 64 (fp32 and bf16 weights; batch > 4 is the batched path: cuBLAS GEMMs, or our
+# mma.sync GEMM with MB_CUDA_GEN_GEMM=own; MB_CUDA_NO_PDL=1 turns programmatic dependent launch off).
 # Usage: sh bench/bench_generate_cuda.sh [BENCH_BINARY] [STEPS]
 B=${1:-build/bench_generate_cuda}
 N=${2:-1000}
@@ -14,3 +15,5 @@ echo "|---|---|---|---|---|---|---|---|"
 "$B" 353m 64 fp32 "$N"
 "$B" 353m 64 bf16 "$N"
 "$B" 972m 64 bf16 "$N"
+MB_CUDA_GEN_GEMM=own "$B" 353m 64 bf16 "$N" | sed 's/$/ own GEMM/'
+MB_CUDA_NO_PDL=1 "$B" 353m 64 bf16 "$N" | sed 's/$/ no PDL/'
