@@ -165,19 +165,34 @@ int main(int argc, char **argv) {
     c.y = y_keep;
     a->h_chunks = hc;
     run_fwd(&c); /* h_chunks for the backward */
-    const float b_ms = time_ms(run_bwd, &c);
-    row("backward (8 warps x 8)", b_ms, bwd_bytes, exps);
+    mb_scan_cuda_set_backward_warps(1);
+    const float b5 = time_ms(run_bwd, &c);
+    row("backward v5", b5, bwd_bytes, exps);
+    mb_scan_cuda_set_backward_warps(2);
+    const float b5x = time_ms(run_bwd, &c);
+    row("backward v5, pair exchange", b5x, bwd_bytes, exps);
+    mb_scan_cuda_set_backward_warps(8);
+    const float b4 = time_ms(run_bwd, &c);
+    row("backward v4 (8 warps x 8)", b4, bwd_bytes, exps);
     mb_scan_cuda_set_backward_warps(16);
-    row("backward (16 warps x 4)", time_ms(run_bwd, &c), bwd_bytes, exps);
-    mb_scan_cuda_set_backward_warps(0);
+    row("backward v4 (16 warps x 4)", time_ms(run_bwd, &c), bwd_bytes, exps);
     mb_scan_cuda_lab_skip_bc_atomics(1);
-    row("backward, no dB/dC atomics", time_ms(run_bwd, &c), bwd_bytes, exps);
+    mb_scan_cuda_set_backward_warps(1);
+    row("backward v5, no dB/dC (diag)", time_ms(run_bwd, &c), bwd_bytes, exps);
+    mb_scan_cuda_set_backward_warps(8);
+    row("backward v4 8x8, no dB/dC", time_ms(run_bwd, &c), bwd_bytes, exps);
     mb_scan_cuda_lab_skip_bc_atomics(0);
+    mb_scan_cuda_set_backward_warps(0);
+    const float ba = time_ms(run_bwd, &c);
+    row("backward (automatic)", ba, bwd_bytes, exps);
     a->chunk = 128; /* the CPU default: the backward first recomputes 64-step states */
     RC(mb_scan_cuda_forward(a, c.y, NULL)); /* h_chunks no longer needed at 128: reuse buffer */
-    row("backward (chunk 128, rechunk)", time_ms(run_bwd, &c), bwd_bytes, exps);
+    row("backward auto (chunk 128)", time_ms(run_bwd, &c), bwd_bytes, exps);
     a->chunk = chunk;
+    printf("v5 backward blocks per SM (occupancy): %d\n", mb_scan_cuda_lab_backward_occupancy(N));
     printf("mamba_ssm reference (bf16): forward 2.56 ms, backward 9.19 ms\n");
-    printf("summary: forward %.3f ms, backward %.3f ms\n", f_auto, b_ms);
+    printf("summary B %lld: forward %.3f ms, backward v5 %.3f ms, v5 pair exchange %.3f ms, v4 "
+           "%.3f ms, automatic %.3f ms\n",
+           B, f_auto, b5, b5x, b4, ba);
     return 0;
 }

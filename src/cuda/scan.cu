@@ -819,7 +819,7 @@ static __device__ __forceinline__ void bwd3_load_h(const scan_params &p, const f
     }
 }
 
-template <int G, bool VEC>
+template <int G, bool VEC, bool XB>
 __global__ void __launch_bounds__(32 * G, 16 / G) scan_bwd3_kernel(scan_params p) {
     typedef bwd3_geom<G> g;
     constexpr int CPW = g::CPW, NP = g::NP, NT = g::NT, CPB = g::CPB;
@@ -857,6 +857,11 @@ __global__ void __launch_bounds__(32 * G, 16 / G) scan_bwd3_kernel(scan_params p
         float *base = squad < G ? p.dB : p.dC;
         sdst = base + rowb * p.bcs + sn;
     }
+    /* XB: LPX lanes per (position, group) over 4 positions, 4 channel pairs each */
+    constexpr int LPX = 4 / G;
+    const int xpart = lane % LPX, xquad = (lane / LPX) % (2 * G), xpos = lane / LPX / (2 * G);
+    const int xn = 4 * (xquad % G);
+    float *const xdst = (xquad < G ? p.dB : p.dC) + rowb * p.bcs + xn;
     float u[SPT] = {0.0f, 0.0f, 0.0f, 0.0f}; /* a_{t+1} g_{t+1}: the carry from the right */
     float dA[SPT] = {0.0f, 0.0f, 0.0f, 0.0f};
     float dDacc = 0.0f;
@@ -984,7 +989,51 @@ __global__ void __launch_bounds__(32 * G, 16 / G) scan_bwd3_kernel(scan_params p
                 }
                 gB[i] = gb;
                 dE[i] = de;
-                if (!p.skip_bc) {
+                if (!p.skip_bc && XB) {
+                    /* one exchange with the lane of channel cl ^ 1 first: even channels keep the
+                     * dB terms of the pair, odd ones the dC terms; then 4 positions per sum */
+                    const bool odd = (cl & 1) != 0;
+                    float kv[SPT];
+#pragma unroll
+                    for (int k = 0; k < SPT; k++) {
+                        const float send = odd ? vb[k] : vc[k], keep = odd ? vc[k] : vb[k];
+                        kv[k] = keep + __shfl_xor_sync(FULL_MASK, send, G);
+                    }
+                    float *row = RB + (i & 3) * (CPW / 2 * 8 * G) + (cl >> 1) * (8 * G);
+                    *(float4 *)(row + 4 * (odd ? G + q : q)) = make_float4(kv[0], kv[1], kv[2], kv[3]);
+                    if ((i & 3) == 0) {
+                        /* positions i .. i + 3 (xpos) are in the buffer */
+                        __syncwarp();
+                        float4 acc = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+#pragma unroll
+                        for (int jj = 0; jj < 4; jj++) {
+                            const float4 v = *(const float4 *)(RB + xpos * (CPW / 2 * 8 * G) +
+                                                               (xpart * 4 + jj) * (8 * G) + 4 * xquad);
+                            acc.x += v.x, acc.y += v.y, acc.z += v.z, acc.w += v.w;
+                        }
+#pragma unroll
+                        for (int off = 1; off < LPX; off <<= 1) {
+                            acc.x += __shfl_xor_sync(FULL_MASK, acc.x, off);
+                            acc.y += __shfl_xor_sync(FULL_MASK, acc.y, off);
+                            acc.z += __shfl_xor_sync(FULL_MASK, acc.z, off);
+                            acc.w += __shfl_xor_sync(FULL_MASK, acc.w, off);
+                        }
+                        const int t = ts + i0 + i + xpos;
+                        if (xpart == 0 && t < L && xn < N) {
+                            float *dst = xdst + (long long)t * p.bcs;
+                            if (p.red_vec) {
+                                red_add_v4(dst, acc);
+                            } else {
+                                const float av4[4] = {acc.x, acc.y, acc.z, acc.w};
+#pragma unroll
+                                for (int k = 0; k < 4; k++)
+                                    if (xn + k < N) atomicAdd(dst + k, av4[k]);
+                            }
+                        }
+                        __syncwarp();
+                    }
+                }
+                if (!p.skip_bc && !XB) {
                     float *row = RB + (i & 1) * (CPW * 8 * G) + cl * (8 * G);
                     *(float4 *)(row + 4 * (q ^ swz)) = make_float4(vb[0], vb[1], vb[2], vb[3]);
                     *(float4 *)(row + 4 * ((G + q) ^ swz)) = make_float4(vc[0], vc[1], vc[2], vc[3]);
@@ -1105,14 +1154,16 @@ static int lanes_per_channel(int64_t N) {
     return g;
 }
 
-/* Backward kernel choice: v5 (scan_bwd3_kernel) unless the knob asks for v4 or, on automatic,
- * the grid has fewer than V5_MIN_BLOCKS_PER_SM blocks per multiprocessor (v5 has one block
- * per 32 channels and sequence; v4 splits time inside a block and fills more of a small grid). */
-#ifndef V5_MIN_BLOCKS_PER_SM
-#define V5_MIN_BLOCKS_PER_SM 0
+/* Backward kernel choice: 1 = v5 (scan_bwd3_kernel), 2 = v5 with the dB/dC pair exchange
+ * (XB), 0 = v4 (scan_bwd2_kernel). Automatic: V5_AUTO unless the grid has fewer than 1.5 blocks
+ * per multiprocessor (v5 has one block per 32 channels and sequence; v4 splits time inside a
+ * block and fills a small grid better: on the H200 at L 8192, Di 2048, B 2 (128 blocks) v4 took
+ * 1.87 ms and v5 2.11, at B 4 v4 3.69 and v5 2.67). */
+#ifndef V5_AUTO
+#define V5_AUTO 1
 #endif
-static int use_v5(const scan_params *p) {
-    if (g_bwd_warps == 1) return 1;
+static int choose_v5(const scan_params *p) {
+    if (g_bwd_warps == 1 || g_bwd_warps == 2) return g_bwd_warps;
     if (g_bwd_warps == 8 || g_bwd_warps == 16) return 0;
     if (p->N > 16) return 0;
     int dev = 0, sms = 132;
@@ -1122,7 +1173,7 @@ static int use_v5(const scan_params *p) {
         sms = 132;
     }
     const long long blocks = (long long)p->B * ((p->Di + 31) / 32);
-    return blocks >= (long long)V5_MIN_BLOCKS_PER_SM * sms;
+    return 2 * blocks >= 3LL * sms ? V5_AUTO : 0;
 }
 
 static int check_args(const mb_scan_args *a, const char *fn) {
@@ -1188,12 +1239,12 @@ static kern_t fwd2_kernel_for(int G, int fine, int vec) {
     }
 }
 
-#define BWD3_K(G) (vec ? scan_bwd3_kernel<G, true> : scan_bwd3_kernel<G, false>)
-static kern_t bwd3_kernel_for(int G, int vec) {
+#define BWD3_K(G, XB) (vec ? scan_bwd3_kernel<G, true, XB> : scan_bwd3_kernel<G, false, XB>)
+static kern_t bwd3_kernel_for(int G, int vec, int xb) {
     switch (G) {
-    case 1: return BWD3_K(1);
-    case 2: return BWD3_K(2);
-    default: return BWD3_K(4);
+    case 1: return xb ? BWD3_K(1, true) : BWD3_K(1, false);
+    case 2: return xb ? BWD3_K(2, true) : BWD3_K(2, false);
+    default: return xb ? BWD3_K(4, true) : BWD3_K(4, false);
     }
 }
 
@@ -1234,6 +1285,23 @@ static int launch_forward(const scan_params *p, cudaStream_t st) {
     }
     e = cudaGetLastError();
     return e == cudaSuccess ? 0 : cuda_fail(e, "mb_scan_cuda_forward: launch");
+}
+
+extern "C" int mb_scan_cuda_lab_backward_occupancy(int64_t N) {
+    if (N < 1 || N > 16) return mb_fail(MB_EINVAL, "backward occupancy: N %lld", (long long)N);
+    const int G = lanes_per_channel(N);
+    const size_t shm = sizeof(float) * (G == 1   ? bwd3_geom<1>::TOTAL
+                                        : G == 2 ? bwd3_geom<2>::TOTAL
+                                                 : bwd3_geom<4>::TOTAL);
+    kern_t k = bwd3_kernel_for(G, 1, 0);
+    cudaError_t e = cudaFuncSetAttribute((const void *)k,
+                                         cudaFuncAttributeMaxDynamicSharedMemorySize, (int)shm);
+    if (e == cudaSuccess)
+        e = cudaFuncSetAttribute((const void *)k, cudaFuncAttributePreferredSharedMemoryCarveout,
+                                 (int)cudaSharedmemCarveoutMaxShared);
+    int nb = 0;
+    if (e == cudaSuccess) e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&nb, k, 32 * G, shm);
+    return e == cudaSuccess ? nb : cuda_fail(e, "backward occupancy");
 }
 
 extern "C" int mb_scan_cuda_forward(const mb_scan_args *a, float *y, void *stream) {
@@ -1295,7 +1363,8 @@ extern "C" int mb_scan_cuda_backward(const mb_scan_args *a, const float *dy, flo
     const int G = lanes_per_channel(p.N), cpw = 32 / G, vec = p.vec;
     p.skip_bc = g_skip_bc;
     p.red_vec = al16(dB) && al16(dC) && p.bcs % 4 == 0 && p.N % 4 == 0;
-    if (!use_v5(&p)) {
+    const int use_v5 = choose_v5(&p);
+    if (!use_v5) {
         const int W = g_bwd_warps == 16 ? 16 : 8;
         const size_t shm = sizeof(float4) * 3 * W * 32 +
                            sizeof(float) * 2 * (4 * BWD_CHUNK * cpw + 2 * BWD_CHUNK * 4 * G + cpw * 4 * G);
@@ -1312,7 +1381,7 @@ extern "C" int mb_scan_cuda_backward(const mb_scan_args *a, const float *dy, flo
         const size_t shm = sizeof(float) * (G == 1   ? bwd3_geom<1>::TOTAL
                                             : G == 2 ? bwd3_geom<2>::TOTAL
                                                      : bwd3_geom<4>::TOTAL);
-        kern_t k = bwd3_kernel_for(G, vec);
+        kern_t k = bwd3_kernel_for(G, vec, use_v5 == 2);
         e = cudaFuncSetAttribute((const void *)k, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                  (int)shm);
         if (e == cudaSuccess)

@@ -7,12 +7,15 @@
  * of two) lanes share a channel. Forward: a block of 32 channels (G warps) walks the whole
  * sequence, each thread scanning its channel serially; tiles of 32 positions of x, delta, z
  * (32 channels, 128-byte rows) and of B, C are copied into shared memory two tiles ahead with
- * cp.async, so a step touches only shared memory and registers. Backward: a block of 32/G
- * channels and 8 warps that split each 64-position chunk in time (8 positions each); the chunk's
- * inputs and entering state are staged in shared memory one chunk ahead; the warps' (a, b)
- * aggregates are combined in shared memory with (a1,b1)o(a0,b0) = (a1*a0, a1*b0 + b1), forward
- * (states) then reverse (gradients); dB/dC are reduced over the warp's channels by shuffles then
- * atomicAdd, dA_log/dD over the block then atomicAdd. Only the states entering each chunk
+ * cp.async, so a step touches only shared memory and registers. Backward (v5, default): a
+ * block of 32 channels x G lanes walks the sequence backwards one 64-position chunk at a time
+ * (x, delta, B, C of the chunk staged in shared memory); every thread walks the chunk alone,
+ * forward from the saved entering state (checkpoints every 8 positions, pre-gate output, gate),
+ * then backward in 8-position sub-chunks recomputed into registers; warps never wait for one
+ * another inside a chunk; dB/dC are summed over the warp's channels in shared memory and added
+ * with one 16-byte red per (position, 4 states, warp); dA_log/dD by one atomic per value and
+ * block. The previous backward (v4: 8 or 16 warps split each chunk in time and combine their
+ * (a, b) aggregates in shared memory) stays selectable. Only the states entering each chunk
  * (args.chunk) are saved; no (L, Di, N) tensor. exp is exp2 with A pre-scaled by log2(e).
  *
  * Errors: functions return 0 or a negative MB_E* code with mb_fail() naming the argument or the
@@ -59,12 +62,22 @@ int mb_scan_cuda_backward(const mb_scan_args *a, const float *dy, float *dx, flo
  * not depend on it beyond rounding of the (a, b) combination order. Not thread-safe (global). */
 void mb_scan_cuda_set_forward_warps(int warps);
 
-/* Lab knob: warps splitting each 64-position backward chunk in time: 8 (default, 0) = 8 warps
- * x 8 positions, 16 = 16 warps x 4 positions. Results do not depend on it beyond rounding. */
+/* Lab knob: backward kernel. 0 (default) = automatic (v5, or v4 8 x 8 for grids of fewer than
+ * 1.5 blocks of 32 channels per multiprocessor); 1 = v5 (no split in time: one thread walks
+ * each chunk); 2 = v5 whose dB/dC terms are first summed over channel pairs by one shuffle
+ * (half the shared-memory traffic of their sums); 8 or 16 = v4 with that many warps splitting
+ * each 64-position chunk in time (8 x 8 or 16 x 4 positions). Results do not depend on it
+ * beyond rounding. Not thread-safe (global). */
 void mb_scan_cuda_set_backward_warps(int warps);
 
+/* Lab diagnostic for bench_scan_cuda: blocks of the v5 backward kernel that fit on one
+ * multiprocessor at d_state N (cudaOccupancyMaxActiveBlocksPerMultiprocessor; 4 expected for
+ * N = 16), or a negative MB_E* code. */
+int mb_scan_cuda_lab_backward_occupancy(int64_t N);
+
 /* Lab diagnostic for bench_scan_cuda only: non-zero makes the backward leave out its dB/dC
- * atomics (dB/dC are then zero, i.e. WRONG), to time their share. */
+ * atomics (v5: also their shared-memory sums; dB/dC are then zero, i.e. WRONG), to time their
+ * share. */
 void mb_scan_cuda_lab_skip_bc_atomics(int skip);
 
 #ifdef __cplusplus

@@ -196,12 +196,13 @@ static float urand(mb_rng *r, float lo, float hi) {
 struct tcase {
     int64_t B, L, Di, N, R, chunk;
     int gate, use_h0, vec, nan_at;
+    int xb; /* the kernel's dB/dC pair-exchange variant */
 };
 
 static void run_case(tcase tc, uint64_t seed) {
-    printf("B %lld L %lld Di %lld N %lld chunk %lld gate %d h0 %d vec %d nan %d\n",
+    printf("B %lld L %lld Di %lld N %lld chunk %lld gate %d h0 %d vec %d nan %d xb %d\n",
            (long long)tc.B, (long long)tc.L, (long long)tc.Di, (long long)tc.N,
-           (long long)tc.chunk, tc.gate, tc.use_h0, tc.vec, tc.nan_at);
+           (long long)tc.chunk, tc.gate, tc.use_h0, tc.vec, tc.nan_at, tc.xb);
     const int64_t B = tc.B, L = tc.L, Di = tc.Di, N = tc.N, R = tc.R, BL = B * L;
     const int64_t bcs = R + 2 * N;
     mb_rng r;
@@ -267,12 +268,12 @@ static void run_case(tcase tc, uint64_t seed) {
     p.vec = tc.vec;
     const int G = N <= 4 ? 1 : N <= 8 ? 2 : 4;
     std::function<void()> k;
-    if (G == 1) k = tc.vec ? std::function<void()>([&] { scan_bwd3_kernel<1, true>(p); })
-                           : std::function<void()>([&] { scan_bwd3_kernel<1, false>(p); });
-    else if (G == 2) k = tc.vec ? std::function<void()>([&] { scan_bwd3_kernel<2, true>(p); })
-                                : std::function<void()>([&] { scan_bwd3_kernel<2, false>(p); });
-    else k = tc.vec ? std::function<void()>([&] { scan_bwd3_kernel<4, true>(p); })
-                    : std::function<void()>([&] { scan_bwd3_kernel<4, false>(p); });
+#define EMU_K(GG)                                                                                 \
+    (tc.xb ? (tc.vec ? std::function<void()>([&] { scan_bwd3_kernel<GG, true, true>(p); })       \
+                     : std::function<void()>([&] { scan_bwd3_kernel<GG, false, true>(p); }))     \
+           : (tc.vec ? std::function<void()>([&] { scan_bwd3_kernel<GG, true, false>(p); })      \
+                     : std::function<void()>([&] { scan_bwd3_kernel<GG, false, false>(p); })))
+    k = G == 1 ? EMU_K(1) : G == 2 ? EMU_K(2) : EMU_K(4);
     if (emu::launch((unsigned)((Di + 31) / 32), (unsigned)B, 32 * G, k)) g_fail = 1;
     if (tc.nan_at >= 0) {
         const int dbn = std::isnan(ebc[tc.nan_at * bcs + R]), dan = std::isnan(edA[5 * N]);
@@ -292,13 +293,18 @@ static void run_case(tcase tc, uint64_t seed) {
 
 int main(void) {
     const tcase cs[] = {
-        {1, 64, 32, 16, 4, 64, 1, 0, 1, -1},   {2, 200, 64, 16, 4, 64, 1, 1, 1, -1},
-        {2, 200, 40, 16, 3, 64, 1, 1, 0, -1},  {1, 131, 64, 16, 4, 128, 0, 1, 1, -1},
-        {2, 100, 72, 12, 2, 33, 1, 1, 0, -1},  {1, 150, 64, 8, 4, 32, 1, 1, 1, -1},
-        {1, 150, 40, 4, 4, 1, 1, 0, 0, -1},    {1, 70, 64, 4, 4, 64, 0, 0, 1, -1},
-        {1, 3, 64, 16, 4, 64, 1, 1, 1, -1},    {1, 150, 64, 16, 4, 64, 1, 0, 1, 100},
+        {1, 64, 32, 16, 4, 64, 1, 0, 1, -1, 0},   {2, 200, 64, 16, 4, 64, 1, 1, 1, -1, 0},
+        {2, 200, 40, 16, 3, 64, 1, 1, 0, -1, 0},  {1, 131, 64, 16, 4, 128, 0, 1, 1, -1, 0},
+        {2, 100, 72, 12, 2, 33, 1, 1, 0, -1, 0},  {1, 150, 64, 8, 4, 32, 1, 1, 1, -1, 0},
+        {1, 150, 40, 4, 4, 1, 1, 0, 0, -1, 0},    {1, 70, 64, 4, 4, 64, 0, 0, 1, -1, 0},
+        {1, 3, 64, 16, 4, 64, 1, 1, 1, -1, 0},    {1, 150, 64, 16, 4, 64, 1, 0, 1, 100, 0},
     };
-    for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++) run_case(cs[i], 1 + i);
+    for (int xb = 0; xb < 2; xb++)
+        for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++) {
+            tcase tc = cs[i];
+            tc.xb = xb;
+            run_case(tc, 1 + i);
+        }
     printf(g_fail ? "FAILED\n" : "all passed\n");
     return g_fail;
 }

@@ -5,7 +5,8 @@
  * max |gpu - cpu| / max |cpu| <= 1e-4 (a NaN where the reference has none, or the reverse,
  * counts as an infinite error). Outputs are poisoned with NaN before every GPU call, so an
  * unwritten element fails. Also: y is bit-identical for every chunk length and close for every
- * tile width; a NaN input gives NaN outputs. Exits 77 (ctest SKIP_RETURN_CODE) without a GPU.
+ * tile width; a NaN input gives NaN outputs. Both backward kernels (v5, and v4 with 8 or 16 warps
+ * splitting a chunk in time) are checked. Exits 77 (ctest SKIP_RETURN_CODE) without a GPU.
  */
 #include <cuda_runtime.h>
 #include <math.h>
@@ -331,6 +332,9 @@ int main(void) {
     printf("device: %s (%d SMs)\n", prop.name, prop.multiProcessorCount);
     const int64_t Ls[] = {1, 3, 63, 2047, 2048, 2049, 8193};
     uint64_t seed = 1;
+    /* the v5 backward for the main cases (the automatic choice may take v4 for grids this small) */
+    printf("backward v5:\n");
+    mb_scan_cuda_set_backward_warps(1);
     for (int li = 0; li < 7; li++)
         for (int64_t B = 1; B <= 3; B += 2) {
             /* chunk: the CPU default (128, rechunked on the GPU) and the GPU's own (64) */
@@ -347,15 +351,32 @@ int main(void) {
     /* N > 16 (8 lanes per channel): forward only */
     tcase wide[] = {{2, 1000, 64, 32, 4, 64, 1, 1, 1}, {1, 515, 40, 24, 3, 33, 1, 0, 1}};
     for (size_t i = 0; i < sizeof wide / sizeof wide[0]; i++) run_case(wide[i], 200 + i);
-    /* the 8-warp backward variant, and the legacy forward feeding the backward */
-    printf("backward with 16 warps x 4 positions:\n");
-    mb_scan_cuda_set_backward_warps(16);
-    for (size_t i = 0; i < 4; i++) run_case(extra[i], 300 + i);
-    {
+    run_nan();
+    printf("backward v5 with the dB/dC pair exchange:\n");
+    mb_scan_cuda_set_backward_warps(2);
+    for (size_t i = 0; i < sizeof extra / sizeof extra[0]; i++) run_case(extra[i], 400 + i);
+    for (int li = 2; li < 7; li += 2) {
+        const tcase tc = {3, Ls[li], 64, 16, 4, 64, 1, 1, 0};
+        run_case(tc, 410 + li);
+    }
+    run_nan();
+    /* the v4 backward variants (8 and 16 warps splitting a chunk in time), then the automatic
+     * choice, and the legacy forward feeding the backward */
+    const int v4w[] = {16, 8};
+    for (int w = 0; w < 2; w++) {
+        printf("backward v4 with %d warps x %d positions:\n", v4w[w], 64 / v4w[w]);
+        mb_scan_cuda_set_backward_warps(v4w[w]);
+        for (size_t i = 0; i < 4; i++) run_case(extra[i], 300 + i);
         const tcase tc = {3, 2049, 64, 16, 4, 64, 1, 1, 0};
         run_case(tc, 310);
+        run_nan();
     }
     mb_scan_cuda_set_backward_warps(0);
+    printf("backward, automatic choice:\n");
+    {
+        const tcase tc = {2, 1000, 72, 16, 4, 64, 1, 1, 0};
+        run_case(tc, 330);
+    }
     printf("legacy forward (W=4):\n");
     mb_scan_cuda_set_forward_warps(4);
     {
@@ -364,7 +385,6 @@ int main(void) {
     }
     mb_scan_cuda_set_forward_warps(0);
     run_invariance();
-    run_nan();
     printf(g_fail ? "FAILED\n" : "all passed\n");
     return g_fail ? 1 : 0;
 }
