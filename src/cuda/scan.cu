@@ -765,13 +765,17 @@ __global__ void __launch_bounds__(W * 32, 16 / W) scan_bwd2_kernel(scan_params p
  *     (warp-local, one lane per (position, channel)): dz, dyss (overwrites YS), dD;
  *   reverse: for each 8-position sub-chunk, last first, recompute decays and states from its
  *     checkpoint into registers, then walk back: g, dA, the sums over states for dx / ddelta,
- *     and the per-channel dB / dC terms, which go through a per-warp shared buffer two
- *     positions at a time, are summed over the warp's 32/G channels and added to dB / dC with
- *     one 16-byte reduction (red.global.add.v4.f32) per (position, 4 states, warp).
+ *     and the per-channel dB / dC terms, which go through a per-warp shared buffer, are summed
+ *     over the warp's 32/G channels and added to dB / dC with one 16-byte reduction
+ *     (red.global.add.v4.f32) per (position, 4 states, warp). XB (the default): one shuffle
+ *     first sums them over channel pairs (even channels keep dB, odd ones dC), halving the
+ *     buffer traffic, and the buffer holds 4 positions; otherwise 2 positions of all terms.
  * The chunk's x, delta (32 channels) and B, C rows are staged in shared memory by cp.async
  * (one stage: the 3-4 other blocks of the multiprocessor cover the copy). The carry of g
  * between chunks stays in registers. Cost per (position, channel, state): 2 exp2 (no stored
- * decays) and about 30 instructions; no __syncthreads inside a chunk. */
+ * decays) and about 43 instructions (measured); no __syncthreads inside a chunk. The kernel is
+ * bound by shared-memory bandwidth (L1 94% busy at B 8: about 51 wavefronts per warp and
+ * position, 20 of them the float4 B/C reads, which 8 channels of a warp read alike). */
 #define BT 64 /* = BWD_CHUNK */
 #define BK 8  /* sub-chunk kept in registers in the reverse pass */
 template <int G> struct bwd3_geom {
@@ -1160,7 +1164,7 @@ static int lanes_per_channel(int64_t N) {
  * block and fills a small grid better: on the H200 at L 8192, Di 2048, B 2 (128 blocks) v4 took
  * 1.87 ms and v5 2.11, at B 4 v4 3.69 and v5 2.67). */
 #ifndef V5_AUTO
-#define V5_AUTO 1
+#define V5_AUTO 2 /* with the pair exchange: 4.21 ms against 4.51 at B 8 on the H200 */
 #endif
 static int choose_v5(const scan_params *p) {
     if (g_bwd_warps == 1 || g_bwd_warps == 2) return g_bwd_warps;

@@ -12,9 +12,9 @@
  * (x, delta, B, C of the chunk staged in shared memory); every thread walks the chunk alone,
  * forward from the saved entering state (checkpoints every 8 positions, pre-gate output, gate),
  * then backward in 8-position sub-chunks recomputed into registers; warps never wait for one
- * another inside a chunk; dB/dC are summed over the warp's channels in shared memory and added
- * with one 16-byte red per (position, 4 states, warp); dA_log/dD by one atomic per value and
- * block. The previous backward (v4: 8 or 16 warps split each chunk in time and combine their
+ * another inside a chunk; dB/dC are summed over channel pairs by a shuffle, then over the
+ * warp's channels in shared memory, and added with one 16-byte red per (position, 4 states,
+ * warp); dA_log/dD by one atomic per value and block. The previous backward (v4: 8 or 16 warps split each chunk in time and combine their
  * (a, b) aggregates in shared memory) stays selectable. Only the states entering each chunk
  * (args.chunk) are saved; no (L, Di, N) tensor. exp is exp2 with A pre-scaled by log2(e).
  *
