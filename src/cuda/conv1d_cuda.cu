@@ -1,8 +1,10 @@
 /* Causal depthwise conv1d + bias + SiLU forward / backward (conv1d_cuda.h). */
 #include "cuda/conv1d_cuda.h"
 
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
+#include "cuda/bf16_cuda.h"
 #include "cuda/cuda_check.h"
 
 __device__ __forceinline__ float sigmoid_f(float v) {
@@ -74,13 +76,12 @@ extern "C" int mb_conv1d_cuda_forward_state(float *out, const float *x, int64_t 
     if (!out || !x || !w || !b || B <= 0 || L <= 0 || Di <= 0 || K <= 0 || x_stride < Di ||
         (K > 1 && (!state || !next_state || next_state == state)))
         return mb_fail(MB_EINVAL, "mb_conv1d_cuda_forward_state: bad arguments");
-    cudaStream_t st = (cudaStream_t)stream;
-    conv_forward_state_kernel<<<mb_cuda_blocks(B * L * Di, 256, 132 * 16), 256, 0, st>>>(
-        out, x, x_stride, w, b, state, B, L, Di, K);
-    MB_CUDA_LAUNCHED("mb_conv1d_cuda_forward_state");
+    MB_TRY(mb_conv1d_cuda_forward_ex(out, NULL, x, x_stride, w, b, K > 1 ? state : NULL, B, L, Di,
+                                     K, stream));
     if (K > 1) {
-        conv_next_state_kernel<<<mb_cuda_blocks(B * (K - 1) * Di, 256, 1024), 256, 0, st>>>(
-            next_state, state, x, x_stride, B, L, Di, K);
+        conv_next_state_kernel<<<mb_cuda_blocks(B * (K - 1) * Di, 256, 1024), 256, 0,
+                                 (cudaStream_t)stream>>>(next_state, state, x, x_stride, B, L, Di,
+                                                         K);
         MB_CUDA_LAUNCHED("mb_conv1d_cuda_forward_state: next state");
     }
     return MB_OK;
@@ -146,6 +147,150 @@ __global__ void conv_dw_kernel(float *dw, float *db, const float *g, const float
     }
 }
 
+/* ---------------------------------------------------------------- tiled kernels (K <= 8)
+ * A thread owns one channel of one sequence over a tile of CONV_T positions and walks it in
+ * time with the K-tap window in registers, so every input is read once (coalesced across the
+ * block's channels) and no index is divided. Block: CONV_C channels; grid: (channel blocks,
+ * time tiles, sequences). */
+#define CONV_C 128
+#define CONV_T 128
+
+__device__ __forceinline__ float silu_f(float v) {
+    return v * sigmoid_f(v);
+}
+
+/* input j of sequence bb, channel c: x for j >= 0, else the carried state (or 0) */
+__device__ __forceinline__ float conv_in(const float *x, int64_t x_stride, const float *state,
+                                         int64_t bb, int64_t j, int64_t L, int64_t c, int64_t Di,
+                                         int K) {
+    if (j >= 0) return x[(bb * L + j) * x_stride + c];
+    return state ? state[(bb * (K - 1) + (K - 1 + j)) * Di + c] : 0.0f;
+}
+
+template <int K>
+__global__ void conv_fwd_tiled_kernel(float *out, __nv_bfloat16 *out_bf16, const float *x,
+                                      int64_t x_stride, const float *w, const float *b,
+                                      const float *state, int64_t L, int64_t Di) {
+    const int64_t c = (int64_t)blockIdx.x * CONV_C + threadIdx.x;
+    if (c >= Di) return;
+    const int64_t bb = blockIdx.z, t0 = (int64_t)blockIdx.y * CONV_T;
+    const int64_t t1 = t0 + CONV_T < L ? t0 + CONV_T : L;
+    float wk[K], win[K];
+#pragma unroll
+    for (int k = 0; k < K; k++)
+        wk[k] = w[c * K + k];
+    const float bias = b[c];
+#pragma unroll
+    for (int k = 0; k < K - 1; k++) /* win[k] = input t0 - K + 1 + k */
+        win[k] = conv_in(x, x_stride, state, bb, t0 - K + 1 + k, L, c, Di, K);
+    for (int64_t t = t0; t < t1; t++) {
+        win[K - 1] = x[(bb * L + t) * x_stride + c];
+        float pre = bias;
+#pragma unroll
+        for (int k = 0; k < K; k++)
+            pre += wk[k] * win[k];
+        const float o = silu_f(pre);
+        const int64_t i = (bb * L + t) * Di + c;
+        out[i] = o;
+        if (out_bf16) out_bf16[i] = __float2bfloat16_rn(o);
+#pragma unroll
+        for (int k = 0; k < K - 1; k++)
+            win[k] = win[k + 1];
+    }
+}
+
+/* Backward over a tile, walking time downwards from the tile's end plus K-1 halo positions
+ * (whose pre-activation gradients dx needs): g = dout * SiLU'(pre); dx[t] = sum_k
+ * g[t+K-1-k] w[k]; dw[k] += g[t] x[t-K+1+k] and db += g[t] over the tile, one atomic each. */
+template <int K>
+__global__ void conv_bwd_tiled_kernel(float *dx, __nv_bfloat16 *dx_bf16, int64_t dx_stride,
+                                      float *dw, float *db, const float *dout, const float *x,
+                                      int64_t x_stride, const float *w, const float *b, int64_t L,
+                                      int64_t Di) {
+    const int64_t c = (int64_t)blockIdx.x * CONV_C + threadIdx.x;
+    if (c >= Di) return;
+    const int64_t bb = blockIdx.z, t0 = (int64_t)blockIdx.y * CONV_T;
+    const int64_t t1 = t0 + CONV_T < L ? t0 + CONV_T : L;
+    const int64_t top = t1 + K - 2 < L - 1 ? t1 + K - 2 : L - 1; /* last position with a g */
+    float wk[K], win[K], gwin[K], dwk[K], dbs = 0.0f;
+#pragma unroll
+    for (int k = 0; k < K; k++) {
+        wk[k] = w[c * K + k];
+        gwin[k] = 0.0f; /* gwin[k] = g[t + k]; 0 beyond the sequence */
+        dwk[k] = 0.0f;
+    }
+    const float bias = b[c];
+#pragma unroll
+    for (int k = 1; k < K; k++) /* win[k] = input top - K + 1 + k, filled for t = top */
+        win[k] = conv_in(x, x_stride, NULL, bb, top - K + 1 + k, L, c, Di, K);
+    for (int64_t t = top; t >= t0; t--) {
+        win[0] = conv_in(x, x_stride, NULL, bb, t - K + 1, L, c, Di, K);
+        float pre = bias;
+#pragma unroll
+        for (int k = 0; k < K; k++)
+            pre += wk[k] * win[k];
+        const float s = sigmoid_f(pre);
+        const float g = dout[(bb * L + t) * Di + c] * (s * (1.0f + pre * (1.0f - s)));
+#pragma unroll
+        for (int k = K - 1; k > 0; k--)
+            gwin[k] = gwin[k - 1];
+        gwin[0] = g;
+        if (t < t1) {
+            float acc = 0.0f;
+#pragma unroll
+            for (int k = 0; k < K; k++)
+                acc += gwin[K - 1 - k] * wk[k];
+            const int64_t o = (bb * L + t) * dx_stride + c;
+            dx[o] = acc;
+            if (dx_bf16) dx_bf16[o] = __float2bfloat16_rn(acc);
+#pragma unroll
+            for (int k = 0; k < K; k++)
+                dwk[k] += g * win[k];
+            dbs += g;
+        }
+#pragma unroll
+        for (int k = K - 1; k > 0; k--)
+            win[k] = win[k - 1];
+    }
+#pragma unroll
+    for (int k = 0; k < K; k++)
+        atomicAdd(dw + c * K + k, dwk[k]);
+    atomicAdd(db + c, dbs);
+}
+
+static dim3 conv_grid(int64_t B, int64_t L, int64_t Di) {
+    return dim3((unsigned)((Di + CONV_C - 1) / CONV_C), (unsigned)((L + CONV_T - 1) / CONV_T),
+                (unsigned)B);
+}
+
+#define CONV_DISPATCH(K, KERNEL, ...)                                                              \
+    switch (K) {                                                                                   \
+    case 1:                                                                                        \
+        KERNEL<1> __VA_ARGS__;                                                                     \
+        break;                                                                                     \
+    case 2:                                                                                        \
+        KERNEL<2> __VA_ARGS__;                                                                     \
+        break;                                                                                     \
+    case 3:                                                                                        \
+        KERNEL<3> __VA_ARGS__;                                                                     \
+        break;                                                                                     \
+    case 4:                                                                                        \
+        KERNEL<4> __VA_ARGS__;                                                                     \
+        break;                                                                                     \
+    case 5:                                                                                        \
+        KERNEL<5> __VA_ARGS__;                                                                     \
+        break;                                                                                     \
+    case 6:                                                                                        \
+        KERNEL<6> __VA_ARGS__;                                                                     \
+        break;                                                                                     \
+    case 7:                                                                                        \
+        KERNEL<7> __VA_ARGS__;                                                                     \
+        break;                                                                                     \
+    default:                                                                                       \
+        KERNEL<8> __VA_ARGS__;                                                                     \
+        break;                                                                                     \
+    }
+
 static int sizes_ok(const char *fn, int64_t B, int64_t L, int64_t Di, int64_t K) {
     if (B < 0 || L < 0 || Di <= 0 || K <= 0 || K > 64)
         return mb_fail(MB_EINVAL, "%s: bad sizes B=%lld L=%lld Di=%lld K=%lld", fn, (long long)B,
@@ -153,15 +298,65 @@ static int sizes_ok(const char *fn, int64_t B, int64_t L, int64_t Di, int64_t K)
     return MB_OK;
 }
 
+extern "C" int mb_conv1d_cuda_forward_ex(float *out, uint16_t *out_bf16, const float *x,
+                                         int64_t x_stride, const float *w, const float *b,
+                                         const float *state, int64_t B, int64_t L, int64_t Di,
+                                         int64_t K, void *stream) {
+    MB_TRY(sizes_ok("mb_conv1d_cuda_forward", B, L, Di, K));
+    if (!out || !x || !w || !b || x_stride < Di)
+        return mb_fail(MB_EINVAL, "mb_conv1d_cuda_forward: bad arguments");
+    const int64_t n = B * L * Di;
+    if (n == 0) return MB_OK;
+    cudaStream_t st = (cudaStream_t)stream;
+    if (K <= 8 && B <= 65535 && (L + CONV_T - 1) / CONV_T <= 65535) {
+        CONV_DISPATCH(K, conv_fwd_tiled_kernel,
+                      <<<conv_grid(B, L, Di), CONV_C, 0, st>>>(out, (__nv_bfloat16 *)out_bf16, x,
+                                                               x_stride, w, b, state, L, Di))
+        MB_CUDA_LAUNCHED("mb_conv1d_cuda_forward");
+        return MB_OK;
+    }
+    if (state)
+        conv_forward_state_kernel<<<mb_cuda_blocks(n, 256, 1 << 20), 256, 0, st>>>(
+            out, x, x_stride, w, b, state, B, L, Di, K);
+    else
+        conv_forward_kernel<<<mb_cuda_blocks(n, 256, 1 << 20), 256, 0, st>>>(out, x, x_stride, w, b,
+                                                                             B, L, Di, K);
+    MB_CUDA_LAUNCHED("mb_conv1d_cuda_forward");
+    if (out_bf16) MB_TRY(mb_bf16_from_f32_cuda(out_bf16, Di, out, Di, B * L, Di, stream));
+    return MB_OK;
+}
+
 extern "C" int mb_conv1d_cuda_forward(float *out, const float *x, int64_t x_stride, const float *w,
                                       const float *b, int64_t B, int64_t L, int64_t Di, int64_t K,
                                       void *stream) {
-    MB_TRY(sizes_ok("mb_conv1d_cuda_forward", B, L, Di, K));
+    return mb_conv1d_cuda_forward_ex(out, NULL, x, x_stride, w, b, NULL, B, L, Di, K, stream);
+}
+
+extern "C" int mb_conv1d_cuda_backward_ex(float *dx, uint16_t *dx_bf16, int64_t dx_stride,
+                                          float *dw, float *db, float *dout, const float *x,
+                                          int64_t x_stride, const float *w, const float *b,
+                                          int64_t B, int64_t L, int64_t Di, int64_t K,
+                                          void *stream) {
+    MB_TRY(sizes_ok("mb_conv1d_cuda_backward", B, L, Di, K));
     const int64_t n = B * L * Di;
     if (n == 0) return MB_OK;
-    conv_forward_kernel<<<mb_cuda_blocks(n, 256, 1 << 20), 256, 0, (cudaStream_t)stream>>>(
-        out, x, x_stride, w, b, B, L, Di, K);
-    MB_CUDA_LAUNCHED("mb_conv1d_cuda_forward");
+    cudaStream_t st = (cudaStream_t)stream;
+    if (K <= 8 && B <= 65535 && (L + CONV_T - 1) / CONV_T <= 65535) {
+        CONV_DISPATCH(K, conv_bwd_tiled_kernel,
+                      <<<conv_grid(B, L, Di), CONV_C, 0, st>>>(dx, (__nv_bfloat16 *)dx_bf16,
+                                                               dx_stride, dw, db, dout, x, x_stride,
+                                                               w, b, L, Di))
+        MB_CUDA_LAUNCHED("mb_conv1d_cuda_backward");
+        return MB_OK;
+    }
+    const unsigned blocks = mb_cuda_blocks(n, 256, 1 << 20);
+    conv_grad_pre_kernel<<<blocks, 256, 0, st>>>(dout, x, x_stride, w, b, B, L, Di, K);
+    conv_dx_kernel<<<blocks, 256, 0, st>>>(dx, dx_stride, dout, w, B, L, Di, K);
+    dim3 grid((unsigned)((Di + 31) / 32), mb_cuda_blocks(B * L, 64, 256), (unsigned)(K + 1));
+    conv_dw_kernel<<<grid, dim3(32, 8), 0, st>>>(dw, db, dout, x, x_stride, B, L, Di, K);
+    MB_CUDA_LAUNCHED("mb_conv1d_cuda_backward");
+    if (dx_bf16)
+        MB_TRY(mb_bf16_from_f32_cuda(dx_bf16, dx_stride, dx, dx_stride, B * L, Di, stream));
     return MB_OK;
 }
 
@@ -169,15 +364,6 @@ extern "C" int mb_conv1d_cuda_backward(float *dx, int64_t dx_stride, float *dw, 
                                        float *dout, const float *x, int64_t x_stride,
                                        const float *w, const float *b, int64_t B, int64_t L,
                                        int64_t Di, int64_t K, void *stream) {
-    MB_TRY(sizes_ok("mb_conv1d_cuda_backward", B, L, Di, K));
-    const int64_t n = B * L * Di;
-    if (n == 0) return MB_OK;
-    cudaStream_t st = (cudaStream_t)stream;
-    const unsigned blocks = mb_cuda_blocks(n, 256, 1 << 20);
-    conv_grad_pre_kernel<<<blocks, 256, 0, st>>>(dout, x, x_stride, w, b, B, L, Di, K);
-    conv_dx_kernel<<<blocks, 256, 0, st>>>(dx, dx_stride, dout, w, B, L, Di, K);
-    dim3 grid((unsigned)((Di + 31) / 32), mb_cuda_blocks(B * L, 64, 256), (unsigned)(K + 1));
-    conv_dw_kernel<<<grid, dim3(32, 8), 0, st>>>(dw, db, dout, x, x_stride, B, L, Di, K);
-    MB_CUDA_LAUNCHED("mb_conv1d_cuda_backward");
-    return MB_OK;
+    return mb_conv1d_cuda_backward_ex(dx, NULL, dx_stride, dw, db, dout, x, x_stride, w, b, B, L,
+                                      Di, K, stream);
 }

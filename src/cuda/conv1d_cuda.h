@@ -31,12 +31,25 @@ int mb_conv1d_cuda_forward_state(float *out, const float *x, int64_t x_stride, c
                                  const float *b, const float *state, float *next_state, int64_t B,
                                  int64_t L, int64_t Di, int64_t K, void *stream);
 
-/* Backward. dout (B, L, Di) contiguous, the gradient of the SiLU output, is OVERWRITTEN with
- * the gradient of the pre-activation (dout * SiLU'(pre), pre recomputed from x). Writes (=)
+/* Backward. dout (B, L, Di) contiguous: the gradient of the SiLU output (left unchanged for
+ * K <= 8; for longer filters it is overwritten with the pre-activation gradient). Writes (=)
  * dx (B, L, Di) with row stride dx_stride; accumulates (+=) dw (Di, K) and db (Di). */
 int mb_conv1d_cuda_backward(float *dx, int64_t dx_stride, float *dw, float *db, float *dout,
                             const float *x, int64_t x_stride, const float *w, const float *b,
                             int64_t B, int64_t L, int64_t Di, int64_t K, void *stream);
+
+/* The same with optional bf16 copies written alongside (NULL: none), for the mixed-precision
+ * model: out_bf16 (B, L, Di) contiguous; dx_bf16 with dx's row stride. state: the carried conv
+ * state for the forward (NULL = zeros; see mb_conv1d_cuda_forward_state). Filters of K <= 8
+ * run in one pass per direction (a thread walks a tile of positions of one channel); longer
+ * ones take the per-element kernels. */
+int mb_conv1d_cuda_forward_ex(float *out, uint16_t *out_bf16, const float *x, int64_t x_stride,
+                              const float *w, const float *b, const float *state, int64_t B,
+                              int64_t L, int64_t Di, int64_t K, void *stream);
+int mb_conv1d_cuda_backward_ex(float *dx, uint16_t *dx_bf16, int64_t dx_stride, float *dw,
+                               float *db, float *dout, const float *x, int64_t x_stride,
+                               const float *w, const float *b, int64_t B, int64_t L, int64_t Di,
+                               int64_t K, void *stream);
 
 #ifdef __cplusplus
 }

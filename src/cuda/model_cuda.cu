@@ -517,11 +517,11 @@ static int mixer_forward(mb_cuda_model *dm, mb_cuda_acts *a, int64_t l, const la
         MB_CUDA_TRY(cudaMemcpyAsync(a->h0, ssm_s, (size_t)F(B * Di * N), cudaMemcpyDeviceToDevice,
                                     (cudaStream_t)st),
                     "stateful forward: ssm state");
-    } else {
-        PT(MB_PROF_CONV,
-           mb_conv1d_cuda_forward(v->xc, v->xz, 2 * Di, lw->conv_w, lw->conv_b, B, L, Di, K, st));
+        PT(MB_PROF_CVT, to_bf16(dm, v->xcb, v->xc, Di, BL, Di));
+    } else { /* the bf16 copy of xc written by the conv itself in bf16 mode */
+        PT(MB_PROF_CONV, mb_conv1d_cuda_forward_ex(v->xc, dm->bf16 ? v->xcb : NULL, v->xz, 2 * Di,
+                                                   lw->conv_w, lw->conv_b, NULL, B, L, Di, K, st));
     }
-    PT(MB_PROF_CVT, to_bf16(dm, v->xcb, v->xc, Di, BL, Di));
     /* dbc = xc @ x_proj^T                                  (BL, R+2N) */
     PT(MB_PROF_GEMM, mm_fwd(dm, v->dbc, P, v->xc, v->xcb, Di, lw->x_proj_w, BL, Di, P, 0));
     PT(MB_PROF_CVT, to_bf16(dm, v->dbcb, v->dbc, P, BL, R));
@@ -654,10 +654,12 @@ static int mixer_backward(mb_cuda_model *dm, mb_cuda_acts *a, int64_t l, const l
     PT(MB_PROF_CVT, to_bf16(dm, a->ddbcb, a->ddbc, P, BL, P));
     PT(MB_PROF_GEMM, mm_bwd_w(dm, g->x_proj_w, a->ddbc, a->ddbcb, P, v->xc, v->xcb, Di, BL, Di, P));
     PT(MB_PROF_GEMM, mm_bwd_in(dm, a->dxc, Di, a->ddbc, a->ddbcb, P, lw->x_proj_w, BL, Di, P, 1));
-    /* conv1d + SiLU -> x half of dxz (dxc is overwritten with the pre-activation gradient) */
-    PT(MB_PROF_CONV, mb_conv1d_cuda_backward(a->dxz, 2 * Di, g->conv_w, g->conv_b, a->dxc, v->xz,
-                                             2 * Di, lw->conv_w, lw->conv_b, B, L, Di, K, st));
-    PT(MB_PROF_CVT, to_bf16(dm, a->dxzb, a->dxz, 2 * Di, BL, 2 * Di));
+    /* conv1d + SiLU -> x half of dxz (and of its bf16 copy); the z half's copy from the scan's dz
+     */
+    PT(MB_PROF_CONV,
+       mb_conv1d_cuda_backward_ex(a->dxz, dm->bf16 ? a->dxzb : NULL, 2 * Di, g->conv_w, g->conv_b,
+                                  a->dxc, v->xz, 2 * Di, lw->conv_w, lw->conv_b, B, L, Di, K, st));
+    PT(MB_PROF_CVT, to_bf16(dm, a->dxzb ? a->dxzb + Di : NULL, a->dxz + Di, 2 * Di, BL, Di));
     /* in_proj: xz = u @ in_proj^T, u recomputed from the stored norm input and statistics */
     if (!u_ready) {
         PT(MB_PROF_NORM, mb_norm_cuda_apply(a->u, v->res_in, v->mean, v->rstd, lw->norm_w,

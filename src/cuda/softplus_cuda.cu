@@ -7,12 +7,16 @@
 
 #define SOFTPLUS_THRESHOLD 20.0f
 
+/* thread (column c, row block): bias loaded once, rows r = blockIdx.y, += gridDim.y; no index
+ * division */
 __global__ void softplus_bias_kernel(float *delta, const float *bias, int64_t rows, int64_t n) {
-    const int64_t total = rows * n;
-    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < total;
-         i += (int64_t)gridDim.x * blockDim.x) {
-        const float v = delta[i] + bias[i % n];
-        delta[i] = v > SOFTPLUS_THRESHOLD ? v : log1pf(expf(v));
+    const int64_t c = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (c >= n) return;
+    const float bc = bias[c];
+    for (int64_t r = blockIdx.y; r < rows; r += gridDim.y) {
+        float *p = delta + r * n + c;
+        const float v = *p + bc;
+        *p = v > SOFTPLUS_THRESHOLD ? v : log1pf(__expf(v));
     }
 }
 
@@ -44,7 +48,11 @@ extern "C" int mb_softplus_bias_cuda_forward(float *delta, const float *bias, in
     if (rows < 0 || n <= 0 || !delta || !bias)
         return mb_fail(MB_EINVAL, "mb_softplus_bias_cuda_forward: bad arguments");
     if (rows == 0) return MB_OK;
-    softplus_bias_kernel<<<mb_cuda_blocks(rows * n, 256, 1 << 20), 256, 0, (cudaStream_t)stream>>>(
+    const unsigned cb = (unsigned)((n + 255) / 256);
+    /* about 16 blocks per multiprocessor in all, each row block walking rows / gridDim.y rows */
+    const unsigned rb = (unsigned)(rows < 65535 ? rows : 65535);
+    const unsigned rbc = cb >= 2112 ? 1 : (unsigned)(2112 / cb);
+    softplus_bias_kernel<<<dim3(cb, rb < rbc ? rb : rbc), 256, 0, (cudaStream_t)stream>>>(
         delta, bias, rows, n);
     MB_CUDA_LAUNCHED("mb_softplus_bias_cuda_forward");
     return MB_OK;

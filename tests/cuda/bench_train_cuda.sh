@@ -39,6 +39,8 @@ for p in "${PRESETS[@]}"; do
   rc=$?
   kill $mon 2>/dev/null
   wait $mon 2>/dev/null
+  # MB_KEEP_LOGS=DIR: keep the run's stderr (progress, MB_CUDA_PROFILE table) as DIR/train_PRESET.err
+  [ -n "${MB_KEEP_LOGS:-}" ] && cp "$T/$p.err" "$MB_KEEP_LOGS/train_$p.err"
   if [ $rc -ne 0 ]; then
     echo "| $p | failed (exit $rc): $(tail -1 "$T/$p.err") |"
     continue

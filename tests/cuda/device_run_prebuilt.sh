@@ -20,15 +20,19 @@ for t in test_kernels_cuda test_model_cuda; do
   "$BIN/$t" >"$OUT/$t.txt" 2>&1 || { echo "$t: exit status $?"; rc=1; }
   grep -E "FAIL|worst rel err|passed|training|stateful|skipped|rror|fault" "$OUT/$t.txt" | grep -v "^  step" | head -40
   awk '/^(ln|rms)/ { m = $2; for (i = 2; i < NF; i++) { if ($i == "logits") l = $(i + 1) + 0;
-         if ($i == "grad" && $(i - 1) == "worst") g = $(i + 1) + 0 }
-       if (l > ml[m]) ml[m] = l; if (g > mg[m]) mg[m] = g; n[m]++ }
-       END { for (m in n) printf "  %-16s %d cases: worst logits %.1e, worst grad %.1e\n", m, n[m], ml[m], mg[m] }' "$OUT/$t.txt"
+         if ($i == "grad" && $(i - 1) == "worst") g = $(i + 1) + 0;
+         if ($i == "grads" && $(i - 1) == "all") a = $(i + 1) + 0 }
+       if (l > ml[m]) ml[m] = l; if (g > mg[m]) mg[m] = g; if (a > ma[m]) ma[m] = a; n[m]++ }
+       END { for (m in n) printf "  %-16s %d cases: worst logits %.1e, worst grad tensor %.1e, whole gradient %.1e\n", m, n[m], ml[m], mg[m], ma[m] }' "$OUT/$t.txt"
 done
 MB_CLI="$BIN/mambabyte" MB_SOURCE_DIR=$PWD bash tests/cuda/test_train_cuda.sh >"$OUT/test_train_cuda.txt" 2>&1 || { echo "test_train_cuda: failed"; rc=1; }
 grep -E "^(ok|FAIL)|passed|gpu vs cpu|gpu bf16|recompute vs|vs .*rel diff" "$OUT/test_train_cuda.txt" | head -60
 if [ "${MB_SKIP_BENCH:-0}" != 1 ]; then
   S=${MB_BENCH_STEPS:-12}
-  bash tests/cuda/bench_train_cuda.sh "$BIN/mambabyte" 8192 8 "$S" 353m | tee "$OUT/bench_353m.txt"
-  bash tests/cuda/bench_train_cuda.sh "$BIN/mambabyte" 8192 32 "$S" medium | tee "$OUT/bench_medium.txt"
+  # MB_CUDA_PROFILE=1: kernel time by category, printed by the trainer at exit (kept in OUT)
+  MB_CUDA_PROFILE=${MB_CUDA_PROFILE:-1} MB_CUDA_PROFILE_SKIP=5 MB_KEEP_LOGS="$OUT" \
+    bash tests/cuda/bench_train_cuda.sh "$BIN/mambabyte" 8192 8 "$S" 353m | tee "$OUT/bench_353m.txt"
+  MB_CUDA_PROFILE=${MB_CUDA_PROFILE:-1} MB_CUDA_PROFILE_SKIP=5 MB_KEEP_LOGS="$OUT" \
+    bash tests/cuda/bench_train_cuda.sh "$BIN/mambabyte" 8192 32 "$S" medium | tee "$OUT/bench_medium.txt"
 fi
 exit $rc

@@ -414,7 +414,8 @@ static void test_bf16_ones(void *lt, int64_t rows) {
     CK(cudaMemset(dgW, 0, sizeof(float) * (size_t)(n_out * n_in)));
     OK(mb_matmul_bf16_backward_weight(lt, dgW, bdy, n_out, bx, n_in, rows, n_in, n_out));
     OK(mb_matmul_bf16_forward(lt, dY, n_out, bx, n_in, bW, rows, n_in, n_out, 0));
-    float *h = (float *)malloc(sizeof(float) * (size_t)(rows * n_out));
+    const int64_t nh = rows * n_out > n_out * n_in ? rows * n_out : n_out * n_in;
+    float *h = (float *)malloc(sizeof(float) * (size_t)nh);
     CK(cudaMemcpy(h, dgW, sizeof(float) * (size_t)(n_out * n_in), cudaMemcpyDeviceToHost));
     int64_t bad = 0;
     for (int64_t i = 0; i < n_out * n_in; i++)
