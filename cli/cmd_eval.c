@@ -27,8 +27,8 @@ static void help(FILE *f) {
         "  --batch N      windows per forward pass without --stream (default 8)\n"
         "  --max-bytes N  stop after about N scored bytes (default: all)\n"
         "  --format F     auto | bytes | jsonl\n"
-        "  --device D     cuda | cpu (default: cuda when this build has CUDA and a GPU is\n"
-        "                 present, else cpu); the GPU scores in fp32, streamed or not\n"
+        "  --device D     auto | cuda | cpu (default auto: cuda when this build has CUDA and\n"
+        "                 a GPU is present, else cpu); the GPU scores in fp32, streamed or not\n"
         "  --json         print the result as JSON\n"
         "\n"
         "Ends with 'bpb: <value> bytes: <count>'.\n");
@@ -44,6 +44,7 @@ static void progress(int64_t done, int64_t total, void *user) {
     double now = now_seconds();
     if (done < total && now - p->last < (p->tty ? 0.2 : 10.0)) return;
     p->last = now;
+    if (done > total) total = done; /* --max-bytes stops after whole windows */
     double frac = total > 0 ? (double)done / (double)total : 1.0;
     int w = 30, fill = (int)(frac * w + 0.5);
     char bar[64], eta[32];

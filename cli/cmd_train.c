@@ -61,9 +61,9 @@ static void help(FILE *f) {
         "                       model, data and optimizer settings are used)\n"
         "  --force              replace a checkpoint already in --out\n"
         "  --quiet              no per-step progress lines\n"
-        "  --device D           cuda | cpu (default: cuda when this build has CUDA and a GPU\n"
-        "                       is present, else cpu); checkpoints are the same on both, and a\n"
-        "                       run may resume on the other device\n"
+        "  --device D           auto | cuda | cpu (default auto: cuda when this build has CUDA\n"
+        "                       and a GPU is present, else cpu); checkpoints are the same on\n"
+        "                       both, and a run may resume on the other device\n"
         "  --precision P        auto | fp32 | bf16 (default auto: bf16 mixed precision on a GPU,\n"
         "                       i.e. bf16 matrix products with fp32 master weights, AdamW\n"
         "                       moments, scan, norms and loss; fp32 on the CPU)\n"
@@ -244,6 +244,14 @@ int cmd_train(int argc, char **argv) {
         fprintf(stderr, "mambabyte train: %s\n", mb_last_error());
         return 2;
     }
+    if (be == &mb_backend_cpu && mb_precision_parse(o.precision) == MB_PRECISION_BF16) {
+        fprintf(stderr, "mambabyte train: --precision bf16 needs --device cuda (the CPU path "
+                        "computes in fp32)\n");
+        return 2;
+    }
+    if (be == &mb_backend_cpu && o.recompute == 1)
+        fprintf(stderr, "note: --recompute on has no effect on the CPU (it keeps every "
+                        "activation)\n");
     if (mb_train_with_backend(&o, be)) {
         fprintf(stderr, "mambabyte train: %s\n", mb_last_error());
         return 1;

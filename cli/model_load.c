@@ -18,7 +18,10 @@ int cli_load_model(const char *cmd, const char *dir, mb_model *m) {
 
 int64_t cli_training_ctx(const char *dir, int64_t fallback) {
     char path[4200];
-    snprintf(path, sizeof path, "%s/train_state.safetensors", dir);
+    /* -m DIR/config.json (accepted by the loader) names the same checkpoint as -m DIR */
+    const size_t n = strlen(dir), cl = strlen("/config.json");
+    const int strip = n > cl && !strcmp(dir + n - cl, "/config.json");
+    snprintf(path, sizeof path, "%.*s/train_state.safetensors", (int)(strip ? n - cl : n), dir);
     mb_st_file f;
     if (mb_st_open(&f, path)) return fallback;
     const char *d = mb_st_meta(&f, "data");

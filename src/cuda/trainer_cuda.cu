@@ -260,9 +260,17 @@ static int cuda_score_stream(void *b, const uint8_t *x, const uint8_t *y, int64_
                        (long long)L);
     const size_t conv_b = (size_t)(cfg->n_layer * (cfg->d_conv - 1) * cfg->d_inner) * sizeof(float);
     const size_t ssm_b = (size_t)(cfg->n_layer * cfg->d_inner * cfg->d_state) * sizeof(float);
-    if (!c->ssm_state) {
-        MB_CUDA_TRY(cudaMalloc(&c->ssm_state, ssm_b), "cuda backend: streamed state");
-        if (conv_b) MB_CUDA_TRY(cudaMalloc(&c->conv_state, conv_b), "cuda backend: streamed state");
+    if (!c->ssm_state) { /* both states or neither */
+        float *ssm = NULL, *conv = NULL;
+        cudaError_t e = cudaMalloc(&ssm, ssm_b);
+        if (e == cudaSuccess && conv_b) e = cudaMalloc(&conv, conv_b);
+        if (e != cudaSuccess) {
+            (void)cudaGetLastError();
+            if (ssm) cudaFree(ssm);
+            return mb_cuda_err(e, "cuda backend: streamed evaluation state", __FILE__, __LINE__);
+        }
+        c->ssm_state = ssm;
+        c->conv_state = conv;
         reset = 1;
     }
     if (reset) {

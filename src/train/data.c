@@ -87,6 +87,9 @@ typedef struct {
     int skip_valid; /* pack file to skip */
     dev_t skip_dev;
     ino_t skip_ino;
+    int skipdir_valid; /* the pack's directory (a run's --out inside --data): not walked */
+    dev_t skipdir_dev;
+    ino_t skipdir_ino;
     size_t root_len;
 } in_list;
 
@@ -172,6 +175,8 @@ static int walk_dir(in_list *l, const char *dir) {
             break;
         }
         if (S_ISDIR(st.st_mode)) {
+            if (l->skipdir_valid && st.st_dev == l->skipdir_dev && st.st_ino == l->skipdir_ino)
+                continue; /* the run's own output directory (checkpoints, metrics) */
             int v = visited_add(l, &st);
             if (v < 0)
                 rc = v;
@@ -205,6 +210,21 @@ static int list_input(const char *input, mb_data_format fmt, const char *pack_pa
         l->skip_valid = 1;
         l->skip_dev = pst.st_dev;
         l->skip_ino = pst.st_ino;
+    }
+    if (pack_path) { /* the directory the pack is written to, whether or not it exists yet */
+        char dir[4096];
+        const char *slash = strrchr(pack_path, '/');
+        const size_t n = slash ? (size_t)(slash - pack_path) : 0;
+        if (n > 0 && n < sizeof dir) {
+            memcpy(dir, pack_path, n);
+            dir[n] = 0;
+            struct stat dst;
+            if (stat(dir, &dst) == 0) {
+                l->skipdir_valid = 1;
+                l->skipdir_dev = dst.st_dev;
+                l->skipdir_ino = dst.st_ino;
+            }
+        }
     }
     int rc;
     if (S_ISDIR(st.st_mode)) {
@@ -1069,7 +1089,8 @@ int mb_train_sampler_set_state(mb_train_sampler *s, const mb_train_sampler_state
     if (st->ctx != s->ctx || st->n_slots != s->n_slots)
         return mb_fail(MB_EINVAL,
                        "train sampler state: ctx %lld / %lld slots, sampler has ctx %lld / %lld "
-                       "slots (different data or ctx)",
+                       "slots: the data differ from the run's (resume with the same --data and "
+                       "--val it was started with, unchanged)",
                        (long long)st->ctx, (long long)st->n_slots, (long long)s->ctx,
                        (long long)s->n_slots);
     if (st->epoch < 0 || st->pos < 0 || st->pos > st->n_slots)

@@ -270,16 +270,21 @@ typedef struct {
     int64_t n;
 } doc_list;
 
-static double validate(mb_backend *be, const doc_list *val, const mb_train_opts *o,
-                       int64_t max_bytes, int64_t *scored) {
+/* Validation bpb through the session's scorer (on a GPU in the training precision) into *bpb
+ * (NaN without validation documents). A scorer error (device out of memory, CUDA error) is
+ * returned, never turned into a NaN. */
+static int validate(mb_backend *be, const doc_list *val, const mb_train_opts *o, int64_t max_bytes,
+                    double *bpb, int64_t *scored) {
     mb_eval_result r;
     *scored = 0;
-    if (val->n == 0) return NAN;
-    if (mb_evaluate_windows(be->ops->score, be, val->docs, val->n, o->ctx, o->batch, max_bytes,
-                            NULL, NULL, &r))
-        return NAN;
+    *bpb = NAN;
+    if (val->n == 0) return MB_OK;
+    int rc = mb_evaluate_windows(be->ops->score, be, val->docs, val->n, o->ctx, o->batch, max_bytes,
+                                 NULL, NULL, &r);
+    if (rc) return rc;
     *scored = r.bytes;
-    return mb_eval_bpb(&r);
+    *bpb = mb_eval_bpb(&r);
+    return MB_OK;
 }
 
 static void log_json(FILE *f, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -327,6 +332,16 @@ int mb_train_with_backend(const mb_train_opts *opts_in, const mb_backend_ops *be
         return mb_fail(MB_EINVAL, "train: --val-fraction 0 leaves no validation data; give --val "
                                   "PATH or a positive --val-fraction");
     if ((rc = mkdir_p(o.out))) return rc;
+    { /* the run writes into --out: it cannot also be the data directory (an --out inside
+       * --data is skipped when the data are listed) */
+        struct stat so, sd;
+        if (stat(o.out, &so) == 0 && stat(o.data, &sd) == 0 && so.st_dev == sd.st_dev &&
+            so.st_ino == sd.st_ino)
+            return mb_fail(MB_EINVAL,
+                           "train: --out %s is the --data directory; checkpoints would become "
+                           "training data (use another --out)",
+                           o.out);
+    }
     int lock_fd = lock_out_dir(o.out); /* released when the process exits */
     if (lock_fd < 0) return mb_last_error()[0] ? MB_EINVAL : MB_EIO;
     snprintf(path, sizeof path, "%s/model.safetensors", o.out);
@@ -349,6 +364,12 @@ int mb_train_with_backend(const mb_train_opts *opts_in, const mb_backend_ops *be
                 "the train state)\n",
                 o.out, (long long)rs.step, (long long)rs.total_steps, (long long)o.ctx,
                 (long long)o.batch, (unsigned long long)o.seed);
+        if (rs.total_steps > 0 && rs.step >= rs.total_steps)
+            fprintf(stderr,
+                    "note: this run is complete (step %lld of %lld): nothing to train; give "
+                    "--steps N with N > %lld to train further (the final validation runs "
+                    "again)\n",
+                    (long long)rs.step, (long long)rs.total_steps, (long long)rs.step);
     } else {
         if ((rc = mb_model_create(&m, &o.cfg))) goto done;
         mb_model_init(&m, o.seed);
@@ -458,7 +479,7 @@ int mb_train_with_backend(const mb_train_opts *opts_in, const mb_backend_ops *be
     double last_val = NAN;
     int64_t scored;
     if (!o.resume && o.eval_every > 0) { /* bpb before training, for the curve */
-        last_val = validate(be, &val, &o, o.eval_bytes, &scored);
+        if ((rc = validate(be, &val, &o, o.eval_bytes, &last_val, &scored))) goto done;
         fprintf(stderr, "step %lld: val_bpb %.4f (%lld bytes)\n", (long long)rs.step, last_val,
                 (long long)scored);
         log_json(metrics, "{\"step\":%lld,\"val_bpb\":%.6f,\"val_bytes\":%lld}", (long long)rs.step,
@@ -557,7 +578,7 @@ int mb_train_with_backend(const mb_train_opts *opts_in, const mb_backend_ops *be
                    (o.stop_after > 0 && rs.step - start_step >= o.stop_after) ||
                    (o.time_limit > 0 && run_elapsed >= o.time_limit);
         if (o.eval_every > 0 && rs.step % o.eval_every == 0 && !last) {
-            last_val = validate(be, &val, &o, o.eval_bytes, &scored);
+            if ((rc = validate(be, &val, &o, o.eval_bytes, &last_val, &scored))) goto done;
             fprintf(stderr, "step %lld: val_bpb %.4f (%lld bytes)\n", (long long)rs.step, last_val,
                     (long long)scored);
             log_json(metrics, "{\"step\":%lld,\"val_bpb\":%.6f,\"val_bytes\":%lld}",
@@ -576,7 +597,7 @@ int mb_train_with_backend(const mb_train_opts *opts_in, const mb_backend_ops *be
     }
     rs.elapsed += wall() - t0;
     /* final validation on the held-out set (up to final_eval_bytes) */
-    last_val = validate(be, &val, &o, o.final_eval_bytes, &scored);
+    if ((rc = validate(be, &val, &o, o.final_eval_bytes, &last_val, &scored))) goto done;
     log_json(metrics, "{\"step\":%lld,\"val_bpb\":%.6f,\"val_bytes\":%lld,\"final\":true}",
              (long long)rs.step, last_val, (long long)scored);
     fprintf(stderr, "trained %lld steps (%lld bytes) in %.1fs; checkpoint in %s\n",

@@ -69,6 +69,16 @@ check "--out that is a file named" bash -c "[ $rc -ne 0 ] && grep -q 'not a dire
 check "-m DIR/config.json means DIR" bash -c "'$MB_CLI' info -m '$T/m/config.json' | grep -q 'd_model  *64'"
 "$MB_CLI" generate -m "$T/m" -f "$T" -n 3 >/dev/null 2>"$T/e11"; rc=$?
 check "-f DIR named as a directory" bash -c "[ $rc -ne 0 ] && grep -q 'is a directory' '$T/e11'"
+# a run's --out inside its --data directory is not read as data; --out = --data is refused
+mkdir -p "$T/dd"
+cat "$data"/* | head -c 3000 >"$T/dd/a.txt"
+"$MB_CLI" train --data "$T/dd" --out "$T/dd/run" --preset tiny --ctx 32 --steps 1 --device cpu --quiet >/dev/null 2>"$T/e12"
+"$MB_CLI" train --data "$T/dd" --out "$T/dd/run" --preset tiny --ctx 32 --steps 1 --device cpu --quiet --force >/dev/null 2>"$T/e13"
+check "--out inside --data: the checkpoint is not training data" bash -c "grep -q '(new pack, 1 documents)' '$T/e12' && grep -q ', 1 documents)' '$T/e13'"
+"$MB_CLI" train --data "$T/dd" --out "$T/dd" --preset tiny --steps 1 --device cpu >/dev/null 2>"$T/e14"; rc=$?
+check "--out = --data refused" bash -c "[ $rc -ne 0 ] && grep -q 'is the --data directory' '$T/e14'"
+"$MB_CLI" train --data "$data" --out "$T/bf" --steps 1 --device cpu --precision bf16 >/dev/null 2>"$T/e15"; rc=$?
+check "--precision bf16 on the CPU refused before any work" bash -c "[ $rc -eq 2 ] && grep -q 'needs --device cuda' '$T/e15' && [ ! -e '$T/bf/data.pack' ]"
 for c in train eval generate info; do
   check "$c --help" bash -c "'$MB_CLI' $c --help | grep -q usage"
 done
