@@ -252,9 +252,10 @@ int cmd_train(int argc, char **argv) {
     if (be == &mb_backend_cpu && o.recompute == 1)
         fprintf(stderr, "note: --recompute on has no effect on the CPU (it keeps every "
                         "activation)\n");
-    if (mb_train_with_backend(&o, be)) {
+    const int rc = mb_train_with_backend(&o, be);
+    if (rc) {
         fprintf(stderr, "mambabyte train: %s\n", mb_last_error());
-        return 1;
+        return rc == MB_EINTR ? 130 : 1; /* the shell's status for SIGINT */
     }
     char rss[32];
     fprintf(stderr, "peak memory %s\n", fmt_bytes(peak_rss_bytes(), rss, sizeof rss));

@@ -30,6 +30,7 @@ enum {
     MB_EFORMAT = -3, /* malformed file (safetensors, JSON, pack, state) */
     MB_ENOMEM = -4,
     MB_ENONFINITE = -5, /* NaN or inf found */
+    MB_EINTR = -6,      /* stopped by SIGINT / SIGTERM (training: after a checkpoint) */
 };
 
 /* Message of the last error on this thread ("" if none). */

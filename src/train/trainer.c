@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <math.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -270,6 +271,14 @@ typedef struct {
     int64_t n;
 } doc_list;
 
+/* SIGINT / SIGTERM during training: the loop finishes its step, writes a checkpoint and stops
+ * (the handler is one-shot: a second signal ends the process at once; the checkpoint on disk
+ * is then the previous one, intact). */
+static volatile sig_atomic_t g_signal = 0;
+static void on_signal(int signo) {
+    g_signal = signo;
+}
+
 /* Validation bpb through the session's scorer (on a GPU in the training precision) into *bpb
  * (NaN without validation documents). A scorer error (device out of memory, CUDA error) is
  * returned, never turned into a NaN. */
@@ -323,7 +332,8 @@ int mb_train_with_backend(const mb_train_opts *opts_in, const mb_backend_ops *be
     FILE *metrics = NULL;
     doc_list val = {0};
     run_state rs = {0};
-    int rc, have_pack = 0, have_vpack = 0, have_split = 0, have_sampler = 0;
+    int rc, have_pack = 0, have_vpack = 0, have_split = 0, have_sampler = 0, have_handlers = 0;
+    struct sigaction old_int, old_term;
     char path[4200];
 
     if (!o.out) return mb_fail(MB_EINVAL, "train: --out is required");
@@ -474,6 +484,17 @@ int mb_train_with_backend(const mb_train_opts *opts_in, const mb_backend_ops *be
     }
 
     const int64_t bytes_per_step = o.batch * o.ctx * o.accum;
+    {
+        struct sigaction sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_handler = on_signal;
+        sa.sa_flags = SA_RESETHAND;
+        sigemptyset(&sa.sa_mask);
+        g_signal = 0;
+        sigaction(SIGINT, &sa, &old_int);
+        sigaction(SIGTERM, &sa, &old_term);
+        have_handlers = 1;
+    }
     const double t0 = wall();
     const int64_t start_step = rs.step;
     double last_val = NAN;
@@ -574,9 +595,10 @@ int mb_train_with_backend(const mb_train_opts *opts_in, const mb_backend_ops *be
                  "\"bytes_per_s\":%.1f,\"elapsed\":%.3f}",
                  (long long)rs.step, loss, loss / M_LN2, lr, gnorm, (double)bytes_per_step / dt,
                  rs.elapsed + run_elapsed);
+        const int interrupted = g_signal != 0;
         int last = (!time_limited && rs.step >= total) ||
                    (o.stop_after > 0 && rs.step - start_step >= o.stop_after) ||
-                   (o.time_limit > 0 && run_elapsed >= o.time_limit);
+                   (o.time_limit > 0 && run_elapsed >= o.time_limit) || interrupted;
         if (o.eval_every > 0 && rs.step % o.eval_every == 0 && !last) {
             if ((rc = validate(be, &val, &o, o.eval_bytes, &last_val, &scored))) goto done;
             fprintf(stderr, "step %lld: val_bpb %.4f (%lld bytes)\n", (long long)rs.step, last_val,
@@ -594,6 +616,15 @@ int mb_train_with_backend(const mb_train_opts *opts_in, const mb_backend_ops *be
             if (rc) goto done;
         }
         stop = last;
+        if (interrupted) {
+            fprintf(stderr, "interrupted (signal %d) at step %lld: checkpoint saved in %s\n",
+                    (int)g_signal, (long long)rs.step, o.out);
+            rc = mb_fail(MB_EINTR,
+                         "interrupted by signal %d at step %lld; the checkpoint in %s is "
+                         "complete: continue with --resume",
+                         (int)g_signal, (long long)rs.step, o.out);
+            goto done;
+        }
     }
     rs.elapsed += wall() - t0;
     /* final validation on the held-out set (up to final_eval_bytes) */
@@ -606,6 +637,10 @@ int mb_train_with_backend(const mb_train_opts *opts_in, const mb_backend_ops *be
     fflush(stdout);
     rc = MB_OK;
 done:
+    if (have_handlers) {
+        sigaction(SIGINT, &old_int, NULL);
+        sigaction(SIGTERM, &old_term, NULL);
+    }
     if (metrics) fclose(metrics);
     free(val.docs);
     free(x);

@@ -79,6 +79,18 @@ check "--out inside --data: the checkpoint is not training data" bash -c "grep -
 check "--out = --data refused" bash -c "[ $rc -ne 0 ] && grep -q 'is the --data directory' '$T/e14'"
 "$MB_CLI" train --data "$data" --out "$T/bf" --steps 1 --device cpu --precision bf16 >/dev/null 2>"$T/e15"; rc=$?
 check "--precision bf16 on the CPU refused before any work" bash -c "[ $rc -eq 2 ] && grep -q 'needs --device cuda' '$T/e15' && [ ! -e '$T/bf/data.pack' ]"
+# Ctrl-C (SIGINT) during training: the step finishes, a checkpoint is written, exit 130;
+# --resume continues from it
+"$MB_CLI" train --data "$data" --out "$T/int" --preset tiny --ctx 32 --steps 100000 --device cpu \
+  >/dev/null 2>"$T/e16" &
+pid=$!
+for i in $(seq 1 240); do grep -q '"loss"' "$T/int/metrics.jsonl" 2>/dev/null && break; sleep 0.5; done
+kill -INT $pid
+wait $pid; rc=$?
+check "SIGINT: exit 130 with a checkpoint and a message" bash -c "[ $rc -eq 130 ] && grep -q 'interrupted by signal 2' '$T/e16' && test -f '$T/int/train_state.safetensors'"
+at=$(sed -n 's/.*interrupted (signal 2) at step \([0-9]*\).*/\1/p' "$T/e16")
+"$MB_CLI" train --data "$data" --out "$T/int" --resume --steps $((at + 2)) --device cpu >"$T/o17" 2>"$T/e17"; rc=$?
+check "SIGINT: --resume continues at the saved step ($at)" bash -c "[ $rc -eq 0 ] && grep -q 'resuming .* at step $at of' '$T/e17' && grep -q '^val_bpb' '$T/o17'"
 for c in train eval generate info; do
   check "$c --help" bash -c "'$MB_CLI' $c --help | grep -q usage"
 done
