@@ -607,6 +607,9 @@ int mb_train_with_backend(const mb_train_opts *opts_in, const mb_backend_ops *be
                      (long long)rs.step, last_val, (long long)scored);
         }
         if (last || (o.ckpt_every > 0 && rs.step % o.ckpt_every == 0)) {
+            /* a time-limited run that ends before its length was estimated (under 3 steps):
+             * the schedule's length is what ran, so a resume knows where it stands */
+            if (last && rs.total_steps <= 0) rs.total_steps = rs.step;
             mb_train_sampler_get_state(&sampler, &rs.sampler);
             double el = rs.elapsed;
             rs.elapsed += wall() - t0;
