@@ -1,5 +1,6 @@
 /* mambabyte info: config, parameter count and recurrent-state size of a preset or checkpoint. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cjson/cJSON.h>
@@ -80,7 +81,14 @@ int cmd_info(int argc, char **argv) {
         cJSON_AddBoolToObject(o, "rms_norm", c.rms_norm);
         cJSON_AddBoolToObject(o, "tie_embeddings", c.tie_embeddings);
         cJSON_AddBoolToObject(o, "residual_in_fp32", 1);
-        cJSON_AddNumberToObject(o, "norm_eps", (double)c.norm_eps);
+        /* the float's shortest decimal (1e-05, not 9.99999974737875e-06) */
+        char eps[32];
+        snprintf(eps, sizeof eps, "%.9g", (double)c.norm_eps);
+        for (int digits = 1; digits <= 9; digits++) {
+            snprintf(eps, sizeof eps, "%.*g", digits, (double)c.norm_eps);
+            if ((float)strtod(eps, NULL) == c.norm_eps) break;
+        }
+        cJSON_AddRawToObject(o, "norm_eps", eps);
         cJSON_AddNumberToObject(o, "n_params", (double)n_params);
         cJSON_AddNumberToObject(o, "n_params_non_embedding", (double)(n_params - n_emb));
         cJSON_AddNumberToObject(o, "state_bytes", (double)state);

@@ -6,6 +6,7 @@
 #include "commands.h"
 #include "mambabyte.h"
 #include "train/backend.h"
+#include "train/data.h"
 #include "train/trainer.h"
 
 /* Flags that set the model, data or optimizer: fixed for a run, so --resume ignores them. */
@@ -113,6 +114,11 @@ int cmd_train(int argc, char **argv) {
             o.val = v;
         } else if (!strcmp(a, "--format")) {
             VAL();
+            mb_data_format f;
+            if (mb_data_format_parse(v, &f)) {
+                fprintf(stderr, "mambabyte train: --format: %s\n", mb_last_error());
+                return 2;
+            }
             o.format = v;
         } else if (!strcmp(a, "--out")) {
             VAL();
