@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "io/checkpoint.h"
 #include "io/safetensors.h"
@@ -18,10 +19,15 @@ int cli_load_model(const char *cmd, const char *dir, mb_model *m) {
 
 int64_t cli_training_ctx(const char *dir, int64_t fallback) {
     char path[4200];
-    /* -m DIR/config.json (accepted by the loader) names the same checkpoint as -m DIR */
-    const size_t n = strlen(dir), cl = strlen("/config.json");
-    const int strip = n > cl && !strcmp(dir + n - cl, "/config.json");
-    snprintf(path, sizeof path, "%.*s/train_state.safetensors", (int)(strip ? n - cl : n), dir);
+    /* like the checkpoint loader: a file given with -m (DIR/config.json, a .safetensors)
+     * stands for the directory it is in */
+    struct stat st;
+    const char *slash = strrchr(dir, '/');
+    if (stat(dir, &st) == 0 && !S_ISDIR(st.st_mode))
+        snprintf(path, sizeof path, "%.*s/train_state.safetensors", slash ? (int)(slash - dir) : 1,
+                 slash ? dir : ".");
+    else
+        snprintf(path, sizeof path, "%s/train_state.safetensors", dir);
     mb_st_file f;
     if (mb_st_open(&f, path)) return fallback;
     const char *d = mb_st_meta(&f, "data");

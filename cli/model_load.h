@@ -8,7 +8,8 @@
 
 /* Load -m DIR (any supported checkpoint format); prints "mambabyte <cmd>: <error>" on failure. */
 int cli_load_model(const char *cmd, const char *dir, mb_model *m);
-/* The training context stored in DIR/train_state.safetensors, or `fallback`. */
+/* The training context stored in DIR/train_state.safetensors (DIR: -m as given, or the
+ * directory of a file given with -m), or `fallback`. */
 int64_t cli_training_ctx(const char *dir, int64_t fallback);
 
 #endif

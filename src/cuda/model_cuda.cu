@@ -347,16 +347,10 @@ extern "C" int mb_cuda_model_set_bf16(mb_cuda_model *dm, int on) {
     return refresh_bf16(dm);
 }
 
-static int same_config(const mb_config *x, const mb_config *y) {
-    return x->d_model == y->d_model && x->n_layer == y->n_layer && x->d_state == y->d_state &&
-           x->d_conv == y->d_conv && x->d_inner == y->d_inner && x->dt_rank == y->dt_rank &&
-           x->rms_norm == y->rms_norm && x->tie_embeddings == y->tie_embeddings;
-}
-
 extern "C" int mb_cuda_model_upload(mb_cuda_model *dm, const mb_model *m) {
     if (!dm || !m || !m->params || !dm->params)
         return mb_fail(MB_EINVAL, "mb_cuda_model_upload: NULL argument");
-    if (!same_config(&dm->cfg, &m->cfg) || m->n_params != dm->n_params)
+    if (!mb_config_same_shape(&dm->cfg, &m->cfg) || m->n_params != dm->n_params)
         return mb_fail(MB_EINVAL, "mb_cuda_model_upload: model has a different config");
     MB_CUDA_TRY(cudaMemcpy(dm->params, m->params, (size_t)F(dm->n_params), cudaMemcpyHostToDevice),
                 "mb_cuda_model_upload");
@@ -366,7 +360,7 @@ extern "C" int mb_cuda_model_upload(mb_cuda_model *dm, const mb_model *m) {
 extern "C" int mb_cuda_model_download(const mb_cuda_model *dm, mb_model *m) {
     if (!dm || !m || !m->params || !dm->params)
         return mb_fail(MB_EINVAL, "mb_cuda_model_download: NULL argument");
-    if (!same_config(&dm->cfg, &m->cfg) || m->n_params != dm->n_params)
+    if (!mb_config_same_shape(&dm->cfg, &m->cfg) || m->n_params != dm->n_params)
         return mb_fail(MB_EINVAL, "mb_cuda_model_download: model has a different config");
     MB_CUDA_TRY(cudaMemcpy(m->params, dm->params, (size_t)F(dm->n_params), cudaMemcpyDeviceToHost),
                 "mb_cuda_model_download");

@@ -347,6 +347,30 @@ static __device__ __forceinline__ void red_add_v4(float *addr, float4 v) {
 }
 #endif
 
+/* v5 backward's dB/dC reduction tail: sums acc over the LANES lanes that hold parts of the
+ * same 4 states (xor shuffles), then the lane with write set adds them to dst[0..3] (one
+ * 16-byte red, or one atomic per state below n_left when red_vec is off). */
+template <int LANES>
+static __device__ __forceinline__ void bc_reduce_add(float4 acc, bool write, float *dst,
+                                                     int n_left, bool red_vec) {
+#pragma unroll
+    for (int off = 1; off < LANES; off <<= 1) {
+        acc.x += __shfl_xor_sync(FULL_MASK, acc.x, off);
+        acc.y += __shfl_xor_sync(FULL_MASK, acc.y, off);
+        acc.z += __shfl_xor_sync(FULL_MASK, acc.z, off);
+        acc.w += __shfl_xor_sync(FULL_MASK, acc.w, off);
+    }
+    if (!write) return;
+    if (red_vec) {
+        red_add_v4(dst, acc);
+    } else {
+        const float av4[4] = {acc.x, acc.y, acc.z, acc.w};
+#pragma unroll
+        for (int k = 0; k < 4; k++)
+            if (k < n_left) atomicAdd(dst + k, av4[k]);
+    }
+}
+
 /* Stage `rows` rows of a row-major tensor into shared memory: element (r, e) of the tile is
  * base[(row0 + r) * stride + e] for r < nvalid and e < width, zero elsewhere; the tile has
  * `ld` floats per row (ld % 4 == 0, width <= ld). VEC: 16-byte copies (base, stride and width
@@ -1015,25 +1039,9 @@ __global__ void __launch_bounds__(32 * G, 16 / G) scan_bwd3_kernel(scan_params p
                                                                (xpart * 4 + jj) * (8 * G) + 4 * xquad);
                             acc.x += v.x, acc.y += v.y, acc.z += v.z, acc.w += v.w;
                         }
-#pragma unroll
-                        for (int off = 1; off < LPX; off <<= 1) {
-                            acc.x += __shfl_xor_sync(FULL_MASK, acc.x, off);
-                            acc.y += __shfl_xor_sync(FULL_MASK, acc.y, off);
-                            acc.z += __shfl_xor_sync(FULL_MASK, acc.z, off);
-                            acc.w += __shfl_xor_sync(FULL_MASK, acc.w, off);
-                        }
                         const int t = ts + i0 + i + xpos;
-                        if (xpart == 0 && t < L && xn < N) {
-                            float *dst = xdst + (long long)t * p.bcs;
-                            if (p.red_vec) {
-                                red_add_v4(dst, acc);
-                            } else {
-                                const float av4[4] = {acc.x, acc.y, acc.z, acc.w};
-#pragma unroll
-                                for (int k = 0; k < 4; k++)
-                                    if (xn + k < N) atomicAdd(dst + k, av4[k]);
-                            }
-                        }
+                        bc_reduce_add<LPX>(acc, xpart == 0 && t < L && xn < N,
+                                           xdst + (long long)t * p.bcs, N - xn, p.red_vec);
                         __syncwarp();
                     }
                 }
@@ -1053,25 +1061,9 @@ __global__ void __launch_bounds__(32 * G, 16 / G) scan_bwd3_kernel(scan_params p
                                                                4 * (squad ^ rb_swz<G>(ch)));
                             acc.x += v.x, acc.y += v.y, acc.z += v.z, acc.w += v.w;
                         }
-#pragma unroll
-                        for (int off = 1; off < LP; off <<= 1) {
-                            acc.x += __shfl_xor_sync(FULL_MASK, acc.x, off);
-                            acc.y += __shfl_xor_sync(FULL_MASK, acc.y, off);
-                            acc.z += __shfl_xor_sync(FULL_MASK, acc.z, off);
-                            acc.w += __shfl_xor_sync(FULL_MASK, acc.w, off);
-                        }
                         const int t = ts + i0 + i + spos;
-                        if (spart == 0 && t < L && sn < N) {
-                            float *dst = sdst + (long long)t * p.bcs;
-                            if (p.red_vec) {
-                                red_add_v4(dst, acc);
-                            } else {
-                                const float av4[4] = {acc.x, acc.y, acc.z, acc.w};
-#pragma unroll
-                                for (int k = 0; k < 4; k++)
-                                    if (sn + k < N) atomicAdd(dst + k, av4[k]);
-                            }
-                        }
+                        bc_reduce_add<LP>(acc, spart == 0 && t < L && sn < N,
+                                           sdst + (long long)t * p.bcs, N - sn, p.red_vec);
                         __syncwarp();
                     }
                 }

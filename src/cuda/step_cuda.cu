@@ -109,6 +109,27 @@ __device__ __forceinline__ void pdl_launch() {
 __device__ __forceinline__ float silu_f(float v) {
     return v / (1.0f + expf(-v));
 }
+/* One recurrent conv step of sequence s, channel ch: SiLU(conv_b + taps over the K-1 stored
+ * inputs and the new x from xz), written to xc and returned; the window (K-1, Di) of the
+ * sequence in conv shifts by one, oldest first. */
+__device__ __forceinline__ float conv_step(float *conv, const float *conv_w, const float *conv_b,
+                                           const float *xz, float *xc, int s, int ch, int Di,
+                                           int K) {
+    float *win = conv + ((int64_t)s * (K - 1)) * Di + ch; /* element k at win[k*Di] */
+    const float *wc = conv_w + (int64_t)ch * K;
+    const float xn = xz[(int64_t)s * 2 * Di + ch];
+    float acc = conv_b[ch];
+    for (int k = 0; k < K - 1; k++)
+        acc += wc[k] * win[(int64_t)k * Di];
+    acc += wc[K - 1] * xn;
+    for (int k = 0; k + 1 < K - 1; k++)
+        win[(int64_t)k * Di] = win[(int64_t)(k + 1) * Di];
+    if (K > 1) win[(int64_t)(K - 2) * Di] = xn;
+    const float v = silu_f(acc);
+    xc[(int64_t)s * Di + ch] = v;
+    return v;
+}
+
 __device__ __forceinline__ float softplus_f(float v) { /* threshold 20 as F.softplus */
     return v > 20.0f ? v : log1pf(expf(v));
 }
@@ -285,18 +306,7 @@ __global__ void __launch_bounds__(CONV_THREADS)
         const int s = i / CS, ch = c0 + i % CS;
         float v = 0.0f;
         if (ch < Di) {
-            float *win = conv + ((int64_t)s * (K - 1)) * Di + ch; /* element k at win[k*Di] */
-            const float *wc = conv_w + (int64_t)ch * K;
-            const float xn = xz[(int64_t)s * 2 * Di + ch];
-            float acc = conv_b[ch];
-            for (int k = 0; k < K - 1; k++)
-                acc += wc[k] * win[(int64_t)k * Di];
-            acc += wc[K - 1] * xn;
-            for (int k = 0; k + 1 < K - 1; k++)
-                win[(int64_t)k * Di] = win[(int64_t)(k + 1) * Di];
-            if (K > 1) win[(int64_t)(K - 2) * Di] = xn;
-            v = silu_f(acc);
-            xc[(int64_t)s * Di + ch] = v;
+            v = conv_step(conv, conv_w, conv_b, xz, xc, s, ch, Di, K);
         }
         xcs[i] = v;
     }
@@ -590,18 +600,7 @@ __global__ void __launch_bounds__(B_THREADS, 1)
         float v = 0.0f;
         if (sl < ns && ch < Di) {
             const int s = s0 + sl;
-            float *win = conv + ((int64_t)s * (K - 1)) * Di + ch; /* element k at win[k*Di] */
-            const float *wc = conv_w + (int64_t)ch * K;
-            const float xn = xz[(int64_t)s * 2 * Di + ch];
-            float acc = conv_b[ch];
-            for (int k = 0; k < K - 1; k++)
-                acc += wc[k] * win[(int64_t)k * Di];
-            acc += wc[K - 1] * xn;
-            for (int k = 0; k + 1 < K - 1; k++)
-                win[(int64_t)k * Di] = win[(int64_t)(k + 1) * Di];
-            if (K > 1) win[(int64_t)(K - 2) * Di] = xn;
-            v = silu_f(acc);
-            xc[(int64_t)s * Di + ch] = v;
+            v = conv_step(conv, conv_w, conv_b, xz, xc, s, ch, Di, K);
         }
         xcs[sl][cc] = v;
     }

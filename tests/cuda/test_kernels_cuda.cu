@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "check.h"
 #include "cuda/adamw_cuda.h"
 #include "cuda/bf16_cuda.h"
 #include "cuda/conv1d_cuda.h"
@@ -50,25 +51,11 @@ extern "C" { /* C headers without their own guards */
         }                                                                                          \
     } while (0)
 
-static int g_fail = 0;
 static mb_rng g_rng;
 #define MAX_NAMES 64
 static double g_worst[MAX_NAMES];
 static const char *g_names[MAX_NAMES];
 static int g_nnames = 0;
-
-static double rel_err(const float *a, const float *b, int64_t n) {
-    double num = 0.0, den = 0.0;
-    for (int64_t i = 0; i < n; i++) {
-        const float x = a[i], y = b[i];
-        if (isnan(x) != isnan(y) || isinf(x) != isinf(y)) return INFINITY;
-        if (isnan(x) || isinf(x)) continue;
-        const double d = fabs((double)x - (double)y);
-        if (d > num) num = d;
-        if (fabs((double)y) > den) den = fabs((double)y);
-    }
-    return den > 0 ? num / den : num;
-}
 
 /* compare a device buffer with the host reference; keep the worst error per kernel name */
 static void check(const char *name, const float *dev, const float *ref, int64_t n, int64_t B,

@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "check.h"
 #include "cuda/model_cuda.h"
 #include "cuda/scan_cuda.h"
 #include "mambabyte.h"
@@ -50,54 +51,6 @@ static const gpu_mode g_modes[] = {
     {"bf16+recompute", 1, 1, BF16_TOL},
 };
 #define N_MODES 4
-
-static int g_fail = 0;
-
-#define REQUIRE(cond, ...)                                                                         \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            printf("FAIL %s:%d: ", __FILE__, __LINE__);                                            \
-            printf(__VA_ARGS__);                                                                   \
-            printf(" [%s]\n", mb_last_error());                                                    \
-            g_fail = 1;                                                                            \
-        }                                                                                          \
-    } while (0)
-
-/* max |a - b| / max |b|; NaN or inf on one side only -> INFINITY */
-static double rel_err(const float *a, const float *b, int64_t n) {
-    double num = 0.0, den = 0.0;
-    for (int64_t i = 0; i < n; i++) {
-        const float x = a[i], y = b[i];
-        if (isnan(x) != isnan(y) || isinf(x) != isinf(y)) return INFINITY;
-        if (isnan(x) || isinf(x)) continue;
-        const double d = fabs((double)x - (double)y);
-        if (d > num) num = d;
-        if (fabs((double)y) > den) den = fabs((double)y);
-    }
-    return den > 0 ? num / den : num;
-}
-
-/* ||a - b||_2 / ||b||_2; NaN or inf on one side only -> INFINITY */
-static double l2_rel_err(const float *a, const float *b, int64_t n) {
-    double num = 0.0, den = 0.0;
-    for (int64_t i = 0; i < n; i++) {
-        const float x = a[i], y = b[i];
-        if (isnan(x) != isnan(y) || isinf(x) != isinf(y)) return INFINITY;
-        if (isnan(x) || isinf(x)) continue;
-        num += ((double)x - y) * ((double)x - y);
-        den += (double)y * y;
-    }
-    return den > 0 ? sqrt(num / den) : sqrt(num);
-}
-
-static void *xmalloc(size_t n) {
-    void *p = malloc(n ? n : 1);
-    if (!p) {
-        printf("out of host memory\n");
-        exit(1);
-    }
-    return p;
-}
 
 static void tiny_config(mb_config *c, int rms, int tied, int64_t d_model, int64_t n_layer) {
     mb_config_default(c, d_model, n_layer);

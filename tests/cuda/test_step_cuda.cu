@@ -26,35 +26,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "check.h"
 #include "cuda/step_cuda.h"
 #include "mambabyte.h"
 
-static int g_fail = 0;
-
-#define REQUIRE(cond, ...)                                                                         \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            printf("FAIL %s:%d: ", __FILE__, __LINE__);                                            \
-            printf(__VA_ARGS__);                                                                   \
-            printf(" [%s]\n", mb_last_error());                                                    \
-            g_fail = 1;                                                                            \
-        }                                                                                          \
-    } while (0)
-
-/* max |a - b| / max |b| over n; NaN / inf on one side only -> INFINITY */
-static double rel_err(const float *a, const float *b, int64_t n) {
-    double num = 0.0, den = 0.0;
-    for (int64_t i = 0; i < n; i++) {
-        if (isnan(a[i]) != isnan(b[i]) || isinf(a[i]) != isinf(b[i])) return INFINITY;
-        const double dd = fabs((double)a[i] - (double)b[i]);
-        if (dd > num) num = dd;
-        if (fabs((double)b[i]) > den) den = fabs((double)b[i]);
-    }
-    return den > 0 ? num / den : num;
-}
-
-static void make_model_n(mb_model *m, int64_t d, int rms, int tied, uint64_t seed,
-                         int64_t d_state, int64_t d_conv, int64_t dt_rank) {
+static void make_model_n(mb_model *m, int64_t d, int rms, int tied, uint64_t seed, int64_t d_state,
+                         int64_t d_conv, int64_t dt_rank) {
     mb_config c;
     mb_config_default(&c, d, 2);
     c.d_state = d_state;
