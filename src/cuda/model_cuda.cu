@@ -37,8 +37,10 @@ struct mb_cuda_acts {
     mb_config cfg;
     int64_t B, L, BL;
     int64_t chunk, n_chunks;
-    int train, can_backward, recompute, bf16;
+    int train, can_backward, recompute, keep_scan, bf16;
     int64_t lstride_mul; /* mixer buffers: 1 when training without recomputation, else 0 */
+    int64_t kstride_mul; /* scan chunk states and the y the backward reads: 1 when training
+                            without recomputation or with MB_CUDA_ACTS_KEEP_SCAN, else 0 */
     int64_t rstride_mul; /* residual stream / norm statistics: 1 when training, else 0 */
     int64_t slot_layer;  /* recompute: layer whose mixer activations the slot holds (-1) */
     void *mem;           /* the one device allocation */
@@ -52,7 +54,7 @@ struct mb_cuda_acts {
     float *dbc;               /* (n_layer, B, L, R+2N) */
     float *delta;             /* (n_layer, B, L, Di) */
     float *y;                 /* (n_layer, B, L, Di) gated scan output */
-    float *h_chunks;          /* (n_layer, B, Di, n_chunks, N) (training only) */
+    float *h_chunks;          /* (n_layer, B, Di, n_chunks, N) (training only; kept slots) */
     float *xf;                /* (B, L, d) norm_f output */
     float *logits;            /* (B, L, 256) */
     float *losses;            /* (B, L) */
@@ -97,6 +99,8 @@ static int acts_table(mb_cuda_acts *a, carve_item *t) {
     const int64_t BL = a->BL, d = c->d_model, Di = c->d_inner, N = c->d_state, R = c->dt_rank;
     const int64_t nr = a->train ? c->n_layer : 1;                  /* residual slots - 1 */
     const int64_t nl = a->train && !a->recompute ? c->n_layer : 1; /* mixer slots */
+    const int64_t nk = a->kstride_mul ? c->n_layer : 1;            /* kept scan slots */
+    const int64_t ny = a->bf16 ? nl : nk; /* fp32 y: the backward reads the bf16 copy in bf16 */
     const int64_t tr = a->train ? 1 : 0, hb = a->bf16 ? 1 : 0, P = R + 2 * N;
     int k = 0;
     t[k++] = (carve_item){(void **)&a->residual, F((nr + 1) * BL * d)};
@@ -106,8 +110,8 @@ static int acts_table(mb_cuda_acts *a, carve_item *t) {
     t[k++] = (carve_item){(void **)&a->xc, F(nl * BL * Di)};
     t[k++] = (carve_item){(void **)&a->dbc, F(nl * BL * (R + 2 * N))};
     t[k++] = (carve_item){(void **)&a->delta, F(nl * BL * Di)};
-    t[k++] = (carve_item){(void **)&a->y, F(nl * BL * Di)};
-    t[k++] = (carve_item){(void **)&a->h_chunks, F(tr * nl * a->B * Di * a->n_chunks * N)};
+    t[k++] = (carve_item){(void **)&a->y, F(ny * BL * Di)};
+    t[k++] = (carve_item){(void **)&a->h_chunks, F(tr * nk * a->B * Di * a->n_chunks * N)};
     t[k++] = (carve_item){(void **)&a->xf, F(BL * d)};
     t[k++] = (carve_item){(void **)&a->logits, F(BL * MB_VOCAB)};
     t[k++] = (carve_item){(void **)&a->losses, F(BL)};
@@ -131,7 +135,7 @@ static int acts_table(mb_cuda_acts *a, carve_item *t) {
     t[k++] = (carve_item){(void **)&a->ub, H(hb * BL * d)};
     t[k++] = (carve_item){(void **)&a->xfb, H(hb * BL * d)};
     t[k++] = (carve_item){(void **)&a->xcb, H(hb * nl * BL * Di)};
-    t[k++] = (carve_item){(void **)&a->yb, H(hb * nl * BL * Di)};
+    t[k++] = (carve_item){(void **)&a->yb, H(hb * nk * BL * Di)};
     t[k++] = (carve_item){(void **)&a->dbcb, H(hb * nl * BL * P)};
     t[k++] = (carve_item){(void **)&a->dresb, H(hb * tr * BL * d)};
     t[k++] = (carve_item){(void **)&a->dxzb, H(hb * tr * BL * 2 * Di)};
@@ -166,8 +170,10 @@ static int acts_shape(mb_cuda_acts *a, const mb_config *c, int64_t B, int64_t L,
     a->n_chunks = (L + a->chunk - 1) / a->chunk;
     a->train = train ? 1 : 0;
     a->recompute = a->train && (flags & MB_CUDA_ACTS_RECOMPUTE) ? 1 : 0;
+    a->keep_scan = a->recompute && (flags & MB_CUDA_ACTS_KEEP_SCAN) ? 1 : 0;
     a->bf16 = flags & MB_CUDA_ACTS_BF16 ? 1 : 0;
     a->lstride_mul = a->train && !a->recompute;
+    a->kstride_mul = a->train && (!a->recompute || a->keep_scan);
     a->rstride_mul = a->train;
     a->slot_layer = -1;
     carve_item t[ACTS_MAX_ITEMS] = {};
@@ -392,7 +398,8 @@ typedef struct {
 static layer_view layer_at(const mb_cuda_acts *a, int64_t l) {
     const mb_config *c = &a->cfg;
     const int64_t BL = a->BL, d = c->d_model, Di = c->d_inner, N = c->d_state, R = c->dt_rank;
-    const int64_t s = l * a->lstride_mul, r = l * a->rstride_mul;
+    const int64_t s = l * a->lstride_mul, r = l * a->rstride_mul, k = l * a->kstride_mul;
+    const int64_t sy = a->bf16 ? s : k;
     layer_view v;
     v.res_in = a->residual + r * BL * d;
     v.mean = a->mean + r * BL;
@@ -401,10 +408,10 @@ static layer_view layer_at(const mb_cuda_acts *a, int64_t l) {
     v.xc = a->xc + s * BL * Di;
     v.dbc = a->dbc + s * BL * (R + 2 * N);
     v.delta = a->delta + s * BL * Di;
-    v.y = a->y + s * BL * Di;
-    v.h_chunks = a->h_chunks ? a->h_chunks + s * a->B * Di * a->n_chunks * N : NULL;
+    v.y = a->y + sy * BL * Di;
+    v.h_chunks = a->h_chunks ? a->h_chunks + k * a->B * Di * a->n_chunks * N : NULL;
     v.xcb = a->xcb ? a->xcb + s * BL * Di : NULL;
-    v.yb = a->yb ? a->yb + s * BL * Di : NULL;
+    v.yb = a->yb ? a->yb + k * BL * Di : NULL;
     v.dbcb = a->dbcb ? a->dbcb + s * BL * (R + 2 * N) : NULL;
     return v;
 }
@@ -488,9 +495,11 @@ typedef struct {
 } carried_state;
 
 /* Mixer of layer l on u = a->u (and its bf16 copy a->ub in bf16 mode; model.md "Mixer"),
- * output into a->hout. cs (may be NULL): conv and scan start from and update these states. */
+ * output into a->hout. cs (may be NULL): conv and scan start from and update these states.
+ * recomputing: the backward's re-run, which needs only what mixer_backward reads: no out_proj
+ * product, and with kept scan states (MB_CUDA_ACTS_KEEP_SCAN) no scan either. */
 static int mixer_forward(mb_cuda_model *dm, mb_cuda_acts *a, int64_t l, const layer_view *v,
-                         const carried_state *cs) {
+                         const carried_state *cs, int recomputing) {
     const mb_config *c = &dm->cfg;
     const mb_layer_weights *lw = &dm->w.layers[l];
     const int64_t B = a->B, L = a->L, BL = a->BL, d = c->d_model, Di = c->d_inner;
@@ -522,6 +531,7 @@ static int mixer_forward(mb_cuda_model *dm, mb_cuda_acts *a, int64_t l, const la
     /* delta = softplus(dt_low @ dt_proj_w^T + dt_proj_b)   (BL, Di) */
     PT(MB_PROF_GEMM, mm_fwd(dm, v->delta, Di, v->dbc, v->dbcb, P, lw->dt_proj_w, BL, R, Di, 0));
     PT(MB_PROF_SOFTPLUS, mb_softplus_bias_cuda_forward(v->delta, lw->dt_proj_b, BL, Di, st));
+    if (recomputing && a->keep_scan) return MB_OK;
     /* y = scan(xc, delta, A, B, C, D) * SiLU(z)            (BL, Di) */
     mb_scan_args sa = scan_args(a, lw, v);
     if (cs) {
@@ -530,6 +540,7 @@ static int mixer_forward(mb_cuda_model *dm, mb_cuda_acts *a, int64_t l, const la
     }
     PT(MB_PROF_SCAN_FWD, mb_scan_cuda_forward(&sa, v->y, st));
     PT(MB_PROF_CVT, to_bf16(dm, v->yb, v->y, Di, BL, Di));
+    if (recomputing) return MB_OK;
     /* hout = y @ out_proj^T                                (BL, d) */
     PT(MB_PROF_GEMM, mm_fwd(dm, a->hout, d, v->y, v->yb, Di, lw->out_proj_w, BL, Di, d, 0));
     return MB_OK;
@@ -565,7 +576,7 @@ static int forward_impl(mb_cuda_model *dm, mb_cuda_acts *a, const carried_state 
                                                   layer_at(a, l - 1).res_in, lw->norm_w, lw->norm_b,
                                                   BL, d, eps, st));
         PT(MB_PROF_CVT, to_bf16(dm, a->ub, a->u, d, BL, d));
-        MB_TRY(mixer_forward(dm, a, l, &v, cs));
+        MB_TRY(mixer_forward(dm, a, l, &v, cs, 0));
     }
     a->slot_layer = nl - 1;
     float *mf, *rf;
@@ -704,7 +715,7 @@ extern "C" int mb_cuda_backward(mb_cuda_model *dm, mb_cuda_acts *a, float dloss)
                                                     lw->norm_b, BL, d, st));
                 PT(MB_PROF_CVT, to_bf16(dm, a->ub, a->u, d, BL, d));
                 mb_prof_phase(MB_PHASE_RECOMPUTE);
-                MB_TRY(mixer_forward(dm, a, l, &v, NULL));
+                MB_TRY(mixer_forward(dm, a, l, &v, NULL, 1));
                 mb_prof_phase(MB_PHASE_BWD);
                 u_ready = 1;
             }

@@ -90,9 +90,17 @@ mb_cuda_acts *mb_cuda_acts_create(const mb_config *c, int64_t B, int64_t L, int 
                                   int64_t chunk);
 /* Flags of mb_cuda_acts_create_ex: TRAIN keeps what mb_cuda_backward needs; RECOMPUTE (with
  * TRAIN) keeps only the residual stream per layer and recomputes each mixer in the backward;
+ * KEEP_SCAN (with RECOMPUTE) also keeps every layer's scan chunk states and gated scan output
+ * (its bf16 copy in bf16 mode: B*L*Di*2 bytes + B*Di*n_chunks*N*4 per layer), so the re-run
+ * skips the scan forward (the in_proj, conv, x_proj, dt_proj and softplus still re-run);
  * BF16 adds the bf16 operand copies of the mixed-precision model (required iff the model is
  * in bf16 mode). mb_cuda_acts_create(c, B, L, t, chunk) = _ex(c, B, L, t ? TRAIN : 0, chunk). */
-enum { MB_CUDA_ACTS_TRAIN = 1, MB_CUDA_ACTS_RECOMPUTE = 2, MB_CUDA_ACTS_BF16 = 4 };
+enum {
+    MB_CUDA_ACTS_TRAIN = 1,
+    MB_CUDA_ACTS_RECOMPUTE = 2,
+    MB_CUDA_ACTS_BF16 = 4,
+    MB_CUDA_ACTS_KEEP_SCAN = 8
+};
 mb_cuda_acts *mb_cuda_acts_create_ex(const mb_config *c, int64_t B, int64_t L, int flags,
                                      int64_t chunk);
 int64_t mb_cuda_acts_bytes_ex(const mb_config *c, int64_t B, int64_t L, int flags, int64_t chunk);

@@ -88,18 +88,29 @@ static void cuda_close(mb_backend *b) {
 static int choose_acts_flags(const mb_config *cfg, int64_t B, int64_t L, int train, int bf16,
                              int recompute, int *out) {
     int f = (train ? MB_CUDA_ACTS_TRAIN : 0) | (bf16 ? MB_CUDA_ACTS_BF16 : 0);
-    if (train && recompute > 0) f |= MB_CUDA_ACTS_RECOMPUTE;
-    if (train && recompute < 0) {
-        size_t free_b = 0, total_b = 0;
-        if (cudaMemGetInfo(&free_b, &total_b) != cudaSuccess) {
-            (void)cudaGetLastError();
-            free_b = 0;
-        }
-        const int64_t full = mb_cuda_acts_bytes_ex(cfg, B, L, f, 0);
-        if (full < 0)
-            return mb_fail(MB_EINVAL, "cuda backend: bad batch %lld x ctx %lld", (long long)B,
-                           (long long)L);
-        if ((double)full > 0.9 * (double)free_b) f |= MB_CUDA_ACTS_RECOMPUTE;
+    *out = f;
+    if (!train || recompute == 0) return MB_OK;
+    size_t free_b = 0, total_b = 0;
+    if (cudaMemGetInfo(&free_b, &total_b) != cudaSuccess) {
+        (void)cudaGetLastError();
+        free_b = 0;
+    }
+    const double budget = 0.9 * (double)free_b;
+    const int64_t full = mb_cuda_acts_bytes_ex(cfg, B, L, f, 0);
+    if (full < 0)
+        return mb_fail(MB_EINVAL, "cuda backend: bad batch %lld x ctx %lld", (long long)B,
+                       (long long)L);
+    /* auto: store everything when it fits; otherwise (and for --recompute on) recompute each
+     * mixer, keeping the scan's chunk states and output when those fit (the re-run then skips
+     * the scan); MB_CUDA_KEEP_SCAN=0 / 1 forces that choice (tests, benchmarks) */
+    if (recompute < 0 && (double)full <= budget) return MB_OK;
+    f |= MB_CUDA_ACTS_RECOMPUTE;
+    const char *ks = getenv("MB_CUDA_KEEP_SCAN");
+    const int64_t keep = mb_cuda_acts_bytes_ex(cfg, B, L, f | MB_CUDA_ACTS_KEEP_SCAN, 0);
+    if (ks && *ks) {
+        if (strcmp(ks, "0") != 0) f |= MB_CUDA_ACTS_KEEP_SCAN;
+    } else if (keep >= 0 && (double)keep <= budget) {
+        f |= MB_CUDA_ACTS_KEEP_SCAN;
     }
     *out = f;
     return MB_OK;
@@ -147,9 +158,10 @@ static int cuda_open(mb_backend **out, mb_model *m, mb_adamw *opt, int64_t B, in
         const int64_t ab = mb_cuda_acts_bytes_ex(&m->cfg, B, L, c->acts_flags, 0);
         snprintf(c->base.numerics, sizeof c->base.numerics, "%s%s, activations %.2f GiB",
                  bf16 ? "bf16 mixed precision" : "fp32",
-                 c->train ? (c->acts_flags & MB_CUDA_ACTS_RECOMPUTE ? ", recomputation on"
-                                                                    : ", recomputation off")
-                          : "",
+                 !c->train                                   ? ""
+                 : !(c->acts_flags & MB_CUDA_ACTS_RECOMPUTE) ? ", recomputation off"
+                 : (c->acts_flags & MB_CUDA_ACTS_KEEP_SCAN)  ? ", recomputation on (scan kept)"
+                                                             : ", recomputation on",
                  (double)ab / (1 << 30));
     }
     if (!rc) {

@@ -41,16 +41,20 @@ extern "C" { /* C headers without their own guards */
 /* GPU numerics exercised against the same CPU results */
 typedef struct {
     const char *name;
-    int bf16, recompute;
+    int bf16, recompute; /* recompute: 0 or MB_CUDA_ACTS_* recomputation flags */
     double tol;
 } gpu_mode;
+#define RC MB_CUDA_ACTS_RECOMPUTE
+#define KEEP (MB_CUDA_ACTS_RECOMPUTE | MB_CUDA_ACTS_KEEP_SCAN)
 static const gpu_mode g_modes[] = {
     {"fp32", 0, 0, TOL},
-    {"fp32+recompute", 0, 1, TOL},
+    {"fp32+recompute", 0, RC, TOL},
+    {"fp32+rc+keep", 0, KEEP, TOL},
     {"bf16", 1, 0, BF16_TOL},
-    {"bf16+recompute", 1, 1, BF16_TOL},
+    {"bf16+recompute", 1, RC, BF16_TOL},
+    {"bf16+rc+keep", 1, KEEP, BF16_TOL},
 };
-#define N_MODES 4
+#define N_MODES 6
 
 static void tiny_config(mb_config *c, int rms, int tied, int64_t d_model, int64_t n_layer) {
     mb_config_default(c, d_model, n_layer);
@@ -113,11 +117,8 @@ static void parity_case(const mb_model *m, mb_cuda_model *dm, int64_t B, int64_t
         const gpu_mode *md = &g_modes[mi];
         const double tol = md->tol;
         REQUIRE(mb_cuda_model_set_bf16(dm, md->bf16) == 0, "set_bf16");
-        mb_cuda_acts *da = mb_cuda_acts_create_ex(c, B, L,
-                                                  MB_CUDA_ACTS_TRAIN |
-                                                      (md->recompute ? MB_CUDA_ACTS_RECOMPUTE : 0) |
-                                                      (md->bf16 ? MB_CUDA_ACTS_BF16 : 0),
-                                                  0);
+        mb_cuda_acts *da = mb_cuda_acts_create_ex(
+            c, B, L, MB_CUDA_ACTS_TRAIN | md->recompute | (md->bf16 ? MB_CUDA_ACTS_BF16 : 0), 0);
         REQUIRE(da != NULL, "mb_cuda_acts_create B=%lld L=%lld", (long long)B, (long long)L);
         float loss_g = NAN;
         for (int64_t i = 0; i < BL * MB_VOCAB; i++)
