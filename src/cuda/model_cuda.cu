@@ -112,10 +112,11 @@ static int acts_table(mb_cuda_acts *a, carve_item *t) {
     t[k++] = (carve_item){(void **)&a->delta, F(nl * BL * Di)};
     t[k++] = (carve_item){(void **)&a->y, F(ny * BL * Di)};
     t[k++] = (carve_item){(void **)&a->h_chunks, F(tr * nk * a->B * Di * a->n_chunks * N)};
-    t[k++] = (carve_item){(void **)&a->xf, F(BL * d)};
+    /* the fp32 norm outputs feed only fp32 products: bf16 mode keeps their bf16 copies alone */
+    t[k++] = (carve_item){(void **)&a->xf, F((1 - hb) * BL * d)};
     t[k++] = (carve_item){(void **)&a->logits, F(BL * MB_VOCAB)};
     t[k++] = (carve_item){(void **)&a->losses, F(BL)};
-    t[k++] = (carve_item){(void **)&a->u, F(BL * d)};
+    t[k++] = (carve_item){(void **)&a->u, F((1 - hb) * BL * d)};
     t[k++] = (carve_item){(void **)&a->hout, F(BL * d)};
     t[k++] = (carve_item){(void **)&a->dres, F(tr * BL * d)};
     t[k++] = (carve_item){(void **)&a->du, F(tr * BL * d)};
@@ -434,11 +435,10 @@ static int check_pair(const mb_cuda_model *dm, const mb_cuda_acts *a, const char
     const mb_config *x = &dm->cfg, *y = &a->cfg;
     if (!mb_config_same_shape(x, y))
         return mb_fail(MB_EINVAL, "%s: acts were created for a different config", fn);
-    if (dm->bf16 && !a->bf16)
-        return mb_fail(MB_EINVAL,
-                       "%s: the model is in bf16 mode but the acts were created "
-                       "without MB_CUDA_ACTS_BF16",
-                       fn);
+    if (dm->bf16 != a->bf16) /* bf16 acts hold no fp32 norm outputs for fp32 products */
+        return mb_fail(MB_EINVAL, "%s: the model is in %s mode but the acts were created %s", fn,
+                       dm->bf16 ? "bf16" : "fp32",
+                       a->bf16 ? "with MB_CUDA_ACTS_BF16" : "without MB_CUDA_ACTS_BF16");
     return MB_OK;
 }
 
@@ -569,21 +569,21 @@ static int forward_impl(mb_cuda_model *dm, mb_cuda_acts *a, const carried_state 
         const mb_layer_weights *lw = &w->layers[l];
         layer_view v = layer_at(a, l);
         if (l == 0)
-            PT(MB_PROF_NORM, mb_norm_cuda_forward(v.res_in, a->u, v.mean, v.rstd, v.res_in, NULL,
-                                                  lw->norm_w, lw->norm_b, BL, d, eps, st));
+            PT(MB_PROF_NORM,
+               mb_norm_cuda_forward_ex(v.res_in, a->u, a->ub, v.mean, v.rstd, v.res_in, NULL,
+                                       lw->norm_w, lw->norm_b, BL, d, eps, st));
         else /* residual_l = h_{l-1} + residual_{l-1}, fused into the norm */
-            PT(MB_PROF_NORM, mb_norm_cuda_forward(v.res_in, a->u, v.mean, v.rstd, a->hout,
-                                                  layer_at(a, l - 1).res_in, lw->norm_w, lw->norm_b,
-                                                  BL, d, eps, st));
-        PT(MB_PROF_CVT, to_bf16(dm, a->ub, a->u, d, BL, d));
+            PT(MB_PROF_NORM, mb_norm_cuda_forward_ex(v.res_in, a->u, a->ub, v.mean, v.rstd, a->hout,
+                                                     layer_at(a, l - 1).res_in, lw->norm_w,
+                                                     lw->norm_b, BL, d, eps, st));
         MB_TRY(mixer_forward(dm, a, l, &v, cs, 0));
     }
     a->slot_layer = nl - 1;
     float *mf, *rf;
     float *resf = final_residual(a, &mf, &rf);
-    PT(MB_PROF_NORM, mb_norm_cuda_forward(resf, a->xf, mf, rf, a->hout, layer_at(a, nl - 1).res_in,
-                                          w->norm_f_w, w->norm_f_b, BL, d, eps, st));
-    PT(MB_PROF_CVT, to_bf16(dm, a->xfb, a->xf, d, BL, d));
+    PT(MB_PROF_NORM,
+       mb_norm_cuda_forward_ex(resf, a->xf, a->xfb, mf, rf, a->hout, layer_at(a, nl - 1).res_in,
+                               w->norm_f_w, w->norm_f_b, BL, d, eps, st));
     /* logits = xf @ lm_head^T                              (BL, 256) */
     PT(MB_PROF_GEMM,
        mm_fwd(dm, a->logits, MB_VOCAB, a->xf, a->xfb, d, w->lm_head, BL, d, MB_VOCAB, 0));
@@ -638,8 +638,7 @@ static int mixer_backward(mb_cuda_model *dm, mb_cuda_acts *a, int64_t l, const l
     const int64_t B = a->B, L = a->L, BL = a->BL, d = c->d_model, Di = c->d_inner;
     const int64_t N = c->d_state, R = c->dt_rank, K = c->d_conv, P = R + 2 * N;
     void *st = dm->stream;
-    /* out_proj: h = y @ out_proj^T */
-    PT(MB_PROF_CVT, to_bf16(dm, a->dresb, a->dres, d, BL, d));
+    /* out_proj: h = y @ out_proj^T (a->dresb: written with a->dres by the norm backward) */
     PT(MB_PROF_GEMM, mm_bwd_w(dm, g->out_proj_w, a->dres, a->dresb, d, v->y, v->yb, Di, BL, Di, d));
     PT(MB_PROF_GEMM, mm_bwd_in(dm, a->dy, Di, a->dres, a->dresb, d, lw->out_proj_w, BL, Di, d, 0));
     /* scan: dxc, ddelta, dB, dC, dz (=); dA_log, dD (+=) */
@@ -647,9 +646,8 @@ static int mixer_backward(mb_cuda_model *dm, mb_cuda_acts *a, int64_t l, const l
     PT(MB_PROF_SCAN_BWD, mb_scan_cuda_backward(&sa, a->dy, a->dxc, a->ddelta, g->A_log, a->ddbc + R,
                                                a->ddbc + R + N, g->D, a->dxz + Di, st));
     /* softplus and dt_proj bias: d pre = d delta * (-expm1(-delta)) */
-    PT(MB_PROF_SOFTPLUS,
-       mb_softplus_bias_cuda_backward(a->ddelta, g->dt_proj_b, v->delta, BL, Di, st));
-    PT(MB_PROF_CVT, to_bf16(dm, a->ddeltab, a->ddelta, Di, BL, Di));
+    PT(MB_PROF_SOFTPLUS, mb_softplus_bias_cuda_backward_ex(a->ddelta, a->ddeltab, g->dt_proj_b,
+                                                           v->delta, BL, Di, st));
     /* dt_proj: pre = dt_low @ dt_proj_w^T + dt_proj_b */
     PT(MB_PROF_GEMM,
        mm_bwd_w(dm, g->dt_proj_w, a->ddelta, a->ddeltab, Di, v->dbc, v->dbcb, P, BL, R, Di));
@@ -667,9 +665,8 @@ static int mixer_backward(mb_cuda_model *dm, mb_cuda_acts *a, int64_t l, const l
     PT(MB_PROF_CVT, to_bf16(dm, a->dxzb ? a->dxzb + Di : NULL, a->dxz + Di, 2 * Di, BL, Di));
     /* in_proj: xz = u @ in_proj^T, u recomputed from the stored norm input and statistics */
     if (!u_ready) {
-        PT(MB_PROF_NORM, mb_norm_cuda_apply(a->u, v->res_in, v->mean, v->rstd, lw->norm_w,
-                                            lw->norm_b, BL, d, st));
-        PT(MB_PROF_CVT, to_bf16(dm, a->ub, a->u, d, BL, d));
+        PT(MB_PROF_NORM, mb_norm_cuda_apply_ex(a->u, a->ub, v->res_in, v->mean, v->rstd, lw->norm_w,
+                                               lw->norm_b, BL, d, st));
     }
     PT(MB_PROF_GEMM,
        mm_bwd_w(dm, g->in_proj_w, a->dxz, a->dxzb, 2 * Di, a->u, a->ub, d, BL, d, 2 * Di));
@@ -700,8 +697,8 @@ extern "C" int mb_cuda_backward(mb_cuda_model *dm, mb_cuda_acts *a, float dloss)
     /* norm_f: dres = gradient of the final residual                       (BL, d) */
     float *mf, *rf;
     float *resf = final_residual(a, &mf, &rf);
-    PT(MB_PROF_NORM, mb_norm_cuda_backward(a->dres, g->norm_f_w, g->norm_f_b, a->du, resf, mf, rf,
-                                           w->norm_f_w, BL, d, 0, st));
+    PT(MB_PROF_NORM, mb_norm_cuda_backward_ex(a->dres, a->dresb, g->norm_f_w, g->norm_f_b, a->du,
+                                              resf, mf, rf, w->norm_f_w, BL, d, 0, st));
     for (int64_t l = nl - 1; l >= 0; l--) {
         layer_view v = layer_at(a, l);
         const mb_layer_weights *lw = &w->layers[l];
@@ -711,9 +708,8 @@ extern "C" int mb_cuda_backward(mb_cuda_model *dm, mb_cuda_acts *a, float dloss)
              * forward (and a->u its norm output); every other layer is re-run */
             u_ready = a->slot_layer == l;
             if (!u_ready) {
-                PT(MB_PROF_NORM, mb_norm_cuda_apply(a->u, v.res_in, v.mean, v.rstd, lw->norm_w,
-                                                    lw->norm_b, BL, d, st));
-                PT(MB_PROF_CVT, to_bf16(dm, a->ub, a->u, d, BL, d));
+                PT(MB_PROF_NORM, mb_norm_cuda_apply_ex(a->u, a->ub, v.res_in, v.mean, v.rstd,
+                                                       lw->norm_w, lw->norm_b, BL, d, st));
                 mb_prof_phase(MB_PHASE_RECOMPUTE);
                 MB_TRY(mixer_forward(dm, a, l, &v, NULL, 1));
                 mb_prof_phase(MB_PHASE_BWD);
@@ -724,8 +720,8 @@ extern "C" int mb_cuda_backward(mb_cuda_model *dm, mb_cuda_acts *a, float dloss)
         /* residual_{l+1} = mixer(norm(residual_l)) + residual_l: dres feeds both paths */
         MB_TRY(mixer_backward(dm, a, l, &v, &g->layers[l], u_ready));
         PT(MB_PROF_NORM,
-           mb_norm_cuda_backward(a->dres, g->layers[l].norm_w, g->layers[l].norm_b, a->du, v.res_in,
-                                 v.mean, v.rstd, lw->norm_w, BL, d, 1, st));
+           mb_norm_cuda_backward_ex(a->dres, a->dresb, g->layers[l].norm_w, g->layers[l].norm_b,
+                                    a->du, v.res_in, v.mean, v.rstd, lw->norm_w, BL, d, 1, st));
     }
     /* embedding rows: residual_0 = embedding[x] */
     PT(MB_PROF_EMBED, mb_embedding_cuda_backward(g->embedding, a->x, a->dres, BL, d, st));

@@ -1,6 +1,7 @@
 /* Residual add + RMSNorm / LayerNorm forward and backward (norm_cuda.h). */
 #include "cuda/norm_cuda.h"
 
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 #include "cuda/cuda_check.h"
@@ -16,16 +17,18 @@ __device__ __forceinline__ double warp_sum_d(double v) {
 
 /* Each lane reads back only elements it wrote itself (same j pattern), so the fused residual
  * write needs no synchronisation before the statistics pass. */
-__global__ void norm_forward_kernel(float *resid_out, float *y, float *mean, float *rstd,
-                                    const float *h, const float *resid_in, const float *w,
-                                    const float *b, int64_t rows, int64_t d, float eps) {
+__global__ void norm_forward_kernel(float *resid_out, float *y, __nv_bfloat16 *yb, float *mean,
+                                    float *rstd, const float *h, const float *resid_in,
+                                    const float *w, const float *b, int64_t rows, int64_t d,
+                                    float eps) {
     const int64_t row = (int64_t)blockIdx.x * ROWS_PER_BLOCK + threadIdx.y;
     if (row >= rows) return;
     const int lane = threadIdx.x;
     const float *hi = h + row * d;
     const float *pi = resid_in ? resid_in + row * d : NULL;
     float *ri = resid_out + row * d;
-    float *yi = y + row * d;
+    float *yi = y ? y + row * d : NULL;
+    __nv_bfloat16 *ybi = yb ? yb + row * d : NULL;
     double s = 0.0;
     for (int64_t j = lane; j < d; j += 32) {
         float v = pi ? hi[j] + pi[j] : hi[j];
@@ -47,30 +50,41 @@ __global__ void norm_forward_kernel(float *resid_out, float *y, float *mean, flo
             mean[row] = mf;
             rstd[row] = rs;
         }
-        for (int64_t j = lane; j < d; j += 32)
-            yi[j] = (ri[j] - mf) * rs * w[j] + b[j];
+        for (int64_t j = lane; j < d; j += 32) {
+            const float o = (ri[j] - mf) * rs * w[j] + b[j];
+            if (yi) yi[j] = o;
+            if (ybi) ybi[j] = __float2bfloat16_rn(o);
+        }
     } else {
         const float rs = (float)(1.0 / sqrt(s / (double)d + (double)eps));
         if (lane == 0) rstd[row] = rs;
-        for (int64_t j = lane; j < d; j += 32)
-            yi[j] = ri[j] * rs * w[j];
+        for (int64_t j = lane; j < d; j += 32) {
+            const float o = ri[j] * rs * w[j];
+            if (yi) yi[j] = o;
+            if (ybi) ybi[j] = __float2bfloat16_rn(o);
+        }
     }
 }
 
-__global__ void norm_apply_kernel(float *y, const float *r, const float *mean, const float *rstd,
-                                  const float *w, const float *b, int64_t rows, int64_t d) {
-    const int64_t n = rows * d;
-    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
-         i += (int64_t)gridDim.x * blockDim.x) {
-        const int64_t row = i / d, j = i - row * d;
-        const float rs = rstd[row];
-        y[i] = b ? (r[i] - mean[row]) * rs * w[j] + b[j] : r[i] * rs * w[j];
+/* thread (column j, row block): w[j], b[j] loaded once, rows += gridDim.y; no index division */
+__global__ void norm_apply_kernel(float *y, __nv_bfloat16 *yb, const float *r, const float *mean,
+                                  const float *rstd, const float *w, const float *b, int64_t rows,
+                                  int64_t d) {
+    const int64_t j = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (j >= d) return;
+    const float wj = w[j], bj = b ? b[j] : 0.0f;
+    for (int64_t row = blockIdx.y; row < rows; row += gridDim.y) {
+        const int64_t i = row * d + j;
+        const float o = b ? (r[i] - mean[row]) * rstd[row] * wj + bj : r[i] * rstd[row] * wj;
+        if (y) y[i] = o;
+        if (yb) yb[i] = __float2bfloat16_rn(o);
     }
 }
 
-__global__ void norm_backward_input_kernel(float *dr, const float *dy, const float *r,
-                                           const float *mean, const float *rstd, const float *w,
-                                           int layer, int64_t rows, int64_t d, int accumulate) {
+__global__ void norm_backward_input_kernel(float *dr, __nv_bfloat16 *drb, const float *dy,
+                                           const float *r, const float *mean, const float *rstd,
+                                           const float *w, int layer, int64_t rows, int64_t d,
+                                           int accumulate) {
     const int64_t row = (int64_t)blockIdx.x * ROWS_PER_BLOCK + threadIdx.y;
     if (row >= rows) return;
     const int lane = threadIdx.x;
@@ -91,8 +105,10 @@ __global__ void norm_backward_input_kernel(float *dr, const float *dy, const flo
     for (int64_t j = lane; j < d; j += 32) {
         const float g = dyi[j] * w[j];
         const float xh = (ri[j] - mf) * rs;
-        const float v = rs * (g - mg - xh * mgx);
-        dri[j] = accumulate ? dri[j] + v : v;
+        float v = rs * (g - mg - xh * mgx);
+        if (accumulate) v += dri[j];
+        dri[j] = v;
+        if (drb) drb[row * d + j] = __float2bfloat16_rn(v);
     }
 }
 
@@ -131,28 +147,63 @@ static int sizes_ok(const char *fn, int64_t rows, int64_t d) {
     return MB_OK;
 }
 
+extern "C" int mb_norm_cuda_forward_ex(float *resid_out, float *y, uint16_t *yb, float *mean,
+                                       float *rstd, const float *h, const float *resid_in,
+                                       const float *w, const float *b, int64_t rows, int64_t d,
+                                       float eps, void *stream) {
+    MB_TRY(sizes_ok("mb_norm_cuda_forward", rows, d));
+    if (b && !mean) return mb_fail(MB_EINVAL, "mb_norm_cuda_forward: LayerNorm needs mean");
+    if (!y && !yb) return mb_fail(MB_EINVAL, "mb_norm_cuda_forward: no output (y and yb NULL)");
+    if (rows == 0) return MB_OK;
+    norm_forward_kernel<<<(unsigned)((rows + ROWS_PER_BLOCK - 1) / ROWS_PER_BLOCK),
+                          dim3(32, ROWS_PER_BLOCK), 0, (cudaStream_t)stream>>>(
+        resid_out, y, (__nv_bfloat16 *)yb, mean, rstd, h, resid_in, w, b, rows, d, eps);
+    MB_CUDA_LAUNCHED("mb_norm_cuda_forward");
+    return MB_OK;
+}
+
 extern "C" int mb_norm_cuda_forward(float *resid_out, float *y, float *mean, float *rstd,
                                     const float *h, const float *resid_in, const float *w,
                                     const float *b, int64_t rows, int64_t d, float eps,
                                     void *stream) {
-    MB_TRY(sizes_ok("mb_norm_cuda_forward", rows, d));
-    if (b && !mean) return mb_fail(MB_EINVAL, "mb_norm_cuda_forward: LayerNorm needs mean");
+    return mb_norm_cuda_forward_ex(resid_out, y, NULL, mean, rstd, h, resid_in, w, b, rows, d, eps,
+                                   stream);
+}
+
+extern "C" int mb_norm_cuda_apply_ex(float *y, uint16_t *yb, const float *r, const float *mean,
+                                     const float *rstd, const float *w, const float *b,
+                                     int64_t rows, int64_t d, void *stream) {
+    MB_TRY(sizes_ok("mb_norm_cuda_apply", rows, d));
+    if (!y && !yb) return mb_fail(MB_EINVAL, "mb_norm_cuda_apply: no output (y and yb NULL)");
     if (rows == 0) return MB_OK;
-    norm_forward_kernel<<<(unsigned)((rows + ROWS_PER_BLOCK - 1) / ROWS_PER_BLOCK),
-                          dim3(32, ROWS_PER_BLOCK), 0, (cudaStream_t)stream>>>(
-        resid_out, y, mean, rstd, h, resid_in, w, b, rows, d, eps);
-    MB_CUDA_LAUNCHED("mb_norm_cuda_forward");
+    const unsigned cb = (unsigned)((d + 255) / 256);
+    const unsigned rbc = cb >= 2112 ? 1 : (unsigned)(2112 / cb); /* ~16 blocks per SM */
+    const unsigned rb = (unsigned)(rows < (int64_t)rbc ? rows : rbc);
+    norm_apply_kernel<<<dim3(cb, rb), 256, 0, (cudaStream_t)stream>>>(y, (__nv_bfloat16 *)yb, r,
+                                                                      mean, rstd, w, b, rows, d);
+    MB_CUDA_LAUNCHED("mb_norm_cuda_apply");
     return MB_OK;
 }
 
 extern "C" int mb_norm_cuda_apply(float *y, const float *r, const float *mean, const float *rstd,
                                   const float *w, const float *b, int64_t rows, int64_t d,
                                   void *stream) {
-    MB_TRY(sizes_ok("mb_norm_cuda_apply", rows, d));
+    return mb_norm_cuda_apply_ex(y, NULL, r, mean, rstd, w, b, rows, d, stream);
+}
+
+extern "C" int mb_norm_cuda_backward_ex(float *dr, uint16_t *drb, float *dw, float *db,
+                                        const float *dy, const float *r, const float *mean,
+                                        const float *rstd, const float *w, int64_t rows, int64_t d,
+                                        int accumulate, void *stream) {
+    MB_TRY(sizes_ok("mb_norm_cuda_backward", rows, d));
     if (rows == 0) return MB_OK;
-    norm_apply_kernel<<<mb_cuda_blocks(rows * d, 256, 65536), 256, 0, (cudaStream_t)stream>>>(
-        y, r, mean, rstd, w, b, rows, d);
-    MB_CUDA_LAUNCHED("mb_norm_cuda_apply");
+    cudaStream_t st = (cudaStream_t)stream;
+    norm_backward_input_kernel<<<(unsigned)((rows + ROWS_PER_BLOCK - 1) / ROWS_PER_BLOCK),
+                                 dim3(32, ROWS_PER_BLOCK), 0, st>>>(
+        dr, (__nv_bfloat16 *)drb, dy, r, mean, rstd, w, db != NULL, rows, d, accumulate);
+    dim3 grid((unsigned)((d + 31) / 32), mb_cuda_blocks(rows, 64, 1024));
+    norm_backward_params_kernel<<<grid, dim3(32, 8), 0, st>>>(dw, db, dy, r, mean, rstd, rows, d);
+    MB_CUDA_LAUNCHED("mb_norm_cuda_backward");
     return MB_OK;
 }
 
@@ -160,14 +211,6 @@ extern "C" int mb_norm_cuda_backward(float *dr, float *dw, float *db, const floa
                                      const float *r, const float *mean, const float *rstd,
                                      const float *w, int64_t rows, int64_t d, int accumulate,
                                      void *stream) {
-    MB_TRY(sizes_ok("mb_norm_cuda_backward", rows, d));
-    if (rows == 0) return MB_OK;
-    cudaStream_t st = (cudaStream_t)stream;
-    norm_backward_input_kernel<<<(unsigned)((rows + ROWS_PER_BLOCK - 1) / ROWS_PER_BLOCK),
-                                 dim3(32, ROWS_PER_BLOCK), 0, st>>>(
-        dr, dy, r, mean, rstd, w, db != NULL, rows, d, accumulate);
-    dim3 grid((unsigned)((d + 31) / 32), mb_cuda_blocks(rows, 64, 1024));
-    norm_backward_params_kernel<<<grid, dim3(32, 8), 0, st>>>(dw, db, dy, r, mean, rstd, rows, d);
-    MB_CUDA_LAUNCHED("mb_norm_cuda_backward");
-    return MB_OK;
+    return mb_norm_cuda_backward_ex(dr, NULL, dw, db, dy, r, mean, rstd, w, rows, d, accumulate,
+                                    stream);
 }

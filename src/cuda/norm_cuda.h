@@ -33,6 +33,19 @@ int mb_norm_cuda_backward(float *dr, float *dw, float *db, const float *dy, cons
                           const float *mean, const float *rstd, const float *w, int64_t rows,
                           int64_t d, int accumulate, void *stream);
 
+/* The same three with bf16 copies (uint16_t bit patterns of __nv_bfloat16, round to nearest
+ * even) written by the kernel for the mixed-precision path: yb (rows, d) of the norm output
+ * (y or yb may be NULL, not both), drb (rows, d, may be NULL) of the final dr. */
+int mb_norm_cuda_forward_ex(float *resid_out, float *y, uint16_t *yb, float *mean, float *rstd,
+                            const float *h, const float *resid_in, const float *w, const float *b,
+                            int64_t rows, int64_t d, float eps, void *stream);
+int mb_norm_cuda_apply_ex(float *y, uint16_t *yb, const float *r, const float *mean,
+                          const float *rstd, const float *w, const float *b, int64_t rows,
+                          int64_t d, void *stream);
+int mb_norm_cuda_backward_ex(float *dr, uint16_t *drb, float *dw, float *db, const float *dy,
+                             const float *r, const float *mean, const float *rstd, const float *w,
+                             int64_t rows, int64_t d, int accumulate, void *stream);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,6 +1,7 @@
 /* softplus(x + bias) forward and backward with the bias gradient (softplus_cuda.h). */
 #include "cuda/softplus_cuda.h"
 
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 #include "cuda/cuda_check.h"
@@ -21,8 +22,8 @@ __global__ void softplus_bias_kernel(float *delta, const float *bias, int64_t ro
 }
 
 /* block (32, 8) per 32 columns and a slice of rows: scale in place, then column sums */
-__global__ void softplus_bias_backward_kernel(float *dd, float *dbias, const float *delta,
-                                              int64_t rows, int64_t n) {
+__global__ void softplus_bias_backward_kernel(float *dd, __nv_bfloat16 *ddb, float *dbias,
+                                              const float *delta, int64_t rows, int64_t n) {
     __shared__ float part[8][33];
     const int64_t c = (int64_t)blockIdx.x * 32 + threadIdx.x;
     float s = 0.0f;
@@ -31,7 +32,10 @@ __global__ void softplus_bias_backward_kernel(float *dd, float *dbias, const flo
              r += (int64_t)gridDim.y * 8) {
             const int64_t i = r * n + c;
             const float g = dd[i] * -expm1f(-delta[i]);
-            dd[i] = g;
+            if (ddb)
+                ddb[i] = __float2bfloat16_rn(g);
+            else
+                dd[i] = g;
             s += g;
         }
     part[threadIdx.y][threadIdx.x] = s;
@@ -58,14 +62,20 @@ extern "C" int mb_softplus_bias_cuda_forward(float *delta, const float *bias, in
     return MB_OK;
 }
 
-extern "C" int mb_softplus_bias_cuda_backward(float *ddelta, float *dbias, const float *delta,
-                                              int64_t rows, int64_t n, void *stream) {
+extern "C" int mb_softplus_bias_cuda_backward_ex(float *ddelta, uint16_t *ddelta_bf16, float *dbias,
+                                                 const float *delta, int64_t rows, int64_t n,
+                                                 void *stream) {
     if (rows < 0 || n <= 0 || !ddelta || !dbias || !delta)
         return mb_fail(MB_EINVAL, "mb_softplus_bias_cuda_backward: bad arguments");
     if (rows == 0) return MB_OK;
     dim3 grid((unsigned)((n + 31) / 32), mb_cuda_blocks(rows, 64, 1024));
-    softplus_bias_backward_kernel<<<grid, dim3(32, 8), 0, (cudaStream_t)stream>>>(ddelta, dbias,
-                                                                                  delta, rows, n);
+    softplus_bias_backward_kernel<<<grid, dim3(32, 8), 0, (cudaStream_t)stream>>>(
+        ddelta, (__nv_bfloat16 *)ddelta_bf16, dbias, delta, rows, n);
     MB_CUDA_LAUNCHED("mb_softplus_bias_cuda_backward");
     return MB_OK;
+}
+
+extern "C" int mb_softplus_bias_cuda_backward(float *ddelta, float *dbias, const float *delta,
+                                              int64_t rows, int64_t n, void *stream) {
+    return mb_softplus_bias_cuda_backward_ex(ddelta, NULL, dbias, delta, rows, n, stream);
 }

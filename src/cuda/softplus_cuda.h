@@ -21,6 +21,11 @@ int mb_softplus_bias_cuda_forward(float *delta, const float *bias, int64_t rows,
 int mb_softplus_bias_cuda_backward(float *ddelta, float *dbias, const float *delta, int64_t rows,
                                    int64_t n, void *stream);
 
+/* The same for the mixed-precision path: with ddelta_bf16 (rows, n) non-NULL the result goes
+ * only to that bf16 copy (ddelta keeps the incoming gradient); NULL: as above. */
+int mb_softplus_bias_cuda_backward_ex(float *ddelta, uint16_t *ddelta_bf16, float *dbias,
+                                      const float *delta, int64_t rows, int64_t n, void *stream);
+
 #ifdef __cplusplus
 }
 #endif

@@ -82,6 +82,34 @@ static void check(const char *name, const float *dev, const float *ref, int64_t 
     }
 }
 
+/* a device bf16 copy (uint16_t bits) against an fp32 host reference: every element within one
+ * bf16 ulp (2^-7 relative: round to nearest of values that may differ in the last fp32 bits) */
+static void check_bf16(const char *name, const uint16_t *dev, const float *ref, int64_t n,
+                       int64_t B, int64_t L) {
+    uint16_t *h = (uint16_t *)malloc(sizeof(uint16_t) * (size_t)(n > 0 ? n : 1));
+    CK(cudaMemcpy(h, dev, sizeof(uint16_t) * (size_t)n, cudaMemcpyDeviceToHost));
+    int64_t bad = 0;
+    for (int64_t i = 0; i < n; i++) {
+        const uint32_t bits = (uint32_t)h[i] << 16;
+        float v;
+        memcpy(&v, &bits, sizeof v);
+        if (!(fabsf(v - ref[i]) <= 0x1p-7f * fabsf(ref[i]) + 1e-30f)) bad++;
+    }
+    free(h);
+    if (bad) {
+        g_fail = 1;
+        printf("  FAIL %-16s B=%lld L=%lld: %lld of %lld bf16 values off by more than one ulp\n",
+               name, (long long)B, (long long)L, (long long)bad, (long long)n);
+    }
+}
+
+static uint16_t *poison16(int64_t n) {
+    uint16_t *d = NULL;
+    CK(cudaMalloc((void **)&d, sizeof(uint16_t) * (size_t)(n > 0 ? n : 1)));
+    CK(cudaMemset(d, 0xff, sizeof(uint16_t) * (size_t)(n > 0 ? n : 1)));
+    return d;
+}
+
 static float *hrand(int64_t n, float lo, float hi) {
     float *p = (float *)malloc(sizeof(float) * (size_t)(n > 0 ? n : 1));
     for (int64_t i = 0; i < n; i++)
@@ -126,16 +154,36 @@ static void test_norm(int64_t B, int64_t L, int layer) {
     float *dy2 = poison(rows * d);
     OK(mb_norm_cuda_apply(dy2, dro, dmean, drstd, dw, db, rows, d, NULL));
     check("norm_apply", dy2, y, rows * d, B, L);
+    /* bf16 outputs written by the kernels (fp32 outputs off) */
+    uint16_t *yb = poison16(rows * d), *yb2 = poison16(rows * d);
+    float *dro2 = poison(rows * d);
+    OK(mb_norm_cuda_forward_ex(dro2, NULL, yb, dmean, drstd, dh, dri, dw, db, rows, d, 1e-5f,
+                               NULL));
+    check(layer ? "ln_fwd_ex_resid" : "rms_fwd_ex_resid", dro2, ro, rows * d, B, L);
+    check_bf16(layer ? "ln_fwd_ex_yb" : "rms_fwd_ex_yb", yb, y, rows * d, B, L);
+    OK(mb_norm_cuda_apply_ex(NULL, yb2, dro, dmean, drstd, dw, db, rows, d, NULL));
+    check_bf16("norm_apply_ex_yb", yb2, y, rows * d, B, L);
+    cudaFree(yb);
+    cudaFree(yb2);
+    cudaFree(dro2);
     /* backward, accumulating into random dr / dw / db */
     float *g = hrand(rows * d, -1, 1), *dr = hrand(rows * d, -1, 1), *gw = hrand(d, -1, 1);
     float *gb = layer ? hrand(d, -1, 1) : NULL;
     float *ddr = dup(dr, rows * d), *dgw = dup(gw, d), *dgb = gb ? dup(gb, d) : NULL,
           *dg = dup(g, rows * d);
+    float *ddr2 = dup(dr, rows * d);
+    uint16_t *drb = poison16(rows * d);
     mb_norm_backward(dr, gw, gb, g, ro, mean, rstd, w, rows, d, 1);
     OK(mb_norm_cuda_backward(ddr, dgw, dgb, dg, dro, dmean, drstd, dw, rows, d, 1, NULL));
     check("norm_bwd_dr", ddr, dr, rows * d, B, L);
     check("norm_bwd_dw", dgw, gw, d, B, L);
     if (layer) check("norm_bwd_db", dgb, gb, d, B, L);
+    /* with the bf16 copy of dr (parameter gradients accumulate a second time: not checked) */
+    OK(mb_norm_cuda_backward_ex(ddr2, drb, dgw, dgb, dg, dro, dmean, drstd, dw, rows, d, 1, NULL));
+    check("norm_bwd_ex_dr", ddr2, dr, rows * d, B, L);
+    check_bf16("norm_bwd_ex_drb", drb, dr, rows * d, B, L);
+    cudaFree(ddr2);
+    cudaFree(drb);
     float *all[] = {h, ri, w, b, ro, y, mean, rstd, g, dr, gw, gb};
     for (float *p : all)
         free(p);
@@ -199,6 +247,23 @@ static void test_softplus(int64_t B, int64_t L) {
     OK(mb_softplus_bias_cuda_backward(dg, dgb, ddelta, rows, n, NULL));
     check("softplus_bwd", dg, g, rows * n, B, L);
     check("softplus_bwd_db", dgb, gb, n, B, L);
+    /* bf16 result only: the fp32 gradient stays the incoming one */
+    float *g_in = hrand(rows * n, -1, 1), *dg2 = dup(g_in, rows * n), *dgb3 = dup(gb, n);
+    float *gb3 = hcopy(gb, n), *want = hcopy(g_in, rows * n);
+    for (int64_t i = 0; i < rows * n; i++)
+        want[i] *= mb_softplus_grad_from_outputf(delta[i]);
+    mb_bias_backward(gb3, want, n, rows, n);
+    uint16_t *dgh = poison16(rows * n);
+    OK(mb_softplus_bias_cuda_backward_ex(dg2, dgh, dgb3, ddelta, rows, n, NULL));
+    check("softplus_bwd_ex_in", dg2, g_in, rows * n, B, L);
+    check_bf16("softplus_bwd_ex_b", dgh, want, rows * n, B, L);
+    check("softplus_bwd_ex_db", dgb3, gb3, n, B, L);
+    free(g_in);
+    free(gb3);
+    free(want);
+    cudaFree(dg2);
+    cudaFree(dgb3);
+    cudaFree(dgh);
     /* generic bias gradient over a strided column slice */
     float *gb2 = hrand(n - 3, -1, 1), *dgb2 = dup(gb2, n - 3);
     mb_bias_backward(gb2, g + 3, n, rows, n - 3);
