@@ -47,17 +47,40 @@ __global__ void softplus_bias_backward_kernel(float *dd, __nv_bfloat16 *ddb, flo
     }
 }
 
+/* the same, 4 columns per thread with 16-byte loads and stores (n % 4 == 0, 16-byte aligned) */
+__global__ void softplus_bias_kernel4(float4 *delta, const float4 *bias, int64_t rows, int64_t n4) {
+    const int64_t c = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (c >= n4) return;
+    const float4 bc = bias[c];
+    for (int64_t r = blockIdx.y; r < rows; r += gridDim.y) {
+        float4 *p = delta + r * n4 + c;
+        float4 v = *p;
+        v.x += bc.x, v.y += bc.y, v.z += bc.z, v.w += bc.w;
+        v.x = v.x > SOFTPLUS_THRESHOLD ? v.x : log1pf(__expf(v.x));
+        v.y = v.y > SOFTPLUS_THRESHOLD ? v.y : log1pf(__expf(v.y));
+        v.z = v.z > SOFTPLUS_THRESHOLD ? v.z : log1pf(__expf(v.z));
+        v.w = v.w > SOFTPLUS_THRESHOLD ? v.w : log1pf(__expf(v.w));
+        *p = v;
+    }
+}
+
 extern "C" int mb_softplus_bias_cuda_forward(float *delta, const float *bias, int64_t rows,
                                              int64_t n, void *stream) {
     if (rows < 0 || n <= 0 || !delta || !bias)
         return mb_fail(MB_EINVAL, "mb_softplus_bias_cuda_forward: bad arguments");
     if (rows == 0) return MB_OK;
-    const unsigned cb = (unsigned)((n + 255) / 256);
+    const int v4 = n % 4 == 0 && (uintptr_t)delta % 16 == 0 && (uintptr_t)bias % 16 == 0;
+    const int64_t nt = v4 ? n / 4 : n; /* threads per row */
+    const unsigned cb = (unsigned)((nt + 255) / 256);
     /* about 16 blocks per multiprocessor in all, each row block walking rows / gridDim.y rows */
     const unsigned rb = (unsigned)(rows < 65535 ? rows : 65535);
     const unsigned rbc = cb >= 2112 ? 1 : (unsigned)(2112 / cb);
-    softplus_bias_kernel<<<dim3(cb, rb < rbc ? rb : rbc), 256, 0, (cudaStream_t)stream>>>(
-        delta, bias, rows, n);
+    const dim3 grid(cb, rb < rbc ? rb : rbc);
+    if (v4)
+        softplus_bias_kernel4<<<grid, 256, 0, (cudaStream_t)stream>>>(
+            (float4 *)delta, (const float4 *)bias, rows, nt);
+    else
+        softplus_bias_kernel<<<grid, 256, 0, (cudaStream_t)stream>>>(delta, bias, rows, n);
     MB_CUDA_LAUNCHED("mb_softplus_bias_cuda_forward");
     return MB_OK;
 }
