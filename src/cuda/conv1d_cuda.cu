@@ -159,135 +159,210 @@ __device__ __forceinline__ float silu_f(float v) {
     return v * sigmoid_f(v);
 }
 
-/* input j of sequence bb, channel c: x for j >= 0, else the carried state (or 0) */
-__device__ __forceinline__ float conv_in(const float *x, int64_t x_stride, const float *state,
-                                         int64_t bb, int64_t j, int64_t L, int64_t c, int64_t Di,
-                                         int K) {
-    if (j >= 0) return x[(bb * L + j) * x_stride + c];
-    return state ? state[(bb * (K - 1) + (K - 1 + j)) * Di + c] : 0.0f;
+/* V consecutive floats at p (V = 4: one 16-byte access; p 16-byte aligned) */
+template <int V> __device__ __forceinline__ void ld_v(float (&r)[V], const float *p) {
+    if constexpr (V == 4) {
+        const float4 t = *(const float4 *)p;
+        r[0] = t.x, r[1] = t.y, r[2] = t.z, r[3] = t.w;
+    } else {
+#pragma unroll
+        for (int v = 0; v < V; v++)
+            r[v] = p[v];
+    }
+}
+template <int V> __device__ __forceinline__ void st_v(float *p, const float (&r)[V]) {
+    if constexpr (V == 4) {
+        *(float4 *)p = make_float4(r[0], r[1], r[2], r[3]);
+    } else {
+#pragma unroll
+        for (int v = 0; v < V; v++)
+            p[v] = r[v];
+    }
+}
+template <int V> __device__ __forceinline__ void st_v_bf16(__nv_bfloat16 *p, const float (&r)[V]) {
+    if constexpr (V == 4) { /* p 8-byte aligned */
+        __nv_bfloat162 *q = (__nv_bfloat162 *)p;
+        q[0] = __floats2bfloat162_rn(r[0], r[1]);
+        q[1] = __floats2bfloat162_rn(r[2], r[3]);
+    } else {
+#pragma unroll
+        for (int v = 0; v < V; v++)
+            p[v] = __float2bfloat16_rn(r[v]);
+    }
 }
 
-template <int K>
+/* input j of sequence bb, channels c..c+V-1: x for j >= 0, else the carried state (or 0) */
+template <int V>
+__device__ __forceinline__ void conv_in(float (&r)[V], const float *x, int64_t x_stride,
+                                        const float *state, int64_t bb, int64_t j, int64_t L,
+                                        int64_t c, int64_t Di, int K) {
+    if (j >= 0) {
+        ld_v<V>(r, x + (bb * L + j) * x_stride + c);
+    } else if (state) {
+        ld_v<V>(r, state + (bb * (K - 1) + (K - 1 + j)) * Di + c);
+    } else {
+#pragma unroll
+        for (int v = 0; v < V; v++)
+            r[v] = 0.0f;
+    }
+}
+
+/* A thread owns V consecutive channels (V = 4 when every row is 16-byte aligned: 16-byte
+ * accesses, four times the bytes in flight per thread). */
+template <int K, int V>
 __global__ void conv_fwd_tiled_kernel(float *out, __nv_bfloat16 *out_bf16, const float *x,
                                       int64_t x_stride, const float *w, const float *b,
                                       const float *state, int64_t L, int64_t Di) {
-    const int64_t c = (int64_t)blockIdx.x * CONV_C + threadIdx.x;
+    const int64_t c = ((int64_t)blockIdx.x * CONV_C + threadIdx.x) * V;
     if (c >= Di) return;
     const int64_t bb = blockIdx.z, t0 = (int64_t)blockIdx.y * CONV_T;
     const int64_t t1 = t0 + CONV_T < L ? t0 + CONV_T : L;
-    float wk[K], win[K];
+    float wk[V][K], win[K][V], bias[V];
 #pragma unroll
-    for (int k = 0; k < K; k++)
-        wk[k] = w[c * K + k];
-    const float bias = b[c];
-#pragma unroll
-    for (int k = 0; k < K - 1; k++) /* win[k] = input t0 - K + 1 + k */
-        win[k] = conv_in(x, x_stride, state, bb, t0 - K + 1 + k, L, c, Di, K);
-    for (int64_t t = t0; t < t1; t++) {
-        win[K - 1] = x[(bb * L + t) * x_stride + c];
-        float pre = bias;
+    for (int v = 0; v < V; v++) {
 #pragma unroll
         for (int k = 0; k < K; k++)
-            pre += wk[k] * win[k];
-        const float o = silu_f(pre);
+            wk[v][k] = w[(c + v) * K + k];
+        bias[v] = b[c + v];
+    }
+#pragma unroll
+    for (int k = 0; k < K - 1; k++) /* win[k] = input t0 - K + 1 + k */
+        conv_in<V>(win[k], x, x_stride, state, bb, t0 - K + 1 + k, L, c, Di, K);
+    for (int64_t t = t0; t < t1; t++) {
+        ld_v<V>(win[K - 1], x + (bb * L + t) * x_stride + c);
+        float o[V];
+#pragma unroll
+        for (int v = 0; v < V; v++) {
+            float pre = bias[v];
+#pragma unroll
+            for (int k = 0; k < K; k++)
+                pre += wk[v][k] * win[k][v];
+            o[v] = silu_f(pre);
+        }
         const int64_t i = (bb * L + t) * Di + c;
-        out[i] = o;
-        if (out_bf16) out_bf16[i] = __float2bfloat16_rn(o);
+        st_v<V>(out + i, o);
+        if (out_bf16) st_v_bf16<V>(out_bf16 + i, o);
 #pragma unroll
         for (int k = 0; k < K - 1; k++)
-            win[k] = win[k + 1];
+#pragma unroll
+            for (int v = 0; v < V; v++)
+                win[k][v] = win[k + 1][v];
     }
 }
 
 /* Backward over a tile, walking time downwards from the tile's end plus K-1 halo positions
  * (whose pre-activation gradients dx needs): g = dout * SiLU'(pre); dx[t] = sum_k
- * g[t+K-1-k] w[k]; dw[k] += g[t] x[t-K+1+k] and db += g[t] over the tile, one atomic each. */
-template <int K>
+ * g[t+K-1-k] w[k]; dw[k] += g[t] x[t-K+1+k] and db += g[t] over the tile, one atomic each.
+ * V channels per thread as in the forward. */
+template <int K, int V>
 __global__ void conv_bwd_tiled_kernel(float *dx, __nv_bfloat16 *dx_bf16, int64_t dx_stride,
                                       float *dw, float *db, const float *dout, const float *x,
                                       int64_t x_stride, const float *w, const float *b, int64_t L,
                                       int64_t Di) {
-    const int64_t c = (int64_t)blockIdx.x * CONV_C + threadIdx.x;
+    const int64_t c = ((int64_t)blockIdx.x * CONV_C + threadIdx.x) * V;
     if (c >= Di) return;
     const int64_t bb = blockIdx.z, t0 = (int64_t)blockIdx.y * CONV_T;
     const int64_t t1 = t0 + CONV_T < L ? t0 + CONV_T : L;
     const int64_t top = t1 + K - 2 < L - 1 ? t1 + K - 2 : L - 1; /* last position with a g */
-    float wk[K], win[K], gwin[K], dwk[K], dbs = 0.0f;
+    float wk[V][K], win[K][V], gwin[K][V], dwk[V][K], dbs[V], bias[V];
 #pragma unroll
-    for (int k = 0; k < K; k++) {
-        wk[k] = w[c * K + k];
-        gwin[k] = 0.0f; /* gwin[k] = g[t + k]; 0 beyond the sequence */
-        dwk[k] = 0.0f;
+    for (int v = 0; v < V; v++) {
+#pragma unroll
+        for (int k = 0; k < K; k++) {
+            wk[v][k] = w[(c + v) * K + k];
+            gwin[k][v] = 0.0f; /* gwin[k] = g[t + k]; 0 beyond the sequence */
+            dwk[v][k] = 0.0f;
+        }
+        dbs[v] = 0.0f;
+        bias[v] = b[c + v];
     }
-    const float bias = b[c];
 #pragma unroll
     for (int k = 1; k < K; k++) /* win[k] = input top - K + 1 + k, filled for t = top */
-        win[k] = conv_in(x, x_stride, NULL, bb, top - K + 1 + k, L, c, Di, K);
+        conv_in<V>(win[k], x, x_stride, NULL, bb, top - K + 1 + k, L, c, Di, K);
     for (int64_t t = top; t >= t0; t--) {
-        win[0] = conv_in(x, x_stride, NULL, bb, t - K + 1, L, c, Di, K);
-        float pre = bias;
-#pragma unroll
-        for (int k = 0; k < K; k++)
-            pre += wk[k] * win[k];
-        const float s = sigmoid_f(pre);
-        const float g = dout[(bb * L + t) * Di + c] * (s * (1.0f + pre * (1.0f - s)));
+        conv_in<V>(win[0], x, x_stride, NULL, bb, t - K + 1, L, c, Di, K);
+        float go[V];
+        ld_v<V>(go, dout + (bb * L + t) * Di + c);
 #pragma unroll
         for (int k = K - 1; k > 0; k--)
-            gwin[k] = gwin[k - 1];
-        gwin[0] = g;
+#pragma unroll
+            for (int v = 0; v < V; v++)
+                gwin[k][v] = gwin[k - 1][v];
+#pragma unroll
+        for (int v = 0; v < V; v++) {
+            float pre = bias[v];
+#pragma unroll
+            for (int k = 0; k < K; k++)
+                pre += wk[v][k] * win[k][v];
+            const float s = sigmoid_f(pre);
+            gwin[0][v] = go[v] * (s * (1.0f + pre * (1.0f - s)));
+        }
         if (t < t1) {
-            float acc = 0.0f;
+            float acc[V];
 #pragma unroll
-            for (int k = 0; k < K; k++)
-                acc += gwin[K - 1 - k] * wk[k];
+            for (int v = 0; v < V; v++) {
+                acc[v] = 0.0f;
+#pragma unroll
+                for (int k = 0; k < K; k++)
+                    acc[v] += gwin[K - 1 - k][v] * wk[v][k];
+#pragma unroll
+                for (int k = 0; k < K; k++)
+                    dwk[v][k] += gwin[0][v] * win[k][v];
+                dbs[v] += gwin[0][v];
+            }
             const int64_t o = (bb * L + t) * dx_stride + c;
-            dx[o] = acc;
-            if (dx_bf16) dx_bf16[o] = __float2bfloat16_rn(acc);
-#pragma unroll
-            for (int k = 0; k < K; k++)
-                dwk[k] += g * win[k];
-            dbs += g;
+            st_v<V>(dx + o, acc);
+            if (dx_bf16) st_v_bf16<V>(dx_bf16 + o, acc);
         }
 #pragma unroll
         for (int k = K - 1; k > 0; k--)
-            win[k] = win[k - 1];
+#pragma unroll
+            for (int v = 0; v < V; v++)
+                win[k][v] = win[k - 1][v];
     }
 #pragma unroll
-    for (int k = 0; k < K; k++)
-        atomicAdd(dw + c * K + k, dwk[k]);
-    atomicAdd(db + c, dbs);
+    for (int v = 0; v < V; v++) {
+#pragma unroll
+        for (int k = 0; k < K; k++)
+            atomicAdd(dw + (c + v) * K + k, dwk[v][k]);
+        atomicAdd(db + c + v, dbs[v]);
+    }
 }
 
-static dim3 conv_grid(int64_t B, int64_t L, int64_t Di) {
-    return dim3((unsigned)((Di + CONV_C - 1) / CONV_C), (unsigned)((L + CONV_T - 1) / CONV_T),
-                (unsigned)B);
+static dim3 conv_grid(int64_t B, int64_t L, int64_t Di, int V) {
+    return dim3((unsigned)((Di + CONV_C * V - 1) / (CONV_C * V)),
+                (unsigned)((L + CONV_T - 1) / CONV_T), (unsigned)B);
 }
 
-#define CONV_DISPATCH(K, KERNEL, ...)                                                              \
+static int al(const void *p, unsigned bytes) {
+    return ((uintptr_t)p % bytes) == 0;
+}
+
+#define CONV_DISPATCH(K, V, KERNEL, ...)                                                           \
     switch (K) {                                                                                   \
     case 1:                                                                                        \
-        KERNEL<1> __VA_ARGS__;                                                                     \
+        KERNEL<1, V> __VA_ARGS__;                                                                  \
         break;                                                                                     \
     case 2:                                                                                        \
-        KERNEL<2> __VA_ARGS__;                                                                     \
+        KERNEL<2, V> __VA_ARGS__;                                                                  \
         break;                                                                                     \
     case 3:                                                                                        \
-        KERNEL<3> __VA_ARGS__;                                                                     \
+        KERNEL<3, V> __VA_ARGS__;                                                                  \
         break;                                                                                     \
     case 4:                                                                                        \
-        KERNEL<4> __VA_ARGS__;                                                                     \
+        KERNEL<4, V> __VA_ARGS__;                                                                  \
         break;                                                                                     \
     case 5:                                                                                        \
-        KERNEL<5> __VA_ARGS__;                                                                     \
+        KERNEL<5, V> __VA_ARGS__;                                                                  \
         break;                                                                                     \
     case 6:                                                                                        \
-        KERNEL<6> __VA_ARGS__;                                                                     \
+        KERNEL<6, V> __VA_ARGS__;                                                                  \
         break;                                                                                     \
     case 7:                                                                                        \
-        KERNEL<7> __VA_ARGS__;                                                                     \
+        KERNEL<7, V> __VA_ARGS__;                                                                  \
         break;                                                                                     \
     default:                                                                                       \
-        KERNEL<8> __VA_ARGS__;                                                                     \
+        KERNEL<8, V> __VA_ARGS__;                                                                  \
         break;                                                                                     \
     }
 
@@ -309,9 +384,19 @@ extern "C" int mb_conv1d_cuda_forward_ex(float *out, uint16_t *out_bf16, const f
     if (n == 0) return MB_OK;
     cudaStream_t st = (cudaStream_t)stream;
     if (K <= 8 && B <= 65535 && (L + CONV_T - 1) / CONV_T <= 65535) {
-        CONV_DISPATCH(K, conv_fwd_tiled_kernel,
-                      <<<conv_grid(B, L, Di), CONV_C, 0, st>>>(out, (__nv_bfloat16 *)out_bf16, x,
-                                                               x_stride, w, b, state, L, Di))
+        const int v4 = Di % 4 == 0 && x_stride % 4 == 0 && al(out, 16) && al(x, 16) &&
+                       (!state || al(state, 16)) && (!out_bf16 || al(out_bf16, 8));
+        if (v4) {
+            constexpr int V = 4;
+            CONV_DISPATCH(K, V, conv_fwd_tiled_kernel,
+                          <<<conv_grid(B, L, Di, V), CONV_C, 0, st>>>(
+                              out, (__nv_bfloat16 *)out_bf16, x, x_stride, w, b, state, L, Di))
+        } else {
+            constexpr int V = 1;
+            CONV_DISPATCH(K, V, conv_fwd_tiled_kernel,
+                          <<<conv_grid(B, L, Di, V), CONV_C, 0, st>>>(
+                              out, (__nv_bfloat16 *)out_bf16, x, x_stride, w, b, state, L, Di))
+        }
         MB_CUDA_LAUNCHED("mb_conv1d_cuda_forward");
         return MB_OK;
     }
@@ -342,10 +427,21 @@ extern "C" int mb_conv1d_cuda_backward_ex(float *dx, uint16_t *dx_bf16, int64_t 
     if (n == 0) return MB_OK;
     cudaStream_t st = (cudaStream_t)stream;
     if (K <= 8 && B <= 65535 && (L + CONV_T - 1) / CONV_T <= 65535) {
-        CONV_DISPATCH(K, conv_bwd_tiled_kernel,
-                      <<<conv_grid(B, L, Di), CONV_C, 0, st>>>(dx, (__nv_bfloat16 *)dx_bf16,
-                                                               dx_stride, dw, db, dout, x, x_stride,
-                                                               w, b, L, Di))
+        const int v4 = Di % 4 == 0 && x_stride % 4 == 0 && dx_stride % 4 == 0 && al(dx, 16) &&
+                       al(dout, 16) && al(x, 16) && (!dx_bf16 || al(dx_bf16, 8));
+        if (v4) {
+            constexpr int V = 4;
+            CONV_DISPATCH(K, V, conv_bwd_tiled_kernel,
+                          <<<conv_grid(B, L, Di, V), CONV_C, 0, st>>>(dx, (__nv_bfloat16 *)dx_bf16,
+                                                                      dx_stride, dw, db, dout, x,
+                                                                      x_stride, w, b, L, Di))
+        } else {
+            constexpr int V = 1;
+            CONV_DISPATCH(K, V, conv_bwd_tiled_kernel,
+                          <<<conv_grid(B, L, Di, V), CONV_C, 0, st>>>(dx, (__nv_bfloat16 *)dx_bf16,
+                                                                      dx_stride, dw, db, dout, x,
+                                                                      x_stride, w, b, L, Di))
+        }
         MB_CUDA_LAUNCHED("mb_conv1d_cuda_backward");
         return MB_OK;
     }

@@ -192,8 +192,9 @@ static void test_norm(int64_t B, int64_t L, int layer) {
         cudaFree(p);
 }
 
-static void test_conv(int64_t B, int64_t L) {
-    const int64_t Di = 80, K = 4, xs = 2 * Di, rows = B * L;
+/* Di = 80: 4 channels per thread (16-byte accesses); 78: one */
+static void test_conv(int64_t B, int64_t L, int64_t Di) {
+    const int64_t K = 4, xs = 2 * Di, rows = B * L;
     float *xz = hrand(rows * xs, -2, 2), *w = hrand(Di * K, -0.5f, 0.5f),
           *b = hrand(Di, -0.5f, 0.5f);
     float *out = hrand(rows * Di, 0, 0);
@@ -563,7 +564,8 @@ int main(void) {
             const int64_t L = lengths[li];
             test_norm(B, L, 1);
             test_norm(B, L, 0);
-            test_conv(B, L);
+            test_conv(B, L, 80);
+            test_conv(B, L, 78);
             test_softplus(B, L, 80);
             test_softplus(B, L, 78);
             test_embedding_ce(B, L);
