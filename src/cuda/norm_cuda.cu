@@ -140,6 +140,204 @@ __global__ void norm_backward_params_kernel(float *dw, float *db, const float *d
     }
 }
 
+/* ---------------------------------------------------------------- row-in-registers kernels
+ * For d % 128 == 0 and d <= 128 * NV_MAX with 16-byte aligned rows: lane l of the row's warp
+ * holds the float4s at columns 4 * (32 k + l), k < NV = d / 128, so every input is read once with
+ * 16-byte loads. Statistics: per-lane float partials, summed over the warp in double. */
+#define NV_MAX 8
+
+template <int NV>
+__global__ void norm_forward_vec_kernel(float *resid_out, float *y, __nv_bfloat16 *yb, float *mean,
+                                        float *rstd, const float *h, const float *resid_in,
+                                        const float *w, const float *b, int64_t rows, float eps) {
+    const int64_t row = (int64_t)blockIdx.x * ROWS_PER_BLOCK + threadIdx.y;
+    if (row >= rows) return;
+    const int lane = threadIdx.x;
+    const int64_t d4 = 32 * NV, o = row * d4;
+    const float4 *h4 = (const float4 *)h + o;
+    const float4 *p4 = resid_in ? (const float4 *)resid_in + o : NULL;
+    float4 v[NV];
+    float s = 0.0f;
+#pragma unroll
+    for (int k = 0; k < NV; k++) {
+        v[k] = h4[32 * k + lane];
+        if (p4) {
+            const float4 q = p4[32 * k + lane];
+            v[k].x += q.x, v[k].y += q.y, v[k].z += q.z, v[k].w += q.w;
+        }
+        ((float4 *)resid_out)[o + 32 * k + lane] = v[k];
+        s += b ? v[k].x + v[k].y + v[k].z + v[k].w
+               : v[k].x * v[k].x + v[k].y * v[k].y + v[k].z * v[k].z + v[k].w * v[k].w;
+    }
+    const double dn = (double)(4 * d4);
+    float mf = 0.0f, rs;
+    const double sd = warp_sum_d((double)s);
+    if (b) { /* LayerNorm: centred second pass over the registers */
+        const double m = sd / dn;
+        mf = (float)m;
+        float q = 0.0f;
+#pragma unroll
+        for (int k = 0; k < NV; k++) {
+            const float a0 = v[k].x - mf, a1 = v[k].y - mf, a2 = v[k].z - mf, a3 = v[k].w - mf;
+            q += a0 * a0 + a1 * a1 + a2 * a2 + a3 * a3;
+        }
+        const double var = warp_sum_d((double)q);
+        rs = (float)(1.0 / sqrt(var / dn + (double)eps));
+        if (lane == 0) mean[row] = mf;
+    } else {
+        rs = (float)(1.0 / sqrt(sd / dn + (double)eps));
+    }
+    if (lane == 0) rstd[row] = rs;
+#pragma unroll
+    for (int k = 0; k < NV; k++) {
+        const int64_t c4 = 32 * k + lane;
+        const float4 wk = ((const float4 *)w)[c4];
+        float4 r;
+        r.x = (v[k].x - mf) * rs * wk.x, r.y = (v[k].y - mf) * rs * wk.y;
+        r.z = (v[k].z - mf) * rs * wk.z, r.w = (v[k].w - mf) * rs * wk.w;
+        if (b) {
+            const float4 bk = ((const float4 *)b)[c4];
+            r.x += bk.x, r.y += bk.y, r.z += bk.z, r.w += bk.w;
+        }
+        if (y) ((float4 *)y)[o + c4] = r;
+        if (yb) {
+            __nv_bfloat162 *q = (__nv_bfloat162 *)(yb + 4 * (o + c4));
+            q[0] = __floats2bfloat162_rn(r.x, r.y);
+            q[1] = __floats2bfloat162_rn(r.z, r.w);
+        }
+    }
+}
+
+/* Backward with the parameter sums fused: each warp walks rows row0, row0 + warps, ... keeping
+ * its dw / db column partials in registers (the row itself is read twice, the second time from
+ * L1, so that two blocks fit per multiprocessor); the block's warps add them in shared memory
+ * (2 d floats, dynamic) and the block adds them to dw / db with one atomic per column. */
+template <int NV>
+__global__ void norm_backward_vec_kernel(float *dr, __nv_bfloat16 *drb, float *dw, float *db,
+                                         const float *dy, const float *r, const float *mean,
+                                         const float *rstd, const float *w, int64_t rows,
+                                         int accumulate) {
+    extern __shared__ float sh[]; /* (2, d): dw, db partials */
+    const int lane = threadIdx.x;
+    const int64_t d4 = 32 * NV, d = 4 * d4;
+    const int layer = db != NULL;
+    for (int64_t i = threadIdx.y * 32 + lane; i < 2 * d; i += 32 * ROWS_PER_BLOCK)
+        sh[i] = 0.0f;
+    float4 aw[NV], ab[NV];
+#pragma unroll
+    for (int k = 0; k < NV; k++)
+        aw[k] = ab[k] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    const double dn = (double)d;
+    for (int64_t row = (int64_t)blockIdx.x * ROWS_PER_BLOCK + threadIdx.y; row < rows;
+         row += (int64_t)gridDim.x * ROWS_PER_BLOCK) {
+        const int64_t o = row * d4;
+        const float rs = rstd[row], mf = layer ? mean[row] : 0.0f;
+        float sg = 0.0f, sgx = 0.0f;
+#pragma unroll
+        for (int k = 0; k < NV; k++) {
+            const int64_t c4 = 32 * k + lane;
+            const float4 dyk = ((const float4 *)dy)[o + c4], rk = ((const float4 *)r)[o + c4];
+            const float4 wk = ((const float4 *)w)[c4];
+            const float4 xh =
+                make_float4((rk.x - mf) * rs, (rk.y - mf) * rs, (rk.z - mf) * rs, (rk.w - mf) * rs);
+            const float4 g = make_float4(dyk.x * wk.x, dyk.y * wk.y, dyk.z * wk.z, dyk.w * wk.w);
+            sg += g.x + g.y + g.z + g.w;
+            sgx += g.x * xh.x + g.y * xh.y + g.z * xh.z + g.w * xh.w;
+            aw[k].x += dyk.x * xh.x, aw[k].y += dyk.y * xh.y;
+            aw[k].z += dyk.z * xh.z, aw[k].w += dyk.w * xh.w;
+            ab[k].x += dyk.x, ab[k].y += dyk.y, ab[k].z += dyk.z, ab[k].w += dyk.w;
+        }
+        const float mg = layer ? (float)(warp_sum_d((double)sg) / dn) : 0.0f;
+        const float mgx = (float)(warp_sum_d((double)sgx) / dn);
+        /* second pass: the row again (L1), not kept in registers, for occupancy */
+#pragma unroll
+        for (int k = 0; k < NV; k++) {
+            const int64_t c4 = 32 * k + lane;
+            const float4 dyk = ((const float4 *)dy)[o + c4], rk = ((const float4 *)r)[o + c4];
+            const float4 wk = ((const float4 *)w)[c4];
+            float4 v = make_float4(rs * (dyk.x * wk.x - mg - (rk.x - mf) * rs * mgx),
+                                   rs * (dyk.y * wk.y - mg - (rk.y - mf) * rs * mgx),
+                                   rs * (dyk.z * wk.z - mg - (rk.z - mf) * rs * mgx),
+                                   rs * (dyk.w * wk.w - mg - (rk.w - mf) * rs * mgx));
+            float4 *dp = (float4 *)dr + o + c4;
+            if (accumulate) {
+                const float4 a = *dp;
+                v.x += a.x, v.y += a.y, v.z += a.z, v.w += a.w;
+            }
+            *dp = v;
+            if (drb) {
+                __nv_bfloat162 *q = (__nv_bfloat162 *)(drb + 4 * (o + c4));
+                q[0] = __floats2bfloat162_rn(v.x, v.y);
+                q[1] = __floats2bfloat162_rn(v.z, v.w);
+            }
+        }
+    }
+    __syncthreads();
+#pragma unroll
+    for (int k = 0; k < NV; k++) {
+        const int64_t c = 4 * (32 * k + lane);
+        atomicAdd(sh + c, aw[k].x), atomicAdd(sh + c + 1, aw[k].y);
+        atomicAdd(sh + c + 2, aw[k].z), atomicAdd(sh + c + 3, aw[k].w);
+        if (layer) {
+            atomicAdd(sh + d + c, ab[k].x), atomicAdd(sh + d + c + 1, ab[k].y);
+            atomicAdd(sh + d + c + 2, ab[k].z), atomicAdd(sh + d + c + 3, ab[k].w);
+        }
+    }
+    __syncthreads();
+    for (int64_t i = threadIdx.y * 32 + lane; i < d; i += 32 * ROWS_PER_BLOCK) {
+        atomicAdd(dw + i, sh[i]);
+        if (layer) atomicAdd(db + i, sh[d + i]);
+    }
+}
+
+static int sm_count(void) {
+    static int n = 0; /* racy but idempotent */
+    if (n > 0) return n;
+    int dev = 0, v = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess || v <= 0) {
+        (void)cudaGetLastError();
+        return 132;
+    }
+    return n = v;
+}
+
+/* NV = d / 128 when the row-in-registers kernels apply to these rows, else 0 */
+static int vec_nv(int64_t d, const void *const *ptrs, int n) {
+    if (d % 128 != 0 || d / 128 > NV_MAX) return 0;
+    for (int i = 0; i < n; i++)
+        if (ptrs[i] && (uintptr_t)ptrs[i] % 16 != 0) return 0;
+    return (int)(d / 128);
+}
+
+#define NV_DISPATCH(nv, KERNEL, ...)                                                               \
+    switch (nv) {                                                                                  \
+    case 1:                                                                                        \
+        KERNEL<1> __VA_ARGS__;                                                                     \
+        break;                                                                                     \
+    case 2:                                                                                        \
+        KERNEL<2> __VA_ARGS__;                                                                     \
+        break;                                                                                     \
+    case 3:                                                                                        \
+        KERNEL<3> __VA_ARGS__;                                                                     \
+        break;                                                                                     \
+    case 4:                                                                                        \
+        KERNEL<4> __VA_ARGS__;                                                                     \
+        break;                                                                                     \
+    case 5:                                                                                        \
+        KERNEL<5> __VA_ARGS__;                                                                     \
+        break;                                                                                     \
+    case 6:                                                                                        \
+        KERNEL<6> __VA_ARGS__;                                                                     \
+        break;                                                                                     \
+    case 7:                                                                                        \
+        KERNEL<7> __VA_ARGS__;                                                                     \
+        break;                                                                                     \
+    default:                                                                                       \
+        KERNEL<8> __VA_ARGS__;                                                                     \
+        break;                                                                                     \
+    }
+
 static int sizes_ok(const char *fn, int64_t rows, int64_t d) {
     if (rows < 0 || d <= 0)
         return mb_fail(MB_EINVAL, "%s: bad sizes rows=%lld d=%lld", fn, (long long)rows,
@@ -155,9 +353,17 @@ extern "C" int mb_norm_cuda_forward_ex(float *resid_out, float *y, uint16_t *yb,
     if (b && !mean) return mb_fail(MB_EINVAL, "mb_norm_cuda_forward: LayerNorm needs mean");
     if (!y && !yb) return mb_fail(MB_EINVAL, "mb_norm_cuda_forward: no output (y and yb NULL)");
     if (rows == 0) return MB_OK;
-    norm_forward_kernel<<<(unsigned)((rows + ROWS_PER_BLOCK - 1) / ROWS_PER_BLOCK),
-                          dim3(32, ROWS_PER_BLOCK), 0, (cudaStream_t)stream>>>(
-        resid_out, y, (__nv_bfloat16 *)yb, mean, rstd, h, resid_in, w, b, rows, d, eps);
+    const unsigned grid = (unsigned)((rows + ROWS_PER_BLOCK - 1) / ROWS_PER_BLOCK);
+    const void *ptrs[] = {resid_out, y, h, resid_in, w, b};
+    const int nv = yb && (uintptr_t)yb % 8 != 0 ? 0 : vec_nv(d, ptrs, 6);
+    if (nv)
+        NV_DISPATCH(
+            nv, norm_forward_vec_kernel,
+            <<<grid, dim3(32, ROWS_PER_BLOCK), 0, (cudaStream_t)stream>>>(
+                resid_out, y, (__nv_bfloat16 *)yb, mean, rstd, h, resid_in, w, b, rows, eps))
+    else
+        norm_forward_kernel<<<grid, dim3(32, ROWS_PER_BLOCK), 0, (cudaStream_t)stream>>>(
+            resid_out, y, (__nv_bfloat16 *)yb, mean, rstd, h, resid_in, w, b, rows, d, eps);
     MB_CUDA_LAUNCHED("mb_norm_cuda_forward");
     return MB_OK;
 }
@@ -198,6 +404,18 @@ extern "C" int mb_norm_cuda_backward_ex(float *dr, uint16_t *drb, float *dw, flo
     MB_TRY(sizes_ok("mb_norm_cuda_backward", rows, d));
     if (rows == 0) return MB_OK;
     cudaStream_t st = (cudaStream_t)stream;
+    const void *ptrs[] = {dr, dy, r, w};
+    const int nv = drb && (uintptr_t)drb % 8 != 0 ? 0 : vec_nv(d, ptrs, 4);
+    if (nv) { /* ~2 blocks of 8 warps per multiprocessor, each walking rows / (grid * 8) rows */
+        const int64_t want = 2 * (int64_t)sm_count();
+        const int64_t need = (rows + ROWS_PER_BLOCK - 1) / ROWS_PER_BLOCK;
+        const unsigned grid = (unsigned)(need < want ? need : want);
+        NV_DISPATCH(nv, norm_backward_vec_kernel,
+                    <<<grid, dim3(32, ROWS_PER_BLOCK), (size_t)(2 * d) * sizeof(float), st>>>(
+                        dr, (__nv_bfloat16 *)drb, dw, db, dy, r, mean, rstd, w, rows, accumulate))
+        MB_CUDA_LAUNCHED("mb_norm_cuda_backward");
+        return MB_OK;
+    }
     norm_backward_input_kernel<<<(unsigned)((rows + ROWS_PER_BLOCK - 1) / ROWS_PER_BLOCK),
                                  dim3(32, ROWS_PER_BLOCK), 0, st>>>(
         dr, (__nv_bfloat16 *)drb, dy, r, mean, rstd, w, db != NULL, rows, d, accumulate);

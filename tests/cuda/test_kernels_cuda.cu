@@ -139,8 +139,10 @@ static float *hcopy(const float *h, int64_t n) {
     return p;
 }
 
-static void test_norm(int64_t B, int64_t L, int layer) {
-    const int64_t rows = B * L, d = 48;
+/* d = 48: one warp per row, scalar; d % 128 == 0 (<= 1024): rows held in registers as float4,
+ * the backward's parameter sums fused */
+static void test_norm(int64_t B, int64_t L, int layer, int64_t d) {
+    const int64_t rows = B * L;
     float *h = hrand(rows * d, -2, 2), *ri = hrand(rows * d, -2, 2), *w = hrand(d, 0.5f, 1.5f);
     float *b = layer ? hrand(d, -0.5f, 0.5f) : NULL;
     float *ro = hrand(rows * d, 0, 0), *y = hrand(rows * d, 0, 0), *mean = hrand(rows, 0, 0),
@@ -567,8 +569,12 @@ int main(void) {
     for (int li = 0; li < 7; li++)
         for (int64_t B = 1; B <= 3; B += 2) {
             const int64_t L = lengths[li];
-            test_norm(B, L, 1);
-            test_norm(B, L, 0);
+            const int64_t dv = L > 4096 ? 384 : 1024;
+            for (int ln = 0; ln <= 1; ln++) {
+                test_norm(B, L, ln, 48);
+                test_norm(B, L, ln, 256);
+                test_norm(B, L, ln, dv);
+            }
             test_conv(B, L, 80);
             test_conv(B, L, 78);
             test_softplus(B, L, 80);
