@@ -165,6 +165,9 @@ int main(int argc, char **argv) {
     c.y = y_keep;
     a->h_chunks = hc;
     run_fwd(&c); /* h_chunks for the backward */
+    mb_scan_cuda_set_backward_warps(3);
+    const float b6 = time_ms(run_bwd, &c);
+    row("backward v6 (2 channels)", b6, bwd_bytes, exps);
     mb_scan_cuda_set_backward_warps(1);
     const float b5 = time_ms(run_bwd, &c);
     row("backward v5", b5, bwd_bytes, exps);
@@ -177,6 +180,8 @@ int main(int argc, char **argv) {
     mb_scan_cuda_set_backward_warps(16);
     row("backward v4 (16 warps x 4)", time_ms(run_bwd, &c), bwd_bytes, exps);
     mb_scan_cuda_lab_skip_bc_atomics(1);
+    mb_scan_cuda_set_backward_warps(3);
+    row("backward v6, no dB/dC (diag)", time_ms(run_bwd, &c), bwd_bytes, exps);
     mb_scan_cuda_set_backward_warps(1);
     row("backward v5, no dB/dC (diag)", time_ms(run_bwd, &c), bwd_bytes, exps);
     mb_scan_cuda_set_backward_warps(8);
@@ -189,10 +194,10 @@ int main(int argc, char **argv) {
     RC(mb_scan_cuda_forward(a, c.y, NULL)); /* h_chunks no longer needed at 128: reuse buffer */
     row("backward auto (chunk 128)", time_ms(run_bwd, &c), bwd_bytes, exps);
     a->chunk = chunk;
-    printf("v5 backward blocks per SM (occupancy): %d\n", mb_scan_cuda_lab_backward_occupancy(N));
+    printf("automatic large-grid backward (v6 for N 9..16): blocks per SM (occupancy): %d\n", mb_scan_cuda_lab_backward_occupancy(N));
     printf("mamba_ssm reference (bf16): forward 2.56 ms, backward 9.19 ms\n");
-    printf("summary B %lld: forward %.3f ms, backward v5 %.3f ms, v5 pair exchange %.3f ms, v4 "
-           "%.3f ms, automatic %.3f ms\n",
-           B, f_auto, b5, b5x, b4, ba);
+    printf("summary B %lld: forward %.3f ms, backward v6 %.3f ms, v5 %.3f ms, v5 pair exchange "
+           "%.3f ms, v4 %.3f ms, automatic %.3f ms\n",
+           B, f_auto, b6, b5, b5x, b4, ba);
     return 0;
 }

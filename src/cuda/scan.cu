@@ -425,6 +425,28 @@ static __device__ __forceinline__ void fwd_stage(const scan_params &p, float *st
     stage_rows<g::NT, VEC>(bs + FT * g::NP, g::NP, p.Cm, row0, p.bcs, FT, nv, p.N, tid, p.x);
 }
 
+/* y rows of tile t0 from the tile's Z region (which holds the gated output by then): whole
+ * 128-byte rows of 32 channels (VEC: 16-byte stores). */
+template <int G, bool VEC>
+static __device__ __forceinline__ void fwd_write_y(const scan_params &p, const float *Zt, int b,
+                                                   int c0, int t0, int tid) {
+    typedef fwd_geom<G> g;
+    const int nv = min(FT, p.L - t0), w = min(g::CPB, p.Di - c0);
+    float *yb = p.y + ((long long)b * p.L + t0) * p.Di + c0;
+    if (VEC) {
+        for (int i = tid; i < FT * g::CPB / 4; i += g::NT) {
+            const int r = i / (g::CPB / 4), f = i % (g::CPB / 4);
+            if (r < nv && 4 * f < w)
+                *(float4 *)(yb + (long long)r * p.Di + 4 * f) = *(const float4 *)(Zt + r * g::CPB + 4 * f);
+        }
+    } else {
+        for (int i = tid; i < FT * g::CPB; i += g::NT) {
+            const int r = i / g::CPB, e = i % g::CPB;
+            if (r < nv && e < w) yb[(long long)r * p.Di + e] = Zt[r * g::CPB + e];
+        }
+    }
+}
+
 template <int G, bool VEC, bool FINE>
 __global__ void __launch_bounds__(32 * G) scan_fwd2_kernel(scan_params p) {
     typedef fwd_geom<G> g;
@@ -444,26 +466,24 @@ __global__ void __launch_bounds__(32 * G) scan_fwd2_kernel(scan_params p) {
         h[k] = nv && p.h0 ? p.h0[((long long)b * p.Di + c) * N + n0 + k] : 0.0f;
     }
     const float Dc = cv && p.D ? p.D[c] : 0.0f;
-    const long long rowb = (long long)b * L;
     float *hc = p.h_chunks ? p.h_chunks + ((long long)b * p.Di + c) * p.nch * N : NULL;
     /* padding (states >= N, channels >= Di, positions >= L) must read as zeros */
     for (int i = tid; i < FK * g::STAGE; i += g::NT) sm[i] = 0.0f;
     __syncthreads();
     const int ntiles = (L + T - 1) / T;
-#pragma unroll
-    for (int s = 0; s < FK - 1; s++) {
-        if (s < ntiles) fwd_stage<G, VEC>(p, sm + s * g::STAGE, b, c0, s * T, tid);
-        cp_commit();
-    }
+    fwd_stage<G, VEC>(p, sm, b, c0, 0, tid);
+    cp_commit();
+    /* tile it is computed while tile it + 1 is copied in and tile it - 1's y rows are written
+     * out (three buffers) */
     for (int it = 0; it < ntiles; it++) {
-        cp_wait<FK - 2>();
+        cp_wait<0>();
         __syncthreads();
-        {
-            const int nt = it + FK - 1;
-            if (nt < ntiles) fwd_stage<G, VEC>(p, sm + (nt % FK) * g::STAGE, b, c0, nt * T, tid);
-            cp_commit();
-        }
-        const float *X = sm + (it % FK) * g::STAGE, *Dl = X + T * CPB, *Z = Dl + T * CPB;
+        if (it + 1 < ntiles) fwd_stage<G, VEC>(p, sm + ((it + 1) % FK) * g::STAGE, b, c0, (it + 1) * T, tid);
+        cp_commit();
+        if (p.y && it > 0)
+            fwd_write_y<G, VEC>(p, sm + ((it - 1) % FK) * g::STAGE + 2 * T * CPB, b, c0, (it - 1) * T, tid);
+        const float *X = sm + (it % FK) * g::STAGE, *Dl = X + T * CPB;
+        float *Z = sm + (it % FK) * g::STAGE + 2 * T * CPB;
         const float *Bs = Z + T * CPB, *Cs = Bs + T * NP;
         const int t0 = it * T;
         int nb = 0;
@@ -509,20 +529,23 @@ __global__ void __launch_bounds__(32 * G) scan_fwd2_kernel(scan_params p) {
             ys[i] = yv;
         }
         group_reduce<T, G>(ys, q);
-        if (p.y && cv) {
+        if (p.y) {
+            /* gated output into the Z slots this lane read (written out next tile) */
 #pragma unroll
             for (int j = 0; j < T / G; j++) {
-                const int r = q * (T / G) + j, t = t0 + r;
-                if (t < L) {
-                    const float xo = X[r * CPB + cw], zo = Z[r * CPB + cw];
-                    float out = fmaf(Dc, xo, ys[j]);
-                    if (p.z) out *= zo * sigmoidf_(zo);
-                    p.y[(rowb + t) * p.Di + c] = out;
-                }
+                const int r = q * (T / G) + j;
+                const float xo = X[r * CPB + cw], zo = Z[r * CPB + cw];
+                float out = fmaf(Dc, xo, ys[j]);
+                if (p.z) out *= zo * sigmoidf_(zo);
+                Z[r * CPB + cw] = out;
             }
         }
     }
     cp_wait<0>();
+    if (p.y && ntiles > 0) {
+        __syncthreads();
+        fwd_write_y<G, VEC>(p, sm + ((ntiles - 1) % FK) * g::STAGE + 2 * T * CPB, b, c0, (ntiles - 1) * T, tid);
+    }
     if (p.h_last && cv) {
         float *dst = p.h_last + ((long long)b * p.Di + c) * N;
 #pragma unroll
@@ -1098,6 +1121,280 @@ __global__ void __launch_bounds__(32 * G, 16 / G) scan_bwd3_kernel(scan_params p
     if (p.dD && gcv && lane < CPW) atomicAdd(p.dD + gc, dDacc);
 }
 
+/* ------------------------------------------------------- backward (two channels, v6) */
+/* v5's walk with two channels per thread (N <= 16 in 4 lanes of 4 states; G = 4 only): one
+ * block = 32 channels = 16 channel pairs x 4 lanes (2 warps, 64 threads); a thread owns
+ * channels cw, cw + 1 (adjacent, read as float2) and states n0..n0+3. Each B/C row read from
+ * shared memory serves 8 state chains instead of 4, which halves the B/C traffic that bound v5
+ * (L1 94% busy), and the dB/dC sums over the thread's two channels are FMAs. Per 64-chunk:
+ *   forward: from the saved entering state (prefetched into registers), states and the
+ *     pre-gate output; checkpoints every BK = 8 positions (8 floats per thread) to shared memory;
+ *   gate (one lane per (channel, position): 16 channels x 2 rows per warp, rows 16 banks apart
+ *     in the padded X / YS tiles): dz, dyss -> YS, dD;
+ *   reverse: per 8-position sub-chunk, decays and states recomputed into registers (2 x 64
+ *     floats), then the walk; per position the dB/dC terms (dB: g dt x summed over the pair,
+ *     dC: dyss s) are summed over the warp's 8 pairs by a transposing butterfly over lane bits
+ *     2..4 (7 shuffles), after which lane (q, pl) holds one of the 32 (dB | dC, state) totals of
+ *     the warp and adds it with one red (a warp's 32 reds cover the dB and dC rows of the
+ *     position); dx / ddelta partials are summed over the 4 lanes of the pair the same way, lane
+ *     q writing one of (dx c, dx c+1, ddelta c, ddelta c+1).
+ * Warps never wait for one another inside a chunk (two __syncthreads per chunk, around the
+ * single-stage cp.async staging). 54 KB of shared memory: 4 blocks per multiprocessor. */
+struct bwd6_geom {
+    static constexpr int NP = 16, NT = 64, CPB = 32;
+    static constexpr int XS = 48; /* row stride of X and YS: the gate's two rows 16 banks apart */
+    static constexpr int NCK = BT / BK - 1; /* checkpoints in shared memory (the first in registers) */
+    /* offsets in floats (multiples of 4) */
+    static constexpr int X = 0, DL = X + BT * XS, BS = DL + BT * CPB, CS = BS + BT * NP;
+    static constexpr int YS = CS + BT * NP, CK = YS + BT * XS;
+    static constexpr int TOTAL = CK + NCK * 2 * NT * 4;
+};
+
+template <bool VEC>
+static __device__ __forceinline__ void bwd6_stage(const scan_params &p, float *sm, int b, int c0,
+                                                  int kc, int tid) {
+    typedef bwd6_geom g;
+    const int t0 = kc * BT;
+    const long long row0 = (long long)b * p.L + t0;
+    const int nv = min(BT, p.L - t0), w = min(g::CPB, p.Di - c0);
+    stage_rows<g::NT, VEC>(sm + g::X, g::XS, p.x + c0, row0, p.xs, BT, nv, w, tid, p.x);
+    stage_rows<g::NT, VEC>(sm + g::DL, g::CPB, p.delta + c0, row0, p.Di, BT, nv, w, tid, p.x);
+    stage_rows<g::NT, VEC>(sm + g::BS, g::NP, p.Bm, row0, p.bcs, BT, nv, p.N, tid, p.x);
+    stage_rows<g::NT, VEC>(sm + g::CS, g::NP, p.Cm, row0, p.bcs, BT, nv, p.N, tid, p.x);
+}
+
+/* Sum v[0..8) over the lanes that differ in lane bits 2..4 (the warp's 8 channel pairs),
+ * transposing: afterwards v[0] holds the total of value lane >> 2. */
+static __device__ __forceinline__ void pair_reduce8(float *v, int lane) {
+#pragma unroll
+    for (int s = 0; s < 3; s++) {
+        const int h = 16 >> s, m = 4 >> s;
+        const bool up = (lane & h) != 0;
+#pragma unroll
+        for (int j = 0; j < m; j++) {
+            const float send = up ? v[j] : v[j + m];
+            const float keep = up ? v[j + m] : v[j];
+            v[j] = keep + __shfl_xor_sync(FULL_MASK, send, h);
+        }
+    }
+}
+
+template <bool VEC>
+__global__ void __launch_bounds__(64, 4) scan_bwd6_kernel(scan_params p) {
+    typedef bwd6_geom g;
+    constexpr int XS = g::XS, CPB = g::CPB, NP = g::NP, NT = g::NT;
+    extern __shared__ float4 smem4[];
+    float *sm = (float *)smem4;
+    const float *X = sm + g::X, *Dl = sm + g::DL, *Bs = sm + g::BS, *Cs = sm + g::CS;
+    float *YS = sm + g::YS;
+    float4 *CK = (float4 *)(sm + g::CK);
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    /* scan mapping: channels cw, cw + 1 of the block, states n0..n0+3 */
+    const int q = lane & 3, pl = lane >> 2, cw = warp * 16 + 2 * pl;
+    const int c0 = blockIdx.x * CPB, c = c0 + cw, b = blockIdx.y;
+    const bool cv0 = c < p.Di, cv1 = c + 1 < p.Di;
+    const int N = p.N, L = p.L, n0 = q * SPT;
+    /* gate mapping: channel gcw, positions gpo + 2 m */
+    const int gcw = warp * 16 + (lane & 15), gpo = lane >> 4, gc = c0 + gcw;
+    const bool gcv = gc < p.Di;
+    const float Dg = gcv && p.D ? p.D[gc] : 0.0f;
+    float A0[SPT], A1[SPT];
+#pragma unroll
+    for (int k = 0; k < SPT; k++) {
+        const bool nv = n0 + k < N;
+        A0[k] = cv0 && nv ? -expf(p.A_log[(long long)c * N + n0 + k]) * LOG2E : 0.0f;
+        A1[k] = cv1 && nv ? -expf(p.A_log[(long long)(c + 1) * N + n0 + k]) * LOG2E : 0.0f;
+    }
+    const long long rowb = (long long)b * L;
+    const float *hrow0 = p.h_chunks + ((long long)b * p.Di + (cv0 ? c : 0)) * p.nch * N;
+    const float *hrow1 = p.h_chunks + ((long long)b * p.Di + (cv1 ? c + 1 : 0)) * p.nch * N;
+    /* after pair_reduce8 lane (q, pl) holds dB (pl < 4) or dC of state n0 + (pl & 3) */
+    const int rn = n0 + (pl & 3);
+    float *const rdst = (pl < 4 ? p.dB : p.dC) + rowb * p.bcs + min(rn, N - 1);
+    /* after the 4-lane sum lane q holds dx (q < 2) or ddelta of channel c + (q & 1) */
+    const int oc = c + (q & 1);
+    const bool ocv = oc < p.Di;
+    float *const odst = (q < 2 ? p.dx : p.ddelta) + rowb * p.Di + (ocv ? oc : 0);
+    const float oD = q < 2 && ocv && p.D ? p.D[oc] : 0.0f;
+    float u0[SPT] = {0.0f, 0.0f, 0.0f, 0.0f}, u1[SPT] = {0.0f, 0.0f, 0.0f, 0.0f};
+    float dA0[SPT] = {0.0f, 0.0f, 0.0f, 0.0f}, dA1[SPT] = {0.0f, 0.0f, 0.0f, 0.0f};
+    float dDacc = 0.0f;
+    const int nch = (L + BT - 1) / BT;
+    bwd6_stage<VEC>(p, sm, b, c0, nch - 1, tid);
+    cp_commit();
+    float hn0[SPT], hn1[SPT];
+    bwd3_load_h<VEC>(p, hrow0, nch - 1, n0, cv0, hn0);
+    bwd3_load_h<VEC>(p, hrow1, nch - 1, n0, cv1, hn1);
+#pragma unroll 1
+    for (int kc = nch - 1; kc >= 0; kc--) {
+        const float e0[SPT] = {hn0[0], hn0[1], hn0[2], hn0[3]};
+        const float e1[SPT] = {hn1[0], hn1[1], hn1[2], hn1[3]};
+        cp_wait<0>();
+        __syncthreads();
+        const int ts = kc * BT;
+        /* ---- forward pass: states, checkpoints, pre-gate output */
+        {
+            float s0[SPT] = {e0[0], e0[1], e0[2], e0[3]}, s1[SPT] = {e1[0], e1[1], e1[2], e1[3]};
+#pragma unroll 1
+            for (int j = 0; j < BT / BK; j++) {
+                if (j > 0) {
+                    CK[(2 * (j - 1)) * NT + tid] = make_float4(s0[0], s0[1], s0[2], s0[3]);
+                    CK[(2 * (j - 1) + 1) * NT + tid] = make_float4(s1[0], s1[1], s1[2], s1[3]);
+                }
+                /* ys[(2 ch + (i & 1)) * 4 + i / 2]: after the 4-lane sum lane q holds channel
+                 * q >> 1 at positions 2 jj + (q & 1) (rows one apart: no bank conflicts) */
+                float ys[2 * BK];
+#pragma unroll
+                for (int i = 0; i < BK; i++) {
+                    const int r = j * BK + i;
+                    const float2 xv = *(const float2 *)(X + r * XS + cw);
+                    const float2 dv = *(const float2 *)(Dl + r * CPB + cw);
+                    const float4 B4 = *(const float4 *)(Bs + r * NP + n0);
+                    const float4 C4 = *(const float4 *)(Cs + r * NP + n0);
+                    const float Bv[SPT] = {B4.x, B4.y, B4.z, B4.w};
+                    const float Cv[SPT] = {C4.x, C4.y, C4.z, C4.w};
+                    const float dtx0 = dv.x * xv.x, dtx1 = dv.y * xv.y;
+                    float y0 = 0.0f, y1 = 0.0f;
+#pragma unroll
+                    for (int k = 0; k < SPT; k++) {
+                        const float a0 = ex2(dv.x * A0[k]), a1 = ex2(dv.y * A1[k]);
+                        s0[k] = fmaf(a0, s0[k], dtx0 * Bv[k]);
+                        s1[k] = fmaf(a1, s1[k], dtx1 * Bv[k]);
+                        y0 = fmaf(s0[k], Cv[k], y0);
+                        y1 = fmaf(s1[k], Cv[k], y1);
+                    }
+                    ys[(i & 1) * 4 + i / 2] = y0;
+                    ys[(2 + (i & 1)) * 4 + i / 2] = y1;
+                }
+                group_reduce<2 * BK, 4>(ys, q);
+#pragma unroll
+                for (int jj = 0; jj < 4; jj++)
+                    YS[(j * BK + 2 * jj + (q & 1)) * XS + cw + (q >> 1)] = ys[jj];
+            }
+        }
+        __syncwarp();
+        /* ---- gate (one lane per (channel, position)): dz, dyss -> YS, dD */
+#pragma unroll 1
+        for (int mb = 0; mb < BT / 2; mb += 16) {
+            float gy[16], zr[16];
+#pragma unroll
+            for (int m = 0; m < 16; m++) {
+                const int t = ts + gpo + 2 * (mb + m);
+                const bool ok = gcv && t < L;
+                gy[m] = ok ? __ldg(p.dy + (rowb + t) * p.Di + gc) : 0.0f;
+                zr[m] = ok && p.z ? __ldg(p.z + (rowb + t) * p.zs + gc) : 0.0f;
+            }
+#pragma unroll
+            for (int m = 0; m < 16; m++) {
+                const int r = gpo + 2 * (mb + m), t = ts + r;
+                const float xo = X[r * XS + gcw];
+                float dyss = gy[m];
+                if (p.z) {
+                    const float zz = zr[m], sg = sigmoidf_(zz);
+                    const float yss = fmaf(Dg, xo, YS[r * XS + gcw]);
+                    dyss = gy[m] * zz * sg;
+                    if (gcv && t < L)
+                        p.dz[(rowb + t) * p.zs + gc] = gy[m] * yss * sg * fmaf(zz, 1.0f - sg, 1.0f);
+                }
+                dDacc = fmaf(dyss, xo, dDacc);
+                YS[r * XS + gcw] = dyss;
+            }
+        }
+        __syncwarp();
+        /* ---- reverse pass, one 8-position sub-chunk at a time */
+#pragma unroll 1
+        for (int j = BT / BK - 1; j >= 0; j--) {
+            const int i0 = j * BK;
+            float p0[SPT], p1[SPT];
+            if (j == 0) {
+#pragma unroll
+                for (int k = 0; k < SPT; k++) p0[k] = e0[k], p1[k] = e1[k];
+            } else {
+                const float4 v0 = CK[(2 * (j - 1)) * NT + tid], v1 = CK[(2 * (j - 1) + 1) * NT + tid];
+                p0[0] = v0.x, p0[1] = v0.y, p0[2] = v0.z, p0[3] = v0.w;
+                p1[0] = v1.x, p1[1] = v1.y, p1[2] = v1.z, p1[3] = v1.w;
+            }
+            float av0[BK][SPT], av1[BK][SPT], st0[BK][SPT], st1[BK][SPT];
+            {
+                float s0[SPT] = {p0[0], p0[1], p0[2], p0[3]}, s1[SPT] = {p1[0], p1[1], p1[2], p1[3]};
+#pragma unroll
+                for (int i = 0; i < BK; i++) {
+                    const int r = i0 + i;
+                    const float2 xv = *(const float2 *)(X + r * XS + cw);
+                    const float2 dv = *(const float2 *)(Dl + r * CPB + cw);
+                    const float4 B4 = *(const float4 *)(Bs + r * NP + n0);
+                    const float Bv[SPT] = {B4.x, B4.y, B4.z, B4.w};
+                    const float dtx0 = dv.x * xv.x, dtx1 = dv.y * xv.y;
+#pragma unroll
+                    for (int k = 0; k < SPT; k++) {
+                        const float a0 = ex2(dv.x * A0[k]), a1 = ex2(dv.y * A1[k]);
+                        av0[i][k] = a0, av1[i][k] = a1;
+                        s0[k] = fmaf(a0, s0[k], dtx0 * Bv[k]);
+                        s1[k] = fmaf(a1, s1[k], dtx1 * Bv[k]);
+                        st0[i][k] = s0[k], st1[i][k] = s1[k];
+                    }
+                }
+            }
+#pragma unroll
+            for (int i = BK - 1; i >= 0; i--) {
+                const int r = i0 + i, t = ts + r;
+                const float2 dys = *(const float2 *)(YS + r * XS + cw);
+                const float2 xv = *(const float2 *)(X + r * XS + cw);
+                const float2 dv = *(const float2 *)(Dl + r * CPB + cw);
+                const float4 B4 = *(const float4 *)(Bs + r * NP + n0);
+                const float4 C4 = *(const float4 *)(Cs + r * NP + n0);
+                const float Bv[SPT] = {B4.x, B4.y, B4.z, B4.w};
+                const float Cv[SPT] = {C4.x, C4.y, C4.z, C4.w};
+                const float dtx0 = dv.x * xv.x, dtx1 = dv.y * xv.y;
+                float v[8], gb0 = 0.0f, gb1 = 0.0f, de0 = 0.0f, de1 = 0.0f;
+#pragma unroll
+                for (int k = 0; k < SPT; k++) {
+                    const float g0 = fmaf(dys.x, Cv[k], u0[k]), g1 = fmaf(dys.y, Cv[k], u1[k]);
+                    u0[k] = av0[i][k] * g0; /* a_t g_t, the carry into t - 1 */
+                    u1[k] = av1[i][k] * g1;
+                    /* e = g_t a_t s_{t-1} */
+                    const float ee0 = u0[k] * (i > 0 ? st0[i > 0 ? i - 1 : 0][k] : p0[k]);
+                    const float ee1 = u1[k] * (i > 0 ? st1[i > 0 ? i - 1 : 0][k] : p1[k]);
+                    de0 = fmaf(ee0, A0[k], de0);
+                    de1 = fmaf(ee1, A1[k], de1);
+                    dA0[k] = fmaf(ee0, dv.x, dA0[k]);
+                    dA1[k] = fmaf(ee1, dv.y, dA1[k]);
+                    gb0 = fmaf(g0, Bv[k], gb0);
+                    gb1 = fmaf(g1, Bv[k], gb1);
+                    v[k] = fmaf(g1, dtx1, g0 * dtx0);
+                    v[4 + k] = fmaf(dys.y, st1[i][k], dys.x * st0[i][k]);
+                }
+                /* dx = delta sum_n g B + D dyss, ddelta = x sum_n g B + ln2 sum_n g a s A2 */
+                float o[4] = {dv.x * gb0, dv.y * gb1, fmaf(xv.x, gb0, de0 * LN2),
+                              fmaf(xv.y, gb1, de1 * LN2)};
+                group_reduce<4, 4>(o, q);
+                if (ocv && t < L)
+                    odst[(long long)t * p.Di] = q < 2 ? fmaf(oD, (q & 1) ? dys.y : dys.x, o[0]) : o[0];
+                if (!p.skip_bc) {
+                    pair_reduce8(v, lane);
+                    if (rn < N && t < L) atomicAdd(rdst + (long long)t * p.bcs, v[0]);
+                }
+            }
+        }
+        __syncthreads(); /* everyone is done with the staged chunk */
+        if (kc > 0) {
+            bwd6_stage<VEC>(p, sm, b, c0, kc - 1, tid);
+            bwd3_load_h<VEC>(p, hrow0, kc - 1, n0, cv0, hn0);
+            bwd3_load_h<VEC>(p, hrow1, kc - 1, n0, cv1, hn1);
+        }
+        cp_commit();
+    }
+    cp_wait<0>();
+#pragma unroll
+    for (int k = 0; k < SPT; k++) {
+        if (n0 + k >= N) continue;
+        if (cv0) atomicAdd(p.dA_log + (long long)c * N + n0 + k, dA0[k] * A0[k] * LN2);
+        if (cv1) atomicAdd(p.dA_log + (long long)(c + 1) * N + n0 + k, dA1[k] * A1[k] * LN2);
+    }
+    dDacc += __shfl_xor_sync(FULL_MASK, dDacc, 16);
+    if (p.dD && gcv && lane < 16) atomicAdd(p.dD + gc, dDacc);
+}
+
 /* dB, dC columns := 0 (they are accumulated with atomics). */
 __global__ void zero_bc_kernel(float *dB, float *dC, long long rows, long long stride, int N) {
     const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
@@ -1150,15 +1447,18 @@ static int lanes_per_channel(int64_t N) {
     return g;
 }
 
-/* Backward kernel choice: 1 = v5 (scan_bwd3_kernel), 2 = v5 with the dB/dC pair exchange
- * (XB), 0 = v4 (scan_bwd2_kernel). Automatic: V5_AUTO unless the grid has fewer than 1.5 blocks
- * per multiprocessor (v5 has one block per 32 channels and sequence; v4 splits time inside a
- * block and fills a small grid better: on the H200 at L 8192, Di 2048, B 2 (128 blocks) v4 took
- * 1.87 ms and v5 2.11, at B 4 v4 3.69 and v5 2.67). */
-#ifndef V5_AUTO
-#define V5_AUTO 2 /* with the pair exchange: 4.21 ms against 4.51 at B 8 on the H200 */
+/* Backward kernel choice: 3 = v6 (scan_bwd6_kernel, two channels per thread; N 9..16 only),
+ * 1 = v5 (scan_bwd3_kernel), 2 = v5 with the dB/dC pair exchange (XB), 0 = v4
+ * (scan_bwd2_kernel). Automatic: v6 (N 9..16) or v5 with the pair exchange (N <= 8) unless the
+ * grid has fewer than 1.5 blocks per multiprocessor (v5 and v6 have one block per 32 channels
+ * and sequence; v4 splits time inside a block and fills a small grid better: on the H200 at
+ * L 8192, Di 2048, B 2 (128 blocks) v4 took 1.87 ms and v5 2.11, at B 4 v4 3.69 and v5 2.67). */
+#ifndef BWD_AUTO
+#define BWD_AUTO 3
 #endif
-static int choose_v5(const scan_params *p) {
+static int choose_bwd(const scan_params *p) {
+    const int G = lanes_per_channel(p->N);
+    if (g_bwd_warps == 3) return G == 4 ? 3 : 2;
     if (g_bwd_warps == 1 || g_bwd_warps == 2) return g_bwd_warps;
     if (g_bwd_warps == 8 || g_bwd_warps == 16) return 0;
     if (p->N > 16) return 0;
@@ -1169,7 +1469,8 @@ static int choose_v5(const scan_params *p) {
         sms = 132;
     }
     const long long blocks = (long long)p->B * ((p->Di + 31) / 32);
-    return 2 * blocks >= 3LL * sms ? V5_AUTO : 0;
+    if (2 * blocks < 3LL * sms) return 0;
+    return BWD_AUTO == 3 && G != 4 ? 2 : BWD_AUTO;
 }
 
 static int check_args(const mb_scan_args *a, const char *fn) {
@@ -1285,18 +1586,20 @@ static int launch_forward(const scan_params *p, cudaStream_t st) {
 
 extern "C" int mb_scan_cuda_lab_backward_occupancy(int64_t N) {
     if (N < 1 || N > 16) return mb_fail(MB_EINVAL, "backward occupancy: N %lld", (long long)N);
-    const int G = lanes_per_channel(N);
-    const size_t shm = sizeof(float) * (G == 1   ? bwd3_geom<1>::TOTAL
+    const int G = lanes_per_channel(N), v6 = G == 4 && BWD_AUTO == 3;
+    const size_t shm = sizeof(float) * (v6 ? bwd6_geom::TOTAL
+                                        : G == 1 ? bwd3_geom<1>::TOTAL
                                         : G == 2 ? bwd3_geom<2>::TOTAL
                                                  : bwd3_geom<4>::TOTAL);
-    kern_t k = bwd3_kernel_for(G, 1, 0);
+    kern_t k = v6 ? scan_bwd6_kernel<true> : bwd3_kernel_for(G, 1, 1);
     cudaError_t e = cudaFuncSetAttribute((const void *)k,
                                          cudaFuncAttributeMaxDynamicSharedMemorySize, (int)shm);
     if (e == cudaSuccess)
         e = cudaFuncSetAttribute((const void *)k, cudaFuncAttributePreferredSharedMemoryCarveout,
                                  (int)cudaSharedmemCarveoutMaxShared);
     int nb = 0;
-    if (e == cudaSuccess) e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&nb, k, 32 * G, shm);
+    if (e == cudaSuccess)
+        e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&nb, k, v6 ? bwd6_geom::NT : 32 * G, shm);
     return e == cudaSuccess ? nb : cuda_fail(e, "backward occupancy");
 }
 
@@ -1306,6 +1609,7 @@ extern "C" int mb_scan_cuda_forward(const mb_scan_args *a, float *y, void *strea
     if (a->B * a->L * a->Di == 0) return 0;
     scan_params p = make_params(a);
     p.y = y;
+    p.vec = p.vec && (!y || al16(y)); /* y rows are written with 16-byte stores */
     return launch_forward(&p, (cudaStream_t)stream);
 }
 
@@ -1359,8 +1663,8 @@ extern "C" int mb_scan_cuda_backward(const mb_scan_args *a, const float *dy, flo
     const int G = lanes_per_channel(p.N), cpw = 32 / G, vec = p.vec;
     p.skip_bc = g_skip_bc;
     p.red_vec = al16(dB) && al16(dC) && p.bcs % 4 == 0 && p.N % 4 == 0;
-    const int use_v5 = choose_v5(&p);
-    if (!use_v5) {
+    const int kind = choose_bwd(&p);
+    if (kind == 0) {
         const int W = g_bwd_warps == 16 ? 16 : 8;
         const size_t shm = sizeof(float4) * 3 * W * 32 +
                            sizeof(float) * 2 * (4 * BWD_CHUNK * cpw + 2 * BWD_CHUNK * 4 * G + cpw * 4 * G);
@@ -1373,11 +1677,14 @@ extern "C" int mb_scan_cuda_backward(const mb_scan_args *a, const float *dy, flo
             e = cudaGetLastError();
         }
     } else {
-        /* v5: blocks of 32 channels x G lanes, 54 KB of shared memory (G = 4): 4 per SM */
-        const size_t shm = sizeof(float) * (G == 1   ? bwd3_geom<1>::TOTAL
+        /* v5: blocks of 32 channels x G lanes, 54 KB of shared memory (G = 4): 4 per SM;
+         * v6: blocks of 16 channel pairs x 4 lanes, 54 KB: 4 per SM */
+        const size_t shm = sizeof(float) * (kind == 3   ? bwd6_geom::TOTAL
+                                            : G == 1   ? bwd3_geom<1>::TOTAL
                                             : G == 2 ? bwd3_geom<2>::TOTAL
                                                      : bwd3_geom<4>::TOTAL);
-        kern_t k = bwd3_kernel_for(G, vec, use_v5 == 2);
+        kern_t k = kind == 3 ? (vec ? scan_bwd6_kernel<true> : scan_bwd6_kernel<false>)
+                             : bwd3_kernel_for(G, vec, kind == 2);
         e = cudaFuncSetAttribute((const void *)k, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                  (int)shm);
         if (e == cudaSuccess)
@@ -1386,7 +1693,7 @@ extern "C" int mb_scan_cuda_backward(const mb_scan_args *a, const float *dy, flo
                                      (int)cudaSharedmemCarveoutMaxShared);
         if (e == cudaSuccess) {
             dim3 grid((p.Di + 31) / 32, p.B);
-            k<<<grid, 32 * G, shm, st>>>(p);
+            k<<<grid, kind == 3 ? bwd6_geom::NT : 32 * G, shm, st>>>(p);
             e = cudaGetLastError();
         }
     }

@@ -1,4 +1,5 @@
-/* CPU emulation of the GPU scan's v5 backward kernel (src/cuda/scan.cu, scan_bwd3_kernel),
+/* CPU emulation of the GPU scan's forward kernel and v5 / v6 backward kernels (src/cuda/scan.cu,
+ * scan_fwd2_kernel, scan_bwd3_kernel and scan_bwd6_kernel),
  * for checking its indexing, lane mappings and barriers on a machine without a GPU. The
  * kernel source is compiled as host C++ (MB_SCAN_EMU) and each block's threads run as
  * cooperative fibers: every __syncthreads / __syncwarp / shuffle is a block-wide barrier at which
@@ -26,6 +27,9 @@
 
 struct float4 {
     float x, y, z, w;
+};
+struct float2 {
+    float x, y;
 };
 static inline float4 make_float4(float a, float b, float c, float d) {
     return float4{a, b, c, d};
@@ -196,13 +200,14 @@ static float urand(mb_rng *r, float lo, float hi) {
 struct tcase {
     int64_t B, L, Di, N, R, chunk;
     int gate, use_h0, vec, nan_at;
-    int xb; /* the kernel's dB/dC pair-exchange variant */
+    int kern; /* 0: v5, 1: v5 with the dB/dC pair exchange, 2: v6 (two channels per thread) */
 };
 
 static void run_case(tcase tc, uint64_t seed) {
-    printf("B %lld L %lld Di %lld N %lld chunk %lld gate %d h0 %d vec %d nan %d xb %d\n",
+    printf("B %lld L %lld Di %lld N %lld chunk %lld gate %d h0 %d vec %d nan %d kernel %s\n",
            (long long)tc.B, (long long)tc.L, (long long)tc.Di, (long long)tc.N,
-           (long long)tc.chunk, tc.gate, tc.use_h0, tc.vec, tc.nan_at, tc.xb);
+           (long long)tc.chunk, tc.gate, tc.use_h0, tc.vec, tc.nan_at,
+           tc.kern == 2 ? "v6" : tc.kern == 1 ? "v5 pair exchange" : "v5");
     const int64_t B = tc.B, L = tc.L, Di = tc.Di, N = tc.N, R = tc.R, BL = B * L;
     const int64_t bcs = R + 2 * N;
     mb_rng r;
@@ -238,6 +243,36 @@ static void run_case(tcase tc, uint64_t seed) {
     mb_scan_backward(&a, dy.data(), dx.data(), ddl.data(), dA.data(), gbc.data() + R,
                      gbc.data() + R + N, dD.data(), tc.gate ? dz.data() + Di : NULL);
 
+    if (tc.kern == 0 && tc.nan_at < 0) {
+        /* emulated GPU forward (scan_fwd2_kernel): y, h_chunks at tc.chunk, h_last */
+        std::vector<float> hl(B * Di * N), ey(BL * Di, NAN), ehc(B * Di * nch * N, NAN),
+            ehl(B * Di * N, NAN);
+        mb_scan_args al = a;
+        std::vector<float> hc2(B * Di * nch * N), y2(BL * Di);
+        al.h_last = hl.data(), al.h_chunks = hc2.data();
+        mb_scan_forward(&al, y2.data());
+        scan_params f;
+        memset(&f, 0, sizeof f);
+        f.B = (int)B, f.L = (int)L, f.Di = (int)Di, f.N = (int)N, f.chunk = (int)tc.chunk;
+        f.nch = (int)nch, f.hstep = 1;
+        f.x = a.x, f.xs = a.x_stride, f.delta = a.delta, f.A_log = a.A_log;
+        f.Bm = a.Bm, f.Cm = a.Cm, f.bcs = bcs, f.D = a.D, f.z = a.z, f.zs = a.z_stride;
+        f.h0 = a.h0, f.h_last = ehl.data(), f.h_chunks = ehc.data(), f.y = ey.data();
+        f.vec = tc.vec;
+        const int Gf = N <= 4 ? 1 : N <= 8 ? 2 : 4;
+        const bool fine = tc.chunk % FT != 0;
+        std::function<void()> kf;
+#define EMU_F(GG)                                                                                 \
+    (fine ? (tc.vec ? std::function<void()>([&] { scan_fwd2_kernel<GG, true, true>(f); })        \
+                    : std::function<void()>([&] { scan_fwd2_kernel<GG, false, true>(f); }))      \
+          : (tc.vec ? std::function<void()>([&] { scan_fwd2_kernel<GG, true, false>(f); })       \
+                    : std::function<void()>([&] { scan_fwd2_kernel<GG, false, false>(f); })))
+        kf = Gf == 1 ? EMU_F(1) : Gf == 2 ? EMU_F(2) : EMU_F(4);
+        if (emu::launch((unsigned)((Di + 31) / 32), (unsigned)B, 32 * Gf, kf)) g_fail = 1;
+        check("fwd y", rel_err(ey.data(), y2.data(), BL, Di, Di));
+        check("fwd hc", rel_err(ehc.data(), hc2.data(), B * Di * nch * N, 1, 1));
+        check("fwd hlast", rel_err(ehl.data(), hl.data(), B * Di * N, 1, 1));
+    }
     /* emulated GPU backward: h_chunks at chunk 64 (hstep) or re-chunked like the host code */
     scan_params p;
     memset(&p, 0, sizeof p);
@@ -269,12 +304,19 @@ static void run_case(tcase tc, uint64_t seed) {
     const int G = N <= 4 ? 1 : N <= 8 ? 2 : 4;
     std::function<void()> k;
 #define EMU_K(GG)                                                                                 \
-    (tc.xb ? (tc.vec ? std::function<void()>([&] { scan_bwd3_kernel<GG, true, true>(p); })       \
-                     : std::function<void()>([&] { scan_bwd3_kernel<GG, false, true>(p); }))     \
-           : (tc.vec ? std::function<void()>([&] { scan_bwd3_kernel<GG, true, false>(p); })      \
-                     : std::function<void()>([&] { scan_bwd3_kernel<GG, false, false>(p); })))
-    k = G == 1 ? EMU_K(1) : G == 2 ? EMU_K(2) : EMU_K(4);
-    if (emu::launch((unsigned)((Di + 31) / 32), (unsigned)B, 32 * G, k)) g_fail = 1;
+    (tc.kern == 1 ? (tc.vec ? std::function<void()>([&] { scan_bwd3_kernel<GG, true, true>(p); })  \
+                            : std::function<void()>([&] { scan_bwd3_kernel<GG, false, true>(p); })) \
+                  : (tc.vec ? std::function<void()>([&] { scan_bwd3_kernel<GG, true, false>(p); }) \
+                            : std::function<void()>([&] { scan_bwd3_kernel<GG, false, false>(p); })))
+    int threads = 32 * G;
+    if (tc.kern == 2) {
+        k = tc.vec ? std::function<void()>([&] { scan_bwd6_kernel<true>(p); })
+                   : std::function<void()>([&] { scan_bwd6_kernel<false>(p); });
+        threads = bwd6_geom::NT;
+    } else {
+        k = G == 1 ? EMU_K(1) : G == 2 ? EMU_K(2) : EMU_K(4);
+    }
+    if (emu::launch((unsigned)((Di + 31) / 32), (unsigned)B, threads, k)) g_fail = 1;
     if (tc.nan_at >= 0) {
         const int dbn = std::isnan(ebc[tc.nan_at * bcs + R]), dan = std::isnan(edA[5 * N]);
         printf("  dB NaN at the bad position: %s, dA_log NaN: %s\n", dbn ? "yes" : "NO",
@@ -298,11 +340,13 @@ int main(void) {
         {2, 100, 72, 12, 2, 33, 1, 1, 0, -1, 0},  {1, 150, 64, 8, 4, 32, 1, 1, 1, -1, 0},
         {1, 150, 40, 4, 4, 1, 1, 0, 0, -1, 0},    {1, 70, 64, 4, 4, 64, 0, 0, 1, -1, 0},
         {1, 3, 64, 16, 4, 64, 1, 1, 1, -1, 0},    {1, 150, 64, 16, 4, 64, 1, 0, 1, 100, 0},
+        {2, 100, 37, 16, 3, 64, 1, 1, 0, -1, 0}, /* odd Di: the last pair has one channel */
     };
-    for (int xb = 0; xb < 2; xb++)
+    for (int kern = 0; kern < 3; kern++)
         for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++) {
             tcase tc = cs[i];
-            tc.xb = xb;
+            tc.kern = kern;
+            if (kern == 2 && tc.N <= 8) continue; /* v6: 4 lanes per channel pair (N 9..16) */
             run_case(tc, 1 + i);
         }
     printf(g_fail ? "FAILED\n" : "all passed\n");

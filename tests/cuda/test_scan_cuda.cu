@@ -5,8 +5,8 @@
  * max |gpu - cpu| / max |cpu| <= 1e-4 (a NaN where the reference has none, or the reverse,
  * counts as an infinite error). Outputs are poisoned with NaN before every GPU call, so an
  * unwritten element fails. Also: y is bit-identical for every chunk length and close for every
- * tile width; a NaN input gives NaN outputs. Both backward kernels (v5, and v4 with 8 or 16 warps
- * splitting a chunk in time) are checked. Exits 77 (ctest SKIP_RETURN_CODE) without a GPU.
+ * tile width; a NaN input gives NaN outputs. Every backward kernel (v6, v5 with and without the
+ * dB/dC pair exchange, and v4 with 8 or 16 warps splitting a chunk in time) is checked. Exits 77 (ctest SKIP_RETURN_CODE) without a GPU.
  */
 #include <cuda_runtime.h>
 #include <math.h>
@@ -332,9 +332,10 @@ int main(void) {
     printf("device: %s (%d SMs)\n", prop.name, prop.multiProcessorCount);
     const int64_t Ls[] = {1, 3, 63, 2047, 2048, 2049, 8193};
     uint64_t seed = 1;
-    /* the v5 backward for the main cases (the automatic choice may take v4 for grids this small) */
-    printf("backward v5:\n");
-    mb_scan_cuda_set_backward_warps(1);
+    /* the v6 backward for the main cases (the automatic choice may take v4 for grids this
+     * small; v6 needs N 9..16, else this knob takes v5 with the pair exchange) */
+    printf("backward v6:\n");
+    mb_scan_cuda_set_backward_warps(3);
     for (int li = 0; li < 7; li++)
         for (int64_t B = 1; B <= 3; B += 2) {
             /* chunk: the CPU default (128, rechunked on the GPU) and the GPU's own (64) */
@@ -346,11 +347,20 @@ int main(void) {
         {3, 2049, 64, 4, 4, 64, 1, 1, 0}, {1, 8193, 64, 4, 0, 128, 0, 0, 0},
         {2, 1000, 40, 16, 3, 7, 1, 1, 0}, {2, 515, 72, 12, 2, 33, 1, 1, 0},
         {1, 777, 64, 8, 4, 1, 0, 1, 0},   {2, 2048, 64, 16, 4, 2048, 1, 1, 0},
+        {2, 1000, 37, 16, 3, 64, 1, 1, 0}, /* odd Di: v6's last channel pair has one channel */
     };
     for (size_t i = 0; i < sizeof extra / sizeof extra[0]; i++) run_case(extra[i], 100 + i);
     /* N > 16 (8 lanes per channel): forward only */
     tcase wide[] = {{2, 1000, 64, 32, 4, 64, 1, 1, 1}, {1, 515, 40, 24, 3, 33, 1, 0, 1}};
     for (size_t i = 0; i < sizeof wide / sizeof wide[0]; i++) run_case(wide[i], 200 + i);
+    run_nan();
+    printf("backward v5:\n");
+    mb_scan_cuda_set_backward_warps(1);
+    for (size_t i = 0; i < 4; i++) run_case(extra[i], 500 + i);
+    {
+        const tcase tc = {3, 2049, 64, 16, 4, 64, 1, 1, 0};
+        run_case(tc, 510);
+    }
     run_nan();
     printf("backward v5 with the dB/dC pair exchange:\n");
     mb_scan_cuda_set_backward_warps(2);
