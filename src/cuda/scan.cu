@@ -371,12 +371,22 @@ static __device__ __forceinline__ void bc_reduce_add(float4 acc, bool write, flo
     }
 }
 
+/* Column swizzles of the 32-channel shared tiles (x, delta, z, YS): the 8-channel group g of
+ * row r sits at group g ^ sw(r), so that lanes reading the same channels in several rows at
+ * once hit different banks. SW 1 (v5 backward): sw = Gray code of r mod 4 ((r ^ r >> 1) & 3),
+ * distinct over rows 4k..4k+3 (the gate) and over rows 2q + jj, q = 0..3 (the output and the
+ * pre-gate sums); SW 2 (forward): sw = (r >> 3) & 3, distinct over rows 8q + j. */
+template <int SW> static __device__ __forceinline__ int swz_col(int r, int col) {
+    return SW == 1 ? col ^ (((r ^ (r >> 1)) & 3) << 3) : SW == 2 ? col ^ (((r >> 3) & 3) << 3) : col;
+}
+
 /* Stage `rows` rows of a row-major tensor into shared memory: element (r, e) of the tile is
  * base[(row0 + r) * stride + e] for r < nvalid and e < width, zero elsewhere; the tile has
- * `ld` floats per row (ld % 4 == 0, width <= ld). VEC: 16-byte copies (base, stride and width
- * multiples of 4 floats / 16 bytes). All NT threads of the block take part. `safe`: a valid
- * global address given to the copies that read nothing. */
-template <int NT, bool VEC>
+ * `ld` floats per row (ld % 4 == 0, width <= ld), column e stored at swz_col<SW>(r, e) (SW != 0
+ * needs ld == 32). VEC: 16-byte copies (base, stride and width multiples of 4 floats / 16
+ * bytes). All NT threads of the block take part. `safe`: a valid global address given to the
+ * copies that read nothing. */
+template <int NT, bool VEC, int SW = 0>
 static __device__ __forceinline__ void stage_rows(float *dst, int ld, const float *base,
                                                   long long row0, long long stride, int rows,
                                                   int nvalid, int width, int tid,
@@ -386,14 +396,14 @@ static __device__ __forceinline__ void stage_rows(float *dst, int ld, const floa
         for (int i = tid; i < n; i += NT) {
             const int r = i / per, f = i - r * per;
             const bool ok = base && r < nvalid && 4 * f < width;
-            cp16(dst + r * ld + 4 * f, ok ? base + (row0 + r) * stride + 4 * f : safe, ok);
+            cp16(dst + r * ld + swz_col<SW>(r, 4 * f), ok ? base + (row0 + r) * stride + 4 * f : safe, ok);
         }
     } else {
         const int n = rows * ld;
         for (int i = tid; i < n; i += NT) {
             const int r = i / ld, e = i - r * ld;
             const bool ok = base && r < nvalid && e < width;
-            cp4(dst + i, ok ? base + (row0 + r) * stride + e : safe, ok);
+            cp4(dst + r * ld + swz_col<SW>(r, e), ok ? base + (row0 + r) * stride + e : safe, ok);
         }
     }
 }
@@ -405,21 +415,23 @@ static __device__ __forceinline__ void stage_rows(float *dst, int ld, const floa
  * shared memory and registers. FINE: chunk boundaries fall inside tiles (chunk % FT != 0). */
 #define FT 32
 #define FK 3
-template <int G> struct fwd_geom {
-    static constexpr int CPB = 32, NP = 4 * G, NT = 32 * G;
+/* CH channels per thread (1, or 2 for G = 4): a block of 32 channels has NT = 32 G / CH
+ * threads */
+template <int G, int CH = 1> struct fwd_geom {
+    static constexpr int CPB = 32, NP = 4 * G, NT = 32 * G / CH;
     static constexpr int STAGE = 3 * FT * CPB + 2 * FT * NP;
 };
 
-template <int G, bool VEC>
+template <int G, int CH, bool VEC>
 static __device__ __forceinline__ void fwd_stage(const scan_params &p, float *st, int b, int c0,
                                                  int t0, int tid) {
-    typedef fwd_geom<G> g;
+    typedef fwd_geom<G, CH> g;
     const long long row0 = (long long)b * p.L + t0;
     const int nv = min(FT, p.L - t0), w = min(g::CPB, p.Di - c0);
-    stage_rows<g::NT, VEC>(st, g::CPB, p.x + c0, row0, p.xs, FT, nv, w, tid, p.x);
-    stage_rows<g::NT, VEC>(st + FT * g::CPB, g::CPB, p.delta + c0, row0, p.Di, FT, nv, w, tid, p.x);
-    stage_rows<g::NT, VEC>(st + 2 * FT * g::CPB, g::CPB, p.z ? p.z + c0 : NULL, row0, p.zs, FT,
-                           nv, w, tid, p.x);
+    stage_rows<g::NT, VEC, 2>(st, g::CPB, p.x + c0, row0, p.xs, FT, nv, w, tid, p.x);
+    stage_rows<g::NT, VEC, 2>(st + FT * g::CPB, g::CPB, p.delta + c0, row0, p.Di, FT, nv, w, tid, p.x);
+    stage_rows<g::NT, VEC, 2>(st + 2 * FT * g::CPB, g::CPB, p.z ? p.z + c0 : NULL, row0, p.zs, FT,
+                              nv, w, tid, p.x);
     float *bs = st + 3 * FT * g::CPB;
     stage_rows<g::NT, VEC>(bs, g::NP, p.Bm, row0, p.bcs, FT, nv, p.N, tid, p.x);
     stage_rows<g::NT, VEC>(bs + FT * g::NP, g::NP, p.Cm, row0, p.bcs, FT, nv, p.N, tid, p.x);
@@ -427,130 +439,165 @@ static __device__ __forceinline__ void fwd_stage(const scan_params &p, float *st
 
 /* y rows of tile t0 from the tile's Z region (which holds the gated output by then): whole
  * 128-byte rows of 32 channels (VEC: 16-byte stores). */
-template <int G, bool VEC>
+template <int G, int CH, bool VEC>
 static __device__ __forceinline__ void fwd_write_y(const scan_params &p, const float *Zt, int b,
                                                    int c0, int t0, int tid) {
-    typedef fwd_geom<G> g;
+    typedef fwd_geom<G, CH> g;
     const int nv = min(FT, p.L - t0), w = min(g::CPB, p.Di - c0);
     float *yb = p.y + ((long long)b * p.L + t0) * p.Di + c0;
     if (VEC) {
         for (int i = tid; i < FT * g::CPB / 4; i += g::NT) {
             const int r = i / (g::CPB / 4), f = i % (g::CPB / 4);
             if (r < nv && 4 * f < w)
-                *(float4 *)(yb + (long long)r * p.Di + 4 * f) = *(const float4 *)(Zt + r * g::CPB + 4 * f);
+                *(float4 *)(yb + (long long)r * p.Di + 4 * f) =
+                    *(const float4 *)(Zt + r * g::CPB + swz_col<2>(r, 4 * f));
         }
     } else {
         for (int i = tid; i < FT * g::CPB; i += g::NT) {
             const int r = i / g::CPB, e = i % g::CPB;
-            if (r < nv && e < w) yb[(long long)r * p.Di + e] = Zt[r * g::CPB + e];
+            if (r < nv && e < w) yb[(long long)r * p.Di + e] = Zt[r * g::CPB + swz_col<2>(r, e)];
         }
     }
 }
 
-template <int G, bool VEC, bool FINE>
-__global__ void __launch_bounds__(32 * G) scan_fwd2_kernel(scan_params p) {
-    typedef fwd_geom<G> g;
-    constexpr int CPB = g::CPB, NP = g::NP, CPW = 32 / G, T = FT;
+/* Store the states h of this thread's channel (row hc of h_chunks) as chunk entry k. */
+static __device__ __forceinline__ void fwd_save_h(float *hc, long long k, int N, int n0,
+                                                  const float *h) {
+    float *dst = hc + k * N;
+#pragma unroll
+    for (int s = 0; s < SPT; s++)
+        if (n0 + s < N) dst[n0 + s] = h[s];
+}
+
+/* Thread (lane = pl * G + q of warp w) owns channels cw .. cw + CH - 1, cw = w * (32 CH / G) +
+ * CH pl, and states n0 = 4 q .. n0 + 3. CH = 2: each B/C row read from shared memory serves 8
+ * state chains (half the shared-memory reads of B and C per channel). */
+template <int G, bool VEC, bool FINE, int CH>
+__global__ void __launch_bounds__(32 * G / CH) scan_fwd2_kernel(scan_params p) {
+    typedef fwd_geom<G, CH> g;
+    constexpr int CPB = g::CPB, NP = g::NP, T = FT;
     extern __shared__ float4 smem4[];
     float *sm = (float *)smem4;
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-    const int q = lane & (G - 1), cw = warp * CPW + lane / G;
-    const int c0 = blockIdx.x * CPB, c = c0 + cw, b = blockIdx.y;
-    const bool cv = c < p.Di;
+    const int q = lane & (G - 1), cw = warp * (32 * CH / G) + CH * (lane / G);
+    const int c0 = blockIdx.x * CPB, b = blockIdx.y;
     const int N = p.N, L = p.L, n0 = q * SPT;
-    float A2[SPT], h[SPT];
+    float A2[CH][SPT], h[CH][SPT], Dc[CH];
+    float *hc[CH];
+    bool cv[CH];
 #pragma unroll
-    for (int k = 0; k < SPT; k++) {
-        const bool nv = cv && n0 + k < N;
-        A2[k] = nv ? -expf(p.A_log[(long long)c * N + n0 + k]) * LOG2E : 0.0f;
-        h[k] = nv && p.h0 ? p.h0[((long long)b * p.Di + c) * N + n0 + k] : 0.0f;
+    for (int ch = 0; ch < CH; ch++) {
+        const int c = c0 + cw + ch;
+        cv[ch] = c < p.Di;
+#pragma unroll
+        for (int k = 0; k < SPT; k++) {
+            const bool nv = cv[ch] && n0 + k < N;
+            A2[ch][k] = nv ? -expf(p.A_log[(long long)c * N + n0 + k]) * LOG2E : 0.0f;
+            h[ch][k] = nv && p.h0 ? p.h0[((long long)b * p.Di + c) * N + n0 + k] : 0.0f;
+        }
+        Dc[ch] = cv[ch] && p.D ? p.D[c] : 0.0f;
+        hc[ch] = p.h_chunks && cv[ch] ? p.h_chunks + ((long long)b * p.Di + c) * p.nch * N : NULL;
     }
-    const float Dc = cv && p.D ? p.D[c] : 0.0f;
-    float *hc = p.h_chunks ? p.h_chunks + ((long long)b * p.Di + c) * p.nch * N : NULL;
     /* padding (states >= N, channels >= Di, positions >= L) must read as zeros */
     for (int i = tid; i < FK * g::STAGE; i += g::NT) sm[i] = 0.0f;
     __syncthreads();
     const int ntiles = (L + T - 1) / T;
-    fwd_stage<G, VEC>(p, sm, b, c0, 0, tid);
+    fwd_stage<G, CH, VEC>(p, sm, b, c0, 0, tid);
     cp_commit();
     /* tile it is computed while tile it + 1 is copied in and tile it - 1's y rows are written
      * out (three buffers) */
     for (int it = 0; it < ntiles; it++) {
         cp_wait<0>();
         __syncthreads();
-        if (it + 1 < ntiles) fwd_stage<G, VEC>(p, sm + ((it + 1) % FK) * g::STAGE, b, c0, (it + 1) * T, tid);
+        if (it + 1 < ntiles)
+            fwd_stage<G, CH, VEC>(p, sm + ((it + 1) % FK) * g::STAGE, b, c0, (it + 1) * T, tid);
         cp_commit();
         if (p.y && it > 0)
-            fwd_write_y<G, VEC>(p, sm + ((it - 1) % FK) * g::STAGE + 2 * T * CPB, b, c0, (it - 1) * T, tid);
+            fwd_write_y<G, CH, VEC>(p, sm + ((it - 1) % FK) * g::STAGE + 2 * T * CPB, b, c0,
+                                    (it - 1) * T, tid);
         const float *X = sm + (it % FK) * g::STAGE, *Dl = X + T * CPB;
         float *Z = sm + (it % FK) * g::STAGE + 2 * T * CPB;
         const float *Bs = Z + T * CPB, *Cs = Bs + T * NP;
         const int t0 = it * T;
         int nb = 0;
-        if (hc) {
+        if (p.h_chunks) {
             if (!FINE) {
-                if (t0 % p.chunk == 0 && cv) {
-                    float *dst = hc + (long long)(t0 / p.chunk) * N;
+                if (t0 % p.chunk == 0) {
 #pragma unroll
-                    for (int k = 0; k < SPT; k++)
-                        if (n0 + k < N) dst[n0 + k] = h[k];
+                    for (int ch = 0; ch < CH; ch++)
+                        if (hc[ch]) fwd_save_h(hc[ch], t0 / p.chunk, N, n0, h[ch]);
                 }
             } else {
                 nb = (t0 + p.chunk - 1) / p.chunk * p.chunk;
             }
         }
-        float ys[T];
+        float ys[CH * T]; /* [channel][position] */
 #pragma unroll
         for (int i = 0; i < T; i++) {
-            if (FINE && hc) {
+            if (FINE && p.h_chunks) {
                 const int t = t0 + i;
                 if (t == nb && t < L) {
-                    if (cv) {
-                        float *dst = hc + (long long)(t / p.chunk) * N;
 #pragma unroll
-                        for (int k = 0; k < SPT; k++)
-                            if (n0 + k < N) dst[n0 + k] = h[k];
-                    }
+                    for (int ch = 0; ch < CH; ch++)
+                        if (hc[ch]) fwd_save_h(hc[ch], t / p.chunk, N, n0, h[ch]);
                     nb += p.chunk;
                 }
             }
-            const float xv = X[i * CPB + cw], dv = Dl[i * CPB + cw];
+            float xv[CH], dv[CH];
+            if (CH == 2) {
+                const float2 x2 = *(const float2 *)(X + i * CPB + swz_col<2>(i, cw));
+                const float2 d2 = *(const float2 *)(Dl + i * CPB + swz_col<2>(i, cw));
+                xv[0] = x2.x, xv[CH - 1] = x2.y, dv[0] = d2.x, dv[CH - 1] = d2.y;
+            } else {
+                xv[0] = X[i * CPB + swz_col<2>(i, cw)], dv[0] = Dl[i * CPB + swz_col<2>(i, cw)];
+            }
             const float4 B4 = *(const float4 *)(Bs + i * NP + n0);
             const float4 C4 = *(const float4 *)(Cs + i * NP + n0);
             const float Bv[SPT] = {B4.x, B4.y, B4.z, B4.w}, Cv[SPT] = {C4.x, C4.y, C4.z, C4.w};
-            const float dtx = dv * xv;
-            float yv = 0.0f;
 #pragma unroll
-            for (int k = 0; k < SPT; k++) {
-                const float a = ex2(dv * A2[k]);
-                h[k] = fmaf(a, h[k], dtx * Bv[k]);
-                yv = fmaf(h[k], Cv[k], yv);
+            for (int ch = 0; ch < CH; ch++) {
+                const float dtx = dv[ch] * xv[ch];
+                float yv = 0.0f;
+#pragma unroll
+                for (int k = 0; k < SPT; k++) {
+                    const float a = ex2(dv[ch] * A2[ch][k]);
+                    h[ch][k] = fmaf(a, h[ch][k], dtx * Bv[k]);
+                    yv = fmaf(h[ch][k], Cv[k], yv);
+                }
+                ys[ch * T + i] = yv;
             }
-            ys[i] = yv;
         }
-        group_reduce<T, G>(ys, q);
+        group_reduce<CH * T, G>(ys, q);
         if (p.y) {
-            /* gated output into the Z slots this lane read (written out next tile) */
+            /* gated output into the Z slots this lane read (written out next tile): lane q
+             * holds values q * (CH T / G) + j = (channel, position) */
 #pragma unroll
-            for (int j = 0; j < T / G; j++) {
-                const int r = q * (T / G) + j;
-                const float xo = X[r * CPB + cw], zo = Z[r * CPB + cw];
-                float out = fmaf(Dc, xo, ys[j]);
+            for (int j = 0; j < CH * T / G; j++) {
+                const int idx = q * (CH * T / G) + j, ch = idx / T, r = idx % T;
+                const int sc = r * CPB + swz_col<2>(r, cw + ch);
+                const float xo = X[sc], zo = Z[sc];
+                const float dch = CH == 2 && ch ? Dc[CH - 1] : Dc[0];
+                float out = fmaf(dch, xo, ys[j]);
                 if (p.z) out *= zo * sigmoidf_(zo);
-                Z[r * CPB + cw] = out;
+                Z[sc] = out;
             }
         }
     }
     cp_wait<0>();
     if (p.y && ntiles > 0) {
         __syncthreads();
-        fwd_write_y<G, VEC>(p, sm + ((ntiles - 1) % FK) * g::STAGE + 2 * T * CPB, b, c0, (ntiles - 1) * T, tid);
+        fwd_write_y<G, CH, VEC>(p, sm + ((ntiles - 1) % FK) * g::STAGE + 2 * T * CPB, b, c0,
+                                (ntiles - 1) * T, tid);
     }
-    if (p.h_last && cv) {
-        float *dst = p.h_last + ((long long)b * p.Di + c) * N;
+    if (p.h_last) {
 #pragma unroll
-        for (int k = 0; k < SPT; k++)
-            if (n0 + k < N) dst[n0 + k] = h[k];
+        for (int ch = 0; ch < CH; ch++) {
+            if (!cv[ch]) continue;
+            float *dst = p.h_last + ((long long)b * p.Di + c0 + cw + ch) * N;
+#pragma unroll
+            for (int k = 0; k < SPT; k++)
+                if (n0 + k < N) dst[n0 + k] = h[ch][k];
+        }
     }
 }
 
@@ -803,6 +850,22 @@ __global__ void __launch_bounds__(W * 32, 16 / W) scan_bwd2_kernel(scan_params p
     }
 }
 
+/* Sum v[0..8) over the lanes that differ in lane bits 2..4 (the warp's 8 channel pairs),
+ * transposing: afterwards v[0] holds the total of value lane >> 2. */
+static __device__ __forceinline__ void pair_reduce8(float *v, int lane) {
+#pragma unroll
+    for (int s = 0; s < 3; s++) {
+        const int h = 16 >> s, m = 4 >> s;
+        const bool up = (lane & h) != 0;
+#pragma unroll
+        for (int j = 0; j < m; j++) {
+            const float send = up ? v[j] : v[j + m];
+            const float keep = up ? v[j + m] : v[j];
+            v[j] = keep + __shfl_xor_sync(FULL_MASK, send, h);
+        }
+    }
+}
+
 /* ------------------------------------------------------------ backward (serial, v5) */
 /* One block = 32 channels x G lanes (G warps, NT = 32 G threads); warps never wait for one
  * another inside a chunk. Every thread walks each BT = 64-position chunk alone, in two passes:
@@ -849,8 +912,8 @@ static __device__ __forceinline__ void bwd3_stage(const scan_params &p, float *s
     const int t0 = kc * BT;
     const long long row0 = (long long)b * p.L + t0;
     const int nv = min(BT, p.L - t0), w = min(g::CPB, p.Di - c0);
-    stage_rows<g::NT, VEC>(sm + g::X, g::CPB, p.x + c0, row0, p.xs, BT, nv, w, tid, p.x);
-    stage_rows<g::NT, VEC>(sm + g::DL, g::CPB, p.delta + c0, row0, p.Di, BT, nv, w, tid, p.x);
+    stage_rows<g::NT, VEC, 1>(sm + g::X, g::CPB, p.x + c0, row0, p.xs, BT, nv, w, tid, p.x);
+    stage_rows<g::NT, VEC, 1>(sm + g::DL, g::CPB, p.delta + c0, row0, p.Di, BT, nv, w, tid, p.x);
     stage_rows<g::NT, VEC>(sm + g::BS, g::NP, p.Bm, row0, p.bcs, BT, nv, p.N, tid, p.x);
     stage_rows<g::NT, VEC>(sm + g::CS, g::NP, p.Cm, row0, p.bcs, BT, nv, p.N, tid, p.x);
 }
@@ -870,7 +933,7 @@ static __device__ __forceinline__ void bwd3_load_h(const scan_params &p, const f
     }
 }
 
-template <int G, bool VEC, bool XB>
+template <int G, bool VEC, int XB>
 __global__ void __launch_bounds__(32 * G, 16 / G) scan_bwd3_kernel(scan_params p) {
     typedef bwd3_geom<G> g;
     constexpr int CPW = g::CPW, NP = g::NP, NT = g::NT, CPB = g::CPB;
@@ -937,7 +1000,8 @@ __global__ void __launch_bounds__(32 * G, 16 / G) scan_bwd3_kernel(scan_params p
 #pragma unroll
                 for (int i = 0; i < BK; i++) {
                     const int r = j * BK + i;
-                    const float dv = Dl[r * CPB + cw], dtx = dv * X[r * CPB + cw];
+                    const int sc = r * CPB + swz_col<1>(i, cw); /* r % 8 == i */
+                    const float dv = Dl[sc], dtx = dv * X[sc];
                     const float4 B4 = *(const float4 *)(Bs + r * NP + n0);
                     const float4 C4 = *(const float4 *)(Cs + r * NP + n0);
                     const float Bv[SPT] = {B4.x, B4.y, B4.z, B4.w};
@@ -953,7 +1017,10 @@ __global__ void __launch_bounds__(32 * G, 16 / G) scan_bwd3_kernel(scan_params p
                 }
                 group_reduce<BK, G>(ys, q);
 #pragma unroll
-                for (int jj = 0; jj < BK / G; jj++) YS[(j * BK + q * (BK / G) + jj) * CPB + cw] = ys[jj];
+                for (int jj = 0; jj < BK / G; jj++) {
+                    const int r = j * BK + q * (BK / G) + jj;
+                    YS[r * CPB + swz_col<1>(r, cw)] = ys[jj];
+                }
             }
         }
         __syncwarp();
@@ -971,17 +1038,18 @@ __global__ void __launch_bounds__(32 * G, 16 / G) scan_bwd3_kernel(scan_params p
 #pragma unroll
             for (int m = 0; m < 16; m++) {
                 const int r = gpo + G * (mb + m), t = ts + r;
-                const float xo = X[r * CPB + gcw];
+                const int sc = r * CPB + swz_col<1>(r, gcw);
+                const float xo = X[sc];
                 float dyss = gy[m];
                 if (p.z) {
                     const float zz = zr[m], sg = sigmoidf_(zz);
-                    const float yss = fmaf(Dg, xo, YS[r * CPB + gcw]);
+                    const float yss = fmaf(Dg, xo, YS[sc]);
                     dyss = gy[m] * zz * sg;
                     if (gcv && t < L)
                         p.dz[(rowb + t) * p.zs + gc] = gy[m] * yss * sg * fmaf(zz, 1.0f - sg, 1.0f);
                 }
                 dDacc = fmaf(dyss, xo, dDacc);
-                YS[r * CPB + gcw] = dyss;
+                YS[sc] = dyss;
             }
         }
         __syncwarp();
@@ -1003,7 +1071,8 @@ __global__ void __launch_bounds__(32 * G, 16 / G) scan_bwd3_kernel(scan_params p
 #pragma unroll
                 for (int i = 0; i < BK; i++) {
                     const int r = i0 + i;
-                    const float dv = Dl[r * CPB + cw], dtx = dv * X[r * CPB + cw];
+                    const int sc = r * CPB + swz_col<1>(i, cw); /* r % 8 == i */
+                    const float dv = Dl[sc], dtx = dv * X[sc];
                     const float4 B4 = *(const float4 *)(Bs + r * NP + n0);
                     const float Bv[SPT] = {B4.x, B4.y, B4.z, B4.w};
 #pragma unroll
@@ -1019,8 +1088,9 @@ __global__ void __launch_bounds__(32 * G, 16 / G) scan_bwd3_kernel(scan_params p
 #pragma unroll
             for (int i = BK - 1; i >= 0; i--) {
                 const int r = i0 + i;
-                const float dys = YS[r * CPB + cw];
-                const float dv = Dl[r * CPB + cw], dtx = dv * X[r * CPB + cw];
+                const int sc = r * CPB + swz_col<1>(i, cw); /* r % 8 == i */
+                const float dys = YS[sc];
+                const float dv = Dl[sc], dtx = dv * X[sc];
                 const float4 B4 = *(const float4 *)(Bs + r * NP + n0);
                 const float4 C4 = *(const float4 *)(Cs + r * NP + n0);
                 const float Bv[SPT] = {B4.x, B4.y, B4.z, B4.w};
@@ -1040,7 +1110,7 @@ __global__ void __launch_bounds__(32 * G, 16 / G) scan_bwd3_kernel(scan_params p
                 }
                 gB[i] = gb;
                 dE[i] = de;
-                if (!p.skip_bc && XB) {
+                if (!p.skip_bc && XB == 1) {
                     /* one exchange with the lane of channel cl ^ 1 first: even channels keep the
                      * dB terms of the pair, odd ones the dC terms; then 4 positions per sum */
                     const bool odd = (cl & 1) != 0;
@@ -1068,7 +1138,16 @@ __global__ void __launch_bounds__(32 * G, 16 / G) scan_bwd3_kernel(scan_params p
                         __syncwarp();
                     }
                 }
-                if (!p.skip_bc && !XB) {
+                if (!p.skip_bc && XB == 2) {
+                    /* butterfly over the warp's 8 channels (G = 4): lane (cl, q) ends with dB
+                     * (cl < 4) or dC of state n0 + (cl & 3), one red per lane */
+                    float v[8] = {vb[0], vb[1], vb[2], vb[3], vc[0], vc[1], vc[2], vc[3]};
+                    pair_reduce8(v, lane);
+                    const int t = ts + i0 + i, n = n0 + (cl & 3);
+                    if (t < L && n < N)
+                        atomicAdd((cl < 4 ? p.dB : p.dC) + (rowb + t) * p.bcs + n, v[0]);
+                }
+                if (!p.skip_bc && XB == 0) {
                     float *row = RB + (i & 1) * (CPW * 8 * G) + cl * (8 * G);
                     *(float4 *)(row + 4 * (q ^ swz)) = make_float4(vb[0], vb[1], vb[2], vb[3]);
                     *(float4 *)(row + 4 * ((G + q) ^ swz)) = make_float4(vc[0], vc[1], vc[2], vc[3]);
@@ -1098,8 +1177,9 @@ __global__ void __launch_bounds__(32 * G, 16 / G) scan_bwd3_kernel(scan_params p
                 const int r = i0 + q * (BK / G) + jj, t = ts + r;
                 if (cv && t < L) {
                     const long long row = rowb + t;
-                    p.dx[row * p.Di + c] = fmaf(gB[jj], Dl[r * CPB + cw], Dc * YS[r * CPB + cw]);
-                    p.ddelta[row * p.Di + c] = fmaf(gB[jj], X[r * CPB + cw], dE[jj] * LN2);
+                    const int sc = r * CPB + swz_col<1>(r, cw);
+                    p.dx[row * p.Di + c] = fmaf(gB[jj], Dl[sc], Dc * YS[sc]);
+                    p.ddelta[row * p.Di + c] = fmaf(gB[jj], X[sc], dE[jj] * LN2);
                 }
             }
         }
@@ -1161,22 +1241,6 @@ static __device__ __forceinline__ void bwd6_stage(const scan_params &p, float *s
     stage_rows<g::NT, VEC>(sm + g::DL, g::CPB, p.delta + c0, row0, p.Di, BT, nv, w, tid, p.x);
     stage_rows<g::NT, VEC>(sm + g::BS, g::NP, p.Bm, row0, p.bcs, BT, nv, p.N, tid, p.x);
     stage_rows<g::NT, VEC>(sm + g::CS, g::NP, p.Cm, row0, p.bcs, BT, nv, p.N, tid, p.x);
-}
-
-/* Sum v[0..8) over the lanes that differ in lane bits 2..4 (the warp's 8 channel pairs),
- * transposing: afterwards v[0] holds the total of value lane >> 2. */
-static __device__ __forceinline__ void pair_reduce8(float *v, int lane) {
-#pragma unroll
-    for (int s = 0; s < 3; s++) {
-        const int h = 16 >> s, m = 4 >> s;
-        const bool up = (lane & h) != 0;
-#pragma unroll
-        for (int j = 0; j < m; j++) {
-            const float send = up ? v[j] : v[j + m];
-            const float keep = up ? v[j + m] : v[j];
-            v[j] = keep + __shfl_xor_sync(FULL_MASK, send, h);
-        }
-    }
 }
 
 template <bool VEC>
@@ -1409,6 +1473,14 @@ __global__ void zero_bc_kernel(float *dB, float *dC, long long rows, long long s
 static int g_fwd_warps = 0; /* > 0: the legacy forward kernel with that many warps per tile */
 static int g_bwd_warps = 0; /* 0: automatic; 1: v5 (one thread walks a chunk); 8 or 16: v4 */
 static int g_skip_bc = 0;
+static int g_fwd_ch = 0; /* staged forward: channels per thread (0: automatic) */
+#ifndef FWD_CH_AUTO
+#define FWD_CH_AUTO 1
+#endif
+
+extern "C" void mb_scan_cuda_set_forward_channels(int ch) {
+    g_fwd_ch = ch;
+}
 
 extern "C" void mb_scan_cuda_lab_skip_bc_atomics(int skip) {
     g_skip_bc = skip;
@@ -1448,7 +1520,8 @@ static int lanes_per_channel(int64_t N) {
 }
 
 /* Backward kernel choice: 3 = v6 (scan_bwd6_kernel, two channels per thread; N 9..16 only),
- * 1 = v5 (scan_bwd3_kernel), 2 = v5 with the dB/dC pair exchange (XB), 0 = v4
+ * 1 = v5 (scan_bwd3_kernel), 2 = v5 with the dB/dC pair exchange (XB 1), 4 = v5 with the dB/dC
+ * butterfly (XB 2; N 9..16 only), 0 = v4
  * (scan_bwd2_kernel). Automatic: v6 (N 9..16) or v5 with the pair exchange (N <= 8) unless the
  * grid has fewer than 1.5 blocks per multiprocessor (v5 and v6 have one block per 32 channels
  * and sequence; v4 splits time inside a block and fills a small grid better: on the H200 at
@@ -1459,6 +1532,7 @@ static int lanes_per_channel(int64_t N) {
 static int choose_bwd(const scan_params *p) {
     const int G = lanes_per_channel(p->N);
     if (g_bwd_warps == 3) return G == 4 ? 3 : 2;
+    if (g_bwd_warps == 4) return G == 4 ? 4 : 2;
     if (g_bwd_warps == 1 || g_bwd_warps == 2) return g_bwd_warps;
     if (g_bwd_warps == 8 || g_bwd_warps == 16) return 0;
     if (p->N > 16) return 0;
@@ -1526,22 +1600,25 @@ static kern_t fwd_kernel_for(int G, int par, int vec) {
     }
 }
 
-#define FWD2_K(G, FINE) (vec ? scan_fwd2_kernel<G, true, FINE> : scan_fwd2_kernel<G, false, FINE>)
-static kern_t fwd2_kernel_for(int G, int fine, int vec) {
+#define FWD2_K(G, FINE, CH) (vec ? scan_fwd2_kernel<G, true, FINE, CH> : scan_fwd2_kernel<G, false, FINE, CH>)
+static kern_t fwd2_kernel_for(int G, int fine, int vec, int ch) {
     switch (G) {
-    case 1: return fine ? FWD2_K(1, true) : FWD2_K(1, false);
-    case 2: return fine ? FWD2_K(2, true) : FWD2_K(2, false);
-    case 4: return fine ? FWD2_K(4, true) : FWD2_K(4, false);
-    default: return fine ? FWD2_K(8, true) : FWD2_K(8, false);
+    case 1: return fine ? FWD2_K(1, true, 1) : FWD2_K(1, false, 1);
+    case 2: return fine ? FWD2_K(2, true, 1) : FWD2_K(2, false, 1);
+    case 4:
+        if (ch == 2) return fine ? FWD2_K(4, true, 2) : FWD2_K(4, false, 2);
+        return fine ? FWD2_K(4, true, 1) : FWD2_K(4, false, 1);
+    default: return fine ? FWD2_K(8, true, 1) : FWD2_K(8, false, 1);
     }
 }
 
 #define BWD3_K(G, XB) (vec ? scan_bwd3_kernel<G, true, XB> : scan_bwd3_kernel<G, false, XB>)
+/* xb: 0 plain, 1 pair exchange, 2 butterfly (G = 4 only; else the pair exchange) */
 static kern_t bwd3_kernel_for(int G, int vec, int xb) {
     switch (G) {
-    case 1: return xb ? BWD3_K(1, true) : BWD3_K(1, false);
-    case 2: return xb ? BWD3_K(2, true) : BWD3_K(2, false);
-    default: return xb ? BWD3_K(4, true) : BWD3_K(4, false);
+    case 1: return xb ? BWD3_K(1, 1) : BWD3_K(1, 0);
+    case 2: return xb ? BWD3_K(2, 1) : BWD3_K(2, 0);
+    default: return xb == 2 ? BWD3_K(4, 2) : xb ? BWD3_K(4, 1) : BWD3_K(4, 0);
     }
 }
 
@@ -1567,12 +1644,13 @@ static int launch_forward(const scan_params *p, cudaStream_t st) {
     if (g_fwd_warps <= 0) {
         const int vec = p->vec, fine = p->h_chunks && p->chunk % FT != 0;
         const size_t shm = sizeof(float) * FK * (3 * FT * 32 + 2 * FT * 4 * G);
-        kern_t k = fwd2_kernel_for(G, fine, vec);
+        const int ch = G == 4 && (g_fwd_ch == 2 || (g_fwd_ch == 0 && FWD_CH_AUTO == 2)) ? 2 : 1;
+        kern_t k = fwd2_kernel_for(G, fine, vec, ch);
         e = cudaFuncSetAttribute((const void *)k, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                  (int)shm);
         if (e != cudaSuccess) return cuda_fail(e, "mb_scan_cuda_forward: shared memory size");
         dim3 grid((p->Di + 31) / 32, p->B);
-        k<<<grid, 32 * G, shm, st>>>(*p);
+        k<<<grid, 32 * G / ch, shm, st>>>(*p);
     } else {
         const int cpw = 32 / G, nblk = (p->Di + cpw - 1) / cpw;
         const int W = g_fwd_warps > 16 ? 16 : g_fwd_warps;
@@ -1684,7 +1762,7 @@ extern "C" int mb_scan_cuda_backward(const mb_scan_args *a, const float *dy, flo
                                             : G == 2 ? bwd3_geom<2>::TOTAL
                                                      : bwd3_geom<4>::TOTAL);
         kern_t k = kind == 3 ? (vec ? scan_bwd6_kernel<true> : scan_bwd6_kernel<false>)
-                             : bwd3_kernel_for(G, vec, kind == 2);
+                             : bwd3_kernel_for(G, vec, kind == 4 ? 2 : kind == 2);
         e = cudaFuncSetAttribute((const void *)k, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                  (int)shm);
         if (e == cudaSuccess)

@@ -66,6 +66,11 @@ int mb_scan_cuda_backward(const mb_scan_args *a, const float *dy, float *dx, flo
  * not depend on it beyond rounding of the (a, b) combination order. Not thread-safe (global). */
 void mb_scan_cuda_set_forward_warps(int warps);
 
+/* Lab knob: channels per thread of the staged forward kernel for N 9..16: 0 (default) =
+ * automatic, 1 or 2 (two adjacent channels per thread: each B/C row read serves 8 state
+ * chains). Other N always use 1. Results are the same bit for bit. Not thread-safe (global). */
+void mb_scan_cuda_set_forward_channels(int ch);
+
 /* Lab knob: backward kernel. 0 (default) = automatic (v6 for N 9..16, v5 with the pair
  * exchange for N <= 8, or v4 8 x 8 for grids of fewer than 1.5 blocks of 32 channels per
  * multiprocessor); 3 = v6 (two channels per thread; N <= 8 takes 2 instead); 1 = v5 (no split

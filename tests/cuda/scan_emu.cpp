@@ -200,14 +200,18 @@ static float urand(mb_rng *r, float lo, float hi) {
 struct tcase {
     int64_t B, L, Di, N, R, chunk;
     int gate, use_h0, vec, nan_at;
-    int kern; /* 0: v5, 1: v5 with the dB/dC pair exchange, 2: v6 (two channels per thread) */
+    int kern; /* 0: v5, 1: v5 with the dB/dC pair exchange, 2: v6 (two channels per thread),
+                 3: v5 with the dB/dC butterfly */
 };
 
 static void run_case(tcase tc, uint64_t seed) {
     printf("B %lld L %lld Di %lld N %lld chunk %lld gate %d h0 %d vec %d nan %d kernel %s\n",
            (long long)tc.B, (long long)tc.L, (long long)tc.Di, (long long)tc.N,
            (long long)tc.chunk, tc.gate, tc.use_h0, tc.vec, tc.nan_at,
-           tc.kern == 2 ? "v6" : tc.kern == 1 ? "v5 pair exchange" : "v5");
+           tc.kern == 3   ? "v5 butterfly"
+           : tc.kern == 2 ? "v6"
+           : tc.kern == 1 ? "v5 pair exchange"
+                          : "v5");
     const int64_t B = tc.B, L = tc.L, Di = tc.Di, N = tc.N, R = tc.R, BL = B * L;
     const int64_t bcs = R + 2 * N;
     mb_rng r;
@@ -243,8 +247,11 @@ static void run_case(tcase tc, uint64_t seed) {
     mb_scan_backward(&a, dy.data(), dx.data(), ddl.data(), dA.data(), gbc.data() + R,
                      gbc.data() + R + N, dD.data(), tc.gate ? dz.data() + Di : NULL);
 
-    if (tc.kern == 0 && tc.nan_at < 0) {
-        /* emulated GPU forward (scan_fwd2_kernel): y, h_chunks at tc.chunk, h_last */
+    for (int ch = 1; tc.kern == 0 && tc.nan_at < 0 && ch <= 2; ch++) {
+        /* emulated GPU forward (scan_fwd2_kernel, 1 or 2 channels per thread): y, h_chunks at
+         * tc.chunk, h_last */
+        const int Gf = N <= 4 ? 1 : N <= 8 ? 2 : 4;
+        if (ch == 2 && Gf != 4) break;
         std::vector<float> hl(B * Di * N), ey(BL * Di, NAN), ehc(B * Di * nch * N, NAN),
             ehl(B * Di * N, NAN);
         mb_scan_args al = a;
@@ -259,16 +266,16 @@ static void run_case(tcase tc, uint64_t seed) {
         f.Bm = a.Bm, f.Cm = a.Cm, f.bcs = bcs, f.D = a.D, f.z = a.z, f.zs = a.z_stride;
         f.h0 = a.h0, f.h_last = ehl.data(), f.h_chunks = ehc.data(), f.y = ey.data();
         f.vec = tc.vec;
-        const int Gf = N <= 4 ? 1 : N <= 8 ? 2 : 4;
         const bool fine = tc.chunk % FT != 0;
         std::function<void()> kf;
-#define EMU_F(GG)                                                                                 \
-    (fine ? (tc.vec ? std::function<void()>([&] { scan_fwd2_kernel<GG, true, true>(f); })        \
-                    : std::function<void()>([&] { scan_fwd2_kernel<GG, false, true>(f); }))      \
-          : (tc.vec ? std::function<void()>([&] { scan_fwd2_kernel<GG, true, false>(f); })       \
-                    : std::function<void()>([&] { scan_fwd2_kernel<GG, false, false>(f); })))
-        kf = Gf == 1 ? EMU_F(1) : Gf == 2 ? EMU_F(2) : EMU_F(4);
-        if (emu::launch((unsigned)((Di + 31) / 32), (unsigned)B, 32 * Gf, kf)) g_fail = 1;
+#define EMU_F(GG, CC)                                                                             \
+    (fine ? (tc.vec ? std::function<void()>([&] { scan_fwd2_kernel<GG, true, true, CC>(f); })    \
+                    : std::function<void()>([&] { scan_fwd2_kernel<GG, false, true, CC>(f); }))  \
+          : (tc.vec ? std::function<void()>([&] { scan_fwd2_kernel<GG, true, false, CC>(f); })   \
+                    : std::function<void()>([&] { scan_fwd2_kernel<GG, false, false, CC>(f); })))
+        kf = Gf == 1 ? EMU_F(1, 1) : Gf == 2 ? EMU_F(2, 1) : ch == 2 ? EMU_F(4, 2) : EMU_F(4, 1);
+        printf("  forward, %d channel(s) per thread:\n", ch);
+        if (emu::launch((unsigned)((Di + 31) / 32), (unsigned)B, 32 * Gf / ch, kf)) g_fail = 1;
         check("fwd y", rel_err(ey.data(), y2.data(), BL, Di, Di));
         check("fwd hc", rel_err(ehc.data(), hc2.data(), B * Di * nch * N, 1, 1));
         check("fwd hlast", rel_err(ehl.data(), hl.data(), B * Di * N, 1, 1));
@@ -303,18 +310,19 @@ static void run_case(tcase tc, uint64_t seed) {
     p.vec = tc.vec;
     const int G = N <= 4 ? 1 : N <= 8 ? 2 : 4;
     std::function<void()> k;
-#define EMU_K(GG)                                                                                 \
-    (tc.kern == 1 ? (tc.vec ? std::function<void()>([&] { scan_bwd3_kernel<GG, true, true>(p); })  \
-                            : std::function<void()>([&] { scan_bwd3_kernel<GG, false, true>(p); })) \
-                  : (tc.vec ? std::function<void()>([&] { scan_bwd3_kernel<GG, true, false>(p); }) \
-                            : std::function<void()>([&] { scan_bwd3_kernel<GG, false, false>(p); })))
+#define EMU_K(GG, XBV)                                                                            \
+    (tc.vec ? std::function<void()>([&] { scan_bwd3_kernel<GG, true, XBV>(p); })                  \
+            : std::function<void()>([&] { scan_bwd3_kernel<GG, false, XBV>(p); }))
     int threads = 32 * G;
     if (tc.kern == 2) {
         k = tc.vec ? std::function<void()>([&] { scan_bwd6_kernel<true>(p); })
                    : std::function<void()>([&] { scan_bwd6_kernel<false>(p); });
         threads = bwd6_geom::NT;
     } else {
-        k = G == 1 ? EMU_K(1) : G == 2 ? EMU_K(2) : EMU_K(4);
+        const int xb = tc.kern == 3 ? 2 : tc.kern;
+        k = G == 1   ? (xb ? EMU_K(1, 1) : EMU_K(1, 0))
+            : G == 2 ? (xb ? EMU_K(2, 1) : EMU_K(2, 0))
+                     : (xb == 2 ? EMU_K(4, 2) : xb ? EMU_K(4, 1) : EMU_K(4, 0));
     }
     if (emu::launch((unsigned)((Di + 31) / 32), (unsigned)B, threads, k)) g_fail = 1;
     if (tc.nan_at >= 0) {
@@ -342,11 +350,11 @@ int main(void) {
         {1, 3, 64, 16, 4, 64, 1, 1, 1, -1, 0},    {1, 150, 64, 16, 4, 64, 1, 0, 1, 100, 0},
         {2, 100, 37, 16, 3, 64, 1, 1, 0, -1, 0}, /* odd Di: the last pair has one channel */
     };
-    for (int kern = 0; kern < 3; kern++)
+    for (int kern = 0; kern < 4; kern++)
         for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++) {
             tcase tc = cs[i];
             tc.kern = kern;
-            if (kern == 2 && tc.N <= 8) continue; /* v6: 4 lanes per channel pair (N 9..16) */
+            if (kern >= 2 && tc.N <= 8) continue; /* v6, butterfly: 4 lanes (N 9..16) */
             run_case(tc, 1 + i);
         }
     printf(g_fail ? "FAILED\n" : "all passed\n");

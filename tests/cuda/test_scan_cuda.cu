@@ -5,8 +5,9 @@
  * max |gpu - cpu| / max |cpu| <= 1e-4 (a NaN where the reference has none, or the reverse,
  * counts as an infinite error). Outputs are poisoned with NaN before every GPU call, so an
  * unwritten element fails. Also: y is bit-identical for every chunk length and close for every
- * tile width; a NaN input gives NaN outputs. Every backward kernel (v6, v5 with and without the
- * dB/dC pair exchange, and v4 with 8 or 16 warps splitting a chunk in time) is checked. Exits 77 (ctest SKIP_RETURN_CODE) without a GPU.
+ * tile width; a NaN input gives NaN outputs. Every backward kernel (v6, v5 plain, with the dB/dC
+ * pair exchange or butterfly, and v4 with 8 or 16 warps splitting a chunk in time) and both
+ * staged forwards (1 or 2 channels per thread) are checked. Exits 77 (ctest SKIP_RETURN_CODE) without a GPU.
  */
 #include <cuda_runtime.h>
 #include <math.h>
@@ -264,6 +265,23 @@ static void run_invariance(void) {
         }
         cudaFree(g_y), cudaFree(g_hc);
     }
+    for (int ch = 1; ch <= 2; ch++) {
+        /* the forward with 1 and 2 channels per thread: the same arithmetic per channel */
+        mb_scan_cuda_set_forward_channels(ch);
+        float *g_y = dev_poison(n);
+        mb_scan_args ad = args_of(&p, 1, NULL, NULL, 64);
+        if (mb_scan_cuda_forward(&ad, g_y, NULL)) g_fail = 1;
+        CK(cudaDeviceSynchronize());
+        float *y = to_host(g_y, n);
+        char name[32];
+        snprintf(name, sizeof name, "ch=%d", ch);
+        check("fwd", name, rel_err(y, ref, tc.B * tc.L, tc.Di, tc.Di));
+        printf("  %d channel(s) per thread: y %s the automatic forward's\n", ch,
+               memcmp(y, ref, sizeof(float) * (size_t)n) == 0 ? "identical to" : "differs from");
+        free(y);
+        cudaFree(g_y);
+    }
+    mb_scan_cuda_set_forward_channels(0);
     const int warps[] = {1, 2, 4, 8, 16};
     for (int i = 0; i < 5; i++) {
         mb_scan_cuda_set_forward_warps(warps[i]);
@@ -362,6 +380,28 @@ int main(void) {
         run_case(tc, 510);
     }
     run_nan();
+    printf("backward v5 with the dB/dC butterfly:\n");
+    mb_scan_cuda_set_backward_warps(4);
+    for (size_t i = 0; i < sizeof extra / sizeof extra[0]; i++) run_case(extra[i], 600 + i);
+    {
+        const tcase tc = {3, 8193, 64, 16, 4, 64, 1, 1, 0};
+        run_case(tc, 610);
+    }
+    run_nan();
+    printf("forward with two channels per thread (backward automatic):\n");
+    mb_scan_cuda_set_backward_warps(0);
+    mb_scan_cuda_set_forward_channels(2);
+    for (size_t i = 0; i < sizeof extra / sizeof extra[0]; i++) run_case(extra[i], 700 + i);
+    for (int li = 0; li < 7; li++) {
+        const tcase tc = {3, Ls[li], 64, 16, 4, li % 2 ? 64 : 128, 1, 1, 0};
+        run_case(tc, 710 + li);
+    }
+    run_nan();
+    mb_scan_cuda_set_forward_channels(1);
+    printf("forward with one channel per thread:\n");
+    for (size_t i = 0; i < 4; i++) run_case(extra[i], 720 + i);
+    run_nan();
+    mb_scan_cuda_set_forward_channels(0);
     printf("backward v5 with the dB/dC pair exchange:\n");
     mb_scan_cuda_set_backward_warps(2);
     for (size_t i = 0; i < sizeof extra / sizeof extra[0]; i++) run_case(extra[i], 400 + i);
