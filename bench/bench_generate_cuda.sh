@@ -2,6 +2,8 @@
 # GPU generation benchmark table (bench_generate_cuda): bytes/s for the 353m and 972m presets at
 # batch 1, 4 and 64 (fp32 and bf16 weights; batch > 4 is the batched path: cuBLAS GEMMs, or our
 # mma.sync GEMM with MB_CUDA_GEN_GEMM=own; MB_CUDA_NO_PDL=1 turns programmatic dependent launch off).
+# Batch <= 4 is the persistent step kernel (src/cuda/decode_persist.h); the rows with
+# MB_CUDA_GEN_PERSIST=0 are the per-layer kernels it replaced, for comparison.
 # Usage: sh bench/bench_generate_cuda.sh [BENCH_BINARY] [STEPS]
 B=${1:-build/bench_generate_cuda}
 N=${2:-1000}
@@ -10,8 +12,16 @@ echo "| preset | batch | weights | ms/step | bytes/s | weight bytes/step | GB/s 
 echo "|---|---|---|---|---|---|---|---|"
 "$B" 353m 1 fp32 "$N"
 "$B" 353m 1 bf16 "$N"
+"$B" 972m 1 fp32 "$N"
 "$B" 972m 1 bf16 "$N"
+"$B" 353m 2 bf16 "$N"
 "$B" 353m 4 bf16 "$N"
+MB_CUDA_GEN_PERSIST_PROF=1 "$B" 353m 1 bf16 "$N" | sed '1s/$/ (profiled)/'
+MB_CUDA_GEN_PERSIST_PROF=1 "$B" 972m 1 bf16 "$N" | sed '1s/$/ (profiled)/'
+MB_CUDA_GEN_PERSIST_BLOCKS=66 "$B" 353m 1 bf16 "$N" | sed 's/$/ 66 blocks/'
+MB_CUDA_GEN_PERSIST=0 "$B" 353m 1 bf16 "$N"
+MB_CUDA_GEN_PERSIST=0 "$B" 972m 1 bf16 "$N"
+MB_CUDA_GEN_PERSIST=0 "$B" 353m 4 bf16 "$N"
 "$B" 353m 64 fp32 "$N"
 "$B" 353m 64 bf16 "$N"
 "$B" 972m 64 bf16 "$N"

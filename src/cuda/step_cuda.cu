@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "cuda/cuda_check.h"
+#include "cuda/decode_persist.h"
 #include "cuda/step_cuda.h"
 
 typedef __nv_bfloat16 bf16;
@@ -38,6 +39,10 @@ struct mb_cuda_gen {
     int sg;      /* sequences per block of ssm_b_kernel */
     int own_gemm; /* MB_CUDA_GEN_GEMM=own: batched bf16 GEMMs by gemm_bf16_kernel where the shapes
                      allow (measured slower than cuBLAS on the H200, hence off by default) */
+    int persist;  /* n_seq <= MBP_MAX_SEQ: the whole step is the persistent kernel (decode_persist.h;
+                     MB_CUDA_GEN_PERSIST=0 selects the per-layer kernels instead) */
+    mbp_args pa;  /* its arguments */
+    void *pmem;   /* its allocation: layer table, transposed x_proj / out_proj, sums, flags */
     float *wmem;  /* fp32 weights (one allocation) */
     bf16 *hmem;   /* bf16 copies (bf16 mode) */
     gen_layer *L; /* n_layer, device pointers */
@@ -1284,6 +1289,15 @@ static int enqueue_step_batched(mb_cuda_gen *g, int sample) {
 /* The step's launches for g->tok -> g->logits (plus the sampler when sample). */
 static int enqueue_step(mb_cuda_gen *g, int sample) {
     if (g->batched) return enqueue_step_batched(g, sample);
+    if (g->persist) {
+        MB_TRY(mbp_launch(&g->pa, g->stream));
+        if (sample)
+            sample_kernel<<<(unsigned)g->S, 256, 0, g->stream>>>(g->logits, g->tok, g->ring_d,
+                                                                 g->counter, (int)g->S, g->temp,
+                                                                 g->top_k, g->top_p, g->seed);
+        MB_CUDA_LAUNCHED("mambabyte generation step (kernel launch)");
+        return MB_OK;
+    }
     const mb_config *c = &g->cfg;
     const int64_t S = g->S, d = c->d_model, Di = c->d_inner, N = c->d_state, K = c->d_conv,
                   R = c->dt_rank, W = g->W;
@@ -1376,6 +1390,7 @@ extern "C" void mb_cuda_gen_free(mb_cuda_gen *g) {
     cudaFree(g->cublas_ws);
     cudaFree(g->wmem);
     cudaFree(g->hmem);
+    cudaFree(g->pmem);
     cudaFree(g->smem_dev);
     cudaFree(g->prompt);
     cudaFreeHost(g->ring_h);
@@ -1384,6 +1399,70 @@ extern "C" void mb_cuda_gen_free(mb_cuda_gen *g) {
     if (g->stream) cudaStreamDestroy(g->stream);
     free(g->L);
     free(g);
+}
+
+/* The persistent step (decode_persist.h) for n_seq <= MBP_MAX_SEQ: plan, transposed copies of
+ * x_proj (Di, W) fp32 and out_proj (Di, d) (bf16 in bf16 mode), the layer table, zeroed sums
+ * and barrier flags. Leaves g->persist 0 (per-layer kernels) when the kernel does not cover
+ * the shape or MB_CUDA_GEN_PERSIST=0. */
+static int persist_setup(mb_cuda_gen *g) {
+    const char *e = getenv("MB_CUDA_GEN_PERSIST");
+    if (g->batched || (e && !strcmp(e, "0"))) return MB_OK;
+    const mb_config *c = &g->cfg;
+    const int64_t nl = c->n_layer, S = g->S, d = c->d_model, Di = c->d_inner, W = g->W;
+    mbp_args a;
+    memset(&a, 0, sizeof a);
+    a.S = (int)S, a.d = (int)d, a.Di = (int)Di, a.N = (int)c->d_state, a.K = (int)c->d_conv;
+    a.R = (int)c->dt_rank, a.V = (int)c->vocab_size, a.n_layer = (int)nl;
+    a.rms = c->rms_norm ? 1 : 0, a.bf16 = g->use_bf16, a.eps = c->norm_eps;
+    int rc = mbp_prepare(&a, g->sm_count);
+    if (rc) return rc < 0 ? rc : MB_OK;
+    const int64_t ws = g->use_bf16 ? 2 : 4;
+    const int64_t b_layers = al64((int64_t)(nl * sizeof(mbp_layer))), b_xw = al64(nl * Di * W * 4),
+                  b_out = al64(nl * Di * d * ws), b_acc = al64(2 * nl * S * (W + d) * 8),
+                  b_flags = al64((int64_t)a.nb * 4 + 4 + 8 * MBP_PROF);
+    MB_CUDA_TRY(cudaMalloc(&g->pmem, (size_t)(b_layers + b_xw + b_out + b_acc + b_flags)),
+                "mb_cuda_gen_create: persistent step buffers");
+    unsigned char *q = (unsigned char *)g->pmem;
+    mbp_layer *dl = (mbp_layer *)q;
+    float *xw = (float *)(q + b_layers);
+    unsigned char *outT = q + b_layers + b_xw;
+    unsigned long long *acc = (unsigned long long *)(q + b_layers + b_xw + b_out);
+    unsigned *flags = (unsigned *)(q + b_layers + b_xw + b_out + b_acc);
+    mbp_layer *hl = (mbp_layer *)calloc((size_t)nl, sizeof(mbp_layer));
+    if (!hl) return mb_fail(MB_ENOMEM, "mb_cuda_gen_create: out of host memory");
+    for (int64_t l = 0; l < nl && !rc; l++) {
+        const gen_layer *L = &g->L[l];
+        mbp_layer *h = &hl[l];
+        h->norm_w = L->norm_w, h->norm_b = L->norm_b;
+        h->in = g->use_bf16 ? (const void *)L->in_h : (const void *)L->in_w;
+        h->conv_w = L->conv_w, h->conv_b = L->conv_b;
+        h->xwT = xw + l * Di * W;
+        h->dt_w = L->dt_w, h->dt_b = L->dt_b, h->A = L->A, h->D = L->D;
+        h->outT = outT + l * Di * d * ws;
+        rc = mbp_transpose(xw + l * Di * W, L->x_w, W, Di, 0, g->stream);
+        if (!rc) rc = mbp_transpose(outT + l * Di * d * ws, L->out_w, d, Di, g->use_bf16, g->stream);
+    }
+    cudaError_t ce = cudaSuccess;
+    if (!rc) ce = cudaMemcpy(dl, hl, (size_t)nl * sizeof(mbp_layer), cudaMemcpyHostToDevice);
+    free(hl);
+    if (rc) return rc;
+    if (ce != cudaSuccess) return mb_cuda_err(ce, "mb_cuda_gen_create: layer table", __FILE__, __LINE__);
+    MB_CUDA_TRY(cudaMemsetAsync(acc, 0, (size_t)(b_acc + b_flags), g->stream),
+                "mb_cuda_gen_create: persistent step sums");
+    a.layers = dl;
+    a.emb = g->emb, a.normf_w = g->normf_w, a.normf_b = g->normf_b;
+    a.lm = g->use_bf16 ? (const void *)g->lm_h : (const void *)g->lm;
+    a.tok = g->tok, a.conv = g->conv, a.ssm = g->ssm, a.logits = g->logits;
+    a.acc = acc, a.flags = flags, a.step = flags + a.nb;
+    {
+        const char *pe = getenv("MB_CUDA_GEN_PERSIST_PROF");
+        if (pe && strcmp(pe, "0")) /* 8-byte aligned slot after the flags and the step count */
+            a.prof = (unsigned long long *)((unsigned char *)flags + (((int64_t)a.nb * 4 + 4 + 7) & ~7));
+    }
+    g->pa = a;
+    g->persist = 1;
+    return MB_OK;
 }
 
 extern "C" int mb_cuda_gen_create(mb_cuda_gen **out, const mb_model *m, const mb_config *cfg,
@@ -1529,6 +1608,7 @@ extern "C" int mb_cuda_gen_create(mb_cuda_gen **out, const mb_model *m, const mb
             goto fail;
         }
     }
+    if ((rc = persist_setup(g))) goto fail;
     TRY(cudaStreamSynchronize(g->stream), "mb_cuda_gen_create: setup");
 #undef TRY
     *out = g;
@@ -1679,6 +1759,22 @@ extern "C" int mb_cuda_gen_generate(mb_cuda_gen *g, int64_t n,
     if (n > 0) g->pending = 1;
     MB_CUDA_TRY(cudaStreamSynchronize(g->stream), "mb_cuda_gen_generate");
     return MB_OK;
+}
+
+extern "C" int mb_cuda_gen_persistent(const mb_cuda_gen *g) {
+    return g && g->persist ? g->pa.nb : 0;
+}
+
+extern "C" int mb_cuda_gen_profile(mb_cuda_gen *g, unsigned long long *out, int n, int reset) {
+    if (!g || !g->persist || !g->pa.prof) return 0;
+    if (n > MBP_PROF) n = MBP_PROF;
+    MB_CUDA_TRY(cudaStreamSynchronize(g->stream), "mb_cuda_gen_profile");
+    if (out && n > 0)
+        MB_CUDA_TRY(cudaMemcpy(out, g->pa.prof, (size_t)n * 8, cudaMemcpyDeviceToHost),
+                    "mb_cuda_gen_profile");
+    if (reset)
+        MB_CUDA_TRY(cudaMemset(g->pa.prof, 0, (size_t)MBP_PROF * 8), "mb_cuda_gen_profile");
+    return n;
 }
 
 extern "C" int64_t mb_cuda_gen_weight_bytes(const mb_cuda_gen *g) {

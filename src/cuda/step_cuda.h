@@ -9,7 +9,12 @@
  * per layer (norm + in_proj; conv window shift + conv + SiLU + x_proj; dt_proj + softplus +
  * selective-state update + D skip + SiLU(z) gate; out_proj) plus norm_f + lm_head; for
  * n_seq <= MB_CUDA_GEN_GEMV_MAX_SEQ the products are our own bandwidth-bound matrix-vector
- * kernels. Above it (the batched path) a layer is a norm (+ residual) kernel, the in_proj GEMM,
+ * kernels. For n_seq <= 4 (MBP_MAX_SEQ) the whole step is by default ONE persistent kernel
+ * (src/cuda/decode_persist.h: one block per multiprocessor, 2 grid barriers per layer, weights
+ * streamed into shared memory ahead of the barriers); env MB_CUDA_GEN_PERSIST=0 (read by
+ * mb_cuda_gen_create) selects the 4-kernels-per-layer path described above instead, which also
+ * serves shapes the persistent kernel does not cover (odd d_model, too little shared memory).
+ * Above it (the batched path) a layer is a norm (+ residual) kernel, the in_proj GEMM,
  * a conv + SiLU + x_proj kernel, a partial-sum + dt_proj + state-update + gate kernel and the
  * out_proj GEMM, the GEMMs through cuBLAS (bf16 = 1: bf16 weights and bf16 GEMM inputs with fp32
  * accumulation, as mamba_ssm in bf16; else fp32 SGEMM), the small kernels serving several
@@ -78,6 +83,16 @@ int mb_cuda_gen_sampler(mb_cuda_gen *g, float temperature, int top_k, float top_
  * GPU has produced them (the host runs up to 32 steps ahead of the printing). */
 int mb_cuda_gen_generate(mb_cuda_gen *g, int64_t n, uint8_t *out,
                          int (*emit)(void *user, const uint8_t *bytes, int64_t i), void *user);
+
+/* Blocks of the persistent step kernel this generator uses, or 0 when it uses the per-layer
+ * kernels (batch > 4, MB_CUDA_GEN_PERSIST=0, or a shape the kernel does not cover). */
+int mb_cuda_gen_persistent(const mb_cuda_gen *g);
+
+/* Phase profile of the persistent kernel, when env MB_CUDA_GEN_PERSIST_PROF=1 was set at
+ * create: copies up to n of its MBP_PROF (src/cuda/decode_persist.h) cycle sums into out
+ * (may be NULL), zeroes them when reset. Returns the number of slots, 0 without a profile,
+ * or a negative MB_E* code. */
+int mb_cuda_gen_profile(mb_cuda_gen *g, unsigned long long *out, int n, int reset);
 
 /* Bytes of weights one step reads (every tensor of every layer once, one embedding row per
  * sequence, lm_head), as the kernels this generator uses store them. */

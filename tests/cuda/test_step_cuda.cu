@@ -13,6 +13,13 @@
  *     argmax), batch 1, 3 and 64;
  *   - the same seed gives the same bytes at T 0.8 / top-k 40 / top-p 0.9, another seed other
  *     bytes; every byte drawn with top-k 1 is the argmax;
+ *   - batch <= 4 runs the persistent step kernel (src/cuda/decode_persist.h) by default: every
+ *     case above at batch 1 and 3 goes through it (on the H200 with 132 blocks for d_inner 128
+ *     and 72: blocks without channels), and again with 5 blocks and at most 2000 bytes of weight
+ *     rows in shared memory (MB_CUDA_GEN_PERSIST_BLOCKS / _ROWBYTES: uneven channel split, rows
+ *     read from global memory) at batch 2 and 4, fp32 and bf16; d_state 8 + d_conv 3, dt_rank
+ *     80, d_model 512 and 1024 (2 layers, near the 353m preset's layer) at batch 1 and 4; the
+ *     per-layer kernels (MB_CUDA_GEN_PERSIST=0) stay covered at batch 1 and 3;
  *   - bf16 weights: logits within 2e-2 relative over 100 positions (batch 1 and 3: bf16 weights;
  *     batch 6, 64 and 70: bf16 weights and bf16 GEMM inputs, fp32 accumulation, as mamba_ssm in
  *     bf16; the GEMMs by cuBLAS, and again by our mma.sync kernel (MB_CUDA_GEN_GEMM=own) at
@@ -93,9 +100,18 @@ static void check_logits(const mb_model *m, int64_t B, int64_t L, int bf16, doub
             graph_diff += memcmp(ln, lg, (size_t)B * 256 * sizeof(float)) != 0;
         }
     }
-    printf("%-22s B=%lld %s: %lld positions, max rel err %.3e (at %lld)%s\n", name, (long long)B,
-           bf16 ? "bf16" : "fp32", (long long)L, worst, (long long)at,
+    const int pb = mb_cuda_gen_persistent(g);
+    printf("%-22s B=%lld %s %s: %lld positions, max rel err %.3e (at %lld)%s\n", name,
+           (long long)B, bf16 ? "bf16" : "fp32", pb ? "persistent" : "per-layer", (long long)L,
+           worst, (long long)at,
            g2 ? (graph_diff ? ", graph != launches" : ", graph == launches (bitwise)") : "");
+    if (pb) printf("%-22s   (persistent kernel: %d blocks)\n", "", pb);
+    {
+        const char *e = getenv("MB_CUDA_GEN_PERSIST");
+        const int want = B <= 4 && !(e && !strcmp(e, "0"));
+        REQUIRE(!pb == !want, "%s B=%lld: persistent kernel %s", name, (long long)B,
+                pb ? "used where it should not be" : "not used");
+    }
     REQUIRE(worst <= tol, "%s B=%lld: max rel err %.3e > %.1e", name, (long long)B, worst, tol);
     REQUIRE(!g2 || graph_diff == 0, "graph replay differs from launches at %lld positions",
             (long long)graph_diff);
@@ -201,17 +217,41 @@ int main(void) {
         check_greedy(&m, 1, 200, cases[i].name);
         if (i == 0 || i == 3) check_greedy(&m, 3, 200, cases[i].name);
         if (i == 0 || i == 4) check_greedy(&m, 64, 200, cases[i].name);
+        if (i == 0 || i == 3 || i == 4) { /* the per-layer kernels (n_seq <= 4) */
+            setenv("MB_CUDA_GEN_PERSIST", "0", 1);
+            check_logits(&m, 1, 100, 0, 1e-4, cases[i].name);
+            check_logits(&m, 3, 100, 0, 1e-4, cases[i].name);
+            if (i == 3) check_logits(&m, 1, 100, 1, 2e-2, cases[i].name);
+            if (i == 0) check_greedy(&m, 1, 200, cases[i].name);
+            unsetenv("MB_CUDA_GEN_PERSIST");
+        }
+        if (i >= 2) { /* persistent: 5 blocks, weight rows mostly from global memory */
+            setenv("MB_CUDA_GEN_PERSIST_BLOCKS", "5", 1);
+            setenv("MB_CUDA_GEN_PERSIST_ROWBYTES", "2000", 1);
+            check_logits(&m, 2, 100, 0, 1e-4, cases[i].name);
+            check_logits(&m, 4, 100, 0, 1e-4, cases[i].name);
+            check_logits(&m, 2, 60, 1, 2e-2, cases[i].name);
+            check_logits(&m, 4, 60, 1, 2e-2, cases[i].name);
+            if (i == 4) check_greedy(&m, 3, 100, cases[i].name);
+            unsetenv("MB_CUDA_GEN_PERSIST_BLOCKS");
+            unsetenv("MB_CUDA_GEN_PERSIST_ROWBYTES");
+        }
         mb_model_free(&m);
     }
     {
         mb_model m;
         make_model_n(&m, 64, 0, 0, 21, 8, 3, 0);
+        check_logits(&m, 1, 200, 0, 1e-4, "d64 d_state 8 d_conv 3");
+        check_logits(&m, 2, 100, 1, 2e-2, "d64 d_state 8 d_conv 3");
         check_logits(&m, 6, 200, 0, 1e-4, "d64 d_state 8 d_conv 3");
         check_logits(&m, 6, 100, 1, 2e-2, "d64 d_state 8 d_conv 3");
         mb_model_free(&m);
         /* d 512: the production split of the bf16 GEMM kernel (8 and 16 k-splits per block),
          * 4 x_proj slices; batch 70: a second group of 64 sequences, partly filled */
         make_model_n(&m, 512, 0, 0, 23, 16, 4, 0);
+        check_logits(&m, 1, 20, 0, 1e-4, "layernorm d512");
+        check_logits(&m, 1, 20, 1, 2e-2, "layernorm d512");
+        check_logits(&m, 4, 20, 1, 2e-2, "layernorm d512");
         check_logits(&m, 64, 20, 0, 1e-4, "layernorm d512");
         check_logits(&m, 64, 20, 1, 2e-2, "layernorm d512");
         check_logits(&m, 70, 20, 1, 2e-2, "layernorm d512");
@@ -220,7 +260,20 @@ int main(void) {
         check_logits(&m, 70, 20, 1, 2e-2, "d512 own GEMM");
         unsetenv("MB_CUDA_GEN_GEMM");
         mb_model_free(&m);
+        /* d 1024, 2 layers: the 353m preset's layer shape (all weight rows in shared memory
+         * for fp32 batch 1, bf16 batch 1..4; fp32 batch 4 reads some from global memory) */
+        make_model_n(&m, 1024, 0, 0, 24, 16, 4, 0);
+        check_logits(&m, 1, 12, 0, 1e-4, "layernorm d1024");
+        check_logits(&m, 4, 12, 0, 1e-4, "layernorm d1024");
+        check_logits(&m, 1, 12, 1, 2e-2, "layernorm d1024");
+        check_logits(&m, 4, 12, 1, 2e-2, "layernorm d1024");
+        mb_model_free(&m);
+        make_model_n(&m, 1040, 1, 0, 25, 16, 4, 0); /* rows of 2 passes per lane (fp32 > 1024) */
+        check_logits(&m, 1, 8, 0, 1e-4, "rmsnorm d1040");
+        check_logits(&m, 2, 8, 1, 2e-2, "rmsnorm d1040");
+        mb_model_free(&m);
         make_model_n(&m, 64, 0, 0, 22, 16, 4, 80);
+        check_logits(&m, 1, 100, 0, 1e-4, "d64 dt_rank 80");
         check_logits(&m, 64, 100, 0, 1e-4, "d64 dt_rank 80");
         check_logits(&m, 64, 100, 1, 2e-2, "d64 dt_rank 80");
         mb_model_free(&m);

@@ -1,0 +1,649 @@
+/* Persistent recurrent step for batch 1..4 (see decode_persist.h): one kernel per step, one
+ * block per multiprocessor, 2 grid barriers per layer, weights streamed into shared memory by
+ * cp.async one phase ahead. Arithmetic follows src/infer/step.c (mb_step): norm statistics in
+ * double, conv taps oldest first, softplus threshold 20, exp(dt*A) state decay, D skip, SiLU(z)
+ * gate; dot products are split over lanes (summation order differs from the CPU's). */
+#ifndef MBP_EMU /* MBP_EMU: compiled as host C++ by a CPU emulator (fibers per thread) */
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+#include "cuda/cuda_check.h"
+#endif
+#include "cuda/decode_persist.h"
+
+typedef __nv_bfloat16 bf16;
+
+#define PT MBP_THREADS
+#define NWARP (PT / 32)
+#define FX_ONE 4294967296.0f              /* 2^32: 32.32 fixed point */
+#define FX_INV 2.3283064365386962890625e-10 /* 2^-32 */
+
+/* ------------------------------------------------------------------------------ helpers */
+__device__ __forceinline__ float p_warp_sum(float v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1)
+        v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+__device__ __forceinline__ double p_warp_sumd(double v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1)
+        v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+__device__ __forceinline__ float p_silu(float v) {
+    return v / (1.0f + expf(-v));
+}
+__device__ __forceinline__ float p_softplus(float v) {
+    return v > 20.0f ? v : log1pf(expf(v));
+}
+__device__ __forceinline__ unsigned long long fx_q(float v) {
+    return (unsigned long long)__float2ll_rn(v * FX_ONE);
+}
+__device__ __forceinline__ float fx_f(unsigned long long q) {
+    return (float)((double)(long long)q * FX_INV);
+}
+
+#ifndef MBP_EMU
+/* cp.async: 16-byte (L2 only) and 4-byte copies global -> shared, groups */
+__device__ __forceinline__ void cp16(void *dst, const void *src) {
+    const unsigned s = (unsigned)__cvta_generic_to_shared(dst);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(src) : "memory");
+}
+__device__ __forceinline__ void cp4(void *dst, const void *src) {
+    const unsigned s = (unsigned)__cvta_generic_to_shared(dst);
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(s), "l"(src) : "memory");
+}
+__device__ __forceinline__ void cp_commit() {
+    asm volatile("cp.async.commit_group;\n" ::: "memory");
+}
+template <int N> __device__ __forceinline__ void cp_wait() {
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+#endif
+/* Copy bytes (a multiple of 4) from src to dst (shared) with all threads of the block. */
+__device__ __forceinline__ void cp_seg(unsigned char *dst, const void *src, int64_t bytes) {
+    if (bytes <= 0) return;
+    const unsigned char *s = (const unsigned char *)src;
+    if ((((uintptr_t)s | (uintptr_t)dst | (uintptr_t)bytes) & 15) == 0) {
+        for (int64_t i = threadIdx.x; i < bytes / 16; i += PT)
+            cp16(dst + 16 * i, s + 16 * i);
+    } else {
+        for (int64_t i = threadIdx.x; i < bytes / 4; i += PT)
+            cp4(dst + 4 * i, s + 4 * i);
+    }
+}
+
+#ifndef MBP_EMU
+/* grid barrier: flag per block, the count of barriers it passed (wrapping compare) */
+__device__ __forceinline__ unsigned ld_acq(const unsigned *p) {
+    unsigned v;
+    asm volatile("ld.acquire.gpu.global.u32 %0, [%1];\n" : "=r"(v) : "l"(p) : "memory");
+    return v;
+}
+__device__ __forceinline__ void st_rel(unsigned *p, unsigned v) {
+    asm volatile("st.release.gpu.global.u32 [%0], %1;\n" ::"l"(p), "r"(v) : "memory");
+}
+__device__ __forceinline__ unsigned long long gtimer() {
+    unsigned long long t;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+    return t;
+}
+#endif
+/* arrive: every thread's writes and atomics of the phase are before the flag store */
+__device__ __forceinline__ void bar_arrive(unsigned *flags, unsigned target) {
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        __threadfence();
+        st_rel(flags + blockIdx.x, target);
+    }
+}
+__device__ __forceinline__ void bar_wait(const unsigned *flags, unsigned target) {
+    for (int i = threadIdx.x; i < (int)gridDim.x; i += PT) {
+        unsigned long long t0 = 0;
+        int it = 0;
+        while ((int)(ld_acq(flags + i) - target) < 0) {
+            if (++it == 1024) {
+                it = 0;
+                const unsigned long long now = gtimer();
+                if (!t0) t0 = now;
+                else if (now - t0 > 10000000000ull) __trap(); /* 10 s: not co-resident */
+            }
+        }
+    }
+    __syncthreads();
+}
+
+/* weights as floats (generic address: shared or global) */
+__device__ __forceinline__ float ld1(const float *p) {
+    return *p;
+}
+__device__ __forceinline__ float ld1(const bf16 *p) {
+    return __bfloat162float(*p);
+}
+__device__ __forceinline__ float2 ld2(const float *p) {
+    return *(const float2 *)p;
+}
+__device__ __forceinline__ float2 ld2(const bf16 *p) {
+    return __bfloat1622float2(*(const __nv_bfloat162 *)p);
+}
+
+/* acc[s] = row . u[s] (u (S, d) shared, fp32) summed over the warp; every lane gets it. The
+ * row's loads of a pass (CH chunks of 256 elements) are all issued before its products, so that
+ * a row read from global memory costs about one memory latency per pass. */
+template <typename WT> struct Raw8; /* 8 raw weights */
+template <> struct Raw8<float> {
+    float4 a, b;
+    __device__ __forceinline__ void load(const float *p) {
+        a = *(const float4 *)p, b = *((const float4 *)p + 1);
+    }
+    __device__ __forceinline__ void get(float *w) const {
+        w[0] = a.x, w[1] = a.y, w[2] = a.z, w[3] = a.w, w[4] = b.x, w[5] = b.y, w[6] = b.z,
+        w[7] = b.w;
+    }
+};
+template <> struct Raw8<bf16> {
+    uint4 v;
+    __device__ __forceinline__ void load(const bf16 *p) {
+        v = *(const uint4 *)p;
+    }
+    __device__ __forceinline__ void get(float *w) const {
+        const __nv_bfloat162 *h = (const __nv_bfloat162 *)&v;
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            const float2 f = __bfloat1622float2(h[i]);
+            w[2 * i] = f.x, w[2 * i + 1] = f.y;
+        }
+    }
+};
+
+template <typename WT, int S>
+__device__ __forceinline__ void dot_row(const WT *row, const float *u, int d, float *acc) {
+    const int lane = threadIdx.x & 31;
+#pragma unroll
+    for (int s = 0; s < S; s++)
+        acc[s] = 0.0f;
+    if ((d & 7) == 0) {
+        constexpr int CH = sizeof(WT) == 2 ? 8 : 4;
+        for (int k0 = lane * 8; k0 < d; k0 += CH * 256) {
+            Raw8<WT> raw[CH];
+#pragma unroll
+            for (int c = 0; c < CH; c++)
+                if (k0 + c * 256 < d) raw[c].load(row + k0 + c * 256);
+#pragma unroll
+            for (int c = 0; c < CH; c++) {
+                const int k = k0 + c * 256;
+                if (k < d) {
+                    float w[8];
+                    raw[c].get(w);
+#pragma unroll
+                    for (int s = 0; s < S; s++) {
+                        const float4 a = *(const float4 *)(u + s * d + k);
+                        const float4 b = *(const float4 *)(u + s * d + k + 4);
+                        acc[s] += w[0] * a.x + w[1] * a.y + w[2] * a.z + w[3] * a.w + w[4] * b.x +
+                                  w[5] * b.y + w[6] * b.z + w[7] * b.w;
+                    }
+                }
+            }
+        }
+    } else {
+        for (int k = lane; k < d; k += 32) {
+            const float w = ld1(row + k);
+#pragma unroll
+            for (int s = 0; s < S; s++)
+                acc[s] += w * u[s * d + k];
+        }
+    }
+#pragma unroll
+    for (int s = 0; s < S; s++)
+        acc[s] = p_warp_sum(acc[s]);
+}
+
+/* ------------------------------------------------------------------------------ kernel */
+template <typename WT, int S>
+__global__ void __launch_bounds__(PT, 1) persist_step_kernel(const mbp_args a) {
+#ifndef MBP_EMU
+    extern __shared__ __align__(16) unsigned char sm[];
+    __shared__ double red[NWARP][2 * S];
+#else
+    unsigned char *sm = emu_smem();
+    double(*red)[2 * S] = (double(*)[2 * S])emu_static();
+#endif
+    const int b = blockIdx.x, nb = gridDim.x, t = threadIdx.x, lane = t & 31, warp = t >> 5;
+    const int d = a.d, Di = a.Di, N = a.N, K = a.K, R = a.R, V = a.V, W = R + 2 * N;
+    const int nl = a.n_layer, CBm = a.CBmax;
+    const int c0 = (int)((int64_t)b * Di / nb), CB = (int)((int64_t)(b + 1) * Di / nb) - c0;
+    const int v0 = (int)((int64_t)b * V / nb), VB = (int)((int64_t)(b + 1) * V / nb) - v0;
+    const int64_t ws = sizeof(WT), rb = (int64_t)d * ws; /* bytes of one weight row */
+    float *r = (float *)(sm + a.off_r), *u = (float *)(sm + a.off_u);
+    float *xz = (float *)(sm + a.off_xz), *xc = (float *)(sm + a.off_xc);
+    float *dbc = (float *)(sm + a.off_dbc), *y = (float *)(sm + a.off_y);
+    const float *nw = (const float *)(sm + a.off_nw), *nbias = (const float *)(sm + a.off_nb);
+    const float *cw = (const float *)(sm + a.off_cw), *cb = (const float *)(sm + a.off_cb);
+    const float *cs = (const float *)(sm + a.off_cs), *xw = (const float *)(sm + a.off_xw);
+    const WT *rowsA = (const WT *)(sm + a.off_rowsA), *rowsB = (const WT *)(sm + a.off_rowsB);
+    const float *dw = (const float *)(sm + a.off_dw), *dtb = (const float *)(sm + a.off_dtb);
+    const float *Dv = (const float *)(sm + a.off_D), *Av = (const float *)(sm + a.off_A);
+    const float *ss = (const float *)(sm + a.off_ss);
+
+    unsigned nbar = ld_acq(a.flags + b); /* barriers passed so far (this block's own flag) */
+    const unsigned par = __ldcg(a.step) & 1u;
+    const int64_t per = (int64_t)nl * S * (W + d);
+    unsigned long long *accx = a.acc + par * per, *acch = accx + (int64_t)nl * S * W;
+
+    /* issue the copies of phase A of layer l (l == nl: norm_f + lm_head rows) */
+    auto issue_A = [&](int l) {
+        if (l < nl) {
+            const mbp_layer L = a.layers[l];
+            cp_seg(sm + a.off_nw, L.norm_w, (int64_t)d * 4);
+            if (!a.rms) cp_seg(sm + a.off_nb, L.norm_b, (int64_t)d * 4);
+            cp_seg(sm + a.off_cw, L.conv_w + (int64_t)c0 * K, (int64_t)CB * K * 4);
+            cp_seg(sm + a.off_cb, L.conv_b + c0, (int64_t)CB * 4);
+            for (int s = 0; s < S; s++)
+                for (int k = 0; k < K - 1; k++)
+                    cp_seg(sm + a.off_cs + (int64_t)(s * (K - 1) + k) * CBm * 4,
+                           a.conv + (((int64_t)l * S + s) * (K - 1) + k) * Di + c0,
+                           (int64_t)CB * 4);
+            cp_seg(sm + a.off_xw, L.xwT + (int64_t)c0 * W, (int64_t)CB * W * 4);
+            const int nx = min(CB, a.capA), nz = min(CB, a.capA - CB);
+            const unsigned char *in = (const unsigned char *)L.in;
+            cp_seg(sm + a.off_rowsA, in + (int64_t)c0 * rb, nx * rb);
+            if (nz > 0)
+                cp_seg(sm + a.off_rowsA + CB * rb, in + (int64_t)(Di + c0) * rb, nz * rb);
+        } else {
+            cp_seg(sm + a.off_nw, a.normf_w, (int64_t)d * 4);
+            if (!a.rms) cp_seg(sm + a.off_nb, a.normf_b, (int64_t)d * 4);
+            cp_seg(sm + a.off_rowsA, (const unsigned char *)a.lm + (int64_t)v0 * rb,
+                   min(VB, a.capA) * rb);
+        }
+    };
+    auto issue_B = [&](int l) {
+        if (l >= nl) return;
+        const mbp_layer L = a.layers[l];
+        cp_seg(sm + a.off_dw, L.dt_w + (int64_t)c0 * R, (int64_t)CB * R * 4);
+        cp_seg(sm + a.off_dtb, L.dt_b + c0, (int64_t)CB * 4);
+        cp_seg(sm + a.off_D, L.D + c0, (int64_t)CB * 4);
+        cp_seg(sm + a.off_A, L.A + (int64_t)c0 * N, (int64_t)CB * N * 4);
+        for (int s = 0; s < S; s++)
+            cp_seg(sm + a.off_ss + (int64_t)s * CBm * N * 4,
+                   a.ssm + (((int64_t)l * S + s) * Di + c0) * N, (int64_t)CB * N * 4);
+        cp_seg(sm + a.off_rowsB, (const unsigned char *)L.outT + (int64_t)c0 * rb,
+               min(CB, a.capB) * rb);
+    };
+
+    /* profile marks (block 0, thread 0): cycles since the previous mark into slot k */
+    const bool prof = a.prof && b == 0 && t == 0;
+    long long tp = prof ? clock64() : 0, t_start = tp;
+    auto mark = [&](int k) {
+        if (prof) {
+            const long long n = clock64();
+            a.prof[k] += (unsigned long long)(n - tp);
+            tp = n;
+        }
+    };
+    issue_A(0);
+    cp_commit();
+    issue_B(0);
+    cp_commit();
+    for (int l = 0; l <= nl; l++) {
+        /* ---------------- phase A: residual + norm (redundant in every block) */
+        cp_wait<1>();
+        __syncthreads();
+        mark(0);
+        double ps[2 * S];
+#pragma unroll
+        for (int i = 0; i < 2 * S; i++)
+            ps[i] = 0.0;
+#pragma unroll
+        for (int s = 0; s < S; s++) {
+            float *rs = r + s * d;
+            if (l == 0) {
+                const float *e = a.emb + (int64_t)a.tok[s] * d;
+                for (int j = t; j < d; j += PT)
+                    rs[j] = __ldg(e + j);
+            } else {
+                const unsigned long long *h = acch + ((int64_t)(l - 1) * S + s) * d;
+                for (int j = t; j < d; j += PT)
+                    rs[j] += fx_f(__ldcg(h + j));
+            }
+            for (int j = t; j < d; j += PT) {
+                const double v = rs[j];
+                ps[2 * s] += v;
+                ps[2 * s + 1] += v * v;
+            }
+        }
+#pragma unroll
+        for (int i = 0; i < 2 * S; i++) {
+            const double v = p_warp_sumd(ps[i]);
+            if (lane == 0) red[warp][i] = v;
+        }
+        __syncthreads();
+#pragma unroll
+        for (int s = 0; s < S; s++) {
+            double sum = 0.0, sq = 0.0;
+            for (int w = 0; w < NWARP; w++)
+                sum += red[w][2 * s], sq += red[w][2 * s + 1];
+            float mean = 0.0f;
+            double var = sq / (double)d;
+            if (!a.rms) {
+                const double m = sum / (double)d;
+                var = var - m * m;
+                if (var < 0.0) var = 0.0;
+                mean = (float)m;
+            }
+            const float rstd = (float)(1.0 / sqrt(var + (double)a.eps));
+            const float *rs = r + s * d;
+            float *us = u + s * d;
+            for (int j = t; j < d; j += PT)
+                us[j] = a.rms ? rs[j] * rstd * nw[j] : (rs[j] - mean) * rstd * nw[j] + nbias[j];
+        }
+        __syncthreads();
+        if (l < nl) mark(1);
+
+        if (l == nl) { /* ---------------- norm_f done: lm_head rows, then finish */
+            const WT *lm = (const WT *)a.lm;
+            for (int i = warp; i < VB; i += NWARP) {
+                const WT *row = i < a.capA ? rowsA + (int64_t)i * d : lm + (int64_t)(v0 + i) * d;
+                float acc[S];
+                dot_row<WT, S>(row, u, d, acc);
+                if (lane == 0)
+#pragma unroll
+                    for (int s = 0; s < S; s++)
+                        a.logits[(int64_t)s * V + v0 + i] = acc[s];
+            }
+            /* zero the other parity's sums (consumed by the previous step, used by the next) */
+            unsigned long long *other = a.acc + (1 - par) * per;
+            for (int64_t i = (int64_t)b * PT + t; i < per; i += (int64_t)nb * PT)
+                other[i] = 0ull;
+            if (b == 0 && t == 0) *a.step = __ldcg(a.step) + 1u; /* all blocks read it */
+            cp_wait<0>();
+            mark(11);
+            if (prof) {
+                a.prof[12] += 1;
+                a.prof[13] += (unsigned long long)(clock64() - t_start);
+            }
+            return;
+        }
+
+        /* ---------------- phase A: in_proj rows of this block's channels (x then z) */
+        const mbp_layer *Lp = a.layers + l;
+        const WT *inw = (const WT *)Lp->in;
+        for (int i = warp; i < 2 * CB; i += NWARP) {
+            const int grow = i < CB ? c0 + i : Di + c0 + (i - CB);
+            const WT *row = i < a.capA ? rowsA + (int64_t)i * d : inw + (int64_t)grow * d;
+            float acc[S];
+            dot_row<WT, S>(row, u, d, acc);
+            if (lane == 0)
+#pragma unroll
+                for (int s = 0; s < S; s++)
+                    xz[s * 2 * CBm + i] = acc[s];
+        }
+        __syncthreads();
+        /* conv window shift + causal conv + bias + SiLU (step.c order: oldest tap first) */
+        for (int i = t; i < S * CB; i += PT) {
+            const int s = i / CB, ci = i % CB;
+            const float xn = xz[s * 2 * CBm + ci];
+            float acc = cb[ci];
+            for (int k = 0; k < K - 1; k++)
+                acc += cw[ci * K + k] * cs[(s * (K - 1) + k) * CBm + ci];
+            acc += cw[ci * K + K - 1] * xn;
+            float *win = a.conv + (((int64_t)l * S + s) * (K - 1)) * Di + c0 + ci;
+            for (int k = 0; k + 1 < K - 1; k++)
+                win[(int64_t)k * Di] = cs[(s * (K - 1) + k + 1) * CBm + ci];
+            if (K > 1) win[(int64_t)(K - 2) * Di] = xn;
+            xc[s * CBm + ci] = p_silu(acc);
+        }
+        __syncthreads();
+        /* x_proj partial sums of this block's channels -> dbc (fixed point) */
+        if (CB > 0)
+            for (int o = t; o < S * W; o += PT) {
+                const int s = o / W, w = o % W;
+                float p = 0.0f;
+                for (int ci = 0; ci < CB; ci++)
+                    p += xw[ci * W + w] * xc[s * CBm + ci];
+                atomicAdd(accx + ((int64_t)l * S + s) * W + w, fx_q(p));
+            }
+        mark(2);
+        bar_arrive(a.flags, ++nbar); /* (syncs: bufA is free) */
+        issue_A(l + 1);
+        cp_commit();
+        mark(3);
+        bar_wait(a.flags, nbar);
+        mark(4);
+
+        /* ---------------- phase B: dbc, dt_proj + softplus + state update + gate */
+        cp_wait<1>();
+        mark(5);
+        for (int i = t; i < S * W; i += PT)
+            dbc[i] = fx_f(__ldcg(accx + (int64_t)l * S * W + i));
+        __syncthreads();
+        mark(6);
+        for (int p = warp; p < S * CB; p += NWARP) {
+            const int s = p / CB, ci = p % CB;
+            const float *db = dbc + s * W;
+            float dt = 0.0f;
+            for (int k = lane; k < R; k += 32)
+                dt += dw[ci * R + k] * db[k];
+            dt = p_softplus(p_warp_sum(dt) + dtb[ci]);
+            const float x = xc[s * CBm + ci], z = xz[s * 2 * CBm + CB + ci], dtx = dt * x;
+            float *hg = a.ssm + (((int64_t)l * S + s) * Di + c0 + ci) * N;
+            const float *hs = ss + (s * CBm + ci) * N;
+            float acc = 0.0f;
+            for (int n = lane; n < N; n += 32) {
+                const float h = expf(dt * Av[ci * N + n]) * hs[n] + dtx * db[R + n];
+                hg[n] = h;
+                acc += h * db[R + N + n];
+            }
+            acc = p_warp_sum(acc);
+            if (lane == 0) y[s * CBm + ci] = (acc + Dv[ci] * x) * p_silu(z);
+        }
+        __syncthreads();
+        mark(7);
+        /* out_proj partial sums of this block's channels -> hidden (fixed point) */
+        if (CB > 0) {
+            const WT *outT = (const WT *)Lp->outT;
+            for (int j = 2 * t; j < d; j += 2 * PT) {
+                float acc[S][2];
+#pragma unroll
+                for (int s = 0; s < S; s++)
+                    acc[s][0] = acc[s][1] = 0.0f;
+                const int ns = min(CB, a.capB);
+#pragma unroll 4
+                for (int ci = 0; ci < ns; ci++) {
+                    const float2 w = ld2(rowsB + (int64_t)ci * d + j);
+#pragma unroll
+                    for (int s = 0; s < S; s++) {
+                        const float yv = y[s * CBm + ci];
+                        acc[s][0] += w.x * yv;
+                        acc[s][1] += w.y * yv;
+                    }
+                }
+                /* rows past the shared memory: 8 loads in flight, then their products */
+                for (int c8 = ns; c8 < CB; c8 += 8) {
+                    float2 w[8];
+#pragma unroll
+                    for (int q = 0; q < 8; q++)
+                        if (c8 + q < CB) w[q] = ld2(outT + (int64_t)(c0 + c8 + q) * d + j);
+#pragma unroll
+                    for (int q = 0; q < 8; q++)
+                        if (c8 + q < CB)
+#pragma unroll
+                            for (int s = 0; s < S; s++) {
+                                const float yv = y[s * CBm + c8 + q];
+                                acc[s][0] += w[q].x * yv;
+                                acc[s][1] += w[q].y * yv;
+                            }
+                }
+#pragma unroll
+                for (int s = 0; s < S; s++) {
+                    unsigned long long *h = acch + ((int64_t)l * S + s) * d + j;
+                    atomicAdd(h, fx_q(acc[s][0]));
+                    atomicAdd(h + 1, fx_q(acc[s][1]));
+                }
+            }
+        }
+        mark(8);
+        bar_arrive(a.flags, ++nbar); /* (syncs: bufB is free) */
+        issue_B(l + 1);
+        cp_commit();
+        mark(9);
+        bar_wait(a.flags, nbar);
+        mark(10);
+    }
+}
+
+/* ------------------------------------------------------------------------------ plan */
+static int al16(int64_t n) {
+    return (int)((n + 15) & ~(int64_t)15);
+}
+
+/* offsets for nb blocks; returns the bytes needed with capA / capB rows (caps given) */
+static int64_t layout(mbp_args *a, int with_rows) {
+    const int64_t S = a->S, d = a->d, N = a->N, K = a->K, R = a->R, W = R + 2 * N;
+    const int64_t C = a->CBmax, ws = a->bf16 ? 2 : 4;
+    int64_t o = 0;
+#define PLACE(f, bytes) (a->f = (int)o, o += al16(bytes))
+    PLACE(off_r, S * d * 4);
+    PLACE(off_u, S * d * 4);
+    PLACE(off_xz, S * 2 * C * 4);
+    PLACE(off_xc, S * C * 4);
+    PLACE(off_dbc, S * W * 4);
+    PLACE(off_y, S * C * 4);
+    PLACE(off_nw, d * 4);
+    PLACE(off_nb, d * 4);
+    PLACE(off_cw, C * K * 4);
+    PLACE(off_cb, C * 4);
+    PLACE(off_cs, S * (K - 1) * C * 4);
+    PLACE(off_xw, C * W * 4);
+    PLACE(off_dw, C * R * 4);
+    PLACE(off_dtb, C * 4);
+    PLACE(off_D, C * 4);
+    PLACE(off_A, C * N * 4);
+    PLACE(off_ss, S * C * N * 4);
+    PLACE(off_rowsA, with_rows ? (int64_t)a->capA * d * ws : 0);
+    PLACE(off_rowsB, with_rows ? (int64_t)a->capB * d * ws : 0);
+#undef PLACE
+    return o;
+}
+
+/* The shared memory plan for nb blocks and optin bytes of shared memory per block (rows kept
+ * in shared memory limited to row_bytes when >= 0). 0: planned; 1: not covered. */
+int mbp_plan(mbp_args *a, int nb, int optin, long long row_bytes) {
+    if (a->S < 1 || a->S > MBP_MAX_SEQ || (a->d & 1) || a->d < 2 || a->Di < 1 || a->K < 1 ||
+        a->N < 1 || a->R < 1 || a->V != 256 || nb < 1)
+        return 1;
+    const int64_t static_smem = (int64_t)NWARP * 2 * MBP_MAX_SEQ * 8 + 64;
+    const int64_t budget = optin - static_smem - 1024;
+    a->nb = nb;
+    a->CBmax = (a->Di + nb - 1) / nb;
+    const int64_t rb = (int64_t)a->d * (a->bf16 ? 2 : 4);
+    const int64_t fixed = layout(a, 0);
+    int64_t avail = budget - fixed - 32;
+    if (avail < 0) return 1;
+    if (row_bytes >= 0 && row_bytes < avail) avail = row_bytes;
+    const int VBmax = (a->V + nb - 1) / nb;
+    const int needA = 2 * a->CBmax > VBmax ? 2 * a->CBmax : VBmax, needB = a->CBmax;
+    if ((int64_t)(needA + needB) * rb <= avail) {
+        a->capA = needA, a->capB = needB;
+    } else { /* split the rows that fit 2 : 1 (in_proj has twice the rows of out_proj) */
+        int64_t ca = avail * 2 / 3 / rb;
+        if (ca > needA) ca = needA;
+        int64_t cbr = (avail - ca * rb) / rb;
+        if (cbr > needB) cbr = needB;
+        ca = (avail - cbr * rb) / rb;
+        if (ca > needA) ca = needA;
+        a->capA = (int)ca, a->capB = (int)cbr;
+    }
+    a->smem = (int)layout(a, 1);
+    return 0;
+}
+
+#ifndef MBP_EMU
+/* ------------------------------------------------------------------------------ host */
+template <typename WT, int S> static void *kptr() {
+    return (void *)persist_step_kernel<WT, S>;
+}
+static void *kernel_for(int half, int S) {
+    switch (S) {
+    case 1: return half ? kptr<bf16, 1>() : kptr<float, 1>();
+    case 2: return half ? kptr<bf16, 2>() : kptr<float, 2>();
+    case 3: return half ? kptr<bf16, 3>() : kptr<float, 3>();
+    default: return half ? kptr<bf16, 4>() : kptr<float, 4>();
+    }
+}
+
+int mbp_prepare(mbp_args *a, int sm_count) {
+    int dev = 0, optin = 0;
+    MB_CUDA_TRY(cudaGetDevice(&dev), "persistent step: device");
+    MB_CUDA_TRY(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev),
+                "persistent step: shared memory limit");
+    int nb = sm_count;
+    const char *e = getenv("MB_CUDA_GEN_PERSIST_BLOCKS");
+    if (e && atoi(e) > 0 && atoi(e) < nb) nb = atoi(e);
+    const char *rbe = getenv("MB_CUDA_GEN_PERSIST_ROWBYTES");
+    if (mbp_plan(a, nb, optin, rbe ? atoll(rbe) : -1)) return 1;
+    void *k = kernel_for(a->bf16, a->S);
+    MB_CUDA_TRY(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, a->smem),
+                "persistent step: shared memory attribute");
+    int per_sm = 0;
+    MB_CUDA_TRY(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, k, PT, (size_t)a->smem),
+                "persistent step: occupancy");
+    if (per_sm < 1) return 1;
+    if ((int64_t)per_sm * sm_count < nb) { /* fewer co-resident blocks: re-plan for them */
+        if (mbp_plan(a, per_sm * sm_count, optin, rbe ? atoll(rbe) : -1)) return 1;
+    }
+    return 0;
+}
+
+int mbp_launch(const mbp_args *a, cudaStream_t stream) {
+    const dim3 grid((unsigned)a->nb), block(PT);
+    switch (a->S * 2 + (a->bf16 ? 1 : 0)) {
+    case 2: persist_step_kernel<float, 1><<<grid, block, a->smem, stream>>>(*a); break;
+    case 3: persist_step_kernel<bf16, 1><<<grid, block, a->smem, stream>>>(*a); break;
+    case 4: persist_step_kernel<float, 2><<<grid, block, a->smem, stream>>>(*a); break;
+    case 5: persist_step_kernel<bf16, 2><<<grid, block, a->smem, stream>>>(*a); break;
+    case 6: persist_step_kernel<float, 3><<<grid, block, a->smem, stream>>>(*a); break;
+    case 7: persist_step_kernel<bf16, 3><<<grid, block, a->smem, stream>>>(*a); break;
+    case 8: persist_step_kernel<float, 4><<<grid, block, a->smem, stream>>>(*a); break;
+    default: persist_step_kernel<bf16, 4><<<grid, block, a->smem, stream>>>(*a); break;
+    }
+    MB_CUDA_LAUNCHED("persistent generation step (kernel launch)");
+    return MB_OK;
+}
+
+template <typename OT> __device__ __forceinline__ OT p_cvt(float v);
+template <> __device__ __forceinline__ float p_cvt<float>(float v) {
+    return v;
+}
+template <> __device__ __forceinline__ bf16 p_cvt<bf16>(float v) {
+    return __float2bfloat16(v);
+}
+/* dst (cols, rows) = src (rows, cols)^T through 32 x 32 shared tiles */
+template <typename OT>
+__global__ void transpose_kernel(OT *dst, const float *src, int64_t rows, int64_t cols) {
+    __shared__ float tile[32][33];
+    const int64_t r0 = (int64_t)blockIdx.y * 32, c0 = (int64_t)blockIdx.x * 32;
+    for (int i = threadIdx.y; i < 32; i += blockDim.y) {
+        const int64_t rr = r0 + i, cc = c0 + threadIdx.x;
+        tile[i][threadIdx.x] = (rr < rows && cc < cols) ? src[rr * cols + cc] : 0.0f;
+    }
+    __syncthreads();
+    for (int i = threadIdx.y; i < 32; i += blockDim.y) {
+        const int64_t cc = c0 + i, rr = r0 + threadIdx.x;
+        if (rr < rows && cc < cols) dst[cc * rows + rr] = p_cvt<OT>(tile[threadIdx.x][i]);
+    }
+}
+
+int mbp_transpose(void *dst, const float *src, int64_t rows, int64_t cols, int half,
+                  cudaStream_t stream) {
+    const dim3 grid((unsigned)((cols + 31) / 32), (unsigned)((rows + 31) / 32)), block(32, 8);
+    if (half)
+        transpose_kernel<bf16><<<grid, block, 0, stream>>>((bf16 *)dst, src, rows, cols);
+    else
+        transpose_kernel<float><<<grid, block, 0, stream>>>((float *)dst, src, rows, cols);
+    MB_CUDA_LAUNCHED("persistent step: weight transpose");
+    return MB_OK;
+}
+#endif

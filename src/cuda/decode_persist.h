@@ -1,0 +1,91 @@
+/* Persistent recurrent step for small batches (1..MBP_MAX_SEQ sequences) on the GPU: the whole
+ * step of src/cuda/step_cuda.cu (every layer, norm_f, lm_head; model.md "Recurrent step",
+ * mamba_ssm `Mamba.step`) in ONE kernel of one block per multiprocessor, the phases of a layer
+ * separated by grid-wide barriers (a flag per block in global memory; split arrive / wait).
+ *
+ * Block b of nb owns the channels [b*Di/nb, (b+1)*Di/nb) of every layer and the lm_head rows
+ * [b*256/nb, (b+1)*256/nb). Per layer, 2 barriers:
+ *   phase A: residual += hidden (all of it; every block recomputes the residual stream and the
+ *            norm redundantly, statistics in double), in_proj rows x and z of its channels, conv
+ *            window shift + conv + SiLU, its x_proj partial sums -> added to dbc (global);
+ *   phase B: dt_proj + softplus + selective-state update + D skip + SiLU(z) gate of its channels,
+ *            then its out_proj partial sums (out_proj stored transposed, (Di, d)) -> added to
+ *            hidden (global).
+ * The partial sums are added as 32.32 fixed point (int64 atomics: exact, so the result does not
+ * depend on the order of the blocks: deterministic, bit-identical run to run). Values must stay
+ * below 2^31 in magnitude (a NaN / inf becomes a large finite value).
+ * Every phase's weights of the block (and its own slice of the recurrent state) are copied into
+ * shared memory by cp.async as soon as the buffer is free, i.e. about one phase and a barrier
+ * ahead, so that HBM streams across the barriers; rows of in_proj / out_proj / lm_head that do
+ * not fit (large models) are read from global memory in the phase.
+ * The grid must be co-resident: mbp_prepare sizes it from the occupancy API (at most one block
+ * per multiprocessor); a barrier that waits more than 10 s traps (launch failure) instead of
+ * hanging. */
+#ifndef MB_CUDA_DECODE_PERSIST_H
+#define MB_CUDA_DECODE_PERSIST_H
+
+#include <cuda_runtime.h>
+#include <stdint.h>
+
+#define MBP_MAX_SEQ 4
+#define MBP_THREADS 512
+/* Profile slots (cycles of block 0's thread 0, summed over layers and steps): 0 wait for phase
+ * A's weights, 1 residual + norm, 2 in_proj + conv + x_proj, 3 barrier arrive + prefetch issue,
+ * 4 barrier wait, 5 wait for phase B's weights, 6 dbc load, 7 dt + state update, 8 out_proj
+ * partials, 9 arrive + prefetch issue, 10 barrier wait, 11 norm_f + lm_head (per step), 12
+ * steps, 13 whole kernel (per step). */
+#define MBP_PROF 14
+
+/* One layer's device tensors as the persistent kernel reads them. */
+typedef struct {
+    const float *norm_w, *norm_b; /* (d); norm_b NULL for RMSNorm */
+    const void *in;               /* in_proj.weight (2Di, d), fp32 or bf16 */
+    const float *conv_w, *conv_b; /* (Di, K), (Di) */
+    const float *xwT;             /* x_proj.weight transposed: (Di, W), W = R + 2N */
+    const float *dt_w, *dt_b;     /* (Di, R), (Di) */
+    const float *A, *D;           /* -exp(A_log) (Di, N), (Di) */
+    const void *outT;             /* out_proj.weight transposed: (Di, d), fp32 or bf16 */
+} mbp_layer;
+
+typedef struct {
+    const mbp_layer *layers; /* device array (n_layer) */
+    const float *emb;        /* (V, d) fp32 */
+    const float *normf_w, *normf_b;
+    const void *lm;       /* lm_head (V, d), fp32 or bf16 */
+    const uint8_t *tok;   /* (S) input bytes */
+    float *conv, *ssm;    /* state (n_layer, S, K-1, Di), (n_layer, S, Di, N) */
+    float *logits;        /* (S, V) */
+    unsigned long long *acc; /* 2 (step parity) x n_layer x S x (W + d) fixed-point sums */
+    unsigned *flags;      /* (nb) barrier counts */
+    unsigned *step;       /* steps run (parity of acc) */
+    unsigned long long *prof; /* NULL, or (MBP_PROF) clock64 cycles summed by block 0 thread 0 */
+    int S, d, Di, N, K, R, V, n_layer, rms, bf16, nb;
+    float eps;
+    /* shared memory plan (bytes; filled by mbp_prepare) */
+    int CBmax, capA, capB; /* channels per block (max), rows of bufA / bufB kept in smem */
+    int off_r, off_u, off_xz, off_xc, off_dbc, off_y;
+    int off_nw, off_nb, off_cw, off_cb, off_cs, off_xw, off_rowsA;
+    int off_dw, off_dtb, off_D, off_A, off_ss, off_rowsB;
+    int smem;
+} mbp_args;
+
+/* Plan the kernel for a's shape (S, d, Di, N, K, R, V, n_layer, rms, bf16 set): grid size (at
+ * most sm_count; fewer with env MB_CUDA_GEN_PERSIST_BLOCKS=n), the shared memory layout (rows
+ * kept in shared memory capped by env MB_CUDA_GEN_PERSIST_ROWBYTES=bytes, for tests), kernel
+ * attributes. Returns 0 when the kernel covers the shape (fills nb, the offsets, smem), 1 when
+ * it does not (S > MBP_MAX_SEQ, odd d_model, not enough shared memory or occupancy), or a
+ * negative MB_E* code on a CUDA error. */
+int mbp_prepare(mbp_args *a, int sm_count);
+
+/* The shared memory plan alone (no CUDA calls): nb blocks, optin bytes of shared memory per
+ * block, rows kept in shared memory limited to row_bytes when >= 0. 0: planned, 1: not covered. */
+int mbp_plan(mbp_args *a, int nb, int optin, long long row_bytes);
+
+/* Launch the step on stream (no programmatic dependent launch). */
+int mbp_launch(const mbp_args *a, cudaStream_t stream);
+
+/* dst (cols, rows) = transpose of src (rows, cols) fp32, as fp32 (bf16 = 0) or bf16. */
+int mbp_transpose(void *dst, const float *src, int64_t rows, int64_t cols, int bf16,
+                  cudaStream_t stream);
+
+#endif
