@@ -147,14 +147,14 @@ int main(int argc, char **argv) {
            "exp ms", "floor ms", "/floor");
     printf("|------------------------------|----------|----------|----------|----------|----------|---------|\n");
     const float f_auto = time_ms(run_fwd, &c);
-    row("forward (staged, automatic)", f_auto, fwd_bytes, exps);
-    mb_scan_cuda_set_forward_channels(1);
-    const float f1 = time_ms(run_fwd, &c);
-    row("forward, 1 channel / thread", f1, fwd_bytes, exps);
-    mb_scan_cuda_set_forward_channels(2);
-    const float f2 = time_ms(run_fwd, &c);
-    row("forward, 2 channels / thread", f2, fwd_bytes, exps);
-    mb_scan_cuda_set_forward_channels(0);
+    row("forward (staged)", f_auto, fwd_bytes, exps);
+    mb_scan_cuda_set_lane_layout(0);
+    const float f_cm = time_ms(run_fwd, &c);
+    row("forward, channel-major lanes", f_cm, fwd_bytes, exps);
+    mb_scan_cuda_set_lane_layout(1);
+    const float f_qm = time_ms(run_fwd, &c);
+    row("forward, state-major lanes", f_qm, fwd_bytes, exps);
+    mb_scan_cuda_set_lane_layout(-1);
     const int ws[] = {1, 2, 4};
     for (int i = 0; i < 3; i++) {
         char name[64];
@@ -172,39 +172,28 @@ int main(int argc, char **argv) {
     c.y = y_keep;
     a->h_chunks = hc;
     run_fwd(&c); /* h_chunks for the backward */
-    mb_scan_cuda_set_backward_warps(3);
-    const float b6 = time_ms(run_bwd, &c);
-    row("backward v6 (2 channels)", b6, bwd_bytes, exps);
     mb_scan_cuda_set_backward_warps(1);
     const float b5 = time_ms(run_bwd, &c);
     row("backward v5", b5, bwd_bytes, exps);
     mb_scan_cuda_set_backward_warps(2);
     const float b5x = time_ms(run_bwd, &c);
     row("backward v5, pair exchange", b5x, bwd_bytes, exps);
-    mb_scan_cuda_set_backward_warps(4);
-    const float b5b = time_ms(run_bwd, &c);
-    row("backward v5, butterfly", b5b, bwd_bytes, exps);
+    mb_scan_cuda_set_lane_layout(0);
+    const float b5cm = time_ms(run_bwd, &c);
+    row("bwd v5 pair exch., ch-major", b5cm, bwd_bytes, exps);
+    mb_scan_cuda_set_lane_layout(1);
+    const float b5qm = time_ms(run_bwd, &c);
+    row("bwd v5 pair exch., state-major", b5qm, bwd_bytes, exps);
+    mb_scan_cuda_set_lane_layout(-1);
     mb_scan_cuda_set_backward_warps(8);
     const float b4 = time_ms(run_bwd, &c);
     row("backward v4 (8 warps x 8)", b4, bwd_bytes, exps);
     mb_scan_cuda_set_backward_warps(16);
     row("backward v4 (16 warps x 4)", time_ms(run_bwd, &c), bwd_bytes, exps);
     mb_scan_cuda_lab_skip_bc_atomics(1);
-    mb_scan_cuda_set_backward_warps(3);
-    row("backward v6, no dB/dC (diag)", time_ms(run_bwd, &c), bwd_bytes, exps);
     mb_scan_cuda_set_backward_warps(1);
     row("backward v5, no dB/dC (diag)", time_ms(run_bwd, &c), bwd_bytes, exps);
-    mb_scan_cuda_set_forward_channels(1);
-    a->h_chunks = NULL;
-    row("fwd 1 ch, no h_chunks (diag)", time_ms(run_fwd, &c), fwd_bytes - hcb, exps);
-    c.y = NULL;
-    row("fwd 1 ch, no h_chunks, no y", time_ms(run_fwd, &c), fwd_bytes - hcb - act, exps);
-    mb_scan_cuda_set_forward_channels(2);
-    row("fwd 2 ch, no h_chunks, no y", time_ms(run_fwd, &c), fwd_bytes - hcb - act, exps);
-    c.y = y_keep;
-    a->h_chunks = hc;
-    mb_scan_cuda_set_forward_channels(0);
-    run_fwd(&c); /* h_chunks for the backward */
+
     mb_scan_cuda_set_backward_warps(8);
     row("backward v4 8x8, no dB/dC", time_ms(run_bwd, &c), bwd_bytes, exps);
     mb_scan_cuda_lab_skip_bc_atomics(0);
@@ -215,10 +204,11 @@ int main(int argc, char **argv) {
     RC(mb_scan_cuda_forward(a, c.y, NULL)); /* h_chunks no longer needed at 128: reuse buffer */
     row("backward auto (chunk 128)", time_ms(run_bwd, &c), bwd_bytes, exps);
     a->chunk = chunk;
-    printf("automatic large-grid backward (v6 for N 9..16): blocks per SM (occupancy): %d\n", mb_scan_cuda_lab_backward_occupancy(N));
+    printf("v5 backward blocks per SM (occupancy): %d\n", mb_scan_cuda_lab_backward_occupancy(N));
     printf("mamba_ssm reference (bf16): forward 2.56 ms, backward 9.19 ms\n");
-    printf("summary B %lld: forward %.3f ms (1 ch %.3f, 2 ch %.3f), backward v6 %.3f ms, v5 %.3f "
-           "ms, v5 pair exchange %.3f ms, v5 butterfly %.3f ms, v4 %.3f ms, automatic %.3f ms\n",
-           B, f_auto, f1, f2, b6, b5, b5x, b5b, b4, ba);
+    printf("summary B %lld: forward %.3f ms (channel-major lanes %.3f, state-major %.3f), "
+           "backward v5 %.3f ms, v5 pair exchange %.3f ms (channel-major %.3f, state-major %.3f), "
+           "v4 %.3f ms, automatic %.3f ms\n",
+           B, f_auto, f_cm, f_qm, b5, b5x, b5cm, b5qm, b4, ba);
     return 0;
 }

@@ -13,13 +13,22 @@
  *   ddelta_t = x_t sum_n g_t B_t[n] + sum_n g_t s_{t-1} a_t A_n
  *   dA_n += g_t s_{t-1} a_t delta_t  (dA_log = dA * A),  dD += dyss_t x_t
  *
- * Thread layout: lane = cl * G + q; the thread owns channel c = blockIdx.x * (32/G) + cl and
- * states n0 = 4q .. 4q+3 (states >= N are padding with A = B = C = 0, so they stay 0). Warp w of
- * the block owns positions [t0 + w*S, t0 + (w+1)*S) of each tile.
+ * Thread layout: lane = cl * G + q (channel-major; the staged forward and v5 also take the
+ * state-group-major lane = q * (32/G) + cl, see lane_q); the thread owns channel c =
+ * blockIdx.x * (32/G) + cl and states n0 = 4q .. 4q+3 (states >= N are padding with A = B = C =
+ * 0, so they stay 0). In the legacy forward and v4, warp w of the block owns positions
+ * [t0 + w*S, t0 + (w+1)*S) of each tile.
+ *
+ * Shared-memory costs measured on the H200 (ncu, wavefronts per warp-wide read): LDS.32 1
+ * whatever the addresses; LDS.128 4 for distinct addresses and for the channel-major B/C read
+ * (4 addresses per quarter-warp), 2 when each quarter-warp reads one address. Tried and dropped
+ * (bench/bench_scan_cuda.md): two channels per thread (backward v6: 253 registers, 8 warps per
+ * SM, latency-bound, 4.70 ms against 4.19; forward: 1.49 against 1.25 ms) and a shuffle
+ * butterfly for the v5 dB/dC sums (4.78 ms).
  */
 #include "cuda/scan_cuda.h"
 
-#ifndef MB_SCAN_EMU /* tests/cuda/scan_emu.cpp runs the v5 backward on the CPU (no GPU needed) */
+#ifndef MB_SCAN_EMU /* tests/cuda/scan_emu.cpp runs the forward and v5 on the CPU (no GPU needed) */
 #include <cuda_runtime.h>
 #endif
 #include <stdio.h>
@@ -100,9 +109,10 @@ static __device__ __forceinline__ void load4(const float *base, long long row, l
     }
 }
 
-/* Sum v[0..S) over the G lanes of a channel group (lane bits below G), transposing: afterwards
- * v[j] (j < S/G) holds the total of position q*(S/G) + j. */
-template <int S, int G, int H> struct group_reduce_level {
+/* Sum v[0..S) over the G lanes of a channel group (lanes LS apart: LS = 1 when they are
+ * adjacent, 32 / G in the state-group-major layout), transposing: afterwards v[j] (j < S/G)
+ * holds the total of position q*(S/G) + j. */
+template <int S, int G, int H, int LS> struct group_reduce_level {
     static __device__ __forceinline__ void run(float *v, int q) {
         constexpr int m = S * H / G; /* values still paired at this level */
         const bool up = (q & H) != 0;
@@ -110,16 +120,29 @@ template <int S, int G, int H> struct group_reduce_level {
         for (int j = 0; j < m; j++) {
             const float send = up ? v[j] : v[j + m];
             const float keep = up ? v[j + m] : v[j];
-            v[j] = keep + __shfl_xor_sync(FULL_MASK, send, H);
+            v[j] = keep + __shfl_xor_sync(FULL_MASK, send, H * LS);
         }
-        group_reduce_level<S, G, H / 2>::run(v, q);
+        group_reduce_level<S, G, H / 2, LS>::run(v, q);
     }
 };
-template <int S, int G> struct group_reduce_level<S, G, 0> {
+template <int S, int G, int LS> struct group_reduce_level<S, G, 0, LS> {
     static __device__ __forceinline__ void run(float *, int) {}
 };
-template <int S, int G> static __device__ __forceinline__ void group_reduce(float *v, int q) {
-    group_reduce_level<S, G, G / 2>::run(v, q);
+template <int S, int G, int LS = 1>
+static __device__ __forceinline__ void group_reduce(float *v, int q) {
+    group_reduce_level<S, G, G / 2, LS>::run(v, q);
+}
+
+/* Lane layout of the staged forward and the v5 backward, for a warp of 32 / G channels x G
+ * state groups. QM false (channel-major): lane = channel * G + q. QM true (state-group-major):
+ * lane = q * (32 / G) + channel, so that the 8 lanes of a quarter-warp share q and read the same
+ * 16 bytes of a B / C row: a float4 read of B then costs 2 shared-memory wavefronts instead of
+ * 4 (H200, ncu: uniform per quarter 2, four addresses per quarter 4). */
+template <int G, bool QM> static __device__ __forceinline__ int lane_q(int lane) {
+    return QM ? lane / (32 / G) : lane & (G - 1);
+}
+template <int G, bool QM> static __device__ __forceinline__ int lane_ch(int lane) {
+    return QM ? lane % (32 / G) : lane / G;
 }
 
 /* Loads of one tile for one thread (read-only path): x and delta at the S positions tb..tb+S-1
@@ -377,7 +400,9 @@ static __device__ __forceinline__ void bc_reduce_add(float4 acc, bool write, flo
  * distinct over rows 4k..4k+3 (the gate) and over rows 2q + jj, q = 0..3 (the output and the
  * pre-gate sums); SW 2 (forward): sw = (r >> 3) & 3, distinct over rows 8q + j. */
 template <int SW> static __device__ __forceinline__ int swz_col(int r, int col) {
-    return SW == 1 ? col ^ (((r ^ (r >> 1)) & 3) << 3) : SW == 2 ? col ^ (((r >> 3) & 3) << 3) : col;
+    return SW == 1   ? col ^ (((r ^ (r >> 1)) & 3) << 3)
+           : SW == 2 ? col ^ (((r >> 3) & 3) << 3)
+                     : col;
 }
 
 /* Stage `rows` rows of a row-major tensor into shared memory: element (r, e) of the tile is
@@ -396,7 +421,8 @@ static __device__ __forceinline__ void stage_rows(float *dst, int ld, const floa
         for (int i = tid; i < n; i += NT) {
             const int r = i / per, f = i - r * per;
             const bool ok = base && r < nvalid && 4 * f < width;
-            cp16(dst + r * ld + swz_col<SW>(r, 4 * f), ok ? base + (row0 + r) * stride + 4 * f : safe, ok);
+            cp16(dst + r * ld + swz_col<SW>(r, 4 * f),
+                 ok ? base + (row0 + r) * stride + 4 * f : safe, ok);
         }
     } else {
         const int n = rows * ld;
@@ -415,21 +441,20 @@ static __device__ __forceinline__ void stage_rows(float *dst, int ld, const floa
  * shared memory and registers. FINE: chunk boundaries fall inside tiles (chunk % FT != 0). */
 #define FT 32
 #define FK 3
-/* CH channels per thread (1, or 2 for G = 4): a block of 32 channels has NT = 32 G / CH
- * threads */
-template <int G, int CH = 1> struct fwd_geom {
-    static constexpr int CPB = 32, NP = 4 * G, NT = 32 * G / CH;
+template <int G> struct fwd_geom {
+    static constexpr int CPB = 32, NP = 4 * G, NT = 32 * G;
     static constexpr int STAGE = 3 * FT * CPB + 2 * FT * NP;
 };
 
-template <int G, int CH, bool VEC>
+template <int G, bool VEC>
 static __device__ __forceinline__ void fwd_stage(const scan_params &p, float *st, int b, int c0,
                                                  int t0, int tid) {
-    typedef fwd_geom<G, CH> g;
+    typedef fwd_geom<G> g;
     const long long row0 = (long long)b * p.L + t0;
     const int nv = min(FT, p.L - t0), w = min(g::CPB, p.Di - c0);
     stage_rows<g::NT, VEC, 2>(st, g::CPB, p.x + c0, row0, p.xs, FT, nv, w, tid, p.x);
-    stage_rows<g::NT, VEC, 2>(st + FT * g::CPB, g::CPB, p.delta + c0, row0, p.Di, FT, nv, w, tid, p.x);
+    stage_rows<g::NT, VEC, 2>(st + FT * g::CPB, g::CPB, p.delta + c0, row0, p.Di, FT, nv, w, tid,
+                              p.x);
     stage_rows<g::NT, VEC, 2>(st + 2 * FT * g::CPB, g::CPB, p.z ? p.z + c0 : NULL, row0, p.zs, FT,
                               nv, w, tid, p.x);
     float *bs = st + 3 * FT * g::CPB;
@@ -439,10 +464,10 @@ static __device__ __forceinline__ void fwd_stage(const scan_params &p, float *st
 
 /* y rows of tile t0 from the tile's Z region (which holds the gated output by then): whole
  * 128-byte rows of 32 channels (VEC: 16-byte stores). */
-template <int G, int CH, bool VEC>
+template <int G, bool VEC>
 static __device__ __forceinline__ void fwd_write_y(const scan_params &p, const float *Zt, int b,
                                                    int c0, int t0, int tid) {
-    typedef fwd_geom<G, CH> g;
+    typedef fwd_geom<G> g;
     const int nv = min(FT, p.L - t0), w = min(g::CPB, p.Di - c0);
     float *yb = p.y + ((long long)b * p.L + t0) * p.Di + c0;
     if (VEC) {
@@ -460,49 +485,32 @@ static __device__ __forceinline__ void fwd_write_y(const scan_params &p, const f
     }
 }
 
-/* Store the states h of this thread's channel (row hc of h_chunks) as chunk entry k. */
-static __device__ __forceinline__ void fwd_save_h(float *hc, long long k, int N, int n0,
-                                                  const float *h) {
-    float *dst = hc + k * N;
-#pragma unroll
-    for (int s = 0; s < SPT; s++)
-        if (n0 + s < N) dst[n0 + s] = h[s];
-}
-
-/* Thread (lane = pl * G + q of warp w) owns channels cw .. cw + CH - 1, cw = w * (32 CH / G) +
- * CH pl, and states n0 = 4 q .. n0 + 3. CH = 2: each B/C row read from shared memory serves 8
- * state chains (half the shared-memory reads of B and C per channel). */
-template <int G, bool VEC, bool FINE, int CH>
-__global__ void __launch_bounds__(32 * G / CH) scan_fwd2_kernel(scan_params p) {
-    typedef fwd_geom<G, CH> g;
-    constexpr int CPB = g::CPB, NP = g::NP, T = FT;
+/* QM: state-group-major lanes (lane_q / lane_ch). */
+template <int G, bool VEC, bool FINE, bool QM>
+__global__ void __launch_bounds__(32 * G) scan_fwd2_kernel(scan_params p) {
+    typedef fwd_geom<G> g;
+    constexpr int CPB = g::CPB, NP = g::NP, CPW = 32 / G, T = FT, LS = QM ? CPW : 1;
     extern __shared__ float4 smem4[];
     float *sm = (float *)smem4;
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-    const int q = lane & (G - 1), cw = warp * (32 * CH / G) + CH * (lane / G);
-    const int c0 = blockIdx.x * CPB, b = blockIdx.y;
+    const int q = lane_q<G, QM>(lane), cw = warp * CPW + lane_ch<G, QM>(lane);
+    const int c0 = blockIdx.x * CPB, c = c0 + cw, b = blockIdx.y;
+    const bool cv = c < p.Di;
     const int N = p.N, L = p.L, n0 = q * SPT;
-    float A2[CH][SPT], h[CH][SPT], Dc[CH];
-    float *hc[CH];
-    bool cv[CH];
+    float A2[SPT], h[SPT];
 #pragma unroll
-    for (int ch = 0; ch < CH; ch++) {
-        const int c = c0 + cw + ch;
-        cv[ch] = c < p.Di;
-#pragma unroll
-        for (int k = 0; k < SPT; k++) {
-            const bool nv = cv[ch] && n0 + k < N;
-            A2[ch][k] = nv ? -expf(p.A_log[(long long)c * N + n0 + k]) * LOG2E : 0.0f;
-            h[ch][k] = nv && p.h0 ? p.h0[((long long)b * p.Di + c) * N + n0 + k] : 0.0f;
-        }
-        Dc[ch] = cv[ch] && p.D ? p.D[c] : 0.0f;
-        hc[ch] = p.h_chunks && cv[ch] ? p.h_chunks + ((long long)b * p.Di + c) * p.nch * N : NULL;
+    for (int k = 0; k < SPT; k++) {
+        const bool nv = cv && n0 + k < N;
+        A2[k] = nv ? -expf(p.A_log[(long long)c * N + n0 + k]) * LOG2E : 0.0f;
+        h[k] = nv && p.h0 ? p.h0[((long long)b * p.Di + c) * N + n0 + k] : 0.0f;
     }
+    const float Dc = cv && p.D ? p.D[c] : 0.0f;
+    float *hc = p.h_chunks ? p.h_chunks + ((long long)b * p.Di + c) * p.nch * N : NULL;
     /* padding (states >= N, channels >= Di, positions >= L) must read as zeros */
     for (int i = tid; i < FK * g::STAGE; i += g::NT) sm[i] = 0.0f;
     __syncthreads();
     const int ntiles = (L + T - 1) / T;
-    fwd_stage<G, CH, VEC>(p, sm, b, c0, 0, tid);
+    fwd_stage<G, VEC>(p, sm, b, c0, 0, tid);
     cp_commit();
     /* tile it is computed while tile it + 1 is copied in and tile it - 1's y rows are written
      * out (three buffers) */
@@ -510,74 +518,66 @@ __global__ void __launch_bounds__(32 * G / CH) scan_fwd2_kernel(scan_params p) {
         cp_wait<0>();
         __syncthreads();
         if (it + 1 < ntiles)
-            fwd_stage<G, CH, VEC>(p, sm + ((it + 1) % FK) * g::STAGE, b, c0, (it + 1) * T, tid);
+            fwd_stage<G, VEC>(p, sm + ((it + 1) % FK) * g::STAGE, b, c0, (it + 1) * T, tid);
         cp_commit();
         if (p.y && it > 0)
-            fwd_write_y<G, CH, VEC>(p, sm + ((it - 1) % FK) * g::STAGE + 2 * T * CPB, b, c0,
-                                    (it - 1) * T, tid);
+            fwd_write_y<G, VEC>(p, sm + ((it - 1) % FK) * g::STAGE + 2 * T * CPB, b, c0,
+                                (it - 1) * T, tid);
         const float *X = sm + (it % FK) * g::STAGE, *Dl = X + T * CPB;
         float *Z = sm + (it % FK) * g::STAGE + 2 * T * CPB;
         const float *Bs = Z + T * CPB, *Cs = Bs + T * NP;
         const int t0 = it * T;
         int nb = 0;
-        if (p.h_chunks) {
+        if (hc) {
             if (!FINE) {
-                if (t0 % p.chunk == 0) {
+                if (t0 % p.chunk == 0 && cv) {
+                    float *dst = hc + (long long)(t0 / p.chunk) * N;
 #pragma unroll
-                    for (int ch = 0; ch < CH; ch++)
-                        if (hc[ch]) fwd_save_h(hc[ch], t0 / p.chunk, N, n0, h[ch]);
+                    for (int k = 0; k < SPT; k++)
+                        if (n0 + k < N) dst[n0 + k] = h[k];
                 }
             } else {
                 nb = (t0 + p.chunk - 1) / p.chunk * p.chunk;
             }
         }
-        float ys[CH * T]; /* [channel][position] */
+        float ys[T];
 #pragma unroll
         for (int i = 0; i < T; i++) {
-            if (FINE && p.h_chunks) {
+            if (FINE && hc) {
                 const int t = t0 + i;
                 if (t == nb && t < L) {
+                    if (cv) {
+                        float *dst = hc + (long long)(t / p.chunk) * N;
 #pragma unroll
-                    for (int ch = 0; ch < CH; ch++)
-                        if (hc[ch]) fwd_save_h(hc[ch], t / p.chunk, N, n0, h[ch]);
+                        for (int k = 0; k < SPT; k++)
+                            if (n0 + k < N) dst[n0 + k] = h[k];
+                    }
                     nb += p.chunk;
                 }
             }
-            float xv[CH], dv[CH];
-            if (CH == 2) {
-                const float2 x2 = *(const float2 *)(X + i * CPB + swz_col<2>(i, cw));
-                const float2 d2 = *(const float2 *)(Dl + i * CPB + swz_col<2>(i, cw));
-                xv[0] = x2.x, xv[CH - 1] = x2.y, dv[0] = d2.x, dv[CH - 1] = d2.y;
-            } else {
-                xv[0] = X[i * CPB + swz_col<2>(i, cw)], dv[0] = Dl[i * CPB + swz_col<2>(i, cw)];
-            }
+            const float xv = X[i * CPB + swz_col<2>(i, cw)], dv = Dl[i * CPB + swz_col<2>(i, cw)];
             const float4 B4 = *(const float4 *)(Bs + i * NP + n0);
             const float4 C4 = *(const float4 *)(Cs + i * NP + n0);
             const float Bv[SPT] = {B4.x, B4.y, B4.z, B4.w}, Cv[SPT] = {C4.x, C4.y, C4.z, C4.w};
+            const float dtx = dv * xv;
+            float yv = 0.0f;
 #pragma unroll
-            for (int ch = 0; ch < CH; ch++) {
-                const float dtx = dv[ch] * xv[ch];
-                float yv = 0.0f;
-#pragma unroll
-                for (int k = 0; k < SPT; k++) {
-                    const float a = ex2(dv[ch] * A2[ch][k]);
-                    h[ch][k] = fmaf(a, h[ch][k], dtx * Bv[k]);
-                    yv = fmaf(h[ch][k], Cv[k], yv);
-                }
-                ys[ch * T + i] = yv;
+            for (int k = 0; k < SPT; k++) {
+                const float a = ex2(dv * A2[k]);
+                h[k] = fmaf(a, h[k], dtx * Bv[k]);
+                yv = fmaf(h[k], Cv[k], yv);
             }
+            ys[i] = yv;
         }
-        group_reduce<CH * T, G>(ys, q);
+        group_reduce<T, G, LS>(ys, q);
         if (p.y) {
-            /* gated output into the Z slots this lane read (written out next tile): lane q
-             * holds values q * (CH T / G) + j = (channel, position) */
+            /* gated output into the Z slots this lane read (written out next tile) */
 #pragma unroll
-            for (int j = 0; j < CH * T / G; j++) {
-                const int idx = q * (CH * T / G) + j, ch = idx / T, r = idx % T;
-                const int sc = r * CPB + swz_col<2>(r, cw + ch);
+            for (int j = 0; j < T / G; j++) {
+                const int r = q * (T / G) + j;
+                const int sc = r * CPB + swz_col<2>(r, cw);
                 const float xo = X[sc], zo = Z[sc];
-                const float dch = CH == 2 && ch ? Dc[CH - 1] : Dc[0];
-                float out = fmaf(dch, xo, ys[j]);
+                float out = fmaf(Dc, xo, ys[j]);
                 if (p.z) out *= zo * sigmoidf_(zo);
                 Z[sc] = out;
             }
@@ -586,18 +586,14 @@ __global__ void __launch_bounds__(32 * G / CH) scan_fwd2_kernel(scan_params p) {
     cp_wait<0>();
     if (p.y && ntiles > 0) {
         __syncthreads();
-        fwd_write_y<G, CH, VEC>(p, sm + ((ntiles - 1) % FK) * g::STAGE + 2 * T * CPB, b, c0,
-                                (ntiles - 1) * T, tid);
+        fwd_write_y<G, VEC>(p, sm + ((ntiles - 1) % FK) * g::STAGE + 2 * T * CPB, b, c0,
+                            (ntiles - 1) * T, tid);
     }
-    if (p.h_last) {
+    if (p.h_last && cv) {
+        float *dst = p.h_last + ((long long)b * p.Di + c) * N;
 #pragma unroll
-        for (int ch = 0; ch < CH; ch++) {
-            if (!cv[ch]) continue;
-            float *dst = p.h_last + ((long long)b * p.Di + c0 + cw + ch) * N;
-#pragma unroll
-            for (int k = 0; k < SPT; k++)
-                if (n0 + k < N) dst[n0 + k] = h[ch][k];
-        }
+        for (int k = 0; k < SPT; k++)
+            if (n0 + k < N) dst[n0 + k] = h[k];
     }
 }
 
@@ -850,22 +846,6 @@ __global__ void __launch_bounds__(W * 32, 16 / W) scan_bwd2_kernel(scan_params p
     }
 }
 
-/* Sum v[0..8) over the lanes that differ in lane bits 2..4 (the warp's 8 channel pairs),
- * transposing: afterwards v[0] holds the total of value lane >> 2. */
-static __device__ __forceinline__ void pair_reduce8(float *v, int lane) {
-#pragma unroll
-    for (int s = 0; s < 3; s++) {
-        const int h = 16 >> s, m = 4 >> s;
-        const bool up = (lane & h) != 0;
-#pragma unroll
-        for (int j = 0; j < m; j++) {
-            const float send = up ? v[j] : v[j + m];
-            const float keep = up ? v[j + m] : v[j];
-            v[j] = keep + __shfl_xor_sync(FULL_MASK, send, h);
-        }
-    }
-}
-
 /* ------------------------------------------------------------ backward (serial, v5) */
 /* One block = 32 channels x G lanes (G warps, NT = 32 G threads); warps never wait for one
  * another inside a chunk. Every thread walks each BT = 64-position chunk alone, in two passes:
@@ -890,8 +870,10 @@ static __device__ __forceinline__ void pair_reduce8(float *v, int lane) {
 #define BK 8  /* sub-chunk kept in registers in the reverse pass */
 template <int G> struct bwd3_geom {
     static constexpr int CPW = 32 / G, NP = 4 * G, NT = 32 * G, CPB = 32;
-    static constexpr int NCK = BT / BK - 1; /* checkpoints in shared memory (the first in registers) */
-    static constexpr int RBW = 2 * CPW * 8 * G; /* per-warp dB/dC buffer: [2 positions][CPW][8G] = 512 */
+    static constexpr int NCK =
+        BT / BK - 1; /* checkpoints in shared memory (the first in registers) */
+    static constexpr int RBW =
+        2 * CPW * 8 * G; /* per-warp dB/dC buffer: [2 positions][CPW][8G] = 512 */
     /* offsets in floats (all multiples of 4) */
     static constexpr int X = 0, DL = X + BT * CPB, BS = DL + BT * CPB, CS = BS + BT * NP;
     static constexpr int YS = CS + BT * NP, CK = YS + BT * CPB, RB = CK + NCK * NT * 4;
@@ -933,10 +915,11 @@ static __device__ __forceinline__ void bwd3_load_h(const scan_params &p, const f
     }
 }
 
-template <int G, bool VEC, int XB>
+/* QM: state-group-major lanes (lane_q / lane_ch). */
+template <int G, bool VEC, int XB, bool QM>
 __global__ void __launch_bounds__(32 * G, 16 / G) scan_bwd3_kernel(scan_params p) {
     typedef bwd3_geom<G> g;
-    constexpr int CPW = g::CPW, NP = g::NP, NT = g::NT, CPB = g::CPB;
+    constexpr int CPW = g::CPW, NP = g::NP, NT = g::NT, CPB = g::CPB, LS = QM ? CPW : 1;
     extern __shared__ float4 smem4[];
     float *sm = (float *)smem4;
     const float *X = sm + g::X, *Dl = sm + g::DL, *Bs = sm + g::BS, *Cs = sm + g::CS;
@@ -945,7 +928,7 @@ __global__ void __launch_bounds__(32 * G, 16 / G) scan_bwd3_kernel(scan_params p
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     float *RB = sm + g::RB + warp * g::RBW;
     /* scan mapping: channel cw of the block, states n0..n0+3 */
-    const int q = lane & (G - 1), cl = lane / G, cw = warp * CPW + cl;
+    const int q = lane_q<G, QM>(lane), cl = lane_ch<G, QM>(lane), cw = warp * CPW + cl;
     const int c0 = blockIdx.x * CPB, c = c0 + cw, b = blockIdx.y;
     const bool cv = c < p.Di;
     const int N = p.N, L = p.L, n0 = q * SPT;
@@ -1015,7 +998,7 @@ __global__ void __launch_bounds__(32 * G, 16 / G) scan_bwd3_kernel(scan_params p
                     }
                     ys[i] = yv;
                 }
-                group_reduce<BK, G>(ys, q);
+                group_reduce<BK, G, LS>(ys, q);
 #pragma unroll
                 for (int jj = 0; jj < BK / G; jj++) {
                     const int r = j * BK + q * (BK / G) + jj;
@@ -1118,18 +1101,20 @@ __global__ void __launch_bounds__(32 * G, 16 / G) scan_bwd3_kernel(scan_params p
 #pragma unroll
                     for (int k = 0; k < SPT; k++) {
                         const float send = odd ? vb[k] : vc[k], keep = odd ? vc[k] : vb[k];
-                        kv[k] = keep + __shfl_xor_sync(FULL_MASK, send, G);
+                        kv[k] = keep + __shfl_xor_sync(FULL_MASK, send, QM ? 1 : G);
                     }
                     float *row = RB + (i & 3) * (CPW / 2 * 8 * G) + (cl >> 1) * (8 * G);
-                    *(float4 *)(row + 4 * (odd ? G + q : q)) = make_float4(kv[0], kv[1], kv[2], kv[3]);
+                    *(float4 *)(row + 4 * (odd ? G + q : q)) =
+                        make_float4(kv[0], kv[1], kv[2], kv[3]);
                     if ((i & 3) == 0) {
                         /* positions i .. i + 3 (xpos) are in the buffer */
                         __syncwarp();
                         float4 acc = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
 #pragma unroll
                         for (int jj = 0; jj < 4; jj++) {
-                            const float4 v = *(const float4 *)(RB + xpos * (CPW / 2 * 8 * G) +
-                                                               (xpart * 4 + jj) * (8 * G) + 4 * xquad);
+                            const float4 v =
+                                *(const float4 *)(RB + xpos * (CPW / 2 * 8 * G) +
+                                                  (xpart * 4 + jj) * (8 * G) + 4 * xquad);
                             acc.x += v.x, acc.y += v.y, acc.z += v.z, acc.w += v.w;
                         }
                         const int t = ts + i0 + i + xpos;
@@ -1138,19 +1123,11 @@ __global__ void __launch_bounds__(32 * G, 16 / G) scan_bwd3_kernel(scan_params p
                         __syncwarp();
                     }
                 }
-                if (!p.skip_bc && XB == 2) {
-                    /* butterfly over the warp's 8 channels (G = 4): lane (cl, q) ends with dB
-                     * (cl < 4) or dC of state n0 + (cl & 3), one red per lane */
-                    float v[8] = {vb[0], vb[1], vb[2], vb[3], vc[0], vc[1], vc[2], vc[3]};
-                    pair_reduce8(v, lane);
-                    const int t = ts + i0 + i, n = n0 + (cl & 3);
-                    if (t < L && n < N)
-                        atomicAdd((cl < 4 ? p.dB : p.dC) + (rowb + t) * p.bcs + n, v[0]);
-                }
                 if (!p.skip_bc && XB == 0) {
                     float *row = RB + (i & 1) * (CPW * 8 * G) + cl * (8 * G);
                     *(float4 *)(row + 4 * (q ^ swz)) = make_float4(vb[0], vb[1], vb[2], vb[3]);
-                    *(float4 *)(row + 4 * ((G + q) ^ swz)) = make_float4(vc[0], vc[1], vc[2], vc[3]);
+                    *(float4 *)(row + 4 * ((G + q) ^ swz)) =
+                        make_float4(vc[0], vc[1], vc[2], vc[3]);
                     if ((i & 1) == 0) {
                         /* positions i (spos 0) and i + 1 (spos 1) are in the buffer */
                         __syncwarp();
@@ -1170,8 +1147,8 @@ __global__ void __launch_bounds__(32 * G, 16 / G) scan_bwd3_kernel(scan_params p
                     }
                 }
             }
-            group_reduce<BK, G>(gB, q);
-            group_reduce<BK, G>(dE, q);
+            group_reduce<BK, G, LS>(gB, q);
+            group_reduce<BK, G, LS>(dE, q);
 #pragma unroll
             for (int jj = 0; jj < BK / G; jj++) {
                 const int r = i0 + q * (BK / G) + jj, t = ts + r;
@@ -1201,264 +1178,6 @@ __global__ void __launch_bounds__(32 * G, 16 / G) scan_bwd3_kernel(scan_params p
     if (p.dD && gcv && lane < CPW) atomicAdd(p.dD + gc, dDacc);
 }
 
-/* ------------------------------------------------------- backward (two channels, v6) */
-/* v5's walk with two channels per thread (N <= 16 in 4 lanes of 4 states; G = 4 only): one
- * block = 32 channels = 16 channel pairs x 4 lanes (2 warps, 64 threads); a thread owns
- * channels cw, cw + 1 (adjacent, read as float2) and states n0..n0+3. Each B/C row read from
- * shared memory serves 8 state chains instead of 4, which halves the B/C traffic that bound v5
- * (L1 94% busy), and the dB/dC sums over the thread's two channels are FMAs. Per 64-chunk:
- *   forward: from the saved entering state (prefetched into registers), states and the
- *     pre-gate output; checkpoints every BK = 8 positions (8 floats per thread) to shared memory;
- *   gate (one lane per (channel, position): 16 channels x 2 rows per warp, rows 16 banks apart
- *     in the padded X / YS tiles): dz, dyss -> YS, dD;
- *   reverse: per 8-position sub-chunk, decays and states recomputed into registers (2 x 64
- *     floats), then the walk; per position the dB/dC terms (dB: g dt x summed over the pair,
- *     dC: dyss s) are summed over the warp's 8 pairs by a transposing butterfly over lane bits
- *     2..4 (7 shuffles), after which lane (q, pl) holds one of the 32 (dB | dC, state) totals of
- *     the warp and adds it with one red (a warp's 32 reds cover the dB and dC rows of the
- *     position); dx / ddelta partials are summed over the 4 lanes of the pair the same way, lane
- *     q writing one of (dx c, dx c+1, ddelta c, ddelta c+1).
- * Warps never wait for one another inside a chunk (two __syncthreads per chunk, around the
- * single-stage cp.async staging). 54 KB of shared memory: 4 blocks per multiprocessor. */
-struct bwd6_geom {
-    static constexpr int NP = 16, NT = 64, CPB = 32;
-    static constexpr int XS = 48; /* row stride of X and YS: the gate's two rows 16 banks apart */
-    static constexpr int NCK = BT / BK - 1; /* checkpoints in shared memory (the first in registers) */
-    /* offsets in floats (multiples of 4) */
-    static constexpr int X = 0, DL = X + BT * XS, BS = DL + BT * CPB, CS = BS + BT * NP;
-    static constexpr int YS = CS + BT * NP, CK = YS + BT * XS;
-    static constexpr int TOTAL = CK + NCK * 2 * NT * 4;
-};
-
-template <bool VEC>
-static __device__ __forceinline__ void bwd6_stage(const scan_params &p, float *sm, int b, int c0,
-                                                  int kc, int tid) {
-    typedef bwd6_geom g;
-    const int t0 = kc * BT;
-    const long long row0 = (long long)b * p.L + t0;
-    const int nv = min(BT, p.L - t0), w = min(g::CPB, p.Di - c0);
-    stage_rows<g::NT, VEC>(sm + g::X, g::XS, p.x + c0, row0, p.xs, BT, nv, w, tid, p.x);
-    stage_rows<g::NT, VEC>(sm + g::DL, g::CPB, p.delta + c0, row0, p.Di, BT, nv, w, tid, p.x);
-    stage_rows<g::NT, VEC>(sm + g::BS, g::NP, p.Bm, row0, p.bcs, BT, nv, p.N, tid, p.x);
-    stage_rows<g::NT, VEC>(sm + g::CS, g::NP, p.Cm, row0, p.bcs, BT, nv, p.N, tid, p.x);
-}
-
-template <bool VEC>
-__global__ void __launch_bounds__(64, 4) scan_bwd6_kernel(scan_params p) {
-    typedef bwd6_geom g;
-    constexpr int XS = g::XS, CPB = g::CPB, NP = g::NP, NT = g::NT;
-    extern __shared__ float4 smem4[];
-    float *sm = (float *)smem4;
-    const float *X = sm + g::X, *Dl = sm + g::DL, *Bs = sm + g::BS, *Cs = sm + g::CS;
-    float *YS = sm + g::YS;
-    float4 *CK = (float4 *)(sm + g::CK);
-    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-    /* scan mapping: channels cw, cw + 1 of the block, states n0..n0+3 */
-    const int q = lane & 3, pl = lane >> 2, cw = warp * 16 + 2 * pl;
-    const int c0 = blockIdx.x * CPB, c = c0 + cw, b = blockIdx.y;
-    const bool cv0 = c < p.Di, cv1 = c + 1 < p.Di;
-    const int N = p.N, L = p.L, n0 = q * SPT;
-    /* gate mapping: channel gcw, positions gpo + 2 m */
-    const int gcw = warp * 16 + (lane & 15), gpo = lane >> 4, gc = c0 + gcw;
-    const bool gcv = gc < p.Di;
-    const float Dg = gcv && p.D ? p.D[gc] : 0.0f;
-    float A0[SPT], A1[SPT];
-#pragma unroll
-    for (int k = 0; k < SPT; k++) {
-        const bool nv = n0 + k < N;
-        A0[k] = cv0 && nv ? -expf(p.A_log[(long long)c * N + n0 + k]) * LOG2E : 0.0f;
-        A1[k] = cv1 && nv ? -expf(p.A_log[(long long)(c + 1) * N + n0 + k]) * LOG2E : 0.0f;
-    }
-    const long long rowb = (long long)b * L;
-    const float *hrow0 = p.h_chunks + ((long long)b * p.Di + (cv0 ? c : 0)) * p.nch * N;
-    const float *hrow1 = p.h_chunks + ((long long)b * p.Di + (cv1 ? c + 1 : 0)) * p.nch * N;
-    /* after pair_reduce8 lane (q, pl) holds dB (pl < 4) or dC of state n0 + (pl & 3) */
-    const int rn = n0 + (pl & 3);
-    float *const rdst = (pl < 4 ? p.dB : p.dC) + rowb * p.bcs + min(rn, N - 1);
-    /* after the 4-lane sum lane q holds dx (q < 2) or ddelta of channel c + (q & 1) */
-    const int oc = c + (q & 1);
-    const bool ocv = oc < p.Di;
-    float *const odst = (q < 2 ? p.dx : p.ddelta) + rowb * p.Di + (ocv ? oc : 0);
-    const float oD = q < 2 && ocv && p.D ? p.D[oc] : 0.0f;
-    float u0[SPT] = {0.0f, 0.0f, 0.0f, 0.0f}, u1[SPT] = {0.0f, 0.0f, 0.0f, 0.0f};
-    float dA0[SPT] = {0.0f, 0.0f, 0.0f, 0.0f}, dA1[SPT] = {0.0f, 0.0f, 0.0f, 0.0f};
-    float dDacc = 0.0f;
-    const int nch = (L + BT - 1) / BT;
-    bwd6_stage<VEC>(p, sm, b, c0, nch - 1, tid);
-    cp_commit();
-    float hn0[SPT], hn1[SPT];
-    bwd3_load_h<VEC>(p, hrow0, nch - 1, n0, cv0, hn0);
-    bwd3_load_h<VEC>(p, hrow1, nch - 1, n0, cv1, hn1);
-#pragma unroll 1
-    for (int kc = nch - 1; kc >= 0; kc--) {
-        const float e0[SPT] = {hn0[0], hn0[1], hn0[2], hn0[3]};
-        const float e1[SPT] = {hn1[0], hn1[1], hn1[2], hn1[3]};
-        cp_wait<0>();
-        __syncthreads();
-        const int ts = kc * BT;
-        /* ---- forward pass: states, checkpoints, pre-gate output */
-        {
-            float s0[SPT] = {e0[0], e0[1], e0[2], e0[3]}, s1[SPT] = {e1[0], e1[1], e1[2], e1[3]};
-#pragma unroll 1
-            for (int j = 0; j < BT / BK; j++) {
-                if (j > 0) {
-                    CK[(2 * (j - 1)) * NT + tid] = make_float4(s0[0], s0[1], s0[2], s0[3]);
-                    CK[(2 * (j - 1) + 1) * NT + tid] = make_float4(s1[0], s1[1], s1[2], s1[3]);
-                }
-                /* ys[(2 ch + (i & 1)) * 4 + i / 2]: after the 4-lane sum lane q holds channel
-                 * q >> 1 at positions 2 jj + (q & 1) (rows one apart: no bank conflicts) */
-                float ys[2 * BK];
-#pragma unroll
-                for (int i = 0; i < BK; i++) {
-                    const int r = j * BK + i;
-                    const float2 xv = *(const float2 *)(X + r * XS + cw);
-                    const float2 dv = *(const float2 *)(Dl + r * CPB + cw);
-                    const float4 B4 = *(const float4 *)(Bs + r * NP + n0);
-                    const float4 C4 = *(const float4 *)(Cs + r * NP + n0);
-                    const float Bv[SPT] = {B4.x, B4.y, B4.z, B4.w};
-                    const float Cv[SPT] = {C4.x, C4.y, C4.z, C4.w};
-                    const float dtx0 = dv.x * xv.x, dtx1 = dv.y * xv.y;
-                    float y0 = 0.0f, y1 = 0.0f;
-#pragma unroll
-                    for (int k = 0; k < SPT; k++) {
-                        const float a0 = ex2(dv.x * A0[k]), a1 = ex2(dv.y * A1[k]);
-                        s0[k] = fmaf(a0, s0[k], dtx0 * Bv[k]);
-                        s1[k] = fmaf(a1, s1[k], dtx1 * Bv[k]);
-                        y0 = fmaf(s0[k], Cv[k], y0);
-                        y1 = fmaf(s1[k], Cv[k], y1);
-                    }
-                    ys[(i & 1) * 4 + i / 2] = y0;
-                    ys[(2 + (i & 1)) * 4 + i / 2] = y1;
-                }
-                group_reduce<2 * BK, 4>(ys, q);
-#pragma unroll
-                for (int jj = 0; jj < 4; jj++)
-                    YS[(j * BK + 2 * jj + (q & 1)) * XS + cw + (q >> 1)] = ys[jj];
-            }
-        }
-        __syncwarp();
-        /* ---- gate (one lane per (channel, position)): dz, dyss -> YS, dD */
-#pragma unroll 1
-        for (int mb = 0; mb < BT / 2; mb += 16) {
-            float gy[16], zr[16];
-#pragma unroll
-            for (int m = 0; m < 16; m++) {
-                const int t = ts + gpo + 2 * (mb + m);
-                const bool ok = gcv && t < L;
-                gy[m] = ok ? __ldg(p.dy + (rowb + t) * p.Di + gc) : 0.0f;
-                zr[m] = ok && p.z ? __ldg(p.z + (rowb + t) * p.zs + gc) : 0.0f;
-            }
-#pragma unroll
-            for (int m = 0; m < 16; m++) {
-                const int r = gpo + 2 * (mb + m), t = ts + r;
-                const float xo = X[r * XS + gcw];
-                float dyss = gy[m];
-                if (p.z) {
-                    const float zz = zr[m], sg = sigmoidf_(zz);
-                    const float yss = fmaf(Dg, xo, YS[r * XS + gcw]);
-                    dyss = gy[m] * zz * sg;
-                    if (gcv && t < L)
-                        p.dz[(rowb + t) * p.zs + gc] = gy[m] * yss * sg * fmaf(zz, 1.0f - sg, 1.0f);
-                }
-                dDacc = fmaf(dyss, xo, dDacc);
-                YS[r * XS + gcw] = dyss;
-            }
-        }
-        __syncwarp();
-        /* ---- reverse pass, one 8-position sub-chunk at a time */
-#pragma unroll 1
-        for (int j = BT / BK - 1; j >= 0; j--) {
-            const int i0 = j * BK;
-            float p0[SPT], p1[SPT];
-            if (j == 0) {
-#pragma unroll
-                for (int k = 0; k < SPT; k++) p0[k] = e0[k], p1[k] = e1[k];
-            } else {
-                const float4 v0 = CK[(2 * (j - 1)) * NT + tid], v1 = CK[(2 * (j - 1) + 1) * NT + tid];
-                p0[0] = v0.x, p0[1] = v0.y, p0[2] = v0.z, p0[3] = v0.w;
-                p1[0] = v1.x, p1[1] = v1.y, p1[2] = v1.z, p1[3] = v1.w;
-            }
-            float av0[BK][SPT], av1[BK][SPT], st0[BK][SPT], st1[BK][SPT];
-            {
-                float s0[SPT] = {p0[0], p0[1], p0[2], p0[3]}, s1[SPT] = {p1[0], p1[1], p1[2], p1[3]};
-#pragma unroll
-                for (int i = 0; i < BK; i++) {
-                    const int r = i0 + i;
-                    const float2 xv = *(const float2 *)(X + r * XS + cw);
-                    const float2 dv = *(const float2 *)(Dl + r * CPB + cw);
-                    const float4 B4 = *(const float4 *)(Bs + r * NP + n0);
-                    const float Bv[SPT] = {B4.x, B4.y, B4.z, B4.w};
-                    const float dtx0 = dv.x * xv.x, dtx1 = dv.y * xv.y;
-#pragma unroll
-                    for (int k = 0; k < SPT; k++) {
-                        const float a0 = ex2(dv.x * A0[k]), a1 = ex2(dv.y * A1[k]);
-                        av0[i][k] = a0, av1[i][k] = a1;
-                        s0[k] = fmaf(a0, s0[k], dtx0 * Bv[k]);
-                        s1[k] = fmaf(a1, s1[k], dtx1 * Bv[k]);
-                        st0[i][k] = s0[k], st1[i][k] = s1[k];
-                    }
-                }
-            }
-#pragma unroll
-            for (int i = BK - 1; i >= 0; i--) {
-                const int r = i0 + i, t = ts + r;
-                const float2 dys = *(const float2 *)(YS + r * XS + cw);
-                const float2 xv = *(const float2 *)(X + r * XS + cw);
-                const float2 dv = *(const float2 *)(Dl + r * CPB + cw);
-                const float4 B4 = *(const float4 *)(Bs + r * NP + n0);
-                const float4 C4 = *(const float4 *)(Cs + r * NP + n0);
-                const float Bv[SPT] = {B4.x, B4.y, B4.z, B4.w};
-                const float Cv[SPT] = {C4.x, C4.y, C4.z, C4.w};
-                const float dtx0 = dv.x * xv.x, dtx1 = dv.y * xv.y;
-                float v[8], gb0 = 0.0f, gb1 = 0.0f, de0 = 0.0f, de1 = 0.0f;
-#pragma unroll
-                for (int k = 0; k < SPT; k++) {
-                    const float g0 = fmaf(dys.x, Cv[k], u0[k]), g1 = fmaf(dys.y, Cv[k], u1[k]);
-                    u0[k] = av0[i][k] * g0; /* a_t g_t, the carry into t - 1 */
-                    u1[k] = av1[i][k] * g1;
-                    /* e = g_t a_t s_{t-1} */
-                    const float ee0 = u0[k] * (i > 0 ? st0[i > 0 ? i - 1 : 0][k] : p0[k]);
-                    const float ee1 = u1[k] * (i > 0 ? st1[i > 0 ? i - 1 : 0][k] : p1[k]);
-                    de0 = fmaf(ee0, A0[k], de0);
-                    de1 = fmaf(ee1, A1[k], de1);
-                    dA0[k] = fmaf(ee0, dv.x, dA0[k]);
-                    dA1[k] = fmaf(ee1, dv.y, dA1[k]);
-                    gb0 = fmaf(g0, Bv[k], gb0);
-                    gb1 = fmaf(g1, Bv[k], gb1);
-                    v[k] = fmaf(g1, dtx1, g0 * dtx0);
-                    v[4 + k] = fmaf(dys.y, st1[i][k], dys.x * st0[i][k]);
-                }
-                /* dx = delta sum_n g B + D dyss, ddelta = x sum_n g B + ln2 sum_n g a s A2 */
-                float o[4] = {dv.x * gb0, dv.y * gb1, fmaf(xv.x, gb0, de0 * LN2),
-                              fmaf(xv.y, gb1, de1 * LN2)};
-                group_reduce<4, 4>(o, q);
-                if (ocv && t < L)
-                    odst[(long long)t * p.Di] = q < 2 ? fmaf(oD, (q & 1) ? dys.y : dys.x, o[0]) : o[0];
-                if (!p.skip_bc) {
-                    pair_reduce8(v, lane);
-                    if (rn < N && t < L) atomicAdd(rdst + (long long)t * p.bcs, v[0]);
-                }
-            }
-        }
-        __syncthreads(); /* everyone is done with the staged chunk */
-        if (kc > 0) {
-            bwd6_stage<VEC>(p, sm, b, c0, kc - 1, tid);
-            bwd3_load_h<VEC>(p, hrow0, kc - 1, n0, cv0, hn0);
-            bwd3_load_h<VEC>(p, hrow1, kc - 1, n0, cv1, hn1);
-        }
-        cp_commit();
-    }
-    cp_wait<0>();
-#pragma unroll
-    for (int k = 0; k < SPT; k++) {
-        if (n0 + k >= N) continue;
-        if (cv0) atomicAdd(p.dA_log + (long long)c * N + n0 + k, dA0[k] * A0[k] * LN2);
-        if (cv1) atomicAdd(p.dA_log + (long long)(c + 1) * N + n0 + k, dA1[k] * A1[k] * LN2);
-    }
-    dDacc += __shfl_xor_sync(FULL_MASK, dDacc, 16);
-    if (p.dD && gcv && lane < 16) atomicAdd(p.dD + gc, dDacc);
-}
-
 /* dB, dC columns := 0 (they are accumulated with atomics). */
 __global__ void zero_bc_kernel(float *dB, float *dC, long long rows, long long stride, int N) {
     const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
@@ -1470,16 +1189,18 @@ __global__ void zero_bc_kernel(float *dB, float *dC, long long rows, long long s
 
 #ifndef MB_SCAN_EMU
 /* ------------------------------------------------------------------------------ host side */
+/* Lane layout default: channel-major (0), the one measured on the H200; 1 (state-group-major)
+ * is checked by scan_emu but not yet timed on a GPU. */
+#ifndef LANE_QM_DEFAULT
+#define LANE_QM_DEFAULT 0
+#endif
 static int g_fwd_warps = 0; /* > 0: the legacy forward kernel with that many warps per tile */
 static int g_bwd_warps = 0; /* 0: automatic; 1: v5 (one thread walks a chunk); 8 or 16: v4 */
 static int g_skip_bc = 0;
-static int g_fwd_ch = 0; /* staged forward: channels per thread (0: automatic) */
-#ifndef FWD_CH_AUTO
-#define FWD_CH_AUTO 1
-#endif
+static int g_lane_qm = LANE_QM_DEFAULT; /* state-group-major lanes (forward and v5) */
 
-extern "C" void mb_scan_cuda_set_forward_channels(int ch) {
-    g_fwd_ch = ch;
+extern "C" void mb_scan_cuda_set_lane_layout(int state_major) {
+    g_lane_qm = state_major < 0 ? LANE_QM_DEFAULT : state_major != 0;
 }
 
 extern "C" void mb_scan_cuda_lab_skip_bc_atomics(int skip) {
@@ -1519,20 +1240,15 @@ static int lanes_per_channel(int64_t N) {
     return g;
 }
 
-/* Backward kernel choice: 3 = v6 (scan_bwd6_kernel, two channels per thread; N 9..16 only),
- * 1 = v5 (scan_bwd3_kernel), 2 = v5 with the dB/dC pair exchange (XB 1), 4 = v5 with the dB/dC
- * butterfly (XB 2; N 9..16 only), 0 = v4
- * (scan_bwd2_kernel). Automatic: v6 (N 9..16) or v5 with the pair exchange (N <= 8) unless the
- * grid has fewer than 1.5 blocks per multiprocessor (v5 and v6 have one block per 32 channels
- * and sequence; v4 splits time inside a block and fills a small grid better: on the H200 at
- * L 8192, Di 2048, B 2 (128 blocks) v4 took 1.87 ms and v5 2.11, at B 4 v4 3.69 and v5 2.67). */
-#ifndef BWD_AUTO
-#define BWD_AUTO 3
+/* Backward kernel choice: 1 = v5 (scan_bwd3_kernel), 2 = v5 with the dB/dC pair exchange
+ * (XB), 0 = v4 (scan_bwd2_kernel). Automatic: V5_AUTO unless the grid has fewer than 1.5 blocks
+ * per multiprocessor (v5 has one block per 32 channels and sequence; v4 splits time inside a
+ * block and fills a small grid better: on the H200 at L 8192, Di 2048, B 2 (128 blocks) v4 took
+ * 1.87 ms and v5 2.07, at B 4 v4 3.69 and v5 2.57). */
+#ifndef V5_AUTO
+#define V5_AUTO 2 /* with the pair exchange: 4.19 ms against 4.43 at B 8 on the H200 */
 #endif
-static int choose_bwd(const scan_params *p) {
-    const int G = lanes_per_channel(p->N);
-    if (g_bwd_warps == 3) return G == 4 ? 3 : 2;
-    if (g_bwd_warps == 4) return G == 4 ? 4 : 2;
+static int choose_v5(const scan_params *p) {
     if (g_bwd_warps == 1 || g_bwd_warps == 2) return g_bwd_warps;
     if (g_bwd_warps == 8 || g_bwd_warps == 16) return 0;
     if (p->N > 16) return 0;
@@ -1543,8 +1259,7 @@ static int choose_bwd(const scan_params *p) {
         sms = 132;
     }
     const long long blocks = (long long)p->B * ((p->Di + 31) / 32);
-    if (2 * blocks < 3LL * sms) return 0;
-    return BWD_AUTO == 3 && G != 4 ? 2 : BWD_AUTO;
+    return 2 * blocks >= 3LL * sms ? V5_AUTO : 0;
 }
 
 static int check_args(const mb_scan_args *a, const char *fn) {
@@ -1590,7 +1305,8 @@ static scan_params make_params(const mb_scan_args *a) {
 typedef void (*kern_t)(scan_params);
 
 /* legacy forward (kept as a lab reference: mb_scan_cuda_set_forward_warps(W > 0)) */
-#define FWD_K(G, PAR) (vec ? scan_fwd_kernel<FWD_S, G, PAR, true> : scan_fwd_kernel<FWD_S, G, PAR, false>)
+#define FWD_K(G, PAR)                                                                              \
+    (vec ? scan_fwd_kernel<FWD_S, G, PAR, true> : scan_fwd_kernel<FWD_S, G, PAR, false>)
 static kern_t fwd_kernel_for(int G, int par, int vec) {
     switch (G) {
     case 1: return par ? FWD_K(1, true) : FWD_K(1, false);
@@ -1600,25 +1316,27 @@ static kern_t fwd_kernel_for(int G, int par, int vec) {
     }
 }
 
-#define FWD2_K(G, FINE, CH) (vec ? scan_fwd2_kernel<G, true, FINE, CH> : scan_fwd2_kernel<G, false, FINE, CH>)
-static kern_t fwd2_kernel_for(int G, int fine, int vec, int ch) {
+#define FWD2_K(G, FINE)                                                                            \
+    (vec ? (qm ? scan_fwd2_kernel<G, true, FINE, true> : scan_fwd2_kernel<G, true, FINE, false>)   \
+         : (qm ? scan_fwd2_kernel<G, false, FINE, true>                                            \
+               : scan_fwd2_kernel<G, false, FINE, false>))
+static kern_t fwd2_kernel_for(int G, int fine, int vec, int qm) {
     switch (G) {
-    case 1: return fine ? FWD2_K(1, true, 1) : FWD2_K(1, false, 1);
-    case 2: return fine ? FWD2_K(2, true, 1) : FWD2_K(2, false, 1);
-    case 4:
-        if (ch == 2) return fine ? FWD2_K(4, true, 2) : FWD2_K(4, false, 2);
-        return fine ? FWD2_K(4, true, 1) : FWD2_K(4, false, 1);
-    default: return fine ? FWD2_K(8, true, 1) : FWD2_K(8, false, 1);
+    case 1: return fine ? FWD2_K(1, true) : FWD2_K(1, false);
+    case 2: return fine ? FWD2_K(2, true) : FWD2_K(2, false);
+    case 4: return fine ? FWD2_K(4, true) : FWD2_K(4, false);
+    default: return fine ? FWD2_K(8, true) : FWD2_K(8, false);
     }
 }
 
-#define BWD3_K(G, XB) (vec ? scan_bwd3_kernel<G, true, XB> : scan_bwd3_kernel<G, false, XB>)
-/* xb: 0 plain, 1 pair exchange, 2 butterfly (G = 4 only; else the pair exchange) */
-static kern_t bwd3_kernel_for(int G, int vec, int xb) {
+#define BWD3_K(G, XB)                                                                              \
+    (vec ? (qm ? scan_bwd3_kernel<G, true, XB, true> : scan_bwd3_kernel<G, true, XB, false>)       \
+         : (qm ? scan_bwd3_kernel<G, false, XB, true> : scan_bwd3_kernel<G, false, XB, false>))
+static kern_t bwd3_kernel_for(int G, int vec, int xb, int qm) {
     switch (G) {
     case 1: return xb ? BWD3_K(1, 1) : BWD3_K(1, 0);
     case 2: return xb ? BWD3_K(2, 1) : BWD3_K(2, 0);
-    default: return xb == 2 ? BWD3_K(4, 2) : xb ? BWD3_K(4, 1) : BWD3_K(4, 0);
+    default: return xb ? BWD3_K(4, 1) : BWD3_K(4, 0);
     }
 }
 
@@ -1644,13 +1362,12 @@ static int launch_forward(const scan_params *p, cudaStream_t st) {
     if (g_fwd_warps <= 0) {
         const int vec = p->vec, fine = p->h_chunks && p->chunk % FT != 0;
         const size_t shm = sizeof(float) * FK * (3 * FT * 32 + 2 * FT * 4 * G);
-        const int ch = G == 4 && (g_fwd_ch == 2 || (g_fwd_ch == 0 && FWD_CH_AUTO == 2)) ? 2 : 1;
-        kern_t k = fwd2_kernel_for(G, fine, vec, ch);
+        kern_t k = fwd2_kernel_for(G, fine, vec, g_lane_qm);
         e = cudaFuncSetAttribute((const void *)k, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                  (int)shm);
         if (e != cudaSuccess) return cuda_fail(e, "mb_scan_cuda_forward: shared memory size");
         dim3 grid((p->Di + 31) / 32, p->B);
-        k<<<grid, 32 * G / ch, shm, st>>>(*p);
+        k<<<grid, 32 * G, shm, st>>>(*p);
     } else {
         const int cpw = 32 / G, nblk = (p->Di + cpw - 1) / cpw;
         const int W = g_fwd_warps > 16 ? 16 : g_fwd_warps;
@@ -1664,20 +1381,18 @@ static int launch_forward(const scan_params *p, cudaStream_t st) {
 
 extern "C" int mb_scan_cuda_lab_backward_occupancy(int64_t N) {
     if (N < 1 || N > 16) return mb_fail(MB_EINVAL, "backward occupancy: N %lld", (long long)N);
-    const int G = lanes_per_channel(N), v6 = G == 4 && BWD_AUTO == 3;
-    const size_t shm = sizeof(float) * (v6 ? bwd6_geom::TOTAL
-                                        : G == 1 ? bwd3_geom<1>::TOTAL
+    const int G = lanes_per_channel(N);
+    const size_t shm = sizeof(float) * (G == 1   ? bwd3_geom<1>::TOTAL
                                         : G == 2 ? bwd3_geom<2>::TOTAL
                                                  : bwd3_geom<4>::TOTAL);
-    kern_t k = v6 ? scan_bwd6_kernel<true> : bwd3_kernel_for(G, 1, 1);
+    kern_t k = bwd3_kernel_for(G, 1, 1, g_lane_qm);
     cudaError_t e = cudaFuncSetAttribute((const void *)k,
                                          cudaFuncAttributeMaxDynamicSharedMemorySize, (int)shm);
     if (e == cudaSuccess)
         e = cudaFuncSetAttribute((const void *)k, cudaFuncAttributePreferredSharedMemoryCarveout,
                                  (int)cudaSharedmemCarveoutMaxShared);
     int nb = 0;
-    if (e == cudaSuccess)
-        e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&nb, k, v6 ? bwd6_geom::NT : 32 * G, shm);
+    if (e == cudaSuccess) e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&nb, k, 32 * G, shm);
     return e == cudaSuccess ? nb : cuda_fail(e, "backward occupancy");
 }
 
@@ -1741,11 +1456,12 @@ extern "C" int mb_scan_cuda_backward(const mb_scan_args *a, const float *dy, flo
     const int G = lanes_per_channel(p.N), cpw = 32 / G, vec = p.vec;
     p.skip_bc = g_skip_bc;
     p.red_vec = al16(dB) && al16(dC) && p.bcs % 4 == 0 && p.N % 4 == 0;
-    const int kind = choose_bwd(&p);
-    if (kind == 0) {
+    const int use_v5 = choose_v5(&p);
+    if (!use_v5) {
         const int W = g_bwd_warps == 16 ? 16 : 8;
-        const size_t shm = sizeof(float4) * 3 * W * 32 +
-                           sizeof(float) * 2 * (4 * BWD_CHUNK * cpw + 2 * BWD_CHUNK * 4 * G + cpw * 4 * G);
+        const size_t shm =
+            sizeof(float4) * 3 * W * 32 +
+            sizeof(float) * 2 * (4 * BWD_CHUNK * cpw + 2 * BWD_CHUNK * 4 * G + cpw * 4 * G);
         kern_t k = bwd2_kernel_for(G, W, vec);
         e = cudaFuncSetAttribute((const void *)k, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                  (int)shm);
@@ -1755,14 +1471,11 @@ extern "C" int mb_scan_cuda_backward(const mb_scan_args *a, const float *dy, flo
             e = cudaGetLastError();
         }
     } else {
-        /* v5: blocks of 32 channels x G lanes, 54 KB of shared memory (G = 4): 4 per SM;
-         * v6: blocks of 16 channel pairs x 4 lanes, 54 KB: 4 per SM */
-        const size_t shm = sizeof(float) * (kind == 3   ? bwd6_geom::TOTAL
-                                            : G == 1   ? bwd3_geom<1>::TOTAL
+        /* v5: blocks of 32 channels x G lanes, 54 KB of shared memory (G = 4): 4 per SM */
+        const size_t shm = sizeof(float) * (G == 1   ? bwd3_geom<1>::TOTAL
                                             : G == 2 ? bwd3_geom<2>::TOTAL
                                                      : bwd3_geom<4>::TOTAL);
-        kern_t k = kind == 3 ? (vec ? scan_bwd6_kernel<true> : scan_bwd6_kernel<false>)
-                             : bwd3_kernel_for(G, vec, kind == 4 ? 2 : kind == 2);
+        kern_t k = bwd3_kernel_for(G, vec, use_v5 == 2, g_lane_qm);
         e = cudaFuncSetAttribute((const void *)k, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                  (int)shm);
         if (e == cudaSuccess)
@@ -1771,7 +1484,7 @@ extern "C" int mb_scan_cuda_backward(const mb_scan_args *a, const float *dy, flo
                                      (int)cudaSharedmemCarveoutMaxShared);
         if (e == cudaSuccess) {
             dim3 grid((p.Di + 31) / 32, p.B);
-            k<<<grid, kind == 3 ? bwd6_geom::NT : 32 * G, shm, st>>>(p);
+            k<<<grid, 32 * G, shm, st>>>(p);
             e = cudaGetLastError();
         }
     }

@@ -3,24 +3,23 @@
  * pointer in mb_scan_args and every output is a DEVICE pointer. fp32 inputs and fp32 state.
  *
  * Structure (mamba_ssm csrc/selective_scan, adapted to our (B, L, Di) channel-contiguous
- * layout): a thread owns one channel (backward v6: two adjacent channels) and 4 consecutive
- * states; G = N/4 (rounded up to a power of two) lanes share a channel. Forward: a block of 32
- * channels (G warps) walks the whole sequence, each thread scanning its channel serially; tiles
- * of 32 positions of x, delta, z (32 channels, 128-byte rows) and of B, C are copied into shared
- * memory one tile ahead with cp.async, so a step touches only shared memory and registers; the
- * gated output goes back into the tile's z slots and is written out as whole 128-byte rows
- * during the next tile. Backward (v6, default for N 9..16): a block of 32 channels (16 pairs x
- * 4 lanes, 2 warps) walks the sequence backwards one 64-position chunk at a time (x, delta, B, C
- * of the chunk staged in shared memory); every thread walks the chunk alone for its two
- * channels, forward from the saved entering state (checkpoints every 8 positions, pre-gate
+ * layout): a thread owns one channel and 4 consecutive states; G = N/4 (rounded up to a power
+ * of two) lanes share a channel. Forward: a block of 32 channels (G warps) walks the whole
+ * sequence, each thread scanning its channel serially; tiles of 32 positions of x, delta, z
+ * (32 channels, 128-byte rows) and of B, C are copied into shared memory one tile ahead with
+ * cp.async, so a step touches only shared memory and registers; the gated output goes back into
+ * the tile's z slots and is written out as whole 128-byte rows during the next tile. Backward
+ * (v5, default): a block of 32 channels x G lanes walks the sequence backwards one 64-position
+ * chunk at a time (x, delta, B, C of the chunk staged in shared memory); every thread walks the
+ * chunk alone, forward from the saved entering state (checkpoints every 8 positions, pre-gate
  * output, gate), then backward in 8-position sub-chunks recomputed into registers; warps never
- * wait for one another inside a chunk; dB/dC are summed over the thread's two channels, then
- * over the warp's 8 pairs by a butterfly of shuffles, and added with one red per (position,
- * value, warp); dA_log/dD by one atomic per value and thread. v5 (one channel per thread,
- * dB/dC summed in shared memory; default for N <= 8) and v4 (8 or 16 warps split each chunk in
- * time and combine their (a, b) aggregates in shared memory; default for small grids) stay
- * selectable. Only the states entering each chunk (args.chunk) are saved; no (L, Di, N) tensor.
- * exp is exp2 with A pre-scaled by log2(e).
+ * wait for one another inside a chunk; dB/dC are summed over channel pairs by a shuffle, then
+ * over the warp's channels in shared memory, and added with one 16-byte red per (position, 4
+ * states, warp); dA_log/dD by one atomic per value and block. The previous backward (v4: 8 or
+ * 16 warps split each chunk in time and combine their (a, b) aggregates in shared memory) stays
+ * selectable and serves small grids. Only the states entering each chunk (args.chunk) are
+ * saved; no (L, Di, N) tensor. exp is exp2 with A pre-scaled by log2(e). The shared x / delta
+ * / z / output tiles are column-swizzled by row against bank conflicts.
  *
  * Errors: functions return 0 or a negative MB_E* code with mb_fail() naming the argument or the
  * CUDA error (they never abort). Launches are asynchronous on `stream` (a cudaStream_t passed
@@ -66,24 +65,24 @@ int mb_scan_cuda_backward(const mb_scan_args *a, const float *dy, float *dx, flo
  * not depend on it beyond rounding of the (a, b) combination order. Not thread-safe (global). */
 void mb_scan_cuda_set_forward_warps(int warps);
 
-/* Lab knob: channels per thread of the staged forward kernel for N 9..16: 0 (default) =
- * automatic, 1 or 2 (two adjacent channels per thread: each B/C row read serves 8 state
- * chains). Other N always use 1. Results are the same bit for bit. Not thread-safe (global). */
-void mb_scan_cuda_set_forward_channels(int ch);
+/* Lab knob: lane layout of the staged forward and the v5 backward. 0 (default) = channel-major
+ * (lane = channel * G + q, measured on the H200); 1 = state-group-major (lane = q * 32/G +
+ * channel: the 8 lanes of a quarter-warp read the same B / C bytes, 2 shared-memory wavefronts
+ * per float4 read instead of 4; checked by tests/cuda/scan_emu.cpp, not yet timed on a GPU);
+ * negative = back to the default. Results are the same bit for bit. Not thread-safe (global). */
+void mb_scan_cuda_set_lane_layout(int state_major);
 
-/* Lab knob: backward kernel. 0 (default) = automatic (v6 for N 9..16, v5 with the pair
- * exchange for N <= 8, or v4 8 x 8 for grids of fewer than 1.5 blocks of 32 channels per
- * multiprocessor); 3 = v6 (two channels per thread; N <= 8 takes 2 instead); 1 = v5 (no split
- * in time: one thread walks each chunk); 2 = v5 whose dB/dC terms are first summed over channel
+/* Lab knob: backward kernel. 0 (default) = automatic (v5 with the pair exchange, or v4 8 x 8
+ * for grids of fewer than 1.5 blocks of 32 channels per multiprocessor); 1 = v5 (no split in
+ * time: one thread walks each chunk); 2 = v5 whose dB/dC terms are first summed over channel
  * pairs by one shuffle (half the shared-memory traffic of their sums); 8 or 16 = v4 with that
  * many warps splitting each 64-position chunk in time (8 x 8 or 16 x 4 positions). Results do
  * not depend on it beyond rounding. Not thread-safe (global). */
 void mb_scan_cuda_set_backward_warps(int warps);
 
-/* Lab diagnostic for bench_scan_cuda: blocks of the automatic large-grid backward kernel (v6
- * for N 9..16, else v5 with the pair exchange) that fit on one multiprocessor at d_state N
- * (cudaOccupancyMaxActiveBlocksPerMultiprocessor; 4 expected for N = 16), or a negative MB_E*
- * code. */
+/* Lab diagnostic for bench_scan_cuda: blocks of the v5 backward kernel that fit on one
+ * multiprocessor at d_state N (cudaOccupancyMaxActiveBlocksPerMultiprocessor; 4 expected for
+ * N = 16), or a negative MB_E* code. */
 int mb_scan_cuda_lab_backward_occupancy(int64_t N);
 
 /* Lab diagnostic for bench_scan_cuda only: non-zero makes the backward leave out its dB/dC

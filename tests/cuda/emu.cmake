@@ -1,8 +1,9 @@
-# The GPU selective scan's v5 backward kernel (src/cuda/scan.cu) compiled as host C++ and run
-# block by block on the CPU by tests/cuda/scan_emu.cpp, against the CPU reference scan. CI has
-# no GPU, so this is where the kernel's indexing, lane mappings and barriers are exercised
-# there (a missing barrier shows up as a read of data not yet written). Needs a C++ compiler
-# (Debian build-essential); skipped with a message without one.
+# The GPU selective scan's staged forward and v5 backward kernels (src/cuda/scan.cu), both lane
+# layouts, compiled as host C++ and run block by block on the CPU by tests/cuda/scan_emu.cpp,
+# against the CPU reference scan. CI has no GPU, so this is where the kernels' indexing, lane
+# mappings and barriers are exercised there (a missing barrier shows up as a read of data not
+# yet written). Needs a C++ compiler (Debian build-essential); skipped with a message without
+# one.
 include(CheckLanguage)
 check_language(CXX)
 if(CMAKE_CXX_COMPILER)

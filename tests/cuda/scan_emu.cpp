@@ -1,5 +1,5 @@
-/* CPU emulation of the GPU scan's forward kernel and v5 / v6 backward kernels (src/cuda/scan.cu,
- * scan_fwd2_kernel, scan_bwd3_kernel and scan_bwd6_kernel),
+/* CPU emulation of the GPU scan's staged forward and v5 backward kernels (src/cuda/scan.cu,
+ * scan_fwd2_kernel and scan_bwd3_kernel, both lane layouts),
  * for checking its indexing, lane mappings and barriers on a machine without a GPU. The
  * kernel source is compiled as host C++ (MB_SCAN_EMU) and each block's threads run as
  * cooperative fibers: every __syncthreads / __syncwarp / shuffle is a block-wide barrier at which
@@ -200,18 +200,16 @@ static float urand(mb_rng *r, float lo, float hi) {
 struct tcase {
     int64_t B, L, Di, N, R, chunk;
     int gate, use_h0, vec, nan_at;
-    int kern; /* 0: v5, 1: v5 with the dB/dC pair exchange, 2: v6 (two channels per thread),
-                 3: v5 with the dB/dC butterfly */
+    int kern; /* 0: v5, 1: v5 with the dB/dC pair exchange */
+    int qm;   /* state-group-major lanes (forward and backward) */
 };
 
 static void run_case(tcase tc, uint64_t seed) {
-    printf("B %lld L %lld Di %lld N %lld chunk %lld gate %d h0 %d vec %d nan %d kernel %s\n",
+    printf("B %lld L %lld Di %lld N %lld chunk %lld gate %d h0 %d vec %d nan %d kernel %s, %s "
+           "lanes\n",
            (long long)tc.B, (long long)tc.L, (long long)tc.Di, (long long)tc.N,
            (long long)tc.chunk, tc.gate, tc.use_h0, tc.vec, tc.nan_at,
-           tc.kern == 3   ? "v5 butterfly"
-           : tc.kern == 2 ? "v6"
-           : tc.kern == 1 ? "v5 pair exchange"
-                          : "v5");
+           tc.kern == 1 ? "v5 pair exchange" : "v5", tc.qm ? "state-major" : "channel-major");
     const int64_t B = tc.B, L = tc.L, Di = tc.Di, N = tc.N, R = tc.R, BL = B * L;
     const int64_t bcs = R + 2 * N;
     mb_rng r;
@@ -247,11 +245,9 @@ static void run_case(tcase tc, uint64_t seed) {
     mb_scan_backward(&a, dy.data(), dx.data(), ddl.data(), dA.data(), gbc.data() + R,
                      gbc.data() + R + N, dD.data(), tc.gate ? dz.data() + Di : NULL);
 
-    for (int ch = 1; tc.kern == 0 && tc.nan_at < 0 && ch <= 2; ch++) {
-        /* emulated GPU forward (scan_fwd2_kernel, 1 or 2 channels per thread): y, h_chunks at
-         * tc.chunk, h_last */
+    if (tc.kern == 1 && tc.nan_at < 0) {
+        /* emulated GPU forward (scan_fwd2_kernel): y, h_chunks at tc.chunk, h_last */
         const int Gf = N <= 4 ? 1 : N <= 8 ? 2 : 4;
-        if (ch == 2 && Gf != 4) break;
         std::vector<float> hl(B * Di * N), ey(BL * Di, NAN), ehc(B * Di * nch * N, NAN),
             ehl(B * Di * N, NAN);
         mb_scan_args al = a;
@@ -268,14 +264,14 @@ static void run_case(tcase tc, uint64_t seed) {
         f.vec = tc.vec;
         const bool fine = tc.chunk % FT != 0;
         std::function<void()> kf;
-#define EMU_F(GG, CC)                                                                             \
-    (fine ? (tc.vec ? std::function<void()>([&] { scan_fwd2_kernel<GG, true, true, CC>(f); })    \
-                    : std::function<void()>([&] { scan_fwd2_kernel<GG, false, true, CC>(f); }))  \
-          : (tc.vec ? std::function<void()>([&] { scan_fwd2_kernel<GG, true, false, CC>(f); })   \
-                    : std::function<void()>([&] { scan_fwd2_kernel<GG, false, false, CC>(f); })))
-        kf = Gf == 1 ? EMU_F(1, 1) : Gf == 2 ? EMU_F(2, 1) : ch == 2 ? EMU_F(4, 2) : EMU_F(4, 1);
-        printf("  forward, %d channel(s) per thread:\n", ch);
-        if (emu::launch((unsigned)((Di + 31) / 32), (unsigned)B, 32 * Gf / ch, kf)) g_fail = 1;
+#define EMU_F1(GG, FF, QQ)                                                                        \
+    (tc.vec ? std::function<void()>([&] { scan_fwd2_kernel<GG, true, FF, QQ>(f); })               \
+            : std::function<void()>([&] { scan_fwd2_kernel<GG, false, FF, QQ>(f); }))
+#define EMU_F(GG)                                                                                 \
+    (fine ? (tc.qm ? EMU_F1(GG, true, true) : EMU_F1(GG, true, false))                            \
+          : (tc.qm ? EMU_F1(GG, false, true) : EMU_F1(GG, false, false)))
+        kf = Gf == 1 ? EMU_F(1) : Gf == 2 ? EMU_F(2) : EMU_F(4);
+        if (emu::launch((unsigned)((Di + 31) / 32), (unsigned)B, 32 * Gf, kf)) g_fail = 1;
         check("fwd y", rel_err(ey.data(), y2.data(), BL, Di, Di));
         check("fwd hc", rel_err(ehc.data(), hc2.data(), B * Di * nch * N, 1, 1));
         check("fwd hlast", rel_err(ehl.data(), hl.data(), B * Di * N, 1, 1));
@@ -310,20 +306,14 @@ static void run_case(tcase tc, uint64_t seed) {
     p.vec = tc.vec;
     const int G = N <= 4 ? 1 : N <= 8 ? 2 : 4;
     std::function<void()> k;
-#define EMU_K(GG, XBV)                                                                            \
-    (tc.vec ? std::function<void()>([&] { scan_bwd3_kernel<GG, true, XBV>(p); })                  \
-            : std::function<void()>([&] { scan_bwd3_kernel<GG, false, XBV>(p); }))
-    int threads = 32 * G;
-    if (tc.kern == 2) {
-        k = tc.vec ? std::function<void()>([&] { scan_bwd6_kernel<true>(p); })
-                   : std::function<void()>([&] { scan_bwd6_kernel<false>(p); });
-        threads = bwd6_geom::NT;
-    } else {
-        const int xb = tc.kern == 3 ? 2 : tc.kern;
-        k = G == 1   ? (xb ? EMU_K(1, 1) : EMU_K(1, 0))
-            : G == 2 ? (xb ? EMU_K(2, 1) : EMU_K(2, 0))
-                     : (xb == 2 ? EMU_K(4, 2) : xb ? EMU_K(4, 1) : EMU_K(4, 0));
-    }
+#define EMU_K1(GG, XBV, QQ)                                                                       \
+    (tc.vec ? std::function<void()>([&] { scan_bwd3_kernel<GG, true, XBV, QQ>(p); })              \
+            : std::function<void()>([&] { scan_bwd3_kernel<GG, false, XBV, QQ>(p); }))
+#define EMU_K(GG)                                                                                 \
+    (tc.kern ? (tc.qm ? EMU_K1(GG, 1, true) : EMU_K1(GG, 1, false))                               \
+             : (tc.qm ? EMU_K1(GG, 0, true) : EMU_K1(GG, 0, false)))
+    const int threads = 32 * G;
+    k = G == 1 ? EMU_K(1) : G == 2 ? EMU_K(2) : EMU_K(4);
     if (emu::launch((unsigned)((Di + 31) / 32), (unsigned)B, threads, k)) g_fail = 1;
     if (tc.nan_at >= 0) {
         const int dbn = std::isnan(ebc[tc.nan_at * bcs + R]), dan = std::isnan(edA[5 * N]);
@@ -343,20 +333,20 @@ static void run_case(tcase tc, uint64_t seed) {
 
 int main(void) {
     const tcase cs[] = {
-        {1, 64, 32, 16, 4, 64, 1, 0, 1, -1, 0},   {2, 200, 64, 16, 4, 64, 1, 1, 1, -1, 0},
-        {2, 200, 40, 16, 3, 64, 1, 1, 0, -1, 0},  {1, 131, 64, 16, 4, 128, 0, 1, 1, -1, 0},
-        {2, 100, 72, 12, 2, 33, 1, 1, 0, -1, 0},  {1, 150, 64, 8, 4, 32, 1, 1, 1, -1, 0},
-        {1, 150, 40, 4, 4, 1, 1, 0, 0, -1, 0},    {1, 70, 64, 4, 4, 64, 0, 0, 1, -1, 0},
-        {1, 3, 64, 16, 4, 64, 1, 1, 1, -1, 0},    {1, 150, 64, 16, 4, 64, 1, 0, 1, 100, 0},
-        {2, 100, 37, 16, 3, 64, 1, 1, 0, -1, 0}, /* odd Di: the last pair has one channel */
+        {1, 64, 32, 16, 4, 64, 1, 0, 1, -1, 0, 0},   {2, 200, 64, 16, 4, 64, 1, 1, 1, -1, 0, 0},
+        {2, 200, 40, 16, 3, 64, 1, 1, 0, -1, 0, 0},  {1, 131, 64, 16, 4, 128, 0, 1, 1, -1, 0, 0},
+        {2, 100, 72, 12, 2, 33, 1, 1, 0, -1, 0, 0},  {1, 150, 64, 8, 4, 32, 1, 1, 1, -1, 0, 0},
+        {1, 150, 40, 4, 4, 1, 1, 0, 0, -1, 0, 0},    {1, 70, 64, 4, 4, 64, 0, 0, 1, -1, 0, 0},
+        {1, 3, 64, 16, 4, 64, 1, 1, 1, -1, 0, 0},    {1, 150, 64, 16, 4, 64, 1, 0, 1, 100, 0, 0},
+        {2, 100, 37, 16, 3, 64, 1, 1, 0, -1, 0, 0}, /* odd Di: a partial block of channels */
     };
-    for (int kern = 0; kern < 4; kern++)
-        for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++) {
-            tcase tc = cs[i];
-            tc.kern = kern;
-            if (kern >= 2 && tc.N <= 8) continue; /* v6, butterfly: 4 lanes (N 9..16) */
-            run_case(tc, 1 + i);
-        }
+    for (int qm = 0; qm < 2; qm++)
+        for (int kern = qm; kern < 2; kern++) /* state-major lanes: the pair exchange only */
+            for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++) {
+                tcase tc = cs[i];
+                tc.kern = kern, tc.qm = qm;
+                run_case(tc, 1 + i);
+            }
     printf(g_fail ? "FAILED\n" : "all passed\n");
     return g_fail;
 }

@@ -5,9 +5,9 @@
  * max |gpu - cpu| / max |cpu| <= 1e-4 (a NaN where the reference has none, or the reverse,
  * counts as an infinite error). Outputs are poisoned with NaN before every GPU call, so an
  * unwritten element fails. Also: y is bit-identical for every chunk length and close for every
- * tile width; a NaN input gives NaN outputs. Every backward kernel (v6, v5 plain, with the dB/dC
- * pair exchange or butterfly, and v4 with 8 or 16 warps splitting a chunk in time) and both
- * staged forwards (1 or 2 channels per thread) are checked. Exits 77 (ctest SKIP_RETURN_CODE) without a GPU.
+ * tile width; a NaN input gives NaN outputs. Every backward kernel (v5 with and without the dB/dC
+ * pair exchange, v4 with 8 or 16 warps splitting a chunk in time) and both lane layouts of the
+ * staged forward and v5 are checked. Exits 77 (ctest SKIP_RETURN_CODE) without a GPU.
  */
 #include <cuda_runtime.h>
 #include <math.h>
@@ -265,23 +265,21 @@ static void run_invariance(void) {
         }
         cudaFree(g_y), cudaFree(g_hc);
     }
-    for (int ch = 1; ch <= 2; ch++) {
-        /* the forward with 1 and 2 channels per thread: the same arithmetic per channel */
-        mb_scan_cuda_set_forward_channels(ch);
+    for (int qm = 0; qm <= 1; qm++) {
+        /* both lane layouts: the same arithmetic per channel */
+        mb_scan_cuda_set_lane_layout(qm);
         float *g_y = dev_poison(n);
         mb_scan_args ad = args_of(&p, 1, NULL, NULL, 64);
         if (mb_scan_cuda_forward(&ad, g_y, NULL)) g_fail = 1;
         CK(cudaDeviceSynchronize());
         float *y = to_host(g_y, n);
-        char name[32];
-        snprintf(name, sizeof name, "ch=%d", ch);
-        check("fwd", name, rel_err(y, ref, tc.B * tc.L, tc.Di, tc.Di));
-        printf("  %d channel(s) per thread: y %s the automatic forward's\n", ch,
+        check("fwd", qm ? "lanes qm" : "lanes cm", rel_err(y, ref, tc.B * tc.L, tc.Di, tc.Di));
+        printf("  lane layout %d: y %s the default forward's\n", qm,
                memcmp(y, ref, sizeof(float) * (size_t)n) == 0 ? "identical to" : "differs from");
         free(y);
         cudaFree(g_y);
     }
-    mb_scan_cuda_set_forward_channels(0);
+    mb_scan_cuda_set_lane_layout(-1);
     const int warps[] = {1, 2, 4, 8, 16};
     for (int i = 0; i < 5; i++) {
         mb_scan_cuda_set_forward_warps(warps[i]);
@@ -350,10 +348,10 @@ int main(void) {
     printf("device: %s (%d SMs)\n", prop.name, prop.multiProcessorCount);
     const int64_t Ls[] = {1, 3, 63, 2047, 2048, 2049, 8193};
     uint64_t seed = 1;
-    /* the v6 backward for the main cases (the automatic choice may take v4 for grids this
-     * small; v6 needs N 9..16, else this knob takes v5 with the pair exchange) */
-    printf("backward v6:\n");
-    mb_scan_cuda_set_backward_warps(3);
+    /* the v5 backward with the pair exchange for the main cases (the automatic choice may
+     * take v4 for grids this small) */
+    printf("backward v5 with the dB/dC pair exchange:\n");
+    mb_scan_cuda_set_backward_warps(2);
     for (int li = 0; li < 7; li++)
         for (int64_t B = 1; B <= 3; B += 2) {
             /* chunk: the CPU default (128, rechunked on the GPU) and the GPU's own (64) */
@@ -365,7 +363,7 @@ int main(void) {
         {3, 2049, 64, 4, 4, 64, 1, 1, 0}, {1, 8193, 64, 4, 0, 128, 0, 0, 0},
         {2, 1000, 40, 16, 3, 7, 1, 1, 0}, {2, 515, 72, 12, 2, 33, 1, 1, 0},
         {1, 777, 64, 8, 4, 1, 0, 1, 0},   {2, 2048, 64, 16, 4, 2048, 1, 1, 0},
-        {2, 1000, 37, 16, 3, 64, 1, 1, 0}, /* odd Di: v6's last channel pair has one channel */
+        {2, 1000, 37, 16, 3, 64, 1, 1, 0}, /* odd Di: a partial block of channels */
     };
     for (size_t i = 0; i < sizeof extra / sizeof extra[0]; i++) run_case(extra[i], 100 + i);
     /* N > 16 (8 lanes per channel): forward only */
@@ -380,28 +378,18 @@ int main(void) {
         run_case(tc, 510);
     }
     run_nan();
-    printf("backward v5 with the dB/dC butterfly:\n");
-    mb_scan_cuda_set_backward_warps(4);
-    for (size_t i = 0; i < sizeof extra / sizeof extra[0]; i++) run_case(extra[i], 600 + i);
-    {
-        const tcase tc = {3, 8193, 64, 16, 4, 64, 1, 1, 0};
-        run_case(tc, 610);
+    printf("state-group-major lanes (forward and v5 backward):\n");
+    mb_scan_cuda_set_lane_layout(1);
+    for (int xb = 1; xb <= 2; xb++) {
+        mb_scan_cuda_set_backward_warps(xb);
+        for (size_t i = 0; i < sizeof extra / sizeof extra[0]; i++) run_case(extra[i], 700 + i);
+        for (int li = 0; li < 7; li += 3) {
+            const tcase tc = {3, Ls[li], 64, 16, 4, li % 2 ? 64 : 128, 1, 1, 0};
+            run_case(tc, 710 + li);
+        }
+        run_nan();
     }
-    run_nan();
-    printf("forward with two channels per thread (backward automatic):\n");
-    mb_scan_cuda_set_backward_warps(0);
-    mb_scan_cuda_set_forward_channels(2);
-    for (size_t i = 0; i < sizeof extra / sizeof extra[0]; i++) run_case(extra[i], 700 + i);
-    for (int li = 0; li < 7; li++) {
-        const tcase tc = {3, Ls[li], 64, 16, 4, li % 2 ? 64 : 128, 1, 1, 0};
-        run_case(tc, 710 + li);
-    }
-    run_nan();
-    mb_scan_cuda_set_forward_channels(1);
-    printf("forward with one channel per thread:\n");
-    for (size_t i = 0; i < 4; i++) run_case(extra[i], 720 + i);
-    run_nan();
-    mb_scan_cuda_set_forward_channels(0);
+    mb_scan_cuda_set_lane_layout(-1);
     printf("backward v5 with the dB/dC pair exchange:\n");
     mb_scan_cuda_set_backward_warps(2);
     for (size_t i = 0; i < sizeof extra / sizeof extra[0]; i++) run_case(extra[i], 400 + i);
