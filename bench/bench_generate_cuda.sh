@@ -3,7 +3,10 @@
 # batch 1, 4 and 64 (fp32 and bf16 weights; batch > 4 is the batched path: cuBLAS GEMMs, or our
 # mma.sync GEMM with MB_CUDA_GEN_GEMM=own; MB_CUDA_NO_PDL=1 turns programmatic dependent launch off).
 # Batch <= 4 is the persistent step kernel (src/cuda/decode_persist.h); the rows with
-# MB_CUDA_GEN_PERSIST=0 are the per-layer kernels it replaced, for comparison.
+# MB_CUDA_GEN_PERSIST=0 are the per-layer kernels it replaced, for comparison;
+# its weight copies are bulk copies (TMA) with fp32 weights, cp.async with bf16
+# (MB_CUDA_GEN_PERSIST_BULK=1 / 0 forces one);
+# MB_CUDA_GEN_PERSIST_PROF=1: cycles per phase (block 0) printed under the row.
 # Usage: sh bench/bench_generate_cuda.sh [BENCH_BINARY] [STEPS]
 B=${1:-build/bench_generate_cuda}
 N=${2:-1000}
@@ -18,7 +21,9 @@ echo "|---|---|---|---|---|---|---|---|"
 "$B" 353m 4 bf16 "$N"
 MB_CUDA_GEN_PERSIST_PROF=1 "$B" 353m 1 bf16 "$N" | sed '1s/$/ (profiled)/'
 MB_CUDA_GEN_PERSIST_PROF=1 "$B" 972m 1 bf16 "$N" | sed '1s/$/ (profiled)/'
-MB_CUDA_GEN_PERSIST_BLOCKS=66 "$B" 353m 1 bf16 "$N" | sed 's/$/ 66 blocks/'
+MB_CUDA_GEN_PERSIST_PROF=1 "$B" 353m 4 bf16 "$N" | sed '1s/$/ (profiled)/'
+MB_CUDA_GEN_PERSIST_BULK=1 "$B" 353m 1 bf16 "$N" | sed 's/$/ bulk copies/'
+MB_CUDA_GEN_PERSIST_BULK=0 "$B" 353m 1 fp32 "$N" | sed 's/$/ cp.async only/'
 MB_CUDA_GEN_PERSIST=0 "$B" 353m 1 bf16 "$N"
 MB_CUDA_GEN_PERSIST=0 "$B" 972m 1 bf16 "$N"
 MB_CUDA_GEN_PERSIST=0 "$B" 353m 4 bf16 "$N"

@@ -62,6 +62,48 @@ __device__ __forceinline__ void cp_commit() {
 template <int N> __device__ __forceinline__ void cp_wait() {
     asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
 }
+/* bulk copies (sm_90 TMA engine, one instruction per contiguous segment) completing on an
+ * mbarrier that counts their bytes */
+__device__ __forceinline__ unsigned smem_u32(const void *p) {
+    return (unsigned)__cvta_generic_to_shared(p);
+}
+__device__ __forceinline__ void mbar_init(unsigned long long *m) {
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(smem_u32(m)), "r"(1u) : "memory");
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+}
+__device__ __forceinline__ void mbar_arrive_tx(unsigned long long *m, unsigned tx) {
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(smem_u32(m)),
+                 "r"(tx)
+                 : "memory");
+}
+__device__ __forceinline__ void bulk_g2s(void *dst, const void *src, unsigned bytes,
+                                         unsigned long long *m) {
+    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], "
+                 "%2, [%3];\n" ::"r"(smem_u32(dst)),
+                 "l"(src), "r"(bytes), "r"(smem_u32(m))
+                 : "memory");
+}
+__device__ __forceinline__ unsigned long long gtimer();
+__device__ __forceinline__ void mbar_wait(unsigned long long *m, unsigned parity) {
+    unsigned ok = 0;
+    unsigned long long t0 = 0;
+    int it = 0;
+    for (;;) {
+        asm volatile("{\n\t.reg .pred p;\n\tmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n\t"
+                     "selp.b32 %0, 1, 0, p;\n\t}\n"
+                     : "=r"(ok)
+                     : "r"(smem_u32(m)), "r"(parity)
+                     : "memory");
+        if (ok) break;
+        if (++it == 256) {
+            it = 0;
+            const unsigned long long now = gtimer();
+            if (!t0) t0 = now;
+            else if (now - t0 > 10000000000ull) __trap(); /* 10 s: a lost bulk copy */
+        }
+    }
+}
 #endif
 /* Copy bytes (a multiple of 4) from src to dst (shared) with all threads of the block. */
 __device__ __forceinline__ void cp_seg(unsigned char *dst, const void *src, int64_t bytes) {
@@ -201,15 +243,103 @@ __device__ __forceinline__ void dot_row(const WT *row, const float *u, int d, fl
         acc[s] = p_warp_sum(acc[s]);
 }
 
+/* Segments of one buffer fill, op(dst, src, bytes) for each: buffer 0 (A) of layer l: norm
+ * weights, conv weights + bias, this block's conv windows, x_proj^T rows, in_proj rows x then
+ * z (up to capA); l == n_layer: norm_f, lm_head rows. Buffer 1 (B): dt_proj rows + bias, D, A,
+ * this block's SSM states, out_proj^T rows (up to capB). */
+template <typename Op>
+__device__ __forceinline__ void for_segs(const mbp_args *ap, unsigned char *sm, int which, int l,
+                                         int c0, int CB, int v0, int VB, int64_t rb, Op &&op) {
+    const mbp_args &a = *ap;
+    const int d = a.d, Di = a.Di, N = a.N, K = a.K, R = a.R, W = R + 2 * N, S = a.S;
+    const int nl = a.n_layer, CBm = a.CBmax;
+    if (which == 0) {
+        if (l < nl) {
+            const mbp_layer *L = a.layers + l;
+            op(sm + a.off_nw, L->norm_w, (int64_t)d * 4);
+            if (!a.rms) op(sm + a.off_nb, L->norm_b, (int64_t)d * 4);
+            op(sm + a.off_cw, L->conv_w + (int64_t)c0 * K, (int64_t)CB * K * 4);
+            op(sm + a.off_cb, L->conv_b + c0, (int64_t)CB * 4);
+            for (int s = 0; s < S; s++)
+                for (int k = 0; k < K - 1; k++)
+                    op(sm + a.off_cs + (int64_t)(s * (K - 1) + k) * CBm * 4,
+                       a.conv + (((int64_t)l * S + s) * (K - 1) + k) * Di + c0, (int64_t)CB * 4);
+            op(sm + a.off_xw, L->xwT + (int64_t)c0 * W, (int64_t)CB * W * 4);
+            const int nx = min(CB, a.capA), nz = min(CB, a.capA - CB);
+            const unsigned char *in = (const unsigned char *)L->in;
+            op(sm + a.off_rowsA, in + (int64_t)c0 * rb, nx * rb);
+            if (nz > 0) op(sm + a.off_rowsA + CB * rb, in + (int64_t)(Di + c0) * rb, nz * rb);
+        } else {
+            op(sm + a.off_nw, a.normf_w, (int64_t)d * 4);
+            if (!a.rms) op(sm + a.off_nb, a.normf_b, (int64_t)d * 4);
+            op(sm + a.off_rowsA, (const unsigned char *)a.lm + (int64_t)v0 * rb,
+               min(VB, a.capA) * rb);
+        }
+    } else if (l < nl) {
+        const mbp_layer *L = a.layers + l;
+        op(sm + a.off_dw, L->dt_w + (int64_t)c0 * R, (int64_t)CB * R * 4);
+        op(sm + a.off_dtb, L->dt_b + c0, (int64_t)CB * 4);
+        op(sm + a.off_D, L->D + c0, (int64_t)CB * 4);
+        op(sm + a.off_A, L->A + (int64_t)c0 * N, (int64_t)CB * N * 4);
+        for (int s = 0; s < S; s++)
+            op(sm + a.off_ss + (int64_t)s * CBm * N * 4,
+               a.ssm + (((int64_t)l * S + s) * Di + c0) * N, (int64_t)CB * N * 4);
+        op(sm + a.off_rowsB, (const unsigned char *)L->outT + (int64_t)c0 * rb,
+           min(CB, a.capB) * rb);
+    }
+}
+
+__device__ __forceinline__ bool ok16(const void *dst, const void *src, int64_t bytes) {
+    return bytes > 0 && (((uintptr_t)dst | (uintptr_t)src | (uintptr_t)bytes) & 15) == 0;
+}
+
+/* Fill buffer which (0: A, 1: B) for layer l (all threads call it): with a.bulk the 16-byte
+ * aligned segments are bulk copies issued by thread 0 (a counting pass first: the mbarrier
+ * expects their bytes; nothing to fill (B past the last layer): no arrival), the others
+ * cp.async by every thread; one cp.async group is committed in every case. Not inlined: keeps
+ * its registers out of the kernel's phases. */
+__device__ __noinline__ void fill_buf(const mbp_args *ap, unsigned char *sm,
+                                      unsigned long long *mbar, int which, int l, int c0, int CB,
+                                      int v0, int VB, int64_t rb) {
+    const int t = threadIdx.x;
+    if (!ap->bulk) {
+        for_segs(ap, sm, which, l, c0, CB, v0, VB, rb,
+                 [&](unsigned char *dst, const void *src, int64_t bytes) { cp_seg(dst, src, bytes); });
+    } else if (which == 0 || l < ap->n_layer) {
+        if (t == 0) {
+            int64_t tx = 0;
+            for_segs(ap, sm, which, l, c0, CB, v0, VB, rb,
+                     [&](unsigned char *dst, const void *src, int64_t bytes) {
+                         if (ok16(dst, src, bytes)) tx += bytes;
+                     });
+            mbar_arrive_tx(mbar, (unsigned)tx);
+        }
+        for_segs(ap, sm, which, l, c0, CB, v0, VB, rb,
+                 [&](unsigned char *dst, const void *src, int64_t bytes) {
+                     if (!ok16(dst, src, bytes)) {
+                         cp_seg(dst, src, bytes);
+                     } else if (t == 0) {
+                         const unsigned char *sp = (const unsigned char *)src;
+                         for (int64_t o = 0; o < bytes; o += 32768)
+                             bulk_g2s(dst + o, sp + o, (unsigned)min((int64_t)32768, bytes - o),
+                                      mbar);
+                     }
+                 });
+    }
+    cp_commit();
+}
+
 /* ------------------------------------------------------------------------------ kernel */
 template <typename WT, int S>
-__global__ void __launch_bounds__(PT, 1) persist_step_kernel(const mbp_args a) {
+__global__ void __launch_bounds__(PT, 1) persist_step_kernel(const __grid_constant__ mbp_args a) {
 #ifndef MBP_EMU
     extern __shared__ __align__(16) unsigned char sm[];
     __shared__ double red[NWARP][2 * S];
+    __shared__ __align__(8) unsigned long long mbar[2]; /* bulk copies of bufA / bufB */
 #else
     unsigned char *sm = emu_smem();
     double(*red)[2 * S] = (double(*)[2 * S])emu_static();
+    unsigned long long mbar[2];
 #endif
     const int b = blockIdx.x, nb = gridDim.x, t = threadIdx.x, lane = t & 31, warp = t >> 5;
     const int d = a.d, Di = a.Di, N = a.N, K = a.K, R = a.R, V = a.V, W = R + 2 * N;
@@ -233,46 +363,6 @@ __global__ void __launch_bounds__(PT, 1) persist_step_kernel(const mbp_args a) {
     const int64_t per = (int64_t)nl * S * (W + d);
     unsigned long long *accx = a.acc + par * per, *acch = accx + (int64_t)nl * S * W;
 
-    /* issue the copies of phase A of layer l (l == nl: norm_f + lm_head rows) */
-    auto issue_A = [&](int l) {
-        if (l < nl) {
-            const mbp_layer L = a.layers[l];
-            cp_seg(sm + a.off_nw, L.norm_w, (int64_t)d * 4);
-            if (!a.rms) cp_seg(sm + a.off_nb, L.norm_b, (int64_t)d * 4);
-            cp_seg(sm + a.off_cw, L.conv_w + (int64_t)c0 * K, (int64_t)CB * K * 4);
-            cp_seg(sm + a.off_cb, L.conv_b + c0, (int64_t)CB * 4);
-            for (int s = 0; s < S; s++)
-                for (int k = 0; k < K - 1; k++)
-                    cp_seg(sm + a.off_cs + (int64_t)(s * (K - 1) + k) * CBm * 4,
-                           a.conv + (((int64_t)l * S + s) * (K - 1) + k) * Di + c0,
-                           (int64_t)CB * 4);
-            cp_seg(sm + a.off_xw, L.xwT + (int64_t)c0 * W, (int64_t)CB * W * 4);
-            const int nx = min(CB, a.capA), nz = min(CB, a.capA - CB);
-            const unsigned char *in = (const unsigned char *)L.in;
-            cp_seg(sm + a.off_rowsA, in + (int64_t)c0 * rb, nx * rb);
-            if (nz > 0)
-                cp_seg(sm + a.off_rowsA + CB * rb, in + (int64_t)(Di + c0) * rb, nz * rb);
-        } else {
-            cp_seg(sm + a.off_nw, a.normf_w, (int64_t)d * 4);
-            if (!a.rms) cp_seg(sm + a.off_nb, a.normf_b, (int64_t)d * 4);
-            cp_seg(sm + a.off_rowsA, (const unsigned char *)a.lm + (int64_t)v0 * rb,
-                   min(VB, a.capA) * rb);
-        }
-    };
-    auto issue_B = [&](int l) {
-        if (l >= nl) return;
-        const mbp_layer L = a.layers[l];
-        cp_seg(sm + a.off_dw, L.dt_w + (int64_t)c0 * R, (int64_t)CB * R * 4);
-        cp_seg(sm + a.off_dtb, L.dt_b + c0, (int64_t)CB * 4);
-        cp_seg(sm + a.off_D, L.D + c0, (int64_t)CB * 4);
-        cp_seg(sm + a.off_A, L.A + (int64_t)c0 * N, (int64_t)CB * N * 4);
-        for (int s = 0; s < S; s++)
-            cp_seg(sm + a.off_ss + (int64_t)s * CBm * N * 4,
-                   a.ssm + (((int64_t)l * S + s) * Di + c0) * N, (int64_t)CB * N * 4);
-        cp_seg(sm + a.off_rowsB, (const unsigned char *)L.outT + (int64_t)c0 * rb,
-               min(CB, a.capB) * rb);
-    };
-
     /* profile marks (block 0, thread 0): cycles since the previous mark into slot k */
     const bool prof = a.prof && b == 0 && t == 0;
     long long tp = prof ? clock64() : 0, t_start = tp;
@@ -283,13 +373,22 @@ __global__ void __launch_bounds__(PT, 1) persist_step_kernel(const mbp_args a) {
             tp = n;
         }
     };
-    issue_A(0);
-    cp_commit();
-    issue_B(0);
-    cp_commit();
+    const bool bulk = a.bulk != 0;
+    auto fill = [&](int which, int l) { fill_buf(&a, sm, &mbar[which], which, l, c0, CB, v0, VB, rb); };
+    if (bulk && t == 0) {
+        mbar_init(&mbar[0]);
+        mbar_init(&mbar[1]);
+    }
+    __syncthreads();
+    /* layer weight pointers read from the table one layer ahead (their latency off the path) */
+    const void *in_cur = a.layers[0].in, *out_cur = a.layers[0].outT;
+    const void *in_nxt = in_cur, *out_nxt = out_cur;
+    fill(0, 0);
+    fill(1, 0);
     for (int l = 0; l <= nl; l++) {
         /* ---------------- phase A: residual + norm (redundant in every block) */
         cp_wait<1>();
+        if (bulk) mbar_wait(&mbar[0], (unsigned)l & 1u);
         __syncthreads();
         mark(0);
         double ps[2 * S];
@@ -368,8 +467,7 @@ __global__ void __launch_bounds__(PT, 1) persist_step_kernel(const mbp_args a) {
         }
 
         /* ---------------- phase A: in_proj rows of this block's channels (x then z) */
-        const mbp_layer *Lp = a.layers + l;
-        const WT *inw = (const WT *)Lp->in;
+        const WT *inw = (const WT *)in_cur;
         for (int i = warp; i < 2 * CB; i += NWARP) {
             const int grow = i < CB ? c0 + i : Di + c0 + (i - CB);
             const WT *row = i < a.capA ? rowsA + (int64_t)i * d : inw + (int64_t)grow * d;
@@ -407,14 +505,14 @@ __global__ void __launch_bounds__(PT, 1) persist_step_kernel(const mbp_args a) {
             }
         mark(2);
         bar_arrive(a.flags, ++nbar); /* (syncs: bufA is free) */
-        issue_A(l + 1);
-        cp_commit();
+        fill(0, l + 1);
         mark(3);
         bar_wait(a.flags, nbar);
         mark(4);
 
         /* ---------------- phase B: dbc, dt_proj + softplus + state update + gate */
         cp_wait<1>();
+        if (bulk) mbar_wait(&mbar[1], (unsigned)l & 1u);
         mark(5);
         for (int i = t; i < S * W; i += PT)
             dbc[i] = fx_f(__ldcg(accx + (int64_t)l * S * W + i));
@@ -443,7 +541,7 @@ __global__ void __launch_bounds__(PT, 1) persist_step_kernel(const mbp_args a) {
         mark(7);
         /* out_proj partial sums of this block's channels -> hidden (fixed point) */
         if (CB > 0) {
-            const WT *outT = (const WT *)Lp->outT;
+            const WT *outT = (const WT *)out_cur;
             for (int j = 2 * t; j < d; j += 2 * PT) {
                 float acc[S][2];
 #pragma unroll
@@ -486,11 +584,12 @@ __global__ void __launch_bounds__(PT, 1) persist_step_kernel(const mbp_args a) {
         }
         mark(8);
         bar_arrive(a.flags, ++nbar); /* (syncs: bufB is free) */
-        issue_B(l + 1);
-        cp_commit();
+        fill(1, l + 1);
+        if (l + 1 < nl) in_nxt = a.layers[l + 1].in, out_nxt = a.layers[l + 1].outT;
         mark(9);
         bar_wait(a.flags, nbar);
         mark(10);
+        in_cur = in_nxt, out_cur = out_nxt;
     }
 }
 

@@ -15,7 +15,8 @@
  * depend on the order of the blocks: deterministic, bit-identical run to run). Values must stay
  * below 2^31 in magnitude (a NaN / inf becomes a large finite value).
  * Every phase's weights of the block (and its own slice of the recurrent state) are copied into
- * shared memory by cp.async as soon as the buffer is free, i.e. about one phase and a barrier
+ * shared memory (bulk copies by the TMA engine for 16-byte-aligned segments, cp.async for the
+ * rest) as soon as the buffer is free, i.e. about one phase and a barrier
  * ahead, so that HBM streams across the barriers; rows of in_proj / out_proj / lm_head that do
  * not fit (large models) are read from global memory in the phase.
  * The grid must be co-resident: mbp_prepare sizes it from the occupancy API (at most one block
@@ -60,6 +61,9 @@ typedef struct {
     unsigned *step;       /* steps run (parity of acc) */
     unsigned long long *prof; /* NULL, or (MBP_PROF) clock64 cycles summed by block 0 thread 0 */
     int S, d, Di, N, K, R, V, n_layer, rms, bf16, nb;
+    int bulk; /* 1: 16-byte-aligned segments by bulk copies (TMA engine) completing on an
+                 mbarrier, the rest by cp.async; 0: all by cp.async. step_cuda.cu: 1 for fp32
+                 weights, 0 for bf16 (measured), env MB_CUDA_GEN_PERSIST_BULK=0 / 1 forces */
     float eps;
     /* shared memory plan (bytes; filled by mbp_prepare) */
     int CBmax, capA, capB; /* channels per block (max), rows of bufA / bufB kept in smem */

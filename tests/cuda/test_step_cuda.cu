@@ -19,7 +19,11 @@
  *     rows in shared memory (MB_CUDA_GEN_PERSIST_BLOCKS / _ROWBYTES: uneven channel split, rows
  *     read from global memory) at batch 2 and 4, fp32 and bf16; d_state 8 + d_conv 3, dt_rank
  *     80, d_model 512 and 1024 (2 layers, near the 353m preset's layer) at batch 1 and 4; the
- *     per-layer kernels (MB_CUDA_GEN_PERSIST=0) stay covered at batch 1 and 3;
+ *     per-layer kernels (MB_CUDA_GEN_PERSIST=0) stay covered at batch 1 and 3; the persistent
+ *     kernel copies the weights by bulk copies (TMA engine) with fp32 weights and by cp.async
+ *     with bf16 by default; the opposite pairs are checked with MB_CUDA_GEN_PERSIST_BULK=0 at
+ *     batch 1..3 on d64, d36 (5 blocks) and d1024 (and the whole program runs with
+ *     MB_CUDA_GEN_PERSIST_BULK=0 and =1 in the device call);
  *   - bf16 weights: logits within 2e-2 relative over 100 positions (batch 1 and 3: bf16 weights;
  *     batch 6, 64 and 70: bf16 weights and bf16 GEMM inputs, fp32 accumulation, as mamba_ssm in
  *     bf16; the GEMMs by cuBLAS, and again by our mma.sync kernel (MB_CUDA_GEN_GEMM=own) at
@@ -233,8 +237,21 @@ int main(void) {
             check_logits(&m, 2, 60, 1, 2e-2, cases[i].name);
             check_logits(&m, 4, 60, 1, 2e-2, cases[i].name);
             if (i == 4) check_greedy(&m, 3, 100, cases[i].name);
+            if (i == 4) { /* cp.async only */
+                setenv("MB_CUDA_GEN_PERSIST_BULK", "0", 1);
+                check_logits(&m, 2, 60, 0, 1e-4, "d36 5 blocks cp.async");
+                unsetenv("MB_CUDA_GEN_PERSIST_BULK");
+            }
             unsetenv("MB_CUDA_GEN_PERSIST_BLOCKS");
             unsetenv("MB_CUDA_GEN_PERSIST_ROWBYTES");
+        }
+        if (i == 3) { /* the non-default copy engines: fp32 by cp.async, bf16 by bulk copies */
+            setenv("MB_CUDA_GEN_PERSIST_BULK", "0", 1);
+            check_logits(&m, 1, 100, 0, 1e-4, "ln untied d64 cp.async");
+            check_greedy(&m, 1, 100, "ln untied d64 cp.async");
+            setenv("MB_CUDA_GEN_PERSIST_BULK", "1", 1);
+            check_logits(&m, 3, 60, 1, 2e-2, "ln untied d64 bulk");
+            unsetenv("MB_CUDA_GEN_PERSIST_BULK");
         }
         mb_model_free(&m);
     }
@@ -267,6 +284,11 @@ int main(void) {
         check_logits(&m, 4, 12, 0, 1e-4, "layernorm d1024");
         check_logits(&m, 1, 12, 1, 2e-2, "layernorm d1024");
         check_logits(&m, 4, 12, 1, 2e-2, "layernorm d1024");
+        setenv("MB_CUDA_GEN_PERSIST_BULK", "1", 1);
+        check_logits(&m, 1, 12, 1, 2e-2, "d1024 bulk");
+        setenv("MB_CUDA_GEN_PERSIST_BULK", "0", 1);
+        check_logits(&m, 1, 12, 0, 1e-4, "d1024 cp.async");
+        unsetenv("MB_CUDA_GEN_PERSIST_BULK");
         mb_model_free(&m);
         make_model_n(&m, 1040, 1, 0, 25, 16, 4, 0); /* rows of 2 passes per lane (fp32 > 1024) */
         check_logits(&m, 1, 8, 0, 1e-4, "rmsnorm d1040");
