@@ -62,18 +62,22 @@ int main(int argc, char **argv) {
            100.0 * wb / per / 4.3e12);
     unsigned long long pr[16];
     const int np = mb_cuda_gen_profile(g, pr, 16, 0);
-    if (np >= 14 && pr[12] > 0) {
-        static const char *nm[12] = {"wait A weights", "residual+norm", "in_proj+conv+x_proj",
-                                     "arrive+prefetch A", "barrier P wait", "wait B weights",
+    if (np >= 16 && pr[12] > 0) {
+        static const char *nm[16] = {"wait A weights", "residual+norm", "in_proj+conv+x_proj",
+                                     "arrive P", "barrier P wait", "wait B weights",
                                      "dbc load", "dt+state update", "out_proj partials",
-                                     "arrive+prefetch B", "barrier H wait", "norm_f+lm_head/step"};
+                                     "arrive H", "barrier H wait", "norm_f+lm_head/step", "",
+                                     "", "fill A issue", "fill B issue"};
+        static const int order[14] = {0, 1, 2, 3, 14, 4, 5, 6, 7, 8, 9, 15, 10, 11};
         const double nsteps = (double)pr[12], nl = (double)c.n_layer;
         const double ghz = (double)pr[13] / nsteps / (per * 1e9); /* cycles per ns (in-kernel) */
         printf("  profile (block 0, cycles per layer; kernel %.0f cycles per step = %.2f cycles/ns"
                " of the step time):",
                (double)pr[13] / nsteps, ghz);
-        for (int k = 0; k < 12; k++)
-            printf("%s %s %.0f", k ? "," : "", nm[k], (double)pr[k] / nsteps / (k < 11 ? nl : 1.0));
+        for (int i = 0; i < 14; i++) {
+            const int k = order[i];
+            printf("%s %s %.0f", i ? "," : "", nm[k], (double)pr[k] / nsteps / (k != 11 ? nl : 1.0));
+        }
         printf("\n");
     }
     mb_cuda_gen_free(g);

@@ -6,7 +6,8 @@
 # MB_CUDA_GEN_PERSIST=0 are the per-layer kernels it replaced, for comparison;
 # its weight copies are bulk copies (TMA) with fp32 weights, cp.async with bf16
 # (MB_CUDA_GEN_PERSIST_BULK=1 / 0 forces one);
-# MB_CUDA_GEN_PERSIST_PROF=1: cycles per phase (block 0) printed under the row.
+# MB_CUDA_GEN_PERSIST_PROF=1: cycles per phase (block 0) printed under the row;
+# MB_CUDA_GEN_PERSIST_FENCE=light: barrier arrival without __threadfence (release store only).
 # Usage: sh bench/bench_generate_cuda.sh [BENCH_BINARY] [STEPS]
 B=${1:-build/bench_generate_cuda}
 N=${2:-1000}
@@ -23,6 +24,7 @@ MB_CUDA_GEN_PERSIST_PROF=1 "$B" 353m 1 bf16 "$N" | sed '1s/$/ (profiled)/'
 MB_CUDA_GEN_PERSIST_PROF=1 "$B" 972m 1 bf16 "$N" | sed '1s/$/ (profiled)/'
 MB_CUDA_GEN_PERSIST_PROF=1 "$B" 353m 4 bf16 "$N" | sed '1s/$/ (profiled)/'
 MB_CUDA_GEN_PERSIST_BULK=1 "$B" 353m 1 bf16 "$N" | sed 's/$/ bulk copies/'
+MB_CUDA_GEN_PERSIST_FENCE=light MB_CUDA_GEN_PERSIST_PROF=1 "$B" 353m 1 bf16 "$N" | sed '1s/$/ light fence (profiled)/'
 MB_CUDA_GEN_PERSIST_BULK=0 "$B" 353m 1 fp32 "$N" | sed 's/$/ cp.async only/'
 MB_CUDA_GEN_PERSIST=0 "$B" 353m 1 bf16 "$N"
 MB_CUDA_GEN_PERSIST=0 "$B" 972m 1 bf16 "$N"

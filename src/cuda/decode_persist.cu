@@ -125,6 +125,10 @@ __device__ __forceinline__ unsigned ld_acq(const unsigned *p) {
     asm volatile("ld.acquire.gpu.global.u32 %0, [%1];\n" : "=r"(v) : "l"(p) : "memory");
     return v;
 }
+/* fire-and-forget add at L2 (no returned value to wait for) */
+__device__ __forceinline__ void red_add_u64(unsigned long long *p, unsigned long long v) {
+    asm volatile("red.relaxed.gpu.global.add.u64 [%0], %1;\n" ::"l"(p), "l"(v) : "memory");
+}
 __device__ __forceinline__ void st_rel(unsigned *p, unsigned v) {
     asm volatile("st.release.gpu.global.u32 [%0], %1;\n" ::"l"(p), "r"(v) : "memory");
 }
@@ -135,10 +139,10 @@ __device__ __forceinline__ unsigned long long gtimer() {
 }
 #endif
 /* arrive: every thread's writes and atomics of the phase are before the flag store */
-__device__ __forceinline__ void bar_arrive(unsigned *flags, unsigned target) {
+__device__ __forceinline__ void bar_arrive(unsigned *flags, unsigned target, bool light) {
     __syncthreads();
     if (threadIdx.x == 0) {
-        __threadfence();
+        if (!light) __threadfence(); /* light: the release store alone (CUTLASS's barrier) */
         st_rel(flags + blockIdx.x, target);
     }
 }
@@ -373,7 +377,7 @@ __global__ void __launch_bounds__(PT, 1) persist_step_kernel(const __grid_consta
             tp = n;
         }
     };
-    const bool bulk = a.bulk != 0;
+    const bool bulk = a.bulk != 0, light = a.light_fence != 0;
     auto fill = [&](int which, int l) { fill_buf(&a, sm, &mbar[which], which, l, c0, CB, v0, VB, rb); };
     if (bulk && t == 0) {
         mbar_init(&mbar[0]);
@@ -395,22 +399,39 @@ __global__ void __launch_bounds__(PT, 1) persist_step_kernel(const __grid_consta
 #pragma unroll
         for (int i = 0; i < 2 * S; i++)
             ps[i] = 0.0;
+        {
+            /* r = embedding row (layer 0) or r + hidden: every load of a pass (S x RJ per
+             * thread) issued before the first update, one memory latency per pass */
+            constexpr int RJ = 4;
+            const float *er[S];
+            if (l == 0)
 #pragma unroll
-        for (int s = 0; s < S; s++) {
-            float *rs = r + s * d;
-            if (l == 0) {
-                const float *e = a.emb + (int64_t)a.tok[s] * d;
-                for (int j = t; j < d; j += PT)
-                    rs[j] = __ldg(e + j);
-            } else {
-                const unsigned long long *h = acch + ((int64_t)(l - 1) * S + s) * d;
-                for (int j = t; j < d; j += PT)
-                    rs[j] += fx_f(__ldcg(h + j));
-            }
-            for (int j = t; j < d; j += PT) {
-                const double v = rs[j];
-                ps[2 * s] += v;
-                ps[2 * s + 1] += v * v;
+                for (int s = 0; s < S; s++)
+                    er[s] = a.emb + (int64_t)a.tok[s] * d;
+            const unsigned long long *hp = acch + (int64_t)(l > 0 ? l - 1 : 0) * S * d;
+            for (int j0 = t; j0 < d; j0 += RJ * PT) {
+                float nv[S][RJ];
+#pragma unroll
+                for (int s = 0; s < S; s++)
+#pragma unroll
+                    for (int q = 0; q < RJ; q++) {
+                        const int j = j0 + q * PT;
+                        nv[s][q] = j >= d ? 0.0f
+                                   : l == 0 ? __ldg(er[s] + j)
+                                            : fx_f(__ldcg(hp + (int64_t)s * d + j));
+                    }
+#pragma unroll
+                for (int s = 0; s < S; s++)
+#pragma unroll
+                    for (int q = 0; q < RJ; q++) {
+                        const int j = j0 + q * PT;
+                        if (j < d) {
+                            const float v = l == 0 ? nv[s][q] : r[s * d + j] + nv[s][q];
+                            r[s * d + j] = v;
+                            ps[2 * s] += (double)v;
+                            ps[2 * s + 1] += (double)v * v;
+                        }
+                    }
             }
         }
 #pragma unroll
@@ -501,12 +522,13 @@ __global__ void __launch_bounds__(PT, 1) persist_step_kernel(const __grid_consta
                 float p = 0.0f;
                 for (int ci = 0; ci < CB; ci++)
                     p += xw[ci * W + w] * xc[s * CBm + ci];
-                atomicAdd(accx + ((int64_t)l * S + s) * W + w, fx_q(p));
+                red_add_u64(accx + ((int64_t)l * S + s) * W + w, fx_q(p));
             }
         mark(2);
-        bar_arrive(a.flags, ++nbar); /* (syncs: bufA is free) */
-        fill(0, l + 1);
+        bar_arrive(a.flags, ++nbar, light); /* (syncs: bufA is free) */
         mark(3);
+        fill(0, l + 1);
+        mark(14);
         bar_wait(a.flags, nbar);
         mark(4);
 
@@ -577,16 +599,17 @@ __global__ void __launch_bounds__(PT, 1) persist_step_kernel(const __grid_consta
 #pragma unroll
                 for (int s = 0; s < S; s++) {
                     unsigned long long *h = acch + ((int64_t)l * S + s) * d + j;
-                    atomicAdd(h, fx_q(acc[s][0]));
-                    atomicAdd(h + 1, fx_q(acc[s][1]));
+                    red_add_u64(h, fx_q(acc[s][0]));
+                    red_add_u64(h + 1, fx_q(acc[s][1]));
                 }
             }
         }
         mark(8);
-        bar_arrive(a.flags, ++nbar); /* (syncs: bufB is free) */
+        bar_arrive(a.flags, ++nbar, light); /* (syncs: bufB is free) */
+        mark(9);
         fill(1, l + 1);
         if (l + 1 < nl) in_nxt = a.layers[l + 1].in, out_nxt = a.layers[l + 1].outT;
-        mark(9);
+        mark(15);
         bar_wait(a.flags, nbar);
         mark(10);
         in_cur = in_nxt, out_cur = out_nxt;

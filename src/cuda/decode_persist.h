@@ -31,11 +31,11 @@
 #define MBP_MAX_SEQ 4
 #define MBP_THREADS 512
 /* Profile slots (cycles of block 0's thread 0, summed over layers and steps): 0 wait for phase
- * A's weights, 1 residual + norm, 2 in_proj + conv + x_proj, 3 barrier arrive + prefetch issue,
- * 4 barrier wait, 5 wait for phase B's weights, 6 dbc load, 7 dt + state update, 8 out_proj
- * partials, 9 arrive + prefetch issue, 10 barrier wait, 11 norm_f + lm_head (per step), 12
- * steps, 13 whole kernel (per step). */
-#define MBP_PROF 14
+ * A's weights, 1 residual + norm, 2 in_proj + conv + x_proj, 3 barrier arrive, 14 issue of the
+ * next A fill, 4 barrier wait, 5 wait for phase B's weights, 6 dbc load, 7 dt + state update,
+ * 8 out_proj partials, 9 barrier arrive, 15 issue of the next B fill, 10 barrier wait, 11
+ * norm_f + lm_head (per step), 12 steps, 13 whole kernel (per step). */
+#define MBP_PROF 16
 
 /* One layer's device tensors as the persistent kernel reads them. */
 typedef struct {
@@ -61,6 +61,8 @@ typedef struct {
     unsigned *step;       /* steps run (parity of acc) */
     unsigned long long *prof; /* NULL, or (MBP_PROF) clock64 cycles summed by block 0 thread 0 */
     int S, d, Di, N, K, R, V, n_layer, rms, bf16, nb;
+    int light_fence; /* 1: barrier arrival by the release store alone, without __threadfence
+                        (env MB_CUDA_GEN_PERSIST_FENCE=light; not yet measured, off) */
     int bulk; /* 1: 16-byte-aligned segments by bulk copies (TMA engine) completing on an
                  mbarrier, the rest by cp.async; 0: all by cp.async. step_cuda.cu: 1 for fp32
                  weights, 0 for bf16 (measured), env MB_CUDA_GEN_PERSIST_BULK=0 / 1 forces */

@@ -1462,6 +1462,8 @@ static int persist_setup(mb_cuda_gen *g) {
          * 1.653 against 1.621); MB_CUDA_GEN_PERSIST_BULK=0 / 1 forces one */
         const char *be = getenv("MB_CUDA_GEN_PERSIST_BULK");
         a.bulk = be ? strcmp(be, "0") != 0 : !g->use_bf16;
+        const char *fe = getenv("MB_CUDA_GEN_PERSIST_FENCE");
+        a.light_fence = fe && !strcmp(fe, "light");
     }
     {
         const char *pe = getenv("MB_CUDA_GEN_PERSIST_PROF");

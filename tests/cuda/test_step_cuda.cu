@@ -23,7 +23,8 @@
  *     kernel copies the weights by bulk copies (TMA engine) with fp32 weights and by cp.async
  *     with bf16 by default; the opposite pairs are checked with MB_CUDA_GEN_PERSIST_BULK=0 at
  *     batch 1..3 on d64, d36 (5 blocks) and d1024 (and the whole program runs with
- *     MB_CUDA_GEN_PERSIST_BULK=0 and =1 in the device call);
+ *     MB_CUDA_GEN_PERSIST_BULK=0 and =1 in the device call); the barrier without __threadfence
+ *     (MB_CUDA_GEN_PERSIST_FENCE=light) at batch 1 and 3;
  *   - bf16 weights: logits within 2e-2 relative over 100 positions (batch 1 and 3: bf16 weights;
  *     batch 6, 64 and 70: bf16 weights and bf16 GEMM inputs, fp32 accumulation, as mamba_ssm in
  *     bf16; the GEMMs by cuBLAS, and again by our mma.sync kernel (MB_CUDA_GEN_GEMM=own) at
@@ -252,6 +253,10 @@ int main(void) {
             setenv("MB_CUDA_GEN_PERSIST_BULK", "1", 1);
             check_logits(&m, 3, 60, 1, 2e-2, "ln untied d64 bulk");
             unsetenv("MB_CUDA_GEN_PERSIST_BULK");
+            setenv("MB_CUDA_GEN_PERSIST_FENCE", "light", 1); /* barrier without __threadfence */
+            check_logits(&m, 1, 100, 0, 1e-4, "ln untied d64 light");
+            check_logits(&m, 3, 100, 0, 1e-4, "ln untied d64 light");
+            unsetenv("MB_CUDA_GEN_PERSIST_FENCE");
         }
         mb_model_free(&m);
     }
