@@ -64,9 +64,16 @@ typedef struct {
     float *h_last;
     float *h_chunks;
     float *y;
+    /* mb_scan_cuda_opts: delta := softplus(delta + dt_bias) (dt_softplus) or delta + dt_bias,
+     * applied to each staged tile; bf16 outputs replace their fp32 twins where non-NULL */
+    const float *dt_bias;
+    int dt_softplus;
+    uint16_t *y_bf16;
     /* backward */
     const float *dy;
     float *dx, *ddelta, *dA_log, *dB, *dC, *dD, *dz;
+    float *ddt_bias;
+    uint16_t *ddelta_bf16, *dz_bf16;
 } scan_params;
 
 #ifndef MB_SCAN_EMU
@@ -87,6 +94,32 @@ static __device__ __forceinline__ float rcp_(float v) {
 
 static __device__ __forceinline__ float sigmoidf_(float v) {
     return rcp_(1.0f + ex2(-v * LOG2E));
+}
+
+/* softplus with mamba_ssm's threshold (delta_softplus; src/cpu/activations.h) */
+static __device__ __forceinline__ float dt_softplus_f(float v) {
+    return v > 20.0f ? v : log1pf(ex2(v * LOG2E));
+}
+
+/* the effective delta of a raw one (mb_scan_cuda_opts), channel c valid */
+static __device__ __forceinline__ float dt_eff(const scan_params &p, float raw, int c) {
+    const float v = raw + (p.dt_bias ? p.dt_bias[c] : 0.0f);
+    return p.dt_softplus ? dt_softplus_f(v) : v;
+}
+
+/* d loss / d (delta + dt_bias) from d loss / d delta and the effective delta: softplus' =
+ * sigmoid(pre) = -expm1(-softplus(pre)) */
+static __device__ __forceinline__ float dt_grad_pre(const scan_params &p, float g, float eff) {
+    return p.dt_softplus ? g * -expm1f(-eff) : g;
+}
+
+/* fp32 -> bf16 bits, round to nearest even, NaN stays NaN (as __float2bfloat16_rn) */
+static __device__ __forceinline__ uint16_t bf16_bits(float f) {
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40u);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
 }
 
 /* 4 consecutive states n0..n0+3 of row `row` of B or C, zeros past N or where !ok. Branch-free
@@ -160,6 +193,7 @@ static __device__ __forceinline__ void load_tile(const scan_params *p, long long
         const bool ok = cv && t < tlim;
         xv[i] = ok ? __ldg(p->x + (rowb + t) * p->xs + c) : 0.0f;
         dv[i] = ok ? __ldg(p->delta + (rowb + t) * p->Di + c) : 0.0f;
+        if (ok && (p->dt_bias || p->dt_softplus)) dv[i] = dt_eff(*p, dv[i], c);
     }
 #pragma unroll
     for (int j = 0; j < S / G; j++) {
@@ -283,7 +317,7 @@ __global__ void __launch_bounds__(512) scan_fwd_kernel(scan_params p) {
             for (int k = 0; k < SPT; k++) h[k] = cur[k];
         }
         group_reduce<S, G>(ys, q);
-        if (p.y && cv) {
+        if ((p.y || p.y_bf16) && cv) {
 #pragma unroll
             for (int j = 0; j < S / G; j++) {
                 const int t = tb + q * (S / G) + j;
@@ -291,7 +325,10 @@ __global__ void __launch_bounds__(512) scan_fwd_kernel(scan_params p) {
                     const long long row = rowb + t;
                     float out = fmaf(Dc, xo[j], ys[j]);
                     if (p.z) out *= zo[j] * sigmoidf_(zo[j]);
-                    p.y[row * p.Di + c] = out;
+                    if (p.y_bf16)
+                        p.y_bf16[row * p.Di + c] = bf16_bits(out);
+                    else
+                        p.y[row * p.Di + c] = out;
                 }
             }
         }
@@ -434,6 +471,21 @@ static __device__ __forceinline__ void stage_rows(float *dst, int ld, const floa
     }
 }
 
+/* The staged delta tile [0, nvalid) x [0, width) (row length ld, swizzle SW) becomes the
+ * effective delta (dt_eff) in place; padding stays 0. All NT threads take part; the caller
+ * synchronises before and after. */
+template <int NT, int SW>
+static __device__ __forceinline__ void dt_transform(const scan_params &p, float *dst, int ld,
+                                                    int nvalid, int width, int c0, int tid) {
+    for (int i = tid; i < nvalid * ld; i += NT) {
+        const int r = i / ld, e = i - r * ld;
+        if (e < width) {
+            float *v = dst + r * ld + swz_col<SW>(r, e);
+            *v = dt_eff(p, *v, c0 + e);
+        }
+    }
+}
+
 /* ----------------------------------------------------------------- forward (staged, v4) */
 /* One block = 32 channels x G lanes (G warps); every thread walks the whole sequence for its
  * channel and 4 states (no split in time). Tiles of FT positions of x, delta, z (32 channels)
@@ -469,6 +521,27 @@ static __device__ __forceinline__ void fwd_write_y(const scan_params &p, const f
                                                    int c0, int t0, int tid) {
     typedef fwd_geom<G> g;
     const int nv = min(FT, p.L - t0), w = min(g::CPB, p.Di - c0);
+    if (p.y_bf16) { /* VEC: 8-byte stores of 4 values */
+        uint16_t *yh = p.y_bf16 + ((long long)b * p.L + t0) * p.Di + c0;
+        for (int i = tid; i < FT * g::CPB / 4; i += g::NT) {
+            const int r = i / (g::CPB / 4), f = i % (g::CPB / 4);
+            const float *src = Zt + r * g::CPB + swz_col<2>(r, 4 * f);
+            if (VEC) {
+                if (r < nv && 4 * f < w) {
+                    const uint32_t lo = bf16_bits(src[0]) | (uint32_t)bf16_bits(src[1]) << 16;
+                    const uint32_t hi = bf16_bits(src[2]) | (uint32_t)bf16_bits(src[3]) << 16;
+                    uint32_t *dst = (uint32_t *)(yh + (long long)r * p.Di + 4 * f);
+                    dst[0] = lo, dst[1] = hi;
+                }
+            } else {
+                for (int e = 0; e < 4; e++)
+                    if (r < nv && 4 * f + e < w)
+                        yh[(long long)r * p.Di + 4 * f + e] =
+                            bf16_bits(Zt[r * g::CPB + swz_col<2>(r, 4 * f + e)]);
+            }
+        }
+        return;
+    }
     float *yb = p.y + ((long long)b * p.L + t0) * p.Di + c0;
     if (VEC) {
         for (int i = tid; i < FT * g::CPB / 4; i += g::NT) {
@@ -520,9 +593,14 @@ __global__ void __launch_bounds__(32 * G) scan_fwd2_kernel(scan_params p) {
         if (it + 1 < ntiles)
             fwd_stage<G, VEC>(p, sm + ((it + 1) % FK) * g::STAGE, b, c0, (it + 1) * T, tid);
         cp_commit();
-        if (p.y && it > 0)
+        if ((p.y || p.y_bf16) && it > 0)
             fwd_write_y<G, VEC>(p, sm + ((it - 1) % FK) * g::STAGE + 2 * T * CPB, b, c0,
                                 (it - 1) * T, tid);
+        if (p.dt_bias || p.dt_softplus) {
+            dt_transform<g::NT, 2>(p, sm + (it % FK) * g::STAGE + T * CPB, CPB, min(T, L - it * T),
+                                   min(CPB, p.Di - c0), c0, tid);
+            __syncthreads();
+        }
         const float *X = sm + (it % FK) * g::STAGE, *Dl = X + T * CPB;
         float *Z = sm + (it % FK) * g::STAGE + 2 * T * CPB;
         const float *Bs = Z + T * CPB, *Cs = Bs + T * NP;
@@ -570,7 +648,7 @@ __global__ void __launch_bounds__(32 * G) scan_fwd2_kernel(scan_params p) {
             ys[i] = yv;
         }
         group_reduce<T, G, LS>(ys, q);
-        if (p.y) {
+        if (p.y || p.y_bf16) {
             /* gated output into the Z slots this lane read (written out next tile) */
 #pragma unroll
             for (int j = 0; j < T / G; j++) {
@@ -584,7 +662,7 @@ __global__ void __launch_bounds__(32 * G) scan_fwd2_kernel(scan_params p) {
         }
     }
     cp_wait<0>();
-    if (p.y && ntiles > 0) {
+    if ((p.y || p.y_bf16) && ntiles > 0) {
         __syncthreads();
         fwd_write_y<G, VEC>(p, sm + ((ntiles - 1) % FK) * g::STAGE + 2 * T * CPB, b, c0,
                             (ntiles - 1) * T, tid);
@@ -655,7 +733,7 @@ __global__ void __launch_bounds__(W * 32, 16 / W) scan_bwd2_kernel(scan_params p
     const long long rowb = (long long)b * L;
     float carry[SPT] = {0.0f, 0.0f, 0.0f, 0.0f}; /* a_{t+1} g_{t+1} entering from the right */
     float dAacc[SPT] = {0.0f, 0.0f, 0.0f, 0.0f};
-    float dDacc = 0.0f;
+    float dDacc = 0.0f, dtb = 0.0f; /* dtb: this thread's part of ddt_bias[c] */
     const int nch = (L + T - 1) / T;
     for (int i = tid; i < 2 * g::STAGE; i += g::NT) stg[i] = 0.0f;
     __syncthreads();
@@ -666,6 +744,11 @@ __global__ void __launch_bounds__(W * 32, 16 / W) scan_bwd2_kernel(scan_params p
         __syncthreads(); /* chunk kc staged; everyone is done with the other stage and agg */
         if (kc > 0) bwd_stage<S, G, W, VEC>(p, stg + ((it + 1) & 1) * g::STAGE, b, c0, kc - 1, tid);
         cp_commit();
+        if (p.dt_bias || p.dt_softplus) {
+            dt_transform<g::NT, 0>(p, stg + (it & 1) * g::STAGE + T * CPW, CPW, min(T, L - kc * T),
+                                   min(CPW, p.Di - c0), c0, tid);
+            __syncthreads();
+        }
         const float *X = stg + (it & 1) * g::STAGE, *Dl = X + T * CPW, *Z = Dl + T * CPW;
         const float *DY = Z + T * CPW, *Bs = DY + T * CPW, *Cs = Bs + T * NP, *H = Cs + T * NP;
         const int ts = kc * T, r0 = warp * S;
@@ -738,8 +821,13 @@ __global__ void __launch_bounds__(W * 32, 16 / W) scan_bwd2_kernel(scan_params p
                 const float sg = sigmoidf_(zz);
                 const float yss = fmaf(Dc, xo, ys[j]);
                 dyss = gy * zz * sg;
-                if (cv && t < L)
-                    p.dz[(rowb + t) * p.zs + c] = gy * yss * sg * fmaf(zz, 1.0f - sg, 1.0f);
+                if (cv && t < L) {
+                    const float dzv = gy * yss * sg * fmaf(zz, 1.0f - sg, 1.0f);
+                    if (p.dz_bf16)
+                        p.dz_bf16[(rowb + t) * p.zs + c] = bf16_bits(dzv);
+                    else
+                        p.dz[(rowb + t) * p.zs + c] = dzv;
+                }
             } else {
                 dyss = gy;
             }
@@ -816,7 +904,13 @@ __global__ void __launch_bounds__(W * 32, 16 / W) scan_bwd2_kernel(scan_params p
             if (cv && t < L) {
                 const long long row = rowb + t;
                 p.dx[row * p.Di + c] = fmaf(gB[j], Dl[r * CPW + cl], Dc * dyo[j]);
-                p.ddelta[row * p.Di + c] = fmaf(gB[j], X[r * CPW + cl], dd[j]);
+                const float gd =
+                    dt_grad_pre(p, fmaf(gB[j], X[r * CPW + cl], dd[j]), Dl[r * CPW + cl]);
+                dtb += gd;
+                if (p.ddelta_bf16)
+                    p.ddelta_bf16[row * p.Di + c] = bf16_bits(gd);
+                else
+                    p.ddelta[row * p.Di + c] = gd;
             }
         }
     }
@@ -844,6 +938,7 @@ __global__ void __launch_bounds__(W * 32, 16 / W) scan_bwd2_kernel(scan_params p
             if (n0 + k < N) atomicAdd(p.dA_log + (long long)c * N + n0 + k, sv[k] * A2[k] * LN2);
         if (q == 0 && p.dD) atomicAdd(p.dD + c, sd);
     }
+    if (p.ddt_bias && cv) atomicAdd(p.ddt_bias + c, dtb);
 }
 
 /* ------------------------------------------------------------ backward (serial, v5) */
@@ -961,7 +1056,7 @@ __global__ void __launch_bounds__(32 * G, 16 / G) scan_bwd3_kernel(scan_params p
     float *const xdst = (xquad < G ? p.dB : p.dC) + rowb * p.bcs + xn;
     float u[SPT] = {0.0f, 0.0f, 0.0f, 0.0f}; /* a_{t+1} g_{t+1}: the carry from the right */
     float dA[SPT] = {0.0f, 0.0f, 0.0f, 0.0f};
-    float dDacc = 0.0f;
+    float dDacc = 0.0f, dtb = 0.0f; /* dtb: this thread's part of ddt_bias[c] */
     const int nch = (L + BT - 1) / BT;
     bwd3_stage<G, VEC>(p, sm, b, c0, nch - 1, tid);
     cp_commit();
@@ -973,6 +1068,10 @@ __global__ void __launch_bounds__(32 * G, 16 / G) scan_bwd3_kernel(scan_params p
         cp_wait<0>();
         __syncthreads();
         const int ts = kc * BT;
+        if (p.dt_bias || p.dt_softplus) {
+            dt_transform<NT, 1>(p, sm + g::DL, CPB, min(BT, L - ts), min(CPB, p.Di - c0), c0, tid);
+            __syncthreads();
+        }
         /* ---- forward pass: states, checkpoints, pre-gate output */
         {
             float cur[SPT] = {h0v[0], h0v[1], h0v[2], h0v[3]};
@@ -1028,8 +1127,13 @@ __global__ void __launch_bounds__(32 * G, 16 / G) scan_bwd3_kernel(scan_params p
                     const float zz = zr[m], sg = sigmoidf_(zz);
                     const float yss = fmaf(Dg, xo, YS[sc]);
                     dyss = gy[m] * zz * sg;
-                    if (gcv && t < L)
-                        p.dz[(rowb + t) * p.zs + gc] = gy[m] * yss * sg * fmaf(zz, 1.0f - sg, 1.0f);
+                    if (gcv && t < L) {
+                        const float dzv = gy[m] * yss * sg * fmaf(zz, 1.0f - sg, 1.0f);
+                        if (p.dz_bf16)
+                            p.dz_bf16[(rowb + t) * p.zs + gc] = bf16_bits(dzv);
+                        else
+                            p.dz[(rowb + t) * p.zs + gc] = dzv;
+                    }
                 }
                 dDacc = fmaf(dyss, xo, dDacc);
                 YS[sc] = dyss;
@@ -1156,7 +1260,12 @@ __global__ void __launch_bounds__(32 * G, 16 / G) scan_bwd3_kernel(scan_params p
                     const long long row = rowb + t;
                     const int sc = r * CPB + swz_col<1>(r, cw);
                     p.dx[row * p.Di + c] = fmaf(gB[jj], Dl[sc], Dc * YS[sc]);
-                    p.ddelta[row * p.Di + c] = fmaf(gB[jj], X[sc], dE[jj] * LN2);
+                    const float gd = dt_grad_pre(p, fmaf(gB[jj], X[sc], dE[jj] * LN2), Dl[sc]);
+                    dtb += gd;
+                    if (p.ddelta_bf16)
+                        p.ddelta_bf16[row * p.Di + c] = bf16_bits(gd);
+                    else
+                        p.ddelta[row * p.Di + c] = gd;
                 }
             }
         }
@@ -1176,6 +1285,7 @@ __global__ void __launch_bounds__(32 * G, 16 / G) scan_bwd3_kernel(scan_params p
 #pragma unroll
     for (int off = CPW; off < 32; off <<= 1) dDacc += __shfl_xor_sync(FULL_MASK, dDacc, off);
     if (p.dD && gcv && lane < CPW) atomicAdd(p.dD + gc, dDacc);
+    if (p.ddt_bias && cv) atomicAdd(p.ddt_bias + c, dtb);
 }
 
 /* dB, dC columns := 0 (they are accumulated with atomics). */
@@ -1396,23 +1506,47 @@ extern "C" int mb_scan_cuda_lab_backward_occupancy(int64_t N) {
     return e == cudaSuccess ? nb : cuda_fail(e, "backward occupancy");
 }
 
-extern "C" int mb_scan_cuda_forward(const mb_scan_args *a, float *y, void *stream) {
+static void apply_opts(scan_params *p, const mb_scan_cuda_opts *o) {
+    if (!o) return;
+    p->dt_bias = o->dt_bias, p->dt_softplus = o->dt_softplus ? 1 : 0;
+}
+
+extern "C" int mb_scan_cuda_forward_ex(const mb_scan_args *a, const mb_scan_cuda_opts *o, float *y,
+                                       void *stream) {
     int rc = check_args(a, "mb_scan_cuda_forward");
     if (rc) return rc;
     if (a->B * a->L * a->Di == 0) return 0;
+    if (g_fwd_warps > 0 && o && o->y_bf16)
+        return mb_fail(MB_EINVAL, "mb_scan_cuda_forward: the legacy forward (lab knob) writes no "
+                                  "bf16 y");
     scan_params p = make_params(a);
-    p.y = y;
-    p.vec = p.vec && (!y || al16(y)); /* y rows are written with 16-byte stores */
+    apply_opts(&p, o);
+    p.y_bf16 = o ? o->y_bf16 : NULL;
+    p.y = p.y_bf16 ? NULL : y;
+    /* y rows are written with 16-byte stores (bf16: 4-byte ones) */
+    p.vec = p.vec && (!p.y || al16(p.y)) && (!p.y_bf16 || (uintptr_t)p.y_bf16 % 4 == 0);
     return launch_forward(&p, (cudaStream_t)stream);
+}
+
+extern "C" int mb_scan_cuda_forward(const mb_scan_args *a, float *y, void *stream) {
+    return mb_scan_cuda_forward_ex(a, NULL, y, stream);
 }
 
 extern "C" int mb_scan_cuda_backward(const mb_scan_args *a, const float *dy, float *dx,
                                      float *ddelta, float *dA_log, float *dB, float *dC, float *dD,
                                      float *dz, void *stream) {
+    return mb_scan_cuda_backward_ex(a, NULL, dy, dx, ddelta, dA_log, dB, dC, dD, dz, stream);
+}
+
+extern "C" int mb_scan_cuda_backward_ex(const mb_scan_args *a, const mb_scan_cuda_opts *o,
+                                        const float *dy, float *dx, float *ddelta, float *dA_log,
+                                        float *dB, float *dC, float *dD, float *dz, void *stream) {
     int rc = check_args(a, "mb_scan_cuda_backward");
     if (rc) return rc;
     if (a->B * a->L * a->Di == 0) return 0;
-    if (!dy || !dx || !ddelta || !dA_log || !dB || !dC || (a->z && !dz))
+    uint16_t *ddelta_bf16 = o ? o->ddelta_bf16 : NULL, *dz_bf16 = o ? o->dz_bf16 : NULL;
+    if (!dy || !dx || (!ddelta && !ddelta_bf16) || !dA_log || !dB || !dC ||
+        (a->z && !dz && !dz_bf16))
         return mb_fail(MB_EINVAL, "mb_scan_cuda_backward: NULL gradient pointer");
     if (a->N > 16)
         return mb_fail(MB_EINVAL, "mb_scan_cuda_backward: d_state N %lld > 16 not supported yet",
@@ -1422,8 +1556,10 @@ extern "C" int mb_scan_cuda_backward(const mb_scan_args *a, const float *dy, flo
                                   "save the chunk states)");
     cudaStream_t st = (cudaStream_t)stream;
     scan_params p = make_params(a);
+    apply_opts(&p, o);
     p.dy = dy, p.dx = dx, p.ddelta = ddelta, p.dA_log = dA_log, p.dB = dB, p.dC = dC;
     p.dD = dD, p.dz = dz;
+    p.ddt_bias = o ? o->ddt_bias : NULL, p.ddelta_bf16 = ddelta_bf16, p.dz_bf16 = dz_bf16;
     float *tmp = NULL;
     cudaError_t e;
     if (BWD_CHUNK % p.chunk == 0) {
@@ -1440,6 +1576,7 @@ extern "C" int mb_scan_cuda_backward(const mb_scan_args *a, const float *dy, flo
         }
         scan_params f = p;
         f.chunk = BWD_CHUNK, f.nch = (int)nch, f.h_chunks = tmp, f.h_last = NULL, f.y = NULL;
+        f.y_bf16 = NULL;
         const int keep = g_fwd_warps;
         g_fwd_warps = 0;
         rc = launch_forward(&f, st);

@@ -60,6 +60,30 @@ int mb_scan_cuda_backward(const mb_scan_args *a, const float *dy, float *dx, flo
                           float *dA_log, float *dB, float *dC, float *dD, float *dz,
                           void *stream);
 
+/* Options of the _ex forms, for the model's use (mamba_ssm selective_scan_fn's delta_bias /
+ * delta_softplus, and the mixed-precision path's bf16 operand copies). All DEVICE pointers;
+ * NULL / 0 fields keep the plain behaviour. */
+typedef struct {
+    const float *dt_bias; /* (Di): the scan uses delta + dt_bias[c] ... */
+    int dt_softplus;      /* ... through softplus (threshold 20) when set; args.delta is raw */
+    uint16_t *y_bf16;     /* forward: y (B, L, Di) written here as bf16 instead of fp32 y */
+    float *ddt_bias;      /* backward: += the column sums of the returned ddelta */
+    uint16_t *ddelta_bf16; /* backward: ddelta (B, L, Di) written here as bf16, not to ddelta */
+    uint16_t *dz_bf16;     /* backward: dz written here as bf16 (stride z_stride), not to dz */
+} mb_scan_cuda_opts;
+
+/* Forward / backward with options (o may be NULL = the functions above). With dt_bias or
+ * dt_softplus the effective delta is delta_eff = softplus(delta + dt_bias) (or delta + dt_bias)
+ * in both passes, and the backward's ddelta is the gradient of the pre-activation delta +
+ * dt_bias (ddelta_eff * sigmoid(pre) with softplus). bf16 copies are rounded to nearest even
+ * (uint16_t bit patterns of __nv_bfloat16). Errors as for the plain forms; the forward with
+ * y_bf16 refuses the legacy forward kernel (lab knob). */
+int mb_scan_cuda_forward_ex(const mb_scan_args *a, const mb_scan_cuda_opts *o, float *y,
+                            void *stream);
+int mb_scan_cuda_backward_ex(const mb_scan_args *a, const mb_scan_cuda_opts *o, const float *dy,
+                             float *dx, float *ddelta, float *dA_log, float *dB, float *dC,
+                             float *dD, float *dz, void *stream);
+
 /* Lab knob: 0 (default) = the staged forward kernel; 1, 2, 4, 8 or 16 = the previous
  * (legacy, unstaged) forward kernel with that many warps splitting a tile in time. Results do
  * not depend on it beyond rounding of the (a, b) combination order. Not thread-safe (global). */

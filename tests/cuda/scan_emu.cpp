@@ -156,7 +156,8 @@ static inline float rcp_(float v) {
     return 1.0f / v;
 }
 static inline void cp16(float *dst, const float *src, bool ok) {
-    for (int k = 0; k < 4; k++) dst[k] = ok ? src[k] : 0.0f;
+    for (int k = 0; k < 4; k++)
+        dst[k] = ok ? src[k] : 0.0f;
 }
 static inline void cp4(float *dst, const float *src, bool ok) {
     dst[0] = ok ? src[0] : 0.0f;
@@ -171,6 +172,9 @@ float4 smem4[16384];
 float4 smem[16384];
 
 #include "cuda/scan.cu"
+extern "C" {
+#include "cpu/activations.h"
+}
 
 /* ------------------------------------------------------------------------------ driver */
 static int g_fail = 0;
@@ -193,6 +197,27 @@ static void check(const char *name, double err) {
     if (!ok) g_fail = 1;
     printf("  %-8s rel err %.2e %s\n", name, err, ok ? "ok" : "FAIL");
 }
+/* bf16 bits vs fp32 reference (rows x width, stride): half a bf16 ulp + 1e-4 x the largest */
+static void check_bf16(const char *name, const uint16_t *h, const float *ref, int64_t rows,
+                       int64_t width, int64_t stride) {
+    float big = 0.0f;
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t c = 0; c < width; c++)
+            big = std::max(big, fabsf(ref[r * stride + c]));
+    int64_t bad = 0;
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t c = 0; c < width; c++) {
+            const uint32_t bits = (uint32_t)h[r * stride + c] << 16;
+            float v;
+            memcpy(&v, &bits, sizeof v);
+            const float want = ref[r * stride + c];
+            if (!(fabsf(v - want) <= 0x1p-8f * fabsf(want) + 1e-4f * big)) bad++;
+        }
+    if (bad) g_fail = 1;
+    printf("  %-8s %lld of %lld beyond half a bf16 ulp %s\n", name, (long long)bad,
+           (long long)(rows * width), bad ? "FAIL" : "ok");
+}
+
 static float urand(mb_rng *r, float lo, float hi) {
     return lo + (hi - lo) * mb_rng_float(r);
 }
@@ -202,33 +227,49 @@ struct tcase {
     int gate, use_h0, vec, nan_at;
     int kern; /* 0: v5, 1: v5 with the dB/dC pair exchange */
     int qm;   /* state-group-major lanes (forward and backward) */
+    int sp;   /* mb_scan_cuda_opts: 1 softplus(delta + dt_bias) and its gradient, 2 also bf16
+                 y / ddelta / dz */
 };
 
 static void run_case(tcase tc, uint64_t seed) {
     printf("B %lld L %lld Di %lld N %lld chunk %lld gate %d h0 %d vec %d nan %d kernel %s, %s "
            "lanes\n",
-           (long long)tc.B, (long long)tc.L, (long long)tc.Di, (long long)tc.N,
-           (long long)tc.chunk, tc.gate, tc.use_h0, tc.vec, tc.nan_at,
-           tc.kern == 1 ? "v5 pair exchange" : "v5", tc.qm ? "state-major" : "channel-major");
+           (long long)tc.B, (long long)tc.L, (long long)tc.Di, (long long)tc.N, (long long)tc.chunk,
+           tc.gate, tc.use_h0, tc.vec, tc.nan_at, tc.kern == 1 ? "v5 pair exchange" : "v5",
+           tc.qm ? "state-major" : "channel-major");
     const int64_t B = tc.B, L = tc.L, Di = tc.Di, N = tc.N, R = tc.R, BL = B * L;
     const int64_t bcs = R + 2 * N;
     mb_rng r;
     mb_rng_seed(&r, seed);
     std::vector<float> xz(BL * 2 * Di), delta(BL * Di), dy(BL * Di), dbc(BL * bcs), A_log(Di * N),
         D(Di), h0(B * Di * N);
-    for (auto &v : xz) v = urand(&r, -2.0f, 2.0f);
+    for (auto &v : xz)
+        v = urand(&r, -2.0f, 2.0f);
     for (int64_t i = 0; i < BL * Di; i++) {
         const float u = mb_rng_float(&r);
         delta[i] = u < 0.9f ? urand(&r, 0.001f, 0.1f) : urand(&r, 0.1f, 2.0f);
         dy[i] = urand(&r, -1.0f, 1.0f);
     }
-    for (auto &v : dbc) v = urand(&r, -1.0f, 1.0f);
+    for (auto &v : dbc)
+        v = urand(&r, -1.0f, 1.0f);
     for (int64_t c = 0; c < Di; c++) {
-        for (int64_t n = 0; n < N; n++) A_log[c * N + n] = logf((float)(n + 1)) + urand(&r, -0.5f, 0.5f);
+        for (int64_t n = 0; n < N; n++)
+            A_log[c * N + n] = logf((float)(n + 1)) + urand(&r, -0.5f, 0.5f);
         D[c] = urand(&r, 0.5f, 1.5f);
     }
-    for (auto &v : h0) v = urand(&r, -1.0f, 1.0f);
+    for (auto &v : h0)
+        v = urand(&r, -1.0f, 1.0f);
     if (tc.nan_at >= 0) xz[(int64_t)tc.nan_at * 2 * Di + 5] = NAN;
+    /* options: the kernels get raw pre-activations and dt_bias, the reference their softplus */
+    std::vector<float> raw(BL * Di), bias(Di);
+    if (tc.sp) {
+        for (auto &v : bias)
+            v = urand(&r, -5.0f, -1.0f);
+        for (int64_t i = 0; i < BL * Di; i++) {
+            raw[i] = mb_rng_float(&r) < 0.01f ? urand(&r, 21.0f, 26.0f) : urand(&r, -4.0f, 4.0f);
+            delta[i] = mb_softplusf(raw[i] + bias[i % Di]);
+        }
+    }
     mb_scan_args a;
     memset(&a, 0, sizeof a);
     a.B = B, a.L = L, a.Di = Di, a.N = N, a.chunk = tc.chunk;
@@ -262,17 +303,25 @@ static void run_case(tcase tc, uint64_t seed) {
         f.Bm = a.Bm, f.Cm = a.Cm, f.bcs = bcs, f.D = a.D, f.z = a.z, f.zs = a.z_stride;
         f.h0 = a.h0, f.h_last = ehl.data(), f.h_chunks = ehc.data(), f.y = ey.data();
         f.vec = tc.vec;
+        std::vector<uint16_t> eyb(BL * Di, 0xffff);
+        if (tc.sp) {
+            f.delta = raw.data(), f.dt_bias = bias.data(), f.dt_softplus = 1;
+            if (tc.sp == 2) f.y = NULL, f.y_bf16 = eyb.data();
+        }
         const bool fine = tc.chunk % FT != 0;
         std::function<void()> kf;
-#define EMU_F1(GG, FF, QQ)                                                                        \
-    (tc.vec ? std::function<void()>([&] { scan_fwd2_kernel<GG, true, FF, QQ>(f); })               \
+#define EMU_F1(GG, FF, QQ)                                                                         \
+    (tc.vec ? std::function<void()>([&] { scan_fwd2_kernel<GG, true, FF, QQ>(f); })                \
             : std::function<void()>([&] { scan_fwd2_kernel<GG, false, FF, QQ>(f); }))
-#define EMU_F(GG)                                                                                 \
-    (fine ? (tc.qm ? EMU_F1(GG, true, true) : EMU_F1(GG, true, false))                            \
+#define EMU_F(GG)                                                                                  \
+    (fine ? (tc.qm ? EMU_F1(GG, true, true) : EMU_F1(GG, true, false))                             \
           : (tc.qm ? EMU_F1(GG, false, true) : EMU_F1(GG, false, false)))
         kf = Gf == 1 ? EMU_F(1) : Gf == 2 ? EMU_F(2) : EMU_F(4);
         if (emu::launch((unsigned)((Di + 31) / 32), (unsigned)B, 32 * Gf, kf)) g_fail = 1;
-        check("fwd y", rel_err(ey.data(), y2.data(), BL, Di, Di));
+        if (tc.sp == 2)
+            check_bf16("fwd y16", eyb.data(), y2.data(), BL, Di, Di);
+        else
+            check("fwd y", rel_err(ey.data(), y2.data(), BL, Di, Di));
         check("fwd hc", rel_err(ehc.data(), hc2.data(), B * Di * nch * N, 1, 1));
         check("fwd hlast", rel_err(ehl.data(), hl.data(), B * Di * N, 1, 1));
     }
@@ -298,19 +347,30 @@ static void run_case(tcase tc, uint64_t seed) {
     std::vector<float> edx(BL * Di, NAN), eddl(BL * Di, NAN), ebc(BL * bcs, NAN),
         edz(BL * 2 * Di, NAN), edA(Di * N, 0.25f), edD(Di, -0.5f);
     for (int64_t i = 0; i < BL; i++)
-        for (int64_t n = 0; n < N; n++) ebc[i * bcs + R + n] = ebc[i * bcs + R + N + n] = 0.0f;
+        for (int64_t n = 0; n < N; n++)
+            ebc[i * bcs + R + n] = ebc[i * bcs + R + N + n] = 0.0f;
     p.dy = dy.data(), p.dx = edx.data(), p.ddelta = eddl.data(), p.dA_log = edA.data();
     p.dB = ebc.data() + R, p.dC = ebc.data() + R + N, p.dD = edD.data();
     p.dz = tc.gate ? edz.data() + Di : NULL;
     p.red_vec = tc.vec && bcs % 4 == 0 && N % 4 == 0 && R % 4 == 0;
     p.vec = tc.vec;
+    std::vector<float> edb(Di, 0.0f), db_ref(Di, 0.0f);
+    std::vector<uint16_t> eddb(BL * Di, 0xffff), edzb(BL * 2 * Di, 0xffff);
+    if (tc.sp) {
+        p.delta = raw.data(), p.dt_bias = bias.data(), p.dt_softplus = 1, p.ddt_bias = edb.data();
+        if (tc.sp == 2) p.ddelta_bf16 = eddb.data(), p.dz_bf16 = tc.gate ? edzb.data() + Di : NULL;
+        for (int64_t i = 0; i < BL * Di; i++) {
+            ddl[i] *= mb_softplus_grad_from_outputf(delta[i]);
+            db_ref[i % Di] += ddl[i];
+        }
+    }
     const int G = N <= 4 ? 1 : N <= 8 ? 2 : 4;
     std::function<void()> k;
-#define EMU_K1(GG, XBV, QQ)                                                                       \
-    (tc.vec ? std::function<void()>([&] { scan_bwd3_kernel<GG, true, XBV, QQ>(p); })              \
+#define EMU_K1(GG, XBV, QQ)                                                                        \
+    (tc.vec ? std::function<void()>([&] { scan_bwd3_kernel<GG, true, XBV, QQ>(p); })               \
             : std::function<void()>([&] { scan_bwd3_kernel<GG, false, XBV, QQ>(p); }))
-#define EMU_K(GG)                                                                                 \
-    (tc.kern ? (tc.qm ? EMU_K1(GG, 1, true) : EMU_K1(GG, 1, false))                               \
+#define EMU_K(GG)                                                                                  \
+    (tc.kern ? (tc.qm ? EMU_K1(GG, 1, true) : EMU_K1(GG, 1, false))                                \
              : (tc.qm ? EMU_K1(GG, 0, true) : EMU_K1(GG, 0, false)))
     const int threads = 32 * G;
     k = G == 1 ? EMU_K(1) : G == 2 ? EMU_K(2) : EMU_K(4);
@@ -323,21 +383,28 @@ static void run_case(tcase tc, uint64_t seed) {
         return;
     }
     check("dx", rel_err(edx.data(), dx.data(), BL, Di, Di));
-    check("ddelta", rel_err(eddl.data(), ddl.data(), BL, Di, Di));
+    if (tc.sp == 2)
+        check_bf16("ddelta16", eddb.data(), ddl.data(), BL, Di, Di);
+    else
+        check("ddelta", rel_err(eddl.data(), ddl.data(), BL, Di, Di));
+    if (tc.sp) check("dt_bias", rel_err(edb.data(), db_ref.data(), 1, Di, Di));
     check("dB", rel_err(ebc.data() + R, gbc.data() + R, BL, N, bcs));
     check("dC", rel_err(ebc.data() + R + N, gbc.data() + R + N, BL, N, bcs));
-    if (tc.gate) check("dz", rel_err(edz.data() + Di, dz.data() + Di, BL, Di, 2 * Di));
+    if (tc.gate && tc.sp == 2)
+        check_bf16("dz16", edzb.data() + Di, dz.data() + Di, BL, Di, 2 * Di);
+    else if (tc.gate)
+        check("dz", rel_err(edz.data() + Di, dz.data() + Di, BL, Di, 2 * Di));
     check("dA_log", rel_err(edA.data(), dA.data(), Di, N, N));
     check("dD", rel_err(edD.data(), dD.data(), 1, Di, Di));
 }
 
 int main(void) {
     const tcase cs[] = {
-        {1, 64, 32, 16, 4, 64, 1, 0, 1, -1, 0, 0},   {2, 200, 64, 16, 4, 64, 1, 1, 1, -1, 0, 0},
-        {2, 200, 40, 16, 3, 64, 1, 1, 0, -1, 0, 0},  {1, 131, 64, 16, 4, 128, 0, 1, 1, -1, 0, 0},
-        {2, 100, 72, 12, 2, 33, 1, 1, 0, -1, 0, 0},  {1, 150, 64, 8, 4, 32, 1, 1, 1, -1, 0, 0},
-        {1, 150, 40, 4, 4, 1, 1, 0, 0, -1, 0, 0},    {1, 70, 64, 4, 4, 64, 0, 0, 1, -1, 0, 0},
-        {1, 3, 64, 16, 4, 64, 1, 1, 1, -1, 0, 0},    {1, 150, 64, 16, 4, 64, 1, 0, 1, 100, 0, 0},
+        {1, 64, 32, 16, 4, 64, 1, 0, 1, -1, 0, 0},  {2, 200, 64, 16, 4, 64, 1, 1, 1, -1, 0, 0},
+        {2, 200, 40, 16, 3, 64, 1, 1, 0, -1, 0, 0}, {1, 131, 64, 16, 4, 128, 0, 1, 1, -1, 0, 0},
+        {2, 100, 72, 12, 2, 33, 1, 1, 0, -1, 0, 0}, {1, 150, 64, 8, 4, 32, 1, 1, 1, -1, 0, 0},
+        {1, 150, 40, 4, 4, 1, 1, 0, 0, -1, 0, 0},   {1, 70, 64, 4, 4, 64, 0, 0, 1, -1, 0, 0},
+        {1, 3, 64, 16, 4, 64, 1, 1, 1, -1, 0, 0},   {1, 150, 64, 16, 4, 64, 1, 0, 1, 100, 0, 0},
         {2, 100, 37, 16, 3, 64, 1, 1, 0, -1, 0, 0}, /* odd Di: a partial block of channels */
     };
     for (int qm = 0; qm < 2; qm++)
@@ -347,6 +414,13 @@ int main(void) {
                 tc.kern = kern, tc.qm = qm;
                 run_case(tc, 1 + i);
             }
+    /* the options (softplus + dt_bias; bf16 outputs), pair exchange, both lane layouts */
+    for (int sp = 1; sp <= 2; sp++)
+        for (int i : {1, 2, 4, 10}) {
+            tcase tc = cs[i];
+            tc.kern = 1, tc.qm = sp - 1, tc.sp = sp;
+            run_case(tc, 50 + i);
+        }
     printf(g_fail ? "FAILED\n" : "all passed\n");
     return g_fail;
 }

@@ -7,7 +7,10 @@
  * unwritten element fails. Also: y is bit-identical for every chunk length and close for every
  * tile width; a NaN input gives NaN outputs. Every backward kernel (v5 with and without the dB/dC
  * pair exchange, v4 with 8 or 16 warps splitting a chunk in time) and both lane layouts of the
- * staged forward and v5 are checked. Exits 77 (ctest SKIP_RETURN_CODE) without a GPU.
+ * staged forward and v5 are checked. The options of the _ex forms (delta_softplus with dt_bias
+ * and its gradient; bf16 y, ddelta and dz, each within half a bf16 ulp plus TOL of the tensor's
+ * largest value) against the CPU scan on softplus(delta + bias). Exits 77 (ctest
+ * SKIP_RETURN_CODE) without a GPU.
  */
 #include <cuda_runtime.h>
 #include <math.h>
@@ -18,14 +21,17 @@
 
 #include "cuda/scan_cuda.h"
 #include "mambabyte.h"
+extern "C" {
+#include "cpu/activations.h"
+}
 
-#define CK(call)                                                                                  \
-    do {                                                                                          \
-        cudaError_t e_ = (call);                                                                  \
-        if (e_ != cudaSuccess) {                                                                  \
+#define CK(call)                                                                                   \
+    do {                                                                                           \
+        cudaError_t e_ = (call);                                                                   \
+        if (e_ != cudaSuccess) {                                                                   \
             fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(e_)); \
-            exit(1);                                                                              \
-        }                                                                                         \
+            exit(1);                                                                               \
+        }                                                                                          \
     } while (0)
 
 #define TOL 1e-4
@@ -105,19 +111,23 @@ static void make_problem(problem *p, tcase tc, uint64_t seed) {
     p->A_log = (float *)malloc(sizeof(float) * (size_t)(Di * N));
     p->D = (float *)malloc(sizeof(float) * (size_t)Di);
     p->h0 = (float *)malloc(sizeof(float) * (size_t)(tc.B * Di * N));
-    for (int64_t i = 0; i < BL * 2 * Di; i++) p->xz[i] = urand(&r, -2.0f, 2.0f);
+    for (int64_t i = 0; i < BL * 2 * Di; i++)
+        p->xz[i] = urand(&r, -2.0f, 2.0f);
     for (int64_t i = 0; i < BL * Di; i++) {
         /* softplus outputs: mostly small, some large steps */
         const float u = mb_rng_float(&r);
         p->delta[i] = u < 0.9f ? urand(&r, 0.001f, 0.1f) : urand(&r, 0.1f, 2.0f);
         p->dy[i] = urand(&r, -1.0f, 1.0f);
     }
-    for (int64_t i = 0; i < BL * bcs; i++) p->dbc[i] = urand(&r, -1.0f, 1.0f);
+    for (int64_t i = 0; i < BL * bcs; i++)
+        p->dbc[i] = urand(&r, -1.0f, 1.0f);
     for (int64_t c = 0; c < Di; c++) {
-        for (int64_t n = 0; n < N; n++) p->A_log[c * N + n] = logf((float)(n + 1)) + urand(&r, -0.5f, 0.5f);
+        for (int64_t n = 0; n < N; n++)
+            p->A_log[c * N + n] = logf((float)(n + 1)) + urand(&r, -0.5f, 0.5f);
         p->D[c] = urand(&r, 0.5f, 1.5f);
     }
-    for (int64_t i = 0; i < tc.B * Di * N; i++) p->h0[i] = urand(&r, -1.0f, 1.0f);
+    for (int64_t i = 0; i < tc.B * Di * N; i++)
+        p->h0[i] = urand(&r, -1.0f, 1.0f);
     p->d_xz = dup_dev(p->xz, BL * 2 * Di);
     p->d_delta = dup_dev(p->delta, BL * Di);
     p->d_dy = dup_dev(p->dy, BL * Di);
@@ -175,8 +185,10 @@ static void run_case(tcase tc, uint64_t seed) {
     float *dz = (float *)calloc((size_t)(BL * 2 * Di), sizeof(float));
     float *dA = (float *)malloc(sizeof(float) * (size_t)(Di * N));
     float *dD = (float *)malloc(sizeof(float) * (size_t)Di);
-    for (int64_t i = 0; i < Di * N; i++) dA[i] = 0.25f; /* += semantics */
-    for (int64_t i = 0; i < Di; i++) dD[i] = -0.5f;
+    for (int64_t i = 0; i < Di * N; i++)
+        dA[i] = 0.25f; /* += semantics */
+    for (int64_t i = 0; i < Di; i++)
+        dD[i] = -0.5f;
     mb_scan_backward(&ah, p.dy, dx, ddelta, dA, dbc + tc.R, dbc + tc.R + N, dD,
                      tc.gate ? dz + Di : NULL);
 
@@ -194,7 +206,8 @@ static void run_case(tcase tc, uint64_t seed) {
     check("fwd", "h_chunks", rel_err(ghc, hc, nhc, 1, 1));
     check("fwd", "h_last", rel_err(ghl, hl, nh, 1, 1));
     if (tc.fwd_only) {
-        free(y), free(hc), free(hl), free(dx), free(ddelta), free(dbc), free(dz), free(dA), free(dD);
+        free(y), free(hc), free(hl), free(dx), free(ddelta), free(dbc), free(dz), free(dA),
+            free(dD);
         free(gy), free(ghc), free(ghl);
         cudaFree(g_y), cudaFree(g_hc), cudaFree(g_hl);
         free_problem(&p);
@@ -206,14 +219,16 @@ static void run_case(tcase tc, uint64_t seed) {
     float *g_dA = dev_poison(Di * N), *g_dD = dev_poison(Di);
     {
         float *t = (float *)malloc(sizeof(float) * (size_t)(Di * N));
-        for (int64_t i = 0; i < Di * N; i++) t[i] = 0.25f;
+        for (int64_t i = 0; i < Di * N; i++)
+            t[i] = 0.25f;
         CK(cudaMemcpy(g_dA, t, sizeof(float) * (size_t)(Di * N), cudaMemcpyHostToDevice));
-        for (int64_t i = 0; i < Di; i++) t[i] = -0.5f;
+        for (int64_t i = 0; i < Di; i++)
+            t[i] = -0.5f;
         CK(cudaMemcpy(g_dD, t, sizeof(float) * (size_t)Di, cudaMemcpyHostToDevice));
         free(t);
     }
-    rc = mb_scan_cuda_backward(&ad, p.d_dy, g_dx, g_dd, g_dA, g_dbc + tc.R, g_dbc + tc.R + N,
-                               g_dD, tc.gate ? g_dz + Di : NULL, NULL);
+    rc = mb_scan_cuda_backward(&ad, p.d_dy, g_dx, g_dd, g_dA, g_dbc + tc.R, g_dbc + tc.R + N, g_dD,
+                               tc.gate ? g_dz + Di : NULL, NULL);
     if (rc) {
         printf("  backward failed: %s\n", mb_last_error());
         g_fail = 1;
@@ -236,6 +251,167 @@ static void run_case(tcase tc, uint64_t seed) {
     cudaFree(g_y), cudaFree(g_hc), cudaFree(g_hl), cudaFree(g_dx), cudaFree(g_dd);
     cudaFree(g_dbc), cudaFree(g_dz), cudaFree(g_dA), cudaFree(g_dD);
     free_problem(&p);
+}
+
+static uint16_t *dev_poison16(int64_t n) {
+    uint16_t *d = NULL;
+    CK(cudaMalloc((void **)&d, sizeof(uint16_t) * (size_t)(n > 0 ? n : 1)));
+    CK(cudaMemset(d, 0xff, sizeof(uint16_t) * (size_t)(n > 0 ? n : 1))); /* NaN */
+    return d;
+}
+
+/* bf16 copy (rows x width, row stride) vs fp32 reference: every element within half a bf16 ulp
+ * (2^-8 relative) plus TOL x the largest reference magnitude */
+static void check_bf16(const char *what, const char *name, const uint16_t *dev, const float *ref,
+                       int64_t rows, int64_t width, int64_t stride) {
+    const int64_t n = rows * stride;
+    uint16_t *h = (uint16_t *)malloc(sizeof(uint16_t) * (size_t)(n > 0 ? n : 1));
+    CK(cudaMemcpy(h, dev, sizeof(uint16_t) * (size_t)n, cudaMemcpyDeviceToHost));
+    float big = 0.0f;
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t c = 0; c < width; c++)
+            big = fmaxf(big, fabsf(ref[r * stride + c]));
+    int64_t bad = 0;
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t c = 0; c < width; c++) {
+            const uint32_t bits = (uint32_t)h[r * stride + c] << 16;
+            float v;
+            memcpy(&v, &bits, sizeof v);
+            const float want = ref[r * stride + c];
+            if (!(fabsf(v - want) <= 0x1p-8f * fabsf(want) + (float)TOL * big)) bad++;
+        }
+    free(h);
+    if (bad) g_fail = 1;
+    printf("  %-6s %-8s bf16: %lld of %lld beyond half an ulp + TOL %s\n", what, name,
+           (long long)bad, (long long)(rows * width), bad ? "FAIL" : "ok");
+}
+
+/* The _ex options: delta is raw (pre-activation without bias); the reference runs the CPU scan
+ * on softplus(delta + dt_bias) and maps ddelta through softplus'. bf16: y, ddelta and dz go to
+ * bf16 copies only. */
+static void run_opts_case(tcase tc, uint64_t seed, int bf16) {
+    printf("options (softplus, dt_bias%s): B %lld L %lld Di %lld N %lld chunk %lld\n",
+           bf16 ? ", bf16 y / ddelta / dz" : "", (long long)tc.B, (long long)tc.L, (long long)tc.Di,
+           (long long)tc.N, (long long)tc.chunk);
+    problem p;
+    make_problem(&p, tc, seed);
+    const int64_t BL = tc.B * tc.L, Di = tc.Di, N = tc.N, bcs = tc.R + 2 * N;
+    const int64_t nhc = tc.B * Di * p.nch * N, nh = tc.B * Di * N;
+    mb_rng r;
+    mb_rng_seed(&r, seed ^ 0x5eed);
+    float *bias = (float *)malloc(sizeof(float) * (size_t)Di);
+    for (int64_t c = 0; c < Di; c++)
+        bias[c] = urand(&r, -5.0f, -1.0f);
+    for (int64_t i = 0; i < BL * Di; i++) /* raw pre-activations; a few above the threshold */
+        p.delta[i] = mb_rng_float(&r) < 0.01f ? urand(&r, 21.0f, 26.0f) : urand(&r, -4.0f, 4.0f);
+    CK(cudaMemcpy(p.d_delta, p.delta, sizeof(float) * (size_t)(BL * Di), cudaMemcpyHostToDevice));
+    float *eff = (float *)malloc(sizeof(float) * (size_t)(BL * Di));
+    for (int64_t i = 0; i < BL; i++)
+        for (int64_t c = 0; c < Di; c++)
+            eff[i * Di + c] = mb_softplusf(p.delta[i * Di + c] + bias[c]);
+    /* CPU reference on the effective delta */
+    float *y = (float *)calloc((size_t)(BL * Di), sizeof(float));
+    float *hc = (float *)calloc((size_t)nhc, sizeof(float));
+    float *hl = (float *)calloc((size_t)nh, sizeof(float));
+    mb_scan_args ah = args_of(&p, 0, hc, hl, tc.chunk);
+    ah.delta = eff;
+    mb_scan_forward(&ah, y);
+    float *dx = (float *)calloc((size_t)(BL * Di), sizeof(float));
+    float *dd = (float *)calloc((size_t)(BL * Di), sizeof(float));
+    float *dbc = (float *)calloc((size_t)(BL * bcs), sizeof(float));
+    float *dz = (float *)calloc((size_t)(BL * 2 * Di), sizeof(float));
+    float *dA = (float *)calloc((size_t)(Di * N), sizeof(float));
+    float *dD = (float *)calloc((size_t)Di, sizeof(float));
+    float *dbias = (float *)calloc((size_t)Di, sizeof(float));
+    mb_scan_backward(&ah, p.dy, dx, dd, dA, dbc + tc.R, dbc + tc.R + N, dD, dz + Di);
+    for (int64_t i = 0; i < BL; i++)
+        for (int64_t c = 0; c < Di; c++) {
+            dd[i * Di + c] *= mb_softplus_grad_from_outputf(eff[i * Di + c]);
+            dbias[c] += dd[i * Di + c];
+        }
+    /* GPU */
+    float *d_bias = dup_dev(bias, Di);
+    float *g_y = dev_poison(BL * Di), *g_hc = dev_poison(nhc), *g_hl = dev_poison(nh);
+    uint16_t *g_yb = bf16 ? dev_poison16(BL * Di) : NULL;
+    mb_scan_cuda_opts o;
+    memset(&o, 0, sizeof o);
+    o.dt_bias = d_bias, o.dt_softplus = 1, o.y_bf16 = g_yb;
+    mb_scan_args ad = args_of(&p, 1, g_hc, g_hl, tc.chunk);
+    if (mb_scan_cuda_forward_ex(&ad, &o, g_y, NULL)) {
+        printf("  forward failed: %s\n", mb_last_error());
+        g_fail = 1;
+    }
+    CK(cudaDeviceSynchronize());
+    float *ghc = to_host(g_hc, nhc), *ghl = to_host(g_hl, nh);
+    if (bf16) {
+        check_bf16("fwd", "y", g_yb, y, BL, Di, Di);
+    } else {
+        float *gy = to_host(g_y, BL * Di);
+        check("fwd", "y", rel_err(gy, y, BL, Di, Di));
+        free(gy);
+    }
+    check("fwd", "h_chunks", rel_err(ghc, hc, nhc, 1, 1));
+    check("fwd", "h_last", rel_err(ghl, hl, nh, 1, 1));
+    float *g_dx = dev_poison(BL * Di), *g_dd = dev_poison(BL * Di);
+    float *g_dbc = dev_poison(BL * bcs), *g_dz = dev_poison(BL * 2 * Di);
+    float *g_dA = dev_poison(Di * N), *g_dD = dev_poison(Di), *g_db = dev_poison(Di);
+    uint16_t *g_ddb = bf16 ? dev_poison16(BL * Di) : NULL;
+    uint16_t *g_dzb = bf16 ? dev_poison16(BL * 2 * Di) : NULL;
+    CK(cudaMemset(g_dA, 0, sizeof(float) * (size_t)(Di * N)));
+    CK(cudaMemset(g_dD, 0, sizeof(float) * (size_t)Di));
+    CK(cudaMemset(g_db, 0, sizeof(float) * (size_t)Di));
+    o.ddt_bias = g_db, o.ddelta_bf16 = g_ddb, o.dz_bf16 = g_dzb ? g_dzb + Di : NULL;
+    if (mb_scan_cuda_backward_ex(&ad, &o, p.d_dy, g_dx, g_dd, g_dA, g_dbc + tc.R, g_dbc + tc.R + N,
+                                 g_dD, g_dz + Di, NULL)) {
+        printf("  backward failed: %s\n", mb_last_error());
+        g_fail = 1;
+    }
+    CK(cudaDeviceSynchronize());
+    float *gdx = to_host(g_dx, BL * Di), *gdbc = to_host(g_dbc, BL * bcs);
+    float *gdA = to_host(g_dA, Di * N), *gdD = to_host(g_dD, Di), *gdb = to_host(g_db, Di);
+    check("bwd", "dx", rel_err(gdx, dx, BL, Di, Di));
+    if (bf16) {
+        check_bf16("bwd", "ddelta", g_ddb, dd, BL, Di, Di);
+        check_bf16("bwd", "dz", g_dzb + Di, dz + Di, BL, Di, 2 * Di);
+    } else {
+        float *gdd = to_host(g_dd, BL * Di), *gdz = to_host(g_dz, BL * 2 * Di);
+        check("bwd", "ddelta", rel_err(gdd, dd, BL, Di, Di));
+        check("bwd", "dz", rel_err(gdz + Di, dz + Di, BL, Di, 2 * Di));
+        free(gdd), free(gdz);
+    }
+    check("bwd", "dB", rel_err(gdbc + tc.R, dbc + tc.R, BL, N, bcs));
+    check("bwd", "dC", rel_err(gdbc + tc.R + N, dbc + tc.R + N, BL, N, bcs));
+    check("bwd", "dA_log", rel_err(gdA, dA, Di, N, N));
+    check("bwd", "dD", rel_err(gdD, dD, 1, Di, Di));
+    check("bwd", "dt_bias", rel_err(gdb, dbias, 1, Di, Di));
+    free(bias), free(eff), free(y), free(hc), free(hl), free(dx), free(dd), free(dbc), free(dz);
+    free(dA), free(dD), free(dbias), free(ghc), free(ghl), free(gdx), free(gdbc), free(gdA);
+    free(gdD), free(gdb);
+    cudaFree(d_bias), cudaFree(g_y), cudaFree(g_hc), cudaFree(g_hl), cudaFree(g_yb);
+    cudaFree(g_dx), cudaFree(g_dd), cudaFree(g_dbc), cudaFree(g_dz), cudaFree(g_dA);
+    cudaFree(g_dD), cudaFree(g_db), cudaFree(g_ddb), cudaFree(g_dzb);
+    free_problem(&p);
+}
+
+static void run_opts(void) {
+    const tcase cases[] = {
+        {1, 1, 64, 16, 4, 64, 1, 0, 0},    {3, 63, 64, 16, 4, 64, 1, 1, 0},
+        {2, 2049, 64, 16, 4, 64, 1, 1, 0}, {1, 8193, 64, 16, 4, 128, 1, 0, 0},
+        {2, 1000, 37, 16, 3, 64, 1, 1, 0}, {2, 515, 72, 12, 2, 33, 1, 1, 0},
+    };
+    const int n = (int)(sizeof cases / sizeof cases[0]);
+    const int kernels[] = {2, 1, 8}; /* v5 pair exchange, v5, v4 8 x 8 */
+    for (int k = 0; k < 3; k++) {
+        printf("options, backward kernel knob %d:\n", kernels[k]);
+        mb_scan_cuda_set_backward_warps(kernels[k]);
+        for (int i = 0; i < n; i++)
+            run_opts_case(cases[i], 900 + 10 * k + i, (i + k) & 1);
+    }
+    mb_scan_cuda_set_backward_warps(0);
+    printf("options, legacy forward (W=4), fp32 y:\n");
+    mb_scan_cuda_set_forward_warps(4);
+    run_opts_case(cases[2], 990, 0);
+    mb_scan_cuda_set_forward_warps(0);
 }
 
 /* y must not depend on the chunk length (bit for bit), nor (beyond rounding) on the number of
@@ -309,7 +485,8 @@ static void run_nan(void) {
     const float qnan = NAN;
     CK(cudaMemcpy(p.d_xz + t_bad * 2 * tc.Di + c_bad, &qnan, sizeof qnan, cudaMemcpyHostToDevice));
     float *g_y = dev_poison(n), *g_hc = dev_poison(tc.Di * 5 * tc.N);
-    float *g_dx = dev_poison(n), *g_dd = dev_poison(n), *g_dbc = dev_poison(tc.L * (tc.R + 2 * tc.N));
+    float *g_dx = dev_poison(n), *g_dd = dev_poison(n),
+          *g_dbc = dev_poison(tc.L * (tc.R + 2 * tc.N));
     float *g_dz = dev_poison(2 * n), *g_dA = dev_poison(tc.Di * tc.N), *g_dD = dev_poison(tc.Di);
     CK(cudaMemset(g_dA, 0, sizeof(float) * (size_t)(tc.Di * tc.N)));
     CK(cudaMemset(g_dD, 0, sizeof(float) * (size_t)tc.Di));
@@ -322,12 +499,14 @@ static void run_nan(void) {
     float *y = to_host(g_y, n), *dB = to_host(g_dbc, tc.L * (tc.R + 2 * tc.N));
     float *dA = to_host(g_dA, tc.Di * tc.N);
     const int y_nan = isnan(y[t_bad * tc.Di + c_bad]) && isnan(y[(tc.L - 1) * tc.Di + c_bad]);
-    const int y_clean = !isnan(y[(t_bad - 1) * tc.Di + c_bad]) && !isnan(y[t_bad * tc.Di + c_bad + 1]);
+    const int y_clean =
+        !isnan(y[(t_bad - 1) * tc.Di + c_bad]) && !isnan(y[t_bad * tc.Di + c_bad + 1]);
     const int dB_nan = isnan(dB[t_bad * (tc.R + 2 * tc.N) + tc.R]);
     const int dA_nan = isnan(dA[c_bad * tc.N]);
     printf("  y NaN at and after the bad input: %s; y finite elsewhere: %s; dB NaN: %s; "
            "dA_log NaN: %s\n",
-           y_nan ? "yes" : "NO", y_clean ? "yes" : "NO", dB_nan ? "yes" : "NO", dA_nan ? "yes" : "NO");
+           y_nan ? "yes" : "NO", y_clean ? "yes" : "NO", dB_nan ? "yes" : "NO",
+           dA_nan ? "yes" : "NO");
     const float one = 1.0f;
     const double e = rel_err(y, &one, 1, 1, 1) + rel_err(&y[t_bad * tc.Di + c_bad], &one, 1, 1, 1);
     printf("  comparator on a NaN: %s\n", isinf(e) ? "fails (good)" : "PASSES (bad)");
@@ -360,19 +539,22 @@ int main(void) {
         }
     /* N = 4 (one lane per channel), odd sizes, no gate, small and odd chunks */
     tcase extra[] = {
-        {3, 2049, 64, 4, 4, 64, 1, 1, 0}, {1, 8193, 64, 4, 0, 128, 0, 0, 0},
-        {2, 1000, 40, 16, 3, 7, 1, 1, 0}, {2, 515, 72, 12, 2, 33, 1, 1, 0},
-        {1, 777, 64, 8, 4, 1, 0, 1, 0},   {2, 2048, 64, 16, 4, 2048, 1, 1, 0},
+        {3, 2049, 64, 4, 4, 64, 1, 1, 0},  {1, 8193, 64, 4, 0, 128, 0, 0, 0},
+        {2, 1000, 40, 16, 3, 7, 1, 1, 0},  {2, 515, 72, 12, 2, 33, 1, 1, 0},
+        {1, 777, 64, 8, 4, 1, 0, 1, 0},    {2, 2048, 64, 16, 4, 2048, 1, 1, 0},
         {2, 1000, 37, 16, 3, 64, 1, 1, 0}, /* odd Di: a partial block of channels */
     };
-    for (size_t i = 0; i < sizeof extra / sizeof extra[0]; i++) run_case(extra[i], 100 + i);
+    for (size_t i = 0; i < sizeof extra / sizeof extra[0]; i++)
+        run_case(extra[i], 100 + i);
     /* N > 16 (8 lanes per channel): forward only */
     tcase wide[] = {{2, 1000, 64, 32, 4, 64, 1, 1, 1}, {1, 515, 40, 24, 3, 33, 1, 0, 1}};
-    for (size_t i = 0; i < sizeof wide / sizeof wide[0]; i++) run_case(wide[i], 200 + i);
+    for (size_t i = 0; i < sizeof wide / sizeof wide[0]; i++)
+        run_case(wide[i], 200 + i);
     run_nan();
     printf("backward v5:\n");
     mb_scan_cuda_set_backward_warps(1);
-    for (size_t i = 0; i < 4; i++) run_case(extra[i], 500 + i);
+    for (size_t i = 0; i < 4; i++)
+        run_case(extra[i], 500 + i);
     {
         const tcase tc = {3, 2049, 64, 16, 4, 64, 1, 1, 0};
         run_case(tc, 510);
@@ -382,7 +564,8 @@ int main(void) {
     mb_scan_cuda_set_lane_layout(1);
     for (int xb = 1; xb <= 2; xb++) {
         mb_scan_cuda_set_backward_warps(xb);
-        for (size_t i = 0; i < sizeof extra / sizeof extra[0]; i++) run_case(extra[i], 700 + i);
+        for (size_t i = 0; i < sizeof extra / sizeof extra[0]; i++)
+            run_case(extra[i], 700 + i);
         for (int li = 0; li < 7; li += 3) {
             const tcase tc = {3, Ls[li], 64, 16, 4, li % 2 ? 64 : 128, 1, 1, 0};
             run_case(tc, 710 + li);
@@ -392,7 +575,8 @@ int main(void) {
     mb_scan_cuda_set_lane_layout(-1);
     printf("backward v5 with the dB/dC pair exchange:\n");
     mb_scan_cuda_set_backward_warps(2);
-    for (size_t i = 0; i < sizeof extra / sizeof extra[0]; i++) run_case(extra[i], 400 + i);
+    for (size_t i = 0; i < sizeof extra / sizeof extra[0]; i++)
+        run_case(extra[i], 400 + i);
     for (int li = 2; li < 7; li += 2) {
         const tcase tc = {3, Ls[li], 64, 16, 4, 64, 1, 1, 0};
         run_case(tc, 410 + li);
@@ -404,7 +588,8 @@ int main(void) {
     for (int w = 0; w < 2; w++) {
         printf("backward v4 with %d warps x %d positions:\n", v4w[w], 64 / v4w[w]);
         mb_scan_cuda_set_backward_warps(v4w[w]);
-        for (size_t i = 0; i < 4; i++) run_case(extra[i], 300 + i);
+        for (size_t i = 0; i < 4; i++)
+            run_case(extra[i], 300 + i);
         const tcase tc = {3, 2049, 64, 16, 4, 64, 1, 1, 0};
         run_case(tc, 310);
         run_nan();
@@ -422,6 +607,7 @@ int main(void) {
         run_case(tc, 320);
     }
     mb_scan_cuda_set_forward_warps(0);
+    run_opts();
     run_invariance();
     printf(g_fail ? "FAILED\n" : "all passed\n");
     return g_fail ? 1 : 0;
