@@ -38,6 +38,8 @@ struct mb_cuda_acts {
     int64_t B, L, BL;
     int64_t chunk, n_chunks;
     int train, can_backward, recompute, keep_scan, bf16;
+    int fused; /* softplus(delta + dt_proj.bias) inside the scan, whose bf16 mode writes the bf16
+                  copies of y, ddelta and dz itself (MB_CUDA_SCAN_FUSED=0: separate kernels) */
     int64_t lstride_mul; /* mixer buffers: 1 when training without recomputation, else 0 */
     int64_t kstride_mul; /* scan chunk states and the y the backward reads: 1 when training
                             without recomputation or with MB_CUDA_ACTS_KEEP_SCAN, else 0 */
@@ -100,7 +102,8 @@ static int acts_table(mb_cuda_acts *a, carve_item *t) {
     const int64_t nr = a->train ? c->n_layer : 1;                  /* residual slots - 1 */
     const int64_t nl = a->train && !a->recompute ? c->n_layer : 1; /* mixer slots */
     const int64_t nk = a->kstride_mul ? c->n_layer : 1;            /* kept scan slots */
-    const int64_t ny = a->bf16 ? nl : nk; /* fp32 y: the backward reads the bf16 copy in bf16 */
+    /* fp32 y: in bf16 mode the backward reads the bf16 copy, which the fused scan writes */
+    const int64_t ny = a->bf16 ? (a->fused ? 0 : nl) : nk;
     const int64_t tr = a->train ? 1 : 0, hb = a->bf16 ? 1 : 0, P = R + 2 * N;
     int k = 0;
     t[k++] = (carve_item){(void **)&a->residual, F((nr + 1) * BL * d)};
@@ -173,6 +176,8 @@ static int acts_shape(mb_cuda_acts *a, const mb_config *c, int64_t B, int64_t L,
     a->recompute = a->train && (flags & MB_CUDA_ACTS_RECOMPUTE) ? 1 : 0;
     a->keep_scan = a->recompute && (flags & MB_CUDA_ACTS_KEEP_SCAN) ? 1 : 0;
     a->bf16 = flags & MB_CUDA_ACTS_BF16 ? 1 : 0;
+    const char *fu = getenv("MB_CUDA_SCAN_FUSED");
+    a->fused = !(fu && !strcmp(fu, "0"));
     a->lstride_mul = a->train && !a->recompute;
     a->kstride_mul = a->train && (!a->recompute || a->keep_scan);
     a->rstride_mul = a->train;
@@ -409,7 +414,7 @@ static layer_view layer_at(const mb_cuda_acts *a, int64_t l) {
     v.xc = a->xc + s * BL * Di;
     v.dbc = a->dbc + s * BL * (R + 2 * N);
     v.delta = a->delta + s * BL * Di;
-    v.y = a->y + sy * BL * Di;
+    v.y = a->y ? a->y + sy * BL * Di : NULL;
     v.h_chunks = a->h_chunks ? a->h_chunks + k * a->B * Di * a->n_chunks * N : NULL;
     v.xcb = a->xcb ? a->xcb + s * BL * Di : NULL;
     v.yb = a->yb ? a->yb + k * BL * Di : NULL;
@@ -428,6 +433,28 @@ static mb_scan_args scan_args(const mb_cuda_acts *a, const mb_layer_weights *lw,
                               const layer_view *v) {
     return mb_scan_layer_args(&a->cfg, a->B, a->L, a->chunk, v->xc, v->delta, v->dbc, v->xz,
                               lw->A_log, lw->D, v->h_chunks);
+}
+
+/* Scan options of the fused path: bias + softplus of delta inside the scan (g: the backward's
+ * gradients, for the bias gradient) and, in bf16 mode, the bf16 copies written by the scan
+ * (yb: the forward's y copy; the backward's ddelta and dz copies go to a->ddeltab, a->dxzb). */
+static mb_scan_cuda_opts scan_opts(const mb_cuda_model *dm, const mb_cuda_acts *a,
+                                   const mb_layer_weights *lw, const mb_layer_weights *g,
+                                   uint16_t *yb) {
+    mb_scan_cuda_opts o;
+    memset(&o, 0, sizeof o);
+    if (!a->fused) return o;
+    o.dt_bias = lw->dt_proj_b;
+    o.dt_softplus = 1;
+    if (g) o.ddt_bias = g->dt_proj_b;
+    if (dm->bf16) {
+        o.y_bf16 = yb;
+        if (g) {
+            o.ddelta_bf16 = a->ddeltab;
+            o.dz_bf16 = a->dxzb + a->cfg.d_inner;
+        }
+    }
+    return o;
 }
 
 static int check_pair(const mb_cuda_model *dm, const mb_cuda_acts *a, const char *fn) {
@@ -528,9 +555,11 @@ static int mixer_forward(mb_cuda_model *dm, mb_cuda_acts *a, int64_t l, const la
     /* dbc = xc @ x_proj^T                                  (BL, R+2N) */
     PT(MB_PROF_GEMM, mm_fwd(dm, v->dbc, P, v->xc, v->xcb, Di, lw->x_proj_w, BL, Di, P, 0));
     PT(MB_PROF_CVT, to_bf16(dm, v->dbcb, v->dbc, P, BL, R));
-    /* delta = softplus(dt_low @ dt_proj_w^T + dt_proj_b)   (BL, Di) */
+    /* delta = softplus(dt_low @ dt_proj_w^T + dt_proj_b)   (BL, Di); fused: the scan applies
+     * the bias and softplus to the raw product */
     PT(MB_PROF_GEMM, mm_fwd(dm, v->delta, Di, v->dbc, v->dbcb, P, lw->dt_proj_w, BL, R, Di, 0));
-    PT(MB_PROF_SOFTPLUS, mb_softplus_bias_cuda_forward(v->delta, lw->dt_proj_b, BL, Di, st));
+    if (!a->fused)
+        PT(MB_PROF_SOFTPLUS, mb_softplus_bias_cuda_forward(v->delta, lw->dt_proj_b, BL, Di, st));
     if (recomputing && a->keep_scan) return MB_OK;
     /* y = scan(xc, delta, A, B, C, D) * SiLU(z)            (BL, Di) */
     mb_scan_args sa = scan_args(a, lw, v);
@@ -538,8 +567,9 @@ static int mixer_forward(mb_cuda_model *dm, mb_cuda_acts *a, int64_t l, const la
         sa.h0 = a->h0;
         sa.h_last = ssm_s;
     }
-    PT(MB_PROF_SCAN_FWD, mb_scan_cuda_forward(&sa, v->y, st));
-    PT(MB_PROF_CVT, to_bf16(dm, v->yb, v->y, Di, BL, Di));
+    const mb_scan_cuda_opts so = scan_opts(dm, a, lw, NULL, v->yb);
+    PT(MB_PROF_SCAN_FWD, mb_scan_cuda_forward_ex(&sa, &so, v->y, st));
+    if (!so.y_bf16) PT(MB_PROF_CVT, to_bf16(dm, v->yb, v->y, Di, BL, Di));
     if (recomputing) return MB_OK;
     /* hout = y @ out_proj^T                                (BL, d) */
     PT(MB_PROF_GEMM, mm_fwd(dm, a->hout, d, v->y, v->yb, Di, lw->out_proj_w, BL, Di, d, 0));
@@ -643,11 +673,14 @@ static int mixer_backward(mb_cuda_model *dm, mb_cuda_acts *a, int64_t l, const l
     PT(MB_PROF_GEMM, mm_bwd_in(dm, a->dy, Di, a->dres, a->dresb, d, lw->out_proj_w, BL, Di, d, 0));
     /* scan: dxc, ddelta, dB, dC, dz (=); dA_log, dD (+=) */
     mb_scan_args sa = scan_args(a, lw, v);
-    PT(MB_PROF_SCAN_BWD, mb_scan_cuda_backward(&sa, a->dy, a->dxc, a->ddelta, g->A_log, a->ddbc + R,
-                                               a->ddbc + R + N, g->D, a->dxz + Di, st));
-    /* softplus and dt_proj bias: d pre = d delta * (-expm1(-delta)) */
-    PT(MB_PROF_SOFTPLUS, mb_softplus_bias_cuda_backward_ex(a->ddelta, a->ddeltab, g->dt_proj_b,
-                                                           v->delta, BL, Di, st));
+    const mb_scan_cuda_opts so = scan_opts(dm, a, lw, g, NULL);
+    PT(MB_PROF_SCAN_BWD,
+       mb_scan_cuda_backward_ex(&sa, &so, a->dy, a->dxc, a->ddelta, g->A_log, a->ddbc + R,
+                                a->ddbc + R + N, g->D, a->dxz + Di, st));
+    /* softplus and dt_proj bias (fused: done by the scan): d pre = d delta * (-expm1(-delta)) */
+    if (!a->fused)
+        PT(MB_PROF_SOFTPLUS, mb_softplus_bias_cuda_backward_ex(a->ddelta, a->ddeltab, g->dt_proj_b,
+                                                               v->delta, BL, Di, st));
     /* dt_proj: pre = dt_low @ dt_proj_w^T + dt_proj_b */
     PT(MB_PROF_GEMM,
        mm_bwd_w(dm, g->dt_proj_w, a->ddelta, a->ddeltab, Di, v->dbc, v->dbcb, P, BL, R, Di));
@@ -662,7 +695,8 @@ static int mixer_backward(mb_cuda_model *dm, mb_cuda_acts *a, int64_t l, const l
     PT(MB_PROF_CONV,
        mb_conv1d_cuda_backward_ex(a->dxz, dm->bf16 ? a->dxzb : NULL, 2 * Di, g->conv_w, g->conv_b,
                                   a->dxc, v->xz, 2 * Di, lw->conv_w, lw->conv_b, B, L, Di, K, st));
-    PT(MB_PROF_CVT, to_bf16(dm, a->dxzb ? a->dxzb + Di : NULL, a->dxz + Di, 2 * Di, BL, Di));
+    if (!so.dz_bf16)
+        PT(MB_PROF_CVT, to_bf16(dm, a->dxzb ? a->dxzb + Di : NULL, a->dxz + Di, 2 * Di, BL, Di));
     /* in_proj: xz = u @ in_proj^T, u recomputed from the stored norm input and statistics */
     if (!u_ready) {
         PT(MB_PROF_NORM, mb_norm_cuda_apply_ex(a->u, a->ub, v->res_in, v->mean, v->rstd, lw->norm_w,
