@@ -48,12 +48,12 @@ typedef struct {
 #define RC MB_CUDA_ACTS_RECOMPUTE
 #define KEEP (MB_CUDA_ACTS_RECOMPUTE | MB_CUDA_ACTS_KEEP_SCAN)
 static const gpu_mode g_modes[] = {
-    {"fp32", 0, 0, TOL},
-    {"fp32+recompute", 0, RC, TOL},
-    {"fp32+rc+keep", 0, KEEP, TOL},
-    {"bf16", 1, 0, BF16_TOL},
-    {"bf16+recompute", 1, RC, BF16_TOL},
-    {"bf16+rc+keep", 1, KEEP, BF16_TOL},
+    {"fp32", 0, 0, TOL, 0},
+    {"fp32+recompute", 0, RC, TOL, 0},
+    {"fp32+rc+keep", 0, KEEP, TOL, 0},
+    {"bf16", 1, 0, BF16_TOL, 0},
+    {"bf16+recompute", 1, RC, BF16_TOL, 0},
+    {"bf16+rc+keep", 1, KEEP, BF16_TOL, 0},
     {"bf16 unfused", 1, 0, BF16_TOL, 1},
     {"fp32 unfused", 0, RC, TOL, 1},
 };
