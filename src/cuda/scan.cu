@@ -28,7 +28,8 @@
  */
 #include "cuda/scan_cuda.h"
 
-#ifndef MB_SCAN_EMU /* tests/cuda/scan_emu.cpp runs the forward and v5 on the CPU (no GPU needed) */
+#ifndef MB_SCAN_EMU /* tests/cuda/scan_emu.cpp runs the forward and v5 on the CPU (no GPU needed)  \
+                     */
 #include <cuda_runtime.h>
 #endif
 #include <stdio.h>
@@ -41,7 +42,7 @@
 #define LN2 0.6931471805599453f
 #define SPT 4 /* states per thread */
 
-#define FWD_S 8     /* positions per thread per forward tile */
+#define FWD_S 8      /* positions per thread per forward tile */
 #define BWD_CHUNK 64 /* backward chunk = W warps x S positions (16 x 4 or 8 x 8) */
 
 typedef struct {
@@ -52,9 +53,9 @@ typedef struct {
     const float *A_log;
     const float *Bm, *Cm;
     long long bcs;
-    int bc_vec; /* Bm/Cm rows can be read as float4 */
-    int vec;    /* every staged tensor can be copied in 16-byte pieces (see make_params) */
-    int hstep;  /* backward: h_chunks index step per backward chunk (BWD_CHUNK / chunk) */
+    int bc_vec;  /* Bm/Cm rows can be read as float4 */
+    int vec;     /* every staged tensor can be copied in 16-byte pieces (see make_params) */
+    int hstep;   /* backward: h_chunks index step per backward chunk (BWD_CHUNK / chunk) */
     int skip_bc; /* lab diagnostic: leave out the dB/dC atomics (wrong dB/dC) */
     int red_vec; /* dB/dC rows take 16-byte vector reductions (v5 backward) */
     const float *D;
@@ -83,6 +84,13 @@ static __device__ __forceinline__ float ex2(float v) {
     return r;
 }
 
+/* log2(v), one MUFU.LG2 (absolute error about 2^-22 near 1) */
+static __device__ __forceinline__ float lg2_(float v) {
+    float r;
+    asm("lg2.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(v));
+    return r;
+}
+
 /* 1 / v, one MUFU.RCP (relative error about 1 ulp; 0 for v = inf) */
 static __device__ __forceinline__ float rcp_(float v) {
     float r;
@@ -96,9 +104,13 @@ static __device__ __forceinline__ float sigmoidf_(float v) {
     return rcp_(1.0f + ex2(-v * LOG2E));
 }
 
-/* softplus with mamba_ssm's threshold (delta_softplus; src/cpu/activations.h) */
+/* softplus with mamba_ssm's threshold (delta_softplus; src/cpu/activations.h): log1p(e), e =
+ * exp(v), by one MUFU.LG2 of 1 + e, or for e < 1/64 by its series to e^3 (relative error below
+ * e^3 / 4 < 1e-6, where 1 + e would lose e's low bits) */
 static __device__ __forceinline__ float dt_softplus_f(float v) {
-    return v > 20.0f ? v : log1pf(ex2(v * LOG2E));
+    const float e = ex2(v * LOG2E);
+    const float series = e * fmaf(e, fmaf(e, 1.0f / 3.0f, -0.5f), 1.0f);
+    return v > 20.0f ? v : e < 0.015625f ? series : lg2_(1.0f + e) * LN2;
 }
 
 /* the effective delta of a raw one (mb_scan_cuda_opts), channel c valid */
@@ -110,7 +122,10 @@ static __device__ __forceinline__ float dt_eff(const scan_params &p, float raw, 
 /* d loss / d (delta + dt_bias) from d loss / d delta and the effective delta: softplus' =
  * sigmoid(pre) = -expm1(-softplus(pre)) */
 static __device__ __forceinline__ float dt_grad_pre(const scan_params &p, float g, float eff) {
-    return p.dt_softplus ? g * -expm1f(-eff) : g;
+    if (!p.dt_softplus) return g;
+    /* 1 - exp(-eff); for eff < 1/64 by its series to eff^3 (no cancellation) */
+    const float series = eff * fmaf(eff, fmaf(eff, 1.0f / 6.0f, -0.5f), 1.0f);
+    return g * (eff < 0.015625f ? series : 1.0f - ex2(-eff * LOG2E));
 }
 
 /* fp32 -> bf16 bits, round to nearest even, NaN stays NaN (as __float2bfloat16_rn) */
@@ -183,10 +198,9 @@ template <int G, bool QM> static __device__ __forceinline__ int lane_ch(int lane
  * last three only where the pointer is non-NULL). Issued a tile ahead (register double
  * buffering) so that a tile's global loads overlap the previous tile's arithmetic. */
 template <int S, int G>
-static __device__ __forceinline__ void load_tile(const scan_params *p, long long rowb, int c,
-                                                 bool cv, int tb, int tlim, int q, float *xv,
-                                                 float *dv, float *xo, float *dlo, float *zo,
-                                                 float *dyo, bool bwd) {
+static __device__ __forceinline__ void
+load_tile(const scan_params *p, long long rowb, int c, bool cv, int tb, int tlim, int q, float *xv,
+          float *dv, float *xo, float *dlo, float *zo, float *dyo, bool bwd) {
 #pragma unroll
     for (int i = 0; i < S; i++) {
         const int t = tb + i;
@@ -235,9 +249,11 @@ __global__ void __launch_bounds__(512) scan_fwd_kernel(scan_params p) {
         const int tb = t0 + warp * S;
         float xv[S], dv[S], xo[S / G], zo[S / G];
 #pragma unroll
-        for (int i = 0; i < S; i++) xv[i] = nxv[i], dv[i] = ndv[i];
+        for (int i = 0; i < S; i++)
+            xv[i] = nxv[i], dv[i] = ndv[i];
 #pragma unroll
-        for (int j = 0; j < S / G; j++) xo[j] = nxo[j], zo[j] = nzo[j];
+        for (int j = 0; j < S / G; j++)
+            xo[j] = nxo[j], zo[j] = nzo[j];
         if (t0 + T < L)
             load_tile<S, G>(&p, rowb, c, cv, tb + T, L, q, nxv, ndv, nxo, NULL, nzo, NULL, false);
         float cur[SPT];
@@ -245,7 +261,8 @@ __global__ void __launch_bounds__(512) scan_fwd_kernel(scan_params p) {
         if (PAR) {
             float P[SPT], sl[SPT];
 #pragma unroll
-            for (int k = 0; k < SPT; k++) P[k] = 1.0f, sl[k] = 0.0f;
+            for (int k = 0; k < SPT; k++)
+                P[k] = 1.0f, sl[k] = 0.0f;
 #pragma unroll
             for (int i = 0; i < S; i++) {
                 const int t = tb + i;
@@ -269,7 +286,8 @@ __global__ void __launch_bounds__(512) scan_fwd_kernel(scan_params p) {
             for (int j = 0; j < W; j++) {
                 if (j == warp) {
 #pragma unroll
-                    for (int k = 0; k < SPT; k++) cur[k] = run[k];
+                    for (int k = 0; k < SPT; k++)
+                        cur[k] = run[k];
                 }
                 const float4 Pj = buf[j * 32 + lane], Sj = buf[(W + j) * 32 + lane];
                 run[0] = fmaf(Pj.x, run[0], Sj.x);
@@ -278,10 +296,12 @@ __global__ void __launch_bounds__(512) scan_fwd_kernel(scan_params p) {
                 run[3] = fmaf(Pj.w, run[3], Sj.w);
             }
 #pragma unroll
-            for (int k = 0; k < SPT; k++) h[k] = run[k];
+            for (int k = 0; k < SPT; k++)
+                h[k] = run[k];
         } else {
 #pragma unroll
-            for (int k = 0; k < SPT; k++) cur[k] = h[k];
+            for (int k = 0; k < SPT; k++)
+                cur[k] = h[k];
         }
         /* second pass (or the only one): states, chunk-entry states, C contraction */
         int nb = 0; /* next chunk boundary >= tb */
@@ -314,7 +334,8 @@ __global__ void __launch_bounds__(512) scan_fwd_kernel(scan_params p) {
         }
         if (!PAR) {
 #pragma unroll
-            for (int k = 0; k < SPT; k++) h[k] = cur[k];
+            for (int k = 0; k < SPT; k++)
+                h[k] = cur[k];
         }
         group_reduce<S, G>(ys, q);
         if ((p.y || p.y_bf16) && cv) {
@@ -411,8 +432,8 @@ static __device__ __forceinline__ void red_add_v4(float *addr, float4 v) {
  * same 4 states (xor shuffles), then the lane with write set adds them to dst[0..3] (one
  * 16-byte red, or one atomic per state below n_left when red_vec is off). */
 template <int LANES>
-static __device__ __forceinline__ void bc_reduce_add(float4 acc, bool write, float *dst,
-                                                     int n_left, bool red_vec) {
+static __device__ __forceinline__ void bc_reduce_add(float4 acc, bool write, float *dst, int n_left,
+                                                     bool red_vec) {
 #pragma unroll
     for (int off = 1; off < LANES; off <<= 1) {
         acc.x += __shfl_xor_sync(FULL_MASK, acc.x, off);
@@ -449,10 +470,9 @@ template <int SW> static __device__ __forceinline__ int swz_col(int r, int col) 
  * bytes). All NT threads of the block take part. `safe`: a valid global address given to the
  * copies that read nothing. */
 template <int NT, bool VEC, int SW = 0>
-static __device__ __forceinline__ void stage_rows(float *dst, int ld, const float *base,
-                                                  long long row0, long long stride, int rows,
-                                                  int nvalid, int width, int tid,
-                                                  const float *safe) {
+static __device__ __forceinline__ void
+stage_rows(float *dst, int ld, const float *base, long long row0, long long stride, int rows,
+           int nvalid, int width, int tid, const float *safe) {
     if (VEC) {
         const int per = ld >> 2, n = rows * per;
         for (int i = tid; i < n; i += NT) {
@@ -471,18 +491,21 @@ static __device__ __forceinline__ void stage_rows(float *dst, int ld, const floa
     }
 }
 
-/* The staged delta tile [0, nvalid) x [0, width) (row length ld, swizzle SW) becomes the
- * effective delta (dt_eff) in place; padding stays 0. All NT threads take part; the caller
- * synchronises before and after. */
-template <int NT, int SW>
-static __device__ __forceinline__ void dt_transform(const scan_params &p, float *dst, int ld,
-                                                    int nvalid, int width, int c0, int tid) {
-    for (int i = tid; i < nvalid * ld; i += NT) {
-        const int r = i / ld, e = i - r * ld;
-        if (e < width) {
-            float *v = dst + r * ld + swz_col<SW>(r, e);
-            *v = dt_eff(p, *v, c0 + e);
-        }
+/* The staged delta tile [0, nvalid) x [0, width) (rows of LD floats, swizzle SW) becomes the
+ * effective delta (dt_eff) in place; padding stays 0. All NT threads take part (NT % LD == 0:
+ * a thread keeps one column, so its dt_bias is loaded once); the caller synchronises before
+ * and after. */
+template <int NT, int LD, int SW>
+static __device__ __forceinline__ void dt_transform(const scan_params &p, float *dst, int nvalid,
+                                                    int width, int c0, int tid) {
+    static_assert(NT % LD == 0, "a thread keeps one column");
+    const int e = tid % LD;
+    if (e >= width) return;
+    const float bias = p.dt_bias ? p.dt_bias[c0 + e] : 0.0f;
+    for (int r = tid / LD; r < nvalid; r += NT / LD) {
+        float *v = dst + r * LD + swz_col<SW>(r, e);
+        const float pre = *v + bias;
+        *v = p.dt_softplus ? dt_softplus_f(pre) : pre;
     }
 }
 
@@ -580,7 +603,8 @@ __global__ void __launch_bounds__(32 * G) scan_fwd2_kernel(scan_params p) {
     const float Dc = cv && p.D ? p.D[c] : 0.0f;
     float *hc = p.h_chunks ? p.h_chunks + ((long long)b * p.Di + c) * p.nch * N : NULL;
     /* padding (states >= N, channels >= Di, positions >= L) must read as zeros */
-    for (int i = tid; i < FK * g::STAGE; i += g::NT) sm[i] = 0.0f;
+    for (int i = tid; i < FK * g::STAGE; i += g::NT)
+        sm[i] = 0.0f;
     __syncthreads();
     const int ntiles = (L + T - 1) / T;
     fwd_stage<G, VEC>(p, sm, b, c0, 0, tid);
@@ -597,8 +621,8 @@ __global__ void __launch_bounds__(32 * G) scan_fwd2_kernel(scan_params p) {
             fwd_write_y<G, VEC>(p, sm + ((it - 1) % FK) * g::STAGE + 2 * T * CPB, b, c0,
                                 (it - 1) * T, tid);
         if (p.dt_bias || p.dt_softplus) {
-            dt_transform<g::NT, 2>(p, sm + (it % FK) * g::STAGE + T * CPB, CPB, min(T, L - it * T),
-                                   min(CPB, p.Di - c0), c0, tid);
+            dt_transform<g::NT, CPB, 2>(p, sm + (it % FK) * g::STAGE + T * CPB, min(T, L - it * T),
+                                        min(CPB, p.Di - c0), c0, tid);
             __syncthreads();
         }
         const float *X = sm + (it % FK) * g::STAGE, *Dl = X + T * CPB;
@@ -698,8 +722,8 @@ static __device__ __forceinline__ void bwd_stage(const scan_params &p, float *st
     const int nv = min(T, p.L - t0), w = min(CPW, p.Di - c0);
     stage_rows<g::NT, VEC>(st, CPW, p.x + c0, row0, p.xs, T, nv, w, tid, p.x);
     stage_rows<g::NT, VEC>(st + T * CPW, CPW, p.delta + c0, row0, p.Di, T, nv, w, tid, p.x);
-    stage_rows<g::NT, VEC>(st + 2 * T * CPW, CPW, p.z ? p.z + c0 : NULL, row0, p.zs, T, nv, w,
-                           tid, p.x);
+    stage_rows<g::NT, VEC>(st + 2 * T * CPW, CPW, p.z ? p.z + c0 : NULL, row0, p.zs, T, nv, w, tid,
+                           p.x);
     stage_rows<g::NT, VEC>(st + 3 * T * CPW, CPW, p.dy + c0, row0, p.Di, T, nv, w, tid, p.x);
     float *bs = st + 4 * T * CPW;
     stage_rows<g::NT, VEC>(bs, NP, p.Bm, row0, p.bcs, T, nv, p.N, tid, p.x);
@@ -735,7 +759,8 @@ __global__ void __launch_bounds__(W * 32, 16 / W) scan_bwd2_kernel(scan_params p
     float dAacc[SPT] = {0.0f, 0.0f, 0.0f, 0.0f};
     float dDacc = 0.0f, dtb = 0.0f; /* dtb: this thread's part of ddt_bias[c] */
     const int nch = (L + T - 1) / T;
-    for (int i = tid; i < 2 * g::STAGE; i += g::NT) stg[i] = 0.0f;
+    for (int i = tid; i < 2 * g::STAGE; i += g::NT)
+        stg[i] = 0.0f;
     __syncthreads();
     bwd_stage<S, G, W, VEC>(p, stg, b, c0, nch - 1, tid);
     cp_commit();
@@ -745,8 +770,8 @@ __global__ void __launch_bounds__(W * 32, 16 / W) scan_bwd2_kernel(scan_params p
         if (kc > 0) bwd_stage<S, G, W, VEC>(p, stg + ((it + 1) & 1) * g::STAGE, b, c0, kc - 1, tid);
         cp_commit();
         if (p.dt_bias || p.dt_softplus) {
-            dt_transform<g::NT, 0>(p, stg + (it & 1) * g::STAGE + T * CPW, CPW, min(T, L - kc * T),
-                                   min(CPW, p.Di - c0), c0, tid);
+            dt_transform<g::NT, CPW, 0>(p, stg + (it & 1) * g::STAGE + T * CPW, min(T, L - kc * T),
+                                        min(CPW, p.Di - c0), c0, tid);
             __syncthreads();
         }
         const float *X = stg + (it & 1) * g::STAGE, *Dl = X + T * CPW, *Z = Dl + T * CPW;
@@ -755,7 +780,8 @@ __global__ void __launch_bounds__(W * 32, 16 / W) scan_bwd2_kernel(scan_params p
         /* F1: decays and the warp's forward aggregate */
         float av[S][SPT], P[SPT], sl[SPT];
 #pragma unroll
-        for (int k = 0; k < SPT; k++) P[k] = 1.0f, sl[k] = 0.0f;
+        for (int k = 0; k < SPT; k++)
+            P[k] = 1.0f, sl[k] = 0.0f;
 #pragma unroll
         for (int i = 0; i < S; i++) {
             const int r = r0 + i;
@@ -788,7 +814,8 @@ __global__ void __launch_bounds__(W * 32, 16 / W) scan_bwd2_kernel(scan_params p
                 }
             }
 #pragma unroll
-            for (int k = 0; k < SPT; k++) cur[k] = run[k];
+            for (int k = 0; k < SPT; k++)
+                cur[k] = run[k];
         }
         /* F2: states before each position, pre-gate output */
         float sp[S][SPT], ys[S];
@@ -845,7 +872,8 @@ __global__ void __launch_bounds__(W * 32, 16 / W) scan_bwd2_kernel(scan_params p
             const float4 C4 = *(const float4 *)(Cs + (r0 + i) * NP + n0);
             const float Cv[SPT] = {C4.x, C4.y, C4.z, C4.w};
 #pragma unroll
-            for (int k = 0; k < SPT; k++) ul[k] = av[i][k] * fmaf(dys[i], Cv[k], ul[k]);
+            for (int k = 0; k < SPT; k++)
+                ul[k] = av[i][k] * fmaf(dys[i], Cv[k], ul[k]);
         }
         agg[(2 * W + warp) * 32 + lane] = make_float4(ul[0], ul[1], ul[2], ul[3]);
         __syncthreads();
@@ -856,7 +884,8 @@ __global__ void __launch_bounds__(W * 32, 16 / W) scan_bwd2_kernel(scan_params p
             for (int j = W - 1; j >= 0; j--) {
                 if (j == warp) {
 #pragma unroll
-                    for (int k = 0; k < SPT; k++) u[k] = run[k];
+                    for (int k = 0; k < SPT; k++)
+                        u[k] = run[k];
                 }
                 const float4 Pj = agg[j * 32 + lane], Uj = agg[(2 * W + j) * 32 + lane];
                 run[0] = fmaf(Pj.x, run[0], Uj.x);
@@ -865,7 +894,8 @@ __global__ void __launch_bounds__(W * 32, 16 / W) scan_bwd2_kernel(scan_params p
                 run[3] = fmaf(Pj.w, run[3], Uj.w);
             }
 #pragma unroll
-            for (int k = 0; k < SPT; k++) carry[k] = run[k];
+            for (int k = 0; k < SPT; k++)
+                carry[k] = run[k];
         }
         /* R2: gradients, walking back through the warp's positions */
         float gB[S], dd[S];
@@ -921,7 +951,8 @@ __global__ void __launch_bounds__(W * 32, 16 / W) scan_bwd2_kernel(scan_params p
     float *dbuf = (float *)(agg + W * 32);
     abuf[warp * 32 + lane] = make_float4(dAacc[0], dAacc[1], dAacc[2], dAacc[3]);
 #pragma unroll
-    for (int h = 1; h < G; h <<= 1) dDacc += __shfl_xor_sync(FULL_MASK, dDacc, h);
+    for (int h = 1; h < G; h <<= 1)
+        dDacc += __shfl_xor_sync(FULL_MASK, dDacc, h);
     dbuf[warp * 32 + lane] = dDacc;
     __syncthreads();
     if (warp == 0 && cv) {
@@ -997,8 +1028,8 @@ static __device__ __forceinline__ void bwd3_stage(const scan_params &p, float *s
 
 /* State entering chunk kc for this thread's channel and states (zeros outside). */
 template <bool VEC>
-static __device__ __forceinline__ void bwd3_load_h(const scan_params &p, const float *hrow,
-                                                   int kc, int n0, bool cv, float h[SPT]) {
+static __device__ __forceinline__ void bwd3_load_h(const scan_params &p, const float *hrow, int kc,
+                                                   int n0, bool cv, float h[SPT]) {
     const float *hp = hrow + (long long)kc * p.hstep * p.N + n0;
     if (VEC) {
         const bool ok = cv && n0 < p.N;
@@ -1006,7 +1037,8 @@ static __device__ __forceinline__ void bwd3_load_h(const scan_params &p, const f
         h[0] = v.x, h[1] = v.y, h[2] = v.z, h[3] = v.w;
     } else {
 #pragma unroll
-        for (int k = 0; k < SPT; k++) h[k] = cv && n0 + k < p.N ? __ldg(hp + k) : 0.0f;
+        for (int k = 0; k < SPT; k++)
+            h[k] = cv && n0 + k < p.N ? __ldg(hp + k) : 0.0f;
     }
 }
 
@@ -1069,7 +1101,7 @@ __global__ void __launch_bounds__(32 * G, 16 / G) scan_bwd3_kernel(scan_params p
         __syncthreads();
         const int ts = kc * BT;
         if (p.dt_bias || p.dt_softplus) {
-            dt_transform<NT, 1>(p, sm + g::DL, CPB, min(BT, L - ts), min(CPB, p.Di - c0), c0, tid);
+            dt_transform<NT, CPB, 1>(p, sm + g::DL, min(BT, L - ts), min(CPB, p.Di - c0), c0, tid);
             __syncthreads();
         }
         /* ---- forward pass: states, checkpoints, pre-gate output */
@@ -1147,7 +1179,8 @@ __global__ void __launch_bounds__(32 * G, 16 / G) scan_bwd3_kernel(scan_params p
             float s0[SPT];
             if (j == 0) {
 #pragma unroll
-                for (int k = 0; k < SPT; k++) s0[k] = h0v[k];
+                for (int k = 0; k < SPT; k++)
+                    s0[k] = h0v[k];
             } else {
                 const float4 v = CK[(j - 1) * NT + tid];
                 s0[0] = v.x, s0[1] = v.y, s0[2] = v.z, s0[3] = v.w;
@@ -1239,14 +1272,14 @@ __global__ void __launch_bounds__(32 * G, 16 / G) scan_bwd3_kernel(scan_params p
 #pragma unroll
                         for (int jj = 0; jj < 4; jj++) {
                             const int ch = spart * 4 + jj;
-                            const float4 v = *(const float4 *)(RB + spos * (CPW * 8 * G) +
-                                                               ch * (8 * G) +
-                                                               4 * (squad ^ rb_swz<G>(ch)));
+                            const float4 v =
+                                *(const float4 *)(RB + spos * (CPW * 8 * G) + ch * (8 * G) +
+                                                  4 * (squad ^ rb_swz<G>(ch)));
                             acc.x += v.x, acc.y += v.y, acc.z += v.z, acc.w += v.w;
                         }
                         const int t = ts + i0 + i + spos;
                         bc_reduce_add<LP>(acc, spart == 0 && t < L && sn < N,
-                                           sdst + (long long)t * p.bcs, N - sn, p.red_vec);
+                                          sdst + (long long)t * p.bcs, N - sn, p.red_vec);
                         __syncwarp();
                     }
                 }
@@ -1283,7 +1316,8 @@ __global__ void __launch_bounds__(32 * G, 16 / G) scan_bwd3_kernel(scan_params p
             if (n0 + k < N) atomicAdd(p.dA_log + (long long)c * N + n0 + k, dA[k] * A2[k] * LN2);
     }
 #pragma unroll
-    for (int off = CPW; off < 32; off <<= 1) dDacc += __shfl_xor_sync(FULL_MASK, dDacc, off);
+    for (int off = CPW; off < 32; off <<= 1)
+        dDacc += __shfl_xor_sync(FULL_MASK, dDacc, off);
     if (p.dD && gcv && lane < CPW) atomicAdd(p.dD + gc, dDacc);
     if (p.ddt_bias && cv) atomicAdd(p.ddt_bias + c, dtb);
 }
@@ -1346,7 +1380,8 @@ static int cuda_fail(cudaError_t e, const char *what) {
 static int lanes_per_channel(int64_t N) {
     const int64_t q = (N + SPT - 1) / SPT;
     int g = 1;
-    while (g < q) g <<= 1;
+    while (g < q)
+        g <<= 1;
     return g;
 }
 
@@ -1419,10 +1454,14 @@ typedef void (*kern_t)(scan_params);
     (vec ? scan_fwd_kernel<FWD_S, G, PAR, true> : scan_fwd_kernel<FWD_S, G, PAR, false>)
 static kern_t fwd_kernel_for(int G, int par, int vec) {
     switch (G) {
-    case 1: return par ? FWD_K(1, true) : FWD_K(1, false);
-    case 2: return par ? FWD_K(2, true) : FWD_K(2, false);
-    case 4: return par ? FWD_K(4, true) : FWD_K(4, false);
-    default: return par ? FWD_K(8, true) : FWD_K(8, false);
+    case 1:
+        return par ? FWD_K(1, true) : FWD_K(1, false);
+    case 2:
+        return par ? FWD_K(2, true) : FWD_K(2, false);
+    case 4:
+        return par ? FWD_K(4, true) : FWD_K(4, false);
+    default:
+        return par ? FWD_K(8, true) : FWD_K(8, false);
     }
 }
 
@@ -1432,10 +1471,14 @@ static kern_t fwd_kernel_for(int G, int par, int vec) {
                : scan_fwd2_kernel<G, false, FINE, false>))
 static kern_t fwd2_kernel_for(int G, int fine, int vec, int qm) {
     switch (G) {
-    case 1: return fine ? FWD2_K(1, true) : FWD2_K(1, false);
-    case 2: return fine ? FWD2_K(2, true) : FWD2_K(2, false);
-    case 4: return fine ? FWD2_K(4, true) : FWD2_K(4, false);
-    default: return fine ? FWD2_K(8, true) : FWD2_K(8, false);
+    case 1:
+        return fine ? FWD2_K(1, true) : FWD2_K(1, false);
+    case 2:
+        return fine ? FWD2_K(2, true) : FWD2_K(2, false);
+    case 4:
+        return fine ? FWD2_K(4, true) : FWD2_K(4, false);
+    default:
+        return fine ? FWD2_K(8, true) : FWD2_K(8, false);
     }
 }
 
@@ -1444,9 +1487,12 @@ static kern_t fwd2_kernel_for(int G, int fine, int vec, int qm) {
          : (qm ? scan_bwd3_kernel<G, false, XB, true> : scan_bwd3_kernel<G, false, XB, false>))
 static kern_t bwd3_kernel_for(int G, int vec, int xb, int qm) {
     switch (G) {
-    case 1: return xb ? BWD3_K(1, 1) : BWD3_K(1, 0);
-    case 2: return xb ? BWD3_K(2, 1) : BWD3_K(2, 0);
-    default: return xb ? BWD3_K(4, 1) : BWD3_K(4, 0);
+    case 1:
+        return xb ? BWD3_K(1, 1) : BWD3_K(1, 0);
+    case 2:
+        return xb ? BWD3_K(2, 1) : BWD3_K(2, 0);
+    default:
+        return xb ? BWD3_K(4, 1) : BWD3_K(4, 0);
     }
 }
 
@@ -1454,15 +1500,21 @@ static kern_t bwd3_kernel_for(int G, int vec, int xb, int qm) {
 static kern_t bwd2_kernel_for(int G, int W, int vec) {
     if (W == 8) {
         switch (G) {
-        case 1: return BWD2_K(8, 1, 8);
-        case 2: return BWD2_K(8, 2, 8);
-        default: return BWD2_K(8, 4, 8);
+        case 1:
+            return BWD2_K(8, 1, 8);
+        case 2:
+            return BWD2_K(8, 2, 8);
+        default:
+            return BWD2_K(8, 4, 8);
         }
     }
     switch (G) {
-    case 1: return BWD2_K(4, 1, 16);
-    case 2: return BWD2_K(4, 2, 16);
-    default: return BWD2_K(4, 4, 16);
+    case 1:
+        return BWD2_K(4, 1, 16);
+    case 2:
+        return BWD2_K(4, 2, 16);
+    default:
+        return BWD2_K(4, 4, 16);
     }
 }
 
@@ -1570,8 +1622,9 @@ extern "C" int mb_scan_cuda_backward_ex(const mb_scan_args *a, const mb_scan_cud
         e = cudaMallocAsync((void **)&tmp, sizeof(float) * (size_t)p.B * p.Di * nch * p.N, st);
         if (e != cudaSuccess) {
             (void)cudaGetLastError();
-            return mb_fail(MB_ENOMEM, "mb_scan_cuda_backward: cannot allocate %lld floats of "
-                                      "chunk states (%s)",
+            return mb_fail(MB_ENOMEM,
+                           "mb_scan_cuda_backward: cannot allocate %lld floats of "
+                           "chunk states (%s)",
                            (long long)p.B * p.Di * nch * p.N, cudaGetErrorString(e));
         }
         scan_params f = p;

@@ -152,6 +152,9 @@ static inline float atomicAdd(float *p, float v) {
 static inline float ex2(float v) {
     return exp2f(v);
 }
+static inline float lg2_(float v) {
+    return log2f(v);
+}
 static inline float rcp_(float v) {
     return 1.0f / v;
 }
