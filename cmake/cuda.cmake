@@ -13,6 +13,8 @@
 #   bench_generate_cuda   generation throughput (bench/bench_generate_cuda.sh prints the table)
 #   test_train_cuda       tests/cuda/test_train_cuda.sh: 200 training steps GPU vs CPU, checkpoints
 #                         resumed across devices (label "gpu", 77 without a GPU)
+#   decode_emu            the persistent generation kernel emulated on the CPU vs mb_step (runs
+#                         without a GPU)
 # and links the mambabyte program with mambabyte_cuda (compile definition MB_HAVE_CUDA: the
 # --device cuda backend of train/eval, src/train/backend.h).
 include(CheckLanguage)
@@ -81,6 +83,20 @@ if(MB_BUILD_TESTS)
   add_test(NAME test_train_cuda COMMAND bash ${CMAKE_SOURCE_DIR}/tests/cuda/test_train_cuda.sh)
   set_tests_properties(test_train_cuda PROPERTIES LABELS "gpu" SKIP_RETURN_CODE 77 TIMEOUT 1200
     ENVIRONMENT "MB_CLI=$<TARGET_FILE:mambabyte_cli>;OMP_NUM_THREADS=2;ASAN_OPTIONS=protect_shadow_gap=0:detect_leaks=0")
+
+  # The persistent generation kernel (src/cuda/decode_persist.cu) compiled as host C++ and run
+  # on the CPU with every thread a fiber (tests/cuda/decode_emu.cpp), against mb_step: runs on
+  # CI, which has the CUDA headers but no GPU. Needs the C++ compiler tests/cuda/emu.cmake
+  # enables.
+  if(TARGET scan_emu)
+    add_executable(decode_emu ${CMAKE_SOURCE_DIR}/tests/cuda/decode_emu.cpp)
+    target_compile_features(decode_emu PRIVATE cxx_std_17)
+    target_include_directories(decode_emu PRIVATE ${CMAKE_SOURCE_DIR}/include
+                               ${CMAKE_SOURCE_DIR}/src ${CUDAToolkit_INCLUDE_DIRS})
+    target_link_libraries(decode_emu PRIVATE mambabyte)
+    add_test(NAME decode_emu COMMAND decode_emu)
+    set_tests_properties(decode_emu PROPERTIES ENVIRONMENT "OMP_NUM_THREADS=2" TIMEOUT 900)
+  endif()
 endif()
 
 add_executable(bench_scan_cuda ${CMAKE_SOURCE_DIR}/bench/bench_scan_cuda.cu)

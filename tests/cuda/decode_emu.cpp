@@ -1,0 +1,371 @@
+/* CPU emulation of src/cuda/decode_persist.cu's persistent step kernel: every thread of every
+ * block is a fiber (ucontext); __syncthreads, warp shuffles and the grid barrier's spin are real
+ * barriers / yields, cp.async copies happen at once. Compared with mb_step. */
+#define MBP_EMU 1
+#include <ucontext.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <vector>
+
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+using std::max;
+using std::min;
+#undef __global__
+#undef __device__
+#undef __forceinline__
+#undef __launch_bounds__
+#define __global__
+#define __device__
+#define __forceinline__ inline
+#define __launch_bounds__(...)
+#undef __noinline__
+#define __noinline__
+#undef __grid_constant__
+#define __grid_constant__
+
+namespace emu {
+struct Th {
+    ucontext_t ctx;
+    int block, tid;
+    bool done;
+    std::vector<char> stack;
+};
+struct Bar {
+    int count = 0, gen = 0, n = 0;
+};
+static std::vector<Th> th;
+static int cur = 0, nblk = 0, nthr = 0;
+static ucontext_t main_ctx;
+static std::vector<std::vector<unsigned char>> smem;
+static std::vector<std::vector<double>> stat;
+static std::vector<Bar> bbar, wbar;
+static std::vector<double> slot;
+static std::function<void()> body;
+static long long yields = 0;
+
+static void yield() {
+    const int me = cur, n = (int)th.size();
+    int nx = me;
+    do {
+        nx = (nx + 1) % n;
+    } while (th[nx].done && nx != me);
+    if (nx == me) return;
+    if (++yields > 4000000000LL) {
+        printf("emu: deadlock?\n");
+        exit(3);
+    }
+    cur = nx;
+    swapcontext(&th[me].ctx, &th[nx].ctx);
+}
+static void sync(Bar &b) {
+    const int g = b.gen;
+    if (++b.count == b.n) {
+        b.count = 0;
+        b.gen++;
+    } else {
+        while (b.gen == g)
+            yield();
+    }
+}
+static void trampoline() {
+    body();
+    const int me = cur, n = (int)th.size();
+    th[me].done = true;
+    int nx = me;
+    do {
+        nx = (nx + 1) % n;
+    } while (th[nx].done && nx != me);
+    if (nx == me) setcontext(&main_ctx);
+    cur = nx;
+    setcontext(&th[nx].ctx);
+}
+static void launch(int nb, int nt, size_t smem_bytes, std::function<void()> fn) {
+    body = fn;
+    nblk = nb, nthr = nt;
+    th.assign((size_t)nb * nt, Th());
+    smem.assign(nb, std::vector<unsigned char>(smem_bytes + 64, 0xAB));
+    stat.assign(nb, std::vector<double>(256, 0.0));
+    bbar.assign(nb, Bar());
+    for (auto &b : bbar)
+        b.n = nt;
+    wbar.assign((size_t)nb * nt / 32, Bar());
+    for (auto &b : wbar)
+        b.n = 32;
+    slot.assign((size_t)nb * nt, 0.0);
+    for (int i = 0; i < nb * nt; i++) {
+        Th &h = th[i];
+        h.block = i / nt, h.tid = i % nt, h.done = false;
+        h.stack.resize(1 << 15);
+        getcontext(&h.ctx);
+        h.ctx.uc_stack.ss_sp = h.stack.data();
+        h.ctx.uc_stack.ss_size = h.stack.size();
+        h.ctx.uc_link = NULL;
+        makecontext(&h.ctx, trampoline, 0);
+    }
+    cur = 0;
+    swapcontext(&main_ctx, &th[0].ctx);
+}
+} // namespace emu
+
+struct dim3e {
+    unsigned x, y, z;
+};
+static inline dim3e emu_tidx() {
+    return dim3e{(unsigned)emu::th[emu::cur].tid, 0, 0};
+}
+static inline dim3e emu_bidx() {
+    return dim3e{(unsigned)emu::th[emu::cur].block, 0, 0};
+}
+static inline dim3e emu_gdim() {
+    return dim3e{(unsigned)emu::nblk, 1, 1};
+}
+#define threadIdx (emu_tidx())
+#define blockIdx (emu_bidx())
+#define gridDim (emu_gdim())
+static inline unsigned char *emu_smem() {
+    return emu::smem[emu::th[emu::cur].block].data();
+}
+static inline double *emu_static() {
+    return emu::stat[emu::th[emu::cur].block].data();
+}
+static inline void __syncthreads() {
+    emu::sync(emu::bbar[emu::th[emu::cur].block]);
+}
+template <class T> static inline T __shfl_xor_sync(unsigned, T v, int off) {
+    const int me = emu::cur;
+    emu::slot[me] = (double)v;
+    emu::Bar &b = emu::wbar[me / 32];
+    emu::sync(b);
+    const T r = (T)emu::slot[(me & ~31) + ((me & 31) ^ off)];
+    emu::sync(b);
+    return r;
+}
+template <class T> static inline T __ldg(const T *p) {
+    return *p;
+}
+template <class T> static inline T __ldcg(const T *p) {
+    emu::yield(); /* let others run: reads of data other blocks write */
+    return *p;
+}
+static inline unsigned long long atomicAdd(unsigned long long *p, unsigned long long v) {
+    const unsigned long long o = *p;
+    *p = o + v;
+    return o;
+}
+static inline long long __float2ll_rn(float v) {
+    return llrintf(v);
+}
+static inline void __threadfence() {}
+static inline void __trap() {
+    abort();
+}
+static inline void cp16(void *dst, const void *src) {
+    memcpy(dst, src, 16);
+}
+static inline void cp4(void *dst, const void *src) {
+    memcpy(dst, src, 4);
+}
+static inline void cp_commit() {}
+static long long g_bulk_bytes = 0, g_tx_bad = 0;
+static inline void mbar_init(unsigned long long *m) {
+    *m = 0;
+}
+static inline void mbar_arrive_tx(unsigned long long *m, unsigned tx) {
+    *m += tx;
+}
+static inline void bulk_g2s(void *dst, const void *src, unsigned bytes, unsigned long long *m) {
+    if (((uintptr_t)dst | (uintptr_t)src | bytes) & 15) abort();
+    memcpy(dst, src, bytes);
+    *m -= bytes;
+    g_bulk_bytes += bytes;
+}
+static inline void mbar_wait(unsigned long long *m, unsigned) {
+    if (emu::th[emu::cur].tid == 0 && *m != 0) g_tx_bad++;
+}
+template <int N> static inline void cp_wait() {}
+static inline unsigned ld_acq(const unsigned *p) {
+    emu::yield();
+    return *(volatile const unsigned *)p;
+}
+static inline void red_add_u64(unsigned long long *p, unsigned long long v) {
+    *p += v;
+}
+static inline void st_rel(unsigned *p, unsigned v) {
+    *p = v;
+}
+static inline long long clock64() {
+    return 0;
+}
+static inline unsigned long long gtimer() {
+    return 0;
+}
+
+#include "cuda/decode_persist.cu"
+
+#include "mambabyte.h"
+
+static int g_fail = 0;
+
+static void transpose(float *dst, const float *src, int64_t rows, int64_t cols) {
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t c = 0; c < cols; c++)
+            dst[c * rows + r] = src[r * cols + c];
+}
+
+template <typename WT> static WT cvt(float v);
+template <> float cvt<float>(float v) {
+    return v;
+}
+template <> __nv_bfloat16 cvt<__nv_bfloat16>(float v) {
+    return __float2bfloat16(v);
+}
+
+template <typename WT, int S>
+static void run_case(int64_t d, int rms, int tied, int nb, long long rowbytes, int64_t d_state,
+                     int64_t d_conv, int64_t steps, double tol, const char *name) {
+    mb_config c;
+    mb_config_default(&c, d, 2);
+    c.d_state = d_state;
+    c.d_conv = d_conv;
+    c.rms_norm = rms;
+    c.tie_embeddings = tied;
+    mb_model m;
+    if (mb_config_finalize(&c) || mb_model_create(&m, &c)) {
+        printf("model: %s\n", mb_last_error());
+        exit(1);
+    }
+    mb_model_init(&m, 7 + d);
+    mb_rng r;
+    mb_rng_seed(&r, 99 + d);
+    for (int64_t i = 0; i < m.n_params; i++)
+        m.params[i] += 0.1f * (mb_rng_float(&r) - 0.5f);
+    const int64_t nl = c.n_layer, Di = c.d_inner, N = c.d_state, K = c.d_conv, R = c.dt_rank,
+                  W = R + 2 * N, V = 256;
+    const int bf = sizeof(WT) == 2;
+    mbp_args a;
+    memset(&a, 0, sizeof a);
+    a.S = S, a.d = (int)d, a.Di = (int)Di, a.N = (int)N, a.K = (int)K, a.R = (int)R, a.V = 256;
+    a.n_layer = (int)nl, a.rms = rms, a.bf16 = bf, a.eps = c.norm_eps;
+    a.bulk = (nb + (int)d) % 2 == 0 || getenv("EMU_BULK") != NULL;
+    a.light_fence = 1;
+    if (mbp_plan(&a, nb, 232448, rowbytes)) {
+        printf("%s: not covered\n", name);
+        g_fail = 1;
+        return;
+    }
+    std::vector<mbp_layer> L(nl);
+    std::vector<std::vector<float>> keep;
+    std::vector<std::vector<WT>> keepw;
+    for (int64_t l = 0; l < nl; l++) {
+        const mb_layer_weights &w = m.w.layers[l];
+        mbp_layer &h = L[l];
+        h.norm_w = w.norm_w, h.norm_b = w.norm_b;
+        keepw.emplace_back(2 * Di * d);
+        for (int64_t i = 0; i < 2 * Di * d; i++)
+            keepw.back()[i] = cvt<WT>(w.in_proj_w[i]);
+        h.in = keepw.back().data();
+        h.conv_w = w.conv_w, h.conv_b = w.conv_b;
+        keep.emplace_back(Di * W);
+        transpose(keep.back().data(), w.x_proj_w, W, Di);
+        h.xwT = keep.back().data();
+        h.dt_w = w.dt_proj_w, h.dt_b = w.dt_proj_b;
+        keep.emplace_back(Di * N);
+        for (int64_t i = 0; i < Di * N; i++)
+            keep.back()[i] = -expf(w.A_log[i]);
+        h.A = keep.back().data();
+        h.D = w.D;
+        std::vector<float> t(Di * d);
+        transpose(t.data(), w.out_proj_w, d, Di);
+        keepw.emplace_back(Di * d);
+        for (int64_t i = 0; i < Di * d; i++)
+            keepw.back()[i] = cvt<WT>(t[i]);
+        h.outT = keepw.back().data();
+    }
+    std::vector<WT> lm(V * d);
+    for (int64_t i = 0; i < V * d; i++)
+        lm[i] = cvt<WT>(m.w.lm_head[i]);
+    std::vector<float> conv(nl * S * (K - 1) * Di + 1, 0.0f), ssm(nl * S * Di * N, 0.0f),
+        logits(S * V);
+    std::vector<unsigned long long> acc(2 * nl * S * (W + d), 0);
+    std::vector<unsigned> flags(a.nb + 1, 0);
+    std::vector<uint8_t> tok(S);
+    a.layers = L.data(), a.emb = m.w.embedding, a.normf_w = m.w.norm_f_w, a.normf_b = m.w.norm_f_b;
+    a.lm = lm.data(), a.tok = tok.data(), a.conv = conv.data(), a.ssm = ssm.data();
+    a.logits = logits.data(), a.acc = acc.data(), a.flags = flags.data(),
+    a.step = flags.data() + a.nb;
+    mb_state st;
+    mb_state_create(&st, &c, S);
+    std::vector<float> lc(S * V);
+    double worst = 0;
+    for (int64_t t = 0; t < steps; t++) {
+        for (int s = 0; s < S; s++)
+            tok[s] = (uint8_t)mb_rng_below(&r, 256);
+        mb_step(&m, &st, tok.data(), lc.data());
+        const mbp_args aa = a;
+        emu::launch(a.nb, MBP_THREADS, (size_t)a.smem, [&]() { persist_step_kernel<WT, S>(aa); });
+        for (int s = 0; s < S; s++) {
+            double num = 0, den = 0;
+            for (int v = 0; v < V; v++) {
+                const double e = fabs((double)logits[s * V + v] - lc[s * V + v]);
+                if (!(e <= num)) num = e;
+                den = std::max(den, (double)fabs(lc[s * V + v]));
+            }
+            worst = std::max(worst, num / den);
+        }
+    }
+    const int ok = worst <= tol;
+    const int ok2 = ok && g_tx_bad == 0;
+    printf("%-28s S=%d %s nb=%d capA=%d capB=%d CB=%d smem=%d bulk=%d (%lld bulk bytes, tx bad "
+           "%lld): %lld steps max rel err %.2e %s\n",
+           name, S, bf ? "bf16" : "fp32", a.nb, a.capA, a.capB, a.CBmax, a.smem, a.bulk,
+           g_bulk_bytes, g_tx_bad, (long long)steps, worst, ok2 ? "ok" : "FAIL");
+    if (!ok2) g_fail = 1;
+    g_bulk_bytes = 0, g_tx_bad = 0;
+    if (!ok) g_fail = 1;
+    mb_state_free(&st);
+    mb_model_free(&m);
+}
+
+int main(int argc, char **argv) {
+    const int quick = argc > 1;
+    if (argc > 1 && !strcmp(argv[1], "plan")) {
+        int shapes[2][4] = {{1024, 2048, 64, 48}, {1792, 3584, 112, 48}};
+        for (int p = 0; p < 2; p++)
+            for (int bf = 0; bf < 2; bf++)
+                for (int S = 1; S <= 4; S++) {
+                    mbp_args a;
+                    memset(&a, 0, sizeof a);
+                    a.S = S, a.d = shapes[p][0], a.Di = shapes[p][1], a.N = 16, a.K = 4,
+                    a.R = shapes[p][2], a.V = 256, a.n_layer = 48, a.bf16 = bf;
+                    int rc = mbp_plan(&a, 132, 232448, -1);
+                    printf("d %d bf16 %d S %d: rc %d CB %d capA %d (need %d) capB %d (need %d) "
+                           "smem %d\n",
+                           a.d, bf, S, rc, a.CBmax, a.capA, 2 * a.CBmax, a.capB, a.CBmax, a.smem);
+                }
+        return 0;
+    }
+    run_case<float, 1>(64, 1, 1, 3, -1, 16, 4, 6, 1e-4, "rms tied d64");
+    run_case<float, 3>(64, 0, 0, 5, -1, 16, 4, 6, 1e-4, "ln untied d64");
+    run_case<float, 2>(36, 0, 0, 4, 1000, 16, 4, 6, 1e-4, "ln d36 overflow rows");
+    if (quick) goto big;
+    run_case<__nv_bfloat16, 4>(64, 0, 1, 3, 2000, 16, 4, 5, 2e-2, "ln tied d64 bf16 overflow");
+    run_case<__nv_bfloat16, 1>(36, 1, 0, 2, -1, 16, 4, 5, 2e-2, "rms d36 bf16");
+    run_case<float, 2>(64, 0, 0, 7, -1, 8, 3, 5, 1e-4, "d_state 8 d_conv 3");
+    run_case<float, 1>(64, 1, 0, 200, -1, 16, 4, 3, 1e-4, "nb 200 > Di");
+    run_case<float, 4>(64, 1, 0, 3, 0, 16, 4, 4, 1e-4, "no rows in smem");
+big:
+    if (argc > 1 && !strcmp(argv[1], "big")) {
+        run_case<float, 2>(1040, 0, 0, 32, -1, 16, 4, 2, 1e-4, "d1040 fp32 2 passes");
+        run_case<__nv_bfloat16, 1>(2056, 1, 0, 48, -1, 16, 4, 2, 2e-2, "d2056 bf16 2 passes");
+    }
+    printf(g_fail ? "FAILED\n" : "all emu checks passed\n");
+    return g_fail;
+}
