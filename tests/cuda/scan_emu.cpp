@@ -174,6 +174,7 @@ static inline void red_add_v4(float *a, float4 v) {
 float4 smem4[16384];
 float4 smem[16384];
 
+#include "bf16_check.h"
 #include "cuda/scan.cu"
 extern "C" {
 #include "cpu/activations.h"
@@ -200,22 +201,10 @@ static void check(const char *name, double err) {
     if (!ok) g_fail = 1;
     printf("  %-8s rel err %.2e %s\n", name, err, ok ? "ok" : "FAIL");
 }
-/* bf16 bits vs fp32 reference (rows x width, stride): half a bf16 ulp + 1e-4 x the largest */
+/* bf16 bits vs fp32 reference (rows x width, stride): bf16_count_far with 1e-4 */
 static void check_bf16(const char *name, const uint16_t *h, const float *ref, int64_t rows,
                        int64_t width, int64_t stride) {
-    float big = 0.0f;
-    for (int64_t r = 0; r < rows; r++)
-        for (int64_t c = 0; c < width; c++)
-            big = std::max(big, fabsf(ref[r * stride + c]));
-    int64_t bad = 0;
-    for (int64_t r = 0; r < rows; r++)
-        for (int64_t c = 0; c < width; c++) {
-            const uint32_t bits = (uint32_t)h[r * stride + c] << 16;
-            float v;
-            memcpy(&v, &bits, sizeof v);
-            const float want = ref[r * stride + c];
-            if (!(fabsf(v - want) <= 0x1p-8f * fabsf(want) + 1e-4f * big)) bad++;
-        }
+    const int64_t bad = bf16_count_far(h, ref, rows, width, stride, 1e-4);
     if (bad) g_fail = 1;
     printf("  %-8s %lld of %lld beyond half a bf16 ulp %s\n", name, (long long)bad,
            (long long)(rows * width), bad ? "FAIL" : "ok");

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bf16_check.h"
 #include "check.h"
 #include "cuda/adamw_cuda.h"
 #include "cuda/bf16_cuda.h"
@@ -82,23 +83,13 @@ static void check(const char *name, const float *dev, const float *ref, int64_t 
     }
 }
 
-/* a device bf16 copy (uint16_t bits) against an fp32 host reference: every element within
- * half a bf16 ulp (<= 2^-8 relative) plus the fp32 tolerance of the tensor (TOL x its largest
- * magnitude: values near 0 come out of cancellations whose last fp32 bits differ by device) */
+/* a device bf16 copy (uint16_t bits) of n values against an fp32 host reference
+ * (bf16_count_far with the fp32 tolerance) */
 static void check_bf16(const char *name, const uint16_t *dev, const float *ref, int64_t n,
                        int64_t B, int64_t L) {
     uint16_t *h = (uint16_t *)malloc(sizeof(uint16_t) * (size_t)(n > 0 ? n : 1));
     CK(cudaMemcpy(h, dev, sizeof(uint16_t) * (size_t)n, cudaMemcpyDeviceToHost));
-    int64_t bad = 0;
-    float big = 0.0f;
-    for (int64_t i = 0; i < n; i++)
-        big = fmaxf(big, fabsf(ref[i]));
-    for (int64_t i = 0; i < n; i++) {
-        const uint32_t bits = (uint32_t)h[i] << 16;
-        float v;
-        memcpy(&v, &bits, sizeof v);
-        if (!(fabsf(v - ref[i]) <= 0x1p-8f * fabsf(ref[i]) + (float)TOL * big)) bad++;
-    }
+    const int64_t bad = bf16_count_far(h, ref, 1, n, n, TOL);
     free(h);
     if (bad) {
         g_fail = 1;

@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bf16_check.h"
 #include "cuda/scan_cuda.h"
 #include "mambabyte.h"
 extern "C" {
@@ -260,26 +261,13 @@ static uint16_t *dev_poison16(int64_t n) {
     return d;
 }
 
-/* bf16 copy (rows x width, row stride) vs fp32 reference: every element within half a bf16 ulp
- * (2^-8 relative) plus TOL x the largest reference magnitude */
+/* bf16 copy (rows x width, row stride) on the device vs fp32 reference: bf16_count_far */
 static void check_bf16(const char *what, const char *name, const uint16_t *dev, const float *ref,
                        int64_t rows, int64_t width, int64_t stride) {
     const int64_t n = rows > 0 ? (rows - 1) * stride + width : 0; /* ends at the last row */
     uint16_t *h = (uint16_t *)malloc(sizeof(uint16_t) * (size_t)(n > 0 ? n : 1));
     CK(cudaMemcpy(h, dev, sizeof(uint16_t) * (size_t)n, cudaMemcpyDeviceToHost));
-    float big = 0.0f;
-    for (int64_t r = 0; r < rows; r++)
-        for (int64_t c = 0; c < width; c++)
-            big = fmaxf(big, fabsf(ref[r * stride + c]));
-    int64_t bad = 0;
-    for (int64_t r = 0; r < rows; r++)
-        for (int64_t c = 0; c < width; c++) {
-            const uint32_t bits = (uint32_t)h[r * stride + c] << 16;
-            float v;
-            memcpy(&v, &bits, sizeof v);
-            const float want = ref[r * stride + c];
-            if (!(fabsf(v - want) <= 0x1p-8f * fabsf(want) + (float)TOL * big)) bad++;
-        }
+    const int64_t bad = bf16_count_far(h, ref, rows, width, stride, TOL);
     free(h);
     if (bad) g_fail = 1;
     printf("  %-6s %-8s bf16: %lld of %lld beyond half an ulp + TOL %s\n", what, name,

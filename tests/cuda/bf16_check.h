@@ -1,0 +1,32 @@
+/* bf16 copies against fp32 references, shared by the GPU tests and the CPU emulators of the GPU
+ * kernels (host code only). */
+#ifndef MB_TESTS_CUDA_BF16_CHECK_H
+#define MB_TESTS_CUDA_BF16_CHECK_H
+
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+/* Elements of a bf16 tensor h (uint16_t bit patterns; rows x width, row stride `stride`) farther
+ * from the fp32 reference ref (same layout) than half a bf16 ulp (<= 2^-8 relative) plus tol x
+ * the largest reference magnitude: values near 0 come out of cancellations whose last fp32 bits
+ * differ between devices. A NaN where the reference has a number counts as far. */
+static inline int64_t bf16_count_far(const uint16_t *h, const float *ref, int64_t rows,
+                                     int64_t width, int64_t stride, double tol) {
+    float big = 0.0f;
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t c = 0; c < width; c++)
+            big = fmaxf(big, fabsf(ref[r * stride + c]));
+    int64_t far = 0;
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t c = 0; c < width; c++) {
+            const uint32_t bits = (uint32_t)h[r * stride + c] << 16;
+            float v;
+            memcpy(&v, &bits, sizeof v);
+            const float want = ref[r * stride + c];
+            if (!(fabsf(v - want) <= 0x1p-8f * fabsf(want) + (float)tol * big)) far++;
+        }
+    return far;
+}
+
+#endif
