@@ -366,6 +366,27 @@ static int al(const void *p, unsigned bytes) {
         break;                                                                                     \
     }
 
+/* Tiled launches with V channels per thread (K <= 8) */
+template <int V>
+static void conv_fwd_tiled(float *out, uint16_t *out_bf16, const float *x, int64_t x_stride,
+                           const float *w, const float *b, const float *state, int64_t B, int64_t L,
+                           int64_t Di, int64_t K, cudaStream_t st) {
+    CONV_DISPATCH(K, V, conv_fwd_tiled_kernel,
+                  <<<conv_grid(B, L, Di, V), CONV_C, 0, st>>>(out, (__nv_bfloat16 *)out_bf16, x,
+                                                              x_stride, w, b, state, L, Di))
+}
+
+template <int V>
+static void conv_bwd_tiled(float *dx, uint16_t *dx_bf16, int64_t dx_stride, float *dw, float *db,
+                           const float *dout, const float *x, int64_t x_stride, const float *w,
+                           const float *b, int64_t B, int64_t L, int64_t Di, int64_t K,
+                           cudaStream_t st) {
+    CONV_DISPATCH(K, V, conv_bwd_tiled_kernel,
+                  <<<conv_grid(B, L, Di, V), CONV_C, 0, st>>>(dx, (__nv_bfloat16 *)dx_bf16,
+                                                              dx_stride, dw, db, dout, x, x_stride,
+                                                              w, b, L, Di))
+}
+
 static int sizes_ok(const char *fn, int64_t B, int64_t L, int64_t Di, int64_t K) {
     if (B < 0 || L < 0 || Di <= 0 || K <= 0 || K > 64)
         return mb_fail(MB_EINVAL, "%s: bad sizes B=%lld L=%lld Di=%lld K=%lld", fn, (long long)B,
@@ -386,17 +407,10 @@ extern "C" int mb_conv1d_cuda_forward_ex(float *out, uint16_t *out_bf16, const f
     if (K <= 8 && B <= 65535 && (L + CONV_T - 1) / CONV_T <= 65535) {
         const int v4 = Di % 4 == 0 && x_stride % 4 == 0 && al(out, 16) && al(x, 16) &&
                        (!state || al(state, 16)) && (!out_bf16 || al(out_bf16, 8));
-        if (v4) {
-            constexpr int V = 4;
-            CONV_DISPATCH(K, V, conv_fwd_tiled_kernel,
-                          <<<conv_grid(B, L, Di, V), CONV_C, 0, st>>>(
-                              out, (__nv_bfloat16 *)out_bf16, x, x_stride, w, b, state, L, Di))
-        } else {
-            constexpr int V = 1;
-            CONV_DISPATCH(K, V, conv_fwd_tiled_kernel,
-                          <<<conv_grid(B, L, Di, V), CONV_C, 0, st>>>(
-                              out, (__nv_bfloat16 *)out_bf16, x, x_stride, w, b, state, L, Di))
-        }
+        if (v4)
+            conv_fwd_tiled<4>(out, out_bf16, x, x_stride, w, b, state, B, L, Di, K, st);
+        else
+            conv_fwd_tiled<1>(out, out_bf16, x, x_stride, w, b, state, B, L, Di, K, st);
         MB_CUDA_LAUNCHED("mb_conv1d_cuda_forward");
         return MB_OK;
     }
@@ -429,19 +443,12 @@ extern "C" int mb_conv1d_cuda_backward_ex(float *dx, uint16_t *dx_bf16, int64_t 
     if (K <= 8 && B <= 65535 && (L + CONV_T - 1) / CONV_T <= 65535) {
         const int v4 = Di % 4 == 0 && x_stride % 4 == 0 && dx_stride % 4 == 0 && al(dx, 16) &&
                        al(dout, 16) && al(x, 16) && (!dx_bf16 || al(dx_bf16, 8));
-        if (v4) {
-            constexpr int V = 4;
-            CONV_DISPATCH(K, V, conv_bwd_tiled_kernel,
-                          <<<conv_grid(B, L, Di, V), CONV_C, 0, st>>>(dx, (__nv_bfloat16 *)dx_bf16,
-                                                                      dx_stride, dw, db, dout, x,
-                                                                      x_stride, w, b, L, Di))
-        } else {
-            constexpr int V = 1;
-            CONV_DISPATCH(K, V, conv_bwd_tiled_kernel,
-                          <<<conv_grid(B, L, Di, V), CONV_C, 0, st>>>(dx, (__nv_bfloat16 *)dx_bf16,
-                                                                      dx_stride, dw, db, dout, x,
-                                                                      x_stride, w, b, L, Di))
-        }
+        if (v4)
+            conv_bwd_tiled<4>(dx, dx_bf16, dx_stride, dw, db, dout, x, x_stride, w, b, B, L, Di, K,
+                              st);
+        else
+            conv_bwd_tiled<1>(dx, dx_bf16, dx_stride, dw, db, dout, x, x_stride, w, b, B, L, Di, K,
+                              st);
         MB_CUDA_LAUNCHED("mb_conv1d_cuda_backward");
         return MB_OK;
     }

@@ -41,4 +41,16 @@ static inline unsigned mb_cuda_blocks(long long n, int threads, long long cap) {
     return (unsigned)(b > 0 ? b : 1);
 }
 
+/* Multiprocessors of the current device (132 on the H200; 132 if the query fails), for sizing
+ * grids. */
+static inline int mb_cuda_sm_count(void) {
+    int dev = 0, n = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess || n <= 0) {
+        (void)cudaGetLastError();
+        return 132;
+    }
+    return n;
+}
+
 #endif

@@ -290,18 +290,6 @@ __global__ void norm_backward_vec_kernel(float *dr, __nv_bfloat16 *drb, float *d
     }
 }
 
-static int sm_count(void) {
-    static int n = 0; /* racy but idempotent */
-    if (n > 0) return n;
-    int dev = 0, v = 0;
-    if (cudaGetDevice(&dev) != cudaSuccess ||
-        cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess || v <= 0) {
-        (void)cudaGetLastError();
-        return 132;
-    }
-    return n = v;
-}
-
 /* NV = d / 128 when the row-in-registers kernels apply to these rows, else 0 */
 static int vec_nv(int64_t d, const void *const *ptrs, int n) {
     if (d % 128 != 0 || d / 128 > NV_MAX) return 0;
@@ -407,7 +395,7 @@ extern "C" int mb_norm_cuda_backward_ex(float *dr, uint16_t *drb, float *dw, flo
     const void *ptrs[] = {dr, dy, r, w};
     const int nv = drb && (uintptr_t)drb % 8 != 0 ? 0 : vec_nv(d, ptrs, 4);
     if (nv) { /* ~2 blocks of 8 warps per multiprocessor, each walking rows / (grid * 8) rows */
-        const int64_t want = 2 * (int64_t)sm_count();
+        const int64_t want = 2 * (int64_t)mb_cuda_sm_count();
         const int64_t need = (rows + ROWS_PER_BLOCK - 1) / ROWS_PER_BLOCK;
         const unsigned grid = (unsigned)(need < want ? need : want);
         NV_DISPATCH(nv, norm_backward_vec_kernel,

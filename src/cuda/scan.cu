@@ -28,9 +28,11 @@
  */
 #include "cuda/scan_cuda.h"
 
-#ifndef MB_SCAN_EMU /* tests/cuda/scan_emu.cpp runs the forward and v5 on the CPU (no GPU needed)  \
-                     */
+/* MB_SCAN_EMU: tests/cuda/scan_emu.cpp runs the forward and v5 on the CPU (no GPU needed) */
+#ifndef MB_SCAN_EMU
 #include <cuda_runtime.h>
+
+#include "cuda/cuda_check.h"
 #endif
 #include <stdio.h>
 #include <string.h>
@@ -1399,12 +1401,7 @@ static int choose_v5(const scan_params *p) {
     if (g_bwd_warps == 1 || g_bwd_warps == 2) return g_bwd_warps;
     if (g_bwd_warps == 8 || g_bwd_warps == 16) return 0;
     if (p->N > 16) return 0;
-    int dev = 0, sms = 132;
-    if (cudaGetDevice(&dev) != cudaSuccess ||
-        cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) {
-        (void)cudaGetLastError();
-        sms = 132;
-    }
+    const int sms = mb_cuda_sm_count();
     const long long blocks = (long long)p->B * ((p->Di + 31) / 32);
     return 2 * blocks >= 3LL * sms ? V5_AUTO : 0;
 }

@@ -18,13 +18,8 @@ if ! command -v nvidia-smi >/dev/null 2>&1 || ! nvidia-smi -L 2>/dev/null | grep
   echo "no NVIDIA GPU: skipped"
   exit 77
 fi
-T=$(mktemp -d)
-trap 'rm -rf "$T"' EXIT
-pass=0
-fail=0
-ok() { pass=$((pass + 1)); echo "ok: $*"; }
-bad() { fail=$((fail + 1)); echo "FAIL: $*"; }
-check() { local d=$1; shift; if "$@"; then ok "$d"; else bad "$d"; fi; }
+# $T, ok / bad / check / finish: the CLI tests' helpers
+source "$MB_SOURCE_DIR/tests/cli/lib.sh"
 
 mkdir -p "$T/corpus"
 cp "$MB_SOURCE_DIR"/src/*.c "$MB_SOURCE_DIR"/src/cpu/*.c "$MB_SOURCE_DIR"/src/train/*.c \
@@ -123,5 +118,4 @@ for sctx in 128 37; do
   check "streamed eval (windows of $sctx) bpb GPU vs CPU within 1e-4" within "$(eb "$T/sg.out")" "$(eb "$T/sc.out")" 1e-4
   check "streamed eval (windows of $sctx) scored the same bytes" [ "$(awk '/^bpb:/ {print $4}' "$T/sg.out")" = "$(awk '/^bpb:/ {print $4}' "$T/sc.out")" ]
 done
-echo "$pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+finish
