@@ -64,7 +64,7 @@ struct mb_cuda_acts {
     float *hout;              /* (B, L, d) */
     float *dres, *du;         /* (B, L, d) (training only) */
     float *dxz;               /* (B, L, 2Di) */
-    float *dxc, *ddelta, *dy; /* (B, L, Di) */
+    float *dxc, *ddelta, *dy; /* (B, L, Di); ddelta NULL in fused bf16 mode */
     float *ddbc;              /* (B, L, R+2N) */
     float *dlogits;           /* (B, L, 256) */
     double *loss_sum;         /* (1) */
@@ -125,7 +125,8 @@ static int acts_table(mb_cuda_acts *a, carve_item *t) {
     t[k++] = (carve_item){(void **)&a->du, F(tr * BL * d)};
     t[k++] = (carve_item){(void **)&a->dxz, F(tr * BL * 2 * Di)};
     t[k++] = (carve_item){(void **)&a->dxc, F(tr * BL * Di)};
-    t[k++] = (carve_item){(void **)&a->ddelta, F(tr * BL * Di)};
+    /* fp32 ddelta: not needed when the fused bf16 scan writes only its bf16 copy */
+    t[k++] = (carve_item){(void **)&a->ddelta, F((a->bf16 && a->fused ? 0 : tr) * BL * Di)};
     t[k++] = (carve_item){(void **)&a->ddbc, F(tr * BL * (R + 2 * N))};
     t[k++] = (carve_item){(void **)&a->dy, F(tr * BL * Di)};
     t[k++] = (carve_item){(void **)&a->dlogits, F(tr * BL * MB_VOCAB)};
