@@ -26,6 +26,7 @@
  * SM, latency-bound, 4.70 ms against 4.19; forward: 1.49 against 1.25 ms) and a shuffle
  * butterfly for the v5 dB/dC sums (4.78 ms).
  */
+#include "cuda/fast_math_cuda.h"
 #include "cuda/scan_cuda.h"
 
 /* MB_SCAN_EMU: tests/cuda/scan_emu.cpp runs the forward and v5 on the CPU (no GPU needed) */
@@ -39,9 +40,6 @@
 
 #include "mambabyte.h"
 
-#define FULL_MASK 0xffffffffu
-#define LOG2E 1.4426950408889634f
-#define LN2 0.6931471805599453f
 #define SPT 4 /* states per thread */
 
 #define FWD_S 8      /* positions per thread per forward tile */
@@ -78,42 +76,6 @@ typedef struct {
     float *ddt_bias;
     uint16_t *ddelta_bf16, *dz_bf16;
 } scan_params;
-
-#ifndef MB_SCAN_EMU
-static __device__ __forceinline__ float ex2(float v) {
-    float r;
-    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(v));
-    return r;
-}
-
-/* log2(v), one MUFU.LG2 (absolute error about 2^-22 near 1) */
-static __device__ __forceinline__ float lg2_(float v) {
-    float r;
-    asm("lg2.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(v));
-    return r;
-}
-
-/* 1 / v, one MUFU.RCP (relative error about 1 ulp; 0 for v = inf) */
-static __device__ __forceinline__ float rcp_(float v) {
-    float r;
-    asm("rcp.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(v));
-    return r;
-}
-
-#endif
-
-static __device__ __forceinline__ float sigmoidf_(float v) {
-    return rcp_(1.0f + ex2(-v * LOG2E));
-}
-
-/* softplus with mamba_ssm's threshold (delta_softplus; src/cpu/activations.h): log1p(e), e =
- * exp(v), by one MUFU.LG2 of 1 + e, or for e < 1/64 by its series to e^3 (relative error below
- * e^3 / 4 < 1e-6, where 1 + e would lose e's low bits) */
-static __device__ __forceinline__ float dt_softplus_f(float v) {
-    const float e = ex2(v * LOG2E);
-    const float series = e * fmaf(e, fmaf(e, 1.0f / 3.0f, -0.5f), 1.0f);
-    return v > 20.0f ? v : e < 0.015625f ? series : lg2_(1.0f + e) * LN2;
-}
 
 /* the effective delta of a raw one (mb_scan_cuda_opts), channel c valid */
 static __device__ __forceinline__ float dt_eff(const scan_params &p, float raw, int c) {
@@ -157,30 +119,6 @@ static __device__ __forceinline__ void load4(const float *base, long long row, l
             v[k] = ok && n0 + k < N ? f : 0.0f;
         }
     }
-}
-
-/* Sum v[0..S) over the G lanes of a channel group (lanes LS apart: LS = 1 when they are
- * adjacent, 32 / G in the state-group-major layout), transposing: afterwards v[j] (j < S/G)
- * holds the total of position q*(S/G) + j. */
-template <int S, int G, int H, int LS> struct group_reduce_level {
-    static __device__ __forceinline__ void run(float *v, int q) {
-        constexpr int m = S * H / G; /* values still paired at this level */
-        const bool up = (q & H) != 0;
-#pragma unroll
-        for (int j = 0; j < m; j++) {
-            const float send = up ? v[j] : v[j + m];
-            const float keep = up ? v[j + m] : v[j];
-            v[j] = keep + __shfl_xor_sync(FULL_MASK, send, H * LS);
-        }
-        group_reduce_level<S, G, H / 2, LS>::run(v, q);
-    }
-};
-template <int S, int G, int LS> struct group_reduce_level<S, G, 0, LS> {
-    static __device__ __forceinline__ void run(float *, int) {}
-};
-template <int S, int G, int LS = 1>
-static __device__ __forceinline__ void group_reduce(float *v, int q) {
-    group_reduce_level<S, G, G / 2, LS>::run(v, q);
 }
 
 /* Lane layout of the staged forward and the v5 backward, for a warp of 32 / G channels x G

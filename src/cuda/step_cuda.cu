@@ -12,6 +12,7 @@
 
 #include "cuda/cuda_check.h"
 #include "cuda/decode_persist.h"
+#include "cuda/fast_math_cuda.h"
 #include "cuda/step_cuda.h"
 
 typedef __nv_bfloat16 bf16;
@@ -34,17 +35,17 @@ struct mb_cuda_gen {
     mb_config cfg;
     int64_t S, W, CS, n_slices;
     int use_bf16, use_graph, sm_count;
-    int use_pdl; /* programmatic dependent launch: sm_90 device and kernels */
-    int batched; /* n_seq > MB_CUDA_GEN_GEMV_MAX_SEQ: GEMMs + the *_b_kernel path */
-    int sg;      /* sequences per block of ssm_b_kernel */
+    int use_pdl;  /* programmatic dependent launch: sm_90 device and kernels */
+    int batched;  /* n_seq > MB_CUDA_GEN_GEMV_MAX_SEQ: GEMMs + the *_b_kernel path */
+    int sg;       /* sequences per block of ssm_b_kernel */
     int own_gemm; /* MB_CUDA_GEN_GEMM=own: batched bf16 GEMMs by gemm_bf16_kernel where the shapes
                      allow (measured slower than cuBLAS on the H200, hence off by default) */
-    int persist;  /* n_seq <= MBP_MAX_SEQ: the whole step is the persistent kernel (decode_persist.h;
-                     MB_CUDA_GEN_PERSIST=0 selects the per-layer kernels instead) */
-    mbp_args pa;  /* its arguments */
-    void *pmem;   /* its allocation: layer table, transposed x_proj / out_proj, sums, flags */
-    float *wmem;  /* fp32 weights (one allocation) */
-    bf16 *hmem;   /* bf16 copies (bf16 mode) */
+    int persist; /* n_seq <= MBP_MAX_SEQ: the whole step is the persistent kernel (decode_persist.h;
+                    MB_CUDA_GEN_PERSIST=0 selects the per-layer kernels instead) */
+    mbp_args pa; /* its arguments */
+    void *pmem;  /* its allocation: layer table, transposed x_proj / out_proj, sums, flags */
+    float *wmem; /* fp32 weights (one allocation) */
+    bf16 *hmem;  /* bf16 copies (bf16 mode) */
     gen_layer *L; /* n_layer, device pointers */
     float *emb, *lm, *normf_w, *normf_b;
     bf16 *lm_h;
@@ -54,7 +55,7 @@ struct mb_cuda_gen {
     bf16 *uh, *yh; /* bf16 GEMM operands of the batched path (S, d) and (S, Di) */
     uint8_t *tok, *prompt;
     int64_t prompt_cap;
-    uint64_t *counter; /* (S) samples drawn per sequence */
+    uint64_t *counter;        /* (S) samples drawn per sequence */
     uint8_t *ring_h, *ring_d; /* mapped pinned (GEN_RING, S) */
     uint8_t *in_h;            /* pinned (S) */
     float *logits_h;          /* pinned (S, 256) */
@@ -368,8 +369,8 @@ __global__ void __launch_bounds__(SSM_THREADS)
     ssm_kernel(const float *__restrict__ part, int n_slices, const float *__restrict__ dt_w,
                const float *__restrict__ dt_b, const float *__restrict__ A,
                const float *__restrict__ Dv, const float *__restrict__ xc,
-               const float *__restrict__ xz, float *__restrict__ ssm, YT *__restrict__ y,
-               int S, int Di, int N, int R) {
+               const float *__restrict__ xz, float *__restrict__ ssm, YT *__restrict__ y, int S,
+               int Di, int N, int R) {
     extern __shared__ float dbc[]; /* (W) */
     const int s = blockIdx.y, W = R + 2 * N;
     const int j = threadIdx.x % SSM_G;
@@ -430,11 +431,11 @@ __global__ void __launch_bounds__(SSM_THREADS)
  * partial sum + dt_proj + softplus + state update + D + gate. Each of these kernels serves
  * several sequences per block so that its weights are read once per block, not per sequence. */
 #define B_THREADS 256
-#define B_CS 256     /* channels per x_proj slice (block) in conv_xproj_b_kernel */
-#define B_XSG 4      /* sequences per block in conv_xproj_b_kernel */
-#define B_XRB 12     /* x_proj rows per warp pass in conv_xproj_b_kernel */
-#define B_CH 64      /* channels per block in ssm_b_kernel (4 lanes per channel) */
-#define B_SG 8       /* most sequences per block in ssm_b_kernel */
+#define B_CS 256 /* channels per x_proj slice (block) in conv_xproj_b_kernel */
+#define B_XSG 4  /* sequences per block in conv_xproj_b_kernel */
+#define B_XRB 8  /* x_proj rows per warp pass in conv_xproj_b_kernel (x B_XSG = 32 sums) */
+#define B_CH 64  /* channels per block in ssm_b_kernel (4 lanes per channel) */
+#define B_SG 8   /* most sequences per block in ssm_b_kernel */
 
 /* Norm of one sequence per block (norm_rows_block: residual add, statistics in double) into
  * u (S, d) as UT (bf16 for the bf16 GEMMs, else fp32); block 0.. writes the new residual. */
@@ -459,7 +460,8 @@ __global__ void __launch_bounds__(B_THREADS) norm_b_kernel(NormArgs na, UT *__re
  * norm_rows_block (statistics in double, same per-thread partial sums). */
 #define NB_PT 8
 template <typename UT>
-__global__ void __launch_bounds__(B_THREADS) norm_b2_kernel(NormArgs na, UT *__restrict__ u, int d) {
+__global__ void __launch_bounds__(B_THREADS)
+    norm_b2_kernel(NormArgs na, UT *__restrict__ u, int d) {
     __shared__ double sh[32];
     const int s = blockIdx.x, t = threadIdx.x;
     float w[NB_PT], b[NB_PT], hv[NB_PT], rv[NB_PT];
@@ -530,7 +532,8 @@ __device__ __forceinline__ float4 load4_row(const float *row, int c, int n) {
  * into xc and shared memory, then its slice of x_proj for those sequences: part (n_slices, S, W)
  * = xc[:, slice] @ x_proj_w[:, slice]^T (summed over slices, in order, by ssm_b_kernel). Lane
  * l covers the slice's columns 4l..4l+3 and 128+4l..128+4l+3; each warp takes B_XRB rows at a
- * time (weights loaded before pdl_wait for the first rows) and sums them by shuffles. */
+ * time (weights loaded before pdl_wait for the first rows) and sums its B_XRB x B_XSG dot
+ * products over the lanes by one transposing shuffle sum (group_reduce: 31 shuffles). */
 __global__ void __launch_bounds__(B_THREADS, 1)
     conv_xproj_b_kernel(const float *__restrict__ xz, float *__restrict__ conv,
                         const float *__restrict__ conv_w, const float *__restrict__ conv_b,
@@ -594,83 +597,89 @@ __global__ void __launch_bounds__(B_THREADS, 1)
                 win[0] = wn[q][1];
                 win[Di] = wn[q][2];
                 win[2 * (int64_t)Di] = xn[q];
-                v = silu_f(acc);
+                v = silu_fast(acc);
                 xc[s * Di + ch] = v;
             }
             xcs[sl][cc] = v;
         }
     } else
-    for (int i = threadIdx.x; i < B_XSG * B_CS; i += B_THREADS) {
-        const int sl = i / B_CS, cc = i % B_CS, ch = c0 + cc;
-        float v = 0.0f;
-        if (sl < ns && ch < Di) {
-            const int s = s0 + sl;
-            v = conv_step(conv, conv_w, conv_b, xz, xc, s, ch, Di, K);
+        for (int i = threadIdx.x; i < B_XSG * B_CS; i += B_THREADS) {
+            const int sl = i / B_CS, cc = i % B_CS, ch = c0 + cc;
+            float v = 0.0f;
+            if (sl < ns && ch < Di) {
+                const int s = s0 + sl;
+                v = conv_step(conv, conv_w, conv_b, xz, xc, s, ch, Di, K);
+            }
+            xcs[sl][cc] = v;
         }
-        xcs[sl][cc] = v;
-    }
     __syncthreads();
+    static_assert(B_XRB * B_XSG == 32, "one x_proj sum per lane after the transposing sum");
     for (int r0 = warp * B_XRB; r0 < W; r0 += nw * B_XRB) {
         if (r0 != warp * B_XRB) load_w(r0);
-        float a[B_XRB][B_XSG];
+        float a[B_XRB * B_XSG]; /* (row i, sequence sl) at i * B_XSG + sl */
 #pragma unroll
         for (int sl = 0; sl < B_XSG; sl++) {
             const float4 x0 = *(const float4 *)&xcs[sl][4 * lane];
             const float4 x1 = *(const float4 *)&xcs[sl][128 + 4 * lane];
 #pragma unroll
             for (int i = 0; i < B_XRB; i++)
-                a[i][sl] = wv[i][0].x * x0.x + wv[i][0].y * x0.y + wv[i][0].z * x0.z +
-                           wv[i][0].w * x0.w + wv[i][1].x * x1.x + wv[i][1].y * x1.y +
-                           wv[i][1].z * x1.z + wv[i][1].w * x1.w;
+                a[i * B_XSG + sl] = wv[i][0].x * x0.x + wv[i][0].y * x0.y + wv[i][0].z * x0.z +
+                                    wv[i][0].w * x0.w + wv[i][1].x * x1.x + wv[i][1].y * x1.y +
+                                    wv[i][1].z * x1.z + wv[i][1].w * x1.w;
         }
-#pragma unroll
-        for (int o = 16; o > 0; o >>= 1)
-#pragma unroll
-            for (int i = 0; i < B_XRB; i++)
-#pragma unroll
-                for (int sl = 0; sl < B_XSG; sl++)
-                    a[i][sl] += __shfl_xor_sync(0xffffffffu, a[i][sl], o);
-        if (lane == 0)
-#pragma unroll
-            for (int i = 0; i < B_XRB; i++)
-#pragma unroll
-                for (int sl = 0; sl < B_XSG; sl++)
-                    if (r0 + i < W && sl < ns)
-                        part[((int64_t)blockIdx.x * S + s0 + sl) * W + r0 + i] = a[i][sl];
+        group_reduce<32, 32>(a, lane); /* a[0]: the warp's sum of value `lane` */
+        const int i = lane / B_XSG, sl = lane % B_XSG;
+        if (r0 + i < W && sl < ns) part[((int64_t)blockIdx.x * S + s0 + sl) * W + r0 + i] = a[0];
     }
 }
 
 /* Grid (ceil(Di / B_CH), ceil(S / sg)), sg <= B_SG sequences per block, d_state 16 only: 4
  * lanes per channel, lane j holding the states 4j..4j+3 (one 16-byte load and store per
- * sequence, a warp touching 512 contiguous bytes). Before pdl_wait the block loads what does
- * not depend on this step (its sequences' states, A, dt_proj.weight rows: RPL per lane, r = j +
- * 4i, the rest past 4*RPL read in the loop). Then dbc (sg, W) = sum of the slice partials in
- * slice order (deterministic), and per sequence as ssm_kernel: dt = softplus(dt_proj + bias),
- * h = exp(dt*A) h + dt*x*B, y = (h.C + D*x) * SiLU(z), y written as YT. */
-template <typename YT, int RPL, int SGM>
+ * sequence, a warp touching 512 contiguous bytes) and the dt_proj columns [j*rpl, (j+1)*rpl)
+ * (rpl = R/4 rounded up to a multiple of 4; the first RPL in registers, the rest read in the
+ * loop). Before pdl_wait the block loads what does not depend on this step (its sequences'
+ * states, A, the dt_proj.weight columns). Then dbc (sg, W) = sum of the slice partials in slice
+ * order (deterministic), and per sequence as ssm_kernel: dt = softplus(dt_proj + bias), h =
+ * exp(dt*A) h + dt*x*B, y = (h.C + D*x) * SiLU(z), y written as YT. The exponentials are one
+ * MUFU.EX2 each (fast_math_cuda.h; the CPU reference uses expf / log1pf: test_step_cuda checks
+ * the logits at batch 64 within 1e-4). With R % 4 == 0 (dbc rows, partials and dt_proj rows 16
+ * bytes aligned) every dbc / partial / weight access is a 16-byte one. */
+template <bool VEC>
+__device__ __forceinline__ float4 ld4_guard(const float *p, int r,
+                                            int R) { /* p[r..r+3], 0 past R */
+    if (VEC) return r < R ? *(const float4 *)(p + r) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    return make_float4(r < R ? p[r] : 0.0f, r + 1 < R ? p[r + 1] : 0.0f,
+                       r + 2 < R ? p[r + 2] : 0.0f, r + 3 < R ? p[r + 3] : 0.0f);
+}
+
+template <typename YT, int RPL, int SGM, bool VEC>
 __global__ void __launch_bounds__(B_THREADS, 2)
     ssm_b_kernel(const float *__restrict__ part, int n_slices, const float *__restrict__ dt_w,
                  const float *__restrict__ dt_b, const float *__restrict__ A,
                  const float *__restrict__ Dv, const float *__restrict__ xc,
-                 const float *__restrict__ xz, float *__restrict__ ssm, YT *__restrict__ y,
-                 int S, int Di, int R, int sg) {
-    extern __shared__ float dbc_b[]; /* (sg, W) */
+                 const float *__restrict__ xz, float *__restrict__ ssm, YT *__restrict__ y, int S,
+                 int Di, int R, int sg) {
+    extern __shared__ float4 dbc_b4[]; /* (sg, W) floats */
+    float *dbc_b = (float *)dbc_b4;
     const int N = 16, W = R + 2 * N;
     const int j = threadIdx.x & 3, ch = blockIdx.x * B_CH + (threadIdx.x >> 2);
     const bool ok = ch < Di;
     const int chc = ok ? ch : Di - 1;
     const int s0 = blockIdx.y * sg, ns = min(sg, S - s0);
+    const int rpl = (R + 15) / 16 * 4, rb = j * rpl, re = min(rb + rpl, R); /* [rb, re) */
     float4 hv[SGM];
 #pragma unroll
     for (int i = 0; i < SGM; i++)
         hv[i] = i < ns ? *(const float4 *)(ssm + ((int64_t)(s0 + i) * Di + chc) * N + 4 * j)
                        : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-    const float4 a = __ldg((const float4 *)(A + (int64_t)chc * N + 4 * j));
+    float4 a = __ldg((const float4 *)(A + (int64_t)chc * N + 4 * j));
+    a.x *= LOG2E, a.y *= LOG2E, a.z *= LOG2E, a.w *= LOG2E; /* exp(dt A) = 2^(dt A log2 e) */
     const float *dwr = dt_w + (int64_t)chc * R;
-    float dw[RPL];
+    float4 dw[RPL / 4];
 #pragma unroll
-    for (int i = 0; i < RPL; i++)
-        dw[i] = j + 4 * i < R ? __ldg(dwr + j + 4 * i) : 0.0f;
+    for (int k = 0; k < RPL / 4; k++)
+        dw[k] = rb + 4 * k < re ? ld4_guard<VEC>(dwr, rb + 4 * k, re)
+                                : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
     const float bias = __ldg(dt_b + chc), dsk = __ldg(Dv + chc);
     pdl_wait();
     pdl_launch();
@@ -680,31 +689,43 @@ __global__ void __launch_bounds__(B_THREADS, 2)
         xv[i] = i < ns ? xc[(int64_t)(s0 + i) * Di + chc] : 0.0f;
         zv[i] = i < ns ? xz[(int64_t)(s0 + i) * 2 * Di + Di + chc] : 0.0f;
     }
-    /* dbc = sum of the slice partials, in slice order; 2 items per thread and up to 16 slices
-     * each loaded before the first add (the loads are independent, the sums serial) */
-    const int nt = ns * W;
-    for (int i0 = threadIdx.x; i0 < nt; i0 += 2 * B_THREADS) {
-        float v[2][16];
+    /* dbc = sum of the slice partials, in slice order: the block's rows are contiguous in each
+     * slice (part (n_slices, S, W)); 8 slices' loads in flight before the adds */
+    {
+        const int64_t sstride = (int64_t)S * W; /* floats between slices */
+        if (VEC) {
+            const int nt4 = ns * W / 4;
+            const float4 *p0 = (const float4 *)(part + (int64_t)s0 * W);
+            for (int i = threadIdx.x; i < nt4; i += B_THREADS) {
+                float4 acc = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+                for (int k0 = 0; k0 < n_slices; k0 += 8) {
+                    float4 v[8];
 #pragma unroll
-        for (int u = 0; u < 2; u++) {
-            const int i = i0 + u * B_THREADS;
-            const float *p = part + (int64_t)(s0 + i / W) * W + i % W;
+                    for (int k = 0; k < 8; k++)
+                        v[k] = k0 + k < n_slices ? p0[(k0 + k) * sstride / 4 + i]
+                                                 : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
 #pragma unroll
-            for (int k = 0; k < 16; k++)
-                v[u][k] = (i < nt && k < n_slices) ? p[(int64_t)k * S * W] : 0.0f;
-        }
+                    for (int k = 0; k < 8; k++)
+                        acc.x += v[k].x, acc.y += v[k].y, acc.z += v[k].z, acc.w += v[k].w;
+                }
+                dbc_b4[i] = acc;
+            }
+        } else {
+            const int nt = ns * W;
+            const float *p0 = part + (int64_t)s0 * W;
+            for (int i = threadIdx.x; i < nt; i += B_THREADS) {
+                float acc = 0.0f;
+                for (int k0 = 0; k0 < n_slices; k0 += 8) {
+                    float v[8];
 #pragma unroll
-        for (int u = 0; u < 2; u++) {
-            const int i = i0 + u * B_THREADS;
-            if (i >= nt) break;
-            const float *p = part + (int64_t)(s0 + i / W) * W + i % W;
-            float acc = 0.0f;
+                    for (int k = 0; k < 8; k++)
+                        v[k] = k0 + k < n_slices ? p0[(k0 + k) * sstride + i] : 0.0f;
 #pragma unroll
-            for (int k = 0; k < 16; k++)
-                if (k < n_slices) acc += v[u][k];
-            for (int k = 16; k < n_slices; k++)
-                acc += p[(int64_t)k * S * W];
-            dbc_b[i] = acc;
+                    for (int k = 0; k < 8; k++)
+                        acc += v[k];
+                }
+                dbc_b[i] = acc;
+            }
         }
     }
     __syncthreads();
@@ -714,28 +735,31 @@ __global__ void __launch_bounds__(B_THREADS, 2)
         const float *d = dbc_b + i * W;
         float dt = 0.0f;
 #pragma unroll
-        for (int k = 0; k < RPL; k++)
-            if (j + 4 * k < R) dt += dw[k] * d[j + 4 * k];
-        for (int r = j + 4 * RPL; r < R; r += 4)
-            dt += __ldg(dwr + r) * d[r];
+        for (int k = 0; k < RPL / 4; k++) {
+            if (rb + 4 * k >= re) break;
+            const float4 v = ld4_guard<VEC>(d, rb + 4 * k, re);
+            dt = fmaf(dw[k].x, v.x, dt), dt = fmaf(dw[k].y, v.y, dt);
+            dt = fmaf(dw[k].z, v.z, dt), dt = fmaf(dw[k].w, v.w, dt);
+        }
+        for (int r = rb + RPL; r < re; r++) /* columns past the registers (R > 4 * RPL) */
+            dt = fmaf(__ldg(dwr + r), d[r], dt);
         dt += __shfl_xor_sync(0xffffffffu, dt, 1);
         dt += __shfl_xor_sync(0xffffffffu, dt, 2);
-        dt = softplus_f(dt + bias);
+        dt = dt_softplus_f(dt + bias);
         const float x = xv[i], dtx = dt * x;
-        const float *Bp = d + R + 4 * j, *Cp = d + R + N + 4 * j; /* R may be odd: no float4 */
-        const float4 Bq = make_float4(Bp[0], Bp[1], Bp[2], Bp[3]);
-        const float4 Cq = make_float4(Cp[0], Cp[1], Cp[2], Cp[3]);
+        const float4 Bq = ld4_guard<VEC>(d + R, 4 * j, N), Cq = ld4_guard<VEC>(d + R + N, 4 * j, N);
         float4 h = hv[i];
-        h.x = expf(dt * a.x) * h.x + dtx * Bq.x;
-        h.y = expf(dt * a.y) * h.y + dtx * Bq.y;
-        h.z = expf(dt * a.z) * h.z + dtx * Bq.z;
-        h.w = expf(dt * a.w) * h.w + dtx * Bq.w;
+        h.x = fmaf(ex2(dt * a.x), h.x, dtx * Bq.x);
+        h.y = fmaf(ex2(dt * a.y), h.y, dtx * Bq.y);
+        h.z = fmaf(ex2(dt * a.z), h.z, dtx * Bq.z);
+        h.w = fmaf(ex2(dt * a.w), h.w, dtx * Bq.w);
         float acc = h.x * Cq.x + h.y * Cq.y + h.z * Cq.z + h.w * Cq.w;
         acc += __shfl_xor_sync(0xffffffffu, acc, 1);
         acc += __shfl_xor_sync(0xffffffffu, acc, 2);
         if (ok) {
             *(float4 *)(ssm + ((int64_t)(s0 + i) * Di + ch) * N + 4 * j) = h;
-            if (j == 0) store_f(y + (int64_t)(s0 + i) * Di + ch, (acc + dsk * x) * silu_f(zv[i]));
+            if (j == 0)
+                store_f(y + (int64_t)(s0 + i) * Di + ch, (acc + dsk * x) * silu_fast(zv[i]));
         }
     }
 }
@@ -753,7 +777,7 @@ __global__ void __launch_bounds__(B_THREADS, 2)
  * two mma k-steps: step q takes elements 4q..4q+3 as the fragment's k pairs (2t, 2t+1) and
  * (2t+8, 2t+9), the same permutation for A and B. The weights of the warp's first 4 k-blocks
  * are loaded before pdl_wait (they overlap the previous kernel). */
-#define GM_NT 8  /* n-tiles of 8 sequences per warp: 64 sequences per grid z */
+#define GM_NT 8 /* n-tiles of 8 sequences per warp: 64 sequences per grid z */
 #define GM_WARPS 16
 #define GM_LD 72 /* floats per row of a warp's partial tile in shared memory (64 + pad) */
 __device__ __forceinline__ void mma_bf16(float *c, uint32_t a0, uint32_t a1, uint32_t a2,
@@ -858,8 +882,8 @@ __device__ __forceinline__ bool before(float va, int ia, float vb, int ib) {
  * (the next step's input) and to the host ring at slot counter[s] % GEN_RING; counter[s]++.
  * Same rules as mb_sample (sampler.c). */
 __global__ void __launch_bounds__(256)
-    sample_kernel(const float *__restrict__ logits, uint8_t *tok, uint8_t *ring,
-                  uint64_t *counter, int S, float temp, int top_k, float top_p, uint64_t seed) {
+    sample_kernel(const float *__restrict__ logits, uint8_t *tok, uint8_t *ring, uint64_t *counter,
+                  int S, float temp, int top_k, float top_p, uint64_t seed) {
     __shared__ float pv[256];
     __shared__ int pi[256];
     __shared__ double sh[32];
@@ -896,7 +920,7 @@ __global__ void __launch_bounds__(256)
         const double e = exp(((double)l - (double)maxl) * (1.0 / (double)temp));
         const double sum = block_sumd(e, sh);
         const float p = (float)((double)(float)e / sum);
-        const bool use_k = top_k > 0 && top_k < 256, use_p = top_p > 0.0f && top_p < 1.0f;
+        const bool use_k = top_k > 0 && top_k<256, use_p = top_p> 0.0f && top_p < 1.0f;
         pv[t] = p;
         pi[t] = t;
         __syncthreads();
@@ -984,12 +1008,12 @@ static int64_t al64(int64_t n) {
 /* Floats of the fp32 weight block; with carve != NULL, assign the pointers from base. */
 static int64_t weights_layout(mb_cuda_gen *g, float *base) {
     const mb_config *c = &g->cfg;
-    const int64_t d = c->d_model, Di = c->d_inner, N = c->d_state, K = c->d_conv,
-                  R = c->dt_rank, W = R + 2 * N, V = c->vocab_size, lnb = c->rms_norm ? 0 : 1;
+    const int64_t d = c->d_model, Di = c->d_inner, N = c->d_state, K = c->d_conv, R = c->dt_rank,
+                  W = R + 2 * N, V = c->vocab_size, lnb = c->rms_norm ? 0 : 1;
     int64_t off = 0;
 #define CARVE(ptr, n)                                                                              \
     do {                                                                                           \
-        if (base) ptr = ((n) != 0) ? base + off : NULL;                                                 \
+        if (base) ptr = ((n) != 0) ? base + off : NULL;                                            \
         off += al64(n);                                                                            \
     } while (0)
     for (int64_t l = 0; l < c->n_layer; l++) {
@@ -1023,14 +1047,15 @@ static int64_t weights_layout(mb_cuda_gen *g, float *base) {
 
 static int upload(mb_cuda_gen *g, const mb_model *m) {
     const mb_config *c = &g->cfg;
-    const int64_t d = c->d_model, Di = c->d_inner, N = c->d_state, K = c->d_conv,
-                  R = c->dt_rank, W = R + 2 * N, V = c->vocab_size;
+    const int64_t d = c->d_model, Di = c->d_inner, N = c->d_state, K = c->d_conv, R = c->dt_rank,
+                  W = R + 2 * N, V = c->vocab_size;
     float *tmp = (float *)malloc((size_t)(Di * (R > N ? R : N)) * sizeof(float));
     if (!tmp) return mb_fail(MB_ENOMEM, "mb_cuda_gen_create: out of host memory");
     int rc = MB_OK;
 #define UP(dst, src, n)                                                                            \
     do {                                                                                           \
-        cudaError_t e_ = cudaMemcpy(dst, src, (size_t)(n) * sizeof(float), cudaMemcpyHostToDevice); \
+        cudaError_t e_ =                                                                           \
+            cudaMemcpy(dst, src, (size_t)(n) * sizeof(float), cudaMemcpyHostToDevice);             \
         if (e_ != cudaSuccess) {                                                                   \
             rc = mb_cuda_err(e_, "mb_cuda_gen_create: weight upload", __FILE__, __LINE__);         \
             goto done;                                                                             \
@@ -1065,8 +1090,8 @@ done:
 
 static void randomize(mb_cuda_gen *g, uint64_t seed) {
     const mb_config *c = &g->cfg;
-    const int64_t d = c->d_model, Di = c->d_inner, N = c->d_state, K = c->d_conv,
-                  R = c->dt_rank, W = R + 2 * N, V = c->vocab_size;
+    const int64_t d = c->d_model, Di = c->d_inner, N = c->d_state, K = c->d_conv, R = c->dt_rank,
+                  W = R + 2 * N, V = c->vocab_size;
     const unsigned B = 1024, T = 256;
     uint64_t k = seed;
 #define U(p, n, a) fill_uniform<<<B, T, 0, g->stream>>>(p, n, -(a), (a), ++k)
@@ -1106,7 +1131,8 @@ static int launch_k(mb_cuda_gen *g, int pdl, void (*k)(KArgs...), dim3 grid, dim
     lc.stream = g->stream;
     lc.attrs = at;
     lc.numAttrs = (pdl && g->use_pdl) ? 1 : 0;
-    MB_CUDA_TRY(cudaLaunchKernelEx(&lc, k, ((KArgs)args)...), "mambabyte generation step (kernel launch)");
+    MB_CUDA_TRY(cudaLaunchKernelEx(&lc, k, ((KArgs)args)...),
+                "mambabyte generation step (kernel launch)");
     return MB_OK;
 }
 
@@ -1123,35 +1149,45 @@ static int gemv_launch_t(mb_cuda_gen *g, const WT *W, int64_t rows, int64_t K, c
     if (blocks > 8LL * g->sm_count) blocks = 8LL * g->sm_count;
     NormArgs z = {};
     return launch_k(g, pdl, gemv_kernel<WT, S>, dim3((unsigned)blocks), dim3(GEMV_THREADS),
-                    gemv_smem(S, K), W, (int)rows, (int)K, x, (int)ldx, y, (int)ldy,
-                    na ? *na : z, na ? 1 : 0);
+                    gemv_smem(S, K), W, (int)rows, (int)K, x, (int)ldx, y, (int)ldy, na ? *na : z,
+                    na ? 1 : 0);
 }
 
 template <typename WT>
 static int gemv_launch(mb_cuda_gen *g, const WT *W, int64_t rows, int64_t K, const float *x,
                        int64_t ldx, float *y, int64_t ldy, const NormArgs *na, int pdl) {
     switch (g->S) {
-    case 1: return gemv_launch_t<WT, 1>(g, W, rows, K, x, ldx, y, ldy, na, pdl);
-    case 2: return gemv_launch_t<WT, 2>(g, W, rows, K, x, ldx, y, ldy, na, pdl);
-    case 3: return gemv_launch_t<WT, 3>(g, W, rows, K, x, ldx, y, ldy, na, pdl);
-    default: return gemv_launch_t<WT, 4>(g, W, rows, K, x, ldx, y, ldy, na, pdl);
+    case 1:
+        return gemv_launch_t<WT, 1>(g, W, rows, K, x, ldx, y, ldy, na, pdl);
+    case 2:
+        return gemv_launch_t<WT, 2>(g, W, rows, K, x, ldx, y, ldy, na, pdl);
+    case 3:
+        return gemv_launch_t<WT, 3>(g, W, rows, K, x, ldx, y, ldy, na, pdl);
+    default:
+        return gemv_launch_t<WT, 4>(g, W, rows, K, x, ldx, y, ldy, na, pdl);
     }
 }
 
-template <typename WT>
-static int gemv_attr_t(size_t smem) {
-    MB_CUDA_TRY(cudaFuncSetAttribute(gemv_kernel<WT, 1>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem), "gemv attr");
-    MB_CUDA_TRY(cudaFuncSetAttribute(gemv_kernel<WT, 2>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem), "gemv attr");
-    MB_CUDA_TRY(cudaFuncSetAttribute(gemv_kernel<WT, 3>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem), "gemv attr");
-    MB_CUDA_TRY(cudaFuncSetAttribute(gemv_kernel<WT, 4>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem), "gemv attr");
+template <typename WT> static int gemv_attr_t(size_t smem) {
+    MB_CUDA_TRY(cudaFuncSetAttribute(gemv_kernel<WT, 1>,
+                                     cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem),
+                "gemv attr");
+    MB_CUDA_TRY(cudaFuncSetAttribute(gemv_kernel<WT, 2>,
+                                     cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem),
+                "gemv attr");
+    MB_CUDA_TRY(cudaFuncSetAttribute(gemv_kernel<WT, 3>,
+                                     cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem),
+                "gemv attr");
+    MB_CUDA_TRY(cudaFuncSetAttribute(gemv_kernel<WT, 4>,
+                                     cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem),
+                "gemv attr");
     return MB_OK;
 }
 
 /* A product y (S, rows; ldy) = [norm(...) | x] @ W^T through the GEMV kernel (small batches:
  * bf16 copy when there is one) or the norm kernel + cuBLAS. */
 static int linear(mb_cuda_gen *g, const float *W32, const bf16 *W16, int64_t rows, int64_t K,
-                  const float *x, int64_t ldx, float *y, int64_t ldy, const NormArgs *na,
-                  int pdl) {
+                  const float *x, int64_t ldx, float *y, int64_t ldy, const NormArgs *na, int pdl) {
     if (W16) return gemv_launch<bf16>(g, W16, rows, K, x, ldx, y, ldy, na, pdl);
     return gemv_launch<float>(g, W32, rows, K, x, ldx, y, ldy, na, pdl);
 }
@@ -1167,13 +1203,14 @@ static int gemm_b(mb_cuda_gen *g, const float *W32, const bf16 *W16, int64_t row
                   const void *x, float *y, int64_t ldy) {
     if (g->use_bf16 && g->own_gemm && rows % 16 == 0 && K % 32 == 0) {
         int KS = rows >= 2048 ? GM_WARPS / 2 : GM_WARPS; /* k-splits per block */
-        while (KS > 1 && K % (32 * KS)) KS /= 2;
+        while (KS > 1 && K % (32 * KS))
+            KS /= 2;
         const int RT = GM_WARPS / KS;
-        return launch_k(g, 1, gemm_bf16_kernel,
-                        dim3((unsigned)((rows + 16 * RT - 1) / (16 * RT)), 1,
-                             (unsigned)((g->S + 63) / 64)),
-                        dim3(GM_WARPS * 32), (size_t)GM_WARPS * 16 * GM_LD * sizeof(float), W16,
-                        (const bf16 *)x, y, (int)rows, (int)K, (int)g->S, (int)ldy, KS);
+        return launch_k(
+            g, 1, gemm_bf16_kernel,
+            dim3((unsigned)((rows + 16 * RT - 1) / (16 * RT)), 1, (unsigned)((g->S + 63) / 64)),
+            dim3(GM_WARPS * 32), (size_t)GM_WARPS * 16 * GM_LD * sizeof(float), W16,
+            (const bf16 *)x, y, (int)rows, (int)K, (int)g->S, (int)ldy, KS);
     }
     const float one = 1.0f, zero = 0.0f;
     cublasHandle_t h = (cublasHandle_t)g->cublas;
@@ -1185,7 +1222,8 @@ static int gemm_b(mb_cuda_gen *g, const float *W32, const bf16 *W16, int64_t row
     else
         st = cublasSgemm(h, CUBLAS_OP_T, CUBLAS_OP_N, (int)rows, (int)g->S, (int)K, &one, W32,
                          (int)K, (const float *)x, (int)K, &zero, y, (int)ldy);
-    return st == CUBLAS_STATUS_SUCCESS ? MB_OK : cublas_fail(st, "mambabyte generation step (GEMM)");
+    return st == CUBLAS_STATUS_SUCCESS ? MB_OK
+                                       : cublas_fail(st, "mambabyte generation step (GEMM)");
 }
 
 /* Norm (+ residual) of every sequence into the GEMM operand (uh in bf16 mode, else u). */
@@ -1228,11 +1266,11 @@ static int enqueue_step_batched(mb_cuda_gen *g, int sample) {
         MB_TRY(norm_b(g, na, l > 0));
         MB_TRY(gemm_b(g, L->in_w, L->in_h, 2 * Di, d, ux, g->xz, 2 * Di));
         float *conv_l = g->conv + l * S * (K - 1) * Di;
-        MB_TRY(launch_k(g, 1, conv_xproj_b_kernel, dim3((unsigned)g->n_slices,
-                                                         (unsigned)((S + B_XSG - 1) / B_XSG)),
-                        dim3(B_THREADS), 0, (const float *)g->xz, conv_l,
-                        (const float *)L->conv_w, (const float *)L->conv_b,
-                        (const float *)L->x_w, g->xc, g->part, (int)S, (int)Di, (int)K, (int)W));
+        MB_TRY(launch_k(g, 1, conv_xproj_b_kernel,
+                        dim3((unsigned)g->n_slices, (unsigned)((S + B_XSG - 1) / B_XSG)),
+                        dim3(B_THREADS), 0, (const float *)g->xz, conv_l, (const float *)L->conv_w,
+                        (const float *)L->conv_b, (const float *)L->x_w, g->xc, g->part, (int)S,
+                        (int)Di, (int)K, (int)W));
         float *ssm_l = g->ssm + l * S * Di * N;
         if (N == 16) {
             /* dt_proj.weight in 16 registers per lane and up to 8 sequences per block (R <= 64),
@@ -1240,15 +1278,19 @@ static int enqueue_step_batched(mb_cuda_gen *g, int sample) {
             const int sg = R <= 64 ? g->sg : (g->sg < 4 ? g->sg : 4);
             dim3 grid((unsigned)((Di + B_CH - 1) / B_CH), (unsigned)((S + sg - 1) / sg));
             const size_t sm = (size_t)(sg * W) * sizeof(float);
-#define SSM_B(YT, RPL, SGM, yp)                                                                    \
-    launch_k(g, 1, ssm_b_kernel<YT, RPL, SGM>, grid, dim3(B_THREADS), sm, (const float *)g->part,  \
-             (int)g->n_slices, (const float *)L->dt_w, (const float *)L->dt_b,                     \
-             (const float *)L->A, (const float *)L->D, (const float *)g->xc,                       \
-             (const float *)g->xz, ssm_l, yp, (int)S, (int)Di, (int)R, sg)
+            const bool v4 = R % 4 == 0;
+#define SSM_B(YT, RPL, SGM, V, yp)                                                                 \
+    launch_k(g, 1, ssm_b_kernel<YT, RPL, SGM, V>, grid, dim3(B_THREADS), sm,                       \
+             (const float *)g->part, (int)g->n_slices, (const float *)L->dt_w,                     \
+             (const float *)L->dt_b, (const float *)L->A, (const float *)L->D,                     \
+             (const float *)g->xc, (const float *)g->xz, ssm_l, yp, (int)S, (int)Di, (int)R, sg)
+#define SSM_BV(YT, RPL, SGM, yp)                                                                   \
+    (v4 ? SSM_B(YT, RPL, SGM, true, yp) : SSM_B(YT, RPL, SGM, false, yp))
             if (g->use_bf16)
-                MB_TRY(R <= 64 ? SSM_B(bf16, 16, 8, g->yh) : SSM_B(bf16, 32, 4, g->yh));
+                MB_TRY(R <= 64 ? SSM_BV(bf16, 16, 8, g->yh) : SSM_BV(bf16, 32, 4, g->yh));
             else
-                MB_TRY(R <= 64 ? SSM_B(float, 16, 8, g->y) : SSM_B(float, 32, 4, g->y));
+                MB_TRY(R <= 64 ? SSM_BV(float, 16, 8, g->y) : SSM_BV(float, 32, 4, g->y));
+#undef SSM_BV
 #undef SSM_B
         } else { /* other state sizes: the per-sequence kernel */
             const int64_t cpb = SSM_THREADS / SSM_G;
@@ -1279,9 +1321,8 @@ static int enqueue_step_batched(mb_cuda_gen *g, int sample) {
     MB_TRY(norm_b(g, na, 1));
     MB_TRY(gemm_b(g, g->lm, g->lm_h, MB_VOCAB, d, ux, g->logits, MB_VOCAB));
     if (sample)
-        sample_kernel<<<(unsigned)S, 256, 0, g->stream>>>(g->logits, g->tok, g->ring_d,
-                                                          g->counter, (int)S, g->temp, g->top_k,
-                                                          g->top_p, g->seed);
+        sample_kernel<<<(unsigned)S, 256, 0, g->stream>>>(
+            g->logits, g->tok, g->ring_d, g->counter, (int)S, g->temp, g->top_k, g->top_p, g->seed);
     MB_CUDA_LAUNCHED("mambabyte generation step (kernel launch)");
     return MB_OK;
 }
@@ -1317,16 +1358,15 @@ static int enqueue_step(mb_cuda_gen *g, int sample) {
         float *conv_l = g->conv + l * S * (K - 1) * Di;
         MB_TRY(launch_k(g, 1, conv_xproj_kernel, dim3((unsigned)g->n_slices), dim3(CONV_THREADS),
                         (size_t)(S * g->CS) * sizeof(float), (const float *)g->xz, conv_l,
-                        (const float *)L->conv_w, (const float *)L->conv_b,
-                        (const float *)L->x_w, g->xc, g->part, (int)S, (int)Di, (int)K, (int)W,
-                        (int)g->CS));
+                        (const float *)L->conv_w, (const float *)L->conv_b, (const float *)L->x_w,
+                        g->xc, g->part, (int)S, (int)Di, (int)K, (int)W, (int)g->CS));
         const int64_t cpb = SSM_THREADS / SSM_G; /* channels per block */
         dim3 grid((unsigned)((Di + cpb - 1) / cpb), (unsigned)S);
         MB_TRY(launch_k(g, 1, ssm_kernel<float>, grid, dim3(SSM_THREADS), (size_t)W * sizeof(float),
                         (const float *)g->part, (int)g->n_slices, (const float *)L->dt_w,
                         (const float *)L->dt_b, (const float *)L->A, (const float *)L->D,
-                        (const float *)g->xc, (const float *)g->xz, g->ssm + l * S * Di * N,
-                        g->y, (int)S, (int)Di, (int)N, (int)R));
+                        (const float *)g->xc, (const float *)g->xz, g->ssm + l * S * Di * N, g->y,
+                        (int)S, (int)Di, (int)N, (int)R));
         /* out = out_proj(y) */
         MB_TRY(linear(g, L->out_w, L->out_h, d, Di, g->y, Di, g->hidden, d, NULL, 1));
     }
@@ -1339,9 +1379,8 @@ static int enqueue_step(mb_cuda_gen *g, int sample) {
     na.eps = c->norm_eps;
     MB_TRY(linear(g, g->lm, g->lm_h, MB_VOCAB, d, NULL, 0, g->logits, MB_VOCAB, &na, 1));
     if (sample)
-        sample_kernel<<<(unsigned)S, 256, 0, g->stream>>>(g->logits, g->tok, g->ring_d,
-                                                          g->counter, (int)S, g->temp, g->top_k,
-                                                          g->top_p, g->seed);
+        sample_kernel<<<(unsigned)S, 256, 0, g->stream>>>(
+            g->logits, g->tok, g->ring_d, g->counter, (int)S, g->temp, g->top_k, g->top_p, g->seed);
     MB_CUDA_LAUNCHED("mambabyte generation step (kernel launch)");
     return MB_OK;
 }
@@ -1362,7 +1401,8 @@ static int capture(mb_cuda_gen *g, int sample, cudaGraphExec_t *out) {
         if (graph) cudaGraphDestroy(graph);
         return rc;
     }
-    if (e != cudaSuccess) return mb_cuda_err(e, "mb_cuda_gen: end graph capture", __FILE__, __LINE__);
+    if (e != cudaSuccess)
+        return mb_cuda_err(e, "mb_cuda_gen: end graph capture", __FILE__, __LINE__);
     e = cudaGraphInstantiate(out, graph, 0);
     cudaGraphDestroy(graph);
     if (e != cudaSuccess) {
@@ -1441,13 +1481,15 @@ static int persist_setup(mb_cuda_gen *g) {
         h->dt_w = L->dt_w, h->dt_b = L->dt_b, h->A = L->A, h->D = L->D;
         h->outT = outT + l * Di * d * ws;
         rc = mbp_transpose(xw + l * Di * W, L->x_w, W, Di, 0, g->stream);
-        if (!rc) rc = mbp_transpose(outT + l * Di * d * ws, L->out_w, d, Di, g->use_bf16, g->stream);
+        if (!rc)
+            rc = mbp_transpose(outT + l * Di * d * ws, L->out_w, d, Di, g->use_bf16, g->stream);
     }
     cudaError_t ce = cudaSuccess;
     if (!rc) ce = cudaMemcpy(dl, hl, (size_t)nl * sizeof(mbp_layer), cudaMemcpyHostToDevice);
     free(hl);
     if (rc) return rc;
-    if (ce != cudaSuccess) return mb_cuda_err(ce, "mb_cuda_gen_create: layer table", __FILE__, __LINE__);
+    if (ce != cudaSuccess)
+        return mb_cuda_err(ce, "mb_cuda_gen_create: layer table", __FILE__, __LINE__);
     MB_CUDA_TRY(cudaMemsetAsync(acc, 0, (size_t)(b_acc + b_flags), g->stream),
                 "mb_cuda_gen_create: persistent step sums");
     a.layers = dl;
@@ -1468,7 +1510,8 @@ static int persist_setup(mb_cuda_gen *g) {
     {
         const char *pe = getenv("MB_CUDA_GEN_PERSIST_PROF");
         if (pe && strcmp(pe, "0")) /* 8-byte aligned slot after the flags and the step count */
-            a.prof = (unsigned long long *)((unsigned char *)flags + (((int64_t)a.nb * 4 + 4 + 7) & ~7));
+            a.prof =
+                (unsigned long long *)((unsigned char *)flags + (((int64_t)a.nb * 4 + 4 + 7) & ~7));
     }
     g->pa = a;
     g->persist = 1;
@@ -1540,7 +1583,8 @@ extern "C" int mb_cuda_gen_create(mb_cuda_gen **out, const mb_model *m, const mb
         if (g->use_bf16) {
             const int64_t per = al64(2 * Di * d) + al64(d * Di);
             const int64_t nh = c->n_layer * per + al64(V * d);
-            TRY(cudaMalloc(&g->hmem, (size_t)nh * sizeof(bf16)), "mb_cuda_gen_create: bf16 weights");
+            TRY(cudaMalloc(&g->hmem, (size_t)nh * sizeof(bf16)),
+                "mb_cuda_gen_create: bf16 weights");
             for (int64_t l = 0; l < c->n_layer; l++) {
                 g->L[l].in_h = g->hmem + l * per;
                 g->L[l].out_h = g->hmem + l * per + al64(2 * Di * d);
@@ -1576,16 +1620,19 @@ extern "C" int mb_cuda_gen_create(mb_cuda_gen **out, const mb_model *m, const mb
         g->uh = (bf16 *)q, q += al64(S * d); /* half of it used */
         g->yh = (bf16 *)q, q += al64(S * Di);
         g->tok = (uint8_t *)q;
-        TRY(cudaMemsetAsync(g->smem_dev, 0, (size_t)bytes, g->stream), "mb_cuda_gen_create: zero state");
+        TRY(cudaMemsetAsync(g->smem_dev, 0, (size_t)bytes, g->stream),
+            "mb_cuda_gen_create: zero state");
     }
     TRY(cudaHostAlloc((void **)&g->ring_h, (size_t)(GEN_RING * S), cudaHostAllocMapped),
         "mb_cuda_gen_create: pinned ring buffer");
-    TRY(cudaHostGetDevicePointer((void **)&g->ring_d, g->ring_h, 0), "mb_cuda_gen_create: mapped ring");
+    TRY(cudaHostGetDevicePointer((void **)&g->ring_d, g->ring_h, 0),
+        "mb_cuda_gen_create: mapped ring");
     TRY(cudaHostAlloc((void **)&g->in_h, (size_t)S, 0), "mb_cuda_gen_create: pinned input");
     TRY(cudaHostAlloc((void **)&g->logits_h, (size_t)(S * V) * sizeof(float), 0),
         "mb_cuda_gen_create: pinned logits");
     for (int i = 0; i <= GEN_LAG; i++)
-        TRY(cudaEventCreateWithFlags(&g->ev[i], cudaEventDisableTiming), "mb_cuda_gen_create: events");
+        TRY(cudaEventCreateWithFlags(&g->ev[i], cudaEventDisableTiming),
+            "mb_cuda_gen_create: events");
     {
         size_t mx = gemv_smem(S < 4 ? S : 4, d > Di ? d : Di);
         if (mx > 48 * 1024) {
@@ -1613,7 +1660,8 @@ extern "C" int mb_cuda_gen_create(mb_cuda_gen **out, const mb_model *m, const mb
             "mb_cuda_gen_create: GEMM shared memory");
         const size_t ws = (size_t)32 << 20;
         TRY(cudaMalloc(&g->cublas_ws, ws), "mb_cuda_gen_create: cuBLAS workspace");
-        if (cublasSetWorkspace((cublasHandle_t)g->cublas, g->cublas_ws, ws) != CUBLAS_STATUS_SUCCESS) {
+        if (cublasSetWorkspace((cublasHandle_t)g->cublas, g->cublas_ws, ws) !=
+            CUBLAS_STATUS_SUCCESS) {
             rc = mb_fail(MB_EIO, "mb_cuda_gen_create: cublasSetWorkspace failed");
             goto fail;
         }
@@ -1638,10 +1686,11 @@ extern "C" int mb_cuda_gen_reset(mb_cuda_gen *g) {
     if (!g) return mb_fail(MB_EINVAL, "mb_cuda_gen_reset: generator is NULL");
     const mb_config *c = &g->cfg;
     const int64_t S = g->S;
-    MB_CUDA_TRY(cudaMemsetAsync(g->conv, 0,
-                                (size_t)(c->n_layer * S * (c->d_conv - 1) * c->d_inner) * sizeof(float),
-                                g->stream),
-                "mb_cuda_gen_reset");
+    MB_CUDA_TRY(
+        cudaMemsetAsync(g->conv, 0,
+                        (size_t)(c->n_layer * S * (c->d_conv - 1) * c->d_inner) * sizeof(float),
+                        g->stream),
+        "mb_cuda_gen_reset");
     MB_CUDA_TRY(cudaMemsetAsync(g->ssm, 0,
                                 (size_t)(c->n_layer * S * c->d_inner * c->d_state) * sizeof(float),
                                 g->stream),
@@ -1666,7 +1715,8 @@ extern "C" int mb_cuda_gen_step(mb_cuda_gen *g, const uint8_t *bytes, float *log
     MB_TRY(run_step(g, 0));
     g->pending = 0;
     if (logits) {
-        MB_CUDA_TRY(cudaMemcpyAsync(g->logits_h, g->logits, (size_t)(g->S * MB_VOCAB) * sizeof(float),
+        MB_CUDA_TRY(cudaMemcpyAsync(g->logits_h, g->logits,
+                                    (size_t)(g->S * MB_VOCAB) * sizeof(float),
                                     cudaMemcpyDeviceToHost, g->stream),
                     "mb_cuda_gen_step: logits copy");
         MB_CUDA_TRY(cudaStreamSynchronize(g->stream), "mb_cuda_gen_step");
@@ -1694,7 +1744,8 @@ extern "C" int mb_cuda_gen_prefill(mb_cuda_gen *g, const uint8_t *bytes, int64_t
             t[i * S + s] = bytes[s * L + i];
     cudaError_t e = cudaMemcpy(g->prompt, t, (size_t)(L * S), cudaMemcpyHostToDevice);
     free(t);
-    if (e != cudaSuccess) return mb_cuda_err(e, "mb_cuda_gen_prefill: prompt copy", __FILE__, __LINE__);
+    if (e != cudaSuccess)
+        return mb_cuda_err(e, "mb_cuda_gen_prefill: prompt copy", __FILE__, __LINE__);
     for (int64_t i = 0; i < L; i++) {
         MB_CUDA_TRY(cudaMemcpyAsync(g->tok, g->prompt + i * S, (size_t)S, cudaMemcpyDeviceToDevice,
                                     g->stream),
@@ -1727,14 +1778,13 @@ extern "C" int mb_cuda_gen_sampler(mb_cuda_gen *g, float temperature, int top_k,
     return MB_OK;
 }
 
-extern "C" int mb_cuda_gen_generate(mb_cuda_gen *g, int64_t n,
-                                    uint8_t *out, int (*emit)(void *, const uint8_t *, int64_t),
-                                    void *user) {
+extern "C" int mb_cuda_gen_generate(mb_cuda_gen *g, int64_t n, uint8_t *out,
+                                    int (*emit)(void *, const uint8_t *, int64_t), void *user) {
     if (!g || n < 0) return mb_fail(MB_EINVAL, "mb_cuda_gen_generate: generator NULL or n < 0");
     const int64_t S = g->S;
     int64_t done = 0; /* steps emitted */
     uint8_t buf[MB_CUDA_GEN_MAX_SEQ];
-    for (int64_t i = 0; i < n || done < n; ) {
+    for (int64_t i = 0; i < n || done < n;) {
         if (i < n && i - done < GEN_LAG) {
             if (i == 0 && !g->pending) {
                 sample_kernel<<<(unsigned)S, 256, 0, g->stream>>>(g->logits, g->tok, g->ring_d,
@@ -1782,16 +1832,15 @@ extern "C" int mb_cuda_gen_profile(mb_cuda_gen *g, unsigned long long *out, int 
     if (out && n > 0)
         MB_CUDA_TRY(cudaMemcpy(out, g->pa.prof, (size_t)n * 8, cudaMemcpyDeviceToHost),
                     "mb_cuda_gen_profile");
-    if (reset)
-        MB_CUDA_TRY(cudaMemset(g->pa.prof, 0, (size_t)MBP_PROF * 8), "mb_cuda_gen_profile");
+    if (reset) MB_CUDA_TRY(cudaMemset(g->pa.prof, 0, (size_t)MBP_PROF * 8), "mb_cuda_gen_profile");
     return n;
 }
 
 extern "C" int64_t mb_cuda_gen_weight_bytes(const mb_cuda_gen *g) {
     if (!g) return -1;
     const mb_config *c = &g->cfg;
-    const int64_t d = c->d_model, Di = c->d_inner, N = c->d_state, K = c->d_conv,
-                  R = c->dt_rank, W = g->W, V = c->vocab_size, lnb = c->rms_norm ? 1 : 2;
+    const int64_t d = c->d_model, Di = c->d_inner, N = c->d_state, K = c->d_conv, R = c->dt_rank,
+                  W = g->W, V = c->vocab_size, lnb = c->rms_norm ? 1 : 2;
     const int64_t ws = g->use_bf16 ? 2 : 4;
     const int64_t per = 4 * (lnb * d + Di * K + Di + W * Di + R * Di + Di + Di * N + Di) +
                         ws * (2 * Di * d + d * Di);
