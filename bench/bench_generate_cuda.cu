@@ -4,6 +4,8 @@
  *   preset | batch | weights | ms/step | bytes/s | weight bytes/step | GB/s | % of 4.3 TB/s
  * The weights column names the step's path at batch <= 4: the persistent kernel (with its block
  * count) or the per-layer kernels (MB_CUDA_GEN_PERSIST=0).
+ * MB_BENCH_PROMPT=n adds a line: the time to prefill a prompt of n bytes per sequence by the
+ * parallel forward and by the recurrent step.
  * Usage: bench_generate_cuda PRESET BATCH fp32|bf16 [STEPS [graph|nograph]] */
 #include <cuda_runtime.h>
 #include <stdio.h>
@@ -79,6 +81,38 @@ int main(int argc, char **argv) {
             printf("%s %s %.0f", i ? "," : "", nm[k], (double)pr[k] / nsteps / (k != 11 ? nl : 1.0));
         }
         printf("\n");
+    }
+    /* MB_BENCH_PROMPT=n: a prompt of n bytes per sequence, prefilled by the parallel forward
+     * (after one untimed call that sets its model up) and by the recurrent step per byte */
+    const char *pe = getenv("MB_BENCH_PROMPT");
+    const int64_t pn = pe ? atoll(pe) : 0;
+    if (pn > 1) {
+        uint8_t *lp = (uint8_t *)malloc((size_t)(B * pn));
+        for (int64_t i = 0; i < B * pn; i++)
+            lp[i] = (uint8_t)(' ' + (i * 7919) % 95);
+        double tp = 0.0, ts = 0.0;
+        int rc = mb_cuda_gen_prefill(g, lp, pn);
+        if (!rc) {
+            const double a = now();
+            rc = mb_cuda_gen_prefill(g, lp, pn);
+            tp = now() - a;
+        }
+        setenv("MB_CUDA_GEN_PREFILL", "step", 1);
+        if (!rc) {
+            const double a = now();
+            rc = mb_cuda_gen_prefill(g, lp, pn);
+            ts = now() - a;
+        }
+        unsetenv("MB_CUDA_GEN_PREFILL");
+        if (rc) {
+            fprintf(stderr, "bench_generate_cuda: prefill: %s\n", mb_last_error());
+            return 1;
+        }
+        printf("  prefill %lld x %lld bytes: parallel forward %.1f ms (%.0f bytes/s), recurrent "
+               "step %.1f ms (%.0f bytes/s): %.0fx\n",
+               (long long)B, (long long)pn, tp * 1e3, (double)(B * pn) / tp, ts * 1e3,
+               (double)(B * pn) / ts, ts / tp);
+        free(lp);
     }
     mb_cuda_gen_free(g);
     free(prompt);

@@ -276,7 +276,13 @@ extern "C" void mb_cuda_model_free(mb_cuda_model *dm) {
 }
 
 extern "C" int mb_cuda_model_create(mb_cuda_model *dm, const mb_config *c, int allow_tf32) {
+    return mb_cuda_model_create_ex(dm, c, allow_tf32, 0);
+}
+
+extern "C" int mb_cuda_model_create_ex(mb_cuda_model *dm, const mb_config *c, int allow_tf32,
+                                       int flags) {
     if (!dm || !c) return mb_fail(MB_EINVAL, "mb_cuda_model_create: NULL argument");
+    const int infer = (flags & MB_CUDA_MODEL_INFERENCE) != 0;
     memset(dm, 0, sizeof *dm);
     int ndev = 0;
     cudaError_t e = cudaGetDeviceCount(&ndev);
@@ -291,36 +297,43 @@ extern "C" int mb_cuda_model_create(mb_cuda_model *dm, const mb_config *c, int a
     dm->n_params = n;
     const int64_t fl = round256(F(n));
     const int64_t scratch = round256(MB_CUDA_REDUCE_SCRATCH * (int64_t)sizeof(double));
-    const int64_t total = 4 * fl + scratch + round256(n);
+    const int64_t nfl = infer ? 1 : 4; /* params (+ grads, adam_m, adam_v) */
+    const int64_t total = nfl * fl + scratch + (infer ? 0 : round256(n));
     e = cudaMalloc(&dm->mem, (size_t)total);
     if (e != cudaSuccess) {
         (void)cudaGetLastError();
         dm->mem = NULL;
-        const int rc = mb_fail(e == cudaErrorMemoryAllocation ? MB_ENOMEM : MB_EIO,
-                               "mb_cuda_model_create: cannot allocate %.3f GiB of device memory "
-                               "for %lld parameters (weights, gradients, AdamW moments): %s",
-                               (double)total / (1 << 30), (long long)n, cudaGetErrorString(e));
+        const int rc =
+            mb_fail(e == cudaErrorMemoryAllocation ? MB_ENOMEM : MB_EIO,
+                    "mb_cuda_model_create: cannot allocate %.3f GiB of device memory "
+                    "for %lld parameters (%s): %s",
+                    (double)total / (1 << 30), (long long)n,
+                    infer ? "weights" : "weights, gradients, AdamW moments", cudaGetErrorString(e));
         mb_cuda_model_free(dm);
         return rc;
     }
     char *p = (char *)dm->mem;
     dm->params = (float *)p;
-    dm->grads = (float *)(p + fl);
-    dm->adam_m = (float *)(p + 2 * fl);
-    dm->adam_v = (float *)(p + 3 * fl);
-    dm->scratch = (double *)(p + 4 * fl);
-    dm->decay = (uint8_t *)(p + 4 * fl + scratch);
+    if (!infer) {
+        dm->grads = (float *)(p + fl);
+        dm->adam_m = (float *)(p + 2 * fl);
+        dm->adam_v = (float *)(p + 3 * fl);
+        dm->decay = (uint8_t *)(p + 4 * fl + scratch);
+    }
+    dm->scratch = (double *)(p + nfl * fl);
     int rc = mb_weights_bind(&dm->cfg, dm->params, &dm->w);
-    if (!rc) rc = mb_weights_bind(&dm->cfg, dm->grads, &dm->g);
+    if (!rc && !infer) rc = mb_weights_bind(&dm->cfg, dm->grads, &dm->g);
     if (!rc) rc = mb_tensor_table(&dm->cfg, &dm->tensors, &dm->n_tensors);
-    uint8_t *mask = rc ? NULL : (uint8_t *)calloc((size_t)(n > 0 ? n : 1), 1);
-    if (!rc && !mask) rc = mb_fail(MB_ENOMEM, "mb_cuda_model_create: out of host memory");
+    uint8_t *mask = rc || infer ? NULL : (uint8_t *)calloc((size_t)(n > 0 ? n : 1), 1);
+    if (!rc && !infer && !mask) rc = mb_fail(MB_ENOMEM, "mb_cuda_model_create: out of host memory");
     if (!rc) {
-        for (int i = 0; i < dm->n_tensors; i++)
-            if (dm->tensors[i].weight_decay)
-                memset(mask + dm->tensors[i].offset, 1, (size_t)dm->tensors[i].numel);
-        e = cudaMemset(dm->mem, 0, (size_t)(4 * fl + scratch));
-        if (e == cudaSuccess) e = cudaMemcpy(dm->decay, mask, (size_t)n, cudaMemcpyHostToDevice);
+        if (mask)
+            for (int i = 0; i < dm->n_tensors; i++)
+                if (dm->tensors[i].weight_decay)
+                    memset(mask + dm->tensors[i].offset, 1, (size_t)dm->tensors[i].numel);
+        e = cudaMemset(dm->mem, 0, (size_t)(nfl * fl + scratch));
+        if (e == cudaSuccess && mask)
+            e = cudaMemcpy(dm->decay, mask, (size_t)n, cudaMemcpyHostToDevice);
         if (e != cudaSuccess) {
             (void)cudaGetLastError();
             rc = mb_cuda_err(e, "mb_cuda_model_create", __FILE__, __LINE__);
@@ -712,6 +725,8 @@ static int mixer_backward(mb_cuda_model *dm, mb_cuda_acts *a, int64_t l, const l
 
 extern "C" int mb_cuda_backward(mb_cuda_model *dm, mb_cuda_acts *a, float dloss) {
     MB_TRY(check_pair(dm, a, "mb_cuda_backward"));
+    if (!dm->grads)
+        return mb_fail(MB_EINVAL, "mb_cuda_backward: the model was created for inference only");
     if (!a->can_backward)
         return mb_fail(MB_EINVAL, "mb_cuda_backward: the last forward was not mb_cuda_forward "
                                   "with targets on training acts");
@@ -801,7 +816,8 @@ extern "C" void mb_cuda_adamw_set(mb_cuda_model *dm, float beta1, float beta2, f
 }
 
 extern "C" int mb_cuda_adamw_update(mb_cuda_model *dm, float lr) {
-    if (!dm || !dm->params) return mb_fail(MB_EINVAL, "mb_cuda_adamw_update: NULL model");
+    if (!dm || !dm->params || !dm->grads)
+        return mb_fail(MB_EINVAL, "mb_cuda_adamw_update: NULL model, or one for inference only");
     dm->adam_step++;
     PT(MB_PROF_OPT, mb_adamw_cuda_update(dm->params, dm->grads, dm->adam_m, dm->adam_v, dm->decay,
                                          dm->n_params, dm->adam_step, lr, dm->beta1, dm->beta2,

@@ -66,6 +66,13 @@ typedef struct {
  * true fp32 (parity mode). MB_EIO when no CUDA device is usable, MB_ENOMEM when the device is
  * out of memory. On failure *dm is left zeroed (safe to free). */
 int mb_cuda_model_create(mb_cuda_model *dm, const mb_config *c, int allow_tf32);
+/* Flags of mb_cuda_model_create_ex: INFERENCE allocates the parameters only (no gradients,
+ * AdamW moments or decay mask: a quarter of the memory); mb_cuda_backward, mb_cuda_zero_grads,
+ * mb_cuda_grad_norm and mb_cuda_adamw_update then fail with MB_EINVAL. Forward passes (also
+ * stateful ones: streamed evaluation, prompt prefill) work as usual.
+ * mb_cuda_model_create(dm, c, t) = mb_cuda_model_create_ex(dm, c, t, 0). */
+enum { MB_CUDA_MODEL_INFERENCE = 1 };
+int mb_cuda_model_create_ex(mb_cuda_model *dm, const mb_config *c, int allow_tf32, int flags);
 void mb_cuda_model_free(mb_cuda_model *dm);
 
 /* Switch the model to bf16 mixed precision (on = 1) or back to fp32 (0): allocates the bf16

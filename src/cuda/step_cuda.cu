@@ -13,6 +13,7 @@
 #include "cuda/cuda_check.h"
 #include "cuda/decode_persist.h"
 #include "cuda/fast_math_cuda.h"
+#include "cuda/prefill_cuda.h"
 #include "cuda/step_cuda.h"
 
 typedef __nv_bfloat16 bf16;
@@ -68,7 +69,8 @@ struct mb_cuda_gen {
     int top_k;
     uint64_t seed;
     int64_t n_sampled;
-    int pending; /* tok holds a sampled byte that no step has consumed yet */
+    int pending;         /* tok holds a sampled byte that no step has consumed yet */
+    mb_cuda_prefill *pf; /* parallel prompt prefill (created by the first long prompt) */
 };
 
 /* ------------------------------------------------------------------------------ helpers */
@@ -994,6 +996,11 @@ __global__ void fill_A(float *p, int64_t n, int N) { /* -exp(log(n + 1)) */
          i += (int64_t)gridDim.x * blockDim.x)
         p[i] = -(float)(i % N + 1);
 }
+__global__ void a_log_from_a(float *o, const float *a, int64_t n) { /* A_log = log(-A) */
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+         i += (int64_t)gridDim.x * blockDim.x)
+        o[i] = logf(-a[i]);
+}
 __global__ void to_bf16(bf16 *o, const float *p, int64_t n) {
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
          i += (int64_t)gridDim.x * blockDim.x)
@@ -1433,6 +1440,7 @@ extern "C" void mb_cuda_gen_free(mb_cuda_gen *g) {
     cudaFree(g->pmem);
     cudaFree(g->smem_dev);
     cudaFree(g->prompt);
+    mb_cuda_prefill_free(g->pf);
     cudaFreeHost(g->ring_h);
     cudaFreeHost(g->in_h);
     cudaFreeHost(g->logits_h);
@@ -1725,28 +1733,88 @@ extern "C" int mb_cuda_gen_step(mb_cuda_gen *g, const uint8_t *bytes, float *log
     return MB_OK;
 }
 
+/* The parallel prefill's model, with this generator's weights (fp32 copies; A_log = log(-A)). */
+static int prefill_setup(mb_cuda_gen *g) {
+    if (g->pf) return MB_OK;
+    const mb_config *c = &g->cfg;
+    const int64_t d = c->d_model, Di = c->d_inner, N = c->d_state, K = c->d_conv, R = c->dt_rank,
+                  W = R + 2 * N, V = c->vocab_size;
+    mb_cuda_prefill *pf = NULL;
+    MB_TRY(mb_cuda_prefill_create(&pf, c, g->use_bf16));
+    const mb_weights *w = mb_cuda_prefill_weights(pf);
+    cudaError_t e = cudaStreamSynchronize(g->stream);
+#define CP(dst, src, n)                                                                            \
+    if (e == cudaSuccess)                                                                          \
+    e = cudaMemcpy(dst, src, (size_t)(n) * sizeof(float), cudaMemcpyDeviceToDevice)
+    for (int64_t l = 0; l < c->n_layer; l++) {
+        const mb_layer_weights *pw = &w->layers[l];
+        const gen_layer *L = &g->L[l];
+        CP(pw->norm_w, L->norm_w, d);
+        if (!c->rms_norm) CP(pw->norm_b, L->norm_b, d);
+        CP(pw->in_proj_w, L->in_w, 2 * Di * d);
+        CP(pw->conv_w, L->conv_w, Di * K);
+        CP(pw->conv_b, L->conv_b, Di);
+        CP(pw->x_proj_w, L->x_w, W * Di);
+        CP(pw->dt_proj_w, L->dt_w, Di * R);
+        CP(pw->dt_proj_b, L->dt_b, Di);
+        if (e == cudaSuccess) {
+            a_log_from_a<<<256, 256>>>(pw->A_log, L->A, Di * N);
+            e = cudaGetLastError();
+        }
+        CP(pw->D, L->D, Di);
+        CP(pw->out_proj_w, L->out_w, d * Di);
+    }
+    CP(w->embedding, g->emb, V * d);
+    CP(w->norm_f_w, g->normf_w, d);
+    if (!c->rms_norm) CP(w->norm_f_b, g->normf_b, d);
+    if (!c->tie_embeddings) CP(w->lm_head, g->lm, V * d);
+#undef CP
+    int rc = e == cudaSuccess
+                 ? mb_cuda_prefill_weights_set(pf)
+                 : mb_cuda_err(e, "mb_cuda_gen_prefill: weight copy", __FILE__, __LINE__);
+    if (rc) {
+        mb_cuda_prefill_free(pf);
+        return rc;
+    }
+    g->pf = pf;
+    return MB_OK;
+}
+
+/* Prompts from MB_CUDA_GEN_PREFILL_MIN bytes take the parallel forward for all but their last
+ * byte (MB_CUDA_GEN_PREFILL=step: the recurrent step for every byte). */
+#define MB_CUDA_GEN_PREFILL_MIN 16
+
 extern "C" int mb_cuda_gen_prefill(mb_cuda_gen *g, const uint8_t *bytes, int64_t L) {
     if (!g || !bytes || L < 1)
         return mb_fail(MB_EINVAL, "mb_cuda_gen_prefill: generator or bytes NULL, or L < 1");
     const int64_t S = g->S;
-    if (L > g->prompt_cap) {
+    const char *how = getenv("MB_CUDA_GEN_PREFILL");
+    int64_t first = 0; /* bytes done by the parallel forward */
+    if (L > MB_CUDA_GEN_PREFILL_MIN && !(how && !strcmp(how, "step"))) {
+        MB_CUDA_TRY(cudaStreamSynchronize(g->stream), "mb_cuda_gen_prefill");
+        MB_TRY(prefill_setup(g));
+        MB_TRY(mb_cuda_prefill_run(g->pf, bytes, S, L, L - 1, g->conv, g->ssm));
+        first = L - 1;
+    }
+    const int64_t n = L - first; /* bytes through the recurrent step */
+    if (n > g->prompt_cap) {
         MB_CUDA_TRY(cudaStreamSynchronize(g->stream), "mb_cuda_gen_prefill");
         cudaFree(g->prompt);
         g->prompt = NULL;
         g->prompt_cap = 0;
-        MB_CUDA_TRY(cudaMalloc(&g->prompt, (size_t)(L * S)), "mb_cuda_gen_prefill: prompt buffer");
-        g->prompt_cap = L;
+        MB_CUDA_TRY(cudaMalloc(&g->prompt, (size_t)(n * S)), "mb_cuda_gen_prefill: prompt buffer");
+        g->prompt_cap = n;
     }
-    uint8_t *t = (uint8_t *)malloc((size_t)(L * S));
+    uint8_t *t = (uint8_t *)malloc((size_t)(n * S));
     if (!t) return mb_fail(MB_ENOMEM, "mb_cuda_gen_prefill: out of host memory");
-    for (int64_t s = 0; s < S; s++) /* (S, L) -> (L, S) */
-        for (int64_t i = 0; i < L; i++)
-            t[i * S + s] = bytes[s * L + i];
-    cudaError_t e = cudaMemcpy(g->prompt, t, (size_t)(L * S), cudaMemcpyHostToDevice);
+    for (int64_t s = 0; s < S; s++) /* (S, L) -> (n, S) */
+        for (int64_t i = 0; i < n; i++)
+            t[i * S + s] = bytes[s * L + first + i];
+    cudaError_t e = cudaMemcpy(g->prompt, t, (size_t)(n * S), cudaMemcpyHostToDevice);
     free(t);
     if (e != cudaSuccess)
         return mb_cuda_err(e, "mb_cuda_gen_prefill: prompt copy", __FILE__, __LINE__);
-    for (int64_t i = 0; i < L; i++) {
+    for (int64_t i = 0; i < n; i++) {
         MB_CUDA_TRY(cudaMemcpyAsync(g->tok, g->prompt + i * S, (size_t)S, cudaMemcpyDeviceToDevice,
                                     g->stream),
                     "mb_cuda_gen_prefill: byte copy");

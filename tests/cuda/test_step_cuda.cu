@@ -29,7 +29,10 @@
  *   - bf16 weights: logits within 2e-2 relative over 100 positions (batch 1 and 3: bf16 weights;
  *     batch 6, 64 and 70: bf16 weights and bf16 GEMM inputs, fp32 accumulation, as mamba_ssm in
  *     bf16; the GEMMs by cuBLAS, and again by our mma.sync kernel (MB_CUDA_GEN_GEMM=own) at
- *     d_model 512, batch 64 and 70).
+ *     d_model 512, batch 64 and 70);
+ *   - prompt prefill by the parallel forward (src/cuda/prefill_cuda.h): two prompts in a row,
+ *     then a step, equal mb_step over the same bytes within 1e-4 (fp32; 2e-2 bf16) at batch 1,
+ *     2, 3 and 64 (64 x 600 bytes: two forward chunks), LayerNorm d36 (dt_rank 3).
  * Exits 77 (ctest SKIP_RETURN_CODE) without a GPU.
  */
 #include <cuda_runtime.h>
@@ -125,6 +128,53 @@ static void check_logits(const mb_model *m, int64_t B, int64_t L, int bf16, doub
     mb_state_free(&st);
     mb_cuda_gen_free(g);
     mb_cuda_gen_free(g2);
+}
+
+/* Parallel prefill: two prompts of L1 and L2 bytes through mb_cuda_gen_prefill (each but its
+ * last byte by the parallel forward, the states carried from the first to the second), then
+ * one step: its logits equal mb_step's after the same L1 + L2 + 1 bytes within tol. */
+static void check_prefill(const mb_model *m, int64_t B, int64_t L1, int64_t L2, int bf16,
+                          double tol, const char *name) {
+    mb_cuda_gen *g = NULL;
+    int rc = mb_cuda_gen_create(&g, m, NULL, B, bf16);
+    REQUIRE(rc == 0, "create %s B=%lld: %s", name, (long long)B, mb_last_error());
+    if (rc) return;
+    uint8_t *p1 = (uint8_t *)malloc((size_t)(B * L1)), *p2 = (uint8_t *)malloc((size_t)(B * L2));
+    uint8_t *x = (uint8_t *)malloc((size_t)B);
+    float *lc = (float *)malloc((size_t)B * 256 * sizeof(float));
+    float *lg = (float *)malloc((size_t)B * 256 * sizeof(float));
+    mb_rng r;
+    mb_rng_seed(&r, 777 + (uint64_t)(B * L1));
+    for (int64_t i = 0; i < B * L1; i++)
+        p1[i] = (uint8_t)mb_rng_below(&r, 256);
+    for (int64_t i = 0; i < B * L2; i++)
+        p2[i] = (uint8_t)mb_rng_below(&r, 256);
+    mb_state st;
+    mb_state_create(&st, &m->cfg, B);
+    for (int64_t t = 0; t < L1 + L2; t++) {
+        for (int64_t s = 0; s < B; s++)
+            x[s] = t < L1 ? p1[s * L1 + t] : p2[s * L2 + t - L1];
+        mb_step(m, &st, x, lc);
+    }
+    for (int64_t s = 0; s < B; s++)
+        x[s] = (uint8_t)('a' + s % 26);
+    mb_step(m, &st, x, lc);
+    rc = mb_cuda_gen_prefill(g, p1, L1);
+    if (!rc) rc = mb_cuda_gen_prefill(g, p2, L2);
+    if (!rc) rc = mb_cuda_gen_step(g, x, lg);
+    REQUIRE(rc == 0, "%s: prefill / step: %s", name, mb_last_error());
+    double worst = 0.0;
+    for (int64_t s = 0; s < B && !rc; s++) {
+        const double e = rel_err(lg + s * 256, lc + s * 256, 256);
+        if (!(e <= worst)) worst = e;
+    }
+    printf("%-22s B=%lld %s prefill %lld + %lld bytes, then a step: max rel err %.3e\n", name,
+           (long long)B, bf16 ? "bf16" : "fp32", (long long)L1, (long long)L2, worst);
+    REQUIRE(!rc && worst <= tol, "%s B=%lld prefill: max rel err %.3e > %.1e", name, (long long)B,
+            worst, tol);
+    mb_state_free(&st);
+    free(p1), free(p2), free(x), free(lc), free(lg);
+    mb_cuda_gen_free(g);
 }
 
 /* T = 0: n bytes after a prompt, GPU vs CPU (mb_step for the prompt, mb_sample argmax) */
@@ -309,6 +359,20 @@ int main(void) {
          * multiple of 4 (the element-wise loads of ssm_b_kernel) */
         make_model_n(&m, 64, 0, 0, 23, 16, 4, 150);
         check_logits(&m, 6, 60, 0, 1e-4, "d64 dt_rank 150");
+        mb_model_free(&m);
+    }
+    {
+        /* the parallel prefill: one chunk, several chunks (64 x 600 bytes: 512 + 87), states
+         * carried between prompts and chunks, short prompts (stepped), bf16, dt_rank 3 */
+        mb_model m;
+        make_model(&m, 64, 1, 1, 31);
+        check_prefill(&m, 1, 300, 50, 0, 1e-4, "rmsnorm tied d64");
+        check_prefill(&m, 3, 1000, 8, 0, 1e-4, "rmsnorm tied d64");
+        check_prefill(&m, 64, 600, 40, 0, 1e-4, "rmsnorm tied d64");
+        check_prefill(&m, 2, 200, 100, 1, 2e-2, "rmsnorm tied d64");
+        mb_model_free(&m);
+        make_model(&m, 36, 0, 0, 32);
+        check_prefill(&m, 2, 257, 33, 0, 1e-4, "layernorm untied d36");
         mb_model_free(&m);
     }
     {
