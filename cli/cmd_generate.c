@@ -87,8 +87,9 @@ static int emit_byte(void *user, const uint8_t *b, int64_t i) {
     return 0;
 }
 
-/* The GPU path (src/cuda/step_cuda.h): prompt through the recurrent step, then one replay of
- * the (step + sampler) CUDA graph per byte, bytes printed as they arrive. */
+/* The GPU path (src/cuda/step_cuda.h): the prompt through the parallel forward (its last byte
+ * through the recurrent step), then one replay of the (step + sampler) CUDA graph per byte,
+ * bytes printed as they arrive. */
 static int generate_cuda(const mb_model *m, const unsigned char *p, int64_t plen, int64_t n_gen,
                          float temp, int top_k, float top_p, uint64_t seed, int bf16, int echo) {
     mb_cuda_gen *g = NULL;
