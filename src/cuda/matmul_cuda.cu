@@ -144,9 +144,53 @@ typedef struct {
     cublasHandle_t fallback; /* for shapes cuBLASLt declines */
     cudaStream_t stream;
     void *workspace;
+    int tune; /* mb_cublaslt_set_tune */
     int n_plans;
     lt_plan plans[LT_CACHE];
 } lt_ctx;
+
+#define LT_TUNE_ALGOS 8 /* heuristic candidates timed per plan when tuning */
+#define LT_TUNE_REPS 10 /* timed runs per candidate (after one warm-up run) */
+
+extern "C" void mb_cublaslt_set_tune(void *lt, int on) {
+    if (lt) ((lt_ctx *)lt)->tune = on != 0;
+}
+
+/* Index of the fastest of the n candidates for plan p on these operands (D is overwritten:
+ * beta 0 plans only), by LT_TUNE_REPS timed runs each on the context's stream; 0 when timing
+ * fails (then the heuristic's first choice stands). */
+static int lt_fastest(lt_ctx *c, lt_plan *p, const cublasLtMatmulHeuristicResult_t *res, int n,
+                      const void *A, const void *B, void *D) {
+    cudaEvent_t e0 = NULL, e1 = NULL;
+    if (cudaEventCreate(&e0) != cudaSuccess || cudaEventCreate(&e1) != cudaSuccess) {
+        (void)cudaGetLastError();
+        if (e0) cudaEventDestroy(e0);
+        return 0;
+    }
+    const float one = 1.0f, zero = 0.0f;
+    int best = 0;
+    float best_ms = 0.0f;
+    for (int i = 0; i < n; i++) {
+        cublasStatus_t s =
+            cublasLtMatmul(c->h, p->op, &one, A, p->a, B, p->b, &zero, D, p->c, D, p->c,
+                           &res[i].algo, c->workspace, LT_WORKSPACE, c->stream);
+        cudaEventRecord(e0, c->stream);
+        for (int r = 0; r < LT_TUNE_REPS && s == CUBLAS_STATUS_SUCCESS; r++)
+            s = cublasLtMatmul(c->h, p->op, &one, A, p->a, B, p->b, &zero, D, p->c, D, p->c,
+                               &res[i].algo, c->workspace, LT_WORKSPACE, c->stream);
+        cudaEventRecord(e1, c->stream);
+        float ms = 0.0f;
+        if (cudaEventSynchronize(e1) != cudaSuccess ||
+            cudaEventElapsedTime(&ms, e0, e1) != cudaSuccess) {
+            (void)cudaGetLastError();
+            continue;
+        }
+        if (s == CUBLAS_STATUS_SUCCESS && (best_ms == 0.0f || ms < best_ms)) best = i, best_ms = ms;
+    }
+    cudaEventDestroy(e0);
+    cudaEventDestroy(e1);
+    return best;
+}
 
 extern "C" int mb_cublaslt_create(void **lt, void *stream) {
     if (!lt) return mb_fail(MB_EINVAL, "mb_cublaslt_create: NULL argument");
@@ -267,11 +311,16 @@ static int lt_gemm(lt_ctx *c, int kind, cublasOperation_t ta, cublasOperation_t 
         if (s == CUBLAS_STATUS_SUCCESS && k % 256 != 0)
             s = cublasLtMatmulPreferenceSetAttribute(
                 pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK, &no_split, sizeof no_split);
-        cublasLtMatmulHeuristicResult_t res;
+        cublasLtMatmulHeuristicResult_t res[LT_TUNE_ALGOS];
         int found = 0;
+        /* tuning: beta 0 plans (D is scratch until the real call), outside stream capture */
+        cudaStreamCaptureStatus cap = cudaStreamCaptureStatusNone;
+        const int tune = c->tune && !beta1 &&
+                         cudaStreamIsCapturing(c->stream, &cap) == cudaSuccess &&
+                         cap == cudaStreamCaptureStatusNone;
         if (s == CUBLAS_STATUS_SUCCESS) {
-            cublasStatus_t hs = cublasLtMatmulAlgoGetHeuristic(c->h, p->op, p->a, p->b, p->c, p->c,
-                                                               pref, 1, &res, &found);
+            cublasStatus_t hs = cublasLtMatmulAlgoGetHeuristic(
+                c->h, p->op, p->a, p->b, p->c, p->c, pref, tune ? LT_TUNE_ALGOS : 1, res, &found);
             if (hs != CUBLAS_STATUS_SUCCESS) found = 0; /* fall back to cublasGemmEx */
         }
         if (pref) cublasLtMatmulPreferenceDestroy(pref);
@@ -280,7 +329,7 @@ static int lt_gemm(lt_ctx *c, int kind, cublasOperation_t ta, cublasOperation_t 
             return cublas_fail(s, fn);
         }
         p->have_algo = found > 0;
-        if (found > 0) p->algo = res.algo;
+        if (found > 0) p->algo = res[found > 1 ? lt_fastest(c, p, res, found, A, B, D) : 0].algo;
         c->n_plans++;
     }
     const float one = 1.0f, beta = beta1 ? 1.0f : 0.0f;

@@ -45,6 +45,11 @@ int mb_matmul_cuda_backward_weight(void *cublas, float *dW, const float *dy, int
  * `stream` and not thread-safe. Errors as above (MB_EIO names the cuBLAS status). */
 int mb_cublaslt_create(void **lt, void *stream);
 void mb_cublaslt_destroy(void *lt);
+/* on = 1: plans made from now on for products that overwrite their output (no accumulate) time
+ * cuBLASLt's first 8 heuristic algorithms on the call's operands (10 runs each, on the stream,
+ * outside stream capture) and keep the fastest, instead of taking the first. For the small
+ * products of batched generation, where the heuristic's choice can be 2x off. */
+void mb_cublaslt_set_tune(void *lt, int on);
 
 int mb_matmul_bf16_forward(void *lt, float *y, int64_t ldy, const uint16_t *x, int64_t ldx,
                            const uint16_t *W, int64_t rows, int64_t n_in, int64_t n_out,

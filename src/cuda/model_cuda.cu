@@ -368,7 +368,12 @@ extern "C" int mb_cuda_model_set_bf16(mb_cuda_model *dm, int on) {
                            (double)dm->n_params * 2 / (1 << 30), cudaGetErrorString(e));
         }
     }
-    if (on && !dm->cublaslt) MB_TRY(mb_cublaslt_create(&dm->cublaslt, dm->stream));
+    if (on && !dm->cublaslt) {
+        MB_TRY(mb_cublaslt_create(&dm->cublaslt, dm->stream));
+        /* MB_CUDA_GEMM_TUNE=1: time cuBLASLt's candidates for each product's shape (lab) */
+        const char *t = getenv("MB_CUDA_GEMM_TUNE");
+        mb_cublaslt_set_tune(dm->cublaslt, t && !strcmp(t, "1"));
+    }
     dm->bf16 = on ? 1 : 0;
     return refresh_bf16(dm);
 }
