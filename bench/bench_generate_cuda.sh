@@ -4,10 +4,10 @@
 # mma.sync GEMM with MB_CUDA_GEN_GEMM=own; MB_CUDA_NO_PDL=1 turns programmatic dependent launch off).
 # Batch <= 4 is the persistent step kernel (src/cuda/decode_persist.h); the rows with
 # MB_CUDA_GEN_PERSIST=0 are the per-layer kernels it replaced, for comparison;
-# its weight copies are bulk copies (TMA) with fp32 weights, cp.async with bf16
-# (MB_CUDA_GEN_PERSIST_BULK=1 / 0 forces one);
-# MB_CUDA_GEN_PERSIST_PROF=1: cycles per phase (block 0) printed under the row;
-# MB_CUDA_GEN_PERSIST_FENCE=light: barrier arrival without __threadfence (release store only).
+# its weight copies are bulk copies (TMA) issued by a producer warp, with barrier arrival
+# without __threadfence; the other variants: MB_CUDA_GEN_PERSIST_PRODUCER=0 (thread 0 issues
+# the bulk copies), MB_CUDA_GEN_PERSIST_BULK=0 (cp.async), MB_CUDA_GEN_PERSIST_FENCE=full;
+# MB_CUDA_GEN_PERSIST_PROF=1: cycles per phase (block 0) printed under the row.
 # Usage: sh bench/bench_generate_cuda.sh [BENCH_BINARY] [STEPS]
 B=${1:-build/bench_generate_cuda}
 N=${2:-1000}
@@ -23,8 +23,9 @@ echo "|---|---|---|---|---|---|---|---|"
 MB_CUDA_GEN_PERSIST_PROF=1 "$B" 353m 1 bf16 "$N" | sed '1s/$/ (profiled)/'
 MB_CUDA_GEN_PERSIST_PROF=1 "$B" 972m 1 bf16 "$N" | sed '1s/$/ (profiled)/'
 MB_CUDA_GEN_PERSIST_PROF=1 "$B" 353m 4 bf16 "$N" | sed '1s/$/ (profiled)/'
-MB_CUDA_GEN_PERSIST_BULK=1 "$B" 353m 1 bf16 "$N" | sed 's/$/ bulk copies/'
-MB_CUDA_GEN_PERSIST_FENCE=light MB_CUDA_GEN_PERSIST_PROF=1 "$B" 353m 1 bf16 "$N" | sed '1s/$/ light fence (profiled)/'
+MB_CUDA_GEN_PERSIST_PRODUCER=0 MB_CUDA_GEN_PERSIST_PROF=1 "$B" 353m 1 bf16 "$N" | sed '1s/$/ no producer warp (profiled)/'
+MB_CUDA_GEN_PERSIST_FENCE=full "$B" 353m 1 bf16 "$N" | sed 's/$/ full fence/'
+MB_CUDA_GEN_PERSIST_BULK=0 "$B" 353m 1 bf16 "$N" | sed 's/$/ cp.async only/'
 MB_CUDA_GEN_PERSIST_BULK=0 "$B" 353m 1 fp32 "$N" | sed 's/$/ cp.async only/'
 MB_CUDA_GEN_PERSIST=0 "$B" 353m 1 bf16 "$N"
 MB_CUDA_GEN_PERSIST=0 "$B" 972m 1 bf16 "$N"

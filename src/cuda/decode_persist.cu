@@ -17,7 +17,7 @@ typedef __nv_bfloat16 bf16;
 
 #define PT MBP_THREADS
 #define NWARP (PT / 32)
-#define FX_ONE 4294967296.0f              /* 2^32: 32.32 fixed point */
+#define FX_ONE 4294967296.0f                /* 2^32: 32.32 fixed point */
 #define FX_INV 2.3283064365386962890625e-10 /* 2^-32 */
 
 /* ------------------------------------------------------------------------------ helpers */
@@ -68,7 +68,8 @@ __device__ __forceinline__ unsigned smem_u32(const void *p) {
     return (unsigned)__cvta_generic_to_shared(p);
 }
 __device__ __forceinline__ void mbar_init(unsigned long long *m) {
-    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(smem_u32(m)), "r"(1u) : "memory");
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(smem_u32(m)), "r"(1u)
+                 : "memory");
     asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
     asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
 }
@@ -90,17 +91,20 @@ __device__ __forceinline__ void mbar_wait(unsigned long long *m, unsigned parity
     unsigned long long t0 = 0;
     int it = 0;
     for (;;) {
-        asm volatile("{\n\t.reg .pred p;\n\tmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n\t"
-                     "selp.b32 %0, 1, 0, p;\n\t}\n"
-                     : "=r"(ok)
-                     : "r"(smem_u32(m)), "r"(parity)
-                     : "memory");
+        asm volatile(
+            "{\n\t.reg .pred p;\n\tmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n\t"
+            "selp.b32 %0, 1, 0, p;\n\t}\n"
+            : "=r"(ok)
+            : "r"(smem_u32(m)), "r"(parity)
+            : "memory");
         if (ok) break;
         if (++it == 256) {
             it = 0;
             const unsigned long long now = gtimer();
-            if (!t0) t0 = now;
-            else if (now - t0 > 10000000000ull) __trap(); /* 10 s: a lost bulk copy */
+            if (!t0)
+                t0 = now;
+            else if (now - t0 > 10000000000ull)
+                __trap(); /* 10 s: a lost bulk copy */
         }
     }
 }
@@ -138,9 +142,31 @@ __device__ __forceinline__ unsigned long long gtimer() {
     return t;
 }
 #endif
+/* Block-level syncs of the PT compute threads (named barrier 1), so that the producer warp
+ * (threads PT..PT+31, launched with a.producer) takes no part in them; with PT threads launched
+ * it is __syncthreads. Named barriers 2 and 3 hand buffer A / B to the producer: the compute
+ * threads arrive (not waiting) once the buffer is free, the producer warp waits there. */
+__device__ __forceinline__ void csync() {
+#ifndef MBP_EMU
+    asm volatile("bar.sync 1, %0;\n" ::"n"(PT) : "memory");
+#else
+    __syncthreads();
+#endif
+}
+#ifndef MBP_EMU
+__device__ __forceinline__ void nbar_arrive(int id) {
+    asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "n"(PT + 32) : "memory");
+}
+__device__ __forceinline__ void nbar_sync(int id) {
+    asm volatile("bar.sync %0, %1;\n" ::"r"(id), "n"(PT + 32) : "memory");
+}
+#else
+__device__ __forceinline__ void nbar_arrive(int) {}
+__device__ __forceinline__ void nbar_sync(int) {}
+#endif
 /* arrive: every thread's writes and atomics of the phase are before the flag store */
 __device__ __forceinline__ void bar_arrive(unsigned *flags, unsigned target, bool light) {
-    __syncthreads();
+    csync();
     if (threadIdx.x == 0) {
         if (!light) __threadfence(); /* light: the release store alone (CUTLASS's barrier) */
         st_rel(flags + blockIdx.x, target);
@@ -154,12 +180,14 @@ __device__ __forceinline__ void bar_wait(const unsigned *flags, unsigned target)
             if (++it == 1024) {
                 it = 0;
                 const unsigned long long now = gtimer();
-                if (!t0) t0 = now;
-                else if (now - t0 > 10000000000ull) __trap(); /* 10 s: not co-resident */
+                if (!t0)
+                    t0 = now;
+                else if (now - t0 > 10000000000ull)
+                    __trap(); /* 10 s: not co-resident */
             }
         }
     }
-    __syncthreads();
+    csync();
 }
 
 /* weights as floats (generic address: shared or global) */
@@ -259,7 +287,7 @@ __device__ __forceinline__ void for_segs(const mbp_args *ap, unsigned char *sm, 
     const int nl = a.n_layer, CBm = a.CBmax;
     if (which == 0) {
         if (l < nl) {
-            const mbp_layer *L = a.layers + l;
+            const mbp_layer *L = (const mbp_layer *)(sm + a.off_lt) + l;
             op(sm + a.off_nw, L->norm_w, (int64_t)d * 4);
             if (!a.rms) op(sm + a.off_nb, L->norm_b, (int64_t)d * 4);
             op(sm + a.off_cw, L->conv_w + (int64_t)c0 * K, (int64_t)CB * K * 4);
@@ -280,7 +308,7 @@ __device__ __forceinline__ void for_segs(const mbp_args *ap, unsigned char *sm, 
                min(VB, a.capA) * rb);
         }
     } else if (l < nl) {
-        const mbp_layer *L = a.layers + l;
+        const mbp_layer *L = (const mbp_layer *)(sm + a.off_lt) + l;
         op(sm + a.off_dw, L->dt_w + (int64_t)c0 * R, (int64_t)CB * R * 4);
         op(sm + a.off_dtb, L->dt_b + c0, (int64_t)CB * 4);
         op(sm + a.off_D, L->D + c0, (int64_t)CB * 4);
@@ -297,18 +325,48 @@ __device__ __forceinline__ bool ok16(const void *dst, const void *src, int64_t b
     return bytes > 0 && (((uintptr_t)dst | (uintptr_t)src | (uintptr_t)bytes) & 15) == 0;
 }
 
-/* Fill buffer which (0: A, 1: B) for layer l (all threads call it): with a.bulk the 16-byte
- * aligned segments are bulk copies issued by thread 0 (a counting pass first: the mbarrier
- * expects their bytes; nothing to fill (B past the last layer): no arrival), the others
- * cp.async by every thread; one cp.async group is committed in every case. Not inlined: keeps
- * its registers out of the kernel's phases. */
+/* Fill buffer which (0: A, 1: B) for layer l (mode 0: all compute threads call it): with
+ * a.bulk the 16-byte aligned segments are bulk copies issued by thread 0 (a counting pass
+ * first: the mbarrier expects their bytes; nothing to fill (B past the last layer): no
+ * arrival), the others cp.async by every thread; one cp.async group is committed in every
+ * case. With a producer warp the two parts are split: mode 1 (compute threads) the cp.async
+ * segments and the commit, mode 2 (one producer thread) the bulk copies and the arrival. (The
+ * producer taking the cp.async segments too, with cp.async.mbarrier.arrive, was slower on the
+ * H200: 1.02 against 0.93 ms/step at 353m.) Not inlined: keeps its registers out of the
+ * kernel's phases. */
 __device__ __noinline__ void fill_buf(const mbp_args *ap, unsigned char *sm,
                                       unsigned long long *mbar, int which, int l, int c0, int CB,
-                                      int v0, int VB, int64_t rb) {
+                                      int v0, int VB, int64_t rb, int mode) {
     const int t = threadIdx.x;
-    if (!ap->bulk) {
+    if (mode == 2) { /* the producer's part: the bulk copies and the arrival, by the caller */
+        if (which == 1 && l >= ap->n_layer) return;
+        int64_t tx = 0;
         for_segs(ap, sm, which, l, c0, CB, v0, VB, rb,
-                 [&](unsigned char *dst, const void *src, int64_t bytes) { cp_seg(dst, src, bytes); });
+                 [&](unsigned char *dst, const void *src, int64_t bytes) {
+                     if (ok16(dst, src, bytes)) tx += bytes;
+                 });
+        mbar_arrive_tx(mbar, (unsigned)tx);
+        for_segs(ap, sm, which, l, c0, CB, v0, VB, rb,
+                 [&](unsigned char *dst, const void *src, int64_t bytes) {
+                     if (!ok16(dst, src, bytes)) return;
+                     const unsigned char *sp = (const unsigned char *)src;
+                     for (int64_t o = 0; o < bytes; o += 32768)
+                         bulk_g2s(dst + o, sp + o, (unsigned)min((int64_t)32768, bytes - o), mbar);
+                 });
+        return;
+    }
+    if (mode == 1) { /* the compute threads' part with a producer warp: the cp.async segments */
+        for_segs(ap, sm, which, l, c0, CB, v0, VB, rb,
+                 [&](unsigned char *dst, const void *src, int64_t bytes) {
+                     if (!ok16(dst, src, bytes)) cp_seg(dst, src, bytes);
+                 });
+        cp_commit();
+        return;
+    }
+    if (!ap->bulk) {
+        for_segs(
+            ap, sm, which, l, c0, CB, v0, VB, rb,
+            [&](unsigned char *dst, const void *src, int64_t bytes) { cp_seg(dst, src, bytes); });
     } else if (which == 0 || l < ap->n_layer) {
         if (t == 0) {
             int64_t tx = 0;
@@ -335,14 +393,15 @@ __device__ __noinline__ void fill_buf(const mbp_args *ap, unsigned char *sm,
 
 /* ------------------------------------------------------------------------------ kernel */
 template <typename WT, int S>
-__global__ void __launch_bounds__(PT, 1) persist_step_kernel(const __grid_constant__ mbp_args a) {
+__global__ void __launch_bounds__(PT + 32, 1)
+    persist_step_kernel(const __grid_constant__ mbp_args a) {
 #ifndef MBP_EMU
     extern __shared__ __align__(16) unsigned char sm[];
     __shared__ double red[NWARP][2 * S];
     __shared__ __align__(8) unsigned long long mbar[2]; /* bulk copies of bufA / bufB */
 #else
     unsigned char *sm = emu_smem();
-    double(*red)[2 * S] = (double(*)[2 * S])emu_static();
+    double(*red)[2 * S] = (double(*)[2 * S]) emu_static();
     unsigned long long mbar[2];
 #endif
     const int b = blockIdx.x, nb = gridDim.x, t = threadIdx.x, lane = t & 31, warp = t >> 5;
@@ -377,23 +436,39 @@ __global__ void __launch_bounds__(PT, 1) persist_step_kernel(const __grid_consta
             tp = n;
         }
     };
-    const bool bulk = a.bulk != 0, light = a.light_fence != 0;
-    auto fill = [&](int which, int l) { fill_buf(&a, sm, &mbar[which], which, l, c0, CB, v0, VB, rb); };
+    const bool bulk = a.bulk != 0, light = a.light_fence != 0, producer = bulk && a.producer;
     if (bulk && t == 0) {
         mbar_init(&mbar[0]);
         mbar_init(&mbar[1]);
     }
+    { /* the layer table into shared memory: the fills read it every phase */
+        const unsigned long long *src = (const unsigned long long *)a.layers;
+        unsigned long long *dst = (unsigned long long *)(sm + a.off_lt);
+        const int n = nl * (int)(sizeof(mbp_layer) / 8);
+        for (int i = t; i < n && t < PT; i += PT)
+            dst[i] = src[i];
+    }
     __syncthreads();
+    const mbp_layer *lt = (const mbp_layer *)(sm + a.off_lt);
+    if (t >= PT) { /* the producer warp: the next layer's copies as each buffer frees up */
+        for (int l = 0; l < nl; l++) {
+            nbar_sync(2); /* phase A of layer l done: buffer A free */
+            if (t == PT) fill_buf(&a, sm, &mbar[0], 0, l + 1, c0, CB, v0, VB, rb, 2);
+            nbar_sync(3); /* phase B of layer l done: buffer B free */
+            if (t == PT && l + 1 < nl) fill_buf(&a, sm, &mbar[1], 1, l + 1, c0, CB, v0, VB, rb, 2);
+        }
+        return;
+    }
     /* layer weight pointers read from the table one layer ahead (their latency off the path) */
-    const void *in_cur = a.layers[0].in, *out_cur = a.layers[0].outT;
+    const void *in_cur = lt[0].in, *out_cur = lt[0].outT;
     const void *in_nxt = in_cur, *out_nxt = out_cur;
-    fill(0, 0);
-    fill(1, 0);
+    fill_buf(&a, sm, &mbar[0], 0, 0, c0, CB, v0, VB, rb, 0); /* thread 0 issues the bulk copies */
+    fill_buf(&a, sm, &mbar[1], 1, 0, c0, CB, v0, VB, rb, 0);
     for (int l = 0; l <= nl; l++) {
         /* ---------------- phase A: residual + norm (redundant in every block) */
         cp_wait<1>();
         if (bulk) mbar_wait(&mbar[0], (unsigned)l & 1u);
-        __syncthreads();
+        csync();
         mark(0);
         double ps[2 * S];
 #pragma unroll
@@ -416,7 +491,7 @@ __global__ void __launch_bounds__(PT, 1) persist_step_kernel(const __grid_consta
 #pragma unroll
                     for (int q = 0; q < RJ; q++) {
                         const int j = j0 + q * PT;
-                        nv[s][q] = j >= d ? 0.0f
+                        nv[s][q] = j >= d   ? 0.0f
                                    : l == 0 ? __ldg(er[s] + j)
                                             : fx_f(__ldcg(hp + (int64_t)s * d + j));
                     }
@@ -439,7 +514,7 @@ __global__ void __launch_bounds__(PT, 1) persist_step_kernel(const __grid_consta
             const double v = p_warp_sumd(ps[i]);
             if (lane == 0) red[warp][i] = v;
         }
-        __syncthreads();
+        csync();
 #pragma unroll
         for (int s = 0; s < S; s++) {
             double sum = 0.0, sq = 0.0;
@@ -459,7 +534,7 @@ __global__ void __launch_bounds__(PT, 1) persist_step_kernel(const __grid_consta
             for (int j = t; j < d; j += PT)
                 us[j] = a.rms ? rs[j] * rstd * nw[j] : (rs[j] - mean) * rstd * nw[j] + nbias[j];
         }
-        __syncthreads();
+        csync();
         if (l < nl) mark(1);
 
         if (l == nl) { /* ---------------- norm_f done: lm_head rows, then finish */
@@ -499,7 +574,7 @@ __global__ void __launch_bounds__(PT, 1) persist_step_kernel(const __grid_consta
                 for (int s = 0; s < S; s++)
                     xz[s * 2 * CBm + i] = acc[s];
         }
-        __syncthreads();
+        csync();
         /* conv window shift + causal conv + bias + SiLU (step.c order: oldest tap first) */
         for (int i = t; i < S * CB; i += PT) {
             const int s = i / CB, ci = i % CB;
@@ -514,7 +589,7 @@ __global__ void __launch_bounds__(PT, 1) persist_step_kernel(const __grid_consta
             if (K > 1) win[(int64_t)(K - 2) * Di] = xn;
             xc[s * CBm + ci] = p_silu(acc);
         }
-        __syncthreads();
+        csync();
         /* x_proj partial sums of this block's channels -> dbc (fixed point) */
         if (CB > 0)
             for (int o = t; o < S * W; o += PT) {
@@ -527,7 +602,8 @@ __global__ void __launch_bounds__(PT, 1) persist_step_kernel(const __grid_consta
         mark(2);
         bar_arrive(a.flags, ++nbar, light); /* (syncs: bufA is free) */
         mark(3);
-        fill(0, l + 1);
+        if (producer) nbar_arrive(2);
+        fill_buf(&a, sm, &mbar[0], 0, l + 1, c0, CB, v0, VB, rb, producer ? 1 : 0);
         mark(14);
         bar_wait(a.flags, nbar);
         mark(4);
@@ -538,7 +614,7 @@ __global__ void __launch_bounds__(PT, 1) persist_step_kernel(const __grid_consta
         mark(5);
         for (int i = t; i < S * W; i += PT)
             dbc[i] = fx_f(__ldcg(accx + (int64_t)l * S * W + i));
-        __syncthreads();
+        csync();
         mark(6);
         for (int p = warp; p < S * CB; p += NWARP) {
             const int s = p / CB, ci = p % CB;
@@ -559,7 +635,7 @@ __global__ void __launch_bounds__(PT, 1) persist_step_kernel(const __grid_consta
             acc = p_warp_sum(acc);
             if (lane == 0) y[s * CBm + ci] = (acc + Dv[ci] * x) * p_silu(z);
         }
-        __syncthreads();
+        csync();
         mark(7);
         /* out_proj partial sums of this block's channels -> hidden (fixed point) */
         if (CB > 0) {
@@ -607,8 +683,9 @@ __global__ void __launch_bounds__(PT, 1) persist_step_kernel(const __grid_consta
         mark(8);
         bar_arrive(a.flags, ++nbar, light); /* (syncs: bufB is free) */
         mark(9);
-        fill(1, l + 1);
-        if (l + 1 < nl) in_nxt = a.layers[l + 1].in, out_nxt = a.layers[l + 1].outT;
+        if (producer) nbar_arrive(3);
+        fill_buf(&a, sm, &mbar[1], 1, l + 1, c0, CB, v0, VB, rb, producer ? 1 : 0);
+        if (l + 1 < nl) in_nxt = lt[l + 1].in, out_nxt = lt[l + 1].outT;
         mark(15);
         bar_wait(a.flags, nbar);
         mark(10);
@@ -644,6 +721,7 @@ static int64_t layout(mbp_args *a, int with_rows) {
     PLACE(off_D, C * 4);
     PLACE(off_A, C * N * 4);
     PLACE(off_ss, S * C * N * 4);
+    PLACE(off_lt, (int64_t)a->n_layer * (int64_t)sizeof(mbp_layer));
     PLACE(off_rowsA, with_rows ? (int64_t)a->capA * d * ws : 0);
     PLACE(off_rowsB, with_rows ? (int64_t)a->capB * d * ws : 0);
 #undef PLACE
@@ -689,10 +767,14 @@ template <typename WT, int S> static void *kptr() {
 }
 static void *kernel_for(int half, int S) {
     switch (S) {
-    case 1: return half ? kptr<bf16, 1>() : kptr<float, 1>();
-    case 2: return half ? kptr<bf16, 2>() : kptr<float, 2>();
-    case 3: return half ? kptr<bf16, 3>() : kptr<float, 3>();
-    default: return half ? kptr<bf16, 4>() : kptr<float, 4>();
+    case 1:
+        return half ? kptr<bf16, 1>() : kptr<float, 1>();
+    case 2:
+        return half ? kptr<bf16, 2>() : kptr<float, 2>();
+    case 3:
+        return half ? kptr<bf16, 3>() : kptr<float, 3>();
+    default:
+        return half ? kptr<bf16, 4>() : kptr<float, 4>();
     }
 }
 
@@ -710,7 +792,8 @@ int mbp_prepare(mbp_args *a, int sm_count) {
     MB_CUDA_TRY(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, a->smem),
                 "persistent step: shared memory attribute");
     int per_sm = 0;
-    MB_CUDA_TRY(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, k, PT, (size_t)a->smem),
+    MB_CUDA_TRY(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+                    &per_sm, k, PT + (a->bulk && a->producer ? 32 : 0), (size_t)a->smem),
                 "persistent step: occupancy");
     if (per_sm < 1) return 1;
     if ((int64_t)per_sm * sm_count < nb) { /* fewer co-resident blocks: re-plan for them */
@@ -720,16 +803,32 @@ int mbp_prepare(mbp_args *a, int sm_count) {
 }
 
 int mbp_launch(const mbp_args *a, cudaStream_t stream) {
-    const dim3 grid((unsigned)a->nb), block(PT);
+    const dim3 grid((unsigned)a->nb), block(PT + (a->bulk && a->producer ? 32 : 0));
     switch (a->S * 2 + (a->bf16 ? 1 : 0)) {
-    case 2: persist_step_kernel<float, 1><<<grid, block, a->smem, stream>>>(*a); break;
-    case 3: persist_step_kernel<bf16, 1><<<grid, block, a->smem, stream>>>(*a); break;
-    case 4: persist_step_kernel<float, 2><<<grid, block, a->smem, stream>>>(*a); break;
-    case 5: persist_step_kernel<bf16, 2><<<grid, block, a->smem, stream>>>(*a); break;
-    case 6: persist_step_kernel<float, 3><<<grid, block, a->smem, stream>>>(*a); break;
-    case 7: persist_step_kernel<bf16, 3><<<grid, block, a->smem, stream>>>(*a); break;
-    case 8: persist_step_kernel<float, 4><<<grid, block, a->smem, stream>>>(*a); break;
-    default: persist_step_kernel<bf16, 4><<<grid, block, a->smem, stream>>>(*a); break;
+    case 2:
+        persist_step_kernel<float, 1><<<grid, block, a->smem, stream>>>(*a);
+        break;
+    case 3:
+        persist_step_kernel<bf16, 1><<<grid, block, a->smem, stream>>>(*a);
+        break;
+    case 4:
+        persist_step_kernel<float, 2><<<grid, block, a->smem, stream>>>(*a);
+        break;
+    case 5:
+        persist_step_kernel<bf16, 2><<<grid, block, a->smem, stream>>>(*a);
+        break;
+    case 6:
+        persist_step_kernel<float, 3><<<grid, block, a->smem, stream>>>(*a);
+        break;
+    case 7:
+        persist_step_kernel<bf16, 3><<<grid, block, a->smem, stream>>>(*a);
+        break;
+    case 8:
+        persist_step_kernel<float, 4><<<grid, block, a->smem, stream>>>(*a);
+        break;
+    default:
+        persist_step_kernel<bf16, 4><<<grid, block, a->smem, stream>>>(*a);
+        break;
     }
     MB_CUDA_LAUNCHED("persistent generation step (kernel launch)");
     return MB_OK;

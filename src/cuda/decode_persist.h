@@ -15,8 +15,9 @@
  * depend on the order of the blocks: deterministic, bit-identical run to run). Values must stay
  * below 2^31 in magnitude (a NaN / inf becomes a large finite value).
  * Every phase's weights of the block (and its own slice of the recurrent state) are copied into
- * shared memory (bulk copies by the TMA engine for 16-byte-aligned segments, cp.async for the
- * rest) as soon as the buffer is free, i.e. about one phase and a barrier
+ * shared memory (bulk copies by the TMA engine for 16-byte-aligned segments, issued by a 16th
+ * producer warp that the compute warps hand each buffer to through named barriers, and
+ * cp.async for the rest) as soon as the buffer is free, i.e. about one phase and a barrier
  * ahead, so that HBM streams across the barriers; rows of in_proj / out_proj / lm_head that do
  * not fit (large models) are read from global memory in the phase.
  * The grid must be co-resident: mbp_prepare sizes it from the occupancy API (at most one block
@@ -29,7 +30,7 @@
 #include <stdint.h>
 
 #define MBP_MAX_SEQ 4
-#define MBP_THREADS 512
+#define MBP_THREADS 480 /* compute threads (15 warps); + 32 with the producer warp */
 /* Profile slots (cycles of block 0's thread 0, summed over layers and steps): 0 wait for phase
  * A's weights, 1 residual + norm, 2 in_proj + conv + x_proj, 3 barrier arrive, 14 issue of the
  * next A fill, 4 barrier wait, 5 wait for phase B's weights, 6 dbc load, 7 dt + state update,
@@ -52,26 +53,30 @@ typedef struct {
     const mbp_layer *layers; /* device array (n_layer) */
     const float *emb;        /* (V, d) fp32 */
     const float *normf_w, *normf_b;
-    const void *lm;       /* lm_head (V, d), fp32 or bf16 */
-    const uint8_t *tok;   /* (S) input bytes */
-    float *conv, *ssm;    /* state (n_layer, S, K-1, Di), (n_layer, S, Di, N) */
-    float *logits;        /* (S, V) */
-    unsigned long long *acc; /* 2 (step parity) x n_layer x S x (W + d) fixed-point sums */
-    unsigned *flags;      /* (nb) barrier counts */
-    unsigned *step;       /* steps run (parity of acc) */
+    const void *lm;           /* lm_head (V, d), fp32 or bf16 */
+    const uint8_t *tok;       /* (S) input bytes */
+    float *conv, *ssm;        /* state (n_layer, S, K-1, Di), (n_layer, S, Di, N) */
+    float *logits;            /* (S, V) */
+    unsigned long long *acc;  /* 2 (step parity) x n_layer x S x (W + d) fixed-point sums */
+    unsigned *flags;          /* (nb) barrier counts */
+    unsigned *step;           /* steps run (parity of acc) */
     unsigned long long *prof; /* NULL, or (MBP_PROF) clock64 cycles summed by block 0 thread 0 */
     int S, d, Di, N, K, R, V, n_layer, rms, bf16, nb;
     int light_fence; /* 1: barrier arrival by the release store alone, without __threadfence
                         (env MB_CUDA_GEN_PERSIST_FENCE=light; not yet measured, off) */
-    int bulk; /* 1: 16-byte-aligned segments by bulk copies (TMA engine) completing on an
-                 mbarrier, the rest by cp.async; 0: all by cp.async. step_cuda.cu: 1 for fp32
-                 weights, 0 for bf16 (measured), env MB_CUDA_GEN_PERSIST_BULK=0 / 1 forces */
+    int bulk;        /* 1: 16-byte-aligned segments by bulk copies (TMA engine) completing on an
+                        mbarrier, the rest by cp.async; 0: all by cp.async. step_cuda.cu: 1 for fp32
+                        weights, 0 for bf16 (measured), env MB_CUDA_GEN_PERSIST_BULK=0 / 1 forces */
+    int producer;    /* 1 (with bulk): a 17th warp issues the bulk copies, so that the compute
+                        warps never wait for the copy issue (launched with MBP_THREADS + 32
+                        threads); env MB_CUDA_GEN_PERSIST_PRODUCER=0 turns it off */
     float eps;
     /* shared memory plan (bytes; filled by mbp_prepare) */
     int CBmax, capA, capB; /* channels per block (max), rows of bufA / bufB kept in smem */
     int off_r, off_u, off_xz, off_xc, off_dbc, off_y;
     int off_nw, off_nb, off_cw, off_cb, off_cs, off_xw, off_rowsA;
     int off_dw, off_dtb, off_D, off_A, off_ss, off_rowsB;
+    int off_lt; /* the layer table (n_layer mbp_layer), copied in at the start */
     int smem;
 } mbp_args;
 

@@ -1508,14 +1508,17 @@ static int persist_setup(mb_cuda_gen *g) {
     a.tok = g->tok, a.conv = g->conv, a.ssm = g->ssm, a.logits = g->logits;
     a.acc = acc, a.flags = flags, a.step = flags + a.nb;
     {
-        /* bulk copies (TMA engine) or cp.async for the weight slices: measured on the H200 at
-         * batch 1, bulk is faster with fp32 weights (353m 1.172 against 1.330 ms/step, 972m
-         * 2.005 against 2.137) and slightly slower with bf16 (353m 1.063 against 1.040, 972m
-         * 1.653 against 1.621); MB_CUDA_GEN_PERSIST_BULK=0 / 1 forces one */
+        /* bulk copies (TMA engine) issued by a producer warp, and barrier arrival without
+         * __threadfence: measured on the H200 at batch 1 (353m bf16 0.93 ms/step against 1.08
+         * with cp.async and the fence, 972m 1.62 against 1.67, 353m fp32 1.13 against 1.17).
+         * MB_CUDA_GEN_PERSIST_BULK=0 (cp.async), _PRODUCER=0 (thread 0 issues the bulk copies)
+         * and _FENCE=full select the others */
         const char *be = getenv("MB_CUDA_GEN_PERSIST_BULK");
-        a.bulk = be ? strcmp(be, "0") != 0 : !g->use_bf16;
+        a.bulk = be ? strcmp(be, "0") != 0 : 1;
+        const char *pe = getenv("MB_CUDA_GEN_PERSIST_PRODUCER");
+        a.producer = !(pe && !strcmp(pe, "0"));
         const char *fe = getenv("MB_CUDA_GEN_PERSIST_FENCE");
-        a.light_fence = fe && !strcmp(fe, "light");
+        a.light_fence = !(fe && !strcmp(fe, "full"));
     }
     {
         const char *pe = getenv("MB_CUDA_GEN_PERSIST_PROF");

@@ -21,11 +21,11 @@
  *     read from global memory) at batch 2 and 4, fp32 and bf16; d_state 8 + d_conv 3, dt_rank
  *     80, d_model 512 and 1024 (2 layers, near the 353m preset's layer) at batch 1 and 4; the
  *     per-layer kernels (MB_CUDA_GEN_PERSIST=0) stay covered at batch 1 and 3; the persistent
- *     kernel copies the weights by bulk copies (TMA engine) with fp32 weights and by cp.async
- *     with bf16 by default; the opposite pairs are checked with MB_CUDA_GEN_PERSIST_BULK=0 at
- *     batch 1..3 on d64, d36 (5 blocks) and d1024 (and the whole program runs with
- *     MB_CUDA_GEN_PERSIST_BULK=0 and =1 in the device call); the barrier without __threadfence
- *     (MB_CUDA_GEN_PERSIST_FENCE=light) at batch 1 and 3;
+ *     kernel copies the weights by bulk copies (TMA engine) issued by a producer warp and
+ *     arrives at its barriers without __threadfence by default; cp.async copies
+ *     (MB_CUDA_GEN_PERSIST_BULK=0: batch 1..3 on d64, d36 (5 blocks) and d1024), bulk copies
+ *     without the producer warp (MB_CUDA_GEN_PERSIST_PRODUCER=0) and the barrier with
+ *     __threadfence (MB_CUDA_GEN_PERSIST_FENCE=full) are checked at batch 1 and 3;
  *   - bf16 weights: logits within 2e-2 relative over 100 positions (batch 1 and 3: bf16 weights;
  *     batch 6, 64 and 70: bf16 weights and bf16 GEMM inputs, fp32 accumulation, as mamba_ssm in
  *     bf16; the GEMMs by cuBLAS, and again by our mma.sync kernel (MB_CUDA_GEN_GEMM=own) at
@@ -297,16 +297,20 @@ int main(void) {
             unsetenv("MB_CUDA_GEN_PERSIST_BLOCKS");
             unsetenv("MB_CUDA_GEN_PERSIST_ROWBYTES");
         }
-        if (i == 3) { /* the non-default copy engines: fp32 by cp.async, bf16 by bulk copies */
+        if (i == 3) { /* the non-default copy paths: cp.async, bulk copies without the
+                       * producer warp, and the barrier with __threadfence */
             setenv("MB_CUDA_GEN_PERSIST_BULK", "0", 1);
             check_logits(&m, 1, 100, 0, 1e-4, "ln untied d64 cp.async");
             check_greedy(&m, 1, 100, "ln untied d64 cp.async");
-            setenv("MB_CUDA_GEN_PERSIST_BULK", "1", 1);
-            check_logits(&m, 3, 60, 1, 2e-2, "ln untied d64 bulk");
+            check_logits(&m, 3, 60, 1, 2e-2, "ln untied d64 cp.async");
             unsetenv("MB_CUDA_GEN_PERSIST_BULK");
-            setenv("MB_CUDA_GEN_PERSIST_FENCE", "light", 1); /* barrier without __threadfence */
-            check_logits(&m, 1, 100, 0, 1e-4, "ln untied d64 light");
-            check_logits(&m, 3, 100, 0, 1e-4, "ln untied d64 light");
+            setenv("MB_CUDA_GEN_PERSIST_PRODUCER", "0", 1);
+            check_logits(&m, 1, 100, 0, 1e-4, "ln untied d64 no producer");
+            check_logits(&m, 3, 60, 1, 2e-2, "ln untied d64 no producer");
+            unsetenv("MB_CUDA_GEN_PERSIST_PRODUCER");
+            setenv("MB_CUDA_GEN_PERSIST_FENCE", "full", 1); /* barrier with __threadfence */
+            check_logits(&m, 1, 100, 0, 1e-4, "ln untied d64 full fence");
+            check_logits(&m, 3, 100, 0, 1e-4, "ln untied d64 full fence");
             unsetenv("MB_CUDA_GEN_PERSIST_FENCE");
         }
         mb_model_free(&m);
@@ -340,10 +344,12 @@ int main(void) {
         check_logits(&m, 4, 12, 0, 1e-4, "layernorm d1024");
         check_logits(&m, 1, 12, 1, 2e-2, "layernorm d1024");
         check_logits(&m, 4, 12, 1, 2e-2, "layernorm d1024");
-        setenv("MB_CUDA_GEN_PERSIST_BULK", "1", 1);
-        check_logits(&m, 1, 12, 1, 2e-2, "d1024 bulk");
+        setenv("MB_CUDA_GEN_PERSIST_PRODUCER", "0", 1);
+        check_logits(&m, 1, 12, 1, 2e-2, "d1024 no producer");
+        unsetenv("MB_CUDA_GEN_PERSIST_PRODUCER");
         setenv("MB_CUDA_GEN_PERSIST_BULK", "0", 1);
         check_logits(&m, 1, 12, 0, 1e-4, "d1024 cp.async");
+        check_logits(&m, 4, 12, 1, 2e-2, "d1024 cp.async");
         unsetenv("MB_CUDA_GEN_PERSIST_BULK");
         mb_model_free(&m);
         make_model_n(&m, 1040, 1, 0, 25, 16, 4, 0); /* rows of 2 passes per lane (fp32 > 1024) */
