@@ -16,6 +16,7 @@
 typedef __nv_bfloat16 bf16;
 
 #define PT MBP_THREADS
+#define MBP_KMAX 8 /* d_conv up to which the conv taps are held in registers */
 #define NWARP (PT / 32)
 #define FX_ONE 4294967296.0f                /* 2^32: 32.32 fixed point */
 #define FX_INV 2.3283064365386962890625e-10 /* 2^-32 */
@@ -276,9 +277,10 @@ __device__ __forceinline__ void dot_row(const WT *row, const float *u, int d, fl
 }
 
 /* Segments of one buffer fill, op(dst, src, bytes) for each: buffer 0 (A) of layer l: norm
- * weights, conv weights + bias, this block's conv windows, x_proj^T rows, in_proj rows x then
- * z (up to capA); l == n_layer: norm_f, lm_head rows. Buffer 1 (B): dt_proj rows + bias, D, A,
- * this block's SSM states, out_proj^T rows (up to capB). */
+ * weights, conv weights, x_proj^T rows, in_proj rows x then z (up to capA); l == n_layer:
+ * norm_f, lm_head rows. Buffer 1 (B): dt_proj rows, A, this block's SSM states, out_proj^T rows
+ * (up to capB). (conv bias, conv windows, dt bias and D, whose slices are not 16-byte aligned,
+ * are read from global memory in the phases.) */
 template <typename Op>
 __device__ __forceinline__ void for_segs(const mbp_args *ap, unsigned char *sm, int which, int l,
                                          int c0, int CB, int v0, int VB, int64_t rb, Op &&op) {
@@ -291,11 +293,6 @@ __device__ __forceinline__ void for_segs(const mbp_args *ap, unsigned char *sm, 
             op(sm + a.off_nw, L->norm_w, (int64_t)d * 4);
             if (!a.rms) op(sm + a.off_nb, L->norm_b, (int64_t)d * 4);
             op(sm + a.off_cw, L->conv_w + (int64_t)c0 * K, (int64_t)CB * K * 4);
-            op(sm + a.off_cb, L->conv_b + c0, (int64_t)CB * 4);
-            for (int s = 0; s < S; s++)
-                for (int k = 0; k < K - 1; k++)
-                    op(sm + a.off_cs + (int64_t)(s * (K - 1) + k) * CBm * 4,
-                       a.conv + (((int64_t)l * S + s) * (K - 1) + k) * Di + c0, (int64_t)CB * 4);
             op(sm + a.off_xw, L->xwT + (int64_t)c0 * W, (int64_t)CB * W * 4);
             const int nx = min(CB, a.capA), nz = min(CB, a.capA - CB);
             const unsigned char *in = (const unsigned char *)L->in;
@@ -310,8 +307,6 @@ __device__ __forceinline__ void for_segs(const mbp_args *ap, unsigned char *sm, 
     } else if (l < nl) {
         const mbp_layer *L = (const mbp_layer *)(sm + a.off_lt) + l;
         op(sm + a.off_dw, L->dt_w + (int64_t)c0 * R, (int64_t)CB * R * 4);
-        op(sm + a.off_dtb, L->dt_b + c0, (int64_t)CB * 4);
-        op(sm + a.off_D, L->D + c0, (int64_t)CB * 4);
         op(sm + a.off_A, L->A + (int64_t)c0 * N, (int64_t)CB * N * 4);
         for (int s = 0; s < S; s++)
             op(sm + a.off_ss + (int64_t)s * CBm * N * 4,
@@ -414,11 +409,9 @@ __global__ void __launch_bounds__(PT + 32, 1)
     float *xz = (float *)(sm + a.off_xz), *xc = (float *)(sm + a.off_xc);
     float *dbc = (float *)(sm + a.off_dbc), *y = (float *)(sm + a.off_y);
     const float *nw = (const float *)(sm + a.off_nw), *nbias = (const float *)(sm + a.off_nb);
-    const float *cw = (const float *)(sm + a.off_cw), *cb = (const float *)(sm + a.off_cb);
-    const float *cs = (const float *)(sm + a.off_cs), *xw = (const float *)(sm + a.off_xw);
+    const float *cw = (const float *)(sm + a.off_cw), *xw = (const float *)(sm + a.off_xw);
     const WT *rowsA = (const WT *)(sm + a.off_rowsA), *rowsB = (const WT *)(sm + a.off_rowsB);
-    const float *dw = (const float *)(sm + a.off_dw), *dtb = (const float *)(sm + a.off_dtb);
-    const float *Dv = (const float *)(sm + a.off_D), *Av = (const float *)(sm + a.off_A);
+    const float *dw = (const float *)(sm + a.off_dw), *Av = (const float *)(sm + a.off_A);
     const float *ss = (const float *)(sm + a.off_ss);
 
     unsigned nbar = ld_acq(a.flags + b); /* barriers passed so far (this block's own flag) */
@@ -575,18 +568,33 @@ __global__ void __launch_bounds__(PT + 32, 1)
                     xz[s * 2 * CBm + i] = acc[s];
         }
         csync();
-        /* conv window shift + causal conv + bias + SiLU (step.c order: oldest tap first) */
+        /* conv window shift + causal conv + bias + SiLU (step.c order: oldest tap first); the
+         * window and the bias straight from global memory (L2), every load before the first
+         * use (tiny, unaligned slices: copying them into shared memory cost more) */
         for (int i = t; i < S * CB; i += PT) {
             const int s = i / CB, ci = i % CB;
             const float xn = xz[s * 2 * CBm + ci];
-            float acc = cb[ci];
-            for (int k = 0; k < K - 1; k++)
-                acc += cw[ci * K + k] * cs[(s * (K - 1) + k) * CBm + ci];
-            acc += cw[ci * K + K - 1] * xn;
             float *win = a.conv + (((int64_t)l * S + s) * (K - 1)) * Di + c0 + ci;
-            for (int k = 0; k + 1 < K - 1; k++)
-                win[(int64_t)k * Di] = cs[(s * (K - 1) + k + 1) * CBm + ci];
-            if (K > 1) win[(int64_t)(K - 2) * Di] = xn;
+            float acc = __ldg(lt[l].conv_b + c0 + ci);
+            if (K <= MBP_KMAX) {
+                float wv[MBP_KMAX];
+#pragma unroll
+                for (int k = 0; k < MBP_KMAX; k++)
+                    if (k < K - 1) wv[k] = win[(int64_t)k * Di];
+#pragma unroll
+                for (int k = 0; k < MBP_KMAX; k++)
+                    if (k < K - 1) {
+                        acc += cw[ci * K + k] * wv[k];
+                        win[(int64_t)k * Di] =
+                            k + 1 < K - 1 ? wv[k + 1 < MBP_KMAX ? k + 1 : 0] : xn;
+                    }
+            } else { /* serial: each old tap read before its slot is overwritten */
+                for (int k = 0; k < K - 1; k++) {
+                    acc += cw[ci * K + k] * win[(int64_t)k * Di];
+                    win[(int64_t)k * Di] = k + 1 < K - 1 ? win[(int64_t)(k + 1) * Di] : xn;
+                }
+            }
+            acc += cw[ci * K + K - 1] * xn;
             xc[s * CBm + ci] = p_silu(acc);
         }
         csync();
@@ -618,11 +626,12 @@ __global__ void __launch_bounds__(PT + 32, 1)
         mark(6);
         for (int p = warp; p < S * CB; p += NWARP) {
             const int s = p / CB, ci = p % CB;
+            const float dtb = __ldg(lt[l].dt_b + c0 + ci), Dc = __ldg(lt[l].D + c0 + ci);
             const float *db = dbc + s * W;
             float dt = 0.0f;
             for (int k = lane; k < R; k += 32)
                 dt += dw[ci * R + k] * db[k];
-            dt = p_softplus(p_warp_sum(dt) + dtb[ci]);
+            dt = p_softplus(p_warp_sum(dt) + dtb);
             const float x = xc[s * CBm + ci], z = xz[s * 2 * CBm + CB + ci], dtx = dt * x;
             float *hg = a.ssm + (((int64_t)l * S + s) * Di + c0 + ci) * N;
             const float *hs = ss + (s * CBm + ci) * N;
@@ -633,7 +642,7 @@ __global__ void __launch_bounds__(PT + 32, 1)
                 acc += h * db[R + N + n];
             }
             acc = p_warp_sum(acc);
-            if (lane == 0) y[s * CBm + ci] = (acc + Dv[ci] * x) * p_silu(z);
+            if (lane == 0) y[s * CBm + ci] = (acc + Dc * x) * p_silu(z);
         }
         csync();
         mark(7);
@@ -713,12 +722,8 @@ static int64_t layout(mbp_args *a, int with_rows) {
     PLACE(off_nw, d * 4);
     PLACE(off_nb, d * 4);
     PLACE(off_cw, C * K * 4);
-    PLACE(off_cb, C * 4);
-    PLACE(off_cs, S * (K - 1) * C * 4);
     PLACE(off_xw, C * W * 4);
     PLACE(off_dw, C * R * 4);
-    PLACE(off_dtb, C * 4);
-    PLACE(off_D, C * 4);
     PLACE(off_A, C * N * 4);
     PLACE(off_ss, S * C * N * 4);
     PLACE(off_lt, (int64_t)a->n_layer * (int64_t)sizeof(mbp_layer));

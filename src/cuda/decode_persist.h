@@ -74,8 +74,8 @@ typedef struct {
     /* shared memory plan (bytes; filled by mbp_prepare) */
     int CBmax, capA, capB; /* channels per block (max), rows of bufA / bufB kept in smem */
     int off_r, off_u, off_xz, off_xc, off_dbc, off_y;
-    int off_nw, off_nb, off_cw, off_cb, off_cs, off_xw, off_rowsA;
-    int off_dw, off_dtb, off_D, off_A, off_ss, off_rowsB;
+    int off_nw, off_nb, off_cw, off_xw, off_rowsA;
+    int off_dw, off_A, off_ss, off_rowsB;
     int off_lt; /* the layer table (n_layer mbp_layer), copied in at the start */
     int smem;
 } mbp_args;
