@@ -1,8 +1,9 @@
 /* Persistent recurrent step for batch 1..4 (see decode_persist.h): one kernel per step, one
- * block per multiprocessor, 2 grid barriers per layer, weights streamed into shared memory by
- * cp.async one phase ahead. Arithmetic follows src/infer/step.c (mb_step): norm statistics in
- * double, conv taps oldest first, softplus threshold 20, exp(dt*A) state decay, D skip, SiLU(z)
- * gate; dot products are split over lanes (summation order differs from the CPU's). */
+ * block per multiprocessor, 2 grid barriers per layer, weights streamed into shared memory one
+ * phase ahead (bulk copies issued by a producer warp, or cp.async). Arithmetic follows
+ * src/infer/step.c (mb_step): norm statistics in double, conv taps oldest first, softplus threshold
+ * 20, exp(dt*A) state decay, D skip, SiLU(z) gate; dot products are split over lanes (summation
+ * order differs from the CPU's). */
 #ifndef MBP_EMU /* MBP_EMU: compiled as host C++ by a CPU emulator (fibers per thread) */
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>

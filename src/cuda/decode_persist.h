@@ -63,11 +63,11 @@ typedef struct {
     unsigned long long *prof; /* NULL, or (MBP_PROF) clock64 cycles summed by block 0 thread 0 */
     int S, d, Di, N, K, R, V, n_layer, rms, bf16, nb;
     int light_fence; /* 1: barrier arrival by the release store alone, without __threadfence
-                        (env MB_CUDA_GEN_PERSIST_FENCE=light; not yet measured, off) */
+                        (CUTLASS's barrier; the default, env MB_CUDA_GEN_PERSIST_FENCE=full: 0) */
     int bulk;        /* 1: 16-byte-aligned segments by bulk copies (TMA engine) completing on an
-                        mbarrier, the rest by cp.async; 0: all by cp.async. step_cuda.cu: 1 for fp32
-                        weights, 0 for bf16 (measured), env MB_CUDA_GEN_PERSIST_BULK=0 / 1 forces */
-    int producer;    /* 1 (with bulk): a 17th warp issues the bulk copies, so that the compute
+                        mbarrier, the rest by cp.async; 0: all by cp.async. Default 1, env
+                        MB_CUDA_GEN_PERSIST_BULK=0 forces 0 */
+    int producer;    /* 1 (with bulk): a 16th warp issues the bulk copies, so that the compute
                         warps never wait for the copy issue (launched with MBP_THREADS + 32
                         threads); env MB_CUDA_GEN_PERSIST_PRODUCER=0 turns it off */
     float eps;

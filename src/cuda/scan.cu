@@ -1159,14 +1159,13 @@ __global__ void __launch_bounds__(32 * G, 16 / G) scan_bwd3_kernel(scan_params p
 #pragma unroll
                 for (int k = 0; k < SPT; k++) {
                     const float gk = fmaf(dys, Cv[k], u[k]);
-                    const float spa = (i > 0 ? st[i > 0 ? i - 1 : 0][k] : s0[k]) * av[i][k];
                     vb[k] = gk * dtx;
                     vc[k] = dys * st[i][k];
                     gb = fmaf(gk, Bv[k], gb);
-                    const float e = gk * spa;
+                    u[k] = av[i][k] * gk; /* a_t g_t: the carry, and times s_{t-1} the dA term */
+                    const float e = u[k] * (i > 0 ? st[i > 0 ? i - 1 : 0][k] : s0[k]);
                     de = fmaf(e, A2[k], de);
                     dA[k] = fmaf(e, dv, dA[k]);
-                    u[k] = av[i][k] * gk;
                 }
                 gB[i] = gb;
                 dE[i] = de;

@@ -52,22 +52,21 @@ int mb_scan_cuda_forward(const mb_scan_args *a, float *y, void *stream);
 /* Backward (mb_scan_backward) given dy (B, L, Di) contiguous and the h_chunks of the forward
  * with the same args. Writes (=) dx, ddelta (B, L, Di) contiguous, the N columns of dB and dC
  * (stride bc_stride), dz (stride z_stride, if z != NULL); accumulates (+=) dA_log (Di, N) and
- * dD (Di). Supports 1 <= N <= 16. When chunk > mb_scan_cuda_preferred_chunk() it first recomputes the chunk states
- * at the preferred chunk into a temporary device buffer (cudaMallocAsync, B*Di*ceil(L/64)*N
- * floats), costing one more forward scan. Errors as for the forward (MB_ENOMEM if the
- * temporary buffer cannot be allocated). */
+ * dD (Di). Supports 1 <= N <= 16. When chunk > mb_scan_cuda_preferred_chunk() it first recomputes
+ * the chunk states at the preferred chunk into a temporary device buffer (cudaMallocAsync,
+ * B*Di*ceil(L/64)*N floats), costing one more forward scan. Errors as for the forward (MB_ENOMEM if
+ * the temporary buffer cannot be allocated). */
 int mb_scan_cuda_backward(const mb_scan_args *a, const float *dy, float *dx, float *ddelta,
-                          float *dA_log, float *dB, float *dC, float *dD, float *dz,
-                          void *stream);
+                          float *dA_log, float *dB, float *dC, float *dD, float *dz, void *stream);
 
 /* Options of the _ex forms, for the model's use (mamba_ssm selective_scan_fn's delta_bias /
  * delta_softplus, and the mixed-precision path's bf16 operand copies). All DEVICE pointers;
  * NULL / 0 fields keep the plain behaviour. */
 typedef struct {
-    const float *dt_bias; /* (Di): the scan uses delta + dt_bias[c] ... */
-    int dt_softplus;      /* ... through softplus (threshold 20) when set; args.delta is raw */
-    uint16_t *y_bf16;     /* forward: y (B, L, Di) written here as bf16 instead of fp32 y */
-    float *ddt_bias;      /* backward: += the column sums of the returned ddelta */
+    const float *dt_bias;  /* (Di): the scan uses delta + dt_bias[c] ... */
+    int dt_softplus;       /* ... through softplus (threshold 20) when set; args.delta is raw */
+    uint16_t *y_bf16;      /* forward: y (B, L, Di) written here as bf16 instead of fp32 y */
+    float *ddt_bias;       /* backward: += the column sums of the returned ddelta */
     uint16_t *ddelta_bf16; /* backward: ddelta (B, L, Di) written here as bf16, not to ddelta */
     uint16_t *dz_bf16;     /* backward: dz written here as bf16 (stride z_stride), not to dz */
 } mb_scan_cuda_opts;

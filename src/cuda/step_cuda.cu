@@ -1465,7 +1465,20 @@ static int persist_setup(mb_cuda_gen *g) {
     a.S = (int)S, a.d = (int)d, a.Di = (int)Di, a.N = (int)c->d_state, a.K = (int)c->d_conv;
     a.R = (int)c->dt_rank, a.V = (int)c->vocab_size, a.n_layer = (int)nl;
     a.rms = c->rms_norm ? 1 : 0, a.bf16 = g->use_bf16, a.eps = c->norm_eps;
-    int rc = mbp_prepare(&a, g->sm_count);
+    {
+        /* bulk copies (TMA engine) issued by a producer warp, and barrier arrival without
+         * __threadfence: measured on the H200 at batch 1 (353m bf16 0.93 ms/step against 1.08
+         * with cp.async and the fence, 972m 1.62 against 1.67, 353m fp32 1.13 against 1.17).
+         * MB_CUDA_GEN_PERSIST_BULK=0 (cp.async), _PRODUCER=0 (thread 0 issues the bulk copies)
+         * and _FENCE=full select the others */
+        const char *be = getenv("MB_CUDA_GEN_PERSIST_BULK");
+        a.bulk = be ? strcmp(be, "0") != 0 : 1;
+        const char *pe = getenv("MB_CUDA_GEN_PERSIST_PRODUCER");
+        a.producer = !(pe && !strcmp(pe, "0"));
+        const char *fe = getenv("MB_CUDA_GEN_PERSIST_FENCE");
+        a.light_fence = !(fe && !strcmp(fe, "full"));
+    }
+    int rc = mbp_prepare(&a, g->sm_count); /* (its occupancy check needs the thread count) */
     if (rc) return rc < 0 ? rc : MB_OK;
     const int64_t ws = g->use_bf16 ? 2 : 4;
     const int64_t b_layers = al64((int64_t)(nl * sizeof(mbp_layer))), b_xw = al64(nl * Di * W * 4),
@@ -1507,19 +1520,6 @@ static int persist_setup(mb_cuda_gen *g) {
     a.lm = g->use_bf16 ? (const void *)g->lm_h : (const void *)g->lm;
     a.tok = g->tok, a.conv = g->conv, a.ssm = g->ssm, a.logits = g->logits;
     a.acc = acc, a.flags = flags, a.step = flags + a.nb;
-    {
-        /* bulk copies (TMA engine) issued by a producer warp, and barrier arrival without
-         * __threadfence: measured on the H200 at batch 1 (353m bf16 0.93 ms/step against 1.08
-         * with cp.async and the fence, 972m 1.62 against 1.67, 353m fp32 1.13 against 1.17).
-         * MB_CUDA_GEN_PERSIST_BULK=0 (cp.async), _PRODUCER=0 (thread 0 issues the bulk copies)
-         * and _FENCE=full select the others */
-        const char *be = getenv("MB_CUDA_GEN_PERSIST_BULK");
-        a.bulk = be ? strcmp(be, "0") != 0 : 1;
-        const char *pe = getenv("MB_CUDA_GEN_PERSIST_PRODUCER");
-        a.producer = !(pe && !strcmp(pe, "0"));
-        const char *fe = getenv("MB_CUDA_GEN_PERSIST_FENCE");
-        a.light_fence = !(fe && !strcmp(fe, "full"));
-    }
     {
         const char *pe = getenv("MB_CUDA_GEN_PERSIST_PROF");
         if (pe && strcmp(pe, "0")) /* 8-byte aligned slot after the flags and the step count */
@@ -1785,8 +1785,9 @@ static int prefill_setup(mb_cuda_gen *g) {
     return MB_OK;
 }
 
-/* Prompts from MB_CUDA_GEN_PREFILL_MIN bytes take the parallel forward for all but their last
- * byte (MB_CUDA_GEN_PREFILL=step: the recurrent step for every byte). */
+/* Prompts of more than MB_CUDA_GEN_PREFILL_MIN bytes take the parallel forward for all but
+ * their last byte (MB_CUDA_GEN_PREFILL=step: the recurrent step for every byte); when the
+ * prefill model or its activations do not fit in device memory, the recurrent step too. */
 #define MB_CUDA_GEN_PREFILL_MIN 16
 
 extern "C" int mb_cuda_gen_prefill(mb_cuda_gen *g, const uint8_t *bytes, int64_t L) {
@@ -1797,9 +1798,17 @@ extern "C" int mb_cuda_gen_prefill(mb_cuda_gen *g, const uint8_t *bytes, int64_t
     int64_t first = 0; /* bytes done by the parallel forward */
     if (L > MB_CUDA_GEN_PREFILL_MIN && !(how && !strcmp(how, "step"))) {
         MB_CUDA_TRY(cudaStreamSynchronize(g->stream), "mb_cuda_gen_prefill");
-        MB_TRY(prefill_setup(g));
-        MB_TRY(mb_cuda_prefill_run(g->pf, bytes, S, L, L - 1, g->conv, g->ssm));
-        first = L - 1;
+        int rc = prefill_setup(g);
+        if (!rc) rc = mb_cuda_prefill_run(g->pf, bytes, S, L, L - 1, g->conv, g->ssm);
+        if (rc == MB_ENOMEM) { /* nothing ran: the recurrent step, with less memory */
+            mb_cuda_prefill_free(g->pf);
+            g->pf = NULL;
+            (void)cudaGetLastError();
+        } else if (rc) {
+            return rc;
+        } else {
+            first = L - 1;
+        }
     }
     const int64_t n = L - first; /* bytes through the recurrent step */
     if (n > g->prompt_cap) {

@@ -71,9 +71,12 @@ int mb_cuda_gen_step(mb_cuda_gen *g, const uint8_t *bytes, float *logits);
 
 /* Run a prompt: bytes (n_seq, L) host, L >= 1, continuing from the current state. Prompts of
  * more than 16 bytes go through the parallel forward (src/cuda/prefill_cuda.h: ~100x faster
- * than stepping at 353m) for all but their last byte; that byte, and every byte of shorter
- * prompts (or all with MB_CUDA_GEN_PREFILL=step), through the recurrent step. Leaves the state
- * after the last prompt byte and its logits on the device for mb_cuda_gen_generate. */
+ * than stepping at 353m; it keeps a second, fp32 copy of the weights and an activation
+ * workspace on the device from the first long prompt on) for all but their last byte; that
+ * byte, and every byte of shorter prompts (or all with MB_CUDA_GEN_PREFILL=step, or when the
+ * prefill's memory cannot be allocated), through the recurrent step. Leaves the state after
+ * the last prompt byte and its logits on the device for mb_cuda_gen_generate. On a failure
+ * the state may be part-way through the prompt (mb_cuda_gen_reset starts over). */
 int mb_cuda_gen_prefill(mb_cuda_gen *g, const uint8_t *bytes, int64_t L);
 
 /* Sampler settings (checked as mb_sampler_check) and seed; resets the sample counters. */
