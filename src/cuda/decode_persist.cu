@@ -9,6 +9,7 @@
 #include <cuda_runtime.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "cuda/cuda_check.h"
 #endif
@@ -226,7 +227,8 @@ template <> struct Raw8<bf16> {
         v = *(const uint4 *)p;
     }
     __device__ __forceinline__ void get(float *w) const {
-        const __nv_bfloat162 *h = (const __nv_bfloat162 *)&v;
+        __nv_bfloat162 h[4]; /* memcpy, not a pointer cast: no aliasing of v (registers) */
+        memcpy(h, &v, sizeof h);
 #pragma unroll
         for (int i = 0; i < 4; i++) {
             const float2 f = __bfloat1622float2(h[i]);
