@@ -153,7 +153,7 @@ __device__ __forceinline__ void csync() {
 #ifndef MBP_EMU
     asm volatile("bar.sync 1, %0;\n" ::"n"(PT) : "memory");
 #else
-    __syncthreads();
+    emu_bar_sync(1, PT);
 #endif
 }
 #ifndef MBP_EMU
@@ -164,8 +164,12 @@ __device__ __forceinline__ void nbar_sync(int id) {
     asm volatile("bar.sync %0, %1;\n" ::"r"(id), "n"(PT + 32) : "memory");
 }
 #else
-__device__ __forceinline__ void nbar_arrive(int) {}
-__device__ __forceinline__ void nbar_sync(int) {}
+__device__ __forceinline__ void nbar_arrive(int id) {
+    emu_bar_arrive(id, PT + 32);
+}
+__device__ __forceinline__ void nbar_sync(int id) {
+    emu_bar_sync(id, PT + 32);
+}
 #endif
 /* arrive: every thread's writes and atomics of the phase are before the flag store */
 __device__ __forceinline__ void bar_arrive(unsigned *flags, unsigned target, bool light) {
@@ -400,7 +404,7 @@ __global__ void __launch_bounds__(PT + 32, 1)
 #else
     unsigned char *sm = emu_smem();
     double(*red)[2 * S] = (double(*)[2 * S]) emu_static();
-    unsigned long long mbar[2];
+    unsigned long long *mbar = emu_mbar(); /* the block's 2 */
 #endif
     const int b = blockIdx.x, nb = gridDim.x, t = threadIdx.x, lane = t & 31, warp = t >> 5;
     const int d = a.d, Di = a.Di, N = a.N, K = a.K, R = a.R, V = a.V, W = R + 2 * N;

@@ -1,6 +1,9 @@
 /* CPU emulation of src/cuda/decode_persist.cu's persistent step kernel: every thread of every
- * block is a fiber (ucontext); __syncthreads, warp shuffles and the grid barrier's spin are real
- * barriers / yields, cp.async copies happen at once. Compared with mb_step. */
+ * block is a fiber (ucontext); __syncthreads, the named barriers (bar.sync / bar.arrive), warp
+ * shuffles and the grid barrier's spin are real barriers / yields; cp.async and bulk copies
+ * happen at once, and the mbarriers keep their phases (arrival + expected bytes), so that the
+ * producer warp's hand-over (the GPU's default) runs as on the device. A launch that makes no
+ * progress for 60 s is reported as a deadlock. Compared with mb_step. */
 #define MBP_EMU 1
 #include <ucontext.h>
 
@@ -10,6 +13,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <functional>
 #include <vector>
 
@@ -47,9 +51,17 @@ static ucontext_t main_ctx;
 static std::vector<std::vector<unsigned char>> smem;
 static std::vector<std::vector<double>> stat;
 static std::vector<Bar> bbar, wbar;
+static std::vector<Bar> nbar; /* (block, id 1..3) named barriers (bar.sync / bar.arrive) */
+struct Mbar {                 /* an mbarrier: phase, arrivals pending, bytes pending */
+    int phase = 0, pending = 1;
+    long long tx = 0;
+};
+static std::vector<Mbar> mbars;                   /* (block, 2) */
+static std::vector<unsigned long long> mbar_slot; /* (block, 2): the kernel's handles */
 static std::vector<double> slot;
 static std::function<void()> body;
 static long long yields = 0;
+static time_t launch_start = 0;
 
 static void yield() {
     const int me = cur, n = (int)th.size();
@@ -58,8 +70,11 @@ static void yield() {
         nx = (nx + 1) % n;
     } while (th[nx].done && nx != me);
     if (nx == me) return;
-    if (++yields > 4000000000LL) {
-        printf("emu: deadlock?\n");
+    /* a launch is well under a second of emulation here: one that runs 60 s is stuck (a
+     * barrier or an mbarrier phase that never completes) */
+    if ((++yields & ((1 << 20) - 1)) == 0 && time(NULL) - launch_start > 60) {
+        printf("emu: no progress for 60 s: deadlock (a barrier or mbarrier never completing)\n");
+        fflush(stdout);
         exit(3);
     }
     cur = nx;
@@ -71,6 +86,22 @@ static void sync(Bar &b) {
         b.count = 0;
         b.gen++;
     } else {
+        while (b.gen == g)
+            yield();
+    }
+}
+/* arrive at named barrier b expecting n threads; wait for the others unless arrive_only */
+static void named(Bar &b, int n, bool arrive_only) {
+    if (b.n == 0) b.n = n;
+    if (b.n != n) {
+        printf("emu: named barrier used with %d and %d threads\n", b.n, n);
+        exit(3);
+    }
+    const int g = b.gen;
+    if (++b.count == b.n) {
+        b.count = 0;
+        b.gen++;
+    } else if (!arrive_only) {
         while (b.gen == g)
             yield();
     }
@@ -89,6 +120,7 @@ static void trampoline() {
 }
 static void launch(int nb, int nt, size_t smem_bytes, std::function<void()> fn) {
     body = fn;
+    launch_start = time(NULL);
     nblk = nb, nthr = nt;
     th.assign((size_t)nb * nt, Th());
     smem.assign(nb, std::vector<unsigned char>(smem_bytes + 64, 0xAB));
@@ -96,6 +128,9 @@ static void launch(int nb, int nt, size_t smem_bytes, std::function<void()> fn) 
     bbar.assign(nb, Bar());
     for (auto &b : bbar)
         b.n = nt;
+    nbar.assign((size_t)nb * 4, Bar());
+    mbars.assign((size_t)nb * 2, Mbar());
+    mbar_slot.assign((size_t)nb * 2, 0);
     wbar.assign((size_t)nb * nt / 32, Bar());
     for (auto &b : wbar)
         b.n = 32;
@@ -139,6 +174,15 @@ static inline double *emu_static() {
 static inline void __syncthreads() {
     emu::sync(emu::bbar[emu::th[emu::cur].block]);
 }
+static inline void emu_bar_sync(int id, int n) {
+    emu::named(emu::nbar[(size_t)emu::th[emu::cur].block * 4 + id], n, false);
+}
+static inline void emu_bar_arrive(int id, int n) {
+    emu::named(emu::nbar[(size_t)emu::th[emu::cur].block * 4 + id], n, true);
+}
+static inline unsigned long long *emu_mbar() {
+    return &emu::mbar_slot[(size_t)emu::th[emu::cur].block * 2];
+}
 template <class T> static inline T __shfl_xor_sync(unsigned, T v, int off) {
     const int me = emu::cur;
     emu::slot[me] = (double)v;
@@ -174,21 +218,39 @@ static inline void cp4(void *dst, const void *src) {
     memcpy(dst, src, 4);
 }
 static inline void cp_commit() {}
+/* mbarriers as PTX defines them for one arrival per phase: a phase completes when its arrival
+ * has come and its expected bytes have landed (bulk copies land at once here); try_wait.parity
+ * P succeeds once the phase of parity P has completed, i.e. the current phase's parity != P */
 static long long g_bulk_bytes = 0, g_tx_bad = 0;
+static inline emu::Mbar &mbar_of(unsigned long long *m) {
+    return emu::mbars[(size_t)(m - emu::mbar_slot.data())];
+}
+static inline void mbar_complete(emu::Mbar &b) {
+    if (b.pending == 0 && b.tx == 0) b.phase++, b.pending = 1;
+}
 static inline void mbar_init(unsigned long long *m) {
-    *m = 0;
+    mbar_of(m) = emu::Mbar();
 }
 static inline void mbar_arrive_tx(unsigned long long *m, unsigned tx) {
-    *m += tx;
+    emu::Mbar &b = mbar_of(m);
+    if (b.pending != 1) g_tx_bad++; /* two arrivals in one phase */
+    b.tx += tx;
+    b.pending = 0;
+    mbar_complete(b);
 }
 static inline void bulk_g2s(void *dst, const void *src, unsigned bytes, unsigned long long *m) {
     if (((uintptr_t)dst | (uintptr_t)src | bytes) & 15) abort();
     memcpy(dst, src, bytes);
-    *m -= bytes;
+    emu::Mbar &b = mbar_of(m);
+    b.tx -= bytes;
+    if (b.tx < 0) g_tx_bad++; /* more bytes than announced */
     g_bulk_bytes += bytes;
+    mbar_complete(b);
 }
-static inline void mbar_wait(unsigned long long *m, unsigned) {
-    if (emu::th[emu::cur].tid == 0 && *m != 0) g_tx_bad++;
+static inline void mbar_wait(unsigned long long *m, unsigned parity) {
+    emu::Mbar &b = mbar_of(m);
+    while ((unsigned)(b.phase & 1) == parity)
+        emu::yield();
 }
 template <int N> static inline void cp_wait() {}
 static inline unsigned ld_acq(const unsigned *p) {
@@ -230,7 +292,8 @@ template <> __nv_bfloat16 cvt<__nv_bfloat16>(float v) {
 
 template <typename WT, int S>
 static void run_case(int64_t d, int rms, int tied, int nb, long long rowbytes, int64_t d_state,
-                     int64_t d_conv, int64_t steps, double tol, const char *name) {
+                     int64_t d_conv, int64_t steps, double tol, const char *name,
+                     int producer = 0) {
     mb_config c;
     mb_config_default(&c, d, 2);
     c.d_state = d_state;
@@ -255,6 +318,7 @@ static void run_case(int64_t d, int rms, int tied, int nb, long long rowbytes, i
     a.S = S, a.d = (int)d, a.Di = (int)Di, a.N = (int)N, a.K = (int)K, a.R = (int)R, a.V = 256;
     a.n_layer = (int)nl, a.rms = rms, a.bf16 = bf, a.eps = c.norm_eps;
     a.bulk = (nb + (int)d) % 2 == 0 || getenv("EMU_BULK") != NULL;
+    a.producer = a.bulk && producer;
     a.light_fence = 1;
     if (mbp_plan(&a, nb, 232448, rowbytes)) {
         printf("%s: not covered\n", name);
@@ -310,7 +374,8 @@ static void run_case(int64_t d, int rms, int tied, int nb, long long rowbytes, i
             tok[s] = (uint8_t)mb_rng_below(&r, 256);
         mb_step(&m, &st, tok.data(), lc.data());
         const mbp_args aa = a;
-        emu::launch(a.nb, MBP_THREADS, (size_t)a.smem, [&]() { persist_step_kernel<WT, S>(aa); });
+        emu::launch(a.nb, MBP_THREADS + (a.producer ? 32 : 0), (size_t)a.smem,
+                    [&]() { persist_step_kernel<WT, S>(aa); });
         for (int s = 0; s < S; s++) {
             double num = 0, den = 0;
             for (int v = 0; v < V; v++) {
@@ -323,10 +388,12 @@ static void run_case(int64_t d, int rms, int tied, int nb, long long rowbytes, i
     }
     const int ok = worst <= tol;
     const int ok2 = ok && g_tx_bad == 0;
-    printf("%-28s S=%d %s nb=%d capA=%d capB=%d CB=%d smem=%d bulk=%d (%lld bulk bytes, tx bad "
-           "%lld): %lld steps max rel err %.2e %s\n",
+    printf("%-28s S=%d %s nb=%d capA=%d capB=%d CB=%d smem=%d bulk=%d%s (%lld bulk bytes, tx "
+           "bad %lld): %lld steps max rel err %.2e %s\n",
            name, S, bf ? "bf16" : "fp32", a.nb, a.capA, a.capB, a.CBmax, a.smem, a.bulk,
-           g_bulk_bytes, g_tx_bad, (long long)steps, worst, ok2 ? "ok" : "FAIL");
+           a.producer ? " producer" : "", g_bulk_bytes, g_tx_bad, (long long)steps, worst,
+           ok2 ? "ok" : "FAIL");
+    fflush(stdout);
     if (!ok2) g_fail = 1;
     g_bulk_bytes = 0, g_tx_bad = 0;
     if (!ok) g_fail = 1;
@@ -355,9 +422,13 @@ int main(int argc, char **argv) {
     run_case<float, 1>(64, 1, 1, 3, -1, 16, 4, 6, 1e-4, "rms tied d64");
     run_case<float, 3>(64, 0, 0, 5, -1, 16, 4, 6, 1e-4, "ln untied d64");
     run_case<float, 2>(36, 0, 0, 4, 1000, 16, 4, 6, 1e-4, "ln d36 overflow rows");
+    /* the producer warp (the GPU's default with bulk copies): named barriers, mbarrier phases */
+    run_case<float, 2>(36, 0, 0, 4, 1000, 16, 4, 6, 1e-4, "ln d36 overflow producer", 1);
+    run_case<float, 3>(64, 0, 0, 6, -1, 16, 4, 5, 1e-4, "ln untied d64 producer", 1);
     if (quick) goto big;
     run_case<__nv_bfloat16, 4>(64, 0, 1, 3, 2000, 16, 4, 5, 2e-2, "ln tied d64 bf16 overflow");
     run_case<__nv_bfloat16, 1>(36, 1, 0, 2, -1, 16, 4, 5, 2e-2, "rms d36 bf16");
+    run_case<__nv_bfloat16, 4>(36, 1, 0, 2, 1500, 16, 4, 4, 2e-2, "rms d36 bf16 producer", 1);
     run_case<float, 2>(64, 0, 0, 7, -1, 8, 3, 5, 1e-4, "d_state 8 d_conv 3");
     run_case<float, 1>(64, 1, 0, 200, -1, 16, 4, 3, 1e-4, "nb 200 > Di");
     run_case<float, 4>(64, 1, 0, 3, 0, 16, 4, 4, 1e-4, "no rows in smem");
