@@ -174,8 +174,8 @@ static inline void red_add_v4(float *a, float4 v) {
 float4 smem4[16384];
 float4 smem[16384];
 
-#include "bf16_check.h"
 #include "cuda/scan.cu"
+#include "ref_check.h"
 extern "C" {
 #include "cpu/activations.h"
 }
@@ -183,19 +183,6 @@ extern "C" {
 /* ------------------------------------------------------------------------------ driver */
 static int g_fail = 0;
 
-static double rel_err(const float *a, const float *b, int64_t rows, int64_t width, int64_t stride) {
-    double num = 0.0, den = 0.0;
-    for (int64_t r = 0; r < rows; r++)
-        for (int64_t c = 0; c < width; c++) {
-            const float x = a[r * stride + c], y = b[r * stride + c];
-            if (std::isnan(x) != std::isnan(y) || std::isinf(x) != std::isinf(y)) return INFINITY;
-            if (std::isnan(x) || std::isinf(x)) continue;
-            const double d = fabs((double)x - (double)y);
-            if (d > num) num = d;
-            if (fabs((double)y) > den) den = fabs((double)y);
-        }
-    return den > 0 ? num / den : num;
-}
 static void check(const char *name, double err) {
     const int ok = err <= 1e-4;
     if (!ok) g_fail = 1;
@@ -313,9 +300,9 @@ static void run_case(tcase tc, uint64_t seed) {
         if (tc.sp == 2)
             check_bf16("fwd y16", eyb.data(), y2.data(), BL, Di, Di);
         else
-            check("fwd y", rel_err(ey.data(), y2.data(), BL, Di, Di));
-        check("fwd hc", rel_err(ehc.data(), hc2.data(), B * Di * nch * N, 1, 1));
-        check("fwd hlast", rel_err(ehl.data(), hl.data(), B * Di * N, 1, 1));
+            check("fwd y", rel_err_rows(ey.data(), y2.data(), BL, Di, Di));
+        check("fwd hc", rel_err_rows(ehc.data(), hc2.data(), B * Di * nch * N, 1, 1));
+        check("fwd hlast", rel_err_rows(ehl.data(), hl.data(), B * Di * N, 1, 1));
     }
     /* emulated GPU backward: h_chunks at chunk 64 (hstep) or re-chunked like the host code */
     scan_params p;
@@ -374,20 +361,20 @@ static void run_case(tcase tc, uint64_t seed) {
         if (!dbn || !dan) g_fail = 1;
         return;
     }
-    check("dx", rel_err(edx.data(), dx.data(), BL, Di, Di));
+    check("dx", rel_err_rows(edx.data(), dx.data(), BL, Di, Di));
     if (tc.sp == 2)
         check_bf16("ddelta16", eddb.data(), ddl.data(), BL, Di, Di);
     else
-        check("ddelta", rel_err(eddl.data(), ddl.data(), BL, Di, Di));
-    if (tc.sp) check("dt_bias", rel_err(edb.data(), db_ref.data(), 1, Di, Di));
-    check("dB", rel_err(ebc.data() + R, gbc.data() + R, BL, N, bcs));
-    check("dC", rel_err(ebc.data() + R + N, gbc.data() + R + N, BL, N, bcs));
+        check("ddelta", rel_err_rows(eddl.data(), ddl.data(), BL, Di, Di));
+    if (tc.sp) check("dt_bias", rel_err_rows(edb.data(), db_ref.data(), 1, Di, Di));
+    check("dB", rel_err_rows(ebc.data() + R, gbc.data() + R, BL, N, bcs));
+    check("dC", rel_err_rows(ebc.data() + R + N, gbc.data() + R + N, BL, N, bcs));
     if (tc.gate && tc.sp == 2)
         check_bf16("dz16", edzb.data() + Di, dz.data() + Di, BL, Di, 2 * Di);
     else if (tc.gate)
-        check("dz", rel_err(edz.data() + Di, dz.data() + Di, BL, Di, 2 * Di));
-    check("dA_log", rel_err(edA.data(), dA.data(), Di, N, N));
-    check("dD", rel_err(edD.data(), dD.data(), 1, Di, Di));
+        check("dz", rel_err_rows(edz.data() + Di, dz.data() + Di, BL, Di, 2 * Di));
+    check("dA_log", rel_err_rows(edA.data(), dA.data(), Di, N, N));
+    check("dD", rel_err_rows(edD.data(), dD.data(), 1, Di, Di));
 }
 
 int main(void) {

@@ -13,7 +13,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "bf16_check.h"
 #include "check.h"
 #include "cuda/adamw_cuda.h"
 #include "cuda/bf16_cuda.h"
@@ -25,6 +24,7 @@
 #include "cuda/scan_cuda.h"
 #include "cuda/softplus_cuda.h"
 #include "mambabyte.h"
+#include "ref_check.h"
 extern "C" { /* C headers without their own guards */
 #include "cpu/activations.h"
 #include "cpu/conv1d.h"

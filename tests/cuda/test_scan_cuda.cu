@@ -19,9 +19,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "bf16_check.h"
 #include "cuda/scan_cuda.h"
 #include "mambabyte.h"
+#include "ref_check.h"
 extern "C" {
 #include "cpu/activations.h"
 }
@@ -38,21 +38,6 @@ extern "C" {
 #define TOL 1e-4
 
 static int g_fail = 0;
-
-/* max |a - b| / max |b| over n elements with strides; NaN mismatch -> INFINITY. */
-static double rel_err(const float *a, const float *b, int64_t rows, int64_t width, int64_t stride) {
-    double num = 0.0, den = 0.0;
-    for (int64_t r = 0; r < rows; r++)
-        for (int64_t c = 0; c < width; c++) {
-            const float x = a[r * stride + c], y = b[r * stride + c];
-            if (isnan(x) != isnan(y) || isinf(x) != isinf(y)) return INFINITY;
-            if (isnan(x) || isinf(x)) continue;
-            const double d = fabs((double)x - (double)y);
-            if (d > num) num = d;
-            if (fabs((double)y) > den) den = fabs((double)y);
-        }
-    return den > 0 ? num / den : num;
-}
 
 static void check(const char *what, const char *name, double err) {
     const int ok = err <= TOL;
@@ -203,9 +188,9 @@ static void run_case(tcase tc, uint64_t seed) {
     }
     CK(cudaDeviceSynchronize());
     float *gy = to_host(g_y, BL * Di), *ghc = to_host(g_hc, nhc), *ghl = to_host(g_hl, nh);
-    check("fwd", "y", rel_err(gy, y, BL, Di, Di));
-    check("fwd", "h_chunks", rel_err(ghc, hc, nhc, 1, 1));
-    check("fwd", "h_last", rel_err(ghl, hl, nh, 1, 1));
+    check("fwd", "y", rel_err_rows(gy, y, BL, Di, Di));
+    check("fwd", "h_chunks", rel_err_rows(ghc, hc, nhc, 1, 1));
+    check("fwd", "h_last", rel_err_rows(ghl, hl, nh, 1, 1));
     if (tc.fwd_only) {
         free(y), free(hc), free(hl), free(dx), free(ddelta), free(dbc), free(dz), free(dA),
             free(dD);
@@ -238,13 +223,13 @@ static void run_case(tcase tc, uint64_t seed) {
     float *gdx = to_host(g_dx, BL * Di), *gdd = to_host(g_dd, BL * Di);
     float *gdbc = to_host(g_dbc, BL * bcs), *gdz = to_host(g_dz, BL * 2 * Di);
     float *gdA = to_host(g_dA, Di * N), *gdD = to_host(g_dD, Di);
-    check("bwd", "dx", rel_err(gdx, dx, BL, Di, Di));
-    check("bwd", "ddelta", rel_err(gdd, ddelta, BL, Di, Di));
-    check("bwd", "dB", rel_err(gdbc + tc.R, dbc + tc.R, BL, N, bcs));
-    check("bwd", "dC", rel_err(gdbc + tc.R + N, dbc + tc.R + N, BL, N, bcs));
-    if (tc.gate) check("bwd", "dz", rel_err(gdz + Di, dz + Di, BL, Di, 2 * Di));
-    check("bwd", "dA_log", rel_err(gdA, dA, Di, N, N));
-    check("bwd", "dD", rel_err(gdD, dD, 1, Di, Di));
+    check("bwd", "dx", rel_err_rows(gdx, dx, BL, Di, Di));
+    check("bwd", "ddelta", rel_err_rows(gdd, ddelta, BL, Di, Di));
+    check("bwd", "dB", rel_err_rows(gdbc + tc.R, dbc + tc.R, BL, N, bcs));
+    check("bwd", "dC", rel_err_rows(gdbc + tc.R + N, dbc + tc.R + N, BL, N, bcs));
+    if (tc.gate) check("bwd", "dz", rel_err_rows(gdz + Di, dz + Di, BL, Di, 2 * Di));
+    check("bwd", "dA_log", rel_err_rows(gdA, dA, Di, N, N));
+    check("bwd", "dD", rel_err_rows(gdD, dD, 1, Di, Di));
 
     free(y), free(hc), free(hl), free(dx), free(ddelta), free(dbc), free(dz), free(dA), free(dD);
     free(gy), free(ghc), free(ghl), free(gdx), free(gdd), free(gdbc), free(gdz), free(gdA);
@@ -335,11 +320,11 @@ static void run_opts_case(tcase tc, uint64_t seed, int bf16) {
         check_bf16("fwd", "y", g_yb, y, BL, Di, Di);
     } else {
         float *gy = to_host(g_y, BL * Di);
-        check("fwd", "y", rel_err(gy, y, BL, Di, Di));
+        check("fwd", "y", rel_err_rows(gy, y, BL, Di, Di));
         free(gy);
     }
-    check("fwd", "h_chunks", rel_err(ghc, hc, nhc, 1, 1));
-    check("fwd", "h_last", rel_err(ghl, hl, nh, 1, 1));
+    check("fwd", "h_chunks", rel_err_rows(ghc, hc, nhc, 1, 1));
+    check("fwd", "h_last", rel_err_rows(ghl, hl, nh, 1, 1));
     float *g_dx = dev_poison(BL * Di), *g_dd = dev_poison(BL * Di);
     float *g_dbc = dev_poison(BL * bcs), *g_dz = dev_poison(BL * 2 * Di);
     float *g_dA = dev_poison(Di * N), *g_dD = dev_poison(Di), *g_db = dev_poison(Di);
@@ -357,21 +342,21 @@ static void run_opts_case(tcase tc, uint64_t seed, int bf16) {
     CK(cudaDeviceSynchronize());
     float *gdx = to_host(g_dx, BL * Di), *gdbc = to_host(g_dbc, BL * bcs);
     float *gdA = to_host(g_dA, Di * N), *gdD = to_host(g_dD, Di), *gdb = to_host(g_db, Di);
-    check("bwd", "dx", rel_err(gdx, dx, BL, Di, Di));
+    check("bwd", "dx", rel_err_rows(gdx, dx, BL, Di, Di));
     if (bf16) {
         check_bf16("bwd", "ddelta", g_ddb, dd, BL, Di, Di);
         check_bf16("bwd", "dz", g_dzb + Di, dz + Di, BL, Di, 2 * Di);
     } else {
         float *gdd = to_host(g_dd, BL * Di), *gdz = to_host(g_dz, BL * 2 * Di);
-        check("bwd", "ddelta", rel_err(gdd, dd, BL, Di, Di));
-        check("bwd", "dz", rel_err(gdz + Di, dz + Di, BL, Di, 2 * Di));
+        check("bwd", "ddelta", rel_err_rows(gdd, dd, BL, Di, Di));
+        check("bwd", "dz", rel_err_rows(gdz + Di, dz + Di, BL, Di, 2 * Di));
         free(gdd), free(gdz);
     }
-    check("bwd", "dB", rel_err(gdbc + tc.R, dbc + tc.R, BL, N, bcs));
-    check("bwd", "dC", rel_err(gdbc + tc.R + N, dbc + tc.R + N, BL, N, bcs));
-    check("bwd", "dA_log", rel_err(gdA, dA, Di, N, N));
-    check("bwd", "dD", rel_err(gdD, dD, 1, Di, Di));
-    check("bwd", "dt_bias", rel_err(gdb, dbias, 1, Di, Di));
+    check("bwd", "dB", rel_err_rows(gdbc + tc.R, dbc + tc.R, BL, N, bcs));
+    check("bwd", "dC", rel_err_rows(gdbc + tc.R + N, dbc + tc.R + N, BL, N, bcs));
+    check("bwd", "dA_log", rel_err_rows(gdA, dA, Di, N, N));
+    check("bwd", "dD", rel_err_rows(gdD, dD, 1, Di, Di));
+    check("bwd", "dt_bias", rel_err_rows(gdb, dbias, 1, Di, Di));
     free(bias), free(eff), free(y), free(hc), free(hl), free(dx), free(dd), free(dbc), free(dz);
     free(dA), free(dD), free(dbias), free(ghc), free(ghl), free(gdx), free(gdbc), free(gdA);
     free(gdD), free(gdb);
@@ -437,7 +422,7 @@ static void run_invariance(void) {
         if (mb_scan_cuda_forward(&ad, g_y, NULL)) g_fail = 1;
         CK(cudaDeviceSynchronize());
         float *y = to_host(g_y, n);
-        check("fwd", qm ? "lanes qm" : "lanes cm", rel_err(y, ref, tc.B * tc.L, tc.Di, tc.Di));
+        check("fwd", qm ? "lanes qm" : "lanes cm", rel_err_rows(y, ref, tc.B * tc.L, tc.Di, tc.Di));
         printf("  lane layout %d: y %s the default forward's\n", qm,
                memcmp(y, ref, sizeof(float) * (size_t)n) == 0 ? "identical to" : "differs from");
         free(y);
@@ -454,7 +439,7 @@ static void run_invariance(void) {
         float *y = to_host(g_y, n);
         char name[32];
         snprintf(name, sizeof name, "W=%d", warps[i]);
-        check("fwd", name, rel_err(y, ref, tc.B * tc.L, tc.Di, tc.Di));
+        check("fwd", name, rel_err_rows(y, ref, tc.B * tc.L, tc.Di, tc.Di));
         free(y);
         cudaFree(g_y);
     }
@@ -496,7 +481,8 @@ static void run_nan(void) {
            y_nan ? "yes" : "NO", y_clean ? "yes" : "NO", dB_nan ? "yes" : "NO",
            dA_nan ? "yes" : "NO");
     const float one = 1.0f;
-    const double e = rel_err(y, &one, 1, 1, 1) + rel_err(&y[t_bad * tc.Di + c_bad], &one, 1, 1, 1);
+    const double e =
+        rel_err_rows(y, &one, 1, 1, 1) + rel_err_rows(&y[t_bad * tc.Di + c_bad], &one, 1, 1, 1);
     printf("  comparator on a NaN: %s\n", isinf(e) ? "fails (good)" : "PASSES (bad)");
     if (!y_nan || !y_clean || !dB_nan || !dA_nan || !isinf(e)) g_fail = 1;
     free(y), free(dB), free(dA);

@@ -1,11 +1,28 @@
-/* bf16 copies against fp32 references, shared by the GPU tests and the CPU emulators of the GPU
- * kernels (host code only). */
-#ifndef MB_TESTS_CUDA_BF16_CHECK_H
-#define MB_TESTS_CUDA_BF16_CHECK_H
+/* Comparisons against references, shared by the GPU tests and the CPU emulators of the GPU
+ * kernels (host code only): relative error, and bf16 copies against their fp32 references. */
+#ifndef MB_TESTS_CUDA_REF_CHECK_H
+#define MB_TESTS_CUDA_REF_CHECK_H
 
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
+
+/* max |a - b| / max |b| over rows x width elements (row stride `stride`); a NaN or inf on one
+ * side only -> INFINITY (both sides NaN / the same inf: skipped) */
+static inline double rel_err_rows(const float *a, const float *b, int64_t rows, int64_t width,
+                                  int64_t stride) {
+    double num = 0.0, den = 0.0;
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t c = 0; c < width; c++) {
+            const float x = a[r * stride + c], y = b[r * stride + c];
+            if (isnan(x) != isnan(y) || isinf(x) != isinf(y)) return INFINITY;
+            if (isnan(x) || isinf(x)) continue;
+            const double d = fabs((double)x - (double)y);
+            if (d > num) num = d;
+            if (fabs((double)y) > den) den = fabs((double)y);
+        }
+    return den > 0 ? num / den : num;
+}
 
 /* Elements of a bf16 tensor h (uint16_t bit patterns; rows x width, row stride `stride`) farther
  * from the fp32 reference ref (same layout) than half a bf16 ulp (<= 2^-8 relative) plus tol x
