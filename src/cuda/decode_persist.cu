@@ -339,9 +339,10 @@ __device__ __forceinline__ bool ok16(const void *dst, const void *src, int64_t b
 __device__ __noinline__ void fill_buf(const mbp_args *ap, unsigned char *sm,
                                       unsigned long long *mbar, int which, int l, int c0, int CB,
                                       int v0, int VB, int64_t rb, int mode) {
-    const int t = threadIdx.x;
-    if (mode == 2) { /* the producer's part: the bulk copies and the arrival, by the caller */
-        if (which == 1 && l >= ap->n_layer) return;
+    const bool bulk = ap->bulk != 0;
+    /* the bulk part (mode 2: the calling producer thread; mode 0: thread 0): a counting pass,
+     * the arrival expecting those bytes, the copies; B past the last layer: no arrival */
+    if (bulk && (mode == 2 || (mode == 0 && threadIdx.x == 0)) && (which == 0 || l < ap->n_layer)) {
         int64_t tx = 0;
         for_segs(ap, sm, which, l, c0, CB, v0, VB, rb,
                  [&](unsigned char *dst, const void *src, int64_t bytes) {
@@ -355,41 +356,13 @@ __device__ __noinline__ void fill_buf(const mbp_args *ap, unsigned char *sm,
                      for (int64_t o = 0; o < bytes; o += 32768)
                          bulk_g2s(dst + o, sp + o, (unsigned)min((int64_t)32768, bytes - o), mbar);
                  });
-        return;
     }
-    if (mode == 1) { /* the compute threads' part with a producer warp: the cp.async segments */
-        for_segs(ap, sm, which, l, c0, CB, v0, VB, rb,
-                 [&](unsigned char *dst, const void *src, int64_t bytes) {
-                     if (!ok16(dst, src, bytes)) cp_seg(dst, src, bytes);
-                 });
-        cp_commit();
-        return;
-    }
-    if (!ap->bulk) {
-        for_segs(
-            ap, sm, which, l, c0, CB, v0, VB, rb,
-            [&](unsigned char *dst, const void *src, int64_t bytes) { cp_seg(dst, src, bytes); });
-    } else if (which == 0 || l < ap->n_layer) {
-        if (t == 0) {
-            int64_t tx = 0;
-            for_segs(ap, sm, which, l, c0, CB, v0, VB, rb,
-                     [&](unsigned char *dst, const void *src, int64_t bytes) {
-                         if (ok16(dst, src, bytes)) tx += bytes;
-                     });
-            mbar_arrive_tx(mbar, (unsigned)tx);
-        }
-        for_segs(ap, sm, which, l, c0, CB, v0, VB, rb,
-                 [&](unsigned char *dst, const void *src, int64_t bytes) {
-                     if (!ok16(dst, src, bytes)) {
-                         cp_seg(dst, src, bytes);
-                     } else if (t == 0) {
-                         const unsigned char *sp = (const unsigned char *)src;
-                         for (int64_t o = 0; o < bytes; o += 32768)
-                             bulk_g2s(dst + o, sp + o, (unsigned)min((int64_t)32768, bytes - o),
-                                      mbar);
-                     }
-                 });
-    }
+    if (mode == 2) return;
+    /* the cp.async part (modes 0 and 1: every compute thread), then the group's commit */
+    for_segs(ap, sm, which, l, c0, CB, v0, VB, rb,
+             [&](unsigned char *dst, const void *src, int64_t bytes) {
+                 if (!bulk || !ok16(dst, src, bytes)) cp_seg(dst, src, bytes);
+             });
     cp_commit();
 }
 
