@@ -1,7 +1,9 @@
 #!/bin/sh
 # GPU generation benchmark table (bench_generate_cuda): bytes/s for the 353m and 972m presets at
-# batch 1, 4 and 64 (fp32 and bf16 weights; batch > 4 is the batched path: cuBLAS GEMMs, or our
-# mma.sync GEMM with MB_CUDA_GEN_GEMM=own; MB_CUDA_NO_PDL=1 turns programmatic dependent launch off).
+# batch 1, 4 and 64 (fp32 and bf16 weights; batch > 4 is the batched path: its bf16 GEMMs by our
+# skinny GEMM (src/cuda/gemm_decode_cuda.h) at 48..64 sequences where its plan takes one wave of
+# blocks, else cuBLAS; MB_CUDA_GEN_GEMM=cublas / =own force either; MB_CUDA_NO_PDL=1 turns
+# programmatic dependent launch off).
 # Batch <= 4 is the persistent step kernel (src/cuda/decode_persist.h); the rows with
 # MB_CUDA_GEN_PERSIST=0 are the per-layer kernels it replaced, for comparison;
 # its weight copies are bulk copies (TMA) issued by a producer warp, with barrier arrival
@@ -33,5 +35,6 @@ MB_CUDA_GEN_PERSIST=0 "$B" 353m 4 bf16 "$N"
 "$B" 353m 64 fp32 "$N"
 "$B" 353m 64 bf16 "$N"
 "$B" 972m 64 bf16 "$N"
-MB_CUDA_GEN_GEMM=own "$B" 353m 64 bf16 "$N" | sed 's/$/ own GEMM/'
+MB_CUDA_GEN_GEMM=cublas "$B" 353m 64 bf16 "$N" | sed 's/$/ cuBLAS GEMMs/'
+MB_CUDA_GEN_GEMM=cublas "$B" 972m 64 bf16 "$N" | sed 's/$/ cuBLAS GEMMs/'
 MB_CUDA_NO_PDL=1 "$B" 353m 64 bf16 "$N" | sed 's/$/ no PDL/'

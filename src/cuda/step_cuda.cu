@@ -13,6 +13,8 @@
 #include "cuda/cuda_check.h"
 #include "cuda/decode_persist.h"
 #include "cuda/fast_math_cuda.h"
+#include "cuda/gemm_decode_cuda.h"
+#include "cuda/pdl_cuda.h"
 #include "cuda/prefill_cuda.h"
 #include "cuda/step_cuda.h"
 
@@ -39,8 +41,15 @@ struct mb_cuda_gen {
     int use_pdl;  /* programmatic dependent launch: sm_90 device and kernels */
     int batched;  /* n_seq > MB_CUDA_GEN_GEMV_MAX_SEQ: GEMMs + the *_b_kernel path */
     int sg;       /* sequences per block of ssm_b_kernel */
-    int own_gemm; /* MB_CUDA_GEN_GEMM=own: batched bf16 GEMMs by gemm_bf16_kernel where the shapes
-                     allow (measured slower than cuBLAS on the H200, hence off by default) */
+    int own_gemm; /* batched bf16 GEMMs by gemm_decode_cuda.h where gd_ok: by default for 48..64
+                     sequences and plans of one wave of blocks with at most 2 splits of K (where
+                     it measured faster than cuBLAS on the H200: 353m batch 48 and 64; at 972m
+                     a 4-split out_proj was slower), MB_CUDA_GEN_GEMM=own wherever a plan
+                     exists, =cublas never */
+    mb_gemm_decode_plan gd[3]; /* plans of in_proj, out_proj, lm_head */
+    int gd_ok[3];
+    CUtensorMap *gd_tm; /* TMA maps: in_proj (n_layer), out_proj (n_layer), lm_head, and x of
+                           each product: uh (in_proj), yh (out_proj), uh (lm_head) */
     int persist; /* n_seq <= MBP_MAX_SEQ: the whole step is the persistent kernel (decode_persist.h;
                     MB_CUDA_GEN_PERSIST=0 selects the per-layer kernels instead) */
     mbp_args pa; /* its arguments */
@@ -96,22 +105,6 @@ __device__ double block_sumd(double v, double *sh) {
     for (int i = 0; i < nw; i++)
         t += sh[i];
     return t;
-}
-
-/* Programmatic dependent launch (sm_90): a kernel launched with the programmatic-serialization
- * attribute may start while its predecessor runs; before pdl_wait it reads only weights (never
- * written during a step), pdl_wait waits for the predecessor's completion and memory, and only
- * after it does pdl_launch let the next kernel start (so at most the predecessor is still
- * running during the pre-wait part). Both are no-ops for a kernel launched without it. */
-__device__ __forceinline__ void pdl_wait() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    asm volatile("griddepcontrol.wait;" ::: "memory");
-#endif
-}
-__device__ __forceinline__ void pdl_launch() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-#endif
 }
 
 __device__ __forceinline__ float silu_f(float v) {
@@ -766,104 +759,6 @@ __global__ void __launch_bounds__(B_THREADS, 2)
     }
 }
 
-/* bf16 GEMM of the batched path with few output rows (the sequences), used with
- * MB_CUDA_GEN_GEMM=own (on the H200 at batch 64 it was slower than cuBLAS: 353m 2.17 against
- * 2.07 ms/step, 972m 4.53 against 3.90; kept, tested, as a base for a pipelined version):
- * y (S, rows; ld ldy) fp32
- * = x (S, K) @ W^T, W (rows, K) and x (S, K) bf16 row-major, fp32 accumulation by mma.sync
- * m16n8k16 (bf16 in, f32 out). Grid (ceil(rows / (16 * RT)), 1, ceil(S / 64)), block 32 * RT
- * * KS threads: warp (rt, ks) computes 16 rows x 64 sequences over k in [ks * K/KS, (ks+1) *
- * K/KS) (K a multiple of 32 * KS, rows of 16); the KS partial tiles are summed in shared memory
- * in ks order (deterministic). The order of k inside a dot product does not matter, so each
- * lane loads 8 consecutive k (one 16-byte load) of its A rows and B column and feeds them to
- * two mma k-steps: step q takes elements 4q..4q+3 as the fragment's k pairs (2t, 2t+1) and
- * (2t+8, 2t+9), the same permutation for A and B. The weights of the warp's first 4 k-blocks
- * are loaded before pdl_wait (they overlap the previous kernel). */
-#define GM_NT 8 /* n-tiles of 8 sequences per warp: 64 sequences per grid z */
-#define GM_WARPS 16
-#define GM_LD 72 /* floats per row of a warp's partial tile in shared memory (64 + pad) */
-__device__ __forceinline__ void mma_bf16(float *c, uint32_t a0, uint32_t a1, uint32_t a2,
-                                         uint32_t a3, uint32_t b0, uint32_t b1) {
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, "
-                 "{%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                 : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-}
-
-__global__ void __launch_bounds__(GM_WARPS * 32, 1)
-    gemm_bf16_kernel(const bf16 *__restrict__ W, const bf16 *x, float *y, int rows, int K, int S,
-                     int ldy, int KS) {
-    extern __shared__ float red[]; /* (warps, 16, GM_LD) */
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    const int RT = (int)(blockDim.x >> 5) / KS;
-    const int rt = warp / KS, ks = warp % KS;
-    const int g = lane >> 2, t = lane & 3;
-    const int r0 = (blockIdx.x * RT + rt) * 16, s0 = blockIdx.z * 64;
-    const int kc = K / KS, k0 = ks * kc, k1 = k0 + kc;
-    const bool rok = r0 < rows;
-    const bf16 *wlo = W + (int64_t)(rok ? r0 + g : 0) * K + 8 * t;
-    const bf16 *whi = wlo + 8 * (int64_t)K;
-    float acc[GM_NT][4];
-#pragma unroll
-    for (int n = 0; n < GM_NT; n++)
-        acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
-    uint4 alo[4], ahi[4];
-    auto load_a = [&](int kb0) {
-#pragma unroll
-        for (int u = 0; u < 4; u++) {
-            const int kb = kb0 + 32 * u;
-            const bool ok = rok && kb < k1;
-            alo[u] = ok ? __ldg((const uint4 *)(wlo + kb)) : make_uint4(0, 0, 0, 0);
-            ahi[u] = ok ? __ldg((const uint4 *)(whi + kb)) : make_uint4(0, 0, 0, 0);
-        }
-    };
-    load_a(k0);
-    pdl_wait();
-    pdl_launch();
-    for (int kb0 = k0; kb0 < k1; kb0 += 128) {
-        if (kb0 != k0) load_a(kb0);
-#pragma unroll
-        for (int u = 0; u < 4; u++) {
-            const int kb = kb0 + 32 * u;
-            if (kb >= k1) break; /* uniform over the warp */
-            uint4 b[GM_NT];
-#pragma unroll
-            for (int n = 0; n < GM_NT; n++) {
-                const int s = s0 + 8 * n + g;
-                b[n] = s < S ? *(const uint4 *)(x + (int64_t)s * K + kb + 8 * t)
-                             : make_uint4(0, 0, 0, 0);
-            }
-            const uint32_t al[4] = {alo[u].x, alo[u].y, alo[u].z, alo[u].w};
-            const uint32_t ah[4] = {ahi[u].x, ahi[u].y, ahi[u].z, ahi[u].w};
-#pragma unroll
-            for (int q = 0; q < 2; q++)
-#pragma unroll
-                for (int n = 0; n < GM_NT; n++) {
-                    const uint32_t bq0 = q ? b[n].z : b[n].x, bq1 = q ? b[n].w : b[n].y;
-                    mma_bf16(acc[n], al[2 * q], ah[2 * q], al[2 * q + 1], ah[2 * q + 1], bq0, bq1);
-                }
-        }
-    }
-    /* fragment: acc[n][0..1] = (row g, sequences 8n + 2t + 0..1), acc[n][2..3] = row g + 8 */
-    float *rw = red + warp * 16 * GM_LD;
-#pragma unroll
-    for (int n = 0; n < GM_NT; n++) {
-        *(float2 *)(rw + g * GM_LD + 8 * n + 2 * t) = make_float2(acc[n][0], acc[n][1]);
-        *(float2 *)(rw + (g + 8) * GM_LD + 8 * n + 2 * t) = make_float2(acc[n][2], acc[n][3]);
-    }
-    __syncthreads();
-    for (int i = threadIdx.x; i < RT * 1024; i += blockDim.x) {
-        const int rtt = i >> 10, sq = (i & 1023) >> 4, row = i & 15;
-        const int r = (blockIdx.x * RT + rtt) * 16 + row, s = s0 + sq;
-        if (r < rows && s < S) {
-            float v = 0.0f;
-            for (int k = 0; k < KS; k++)
-                v += red[((rtt * KS + k) * 16 + row) * GM_LD + sq];
-            y[(int64_t)s * ldy + r] = v;
-        }
-    }
-}
-
 /* -------------------------------------------------------------------------- sampler */
 __device__ __forceinline__ uint64_t splitmix64(uint64_t z) {
     z += 0x9E3779B97F4A7C15ull;
@@ -1208,18 +1103,16 @@ static int cublas_fail(cublasStatus_t st, const char *what) {
  * (cuBLASLt plans chosen by timing each candidate alone were slower in the step: 1.65 against
  * 1.61 ms at 353m batch 64, as a lone GEMM finds its weights in L2.)
  * Row-major y^T is cuBLAS's column-major (rows x S): gemm(T, N, rows, S, K). */
-static int gemm_b(mb_cuda_gen *g, const float *W32, const bf16 *W16, int64_t rows, int64_t K,
-                  const void *x, float *y, int64_t ldy) {
-    if (g->use_bf16 && g->own_gemm && rows % 16 == 0 && K % 32 == 0) {
-        int KS = rows >= 2048 ? GM_WARPS / 2 : GM_WARPS; /* k-splits per block */
-        while (KS > 1 && K % (32 * KS))
-            KS /= 2;
-        const int RT = GM_WARPS / KS;
-        return launch_k(
-            g, 1, gemm_bf16_kernel,
-            dim3((unsigned)((rows + 16 * RT - 1) / (16 * RT)), 1, (unsigned)((g->S + 63) / 64)),
-            dim3(GM_WARPS * 32), (size_t)GM_WARPS * 16 * GM_LD * sizeof(float), W16,
-            (const bf16 *)x, y, (int)rows, (int)K, (int)g->S, (int)ldy, KS);
+static int gemm_b(mb_cuda_gen *g, int which, int64_t l, const float *W32, const bf16 *W16,
+                  int64_t rows, int64_t K, const void *x, float *y, int64_t ldy) {
+    if (g->use_bf16 && g->own_gemm && g->gd_ok[which]) {
+        const int64_t nl = g->cfg.n_layer;
+        const CUtensorMap *tw = g->gd_tm + (which == 0 ? l : which == 1 ? nl + l : 2 * nl);
+        const CUtensorMap *tx = g->gd_tm + 2 * nl + 1 + which;
+        MB_CUDA_TRY(
+            mb_gemm_decode_launch(&g->gd[which], tw, tx, y, ldy, rows, g->S, g->stream, g->use_pdl),
+            "mambabyte generation step (GEMM launch)");
+        return MB_OK;
     }
     const float one = 1.0f, zero = 0.0f;
     cublasHandle_t h = (cublasHandle_t)g->cublas;
@@ -1273,7 +1166,7 @@ static int enqueue_step_batched(mb_cuda_gen *g, int sample) {
         na.tok = g->tok;
         na.eps = c->norm_eps;
         MB_TRY(norm_b(g, na, l > 0));
-        MB_TRY(gemm_b(g, L->in_w, L->in_h, 2 * Di, d, ux, g->xz, 2 * Di));
+        MB_TRY(gemm_b(g, 0, l, L->in_w, L->in_h, 2 * Di, d, ux, g->xz, 2 * Di));
         float *conv_l = g->conv + l * S * (K - 1) * Di;
         MB_TRY(launch_k(g, 1, conv_xproj_b_kernel,
                         dim3((unsigned)g->n_slices, (unsigned)((S + B_XSG - 1) / B_XSG)),
@@ -1318,7 +1211,7 @@ static int enqueue_step_batched(mb_cuda_gen *g, int sample) {
                                 (const float *)g->xc, (const float *)g->xz, ssm_l, g->y, (int)S,
                                 (int)Di, (int)N, (int)R));
         }
-        MB_TRY(gemm_b(g, L->out_w, L->out_h, d, Di, yx, g->hidden, d));
+        MB_TRY(gemm_b(g, 1, l, L->out_w, L->out_h, d, Di, yx, g->hidden, d));
     }
     NormArgs na = {};
     na.h = g->hidden;
@@ -1328,7 +1221,7 @@ static int enqueue_step_batched(mb_cuda_gen *g, int sample) {
     na.b = g->normf_b;
     na.eps = c->norm_eps;
     MB_TRY(norm_b(g, na, 1));
-    MB_TRY(gemm_b(g, g->lm, g->lm_h, MB_VOCAB, d, ux, g->logits, MB_VOCAB));
+    MB_TRY(gemm_b(g, 2, 0, g->lm, g->lm_h, MB_VOCAB, d, ux, g->logits, MB_VOCAB));
     if (sample)
         sample_kernel<<<(unsigned)S, 256, 0, g->stream>>>(
             g->logits, g->tok, g->ring_d, g->counter, (int)S, g->temp, g->top_k, g->top_p, g->seed);
@@ -1437,6 +1330,8 @@ extern "C" void mb_cuda_gen_free(mb_cuda_gen *g) {
         if (g->ev[i]) cudaEventDestroy(g->ev[i]);
     if (g->cublas) cublasDestroy((cublasHandle_t)g->cublas);
     cudaFree(g->cublas_ws);
+    if (g->own_gemm && g->gd[0].prof_slot >= 0) mb_gemm_decode_prof_print(g->gd, 3);
+    free(g->gd_tm);
     cudaFree(g->wmem);
     cudaFree(g->hmem);
     cudaFree(g->pmem);
@@ -1666,11 +1561,46 @@ extern "C" int mb_cuda_gen_create(mb_cuda_gen **out, const mb_model *m, const mb
         }
         {
             const char *ge = getenv("MB_CUDA_GEN_GEMM");
-            g->own_gemm = ge && !strcmp(ge, "own");
+            g->own_gemm = !g->use_bf16 || (ge && !strcmp(ge, "cublas")) ? 0
+                          : ge && !strcmp(ge, "own")                    ? 2
+                                                                        : 1;
         }
-        TRY(cudaFuncSetAttribute(gemm_bf16_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                 (int)((size_t)GM_WARPS * 16 * GM_LD * sizeof(float))),
-            "mb_cuda_gen_create: GEMM shared memory");
+        if (g->own_gemm) {
+            const int64_t shp[3][2] = {{2 * Di, d}, {d, Di}, {V, d}}; /* rows, K */
+            const char *pe = getenv("MB_CUDA_GEN_GEMM_PROF");
+            for (int i = 0; i < 3; i++) {
+                g->gd_ok[i] =
+                    !mb_gemm_decode_plan_for(&g->gd[i], shp[i][0], shp[i][1], S, g->sm_count) &&
+                    (g->own_gemm == 2 ||
+                     (S >= 48 && S <= 64 && g->gd[i].waves == 1 && g->gd[i].kt <= 2));
+                g->gd[i].prof_slot = pe && atoi(pe) ? i : -1;
+            }
+            TRY(mb_gemm_decode_init(), "mb_cuda_gen_create: GEMM shared memory");
+            const int64_t nl = c->n_layer;
+            g->gd_tm = (CUtensorMap *)aligned_alloc(64, (size_t)(2 * nl + 4) * sizeof(CUtensorMap));
+            if (!g->gd_tm) {
+                rc = mb_fail(MB_ENOMEM, "mb_cuda_gen_create: out of host memory");
+                goto fail;
+            }
+            /* no tensor maps (an old driver): cuBLAS for every product */
+            const mb_gemm_decode_plan *P = g->gd;
+            int ok = 1;
+            for (int64_t l = 0; l < nl && ok; l++)
+                ok = (!g->gd_ok[0] || !mb_gemm_decode_tmap(g->gd_tm + l, g->L[l].in_h, 2 * Di, d,
+                                                           16 * P[0].rt, P[0].kb / 64 / P[0].ns)) &&
+                     (!g->gd_ok[1] || !mb_gemm_decode_tmap(g->gd_tm + nl + l, g->L[l].out_h, d, Di,
+                                                           16 * P[1].rt, P[1].kb / 64 / P[1].ns));
+            ok = ok &&
+                 (!g->gd_ok[2] || !mb_gemm_decode_tmap(g->gd_tm + 2 * nl, g->lm_h, V, d,
+                                                       16 * P[2].rt, P[2].kb / 64 / P[2].ns)) &&
+                 (!g->gd_ok[0] || !mb_gemm_decode_tmap(g->gd_tm + 2 * nl + 1, g->uh, S, d, 64,
+                                                       P[0].kb / 64 / P[0].ns)) &&
+                 (!g->gd_ok[1] || !mb_gemm_decode_tmap(g->gd_tm + 2 * nl + 2, g->yh, S, Di, 64,
+                                                       P[1].kb / 64 / P[1].ns)) &&
+                 (!g->gd_ok[2] || !mb_gemm_decode_tmap(g->gd_tm + 2 * nl + 3, g->uh, S, d, 64,
+                                                       P[2].kb / 64 / P[2].ns));
+            if (!ok) g->own_gemm = 0;
+        }
         const size_t ws = (size_t)32 << 20;
         TRY(cudaMalloc(&g->cublas_ws, ws), "mb_cuda_gen_create: cuBLAS workspace");
         if (cublasSetWorkspace((cublasHandle_t)g->cublas, g->cublas_ws, ws) !=

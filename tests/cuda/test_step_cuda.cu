@@ -28,8 +28,9 @@
  *     __threadfence (MB_CUDA_GEN_PERSIST_FENCE=full) are checked at batch 1 and 3;
  *   - bf16 weights: logits within 2e-2 relative over 100 positions (batch 1 and 3: bf16 weights;
  *     batch 6, 64 and 70: bf16 weights and bf16 GEMM inputs, fp32 accumulation, as mamba_ssm in
- *     bf16; the GEMMs by cuBLAS, and again by our mma.sync kernel (MB_CUDA_GEN_GEMM=own) at
- *     d_model 512, batch 64 and 70);
+ *     bf16; the GEMMs by our skinny GEMM (gemm_decode_cuda.h; d_model 512 with each row-tile
+ *     size forced, batch 5, 64 and 70; d_model 1024 at batch 64: the 353m plans) and by cuBLAS
+ *     (MB_CUDA_GEN_GEMM=cublas; also d36, whose shapes no plan serves));
  *   - prompt prefill by the parallel forward (src/cuda/prefill_cuda.h): two prompts in a row,
  *     then a step, equal mb_step over the same bytes within 1e-4 (fp32; 2e-2 bf16) at batch 1,
  *     2, 3 and 64 (64 x 600 bytes: two forward chunks), LayerNorm d36 (dt_rank 3).
@@ -332,9 +333,44 @@ int main(void) {
         check_logits(&m, 64, 20, 0, 1e-4, "layernorm d512");
         check_logits(&m, 64, 20, 1, 2e-2, "layernorm d512");
         check_logits(&m, 70, 20, 1, 2e-2, "layernorm d512");
-        setenv("MB_CUDA_GEN_GEMM", "own", 1); /* read by mb_cuda_gen_create */
-        check_logits(&m, 64, 20, 1, 2e-2, "d512 own GEMM");
-        check_logits(&m, 70, 20, 1, 2e-2, "d512 own GEMM");
+        setenv("MB_CUDA_GEN_GEMM", "cublas", 1); /* read by mb_cuda_gen_create */
+        check_logits(&m, 64, 20, 1, 2e-2, "d512 cuBLAS GEMM");
+        check_logits(&m, 70, 20, 1, 2e-2, "d512 cuBLAS GEMM");
+        unsetenv("MB_CUDA_GEN_GEMM");
+        /* each row-tile size of the skinny GEMM (forced for all three products; =own: also
+         * where cuBLAS would be chosen, batch 5 and 70) */
+        setenv("MB_CUDA_GEN_GEMM", "own", 1);
+        for (int rt = 1; rt <= 8; rt *= 2) {
+            char v[8], name[64];
+            snprintf(v, sizeof v, "%d", rt);
+            snprintf(name, sizeof name, "d512 GEMM row tiles %d", rt);
+            setenv("MB_CUDA_GEN_GEMM_RT", v, 1);
+            check_logits(&m, 64, 20, 1, 2e-2, name);
+            check_logits(&m, 70, 10, 1, 2e-2, name);
+            check_logits(&m, 5, 10, 1, 2e-2, name);
+        }
+        unsetenv("MB_CUDA_GEN_GEMM_RT");
+        for (int kt = 1; kt <= 8; kt *= 2) { /* each split of K (cluster size) */
+            char v[8], name[64];
+            snprintf(v, sizeof v, "%d", kt);
+            snprintf(name, sizeof name, "d512 GEMM K splits %d", kt);
+            setenv("MB_CUDA_GEN_GEMM_KT", v, 1);
+            check_logits(&m, 64, 10, 1, 2e-2, name);
+            check_logits(&m, 70, 10, 1, 2e-2, name);
+        }
+        unsetenv("MB_CUDA_GEN_GEMM_KT");
+        for (int ns = 1; ns <= 4; ns *= 2) { /* copy stages, with and without splits */
+            char v[8], name[64];
+            snprintf(v, sizeof v, "%d", ns);
+            snprintf(name, sizeof name, "d512 GEMM stages %d", ns);
+            setenv("MB_CUDA_GEN_GEMM_NS", v, 1);
+            check_logits(&m, 64, 10, 1, 2e-2, name);
+            check_logits(&m, 70, 10, 1, 2e-2, name);
+            setenv("MB_CUDA_GEN_GEMM_KT", "2", 1);
+            check_logits(&m, 64, 10, 1, 2e-2, name);
+            unsetenv("MB_CUDA_GEN_GEMM_KT");
+        }
+        unsetenv("MB_CUDA_GEN_GEMM_NS");
         unsetenv("MB_CUDA_GEN_GEMM");
         mb_model_free(&m);
         /* d 1024, 2 layers: the 353m preset's layer shape (all weight rows in shared memory
@@ -344,6 +380,8 @@ int main(void) {
         check_logits(&m, 4, 12, 0, 1e-4, "layernorm d1024");
         check_logits(&m, 1, 12, 1, 2e-2, "layernorm d1024");
         check_logits(&m, 4, 12, 1, 2e-2, "layernorm d1024");
+        check_logits(&m, 64, 12, 1, 2e-2, "layernorm d1024"); /* the 353m GEMM plans */
+        check_logits(&m, 64, 12, 0, 1e-4, "layernorm d1024");
         setenv("MB_CUDA_GEN_PERSIST_PRODUCER", "0", 1);
         check_logits(&m, 1, 12, 1, 2e-2, "d1024 no producer");
         unsetenv("MB_CUDA_GEN_PERSIST_PRODUCER");

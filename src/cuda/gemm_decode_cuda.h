@@ -1,0 +1,61 @@
+/* Skinny bf16 GEMM of batched generation: y (S, rows) = x (S, K) @ W^T for the few rows of x
+ * (the sequences, S <= 64 per grid slice) of one decoding step, with W (rows, K) and x (S, K)
+ * bf16 row-major, fp32 accumulation (mma.sync m16n8k16) and fp32 output. Such a product moves
+ * its weights once and does little arithmetic per weight byte (64 multiply-adds), so it is
+ * bound by how fast the weights stream in: every block copies its whole weight tile to shared
+ * memory (TMA tensor copies) before waiting for the previous kernel (programmatic dependent
+ * launch), so the copy overlaps that kernel's tail, and the grid is sized to about one block per
+ * multiprocessor by splitting K (the splits of a row tile are one thread-block cluster and are
+ * summed in split order through distributed shared memory: deterministic).
+ * Used by src/cuda/step_cuda.cu for in_proj, out_proj and lm_head when n_seq > 4 with bf16
+ * weights (cuBLAS with MB_CUDA_GEN_GEMM=cublas). */
+#ifndef MB_CUDA_GEMM_DECODE_CUDA_H
+#define MB_CUDA_GEMM_DECODE_CUDA_H
+#include <cuda.h>
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* A launch shape: RT row tiles of 16 per block, KT splits of K over the grid (KB = K / KT per
+ * block; the KT blocks of a row tile are one cluster), KW = 16 / RT warps per block along KB. */
+typedef struct {
+    int rt, kt, kw, kb;
+    int ns;        /* copy stages (the products of a stage start when it is in) */
+    int prof_slot; /* -1, or 0..2: record phase times (MB_CUDA_GEN_GEMM_PROF) */
+    size_t smem;   /* dynamic shared memory bytes */
+    unsigned blocks;
+    int waves;
+} mb_gemm_decode_plan;
+
+/* Choose a plan for (rows, K, S) on sm_count multiprocessors (fewest waves of blocks, then 32
+ * rows per block, then fewest splits of K); 0 when the shape is served (rows a multiple of 16,
+ * K of 64), else -1 (use another GEMM). plan.waves: the waves of blocks it takes. The environment
+ * variables MB_CUDA_GEN_GEMM_RT (1, 2, 4 or 8), MB_CUDA_GEN_GEMM_KT (1, 2, 4 or 8) and
+ * MB_CUDA_GEN_GEMM_NS (1, 2 or 4) force the row tiles per block, the splits of K and the copy
+ * stages (benchmarks, tests). */
+int mb_gemm_decode_plan_for(mb_gemm_decode_plan *p, int64_t rows, int64_t K, int64_t S,
+                            int sm_count);
+
+/* TMA tensor map of a bf16 row-major matrix (rows, K) at p for a plan: boxes of box_rows rows x
+ * box_chunks chunks of 64 columns, 128-byte swizzle: box_rows = 16 * plan.rt for a weight, 64
+ * for x (rows past the matrix read as zeros), box_chunks = plan.kb / 64 / plan.ns. p 16-byte
+ * aligned, K a multiple of 64. 0, or -1 when the driver has no cuTensorMapEncodeTiled or refuses
+ * the map. */
+int mb_gemm_decode_tmap(CUtensorMap *t, const __nv_bfloat16 *p, int64_t rows, int64_t K,
+                        int box_rows, int box_chunks);
+
+/* Enqueue y (S, rows; row stride ldy floats) = x (S, K) @ W^T on stream with plan p, the
+ * weights' and x's tensor maps tw / tx, with programmatic dependent launch when pdl. y 16-byte
+ * aligned, ldy a multiple of 4 (else cudaErrorInvalidValue). Returns the launch's cudaError_t. */
+cudaError_t mb_gemm_decode_launch(const mb_gemm_decode_plan *p, const CUtensorMap *tw,
+                                  const CUtensorMap *tx, float *y, int64_t ldy, int64_t rows,
+                                  int64_t S, cudaStream_t stream, int pdl);
+
+/* Print the phase times of the last launch of plans p[0..n-1] (prof_slot 0..n-1) to stderr. */
+void mb_gemm_decode_prof_print(const mb_gemm_decode_plan *p, int n);
+
+/* Allow each kernel instance its largest dynamic shared memory (once per process). */
+cudaError_t mb_gemm_decode_init(void);
+
+#endif
