@@ -16,7 +16,8 @@
  * What was measured on the H200 (353m, batch 64; docs/benchmarks.md): one bulk copy per row cost
  * ~0.12 us each (23 us for in_proj's 192 rows per block), cp.async by every thread reached
  * ~0.5 TB/s, split sums through global memory added by the last block of a tile cost ~5 us;
- * the products of a tile take ~2 us at mma.sync's rate, hence the stages. */
+ * the products of a tile take ~2 us, longer than its copies, so more than one stage
+ * (MB_CUDA_GEN_GEMM_NS) measured no faster and one is the default. */
 #include <cooperative_groups.h>
 #include <stdio.h>
 #include <stdlib.h>

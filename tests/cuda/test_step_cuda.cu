@@ -341,7 +341,7 @@ int main(void) {
          * where cuBLAS would be chosen, batch 5 and 70) */
         setenv("MB_CUDA_GEN_GEMM", "own", 1);
         for (int rt = 1; rt <= 8; rt *= 2) {
-            char v[8], name[64];
+            char v[16], name[96];
             snprintf(v, sizeof v, "%d", rt);
             snprintf(name, sizeof name, "d512 GEMM row tiles %d", rt);
             setenv("MB_CUDA_GEN_GEMM_RT", v, 1);
@@ -351,7 +351,7 @@ int main(void) {
         }
         unsetenv("MB_CUDA_GEN_GEMM_RT");
         for (int kt = 1; kt <= 8; kt *= 2) { /* each split of K (cluster size) */
-            char v[8], name[64];
+            char v[16], name[96];
             snprintf(v, sizeof v, "%d", kt);
             snprintf(name, sizeof name, "d512 GEMM K splits %d", kt);
             setenv("MB_CUDA_GEN_GEMM_KT", v, 1);
@@ -360,7 +360,7 @@ int main(void) {
         }
         unsetenv("MB_CUDA_GEN_GEMM_KT");
         for (int ns = 1; ns <= 4; ns *= 2) { /* copy stages, with and without splits */
-            char v[8], name[64];
+            char v[16], name[96];
             snprintf(v, sizeof v, "%d", ns);
             snprintf(name, sizeof name, "d512 GEMM stages %d", ns);
             setenv("MB_CUDA_GEN_GEMM_NS", v, 1);
