@@ -210,7 +210,10 @@ __global__ void __launch_bounds__(GD_THREADS, 1)
      * KT > 1 block o of the cluster adds up the items [o per, (o + 1) per): every block stores
      * its sums of those items into block o's inbox (kt, per) (past the tiles and the warp
      * partials, so that a store may land while o still computes); after one cluster barrier
-     * each block adds its inbox in split order. */
+     * each block adds its inbox in split order. The stores assume block o has started: the
+     * blocks of a cluster are launched together, and a store comes only after this block's
+     * copies and products (microseconds). The CUDA guide's explicit form, a cluster arrive at
+     * the start and its wait here, is not in yet: it has not been run on a GPU. */
     const int per = GD_SEQ * (TR / 4) / KT; /* float4 items per block (KT a power of 2, <= 8) */
     float4 *inbox = (float4 *)(base + gd_inbox_offset(RT, KB));
     for (int i = tid; i < GD_SEQ * (TR / 4); i += GD_THREADS) {
