@@ -31,10 +31,16 @@ typedef __nv_bfloat16 bf16;
 
 #define GD_WARPS 8
 #define GD_THREADS (32 * GD_WARPS)
-#define GD_SEQ 64                       /* sequences per block */
-#define GD_STAGES 4                     /* most copy stages */
-#define GD_SMEM_MAX (227 * 1024)        /* the sm_90 opt-in limit per block */
-#define GD_SMEM_PLAN (GD_SMEM_MAX - 64) /* leaves room for the static `last` and barriers */
+#define GD_SEQ 64                /* sequences per block */
+#define GD_STAGES 4              /* most copy stages */
+#define GD_SMEM_MAX (227 * 1024) /* the sm_90 opt-in limit per block */
+#define GD_SMEM_STATIC 64        /* the mbarriers */
+
+/* dynamic shared memory a plan may use on a device whose opt-in limit is optin bytes */
+static size_t gd_smem_limit(int64_t optin) {
+    const int64_t m = optin < GD_SMEM_MAX ? optin : GD_SMEM_MAX;
+    return m > GD_SMEM_STATIC ? (size_t)(m - GD_SMEM_STATIC) : 0;
+}
 
 /* TMA copies completing on an mbarrier that counts their bytes */
 __device__ __forceinline__ unsigned gd_s32(const void *p) {
@@ -280,7 +286,8 @@ static void gd_config(cudaLaunchConfig_t *lc, cudaLaunchAttribute *at, const mb_
 }
 
 int mb_gemm_decode_plan_for(mb_gemm_decode_plan *p, int64_t rows, int64_t K, int64_t S,
-                            int sm_count) {
+                            int sm_count, int64_t smem_optin) {
+    const size_t smem_max = gd_smem_limit(smem_optin);
     if (rows <= 0 || K <= 0 || S <= 0 || rows % 16 || K % 64 || rows > (1 << 30) || K > (1 << 30))
         return -1;
     const char *e = getenv("MB_CUDA_GEN_GEMM_RT"), *ek = getenv("MB_CUDA_GEN_GEMM_KT"),
@@ -303,9 +310,9 @@ int mb_gemm_decode_plan_for(mb_gemm_decode_plan *p, int64_t rows, int64_t K, int
             mb_gemm_decode_plan c;
             c.prof_slot = -1, c.rt = rt, c.kw = kw, c.kt = kt, c.ns = ns, c.kb = (int)kb;
             c.smem = gd_smem_bytes(rt, kt, (int)kb);
-            if (c.smem > GD_SMEM_PLAN) continue;
+            if (c.smem > smem_max) continue;
             const int64_t blocks = rows / (16 * rt) * kt * zc;
-            if (blocks > 65535LL * 64) continue;
+            if (zc > 65535) continue; /* grid z */
             c.blocks = (unsigned)blocks;
             /* how many clusters fit at once (1 block per multiprocessor) */
             int64_t slots = sm_count;
@@ -315,7 +322,7 @@ int mb_gemm_decode_plan_for(mb_gemm_decode_plan *p, int64_t rows, int64_t K, int
                 gd_config(&lc, at, &c, rows, S, 0, 0);
                 int n = 0;
                 if (cudaFuncSetAttribute(gd_kernel(rt), cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         GD_SMEM_PLAN) != cudaSuccess ||
+                                         (int)smem_max) != cudaSuccess ||
                     cudaOccupancyMaxActiveClusters(&n, gd_kernel(rt), &lc) != cudaSuccess ||
                     n < 1) {
                     cudaGetLastError();
@@ -381,13 +388,14 @@ int mb_gemm_decode_tmap(CUtensorMap *t, const bf16 *p, int64_t rows, int64_t K, 
                : -1;
 }
 
-void mb_gemm_decode_prof_print(const mb_gemm_decode_plan *p, int n) {
+void mb_gemm_decode_prof_print(const mb_gemm_decode_plan *p, const int *used, int n) {
     static unsigned long long h[3][GD_PROF_BLOCKS][6];
     if (cudaDeviceSynchronize() != cudaSuccess ||
         cudaMemcpyFromSymbol(h, gd_prof, sizeof h) != cudaSuccess)
         return;
     const char *nm[6] = {"start", "pdl_wait", "stage 0", "products", "synced", "end"};
     for (int k = 0; k < n; k++) {
+        if (!used[k]) continue;
         const int nb = p[k].blocks < GD_PROF_BLOCKS ? (int)p[k].blocks : GD_PROF_BLOCKS;
         unsigned long long t0 = ~0ull;
         for (int b = 0; b < nb; b++)
@@ -409,17 +417,10 @@ void mb_gemm_decode_prof_print(const mb_gemm_decode_plan *p, int n) {
     }
 }
 
-cudaError_t mb_gemm_decode_init(void) {
-    cudaError_t e = cudaFuncSetAttribute(gemm_decode_kernel<8>,
-                                         cudaFuncAttributeMaxDynamicSharedMemorySize, GD_SMEM_PLAN);
-    if (e == cudaSuccess)
-        e = cudaFuncSetAttribute(gemm_decode_kernel<4>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                 GD_SMEM_PLAN);
-    if (e == cudaSuccess)
-        e = cudaFuncSetAttribute(gemm_decode_kernel<2>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                 GD_SMEM_PLAN);
-    if (e == cudaSuccess)
-        e = cudaFuncSetAttribute(gemm_decode_kernel<1>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                 GD_SMEM_PLAN);
+cudaError_t mb_gemm_decode_init(int64_t smem_optin) {
+    const int m = (int)gd_smem_limit(smem_optin);
+    cudaError_t e = cudaSuccess;
+    for (int rt = 1; rt <= 8 && e == cudaSuccess; rt *= 2)
+        e = cudaFuncSetAttribute(gd_kernel(rt), cudaFuncAttributeMaxDynamicSharedMemorySize, m);
     return e;
 }

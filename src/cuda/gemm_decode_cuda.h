@@ -7,8 +7,9 @@
  * launch), so the copy overlaps that kernel's tail, and the grid is sized to about one block per
  * multiprocessor by splitting K (the splits of a row tile are one thread-block cluster and are
  * summed in split order through distributed shared memory: deterministic).
- * Used by src/cuda/step_cuda.cu for in_proj, out_proj and lm_head when n_seq > 4 with bf16
- * weights (cuBLAS with MB_CUDA_GEN_GEMM=cublas). */
+ * Used by src/cuda/step_cuda.cu for in_proj, out_proj and lm_head with bf16 weights at 48..64
+ * sequences where the plan takes one wave of blocks and at most 2 splits of K (else cuBLAS;
+ * MB_CUDA_GEN_GEMM=own / =cublas force either). */
 #ifndef MB_CUDA_GEMM_DECODE_CUDA_H
 #define MB_CUDA_GEMM_DECODE_CUDA_H
 #include <cuda.h>
@@ -28,14 +29,16 @@ typedef struct {
     int waves;
 } mb_gemm_decode_plan;
 
-/* Choose a plan for (rows, K, S) on sm_count multiprocessors (fewest waves of blocks, then 32
- * rows per block, then fewest splits of K); 0 when the shape is served (rows a multiple of 16,
- * K of 64), else -1 (use another GEMM). plan.waves: the waves of blocks it takes. The environment
+/* Choose a plan for (rows, K, S) on sm_count multiprocessors whose blocks may opt in to
+ * smem_optin bytes of shared memory (fewest waves of blocks, then 32 rows per block, then
+ * fewest splits of K); 0 when one fits, else -1 (use another GEMM; rows must be a multiple of
+ * 16 and K of 64, and the tiles must fit in shared memory). plan.waves: the waves of blocks it
+ * takes. The environment
  * variables MB_CUDA_GEN_GEMM_RT (1, 2, 4 or 8), MB_CUDA_GEN_GEMM_KT (1, 2, 4 or 8) and
- * MB_CUDA_GEN_GEMM_NS (1, 2 or 4) force the row tiles per block, the splits of K and the copy
+ * MB_CUDA_GEN_GEMM_NS (1 to 4) force the row tiles per block, the splits of K and the copy
  * stages (benchmarks, tests). */
 int mb_gemm_decode_plan_for(mb_gemm_decode_plan *p, int64_t rows, int64_t K, int64_t S,
-                            int sm_count);
+                            int sm_count, int64_t smem_optin);
 
 /* TMA tensor map of a bf16 row-major matrix (rows, K) at p for a plan: boxes of box_rows rows x
  * box_chunks chunks of 64 columns, 128-byte swizzle: box_rows = 16 * plan.rt for a weight, 64
@@ -52,10 +55,12 @@ cudaError_t mb_gemm_decode_launch(const mb_gemm_decode_plan *p, const CUtensorMa
                                   const CUtensorMap *tx, float *y, int64_t ldy, int64_t rows,
                                   int64_t S, cudaStream_t stream, int pdl);
 
-/* Print the phase times of the last launch of plans p[0..n-1] (prof_slot 0..n-1) to stderr. */
-void mb_gemm_decode_prof_print(const mb_gemm_decode_plan *p, int n);
+/* Print the phase times of the last launch of the plans p[k] with used[k] set (prof_slot k),
+ * k < n, to stderr. */
+void mb_gemm_decode_prof_print(const mb_gemm_decode_plan *p, const int *used, int n);
 
-/* Allow each kernel instance its largest dynamic shared memory (once per process). */
-cudaError_t mb_gemm_decode_init(void);
+/* Allow each kernel instance the shared memory plans may use on a device whose opt-in limit
+ * is smem_optin bytes; the cudaError_t of the first refusal. */
+cudaError_t mb_gemm_decode_init(int64_t smem_optin);
 
 #endif

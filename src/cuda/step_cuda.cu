@@ -38,9 +38,10 @@ struct mb_cuda_gen {
     mb_config cfg;
     int64_t S, W, CS, n_slices;
     int use_bf16, use_graph, sm_count;
-    int use_pdl;  /* programmatic dependent launch: sm_90 device and kernels */
-    int batched;  /* n_seq > MB_CUDA_GEN_GEMV_MAX_SEQ: GEMMs + the *_b_kernel path */
-    int sg;       /* sequences per block of ssm_b_kernel */
+    int64_t smem_optin; /* shared memory bytes a block may opt in to */
+    int use_pdl;        /* programmatic dependent launch: sm_90 device and kernels */
+    int batched;        /* n_seq > MB_CUDA_GEN_GEMV_MAX_SEQ: GEMMs + the *_b_kernel path */
+    int sg;             /* sequences per block of ssm_b_kernel */
     int own_gemm; /* batched bf16 GEMMs by gemm_decode_cuda.h where gd_ok: by default for 48..64
                      sequences and plans of one wave of blocks with at most 2 splits of K (where
                      it measured faster than cuBLAS on the H200: 353m batch 48 and 64; at 972m
@@ -1330,7 +1331,7 @@ extern "C" void mb_cuda_gen_free(mb_cuda_gen *g) {
         if (g->ev[i]) cudaEventDestroy(g->ev[i]);
     if (g->cublas) cublasDestroy((cublasHandle_t)g->cublas);
     cudaFree(g->cublas_ws);
-    if (g->own_gemm && g->gd[0].prof_slot >= 0) mb_gemm_decode_prof_print(g->gd, 3);
+    if (g->own_gemm && g->gd[0].prof_slot >= 0) mb_gemm_decode_prof_print(g->gd, g->gd_ok, 3);
     free(g->gd_tm);
     cudaFree(g->wmem);
     cudaFree(g->hmem);
@@ -1472,6 +1473,7 @@ extern "C" int mb_cuda_gen_create(mb_cuda_gen **out, const mb_model *m, const mb
     TRY(cudaGetDevice(&dev), "mb_cuda_gen_create: no CUDA device");
     TRY(cudaGetDeviceProperties(&p, dev), "mb_cuda_gen_create: device query");
     g->sm_count = p.multiProcessorCount;
+    g->smem_optin = (int64_t)p.sharedMemPerBlockOptin;
     {
         cudaFuncAttributes fa;
         TRY(cudaFuncGetAttributes(&fa, ssm_kernel<float>), "mb_cuda_gen_create: kernel attributes");
@@ -1569,13 +1571,21 @@ extern "C" int mb_cuda_gen_create(mb_cuda_gen **out, const mb_model *m, const mb
             const int64_t shp[3][2] = {{2 * Di, d}, {d, Di}, {V, d}}; /* rows, K */
             const char *pe = getenv("MB_CUDA_GEN_GEMM_PROF");
             for (int i = 0; i < 3; i++) {
-                g->gd_ok[i] =
-                    !mb_gemm_decode_plan_for(&g->gd[i], shp[i][0], shp[i][1], S, g->sm_count) &&
-                    (g->own_gemm == 2 ||
-                     (S >= 48 && S <= 64 && g->gd[i].waves == 1 && g->gd[i].kt <= 2));
+                g->gd_ok[i] = !mb_gemm_decode_plan_for(&g->gd[i], shp[i][0], shp[i][1], S,
+                                                       g->sm_count, g->smem_optin) &&
+                              (g->own_gemm == 2 ||
+                               (S >= 48 && S <= 64 && g->gd[i].waves == 1 && g->gd[i].kt <= 2));
                 g->gd[i].prof_slot = pe && atoi(pe) ? i : -1;
             }
-            TRY(mb_gemm_decode_init(), "mb_cuda_gen_create: GEMM shared memory");
+            /* a device that refuses the shared memory: cuBLAS for every product */
+            if ((g->gd_ok[0] || g->gd_ok[1] || g->gd_ok[2]) &&
+                mb_gemm_decode_init(g->smem_optin) != cudaSuccess) {
+                cudaGetLastError();
+                g->gd_ok[0] = g->gd_ok[1] = g->gd_ok[2] = 0;
+            }
+            if (!(g->gd_ok[0] || g->gd_ok[1] || g->gd_ok[2])) g->own_gemm = 0;
+        }
+        if (g->own_gemm) {
             const int64_t nl = c->n_layer;
             g->gd_tm = (CUtensorMap *)aligned_alloc(64, (size_t)(2 * nl + 4) * sizeof(CUtensorMap));
             if (!g->gd_tm) {
