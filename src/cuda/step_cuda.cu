@@ -1611,6 +1611,15 @@ extern "C" int mb_cuda_gen_create(mb_cuda_gen **out, const mb_model *m, const mb
                                                        P[2].kb / 64 / P[2].ns));
             if (!ok) g->own_gemm = 0;
         }
+        {
+            /* MB_CUDA_GEN_GEMM=own: say which products still take cuBLAS (no plan fits the
+             * shape or the device, or the driver refused a tensor map) */
+            const char *ge = getenv("MB_CUDA_GEN_GEMM");
+            const char *nm[3] = {"in_proj", "out_proj", "lm_head"};
+            for (int i = 0; i < 3 && g->use_bf16 && ge && !strcmp(ge, "own"); i++)
+                if (!(g->own_gemm && g->gd_ok[i]))
+                    fprintf(stderr, "mambabyte: MB_CUDA_GEN_GEMM=own: %s takes cuBLAS\n", nm[i]);
+        }
         const size_t ws = (size_t)32 << 20;
         TRY(cudaMalloc(&g->cublas_ws, ws), "mb_cuda_gen_create: cuBLAS workspace");
         if (cublasSetWorkspace((cublasHandle_t)g->cublas, g->cublas_ws, ws) !=
