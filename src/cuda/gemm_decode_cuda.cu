@@ -308,7 +308,7 @@ int mb_gemm_decode_plan_for(mb_gemm_decode_plan *p, int64_t rows, int64_t K, int
             const int ns = force_ns > 0 && force_ns <= GD_STAGES ? force_ns : 1;
             if (kb % (64 * ns) || kb % (16 * kw * ns)) continue;
             mb_gemm_decode_plan c;
-            c.prof_slot = -1, c.rt = rt, c.kw = kw, c.kt = kt, c.ns = ns, c.kb = (int)kb;
+            c.prof_slot = -1, c.rt = rt, c.kt = kt, c.ns = ns, c.kb = (int)kb;
             c.smem = gd_smem_bytes(rt, kt, (int)kb);
             if (c.smem > smem_max) continue;
             const int64_t blocks = rows / (16 * rt) * kt * zc;

@@ -19,9 +19,9 @@
 #include <stdint.h>
 
 /* A launch shape: RT row tiles of 16 per block, KT splits of K over the grid (KB = K / KT per
- * block; the KT blocks of a row tile are one cluster), KW = 16 / RT warps per block along KB. */
+ * block; the KT blocks of a row tile are one cluster); the kernel runs 8 / RT warps along KB. */
 typedef struct {
-    int rt, kt, kw, kb;
+    int rt, kt, kb;
     int ns;        /* copy stages (the products of a stage start when it is in) */
     int prof_slot; /* -1, or 0..2: record phase times (MB_CUDA_GEN_GEMM_PROF) */
     size_t smem;   /* dynamic shared memory bytes */

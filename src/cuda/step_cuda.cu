@@ -1561,12 +1561,11 @@ extern "C" int mb_cuda_gen_create(mb_cuda_gen **out, const mb_model *m, const mb
             rc = cublas_fail(st, "mb_cuda_gen_create: cuBLAS setup");
             goto fail;
         }
-        {
-            const char *ge = getenv("MB_CUDA_GEN_GEMM");
-            g->own_gemm = !g->use_bf16 || (ge && !strcmp(ge, "cublas")) ? 0
-                          : ge && !strcmp(ge, "own")                    ? 2
-                                                                        : 1;
-        }
+        const char *gemm_env = getenv("MB_CUDA_GEN_GEMM");
+        const int gemm_forced = g->use_bf16 && gemm_env && !strcmp(gemm_env, "own");
+        g->own_gemm = !g->use_bf16 || (gemm_env && !strcmp(gemm_env, "cublas")) ? 0
+                      : gemm_forced                                             ? 2
+                                                                                : 1;
         if (g->own_gemm) {
             const int64_t shp[3][2] = {{2 * Di, d}, {d, Di}, {V, d}}; /* rows, K */
             const char *pe = getenv("MB_CUDA_GEN_GEMM_PROF");
@@ -1614,9 +1613,8 @@ extern "C" int mb_cuda_gen_create(mb_cuda_gen **out, const mb_model *m, const mb
         {
             /* MB_CUDA_GEN_GEMM=own: say which products still take cuBLAS (no plan fits the
              * shape or the device, or the driver refused a tensor map) */
-            const char *ge = getenv("MB_CUDA_GEN_GEMM");
             const char *nm[3] = {"in_proj", "out_proj", "lm_head"};
-            for (int i = 0; i < 3 && g->use_bf16 && ge && !strcmp(ge, "own"); i++)
+            for (int i = 0; i < 3 && gemm_forced; i++)
                 if (!(g->own_gemm && g->gd_ok[i]))
                     fprintf(stderr, "mambabyte: MB_CUDA_GEN_GEMM=own: %s takes cuBLAS\n", nm[i]);
         }

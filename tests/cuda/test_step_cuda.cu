@@ -241,6 +241,15 @@ static int run_sampled(const mb_model *m, uint64_t seed, float T, int k, float p
     return rc;
 }
 
+/* Set the skinny GEMM's plan variable var (MB_CUDA_GEN_GEMM_RT / _KT / _NS) to v, read by
+ * mb_cuda_gen_create, and name the case "d512 VAR=v". */
+static void force_plan(const char *var, int v, char *name, size_t cap) {
+    char s[16];
+    snprintf(s, sizeof s, "%d", v);
+    setenv(var, s, 1);
+    snprintf(name, cap, "d512 %s=%d", var, v);
+}
+
 int main(void) {
     int ndev = 0;
     if (cudaGetDeviceCount(&ndev) != cudaSuccess || ndev == 0) {
@@ -341,30 +350,22 @@ int main(void) {
         /* each row-tile size of the skinny GEMM (forced for all three products; =own: also
          * where cuBLAS would be chosen, batch 5 and 70) */
         setenv("MB_CUDA_GEN_GEMM", "own", 1);
+        char name[96];
         for (int rt = 1; rt <= 8; rt *= 2) {
-            char v[16], name[96];
-            snprintf(v, sizeof v, "%d", rt);
-            snprintf(name, sizeof name, "d512 GEMM row tiles %d", rt);
-            setenv("MB_CUDA_GEN_GEMM_RT", v, 1);
+            force_plan("MB_CUDA_GEN_GEMM_RT", rt, name, sizeof name);
             check_logits(&m, 64, 20, 1, 2e-2, name);
             check_logits(&m, 70, 10, 1, 2e-2, name);
             check_logits(&m, 5, 10, 1, 2e-2, name);
         }
         unsetenv("MB_CUDA_GEN_GEMM_RT");
         for (int kt = 1; kt <= 8; kt *= 2) { /* each split of K (cluster size) */
-            char v[16], name[96];
-            snprintf(v, sizeof v, "%d", kt);
-            snprintf(name, sizeof name, "d512 GEMM K splits %d", kt);
-            setenv("MB_CUDA_GEN_GEMM_KT", v, 1);
+            force_plan("MB_CUDA_GEN_GEMM_KT", kt, name, sizeof name);
             check_logits(&m, 64, 10, 1, 2e-2, name);
             check_logits(&m, 70, 10, 1, 2e-2, name);
         }
         unsetenv("MB_CUDA_GEN_GEMM_KT");
         for (int ns = 1; ns <= 4; ns *= 2) { /* copy stages, with and without splits */
-            char v[16], name[96];
-            snprintf(v, sizeof v, "%d", ns);
-            snprintf(name, sizeof name, "d512 GEMM stages %d", ns);
-            setenv("MB_CUDA_GEN_GEMM_NS", v, 1);
+            force_plan("MB_CUDA_GEN_GEMM_NS", ns, name, sizeof name);
             check_logits(&m, 64, 10, 1, 2e-2, name);
             check_logits(&m, 70, 10, 1, 2e-2, name);
             setenv("MB_CUDA_GEN_GEMM_KT", "2", 1);
