@@ -56,29 +56,45 @@ int main(int argc, char **argv) {
     const double wb = (double)mb_cuda_gen_weight_bytes(g);
     char path[64];
     const int pb = mb_cuda_gen_persistent(g);
-    if (pb) snprintf(path, sizeof path, ", persistent %d blocks", pb);
-    else snprintf(path, sizeof path, "%s", B <= MB_CUDA_GEN_GEMV_MAX_SEQ ? ", per-layer kernels" : "");
-    printf("| %s | %lld | %s%s%s | %.3f | %.0f | %.1f MB | %.0f | %.0f%% |\n", preset,
-           (long long)B, bf16 ? "bf16" : "fp32", path, graph ? "" : " (no graph)",
-           per * 1e3, (double)(B * steps) / dt, wb / 1e6, wb / per / 1e9,
-           100.0 * wb / per / 4.3e12);
-    unsigned long long pr[16];
-    const int np = mb_cuda_gen_profile(g, pr, 16, 0);
-    if (np >= 16 && pr[12] > 0) {
-        static const char *nm[16] = {"wait A weights", "residual+norm", "in_proj+conv+x_proj",
-                                     "arrive P", "barrier P wait", "wait B weights",
-                                     "dbc load", "dt+state update", "out_proj partials",
-                                     "arrive H", "barrier H wait", "norm_f+lm_head/step", "",
-                                     "", "fill A issue", "fill B issue"};
-        static const int order[14] = {0, 1, 2, 3, 14, 4, 5, 6, 7, 8, 9, 15, 10, 11};
+    if (pb)
+        snprintf(path, sizeof path, ", persistent %d blocks", pb);
+    else
+        snprintf(path, sizeof path, "%s",
+                 B <= MB_CUDA_GEN_GEMV_MAX_SEQ ? ", per-layer kernels" : "");
+    printf("| %s | %lld | %s%s%s | %.3f | %.0f | %.1f MB | %.0f | %.0f%% |\n", preset, (long long)B,
+           bf16 ? "bf16" : "fp32", path, graph ? "" : " (no graph)", per * 1e3,
+           (double)(B * steps) / dt, wb / 1e6, wb / per / 1e9, 100.0 * wb / per / 4.3e12);
+    unsigned long long pr[18];
+    const int np = mb_cuda_gen_profile(g, pr, 18, 0);
+    if (np >= 18 && pr[12] > 0) {
+        static const char *nm[18] = {"wait A weights",
+                                     "residual+norm",
+                                     "in_proj+conv+x_proj",
+                                     "arrive P",
+                                     "barrier P wait",
+                                     "wait B weights",
+                                     "dbc load",
+                                     "dt+state update",
+                                     "y store+arrive Y",
+                                     "arrive H",
+                                     "barrier H wait",
+                                     "norm_f+lm_head/step",
+                                     "",
+                                     "",
+                                     "fill A issue",
+                                     "fill B issue",
+                                     "barrier Y wait",
+                                     "y load+out_proj rows"};
+        static const int order[16] = {0, 1, 2, 3, 14, 4, 5, 6, 7, 8, 16, 17, 9, 15, 10, 11};
         const double nsteps = (double)pr[12], nl = (double)c.n_layer;
         const double ghz = (double)pr[13] / nsteps / (per * 1e9); /* cycles per ns (in-kernel) */
         printf("  profile (block 0, cycles per layer; kernel %.0f cycles per step = %.2f cycles/ns"
                " of the step time):",
                (double)pr[13] / nsteps, ghz);
-        for (int i = 0; i < 14; i++) {
+        for (int i = 0; i < 16; i++) {
             const int k = order[i];
-            printf("%s %s %.0f", i ? "," : "", nm[k], (double)pr[k] / nsteps / (k != 11 ? nl : 1.0));
+            printf("%s %s %.0f", i ? "," : "", nm[k],
+                   (double)pr[k] / nsteps / (k != 11 ? nl : 1.0));
         }
         printf("\n");
     }

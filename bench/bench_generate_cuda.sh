@@ -3,13 +3,16 @@
 # batch 1, 4 and 64 (fp32 and bf16 weights; batch > 4 is the batched path: its bf16 GEMMs by our
 # skinny GEMM (src/cuda/gemm_decode_cuda.h) at 48..64 sequences where its plan takes one wave of
 # blocks, else cuBLAS; MB_CUDA_GEN_GEMM=cublas / =own force either; MB_CUDA_NO_PDL=1 turns
-# programmatic dependent launch off).
+# programmatic dependent launch off; MB_CUDA_GEN_XPROJ_MINB=1|2 sets conv_xproj's blocks per
+# multiprocessor, by default 2 where its grid exceeds the multiprocessors).
 # Batch <= 4 is the persistent step kernel (src/cuda/decode_persist.h); the rows with
 # MB_CUDA_GEN_PERSIST=0 are the per-layer kernels it replaced, for comparison;
 # its weight copies are bulk copies (TMA) issued by a producer warp, with barrier arrival
 # without __threadfence; the other variants: MB_CUDA_GEN_PERSIST_PRODUCER=0 (thread 0 issues
 # the bulk copies), MB_CUDA_GEN_PERSIST_BULK=0 (cp.async), MB_CUDA_GEN_PERSIST_FENCE=full;
-# MB_CUDA_GEN_PERSIST_PROF=1: cycles per phase (block 0) printed under the row.
+# MB_CUDA_GEN_PERSIST_PROF=1: cycles per phase (block 0) printed under the row;
+# MB_CUDA_GEN_PERSIST_ALL16=0: the compute threads walk the copy segments even when all are
+# bulk copies.
 # Usage: sh bench/bench_generate_cuda.sh [BENCH_BINARY] [STEPS]
 B=${1:-build/bench_generate_cuda}
 N=${2:-1000}
@@ -26,6 +29,7 @@ MB_CUDA_GEN_PERSIST_PROF=1 "$B" 353m 1 bf16 "$N" | sed '1s/$/ (profiled)/'
 MB_CUDA_GEN_PERSIST_PROF=1 "$B" 972m 1 bf16 "$N" | sed '1s/$/ (profiled)/'
 MB_CUDA_GEN_PERSIST_PROF=1 "$B" 353m 4 bf16 "$N" | sed '1s/$/ (profiled)/'
 MB_CUDA_GEN_PERSIST_PRODUCER=0 MB_CUDA_GEN_PERSIST_PROF=1 "$B" 353m 1 bf16 "$N" | sed '1s/$/ no producer warp (profiled)/'
+MB_CUDA_GEN_PERSIST_ALL16=0 "$B" 353m 1 bf16 "$N" | sed 's/$/ segments walked/'
 MB_CUDA_GEN_PERSIST_FENCE=full "$B" 353m 1 bf16 "$N" | sed 's/$/ full fence/'
 MB_CUDA_GEN_PERSIST_BULK=0 "$B" 353m 1 bf16 "$N" | sed 's/$/ cp.async only/'
 MB_CUDA_GEN_PERSIST_BULK=0 "$B" 353m 1 fp32 "$N" | sed 's/$/ cp.async only/'
@@ -38,3 +42,5 @@ MB_CUDA_GEN_PERSIST=0 "$B" 353m 4 bf16 "$N"
 MB_CUDA_GEN_GEMM=cublas "$B" 353m 64 bf16 "$N" | sed 's/$/ cuBLAS GEMMs/'
 MB_CUDA_GEN_GEMM=cublas "$B" 972m 64 bf16 "$N" | sed 's/$/ cuBLAS GEMMs/'
 MB_CUDA_NO_PDL=1 "$B" 353m 64 bf16 "$N" | sed 's/$/ no PDL/'
+MB_CUDA_GEN_XPROJ_MINB=1 "$B" 972m 64 bf16 "$N" | sed 's/$/ conv_xproj 1 block\/SM/'
+MB_CUDA_GEN_XPROJ_MINB=2 "$B" 353m 64 bf16 "$N" | sed 's/$/ conv_xproj 2 blocks\/SM/'

@@ -1,5 +1,5 @@
 /* Persistent recurrent step for batch 1..4 (see decode_persist.h): one kernel per step, one
- * block per multiprocessor, 2 grid barriers per layer, weights streamed into shared memory one
+ * block per multiprocessor, 3 grid barriers per layer, weights streamed into shared memory one
  * phase ahead (bulk copies issued by a producer warp, or cp.async). Arithmetic follows
  * src/infer/step.c (mb_step): norm statistics in double, conv taps oldest first, softplus threshold
  * 20, exp(dt*A) state decay, D skip, SiLU(z) gate; dot products are split over lanes (summation
@@ -283,48 +283,85 @@ __device__ __forceinline__ void dot_row(const WT *row, const float *u, int d, fl
         acc[s] = p_warp_sum(acc[s]);
 }
 
-/* Segments of one buffer fill, op(dst, src, bytes) for each: buffer 0 (A) of layer l: norm
- * weights, conv weights, x_proj^T rows, in_proj rows x then z (up to capA); l == n_layer:
- * norm_f, lm_head rows. Buffer 1 (B): dt_proj rows, A, this block's SSM states, out_proj^T rows
- * (up to capB). (conv bias, conv windows, dt bias and D, whose slices are not 16-byte aligned,
- * are read from global memory in the phases.) */
+/* Block b's share [*lo, *lo + *len) of n items split over nb blocks. */
+__host__ __device__ __forceinline__ void block_range(int b, int nb, int n, int *lo, int *len) {
+    *lo = (int)((int64_t)b * n / nb);
+    *len = (int)((int64_t)(b + 1) * n / nb) - *lo;
+}
+/* What block b of nb owns: channels [c0, c0 + CB), lm_head rows [v0, v0 + VB), out_proj rows
+ * [o0, o0 + OB). */
+struct mbp_blk {
+    int c0, CB, v0, VB, o0, OB;
+};
+__host__ __device__ __forceinline__ mbp_blk block_share(const mbp_args &a, int b, int nb) {
+    mbp_blk k;
+    block_range(b, nb, a.Di, &k.c0, &k.CB);
+    block_range(b, nb, a.V, &k.v0, &k.VB);
+    block_range(b, nb, a.d, &k.o0, &k.OB);
+    return k;
+}
+
+/* Segments of one buffer fill, op(dst offset in shared memory, src, bytes) for each (lt: the
+ * layer table, k: the block's share): buffer 0 (A) of layer l: norm weights, conv weights,
+ * x_proj^T rows, in_proj rows x then z (up to capA); l == n_layer: norm_f, lm_head rows. Buffer 1
+ * (B): dt_proj rows, A, this block's SSM states, out_proj rows (up to capB). (conv bias, conv
+ * windows, dt bias and D, whose slices are not 16-byte aligned, are read from global memory in the
+ * phases.) Also run on the host by mbp_all_aligned. */
+#ifndef MBP_EMU
+#pragma nv_exec_check_disable
+#endif
 template <typename Op>
-__device__ __forceinline__ void for_segs(const mbp_args *ap, unsigned char *sm, int which, int l,
-                                         int c0, int CB, int v0, int VB, int64_t rb, Op &&op) {
+__host__ __device__ __forceinline__ void for_segs(const mbp_args *ap, const mbp_layer *lt,
+                                                  int which, int l, const mbp_blk &k, Op &&op) {
     const mbp_args &a = *ap;
     const int d = a.d, Di = a.Di, N = a.N, K = a.K, R = a.R, W = R + 2 * N, S = a.S;
-    const int nl = a.n_layer, CBm = a.CBmax;
+    const int nl = a.n_layer, CBm = a.CBmax, c0 = k.c0, CB = k.CB;
+    const int64_t ws = a.bf16 ? 2 : 4, rb = (int64_t)d * ws, rbo = (int64_t)Di * ws; /* row bytes */
     if (which == 0) {
         if (l < nl) {
-            const mbp_layer *L = (const mbp_layer *)(sm + a.off_lt) + l;
-            op(sm + a.off_nw, L->norm_w, (int64_t)d * 4);
-            if (!a.rms) op(sm + a.off_nb, L->norm_b, (int64_t)d * 4);
-            op(sm + a.off_cw, L->conv_w + (int64_t)c0 * K, (int64_t)CB * K * 4);
-            op(sm + a.off_xw, L->xwT + (int64_t)c0 * W, (int64_t)CB * W * 4);
-            const int nx = min(CB, a.capA), nz = min(CB, a.capA - CB);
+            const mbp_layer *L = lt + l;
+            op(a.off_nw, L->norm_w, (int64_t)d * 4);
+            if (!a.rms) op(a.off_nb, L->norm_b, (int64_t)d * 4);
+            op(a.off_cw, L->conv_w + (int64_t)c0 * K, (int64_t)CB * K * 4);
+            op(a.off_xw, L->xwT + (int64_t)c0 * W, (int64_t)CB * W * 4);
+            const int nx = CB < a.capA ? CB : a.capA, nz = CB < a.capA - CB ? CB : a.capA - CB;
             const unsigned char *in = (const unsigned char *)L->in;
-            op(sm + a.off_rowsA, in + (int64_t)c0 * rb, nx * rb);
-            if (nz > 0) op(sm + a.off_rowsA + CB * rb, in + (int64_t)(Di + c0) * rb, nz * rb);
+            op(a.off_rowsA, in + (int64_t)c0 * rb, nx * rb);
+            if (nz > 0) op(a.off_rowsA + CB * rb, in + (int64_t)(Di + c0) * rb, nz * rb);
         } else {
-            op(sm + a.off_nw, a.normf_w, (int64_t)d * 4);
-            if (!a.rms) op(sm + a.off_nb, a.normf_b, (int64_t)d * 4);
-            op(sm + a.off_rowsA, (const unsigned char *)a.lm + (int64_t)v0 * rb,
-               min(VB, a.capA) * rb);
+            op(a.off_nw, a.normf_w, (int64_t)d * 4);
+            if (!a.rms) op(a.off_nb, a.normf_b, (int64_t)d * 4);
+            op(a.off_rowsA, (const unsigned char *)a.lm + (int64_t)k.v0 * rb,
+               (k.VB < a.capA ? k.VB : a.capA) * rb);
         }
     } else if (l < nl) {
-        const mbp_layer *L = (const mbp_layer *)(sm + a.off_lt) + l;
-        op(sm + a.off_dw, L->dt_w + (int64_t)c0 * R, (int64_t)CB * R * 4);
-        op(sm + a.off_A, L->A + (int64_t)c0 * N, (int64_t)CB * N * 4);
+        const mbp_layer *L = lt + l;
+        op(a.off_dw, L->dt_w + (int64_t)c0 * R, (int64_t)CB * R * 4);
+        op(a.off_A, L->A + (int64_t)c0 * N, (int64_t)CB * N * 4);
         for (int s = 0; s < S; s++)
-            op(sm + a.off_ss + (int64_t)s * CBm * N * 4,
-               a.ssm + (((int64_t)l * S + s) * Di + c0) * N, (int64_t)CB * N * 4);
-        op(sm + a.off_rowsB, (const unsigned char *)L->outT + (int64_t)c0 * rb,
-           min(CB, a.capB) * rb);
+            op(a.off_ss + (int64_t)s * CBm * N * 4, a.ssm + (((int64_t)l * S + s) * Di + c0) * N,
+               (int64_t)CB * N * 4);
+        op(a.off_rowsB, (const unsigned char *)L->out + (int64_t)k.o0 * rbo,
+           (k.OB < a.capB ? k.OB : a.capB) * rbo);
     }
 }
 
-__device__ __forceinline__ bool ok16(const void *dst, const void *src, int64_t bytes) {
-    return bytes > 0 && (((uintptr_t)dst | (uintptr_t)src | (uintptr_t)bytes) & 15) == 0;
+/* a segment for a bulk copy: 16-byte aligned shared offset (the base is), source and size */
+__host__ __device__ __forceinline__ bool ok16(int64_t off, const void *src, int64_t bytes) {
+    return bytes > 0 && (((uint64_t)off | (uintptr_t)src | (uint64_t)bytes) & 15) == 0;
+}
+
+int mbp_all_aligned(const mbp_args *a, const mbp_layer *layers) {
+    int ok = 1;
+    for (int b = 0; b < a->nb && ok; b++) {
+        const mbp_blk k = block_share(*a, b, a->nb);
+        for (int l = 0; l <= a->n_layer && ok; l++)
+            for (int which = 0; which < 2; which++)
+                for_segs(a, layers, which, l, k, [&](int64_t off, const void *src, int64_t bytes) {
+                    if (bytes > 0 && !ok16(off, src, bytes)) ok = 0;
+                });
+    }
+    return ok;
 }
 
 /* Fill buffer which (0: A, 1: B) for layer l (mode 0: all compute threads call it): with
@@ -337,32 +374,32 @@ __device__ __forceinline__ bool ok16(const void *dst, const void *src, int64_t b
  * H200: 1.02 against 0.93 ms/step at 353m.) Not inlined: keeps its registers out of the
  * kernel's phases. */
 __device__ __noinline__ void fill_buf(const mbp_args *ap, unsigned char *sm,
-                                      unsigned long long *mbar, int which, int l, int c0, int CB,
-                                      int v0, int VB, int64_t rb, int mode) {
+                                      unsigned long long *mbar, int which, int l, const mbp_blk &k,
+                                      int mode) {
     const bool bulk = ap->bulk != 0;
+    const mbp_layer *lt = (const mbp_layer *)(sm + ap->off_lt);
     /* the bulk part (mode 2: the calling producer thread; mode 0: thread 0): a counting pass,
      * the arrival expecting those bytes, the copies; B past the last layer: no arrival */
     if (bulk && (mode == 2 || (mode == 0 && threadIdx.x == 0)) && (which == 0 || l < ap->n_layer)) {
         int64_t tx = 0;
-        for_segs(ap, sm, which, l, c0, CB, v0, VB, rb,
-                 [&](unsigned char *dst, const void *src, int64_t bytes) {
-                     if (ok16(dst, src, bytes)) tx += bytes;
-                 });
+        for_segs(ap, lt, which, l, k, [&](int64_t off, const void *src, int64_t bytes) {
+            if (ok16(off, src, bytes)) tx += bytes;
+        });
         mbar_arrive_tx(mbar, (unsigned)tx);
-        for_segs(ap, sm, which, l, c0, CB, v0, VB, rb,
-                 [&](unsigned char *dst, const void *src, int64_t bytes) {
-                     if (!ok16(dst, src, bytes)) return;
-                     const unsigned char *sp = (const unsigned char *)src;
-                     for (int64_t o = 0; o < bytes; o += 32768)
-                         bulk_g2s(dst + o, sp + o, (unsigned)min((int64_t)32768, bytes - o), mbar);
-                 });
+        for_segs(ap, lt, which, l, k, [&](int64_t off, const void *src, int64_t bytes) {
+            if (!ok16(off, src, bytes)) return;
+            const unsigned char *sp = (const unsigned char *)src;
+            for (int64_t o = 0; o < bytes; o += 32768)
+                bulk_g2s(sm + off + o, sp + o, (unsigned)min((int64_t)32768, bytes - o), mbar);
+        });
     }
     if (mode == 2) return;
-    /* the cp.async part (modes 0 and 1: every compute thread), then the group's commit */
-    for_segs(ap, sm, which, l, c0, CB, v0, VB, rb,
-             [&](unsigned char *dst, const void *src, int64_t bytes) {
-                 if (!bulk || !ok16(dst, src, bytes)) cp_seg(dst, src, bytes);
-             });
+    /* the cp.async part (modes 0 and 1: every compute thread; none when every segment is a
+     * bulk copy), then the group's commit */
+    if (!(bulk && ap->all16))
+        for_segs(ap, lt, which, l, k, [&](int64_t off, const void *src, int64_t bytes) {
+            if (!bulk || !ok16(off, src, bytes)) cp_seg(sm + off, src, bytes);
+        });
     cp_commit();
 }
 
@@ -382,9 +419,8 @@ __global__ void __launch_bounds__(PT + 32, 1)
     const int b = blockIdx.x, nb = gridDim.x, t = threadIdx.x, lane = t & 31, warp = t >> 5;
     const int d = a.d, Di = a.Di, N = a.N, K = a.K, R = a.R, V = a.V, W = R + 2 * N;
     const int nl = a.n_layer, CBm = a.CBmax;
-    const int c0 = (int)((int64_t)b * Di / nb), CB = (int)((int64_t)(b + 1) * Di / nb) - c0;
-    const int v0 = (int)((int64_t)b * V / nb), VB = (int)((int64_t)(b + 1) * V / nb) - v0;
-    const int64_t ws = sizeof(WT), rb = (int64_t)d * ws; /* bytes of one weight row */
+    const mbp_blk kb = block_share(a, b, nb);
+    const int c0 = kb.c0, CB = kb.CB, v0 = kb.v0, VB = kb.VB, o0 = kb.o0, OB = kb.OB;
     float *r = (float *)(sm + a.off_r), *u = (float *)(sm + a.off_u);
     float *xz = (float *)(sm + a.off_xz), *xc = (float *)(sm + a.off_xc);
     float *dbc = (float *)(sm + a.off_dbc), *y = (float *)(sm + a.off_y);
@@ -393,11 +429,12 @@ __global__ void __launch_bounds__(PT + 32, 1)
     const WT *rowsA = (const WT *)(sm + a.off_rowsA), *rowsB = (const WT *)(sm + a.off_rowsB);
     const float *dw = (const float *)(sm + a.off_dw), *Av = (const float *)(sm + a.off_A);
     const float *ss = (const float *)(sm + a.off_ss);
+    float *yall = (float *)(sm + a.off_yall);
 
     unsigned nbar = ld_acq(a.flags + b); /* barriers passed so far (this block's own flag) */
     const unsigned par = __ldcg(a.step) & 1u;
-    const int64_t per = (int64_t)nl * S * (W + d);
-    unsigned long long *accx = a.acc + par * per, *acch = accx + (int64_t)nl * S * W;
+    const int64_t per = (int64_t)nl * S * W;
+    unsigned long long *accx = a.acc + par * per;
 
     /* profile marks (block 0, thread 0): cycles since the previous mark into slot k */
     const bool prof = a.prof && b == 0 && t == 0;
@@ -426,17 +463,17 @@ __global__ void __launch_bounds__(PT + 32, 1)
     if (t >= PT) { /* the producer warp: the next layer's copies as each buffer frees up */
         for (int l = 0; l < nl; l++) {
             nbar_sync(2); /* phase A of layer l done: buffer A free */
-            if (t == PT) fill_buf(&a, sm, &mbar[0], 0, l + 1, c0, CB, v0, VB, rb, 2);
-            nbar_sync(3); /* phase B of layer l done: buffer B free */
-            if (t == PT && l + 1 < nl) fill_buf(&a, sm, &mbar[1], 1, l + 1, c0, CB, v0, VB, rb, 2);
+            if (t == PT) fill_buf(&a, sm, &mbar[0], 0, l + 1, kb, 2);
+            nbar_sync(3); /* phase H of layer l done: buffer B free */
+            if (t == PT && l + 1 < nl) fill_buf(&a, sm, &mbar[1], 1, l + 1, kb, 2);
         }
         return;
     }
     /* layer weight pointers read from the table one layer ahead (their latency off the path) */
-    const void *in_cur = lt[0].in, *out_cur = lt[0].outT;
+    const void *in_cur = lt[0].in, *out_cur = lt[0].out;
     const void *in_nxt = in_cur, *out_nxt = out_cur;
-    fill_buf(&a, sm, &mbar[0], 0, 0, c0, CB, v0, VB, rb, 0); /* thread 0 issues the bulk copies */
-    fill_buf(&a, sm, &mbar[1], 1, 0, c0, CB, v0, VB, rb, 0);
+    fill_buf(&a, sm, &mbar[0], 0, 0, kb, 0); /* thread 0 issues the bulk copies */
+    fill_buf(&a, sm, &mbar[1], 1, 0, kb, 0);
     for (int l = 0; l <= nl; l++) {
         /* ---------------- phase A: residual + norm (redundant in every block) */
         cp_wait<1>();
@@ -456,7 +493,7 @@ __global__ void __launch_bounds__(PT + 32, 1)
 #pragma unroll
                 for (int s = 0; s < S; s++)
                     er[s] = a.emb + (int64_t)a.tok[s] * d;
-            const unsigned long long *hp = acch + (int64_t)(l > 0 ? l - 1 : 0) * S * d;
+            const float *hp = a.hid + (int64_t)(l > 0 ? l - 1 : 0) * S * d;
             for (int j0 = t; j0 < d; j0 += RJ * PT) {
                 float nv[S][RJ];
 #pragma unroll
@@ -466,7 +503,7 @@ __global__ void __launch_bounds__(PT + 32, 1)
                         const int j = j0 + q * PT;
                         nv[s][q] = j >= d   ? 0.0f
                                    : l == 0 ? __ldg(er[s] + j)
-                                            : fx_f(__ldcg(hp + (int64_t)s * d + j));
+                                            : __ldcg(hp + (int64_t)s * d + j);
                     }
 #pragma unroll
                 for (int s = 0; s < S; s++)
@@ -591,7 +628,7 @@ __global__ void __launch_bounds__(PT + 32, 1)
         bar_arrive(a.flags, ++nbar, light); /* (syncs: bufA is free) */
         mark(3);
         if (producer) nbar_arrive(2);
-        fill_buf(&a, sm, &mbar[0], 0, l + 1, c0, CB, v0, VB, rb, producer ? 1 : 0);
+        fill_buf(&a, sm, &mbar[0], 0, l + 1, kb, producer ? 1 : 0);
         mark(14);
         bar_wait(a.flags, nbar);
         mark(4);
@@ -626,55 +663,41 @@ __global__ void __launch_bounds__(PT + 32, 1)
         }
         csync();
         mark(7);
-        /* out_proj partial sums of this block's channels -> hidden (fixed point) */
-        if (CB > 0) {
-            const WT *outT = (const WT *)out_cur;
-            for (int j = 2 * t; j < d; j += 2 * PT) {
-                float acc[S][2];
+        /* ---------------- phase H: y of every channel -> this block's out_proj rows */
+        for (int i = t; i < S * CB; i += PT) {
+            const int s = i / CB, ci = i - s * CB;
+            a.ybuf[(int64_t)s * Di + c0 + ci] = y[s * CBm + ci];
+        }
+        bar_arrive(a.flags, ++nbar, light);
+        mark(8);
+        bar_wait(a.flags, nbar);
+        mark(16);
+        if ((Di & 3) == 0) /* from L2: written by the other blocks */
+            for (int i = t; i < S * Di / 4; i += PT)
+                ((float4 *)yall)[i] = __ldcg((const float4 *)a.ybuf + i);
+        else
+            for (int i = t; i < S * Di; i += PT)
+                yall[i] = __ldcg(a.ybuf + i);
+        csync();
+        {
+            const WT *outw = (const WT *)out_cur;
+            for (int i = warp; i < OB; i += NWARP) {
+                const WT *row =
+                    i < a.capB ? rowsB + (int64_t)i * Di : outw + (int64_t)(o0 + i) * Di;
+                float acc[S];
+                dot_row<WT, S>(row, yall, Di, acc);
+                if (lane == 0)
 #pragma unroll
-                for (int s = 0; s < S; s++)
-                    acc[s][0] = acc[s][1] = 0.0f;
-                const int ns = min(CB, a.capB);
-#pragma unroll 4
-                for (int ci = 0; ci < ns; ci++) {
-                    const float2 w = ld2(rowsB + (int64_t)ci * d + j);
-#pragma unroll
-                    for (int s = 0; s < S; s++) {
-                        const float yv = y[s * CBm + ci];
-                        acc[s][0] += w.x * yv;
-                        acc[s][1] += w.y * yv;
-                    }
-                }
-                /* rows past the shared memory: 8 loads in flight, then their products */
-                for (int c8 = ns; c8 < CB; c8 += 8) {
-                    float2 w[8];
-#pragma unroll
-                    for (int q = 0; q < 8; q++)
-                        if (c8 + q < CB) w[q] = ld2(outT + (int64_t)(c0 + c8 + q) * d + j);
-#pragma unroll
-                    for (int q = 0; q < 8; q++)
-                        if (c8 + q < CB)
-#pragma unroll
-                            for (int s = 0; s < S; s++) {
-                                const float yv = y[s * CBm + c8 + q];
-                                acc[s][0] += w[q].x * yv;
-                                acc[s][1] += w[q].y * yv;
-                            }
-                }
-#pragma unroll
-                for (int s = 0; s < S; s++) {
-                    unsigned long long *h = acch + ((int64_t)l * S + s) * d + j;
-                    red_add_u64(h, fx_q(acc[s][0]));
-                    red_add_u64(h + 1, fx_q(acc[s][1]));
-                }
+                    for (int s = 0; s < S; s++)
+                        a.hid[((int64_t)l * S + s) * d + o0 + i] = acc[s];
             }
         }
-        mark(8);
+        mark(17);
         bar_arrive(a.flags, ++nbar, light); /* (syncs: bufB is free) */
         mark(9);
         if (producer) nbar_arrive(3);
-        fill_buf(&a, sm, &mbar[1], 1, l + 1, c0, CB, v0, VB, rb, producer ? 1 : 0);
-        if (l + 1 < nl) in_nxt = lt[l + 1].in, out_nxt = lt[l + 1].outT;
+        fill_buf(&a, sm, &mbar[1], 1, l + 1, kb, producer ? 1 : 0);
+        if (l + 1 < nl) in_nxt = lt[l + 1].in, out_nxt = lt[l + 1].out;
         mark(15);
         bar_wait(a.flags, nbar);
         mark(10);
@@ -706,9 +729,10 @@ static int64_t layout(mbp_args *a, int with_rows) {
     PLACE(off_dw, C * R * 4);
     PLACE(off_A, C * N * 4);
     PLACE(off_ss, S * C * N * 4);
+    PLACE(off_yall, S * a->Di * 4);
     PLACE(off_lt, (int64_t)a->n_layer * (int64_t)sizeof(mbp_layer));
     PLACE(off_rowsA, with_rows ? (int64_t)a->capA * d * ws : 0);
-    PLACE(off_rowsB, with_rows ? (int64_t)a->capB * d * ws : 0);
+    PLACE(off_rowsB, with_rows ? (int64_t)a->capB * a->Di * ws : 0);
 #undef PLACE
     return o;
 }
@@ -723,21 +747,21 @@ int mbp_plan(mbp_args *a, int nb, int optin, long long row_bytes) {
     const int64_t budget = optin - static_smem - 1024;
     a->nb = nb;
     a->CBmax = (a->Di + nb - 1) / nb;
-    const int64_t rb = (int64_t)a->d * (a->bf16 ? 2 : 4);
+    const int64_t ws = a->bf16 ? 2 : 4, rbA = (int64_t)a->d * ws, rbB = (int64_t)a->Di * ws;
     const int64_t fixed = layout(a, 0);
     int64_t avail = budget - fixed - 32;
     if (avail < 0) return 1;
     if (row_bytes >= 0 && row_bytes < avail) avail = row_bytes;
     const int VBmax = (a->V + nb - 1) / nb;
-    const int needA = 2 * a->CBmax > VBmax ? 2 * a->CBmax : VBmax, needB = a->CBmax;
-    if ((int64_t)(needA + needB) * rb <= avail) {
+    const int needA = 2 * a->CBmax > VBmax ? 2 * a->CBmax : VBmax, needB = (a->d + nb - 1) / nb;
+    if (needA * rbA + needB * rbB <= avail) {
         a->capA = needA, a->capB = needB;
-    } else { /* split the rows that fit 2 : 1 (in_proj has twice the rows of out_proj) */
-        int64_t ca = avail * 2 / 3 / rb;
+    } else { /* split the bytes that fit 2 : 1 (in_proj has twice the weights of out_proj) */
+        int64_t ca = avail * 2 / 3 / rbA;
         if (ca > needA) ca = needA;
-        int64_t cbr = (avail - ca * rb) / rb;
+        int64_t cbr = (avail - ca * rbA) / rbB;
         if (cbr > needB) cbr = needB;
-        ca = (avail - cbr * rb) / rb;
+        ca = (avail - cbr * rbB) / rbA;
         if (ca > needA) ca = needA;
         a->capA = (int)ca, a->capB = (int)cbr;
     }

@@ -4,16 +4,19 @@
  * separated by grid-wide barriers (a flag per block in global memory; split arrive / wait).
  *
  * Block b of nb owns the channels [b*Di/nb, (b+1)*Di/nb) of every layer and the lm_head rows
- * [b*256/nb, (b+1)*256/nb). Per layer, 2 barriers:
+ * [b*256/nb, (b+1)*256/nb) and out_proj rows [b*d/nb, (b+1)*d/nb). Per layer, 3 barriers:
  *   phase A: residual += hidden (all of it; every block recomputes the residual stream and the
  *            norm redundantly, statistics in double), in_proj rows x and z of its channels, conv
  *            window shift + conv + SiLU, its x_proj partial sums -> added to dbc (global);
- *   phase B: dt_proj + softplus + selective-state update + D skip + SiLU(z) gate of its channels,
- *            then its out_proj partial sums (out_proj stored transposed, (Di, d)) -> added to
- *            hidden (global).
- * The partial sums are added as 32.32 fixed point (int64 atomics: exact, so the result does not
- * depend on the order of the blocks: deterministic, bit-identical run to run). Values must stay
- * below 2^31 in magnitude (a NaN / inf becomes a large finite value).
+ *   phase B: dt_proj + softplus + selective-state update + D skip + SiLU(z) gate of its channels
+ *            -> y (global);
+ *   phase H: its out_proj rows (dot products over all of y) -> hidden (global).
+ * The x_proj partial sums are added as 32.32 fixed point (int64 atomics: exact, so the result
+ * does not depend on the order of the blocks: deterministic, bit-identical run to run). Values
+ * must stay below 2^31 in magnitude (a NaN / inf becomes a large finite value). out_proj was
+ * summed the same way (partial sums of each block's channels over all d outputs: 132 x 1024
+ * atomics per layer at 353m, whose drain cost ~5k cycles of a ~31k-cycle layer on the H200);
+ * its rows now cost one more barrier and no atomics.
  * Every phase's weights of the block (and its own slice of the recurrent state) are copied into
  * shared memory (bulk copies by the TMA engine for 16-byte-aligned segments, issued by a 16th
  * producer warp that the compute warps hand each buffer to through named barriers, and
@@ -34,9 +37,10 @@
 /* Profile slots (cycles of block 0's thread 0, summed over layers and steps): 0 wait for phase
  * A's weights, 1 residual + norm, 2 in_proj + conv + x_proj, 3 barrier arrive, 14 issue of the
  * next A fill, 4 barrier wait, 5 wait for phase B's weights, 6 dbc load, 7 dt + state update,
- * 8 out_proj partials, 9 barrier arrive, 15 issue of the next B fill, 10 barrier wait, 11
- * norm_f + lm_head (per step), 12 steps, 13 whole kernel (per step). */
-#define MBP_PROF 16
+ * 8 y store + barrier arrive, 16 barrier wait, 17 y load + out_proj rows, 9 barrier arrive, 15
+ * issue of the next B fill, 10 barrier wait, 11 norm_f + lm_head (per step), 12 steps, 13 whole
+ * kernel (per step). */
+#define MBP_PROF 18
 
 /* One layer's device tensors as the persistent kernel reads them. */
 typedef struct {
@@ -46,7 +50,7 @@ typedef struct {
     const float *xwT;             /* x_proj.weight transposed: (Di, W), W = R + 2N */
     const float *dt_w, *dt_b;     /* (Di, R), (Di) */
     const float *A, *D;           /* -exp(A_log) (Di, N), (Di) */
-    const void *outT;             /* out_proj.weight transposed: (Di, d), fp32 or bf16 */
+    const void *out;              /* out_proj.weight (d, Di), fp32 or bf16 */
 } mbp_layer;
 
 typedef struct {
@@ -57,7 +61,9 @@ typedef struct {
     const uint8_t *tok;       /* (S) input bytes */
     float *conv, *ssm;        /* state (n_layer, S, K-1, Di), (n_layer, S, Di, N) */
     float *logits;            /* (S, V) */
-    unsigned long long *acc;  /* 2 (step parity) x n_layer x S x (W + d) fixed-point sums */
+    unsigned long long *acc;  /* 2 (step parity) x n_layer x S x W fixed-point x_proj sums */
+    float *ybuf;              /* (S, Di) the layer's gated scan output, for the out_proj rows */
+    float *hid;               /* (n_layer, S, d) out_proj outputs */
     unsigned *flags;          /* (nb) barrier counts */
     unsigned *step;           /* steps run (parity of acc) */
     unsigned long long *prof; /* NULL, or (MBP_PROF) clock64 cycles summed by block 0 thread 0 */
@@ -70,12 +76,15 @@ typedef struct {
     int producer;    /* 1 (with bulk): a 16th warp issues the bulk copies, so that the compute
                         warps never wait for the copy issue (launched with MBP_THREADS + 32
                         threads); env MB_CUDA_GEN_PERSIST_PRODUCER=0 turns it off */
+    int all16;       /* 1: every segment of every block's fills is 16-byte aligned (bulk copies
+                        only), so the compute threads skip their walk of the segments for cp.async
+                        ones (set by mbp_all_aligned; env MB_CUDA_GEN_PERSIST_ALL16=0 forces 0) */
     float eps;
     /* shared memory plan (bytes; filled by mbp_prepare) */
     int CBmax, capA, capB; /* channels per block (max), rows of bufA / bufB kept in smem */
     int off_r, off_u, off_xz, off_xc, off_dbc, off_y;
     int off_nw, off_nb, off_cw, off_xw, off_rowsA;
-    int off_dw, off_A, off_ss, off_rowsB;
+    int off_dw, off_A, off_ss, off_rowsB, off_yall;
     int off_lt; /* the layer table (n_layer mbp_layer), copied in at the start */
     int smem;
 } mbp_args;
@@ -94,6 +103,12 @@ int mbp_plan(mbp_args *a, int nb, int optin, long long row_bytes);
 
 /* Launch the step on stream (no programmatic dependent launch). */
 int mbp_launch(const mbp_args *a, cudaStream_t stream);
+
+/* 1 when every segment that any block copies (for_segs in decode_persist.cu: weights, states)
+ * is 16-byte aligned in source, size and shared-memory offset, else 0. layers: the host copy of
+ * the layer table (device addresses); needs the plan (mbp_prepare / mbp_plan) and the pointers
+ * of a (normf_w, normf_b, lm, ssm) set. */
+int mbp_all_aligned(const mbp_args *a, const mbp_layer *layers);
 
 /* dst (cols, rows) = transpose of src (rows, cols) fp32, as fp32 (bf16 = 0) or bf16. */
 int mbp_transpose(void *dst, const float *src, int64_t rows, int64_t cols, int bf16,

@@ -42,6 +42,8 @@ struct mb_cuda_gen {
     int use_pdl;        /* programmatic dependent launch: sm_90 device and kernels */
     int batched;        /* n_seq > MB_CUDA_GEN_GEMV_MAX_SEQ: GEMMs + the *_b_kernel path */
     int sg;             /* sequences per block of ssm_b_kernel */
+    int xp_minb;  /* conv_xproj_b_kernel's launch bound (blocks per multiprocessor): 2 where its
+                     grid exceeds the multiprocessors, else 1; MB_CUDA_GEN_XPROJ_MINB=1|2 */
     int own_gemm; /* batched bf16 GEMMs by gemm_decode_cuda.h where gd_ok: by default for 48..64
                      sequences and plans of one wave of blocks with at most 2 splits of K (where
                      it measured faster than cuBLAS on the H200: 353m batch 48 and 64; at 972m
@@ -529,8 +531,13 @@ __device__ __forceinline__ float4 load4_row(const float *row, int c, int n) {
  * = xc[:, slice] @ x_proj_w[:, slice]^T (summed over slices, in order, by ssm_b_kernel). Lane
  * l covers the slice's columns 4l..4l+3 and 128+4l..128+4l+3; each warp takes B_XRB rows at a
  * time (weights loaded before pdl_wait for the first rows) and sums its B_XRB x B_XSG dot
- * products over the lanes by one transposing shuffle sum (group_reduce: 31 shuffles). */
-__global__ void __launch_bounds__(B_THREADS, 1)
+ * products over the lanes by one transposing shuffle sum (group_reduce: 31 shuffles).
+ * MINB blocks per multiprocessor (launch bounds; 2 caps the registers at 128 with ~20 bytes of
+ * spills): 2 where the grid is larger than one block per multiprocessor (the 972m preset's 12
+ * slices x 16 sequence groups at batch 64: 2.85 -> 2.66 ms/step on the H200), else 1 (353m at
+ * batch 64, 128 blocks: 1.486 ms/step at 1, 1.52 at 2). */
+template <int MINB>
+__global__ void __launch_bounds__(B_THREADS, MINB)
     conv_xproj_b_kernel(const float *__restrict__ xz, float *__restrict__ conv,
                         const float *__restrict__ conv_w, const float *__restrict__ conv_b,
                         const float *__restrict__ x_w, float *__restrict__ xc,
@@ -1149,6 +1156,18 @@ static int norm_b(mb_cuda_gen *g, const NormArgs &na, int pdl) {
 
 /* The batched step (n_seq > MB_CUDA_GEN_GEMV_MAX_SEQ): per layer norm, in_proj GEMM,
  * conv + x_proj partials, partial sum + dt_proj + state update + gate, out_proj GEMM. */
+/* conv + x_proj of the batched step for one layer (conv_l: its conv windows) */
+static int conv_xproj_b(mb_cuda_gen *g, float *conv_l, const gen_layer *L) {
+    const dim3 grid((unsigned)g->n_slices, (unsigned)((g->S + B_XSG - 1) / B_XSG));
+    const float *xz = g->xz, *cw = L->conv_w, *cb = L->conv_b, *xw = L->x_w;
+    const int S = (int)g->S, Di = (int)g->cfg.d_inner, K = (int)g->cfg.d_conv, W = (int)g->W;
+    if (g->xp_minb == 2)
+        return launch_k(g, 1, conv_xproj_b_kernel<2>, grid, dim3(B_THREADS), 0, xz, conv_l, cw, cb,
+                        xw, g->xc, g->part, S, Di, K, W);
+    return launch_k(g, 1, conv_xproj_b_kernel<1>, grid, dim3(B_THREADS), 0, xz, conv_l, cw, cb, xw,
+                    g->xc, g->part, S, Di, K, W);
+}
+
 static int enqueue_step_batched(mb_cuda_gen *g, int sample) {
     const mb_config *c = &g->cfg;
     const int64_t S = g->S, d = c->d_model, Di = c->d_inner, N = c->d_state, K = c->d_conv,
@@ -1169,11 +1188,7 @@ static int enqueue_step_batched(mb_cuda_gen *g, int sample) {
         MB_TRY(norm_b(g, na, l > 0));
         MB_TRY(gemm_b(g, 0, l, L->in_w, L->in_h, 2 * Di, d, ux, g->xz, 2 * Di));
         float *conv_l = g->conv + l * S * (K - 1) * Di;
-        MB_TRY(launch_k(g, 1, conv_xproj_b_kernel,
-                        dim3((unsigned)g->n_slices, (unsigned)((S + B_XSG - 1) / B_XSG)),
-                        dim3(B_THREADS), 0, (const float *)g->xz, conv_l, (const float *)L->conv_w,
-                        (const float *)L->conv_b, (const float *)L->x_w, g->xc, g->part, (int)S,
-                        (int)Di, (int)K, (int)W));
+        MB_TRY(conv_xproj_b(g, conv_l, L));
         float *ssm_l = g->ssm + l * S * Di * N;
         if (N == 16) {
             /* dt_proj.weight in 16 registers per lane and up to 8 sequences per block (R <= 64),
@@ -1348,8 +1363,8 @@ extern "C" void mb_cuda_gen_free(mb_cuda_gen *g) {
 }
 
 /* The persistent step (decode_persist.h) for n_seq <= MBP_MAX_SEQ: plan, transposed copies of
- * x_proj (Di, W) fp32 and out_proj (Di, d) (bf16 in bf16 mode), the layer table, zeroed sums
- * and barrier flags. Leaves g->persist 0 (per-layer kernels) when the kernel does not cover
+ * x_proj (Di, W) fp32, the layer table, the y and hidden buffers, zeroed sums and barrier
+ * flags. Leaves g->persist 0 (per-layer kernels) when the kernel does not cover
  * the shape or MB_CUDA_GEN_PERSIST=0. */
 static int persist_setup(mb_cuda_gen *g) {
     const char *e = getenv("MB_CUDA_GEN_PERSIST");
@@ -1376,18 +1391,19 @@ static int persist_setup(mb_cuda_gen *g) {
     }
     int rc = mbp_prepare(&a, g->sm_count); /* (its occupancy check needs the thread count) */
     if (rc) return rc < 0 ? rc : MB_OK;
-    const int64_t ws = g->use_bf16 ? 2 : 4;
     const int64_t b_layers = al64((int64_t)(nl * sizeof(mbp_layer))), b_xw = al64(nl * Di * W * 4),
-                  b_out = al64(nl * Di * d * ws), b_acc = al64(2 * nl * S * (W + d) * 8),
+                  b_acc = al64(2 * nl * S * W * 8), b_y = al64(S * Di * 4),
+                  b_hid = al64(nl * S * d * 4),
                   b_flags = al64((int64_t)a.nb * 4 + 4 + 8 * MBP_PROF);
-    MB_CUDA_TRY(cudaMalloc(&g->pmem, (size_t)(b_layers + b_xw + b_out + b_acc + b_flags)),
+    MB_CUDA_TRY(cudaMalloc(&g->pmem, (size_t)(b_layers + b_xw + b_y + b_hid + b_acc + b_flags)),
                 "mb_cuda_gen_create: persistent step buffers");
     unsigned char *q = (unsigned char *)g->pmem;
     mbp_layer *dl = (mbp_layer *)q;
     float *xw = (float *)(q + b_layers);
-    unsigned char *outT = q + b_layers + b_xw;
-    unsigned long long *acc = (unsigned long long *)(q + b_layers + b_xw + b_out);
-    unsigned *flags = (unsigned *)(q + b_layers + b_xw + b_out + b_acc);
+    a.ybuf = (float *)(q + b_layers + b_xw);
+    a.hid = (float *)(q + b_layers + b_xw + b_y);
+    unsigned long long *acc = (unsigned long long *)(q + b_layers + b_xw + b_y + b_hid);
+    unsigned *flags = (unsigned *)(q + b_layers + b_xw + b_y + b_hid + b_acc);
     mbp_layer *hl = (mbp_layer *)calloc((size_t)nl, sizeof(mbp_layer));
     if (!hl) return mb_fail(MB_ENOMEM, "mb_cuda_gen_create: out of host memory");
     for (int64_t l = 0; l < nl && !rc; l++) {
@@ -1398,13 +1414,18 @@ static int persist_setup(mb_cuda_gen *g) {
         h->conv_w = L->conv_w, h->conv_b = L->conv_b;
         h->xwT = xw + l * Di * W;
         h->dt_w = L->dt_w, h->dt_b = L->dt_b, h->A = L->A, h->D = L->D;
-        h->outT = outT + l * Di * d * ws;
+        h->out = g->use_bf16 ? (const void *)L->out_h : (const void *)L->out_w;
         rc = mbp_transpose(xw + l * Di * W, L->x_w, W, Di, 0, g->stream);
-        if (!rc)
-            rc = mbp_transpose(outT + l * Di * d * ws, L->out_w, d, Di, g->use_bf16, g->stream);
     }
     cudaError_t ce = cudaSuccess;
     if (!rc) ce = cudaMemcpy(dl, hl, (size_t)nl * sizeof(mbp_layer), cudaMemcpyHostToDevice);
+    a.emb = g->emb, a.normf_w = g->normf_w, a.normf_b = g->normf_b;
+    a.lm = g->use_bf16 ? (const void *)g->lm_h : (const void *)g->lm;
+    a.tok = g->tok, a.conv = g->conv, a.ssm = g->ssm, a.logits = g->logits;
+    {
+        const char *ae = getenv("MB_CUDA_GEN_PERSIST_ALL16");
+        a.all16 = (ae && !strcmp(ae, "0")) ? 0 : mbp_all_aligned(&a, hl);
+    }
     free(hl);
     if (rc) return rc;
     if (ce != cudaSuccess)
@@ -1412,9 +1433,6 @@ static int persist_setup(mb_cuda_gen *g) {
     MB_CUDA_TRY(cudaMemsetAsync(acc, 0, (size_t)(b_acc + b_flags), g->stream),
                 "mb_cuda_gen_create: persistent step sums");
     a.layers = dl;
-    a.emb = g->emb, a.normf_w = g->normf_w, a.normf_b = g->normf_b;
-    a.lm = g->use_bf16 ? (const void *)g->lm_h : (const void *)g->lm;
-    a.tok = g->tok, a.conv = g->conv, a.ssm = g->ssm, a.logits = g->logits;
     a.acc = acc, a.flags = flags, a.step = flags + a.nb;
     {
         const char *pe = getenv("MB_CUDA_GEN_PERSIST_PROF");
@@ -1478,6 +1496,11 @@ extern "C" int mb_cuda_gen_create(mb_cuda_gen **out, const mb_model *m, const mb
         cudaFuncAttributes fa;
         TRY(cudaFuncGetAttributes(&fa, ssm_kernel<float>), "mb_cuda_gen_create: kernel attributes");
         g->use_pdl = p.major >= 9 && fa.binaryVersion >= 90 && !getenv("MB_CUDA_NO_PDL");
+        const char *em = getenv("MB_CUDA_GEN_XPROJ_MINB");
+        const int64_t xgrid = g->n_slices * ((S + B_XSG - 1) / B_XSG);
+        g->xp_minb = em && (!strcmp(em, "1") || !strcmp(em, "2")) ? atoi(em)
+                     : xgrid > g->sm_count                        ? 2
+                                                                  : 1;
     }
     TRY(cudaStreamCreateWithFlags(&g->stream, cudaStreamNonBlocking), "mb_cuda_gen_create: stream");
     {
