@@ -75,23 +75,23 @@ int main(int argc, char **argv) {
                                      "wait B weights",
                                      "dbc load",
                                      "dt+state update",
-                                     "y store+arrive Y",
-                                     "arrive H",
-                                     "barrier H wait",
+                                     "hidden wait",
+                                     "",
+                                     "",
                                      "norm_f+lm_head/step",
                                      "",
                                      "",
                                      "fill A issue",
                                      "fill B issue",
-                                     "barrier Y wait",
-                                     "y load+out_proj rows"};
-        static const int order[16] = {0, 1, 2, 3, 14, 4, 5, 6, 7, 8, 16, 17, 9, 15, 10, 11};
+                                     "y wait",
+                                     "out_proj rows"};
+        static const int order[14] = {8, 0, 1, 2, 3, 14, 4, 5, 6, 7, 16, 17, 15, 11};
         const double nsteps = (double)pr[12], nl = (double)c.n_layer;
         const double ghz = (double)pr[13] / nsteps / (per * 1e9); /* cycles per ns (in-kernel) */
         printf("  profile (block 0, cycles per layer; kernel %.0f cycles per step = %.2f cycles/ns"
                " of the step time):",
                (double)pr[13] / nsteps, ghz);
-        for (int i = 0; i < 16; i++) {
+        for (int i = 0; i < 14; i++) {
             const int k = order[i];
             printf("%s %s %.0f", i ? "," : "", nm[k],
                    (double)pr[k] / nsteps / (k != 11 ? nl : 1.0));

@@ -12,7 +12,8 @@
 # the bulk copies), MB_CUDA_GEN_PERSIST_BULK=0 (cp.async), MB_CUDA_GEN_PERSIST_FENCE=full;
 # MB_CUDA_GEN_PERSIST_PROF=1: cycles per phase (block 0) printed under the row;
 # MB_CUDA_GEN_PERSIST_ALL16=0: the compute threads walk the copy segments even when all are
-# bulk copies.
+# bulk copies; MB_CUDA_GEN_PERSIST_LL=0|1: y and hidden as plain floats with grid barriers / as
+# LL words (default: LL words at batch 1).
 # Usage: sh bench/bench_generate_cuda.sh [BENCH_BINARY] [STEPS]
 B=${1:-build/bench_generate_cuda}
 N=${2:-1000}
@@ -30,6 +31,8 @@ MB_CUDA_GEN_PERSIST_PROF=1 "$B" 972m 1 bf16 "$N" | sed '1s/$/ (profiled)/'
 MB_CUDA_GEN_PERSIST_PROF=1 "$B" 353m 4 bf16 "$N" | sed '1s/$/ (profiled)/'
 MB_CUDA_GEN_PERSIST_PRODUCER=0 MB_CUDA_GEN_PERSIST_PROF=1 "$B" 353m 1 bf16 "$N" | sed '1s/$/ no producer warp (profiled)/'
 MB_CUDA_GEN_PERSIST_ALL16=0 "$B" 353m 1 bf16 "$N" | sed 's/$/ segments walked/'
+MB_CUDA_GEN_PERSIST_LL=0 "$B" 353m 1 bf16 "$N" | sed 's/$/ barriers (no LL words)/'
+MB_CUDA_GEN_PERSIST_LL=1 "$B" 353m 4 bf16 "$N" | sed 's/$/ LL words/'
 MB_CUDA_GEN_PERSIST_FENCE=full "$B" 353m 1 bf16 "$N" | sed 's/$/ full fence/'
 MB_CUDA_GEN_PERSIST_BULK=0 "$B" 353m 1 bf16 "$N" | sed 's/$/ cp.async only/'
 MB_CUDA_GEN_PERSIST_BULK=0 "$B" 353m 1 fp32 "$N" | sed 's/$/ cp.async only/'

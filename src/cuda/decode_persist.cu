@@ -197,6 +197,89 @@ __device__ __forceinline__ void bar_wait(const unsigned *flags, unsigned target)
     csync();
 }
 
+/* LL words (NCCL's low-latency protocol): a float and the epoch it belongs to in one 8-byte
+ * word, stored and loaded whole (single-copy atomic at gpu scope), so that a reader knows the
+ * value has arrived by its epoch and no barrier (and no fence draining this block's other
+ * stores and copies) is needed. The epoch is the step count + 1: a slot (one per layer) holds the
+ * previous step's epoch until its writer stores this step's. */
+__host__ __device__ __forceinline__ unsigned f2u(float v) {
+    unsigned u;
+    memcpy(&u, &v, 4);
+    return u;
+}
+__host__ __device__ __forceinline__ float u2f(unsigned u) {
+    float v;
+    memcpy(&v, &u, 4);
+    return v;
+}
+#ifndef MBP_EMU
+__device__ __forceinline__ void ll_store(unsigned long long *p, float v, unsigned epoch) {
+    const unsigned long long w = ((unsigned long long)epoch << 32) | f2u(v);
+    asm volatile("st.relaxed.gpu.global.u64 [%0], %1;\n" ::"l"(p), "l"(w) : "memory");
+}
+__device__ __forceinline__ unsigned long long ll_load(const unsigned long long *p) {
+    unsigned long long w;
+    asm volatile("ld.relaxed.gpu.global.u64 %0, [%1];\n" : "=l"(w) : "l"(p) : "memory");
+    return w;
+}
+#endif
+/* dst[i] = the value of LL word src[i] for i < n (compute threads), each once its epoch is ep:
+ * LL_U loads per thread in flight, then the late ones polled one at a time; traps after 10 s (a
+ * writer that is not co-resident). */
+#define LL_U 8
+__device__ __noinline__ void ll_read(float *dst, const unsigned long long *src, int n,
+                                     unsigned ep) {
+    for (int i0 = threadIdx.x; i0 < n; i0 += LL_U * PT) {
+        unsigned long long w[LL_U];
+        unsigned pend = 0;
+#pragma unroll
+        for (int q = 0; q < LL_U; q++) {
+            const int i = i0 + q * PT;
+            w[q] = i < n ? ll_load(src + i) : 0ull;
+        }
+#pragma unroll
+        for (int q = 0; q < LL_U; q++)
+            if (i0 + q * PT < n && (unsigned)(w[q] >> 32) != ep) pend |= 1u << q;
+        unsigned long long t0 = 0;
+        int it = 0;
+        while (pend) { /* poll the first late word alone (the others are re-read once it has
+                        * come): a fraction of the L2 traffic of re-reading all of them */
+            const int q = __ffs((int)pend) - 1;
+            const unsigned long long v = ll_load(src + i0 + q * PT);
+            if ((unsigned)(v >> 32) == ep) {
+                pend &= ~(1u << q);
+#pragma unroll
+                for (int k = 0; k < LL_U; k++)
+                    if (k == q) w[k] = v; /* (register array: constant indices only) */
+            }
+            if (++it == 256) {
+                it = 0;
+                const unsigned long long now = gtimer();
+                if (!t0)
+                    t0 = now;
+                else if (now - t0 > 10000000000ull)
+                    __trap(); /* 10 s: a writer not co-resident */
+            }
+        }
+#pragma unroll
+        for (int q = 0; q < LL_U; q++)
+            if (i0 + q * PT < n) dst[i0 + q * PT] = u2f((unsigned)w[q]);
+    }
+}
+
+/* dst[i] = src[i] for i < n (compute threads; src in global memory written by other blocks
+ * before a grid barrier: read from L2), 16-byte loads when both are aligned. Not inlined, as
+ * ll_read: keeps their registers out of the kernel's phases (ptxas: 36-52 bytes of spills
+ * against 52-84 inlined; with 4 loads per thread in flight here, 130-320). */
+__device__ __noinline__ void load_l2(float *dst, const float *src, int n) {
+    if ((((uintptr_t)dst | (uintptr_t)src | (uintptr_t)n * 4) & 15) == 0)
+        for (int i = threadIdx.x; i < n / 4; i += PT)
+            ((float4 *)dst)[i] = __ldcg((const float4 *)src + i);
+    else
+        for (int i = threadIdx.x; i < n; i += PT)
+            dst[i] = __ldcg(src + i);
+}
+
 /* weights as floats (generic address: shared or global) */
 __device__ __forceinline__ float ld1(const float *p) {
     return *p;
@@ -403,6 +486,33 @@ __device__ __noinline__ void fill_buf(const mbp_args *ap, unsigned char *sm,
     cp_commit();
 }
 
+#ifndef MBP_EMU
+__device__ __forceinline__ void prefetch_l2(const void *p) {
+    asm volatile("prefetch.global.L2 [%0];\n" ::"l"(p));
+}
+#endif
+/* The small slices a phase of layer l reads straight from global memory (not 16-byte aligned,
+ * so not in the fills), prefetched into L2 about a phase ahead: otherwise each is an HBM
+ * access (the weights streamed every step evict them) on the phase's critical path. which 0:
+ * conv bias and this block's conv windows (phase A), 1: dt bias and D (phase B). The first and
+ * the last element of each slice (a slice of <= 32 floats spans at most 2 lines of 128 B). */
+__device__ __forceinline__ void prefetch_small(const mbp_args &a, const mbp_layer *lt, int l,
+                                               int which, const mbp_blk &k) {
+    if (l >= a.n_layer || k.CB == 0) return;
+    const int t = threadIdx.x, K1 = a.K - 1, nr = which == 0 ? 1 + a.S * K1 : 2;
+    for (int i = t; i < 2 * nr; i += PT) {
+        const int r = i >> 1;
+        const float *p;
+        if (which == 0)
+            p = r == 0 ? lt[l].conv_b + k.c0
+                       : a.conv + (((int64_t)l * a.S + (r - 1) / K1) * K1 + (r - 1) % K1) * a.Di +
+                             k.c0;
+        else
+            p = (r == 0 ? lt[l].dt_b : lt[l].D) + k.c0;
+        prefetch_l2(p + ((i & 1) ? k.CB - 1 : 0));
+    }
+}
+
 /* ------------------------------------------------------------------------------ kernel */
 template <typename WT, int S>
 __global__ void __launch_bounds__(PT + 32, 1)
@@ -423,7 +533,7 @@ __global__ void __launch_bounds__(PT + 32, 1)
     const int c0 = kb.c0, CB = kb.CB, v0 = kb.v0, VB = kb.VB, o0 = kb.o0, OB = kb.OB;
     float *r = (float *)(sm + a.off_r), *u = (float *)(sm + a.off_u);
     float *xz = (float *)(sm + a.off_xz), *xc = (float *)(sm + a.off_xc);
-    float *dbc = (float *)(sm + a.off_dbc), *y = (float *)(sm + a.off_y);
+    float *dbc = (float *)(sm + a.off_dbc);
     const float *nw = (const float *)(sm + a.off_nw), *nbias = (const float *)(sm + a.off_nb);
     const float *cw = (const float *)(sm + a.off_cw), *xw = (const float *)(sm + a.off_xw);
     const WT *rowsA = (const WT *)(sm + a.off_rowsA), *rowsB = (const WT *)(sm + a.off_rowsB);
@@ -432,7 +542,7 @@ __global__ void __launch_bounds__(PT + 32, 1)
     float *yall = (float *)(sm + a.off_yall);
 
     unsigned nbar = ld_acq(a.flags + b); /* barriers passed so far (this block's own flag) */
-    const unsigned par = __ldcg(a.step) & 1u;
+    const unsigned stepc = __ldcg(a.step), par = stepc & 1u, ep = stepc + 1u; /* LL epoch */
     const int64_t per = (int64_t)nl * S * W;
     unsigned long long *accx = a.acc + par * per;
 
@@ -474,8 +584,17 @@ __global__ void __launch_bounds__(PT + 32, 1)
     const void *in_nxt = in_cur, *out_nxt = out_cur;
     fill_buf(&a, sm, &mbar[0], 0, 0, kb, 0); /* thread 0 issues the bulk copies */
     fill_buf(&a, sm, &mbar[1], 1, 0, kb, 0);
+    prefetch_small(a, lt, 0, 0, kb);
+    prefetch_small(a, lt, 0, 1, kb);
     for (int l = 0; l <= nl; l++) {
         /* ---------------- phase A: residual + norm (redundant in every block) */
+        if (l > 0) { /* the previous layer's out_proj rows -> u (free until the norm) */
+            if (a.ll)
+                ll_read(u, a.hll + (int64_t)(l - 1) * S * d, S * d, ep);
+            else /* plain floats, after the barrier that ended phase H */
+                load_l2(u, (const float *)a.hll + (int64_t)(l - 1) * S * d, S * d);
+        }
+        mark(8);
         cp_wait<1>();
         if (bulk) mbar_wait(&mbar[0], (unsigned)l & 1u);
         csync();
@@ -485,15 +604,14 @@ __global__ void __launch_bounds__(PT + 32, 1)
         for (int i = 0; i < 2 * S; i++)
             ps[i] = 0.0;
         {
-            /* r = embedding row (layer 0) or r + hidden: every load of a pass (S x RJ per
-             * thread) issued before the first update, one memory latency per pass */
+            /* r = embedding row (layer 0) or r + hidden (in u): every load of a pass (S x RJ
+             * per thread) issued before the first update */
             constexpr int RJ = 4;
             const float *er[S];
             if (l == 0)
 #pragma unroll
                 for (int s = 0; s < S; s++)
                     er[s] = a.emb + (int64_t)a.tok[s] * d;
-            const float *hp = a.hid + (int64_t)(l > 0 ? l - 1 : 0) * S * d;
             for (int j0 = t; j0 < d; j0 += RJ * PT) {
                 float nv[S][RJ];
 #pragma unroll
@@ -501,9 +619,7 @@ __global__ void __launch_bounds__(PT + 32, 1)
 #pragma unroll
                     for (int q = 0; q < RJ; q++) {
                         const int j = j0 + q * PT;
-                        nv[s][q] = j >= d   ? 0.0f
-                                   : l == 0 ? __ldg(er[s] + j)
-                                            : __ldcg(hp + (int64_t)s * d + j);
+                        nv[s][q] = j >= d ? 0.0f : l == 0 ? __ldg(er[s] + j) : u[s * d + j];
                     }
 #pragma unroll
                 for (int s = 0; s < S; s++)
@@ -629,6 +745,7 @@ __global__ void __launch_bounds__(PT + 32, 1)
         mark(3);
         if (producer) nbar_arrive(2);
         fill_buf(&a, sm, &mbar[0], 0, l + 1, kb, producer ? 1 : 0);
+        prefetch_small(a, lt, l + 1, 0, kb);
         mark(14);
         bar_wait(a.flags, nbar);
         mark(4);
@@ -659,26 +776,28 @@ __global__ void __launch_bounds__(PT + 32, 1)
                 acc += h * db[R + N + n];
             }
             acc = p_warp_sum(acc);
-            if (lane == 0) y[s * CBm + ci] = (acc + Dc * x) * p_silu(z);
+            if (lane == 0) {
+                const float yv = (acc + Dc * x) * p_silu(z);
+                const int64_t o = ((int64_t)l * S + s) * Di + c0 + ci;
+                if (a.ll)
+                    ll_store(a.yll + o, yv, ep);
+                else
+                    ((float *)a.yll)[o] = yv;
+            }
         }
         csync();
         mark(7);
-        /* ---------------- phase H: y of every channel -> this block's out_proj rows */
-        for (int i = t; i < S * CB; i += PT) {
-            const int s = i / CB, ci = i - s * CB;
-            a.ybuf[(int64_t)s * Di + c0 + ci] = y[s * CBm + ci];
+        /* ---------------- phase H: y of every channel -> this block's out_proj rows -> hidden
+         * (LL words, or plain floats between two grid barriers) */
+        if (a.ll) {
+            ll_read(yall, a.yll + (int64_t)l * S * Di, S * Di, ep);
+        } else {
+            bar_arrive(a.flags, ++nbar, light);
+            bar_wait(a.flags, nbar);
+            load_l2(yall, (const float *)a.yll + (int64_t)l * S * Di, S * Di);
         }
-        bar_arrive(a.flags, ++nbar, light);
-        mark(8);
-        bar_wait(a.flags, nbar);
-        mark(16);
-        if ((Di & 3) == 0) /* from L2: written by the other blocks */
-            for (int i = t; i < S * Di / 4; i += PT)
-                ((float4 *)yall)[i] = __ldcg((const float4 *)a.ybuf + i);
-        else
-            for (int i = t; i < S * Di; i += PT)
-                yall[i] = __ldcg(a.ybuf + i);
         csync();
+        mark(16);
         {
             const WT *outw = (const WT *)out_cur;
             for (int i = warp; i < OB; i += NWARP) {
@@ -689,18 +808,23 @@ __global__ void __launch_bounds__(PT + 32, 1)
                 if (lane == 0)
 #pragma unroll
                     for (int s = 0; s < S; s++)
-                        a.hid[((int64_t)l * S + s) * d + o0 + i] = acc[s];
+                        if (a.ll)
+                            ll_store(a.hll + ((int64_t)l * S + s) * d + o0 + i, acc[s], ep);
+                        else
+                            ((float *)a.hll)[((int64_t)l * S + s) * d + o0 + i] = acc[s];
             }
         }
+        if (a.ll)
+            csync(); /* bufB is free */
+        else
+            bar_arrive(a.flags, ++nbar, light); /* (syncs: bufB is free) */
         mark(17);
-        bar_arrive(a.flags, ++nbar, light); /* (syncs: bufB is free) */
-        mark(9);
         if (producer) nbar_arrive(3);
         fill_buf(&a, sm, &mbar[1], 1, l + 1, kb, producer ? 1 : 0);
+        prefetch_small(a, lt, l + 1, 1, kb);
         if (l + 1 < nl) in_nxt = lt[l + 1].in, out_nxt = lt[l + 1].out;
         mark(15);
-        bar_wait(a.flags, nbar);
-        mark(10);
+        if (!a.ll) bar_wait(a.flags, nbar);
         in_cur = in_nxt, out_cur = out_nxt;
     }
 }
@@ -721,7 +845,6 @@ static int64_t layout(mbp_args *a, int with_rows) {
     PLACE(off_xz, S * 2 * C * 4);
     PLACE(off_xc, S * C * 4);
     PLACE(off_dbc, S * W * 4);
-    PLACE(off_y, S * C * 4);
     PLACE(off_nw, d * 4);
     PLACE(off_nb, d * 4);
     PLACE(off_cw, C * K * 4);

@@ -1,22 +1,31 @@
 /* Persistent recurrent step for small batches (1..MBP_MAX_SEQ sequences) on the GPU: the whole
  * step of src/cuda/step_cuda.cu (every layer, norm_f, lm_head; model.md "Recurrent step",
  * mamba_ssm `Mamba.step`) in ONE kernel of one block per multiprocessor, the phases of a layer
- * separated by grid-wide barriers (a flag per block in global memory; split arrive / wait).
+ * separated by one grid-wide barrier (a flag per block in global memory; split arrive / wait)
+ * and by LL words (below).
  *
  * Block b of nb owns the channels [b*Di/nb, (b+1)*Di/nb) of every layer and the lm_head rows
- * [b*256/nb, (b+1)*256/nb) and out_proj rows [b*d/nb, (b+1)*d/nb). Per layer, 3 barriers:
- *   phase A: residual += hidden (all of it; every block recomputes the residual stream and the
- *            norm redundantly, statistics in double), in_proj rows x and z of its channels, conv
- *            window shift + conv + SiLU, its x_proj partial sums -> added to dbc (global);
+ * [b*256/nb, (b+1)*256/nb) and out_proj rows [b*d/nb, (b+1)*d/nb). Per layer:
+ *   phase A: residual += hidden (all of it, once every block's rows have come; every block
+ *            recomputes the residual stream and the norm redundantly, statistics in double),
+ *            in_proj rows x and z of its channels, conv window shift + conv + SiLU, its x_proj
+ *            partial sums -> added to dbc (global); grid barrier;
  *   phase B: dt_proj + softplus + selective-state update + D skip + SiLU(z) gate of its channels
  *            -> y (global);
- *   phase H: its out_proj rows (dot products over all of y) -> hidden (global).
+ *   phase H: its out_proj rows (dot products over all of y, once every block's channels have
+ *            come) -> hidden (global).
+ * With a.ll (the default at batch 1), y and hidden travel as LL words (NCCL's low-latency
+ * protocol): the value and the step's epoch in one 8-byte store, so a reader spins on the words
+ * themselves, with one grid barrier per layer; else they are plain floats, each followed by a
+ * grid barrier (3 per layer). On the H200 (bench_generate_cuda, ms/step) LL is faster at batch
+ * 1 (353m bf16 0.80 against 0.88, fp32 1.01 against 1.17; 972m bf16 1.18 against 1.21), the
+ * barriers at batch 2 (1.10-1.13 against 1.24-1.26) and 4 (1.49 against 1.57-1.59), where each
+ * block spins on 2-4x the words.
  * The x_proj partial sums are added as 32.32 fixed point (int64 atomics: exact, so the result
  * does not depend on the order of the blocks: deterministic, bit-identical run to run). Values
  * must stay below 2^31 in magnitude (a NaN / inf becomes a large finite value). out_proj was
  * summed the same way (partial sums of each block's channels over all d outputs: 132 x 1024
- * atomics per layer at 353m, whose drain cost ~5k cycles of a ~31k-cycle layer on the H200);
- * its rows now cost one more barrier and no atomics.
+ * atomics per layer at 353m, whose drain cost ~5k cycles of a ~31k-cycle layer on the H200).
  * Every phase's weights of the block (and its own slice of the recurrent state) are copied into
  * shared memory (bulk copies by the TMA engine for 16-byte-aligned segments, issued by a 16th
  * producer warp that the compute warps hand each buffer to through named barriers, and
@@ -34,12 +43,11 @@
 
 #define MBP_MAX_SEQ 4
 #define MBP_THREADS 480 /* compute threads (15 warps); + 32 with the producer warp */
-/* Profile slots (cycles of block 0's thread 0, summed over layers and steps): 0 wait for phase
- * A's weights, 1 residual + norm, 2 in_proj + conv + x_proj, 3 barrier arrive, 14 issue of the
- * next A fill, 4 barrier wait, 5 wait for phase B's weights, 6 dbc load, 7 dt + state update,
- * 8 y store + barrier arrive, 16 barrier wait, 17 y load + out_proj rows, 9 barrier arrive, 15
- * issue of the next B fill, 10 barrier wait, 11 norm_f + lm_head (per step), 12 steps, 13 whole
- * kernel (per step). */
+/* Profile slots (cycles of block 0's thread 0, summed over layers and steps): 8 wait for hidden
+ * (LL), 0 wait for phase A's weights, 1 residual + norm, 2 in_proj + conv + x_proj, 3 barrier
+ * arrive, 14 issue of the next A fill, 4 barrier wait, 5 wait for phase B's weights, 6 dbc load,
+ * 7 dt + state update, 16 wait for y (LL), 17 out_proj rows, 15 issue of the next B fill, 11
+ * norm_f + lm_head (per step), 12 steps, 13 whole kernel (per step); 9, 10 unused. */
 #define MBP_PROF 18
 
 /* One layer's device tensors as the persistent kernel reads them. */
@@ -62,8 +70,9 @@ typedef struct {
     float *conv, *ssm;        /* state (n_layer, S, K-1, Di), (n_layer, S, Di, N) */
     float *logits;            /* (S, V) */
     unsigned long long *acc;  /* 2 (step parity) x n_layer x S x W fixed-point x_proj sums */
-    float *ybuf;              /* (S, Di) the layer's gated scan output, for the out_proj rows */
-    float *hid;               /* (n_layer, S, d) out_proj outputs */
+    unsigned long long *yll;  /* (n_layer, S, Di) gated scan outputs: LL words (a.ll), else plain
+                                 floats in the first half; zeroed at start */
+    unsigned long long *hll;  /* (n_layer, S, d) out_proj outputs, the same way */
     unsigned *flags;          /* (nb) barrier counts */
     unsigned *step;           /* steps run (parity of acc) */
     unsigned long long *prof; /* NULL, or (MBP_PROF) clock64 cycles summed by block 0 thread 0 */
@@ -76,13 +85,15 @@ typedef struct {
     int producer;    /* 1 (with bulk): a 16th warp issues the bulk copies, so that the compute
                         warps never wait for the copy issue (launched with MBP_THREADS + 32
                         threads); env MB_CUDA_GEN_PERSIST_PRODUCER=0 turns it off */
+    int ll;          /* 1: y and hidden as LL words (one grid barrier per layer), 0: plain floats
+                        and two more barriers. Default 1 at batch 1; env MB_CUDA_GEN_PERSIST_LL */
     int all16;       /* 1: every segment of every block's fills is 16-byte aligned (bulk copies
                         only), so the compute threads skip their walk of the segments for cp.async
                         ones (set by mbp_all_aligned; env MB_CUDA_GEN_PERSIST_ALL16=0 forces 0) */
     float eps;
     /* shared memory plan (bytes; filled by mbp_prepare) */
     int CBmax, capA, capB; /* channels per block (max), rows of bufA / bufB kept in smem */
-    int off_r, off_u, off_xz, off_xc, off_dbc, off_y;
+    int off_r, off_u, off_xz, off_xc, off_dbc;
     int off_nw, off_nb, off_cw, off_xw, off_rowsA;
     int off_dw, off_A, off_ss, off_rowsB, off_yall;
     int off_lt; /* the layer table (n_layer mbp_layer), copied in at the start */

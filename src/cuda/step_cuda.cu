@@ -1363,7 +1363,7 @@ extern "C" void mb_cuda_gen_free(mb_cuda_gen *g) {
 }
 
 /* The persistent step (decode_persist.h) for n_seq <= MBP_MAX_SEQ: plan, transposed copies of
- * x_proj (Di, W) fp32, the layer table, the y and hidden buffers, zeroed sums and barrier
+ * x_proj (Di, W) fp32, the layer table, zeroed LL words of y and hidden, sums and barrier
  * flags. Leaves g->persist 0 (per-layer kernels) when the kernel does not cover
  * the shape or MB_CUDA_GEN_PERSIST=0. */
 static int persist_setup(mb_cuda_gen *g) {
@@ -1392,16 +1392,16 @@ static int persist_setup(mb_cuda_gen *g) {
     int rc = mbp_prepare(&a, g->sm_count); /* (its occupancy check needs the thread count) */
     if (rc) return rc < 0 ? rc : MB_OK;
     const int64_t b_layers = al64((int64_t)(nl * sizeof(mbp_layer))), b_xw = al64(nl * Di * W * 4),
-                  b_acc = al64(2 * nl * S * W * 8), b_y = al64(S * Di * 4),
-                  b_hid = al64(nl * S * d * 4),
+                  b_acc = al64(2 * nl * S * W * 8), b_y = al64(nl * S * Di * 8),
+                  b_hid = al64(nl * S * d * 8),
                   b_flags = al64((int64_t)a.nb * 4 + 4 + 8 * MBP_PROF);
     MB_CUDA_TRY(cudaMalloc(&g->pmem, (size_t)(b_layers + b_xw + b_y + b_hid + b_acc + b_flags)),
                 "mb_cuda_gen_create: persistent step buffers");
     unsigned char *q = (unsigned char *)g->pmem;
     mbp_layer *dl = (mbp_layer *)q;
     float *xw = (float *)(q + b_layers);
-    a.ybuf = (float *)(q + b_layers + b_xw);
-    a.hid = (float *)(q + b_layers + b_xw + b_y);
+    a.yll = (unsigned long long *)(q + b_layers + b_xw);
+    a.hll = (unsigned long long *)(q + b_layers + b_xw + b_y);
     unsigned long long *acc = (unsigned long long *)(q + b_layers + b_xw + b_y + b_hid);
     unsigned *flags = (unsigned *)(q + b_layers + b_xw + b_y + b_hid + b_acc);
     mbp_layer *hl = (mbp_layer *)calloc((size_t)nl, sizeof(mbp_layer));
@@ -1423,6 +1423,8 @@ static int persist_setup(mb_cuda_gen *g) {
     a.lm = g->use_bf16 ? (const void *)g->lm_h : (const void *)g->lm;
     a.tok = g->tok, a.conv = g->conv, a.ssm = g->ssm, a.logits = g->logits;
     {
+        const char *le = getenv("MB_CUDA_GEN_PERSIST_LL");
+        a.ll = le ? strcmp(le, "0") != 0 : a.S == 1;
         const char *ae = getenv("MB_CUDA_GEN_PERSIST_ALL16");
         a.all16 = (ae && !strcmp(ae, "0")) ? 0 : mbp_all_aligned(&a, hl);
     }
@@ -1430,7 +1432,7 @@ static int persist_setup(mb_cuda_gen *g) {
     if (rc) return rc;
     if (ce != cudaSuccess)
         return mb_cuda_err(ce, "mb_cuda_gen_create: layer table", __FILE__, __LINE__);
-    MB_CUDA_TRY(cudaMemsetAsync(acc, 0, (size_t)(b_acc + b_flags), g->stream),
+    MB_CUDA_TRY(cudaMemsetAsync(a.yll, 0, (size_t)(b_y + b_hid + b_acc + b_flags), g->stream),
                 "mb_cuda_gen_create: persistent step sums");
     a.layers = dl;
     a.acc = acc, a.flags = flags, a.step = flags + a.nb;

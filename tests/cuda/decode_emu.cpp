@@ -265,6 +265,19 @@ static inline void red_add_u64(unsigned long long *p, unsigned long long v) {
 static inline void st_rel(unsigned *p, unsigned v) {
     *p = v;
 }
+static inline void ll_store(unsigned long long *p, float v, unsigned epoch) {
+    unsigned u;
+    memcpy(&u, &v, 4);
+    *(volatile unsigned long long *)p = ((unsigned long long)epoch << 32) | u;
+}
+static inline unsigned long long ll_load(const unsigned long long *p) {
+    emu::yield(); /* spun on: let the writers run */
+    return *(volatile const unsigned long long *)p;
+}
+static inline void prefetch_l2(const void *) {}
+static inline int __ffs(int x) {
+    return __builtin_ffs(x);
+}
 static inline long long clock64() {
     return 0;
 }
@@ -359,15 +372,17 @@ static void run_case(int64_t d, int rms, int tied, int nb, long long rowbytes, i
     std::vector<float> conv(nl * S * (K - 1) * Di + 1, 0.0f), ssm(nl * S * Di * N, 0.0f),
         logits(S * V);
     std::vector<unsigned long long> acc(2 * nl * S * W, 0);
-    std::vector<float> ybuf(S * Di), hid(nl * S * d);
+    std::vector<unsigned long long> yll(nl * S * Di, 0), hll(nl * S * d, 0);
     std::vector<unsigned> flags(a.nb + 1, 0);
     std::vector<uint8_t> tok(S);
     a.layers = L.data(), a.emb = m.w.embedding, a.normf_w = m.w.norm_f_w, a.normf_b = m.w.norm_f_b;
     a.lm = lm.data(), a.tok = tok.data(), a.conv = conv.data(), a.ssm = ssm.data();
-    a.logits = logits.data(), a.acc = acc.data(), a.ybuf = ybuf.data(), a.hid = hid.data();
+    a.logits = logits.data(), a.acc = acc.data(), a.yll = yll.data(), a.hll = hll.data();
     a.flags = flags.data(), a.step = flags.data() + a.nb;
     /* every segment 16-byte aligned: the compute threads skip their cp.async walk */
     a.all16 = getenv("EMU_ALL16_OFF") ? 0 : mbp_all_aligned(&a, L.data());
+    /* y and hidden as LL words (batch 1 on the GPU by default) or plain floats + barriers */
+    a.ll = getenv("EMU_LL") ? atoi(getenv("EMU_LL")) : (S == 1 || a.nb % 2 == 1);
     mb_state st;
     mb_state_create(&st, &c, S);
     std::vector<float> lc(S * V);
@@ -391,11 +406,11 @@ static void run_case(int64_t d, int rms, int tied, int nb, long long rowbytes, i
     }
     const int ok = worst <= tol;
     const int ok2 = ok && g_tx_bad == 0;
-    printf("%-28s S=%d %s nb=%d capA=%d capB=%d CB=%d smem=%d bulk=%d%s (%lld bulk bytes, tx "
+    printf("%-28s S=%d %s nb=%d capA=%d capB=%d CB=%d smem=%d bulk=%d%s%s (%lld bulk bytes, tx "
            "bad %lld): %lld steps max rel err %.2e %s\n",
            name, S, bf ? "bf16" : "fp32", a.nb, a.capA, a.capB, a.CBmax, a.smem, a.bulk,
-           a.producer ? (a.all16 ? " producer all16" : " producer") : "", g_bulk_bytes, g_tx_bad,
-           (long long)steps, worst, ok2 ? "ok" : "FAIL");
+           a.producer ? (a.all16 ? " producer all16" : " producer") : "", a.ll ? " LL" : "",
+           g_bulk_bytes, g_tx_bad, (long long)steps, worst, ok2 ? "ok" : "FAIL");
     fflush(stdout);
     if (!ok2) g_fail = 1;
     g_bulk_bytes = 0, g_tx_bad = 0;

@@ -26,7 +26,9 @@
  *     kernel copies the weights by bulk copies (TMA engine) issued by a producer warp and
  *     arrives at its barriers without __threadfence by default (where every copied segment is
  *     16-byte aligned the compute threads skip their walk of the segments; d1024 batch 1 also
- *     with the walk, MB_CUDA_GEN_PERSIST_ALL16=0); cp.async copies
+ *     with the walk, MB_CUDA_GEN_PERSIST_ALL16=0); y and hidden pass between blocks as LL
+ *     words at batch 1 and as plain floats with grid barriers above (each also forced the other
+ *     way, MB_CUDA_GEN_PERSIST_LL: d64 batch 1 / 3 / 4, d1024 batch 1 / 4); cp.async copies
  *     (MB_CUDA_GEN_PERSIST_BULK=0: batch 1..3 on d64, d36 (5 blocks) and d1024), bulk copies
  *     without the producer warp (MB_CUDA_GEN_PERSIST_PRODUCER=0) and the barrier with
  *     __threadfence (MB_CUDA_GEN_PERSIST_FENCE=full) are checked at batch 1 and 3;
@@ -326,6 +328,15 @@ int main(void) {
             check_logits(&m, 1, 100, 0, 1e-4, "ln untied d64 full fence");
             check_logits(&m, 3, 100, 0, 1e-4, "ln untied d64 full fence");
             unsetenv("MB_CUDA_GEN_PERSIST_FENCE");
+            /* y and hidden as plain floats + barriers at batch 1, as LL words at batch 3 */
+            setenv("MB_CUDA_GEN_PERSIST_LL", "0", 1);
+            check_logits(&m, 1, 100, 0, 1e-4, "ln untied d64 barriers");
+            check_greedy(&m, 1, 100, "ln untied d64 barriers");
+            setenv("MB_CUDA_GEN_PERSIST_LL", "1", 1);
+            check_logits(&m, 3, 100, 0, 1e-4, "ln untied d64 LL words");
+            check_logits(&m, 4, 60, 1, 2e-2, "ln untied d64 LL words");
+            check_greedy(&m, 3, 100, "ln untied d64 LL words");
+            unsetenv("MB_CUDA_GEN_PERSIST_LL");
         }
         mb_model_free(&m);
     }
@@ -410,6 +421,11 @@ int main(void) {
         setenv("MB_CUDA_GEN_PERSIST_ALL16", "0", 1); /* walk the segments though all are bulk */
         check_logits(&m, 1, 12, 1, 2e-2, "d1024 segments walked");
         unsetenv("MB_CUDA_GEN_PERSIST_ALL16");
+        setenv("MB_CUDA_GEN_PERSIST_LL", "0", 1);
+        check_logits(&m, 1, 12, 1, 2e-2, "d1024 barriers");
+        setenv("MB_CUDA_GEN_PERSIST_LL", "1", 1);
+        check_logits(&m, 4, 12, 0, 1e-4, "d1024 LL words");
+        unsetenv("MB_CUDA_GEN_PERSIST_LL");
         mb_model_free(&m);
         make_model_n(&m, 1040, 1, 0, 25, 16, 4, 0); /* rows of 2 passes per lane (fp32 > 1024) */
         check_logits(&m, 1, 8, 0, 1e-4, "rmsnorm d1040");
