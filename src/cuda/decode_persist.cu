@@ -30,6 +30,13 @@ __device__ __forceinline__ float p_warp_sum(float v) {
         v += __shfl_xor_sync(0xffffffffu, v, o);
     return v;
 }
+/* sum over the aligned group of g lanes (g a power of 2, <= 32) holding v; every lane of the
+ * group gets it (all 32 lanes must call) */
+__device__ __forceinline__ float p_group_sum(float v, int g) {
+    for (int o = g >> 1; o > 0; o >>= 1)
+        v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
 __device__ __forceinline__ double p_warp_sumd(double v) {
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1)
@@ -758,31 +765,41 @@ __global__ void __launch_bounds__(PT + 32, 1)
             dbc[i] = fx_f(__ldcg(accx + (int64_t)l * S * W + i));
         csync();
         mark(6);
-        for (int p = warp; p < S * CB; p += NWARP) {
-            const int s = p / CB, ci = p % CB;
-            const float dtb = __ldg(lt[l].dt_b + c0 + ci), Dc = __ldg(lt[l].D + c0 + ci);
-            const float *db = dbc + s * W;
-            float dt = 0.0f;
-            for (int k = lane; k < R; k += 32)
-                dt += dw[ci * R + k] * db[k];
-            dt = p_softplus(p_warp_sum(dt) + dtb);
-            const float x = xc[s * CBm + ci], z = xz[s * 2 * CBm + CB + ci], dtx = dt * x;
-            float *hg = a.ssm + (((int64_t)l * S + s) * Di + c0 + ci) * N;
-            const float *hs = ss + (s * CBm + ci) * N;
-            float acc = 0.0f;
-            for (int n = lane; n < N; n += 32) {
-                const float h = expf(dt * Av[ci * N + n]) * hs[n] + dtx * db[R + n];
-                hg[n] = h;
-                acc += h * db[R + N + n];
-            }
-            acc = p_warp_sum(acc);
-            if (lane == 0) {
-                const float yv = (acc + Dc * x) * p_silu(z);
-                const int64_t o = ((int64_t)l * S + s) * Di + c0 + ci;
-                if (a.ll)
-                    ll_store(a.yll + o, yv, ep);
-                else
-                    ((float *)a.yll)[o] = yv;
+        /* G lanes per (sequence, channel): a half warp when d_state <= 16, so that 16 channels
+         * take one pass of 8 warps (a warp per channel left one warp with 2 of a block's 16
+         * channels: half the blocks took twice as long and every block waited for them). The
+         * loop is uniform over the warp (its shuffles are); inactive groups compute on pair 0
+         * and store nothing. */
+        {
+            const int G = N <= 16 ? 16 : 32, gpw = 32 / G, gl = lane & (G - 1), gi = lane / G;
+            for (int p0 = warp * gpw; p0 < S * CB; p0 += NWARP * gpw) {
+                const int p = p0 + gi;
+                const bool act = p < S * CB;
+                const int s = act ? p / CB : 0, ci = act ? p % CB : 0;
+                const float dtb = __ldg(lt[l].dt_b + c0 + ci), Dc = __ldg(lt[l].D + c0 + ci);
+                const float *db = dbc + s * W;
+                float dt = 0.0f;
+                for (int k = gl; k < R; k += G)
+                    dt += dw[ci * R + k] * db[k];
+                dt = p_softplus(p_group_sum(dt, G) + dtb);
+                const float x = xc[s * CBm + ci], z = xz[s * 2 * CBm + CB + ci], dtx = dt * x;
+                float *hg = a.ssm + (((int64_t)l * S + s) * Di + c0 + ci) * N;
+                const float *hs = ss + (s * CBm + ci) * N;
+                float acc = 0.0f;
+                for (int n = gl; n < N; n += G) {
+                    const float h = expf(dt * Av[ci * N + n]) * hs[n] + dtx * db[R + n];
+                    if (act) hg[n] = h;
+                    acc += h * db[R + N + n];
+                }
+                acc = p_group_sum(acc, G);
+                if (act && gl == 0) {
+                    const float yv = (acc + Dc * x) * p_silu(z);
+                    const int64_t o = ((int64_t)l * S + s) * Di + c0 + ci;
+                    if (a.ll)
+                        ll_store(a.yll + o, yv, ep);
+                    else
+                        ((float *)a.yll)[o] = yv;
+                }
             }
         }
         csync();

@@ -449,6 +449,7 @@ int main(int argc, char **argv) {
     run_case<__nv_bfloat16, 1>(36, 1, 0, 2, -1, 16, 4, 5, 2e-2, "rms d36 bf16");
     run_case<__nv_bfloat16, 4>(36, 1, 0, 2, 1500, 16, 4, 4, 2e-2, "rms d36 bf16 producer", 1);
     run_case<float, 2>(64, 0, 0, 7, -1, 8, 3, 5, 1e-4, "d_state 8 d_conv 3");
+    run_case<float, 1>(64, 1, 0, 5, -1, 32, 4, 3, 1e-4, "d_state 32"); /* a warp per channel */
     run_case<float, 1>(64, 1, 0, 200, -1, 16, 4, 3, 1e-4, "nb 200 > Di");
     run_case<float, 4>(64, 1, 0, 3, 0, 16, 4, 4, 1e-4, "no rows in smem");
 big:
