@@ -1,6 +1,7 @@
 /* Persistent recurrent step for batch 1..4 (see decode_persist.h): one kernel per step, one
- * block per multiprocessor, 3 grid barriers per layer, weights streamed into shared memory one
- * phase ahead (bulk copies issued by a producer warp, or cp.async). Arithmetic follows
+ * block per multiprocessor, 1 grid barrier per layer at batch 1 (y and hidden as LL words), 3
+ * above, weights streamed into shared memory one phase ahead (bulk copies issued by a
+ * producer warp, or cp.async). Arithmetic follows
  * src/infer/step.c (mb_step): norm statistics in double, conv taps oldest first, softplus threshold
  * 20, exp(dt*A) state decay, D skip, SiLU(z) gate; dot products are split over lanes (summation
  * order differs from the CPU's). */
@@ -293,12 +294,6 @@ __device__ __forceinline__ float ld1(const float *p) {
 }
 __device__ __forceinline__ float ld1(const bf16 *p) {
     return __bfloat162float(*p);
-}
-__device__ __forceinline__ float2 ld2(const float *p) {
-    return *(const float2 *)p;
-}
-__device__ __forceinline__ float2 ld2(const bf16 *p) {
-    return __bfloat1622float2(*(const __nv_bfloat162 *)p);
 }
 
 /* acc[s] = row . u[s] (u (S, d) shared, fp32) summed over the warp; every lane gets it. The

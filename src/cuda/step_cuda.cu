@@ -1667,6 +1667,9 @@ fail:
     return rc;
 }
 
+/* Zeroes the recurrent state only: the persistent kernel's step counter and LL words keep
+ * counting (an LL word's epoch is the step count + 1; zeroing the counter would need the LL
+ * words zeroed too, or a reader could take a word of an earlier step). */
 extern "C" int mb_cuda_gen_reset(mb_cuda_gen *g) {
     if (!g) return mb_fail(MB_EINVAL, "mb_cuda_gen_reset: generator is NULL");
     const mb_config *c = &g->cfg;
@@ -1877,6 +1880,10 @@ extern "C" int mb_cuda_gen_generate(mb_cuda_gen *g, int64_t n, uint8_t *out,
 
 extern "C" int mb_cuda_gen_persistent(const mb_cuda_gen *g) {
     return g && g->persist ? g->pa.nb : 0;
+}
+
+extern "C" int mb_cuda_gen_persist_mode(const mb_cuda_gen *g) {
+    return g && g->persist ? (g->pa.ll ? 1 : 0) | (g->pa.all16 ? 2 : 0) : 0;
 }
 
 extern "C" int mb_cuda_gen_profile(mb_cuda_gen *g, unsigned long long *out, int n, int reset) {

@@ -94,6 +94,11 @@ int mb_cuda_gen_generate(mb_cuda_gen *g, int64_t n, uint8_t *out,
  * kernels (batch > 4, MB_CUDA_GEN_PERSIST=0, or a shape the kernel does not cover). */
 int mb_cuda_gen_persistent(const mb_cuda_gen *g);
 
+/* How the persistent step kernel runs (for tests and benchmarks): bit 0 set when its blocks
+ * pass y and hidden as LL words (else plain floats and grid barriers), bit 1 when every copy
+ * segment is a bulk copy (the compute threads skip their walk). 0 without the kernel. */
+int mb_cuda_gen_persist_mode(const mb_cuda_gen *g);
+
 /* Phase profile of the persistent kernel, when env MB_CUDA_GEN_PERSIST_PROF=1 was set at
  * create: copies up to n of its MBP_PROF (src/cuda/decode_persist.h) cycle sums into out
  * (may be NULL), zeroes them when reset. Returns the number of slots, 0 without a profile,
