@@ -25,18 +25,16 @@ typedef __nv_bfloat16 bf16;
 #define FX_INV 2.3283064365386962890625e-10 /* 2^-32 */
 
 /* ------------------------------------------------------------------------------ helpers */
-__device__ __forceinline__ float p_warp_sum(float v) {
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1)
-        v += __shfl_xor_sync(0xffffffffu, v, o);
-    return v;
-}
 /* sum over the aligned group of g lanes (g a power of 2, <= 32) holding v; every lane of the
  * group gets it (all 32 lanes must call) */
 __device__ __forceinline__ float p_group_sum(float v, int g) {
+#pragma unroll
     for (int o = g >> 1; o > 0; o >>= 1)
         v += __shfl_xor_sync(0xffffffffu, v, o);
     return v;
+}
+__device__ __forceinline__ float p_warp_sum(float v) {
+    return p_group_sum(v, 32);
 }
 __device__ __forceinline__ double p_warp_sumd(double v) {
 #pragma unroll
@@ -56,6 +54,26 @@ __device__ __forceinline__ unsigned long long fx_q(float v) {
 __device__ __forceinline__ float fx_f(unsigned long long q) {
     return (float)((double)(long long)q * FX_INV);
 }
+
+#ifndef MBP_EMU
+__device__ __forceinline__ unsigned long long gtimer();
+#endif
+/* The spin waits' guard (mbarrier, grid barrier, LL words): tick() once a poll; every `every`
+ * polls it reads the globaltimer and traps once the wait has lasted 10 s (a lost copy, a block
+ * that is not co-resident), a launch failure instead of a hang. */
+struct spin_timeout {
+    unsigned long long t0 = 0;
+    int it = 0;
+    __device__ __forceinline__ void tick(int every) {
+        if (++it < every) return;
+        it = 0;
+        const unsigned long long now = gtimer();
+        if (!t0)
+            t0 = now;
+        else if (now - t0 > 10000000000ull)
+            __trap();
+    }
+};
 
 #ifndef MBP_EMU
 /* cp.async: 16-byte (L2 only) and 4-byte copies global -> shared, groups */
@@ -96,11 +114,9 @@ __device__ __forceinline__ void bulk_g2s(void *dst, const void *src, unsigned by
                  "l"(src), "r"(bytes), "r"(smem_u32(m))
                  : "memory");
 }
-__device__ __forceinline__ unsigned long long gtimer();
 __device__ __forceinline__ void mbar_wait(unsigned long long *m, unsigned parity) {
     unsigned ok = 0;
-    unsigned long long t0 = 0;
-    int it = 0;
+    spin_timeout guard;
     for (;;) {
         asm volatile(
             "{\n\t.reg .pred p;\n\tmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n\t"
@@ -109,14 +125,7 @@ __device__ __forceinline__ void mbar_wait(unsigned long long *m, unsigned parity
             : "r"(smem_u32(m)), "r"(parity)
             : "memory");
         if (ok) break;
-        if (++it == 256) {
-            it = 0;
-            const unsigned long long now = gtimer();
-            if (!t0)
-                t0 = now;
-            else if (now - t0 > 10000000000ull)
-                __trap(); /* 10 s: a lost bulk copy */
-        }
+        guard.tick(256); /* a lost bulk copy */
     }
 }
 #endif
@@ -189,18 +198,9 @@ __device__ __forceinline__ void bar_arrive(unsigned *flags, unsigned target, boo
 }
 __device__ __forceinline__ void bar_wait(const unsigned *flags, unsigned target) {
     for (int i = threadIdx.x; i < (int)gridDim.x; i += PT) {
-        unsigned long long t0 = 0;
-        int it = 0;
-        while ((int)(ld_acq(flags + i) - target) < 0) {
-            if (++it == 1024) {
-                it = 0;
-                const unsigned long long now = gtimer();
-                if (!t0)
-                    t0 = now;
-                else if (now - t0 > 10000000000ull)
-                    __trap(); /* 10 s: not co-resident */
-            }
-        }
+        spin_timeout guard;
+        while ((int)(ld_acq(flags + i) - target) < 0)
+            guard.tick(1024); /* a block not co-resident */
     }
     csync();
 }
@@ -248,8 +248,7 @@ __device__ __noinline__ void ll_read(float *dst, const unsigned long long *src, 
 #pragma unroll
         for (int q = 0; q < LL_U; q++)
             if (i0 + q * PT < n && (unsigned)(w[q] >> 32) != ep) pend |= 1u << q;
-        unsigned long long t0 = 0;
-        int it = 0;
+        spin_timeout guard;
         while (pend) { /* poll the first late word alone (the others are re-read once it has
                         * come): a fraction of the L2 traffic of re-reading all of them */
             const int q = __ffs((int)pend) - 1;
@@ -260,14 +259,7 @@ __device__ __noinline__ void ll_read(float *dst, const unsigned long long *src, 
                 for (int k = 0; k < LL_U; k++)
                     if (k == q) w[k] = v; /* (register array: constant indices only) */
             }
-            if (++it == 256) {
-                it = 0;
-                const unsigned long long now = gtimer();
-                if (!t0)
-                    t0 = now;
-                else if (now - t0 > 10000000000ull)
-                    __trap(); /* 10 s: a writer not co-resident */
-            }
+            guard.tick(256); /* a writer not co-resident */
         }
 #pragma unroll
         for (int q = 0; q < LL_U; q++)

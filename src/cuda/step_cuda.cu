@@ -1161,11 +1161,8 @@ static int conv_xproj_b(mb_cuda_gen *g, float *conv_l, const gen_layer *L) {
     const dim3 grid((unsigned)g->n_slices, (unsigned)((g->S + B_XSG - 1) / B_XSG));
     const float *xz = g->xz, *cw = L->conv_w, *cb = L->conv_b, *xw = L->x_w;
     const int S = (int)g->S, Di = (int)g->cfg.d_inner, K = (int)g->cfg.d_conv, W = (int)g->W;
-    if (g->xp_minb == 2)
-        return launch_k(g, 1, conv_xproj_b_kernel<2>, grid, dim3(B_THREADS), 0, xz, conv_l, cw, cb,
-                        xw, g->xc, g->part, S, Di, K, W);
-    return launch_k(g, 1, conv_xproj_b_kernel<1>, grid, dim3(B_THREADS), 0, xz, conv_l, cw, cb, xw,
-                    g->xc, g->part, S, Di, K, W);
+    return launch_k(g, 1, g->xp_minb == 2 ? conv_xproj_b_kernel<2> : conv_xproj_b_kernel<1>, grid,
+                    dim3(B_THREADS), 0, xz, conv_l, cw, cb, xw, g->xc, g->part, S, Di, K, W);
 }
 
 static int enqueue_step_batched(mb_cuda_gen *g, int sample) {
