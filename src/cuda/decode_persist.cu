@@ -970,16 +970,8 @@ int mbp_launch(const mbp_args *a, cudaStream_t stream) {
     return MB_OK;
 }
 
-template <typename OT> __device__ __forceinline__ OT p_cvt(float v);
-template <> __device__ __forceinline__ float p_cvt<float>(float v) {
-    return v;
-}
-template <> __device__ __forceinline__ bf16 p_cvt<bf16>(float v) {
-    return __float2bfloat16(v);
-}
 /* dst (cols, rows) = src (rows, cols)^T through 32 x 32 shared tiles */
-template <typename OT>
-__global__ void transpose_kernel(OT *dst, const float *src, int64_t rows, int64_t cols) {
+__global__ void transpose_kernel(float *dst, const float *src, int64_t rows, int64_t cols) {
     __shared__ float tile[32][33];
     const int64_t r0 = (int64_t)blockIdx.y * 32, c0 = (int64_t)blockIdx.x * 32;
     for (int i = threadIdx.y; i < 32; i += blockDim.y) {
@@ -989,17 +981,13 @@ __global__ void transpose_kernel(OT *dst, const float *src, int64_t rows, int64_
     __syncthreads();
     for (int i = threadIdx.y; i < 32; i += blockDim.y) {
         const int64_t cc = c0 + i, rr = r0 + threadIdx.x;
-        if (rr < rows && cc < cols) dst[cc * rows + rr] = p_cvt<OT>(tile[threadIdx.x][i]);
+        if (rr < rows && cc < cols) dst[cc * rows + rr] = tile[threadIdx.x][i];
     }
 }
 
-int mbp_transpose(void *dst, const float *src, int64_t rows, int64_t cols, int half,
-                  cudaStream_t stream) {
+int mbp_transpose(float *dst, const float *src, int64_t rows, int64_t cols, cudaStream_t stream) {
     const dim3 grid((unsigned)((cols + 31) / 32), (unsigned)((rows + 31) / 32)), block(32, 8);
-    if (half)
-        transpose_kernel<bf16><<<grid, block, 0, stream>>>((bf16 *)dst, src, rows, cols);
-    else
-        transpose_kernel<float><<<grid, block, 0, stream>>>((float *)dst, src, rows, cols);
+    transpose_kernel<<<grid, block, 0, stream>>>(dst, src, rows, cols);
     MB_CUDA_LAUNCHED("persistent step: weight transpose");
     return MB_OK;
 }

@@ -121,8 +121,7 @@ int mbp_launch(const mbp_args *a, cudaStream_t stream);
  * of a (normf_w, normf_b, lm, ssm) set. */
 int mbp_all_aligned(const mbp_args *a, const mbp_layer *layers);
 
-/* dst (cols, rows) = transpose of src (rows, cols) fp32, as fp32 (bf16 = 0) or bf16. */
-int mbp_transpose(void *dst, const float *src, int64_t rows, int64_t cols, int bf16,
-                  cudaStream_t stream);
+/* dst (cols, rows) = transpose of src (rows, cols), fp32 (x_proj.weight for the layer table). */
+int mbp_transpose(float *dst, const float *src, int64_t rows, int64_t cols, cudaStream_t stream);
 
 #endif

@@ -1154,8 +1154,6 @@ static int norm_b(mb_cuda_gen *g, const NormArgs &na, int pdl) {
                     g->u, d);
 }
 
-/* The batched step (n_seq > MB_CUDA_GEN_GEMV_MAX_SEQ): per layer norm, in_proj GEMM,
- * conv + x_proj partials, partial sum + dt_proj + state update + gate, out_proj GEMM. */
 /* conv + x_proj of the batched step for one layer (conv_l: its conv windows) */
 static int conv_xproj_b(mb_cuda_gen *g, float *conv_l, const gen_layer *L) {
     const dim3 grid((unsigned)g->n_slices, (unsigned)((g->S + B_XSG - 1) / B_XSG));
@@ -1165,6 +1163,8 @@ static int conv_xproj_b(mb_cuda_gen *g, float *conv_l, const gen_layer *L) {
                     dim3(B_THREADS), 0, xz, conv_l, cw, cb, xw, g->xc, g->part, S, Di, K, W);
 }
 
+/* The batched step (n_seq > MB_CUDA_GEN_GEMV_MAX_SEQ): per layer norm, in_proj GEMM,
+ * conv + x_proj partials, partial sum + dt_proj + state update + gate, out_proj GEMM. */
 static int enqueue_step_batched(mb_cuda_gen *g, int sample) {
     const mb_config *c = &g->cfg;
     const int64_t S = g->S, d = c->d_model, Di = c->d_inner, N = c->d_state, K = c->d_conv,
@@ -1412,7 +1412,7 @@ static int persist_setup(mb_cuda_gen *g) {
         h->xwT = xw + l * Di * W;
         h->dt_w = L->dt_w, h->dt_b = L->dt_b, h->A = L->A, h->D = L->D;
         h->out = g->use_bf16 ? (const void *)L->out_h : (const void *)L->out_w;
-        rc = mbp_transpose(xw + l * Di * W, L->x_w, W, Di, 0, g->stream);
+        rc = mbp_transpose(xw + l * Di * W, L->x_w, W, Di, g->stream);
     }
     cudaError_t ce = cudaSuccess;
     if (!rc) ce = cudaMemcpy(dl, hl, (size_t)nl * sizeof(mbp_layer), cudaMemcpyHostToDevice);
