@@ -22,6 +22,11 @@ static double now(void) {
     return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
+static int cmp_double(const void *a, const void *b) {
+    const double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
 int main(int argc, char **argv) {
     if (argc < 4) {
         fprintf(stderr, "usage: %s PRESET BATCH fp32|bf16 [STEPS [graph|nograph]]\n", argv[0]);
@@ -69,15 +74,15 @@ int main(int argc, char **argv) {
     if (np >= 18 && pr[12] > 0) {
         static const char *nm[18] = {"wait A weights",
                                      "residual+norm",
-                                     "in_proj+conv+x_proj",
+                                     "x_proj",
                                      "arrive P",
                                      "barrier P wait",
                                      "wait B weights",
                                      "dbc load",
                                      "dt+state update",
                                      "hidden wait",
-                                     "",
-                                     "",
+                                     "in_proj rows",
+                                     "conv",
                                      "norm_f+lm_head/step",
                                      "",
                                      "",
@@ -85,18 +90,37 @@ int main(int argc, char **argv) {
                                      "fill B issue",
                                      "y wait",
                                      "out_proj rows"};
-        static const int order[14] = {8, 0, 1, 2, 3, 14, 4, 5, 6, 7, 16, 17, 15, 11};
+        static const int order[16] = {8, 0, 1, 9, 10, 2, 3, 14, 4, 5, 6, 7, 16, 17, 15, 11};
         const double nsteps = (double)pr[12], nl = (double)c.n_layer;
         const double ghz = (double)pr[13] / nsteps / (per * 1e9); /* cycles per ns (in-kernel) */
         printf("  profile (block 0, cycles per layer; kernel %.0f cycles per step = %.2f cycles/ns"
                " of the step time):",
                (double)pr[13] / nsteps, ghz);
-        for (int i = 0; i < 14; i++) {
+        for (int i = 0; i < 16; i++) {
             const int k = order[i];
             printf("%s %s %.0f", i ? "," : "", nm[k],
                    (double)pr[k] / nsteps / (k != 11 ? nl : 1.0));
         }
         printf("\n");
+        /* MB_CUDA_GEN_PERSIST_PROF=2: every block's slots: min / median / max over blocks */
+        const char *pe = getenv("MB_CUDA_GEN_PERSIST_PROF");
+        if (pe && !strcmp(pe, "2") && pb > 0) {
+            unsigned long long *all = (unsigned long long *)malloc((size_t)pb * 18 * 8);
+            double *v = (double *)malloc((size_t)pb * sizeof(double));
+            if (all && v && mb_cuda_gen_profile(g, all, pb * 18, 0) == pb * 18) {
+                printf("  per block (min / median / max over %d blocks, cycles per layer):", pb);
+                for (int i = 0; i < 16; i++) {
+                    const int k = order[i];
+                    for (int b = 0; b < pb; b++)
+                        v[b] = (double)all[b * 18 + k] / nsteps / (k != 11 ? nl : 1.0);
+                    qsort(v, (size_t)pb, sizeof(double), cmp_double);
+                    printf("%s %s %.0f/%.0f/%.0f", i ? "," : "", nm[k], v[0], v[pb / 2], v[pb - 1]);
+                }
+                printf("\n");
+            }
+            free(all);
+            free(v);
+        }
     }
     /* MB_BENCH_PROMPT=n: a prompt of n bytes per sequence, prefilled by the parallel forward
      * (after one untimed call that sets its model up) and by the recurrent step per byte */

@@ -13,7 +13,7 @@
 # MB_CUDA_GEN_PERSIST_PROF=1: cycles per phase (block 0) printed under the row;
 # MB_CUDA_GEN_PERSIST_ALL16=0: the compute threads walk the copy segments even when all are
 # bulk copies; MB_CUDA_GEN_PERSIST_LL=0|1: y and hidden as plain floats with grid barriers / as
-# LL words (default: LL words at batch 1).
+# LL words (default: LL words at batch 1 and 2).
 # Usage: sh bench/bench_generate_cuda.sh [BENCH_BINARY] [STEPS]
 B=${1:-build/bench_generate_cuda}
 N=${2:-1000}

@@ -1,6 +1,6 @@
 /* Persistent recurrent step for batch 1..4 (see decode_persist.h): one kernel per step, one
- * block per multiprocessor, 1 grid barrier per layer at batch 1 (y and hidden as LL words), 3
- * above, weights streamed into shared memory one phase ahead (bulk copies issued by a
+ * block per multiprocessor, 1 grid barrier per layer at batch 1 and 2 (y and hidden as LL
+ * words), 3 above, weights streamed into shared memory one phase ahead (bulk copies issued by a
  * producer warp, or cp.async). Arithmetic follows
  * src/infer/step.c (mb_step): norm statistics in double, conv taps oldest first, softplus threshold
  * 20, exp(dt*A) state decay, D skip, SiLU(z) gate; dot products are split over lanes (summation
@@ -232,8 +232,10 @@ __device__ __forceinline__ unsigned long long ll_load(const unsigned long long *
 }
 #endif
 /* dst[i] = the value of LL word src[i] for i < n (compute threads), each once its epoch is ep:
- * LL_U loads per thread in flight, then the late ones polled one at a time; traps after 10 s (a
- * writer that is not co-resident). */
+ * LL_U loads per thread in flight; then the first late word is polled alone and, once it has
+ * come, every other late one re-read at once (they are written at about the same time: polling
+ * each alone in turn cost one L2 round trip per word, ~6k of a 353m layer's ~29k cycles on the
+ * H200); traps after 10 s (a writer that is not co-resident). */
 #define LL_U 8
 __device__ __noinline__ void ll_read(float *dst, const unsigned long long *src, int n,
                                      unsigned ep) {
@@ -249,15 +251,20 @@ __device__ __noinline__ void ll_read(float *dst, const unsigned long long *src, 
         for (int q = 0; q < LL_U; q++)
             if (i0 + q * PT < n && (unsigned)(w[q] >> 32) != ep) pend |= 1u << q;
         spin_timeout guard;
-        while (pend) { /* poll the first late word alone (the others are re-read once it has
-                        * come): a fraction of the L2 traffic of re-reading all of them */
+        while (pend) { /* poll the first late word alone (a fraction of the L2 traffic of
+                        * re-reading all of them), then re-read the others together */
             const int q = __ffs((int)pend) - 1;
             const unsigned long long v = ll_load(src + i0 + q * PT);
             if ((unsigned)(v >> 32) == ep) {
                 pend &= ~(1u << q);
 #pragma unroll
-                for (int k = 0; k < LL_U; k++)
+                for (int k = 0; k < LL_U; k++) {
                     if (k == q) w[k] = v; /* (register array: constant indices only) */
+                    if ((pend >> k) & 1u) w[k] = ll_load(src + i0 + k * PT);
+                }
+#pragma unroll
+                for (int k = 0; k < LL_U; k++)
+                    if (((pend >> k) & 1u) && (unsigned)(w[k] >> 32) == ep) pend &= ~(1u << k);
             }
             guard.tick(256); /* a writer not co-resident */
         }
@@ -492,7 +499,7 @@ __device__ __forceinline__ void prefetch_l2(const void *p) {
  * the last element of each slice (a slice of <= 32 floats spans at most 2 lines of 128 B). */
 __device__ __forceinline__ void prefetch_small(const mbp_args &a, const mbp_layer *lt, int l,
                                                int which, const mbp_blk &k) {
-    if (l >= a.n_layer || k.CB == 0) return;
+    if (l >= a.n_layer || k.CB == 0 || (which == 0 && a.win)) return;
     const int t = threadIdx.x, K1 = a.K - 1, nr = which == 0 ? 1 + a.S * K1 : 2;
     for (int i = t; i < 2 * nr; i += PT) {
         const int r = i >> 1;
@@ -534,6 +541,8 @@ __global__ void __launch_bounds__(PT + 32, 1)
     const float *dw = (const float *)(sm + a.off_dw), *Av = (const float *)(sm + a.off_A);
     const float *ss = (const float *)(sm + a.off_ss);
     float *yall = (float *)(sm + a.off_yall);
+    /* a.win: the conv windows (n_layer, S, K - 1, CBmax) and biases (n_layer, CBmax) */
+    float *wins = (float *)(sm + a.off_win), *winb = wins + (int64_t)nl * S * (K - 1) * CBm;
 
     unsigned nbar = ld_acq(a.flags + b); /* barriers passed so far (this block's own flag) */
     const unsigned stepc = __ldcg(a.step), par = stepc & 1u, ep = stepc + 1u; /* LL epoch */
@@ -541,12 +550,13 @@ __global__ void __launch_bounds__(PT + 32, 1)
     unsigned long long *accx = a.acc + par * per;
 
     /* profile marks (block 0, thread 0): cycles since the previous mark into slot k */
-    const bool prof = a.prof && b == 0 && t == 0;
+    const bool prof = a.prof && t == 0 && (b == 0 || a.prof_all);
+    unsigned long long *pr = a.prof + (a.prof_all ? (int64_t)b * MBP_PROF : 0);
     long long tp = prof ? clock64() : 0, t_start = tp;
     auto mark = [&](int k) {
         if (prof) {
             const long long n = clock64();
-            a.prof[k] += (unsigned long long)(n - tp);
+            pr[k] += (unsigned long long)(n - tp);
             tp = n;
         }
     };
@@ -561,6 +571,17 @@ __global__ void __launch_bounds__(PT + 32, 1)
         const int n = nl * (int)(sizeof(mbp_layer) / 8);
         for (int i = t; i < n && t < PT; i += PT)
             dst[i] = src[i];
+    }
+    if (a.win && t < PT) { /* every layer's windows and conv biases of this block's channels:
+                            * one round of loads per step instead of one per layer */
+        const int nw = nl * S * (K - 1), nwb = nw + nl;
+        for (int i = t; i < nwb * CB; i += PT) {
+            const int r = i / CB, ci = i % CB;
+            if (r < nw)
+                wins[(int64_t)r * CBm + ci] = a.conv[(int64_t)r * Di + c0 + ci];
+            else
+                winb[(r - nw) * CBm + ci] = __ldg(a.layers[r - nw].conv_b + c0 + ci);
+        }
     }
     __syncthreads();
     const mbp_layer *lt = (const mbp_layer *)(sm + a.off_lt);
@@ -676,8 +697,8 @@ __global__ void __launch_bounds__(PT + 32, 1)
             cp_wait<0>();
             mark(11);
             if (prof) {
-                a.prof[12] += 1;
-                a.prof[13] += (unsigned long long)(clock64() - t_start);
+                pr[12] += 1;
+                pr[13] += (unsigned long long)(clock64() - t_start);
             }
             return;
         }
@@ -695,19 +716,24 @@ __global__ void __launch_bounds__(PT + 32, 1)
                     xz[s * 2 * CBm + i] = acc[s];
         }
         csync();
-        /* conv window shift + causal conv + bias + SiLU (step.c order: oldest tap first); the
-         * window and the bias straight from global memory (L2), every load before the first
-         * use (tiny, unaligned slices: copying them into shared memory cost more) */
+        mark(9);
+        /* conv window shift + causal conv + bias + SiLU (step.c order: oldest tap first). With
+         * a.win the window and the bias come from the block's copy in shared memory (loaded at
+         * the start of the step; each layer's is read once per step, so only the global copy
+         * gets the shifted window), else straight from global memory (L2, prefetched a phase
+         * ahead), every load before the first use. */
         for (int i = t; i < S * CB; i += PT) {
             const int s = i / CB, ci = i % CB;
             const float xn = xz[s * 2 * CBm + ci];
             float *win = a.conv + (((int64_t)l * S + s) * (K - 1)) * Di + c0 + ci;
-            float acc = __ldg(lt[l].conv_b + c0 + ci);
+            const float *src = a.win ? wins + ((int64_t)l * S + s) * (K - 1) * CBm + ci : win;
+            const int64_t st = a.win ? CBm : Di; /* between taps in src */
+            float acc = a.win ? winb[l * CBm + ci] : __ldg(lt[l].conv_b + c0 + ci);
             if (K <= MBP_KMAX) {
                 float wv[MBP_KMAX];
 #pragma unroll
                 for (int k = 0; k < MBP_KMAX; k++)
-                    if (k < K - 1) wv[k] = win[(int64_t)k * Di];
+                    if (k < K - 1) wv[k] = src[k * st];
 #pragma unroll
                 for (int k = 0; k < MBP_KMAX; k++)
                     if (k < K - 1) {
@@ -717,14 +743,19 @@ __global__ void __launch_bounds__(PT + 32, 1)
                     }
             } else { /* serial: each old tap read before its slot is overwritten */
                 for (int k = 0; k < K - 1; k++) {
-                    acc += cw[ci * K + k] * win[(int64_t)k * Di];
-                    win[(int64_t)k * Di] = k + 1 < K - 1 ? win[(int64_t)(k + 1) * Di] : xn;
+                    acc += cw[ci * K + k] * src[k * st];
+                    if (!a.win) /* (global: the tap read before its slot is overwritten) */
+                        win[(int64_t)k * Di] = k + 1 < K - 1 ? win[(int64_t)(k + 1) * Di] : xn;
                 }
+                if (a.win)
+                    for (int k = 0; k < K - 1; k++)
+                        win[(int64_t)k * Di] = k + 1 < K - 1 ? src[(k + 1) * st] : xn;
             }
             acc += cw[ci * K + K - 1] * xn;
             xc[s * CBm + ci] = p_silu(acc);
         }
         csync();
+        mark(10);
         /* x_proj partial sums of this block's channels -> dbc (fixed point) */
         if (CB > 0)
             for (int o = t; o < S * W; o += PT) {
@@ -858,6 +889,7 @@ static int64_t layout(mbp_args *a, int with_rows) {
     PLACE(off_ss, S * C * N * 4);
     PLACE(off_yall, S * a->Di * 4);
     PLACE(off_lt, (int64_t)a->n_layer * (int64_t)sizeof(mbp_layer));
+    PLACE(off_win, a->win ? (int64_t)a->n_layer * (S * (K - 1) + 1) * C * 4 : 0);
     PLACE(off_rowsA, with_rows ? (int64_t)a->capA * d * ws : 0);
     PLACE(off_rowsB, with_rows ? (int64_t)a->capB * a->Di * ws : 0);
 #undef PLACE
@@ -875,12 +907,25 @@ int mbp_plan(mbp_args *a, int nb, int optin, long long row_bytes) {
     a->nb = nb;
     a->CBmax = (a->Di + nb - 1) / nb;
     const int64_t ws = a->bf16 ? 2 : 4, rbA = (int64_t)a->d * ws, rbB = (int64_t)a->Di * ws;
+    const int VBmax = (a->V + nb - 1) / nb;
+    const int needA = 2 * a->CBmax > VBmax ? 2 * a->CBmax : VBmax, needB = (a->d + nb - 1) / nb;
+    /* conv windows in shared memory (win_mode 0, the default): where every weight row fits
+     * beside them, or where the rows overflow shared memory even without them (the rows they
+     * displace are read from global memory in their phase, as the overflow already is: on the
+     * H200 972m batch 1 bf16 1.205 -> 1.174 ms/step); not where they would push rows out that
+     * fit otherwise (353m batch 4 bf16 1.475 -> 1.576). win_mode 2: whenever they fit, 1: never. */
+    const int64_t rows_all = needA * rbA + needB * rbB;
+    a->win = 0;
+    const int64_t left0 = budget - layout(a, 0) - 32; /* for rows, without the windows */
+    if (a->K > 1 && a->win_mode != 1) {
+        a->win = 1;
+        const int64_t left = budget - layout(a, 0) - 32; /* beside the windows */
+        a->win = left >= 0 && (a->win_mode == 2 || left >= rows_all || left0 < rows_all);
+    }
     const int64_t fixed = layout(a, 0);
     int64_t avail = budget - fixed - 32;
     if (avail < 0) return 1;
     if (row_bytes >= 0 && row_bytes < avail) avail = row_bytes;
-    const int VBmax = (a->V + nb - 1) / nb;
-    const int needA = 2 * a->CBmax > VBmax ? 2 * a->CBmax : VBmax, needB = (a->d + nb - 1) / nb;
     if (needA * rbA + needB * rbB <= avail) {
         a->capA = needA, a->capB = needB;
     } else { /* split the bytes that fit 2 : 1 (in_proj has twice the weights of out_proj) */

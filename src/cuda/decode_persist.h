@@ -43,11 +43,12 @@
 
 #define MBP_MAX_SEQ 4
 #define MBP_THREADS 480 /* compute threads (15 warps); + 32 with the producer warp */
-/* Profile slots (cycles of block 0's thread 0, summed over layers and steps): 8 wait for hidden
- * (LL), 0 wait for phase A's weights, 1 residual + norm, 2 in_proj + conv + x_proj, 3 barrier
- * arrive, 14 issue of the next A fill, 4 barrier wait, 5 wait for phase B's weights, 6 dbc load,
- * 7 dt + state update, 16 wait for y (LL), 17 out_proj rows, 15 issue of the next B fill, 11
- * norm_f + lm_head (per step), 12 steps, 13 whole kernel (per step); 9, 10 unused. */
+/* Profile slots (cycles of block 0's thread 0, or of every block's with
+ * MB_CUDA_GEN_PERSIST_PROF=2, summed over layers and steps): 8 wait for hidden
+ * (LL), 0 wait for phase A's weights, 1 residual + norm, 9 in_proj rows, 10 conv, 2 x_proj sums,
+ * 3 barrier arrive, 14 issue of the next A fill, 4 barrier wait, 5 wait for phase B's weights, 6
+ * dbc load, 7 dt + state update, 16 wait for y (LL), 17 out_proj rows, 15 issue of the next B
+ * fill, 11 norm_f + lm_head (per step), 12 steps, 13 whole kernel (per step). */
 #define MBP_PROF 18
 
 /* One layer's device tensors as the persistent kernel reads them. */
@@ -75,7 +76,9 @@ typedef struct {
     unsigned long long *hll;  /* (n_layer, S, d) out_proj outputs, the same way */
     unsigned *flags;          /* (nb) barrier counts */
     unsigned *step;           /* steps run (parity of acc) */
-    unsigned long long *prof; /* NULL, or (MBP_PROF) clock64 cycles summed by block 0 thread 0 */
+    unsigned long long *prof; /* NULL, or (MBP_PROF) clock64 cycles summed by block 0 thread 0;
+                                 with prof_all (nb, MBP_PROF): every block's thread 0 */
+    int prof_all;
     int S, d, Di, N, K, R, V, n_layer, rms, bf16, nb;
     int light_fence; /* 1: barrier arrival by the release store alone, without __threadfence
                         (CUTLASS's barrier; the default, env MB_CUDA_GEN_PERSIST_FENCE=full: 0) */
@@ -86,10 +89,13 @@ typedef struct {
                         warps never wait for the copy issue (launched with MBP_THREADS + 32
                         threads); env MB_CUDA_GEN_PERSIST_PRODUCER=0 turns it off */
     int ll;          /* 1: y and hidden as LL words (one grid barrier per layer), 0: plain floats
-                        and two more barriers. Default 1 at batch 1; env MB_CUDA_GEN_PERSIST_LL */
+                        and two more barriers. Default 1 at batch 1, 2; env MB_CUDA_GEN_PERSIST_LL */
     int all16;       /* 1: every segment of every block's fills is 16-byte aligned (bulk copies
                         only), so the compute threads skip their walk of the segments for cp.async
                         ones (set by mbp_all_aligned; env MB_CUDA_GEN_PERSIST_ALL16=0 forces 0) */
+    int win_mode;    /* conv windows and biases in shared memory: 0 (default) unless they would
+                        push out weight rows that fit without them, 1 never, 2 whenever they
+                        fit (env MB_CUDA_GEN_PERSIST_WIN=0|1 forces 1|2) */
     float eps;
     /* shared memory plan (bytes; filled by mbp_prepare) */
     int CBmax, capA, capB; /* channels per block (max), rows of bufA / bufB kept in smem */
@@ -97,6 +103,11 @@ typedef struct {
     int off_nw, off_nb, off_cw, off_xw, off_rowsA;
     int off_dw, off_A, off_ss, off_rowsB, off_yall;
     int off_lt; /* the layer table (n_layer mbp_layer), copied in at the start */
+    int win;    /* 1: the block's conv windows (n_layer, S, K - 1, CBmax) and conv biases
+                   (n_layer, CBmax) at off_win, loaded at the start of the step (each is read
+                   once per step: the shifted windows go to global memory only); set by
+                   mbp_plan from win_mode */
+    int off_win;
     int smem;
 } mbp_args;
 

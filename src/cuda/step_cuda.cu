@@ -1386,12 +1386,16 @@ static int persist_setup(mb_cuda_gen *g) {
         const char *fe = getenv("MB_CUDA_GEN_PERSIST_FENCE");
         a.light_fence = !(fe && !strcmp(fe, "full"));
     }
+    {
+        const char *we = getenv("MB_CUDA_GEN_PERSIST_WIN");
+        a.win_mode = !we ? 0 : !strcmp(we, "0") ? 1 : !strcmp(we, "1") ? 2 : 0;
+    }
     int rc = mbp_prepare(&a, g->sm_count); /* (its occupancy check needs the thread count) */
     if (rc) return rc < 0 ? rc : MB_OK;
     const int64_t b_layers = al64((int64_t)(nl * sizeof(mbp_layer))), b_xw = al64(nl * Di * W * 4),
                   b_acc = al64(2 * nl * S * W * 8), b_y = al64(nl * S * Di * 8),
                   b_hid = al64(nl * S * d * 8),
-                  b_flags = al64((int64_t)a.nb * 4 + 4 + 8 * MBP_PROF);
+                  b_flags = al64((int64_t)a.nb * 4 + 4 + 8 + 8 * MBP_PROF * (int64_t)a.nb);
     MB_CUDA_TRY(cudaMalloc(&g->pmem, (size_t)(b_layers + b_xw + b_y + b_hid + b_acc + b_flags)),
                 "mb_cuda_gen_create: persistent step buffers");
     unsigned char *q = (unsigned char *)g->pmem;
@@ -1421,7 +1425,7 @@ static int persist_setup(mb_cuda_gen *g) {
     a.tok = g->tok, a.conv = g->conv, a.ssm = g->ssm, a.logits = g->logits;
     {
         const char *le = getenv("MB_CUDA_GEN_PERSIST_LL");
-        a.ll = le ? strcmp(le, "0") != 0 : a.S == 1;
+        a.ll = le ? strcmp(le, "0") != 0 : a.S <= 2; /* (batch 4: barriers measured faster) */
         const char *ae = getenv("MB_CUDA_GEN_PERSIST_ALL16");
         a.all16 = (ae && !strcmp(ae, "0")) ? 0 : mbp_all_aligned(&a, hl);
     }
@@ -1438,6 +1442,7 @@ static int persist_setup(mb_cuda_gen *g) {
         if (pe && strcmp(pe, "0")) /* 8-byte aligned slot after the flags and the step count */
             a.prof =
                 (unsigned long long *)((unsigned char *)flags + (((int64_t)a.nb * 4 + 4 + 7) & ~7));
+        a.prof_all = pe && !strcmp(pe, "2"); /* every block's profile */
     }
     g->pa = a;
     g->persist = 1;
@@ -1880,17 +1885,18 @@ extern "C" int mb_cuda_gen_persistent(const mb_cuda_gen *g) {
 }
 
 extern "C" int mb_cuda_gen_persist_mode(const mb_cuda_gen *g) {
-    return g && g->persist ? (g->pa.ll ? 1 : 0) | (g->pa.all16 ? 2 : 0) : 0;
+    return g && g->persist ? (g->pa.ll ? 1 : 0) | (g->pa.all16 ? 2 : 0) | (g->pa.win ? 4 : 0) : 0;
 }
 
 extern "C" int mb_cuda_gen_profile(mb_cuda_gen *g, unsigned long long *out, int n, int reset) {
     if (!g || !g->persist || !g->pa.prof) return 0;
-    if (n > MBP_PROF) n = MBP_PROF;
+    const int all = MBP_PROF * (g->pa.prof_all ? g->pa.nb : 1);
+    if (n > all) n = all;
     MB_CUDA_TRY(cudaStreamSynchronize(g->stream), "mb_cuda_gen_profile");
     if (out && n > 0)
         MB_CUDA_TRY(cudaMemcpy(out, g->pa.prof, (size_t)n * 8, cudaMemcpyDeviceToHost),
                     "mb_cuda_gen_profile");
-    if (reset) MB_CUDA_TRY(cudaMemset(g->pa.prof, 0, (size_t)MBP_PROF * 8), "mb_cuda_gen_profile");
+    if (reset) MB_CUDA_TRY(cudaMemset(g->pa.prof, 0, (size_t)all * 8), "mb_cuda_gen_profile");
     return n;
 }
 

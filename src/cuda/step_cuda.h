@@ -96,13 +96,14 @@ int mb_cuda_gen_persistent(const mb_cuda_gen *g);
 
 /* How the persistent step kernel runs (for tests and benchmarks): bit 0 set when its blocks
  * pass y and hidden as LL words (else plain floats and grid barriers), bit 1 when every copy
- * segment is a bulk copy (the compute threads skip their walk). 0 without the kernel. */
+ * segment is a bulk copy (the compute threads skip their walk), bit 2 when each block keeps
+ * its conv windows in shared memory. 0 without the kernel. */
 int mb_cuda_gen_persist_mode(const mb_cuda_gen *g);
 
 /* Phase profile of the persistent kernel, when env MB_CUDA_GEN_PERSIST_PROF=1 was set at
  * create: copies up to n of its MBP_PROF (src/cuda/decode_persist.h) cycle sums into out
- * (may be NULL), zeroes them when reset. Returns the number of slots, 0 without a profile,
- * or a negative MB_E* code. */
+ * (may be NULL), zeroes them when reset; with =2 every block's (blocks x MBP_PROF, block-major).
+ * Returns the number of slots copied, 0 without a profile, or a negative MB_E* code. */
 int mb_cuda_gen_profile(mb_cuda_gen *g, unsigned long long *out, int n, int reset);
 
 /* Bytes of weights one step reads (every tensor of every layer once, one embedding row per

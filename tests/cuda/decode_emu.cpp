@@ -304,6 +304,7 @@ static inline unsigned long long gtimer() {
 
 static int g_fail = 0;
 static int g_force_ll = -1; /* >= 0: a.ll for the next cases (else by batch and block count) */
+static int g_win_mode = 0;  /* a.win_mode for the next cases (0: the plan's default) */
 
 static void transpose(float *dst, const float *src, int64_t rows, int64_t cols) {
     for (int64_t r = 0; r < rows; r++)
@@ -350,6 +351,7 @@ static void run_case(int64_t d, int rms, int tied, int nb, long long rowbytes, i
     a.bulk = (nb + (int)d) % 2 == 0 || getenv("EMU_BULK") != NULL;
     a.producer = a.bulk && producer;
     a.light_fence = 1;
+    a.win_mode = getenv("EMU_WIN") ? atoi(getenv("EMU_WIN")) : g_win_mode;
     if (mbp_plan(&a, nb, 232448, rowbytes)) {
         printf("%s: not covered\n", name);
         g_fail = 1;
@@ -424,11 +426,12 @@ static void run_case(int64_t d, int rms, int tied, int nb, long long rowbytes, i
     }
     const int ok = worst <= tol;
     const int ok2 = ok && g_tx_bad == 0;
-    printf("%-28s S=%d %s nb=%d capA=%d capB=%d CB=%d smem=%d bulk=%d%s%s (%lld bulk bytes, tx "
-           "bad %lld): %lld steps max rel err %.2e %s\n",
+    printf("%-28s S=%d %s nb=%d capA=%d capB=%d CB=%d smem=%d bulk=%d%s%s%s (%lld bulk bytes, "
+           "tx bad %lld): %lld steps max rel err %.2e %s\n",
            name, S, bf ? "bf16" : "fp32", a.nb, a.capA, a.capB, a.CBmax, a.smem, a.bulk,
            a.producer ? (a.all16 ? " producer all16" : " producer") : "", a.ll ? " LL" : "",
-           g_bulk_bytes, g_tx_bad, (long long)steps, worst, ok2 ? "ok" : "FAIL");
+           a.win ? " win" : "", g_bulk_bytes, g_tx_bad, (long long)steps, worst,
+           ok2 ? "ok" : "FAIL");
     fflush(stdout);
     if (!ok2) g_fail = 1;
     g_bulk_bytes = 0, g_tx_bad = 0;
@@ -452,9 +455,9 @@ int main(int argc, char **argv) {
                     a.R = shapes[p][2], a.V = 256, a.n_layer = 48, a.bf16 = bf;
                     int rc = mbp_plan(&a, 132, 232448, -1);
                     printf("d %d bf16 %d S %d: rc %d CB %d capA %d (need %d) capB %d (need %d) "
-                           "smem %d\n",
+                           "win %d smem %d\n",
                            a.d, bf, S, rc, a.CBmax, a.capA, 2 * a.CBmax, a.capB, (a.d + 131) / 132,
-                           a.smem);
+                           a.win, a.smem);
                 }
         return 0;
     }
@@ -466,6 +469,9 @@ int main(int argc, char **argv) {
     run_case<float, 3>(64, 0, 0, 6, -1, 16, 4, 5, 1e-4, "ln untied d64 producer", 1);
     /* the GPU's default at batch 1: bulk copies, producer warp, LL words */
     run_case<float, 1>(64, 0, 0, 6, -1, 16, 4, 5, 1e-4, "ln untied d64 producer S1", 1);
+    g_win_mode = 1; /* conv windows in global memory (the cases above keep them in smem) */
+    run_case<float, 3>(64, 0, 0, 5, -1, 16, 4, 4, 1e-4, "ln untied d64 global windows", 1);
+    g_win_mode = 0;
     if (quick) goto big;
     run_case<__nv_bfloat16, 4>(64, 0, 1, 3, 2000, 16, 4, 5, 2e-2, "ln tied d64 bf16 overflow");
     run_case<__nv_bfloat16, 1>(36, 1, 0, 2, -1, 16, 4, 5, 2e-2, "rms d36 bf16");
@@ -478,6 +484,9 @@ int main(int argc, char **argv) {
     for (g_force_ll = 0; g_force_ll < 2; g_force_ll++) /* both ways of passing y, hidden */
         run_case<float, 4>(64, 1, 0, 3, 0, 16, 4, 4, 1e-4, "no rows in smem");
     g_force_ll = -1;
+    g_win_mode = 2; /* windows in smem even where rows do not fit */
+    run_case<__nv_bfloat16, 2>(64, 0, 0, 3, 1000, 16, 3, 4, 2e-2, "bf16 d_conv 3 forced win");
+    g_win_mode = 0;
 big:
     if (argc > 1 && !strcmp(argv[1], "big")) {
         run_case<float, 2>(1040, 0, 0, 32, -1, 16, 4, 2, 1e-4, "d1040 fp32 2 passes");

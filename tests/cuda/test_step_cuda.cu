@@ -150,21 +150,25 @@ static void check_logits(const mb_model *m, int64_t B, int64_t L, int bf16, doub
            g2 ? (graph_diff ? ", graph != launches" : ", graph == launches (bitwise)") : "",
            worst_reset);
     if (pb)
-        printf("%-22s   (persistent kernel: %d blocks, %s, %s)\n", "", pb,
-               pm & 1 ? "LL words" : "barriers", pm & 2 ? "bulk copies only" : "segments walked");
+        printf("%-22s   (persistent kernel: %d blocks, %s, %s, conv windows in %s)\n", "", pb,
+               pm & 1 ? "LL words" : "barriers", pm & 2 ? "bulk copies only" : "segments walked",
+               pm & 4 ? "shared memory" : "global memory");
     {
         const char *e = getenv("MB_CUDA_GEN_PERSIST");
         const int want = B <= 4 && !(e && !strcmp(e, "0"));
         REQUIRE(!pb == !want, "%s B=%lld: persistent kernel %s", name, (long long)B,
                 pb ? "used where it should not be" : "not used");
-        /* the mode asked for is the mode run: LL words by default at batch 1 only */
+        /* the mode asked for is the mode run: LL words by default at batch 1 and 2 only */
         const char *le = getenv("MB_CUDA_GEN_PERSIST_LL"),
                    *ae = getenv("MB_CUDA_GEN_PERSIST_ALL16");
-        const int want_ll = le ? strcmp(le, "0") != 0 : B == 1;
+        const int want_ll = le ? strcmp(le, "0") != 0 : B <= 2;
         REQUIRE(!pb || !(pm & 1) == !want_ll, "%s B=%lld: LL words %s", name, (long long)B,
                 pm & 1 ? "on" : "off");
         REQUIRE(!pb || !(ae && !strcmp(ae, "0")) || !(pm & 2), "%s B=%lld: segment walk not forced",
                 name, (long long)B);
+        const char *we = getenv("MB_CUDA_GEN_PERSIST_WIN");
+        REQUIRE(!pb || !we || !(pm & 4) == !strcmp(we, "0"), "%s B=%lld: conv windows %s", name,
+                (long long)B, pm & 4 ? "in shared memory" : "in global memory");
         REQUIRE(!pb || g_want_all16 < 0 || !(pm & 2) == !g_want_all16,
                 "%s B=%lld: bulk copies only %s", name, (long long)B, pm & 2 ? "on" : "off");
     }
@@ -380,6 +384,11 @@ int main(void) {
             check_logits(&m, 4, 60, 1, 2e-2, "ln untied d64 LL words");
             check_greedy(&m, 3, 100, "ln untied d64 LL words");
             unsetenv("MB_CUDA_GEN_PERSIST_LL");
+            /* conv windows in global memory (the small models keep them in shared memory) */
+            setenv("MB_CUDA_GEN_PERSIST_WIN", "0", 1);
+            check_logits(&m, 1, 100, 0, 1e-4, "ln untied d64 global windows");
+            check_logits(&m, 3, 60, 1, 2e-2, "ln untied d64 global windows");
+            unsetenv("MB_CUDA_GEN_PERSIST_WIN");
         }
         mb_model_free(&m);
     }
