@@ -8,7 +8,6 @@
  * parallel forward and by the recurrent step.
  * Usage: bench_generate_cuda PRESET BATCH fp32|bf16 [STEPS [graph|nograph]] */
 #include <cuda_runtime.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -106,35 +105,16 @@ int main(int argc, char **argv) {
         /* MB_CUDA_GEN_PERSIST_PROF=2: every block's slots: min / median / max over blocks */
         const char *pe = getenv("MB_CUDA_GEN_PERSIST_PROF");
         if (pe && !strcmp(pe, "2") && pb > 0) {
-            const int NS = 22; /* MBP_PROF */
-            unsigned long long *all = (unsigned long long *)malloc((size_t)pb * NS * 8);
+            unsigned long long *all = (unsigned long long *)malloc((size_t)pb * 18 * 8);
             double *v = (double *)malloc((size_t)pb * sizeof(double));
-            if (all && v && mb_cuda_gen_profile(g, all, pb * NS, 0) == pb * NS) {
+            if (all && v && mb_cuda_gen_profile(g, all, pb * 18, 0) == pb * 18) {
                 printf("  per block (min / median / max over %d blocks, cycles per layer):", pb);
                 for (int i = 0; i < 16; i++) {
                     const int k = order[i];
                     for (int b = 0; b < pb; b++)
-                        v[b] = (double)all[b * NS + k] / nsteps / (k != 11 ? nl : 1.0);
+                        v[b] = (double)all[b * 18 + k] / nsteps / (k != 11 ? nl : 1.0);
                     qsort(v, (size_t)pb, sizeof(double), cmp_double);
                     printf("%s %s %.0f/%.0f/%.0f", i ? "," : "", nm[k], v[0], v[pb / 2], v[pb - 1]);
-                }
-                printf("\n");
-                /* the middle layer of the last step: ns after the first block left barrier P */
-                double t0 = 1e300, t1max = 0;
-                for (int b = 0; b < pb; b++) {
-                    t0 = fmin(t0, (double)all[b * NS + 18]);
-                    t1max = fmax(t1max, (double)all[b * NS + 19]);
-                }
-                static const char *sn[4] = {"left barrier P", "state update done", "y read",
-                                            "hidden read"};
-                printf("  middle layer, ns after the first block left barrier P (min / median / "
-                       "max over blocks; the last state update done at %.0f):",
-                       t1max - t0);
-                for (int k = 0; k < 4; k++) {
-                    for (int b = 0; b < pb; b++)
-                        v[b] = (double)all[b * NS + 18 + k] - t0;
-                    qsort(v, (size_t)pb, sizeof(double), cmp_double);
-                    printf("%s %s %.0f/%.0f/%.0f", k ? "," : "", sn[k], v[0], v[pb / 2], v[pb - 1]);
                 }
                 printf("\n");
             }

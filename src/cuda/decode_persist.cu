@@ -495,8 +495,7 @@ __device__ __forceinline__ void prefetch_l2(const void *p) {
 /* The small slices a phase of layer l reads straight from global memory (not 16-byte aligned,
  * so not in the fills), prefetched into L2 about a phase ahead: otherwise each is an HBM
  * access (the weights streamed every step evict them) on the phase's critical path. which 0:
- * conv bias and this block's conv windows (phase A; none with a.win), 1: dt bias and D (phase
- * B). The first and
+ * conv bias and this block's conv windows (phase A), 1: dt bias and D (phase B). The first and
  * the last element of each slice (a slice of <= 32 floats spans at most 2 lines of 128 B). */
 __device__ __forceinline__ void prefetch_small(const mbp_args &a, const mbp_layer *lt, int l,
                                                int which, const mbp_blk &k) {
@@ -554,11 +553,6 @@ __global__ void __launch_bounds__(PT + 32, 1)
     const bool prof = a.prof && t == 0 && (b == 0 || a.prof_all);
     unsigned long long *pr = a.prof + (a.prof_all ? (int64_t)b * MBP_PROF : 0);
     long long tp = prof ? clock64() : 0, t_start = tp;
-    /* with prof_all: globaltimer (ns) of the middle layer's barrier P exit, end of the state
-     * update, y read, hidden read (slots 18..21, the last step's) */
-    auto stamp = [&](int k, int l) {
-        if (prof && a.prof_all && l == nl / 2) pr[k] = gtimer();
-    };
     auto mark = [&](int k) {
         if (prof) {
             const long long n = clock64();
@@ -616,7 +610,6 @@ __global__ void __launch_bounds__(PT + 32, 1)
                 load_l2(u, (const float *)a.hll + (int64_t)(l - 1) * S * d, S * d);
         }
         mark(8);
-        stamp(21, l - 1);
         cp_wait<1>();
         if (bulk) mbar_wait(&mbar[0], (unsigned)l & 1u);
         csync();
@@ -781,7 +774,6 @@ __global__ void __launch_bounds__(PT + 32, 1)
         mark(14);
         bar_wait(a.flags, nbar);
         mark(4);
-        stamp(18, l);
 
         /* ---------------- phase B: dbc, dt_proj + softplus + state update + gate */
         cp_wait<1>();
@@ -830,7 +822,6 @@ __global__ void __launch_bounds__(PT + 32, 1)
         }
         csync();
         mark(7);
-        stamp(19, l);
         /* ---------------- phase H: y of every channel -> this block's out_proj rows -> hidden
          * (LL words, or plain floats between two grid barriers) */
         if (a.ll) {
@@ -842,7 +833,6 @@ __global__ void __launch_bounds__(PT + 32, 1)
         }
         csync();
         mark(16);
-        stamp(20, l);
         {
             const WT *outw = (const WT *)out_cur;
             for (int i = warp; i < OB; i += NWARP) {

@@ -48,9 +48,8 @@
  * (LL), 0 wait for phase A's weights, 1 residual + norm, 9 in_proj rows, 10 conv, 2 x_proj sums,
  * 3 barrier arrive, 14 issue of the next A fill, 4 barrier wait, 5 wait for phase B's weights, 6
  * dbc load, 7 dt + state update, 16 wait for y (LL), 17 out_proj rows, 15 issue of the next B
- * fill, 11 norm_f + lm_head (per step), 12 steps, 13 whole kernel (per step); with =2, 18..21
- * globaltimer (ns) when the middle layer's barrier P, state update, y and hidden are done. */
-#define MBP_PROF 22
+ * fill, 11 norm_f + lm_head (per step), 12 steps, 13 whole kernel (per step). */
+#define MBP_PROF 18
 
 /* One layer's device tensors as the persistent kernel reads them. */
 typedef struct {
