@@ -13,7 +13,9 @@
 # MB_CUDA_GEN_PERSIST_PROF=1: cycles per phase (block 0) printed under the row;
 # MB_CUDA_GEN_PERSIST_ALL16=0: the compute threads walk the copy segments even when all are
 # bulk copies; MB_CUDA_GEN_PERSIST_LL=0|1: y and hidden as plain floats with grid barriers / as
-# LL words (default: LL words at batch 1 and 2).
+# LL words (default: LL words at batch 1 and 2); MB_CUDA_GEN_PERSIST_WIN=0|1: conv windows in
+# global / shared memory (default: shared where no weight row that would fit is pushed out);
+# MB_CUDA_GEN_PERSIST_PROF=2: every block's profile (min / median / max).
 # Usage: sh bench/bench_generate_cuda.sh [BENCH_BINARY] [STEPS]
 B=${1:-build/bench_generate_cuda}
 N=${2:-1000}
@@ -27,11 +29,18 @@ echo "|---|---|---|---|---|---|---|---|"
 "$B" 353m 2 bf16 "$N"
 "$B" 353m 4 bf16 "$N"
 MB_CUDA_GEN_PERSIST_PROF=1 "$B" 353m 1 bf16 "$N" | sed '1s/$/ (profiled)/'
-MB_CUDA_GEN_PERSIST_PROF=1 "$B" 972m 1 bf16 "$N" | sed '1s/$/ (profiled)/'
+MB_CUDA_GEN_PERSIST_PROF=2 "$B" 972m 1 bf16 "$N" | sed '1s/$/ (profiled)/'
 MB_CUDA_GEN_PERSIST_PROF=1 "$B" 353m 4 bf16 "$N" | sed '1s/$/ (profiled)/'
 MB_CUDA_GEN_PERSIST_PRODUCER=0 MB_CUDA_GEN_PERSIST_PROF=1 "$B" 353m 1 bf16 "$N" | sed '1s/$/ no producer warp (profiled)/'
 MB_CUDA_GEN_PERSIST_ALL16=0 "$B" 353m 1 bf16 "$N" | sed 's/$/ segments walked/'
 MB_CUDA_GEN_PERSIST_LL=0 "$B" 353m 1 bf16 "$N" | sed 's/$/ barriers (no LL words)/'
+MB_CUDA_GEN_PERSIST_LL=0 "$B" 353m 2 bf16 "$N" | sed 's/$/ barriers (no LL words)/'
+"$B" 353m 3 bf16 "$N"
+MB_CUDA_GEN_PERSIST_LL=1 "$B" 353m 3 bf16 "$N" | sed 's/$/ LL words/'
+MB_CUDA_GEN_PERSIST_WIN=0 "$B" 972m 1 bf16 "$N" | sed 's/$/ conv windows in global memory/'
+MB_CUDA_GEN_PERSIST_WIN=0 "$B" 353m 1 bf16 "$N" | sed 's/$/ conv windows in global memory/'
+"$B" 972m 2 bf16 "$N"
+MB_CUDA_GEN_PERSIST_WIN=0 "$B" 972m 2 bf16 "$N" | sed 's/$/ conv windows in global memory/'
 MB_CUDA_GEN_PERSIST_LL=1 "$B" 353m 4 bf16 "$N" | sed 's/$/ LL words/'
 MB_CUDA_GEN_PERSIST_FENCE=full "$B" 353m 1 bf16 "$N" | sed 's/$/ full fence/'
 MB_CUDA_GEN_PERSIST_BULK=0 "$B" 353m 1 bf16 "$N" | sed 's/$/ cp.async only/'
