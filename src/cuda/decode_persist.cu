@@ -232,11 +232,20 @@ __device__ __forceinline__ unsigned long long ll_load(const unsigned long long *
 }
 #endif
 /* dst[i] = the value of LL word src[i] for i < n (compute threads), each once its epoch is ep:
- * LL_U loads per thread in flight; then the first late word is polled alone and, once it has
- * come, every other late one re-read at once (they are written at about the same time: polling
- * each alone in turn cost one L2 round trip per word, ~6k of a 353m layer's ~29k cycles on the
- * H200); traps after 10 s (a writer that is not co-resident). */
+ * LL_U loads per thread in flight, then the late ones polled until they come. Where one round
+ * covers n (n <= LL_ALL_MAX: batch 1) every late word is re-read each round; above, the first
+ * late word is polled alone and, once it has come, every other late one re-read at once (a
+ * fraction of the L2 traffic). H200, ms/step: 353m batch 1 0.744 -> 0.731, 972m 1.131 -> 1.124
+ * with re-reading all; batch 2 1.008 -> 1.025. (Polling each late word alone in turn, one L2
+ * round trip per word, cost ~6k of a 353m layer's ~29k cycles.) Traps after 10 s (a writer that
+ * is not co-resident). */
 #define LL_U 8
+#ifdef MBP_EMU
+static int g_ll_all_max = LL_U * PT; /* the emulator runs both ways */
+#define LL_ALL_MAX g_ll_all_max
+#else
+#define LL_ALL_MAX (LL_U * PT)
+#endif
 __device__ __noinline__ void ll_read(float *dst, const unsigned long long *src, int n,
                                      unsigned ep) {
     for (int i0 = threadIdx.x; i0 < n; i0 += LL_U * PT) {
@@ -251,17 +260,24 @@ __device__ __noinline__ void ll_read(float *dst, const unsigned long long *src, 
         for (int q = 0; q < LL_U; q++)
             if (i0 + q * PT < n && (unsigned)(w[q] >> 32) != ep) pend |= 1u << q;
         spin_timeout guard;
-        while (pend) { /* poll the first late word alone (a fraction of the L2 traffic of
-                        * re-reading all of them), then re-read the others together */
-            const int q = __ffs((int)pend) - 1;
-            const unsigned long long v = ll_load(src + i0 + q * PT);
-            if ((unsigned)(v >> 32) == ep) {
-                pend &= ~(1u << q);
+        const bool all = n <= LL_ALL_MAX;
+        while (pend) {
+            bool reread = all;
+            if (!all) { /* the first late word alone */
+                const int q = __ffs((int)pend) - 1;
+                const unsigned long long v = ll_load(src + i0 + q * PT);
+                if ((unsigned)(v >> 32) == ep) {
+                    pend &= ~(1u << q);
 #pragma unroll
-                for (int k = 0; k < LL_U; k++) {
-                    if (k == q) w[k] = v; /* (register array: constant indices only) */
-                    if ((pend >> k) & 1u) w[k] = ll_load(src + i0 + k * PT);
+                    for (int k = 0; k < LL_U; k++)
+                        if (k == q) w[k] = v; /* (register array: constant indices only) */
+                    reread = true;
                 }
+            }
+            if (reread) { /* every (other) late word */
+#pragma unroll
+                for (int k = 0; k < LL_U; k++)
+                    if ((pend >> k) & 1u) w[k] = ll_load(src + i0 + k * PT);
 #pragma unroll
                 for (int k = 0; k < LL_U; k++)
                     if (((pend >> k) & 1u) && (unsigned)(w[k] >> 32) == ep) pend &= ~(1u << k);

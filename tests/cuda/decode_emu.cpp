@@ -484,6 +484,12 @@ int main(int argc, char **argv) {
     for (g_force_ll = 0; g_force_ll < 2; g_force_ll++) /* both ways of passing y, hidden */
         run_case<float, 4>(64, 1, 0, 3, 0, 16, 4, 4, 1e-4, "no rows in smem");
     g_force_ll = -1;
+    /* LL reads polling the first late word alone (the GPU's way above one round of loads:
+     * batch 2..4 of the larger models; these small ones re-read every late word) */
+    g_ll_all_max = 0;
+    run_case<float, 1>(64, 0, 0, 6, -1, 16, 4, 5, 1e-4, "S1 LL first-word polls", 1);
+    run_case<float, 3>(64, 0, 0, 5, -1, 16, 4, 4, 1e-4, "S3 LL first-word polls", 1);
+    g_ll_all_max = LL_U * PT;
     g_win_mode = 2; /* windows in smem even where rows do not fit */
     run_case<__nv_bfloat16, 2>(64, 0, 0, 3, 1000, 16, 3, 4, 2e-2, "bf16 d_conv 3 forced win");
     g_win_mode = 0;
