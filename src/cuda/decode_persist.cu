@@ -233,12 +233,13 @@ __device__ __forceinline__ unsigned long long ll_load(const unsigned long long *
 #endif
 /* dst[i] = the value of LL word src[i] for i < n (compute threads), each once its epoch is ep:
  * LL_U loads per thread in flight, then the late ones polled until they come. Where one round
- * covers n (n <= LL_ALL_MAX: batch 1) every late word is re-read each round; above, the first
- * late word is polled alone and, once it has come, every other late one re-read at once (a
- * fraction of the L2 traffic). H200, ms/step: 353m batch 1 0.744 -> 0.731, 972m 1.131 -> 1.124
- * with re-reading all; batch 2 1.008 -> 1.025. (Polling each late word alone in turn, one L2
- * round trip per word, cost ~6k of a 353m layer's ~29k cycles.) Traps after 10 s (a writer that
- * is not co-resident). */
+ * covers n (n <= LL_ALL_MAX: y and hidden at batch 1, hidden at batch 2 of the 353m / 972m
+ * shapes) every late word is re-read each round; above, the first late word is polled alone and,
+ * once it has come, every other late one re-read at once (a fraction of the L2 traffic). H200,
+ * ms/step: 353m batch 1 0.744 -> 0.731, 972m 1.131 -> 1.124 with re-reading all; batch 2 1.008
+ * -> 1.025 with both reads re-reading all. (Polling each late word alone in turn, one L2 round
+ * trip per word, cost ~6k of a 353m layer's ~29k cycles.) Traps after 10 s (a writer that is
+ * not co-resident). */
 #define LL_U 8
 #ifdef MBP_EMU
 static int g_ll_all_max = LL_U * PT; /* the emulator runs both ways */
@@ -404,9 +405,9 @@ __host__ __device__ __forceinline__ mbp_blk block_share(const mbp_args &a, int b
 /* Segments of one buffer fill, op(dst offset in shared memory, src, bytes) for each (lt: the
  * layer table, k: the block's share): buffer 0 (A) of layer l: norm weights, conv weights,
  * x_proj^T rows, in_proj rows x then z (up to capA); l == n_layer: norm_f, lm_head rows. Buffer 1
- * (B): dt_proj rows, A, this block's SSM states, out_proj rows (up to capB). (conv bias, conv
- * windows, dt bias and D, whose slices are not 16-byte aligned, are read from global memory in the
- * phases.) Also run on the host by mbp_all_aligned. */
+ * (B): dt_proj rows, A, this block's SSM states, out_proj rows (up to capB). (dt bias and D,
+ * and without a.win the conv bias and windows, whose slices are not 16-byte aligned, are read
+ * from global memory in the phases.) Also run on the host by mbp_all_aligned. */
 #ifndef MBP_EMU
 #pragma nv_exec_check_disable
 #endif
@@ -926,17 +927,20 @@ int mbp_plan(mbp_args *a, int nb, int optin, long long row_bytes) {
     const int VBmax = (a->V + nb - 1) / nb;
     const int needA = 2 * a->CBmax > VBmax ? 2 * a->CBmax : VBmax, needB = (a->d + nb - 1) / nb;
     /* conv windows in shared memory (win_mode 0, the default): where every weight row fits
-     * beside them, or where the rows overflow shared memory even without them (the rows they
-     * displace are read from global memory in their phase, as the overflow already is: on the
-     * H200 972m batch 1 bf16 1.205 -> 1.174 ms/step); not where they would push rows out that
-     * fit otherwise (353m batch 4 bf16 1.475 -> 1.576). win_mode 2: whenever they fit, 1: never. */
+     * beside them, or where the rows overflow shared memory even without them and the windows
+     * take at most a third of the rows' bytes (the rows they displace are read from global
+     * memory in their phase, as the overflow already is: on the H200 972m bf16 batch 1 (windows
+     * 15% of the rows' bytes) 1.165 -> 1.134 ms/step, batch 2 (27%) 1.527 -> 1.460; larger
+     * shares are not measured); not where they would push out rows that fit otherwise (353m
+     * batch 4 bf16 1.475 -> 1.576). win_mode 2: whenever they fit, 1: never. */
     const int64_t rows_all = needA * rbA + needB * rbB;
     a->win = 0;
     const int64_t left0 = budget - layout(a, 0) - 32; /* for rows, without the windows */
     if (a->K > 1 && a->win_mode != 1) {
         a->win = 1;
         const int64_t left = budget - layout(a, 0) - 32; /* beside the windows */
-        a->win = left >= 0 && (a->win_mode == 2 || left >= rows_all || left0 < rows_all);
+        a->win = left >= 0 && (a->win_mode == 2 || left >= rows_all ||
+                               (left0 < rows_all && 3 * (left0 - left) <= left0));
     }
     const int64_t fixed = layout(a, 0);
     int64_t avail = budget - fixed - 32;

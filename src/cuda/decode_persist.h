@@ -14,13 +14,13 @@
  *            -> y (global);
  *   phase H: its out_proj rows (dot products over all of y, once every block's channels have
  *            come) -> hidden (global).
- * With a.ll (the default at batch 1), y and hidden travel as LL words (NCCL's low-latency
+ * With a.ll (the default at batch 1 and 2), y and hidden travel as LL words (NCCL's low-latency
  * protocol): the value and the step's epoch in one 8-byte store, so a reader spins on the words
  * themselves, with one grid barrier per layer; else they are plain floats, each followed by a
- * grid barrier (3 per layer). On the H200 (bench_generate_cuda, ms/step) LL is faster at batch
- * 1 (353m bf16 0.80 against 0.88, fp32 1.01 against 1.17; 972m bf16 1.18 against 1.21), the
- * barriers at batch 2 (1.10-1.13 against 1.24-1.26) and 4 (1.49 against 1.57-1.59), where each
- * block spins on 2-4x the words.
+ * grid barrier (3 per layer). On the H200 (bench_generate_cuda, ms/step, since ll_read re-reads
+ * the late words together) LL is faster at batch 1 (353m bf16 0.74 against 0.88) and 2 (1.01
+ * against 1.09), even at 3 (1.23 against 1.25; not the default) and slower at 4 (1.51 against
+ * 1.46), where each block spins on 4x the words.
  * The x_proj partial sums are added as 32.32 fixed point (int64 atomics: exact, so the result
  * does not depend on the order of the blocks: deterministic, bit-identical run to run). Values
  * must stay below 2^31 in magnitude (a NaN / inf becomes a large finite value). out_proj was

@@ -440,6 +440,42 @@ static void run_case(int64_t d, int rms, int tied, int nb, long long rowbytes, i
     mb_model_free(&m);
 }
 
+/* The shared-memory plan's window rule on the presets' shapes and some small ones: the default
+ * (win_mode 0) never keeps fewer weight rows than the plan without windows where that one keeps
+ * them all, and every plan fits the budget. */
+static void check_plans() {
+    const int shapes[][4] = {{1024, 2048, 64, 53},
+                             {1792, 3584, 112, 48},
+                             {64, 128, 4, 2},
+                             {512, 1024, 32, 8},
+                             {2048, 4096, 128, 48}};
+    for (const auto &sh : shapes)
+        for (int bf = 0; bf < 2; bf++)
+            for (int S = 1; S <= MBP_MAX_SEQ; S++)
+                for (int nb : {3, 132}) {
+                    mbp_args a, o;
+                    memset(&a, 0, sizeof a);
+                    a.S = S, a.d = sh[0], a.Di = sh[1], a.N = 16, a.K = 4, a.R = sh[2], a.V = 256;
+                    a.n_layer = sh[3], a.bf16 = bf;
+                    o = a;
+                    o.win_mode = 1;
+                    const int ra = mbp_plan(&a, nb, 232448, -1), ro = mbp_plan(&o, nb, 232448, -1);
+                    const int all =
+                        o.capA == (2 * o.CBmax > (256 + nb - 1) / nb ? 2 * o.CBmax
+                                                                     : (256 + nb - 1) / nb) &&
+                        o.capB == (o.d + nb - 1) / nb;
+                    if (ra != ro || (!ra && (a.smem > 232448 ||
+                                             (all && (a.capA < o.capA || a.capB < o.capB))))) {
+                        printf("plan d %d S %d bf16 %d nb %d: rc %d/%d capA %d/%d capB %d/%d win "
+                               "%d smem %d FAIL\n",
+                               a.d, S, bf, nb, ra, ro, a.capA, o.capA, a.capB, o.capB, a.win,
+                               a.smem);
+                        g_fail = 1;
+                    }
+                }
+    printf("plans: %s\n", g_fail ? "FAIL" : "ok");
+}
+
 int main(int argc, char **argv) {
     const int quick = argc > 1;
     if (getenv("EMU_SEED")) emu::rng_state = strtoull(getenv("EMU_SEED"), NULL, 0) | 1ull;
@@ -461,6 +497,7 @@ int main(int argc, char **argv) {
                 }
         return 0;
     }
+    check_plans();
     run_case<float, 1>(64, 1, 1, 3, -1, 16, 4, 6, 1e-4, "rms tied d64");
     run_case<float, 3>(64, 0, 0, 5, -1, 16, 4, 6, 1e-4, "ln untied d64");
     run_case<float, 2>(36, 0, 0, 4, 1000, 16, 4, 6, 1e-4, "ln d36 overflow rows");
@@ -484,12 +521,30 @@ int main(int argc, char **argv) {
     for (g_force_ll = 0; g_force_ll < 2; g_force_ll++) /* both ways of passing y, hidden */
         run_case<float, 4>(64, 1, 0, 3, 0, 16, 4, 4, 1e-4, "no rows in smem");
     g_force_ll = -1;
-    /* LL reads polling the first late word alone (the GPU's way above one round of loads:
-     * batch 2..4 of the larger models; these small ones re-read every late word) */
+    /* LL reads with several words per thread (y of d128 at batch 4: 1024 words over 480
+     * threads), both ways of polling: re-reading every late word (the GPU's way where one round
+     * of loads covers them) and the first alone, then the others (above one round) */
+    g_force_ll = 1;
+    for (int m = 0; m < 2; m++) {
+        g_ll_all_max = m ? 0 : LL_U * PT;
+        run_case<float, 4>(128, 0, 0, 3, -1, 16, 4, 3, 1e-4,
+                           m ? "d128 S4 LL first-word polls" : "d128 S4 LL re-read all", 1);
+    }
     g_ll_all_max = 0;
     run_case<float, 1>(64, 0, 0, 6, -1, 16, 4, 5, 1e-4, "S1 LL first-word polls", 1);
-    run_case<float, 3>(64, 0, 0, 5, -1, 16, 4, 4, 1e-4, "S3 LL first-word polls", 1);
     g_ll_all_max = LL_U * PT;
+    g_force_ll = -1;
+    /* d_conv past the taps held in registers (MBP_KMAX 8: the serial path) and d_conv 1 (no
+     * window), windows in shared and in global memory */
+    for (g_win_mode = 1; g_win_mode <= 2; g_win_mode++) {
+        run_case<float, 2>(64, 0, 0, 3, -1, 16, 9, 4, 1e-4,
+                           g_win_mode == 2 ? "d_conv 9 win" : "d_conv 9 global windows");
+        run_case<__nv_bfloat16, 3>(64, 1, 0, 4, 1500, 16, 10, 3, 2e-2,
+                                   g_win_mode == 2 ? "bf16 d_conv 10 overflow win"
+                                                   : "bf16 d_conv 10 overflow global");
+    }
+    g_win_mode = 0;
+    run_case<float, 1>(64, 0, 0, 3, -1, 16, 1, 4, 1e-4, "d_conv 1");
     g_win_mode = 2; /* windows in smem even where rows do not fit */
     run_case<__nv_bfloat16, 2>(64, 0, 0, 3, 1000, 16, 3, 4, 2e-2, "bf16 d_conv 3 forced win");
     g_win_mode = 0;
