@@ -92,14 +92,17 @@ int main(int argc, char **argv) {
                                      "out_proj rows"};
         static const int order[16] = {8, 0, 1, 9, 10, 2, 3, 14, 4, 5, 6, 7, 16, 17, 15, 11};
         const double nsteps = (double)pr[12], nl = (double)c.n_layer;
+        /* a slot's cycle sum per layer per step (slot 11 per step) */
+        auto per_layer = [&](unsigned long long v, int k) {
+            return (double)v / nsteps / (k != 11 ? nl : 1.0);
+        };
         const double ghz = (double)pr[13] / nsteps / (per * 1e9); /* cycles per ns (in-kernel) */
         printf("  profile (block 0, cycles per layer; kernel %.0f cycles per step = %.2f cycles/ns"
                " of the step time):",
                (double)pr[13] / nsteps, ghz);
         for (int i = 0; i < 16; i++) {
             const int k = order[i];
-            printf("%s %s %.0f", i ? "," : "", nm[k],
-                   (double)pr[k] / nsteps / (k != 11 ? nl : 1.0));
+            printf("%s %s %.0f", i ? "," : "", nm[k], per_layer(pr[k], k));
         }
         printf("\n");
         /* MB_CUDA_GEN_PERSIST_PROF=2: every block's slots: min / median / max over blocks */
@@ -112,7 +115,7 @@ int main(int argc, char **argv) {
                 for (int i = 0; i < 16; i++) {
                     const int k = order[i];
                     for (int b = 0; b < pb; b++)
-                        v[b] = (double)all[b * 18 + k] / nsteps / (k != 11 ? nl : 1.0);
+                        v[b] = per_layer(all[b * 18 + k], k);
                     qsort(v, (size_t)pb, sizeof(double), cmp_double);
                     printf("%s %s %.0f/%.0f/%.0f", i ? "," : "", nm[k], v[0], v[pb / 2], v[pb - 1]);
                 }

@@ -886,6 +886,11 @@ static int al16(int64_t n) {
     return (int)((n + 15) & ~(int64_t)15);
 }
 
+/* bytes of the conv windows and biases kept in shared memory with a->win */
+static int64_t win_bytes(const mbp_args *a) {
+    return (int64_t)a->n_layer * (a->S * (a->K - 1) + 1) * a->CBmax * 4;
+}
+
 /* offsets for nb blocks; returns the bytes needed with capA / capB rows (caps given) */
 static int64_t layout(mbp_args *a, int with_rows) {
     const int64_t S = a->S, d = a->d, N = a->N, K = a->K, R = a->R, W = R + 2 * N;
@@ -906,7 +911,7 @@ static int64_t layout(mbp_args *a, int with_rows) {
     PLACE(off_ss, S * C * N * 4);
     PLACE(off_yall, S * a->Di * 4);
     PLACE(off_lt, (int64_t)a->n_layer * (int64_t)sizeof(mbp_layer));
-    PLACE(off_win, a->win ? (int64_t)a->n_layer * (S * (K - 1) + 1) * C * 4 : 0);
+    PLACE(off_win, a->win ? win_bytes(a) : 0);
     PLACE(off_rowsA, with_rows ? (int64_t)a->capA * d * ws : 0);
     PLACE(off_rowsB, with_rows ? (int64_t)a->capB * a->Di * ws : 0);
 #undef PLACE
@@ -936,14 +941,11 @@ int mbp_plan(mbp_args *a, int nb, int optin, long long row_bytes) {
     const int64_t rows_all = needA * rbA + needB * rbB;
     a->win = 0;
     const int64_t left0 = budget - layout(a, 0) - 32; /* for rows, without the windows */
-    if (a->K > 1 && a->win_mode != 1) {
-        a->win = 1;
-        const int64_t left = budget - layout(a, 0) - 32; /* beside the windows */
-        a->win = left >= 0 && (a->win_mode == 2 || left >= rows_all ||
-                               (left0 < rows_all && 3 * (left0 - left) <= left0));
-    }
-    const int64_t fixed = layout(a, 0);
-    int64_t avail = budget - fixed - 32;
+    const int64_t left = left0 - al16(win_bytes(a));  /* beside the windows */
+    a->win =
+        a->K > 1 && a->win_mode != 1 && left >= 0 &&
+        (a->win_mode == 2 || left >= rows_all || (left0 < rows_all && 3 * (left0 - left) <= left0));
+    int64_t avail = a->win ? left : left0;
     if (avail < 0) return 1;
     if (row_bytes >= 0 && row_bytes < avail) avail = row_bytes;
     if (needA * rbA + needB * rbB <= avail) {
