@@ -114,6 +114,20 @@ __device__ __forceinline__ void bulk_g2s(void *dst, const void *src, unsigned by
                  "l"(src), "r"(bytes), "r"(smem_u32(m))
                  : "memory");
 }
+/* plain arrival (the ring's empty barriers: a consumer is done with the slot) */
+__device__ __forceinline__ void mbar_arrive(unsigned long long *m) {
+    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(smem_u32(m)) : "memory");
+}
+/* true once the phase of the given parity has completed (non-blocking) */
+__device__ __forceinline__ bool mbar_test(unsigned long long *m, unsigned parity) {
+    unsigned ok = 0;
+    asm volatile("{\n\t.reg .pred p;\n\tmbarrier.test_wait.parity.shared::cta.b64 p, [%1], %2;\n\t"
+                 "selp.b32 %0, 1, 0, p;\n\t}\n"
+                 : "=r"(ok)
+                 : "r"(smem_u32(m)), "r"(parity)
+                 : "memory");
+    return ok != 0;
+}
 __device__ __forceinline__ void mbar_wait(unsigned long long *m, unsigned parity) {
     unsigned ok = 0;
     spin_timeout guard;
@@ -312,7 +326,8 @@ __device__ __forceinline__ float ld1(const bf16 *p) {
     return __bfloat162float(*p);
 }
 
-/* acc[s] = row . u[s] (u (S, d) shared, fp32) summed over the warp; every lane gets it. The
+/* acc[s] = row . u[s] (n weights; u (S, ld) shared, fp32, the first n of each row) summed over
+ * the warp; every lane gets it. The
  * row's loads of a pass (CH chunks of 256 elements) are all issued before its products, so that
  * a row read from global memory costs about one memory latency per pass. */
 template <typename WT> struct Raw8; /* 8 raw weights */
@@ -343,12 +358,13 @@ template <> struct Raw8<bf16> {
 };
 
 template <typename WT, int S>
-__device__ __forceinline__ void dot_row(const WT *row, const float *u, int d, float *acc) {
+__device__ __forceinline__ void dot_row(const WT *row, const float *u, int d, int ld,
+                                        float *acc) {
     const int lane = threadIdx.x & 31;
 #pragma unroll
     for (int s = 0; s < S; s++)
         acc[s] = 0.0f;
-    if ((d & 7) == 0) {
+    if (((d & 7) | (ld & 3) | ((uintptr_t)u & 15)) == 0) {
         constexpr int CH = sizeof(WT) == 2 ? 8 : 4;
         for (int k0 = lane * 8; k0 < d; k0 += CH * 256) {
             Raw8<WT> raw[CH];
@@ -363,8 +379,8 @@ __device__ __forceinline__ void dot_row(const WT *row, const float *u, int d, fl
                     raw[c].get(w);
 #pragma unroll
                     for (int s = 0; s < S; s++) {
-                        const float4 a = *(const float4 *)(u + s * d + k);
-                        const float4 b = *(const float4 *)(u + s * d + k + 4);
+                        const float4 a = *(const float4 *)(u + s * ld + k);
+                        const float4 b = *(const float4 *)(u + s * ld + k + 4);
                         acc[s] += w[0] * a.x + w[1] * a.y + w[2] * a.z + w[3] * a.w + w[4] * b.x +
                                   w[5] * b.y + w[6] * b.z + w[7] * b.w;
                     }
@@ -376,7 +392,7 @@ __device__ __forceinline__ void dot_row(const WT *row, const float *u, int d, fl
             const float w = ld1(row + k);
 #pragma unroll
             for (int s = 0; s < S; s++)
-                acc[s] += w * u[s * d + k];
+                acc[s] += w * u[s * ld + k];
         }
     }
 #pragma unroll
@@ -531,6 +547,115 @@ __device__ __forceinline__ void prefetch_small(const mbp_args &a, const mbp_laye
     }
 }
 
+/* ------------------------------------------------------------------------------ ring */
+/* The ring's items in stream order for block k (a.ring): per layer, the in_proj rows of its
+ * channels, x then z (2 CB items of d weights), then its out_proj rows, each as ring_p pieces of
+ * <= d weights (OB x ring_p items); after the last layer its lm_head rows (VB items). Item it
+ * lives in slot it % ring_ns, the (it / ring_ns)-th use of that slot. */
+__host__ __device__ __forceinline__ int ring_per_layer(const mbp_args &a, const mbp_blk &k) {
+    return 2 * k.CB + k.OB * a.ring_p;
+}
+#ifndef MBP_EMU
+#pragma nv_exec_check_disable
+#endif
+__host__ __device__ __forceinline__ const unsigned char *
+ring_src(const mbp_args &a, const mbp_layer *lt, const mbp_blk &k, int it, unsigned *bytes) {
+    const int64_t ws = a.bf16 ? 2 : 4, per = ring_per_layer(a, k);
+    if (it >= a.n_layer * per) { /* lm_head row */
+        *bytes = (unsigned)(a.d * ws);
+        return (const unsigned char *)a.lm + (int64_t)(k.v0 + it - a.n_layer * per) * a.d * ws;
+    }
+    const int l = (int)(it / per), r = (int)(it % per);
+    if (r < 2 * k.CB) { /* in_proj row x (r < CB) or z */
+        const int64_t row = r < k.CB ? k.c0 + r : a.Di + k.c0 + (r - k.CB);
+        *bytes = (unsigned)(a.d * ws);
+        return (const unsigned char *)lt[l].in + row * a.d * ws;
+    }
+    const int q = r - 2 * k.CB, i = q / a.ring_p, j = q % a.ring_p; /* out_proj row i, piece j */
+    const int64_t e0 = (int64_t)j * a.d, n = a.Di - e0 < a.d ? a.Di - e0 : a.d;
+    *bytes = (unsigned)(n * ws);
+    return (const unsigned char *)lt[l].out + ((int64_t)(k.o0 + i) * a.Di + e0) * ws;
+}
+
+int mbp_rows_aligned(const mbp_args *a, const mbp_layer *layers) {
+    const int64_t ws = a->bf16 ? 2 : 4;
+    if (((a->d * ws) | (a->Di * ws)) & 15 || ((uintptr_t)a->lm & 15)) return 0;
+    for (int l = 0; l < a->n_layer; l++)
+        if (((uintptr_t)layers[l].in | (uintptr_t)layers[l].out) & 15) return 0;
+    return 1;
+}
+
+/* Consumer side of item it (every lane of the warp): wait until the slot's previous item has
+ * been consumed (cnt[slot], the slot's consumed uses: several warps take items of one slot, so
+ * a warp may come to use u before use u - 1 is done, and the full barrier's parity alone would
+ * then pass on use u - 1's phase), then until the item has landed; returns the slot. */
+__device__ __forceinline__ int ring_acquire(const mbp_args &a, unsigned long long *full,
+                                            volatile int *cnt, int it) {
+    const int slot = it % a.ring_ns, use = it / a.ring_ns;
+    spin_timeout guard;
+    while (cnt[slot] != use) {
+#ifdef MBP_EMU
+        emu_spin();
+#endif
+        guard.tick(256);
+    }
+    mbar_wait(&full[slot], (unsigned)use & 1u);
+    return slot;
+}
+/* The warp is done reading item it's slot: count the use, free the slot for the producer. */
+__device__ __forceinline__ void ring_release(const mbp_args &a, unsigned long long *empty,
+                                            volatile int *cnt, int it) {
+    __syncwarp(); /* every lane's reads are done (dot_row ends in shuffles, but to be plain) */
+    if ((threadIdx.x & 31) == 0) {
+        const int slot = it % a.ring_ns;
+        cnt[slot] = it / a.ring_ns + 1;
+        mbar_arrive(&empty[slot]);
+    }
+}
+
+/* The producer thread with a.ring: as each of the small buffers frees up (its empty barrier:
+ * the compute threads' phase is done), the next layer's small tensors (the bulk part of
+ * fill_buf); as each slot frees up (its empty barrier: the warp that read the previous item is
+ * done), the next item into it (its full barrier expecting the bytes). Polls, sleeping briefly
+ * when nothing was ready; traps after 10 s without progress. */
+__device__ __noinline__ void ring_producer(const mbp_args *ap, unsigned char *sm,
+                                           unsigned long long *mbar, const mbp_blk &k) {
+    const mbp_args &a = *ap;
+    unsigned long long *full = (unsigned long long *)(sm + a.off_rmb), *empty = full + a.ring_ns,
+                       *sempty = empty + a.ring_ns;
+    const mbp_layer *lt = (const mbp_layer *)(sm + a.off_lt);
+    const int nl = a.n_layer, NS = a.ring_ns, total = nl * ring_per_layer(a, k) + k.VB;
+    int it = 0, nA = 1, nB = 1; /* next item, next layer of small buffer A / B to fill */
+    spin_timeout guard;
+    while (it < total || nA <= nl || nB < nl) {
+        bool did = false;
+        if (nA <= nl && mbar_test(&sempty[0], (unsigned)(nA - 1) & 1u)) {
+            fill_buf(ap, sm, &mbar[0], 0, nA++, k, 2);
+            did = true;
+        }
+        if (nB < nl && mbar_test(&sempty[1], (unsigned)(nB - 1) & 1u)) {
+            fill_buf(ap, sm, &mbar[1], 1, nB++, k, 2);
+            did = true;
+        }
+        for (; it < total; it++) { /* every item whose slot is free */
+            const int slot = it % NS, use = it / NS;
+            if (use > 0 && !mbar_test(&empty[slot], (unsigned)(use - 1) & 1u)) break;
+            unsigned bytes = 0;
+            const unsigned char *src = ring_src(a, lt, k, it, &bytes);
+            mbar_arrive_tx(&full[slot], bytes);
+            bulk_g2s(sm + a.off_ring + (int64_t)slot * a.ring_sb, src, bytes, &full[slot]);
+            did = true;
+        }
+#ifdef MBP_EMU
+        emu_prod_state(it, total, nA, nB);
+#endif
+        if (!did) {
+            __nanosleep(64);
+            guard.tick(64); /* a consumer that never frees its slot */
+        }
+    }
+}
+
 /* ------------------------------------------------------------------------------ kernel */
 template <typename WT, int S>
 __global__ void __launch_bounds__(PT + 32, 1)
@@ -582,6 +707,15 @@ __global__ void __launch_bounds__(PT + 32, 1)
         mbar_init(&mbar[0]);
         mbar_init(&mbar[1]);
     }
+    /* a.ring: full[ring_ns], empty[ring_ns], the small buffers' empty[2], one arrival each */
+    unsigned long long *rfull = (unsigned long long *)(sm + a.off_rmb), *rempty = rfull + a.ring_ns,
+                       *sempty = rempty + a.ring_ns;
+    volatile int *rcnt = (volatile int *)(sempty + 2); /* consumed uses per slot */
+    if (a.ring)
+        for (int i = t; i < 2 * a.ring_ns + 2; i += PT) {
+            mbar_init(&rfull[i]);
+            if (i < a.ring_ns) rcnt[i] = 0;
+        }
     { /* the layer table into shared memory: the fills read it every phase */
         const unsigned long long *src = (const unsigned long long *)a.layers;
         unsigned long long *dst = (unsigned long long *)(sm + a.off_lt);
@@ -603,6 +737,10 @@ __global__ void __launch_bounds__(PT + 32, 1)
     __syncthreads();
     const mbp_layer *lt = (const mbp_layer *)(sm + a.off_lt);
     if (t >= PT) { /* the producer warp: the next layer's copies as each buffer frees up */
+        if (a.ring) {
+            if (t == PT) ring_producer(&a, sm, mbar, kb);
+            return;
+        }
         for (int l = 0; l < nl; l++) {
             nbar_sync(2); /* phase A of layer l done: buffer A free */
             if (t == PT) fill_buf(&a, sm, &mbar[0], 0, l + 1, kb, 2);
@@ -699,8 +837,13 @@ __global__ void __launch_bounds__(PT + 32, 1)
             const WT *lm = (const WT *)a.lm;
             for (int i = warp; i < VB; i += NWARP) {
                 const WT *row = i < a.capA ? rowsA + (int64_t)i * d : lm + (int64_t)(v0 + i) * d;
+                const int it = nl * ring_per_layer(a, kb) + i;
+                if (a.ring)
+                    row = (const WT *)(sm + a.off_ring +
+                                       (int64_t)ring_acquire(a, rfull, rcnt, it) * a.ring_sb);
                 float acc[S];
-                dot_row<WT, S>(row, u, d, acc);
+                dot_row<WT, S>(row, u, d, d, acc);
+                if (a.ring) ring_release(a, rempty, rcnt, it);
                 if (lane == 0)
 #pragma unroll
                     for (int s = 0; s < S; s++)
@@ -725,8 +868,13 @@ __global__ void __launch_bounds__(PT + 32, 1)
         for (int i = warp; i < 2 * CB; i += NWARP) {
             const int grow = i < CB ? c0 + i : Di + c0 + (i - CB);
             const WT *row = i < a.capA ? rowsA + (int64_t)i * d : inw + (int64_t)grow * d;
+            const int it = l * ring_per_layer(a, kb) + i; /* (a.ring) */
+            if (a.ring)
+                row = (const WT *)(sm + a.off_ring +
+                                   (int64_t)ring_acquire(a, rfull, rcnt, it) * a.ring_sb);
             float acc[S];
-            dot_row<WT, S>(row, u, d, acc);
+            dot_row<WT, S>(row, u, d, d, acc);
+            if (a.ring) ring_release(a, rempty, rcnt, it);
             if (lane == 0)
 #pragma unroll
                 for (int s = 0; s < S; s++)
@@ -785,7 +933,10 @@ __global__ void __launch_bounds__(PT + 32, 1)
         mark(2);
         bar_arrive(a.flags, ++nbar, light); /* (syncs: bufA is free) */
         mark(3);
-        if (producer) nbar_arrive(2);
+        if (a.ring) {
+            if (t == 0) mbar_arrive(&sempty[0]);
+        } else if (producer)
+            nbar_arrive(2);
         fill_buf(&a, sm, &mbar[0], 0, l + 1, kb, producer ? 1 : 0);
         prefetch_small(a, lt, l + 1, 0, kb);
         mark(14);
@@ -853,10 +1004,28 @@ __global__ void __launch_bounds__(PT + 32, 1)
         {
             const WT *outw = (const WT *)out_cur;
             for (int i = warp; i < OB; i += NWARP) {
-                const WT *row =
-                    i < a.capB ? rowsB + (int64_t)i * Di : outw + (int64_t)(o0 + i) * Di;
                 float acc[S];
-                dot_row<WT, S>(row, yall, Di, acc);
+                if (a.ring) { /* the row's pieces, items l * per + 2 CB + i * ring_p + j */
+#pragma unroll
+                    for (int s = 0; s < S; s++)
+                        acc[s] = 0.0f;
+                    const int it0 = l * ring_per_layer(a, kb) + 2 * CB + i * a.ring_p;
+                    for (int j = 0; j < a.ring_p; j++) {
+                        const int it = it0 + j, e0 = j * d;
+                        const int slot = ring_acquire(a, rfull, rcnt, it);
+                        float pa[S];
+                        dot_row<WT, S>((const WT *)(sm + a.off_ring + (int64_t)slot * a.ring_sb),
+                                       yall + e0, Di - e0 < d ? Di - e0 : d, Di, pa);
+                        ring_release(a, rempty, rcnt, it);
+#pragma unroll
+                        for (int s = 0; s < S; s++)
+                            acc[s] += pa[s];
+                    }
+                } else {
+                    const WT *row =
+                        i < a.capB ? rowsB + (int64_t)i * Di : outw + (int64_t)(o0 + i) * Di;
+                    dot_row<WT, S>(row, yall, Di, Di, acc);
+                }
                 if (lane == 0)
 #pragma unroll
                     for (int s = 0; s < S; s++)
@@ -871,7 +1040,10 @@ __global__ void __launch_bounds__(PT + 32, 1)
         else
             bar_arrive(a.flags, ++nbar, light); /* (syncs: bufB is free) */
         mark(17);
-        if (producer) nbar_arrive(3);
+        if (a.ring) {
+            if (t == 0) mbar_arrive(&sempty[1]);
+        } else if (producer)
+            nbar_arrive(3);
         fill_buf(&a, sm, &mbar[1], 1, l + 1, kb, producer ? 1 : 0);
         prefetch_small(a, lt, l + 1, 1, kb);
         if (l + 1 < nl) in_nxt = lt[l + 1].in, out_nxt = lt[l + 1].out;
@@ -914,6 +1086,8 @@ static int64_t layout(mbp_args *a, int with_rows) {
     PLACE(off_win, a->win ? win_bytes(a) : 0);
     PLACE(off_rowsA, with_rows ? (int64_t)a->capA * d * ws : 0);
     PLACE(off_rowsB, with_rows ? (int64_t)a->capB * a->Di * ws : 0);
+    PLACE(off_rmb, with_rows && a->ring ? (2 * (int64_t)a->ring_ns + 2) * 8 + a->ring_ns * 4 : 0);
+    PLACE(off_ring, with_rows && a->ring ? (int64_t)a->ring_ns * a->ring_sb : 0);
 #undef PLACE
     return o;
 }
@@ -948,7 +1122,17 @@ int mbp_plan(mbp_args *a, int nb, int optin, long long row_bytes) {
     int64_t avail = a->win ? left : left0;
     if (avail < 0) return 1;
     if (row_bytes >= 0 && row_bytes < avail) avail = row_bytes;
-    if (needA * rbA + needB * rbB <= avail) {
+    /* the ring (mode 0: where the rows overflow; 2: wherever it can run): every slot of
+     * rbA bytes plus its two mbarriers and use count, two more mbarriers for the small
+     * buffers (and 16-byte rounding) */
+    a->ring = 0, a->ring_ns = 0, a->ring_sb = 0, a->ring_p = 0;
+    const int64_t ns = (avail - 32) / (rbA + 20);
+    if (a->ring_mode != 1 && a->bulk && a->producer && ((rbA | rbB) & 15) == 0 && ns >= 1 &&
+        (a->ring_mode == 2 || rows_all > avail)) {
+        a->ring = 1, a->ring_ns = (int)ns, a->ring_sb = (int)rbA;
+        a->ring_p = (a->Di + a->d - 1) / a->d;
+        a->capA = 0, a->capB = 0;
+    } else if (needA * rbA + needB * rbB <= avail) {
         a->capA = needA, a->capB = needB;
     } else { /* split the bytes that fit 2 : 1 (in_proj has twice the weights of out_proj) */
         int64_t ca = avail * 2 / 3 / rbA;

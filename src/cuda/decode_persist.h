@@ -96,6 +96,9 @@ typedef struct {
     int win_mode;    /* conv windows and biases in shared memory: 0 (default) unless they would
                         push out weight rows that fit without them, 1 never, 2 whenever they
                         fit (env MB_CUDA_GEN_PERSIST_WIN=0|1 forces 1|2) */
+    int ring_mode;   /* weight rows through the ring: 0 (default) where they do not all fit in
+                        shared memory, 1 never, 2 whenever it can (env
+                        MB_CUDA_GEN_PERSIST_RING=0|1 forces 1|2) */
     float eps;
     /* shared memory plan (bytes; filled by mbp_prepare) */
     int CBmax, capA, capB; /* channels per block (max), rows of bufA / bufB kept in smem */
@@ -108,6 +111,15 @@ typedef struct {
                    once per step: the shifted windows go to global memory only); set by
                    mbp_plan from win_mode */
     int off_win;
+    int ring;     /* 1: every in_proj / out_proj / lm_head row is streamed through a ring of
+                     ring_ns slots of ring_sb = d x (2 or 4) bytes at off_ring (out_proj rows as
+                     ring_p pieces of <= d weights), each slot with a full and an empty mbarrier
+                     (off_rmb: full[ring_ns], empty[ring_ns], the two small buffers' empty
+                     barriers, then each slot's count of consumed uses): the producer warp refills a slot as soon as its row is consumed,
+                     so HBM streams across the grid barriers and waits; capA = capB = 0 (the
+                     fills carry the small tensors only). Needs the producer warp, bulk copies
+                     and 16-byte aligned rows (mbp_rows_aligned); set by mbp_plan */
+    int ring_ns, ring_sb, ring_p, off_ring, off_rmb;
     int smem;
 } mbp_args;
 
@@ -131,6 +143,10 @@ int mbp_launch(const mbp_args *a, cudaStream_t stream);
  * the layer table (device addresses); needs the plan (mbp_prepare / mbp_plan) and the pointers
  * of a (normf_w, normf_b, lm, ssm) set. */
 int mbp_all_aligned(const mbp_args *a, const mbp_layer *layers);
+
+/* 1 when every row the ring streams (in_proj, out_proj pieces, lm_head) is 16-byte aligned in
+ * source and size, else 0 (layers: the host copy of the layer table; a.lm set). */
+int mbp_rows_aligned(const mbp_args *a, const mbp_layer *layers);
 
 /* dst (cols, rows) = transpose of src (rows, cols), fp32 (x_proj.weight for the layer table). */
 int mbp_transpose(float *dst, const float *src, int64_t rows, int64_t cols, cudaStream_t stream);

@@ -1389,6 +1389,8 @@ static int persist_setup(mb_cuda_gen *g) {
     {
         const char *we = getenv("MB_CUDA_GEN_PERSIST_WIN");
         a.win_mode = !we ? 0 : !strcmp(we, "0") ? 1 : !strcmp(we, "1") ? 2 : 0;
+        const char *re = getenv("MB_CUDA_GEN_PERSIST_RING");
+        a.ring_mode = !re ? 0 : !strcmp(re, "0") ? 1 : !strcmp(re, "1") ? 2 : 0;
     }
     int rc = mbp_prepare(&a, g->sm_count); /* (its occupancy check needs the thread count) */
     if (rc) return rc < 0 ? rc : MB_OK;
@@ -1428,6 +1430,11 @@ static int persist_setup(mb_cuda_gen *g) {
         a.ll = le ? strcmp(le, "0") != 0 : a.S <= 2; /* (batch 4: barriers measured faster) */
         const char *ae = getenv("MB_CUDA_GEN_PERSIST_ALL16");
         a.all16 = (ae && !strcmp(ae, "0")) ? 0 : mbp_all_aligned(&a, hl);
+        if (!rc && a.ring && !mbp_rows_aligned(&a, hl)) { /* rows in fixed buffers instead */
+            a.ring_mode = 1;
+            rc = mbp_prepare(&a, g->sm_count);
+            if (!rc) a.all16 = (ae && !strcmp(ae, "0")) ? 0 : mbp_all_aligned(&a, hl);
+        }
     }
     free(hl);
     if (rc) return rc;
@@ -1885,7 +1892,9 @@ extern "C" int mb_cuda_gen_persistent(const mb_cuda_gen *g) {
 }
 
 extern "C" int mb_cuda_gen_persist_mode(const mb_cuda_gen *g) {
-    return g && g->persist ? (g->pa.ll ? 1 : 0) | (g->pa.all16 ? 2 : 0) | (g->pa.win ? 4 : 0) : 0;
+    return g && g->persist ? (g->pa.ll ? 1 : 0) | (g->pa.all16 ? 2 : 0) | (g->pa.win ? 4 : 0) |
+                                 (g->pa.ring ? 8 : 0)
+                           : 0;
 }
 
 extern "C" int mb_cuda_gen_profile(mb_cuda_gen *g, unsigned long long *out, int n, int reset) {

@@ -97,7 +97,8 @@ int mb_cuda_gen_persistent(const mb_cuda_gen *g);
 /* How the persistent step kernel runs (for tests and benchmarks): bit 0 set when its blocks
  * pass y and hidden as LL words (else plain floats and grid barriers), bit 1 when every copy
  * segment is a bulk copy (the compute threads skip their walk), bit 2 when each block keeps
- * its conv windows in shared memory. 0 without the kernel. */
+ * its conv windows in shared memory, bit 3 when the weight rows stream through its ring of
+ * slots (decode_persist.h, a.ring). 0 without the kernel. */
 int mb_cuda_gen_persist_mode(const mb_cuda_gen *g);
 
 /* Phase profile of the persistent kernel, when env MB_CUDA_GEN_PERSIST_PROF=1 was set at

@@ -15,6 +15,7 @@
 #include <cstring>
 #include <ctime>
 #include <functional>
+#include <map>
 #include <vector>
 
 #include <cuda_bf16.h>
@@ -37,6 +38,7 @@ using std::min;
 #undef __grid_constant__
 #define __grid_constant__
 
+int g_prod[64][4];
 namespace emu {
 struct Th {
     ucontext_t ctx;
@@ -60,6 +62,7 @@ struct Mbar {                 /* an mbarrier: phase, arrivals pending, bytes pen
 };
 static std::vector<Mbar> mbars;                   /* (block, 2) */
 static std::vector<unsigned long long> mbar_slot; /* (block, 2): the kernel's handles */
+static std::map<const void *, Mbar> smem_mbars;   /* those in dynamic shared memory (the ring) */
 static std::vector<double> slot;
 static std::function<void()> body;
 static long long yields = 0;
@@ -89,6 +92,15 @@ static void yield() {
      * barrier or an mbarrier phase that never completes) */
     if ((yields & ((1 << 20) - 1)) == 0 && time(NULL) - launch_start > 60) {
         printf("emu: no progress for 60 s: deadlock (a barrier or mbarrier never completing)\n");
+        for (int b = 0; b < nblk && b < 64; b++)
+            printf("  block %d producer it %d/%d nA %d nB %d\n", b, g_prod[b][0], g_prod[b][1],
+                   g_prod[b][2], g_prod[b][3]);
+        for (int i = 0; i < (int)th.size(); i++)
+            if (!th[i].done && th[i].block == 0) printf(" t%d", th[i].tid);
+        printf("\n");
+        for (auto &kv : smem_mbars)
+            printf("  mbar %p phase %d pending %d tx %lld\n", kv.first, kv.second.phase,
+                   kv.second.pending, kv.second.tx);
         fflush(stdout);
         exit(3);
     }
@@ -145,6 +157,7 @@ static void launch(int nb, int nt, size_t smem_bytes, std::function<void()> fn) 
         b.n = nt;
     nbar.assign((size_t)nb * 4, Bar());
     mbars.assign((size_t)nb * 2, Mbar());
+    smem_mbars.clear();
     mbar_slot.assign((size_t)nb * 2, 0);
     wbar.assign((size_t)nb * nt / 32, Bar());
     for (auto &b : wbar)
@@ -238,7 +251,9 @@ static inline void cp_commit() {}
  * P succeeds once the phase of parity P has completed, i.e. the current phase's parity != P */
 static long long g_bulk_bytes = 0, g_tx_bad = 0;
 static inline emu::Mbar &mbar_of(unsigned long long *m) {
-    return emu::mbars[(size_t)(m - emu::mbar_slot.data())];
+    if (m >= emu::mbar_slot.data() && m < emu::mbar_slot.data() + emu::mbar_slot.size())
+        return emu::mbars[(size_t)(m - emu::mbar_slot.data())];
+    return emu::smem_mbars[m];
 }
 static inline void mbar_complete(emu::Mbar &b) {
     if (b.pending == 0 && b.tx == 0) b.phase++, b.pending = 1;
@@ -261,6 +276,29 @@ static inline void bulk_g2s(void *dst, const void *src, unsigned bytes, unsigned
     if (b.tx < 0) g_tx_bad++; /* more bytes than announced */
     g_bulk_bytes += bytes;
     mbar_complete(b);
+}
+static inline void mbar_arrive(unsigned long long *m) {
+    emu::Mbar &b = mbar_of(m);
+    if (b.pending != 1) g_tx_bad++; /* two arrivals in one phase */
+    b.pending = 0;
+    mbar_complete(b);
+}
+static inline bool mbar_test(unsigned long long *m, unsigned parity) {
+    emu::yield(); /* polled: let the others run */
+    return (unsigned)(mbar_of(m).phase & 1) != parity;
+}
+static inline void emu_prod_state(int it, int total, int nA, int nB) {
+    int *p = g_prod[emu::th[emu::cur].block];
+    p[0] = it, p[1] = total, p[2] = nA, p[3] = nB;
+}
+static inline void emu_spin() {
+    emu::yield();
+}
+static inline void __nanosleep(unsigned) {
+    emu::yield();
+}
+static inline void __syncwarp() {
+    emu::sync(emu::wbar[emu::cur / 32]);
 }
 static inline void mbar_wait(unsigned long long *m, unsigned parity) {
     emu::Mbar &b = mbar_of(m);
@@ -305,6 +343,7 @@ static inline unsigned long long gtimer() {
 static int g_fail = 0;
 static int g_force_ll = -1; /* >= 0: a.ll for the next cases (else by batch and block count) */
 static int g_win_mode = 0;  /* a.win_mode for the next cases (0: the plan's default) */
+static int g_ring_mode = 0; /* a.ring_mode for the next cases (0: the plan's default) */
 
 static void transpose(float *dst, const float *src, int64_t rows, int64_t cols) {
     for (int64_t r = 0; r < rows; r++)
@@ -352,6 +391,7 @@ static void run_case(int64_t d, int rms, int tied, int nb, long long rowbytes, i
     a.producer = a.bulk && producer;
     a.light_fence = 1;
     a.win_mode = getenv("EMU_WIN") ? atoi(getenv("EMU_WIN")) : g_win_mode;
+    a.ring_mode = getenv("EMU_RING") ? atoi(getenv("EMU_RING")) : g_ring_mode;
     if (mbp_plan(&a, nb, 232448, rowbytes)) {
         printf("%s: not covered\n", name);
         g_fail = 1;
@@ -398,6 +438,11 @@ static void run_case(int64_t d, int rms, int tied, int nb, long long rowbytes, i
     a.flags = flags.data(), a.step = flags.data() + a.nb;
     /* every segment 16-byte aligned: the compute threads skip their cp.async walk */
     a.all16 = getenv("EMU_ALL16_OFF") ? 0 : mbp_all_aligned(&a, L.data());
+    if (a.ring && !mbp_rows_aligned(&a, L.data())) { /* as step_cuda.cu: fixed buffers */
+        a.ring_mode = 1;
+        mbp_plan(&a, nb, 232448, rowbytes);
+        a.all16 = getenv("EMU_ALL16_OFF") ? 0 : mbp_all_aligned(&a, L.data());
+    }
     /* y and hidden as LL words (batch 1 on the GPU by default) or plain floats + barriers */
     a.ll = getenv("EMU_LL")  ? atoi(getenv("EMU_LL"))
            : g_force_ll >= 0 ? g_force_ll
@@ -426,11 +471,13 @@ static void run_case(int64_t d, int rms, int tied, int nb, long long rowbytes, i
     }
     const int ok = worst <= tol;
     const int ok2 = ok && g_tx_bad == 0;
-    printf("%-28s S=%d %s nb=%d capA=%d capB=%d CB=%d smem=%d bulk=%d%s%s%s (%lld bulk bytes, "
+    char ring[32] = "";
+    if (a.ring) snprintf(ring, sizeof ring, " ring %dx%d", a.ring_ns, a.ring_p);
+    printf("%-28s S=%d %s nb=%d capA=%d capB=%d CB=%d smem=%d bulk=%d%s%s%s%s (%lld bulk bytes, "
            "tx bad %lld): %lld steps max rel err %.2e %s\n",
            name, S, bf ? "bf16" : "fp32", a.nb, a.capA, a.capB, a.CBmax, a.smem, a.bulk,
            a.producer ? (a.all16 ? " producer all16" : " producer") : "", a.ll ? " LL" : "",
-           a.win ? " win" : "", g_bulk_bytes, g_tx_bad, (long long)steps, worst,
+           a.win ? " win" : "", ring, g_bulk_bytes, g_tx_bad, (long long)steps, worst,
            ok2 ? "ok" : "FAIL");
     fflush(stdout);
     if (!ok2) g_fail = 1;
@@ -509,6 +556,18 @@ int main(int argc, char **argv) {
     g_win_mode = 1; /* conv windows in global memory (the cases above keep them in smem) */
     run_case<float, 3>(64, 0, 0, 5, -1, 16, 4, 4, 1e-4, "ln untied d64 global windows", 1);
     g_win_mode = 0;
+    /* rows through the ring of slots (the GPU's default where rows overflow; the overflow
+     * producer case above takes it): a ring of 1 slot and of 3 (out_proj rows of 2 pieces
+     * crossing its end), every row through it at batch 1 and 4 (forced), and the fixed
+     * buffers where rows overflow (ring off) */
+    run_case<float, 1>(64, 0, 0, 4, 320, 16, 4, 4, 1e-4, "ring 1 slot S1", 1);
+    run_case<float, 4>(64, 1, 0, 4, 900, 16, 4, 4, 1e-4, "ring 3 slots S4", 1);
+    g_ring_mode = 2;
+    run_case<float, 1>(64, 0, 0, 6, -1, 16, 4, 4, 1e-4, "ring forced S1", 1);
+    run_case<__nv_bfloat16, 4>(64, 1, 1, 4, -1, 16, 4, 3, 2e-2, "ring forced bf16 tied S4", 1);
+    g_ring_mode = 1;
+    run_case<float, 2>(36, 0, 0, 4, 1000, 16, 4, 6, 1e-4, "ln d36 overflow no ring", 1);
+    g_ring_mode = 0;
     if (quick) goto big;
     run_case<__nv_bfloat16, 4>(64, 0, 1, 3, 2000, 16, 4, 5, 2e-2, "ln tied d64 bf16 overflow");
     run_case<__nv_bfloat16, 1>(36, 1, 0, 2, -1, 16, 4, 5, 2e-2, "rms d36 bf16");

@@ -84,6 +84,7 @@ static void make_model(mb_model *m, int64_t d, int rms, int tied, uint64_t seed)
 
 /* logits of every position, batch B, GPU vs CPU; graph vs launches on the first 40 */
 static int g_want_all16 = -1; /* >= 0: the persistent kernel's bulk-copies-only flag expected */
+static int g_want_ring = -1;  /* >= 0: whether the persistent kernel streams rows through its ring */
 
 static void check_logits(const mb_model *m, int64_t B, int64_t L, int bf16, double tol,
                          const char *name) {
@@ -151,9 +152,11 @@ static void check_logits(const mb_model *m, int64_t B, int64_t L, int bf16, doub
            g2 ? (graph_diff ? ", graph != launches" : ", graph == launches (bitwise)") : "",
            worst_reset);
     if (pb)
-        printf("%-22s   (persistent kernel: %d blocks, %s, %s, conv windows in %s)\n", "", pb,
-               pm & 1 ? "LL words" : "barriers", pm & 2 ? "bulk copies only" : "segments walked",
-               pm & 4 ? "shared memory" : "global memory");
+        printf("%-22s   (persistent kernel: %d blocks, %s, %s, conv windows in %s, rows %s)\n",
+               "", pb, pm & 1 ? "LL words" : "barriers",
+               pm & 2 ? "bulk copies only" : "segments walked",
+               pm & 4 ? "shared memory" : "global memory",
+               pm & 8 ? "through the ring" : "in fixed buffers");
     {
         const char *e = getenv("MB_CUDA_GEN_PERSIST");
         const int want = B <= 4 && !(e && !strcmp(e, "0"));
@@ -170,6 +173,11 @@ static void check_logits(const mb_model *m, int64_t B, int64_t L, int bf16, doub
         const char *we = getenv("MB_CUDA_GEN_PERSIST_WIN");
         REQUIRE(!pb || !we || !(pm & 4) == !strcmp(we, "0"), "%s B=%lld: conv windows %s", name,
                 (long long)B, pm & 4 ? "in shared memory" : "in global memory");
+        const char *re = getenv("MB_CUDA_GEN_PERSIST_RING");
+        REQUIRE(!pb || !re || strcmp(re, "0") || !(pm & 8), "%s B=%lld: ring not turned off",
+                name, (long long)B);
+        REQUIRE(!pb || g_want_ring < 0 || !(pm & 8) == !g_want_ring, "%s B=%lld: ring %s", name,
+                (long long)B, pm & 8 ? "on" : "off");
         REQUIRE(!pb || g_want_all16 < 0 || !(pm & 2) == !g_want_all16,
                 "%s B=%lld: bulk copies only %s", name, (long long)B, pm & 2 ? "on" : "off");
     }
@@ -347,11 +355,20 @@ int main(void) {
         if (i >= 2) { /* persistent: 5 blocks, weight rows mostly from global memory */
             setenv("MB_CUDA_GEN_PERSIST_BLOCKS", "5", 1);
             setenv("MB_CUDA_GEN_PERSIST_ROWBYTES", "2000", 1);
+            /* rows overflow: streamed through the ring (fp32 rows of these shapes are 16-byte
+             * multiples; bf16 rows of d 36 are not: fixed buffers) */
+            g_want_ring = (int)(m.cfg.d_model % 4 == 0);
             check_logits(&m, 1, 100, 0, 1e-4, cases[i].name); /* LL words */
             check_logits(&m, 2, 100, 0, 1e-4, cases[i].name);
             check_logits(&m, 4, 100, 0, 1e-4, cases[i].name);
+            g_want_ring = (int)(m.cfg.d_model % 8 == 0);
             check_logits(&m, 2, 60, 1, 2e-2, cases[i].name);
             check_logits(&m, 4, 60, 1, 2e-2, cases[i].name);
+            g_want_ring = -1;
+            setenv("MB_CUDA_GEN_PERSIST_RING", "0", 1); /* overflow rows read in their phase */
+            check_logits(&m, 2, 100, 0, 1e-4, "overflow without ring");
+            check_logits(&m, 1, 60, 1, 2e-2, "overflow without ring");
+            unsetenv("MB_CUDA_GEN_PERSIST_RING");
             if (i == 4) check_greedy(&m, 3, 100, cases[i].name);
             if (i == 4) { /* cp.async only */
                 setenv("MB_CUDA_GEN_PERSIST_BULK", "0", 1);
@@ -385,6 +402,14 @@ int main(void) {
             check_logits(&m, 4, 60, 1, 2e-2, "ln untied d64 LL words");
             check_greedy(&m, 3, 100, "ln untied d64 LL words");
             unsetenv("MB_CUDA_GEN_PERSIST_LL");
+            /* every row through the ring (default only where rows overflow) */
+            setenv("MB_CUDA_GEN_PERSIST_RING", "1", 1);
+            g_want_ring = 1;
+            check_logits(&m, 1, 100, 0, 1e-4, "ln untied d64 ring");
+            check_logits(&m, 3, 60, 1, 2e-2, "ln untied d64 ring");
+            check_greedy(&m, 1, 100, "ln untied d64 ring");
+            g_want_ring = -1;
+            unsetenv("MB_CUDA_GEN_PERSIST_RING");
             /* conv windows in global memory (the small models keep them in shared memory) */
             setenv("MB_CUDA_GEN_PERSIST_WIN", "0", 1);
             check_logits(&m, 1, 100, 0, 1e-4, "ln untied d64 global windows");
