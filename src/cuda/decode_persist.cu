@@ -96,8 +96,8 @@ template <int N> __device__ __forceinline__ void cp_wait() {
 __device__ __forceinline__ unsigned smem_u32(const void *p) {
     return (unsigned)__cvta_generic_to_shared(p);
 }
-__device__ __forceinline__ void mbar_init(unsigned long long *m) {
-    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(smem_u32(m)), "r"(1u)
+__device__ __forceinline__ void mbar_init(unsigned long long *m, unsigned count = 1u) {
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(smem_u32(m)), "r"(count)
                  : "memory");
     asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
     asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
@@ -364,7 +364,7 @@ __device__ __forceinline__ void dot_row(const WT *row, const float *u, int d, in
 #pragma unroll
     for (int s = 0; s < S; s++)
         acc[s] = 0.0f;
-    if (((d & 7) | (ld & 3) | ((uintptr_t)u & 15)) == 0) {
+    if (((d & 7) | (ld & 7)) == 0) { /* (u 16-byte aligned: its callers' offsets are of 8) */
         constexpr int CH = sizeof(WT) == 2 ? 8 : 4;
         for (int k0 = lane * 8; k0 < d; k0 += CH * 256) {
             Raw8<WT> raw[CH];
@@ -550,31 +550,43 @@ __device__ __forceinline__ void prefetch_small(const mbp_args &a, const mbp_laye
 /* ------------------------------------------------------------------------------ ring */
 /* The ring's items in stream order for block k (a.ring): per layer, the in_proj rows of its
  * channels, x then z (2 CB items of d weights), then its out_proj rows, each as ring_p pieces of
- * <= d weights (OB x ring_p items); after the last layer its lm_head rows (VB items). Item it
- * lives in slot it % ring_ns, the (it / ring_ns)-th use of that slot. */
+ * <= d weights (OB x ring_p items); after the last layer its lm_head rows (VB items). Each item
+ * takes one slot of ring_sb bytes. The items go in chunks of C = ring_c (one bulk copy per run
+ * of rows contiguous in global memory: a copy per row was 2x slower on the H200): chunk q is in
+ * ring chunk q % NC (NC = ring_ns / C), its (q / NC)-th use; item it is in slot it % ring_ns. */
 __host__ __device__ __forceinline__ int ring_per_layer(const mbp_args &a, const mbp_blk &k) {
     return 2 * k.CB + k.OB * a.ring_p;
+}
+/* an item's place in the stream: layer l (n_layer: the lm_head rows), index r in the layer,
+ * out_proj row i and piece j (r >= 2 CB) */
+struct ring_pos {
+    int l, r, i, j;
+};
+__host__ __device__ __forceinline__ ring_pos ring_start(const mbp_args &a, const mbp_blk &k) {
+    return ring_pos{ring_per_layer(a, k) > 0 ? 0 : a.n_layer, 0, 0, 0};
+}
+__host__ __device__ __forceinline__ void ring_next(const mbp_args &a, const mbp_blk &k,
+                                                   ring_pos &p) {
+    if (p.l < a.n_layer && p.r >= 2 * k.CB && ++p.j == a.ring_p) p.j = 0, p.i++;
+    if (++p.r == ring_per_layer(a, k) && p.l < a.n_layer) p.l++, p.r = 0, p.i = 0, p.j = 0;
 }
 #ifndef MBP_EMU
 #pragma nv_exec_check_disable
 #endif
 __host__ __device__ __forceinline__ const unsigned char *
-ring_src(const mbp_args &a, const mbp_layer *lt, const mbp_blk &k, int it, unsigned *bytes) {
-    const int64_t ws = a.bf16 ? 2 : 4, per = ring_per_layer(a, k);
-    if (it >= a.n_layer * per) { /* lm_head row */
-        *bytes = (unsigned)(a.d * ws);
-        return (const unsigned char *)a.lm + (int64_t)(k.v0 + it - a.n_layer * per) * a.d * ws;
+ring_src(const mbp_args &a, const mbp_layer *lt, const mbp_blk &k, const ring_pos &p,
+         unsigned *bytes) {
+    const int64_t ws = a.bf16 ? 2 : 4;
+    *bytes = (unsigned)(a.d * ws);
+    if (p.l == a.n_layer) /* lm_head row */
+        return (const unsigned char *)a.lm + (int64_t)(k.v0 + p.r) * a.d * ws;
+    if (p.r < 2 * k.CB) { /* in_proj row x (r < CB) or z */
+        const int64_t row = p.r < k.CB ? k.c0 + p.r : a.Di + k.c0 + (p.r - k.CB);
+        return (const unsigned char *)lt[p.l].in + row * a.d * ws;
     }
-    const int l = (int)(it / per), r = (int)(it % per);
-    if (r < 2 * k.CB) { /* in_proj row x (r < CB) or z */
-        const int64_t row = r < k.CB ? k.c0 + r : a.Di + k.c0 + (r - k.CB);
-        *bytes = (unsigned)(a.d * ws);
-        return (const unsigned char *)lt[l].in + row * a.d * ws;
-    }
-    const int q = r - 2 * k.CB, i = q / a.ring_p, j = q % a.ring_p; /* out_proj row i, piece j */
-    const int64_t e0 = (int64_t)j * a.d, n = a.Di - e0 < a.d ? a.Di - e0 : a.d;
-    *bytes = (unsigned)(n * ws);
-    return (const unsigned char *)lt[l].out + ((int64_t)(k.o0 + i) * a.Di + e0) * ws;
+    const int64_t e0 = (int64_t)p.j * a.d, n = a.Di - e0 < a.d ? a.Di - e0 : a.d;
+    *bytes = (unsigned)(n * ws); /* out_proj row i, piece j */
+    return (const unsigned char *)lt[p.l].out + ((int64_t)(k.o0 + p.i) * a.Di + e0) * ws;
 }
 
 int mbp_rows_aligned(const mbp_args *a, const mbp_layer *layers) {
@@ -585,47 +597,54 @@ int mbp_rows_aligned(const mbp_args *a, const mbp_layer *layers) {
     return 1;
 }
 
-/* Consumer side of item it (every lane of the warp): wait until the slot's previous item has
- * been consumed (cnt[slot], the slot's consumed uses: several warps take items of one slot, so
- * a warp may come to use u before use u - 1 is done, and the full barrier's parity alone would
- * then pass on use u - 1's phase), then until the item has landed; returns the slot. */
+/* Consumer side of item it (every lane of the warp): wait until the chunk's previous use has
+ * been consumed (cnt[chunk]: items consumed from it over all uses; several warps take items of
+ * one chunk, so a warp may come to use u before use u - 1 is done, and the full barrier's
+ * parity alone would then pass on use u - 1's phase), then until the copy has landed; returns
+ * the item's slot. */
 __device__ __forceinline__ int ring_acquire(const mbp_args &a, unsigned long long *full,
                                             volatile int *cnt, int it) {
-    const int slot = it % a.ring_ns, use = it / a.ring_ns;
+    const int C = a.ring_c, q = it / C, nc = a.ring_ns / C, kq = q % nc, use = q / nc;
     spin_timeout guard;
-    while (cnt[slot] != use) {
+    while (cnt[kq] < use * C) {
 #ifdef MBP_EMU
         emu_spin();
 #endif
         guard.tick(256);
     }
-    mbar_wait(&full[slot], (unsigned)use & 1u);
-    return slot;
+    mbar_wait(&full[kq], (unsigned)use & 1u);
+    return it % a.ring_ns;
 }
-/* The warp is done reading item it's slot: count the use, free the slot for the producer. */
+/* The warp is done reading item it: count it, and free the chunk for the producer once all
+ * its items are (the empty barrier expects C arrivals). */
 __device__ __forceinline__ void ring_release(const mbp_args &a, unsigned long long *empty,
                                             volatile int *cnt, int it) {
     __syncwarp(); /* every lane's reads are done (dot_row ends in shuffles, but to be plain) */
     if ((threadIdx.x & 31) == 0) {
-        const int slot = it % a.ring_ns;
-        cnt[slot] = it / a.ring_ns + 1;
-        mbar_arrive(&empty[slot]);
+        const int kq = (it / a.ring_c) % (a.ring_ns / a.ring_c);
+        atomicAdd((int *)&cnt[kq], 1);
+        mbar_arrive(&empty[kq]);
     }
 }
 
 /* The producer thread with a.ring: as each of the small buffers frees up (its empty barrier:
  * the compute threads' phase is done), the next layer's small tensors (the bulk part of
- * fill_buf); as each slot frees up (its empty barrier: the warp that read the previous item is
- * done), the next item into it (its full barrier expecting the bytes). Polls, sleeping briefly
- * when nothing was ready; traps after 10 s without progress. */
+ * fill_buf); as each ring chunk frees up (its empty barrier: all C items of its previous use
+ * read), the next C items into it (its full barrier expecting their bytes; one bulk copy per
+ * run of rows contiguous in global memory and in the chunk). Polls, sleeping briefly when
+ * nothing was ready; traps after 10 s without progress. */
 __device__ __noinline__ void ring_producer(const mbp_args *ap, unsigned char *sm,
                                            unsigned long long *mbar, const mbp_blk &k) {
     const mbp_args &a = *ap;
-    unsigned long long *full = (unsigned long long *)(sm + a.off_rmb), *empty = full + a.ring_ns,
-                       *sempty = empty + a.ring_ns;
+    const int C = a.ring_c, NC = a.ring_ns / C, nl = a.n_layer;
+    unsigned long long *full = (unsigned long long *)(sm + a.off_rmb), *empty = full + NC,
+                       *sempty = empty + NC;
     const mbp_layer *lt = (const mbp_layer *)(sm + a.off_lt);
-    const int nl = a.n_layer, NS = a.ring_ns, total = nl * ring_per_layer(a, k) + k.VB;
-    int it = 0, nA = 1, nB = 1; /* next item, next layer of small buffer A / B to fill */
+    const int total = nl * ring_per_layer(a, k) + k.VB;
+    const unsigned sb = (unsigned)a.ring_sb;
+    int it = 0, kq = 0, use = 0; /* next item, its ring chunk and use */
+    int nA = 1, nB = 1;          /* next layer of small buffer A / B to fill */
+    ring_pos p = ring_start(a, k);
     spin_timeout guard;
     while (it < total || nA <= nl || nB < nl) {
         bool did = false;
@@ -637,13 +656,34 @@ __device__ __noinline__ void ring_producer(const mbp_args *ap, unsigned char *sm
             fill_buf(ap, sm, &mbar[1], 1, nB++, k, 2);
             did = true;
         }
-        for (; it < total; it++) { /* every item whose slot is free */
-            const int slot = it % NS, use = it / NS;
-            if (use > 0 && !mbar_test(&empty[slot], (unsigned)(use - 1) & 1u)) break;
-            unsigned bytes = 0;
-            const unsigned char *src = ring_src(a, lt, k, it, &bytes);
-            mbar_arrive_tx(&full[slot], bytes);
-            bulk_g2s(sm + a.off_ring + (int64_t)slot * a.ring_sb, src, bytes, &full[slot]);
+        while (it < total) { /* every chunk that is free */
+            if (use > 0 && !mbar_test(&empty[kq], (unsigned)(use - 1) & 1u)) break;
+            const int n = total - it < C ? total - it : C;
+            unsigned tx = 0, nb = 0;
+            ring_pos p2 = p;
+            for (int m = 0; m < n; m++, ring_next(a, k, p2)) {
+                ring_src(a, lt, k, p2, &nb);
+                tx += nb;
+            }
+            mbar_arrive_tx(&full[kq], tx);
+            unsigned char *dst = sm + a.off_ring + (int64_t)kq * C * sb, *rd = dst;
+            const unsigned char *rs = NULL;
+            unsigned len = 0;
+            bool open = false; /* the run so far ends on a whole slot: the next row may join */
+            for (int m = 0; m < n; m++, ring_next(a, k, p)) {
+                const unsigned char *src = ring_src(a, lt, k, p, &nb);
+                if (!(open && src == rs + len)) {
+                    for (unsigned o = 0; rs && o < len; o += 32768)
+                        bulk_g2s(rd + o, rs + o, len - o < 32768 ? len - o : 32768, &full[kq]);
+                    rs = src, rd = dst + (int64_t)m * sb, len = 0;
+                }
+                len += nb;
+                open = nb == sb;
+            }
+            for (unsigned o = 0; o < len; o += 32768)
+                bulk_g2s(rd + o, rs + o, len - o < 32768 ? len - o : 32768, &full[kq]);
+            it += n;
+            if (++kq == NC) kq = 0, use++;
             did = true;
         }
 #ifdef MBP_EMU
@@ -651,13 +691,13 @@ __device__ __noinline__ void ring_producer(const mbp_args *ap, unsigned char *sm
 #endif
         if (!did) {
             __nanosleep(64);
-            guard.tick(64); /* a consumer that never frees its slot */
+            guard.tick(64); /* a consumer that never frees its chunk */
         }
     }
 }
 
 /* ------------------------------------------------------------------------------ kernel */
-template <typename WT, int S>
+template <typename WT, int S, bool RING>
 __global__ void __launch_bounds__(PT + 32, 1)
     persist_step_kernel(const __grid_constant__ mbp_args a) {
 #ifndef MBP_EMU
@@ -707,14 +747,16 @@ __global__ void __launch_bounds__(PT + 32, 1)
         mbar_init(&mbar[0]);
         mbar_init(&mbar[1]);
     }
-    /* a.ring: full[ring_ns], empty[ring_ns], the small buffers' empty[2], one arrival each */
-    unsigned long long *rfull = (unsigned long long *)(sm + a.off_rmb), *rempty = rfull + a.ring_ns,
-                       *sempty = rempty + a.ring_ns;
-    volatile int *rcnt = (volatile int *)(sempty + 2); /* consumed uses per slot */
-    if (a.ring)
-        for (int i = t; i < 2 * a.ring_ns + 2; i += PT) {
-            mbar_init(&rfull[i]);
-            if (i < a.ring_ns) rcnt[i] = 0;
+    /* RING: full[NC] (one arrival), empty[NC] (C arrivals), the small buffers' empty[2] (one),
+     * the chunks' consumed counts cnt[NC] */
+    const int rnc = RING ? a.ring_ns / a.ring_c : 0;
+    unsigned long long *rfull = (unsigned long long *)(sm + a.off_rmb), *rempty = rfull + rnc,
+                       *sempty = rempty + rnc;
+    volatile int *rcnt = (volatile int *)(sempty + 2);
+    if (RING)
+        for (int i = t; i < 2 * rnc + 2; i += PT) {
+            mbar_init(&rfull[i], i >= rnc && i < 2 * rnc ? (unsigned)a.ring_c : 1u);
+            if (i < rnc) rcnt[i] = 0;
         }
     { /* the layer table into shared memory: the fills read it every phase */
         const unsigned long long *src = (const unsigned long long *)a.layers;
@@ -737,16 +779,15 @@ __global__ void __launch_bounds__(PT + 32, 1)
     __syncthreads();
     const mbp_layer *lt = (const mbp_layer *)(sm + a.off_lt);
     if (t >= PT) { /* the producer warp: the next layer's copies as each buffer frees up */
-        if (a.ring) {
+        if (RING) { /* one thread: the ring's chunks and the small buffers */
             if (t == PT) ring_producer(&a, sm, mbar, kb);
-            return;
-        }
-        for (int l = 0; l < nl; l++) {
-            nbar_sync(2); /* phase A of layer l done: buffer A free */
-            if (t == PT) fill_buf(&a, sm, &mbar[0], 0, l + 1, kb, 2);
-            nbar_sync(3); /* phase H of layer l done: buffer B free */
-            if (t == PT && l + 1 < nl) fill_buf(&a, sm, &mbar[1], 1, l + 1, kb, 2);
-        }
+        } else
+            for (int l = 0; l < nl; l++) {
+                nbar_sync(2); /* phase A of layer l done: buffer A free */
+                if (t == PT) fill_buf(&a, sm, &mbar[0], 0, l + 1, kb, 2);
+                nbar_sync(3); /* phase H of layer l done: buffer B free */
+                if (t == PT && l + 1 < nl) fill_buf(&a, sm, &mbar[1], 1, l + 1, kb, 2);
+            }
         return;
     }
     /* layer weight pointers read from the table one layer ahead (their latency off the path) */
@@ -838,12 +879,12 @@ __global__ void __launch_bounds__(PT + 32, 1)
             for (int i = warp; i < VB; i += NWARP) {
                 const WT *row = i < a.capA ? rowsA + (int64_t)i * d : lm + (int64_t)(v0 + i) * d;
                 const int it = nl * ring_per_layer(a, kb) + i;
-                if (a.ring)
+                if (RING)
                     row = (const WT *)(sm + a.off_ring +
                                        (int64_t)ring_acquire(a, rfull, rcnt, it) * a.ring_sb);
                 float acc[S];
                 dot_row<WT, S>(row, u, d, d, acc);
-                if (a.ring) ring_release(a, rempty, rcnt, it);
+                if (RING) ring_release(a, rempty, rcnt, it);
                 if (lane == 0)
 #pragma unroll
                     for (int s = 0; s < S; s++)
@@ -868,13 +909,13 @@ __global__ void __launch_bounds__(PT + 32, 1)
         for (int i = warp; i < 2 * CB; i += NWARP) {
             const int grow = i < CB ? c0 + i : Di + c0 + (i - CB);
             const WT *row = i < a.capA ? rowsA + (int64_t)i * d : inw + (int64_t)grow * d;
-            const int it = l * ring_per_layer(a, kb) + i; /* (a.ring) */
-            if (a.ring)
+            const int it = l * ring_per_layer(a, kb) + i; /* (RING) */
+            if (RING)
                 row = (const WT *)(sm + a.off_ring +
                                    (int64_t)ring_acquire(a, rfull, rcnt, it) * a.ring_sb);
             float acc[S];
             dot_row<WT, S>(row, u, d, d, acc);
-            if (a.ring) ring_release(a, rempty, rcnt, it);
+            if (RING) ring_release(a, rempty, rcnt, it);
             if (lane == 0)
 #pragma unroll
                 for (int s = 0; s < S; s++)
@@ -933,7 +974,7 @@ __global__ void __launch_bounds__(PT + 32, 1)
         mark(2);
         bar_arrive(a.flags, ++nbar, light); /* (syncs: bufA is free) */
         mark(3);
-        if (a.ring) {
+        if (RING) {
             if (t == 0) mbar_arrive(&sempty[0]);
         } else if (producer)
             nbar_arrive(2);
@@ -1005,7 +1046,7 @@ __global__ void __launch_bounds__(PT + 32, 1)
             const WT *outw = (const WT *)out_cur;
             for (int i = warp; i < OB; i += NWARP) {
                 float acc[S];
-                if (a.ring) { /* the row's pieces, items l * per + 2 CB + i * ring_p + j */
+                if (RING) { /* the row's pieces, items l * per + 2 CB + i * ring_p + j */
 #pragma unroll
                     for (int s = 0; s < S; s++)
                         acc[s] = 0.0f;
@@ -1040,7 +1081,7 @@ __global__ void __launch_bounds__(PT + 32, 1)
         else
             bar_arrive(a.flags, ++nbar, light); /* (syncs: bufB is free) */
         mark(17);
-        if (a.ring) {
+        if (RING) {
             if (t == 0) mbar_arrive(&sempty[1]);
         } else if (producer)
             nbar_arrive(3);
@@ -1125,11 +1166,14 @@ int mbp_plan(mbp_args *a, int nb, int optin, long long row_bytes) {
     /* the ring (mode 0: where the rows overflow; 2: wherever it can run): every slot of
      * rbA bytes plus its two mbarriers and use count, two more mbarriers for the small
      * buffers (and 16-byte rounding) */
-    a->ring = 0, a->ring_ns = 0, a->ring_sb = 0, a->ring_p = 0;
+    a->ring = 0, a->ring_ns = 0, a->ring_sb = 0, a->ring_p = 0, a->ring_c = 0;
     const int64_t ns = (avail - 32) / (rbA + 20);
     if (a->ring_mode != 1 && a->bulk && a->producer && ((rbA | rbB) & 15) == 0 && ns >= 1 &&
         (a->ring_mode == 2 || rows_all > avail)) {
-        a->ring = 1, a->ring_ns = (int)ns, a->ring_sb = (int)rbA;
+        /* chunks of up to 32 KB, at least 4 of them where there are 4 slots */
+        int64_t c = ns / 4 < 32768 / rbA ? ns / 4 : 32768 / rbA;
+        if (c < 1) c = 1;
+        a->ring = 1, a->ring_c = (int)c, a->ring_ns = (int)(ns / c * c), a->ring_sb = (int)rbA;
         a->ring_p = (a->Di + a->d - 1) / a->d;
         a->capA = 0, a->capB = 0;
     } else if (needA * rbA + needB * rbB <= avail) {
@@ -1149,19 +1193,19 @@ int mbp_plan(mbp_args *a, int nb, int optin, long long row_bytes) {
 
 #ifndef MBP_EMU
 /* ------------------------------------------------------------------------------ host */
-template <typename WT, int S> static void *kptr() {
-    return (void *)persist_step_kernel<WT, S>;
+template <typename WT, int S> static void *kptr(int ring) {
+    return ring ? (void *)persist_step_kernel<WT, S, true> : (void *)persist_step_kernel<WT, S, false>;
 }
-static void *kernel_for(int half, int S) {
+static void *kernel_for(int half, int S, int ring) {
     switch (S) {
     case 1:
-        return half ? kptr<bf16, 1>() : kptr<float, 1>();
+        return half ? kptr<bf16, 1>(ring) : kptr<float, 1>(ring);
     case 2:
-        return half ? kptr<bf16, 2>() : kptr<float, 2>();
+        return half ? kptr<bf16, 2>(ring) : kptr<float, 2>(ring);
     case 3:
-        return half ? kptr<bf16, 3>() : kptr<float, 3>();
+        return half ? kptr<bf16, 3>(ring) : kptr<float, 3>(ring);
     default:
-        return half ? kptr<bf16, 4>() : kptr<float, 4>();
+        return half ? kptr<bf16, 4>(ring) : kptr<float, 4>(ring);
     }
 }
 
@@ -1175,7 +1219,7 @@ int mbp_prepare(mbp_args *a, int sm_count) {
     if (e && atoi(e) > 0 && atoi(e) < nb) nb = atoi(e);
     const char *rbe = getenv("MB_CUDA_GEN_PERSIST_ROWBYTES");
     if (mbp_plan(a, nb, optin, rbe ? atoll(rbe) : -1)) return 1;
-    void *k = kernel_for(a->bf16, a->S);
+    void *k = kernel_for(a->bf16, a->S, a->ring);
     MB_CUDA_TRY(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, a->smem),
                 "persistent step: shared memory attribute");
     int per_sm = 0;
@@ -1185,38 +1229,19 @@ int mbp_prepare(mbp_args *a, int sm_count) {
     if (per_sm < 1) return 1;
     if ((int64_t)per_sm * sm_count < nb) { /* fewer co-resident blocks: re-plan for them */
         if (mbp_plan(a, per_sm * sm_count, optin, rbe ? atoll(rbe) : -1)) return 1;
+        MB_CUDA_TRY(cudaFuncSetAttribute(kernel_for(a->bf16, a->S, a->ring),
+                                         cudaFuncAttributeMaxDynamicSharedMemorySize, a->smem),
+                    "persistent step: shared memory attribute");
     }
     return 0;
 }
 
 int mbp_launch(const mbp_args *a, cudaStream_t stream) {
     const dim3 grid((unsigned)a->nb), block(PT + (a->bulk && a->producer ? 32 : 0));
-    switch (a->S * 2 + (a->bf16 ? 1 : 0)) {
-    case 2:
-        persist_step_kernel<float, 1><<<grid, block, a->smem, stream>>>(*a);
-        break;
-    case 3:
-        persist_step_kernel<bf16, 1><<<grid, block, a->smem, stream>>>(*a);
-        break;
-    case 4:
-        persist_step_kernel<float, 2><<<grid, block, a->smem, stream>>>(*a);
-        break;
-    case 5:
-        persist_step_kernel<bf16, 2><<<grid, block, a->smem, stream>>>(*a);
-        break;
-    case 6:
-        persist_step_kernel<float, 3><<<grid, block, a->smem, stream>>>(*a);
-        break;
-    case 7:
-        persist_step_kernel<bf16, 3><<<grid, block, a->smem, stream>>>(*a);
-        break;
-    case 8:
-        persist_step_kernel<float, 4><<<grid, block, a->smem, stream>>>(*a);
-        break;
-    default:
-        persist_step_kernel<bf16, 4><<<grid, block, a->smem, stream>>>(*a);
-        break;
-    }
+    void *k = kernel_for(a->bf16, a->S, a->ring);
+    void *args[] = {(void *)a};
+    MB_CUDA_TRY(cudaLaunchKernel(k, grid, block, args, (size_t)a->smem, stream),
+                "persistent generation step (kernel launch)");
     MB_CUDA_LAUNCHED("persistent generation step (kernel launch)");
     return MB_OK;
 }

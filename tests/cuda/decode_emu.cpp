@@ -57,7 +57,7 @@ static std::vector<std::vector<double>> stat;
 static std::vector<Bar> bbar, wbar;
 static std::vector<Bar> nbar; /* (block, id 1..3) named barriers (bar.sync / bar.arrive) */
 struct Mbar {                 /* an mbarrier: phase, arrivals pending, bytes pending */
-    int phase = 0, pending = 1;
+    int phase = 0, pending = 1, count = 1;
     long long tx = 0;
 };
 static std::vector<Mbar> mbars;                   /* (block, 2) */
@@ -95,9 +95,10 @@ static void yield() {
         for (int b = 0; b < nblk && b < 64; b++)
             printf("  block %d producer it %d/%d nA %d nB %d\n", b, g_prod[b][0], g_prod[b][1],
                    g_prod[b][2], g_prod[b][3]);
-        for (int i = 0; i < (int)th.size(); i++)
-            if (!th[i].done && th[i].block == 0) printf(" t%d", th[i].tid);
-        printf("\n");
+        int live = 0;
+        for (auto &h : th)
+            live += !h.done;
+        printf("  %d threads not done\n", live);
         for (auto &kv : smem_mbars)
             printf("  mbar %p phase %d pending %d tx %lld\n", kv.first, kv.second.phase,
                    kv.second.pending, kv.second.tx);
@@ -227,6 +228,11 @@ template <class T> static inline T __ldcg(const T *p) {
     emu::yield(); /* let others run: reads of data other blocks write */
     return *p;
 }
+static inline int atomicAdd(int *p, int v) {
+    const int o = *p;
+    *p = o + v;
+    return o;
+}
 static inline unsigned long long atomicAdd(unsigned long long *p, unsigned long long v) {
     const unsigned long long o = *p;
     *p = o + v;
@@ -256,16 +262,18 @@ static inline emu::Mbar &mbar_of(unsigned long long *m) {
     return emu::smem_mbars[m];
 }
 static inline void mbar_complete(emu::Mbar &b) {
-    if (b.pending == 0 && b.tx == 0) b.phase++, b.pending = 1;
+    if (b.pending == 0 && b.tx == 0) b.phase++, b.pending = b.count;
 }
-static inline void mbar_init(unsigned long long *m) {
-    mbar_of(m) = emu::Mbar();
+static inline void mbar_init(unsigned long long *m, unsigned count = 1) {
+    emu::Mbar &b = mbar_of(m);
+    b = emu::Mbar();
+    b.pending = b.count = (int)count;
 }
 static inline void mbar_arrive_tx(unsigned long long *m, unsigned tx) {
     emu::Mbar &b = mbar_of(m);
-    if (b.pending != 1) g_tx_bad++; /* two arrivals in one phase */
+    if (b.pending <= 0) g_tx_bad++; /* more arrivals than the phase expects */
     b.tx += tx;
-    b.pending = 0;
+    b.pending--;
     mbar_complete(b);
 }
 static inline void bulk_g2s(void *dst, const void *src, unsigned bytes, unsigned long long *m) {
@@ -279,8 +287,8 @@ static inline void bulk_g2s(void *dst, const void *src, unsigned bytes, unsigned
 }
 static inline void mbar_arrive(unsigned long long *m) {
     emu::Mbar &b = mbar_of(m);
-    if (b.pending != 1) g_tx_bad++; /* two arrivals in one phase */
-    b.pending = 0;
+    if (b.pending <= 0) g_tx_bad++; /* more arrivals than the phase expects */
+    b.pending--;
     mbar_complete(b);
 }
 static inline bool mbar_test(unsigned long long *m, unsigned parity) {
@@ -457,7 +465,12 @@ static void run_case(int64_t d, int rms, int tied, int nb, long long rowbytes, i
         mb_step(&m, &st, tok.data(), lc.data());
         const mbp_args aa = a;
         emu::launch(a.nb, MBP_THREADS + (a.producer ? 32 : 0), (size_t)a.smem,
-                    [&]() { persist_step_kernel<WT, S>(aa); });
+                    [&]() {
+                        if (aa.ring)
+                            persist_step_kernel<WT, S, true>(aa);
+                        else
+                            persist_step_kernel<WT, S, false>(aa);
+                    });
         for (int s = 0; s < S; s++) {
             double num = 0, den = 0;
             for (int v = 0; v < V; v++) {
@@ -472,7 +485,7 @@ static void run_case(int64_t d, int rms, int tied, int nb, long long rowbytes, i
     const int ok = worst <= tol;
     const int ok2 = ok && g_tx_bad == 0;
     char ring[32] = "";
-    if (a.ring) snprintf(ring, sizeof ring, " ring %dx%d", a.ring_ns, a.ring_p);
+    if (a.ring) snprintf(ring, sizeof ring, " ring %dx%d p%d", a.ring_ns / a.ring_c, a.ring_c, a.ring_p);
     printf("%-28s S=%d %s nb=%d capA=%d capB=%d CB=%d smem=%d bulk=%d%s%s%s%s (%lld bulk bytes, "
            "tx bad %lld): %lld steps max rel err %.2e %s\n",
            name, S, bf ? "bf16" : "fp32", a.nb, a.capA, a.capB, a.CBmax, a.smem, a.bulk,
@@ -536,11 +549,12 @@ int main(int argc, char **argv) {
                     memset(&a, 0, sizeof a);
                     a.S = S, a.d = shapes[p][0], a.Di = shapes[p][1], a.N = 16, a.K = 4,
                     a.R = shapes[p][2], a.V = 256, a.n_layer = 48, a.bf16 = bf;
+                    a.bulk = a.producer = 1;
                     int rc = mbp_plan(&a, 132, 232448, -1);
                     printf("d %d bf16 %d S %d: rc %d CB %d capA %d (need %d) capB %d (need %d) "
-                           "win %d smem %d\n",
+                           "win %d ring %d x %d x %d B smem %d\n",
                            a.d, bf, S, rc, a.CBmax, a.capA, 2 * a.CBmax, a.capB, (a.d + 131) / 132,
-                           a.win, a.smem);
+                           a.win, a.ring_c ? a.ring_ns / a.ring_c : 0, a.ring_c, a.ring_sb, a.smem);
                 }
         return 0;
     }
@@ -556,12 +570,14 @@ int main(int argc, char **argv) {
     g_win_mode = 1; /* conv windows in global memory (the cases above keep them in smem) */
     run_case<float, 3>(64, 0, 0, 5, -1, 16, 4, 4, 1e-4, "ln untied d64 global windows", 1);
     g_win_mode = 0;
-    /* rows through the ring of slots (the GPU's default where rows overflow; the overflow
-     * producer case above takes it): a ring of 1 slot and of 3 (out_proj rows of 2 pieces
-     * crossing its end), every row through it at batch 1 and 4 (forced), and the fixed
-     * buffers where rows overflow (ring off) */
+    /* rows through the ring (the GPU's default where rows overflow; the overflow producer
+     * case above takes it): 1 chunk of 1 slot, 4 chunks of 2 and of 3 slots (copies split where
+     * rows stop being contiguous, out_proj rows of 2 pieces across chunks, a partial last
+     * chunk), every row through it at batch 1 and 4 (forced), and the fixed buffers where rows
+     * overflow (ring off) */
     run_case<float, 1>(64, 0, 0, 4, 320, 16, 4, 4, 1e-4, "ring 1 slot S1", 1);
-    run_case<float, 4>(64, 1, 0, 4, 900, 16, 4, 4, 1e-4, "ring 3 slots S4", 1);
+    run_case<float, 4>(64, 1, 0, 4, 2300, 16, 4, 3, 1e-4, "ring 4x2 S4", 1);
+    run_case<__nv_bfloat16, 2>(64, 0, 1, 6, 1850, 16, 4, 3, 2e-2, "ring 4x3 bf16 S2", 1);
     g_ring_mode = 2;
     run_case<float, 1>(64, 0, 0, 6, -1, 16, 4, 4, 1e-4, "ring forced S1", 1);
     run_case<__nv_bfloat16, 4>(64, 1, 1, 4, -1, 16, 4, 3, 2e-2, "ring forced bf16 tied S4", 1);
