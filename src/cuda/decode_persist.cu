@@ -358,8 +358,7 @@ template <> struct Raw8<bf16> {
 };
 
 template <typename WT, int S>
-__device__ __forceinline__ void dot_row(const WT *row, const float *u, int d, int ld,
-                                        float *acc) {
+__device__ __forceinline__ void dot_row(const WT *row, const float *u, int d, int ld, float *acc) {
     const int lane = threadIdx.x & 31;
 #pragma unroll
     for (int s = 0; s < S; s++)
@@ -549,49 +548,40 @@ __device__ __forceinline__ void prefetch_small(const mbp_args &a, const mbp_laye
 
 /* ------------------------------------------------------------------------------ ring */
 /* The ring's items in stream order for block k (a.ring): per layer, the in_proj rows of its
- * channels, x then z (2 CB items of d weights), then its out_proj rows, each as ring_p pieces of
- * <= d weights (OB x ring_p items); after the last layer its lm_head rows (VB items). Each item
- * takes one slot of ring_sb bytes. The items go in chunks of C = ring_c (one bulk copy per run
- * of rows contiguous in global memory: a copy per row was 2x slower on the H200): chunk q is in
+ * channels, x then z (2 CB items of d weights), then its out_proj rows, each as ring_p = Di / d
+ * pieces of d weights (OB x ring_p items); after the last layer its lm_head rows (VB items). Each
+ * item takes one slot of ring_sb bytes. The items go in chunks of C = ring_c (bulk copies of the
+ * chunk's pieces of contiguous rows: a copy per row was 2x slower on the H200): chunk q is in
  * ring chunk q % NC (NC = ring_ns / C), its (q / NC)-th use; item it is in slot it % ring_ns. */
 __host__ __device__ __forceinline__ int ring_per_layer(const mbp_args &a, const mbp_blk &k) {
     return 2 * k.CB + k.OB * a.ring_p;
 }
-/* an item's place in the stream: layer l (n_layer: the lm_head rows), index r in the layer,
- * out_proj row i and piece j (r >= 2 CB) */
-struct ring_pos {
-    int l, r, i, j;
-};
-__host__ __device__ __forceinline__ ring_pos ring_start(const mbp_args &a, const mbp_blk &k) {
-    return ring_pos{ring_per_layer(a, k) > 0 ? 0 : a.n_layer, 0, 0, 0};
-}
-__host__ __device__ __forceinline__ void ring_next(const mbp_args &a, const mbp_blk &k,
-                                                   ring_pos &p) {
-    if (p.l < a.n_layer && p.r >= 2 * k.CB && ++p.j == a.ring_p) p.j = 0, p.i++;
-    if (++p.r == ring_per_layer(a, k) && p.l < a.n_layer) p.l++, p.r = 0, p.i = 0, p.j = 0;
-}
+/* The stream as contiguous segments of global memory: per layer (l < n_layer) the block's x
+ * rows, z rows (CB x ring_sb bytes each) and out_proj rows (OB x ring_p x ring_sb: with d_inner
+ * a multiple of d_model every piece fills its slot), then its lm_head rows (seg 0 of layer
+ * n_layer, VB x ring_sb). */
 #ifndef MBP_EMU
 #pragma nv_exec_check_disable
 #endif
-__host__ __device__ __forceinline__ const unsigned char *
-ring_src(const mbp_args &a, const mbp_layer *lt, const mbp_blk &k, const ring_pos &p,
-         unsigned *bytes) {
-    const int64_t ws = a.bf16 ? 2 : 4;
-    *bytes = (unsigned)(a.d * ws);
-    if (p.l == a.n_layer) /* lm_head row */
-        return (const unsigned char *)a.lm + (int64_t)(k.v0 + p.r) * a.d * ws;
-    if (p.r < 2 * k.CB) { /* in_proj row x (r < CB) or z */
-        const int64_t row = p.r < k.CB ? k.c0 + p.r : a.Di + k.c0 + (p.r - k.CB);
-        return (const unsigned char *)lt[p.l].in + row * a.d * ws;
+__host__ __device__ __forceinline__ int64_t ring_seg(const mbp_args &a, const mbp_layer *lt,
+                                                     const mbp_blk &k, int l, int seg,
+                                                     const unsigned char **src) {
+    const int64_t sb = a.ring_sb;
+    if (l == a.n_layer) {
+        *src = (const unsigned char *)a.lm + k.v0 * sb;
+        return seg == 0 ? k.VB * sb : 0;
     }
-    const int64_t e0 = (int64_t)p.j * a.d, n = a.Di - e0 < a.d ? a.Di - e0 : a.d;
-    *bytes = (unsigned)(n * ws); /* out_proj row i, piece j */
-    return (const unsigned char *)lt[p.l].out + ((int64_t)(k.o0 + p.i) * a.Di + e0) * ws;
+    if (seg < 2) {
+        *src = (const unsigned char *)lt[l].in + (seg * (int64_t)a.Di + k.c0) * sb;
+        return k.CB * sb;
+    }
+    *src = (const unsigned char *)lt[l].out + (int64_t)k.o0 * a.ring_p * sb;
+    return (int64_t)k.OB * a.ring_p * sb;
 }
 
 int mbp_rows_aligned(const mbp_args *a, const mbp_layer *layers) {
     const int64_t ws = a->bf16 ? 2 : 4;
-    if (((a->d * ws) | (a->Di * ws)) & 15 || ((uintptr_t)a->lm & 15)) return 0;
+    if (((a->d * ws) | (a->Di * ws)) & 15 || a->Di % a->d || ((uintptr_t)a->lm & 15)) return 0;
     for (int l = 0; l < a->n_layer; l++)
         if (((uintptr_t)layers[l].in | (uintptr_t)layers[l].out) & 15) return 0;
     return 1;
@@ -618,7 +608,7 @@ __device__ __forceinline__ int ring_acquire(const mbp_args &a, unsigned long lon
 /* The warp is done reading item it: count it, and free the chunk for the producer once all
  * its items are (the empty barrier expects C arrivals). */
 __device__ __forceinline__ void ring_release(const mbp_args &a, unsigned long long *empty,
-                                            volatile int *cnt, int it) {
+                                             volatile int *cnt, int it) {
     __syncwarp(); /* every lane's reads are done (dot_row ends in shuffles, but to be plain) */
     if ((threadIdx.x & 31) == 0) {
         const int kq = (it / a.ring_c) % (a.ring_ns / a.ring_c);
@@ -630,9 +620,10 @@ __device__ __forceinline__ void ring_release(const mbp_args &a, unsigned long lo
 /* The producer thread with a.ring: as each of the small buffers frees up (its empty barrier:
  * the compute threads' phase is done), the next layer's small tensors (the bulk part of
  * fill_buf); as each ring chunk frees up (its empty barrier: all C items of its previous use
- * read), the next C items into it (its full barrier expecting their bytes; one bulk copy per
- * run of rows contiguous in global memory and in the chunk). Polls, sleeping briefly when
- * nothing was ready; traps after 10 s without progress. */
+ * read), the next C items into it (its full barrier expecting their bytes), one bulk copy per
+ * piece of a stream segment (ring_seg) up to 32 KB. Polls, sleeping briefly when nothing was
+ * ready; traps after 10 s without progress. (Walking the items one by one in this one thread
+ * made it the bottleneck: 972m 1.94 ms/step.) */
 __device__ __noinline__ void ring_producer(const mbp_args *ap, unsigned char *sm,
                                            unsigned long long *mbar, const mbp_blk &k) {
     const mbp_args &a = *ap;
@@ -641,10 +632,13 @@ __device__ __noinline__ void ring_producer(const mbp_args *ap, unsigned char *sm
                        *sempty = empty + NC;
     const mbp_layer *lt = (const mbp_layer *)(sm + a.off_lt);
     const int total = nl * ring_per_layer(a, k) + k.VB;
-    const unsigned sb = (unsigned)a.ring_sb;
+    const int64_t sb = a.ring_sb;
     int it = 0, kq = 0, use = 0; /* next item, its ring chunk and use */
     int nA = 1, nB = 1;          /* next layer of small buffer A / B to fill */
-    ring_pos p = ring_start(a, k);
+    int l = 0, seg = 0;          /* the segment being copied and its bytes copied */
+    int64_t off = 0;
+    const unsigned char *src = NULL;
+    int64_t len = ring_seg(a, lt, k, l, seg, &src);
     spin_timeout guard;
     while (it < total || nA <= nl || nB < nl) {
         bool did = false;
@@ -659,29 +653,19 @@ __device__ __noinline__ void ring_producer(const mbp_args *ap, unsigned char *sm
         while (it < total) { /* every chunk that is free */
             if (use > 0 && !mbar_test(&empty[kq], (unsigned)(use - 1) & 1u)) break;
             const int n = total - it < C ? total - it : C;
-            unsigned tx = 0, nb = 0;
-            ring_pos p2 = p;
-            for (int m = 0; m < n; m++, ring_next(a, k, p2)) {
-                ring_src(a, lt, k, p2, &nb);
-                tx += nb;
-            }
-            mbar_arrive_tx(&full[kq], tx);
-            unsigned char *dst = sm + a.off_ring + (int64_t)kq * C * sb, *rd = dst;
-            const unsigned char *rs = NULL;
-            unsigned len = 0;
-            bool open = false; /* the run so far ends on a whole slot: the next row may join */
-            for (int m = 0; m < n; m++, ring_next(a, k, p)) {
-                const unsigned char *src = ring_src(a, lt, k, p, &nb);
-                if (!(open && src == rs + len)) {
-                    for (unsigned o = 0; rs && o < len; o += 32768)
-                        bulk_g2s(rd + o, rs + o, len - o < 32768 ? len - o : 32768, &full[kq]);
-                    rs = src, rd = dst + (int64_t)m * sb, len = 0;
+            mbar_arrive_tx(&full[kq], (unsigned)(n * sb));
+            unsigned char *dst = sm + a.off_ring + (int64_t)kq * C * sb;
+            for (int64_t left = n * sb; left > 0;) {
+                while (off == len) { /* the next non-empty segment */
+                    if (++seg == (l < nl ? 3 : 1)) seg = 0, l++;
+                    off = 0;
+                    len = ring_seg(a, lt, k, l, seg, &src);
                 }
-                len += nb;
-                open = nb == sb;
+                int64_t take = len - off < left ? len - off : left;
+                if (take > 32768) take = 32768;
+                bulk_g2s(dst, src + off, (unsigned)take, &full[kq]);
+                dst += take, off += take, left -= take;
             }
-            for (unsigned o = 0; o < len; o += 32768)
-                bulk_g2s(rd + o, rs + o, len - o < 32768 ? len - o : 32768, &full[kq]);
             it += n;
             if (++kq == NC) kq = 0, use++;
             did = true;
@@ -778,7 +762,7 @@ __global__ void __launch_bounds__(PT + 32, 1)
     }
     __syncthreads();
     const mbp_layer *lt = (const mbp_layer *)(sm + a.off_lt);
-    if (t >= PT) { /* the producer warp: the next layer's copies as each buffer frees up */
+    if (t >= PT) {  /* the producer warp: the next layer's copies as each buffer frees up */
         if (RING) { /* one thread: the ring's chunks and the small buffers */
             if (t == PT) ring_producer(&a, sm, mbar, kb);
         } else
@@ -1168,8 +1152,8 @@ int mbp_plan(mbp_args *a, int nb, int optin, long long row_bytes) {
      * buffers (and 16-byte rounding) */
     a->ring = 0, a->ring_ns = 0, a->ring_sb = 0, a->ring_p = 0, a->ring_c = 0;
     const int64_t ns = (avail - 32) / (rbA + 20);
-    if (a->ring_mode != 1 && a->bulk && a->producer && ((rbA | rbB) & 15) == 0 && ns >= 1 &&
-        (a->ring_mode == 2 || rows_all > avail)) {
+    if (a->ring_mode != 1 && a->bulk && a->producer && ((rbA | rbB) & 15) == 0 &&
+        a->Di % a->d == 0 && ns >= 1 && (a->ring_mode == 2 || rows_all > avail)) {
         /* chunks of up to 32 KB, at least 4 of them where there are 4 slots */
         int64_t c = ns / 4 < 32768 / rbA ? ns / 4 : 32768 / rbA;
         if (c < 1) c = 1;
@@ -1194,7 +1178,8 @@ int mbp_plan(mbp_args *a, int nb, int optin, long long row_bytes) {
 #ifndef MBP_EMU
 /* ------------------------------------------------------------------------------ host */
 template <typename WT, int S> static void *kptr(int ring) {
-    return ring ? (void *)persist_step_kernel<WT, S, true> : (void *)persist_step_kernel<WT, S, false>;
+    return ring ? (void *)persist_step_kernel<WT, S, true>
+                : (void *)persist_step_kernel<WT, S, false>;
 }
 static void *kernel_for(int half, int S, int ring) {
     switch (S) {

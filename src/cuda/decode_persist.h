@@ -111,15 +111,16 @@ typedef struct {
                    once per step: the shifted windows go to global memory only); set by
                    mbp_plan from win_mode */
     int off_win;
-    int ring;     /* 1: every in_proj / out_proj / lm_head row is streamed through a ring of
-                     ring_ns slots of ring_sb = d x (2 or 4) bytes at off_ring (out_proj rows as
-                     ring_p pieces of <= d weights), filled in chunks of ring_c slots, each with
-                     a full and an empty mbarrier (off_rmb: full[NC], empty[NC], the two small
-                     buffers' empty barriers, then each chunk's count of consumed items; NC =
-                     ring_ns / ring_c): the producer warp refills a chunk as soon as its rows are
-                     consumed, so HBM streams across the grid barriers and waits; capA = capB = 0
-                     (the fills carry the small tensors only). Needs the producer warp, bulk
-                     copies and 16-byte aligned rows (mbp_rows_aligned); set by mbp_plan */
+    int ring; /* 1: every in_proj / out_proj / lm_head row is streamed through a ring of
+                 ring_ns slots of ring_sb = d x (2 or 4) bytes at off_ring (out_proj rows as
+                 ring_p = d_inner / d_model pieces of d weights), filled in chunks of ring_c slots,
+                 each with a full and an empty mbarrier (off_rmb: full[NC], empty[NC], the two small
+                 buffers' empty barriers, then each chunk's count of consumed items; NC =
+                 ring_ns / ring_c): the producer warp refills a chunk as soon as its rows are
+                 consumed, so HBM streams across the grid barriers and waits; capA = capB = 0
+                 (the fills carry the small tensors only). Needs the producer warp, bulk
+                 copies, d_inner a multiple of d_model and 16-byte aligned rows
+                 (mbp_rows_aligned); set by mbp_plan */
     int ring_ns, ring_c, ring_sb, ring_p, off_ring, off_rmb;
     int smem;
 } mbp_args;

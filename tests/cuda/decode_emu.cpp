@@ -464,13 +464,12 @@ static void run_case(int64_t d, int rms, int tied, int nb, long long rowbytes, i
             tok[s] = (uint8_t)mb_rng_below(&r, 256);
         mb_step(&m, &st, tok.data(), lc.data());
         const mbp_args aa = a;
-        emu::launch(a.nb, MBP_THREADS + (a.producer ? 32 : 0), (size_t)a.smem,
-                    [&]() {
-                        if (aa.ring)
-                            persist_step_kernel<WT, S, true>(aa);
-                        else
-                            persist_step_kernel<WT, S, false>(aa);
-                    });
+        emu::launch(a.nb, MBP_THREADS + (a.producer ? 32 : 0), (size_t)a.smem, [&]() {
+            if (aa.ring)
+                persist_step_kernel<WT, S, true>(aa);
+            else
+                persist_step_kernel<WT, S, false>(aa);
+        });
         for (int s = 0; s < S; s++) {
             double num = 0, den = 0;
             for (int v = 0; v < V; v++) {
@@ -485,7 +484,8 @@ static void run_case(int64_t d, int rms, int tied, int nb, long long rowbytes, i
     const int ok = worst <= tol;
     const int ok2 = ok && g_tx_bad == 0;
     char ring[32] = "";
-    if (a.ring) snprintf(ring, sizeof ring, " ring %dx%d p%d", a.ring_ns / a.ring_c, a.ring_c, a.ring_p);
+    if (a.ring)
+        snprintf(ring, sizeof ring, " ring %dx%d p%d", a.ring_ns / a.ring_c, a.ring_c, a.ring_p);
     printf("%-28s S=%d %s nb=%d capA=%d capB=%d CB=%d smem=%d bulk=%d%s%s%s%s (%lld bulk bytes, "
            "tx bad %lld): %lld steps max rel err %.2e %s\n",
            name, S, bf ? "bf16" : "fp32", a.nb, a.capA, a.capB, a.CBmax, a.smem, a.bulk,

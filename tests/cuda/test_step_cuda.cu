@@ -84,7 +84,7 @@ static void make_model(mb_model *m, int64_t d, int rms, int tied, uint64_t seed)
 
 /* logits of every position, batch B, GPU vs CPU; graph vs launches on the first 40 */
 static int g_want_all16 = -1; /* >= 0: the persistent kernel's bulk-copies-only flag expected */
-static int g_want_ring = -1;  /* >= 0: whether the persistent kernel streams rows through its ring */
+static int g_want_ring = -1; /* >= 0: whether the persistent kernel streams rows through its ring */
 
 static void check_logits(const mb_model *m, int64_t B, int64_t L, int bf16, double tol,
                          const char *name) {
@@ -152,8 +152,8 @@ static void check_logits(const mb_model *m, int64_t B, int64_t L, int bf16, doub
            g2 ? (graph_diff ? ", graph != launches" : ", graph == launches (bitwise)") : "",
            worst_reset);
     if (pb)
-        printf("%-22s   (persistent kernel: %d blocks, %s, %s, conv windows in %s, rows %s)\n",
-               "", pb, pm & 1 ? "LL words" : "barriers",
+        printf("%-22s   (persistent kernel: %d blocks, %s, %s, conv windows in %s, rows %s)\n", "",
+               pb, pm & 1 ? "LL words" : "barriers",
                pm & 2 ? "bulk copies only" : "segments walked",
                pm & 4 ? "shared memory" : "global memory",
                pm & 8 ? "through the ring" : "in fixed buffers");
@@ -174,8 +174,8 @@ static void check_logits(const mb_model *m, int64_t B, int64_t L, int bf16, doub
         REQUIRE(!pb || !we || !(pm & 4) == !strcmp(we, "0"), "%s B=%lld: conv windows %s", name,
                 (long long)B, pm & 4 ? "in shared memory" : "in global memory");
         const char *re = getenv("MB_CUDA_GEN_PERSIST_RING");
-        REQUIRE(!pb || !re || strcmp(re, "0") || !(pm & 8), "%s B=%lld: ring not turned off",
-                name, (long long)B);
+        REQUIRE(!pb || !re || strcmp(re, "0") || !(pm & 8), "%s B=%lld: ring not turned off", name,
+                (long long)B);
         REQUIRE(!pb || g_want_ring < 0 || !(pm & 8) == !g_want_ring, "%s B=%lld: ring %s", name,
                 (long long)B, pm & 8 ? "on" : "off");
         REQUIRE(!pb || g_want_all16 < 0 || !(pm & 2) == !g_want_all16,
