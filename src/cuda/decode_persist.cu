@@ -605,6 +605,12 @@ __device__ __forceinline__ int ring_acquire(const mbp_args &a, unsigned long lon
     mbar_wait(&full[kq], (unsigned)use & 1u);
     return it % a.ring_ns;
 }
+/* The first of a phase's rows (items it0, it0 + 1, ...) that warp w takes: the one whose item
+ * is w modulo NWARP, so that the C items of a chunk (C dividing NWARP) go to C different warps
+ * of one round and the chunk frees up after about one row's time. */
+__device__ __forceinline__ int ring_first(int it0, int w) {
+    return (w - it0 % NWARP + NWARP) % NWARP;
+}
 /* The warp is done reading item it: count it, and free the chunk for the producer once all
  * its items are (the empty barrier expects C arrivals). */
 __device__ __forceinline__ void ring_release(const mbp_args &a, unsigned long long *empty,
@@ -860,7 +866,8 @@ __global__ void __launch_bounds__(PT + 32, 1)
 
         if (l == nl) { /* ---------------- norm_f done: lm_head rows, then finish */
             const WT *lm = (const WT *)a.lm;
-            for (int i = warp; i < VB; i += NWARP) {
+            for (int i = RING ? ring_first(nl * ring_per_layer(a, kb), warp) : warp; i < VB;
+                 i += NWARP) {
                 const WT *row = i < a.capA ? rowsA + (int64_t)i * d : lm + (int64_t)(v0 + i) * d;
                 const int it = nl * ring_per_layer(a, kb) + i;
                 if (RING)
@@ -890,7 +897,8 @@ __global__ void __launch_bounds__(PT + 32, 1)
 
         /* ---------------- phase A: in_proj rows of this block's channels (x then z) */
         const WT *inw = (const WT *)in_cur;
-        for (int i = warp; i < 2 * CB; i += NWARP) {
+        for (int i = RING ? ring_first(l * ring_per_layer(a, kb), warp) : warp; i < 2 * CB;
+             i += NWARP) {
             const int grow = i < CB ? c0 + i : Di + c0 + (i - CB);
             const WT *row = i < a.capA ? rowsA + (int64_t)i * d : inw + (int64_t)grow * d;
             const int it = l * ring_per_layer(a, kb) + i; /* (RING) */
@@ -1028,7 +1036,8 @@ __global__ void __launch_bounds__(PT + 32, 1)
         mark(16);
         {
             const WT *outw = (const WT *)out_cur;
-            for (int i = warp; i < OB; i += NWARP) {
+            for (int i = RING ? ring_first(l * ring_per_layer(a, kb) + 2 * CB, warp) : warp; i < OB;
+                 i += NWARP) {
                 float acc[S];
                 if (RING) { /* the row's pieces, items l * per + 2 CB + i * ring_p + j */
 #pragma unroll
@@ -1147,16 +1156,25 @@ int mbp_plan(mbp_args *a, int nb, int optin, long long row_bytes) {
     int64_t avail = a->win ? left : left0;
     if (avail < 0) return 1;
     if (row_bytes >= 0 && row_bytes < avail) avail = row_bytes;
-    /* the ring (mode 0: where the rows overflow; 2: wherever it can run): every slot of
-     * rbA bytes plus its two mbarriers and use count, two more mbarriers for the small
-     * buffers (and 16-byte rounding) */
-    a->ring = 0, a->ring_ns = 0, a->ring_sb = 0, a->ring_p = 0, a->ring_c = 0;
+    /* the ring (ring_mode 0: batch 1 with bf16 weights where the rows overflow; 2: wherever
+     * it can run): every slot of rbA bytes plus its share of the mbarriers and counts, two more
+     * mbarriers for the small buffers (and 16-byte rounding). H200, ms/step, against the fixed
+     * buffers: 972m bf16 batch 1 1.132 -> 1.053 (chunks of 3 rows; 4: 1.10, 5: 1.07, 8: 1.15,
+     * 15: 1.26, 1 row per copy: 1.55); slower at batch 2 (1.458 -> 1.594), 3 (1.98 -> 2.03),
+     * 4 (2.41 -> 2.64) and in fp32 (972m 1.50 -> 1.67; 353m, whose rows overflow in fp32,
+     * 0.953 either way), where the fixed buffers' rows read straight from global memory in the
+     * phase keep more bytes in flight than the smaller ring does. Chunks: the largest divisor
+     * of NWARP (so that a chunk's rows go to different warps of one round, ring_first) of at
+     * most 12 KB, at least 4 chunks where there are 4 slots. */
+    a->ring = 0, a->ring_ns = 0, a->ring_sb = 0, a->ring_p = 0;
     const int64_t ns = (avail - 32) / (rbA + 20);
     if (a->ring_mode != 1 && a->bulk && a->producer && ((rbA | rbB) & 15) == 0 &&
-        a->Di % a->d == 0 && ns >= 1 && (a->ring_mode == 2 || rows_all > avail)) {
-        /* chunks of up to 32 KB, at least 4 of them where there are 4 slots */
-        int64_t c = ns / 4 < 32768 / rbA ? ns / 4 : 32768 / rbA;
-        if (c < 1) c = 1;
+        a->Di % a->d == 0 && ns >= 1 &&
+        (a->ring_mode == 2 || (rows_all > avail && a->S == 1 && a->bf16))) {
+        int64_t c = 1;
+        for (int64_t k = 1; k <= NWARP; k++)
+            if (NWARP % k == 0 && k * rbA <= 12288 && 4 * k <= ns) c = k;
+        if (a->ring_c > 0 && a->ring_c <= ns) c = a->ring_c; /* asked for (lab knob) */
         a->ring = 1, a->ring_c = (int)c, a->ring_ns = (int)(ns / c * c), a->ring_sb = (int)rbA;
         a->ring_p = (a->Di + a->d - 1) / a->d;
         a->capA = 0, a->capB = 0;

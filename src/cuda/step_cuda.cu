@@ -1391,6 +1391,8 @@ static int persist_setup(mb_cuda_gen *g) {
         a.win_mode = !we ? 0 : !strcmp(we, "0") ? 1 : !strcmp(we, "1") ? 2 : 0;
         const char *re = getenv("MB_CUDA_GEN_PERSIST_RING");
         a.ring_mode = !re ? 0 : !strcmp(re, "0") ? 1 : !strcmp(re, "1") ? 2 : 0;
+        const char *ce = getenv("MB_CUDA_GEN_PERSIST_RING_C"); /* slots per chunk (lab knob) */
+        a.ring_c = ce ? atoi(ce) : 0;
     }
     int rc = mbp_prepare(&a, g->sm_count); /* (its occupancy check needs the thread count) */
     if (rc) return rc < 0 ? rc : MB_OK;

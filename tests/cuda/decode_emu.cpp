@@ -352,6 +352,7 @@ static int g_fail = 0;
 static int g_force_ll = -1; /* >= 0: a.ll for the next cases (else by batch and block count) */
 static int g_win_mode = 0;  /* a.win_mode for the next cases (0: the plan's default) */
 static int g_ring_mode = 0; /* a.ring_mode for the next cases (0: the plan's default) */
+static int g_ring_c = 0;    /* a.ring_c asked for (0: the plan's choice) */
 
 static void transpose(float *dst, const float *src, int64_t rows, int64_t cols) {
     for (int64_t r = 0; r < rows; r++)
@@ -400,6 +401,7 @@ static void run_case(int64_t d, int rms, int tied, int nb, long long rowbytes, i
     a.light_fence = 1;
     a.win_mode = getenv("EMU_WIN") ? atoi(getenv("EMU_WIN")) : g_win_mode;
     a.ring_mode = getenv("EMU_RING") ? atoi(getenv("EMU_RING")) : g_ring_mode;
+    a.ring_c = g_ring_c;
     if (mbp_plan(&a, nb, 232448, rowbytes)) {
         printf("%s: not covered\n", name);
         g_fail = 1;
@@ -575,14 +577,17 @@ int main(int argc, char **argv) {
      * rows stop being contiguous, out_proj rows of 2 pieces across chunks, a partial last
      * chunk), every row through it at batch 1 and 4 (forced), and the fixed buffers where rows
      * overflow (ring off) */
-    run_case<float, 1>(64, 0, 0, 4, 320, 16, 4, 4, 1e-4, "ring 1 slot S1", 1);
-    run_case<float, 4>(64, 1, 0, 4, 2300, 16, 4, 3, 1e-4, "ring 4x2 S4", 1);
-    run_case<__nv_bfloat16, 2>(64, 0, 1, 6, 1850, 16, 4, 3, 2e-2, "ring 4x3 bf16 S2", 1);
+    run_case<__nv_bfloat16, 1>(64, 0, 0, 4, 1200, 16, 4, 4, 2e-2, "ring default bf16 S1", 1);
     g_ring_mode = 2;
+    run_case<float, 1>(64, 0, 0, 4, 320, 16, 4, 4, 1e-4, "ring 1 slot S1", 1);
+    g_ring_c = 2; /* (not a divisor of the 15 warps: chunks across rounds) */
+    run_case<float, 4>(64, 1, 0, 4, 2300, 16, 4, 3, 1e-4, "ring 4x2 S4", 1);
+    g_ring_c = 0;
+    run_case<__nv_bfloat16, 2>(64, 0, 1, 6, 1850, 16, 4, 3, 2e-2, "ring 4x3 bf16 S2", 1);
     run_case<float, 1>(64, 0, 0, 6, -1, 16, 4, 4, 1e-4, "ring forced S1", 1);
     run_case<__nv_bfloat16, 4>(64, 1, 1, 4, -1, 16, 4, 3, 2e-2, "ring forced bf16 tied S4", 1);
     g_ring_mode = 1;
-    run_case<float, 2>(36, 0, 0, 4, 1000, 16, 4, 6, 1e-4, "ln d36 overflow no ring", 1);
+    run_case<__nv_bfloat16, 1>(64, 0, 0, 4, 1200, 16, 4, 4, 2e-2, "bf16 S1 overflow no ring", 1);
     g_ring_mode = 0;
     if (quick) goto big;
     run_case<__nv_bfloat16, 4>(64, 0, 1, 3, 2000, 16, 4, 5, 2e-2, "ln tied d64 bf16 overflow");
