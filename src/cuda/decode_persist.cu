@@ -363,7 +363,7 @@ __device__ __forceinline__ void dot_row(const WT *row, const float *u, int d, in
 #pragma unroll
     for (int s = 0; s < S; s++)
         acc[s] = 0.0f;
-    if (((d & 7) | (ld & 7)) == 0) { /* (u 16-byte aligned: its callers' offsets are of 8) */
+    if ((d & 7) == 0) { /* (then ld and the offsets of u are multiples of 8 too) */
         constexpr int CH = sizeof(WT) == 2 ? 8 : 4;
         for (int k0 = lane * 8; k0 < d; k0 += CH * 256) {
             Raw8<WT> raw[CH];

@@ -96,9 +96,6 @@ typedef struct {
     int win_mode;    /* conv windows and biases in shared memory: 0 (default) unless they would
                         push out weight rows that fit without them, 1 never, 2 whenever they
                         fit (env MB_CUDA_GEN_PERSIST_WIN=0|1 forces 1|2) */
-    int ring_mode;   /* weight rows through the ring: 0 (default) where they do not all fit in
-                        shared memory, 1 never, 2 whenever it can (env
-                        MB_CUDA_GEN_PERSIST_RING=0|1 forces 1|2) */
     float eps;
     /* shared memory plan (bytes; filled by mbp_prepare) */
     int CBmax, capA, capB; /* channels per block (max), rows of bufA / bufB kept in smem */
@@ -111,18 +108,24 @@ typedef struct {
                    once per step: the shifted windows go to global memory only); set by
                    mbp_plan from win_mode */
     int off_win;
-    int ring; /* 1: every in_proj / out_proj / lm_head row is streamed through a ring of
-                 ring_ns slots of ring_sb = d x (2 or 4) bytes at off_ring (out_proj rows as
-                 ring_p = d_inner / d_model pieces of d weights), filled in chunks of ring_c slots,
-                 each with a full and an empty mbarrier (off_rmb: full[NC], empty[NC], the two small
-                 buffers' empty barriers, then each chunk's count of consumed items; NC =
-                 ring_ns / ring_c): the producer warp refills a chunk as soon as its rows are
-                 consumed, so HBM streams across the grid barriers and waits; capA = capB = 0
-                 (the fills carry the small tensors only). Needs the producer warp, bulk
-                 copies, d_inner a multiple of d_model and 16-byte aligned rows
-                 (mbp_rows_aligned); set by mbp_plan */
-    int ring_ns, ring_c, ring_sb, ring_p, off_ring, off_rmb;
     int smem;
+    /* (the ring's fields last: fields added before the others moved their offsets in the
+     * kernel's parameter and changed the code of every kernel; 972m batch 2 1.45 -> 1.51
+     * ms/step) */
+    int ring_mode; /* weight rows through the ring: 0 (default) where they do not all fit in
+                      shared memory, 1 never, 2 whenever it can (env
+                      MB_CUDA_GEN_PERSIST_RING=0|1 forces 1|2) */
+    int ring;      /* 1: every in_proj / out_proj / lm_head row is streamed through a ring of
+                      ring_ns slots of ring_sb = d x (2 or 4) bytes at off_ring (out_proj rows as
+                      ring_p = d_inner / d_model pieces of d weights), filled in chunks of ring_c slots,
+                      each with a full and an empty mbarrier (off_rmb: full[NC], empty[NC], the two small
+                      buffers' empty barriers, then each chunk's count of consumed items; NC =
+                      ring_ns / ring_c): the producer warp refills a chunk as soon as its rows are
+                      consumed, so HBM streams across the grid barriers and waits; capA = capB = 0
+                      (the fills carry the small tensors only). Needs the producer warp, bulk
+                      copies, d_inner a multiple of d_model and 16-byte aligned rows
+                      (mbp_rows_aligned); set by mbp_plan */
+    int ring_ns, ring_c, ring_sb, ring_p, off_ring, off_rmb;
 } mbp_args;
 
 /* Plan the kernel for a's shape (S, d, Di, N, K, R, V, n_layer, rms, bf16 set): grid size (at
