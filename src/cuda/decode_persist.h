@@ -31,7 +31,9 @@
  * producer warp that the compute warps hand each buffer to through named barriers, and
  * cp.async for the rest) as soon as the buffer is free, i.e. about one phase and a barrier
  * ahead, so that HBM streams across the barriers; rows of in_proj / out_proj / lm_head that do
- * not fit (large models) are read from global memory in the phase.
+ * not fit (large models) are read from global memory in the phase, or, with a.ring (972m at
+ * batch 1), all rows stream through a ring of shared-memory chunks that the producer refills as
+ * soon as each is read.
  * The grid must be co-resident: mbp_prepare sizes it from the occupancy API (at most one block
  * per multiprocessor); a barrier that waits more than 10 s traps (launch failure) instead of
  * hanging. */
@@ -112,19 +114,21 @@ typedef struct {
     /* (the ring's fields last: fields added before the others moved their offsets in the
      * kernel's parameter and changed the code of every kernel; 972m batch 2 1.45 -> 1.51
      * ms/step) */
-    int ring_mode; /* weight rows through the ring: 0 (default) where they do not all fit in
-                      shared memory, 1 never, 2 whenever it can (env
-                      MB_CUDA_GEN_PERSIST_RING=0|1 forces 1|2) */
+    int ring_mode; /* weight rows through the ring: 0 (default) at batch 1 with bf16 weights
+                      where they do not all fit in shared memory (972m), 1 never, 2 whenever
+                      it can run (env MB_CUDA_GEN_PERSIST_RING=0|1 forces 1|2; on the H200 the
+                      ring was faster at 972m bf16 batch 1 only) */
     int ring;      /* 1: every in_proj / out_proj / lm_head row is streamed through a ring of
-                      ring_ns slots of ring_sb = d x (2 or 4) bytes at off_ring (out_proj rows as
-                      ring_p = d_inner / d_model pieces of d weights), filled in chunks of ring_c slots,
-                      each with a full and an empty mbarrier (off_rmb: full[NC], empty[NC], the two small
-                      buffers' empty barriers, then each chunk's count of consumed items; NC =
-                      ring_ns / ring_c): the producer warp refills a chunk as soon as its rows are
-                      consumed, so HBM streams across the grid barriers and waits; capA = capB = 0
-                      (the fills carry the small tensors only). Needs the producer warp, bulk
-                      copies, d_inner a multiple of d_model and 16-byte aligned rows
-                      (mbp_rows_aligned); set by mbp_plan */
+                      ring_ns slots of ring_sb = d x (2 or 4) bytes at off_ring (out_proj rows
+                      as ring_p = d_inner / d_model pieces of d weights), filled in chunks of
+                      ring_c slots, each with a full and an empty mbarrier (off_rmb: full[NC],
+                      empty[NC], the two small buffers' empty barriers, then each chunk's count
+                      of consumed rows; NC = ring_ns / ring_c): the producer warp refills a chunk
+                      as soon as its rows are read, so HBM streams across the grid barriers and
+                      waits; capA = capB = 0 (the fills carry the small tensors only). Needs the
+                      producer warp, bulk copies, d_inner a multiple of d_model and 16-byte
+                      aligned rows (mbp_rows_aligned); set by mbp_plan. ring_c > 0 before the
+                      plan: that chunk size (env MB_CUDA_GEN_PERSIST_RING_C, a lab knob) */
     int ring_ns, ring_c, ring_sb, ring_p, off_ring, off_rmb;
 } mbp_args;
 
