@@ -607,7 +607,9 @@ __device__ __forceinline__ int ring_acquire(const mbp_args &a, unsigned long lon
 }
 /* The first of a phase's rows (items it0, it0 + 1, ...) that warp w takes: the one whose item
  * is w modulo NWARP, so that the C items of a chunk (C dividing NWARP) go to C different warps
- * of one round and the chunk frees up after about one row's time. */
+ * of one round and the chunk frees up after about one row's time. (In the out_proj phase a
+ * row is ring_p items and the rows are dealt by row index: there a chunk's pieces may share a
+ * warp.) */
 __device__ __forceinline__ int ring_first(int it0, int w) {
     return (w - it0 % NWARP + NWARP) % NWARP;
 }
@@ -679,7 +681,9 @@ __device__ __noinline__ void ring_producer(const mbp_args *ap, unsigned char *sm
 #ifdef MBP_EMU
         emu_prod_state(it, total, nA, nB);
 #endif
-        if (!did) {
+        if (did)
+            guard = spin_timeout(); /* progress: the 10 s count starts again */
+        else {
             __nanosleep(64);
             guard.tick(64); /* a consumer that never frees its chunk */
         }
@@ -743,7 +747,7 @@ __global__ void __launch_bounds__(PT + 32, 1)
     unsigned long long *rfull = (unsigned long long *)(sm + a.off_rmb), *rempty = rfull + rnc,
                        *sempty = rempty + rnc;
     volatile int *rcnt = (volatile int *)(sempty + 2);
-    if (RING)
+    if (RING && t < PT)
         for (int i = t; i < 2 * rnc + 2; i += PT) {
             mbar_init(&rfull[i], i >= rnc && i < 2 * rnc ? (unsigned)a.ring_c : 1u);
             if (i < rnc) rcnt[i] = 0;
@@ -1174,7 +1178,7 @@ int mbp_plan(mbp_args *a, int nb, int optin, long long row_bytes) {
         int64_t c = 1;
         for (int64_t k = 1; k <= NWARP; k++)
             if (NWARP % k == 0 && k * rbA <= 12288 && 4 * k <= ns) c = k;
-        if (a->ring_c > 0 && a->ring_c <= ns) c = a->ring_c; /* asked for (lab knob) */
+        if (a->ring_c_ask > 0 && a->ring_c_ask <= ns) c = a->ring_c_ask; /* (lab knob) */
         a->ring = 1, a->ring_c = (int)c, a->ring_ns = (int)(ns / c * c), a->ring_sb = (int)rbA;
         a->ring_p = (a->Di + a->d - 1) / a->d;
         a->capA = 0, a->capB = 0;

@@ -127,9 +127,10 @@ typedef struct {
                       as soon as its rows are read, so HBM streams across the grid barriers and
                       waits; capA = capB = 0 (the fills carry the small tensors only). Needs the
                       producer warp, bulk copies, d_inner a multiple of d_model and 16-byte
-                      aligned rows (mbp_rows_aligned); set by mbp_plan. ring_c > 0 before the
-                      plan: that chunk size (env MB_CUDA_GEN_PERSIST_RING_C, a lab knob) */
+                      aligned rows (mbp_rows_aligned); set by mbp_plan */
     int ring_ns, ring_c, ring_sb, ring_p, off_ring, off_rmb;
+    int ring_c_ask; /* > 0: rows per ring chunk asked for (env MB_CUDA_GEN_PERSIST_RING_C, a lab
+                       knob), else the plan's choice */
 } mbp_args;
 
 /* Plan the kernel for a's shape (S, d, Di, N, K, R, V, n_layer, rms, bf16 set): grid size (at

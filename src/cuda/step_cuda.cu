@@ -1391,8 +1391,8 @@ static int persist_setup(mb_cuda_gen *g) {
         a.win_mode = !we ? 0 : !strcmp(we, "0") ? 1 : !strcmp(we, "1") ? 2 : 0;
         const char *re = getenv("MB_CUDA_GEN_PERSIST_RING");
         a.ring_mode = !re ? 0 : !strcmp(re, "0") ? 1 : !strcmp(re, "1") ? 2 : 0;
-        const char *ce = getenv("MB_CUDA_GEN_PERSIST_RING_C"); /* slots per chunk (lab knob) */
-        a.ring_c = ce ? atoi(ce) : 0;
+        const char *ce = getenv("MB_CUDA_GEN_PERSIST_RING_C"); /* rows per chunk (lab knob) */
+        a.ring_c_ask = ce ? atoi(ce) : 0;
     }
     int rc = mbp_prepare(&a, g->sm_count); /* (its occupancy check needs the thread count) */
     if (rc) return rc < 0 ? rc : MB_OK;
@@ -1439,7 +1439,7 @@ static int persist_setup(mb_cuda_gen *g) {
         }
     }
     free(hl);
-    if (rc) return rc;
+    if (rc) return rc < 0 ? rc : MB_OK; /* (re-planned without the ring: not covered) */
     if (ce != cudaSuccess)
         return mb_cuda_err(ce, "mb_cuda_gen_create: layer table", __FILE__, __LINE__);
     MB_CUDA_TRY(cudaMemsetAsync(a.yll, 0, (size_t)(b_y + b_hid + b_acc + b_flags), g->stream),

@@ -6,6 +6,7 @@
  * progress for 60 s is reported as a deadlock. Compared with mb_step. */
 #define MBP_EMU 1
 #include <ucontext.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
@@ -99,11 +100,13 @@ static void yield() {
         for (auto &h : th)
             live += !h.done;
         printf("  %d threads not done\n", live);
+        int shown = 0;
         for (auto &kv : smem_mbars)
-            printf("  mbar %p phase %d pending %d tx %lld\n", kv.first, kv.second.phase,
-                   kv.second.pending, kv.second.tx);
+            if (shown++ < 64)
+                printf("  mbar %p phase %d pending %d tx %lld\n", kv.first, kv.second.phase,
+                       kv.second.pending, kv.second.tx);
         fflush(stdout);
-        exit(3);
+        _exit(3); /* (from a fiber: exit would run destructors under its stack) */
     }
     cur = nx;
     swapcontext(&th[me].ctx, &th[nx].ctx);
@@ -123,7 +126,8 @@ static void named(Bar &b, int n, bool arrive_only) {
     if (b.n == 0) b.n = n;
     if (b.n != n) {
         printf("emu: named barrier used with %d and %d threads\n", b.n, n);
-        exit(3);
+        fflush(stdout);
+        _exit(3);
     }
     const int g = b.gen;
     if (++b.count == b.n) {
@@ -259,13 +263,20 @@ static long long g_bulk_bytes = 0, g_tx_bad = 0;
 static inline emu::Mbar &mbar_of(unsigned long long *m) {
     if (m >= emu::mbar_slot.data() && m < emu::mbar_slot.data() + emu::mbar_slot.size())
         return emu::mbars[(size_t)(m - emu::mbar_slot.data())];
-    return emu::smem_mbars[m];
+    auto it = emu::smem_mbars.find(m);
+    if (it == emu::smem_mbars.end()) { /* used before mbarrier.init (garbage on the GPU) */
+        g_tx_bad++;
+        return emu::smem_mbars[m];
+    }
+    return it->second;
 }
 static inline void mbar_complete(emu::Mbar &b) {
     if (b.pending == 0 && b.tx == 0) b.phase++, b.pending = b.count;
 }
 static inline void mbar_init(unsigned long long *m, unsigned count = 1) {
-    emu::Mbar &b = mbar_of(m);
+    emu::Mbar &b = (m >= emu::mbar_slot.data() && m < emu::mbar_slot.data() + emu::mbar_slot.size())
+                       ? emu::mbars[(size_t)(m - emu::mbar_slot.data())]
+                       : emu::smem_mbars[m];
     b = emu::Mbar();
     b.pending = b.count = (int)count;
 }
@@ -278,6 +289,11 @@ static inline void mbar_arrive_tx(unsigned long long *m, unsigned tx) {
 }
 static inline void bulk_g2s(void *dst, const void *src, unsigned bytes, unsigned long long *m) {
     if (((uintptr_t)dst | (uintptr_t)src | bytes) & 15) abort();
+    { /* a copy over an mbarrier (kept apart from the bytes here): the layout overlaps */
+        auto o = emu::smem_mbars.lower_bound((const void *)((const char *)dst - 7));
+        if (o != emu::smem_mbars.end() && o->first < (const void *)((const char *)dst + bytes))
+            g_tx_bad++;
+    }
     memcpy(dst, src, bytes);
     emu::Mbar &b = mbar_of(m);
     b.tx -= bytes;
@@ -296,6 +312,7 @@ static inline bool mbar_test(unsigned long long *m, unsigned parity) {
     return (unsigned)(mbar_of(m).phase & 1) != parity;
 }
 static inline void emu_prod_state(int it, int total, int nA, int nB) {
+    if (emu::th[emu::cur].block >= 64) return;
     int *p = g_prod[emu::th[emu::cur].block];
     p[0] = it, p[1] = total, p[2] = nA, p[3] = nB;
 }
@@ -353,6 +370,7 @@ static int g_force_ll = -1; /* >= 0: a.ll for the next cases (else by batch and 
 static int g_win_mode = 0;  /* a.win_mode for the next cases (0: the plan's default) */
 static int g_ring_mode = 0; /* a.ring_mode for the next cases (0: the plan's default) */
 static int g_ring_c = 0;    /* a.ring_c asked for (0: the plan's choice) */
+static int g_expand = 2;    /* d_inner / d_model of the next cases */
 
 static void transpose(float *dst, const float *src, int64_t rows, int64_t cols) {
     for (int64_t r = 0; r < rows; r++)
@@ -375,6 +393,7 @@ static void run_case(int64_t d, int rms, int tied, int nb, long long rowbytes, i
     if (getenv("EMU_ONLY") && !strstr(name, getenv("EMU_ONLY"))) return; /* EMU_ONLY=substring */
     mb_config c;
     mb_config_default(&c, d, 2);
+    c.expand = g_expand;
     c.d_state = d_state;
     c.d_conv = d_conv;
     c.rms_norm = rms;
@@ -401,7 +420,7 @@ static void run_case(int64_t d, int rms, int tied, int nb, long long rowbytes, i
     a.light_fence = 1;
     a.win_mode = getenv("EMU_WIN") ? atoi(getenv("EMU_WIN")) : g_win_mode;
     a.ring_mode = getenv("EMU_RING") ? atoi(getenv("EMU_RING")) : g_ring_mode;
-    a.ring_c = g_ring_c;
+    a.ring_c_ask = g_ring_c;
     if (mbp_plan(&a, nb, 232448, rowbytes)) {
         printf("%s: not covered\n", name);
         g_fail = 1;
@@ -448,6 +467,10 @@ static void run_case(int64_t d, int rms, int tied, int nb, long long rowbytes, i
     a.flags = flags.data(), a.step = flags.data() + a.nb;
     /* every segment 16-byte aligned: the compute threads skip their cp.async walk */
     a.all16 = getenv("EMU_ALL16_OFF") ? 0 : mbp_all_aligned(&a, L.data());
+    if (a.smem > 232448) { /* the plan's bytes past the opt-in limit */
+        printf("%s: smem %d over the budget FAIL\n", name, a.smem);
+        g_fail = 1;
+    }
     if (a.ring && !mbp_rows_aligned(&a, L.data())) { /* as step_cuda.cu: fixed buffers */
         a.ring_mode = 1;
         mbp_plan(&a, nb, 232448, rowbytes);
@@ -572,9 +595,9 @@ int main(int argc, char **argv) {
     g_win_mode = 1; /* conv windows in global memory (the cases above keep them in smem) */
     run_case<float, 3>(64, 0, 0, 5, -1, 16, 4, 4, 1e-4, "ln untied d64 global windows", 1);
     g_win_mode = 0;
-    /* rows through the ring (the GPU's default where rows overflow; the overflow producer
-     * case above takes it): 1 chunk of 1 slot, 4 chunks of 2 and of 3 slots (copies split where
-     * rows stop being contiguous, out_proj rows of 2 pieces across chunks, a partial last
+    /* rows through the ring (the GPU's default at batch 1 with bf16 weights where rows
+     * overflow; forced elsewhere): 1 chunk of 1 slot, 4 chunks of 2 and of 3 slots (copies split
+     * where rows stop being contiguous, out_proj rows of 2 pieces across chunks, a partial last
      * chunk), every row through it at batch 1 and 4 (forced), and the fixed buffers where rows
      * overflow (ring off) */
     run_case<__nv_bfloat16, 1>(64, 0, 0, 4, 1200, 16, 4, 4, 2e-2, "ring default bf16 S1", 1);
@@ -586,6 +609,12 @@ int main(int argc, char **argv) {
     run_case<__nv_bfloat16, 2>(64, 0, 1, 6, 1850, 16, 4, 3, 2e-2, "ring 4x3 bf16 S2", 1);
     run_case<float, 1>(64, 0, 0, 6, -1, 16, 4, 4, 1e-4, "ring forced S1", 1);
     run_case<__nv_bfloat16, 4>(64, 1, 1, 4, -1, 16, 4, 3, 2e-2, "ring forced bf16 tied S4", 1);
+    run_case<__nv_bfloat16, 2>(64, 0, 1, 6, 2000, 16, 4, 3, 2e-2, "ring 4x3 of 13 slots bf16 S2",
+                               1);
+    run_case<float, 1>(8, 0, 0, 20, -1, 16, 4, 3, 1e-4, "ring forced nb 20 > Di", 1);
+    g_expand = 3; /* out_proj rows of 3 pieces */
+    run_case<float, 1>(64, 0, 0, 4, 3400, 16, 4, 3, 1e-4, "ring expand 3", 1);
+    g_expand = 2;
     g_ring_mode = 1;
     run_case<__nv_bfloat16, 1>(64, 0, 0, 4, 1200, 16, 4, 4, 2e-2, "bf16 S1 overflow no ring", 1);
     g_ring_mode = 0;
