@@ -16,10 +16,11 @@
 # LL words (default: LL words at batch 1 and 2); MB_CUDA_GEN_PERSIST_WIN=0|1: conv windows in
 # global / shared memory (default: shared where no weight row that would fit is pushed out);
 # MB_CUDA_GEN_PERSIST_PROF=2: every block's profile (min / median / max);
-# MB_CUDA_GEN_PERSIST_RING=0|1: weight rows in the fixed buffers (the rows past them read in
-# their phase) / streamed through the ring of chunks (default: the ring at batch 1 with bf16
-# weights where the rows overflow shared memory: 972m); MB_CUDA_GEN_PERSIST_RING_C=n: rows per
-# ring chunk (default: 3 at 972m).
+# MB_CUDA_GEN_PERSIST_RING=1: weight rows streamed through the ring of chunks instead of the
+# fixed buffers (default: fixed buffers; where the rows overflow shared memory, at most 30 KB of
+# them there and the rest read by the warps in their phase); MB_CUDA_GEN_PERSIST_RING_C=n: rows
+# per ring chunk; MB_CUDA_GEN_PERSIST_ROWBYTES=n: at most n bytes of rows in shared memory (a
+# large n: every row that fits, the plan before session 8).
 # Usage: sh bench/bench_generate_cuda.sh [BENCH_BINARY] [STEPS]
 B=${1:-build/bench_generate_cuda}
 N=${2:-1000}
@@ -42,11 +43,13 @@ MB_CUDA_GEN_PERSIST_LL=0 "$B" 353m 2 bf16 "$N" | sed 's/$/ barriers (no LL words
 "$B" 353m 3 bf16 "$N"
 MB_CUDA_GEN_PERSIST_LL=1 "$B" 353m 3 bf16 "$N" | sed 's/$/ LL words/'
 MB_CUDA_GEN_PERSIST_WIN=0 "$B" 972m 1 bf16 "$N" | sed 's/$/ conv windows in global memory/'
-MB_CUDA_GEN_PERSIST_RING=0 "$B" 972m 1 bf16 "$N" | sed 's/$/ fixed buffers (no ring)/'
-MB_CUDA_GEN_PERSIST_RING=0 MB_CUDA_GEN_PERSIST_WIN=0 "$B" 972m 1 bf16 "$N" | sed 's/$/ fixed buffers, windows in global memory/'
+MB_CUDA_GEN_PERSIST_ROWBYTES=1000000 "$B" 972m 1 bf16 "$N" | sed 's/$/ every row that fits in shared memory/'
+MB_CUDA_GEN_PERSIST_ROWBYTES=1000000 "$B" 972m 2 bf16 "$N" | sed 's/$/ every row that fits in shared memory/'
+MB_CUDA_GEN_PERSIST_ROWBYTES=1000000 "$B" 353m 1 fp32 "$N" | sed 's/$/ every row that fits in shared memory/'
+MB_CUDA_GEN_PERSIST_RING=1 "$B" 972m 1 bf16 "$N" | sed 's/$/ ring/'
+MB_CUDA_GEN_PERSIST_RING=1 MB_CUDA_GEN_PERSIST_RING_C=5 "$B" 972m 1 bf16 "$N" | sed 's/$/ ring, chunks of 5 rows/'
 MB_CUDA_GEN_PERSIST_RING=1 "$B" 353m 1 bf16 "$N" | sed 's/$/ ring/'
 MB_CUDA_GEN_PERSIST_RING=1 "$B" 972m 2 bf16 "$N" | sed 's/$/ ring/'
-MB_CUDA_GEN_PERSIST_RING_C=5 "$B" 972m 1 bf16 "$N" | sed 's/$/ ring chunks of 5 rows/'
 MB_CUDA_GEN_PERSIST_WIN=0 "$B" 353m 1 bf16 "$N" | sed 's/$/ conv windows in global memory/'
 "$B" 972m 2 bf16 "$N"
 MB_CUDA_GEN_PERSIST_WIN=0 "$B" 972m 2 bf16 "$N" | sed 's/$/ conv windows in global memory/'

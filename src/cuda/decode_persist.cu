@@ -1160,21 +1160,26 @@ int mbp_plan(mbp_args *a, int nb, int optin, long long row_bytes) {
     int64_t avail = a->win ? left : left0;
     if (avail < 0) return 1;
     if (row_bytes >= 0 && row_bytes < avail) avail = row_bytes;
-    /* the ring (ring_mode 0: batch 1 with bf16 weights where the rows overflow; 2: wherever
-     * it can run): every slot of rbA bytes plus its share of the mbarriers and counts, two more
-     * mbarriers for the small buffers (and 16-byte rounding). H200, ms/step, against the fixed
-     * buffers: 972m bf16 batch 1 1.132 -> 1.053 (chunks of 3 rows; 4: 1.10, 5: 1.07, 8: 1.15,
-     * 15: 1.26, 1 row per copy: 1.55); slower at batch 2 (1.458 -> 1.594), 3 (1.98 -> 2.03),
-     * 4 (2.41 -> 2.64) and in fp32 (972m 1.50 -> 1.67; 353m, whose rows overflow in fp32,
-     * 0.953 either way), where the fixed buffers' rows read straight from global memory in the
-     * phase keep more bytes in flight than the smaller ring does. Chunks: the largest divisor
-     * of NWARP (so that a chunk's rows go to different warps of one round, ring_first) of at
-     * most 12 KB, at least 4 chunks where there are 4 slots. */
+    /* where the rows overflow, at most MBP_OVERFLOW_ROWS bytes of them in shared memory: the
+     * rest are read by all the warps in their phase, which keeps more bytes in flight than the
+     * buffer fills (H200, ms/step, 30 KB against every byte that fits: 972m bf16 batch 1 1.124
+     * -> 1.035-1.041, batch 2 1.452 -> 1.411, batch 3 1.968 -> 1.890, 972m fp32 1.494 -> 1.439,
+     * 353m fp32 batch 1 0.942 -> 0.882, batch 2 1.176 -> 1.095; 15-45 KB within ~1% of it) */
+    if (row_bytes < 0 && a->ring_mode != 2 && rows_all > avail && avail > MBP_OVERFLOW_ROWS)
+        avail = MBP_OVERFLOW_ROWS;
+    /* the ring (ring_mode 2 only): every slot of rbA bytes plus its share of the mbarriers
+     * and counts, two more mbarriers for the small buffers (and 16-byte rounding). H200,
+     * ms/step: 972m bf16 batch 1 1.124 -> 1.050 against the fixed buffers with every row that
+     * fits (chunks of 3 rows; 4: 1.10, 5: 1.07, 8: 1.15, 15: 1.26, 1 row per copy: 1.55), but
+     * 1.038 with the overflow cap above; slower at batch 2-4 and in fp32. It scales with its
+     * size (972m b1: 50 KB 1.45, 70 KB 1.30, 90 KB 1.185, 110 KB 1.08, 118 KB 1.05), so it may
+     * win once the small tensors leave it more room. Chunks: the largest divisor of NWARP (so
+     * that a chunk's rows go to different warps of one round, ring_first) of at most 12 KB, at
+     * least 4 chunks where there are 4 slots. */
     a->ring = 0, a->ring_ns = 0, a->ring_sb = 0, a->ring_p = 0;
     const int64_t ns = (avail - 32) / (rbA + 20);
     if (a->ring_mode != 1 && a->bulk && a->producer && ((rbA | rbB) & 15) == 0 &&
-        a->Di % a->d == 0 && ns >= 1 &&
-        (a->ring_mode == 2 || (rows_all > avail && a->S == 1 && a->bf16))) {
+        a->Di % a->d == 0 && ns >= 1 && a->ring_mode == 2) {
         int64_t c = 1;
         for (int64_t k = 1; k <= NWARP; k++)
             if (NWARP % k == 0 && k * rbA <= 12288 && 4 * k <= ns) c = k;

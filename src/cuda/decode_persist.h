@@ -31,9 +31,10 @@
  * producer warp that the compute warps hand each buffer to through named barriers, and
  * cp.async for the rest) as soon as the buffer is free, i.e. about one phase and a barrier
  * ahead, so that HBM streams across the barriers; rows of in_proj / out_proj / lm_head that do
- * not fit (large models) are read from global memory in the phase, or, with a.ring (972m at
- * batch 1), all rows stream through a ring of shared-memory chunks that the producer refills as
- * soon as each is read.
+ * not fit (large models) are read from global memory in the phase (where rows overflow, only
+ * MBP_OVERFLOW_ROWS bytes of them stay in shared memory: all the warps reading the rest keep
+ * more bytes in flight than the fills), or, with a.ring (opt-in), all rows stream through a
+ * ring of shared-memory chunks that the producer refills as soon as each is read.
  * The grid must be co-resident: mbp_prepare sizes it from the occupancy API (at most one block
  * per multiprocessor); a barrier that waits more than 10 s traps (launch failure) instead of
  * hanging. */
@@ -44,7 +45,8 @@
 #include <stdint.h>
 
 #define MBP_MAX_SEQ 4
-#define MBP_THREADS 480 /* compute threads (15 warps); + 32 with the producer warp */
+#define MBP_THREADS 480         /* compute threads (15 warps); + 32 with the producer warp */
+#define MBP_OVERFLOW_ROWS 30720 /* weight-row bytes kept in shared memory where they overflow */
 /* Profile slots (cycles of block 0's thread 0, or of every block's with
  * MB_CUDA_GEN_PERSIST_PROF=2, summed over layers and steps): 8 wait for hidden
  * (LL), 0 wait for phase A's weights, 1 residual + norm, 9 in_proj rows, 10 conv, 2 x_proj sums,
@@ -114,10 +116,9 @@ typedef struct {
     /* (the ring's fields last: fields added before the others moved their offsets in the
      * kernel's parameter and changed the code of every kernel; 972m batch 2 1.45 -> 1.51
      * ms/step) */
-    int ring_mode; /* weight rows through the ring: 0 (default) at batch 1 with bf16 weights
-                      where they do not all fit in shared memory (972m), 1 never, 2 whenever
-                      it can run (env MB_CUDA_GEN_PERSIST_RING=0|1 forces 1|2; on the H200 the
-                      ring was faster at 972m bf16 batch 1 only) */
+    int ring_mode; /* weight rows through the ring: 0 (default) and 1 never, 2 whenever it can
+                      run (env MB_CUDA_GEN_PERSIST_RING=1; on the H200 it was at best level with
+                      the fixed buffers and their overflow cap: see mbp_plan) */
     int ring;      /* 1: every in_proj / out_proj / lm_head row is streamed through a ring of
                       ring_ns slots of ring_sb = d x (2 or 4) bytes at off_ring (out_proj rows
                       as ring_p = d_inner / d_model pieces of d weights), filled in chunks of
