@@ -743,7 +743,7 @@ __global__ void __launch_bounds__(PT + 32, 1)
     }
     /* RING: full[NC] (one arrival), empty[NC] (C arrivals), the small buffers' empty[2] (one),
      * the chunks' consumed counts cnt[NC] */
-    const int rnc = RING ? a.ring_ns / a.ring_c : 0;
+    const int rnc = RING ? a.ring_ns / a.ring_c : 0, rper = RING ? ring_per_layer(a, kb) : 0;
     unsigned long long *rfull = (unsigned long long *)(sm + a.off_rmb), *rempty = rfull + rnc,
                        *sempty = rempty + rnc;
     volatile int *rcnt = (volatile int *)(sempty + 2);
@@ -870,10 +870,9 @@ __global__ void __launch_bounds__(PT + 32, 1)
 
         if (l == nl) { /* ---------------- norm_f done: lm_head rows, then finish */
             const WT *lm = (const WT *)a.lm;
-            for (int i = RING ? ring_first(nl * ring_per_layer(a, kb), warp) : warp; i < VB;
-                 i += NWARP) {
+            for (int i = RING ? ring_first(nl * rper, warp) : warp; i < VB; i += NWARP) {
                 const WT *row = i < a.capA ? rowsA + (int64_t)i * d : lm + (int64_t)(v0 + i) * d;
-                const int it = nl * ring_per_layer(a, kb) + i;
+                const int it = nl * rper + i;
                 if (RING)
                     row = (const WT *)(sm + a.off_ring +
                                        (int64_t)ring_acquire(a, rfull, rcnt, it) * a.ring_sb);
@@ -901,11 +900,10 @@ __global__ void __launch_bounds__(PT + 32, 1)
 
         /* ---------------- phase A: in_proj rows of this block's channels (x then z) */
         const WT *inw = (const WT *)in_cur;
-        for (int i = RING ? ring_first(l * ring_per_layer(a, kb), warp) : warp; i < 2 * CB;
-             i += NWARP) {
+        for (int i = RING ? ring_first(l * rper, warp) : warp; i < 2 * CB; i += NWARP) {
             const int grow = i < CB ? c0 + i : Di + c0 + (i - CB);
             const WT *row = i < a.capA ? rowsA + (int64_t)i * d : inw + (int64_t)grow * d;
-            const int it = l * ring_per_layer(a, kb) + i; /* (RING) */
+            const int it = l * rper + i; /* (RING) */
             if (RING)
                 row = (const WT *)(sm + a.off_ring +
                                    (int64_t)ring_acquire(a, rfull, rcnt, it) * a.ring_sb);
@@ -1040,14 +1038,13 @@ __global__ void __launch_bounds__(PT + 32, 1)
         mark(16);
         {
             const WT *outw = (const WT *)out_cur;
-            for (int i = RING ? ring_first(l * ring_per_layer(a, kb) + 2 * CB, warp) : warp; i < OB;
-                 i += NWARP) {
+            for (int i = RING ? ring_first(l * rper + 2 * CB, warp) : warp; i < OB; i += NWARP) {
                 float acc[S];
                 if (RING) { /* the row's pieces, items l * per + 2 CB + i * ring_p + j */
 #pragma unroll
                     for (int s = 0; s < S; s++)
                         acc[s] = 0.0f;
-                    const int it0 = l * ring_per_layer(a, kb) + 2 * CB + i * a.ring_p;
+                    const int it0 = l * rper + 2 * CB + i * a.ring_p;
                     for (int j = 0; j < a.ring_p; j++) {
                         const int it = it0 + j, e0 = j * d;
                         const int slot = ring_acquire(a, rfull, rcnt, it);

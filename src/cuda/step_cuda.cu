@@ -1429,14 +1429,13 @@ static int persist_setup(mb_cuda_gen *g) {
     a.tok = g->tok, a.conv = g->conv, a.ssm = g->ssm, a.logits = g->logits;
     {
         const char *le = getenv("MB_CUDA_GEN_PERSIST_LL");
-        a.ll = le ? strcmp(le, "0") != 0 : a.S <= 2; /* (batch 4: barriers measured faster) */
-        const char *ae = getenv("MB_CUDA_GEN_PERSIST_ALL16");
-        a.all16 = (ae && !strcmp(ae, "0")) ? 0 : mbp_all_aligned(&a, hl);
+        a.ll = le ? strcmp(le, "0") != 0 : a.S <= 2;      /* (batch 4: barriers measured faster) */
         if (!rc && a.ring && !mbp_rows_aligned(&a, hl)) { /* rows in fixed buffers instead */
             a.ring_mode = 1;
             rc = mbp_prepare(&a, g->sm_count);
-            if (!rc) a.all16 = (ae && !strcmp(ae, "0")) ? 0 : mbp_all_aligned(&a, hl);
         }
+        const char *ae = getenv("MB_CUDA_GEN_PERSIST_ALL16");
+        a.all16 = (ae && !strcmp(ae, "0")) ? 0 : mbp_all_aligned(&a, hl);
     }
     free(hl);
     if (rc) return rc < 0 ? rc : MB_OK; /* (re-planned without the ring: not covered) */
