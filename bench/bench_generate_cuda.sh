@@ -20,7 +20,9 @@
 # fixed buffers (default: fixed buffers; where the rows overflow shared memory, at most 30 KB of
 # them there and the rest read by the warps in their phase); MB_CUDA_GEN_PERSIST_RING_C=n: rows
 # per ring chunk; MB_CUDA_GEN_PERSIST_ROWBYTES=n: at most n bytes of rows in shared memory (a
-# large n: every row that fits, the plan before session 8).
+# large n: every row that fits, the plan before session 8); MB_CUDA_GEN_PERSIST_PACE=0 or
+# =cycles[:bytes]: the producer's copies at once in 32 KB pieces / paced, one piece of bytes
+# (default 4096) per cycles (default: 250 at batch 1 and 2, off at 3 and 4).
 # Usage: sh bench/bench_generate_cuda.sh [BENCH_BINARY] [STEPS]
 B=${1:-build/bench_generate_cuda}
 N=${2:-1000}
@@ -43,6 +45,10 @@ MB_CUDA_GEN_PERSIST_LL=0 "$B" 353m 2 bf16 "$N" | sed 's/$/ barriers (no LL words
 "$B" 353m 3 bf16 "$N"
 MB_CUDA_GEN_PERSIST_LL=1 "$B" 353m 3 bf16 "$N" | sed 's/$/ LL words/'
 MB_CUDA_GEN_PERSIST_WIN=0 "$B" 972m 1 bf16 "$N" | sed 's/$/ conv windows in global memory/'
+MB_CUDA_GEN_PERSIST_PACE=0 "$B" 353m 1 bf16 "$N" | sed 's/$/ copies not paced/'
+MB_CUDA_GEN_PERSIST_PACE=0 "$B" 972m 1 bf16 "$N" | sed 's/$/ copies not paced/'
+MB_CUDA_GEN_PERSIST_PACE=0 MB_CUDA_GEN_PERSIST_PROF=1 "$B" 353m 1 bf16 "$N" | sed '1s/$/ copies not paced (profiled)/'
+MB_CUDA_GEN_PERSIST_PACE=250 "$B" 353m 3 bf16 "$N" | sed 's/$/ copies paced/'
 MB_CUDA_GEN_PERSIST_ROWBYTES=1000000 "$B" 972m 1 bf16 "$N" | sed 's/$/ every row that fits in shared memory/'
 MB_CUDA_GEN_PERSIST_ROWBYTES=1000000 "$B" 972m 2 bf16 "$N" | sed 's/$/ every row that fits in shared memory/'
 MB_CUDA_GEN_PERSIST_ROWBYTES=1000000 "$B" 353m 1 fp32 "$N" | sed 's/$/ every row that fits in shared memory/'

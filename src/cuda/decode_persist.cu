@@ -502,11 +502,24 @@ __device__ __noinline__ void fill_buf(const mbp_args *ap, unsigned char *sm,
             if (ok16(off, src, bytes)) tx += bytes;
         });
         mbar_arrive_tx(mbar, (unsigned)tx);
+        /* the producer's copies paced (a.pace_cyc, see mbp_args): pieces of pace_bytes, one per
+         * pace_cyc cycles (the emulator splits alike, without the clock) */
+        const bool paced = mode == 2 && ap->pace_cyc > 0;
+        const int64_t piece = paced ? ap->pace_bytes : 32768;
+        long long tnext = paced ? clock64() : 0;
         for_segs(ap, lt, which, l, k, [&](int64_t off, const void *src, int64_t bytes) {
             if (!ok16(off, src, bytes)) return;
             const unsigned char *sp = (const unsigned char *)src;
-            for (int64_t o = 0; o < bytes; o += 32768)
-                bulk_g2s(sm + off + o, sp + o, (unsigned)min((int64_t)32768, bytes - o), mbar);
+            for (int64_t o = 0; o < bytes; o += piece) {
+                if (paced) {
+#ifndef MBP_EMU
+                    while (clock64() < tnext) {
+                    }
+#endif
+                    tnext += ap->pace_cyc;
+                }
+                bulk_g2s(sm + off + o, sp + o, (unsigned)min(piece, bytes - o), mbar);
+            }
         });
     }
     if (mode == 2) return;

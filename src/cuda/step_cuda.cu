@@ -1393,6 +1393,12 @@ static int persist_setup(mb_cuda_gen *g) {
         a.ring_mode = !re ? 0 : !strcmp(re, "0") ? 1 : !strcmp(re, "1") ? 2 : 0;
         const char *ce = getenv("MB_CUDA_GEN_PERSIST_RING_C"); /* rows per chunk (lab knob) */
         a.ring_c_ask = ce ? atoi(ce) : 0;
+        /* the producer's copies paced at batch 1, 2 (decode_persist.h, pace_cyc) */
+        const char *pc = getenv("MB_CUDA_GEN_PERSIST_PACE");
+        a.pace_cyc = pc ? atoi(pc) : S <= 2 ? 250 : 0;
+        a.pace_bytes = pc && strchr(pc, ':') ? atoi(strchr(pc, ':') + 1) & ~15 : 4096;
+        if (a.pace_cyc < 0) a.pace_cyc = 0;
+        if (a.pace_bytes < 16) a.pace_bytes = 4096;
     }
     int rc = mbp_prepare(&a, g->sm_count); /* (its occupancy check needs the thread count) */
     if (rc) return rc < 0 ? rc : MB_OK;
@@ -1439,6 +1445,7 @@ static int persist_setup(mb_cuda_gen *g) {
     }
     free(hl);
     if (rc) return rc < 0 ? rc : MB_OK; /* (re-planned without the ring: not covered) */
+    if (a.ring || !a.bulk || !a.producer) a.pace_cyc = 0; /* (the producer's fill_buf only) */
     if (ce != cudaSuccess)
         return mb_cuda_err(ce, "mb_cuda_gen_create: layer table", __FILE__, __LINE__);
     MB_CUDA_TRY(cudaMemsetAsync(a.yll, 0, (size_t)(b_y + b_hid + b_acc + b_flags), g->stream),
@@ -1894,7 +1901,8 @@ extern "C" int mb_cuda_gen_persistent(const mb_cuda_gen *g) {
 
 extern "C" int mb_cuda_gen_persist_mode(const mb_cuda_gen *g) {
     return g && g->persist ? (g->pa.ll ? 1 : 0) | (g->pa.all16 ? 2 : 0) | (g->pa.win ? 4 : 0) |
-                                 (g->pa.ring ? 8 : 0)
+                                 (g->pa.ring ? 8 : 0) |
+                                 (g->pa.producer && g->pa.bulk && g->pa.pace_cyc > 0 ? 16 : 0)
                            : 0;
 }
 

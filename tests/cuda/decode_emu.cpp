@@ -371,6 +371,7 @@ static int g_win_mode = 0;  /* a.win_mode for the next cases (0: the plan's defa
 static int g_ring_mode = 0; /* a.ring_mode for the next cases (0: the plan's default) */
 static int g_ring_c = 0;    /* a.ring_c asked for (0: the plan's choice) */
 static int g_expand = 2;    /* d_inner / d_model of the next cases */
+static int g_pace = 0;      /* > 0: a.pace_cyc = 1, a.pace_bytes = g_pace (paced producer copies) */
 
 static void transpose(float *dst, const float *src, int64_t rows, int64_t cols) {
     for (int64_t r = 0; r < rows; r++)
@@ -421,6 +422,7 @@ static void run_case(int64_t d, int rms, int tied, int nb, long long rowbytes, i
     a.win_mode = getenv("EMU_WIN") ? atoi(getenv("EMU_WIN")) : g_win_mode;
     a.ring_mode = getenv("EMU_RING") ? atoi(getenv("EMU_RING")) : g_ring_mode;
     a.ring_c_ask = g_ring_c;
+    a.pace_cyc = g_pace > 0, a.pace_bytes = g_pace;
     if (mbp_plan(&a, nb, 232448, rowbytes)) {
         printf("%s: not covered\n", name);
         g_fail = 1;
@@ -598,8 +600,13 @@ int main(int argc, char **argv) {
     /* the producer warp (the GPU's default with bulk copies): named barriers, mbarrier phases */
     run_case<float, 2>(36, 0, 0, 4, 1000, 16, 4, 6, 1e-4, "ln d36 overflow producer", 1);
     run_case<float, 3>(64, 0, 0, 6, -1, 16, 4, 5, 1e-4, "ln untied d64 producer", 1);
-    /* the GPU's default at batch 1: bulk copies, producer warp, LL words */
+    /* the GPU's default at batch 1: bulk copies, producer warp (paced copies), LL words */
+    g_pace = 4096;
     run_case<float, 1>(64, 0, 0, 6, -1, 16, 4, 5, 1e-4, "ln untied d64 producer S1", 1);
+    g_pace = 48; /* pieces across rows and segments */
+    run_case<float, 2>(36, 0, 0, 4, 1000, 16, 4, 4, 1e-4, "ln d36 overflow producer paced", 1);
+    run_case<__nv_bfloat16, 1>(64, 1, 0, 6, -1, 16, 4, 3, 2e-2, "rms d64 bf16 paced 48", 1);
+    g_pace = 0;
     g_win_mode = 1; /* conv windows in global memory (the cases above keep them in smem) */
     run_case<float, 3>(64, 0, 0, 5, -1, 16, 4, 4, 1e-4, "ln untied d64 global windows", 1);
     g_win_mode = 0;

@@ -157,6 +157,7 @@ static void check_logits(const mb_model *m, int64_t B, int64_t L, int bf16, doub
                pm & 2 ? "bulk copies only" : "segments walked",
                pm & 4 ? "shared memory" : "global memory",
                pm & 8 ? "through the ring" : "in fixed buffers");
+    if (pb && (pm & 16)) printf("%-22s   (copies paced)\n", "");
     {
         const char *e = getenv("MB_CUDA_GEN_PERSIST");
         const int want = B <= 4 && !(e && !strcmp(e, "0"));
@@ -178,6 +179,15 @@ static void check_logits(const mb_model *m, int64_t B, int64_t L, int bf16, doub
                 (long long)B);
         REQUIRE(!pb || g_want_ring < 0 || !(pm & 8) == !g_want_ring, "%s B=%lld: ring %s", name,
                 (long long)B, pm & 8 ? "on" : "off");
+        /* the producer's copies paced by default at batch 1 and 2 (not with the ring, nor
+         * without the producer warp's bulk copies) */
+        const char *pe = getenv("MB_CUDA_GEN_PERSIST_PACE"),
+                   *be = getenv("MB_CUDA_GEN_PERSIST_BULK"),
+                   *qe = getenv("MB_CUDA_GEN_PERSIST_PRODUCER");
+        const int want_pace = (pe ? atoi(pe) > 0 : B <= 2) && !(pm & 8) &&
+                              !(be && !strcmp(be, "0")) && !(qe && !strcmp(qe, "0"));
+        REQUIRE(!pb || !(pm & 16) == !want_pace, "%s B=%lld: paced copies %s", name,
+                (long long)B, pm & 16 ? "on" : "off");
         REQUIRE(!pb || g_want_all16 < 0 || !(pm & 2) == !g_want_all16,
                 "%s B=%lld: bulk copies only %s", name, (long long)B, pm & 2 ? "on" : "off");
     }
@@ -376,6 +386,14 @@ int main(void) {
             unsetenv("MB_CUDA_GEN_PERSIST_RING");
             g_want_ring = -1;
             if (i == 4) check_greedy(&m, 3, 100, cases[i].name);
+            /* copies paced at batch 3 (default off) and in pieces of 48 bytes (split
+             * across rows and segments) at batch 1; not paced at batch 1 */
+            setenv("MB_CUDA_GEN_PERSIST_PACE", "40:48", 1);
+            check_logits(&m, 3, 60, 0, 1e-4, "overflow paced 48 B");
+            check_logits(&m, 1, 60, 1, 2e-2, "overflow paced 48 B");
+            setenv("MB_CUDA_GEN_PERSIST_PACE", "0", 1);
+            check_logits(&m, 1, 60, 0, 1e-4, "overflow not paced");
+            unsetenv("MB_CUDA_GEN_PERSIST_PACE");
             if (i == 4) { /* cp.async only */
                 setenv("MB_CUDA_GEN_PERSIST_BULK", "0", 1);
                 check_logits(&m, 2, 60, 0, 1e-4, "d36 5 blocks cp.async");
