@@ -502,10 +502,12 @@ __device__ __noinline__ void fill_buf(const mbp_args *ap, unsigned char *sm,
             if (ok16(off, src, bytes)) tx += bytes;
         });
         mbar_arrive_tx(mbar, (unsigned)tx);
-        /* the producer's copies paced (a.pace_cyc, see mbp_args): pieces of pace_bytes, one per
-         * pace_cyc cycles (the emulator splits alike, without the clock) */
-        const bool paced = mode == 2 && ap->pace_cyc > 0;
-        const int64_t piece = paced ? ap->pace_bytes : 32768;
+        /* the producer's copies paced (a.pace_cyc, see mbp_args): pieces of pace_bytes, on
+         * average one per pace_cyc cycles from the start of the fill (a piece late by a stall
+         * lets the next ones go at once); the emulator splits alike and lets the other threads
+         * run between pieces instead of reading the clock */
+        const bool paced = mode == 2 && ap->pace_cyc > 0 && ap->pace_bytes >= 16;
+        const int64_t piece = paced ? ap->pace_bytes & ~15 : 32768;
         long long tnext = paced ? clock64() : 0;
         for_segs(ap, lt, which, l, k, [&](int64_t off, const void *src, int64_t bytes) {
             if (!ok16(off, src, bytes)) return;
@@ -515,6 +517,8 @@ __device__ __noinline__ void fill_buf(const mbp_args *ap, unsigned char *sm,
 #ifndef MBP_EMU
                     while (clock64() < tnext) {
                     }
+#else
+                    emu_spin();
 #endif
                     tnext += ap->pace_cyc;
                 }

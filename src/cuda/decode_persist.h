@@ -134,18 +134,19 @@ typedef struct {
     int ring_c_ask; /* > 0: rows per ring chunk asked for (env MB_CUDA_GEN_PERSIST_RING_C, a lab
                        knob), else the plan's choice */
     int pace_cyc;   /* > 0: the producer warp issues its bulk copies in pieces of pace_bytes
-                       (a multiple of 16), at most one per pace_cyc cycles, instead of 32 KB
-                       pieces at once. A fill of ~100 KB per block issued by all 132 blocks at
-                       once queued ~13 MB in front of the LL words and barrier flags that the
-                       next sync phase reads, so that phase waited for it; at about the block's
-                       share of the HBM bandwidth the queue stays short. Default 250 cycles per
-                       4 KB (16 B/cycle/SM) at batch 1 and 2 (H200, ms/step: 353m bf16 b1 0.743
-                       -> 0.692, its y wait 5.7k -> 1.8k cycles per layer; b2 1.000 -> 0.972;
-                       972m bf16 b1 1.050 -> 1.020; 972m fp32 1.451 -> 1.424; 353m fp32 and 972m
-                       b2 level), off at 3 and 4 (353m b3 / b4 1.26 / 1.45 -> 1.32 / 1.56: their
-                       larger fills then end late); 2 KB pieces were slower everywhere (0.84 at
-                       353m b1: the copy engine's cost per copy). Env
-                       MB_CUDA_GEN_PERSIST_PACE=cycles[:bytes], 0: off */
+                       (a multiple of 16, >= 16), on average one per pace_cyc cycles from the
+                       start of each fill, instead of 32 KB pieces at once. A fill of ~100 KB
+                       per block issued by all 132 blocks at once queued ~13 MB in front of the
+                       LL words and barrier flags that the next sync phase reads, so that phase
+                       waited for it; at about the block's share of the HBM bandwidth the queue
+                       stays short. Default 250 cycles per 4 KB (16 B/cycle/SM) at batch 1 and 2
+                       (H200, ms/step, docs/benchmarks.md session 9: 353m bf16 b1 0.747 ->
+                       0.685, its y wait 4.0k -> 2.0k cycles per layer; b2 1.016 -> 0.980; 972m
+                       bf16 b1 1.041 -> 1.015; 972m fp32 1.440 -> 1.425; 353m fp32 and 972m b2
+                       level), off at 3 and 4 (353m b3 / b4 1.26 / 1.45 -> 1.32 / 1.56 paced:
+                       their larger fills then end late); 2 KB pieces cost 353m b1 0.84 (the copy
+                       engine's cost per copy). Env MB_CUDA_GEN_PERSIST_PACE=cycles[:bytes]
+                       (cycles <= 100000), 0: off */
     int pace_bytes;
 } mbp_args;
 

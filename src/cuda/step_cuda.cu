@@ -1359,6 +1359,32 @@ extern "C" void mb_cuda_gen_free(mb_cuda_gen *g) {
     free(g);
 }
 
+/* a->pace_cyc / pace_bytes for batch S: env MB_CUDA_GEN_PERSIST_PACE unset or empty: 250 cycles
+ * per 4096 bytes at S <= 2, else off; "0": off; "C" / "C:B" / ":B": C cycles (0..100000;
+ * default 250) per B bytes (16..1048576, rounded up to 16; default 4096). Anything else is an
+ * error naming the variable. */
+static int pace_from_env(mbp_args *a, int S) {
+    const char *e = getenv("MB_CUDA_GEN_PERSIST_PACE");
+    a->pace_cyc = S <= 2 ? 250 : 0, a->pace_bytes = 4096;
+    if (!e || !*e) return MB_OK;
+    char *end = (char *)e;
+    long c = 250, b = 4096;
+    if (*e != ':') c = strtol(e, &end, 10);
+    int ok = (*e == ':' || end != e) && c >= 0 && c <= 100000;
+    if (ok && *end == ':') {
+        const char *q = end + 1;
+        b = strtol(q, &end, 10);
+        ok = end != q && b >= 16 && b <= 1048576;
+    }
+    if (!ok || *end)
+        return mb_fail(MB_EINVAL,
+                       "MB_CUDA_GEN_PERSIST_PACE=\"%s\": expected CYCLES[:BYTES] (CYCLES 0..100000, "
+                       "0 = off; BYTES 16..1048576) or :BYTES",
+                       e);
+    a->pace_cyc = (int)c, a->pace_bytes = (int)((b + 15) & ~15L);
+    return MB_OK;
+}
+
 /* The persistent step (decode_persist.h) for n_seq <= MBP_MAX_SEQ: plan, transposed copies of
  * x_proj (Di, W) fp32, the layer table, zeroed LL words of y and hidden, sums and barrier
  * flags. Leaves g->persist 0 (per-layer kernels) when the kernel does not cover
@@ -1394,11 +1420,7 @@ static int persist_setup(mb_cuda_gen *g) {
         const char *ce = getenv("MB_CUDA_GEN_PERSIST_RING_C"); /* rows per chunk (lab knob) */
         a.ring_c_ask = ce ? atoi(ce) : 0;
         /* the producer's copies paced at batch 1, 2 (decode_persist.h, pace_cyc) */
-        const char *pc = getenv("MB_CUDA_GEN_PERSIST_PACE");
-        a.pace_cyc = pc ? atoi(pc) : S <= 2 ? 250 : 0;
-        a.pace_bytes = pc && strchr(pc, ':') ? atoi(strchr(pc, ':') + 1) & ~15 : 4096;
-        if (a.pace_cyc < 0) a.pace_cyc = 0;
-        if (a.pace_bytes < 16) a.pace_bytes = 4096;
+        MB_TRY(pace_from_env(&a, (int)S));
     }
     int rc = mbp_prepare(&a, g->sm_count); /* (its occupancy check needs the thread count) */
     if (rc) return rc < 0 ? rc : MB_OK;

@@ -260,6 +260,10 @@ static inline void cp_commit() {}
  * has come and its expected bytes have landed (bulk copies land at once here); try_wait.parity
  * P succeeds once the phase of parity P has completed, i.e. the current phase's parity != P */
 static long long g_bulk_bytes = 0, g_tx_bad = 0;
+/* the producer warp's bulk copies (threads >= MBP_THREADS): count, and the largest in bytes
+ * (paced copies come in pieces of at most a.pace_bytes) */
+static long long g_prod_copies = 0, g_prod_max = 0;
+static unsigned g_compute_threads = ~0u; /* MBP_THREADS (set by run_case) */
 static inline emu::Mbar &mbar_of(unsigned long long *m) {
     if (m >= emu::mbar_slot.data() && m < emu::mbar_slot.data() + emu::mbar_slot.size())
         return emu::mbars[(size_t)(m - emu::mbar_slot.data())];
@@ -299,6 +303,7 @@ static inline void bulk_g2s(void *dst, const void *src, unsigned bytes, unsigned
     b.tx -= bytes;
     if (b.tx < 0) g_tx_bad++; /* more bytes than announced */
     g_bulk_bytes += bytes;
+    if ((unsigned)emu_tidx().x >= g_compute_threads) g_prod_copies++, g_prod_max = std::max(g_prod_max, (long long)bytes);
     mbar_complete(b);
 }
 static inline void mbar_arrive(unsigned long long *m) {
@@ -423,6 +428,7 @@ static void run_case(int64_t d, int rms, int tied, int nb, long long rowbytes, i
     a.ring_mode = getenv("EMU_RING") ? atoi(getenv("EMU_RING")) : g_ring_mode;
     a.ring_c_ask = g_ring_c;
     a.pace_cyc = g_pace > 0, a.pace_bytes = g_pace;
+    g_compute_threads = MBP_THREADS;
     if (mbp_plan(&a, nb, 232448, rowbytes)) {
         printf("%s: not covered\n", name);
         g_fail = 1;
@@ -508,7 +514,14 @@ static void run_case(int64_t d, int rms, int tied, int nb, long long rowbytes, i
             if (!(w <= worst) && !std::isnan(worst)) worst = w;
         }
     }
-    const int ok = worst <= tol;
+    /* paced producer copies (g_pace): pieces of at most g_pace bytes, and there are some */
+    const int pace_ok = !(g_pace > 0 && a.producer && a.bulk && !a.ring) ||
+                        (g_prod_copies > 0 && g_prod_max <= g_pace);
+    if (!pace_ok)
+        printf("%s: %lld producer copies, largest %lld bytes (paced in %d) FAIL\n", name,
+               g_prod_copies, g_prod_max, g_pace);
+    g_prod_copies = g_prod_max = 0;
+    const int ok = worst <= tol && pace_ok;
     const int ok2 = ok && g_tx_bad == 0;
     char ring[32] = "";
     if (a.ring)
@@ -603,7 +616,7 @@ int main(int argc, char **argv) {
     /* the GPU's default at batch 1: bulk copies, producer warp (paced copies), LL words */
     g_pace = 4096;
     run_case<float, 1>(64, 0, 0, 6, -1, 16, 4, 5, 1e-4, "ln untied d64 producer S1", 1);
-    g_pace = 48; /* pieces across rows and segments */
+    g_pace = 48; /* pieces across rows (a segment's last piece shorter) */
     run_case<float, 2>(36, 0, 0, 4, 1000, 16, 4, 4, 1e-4, "ln d36 overflow producer paced", 1);
     run_case<__nv_bfloat16, 1>(64, 1, 0, 6, -1, 16, 4, 3, 2e-2, "rms d64 bf16 paced 48", 1);
     g_pace = 0;

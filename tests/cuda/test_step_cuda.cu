@@ -312,6 +312,37 @@ static int run_sampled(const mb_model *m, uint64_t seed, float T, int k, float p
     return rc;
 }
 
+/* MB_CUDA_GEN_PERSIST_PACE: malformed values fail mb_cuda_gen_create with the variable named;
+ * well-formed ones give the mode they ask for (bit 4: paced) */
+static void check_pace_env(const mb_model *m) {
+    const char *bad[] = {"abc", "250:", "250:x", "-5", "200000", "250:8", "250:4096:1", "1e3"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        setenv("MB_CUDA_GEN_PERSIST_PACE", bad[i], 1);
+        mb_cuda_gen *g = NULL;
+        const int rc = mb_cuda_gen_create(&g, m, NULL, 1, 0);
+        REQUIRE(rc != 0 && strstr(mb_last_error(), "MB_CUDA_GEN_PERSIST_PACE"),
+                "PACE=\"%s\": rc %d, error \"%s\"", bad[i], rc, rc ? mb_last_error() : "");
+        mb_cuda_gen_free(g);
+    }
+    const struct {
+        const char *v;
+        int B, paced;
+    } good[] = {{"", 1, 1}, {"", 3, 0}, {"0", 1, 0}, {":4096", 1, 1}, {"300:20", 4, 1}};
+    for (size_t i = 0; i < sizeof good / sizeof *good; i++) {
+        setenv("MB_CUDA_GEN_PERSIST_PACE", good[i].v, 1);
+        mb_cuda_gen *g = NULL;
+        const int rc = mb_cuda_gen_create(&g, m, NULL, good[i].B, 0);
+        REQUIRE(rc == 0, "PACE=\"%s\": %s", good[i].v, mb_last_error());
+        if (!rc && mb_cuda_gen_persistent(g))
+            REQUIRE(!(mb_cuda_gen_persist_mode(g) & 16) == !good[i].paced,
+                    "PACE=\"%s\" B=%d: paced %d, want %d", good[i].v, good[i].B,
+                    !!(mb_cuda_gen_persist_mode(g) & 16), good[i].paced);
+        mb_cuda_gen_free(g);
+    }
+    unsetenv("MB_CUDA_GEN_PERSIST_PACE");
+    printf("MB_CUDA_GEN_PERSIST_PACE parsing: checked\n");
+}
+
 /* Set the skinny GEMM's plan variable var (MB_CUDA_GEN_GEMM_RT / _KT / _NS) to v, read by
  * mb_cuda_gen_create, and name the case "d512 VAR=v". */
 static void force_plan(const char *var, int v, char *name, size_t cap) {
@@ -386,14 +417,15 @@ int main(void) {
             unsetenv("MB_CUDA_GEN_PERSIST_RING");
             g_want_ring = -1;
             if (i == 4) check_greedy(&m, 3, 100, cases[i].name);
-            /* copies paced at batch 3 (default off) and in pieces of 48 bytes (split
-             * across rows and segments) at batch 1; not paced at batch 1 */
+            /* copies paced at batch 3 (default off) and in pieces of 48 bytes (rows split,
+             * a segment's last piece shorter) at batch 1; not paced at batch 1 */
             setenv("MB_CUDA_GEN_PERSIST_PACE", "40:48", 1);
             check_logits(&m, 3, 60, 0, 1e-4, "overflow paced 48 B");
             check_logits(&m, 1, 60, 1, 2e-2, "overflow paced 48 B");
             setenv("MB_CUDA_GEN_PERSIST_PACE", "0", 1);
             check_logits(&m, 1, 60, 0, 1e-4, "overflow not paced");
             unsetenv("MB_CUDA_GEN_PERSIST_PACE");
+            if (i == 2) check_pace_env(&m);
             if (i == 4) { /* cp.async only */
                 setenv("MB_CUDA_GEN_PERSIST_BULK", "0", 1);
                 check_logits(&m, 2, 60, 0, 1e-4, "d36 5 blocks cp.async");
