@@ -1377,10 +1377,11 @@ static int pace_from_env(mbp_args *a, int S) {
         ok = end != q && b >= 16 && b <= 1048576;
     }
     if (!ok || *end)
-        return mb_fail(MB_EINVAL,
-                       "MB_CUDA_GEN_PERSIST_PACE=\"%s\": expected CYCLES[:BYTES] (CYCLES 0..100000, "
-                       "0 = off; BYTES 16..1048576) or :BYTES",
-                       e);
+        return mb_fail(
+            MB_EINVAL,
+            "MB_CUDA_GEN_PERSIST_PACE=\"%s\": expected CYCLES[:BYTES] (CYCLES 0..100000, "
+            "0 = off; BYTES 16..1048576) or :BYTES",
+            e);
     a->pace_cyc = (int)c, a->pace_bytes = (int)((b + 15) & ~15L);
     return MB_OK;
 }

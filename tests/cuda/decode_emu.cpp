@@ -303,7 +303,8 @@ static inline void bulk_g2s(void *dst, const void *src, unsigned bytes, unsigned
     b.tx -= bytes;
     if (b.tx < 0) g_tx_bad++; /* more bytes than announced */
     g_bulk_bytes += bytes;
-    if ((unsigned)emu_tidx().x >= g_compute_threads) g_prod_copies++, g_prod_max = std::max(g_prod_max, (long long)bytes);
+    if ((unsigned)emu_tidx().x >= g_compute_threads)
+        g_prod_copies++, g_prod_max = std::max(g_prod_max, (long long)bytes);
     mbar_complete(b);
 }
 static inline void mbar_arrive(unsigned long long *m) {
