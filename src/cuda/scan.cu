@@ -413,7 +413,7 @@ template <int NT, bool VEC, int SW = 0>
 static __device__ __forceinline__ void
 stage_rows(float *dst, int ld, const float *base, long long row0, long long stride, int rows,
            int nvalid, int width, int tid, const float *safe) {
-    if (VEC && NT % (ld >> 2) == 0) {
+    if (VEC && ld >= 4 && NT % (ld >> 2) == 0) {
         /* (every caller's ld and rows are constants: a fixed column and rows r0, r0 + rstep, ...
          * per thread, one 64-bit address computed once; the general loop below cost ~60
          * instructions per copy in the forward scan, ~1/3 of its per-tile work) */
