@@ -48,6 +48,8 @@
 #define MBP_MAX_SEQ 4
 #define MBP_THREADS 480         /* compute threads (15 warps); + 32 with the producer warp */
 #define MBP_OVERFLOW_ROWS 30720 /* weight-row bytes kept in shared memory where they overflow */
+#define MBP_PACE_CYC 250        /* default pace of the producer's copies at batch 1, 2 (pace_cyc) */
+#define MBP_PACE_BYTES 4096     /* and their piece size (pace_bytes) */
 /* Profile slots (cycles of block 0's thread 0, or of every block's with
  * MB_CUDA_GEN_PERSIST_PROF=2, summed over layers and steps): 8 wait for hidden
  * (LL), 0 wait for phase A's weights, 1 residual + norm, 9 in_proj rows, 10 conv, 2 x_proj sums,

@@ -1359,16 +1359,16 @@ extern "C" void mb_cuda_gen_free(mb_cuda_gen *g) {
     free(g);
 }
 
-/* a->pace_cyc / pace_bytes for batch S: env MB_CUDA_GEN_PERSIST_PACE unset or empty: 250 cycles
- * per 4096 bytes at S <= 2, else off; "0": off; "C" / "C:B" / ":B": C cycles (0..100000;
- * default 250) per B bytes (16..1048576, rounded up to 16; default 4096). Anything else is an
- * error naming the variable. */
+/* a->pace_cyc / pace_bytes for batch S: env MB_CUDA_GEN_PERSIST_PACE unset or empty:
+ * MBP_PACE_CYC cycles per MBP_PACE_BYTES bytes at S <= 2, else off; "0": off; "C" / "C:B" / ":B":
+ * C cycles (0..100000) per B bytes (16..1048576, rounded up to 16), either defaulting as above.
+ * Anything else is an error naming the variable. */
 static int pace_from_env(mbp_args *a, int S) {
     const char *e = getenv("MB_CUDA_GEN_PERSIST_PACE");
-    a->pace_cyc = S <= 2 ? 250 : 0, a->pace_bytes = 4096;
+    a->pace_cyc = S <= 2 ? MBP_PACE_CYC : 0, a->pace_bytes = MBP_PACE_BYTES;
     if (!e || !*e) return MB_OK;
     char *end = (char *)e;
-    long c = 250, b = 4096;
+    long c = MBP_PACE_CYC, b = MBP_PACE_BYTES;
     if (*e != ':') c = strtol(e, &end, 10);
     int ok = (*e == ':' || end != e) && c >= 0 && c <= 100000;
     if (ok && *end == ':') {
@@ -1467,8 +1467,9 @@ static int persist_setup(mb_cuda_gen *g) {
         a.all16 = (ae && !strcmp(ae, "0")) ? 0 : mbp_all_aligned(&a, hl);
     }
     free(hl);
-    if (rc) return rc < 0 ? rc : MB_OK; /* (re-planned without the ring: not covered) */
-    if (a.ring || !a.bulk || !a.producer) a.pace_cyc = 0; /* (the producer's fill_buf only) */
+    if (rc) return rc < 0 ? rc : MB_OK;   /* (re-planned without the ring: not covered) */
+    if (a.ring || !a.bulk || !a.producer) /* (the producer's fill_buf only; persist_mode bit 4) */
+        a.pace_cyc = 0;
     if (ce != cudaSuccess)
         return mb_cuda_err(ce, "mb_cuda_gen_create: layer table", __FILE__, __LINE__);
     MB_CUDA_TRY(cudaMemsetAsync(a.yll, 0, (size_t)(b_y + b_hid + b_acc + b_flags), g->stream),
@@ -1924,8 +1925,7 @@ extern "C" int mb_cuda_gen_persistent(const mb_cuda_gen *g) {
 
 extern "C" int mb_cuda_gen_persist_mode(const mb_cuda_gen *g) {
     return g && g->persist ? (g->pa.ll ? 1 : 0) | (g->pa.all16 ? 2 : 0) | (g->pa.win ? 4 : 0) |
-                                 (g->pa.ring ? 8 : 0) |
-                                 (g->pa.producer && g->pa.bulk && g->pa.pace_cyc > 0 ? 16 : 0)
+                                 (g->pa.ring ? 8 : 0) | (g->pa.pace_cyc > 0 ? 16 : 0)
                            : 0;
 }
 

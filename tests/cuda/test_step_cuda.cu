@@ -184,7 +184,7 @@ static void check_logits(const mb_model *m, int64_t B, int64_t L, int bf16, doub
         const char *pe = getenv("MB_CUDA_GEN_PERSIST_PACE"),
                    *be = getenv("MB_CUDA_GEN_PERSIST_BULK"),
                    *qe = getenv("MB_CUDA_GEN_PERSIST_PRODUCER");
-        const int want_pace = (pe ? atoi(pe) > 0 : B <= 2) && !(pm & 8) &&
+        const int want_pace = (pe && *pe ? *pe == ':' || atoi(pe) > 0 : B <= 2) && !(pm & 8) &&
                               !(be && !strcmp(be, "0")) && !(qe && !strcmp(qe, "0"));
         REQUIRE(!pb || !(pm & 16) == !want_pace, "%s B=%lld: paced copies %s", name, (long long)B,
                 pm & 16 ? "on" : "off");
