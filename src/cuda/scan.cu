@@ -465,6 +465,37 @@ static __device__ __forceinline__ void dt_transform(const scan_params &p, float 
     }
 }
 
+/* Sum ys[0..T) over the G lanes that share a channel, through shared memory, transposing like
+ * group_reduce: afterwards ys[j] (j < T/G) holds the total at position q*(T/G) + j. Each thread
+ * has stored its T partial sums as T/4 float4s (yr[j * NT + tid], j < T/4: the walk does so
+ * every 4 positions, so that they hold no registers), the warp synchronises here, and each
+ * thread adds the T/G values it owns from the G lanes of its channel (lane layout as
+ * lane_q / lane_ch): T/4 16-byte stores, (T/G)/4 * G 16-byte loads and (G-1) T/G adds per
+ * thread, against T - T/G shuffles, twice as many selects and T - T/G adds for group_reduce.
+ * Both accesses are conflict-free for QM lanes (a quarter-warp touches 8 consecutive float4s).
+ * The caller synchronises the block before yr is written again. */
+template <int T, int G, int NT, bool QM>
+static __device__ __forceinline__ void yred_smem(float *ys, float4 *yr, int tid, int q, int chl) {
+    constexpr int PQ = T / G, CPW = 32 / G;
+    static_assert(PQ % 4 == 0, "whole float4s per lane");
+    __syncwarp();
+    const float4 *src = yr + (q * (PQ / 4)) * NT + (tid & ~31);
+#pragma unroll
+    for (int q2 = 0; q2 < G; q2++) {
+        const int sl = QM ? q2 * CPW + chl : chl * G + q2;
+#pragma unroll
+        for (int j4 = 0; j4 < PQ / 4; j4++) {
+            const float4 v = src[j4 * NT + sl];
+            if (q2 == 0) {
+                ys[4 * j4] = v.x, ys[4 * j4 + 1] = v.y, ys[4 * j4 + 2] = v.z, ys[4 * j4 + 3] = v.w;
+            } else {
+                ys[4 * j4] += v.x, ys[4 * j4 + 1] += v.y, ys[4 * j4 + 2] += v.z;
+                ys[4 * j4 + 3] += v.w;
+            }
+        }
+    }
+}
+
 /* ----------------------------------------------------------------- forward (staged, v4) */
 /* One block = 32 channels x G lanes (G warps); every thread walks the whole sequence for its
  * channel and 4 states (no split in time). Tiles of FT positions of x, delta, z (32 channels)
@@ -494,45 +525,43 @@ static __device__ __forceinline__ void fwd_stage(const scan_params &p, float *st
 }
 
 /* y rows of tile t0 from the tile's Z region (which holds the gated output by then): whole
- * 128-byte rows of 32 channels (VEC: 16-byte stores). */
+ * 128-byte rows of 32 channels. VEC: each thread keeps one 4-channel column and rows r0,
+ * r0 + rstep, ... (as stage_rows; the general loop's index arithmetic cost more than the
+ * stores), 16-byte stores of fp32 or 8-byte stores of 4 bf16 values. */
 template <int G, bool VEC>
 static __device__ __forceinline__ void fwd_write_y(const scan_params &p, const float *Zt, int b,
                                                    int c0, int t0, int tid) {
     typedef fwd_geom<G> g;
     const int nv = min(FT, p.L - t0), w = min(g::CPB, p.Di - c0);
-    if (p.y_bf16) { /* VEC: 8-byte stores of 4 values */
-        uint16_t *yh = p.y_bf16 + ((long long)b * p.L + t0) * p.Di + c0;
-        for (int i = tid; i < FT * g::CPB / 4; i += g::NT) {
-            const int r = i / (g::CPB / 4), f = i % (g::CPB / 4);
-            const float *src = Zt + r * g::CPB + swz_col<2>(r, 4 * f);
-            if (VEC) {
-                if (r < nv && 4 * f < w) {
-                    const uint32_t lo = bf16_bits(src[0]) | (uint32_t)bf16_bits(src[1]) << 16;
-                    const uint32_t hi = bf16_bits(src[2]) | (uint32_t)bf16_bits(src[3]) << 16;
-                    uint32_t *dst = (uint32_t *)(yh + (long long)r * p.Di + 4 * f);
-                    dst[0] = lo, dst[1] = hi;
-                }
-            } else {
-                for (int e = 0; e < 4; e++)
-                    if (r < nv && 4 * f + e < w)
-                        yh[(long long)r * p.Di + 4 * f + e] =
-                            bf16_bits(Zt[r * g::CPB + swz_col<2>(r, 4 * f + e)]);
-            }
-        }
-        return;
-    }
-    float *yb = p.y + ((long long)b * p.L + t0) * p.Di + c0;
+    const long long off = ((long long)b * p.L + t0) * p.Di + c0;
     if (VEC) {
-        for (int i = tid; i < FT * g::CPB / 4; i += g::NT) {
-            const int r = i / (g::CPB / 4), f = i % (g::CPB / 4);
-            if (r < nv && 4 * f < w)
-                *(float4 *)(yb + (long long)r * p.Di + 4 * f) =
-                    *(const float4 *)(Zt + r * g::CPB + swz_col<2>(r, 4 * f));
+        constexpr int per = g::CPB / 4, rstep = g::NT / per;
+        static_assert(g::NT % per == 0, "whole rows per pass");
+        const int r0 = tid / per, f = tid - r0 * per;
+        if (4 * f >= w) return;
+        const long long o0 = off + (long long)r0 * p.Di + 4 * f, ostep = (long long)rstep * p.Di;
+#pragma unroll
+        for (int j = 0; j * rstep < FT; j++) {
+            const int r = r0 + j * rstep;
+            if (r >= nv) break;
+            const float *src = Zt + r * g::CPB + swz_col<2>(r, 4 * f);
+            if (p.y_bf16) {
+                uint32_t *d32 = (uint32_t *)(p.y_bf16 + o0 + j * ostep);
+                d32[0] = bf16_bits(src[0]) | (uint32_t)bf16_bits(src[1]) << 16;
+                d32[1] = bf16_bits(src[2]) | (uint32_t)bf16_bits(src[3]) << 16;
+            } else {
+                *(float4 *)(p.y + o0 + j * ostep) = *(const float4 *)src;
+            }
         }
     } else {
         for (int i = tid; i < FT * g::CPB; i += g::NT) {
             const int r = i / g::CPB, e = i % g::CPB;
-            if (r < nv && e < w) yb[(long long)r * p.Di + e] = Zt[r * g::CPB + swz_col<2>(r, e)];
+            if (r >= nv || e >= w) continue;
+            const float v = Zt[r * g::CPB + swz_col<2>(r, e)];
+            if (p.y_bf16)
+                p.y_bf16[off + (long long)r * p.Di + e] = bf16_bits(v);
+            else
+                p.y[off + (long long)r * p.Di + e] = v;
         }
     }
 }
@@ -541,7 +570,7 @@ static __device__ __forceinline__ void fwd_write_y(const scan_params &p, const f
 template <int G, bool VEC, bool FINE, bool QM>
 __global__ void __launch_bounds__(32 * G) scan_fwd2_kernel(scan_params p) {
     typedef fwd_geom<G> g;
-    constexpr int CPB = g::CPB, NP = g::NP, CPW = 32 / G, T = FT, LS = QM ? CPW : 1;
+    constexpr int CPB = g::CPB, NP = g::NP, CPW = 32 / G, T = FT;
     extern __shared__ float4 smem4[];
     float *sm = (float *)smem4;
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
@@ -630,8 +659,13 @@ __global__ void __launch_bounds__(32 * G) scan_fwd2_kernel(scan_params p) {
                 yv = fmaf(h[k], Cv[k], yv);
             }
             ys[i] = yv;
+            if (G > 1 && i % 4 == 3)
+                ((float4 *)(sm + FK * g::STAGE))[(i / 4) * g::NT + tid] =
+                    make_float4(ys[i - 3], ys[i - 2], ys[i - 1], yv);
         }
-        group_reduce<T, G, LS>(ys, q);
+        if (G > 1)
+            yred_smem<T, G, g::NT, QM>(ys, (float4 *)(sm + FK * g::STAGE), tid, q,
+                                       lane_ch<G, QM>(lane));
         if (p.y || p.y_bf16) {
             /* gated output into the Z slots this lane read (written out next tile) */
 #pragma unroll
@@ -1479,7 +1513,8 @@ static int launch_forward(const scan_params *p, cudaStream_t st) {
     cudaError_t e;
     if (g_fwd_warps <= 0) {
         const int vec = p->vec, fine = p->h_chunks && p->chunk % FT != 0;
-        const size_t shm = sizeof(float) * FK * (3 * FT * 32 + 2 * FT * 4 * G);
+        const size_t shm =
+            sizeof(float) * (FK * (3 * FT * 32 + 2 * FT * 4 * G) + (G > 1 ? FT * 32 * G : 0));
         kern_t k = fwd2_kernel_for(G, fine, vec, g_lane_qm_fwd);
         e = cudaFuncSetAttribute((const void *)k, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                  (int)shm);
