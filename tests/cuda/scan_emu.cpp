@@ -86,8 +86,10 @@ static int launch(unsigned gx, unsigned gy, int threads, std::function<void()> f
     body = fn;
     nt = threads;
     th.resize(threads);
-    for (unsigned by = 0; by < gy; by++)
-        for (unsigned bx = 0; bx < gx; bx++) {
+    /* blocks in reverse order: a block that writes a row of the next sequence (one past its
+     * own L) is then caught, since the owner's correct value is no longer written after it */
+    for (unsigned by = gy; by-- > 0;)
+        for (unsigned bx = gx; bx-- > 0;) {
             bid = uint3e{bx, by, 0};
             bdim = uint3e{(unsigned)threads, 1, 1};
             for (int t = 0; t < threads; t++) {
