@@ -506,6 +506,8 @@ static __device__ __forceinline__ void yred_smem(float *ys, float4 *yr, int tid,
 template <int G> struct fwd_geom {
     static constexpr int CPB = 32, NP = 4 * G, NT = 32 * G;
     static constexpr int STAGE = 3 * FT * CPB + 2 * FT * NP;
+    /* dynamic shared memory (floats): FK stages, then y's partial sums (yred_smem) if G > 1 */
+    static constexpr int SMEM = FK * STAGE + (G > 1 ? FT * NT : 0);
 };
 
 template <int G, bool VEC>
@@ -1513,8 +1515,10 @@ static int launch_forward(const scan_params *p, cudaStream_t st) {
     cudaError_t e;
     if (g_fwd_warps <= 0) {
         const int vec = p->vec, fine = p->h_chunks && p->chunk % FT != 0;
-        const size_t shm =
-            sizeof(float) * (FK * (3 * FT * 32 + 2 * FT * 4 * G) + (G > 1 ? FT * 32 * G : 0));
+        const size_t shm = sizeof(float) * (G == 1   ? fwd_geom<1>::SMEM
+                                            : G == 2 ? fwd_geom<2>::SMEM
+                                            : G == 4 ? fwd_geom<4>::SMEM
+                                                     : fwd_geom<8>::SMEM);
         kern_t k = fwd2_kernel_for(G, fine, vec, g_lane_qm_fwd);
         e = cudaFuncSetAttribute((const void *)k, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                  (int)shm);

@@ -14,6 +14,7 @@
  *       -fopenmp -o /tmp/scan_emu && /tmp/scan_emu
  */
 #define MB_SCAN_EMU 1
+#include <sanitizer/asan_interface.h> /* ASAN_(UN)POISON_MEMORY_REGION: no-ops without ASan */
 #include <ucontext.h>
 
 #include <algorithm>
@@ -269,7 +270,7 @@ static void run_case(tcase tc, uint64_t seed) {
 
     if (tc.kern == 1 && tc.nan_at < 0) {
         /* emulated GPU forward (scan_fwd2_kernel): y, h_chunks at tc.chunk, h_last */
-        const int Gf = N <= 4 ? 1 : N <= 8 ? 2 : 4;
+        const int Gf = N <= 4 ? 1 : N <= 8 ? 2 : N <= 16 ? 4 : 8;
         std::vector<float> hl(B * Di * N), ey(BL * Di, NAN), ehc(B * Di * nch * N, NAN),
             ehl(B * Di * N, NAN);
         mb_scan_args al = a;
@@ -297,8 +298,15 @@ static void run_case(tcase tc, uint64_t seed) {
 #define EMU_F(GG)                                                                                  \
     (fine ? (tc.qm ? EMU_F1(GG, true, true) : EMU_F1(GG, true, false))                             \
           : (tc.qm ? EMU_F1(GG, false, true) : EMU_F1(GG, false, false)))
-        kf = Gf == 1 ? EMU_F(1) : Gf == 2 ? EMU_F(2) : EMU_F(4);
+        kf = Gf == 1 ? EMU_F(1) : Gf == 2 ? EMU_F(2) : Gf == 4 ? EMU_F(4) : EMU_F(8);
+        /* the shared memory past the size launch_forward asks for is poisoned (ASan build) */
+        const int shm = Gf == 1   ? fwd_geom<1>::SMEM
+                        : Gf == 2 ? fwd_geom<2>::SMEM
+                        : Gf == 4 ? fwd_geom<4>::SMEM
+                                  : fwd_geom<8>::SMEM;
+        ASAN_POISON_MEMORY_REGION((float *)smem4 + shm, sizeof smem4 - shm * sizeof(float));
         if (emu::launch((unsigned)((Di + 31) / 32), (unsigned)B, 32 * Gf, kf)) g_fail = 1;
+        ASAN_UNPOISON_MEMORY_REGION((float *)smem4 + shm, sizeof smem4 - shm * sizeof(float));
         if (tc.sp == 2)
             check_bf16("fwd y16", eyb.data(), y2.data(), BL, Di, Di);
         else
@@ -306,6 +314,7 @@ static void run_case(tcase tc, uint64_t seed) {
         check("fwd hc", rel_err_rows(ehc.data(), hc2.data(), B * Di * nch * N, 1, 1));
         check("fwd hlast", rel_err_rows(ehl.data(), hl.data(), B * Di * N, 1, 1));
     }
+    if (N > 16) return; /* the forward only (G 8); the backward takes N <= 16 */
     /* emulated GPU backward: h_chunks at chunk 64 (hstep) or re-chunked like the host code */
     scan_params p;
     memset(&p, 0, sizeof p);
@@ -405,10 +414,21 @@ int main(void) {
             }
     /* the options (softplus + dt_bias; bf16 outputs), pair exchange, both lane layouts */
     for (int sp = 1; sp <= 2; sp++)
-        for (int i : {1, 2, 4, 10}) {
+        for (int i : {1, 2, 4, 5, 7, 10}) {
             tcase tc = cs[i];
             tc.kern = 1, tc.qm = sp - 1, tc.sp = sp;
             run_case(tc, 50 + i);
+        }
+    /* N 17..32: the forward's 8 lanes per channel (G 8), both lane layouts */
+    const tcase wide[] = {
+        {2, 100, 40, 32, 4, 33, 1, 1, 1, -1, 1, 0}, /* 16-byte copies, partial channel block */
+        {1, 70, 37, 20, 3, 64, 1, 0, 0, -1, 1, 0},
+    };
+    for (int qm = 0; qm < 2; qm++)
+        for (const tcase &w : wide) {
+            tcase tc = w;
+            tc.qm = qm, tc.sp = qm ? 2 : 0;
+            run_case(tc, 80 + qm);
         }
     printf(g_fail ? "FAILED\n" : "all passed\n");
     return g_fail;
