@@ -509,6 +509,13 @@ template <int G> struct fwd_geom {
     /* dynamic shared memory (floats): FK stages, then y's partial sums (yred_smem) if G > 1 */
     static constexpr int SMEM = FK * STAGE + (G > 1 ? FT * NT : 0);
 };
+/* fwd_geom<G>::SMEM for a run-time G (launch_forward; the emulator's shared-memory bound) */
+static inline int fwd_smem_floats(int G) {
+    return G == 1   ? fwd_geom<1>::SMEM
+           : G == 2 ? fwd_geom<2>::SMEM
+           : G == 4 ? fwd_geom<4>::SMEM
+                    : fwd_geom<8>::SMEM;
+}
 
 template <int G, bool VEC>
 static __device__ __forceinline__ void fwd_stage(const scan_params &p, float *st, int b, int c0,
@@ -575,6 +582,7 @@ __global__ void __launch_bounds__(32 * G) scan_fwd2_kernel(scan_params p) {
     constexpr int CPB = g::CPB, NP = g::NP, CPW = 32 / G, T = FT;
     extern __shared__ float4 smem4[];
     float *sm = (float *)smem4;
+    float4 *const yr = (float4 *)(sm + FK * g::STAGE); /* y's partial sums (yred_smem), G > 1 */
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int q = lane_q<G, QM>(lane), cw = warp * CPW + lane_ch<G, QM>(lane);
     const int c0 = blockIdx.x * CPB, c = c0 + cw, b = blockIdx.y;
@@ -662,12 +670,9 @@ __global__ void __launch_bounds__(32 * G) scan_fwd2_kernel(scan_params p) {
             }
             ys[i] = yv;
             if (G > 1 && i % 4 == 3)
-                ((float4 *)(sm + FK * g::STAGE))[(i / 4) * g::NT + tid] =
-                    make_float4(ys[i - 3], ys[i - 2], ys[i - 1], yv);
+                yr[(i / 4) * g::NT + tid] = make_float4(ys[i - 3], ys[i - 2], ys[i - 1], yv);
         }
-        if (G > 1)
-            yred_smem<T, G, g::NT, QM>(ys, (float4 *)(sm + FK * g::STAGE), tid, q,
-                                       lane_ch<G, QM>(lane));
+        if (G > 1) yred_smem<T, G, g::NT, QM>(ys, yr, tid, q, lane_ch<G, QM>(lane));
         if (p.y || p.y_bf16) {
             /* gated output into the Z slots this lane read (written out next tile) */
 #pragma unroll
@@ -1515,10 +1520,7 @@ static int launch_forward(const scan_params *p, cudaStream_t st) {
     cudaError_t e;
     if (g_fwd_warps <= 0) {
         const int vec = p->vec, fine = p->h_chunks && p->chunk % FT != 0;
-        const size_t shm = sizeof(float) * (G == 1   ? fwd_geom<1>::SMEM
-                                            : G == 2 ? fwd_geom<2>::SMEM
-                                            : G == 4 ? fwd_geom<4>::SMEM
-                                                     : fwd_geom<8>::SMEM);
+        const size_t shm = sizeof(float) * fwd_smem_floats(G);
         kern_t k = fwd2_kernel_for(G, fine, vec, g_lane_qm_fwd);
         e = cudaFuncSetAttribute((const void *)k, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                  (int)shm);

@@ -300,10 +300,7 @@ static void run_case(tcase tc, uint64_t seed) {
           : (tc.qm ? EMU_F1(GG, false, true) : EMU_F1(GG, false, false)))
         kf = Gf == 1 ? EMU_F(1) : Gf == 2 ? EMU_F(2) : Gf == 4 ? EMU_F(4) : EMU_F(8);
         /* the shared memory past the size launch_forward asks for is poisoned (ASan build) */
-        const int shm = Gf == 1   ? fwd_geom<1>::SMEM
-                        : Gf == 2 ? fwd_geom<2>::SMEM
-                        : Gf == 4 ? fwd_geom<4>::SMEM
-                                  : fwd_geom<8>::SMEM;
+        const int shm = fwd_smem_floats(Gf);
         ASAN_POISON_MEMORY_REGION((float *)smem4 + shm, sizeof smem4 - shm * sizeof(float));
         if (emu::launch((unsigned)((Di + 31) / 32), (unsigned)B, 32 * Gf, kf)) g_fail = 1;
         ASAN_UNPOISON_MEMORY_REGION((float *)smem4 + shm, sizeof smem4 - shm * sizeof(float));
