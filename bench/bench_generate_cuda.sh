@@ -22,7 +22,9 @@
 # per ring chunk; MB_CUDA_GEN_PERSIST_ROWBYTES=n: at most n bytes of rows in shared memory (a
 # large n: every row that fits, the plan before session 8); MB_CUDA_GEN_PERSIST_PACE=0 or
 # =cycles[:bytes]: the producer's copies at once in 32 KB pieces / paced, one piece of bytes
-# (default 4096) per cycles (default: 250 at batch 1 and 2, off at 3 and 4).
+# (default 4096) per cycles (default: 250 at batch 1 and 2, off at 3 and 4);
+# MB_CUDA_GEN_PERSIST_FOLD=0: each layer's norm computed in the kernel instead of folded into
+# in_proj (default: folded).
 # Usage: sh bench/bench_generate_cuda.sh [BENCH_BINARY] [STEPS]
 B=${1:-build/bench_generate_cuda}
 N=${2:-1000}
@@ -60,6 +62,8 @@ MB_CUDA_GEN_PERSIST_WIN=0 "$B" 353m 1 bf16 "$N" | sed 's/$/ conv windows in glob
 "$B" 972m 2 bf16 "$N"
 MB_CUDA_GEN_PERSIST_WIN=0 "$B" 972m 2 bf16 "$N" | sed 's/$/ conv windows in global memory/'
 MB_CUDA_GEN_PERSIST_LL=1 "$B" 353m 4 bf16 "$N" | sed 's/$/ LL words/'
+MB_CUDA_GEN_PERSIST_FOLD=0 "$B" 353m 1 bf16 "$N" | sed 's/$/ norm not folded/'
+MB_CUDA_GEN_PERSIST_FOLD=0 "$B" 972m 1 bf16 "$N" | sed 's/$/ norm not folded/'
 MB_CUDA_GEN_PERSIST_FENCE=full "$B" 353m 1 bf16 "$N" | sed 's/$/ full fence/'
 MB_CUDA_GEN_PERSIST_BULK=0 "$B" 353m 1 bf16 "$N" | sed 's/$/ cp.async only/'
 MB_CUDA_GEN_PERSIST_BULK=0 "$B" 353m 1 fp32 "$N" | sed 's/$/ cp.async only/'

@@ -407,10 +407,11 @@ __host__ __device__ __forceinline__ void block_range(int b, int nb, int n, int *
 /* What block b of nb owns: channels [c0, c0 + CB), lm_head rows [v0, v0 + VB), out_proj rows
  * [o0, o0 + OB). */
 struct mbp_blk {
-    int c0, CB, v0, VB, o0, OB;
+    int c0, CB, v0, VB, o0, OB, b;
 };
 __host__ __device__ __forceinline__ mbp_blk block_share(const mbp_args &a, int b, int nb) {
     mbp_blk k;
+    k.b = b;
     block_range(b, nb, a.Di, &k.c0, &k.CB);
     block_range(b, nb, a.V, &k.v0, &k.VB);
     block_range(b, nb, a.d, &k.o0, &k.OB);
@@ -436,8 +437,12 @@ __host__ __device__ __forceinline__ void for_segs(const mbp_args *ap, const mbp_
     if (which == 0) {
         if (l < nl) {
             const mbp_layer *L = lt + l;
-            op(a.off_nw, L->norm_w, (int64_t)d * 4);
-            if (!a.rms) op(a.off_nb, L->norm_b, (int64_t)d * 4);
+            if (a.fold) { /* the block's fold floats in place of the norm weights */
+                op(a.off_nw, L->fold + (int64_t)k.b * 4 * CBm, (int64_t)CBm * 16);
+            } else {
+                op(a.off_nw, L->norm_w, (int64_t)d * 4);
+                if (!a.rms) op(a.off_nb, L->norm_b, (int64_t)d * 4);
+            }
             op(a.off_cw, L->conv_w + (int64_t)c0 * K, (int64_t)CB * K * 4);
             op(a.off_xw, L->xwT + (int64_t)c0 * W, (int64_t)CB * W * 4);
             const int nx = CB < a.capA ? CB : a.capA, nz = CB < a.capA - CB ? CB : a.capA - CB;
@@ -863,26 +868,33 @@ __global__ void __launch_bounds__(PT + 32, 1)
             if (lane == 0) red[warp][i] = v;
         }
         csync();
+        /* a.fold (l < nl): the statistics stay in registers and the in_proj rows read r; else
+         * the normalized copy in u */
+        const bool fold = a.fold && l < nl;
+        float mean[S], rstd[S];
 #pragma unroll
         for (int s = 0; s < S; s++) {
             double sum = 0.0, sq = 0.0;
             for (int w = 0; w < NWARP; w++)
                 sum += red[w][2 * s], sq += red[w][2 * s + 1];
-            float mean = 0.0f;
+            mean[s] = 0.0f;
             double var = sq / (double)d;
             if (!a.rms) {
                 const double m = sum / (double)d;
                 var = var - m * m;
                 if (var < 0.0) var = 0.0;
-                mean = (float)m;
+                mean[s] = (float)m;
             }
-            const float rstd = (float)(1.0 / sqrt(var + (double)a.eps));
-            const float *rs = r + s * d;
-            float *us = u + s * d;
-            for (int j = t; j < d; j += PT)
-                us[j] = a.rms ? rs[j] * rstd * nw[j] : (rs[j] - mean) * rstd * nw[j] + nbias[j];
+            rstd[s] = (float)(1.0 / sqrt(var + (double)a.eps));
+            if (!fold) {
+                const float *rs = r + s * d;
+                float *us = u + s * d;
+                for (int j = t; j < d; j += PT)
+                    us[j] = a.rms ? rs[j] * rstd[s] * nw[j]
+                                  : (rs[j] - mean[s]) * rstd[s] * nw[j] + nbias[j];
+            }
         }
-        csync();
+        if (!fold) csync();
         if (l < nl) mark(1);
 
         if (l == nl) { /* ---------------- norm_f done: lm_head rows, then finish */
@@ -925,12 +937,13 @@ __global__ void __launch_bounds__(PT + 32, 1)
                 row = (const WT *)(sm + a.off_ring +
                                    (int64_t)ring_acquire(a, rfull, rcnt, it) * a.ring_sb);
             float acc[S];
-            dot_row<WT, S>(row, u, d, d, acc);
+            dot_row<WT, S>(row, fold ? r : u, d, d, acc);
             if (RING) ring_release(a, rempty, rcnt, it);
             if (lane == 0)
 #pragma unroll
                 for (int s = 0; s < S; s++)
-                    xz[s * 2 * CBm + i] = acc[s];
+                    xz[s * 2 * CBm + i] =
+                        fold ? fmaf(acc[s] - mean[s] * nw[i], rstd[s], nw[2 * CBm + i]) : acc[s];
         }
         csync();
         mark(9);
@@ -1126,7 +1139,7 @@ static int64_t layout(mbp_args *a, int with_rows) {
     PLACE(off_xz, S * 2 * C * 4);
     PLACE(off_xc, S * C * 4);
     PLACE(off_dbc, S * W * 4);
-    PLACE(off_nw, d * 4);
+    PLACE(off_nw, (a->fold && 4 * C > d ? 4 * C : d) * 4); /* norm weights, or the fold floats */
     PLACE(off_nb, d * 4);
     PLACE(off_cw, C * K * 4);
     PLACE(off_xw, C * W * 4);
@@ -1269,6 +1282,65 @@ int mbp_launch(const mbp_args *a, cudaStream_t stream) {
     MB_CUDA_TRY(cudaLaunchKernel(k, grid, block, args, (size_t)a->smem, stream),
                 "persistent generation step (kernel launch)");
     MB_CUDA_LAUNCHED("persistent generation step (kernel launch)");
+    return MB_OK;
+}
+
+/* One block per in_proj row o (grid 2Di): wf[o] = W[o] * gamma rounded to WT; the row's slot
+ * in fold (the block b owning channel o mod Di, row i of its 2 CB) gets sum_j wf[o][j] and
+ * sum_j W[o][j] beta[j], both summed in double. */
+template <typename WT>
+__global__ void fold_norm_kernel(WT *wf, float *fold, const float *W, const float *gamma,
+                                 const float *beta, int d, int Di, int nb, int CBm) {
+    const int64_t o = blockIdx.x;
+    const float *w = W + o * d;
+    WT *wo = wf + o * d;
+    double s = 0.0, bb = 0.0;
+    for (int j = threadIdx.x; j < d; j += blockDim.x) {
+        const WT v = (WT)(w[j] * gamma[j]);
+        wo[j] = v;
+        s += (double)(float)v;
+        if (beta) bb += (double)w[j] * (double)beta[j];
+    }
+    __shared__ double red[2][32];
+    for (int off = 16; off > 0; off >>= 1) {
+        s += __shfl_xor_sync(0xffffffffu, s, off);
+        bb += __shfl_xor_sync(0xffffffffu, bb, off);
+    }
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    if (lane == 0) red[0][warp] = s, red[1][warp] = bb;
+    __syncthreads();
+    if (threadIdx.x != 0) return;
+    s = 0.0, bb = 0.0;
+    for (int k = 0; k < nw; k++)
+        s += red[0][k], bb += red[1][k];
+    const int c = (int)(o % Di), z = (int)(o / Di);
+    int b = (int)((int64_t)c * nb / Di), c0 = 0, CB = 0;
+    for (;;) { /* the block whose range [c0, c0 + CB) holds c */
+        block_range(b, nb, Di, &c0, &CB);
+        if (c < c0)
+            b--;
+        else if (c >= c0 + CB)
+            b++;
+        else
+            break;
+    }
+    float *f = fold + (int64_t)b * 4 * CBm + z * CB + (c - c0);
+    f[0] = (float)s;
+    f[2 * CBm] = (float)bb;
+}
+
+int mbp_fold_norm(const mbp_args *a, void *wf, float *fold, const float *W, const float *gamma,
+                  const float *beta, cudaStream_t stream) {
+    const int rows = 2 * a->Di;
+    MB_CUDA_TRY(cudaMemsetAsync(fold, 0, (size_t)a->nb * 4 * a->CBmax * sizeof(float), stream),
+                "persistent step: norm fold");
+    if (a->bf16)
+        fold_norm_kernel<bf16><<<rows, 256, 0, stream>>>((bf16 *)wf, fold, W, gamma, beta, a->d,
+                                                         a->Di, a->nb, a->CBmax);
+    else
+        fold_norm_kernel<float><<<rows, 256, 0, stream>>>((float *)wf, fold, W, gamma, beta, a->d,
+                                                          a->Di, a->nb, a->CBmax);
+    MB_CUDA_LAUNCHED("persistent step: norm fold");
     return MB_OK;
 }
 

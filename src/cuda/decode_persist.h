@@ -7,9 +7,11 @@
  * Block b of nb owns the channels [b*Di/nb, (b+1)*Di/nb) of every layer and the lm_head rows
  * [b*256/nb, (b+1)*256/nb) and out_proj rows [b*d/nb, (b+1)*d/nb). Per layer:
  *   phase A: residual += hidden (all of it, once every block's rows have come; every block
- *            recomputes the residual stream and the norm redundantly, statistics in double),
- *            in_proj rows x and z of its channels, conv window shift + conv + SiLU, its x_proj
- *            partial sums -> added to dbc (global); grid barrier;
+ *            recomputes the residual stream and the norm statistics redundantly, in double),
+ *            in_proj rows x and z of its channels (by default with the norm folded into the
+ *            rows: dot products on the raw residual, finished with the statistics; a.fold),
+ *            conv window shift + conv + SiLU, its x_proj partial sums -> added to dbc (global);
+ *            grid barrier;
  *   phase B: dt_proj + softplus + selective-state update + D skip + SiLU(z) gate of its channels
  *            -> y (global);
  *   phase H: its out_proj rows (dot products over all of y, once every block's channels have
@@ -67,6 +69,12 @@ typedef struct {
     const float *dt_w, *dt_b;     /* (Di, R), (Di) */
     const float *A, *D;           /* -exp(A_log) (Di, N), (Di) */
     const void *out;              /* out_proj.weight (d, Di), fp32 or bf16 */
+    /* a.fold: the norm folded into in_proj (mbp_fold_norm). in is then W.gamma (in_proj.weight
+     * times the norm weight per column, rounded to the weight type) and fold holds, per block b
+     * of nb, 4 CBmax floats at b 4 CBmax: s[i] (the row sums of the rounded W.gamma) at i and
+     * W.beta (0 for RMSNorm) at 2 CBmax + i, for the block's rows i = 0..2CB-1 (x rows c0.., then
+     * z rows Di + c0..) */
+    const float *fold;
 } mbp_layer;
 
 typedef struct {
@@ -150,6 +158,14 @@ typedef struct {
                        engine's cost per copy). Env MB_CUDA_GEN_PERSIST_PACE=cycles[:bytes]
                        (cycles <= 100000), 0: off */
     int pace_bytes;
+    int fold; /* 1: every layer's norm folded into its in_proj (mbp_layer.fold): the rows' dot
+                 products run on the raw residual r, and each is finished as
+                 (r.(W gamma) - mean s) rstd + W.beta, which equals W ((r - mean) rstd gamma +
+                 beta) in real arithmetic when s comes from the rounded weights; the block's
+                 normalized copy of r and the barrier after it go, and the fills carry the 4
+                 CBmax fold floats instead of the 2 d norm weights. Set before the plan (the
+                 area off_nw holds max(d, 4 CBmax) floats); default 1, env
+                 MB_CUDA_GEN_PERSIST_FOLD=0 turns it off. norm_f before lm_head is not folded */
 } mbp_args;
 
 /* Plan the kernel for a's shape (S, d, Di, N, K, R, V, n_layer, rms, bf16 set): grid size (at
@@ -176,6 +192,13 @@ int mbp_all_aligned(const mbp_args *a, const mbp_layer *layers);
 /* 1 when every row the ring streams (in_proj, out_proj pieces, lm_head) is 16-byte aligned in
  * source and size, else 0 (layers: the host copy of the layer table; a.lm set). */
 int mbp_rows_aligned(const mbp_args *a, const mbp_layer *layers);
+
+/* The norm of one layer folded into its in_proj for a.fold (a planned: nb, CBmax, Di, d, bf16,
+ * rms): wf (2Di, d) := W * gamma per column, rounded to bf16 when a->bf16 (else fp32); fold
+ * (nb, 4 CBmax) := the per-block row sums of wf and W.beta (zeros where a block has fewer rows,
+ * and W.beta = 0 where beta is NULL), sums in double. W: in_proj.weight (2Di, d) fp32. */
+int mbp_fold_norm(const mbp_args *a, void *wf, float *fold, const float *W, const float *gamma,
+                  const float *beta, cudaStream_t stream);
 
 /* dst (cols, rows) = transpose of src (rows, cols), fp32 (x_proj.weight for the layer table). */
 int mbp_transpose(float *dst, const float *src, int64_t rows, int64_t cols, cudaStream_t stream);

@@ -57,6 +57,7 @@ struct mb_cuda_gen {
                     MB_CUDA_GEN_PERSIST=0 selects the per-layer kernels instead) */
     mbp_args pa; /* its arguments */
     void *pmem;  /* its allocation: layer table, transposed x_proj / out_proj, sums, flags */
+    void *pfold; /* with pa.fold: every layer's in_proj times its norm weight, and fold floats */
     float *wmem; /* fp32 weights (one allocation) */
     bf16 *hmem;  /* bf16 copies (bf16 mode) */
     gen_layer *L; /* n_layer, device pointers */
@@ -1348,6 +1349,7 @@ extern "C" void mb_cuda_gen_free(mb_cuda_gen *g) {
     cudaFree(g->wmem);
     cudaFree(g->hmem);
     cudaFree(g->pmem);
+    cudaFree(g->pfold);
     cudaFree(g->smem_dev);
     cudaFree(g->prompt);
     mb_cuda_prefill_free(g->pf);
@@ -1422,6 +1424,8 @@ static int persist_setup(mb_cuda_gen *g) {
         a.ring_c_ask = ce ? atoi(ce) : 0;
         /* the producer's copies paced at batch 1, 2 (decode_persist.h, pace_cyc) */
         MB_TRY(pace_from_env(&a, (int)S));
+        const char *fe = getenv("MB_CUDA_GEN_PERSIST_FOLD"); /* the norms folded into in_proj */
+        a.fold = !(fe && !strcmp(fe, "0"));
     }
     int rc = mbp_prepare(&a, g->sm_count); /* (its occupancy check needs the thread count) */
     if (rc) return rc < 0 ? rc : MB_OK;
@@ -1438,6 +1442,13 @@ static int persist_setup(mb_cuda_gen *g) {
     a.hll = (unsigned long long *)(q + b_layers + b_xw + b_y);
     unsigned long long *acc = (unsigned long long *)(q + b_layers + b_xw + b_y + b_hid);
     unsigned *flags = (unsigned *)(q + b_layers + b_xw + b_y + b_hid + b_acc);
+    /* a.fold: per layer W.gamma (2Di, d) of the weight type, then the fold floats (nb, 4 CBmax) */
+    const int64_t b_wf = al64(2 * Di * d * (g->use_bf16 ? 2 : 4)),
+                  b_fold = al64((int64_t)a.nb * 4 * a.CBmax * 4);
+    if (a.fold && cudaMalloc(&g->pfold, (size_t)(nl * (b_wf + b_fold))) != cudaSuccess) {
+        (void)cudaGetLastError(); /* no room for the folded copy: the norms stay in the kernel */
+        g->pfold = NULL, a.fold = 0;
+    }
     mbp_layer *hl = (mbp_layer *)calloc((size_t)nl, sizeof(mbp_layer));
     if (!hl) return mb_fail(MB_ENOMEM, "mb_cuda_gen_create: out of host memory");
     for (int64_t l = 0; l < nl && !rc; l++) {
@@ -1445,6 +1456,13 @@ static int persist_setup(mb_cuda_gen *g) {
         mbp_layer *h = &hl[l];
         h->norm_w = L->norm_w, h->norm_b = L->norm_b;
         h->in = g->use_bf16 ? (const void *)L->in_h : (const void *)L->in_w;
+        if (a.fold) {
+            unsigned char *f = (unsigned char *)g->pfold + l * (b_wf + b_fold);
+            h->in = f, h->fold = (const float *)(f + b_wf);
+            rc =
+                mbp_fold_norm(&a, f, (float *)(f + b_wf), L->in_w, L->norm_w, L->norm_b, g->stream);
+            if (rc) break;
+        }
         h->conv_w = L->conv_w, h->conv_b = L->conv_b;
         h->xwT = xw + l * Di * W;
         h->dt_w = L->dt_w, h->dt_b = L->dt_b, h->A = L->A, h->D = L->D;
@@ -1460,14 +1478,21 @@ static int persist_setup(mb_cuda_gen *g) {
         const char *le = getenv("MB_CUDA_GEN_PERSIST_LL");
         a.ll = le ? strcmp(le, "0") != 0 : a.S <= 2;      /* (batch 4: barriers measured faster) */
         if (!rc && a.ring && !mbp_rows_aligned(&a, hl)) { /* rows in fixed buffers instead */
+            const int nb0 = a.nb, cb0 = a.CBmax;
             a.ring_mode = 1;
             rc = mbp_prepare(&a, g->sm_count);
+            if (!rc && (a.nb != nb0 || a.CBmax != cb0))
+                rc = 1; /* (the fold's layout changed: the per-layer kernels instead) */
         }
         const char *ae = getenv("MB_CUDA_GEN_PERSIST_ALL16");
         a.all16 = (ae && !strcmp(ae, "0")) ? 0 : mbp_all_aligned(&a, hl);
     }
     free(hl);
-    if (rc) return rc < 0 ? rc : MB_OK;   /* (re-planned without the ring: not covered) */
+    if (rc) { /* (re-planned without the ring: not covered) */
+        cudaFree(g->pfold);
+        g->pfold = NULL;
+        return rc < 0 ? rc : MB_OK;
+    }
     if (a.ring || !a.bulk || !a.producer) /* (the producer's fill_buf only; persist_mode bit 4) */
         a.pace_cyc = 0;
     if (ce != cudaSuccess)
@@ -1924,9 +1949,10 @@ extern "C" int mb_cuda_gen_persistent(const mb_cuda_gen *g) {
 }
 
 extern "C" int mb_cuda_gen_persist_mode(const mb_cuda_gen *g) {
-    return g && g->persist ? (g->pa.ll ? 1 : 0) | (g->pa.all16 ? 2 : 0) | (g->pa.win ? 4 : 0) |
-                                 (g->pa.ring ? 8 : 0) | (g->pa.pace_cyc > 0 ? 16 : 0)
-                           : 0;
+    return g && g->persist
+               ? (g->pa.ll ? 1 : 0) | (g->pa.all16 ? 2 : 0) | (g->pa.win ? 4 : 0) |
+                     (g->pa.ring ? 8 : 0) | (g->pa.pace_cyc > 0 ? 16 : 0) | (g->pa.fold ? 32 : 0)
+               : 0;
 }
 
 extern "C" int mb_cuda_gen_profile(mb_cuda_gen *g, unsigned long long *out, int n, int reset) {

@@ -98,8 +98,8 @@ int mb_cuda_gen_persistent(const mb_cuda_gen *g);
  * pass y and hidden as LL words (else plain floats and grid barriers), bit 1 when every copy
  * segment is a bulk copy (the compute threads skip their walk), bit 2 when each block keeps
  * its conv windows in shared memory, bit 3 when the weight rows stream through its ring of
- * slots (decode_persist.h, a.ring), bit 4 when its producer warp paces the copies (a.pace_cyc).
- * 0 without the kernel. */
+ * slots (decode_persist.h, a.ring), bit 4 when its producer warp paces the copies (a.pace_cyc),
+ * bit 5 when the norms are folded into in_proj (a.fold). 0 without the kernel. */
 int mb_cuda_gen_persist_mode(const mb_cuda_gen *g);
 
 /* Phase profile of the persistent kernel, when env MB_CUDA_GEN_PERSIST_PROF=1 was set at

@@ -378,6 +378,7 @@ static int g_ring_mode = 0; /* a.ring_mode for the next cases (0: the plan's def
 static int g_ring_c = 0;    /* a.ring_c asked for (0: the plan's choice) */
 static int g_expand = 2;    /* d_inner / d_model of the next cases */
 static int g_pace = 0;      /* > 0: a.pace_cyc = 1, a.pace_bytes = g_pace (paced producer copies) */
+static int g_fold = 1;      /* a.fold for the next cases (the norms folded into in_proj) */
 
 static void transpose(float *dst, const float *src, int64_t rows, int64_t cols) {
     for (int64_t r = 0; r < rows; r++)
@@ -429,6 +430,7 @@ static void run_case(int64_t d, int rms, int tied, int nb, long long rowbytes, i
     a.ring_mode = getenv("EMU_RING") ? atoi(getenv("EMU_RING")) : g_ring_mode;
     a.ring_c_ask = g_ring_c;
     a.pace_cyc = g_pace > 0, a.pace_bytes = g_pace;
+    a.fold = getenv("EMU_FOLD") ? atoi(getenv("EMU_FOLD")) : g_fold;
     g_compute_threads = MBP_THREADS;
     if (mbp_plan(&a, nb, 232448, rowbytes)) {
         printf("%s: not covered\n", name);
@@ -443,8 +445,29 @@ static void run_case(int64_t d, int rms, int tied, int nb, long long rowbytes, i
         mbp_layer &h = L[l];
         h.norm_w = w.norm_w, h.norm_b = w.norm_b;
         keepw.emplace_back(2 * Di * d);
-        for (int64_t i = 0; i < 2 * Di * d; i++)
-            keepw.back()[i] = cvt<WT>(w.in_proj_w[i]);
+        if (a.fold) { /* as mbp_fold_norm: W gamma rounded, per-block row sums and W beta */
+            const int CBm = a.CBmax;
+            keep.emplace_back((int64_t)a.nb * 4 * CBm, 0.0f);
+            float *f = keep.back().data();
+            for (int b = 0; b < a.nb; b++) {
+                const mbp_blk k = block_share(a, b, a.nb);
+                for (int i = 0; i < 2 * k.CB; i++) {
+                    const int64_t o = i < k.CB ? k.c0 + i : Di + k.c0 + (i - k.CB);
+                    double sum = 0.0, wb = 0.0;
+                    for (int64_t j = 0; j < d; j++) {
+                        const WT v = cvt<WT>(w.in_proj_w[o * d + j] * w.norm_w[j]);
+                        keepw.back()[o * d + j] = v;
+                        sum += (double)(float)v;
+                        if (!rms) wb += (double)w.in_proj_w[o * d + j] * w.norm_b[j];
+                    }
+                    f[(int64_t)b * 4 * CBm + i] = (float)sum;
+                    f[(int64_t)b * 4 * CBm + 2 * CBm + i] = (float)wb;
+                }
+            }
+            h.fold = f;
+        } else
+            for (int64_t i = 0; i < 2 * Di * d; i++)
+                keepw.back()[i] = cvt<WT>(w.in_proj_w[i]);
         h.in = keepw.back().data();
         h.conv_w = w.conv_w, h.conv_b = w.conv_b;
         keep.emplace_back(Di * W);
@@ -645,6 +668,11 @@ int main(int argc, char **argv) {
     g_ring_mode = 1;
     run_case<__nv_bfloat16, 1>(64, 0, 0, 4, 1200, 16, 4, 4, 2e-2, "bf16 S1 overflow no ring", 1);
     g_ring_mode = 0;
+    /* the norms in the kernel (MB_CUDA_GEN_PERSIST_FOLD=0); every other case folds them */
+    g_fold = 0;
+    run_case<float, 2>(64, 0, 0, 5, -1, 16, 4, 4, 1e-4, "ln d64 S2 norm not folded", 1);
+    run_case<__nv_bfloat16, 1>(64, 1, 0, 4, 1200, 16, 4, 4, 2e-2, "rms bf16 S1 not folded", 1);
+    g_fold = 1;
     if (quick) goto big;
     run_case<__nv_bfloat16, 4>(64, 0, 1, 3, 2000, 16, 4, 5, 2e-2, "ln tied d64 bf16 overflow");
     run_case<__nv_bfloat16, 1>(36, 1, 0, 2, -1, 16, 4, 5, 2e-2, "rms d36 bf16");

@@ -37,6 +37,9 @@
  *     (MB_CUDA_GEN_PERSIST_BULK=0: batch 1..3 on d64, d36 (5 blocks) and d1024), bulk copies
  *     without the producer warp (MB_CUDA_GEN_PERSIST_PRODUCER=0) and the barrier with
  *     __threadfence (MB_CUDA_GEN_PERSIST_FENCE=full) are checked at batch 1 and 3;
+ *   - the norms are folded into in_proj by default (mbp_args.fold: W gamma, its row sums and
+ *     W beta prepared by mbp_fold_norm); the kernel's own norm (MB_CUDA_GEN_PERSIST_FOLD=0) is
+ *     checked at batch 1 (fp32) and 3 (bf16) on LayerNorm d64;
  *   - bf16 weights: logits within 2e-2 relative over 100 positions (batch 1 and 3: bf16 weights;
  *     batch 6, 64 and 70: bf16 weights and bf16 GEMM inputs, fp32 accumulation, as mamba_ssm in
  *     bf16; the GEMMs by our skinny GEMM (gemm_decode_cuda.h; d_model 512 with each row-tile
@@ -158,6 +161,7 @@ static void check_logits(const mb_model *m, int64_t B, int64_t L, int bf16, doub
                pm & 4 ? "shared memory" : "global memory",
                pm & 8 ? "through the ring" : "in fixed buffers");
     if (pb && (pm & 16)) printf("%-22s   (copies paced)\n", "");
+    if (pb && !(pm & 32)) printf("%-22s   (norms in the kernel, not folded into in_proj)\n", "");
     {
         const char *e = getenv("MB_CUDA_GEN_PERSIST");
         const int want = B <= 4 && !(e && !strcmp(e, "0"));
@@ -188,6 +192,10 @@ static void check_logits(const mb_model *m, int64_t B, int64_t L, int bf16, doub
                               !(be && !strcmp(be, "0")) && !(qe && !strcmp(qe, "0"));
         REQUIRE(!pb || !(pm & 16) == !want_pace, "%s B=%lld: paced copies %s", name, (long long)B,
                 pm & 16 ? "on" : "off");
+        /* the norms folded into in_proj by default (MB_CUDA_GEN_PERSIST_FOLD=0: not) */
+        const char *fe = getenv("MB_CUDA_GEN_PERSIST_FOLD");
+        REQUIRE(!pb || !(pm & 32) == (fe && !strcmp(fe, "0")), "%s B=%lld: norm fold %s", name,
+                (long long)B, pm & 32 ? "on" : "off");
         REQUIRE(!pb || g_want_all16 < 0 || !(pm & 2) == !g_want_all16,
                 "%s B=%lld: bulk copies only %s", name, (long long)B, pm & 2 ? "on" : "off");
     }
@@ -445,6 +453,10 @@ int main(void) {
             check_logits(&m, 1, 100, 0, 1e-4, "ln untied d64 no producer");
             check_logits(&m, 3, 60, 1, 2e-2, "ln untied d64 no producer");
             unsetenv("MB_CUDA_GEN_PERSIST_PRODUCER");
+            setenv("MB_CUDA_GEN_PERSIST_FOLD", "0", 1); /* the norms in the kernel */
+            check_logits(&m, 1, 100, 0, 1e-4, "ln untied d64 norm not folded");
+            check_logits(&m, 3, 60, 1, 2e-2, "ln untied d64 norm not folded");
+            unsetenv("MB_CUDA_GEN_PERSIST_FOLD");
             setenv("MB_CUDA_GEN_PERSIST_FENCE", "full", 1); /* barrier with __threadfence */
             check_logits(&m, 1, 100, 0, 1e-4, "ln untied d64 full fence");
             check_logits(&m, 3, 100, 0, 1e-4, "ln untied d64 full fence");
