@@ -437,7 +437,7 @@ __host__ __device__ __forceinline__ void for_segs(const mbp_args *ap, const mbp_
     if (which == 0) {
         if (l < nl) {
             const mbp_layer *L = lt + l;
-            if (a.fold) { /* the block's fold floats in place of the norm weights */
+            if (a.fold && l > 0) { /* the block's fold floats in place of the norm weights */
                 op(a.off_nw, L->fold + (int64_t)k.b * 4 * CBm, (int64_t)CBm * 16);
             } else {
                 op(a.off_nw, L->norm_w, (int64_t)d * 4);
@@ -813,6 +813,10 @@ __global__ void __launch_bounds__(PT + 32, 1)
     fill_buf(&a, sm, &mbar[1], 1, 0, kb, 0);
     prefetch_small(a, lt, 0, 0, kb);
     prefetch_small(a, lt, 0, 1, kb);
+    float kmean[S]; /* the previous layer's mean of r (a.fold's shift) */
+#pragma unroll
+    for (int s = 0; s < S; s++)
+        kmean[s] = 0.0f;
     for (int l = 0; l <= nl; l++) {
         /* ---------------- phase A: residual + norm (redundant in every block) */
         if (l > 0) { /* the previous layer's out_proj rows -> u (free until the norm) */
@@ -826,6 +830,12 @@ __global__ void __launch_bounds__(PT + 32, 1)
         if (bulk) mbar_wait(&mbar[0], (unsigned)l & 1u);
         csync();
         mark(0);
+        /* a.fold (layers 1..n_layer-1): the in_proj rows read u = r - K, K the previous layer's
+         * mean (kmean), and are finished with this layer's statistics; else the normalized copy
+         * in u (layer 0, whose shift would be 0, and norm_f). The shift keeps the rows' sums as
+         * accurate as the normalized copy's where the mean is large against the spread: they
+         * subtract (mean - K) s, not mean s. */
+        const bool fold = a.fold && l > 0 && l < nl;
         double ps[2 * S];
 #pragma unroll
         for (int i = 0; i < 2 * S; i++)
@@ -856,6 +866,7 @@ __global__ void __launch_bounds__(PT + 32, 1)
                         if (j < d) {
                             const float v = l == 0 ? nv[s][q] : r[s * d + j] + nv[s][q];
                             r[s * d + j] = v;
+                            if (fold) u[s * d + j] = v - kmean[s]; /* (this thread's own u[j]) */
                             ps[2 * s] += (double)v;
                             ps[2 * s + 1] += (double)v * v;
                         }
@@ -868,10 +879,7 @@ __global__ void __launch_bounds__(PT + 32, 1)
             if (lane == 0) red[warp][i] = v;
         }
         csync();
-        /* a.fold (l < nl): the statistics stay in registers and the in_proj rows read r; else
-         * the normalized copy in u */
-        const bool fold = a.fold && l < nl;
-        float mean[S], rstd[S];
+        float mean[S], rstd[S], sh[S]; /* sh: mean - K */
 #pragma unroll
         for (int s = 0; s < S; s++) {
             double sum = 0.0, sq = 0.0;
@@ -886,6 +894,8 @@ __global__ void __launch_bounds__(PT + 32, 1)
                 mean[s] = (float)m;
             }
             rstd[s] = (float)(1.0 / sqrt(var + (double)a.eps));
+            sh[s] = mean[s] - kmean[s];
+            kmean[s] = mean[s];
             if (!fold) {
                 const float *rs = r + s * d;
                 float *us = u + s * d;
@@ -937,13 +947,13 @@ __global__ void __launch_bounds__(PT + 32, 1)
                 row = (const WT *)(sm + a.off_ring +
                                    (int64_t)ring_acquire(a, rfull, rcnt, it) * a.ring_sb);
             float acc[S];
-            dot_row<WT, S>(row, fold ? r : u, d, d, acc);
+            dot_row<WT, S>(row, u, d, d, acc);
             if (RING) ring_release(a, rempty, rcnt, it);
             if (lane == 0)
 #pragma unroll
                 for (int s = 0; s < S; s++)
                     xz[s * 2 * CBm + i] =
-                        fold ? fmaf(acc[s] - mean[s] * nw[i], rstd[s], nw[2 * CBm + i]) : acc[s];
+                        fold ? fmaf(acc[s] - sh[s] * nw[i], rstd[s], nw[2 * CBm + i]) : acc[s];
         }
         csync();
         mark(9);

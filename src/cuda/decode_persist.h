@@ -8,8 +8,9 @@
  * [b*256/nb, (b+1)*256/nb) and out_proj rows [b*d/nb, (b+1)*d/nb). Per layer:
  *   phase A: residual += hidden (all of it, once every block's rows have come; every block
  *            recomputes the residual stream and the norm statistics redundantly, in double),
- *            in_proj rows x and z of its channels (by default with the norm folded into the
- *            rows: dot products on the raw residual, finished with the statistics; a.fold),
+ *            in_proj rows x and z of its channels (by default, from layer 1 on, with the norm
+ *            folded into the rows: dot products on the residual shifted by the previous
+ *            layer's mean, finished with the statistics; a.fold),
  *            conv window shift + conv + SiLU, its x_proj partial sums -> added to dbc (global);
  *            grid barrier;
  *   phase B: dt_proj + softplus + selective-state update + D skip + SiLU(z) gate of its channels
@@ -69,11 +70,11 @@ typedef struct {
     const float *dt_w, *dt_b;     /* (Di, R), (Di) */
     const float *A, *D;           /* -exp(A_log) (Di, N), (Di) */
     const void *out;              /* out_proj.weight (d, Di), fp32 or bf16 */
-    /* a.fold: the norm folded into in_proj (mbp_fold_norm). in is then W.gamma (in_proj.weight
-     * times the norm weight per column, rounded to the weight type) and fold holds, per block b
-     * of nb, 4 CBmax floats at b 4 CBmax: s[i] (the row sums of the rounded W.gamma) at i and
-     * W.beta (0 for RMSNorm) at 2 CBmax + i, for the block's rows i = 0..2CB-1 (x rows c0.., then
-     * z rows Di + c0..) */
+    /* a.fold, layers 1..: the norm folded into in_proj (mbp_fold_norm). in is then W.gamma
+     * (in_proj.weight times the norm weight per column, rounded to the weight type) and fold holds,
+     * per block b of nb, 4 CBmax floats at b 4 CBmax: s[i] (the row sums of the rounded W.gamma) at
+     * i and W.beta (0 for RMSNorm) at 2 CBmax + i, for the block's rows i = 0..2CB-1 (x rows c0..,
+     * then z rows Di + c0..) */
     const float *fold;
 } mbp_layer;
 
@@ -158,14 +159,18 @@ typedef struct {
                        engine's cost per copy). Env MB_CUDA_GEN_PERSIST_PACE=cycles[:bytes]
                        (cycles <= 100000), 0: off */
     int pace_bytes;
-    int fold; /* 1: every layer's norm folded into its in_proj (mbp_layer.fold): the rows' dot
-                 products run on the raw residual r, and each is finished as
-                 (r.(W gamma) - mean s) rstd + W.beta, which equals W ((r - mean) rstd gamma +
-                 beta) in real arithmetic when s comes from the rounded weights; the block's
-                 normalized copy of r and the barrier after it go, and the fills carry the 4
-                 CBmax fold floats instead of the 2 d norm weights. Set before the plan (the
-                 area off_nw holds max(d, 4 CBmax) floats); default 1, env
-                 MB_CUDA_GEN_PERSIST_FOLD=0 turns it off. norm_f before lm_head is not folded */
+    int fold; /* 1: the norm of every layer but the first folded into its in_proj
+                 (mbp_layer.fold): the rows' dot products run on the residual r shifted by the
+                 previous layer's mean K (available before this layer's statistics), and each is
+                 finished as ((r - K).(W gamma) - (mean - K) s) rstd + W.beta, which equals
+                 W ((r - mean) rstd gamma + beta) in real arithmetic when s comes from the
+                 rounded weights (and loses no more to cancellation than the normalized copy
+                 while the mean moves little from layer to layer against the spread); the
+                 block's normalized copy of r and the barrier after it go, and the fills carry
+                 the 4 CBmax fold floats instead of the 2 d norm weights. Set before the plan
+                 (the area off_nw holds max(d, 4 CBmax) floats); default 1, env
+                 MB_CUDA_GEN_PERSIST_FOLD=0 turns it off. Layer 0 and norm_f before lm_head
+                 keep the normalized copy */
 } mbp_args;
 
 /* Plan the kernel for a's shape (S, d, Di, N, K, R, V, n_layer, rms, bf16 set): grid size (at

@@ -1442,10 +1442,12 @@ static int persist_setup(mb_cuda_gen *g) {
     a.hll = (unsigned long long *)(q + b_layers + b_xw + b_y);
     unsigned long long *acc = (unsigned long long *)(q + b_layers + b_xw + b_y + b_hid);
     unsigned *flags = (unsigned *)(q + b_layers + b_xw + b_y + b_hid + b_acc);
-    /* a.fold: per layer W.gamma (2Di, d) of the weight type, then the fold floats (nb, 4 CBmax) */
+    /* a.fold: per layer from 1 on, W.gamma (2Di, d) of the weight type, then the fold floats
+     * (nb, 4 CBmax) */
     const int64_t b_wf = al64(2 * Di * d * (g->use_bf16 ? 2 : 4)),
                   b_fold = al64((int64_t)a.nb * 4 * a.CBmax * 4);
-    if (a.fold && cudaMalloc(&g->pfold, (size_t)(nl * (b_wf + b_fold))) != cudaSuccess) {
+    if (a.fold && nl > 1 &&
+        cudaMalloc(&g->pfold, (size_t)((nl - 1) * (b_wf + b_fold))) != cudaSuccess) {
         (void)cudaGetLastError(); /* no room for the folded copy: the norms stay in the kernel */
         g->pfold = NULL, a.fold = 0;
     }
@@ -1456,8 +1458,8 @@ static int persist_setup(mb_cuda_gen *g) {
         mbp_layer *h = &hl[l];
         h->norm_w = L->norm_w, h->norm_b = L->norm_b;
         h->in = g->use_bf16 ? (const void *)L->in_h : (const void *)L->in_w;
-        if (a.fold) {
-            unsigned char *f = (unsigned char *)g->pfold + l * (b_wf + b_fold);
+        if (a.fold && l > 0) { /* (layer 0 keeps its norm in the kernel) */
+            unsigned char *f = (unsigned char *)g->pfold + (l - 1) * (b_wf + b_fold);
             h->in = f, h->fold = (const float *)(f + b_wf);
             rc =
                 mbp_fold_norm(&a, f, (float *)(f + b_wf), L->in_w, L->norm_w, L->norm_b, g->stream);
@@ -1482,7 +1484,8 @@ static int persist_setup(mb_cuda_gen *g) {
             a.ring_mode = 1;
             rc = mbp_prepare(&a, g->sm_count);
             if (!rc && (a.nb != nb0 || a.CBmax != cb0))
-                rc = 1; /* (the fold's layout changed: the per-layer kernels instead) */
+                rc = 1; /* (the fold's layout and the flags were sized for the first plan: the
+                           per-layer kernels instead) */
         }
         const char *ae = getenv("MB_CUDA_GEN_PERSIST_ALL16");
         a.all16 = (ae && !strcmp(ae, "0")) ? 0 : mbp_all_aligned(&a, hl);
