@@ -1446,10 +1446,15 @@ static int persist_setup(mb_cuda_gen *g) {
      * (nb, 4 CBmax) */
     const int64_t b_wf = al64(2 * Di * d * (g->use_bf16 ? 2 : 4)),
                   b_fold = al64((int64_t)a.nb * 4 * a.CBmax * 4);
-    if (a.fold && nl > 1 &&
-        cudaMalloc(&g->pfold, (size_t)((nl - 1) * (b_wf + b_fold))) != cudaSuccess) {
-        (void)cudaGetLastError(); /* no room for the folded copy: the norms stay in the kernel */
-        g->pfold = NULL, a.fold = 0;
+    if (a.fold && nl > 1) { /* only with room to spare (the prefill's buffers come later, on
+                             * first use): else the norms stay in the kernel */
+        const int64_t fb = (nl - 1) * (b_wf + b_fold);
+        size_t fr = 0, tot = 0;
+        if (cudaMemGetInfo(&fr, &tot) != cudaSuccess || (int64_t)fr < 2 * fb + ((int64_t)1 << 30) ||
+            cudaMalloc(&g->pfold, (size_t)fb) != cudaSuccess) {
+            (void)cudaGetLastError();
+            g->pfold = NULL, a.fold = 0;
+        }
     }
     mbp_layer *hl = (mbp_layer *)calloc((size_t)nl, sizeof(mbp_layer));
     if (!hl) return mb_fail(MB_ENOMEM, "mb_cuda_gen_create: out of host memory");
