@@ -832,9 +832,9 @@ __global__ void __launch_bounds__(PT + 32, 1)
         mark(0);
         /* a.fold (layers 1..n_layer-1): the in_proj rows read u = r - K, K the previous layer's
          * mean (kmean), and are finished with this layer's statistics; else the normalized copy
-         * in u (layer 0, whose shift would be 0, and norm_f). The shift keeps the rows' sums as
-         * accurate as the normalized copy's where the mean is large against the spread: they
-         * subtract (mean - K) s, not mean s. */
+         * in u (layer 0, which has no previous mean, and norm_f). The shift keeps the rows' sums
+         * as accurate as the normalized copy's where the mean is large against the spread: they
+         * subtract (mean - K) s, not mean s (RMSNorm: K = mean = 0). */
         const bool fold = a.fold && l > 0 && l < nl;
         double ps[2 * S];
 #pragma unroll
