@@ -279,10 +279,19 @@ __global__ void conv_bwd_tiled_kernel(float *dx, __nv_bfloat16 *dx_bf16, int64_t
 #pragma unroll
     for (int k = 1; k < K; k++) /* win[k] = input top - K + 1 + k, filled for t = top */
         conv_in<V>(win[k], x, x_stride, NULL, bb, top - K + 1 + k, L, c, Di, K);
+    /* the loads of position t - 1 issued before t's arithmetic (twice the bytes in flight) */
+    float xn[V], gn[V];
+    conv_in<V>(xn, x, x_stride, NULL, bb, top - K + 1, L, c, Di, K);
+    ld_v<V>(gn, dout + (bb * L + top) * Di + c);
     for (int64_t t = top; t >= t0; t--) {
-        conv_in<V>(win[0], x, x_stride, NULL, bb, t - K + 1, L, c, Di, K);
         float go[V];
-        ld_v<V>(go, dout + (bb * L + t) * Di + c);
+#pragma unroll
+        for (int v = 0; v < V; v++)
+            win[0][v] = xn[v], go[v] = gn[v];
+        if (t > t0) {
+            conv_in<V>(xn, x, x_stride, NULL, bb, t - K, L, c, Di, K);
+            ld_v<V>(gn, dout + (bb * L + t - 1) * Di + c);
+        }
 #pragma unroll
         for (int k = K - 1; k > 0; k--)
 #pragma unroll
