@@ -228,8 +228,14 @@ __global__ void conv_fwd_tiled_kernel(float *out, __nv_bfloat16 *out_bf16, const
 #pragma unroll
     for (int k = 0; k < K - 1; k++) /* win[k] = input t0 - K + 1 + k */
         conv_in<V>(win[k], x, x_stride, state, bb, t0 - K + 1 + k, L, c, Di, K);
+    /* the load of position t + 1 issued before t's arithmetic (as the backward) */
+    float xn[V];
+    ld_v<V>(xn, x + (bb * L + t0) * x_stride + c);
     for (int64_t t = t0; t < t1; t++) {
-        ld_v<V>(win[K - 1], x + (bb * L + t) * x_stride + c);
+#pragma unroll
+        for (int v = 0; v < V; v++)
+            win[K - 1][v] = xn[v];
+        if (t + 1 < t1) ld_v<V>(xn, x + (bb * L + t + 1) * x_stride + c);
         float o[V];
 #pragma unroll
         for (int v = 0; v < V; v++) {
