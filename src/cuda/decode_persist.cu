@@ -19,7 +19,8 @@
 typedef __nv_bfloat16 bf16;
 
 #define PT MBP_THREADS
-#define MBP_KMAX 8 /* d_conv up to which the conv taps are held in registers */
+#define MBP_KMAX 8         /* d_conv up to which the conv taps are held in registers */
+#define MBP_FOLD_MAXR 4.0f /* |mean| / spread up to which the folded rows run on r itself */
 #define NWARP (PT / 32)
 #define FX_ONE 4294967296.0f                /* 2^32: 32.32 fixed point */
 #define FX_INV 2.3283064365386962890625e-10 /* 2^-32 */
@@ -813,10 +814,6 @@ __global__ void __launch_bounds__(PT + 32, 1)
     fill_buf(&a, sm, &mbar[1], 1, 0, kb, 0);
     prefetch_small(a, lt, 0, 0, kb);
     prefetch_small(a, lt, 0, 1, kb);
-    float kmean[S]; /* the previous layer's mean of r (a.fold's shift) */
-#pragma unroll
-    for (int s = 0; s < S; s++)
-        kmean[s] = 0.0f;
     for (int l = 0; l <= nl; l++) {
         /* ---------------- phase A: residual + norm (redundant in every block) */
         if (l > 0) { /* the previous layer's out_proj rows -> u (free until the norm) */
@@ -830,12 +827,9 @@ __global__ void __launch_bounds__(PT + 32, 1)
         if (bulk) mbar_wait(&mbar[0], (unsigned)l & 1u);
         csync();
         mark(0);
-        /* a.fold (layers 1..n_layer-1): the in_proj rows read u = r - K, K the previous layer's
-         * mean (kmean), and are finished with this layer's statistics; else the normalized copy
-         * in u (layer 0, which has no previous mean, and norm_f). The shift keeps the rows' sums
-         * as accurate as the normalized copy's where the mean is large against the spread: they
-         * subtract (mean - K) s, not mean s (RMSNorm: K = mean = 0). */
-        const bool fold = a.fold && l > 0 && l < nl;
+        /* a.fold: layers 1..n_layer-1 have folded rows (layer 0 and norm_f the normalized copy
+         * in u) */
+        const bool folded = a.fold && l > 0 && l < nl;
         double ps[2 * S];
 #pragma unroll
         for (int i = 0; i < 2 * S; i++)
@@ -866,7 +860,6 @@ __global__ void __launch_bounds__(PT + 32, 1)
                         if (j < d) {
                             const float v = l == 0 ? nv[s][q] : r[s * d + j] + nv[s][q];
                             r[s * d + j] = v;
-                            if (fold) u[s * d + j] = v - kmean[s]; /* (this thread's own u[j]) */
                             ps[2 * s] += (double)v;
                             ps[2 * s + 1] += (double)v * v;
                         }
@@ -879,7 +872,7 @@ __global__ void __launch_bounds__(PT + 32, 1)
             if (lane == 0) red[warp][i] = v;
         }
         csync();
-        float mean[S], rstd[S], sh[S]; /* sh: mean - K */
+        float mean[S], rstd[S];
 #pragma unroll
         for (int s = 0; s < S; s++) {
             double sum = 0.0, sq = 0.0;
@@ -894,17 +887,29 @@ __global__ void __launch_bounds__(PT + 32, 1)
                 mean[s] = (float)m;
             }
             rstd[s] = (float)(1.0 / sqrt(var + (double)a.eps));
-            sh[s] = mean[s] - kmean[s];
-            kmean[s] = mean[s];
-            if (!fold) {
+        }
+        /* fast: the folded rows' dot products on r itself, finished as (acc - mean s) rstd +
+         * W.beta, where the mean is at most MBP_FOLD_MAXR spreads from 0 (the subtraction loses
+         * digits in proportion to mean / spread: with embeddings + 100, mean ~3000 spreads, the
+         * logits were off by 4e-4 against 2e-7); else (and for rows not folded) the normalized
+         * copy in u, without gamma and beta where the rows hold them. Every thread decides
+         * alike (same sums). */
+        bool fast = folded;
+#pragma unroll
+        for (int s = 0; s < S; s++)
+            fast = fast && fabsf(mean[s]) * rstd[s] <= MBP_FOLD_MAXR;
+        if (!fast) {
+#pragma unroll
+            for (int s = 0; s < S; s++) {
                 const float *rs = r + s * d;
                 float *us = u + s * d;
                 for (int j = t; j < d; j += PT)
-                    us[j] = a.rms ? rs[j] * rstd[s] * nw[j]
-                                  : (rs[j] - mean[s]) * rstd[s] * nw[j] + nbias[j];
+                    us[j] = folded  ? (rs[j] - mean[s]) * rstd[s]
+                            : a.rms ? rs[j] * rstd[s] * nw[j]
+                                    : (rs[j] - mean[s]) * rstd[s] * nw[j] + nbias[j];
             }
+            csync();
         }
-        if (!fold) csync();
         if (l < nl) mark(1);
 
         if (l == nl) { /* ---------------- norm_f done: lm_head rows, then finish */
@@ -947,13 +952,15 @@ __global__ void __launch_bounds__(PT + 32, 1)
                 row = (const WT *)(sm + a.off_ring +
                                    (int64_t)ring_acquire(a, rfull, rcnt, it) * a.ring_sb);
             float acc[S];
-            dot_row<WT, S>(row, u, d, d, acc);
+            dot_row<WT, S>(row, fast ? r : u, d, d, acc);
             if (RING) ring_release(a, rempty, rcnt, it);
             if (lane == 0)
 #pragma unroll
                 for (int s = 0; s < S; s++)
                     xz[s * 2 * CBm + i] =
-                        fold ? fmaf(acc[s] - sh[s] * nw[i], rstd[s], nw[2 * CBm + i]) : acc[s];
+                        fast     ? fmaf(acc[s] - mean[s] * nw[i], rstd[s], nw[2 * CBm + i])
+                        : folded ? acc[s] + nw[2 * CBm + i]
+                                 : acc[s];
         }
         csync();
         mark(9);

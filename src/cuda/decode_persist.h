@@ -9,8 +9,8 @@
  *   phase A: residual += hidden (all of it, once every block's rows have come; every block
  *            recomputes the residual stream and the norm statistics redundantly, in double),
  *            in_proj rows x and z of its channels (by default, from layer 1 on, with the norm
- *            folded into the rows: dot products on the residual shifted by the previous
- *            layer's mean, finished with the statistics; a.fold),
+ *            folded into the rows: dot products on the raw residual, finished with the
+ *            statistics; a.fold),
  *            conv window shift + conv + SiLU, its x_proj partial sums -> added to dbc (global);
  *            grid barrier;
  *   phase B: dt_proj + softplus + selective-state update + D skip + SiLU(z) gate of its channels
@@ -160,17 +160,16 @@ typedef struct {
                        (cycles <= 100000), 0: off */
     int pace_bytes;
     int fold; /* 1: the norm of every layer but the first folded into its in_proj
-                 (mbp_layer.fold): the rows' dot products run on the residual r shifted by the
-                 previous layer's mean K (available before this layer's statistics), and each is
-                 finished as ((r - K).(W gamma) - (mean - K) s) rstd + W.beta, which equals
-                 W ((r - mean) rstd gamma + beta) in real arithmetic when s comes from the
-                 rounded weights (and loses no more to cancellation than the normalized copy
-                 while the mean moves little from layer to layer against the spread); the
-                 block's normalized copy of r and the barrier after it go, and the fills carry
-                 the 4 CBmax fold floats instead of the 2 d norm weights. Set before the plan
-                 (the area off_nw holds max(d, 4 CBmax) floats); default 1, env
-                 MB_CUDA_GEN_PERSIST_FOLD=0 turns it off. Layer 0 and norm_f before lm_head
-                 keep the normalized copy */
+                 (mbp_layer.fold): where |mean| <= MBP_FOLD_MAXR spreads (every sequence), the
+                 rows' dot products run on the residual r itself and each is finished as
+                 (r.(W gamma) - mean s) rstd + W.beta, which equals W ((r - mean) rstd gamma +
+                 beta) in real arithmetic when s comes from the rounded weights: the block's
+                 normalized copy of r and the barrier after it go. Further out (the subtraction
+                 would lose digits in proportion to mean / spread) the rows run on the centered
+                 copy (r - mean) rstd and add W.beta. The fills carry the 4 CBmax fold floats
+                 instead of the 2 d norm weights. Set before the plan (the area off_nw holds
+                 max(d, 4 CBmax) floats); default 1, env MB_CUDA_GEN_PERSIST_FOLD=0 turns it
+                 off. Layer 0 and norm_f before lm_head keep the normalized copy */
 } mbp_args;
 
 /* Plan the kernel for a's shape (S, d, Di, N, K, R, V, n_layer, rms, bf16 set): grid size (at

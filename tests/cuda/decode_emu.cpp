@@ -683,12 +683,14 @@ int main(int argc, char **argv) {
     run_case<float, 2>(64, 0, 0, 5, -1, 16, 4, 4, 1e-4, "ln d64 S2 norm not folded", 1);
     run_case<__nv_bfloat16, 1>(64, 1, 0, 4, 1200, 16, 4, 4, 2e-2, "rms bf16 S1 not folded", 1);
     g_fold = 1;
-    /* a residual mean ~3000x its spread (embeddings offset by 100): the folded rows shift r by
-     * the previous layer's mean, so they stay within the fp32 tolerance (the unshifted fold
-     * reached 4e-4 here); an uneven channel split with rows overflowing at batch 2 */
+    /* a residual mean ~3000x its spread (embeddings offset by 100): the folded rows run on the
+     * centered copy, so they stay within the fp32 tolerance (on r itself they reached 4e-4
+     * here); an uneven channel split with rows overflowing at batch 2 */
     g_emb_off = 100.0f;
     run_case<float, 1>(64, 0, 0, 6, -1, 16, 4, 5, 1e-4, "ln d64 S1 embeddings + 100", 1);
     run_case<float, 2>(36, 0, 0, 4, 1000, 16, 4, 4, 1e-4, "ln d36 S2 overflow embeddings + 100");
+    g_emb_off = 0.1f; /* a mean of a few spreads: the rows on r itself, near MBP_FOLD_MAXR */
+    run_case<float, 2>(64, 0, 0, 5, -1, 16, 4, 5, 1e-4, "ln d64 S2 embeddings + 0.1", 1);
     g_emb_off = 0.0f;
     if (quick) goto big;
     run_case<__nv_bfloat16, 4>(64, 0, 1, 3, 2000, 16, 4, 5, 2e-2, "ln tied d64 bf16 overflow");

@@ -469,7 +469,7 @@ int main(void) {
                 for (int64_t k = 0; k < ne; k++)
                     m.w.embedding[k] += 100.0f;
                 /* (every path loses digits to the offset: the fold must lose no more than the
-                 * kernel's normalized copy; the fold without the shift: 2x-8x more in the
+                 * kernel's normalized copy; its rows on r itself lost 2x-8x more in the
                  * emulator) */
                 for (int B = 1; B <= 2; B++) {
                     setenv("MB_CUDA_GEN_PERSIST_FOLD", "0", 1);
