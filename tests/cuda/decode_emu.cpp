@@ -379,6 +379,9 @@ static int g_ring_c = 0;    /* a.ring_c asked for (0: the plan's choice) */
 static int g_expand = 2;    /* d_inner / d_model of the next cases */
 static int g_pace = 0;      /* > 0: a.pace_cyc = 1, a.pace_bytes = g_pace (paced producer copies) */
 static int g_fold = 1;      /* a.fold for the next cases (the norms folded into in_proj) */
+static int g_emb_mix = 0;   /* 1: g_emb_off on the odd embedding rows only, and the
+                               sequences' tokens of alternating parity (per step and sequence,
+                               the folded rows on r itself for some, centered for others) */
 static float g_emb_off = 0; /* added to every embedding weight of the next cases' models (a
                                residual mean far larger than its spread) */
 
@@ -419,7 +422,7 @@ static void run_case(int64_t d, int rms, int tied, int nb, long long rowbytes, i
     for (int64_t i = 0; i < m.n_params; i++)
         m.params[i] += 0.1f * (mb_rng_float(&r) - 0.5f);
     for (int64_t i = 0; i < 256 * d; i++)
-        m.w.embedding[i] += g_emb_off;
+        if (!g_emb_mix || (i / d) % 2 == 1) m.w.embedding[i] += g_emb_off;
     const int64_t nl = c.n_layer, Di = c.d_inner, N = c.d_state, K = c.d_conv, R = c.dt_rank,
                   W = R + 2 * N, V = 256;
     const int bf = sizeof(WT) == 2;
@@ -526,7 +529,8 @@ static void run_case(int64_t d, int rms, int tied, int nb, long long rowbytes, i
     double worst = 0;
     for (int64_t t = 0; t < steps; t++) {
         for (int s = 0; s < S; s++)
-            tok[s] = (uint8_t)mb_rng_below(&r, 256);
+            tok[s] = (uint8_t)(g_emb_mix ? (mb_rng_below(&r, 128) * 2 + ((s + t) & 1))
+                                         : mb_rng_below(&r, 256));
         mb_step(&m, &st, tok.data(), lc.data());
         const mbp_args aa = a;
         emu::launch(a.nb, MBP_THREADS + (a.producer ? 32 : 0), (size_t)a.smem, [&]() {
@@ -689,8 +693,11 @@ int main(int argc, char **argv) {
     g_emb_off = 100.0f;
     run_case<float, 1>(64, 0, 0, 6, -1, 16, 4, 5, 1e-4, "ln d64 S1 embeddings + 100", 1);
     run_case<float, 2>(36, 0, 0, 4, 1000, 16, 4, 4, 1e-4, "ln d36 S2 overflow embeddings + 100");
-    g_emb_off = 0.1f; /* a mean of a few spreads: the rows on r itself, near MBP_FOLD_MAXR */
+    g_emb_off = 0.1f; /* a mean of 1.5-2.4 spreads: the rows on r itself */
     run_case<float, 2>(64, 0, 0, 5, -1, 16, 4, 5, 1e-4, "ln d64 S2 embeddings + 0.1", 1);
+    g_emb_off = -100.0f, g_emb_mix = 1; /* per step, one sequence on r, the other centered */
+    run_case<float, 2>(64, 0, 0, 5, -1, 16, 4, 4, 1e-4, "ln d64 S2 mixed fold paths", 1);
+    g_emb_mix = 0;
     g_emb_off = 0.0f;
     if (quick) goto big;
     run_case<__nv_bfloat16, 4>(64, 0, 1, 3, 2000, 16, 4, 5, 2e-2, "ln tied d64 bf16 overflow");
