@@ -438,7 +438,7 @@ __host__ __device__ __forceinline__ void for_segs(const mbp_args *ap, const mbp_
     if (which == 0) {
         if (l < nl) {
             const mbp_layer *L = lt + l;
-            if (a.fold && l > 0) { /* the block's fold floats in place of the norm weights */
+            if (mbp_folded(&a, l)) { /* the block's fold floats in place of the norm weights */
                 op(a.off_nw, L->fold + (int64_t)k.b * 4 * CBm, (int64_t)CBm * 16);
             } else {
                 op(a.off_nw, L->norm_w, (int64_t)d * 4);
@@ -829,7 +829,7 @@ __global__ void __launch_bounds__(PT + 32, 1)
         mark(0);
         /* a.fold: layers 1..n_layer-1 have folded rows (layer 0 and norm_f the normalized copy
          * in u) */
-        const bool folded = a.fold && l > 0 && l < nl;
+        const bool folded = mbp_folded(&a, l);
         double ps[2 * S];
 #pragma unroll
         for (int i = 0; i < 2 * S; i++)

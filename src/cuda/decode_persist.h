@@ -172,6 +172,12 @@ typedef struct {
                  off. Layer 0 and norm_f before lm_head keep the normalized copy */
 } mbp_args;
 
+/* 1 when layer l's in_proj rows are the folded ones (a->fold: layers 1..n_layer-1; layer 0 and
+ * norm_f keep the normalized copy): the kernel, its fills, the preparation and the emulator */
+static inline __host__ __device__ int mbp_folded(const mbp_args *a, int l) {
+    return a->fold && l > 0 && l < a->n_layer;
+}
+
 /* Plan the kernel for a's shape (S, d, Di, N, K, R, V, n_layer, rms, bf16 set): grid size (at
  * most sm_count; fewer with env MB_CUDA_GEN_PERSIST_BLOCKS=n), the shared memory layout (rows
  * kept in shared memory capped by env MB_CUDA_GEN_PERSIST_ROWBYTES=bytes, for tests), kernel

@@ -1463,7 +1463,7 @@ static int persist_setup(mb_cuda_gen *g) {
         mbp_layer *h = &hl[l];
         h->norm_w = L->norm_w, h->norm_b = L->norm_b;
         h->in = g->use_bf16 ? (const void *)L->in_h : (const void *)L->in_w;
-        if (a.fold && l > 0) { /* (layer 0 keeps its norm in the kernel) */
+        if (mbp_folded(&a, (int)l)) {
             unsigned char *f = (unsigned char *)g->pfold + (l - 1) * (b_wf + b_fold);
             h->in = f, h->fold = (const float *)(f + b_wf);
             rc =

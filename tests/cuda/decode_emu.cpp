@@ -452,7 +452,7 @@ static void run_case(int64_t d, int rms, int tied, int nb, long long rowbytes, i
         mbp_layer &h = L[l];
         h.norm_w = w.norm_w, h.norm_b = w.norm_b;
         keepw.emplace_back(2 * Di * d);
-        if (a.fold && l > 0) { /* as mbp_fold_norm: W gamma rounded, per-block row sums, W beta */
+        if (mbp_folded(&a, (int)l)) { /* as mbp_fold_norm: W gamma rounded, row sums, W beta */
             const int CBm = a.CBmax;
             keep.emplace_back((int64_t)a.nb * 4 * CBm, 0.0f);
             float *f = keep.back().data();

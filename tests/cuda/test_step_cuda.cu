@@ -461,7 +461,7 @@ int main(void) {
             check_logits(&m, 1, 100, 0, 1e-4, "ln untied d64 norm not folded");
             check_logits(&m, 3, 60, 1, 2e-2, "ln untied d64 norm not folded");
             unsetenv("MB_CUDA_GEN_PERSIST_FOLD");
-            { /* a residual mean ~3000x its spread (embeddings + 100): the folded rows' shift */
+            { /* a residual mean ~3000x its spread (embeddings + 100): the fold's centered path */
                 const int64_t ne = 256 * m.cfg.d_model;
                 float *keep = (float *)malloc((size_t)ne * sizeof(float));
                 REQUIRE(keep != NULL, "out of host memory");
