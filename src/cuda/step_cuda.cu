@@ -98,6 +98,20 @@ __device__ __forceinline__ double warp_sumd(double v) {
     return v;
 }
 
+/* Block-wide sums of two doubles at once (blockDim.x multiple of 32, <= 1024; sh holds 64):
+ * one pair of barriers for both; every thread gets the results. */
+__device__ void block_sumd2(double *a, double *b, double *sh) {
+    const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    double x = warp_sumd(*a), y = warp_sumd(*b);
+    __syncthreads();
+    if (lane == 0) sh[wid] = x, sh[32 + wid] = y;
+    __syncthreads();
+    x = 0.0, y = 0.0;
+    for (int i = 0; i < nw; i++)
+        x += sh[i], y += sh[32 + i];
+    *a = x, *b = y;
+}
+
 /* Block-wide double sum (blockDim.x multiple of 32, <= 1024); every thread gets the result. */
 __device__ double block_sumd(double v, double *sh) {
     const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, nw = blockDim.x >> 5;
@@ -455,13 +469,14 @@ __global__ void __launch_bounds__(B_THREADS) norm_b_kernel(NormArgs na, UT *__re
 }
 
 /* As norm_b_kernel for d <= B_THREADS * NB_PT: the thread's elements j = t + i*B_THREADS kept in
- * registers, all loads in flight at once (norm weights before pdl_wait); same arithmetic as
- * norm_rows_block (statistics in double, same per-thread partial sums). */
+ * registers, all loads in flight at once (norm weights before pdl_wait); statistics in double as
+ * norm_rows_block, but the variance from the sums of r and r^2 (one block reduction instead of
+ * two; the centered sum of norm_rows_block differs from it by ~(mean / spread)^2 x 1e-16). */
 #define NB_PT 8
 template <typename UT>
 __global__ void __launch_bounds__(B_THREADS)
     norm_b2_kernel(NormArgs na, UT *__restrict__ u, int d) {
-    __shared__ double sh[32];
+    __shared__ double sh[64];
     const int s = blockIdx.x, t = threadIdx.x;
     float w[NB_PT], b[NB_PT], hv[NB_PT], rv[NB_PT];
 #pragma unroll
@@ -480,7 +495,9 @@ __global__ void __launch_bounds__(B_THREADS)
         hv[i] = j < d ? h[j] : 0.0f;
         rv[i] = (ri && j < d) ? ri[j] : 0.0f;
     }
-    double sum = 0.0;
+    /* sum and sum of squares in one pass and one block reduction (in double: the variance
+     * E[r^2] - mean^2 loses ~(mean / spread)^2 x 1e-16 relative, as the persistent step's) */
+    double sum = 0.0, sq = 0.0;
 #pragma unroll
     for (int i = 0; i < NB_PT; i++) {
         const int j = t + i * B_THREADS;
@@ -488,23 +505,19 @@ __global__ void __launch_bounds__(B_THREADS)
         if (j < d) {
             na.resid_out[(int64_t)s * d + j] = hv[i];
             sum += hv[i];
+            sq += (double)hv[i] * hv[i];
         }
     }
+    block_sumd2(&sum, &sq, sh);
     float mean = 0.0f;
-    double ss = 0.0;
+    double var = sq / (double)d;
     if (na.b) {
-        const double m = block_sumd(sum, sh) / (double)d;
-#pragma unroll
-        for (int i = 0; i < NB_PT; i++)
-            if (t + i * B_THREADS < d) ss += ((double)hv[i] - m) * ((double)hv[i] - m);
+        const double m = sum / (double)d;
+        var = var - m * m;
+        if (var < 0.0) var = 0.0;
         mean = (float)m;
-    } else {
-#pragma unroll
-        for (int i = 0; i < NB_PT; i++)
-            if (t + i * B_THREADS < d) ss += (double)hv[i] * hv[i];
     }
-    ss = block_sumd(ss, sh);
-    const float rstd = (float)(1.0 / sqrt(ss / (double)d + (double)na.eps));
+    const float rstd = (float)(1.0 / sqrt(var + (double)na.eps));
 #pragma unroll
     for (int i = 0; i < NB_PT; i++) {
         const int j = t + i * B_THREADS;
