@@ -4,7 +4,10 @@
 # skinny GEMM (src/cuda/gemm_decode_cuda.h) at 48..64 sequences where its plan takes one wave of
 # blocks, else cuBLAS; MB_CUDA_GEN_GEMM=cublas / =own force either; MB_CUDA_NO_PDL=1 turns
 # programmatic dependent launch off; MB_CUDA_GEN_XPROJ_MINB=1|2 sets conv_xproj's blocks per
-# multiprocessor, by default 2 where its grid exceeds the multiprocessors).
+# multiprocessor, by default 2 where its grid exceeds the multiprocessors; MB_CUDA_GEN_L2PF=0: no
+# L2 prefetch of each layer's states and small weights by its norm kernel (on by default where
+# our skinny GEMM does in_proj); MB_CUDA_GEN_GEMM_PROF=1: the skinny GEMMs' phase times at exit,
+# and with a build compiled with -DMB_CUDA_GEN_TIMELINE the batched kernels' too, one time line).
 # Batch <= 4 is the persistent step kernel (src/cuda/decode_persist.h); the rows with
 # MB_CUDA_GEN_PERSIST=0 are the per-layer kernels it replaced, for comparison;
 # its weight copies are bulk copies (TMA) issued by a producer warp, with barrier arrival

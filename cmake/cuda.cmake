@@ -95,7 +95,10 @@ if(MB_BUILD_TESTS)
                                ${CMAKE_SOURCE_DIR}/src ${CUDAToolkit_INCLUDE_DIRS})
     target_link_libraries(decode_emu PRIVATE mambabyte)
     add_test(NAME decode_emu COMMAND decode_emu)
-    set_tests_properties(decode_emu PROPERTIES ENVIRONMENT "OMP_NUM_THREADS=2" TIMEOUT 900)
+    # 1800 s: it took 559 s alone on a CI-like machine (2 cores) and 731 s beside the README's
+    # main job, too close to the 900 s it had. Compiled with -O2 it took 527 s (149 s of them
+    # system time: every fiber switch is a swapcontext), so optimizing it is not the remedy.
+    set_tests_properties(decode_emu PROPERTIES ENVIRONMENT "OMP_NUM_THREADS=2" TIMEOUT 1800)
   endif()
 endif()
 

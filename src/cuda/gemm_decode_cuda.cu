@@ -402,8 +402,9 @@ void mb_gemm_decode_prof_print(const mb_gemm_decode_plan *p, const int *used, in
             t0 = h[k][b][0] < t0 ? h[k][b][0] : t0;
         fprintf(
             stderr,
-            "GEMM %d (rt %d kt %d ns %d kb %d, %u blocks): us after the first start, mean / max:",
-            k, p[k].rt, p[k].kt, p[k].ns, p[k].kb, p[k].blocks);
+            "GEMM %d (rt %d kt %d ns %d kb %d, %u blocks, first start %llu ns): us after the first "
+            "start, mean / max:",
+            k, p[k].rt, p[k].kt, p[k].ns, p[k].kb, p[k].blocks, t0);
         for (int i = 0; i < 6; i++) {
             double sum = 0.0, mx = 0.0;
             for (int b = 0; b < nb; b++) {

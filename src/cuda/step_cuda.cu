@@ -42,6 +42,8 @@ struct mb_cuda_gen {
     int use_pdl;        /* programmatic dependent launch: sm_90 device and kernels */
     int batched;        /* n_seq > MB_CUDA_GEN_GEMV_MAX_SEQ: GEMMs + the *_b_kernel path */
     int sg;             /* sequences per block of ssm_b_kernel */
+    int l2_prefetch;    /* the batched norm prefetches its layer's states and small weights into
+                           L2 (NormArgs.pf); env MB_CUDA_GEN_L2PF=0 turns it off */
     int xp_minb;  /* conv_xproj_b_kernel's launch bound (blocks per multiprocessor): 2 where its
                      grid exceeds the multiprocessors, else 1; MB_CUDA_GEN_XPROJ_MINB=1|2 */
     int own_gemm; /* batched bf16 GEMMs by gemm_decode_cuda.h where gd_ok: by default for 48..64
@@ -96,6 +98,34 @@ __device__ __forceinline__ double warp_sumd(double v) {
     for (int o = 16; o > 0; o >>= 1)
         v += __shfl_xor_sync(0xffffffffu, v, o);
     return v;
+}
+
+/* The batched step's timeline (a diagnostic, compiled in with -DMB_CUDA_GEN_TIMELINE, e.g.
+ * CMAKE_CUDA_FLAGS; its global load cost 972m batch 64 ~3% when merely compiled in): with
+ * MB_CUDA_GEN_GEMM_PROF=1, globaltimer at the start, after pdl_wait and at the end of thread 0 of
+ * every block (up to BP_BLOCKS) of the last launch of norm_b2 (0), conv_xproj_b (1) and ssm_b
+ * (2), printed with the GEMMs' phase times by mb_cuda_gen_free, each with its first start in ns
+ * so that the last layer's kernels can be put on one time line. */
+#define BP_BLOCKS 1024
+#ifdef MB_CUDA_GEN_TIMELINE
+__device__ unsigned long long g_bprof[3][BP_BLOCKS][4];
+__device__ int g_bprof_on;
+#define BP_ON g_bprof_on
+#else
+#define BP_ON 0
+#endif
+__device__ __forceinline__ unsigned long long bp_now() {
+    unsigned long long t;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+    return t;
+}
+__device__ __forceinline__ void bp_mark(int kind, int i, unsigned long long t) {
+#ifdef MB_CUDA_GEN_TIMELINE
+    const unsigned b = blockIdx.x + gridDim.x * blockIdx.y;
+    if (threadIdx.x == 0 && b < BP_BLOCKS) g_bprof[kind][b][i] = t;
+#else
+    (void)kind, (void)i, (void)t;
+#endif
 }
 
 /* Block-wide sums of two doubles at once (blockDim.x multiple of 32, <= 1024; sh holds 64):
@@ -156,11 +186,14 @@ __device__ __forceinline__ float softplus_f(float v) { /* threshold 20 as F.soft
 /* Residual add + norm of S rows into xs (S, d) shared: r = h + resid_in (resid_in NULL: r = h,
  * h from the embedding rows of tok when emb != NULL), resid_out = r (when write_resid), then
  * RMSNorm (b NULL) or LayerNorm; statistics in double as norm_rows of step.c. */
+#define NA_PF 5 /* regions a batched norm prefetches into L2 for its layer's later kernels */
 struct NormArgs {
     const float *h, *resid_in, *w, *b, *emb;
     const uint8_t *tok;
     float *resid_out;
     float eps;
+    const void *pf[NA_PF]; /* norm_b2_kernel: regions (bytes pfb[k], 0: none) into L2 */
+    int64_t pfb[NA_PF];
 };
 
 __device__ void norm_rows_block(const NormArgs &na, float *xs, int S, int d, int write_resid) {
@@ -479,6 +512,26 @@ __global__ void __launch_bounds__(B_THREADS)
     __shared__ double sh[64];
     const int s = blockIdx.x, t = threadIdx.x;
     float w[NB_PT], b[NB_PT], hv[NB_PT], rv[NB_PT];
+    const bool bp = BP_ON;
+    if (bp) bp_mark(0, 0, bp_now());
+    /* the layer's tensors that its conv_xproj and ssm_b blocks load before their pdl_wait (the
+     * recurrent states, the x_proj and dt_proj weights, A, the conv windows) into L2 by the
+     * TMA engine, one bulk prefetch per 64 KB piece of this block's share of each region:
+     * blocks of those kernels that start only as the previous kernel's blocks leave their
+     * multiprocessor (most of them) otherwise wait on HBM there */
+    if (t < NA_PF && na.pfb[t] > 0) {
+        const uint64_t a0 = (uint64_t)(uintptr_t)na.pf[t], nb = gridDim.x;
+        const uint64_t lo = (a0 + (uint64_t)na.pfb[t] * s / nb + 15) & ~(uint64_t)15;
+        const uint64_t hi = (a0 + (uint64_t)na.pfb[t] * (s + 1) / nb) & ~(uint64_t)15;
+        for (uint64_t p = lo; p < hi; p += 65536) {
+            const unsigned n = (unsigned)(hi - p < 65536 ? hi - p : 65536);
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+            asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(p), "r"(n) : "memory");
+#else
+            (void)n;
+#endif
+        }
+    }
 #pragma unroll
     for (int i = 0; i < NB_PT; i++) {
         const int j = t + i * B_THREADS;
@@ -486,6 +539,7 @@ __global__ void __launch_bounds__(B_THREADS)
         b[i] = (na.b && j < d) ? __ldg(na.b + j) : 0.0f;
     }
     pdl_wait();
+    if (bp) bp_mark(0, 1, bp_now());
     pdl_launch();
     const float *h = na.emb ? na.emb + (int64_t)na.tok[s] * d : na.h + (int64_t)s * d;
     const float *ri = na.resid_in ? na.resid_in + (int64_t)s * d : NULL;
@@ -525,6 +579,7 @@ __global__ void __launch_bounds__(B_THREADS)
             store_f(u + (int64_t)s * d + j,
                     na.b ? (hv[i] - mean) * rstd * w[i] + b[i] : hv[i] * rstd * w[i]);
     }
+    if (bp) bp_mark(0, 2, bp_now());
 }
 
 /* 4 consecutive floats at p (c = first column of 4, n = row length): one 16-byte load when the
@@ -557,6 +612,8 @@ __global__ void __launch_bounds__(B_THREADS, MINB)
                         const float *__restrict__ x_w, float *__restrict__ xc,
                         float *__restrict__ part, int S, int Di, int K, int W) {
     __shared__ __align__(16) float xcs[B_XSG][B_CS];
+    const bool bp = BP_ON;
+    if (bp) bp_mark(1, 0, bp_now());
     const int c0 = blockIdx.x * B_CS, s0 = blockIdx.y * B_XSG;
     const int ns = min(B_XSG, S - s0);
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = B_THREADS / 32;
@@ -585,6 +642,7 @@ __global__ void __launch_bounds__(B_THREADS, MINB)
         }
     }
     pdl_wait();
+    if (bp) bp_mark(1, 1, bp_now());
     pdl_launch();
     if (K == 4) { /* d_conv 4: every load of the thread's PER outputs in flight before the stores */
         float wn[PER][3], xn[PER];
@@ -630,6 +688,7 @@ __global__ void __launch_bounds__(B_THREADS, MINB)
             xcs[sl][cc] = v;
         }
     __syncthreads();
+    if (bp) bp_mark(1, 3, bp_now());
     static_assert(B_XRB * B_XSG == 32, "one x_proj sum per lane after the transposing sum");
     for (int r0 = warp * B_XRB; r0 < W; r0 += nw * B_XRB) {
         if (r0 != warp * B_XRB) load_w(r0);
@@ -648,6 +707,7 @@ __global__ void __launch_bounds__(B_THREADS, MINB)
         const int i = lane / B_XSG, sl = lane % B_XSG;
         if (r0 + i < W && sl < ns) part[((int64_t)blockIdx.x * S + s0 + sl) * W + r0 + i] = a[0];
     }
+    if (bp) bp_mark(1, 2, bp_now());
 }
 
 /* Grid (ceil(Di / B_CH), ceil(S / sg)), sg <= B_SG sequences per block, d_state 16 only: 4
@@ -678,6 +738,8 @@ __global__ void __launch_bounds__(B_THREADS, 2)
                  int Di, int R, int sg) {
     extern __shared__ float4 dbc_b4[]; /* (sg, W) floats */
     float *dbc_b = (float *)dbc_b4;
+    const bool bp = BP_ON;
+    if (bp) bp_mark(2, 0, bp_now());
     const int N = 16, W = R + 2 * N;
     const int j = threadIdx.x & 3, ch = blockIdx.x * B_CH + (threadIdx.x >> 2);
     const bool ok = ch < Di;
@@ -699,6 +761,7 @@ __global__ void __launch_bounds__(B_THREADS, 2)
                                 : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
     const float bias = __ldg(dt_b + chc), dsk = __ldg(Dv + chc);
     pdl_wait();
+    if (bp) bp_mark(2, 1, bp_now());
     pdl_launch();
     float xv[SGM], zv[SGM];
 #pragma unroll
@@ -746,6 +809,7 @@ __global__ void __launch_bounds__(B_THREADS, 2)
         }
     }
     __syncthreads();
+    if (bp) bp_mark(2, 3, bp_now());
 #pragma unroll
     for (int i = 0; i < SGM; i++) {
         if (i >= ns) break; /* uniform over the block */
@@ -779,6 +843,7 @@ __global__ void __launch_bounds__(B_THREADS, 2)
                 store_f(y + (int64_t)(s0 + i) * Di + ch, (acc + dsk * x) * silu_fast(zv[i]));
         }
     }
+    if (bp) bp_mark(2, 2, bp_now());
 }
 
 /* -------------------------------------------------------------------------- sampler */
@@ -1196,9 +1261,16 @@ static int enqueue_step_batched(mb_cuda_gen *g, int sample) {
         na.emb = l ? NULL : g->emb;
         na.tok = g->tok;
         na.eps = c->norm_eps;
+        float *conv_l = g->conv + l * S * (K - 1) * Di;
+        if (g->l2_prefetch && g->use_bf16 && g->own_gemm && g->gd_ok[0]) {
+            const void *pf[NA_PF] = {g->ssm + l * S * Di * N, L->x_w, L->dt_w, L->A, conv_l};
+            const int64_t pfb[NA_PF] = {S * Di * N * 4, W * Di * 4, Di * R * 4, Di * N * 4,
+                                        S * (K - 1) * Di * 4};
+            for (int k = 0; k < NA_PF; k++)
+                na.pf[k] = pf[k], na.pfb[k] = pfb[k];
+        }
         MB_TRY(norm_b(g, na, l > 0));
         MB_TRY(gemm_b(g, 0, l, L->in_w, L->in_h, 2 * Di, d, ux, g->xz, 2 * Di));
-        float *conv_l = g->conv + l * S * (K - 1) * Di;
         MB_TRY(conv_xproj_b(g, conv_l, L));
         float *ssm_l = g->ssm + l * S * Di * N;
         if (N == 16) {
@@ -1357,7 +1429,36 @@ extern "C" void mb_cuda_gen_free(mb_cuda_gen *g) {
         if (g->ev[i]) cudaEventDestroy(g->ev[i]);
     if (g->cublas) cublasDestroy((cublasHandle_t)g->cublas);
     cudaFree(g->cublas_ws);
-    if (g->own_gemm && g->gd[0].prof_slot >= 0) mb_gemm_decode_prof_print(g->gd, g->gd_ok, 3);
+    if (g->own_gemm && g->gd[0].prof_slot >= 0) {
+        mb_gemm_decode_prof_print(g->gd, g->gd_ok, 3);
+#ifdef MB_CUDA_GEN_TIMELINE
+        static unsigned long long h[3][BP_BLOCKS][4];
+        if (cudaDeviceSynchronize() == cudaSuccess &&
+            cudaMemcpyFromSymbol(h, g_bprof, sizeof h) == cudaSuccess) {
+            const char *nm[3] = {"norm_b2", "conv_xproj_b", "ssm_b"};
+            for (int k = 0; k < 3; k++) {
+                unsigned long long mn[4] = {~0ull, ~0ull, ~0ull, ~0ull}, mx[4] = {0, 0, 0, 0};
+                int nb = 0;
+                for (int b = 0; b < BP_BLOCKS; b++) {
+                    if (!h[k][b][0]) continue;
+                    nb++;
+                    for (int i = 0; i < 4; i++) {
+                        if (!h[k][b][i]) continue;
+                        mn[i] = h[k][b][i] < mn[i] ? h[k][b][i] : mn[i];
+                        mx[i] = h[k][b][i] > mx[i] ? h[k][b][i] : mx[i];
+                    }
+                }
+                if (!nb) continue;
+                fprintf(stderr,
+                        "%s (%d blocks, first start %llu ns): us after it, min / max: start 0 / "
+                        "%.2f, pdl_wait %.2f / %.2f, end %.2f / %.2f, mid %.2f / %.2f\n",
+                        nm[k], nb, mn[0], (mx[0] - mn[0]) * 1e-3, (mn[1] - mn[0]) * 1e-3,
+                        (mx[1] - mn[0]) * 1e-3, (mn[2] - mn[0]) * 1e-3, (mx[2] - mn[0]) * 1e-3,
+                        mx[3] ? (mn[3] - mn[0]) * 1e-3 : 0.0, mx[3] ? (mx[3] - mn[0]) * 1e-3 : 0.0);
+            }
+        }
+#endif
+    }
     free(g->gd_tm);
     cudaFree(g->wmem);
     cudaFree(g->hmem);
@@ -1585,6 +1686,8 @@ extern "C" int mb_cuda_gen_create(mb_cuda_gen **out, const mb_model *m, const mb
         cudaFuncAttributes fa;
         TRY(cudaFuncGetAttributes(&fa, ssm_kernel<float>), "mb_cuda_gen_create: kernel attributes");
         g->use_pdl = p.major >= 9 && fa.binaryVersion >= 90 && !getenv("MB_CUDA_NO_PDL");
+        const char *pfe = getenv("MB_CUDA_GEN_L2PF");
+        g->l2_prefetch = p.major >= 9 && fa.binaryVersion >= 90 && !(pfe && !strcmp(pfe, "0"));
         const char *em = getenv("MB_CUDA_GEN_XPROJ_MINB");
         const int64_t xgrid = g->n_slices * ((S + B_XSG - 1) / B_XSG);
         g->xp_minb = em && (!strcmp(em, "1") || !strcmp(em, "2")) ? atoi(em)
@@ -1688,6 +1791,12 @@ extern "C" int mb_cuda_gen_create(mb_cuda_gen **out, const mb_model *m, const mb
                                (S >= 48 && S <= 64 && g->gd[i].waves == 1 && g->gd[i].kt <= 2));
                 g->gd[i].prof_slot = pe && atoi(pe) ? i : -1;
             }
+#ifdef MB_CUDA_GEN_TIMELINE
+            if (pe && atoi(pe)) {
+                const int on = 1;
+                cudaMemcpyToSymbol(g_bprof_on, &on, sizeof on);
+            }
+#endif
             /* a device that refuses the shared memory: cuBLAS for every product */
             if ((g->gd_ok[0] || g->gd_ok[1] || g->gd_ok[2]) &&
                 mb_gemm_decode_init(g->smem_optin) != cudaSuccess) {
