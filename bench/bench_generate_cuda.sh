@@ -4,7 +4,9 @@
 # skinny GEMM (src/cuda/gemm_decode_cuda.h) at 48..64 sequences where its plan takes one wave of
 # blocks, else cuBLAS; MB_CUDA_GEN_GEMM=cublas / =own force either; MB_CUDA_NO_PDL=1 turns
 # programmatic dependent launch off; MB_CUDA_GEN_XPROJ_MINB=1|2 sets conv_xproj's blocks per
-# multiprocessor, by default 2 where its grid exceeds the multiprocessors; MB_CUDA_GEN_L2PF=0: no
+# multiprocessor, by default 2 where its grid exceeds the multiprocessors; MB_CUDA_GEN_XPROJ_NT=256:
+# conv_xproj with 8 warps where it would take 12 (x_proj rows of 9-12 warp passes, one block per
+# multiprocessor: the 353m preset); MB_CUDA_GEN_L2PF=0: no
 # L2 prefetch of each layer's states and small weights by its norm kernel (on by default where
 # our skinny GEMM does in_proj); MB_CUDA_GEN_GEMM_PROF=1: the skinny GEMMs' phase times at exit,
 # and with a build compiled with -DMB_CUDA_GEN_TIMELINE the batched kernels' too, one time line).

@@ -44,6 +44,10 @@ struct mb_cuda_gen {
     int sg;             /* sequences per block of ssm_b_kernel */
     int l2_prefetch;    /* the batched norm prefetches its layer's states and small weights into
                            L2 (NormArgs.pf); env MB_CUDA_GEN_L2PF=0 turns it off */
+    int xp_nt;    /* conv_xproj_b_kernel's threads: 384 where x_proj's rows take 9-12 warp passes
+                     of B_XRB and one block runs per multiprocessor (the 353m preset: one pass
+                     per warp instead of two for half of them), else B_THREADS;
+                     MB_CUDA_GEN_XPROJ_NT=256 forces the latter */
     int xp_minb;  /* conv_xproj_b_kernel's launch bound (blocks per multiprocessor): 2 where its
                      grid exceeds the multiprocessors, else 1; MB_CUDA_GEN_XPROJ_MINB=1|2 */
     int own_gemm; /* batched bf16 GEMMs by gemm_decode_cuda.h where gd_ok: by default for 48..64
@@ -605,8 +609,8 @@ __device__ __forceinline__ float4 load4_row(const float *row, int c, int n) {
  * spills): 2 where the grid is larger than one block per multiprocessor (the 972m preset's 12
  * slices x 16 sequence groups at batch 64: 2.85 -> 2.66 ms/step on the H200), else 1 (353m at
  * batch 64, 128 blocks: 1.486 ms/step at 1, 1.52 at 2). */
-template <int MINB>
-__global__ void __launch_bounds__(B_THREADS, MINB)
+template <int MINB, int NT>
+__global__ void __launch_bounds__(NT, MINB)
     conv_xproj_b_kernel(const float *__restrict__ xz, float *__restrict__ conv,
                         const float *__restrict__ conv_w, const float *__restrict__ conv_b,
                         const float *__restrict__ x_w, float *__restrict__ xc,
@@ -616,7 +620,8 @@ __global__ void __launch_bounds__(B_THREADS, MINB)
     if (bp) bp_mark(1, 0, bp_now());
     const int c0 = blockIdx.x * B_CS, s0 = blockIdx.y * B_XSG;
     const int ns = min(B_XSG, S - s0);
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = B_THREADS / 32;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = NT / 32;
+    const bool cth = NT == B_THREADS || threadIdx.x < B_THREADS; /* a conv thread */
     float4 wv[B_XRB][2];
     auto load_w = [&](int r0) {
 #pragma unroll
@@ -632,7 +637,7 @@ __global__ void __launch_bounds__(B_THREADS, MINB)
     constexpr int PER = B_XSG * B_CS / B_THREADS; /* conv outputs per thread */
     float4 cw[PER];
     float cb[PER];
-    if (K == 4) { /* conv weights before pdl_wait too */
+    if (K == 4 && cth) { /* conv weights before pdl_wait too */
 #pragma unroll
         for (int q = 0; q < PER; q++) {
             const int ch = c0 + (threadIdx.x + q * B_THREADS) % B_CS;
@@ -644,7 +649,9 @@ __global__ void __launch_bounds__(B_THREADS, MINB)
     pdl_wait();
     if (bp) bp_mark(1, 1, bp_now());
     pdl_launch();
-    if (K == 4) { /* d_conv 4: every load of the thread's PER outputs in flight before the stores */
+    if (!cth) {
+    } else if (K == 4) { /* d_conv 4: every load of the thread's PER outputs in flight before the
+                          * stores */
         float wn[PER][3], xn[PER];
 #pragma unroll
         for (int q = 0; q < PER; q++) {
@@ -1238,8 +1245,13 @@ static int conv_xproj_b(mb_cuda_gen *g, float *conv_l, const gen_layer *L) {
     const dim3 grid((unsigned)g->n_slices, (unsigned)((g->S + B_XSG - 1) / B_XSG));
     const float *xz = g->xz, *cw = L->conv_w, *cb = L->conv_b, *xw = L->x_w;
     const int S = (int)g->S, Di = (int)g->cfg.d_inner, K = (int)g->cfg.d_conv, W = (int)g->W;
-    return launch_k(g, 1, g->xp_minb == 2 ? conv_xproj_b_kernel<2> : conv_xproj_b_kernel<1>, grid,
-                    dim3(B_THREADS), 0, xz, conv_l, cw, cb, xw, g->xc, g->part, S, Di, K, W);
+    if (g->xp_minb == 1 && g->xp_nt == 384)
+        return launch_k(g, 1, conv_xproj_b_kernel<1, 384>, grid, dim3(384), 0, xz, conv_l, cw, cb,
+                        xw, g->xc, g->part, S, Di, K, W);
+    return launch_k(g, 1,
+                    g->xp_minb == 2 ? conv_xproj_b_kernel<2, B_THREADS>
+                                    : conv_xproj_b_kernel<1, B_THREADS>,
+                    grid, dim3(B_THREADS), 0, xz, conv_l, cw, cb, xw, g->xc, g->part, S, Di, K, W);
 }
 
 /* The batched step (n_seq > MB_CUDA_GEN_GEMV_MAX_SEQ): per layer norm, in_proj GEMM,
@@ -1693,6 +1705,11 @@ extern "C" int mb_cuda_gen_create(mb_cuda_gen **out, const mb_model *m, const mb
         g->xp_minb = em && (!strcmp(em, "1") || !strcmp(em, "2")) ? atoi(em)
                      : xgrid > g->sm_count                        ? 2
                                                                   : 1;
+        const int64_t xw = (R + 2 * N + B_XRB - 1) / B_XRB; /* warp passes of x_proj rows */
+        const char *ent = getenv("MB_CUDA_GEN_XPROJ_NT");
+        g->xp_nt = g->xp_minb == 1 && xw > 8 && xw <= 12 && !(ent && !strcmp(ent, "256"))
+                       ? 384
+                       : B_THREADS;
     }
     TRY(cudaStreamCreateWithFlags(&g->stream, cudaStreamNonBlocking), "mb_cuda_gen_create: stream");
     {
