@@ -719,15 +719,15 @@ __global__ void __launch_bounds__(NT, MINB)
 
 /* Grid (ceil(Di / B_CH), ceil(S / sg)), sg <= B_SG sequences per block, d_state 16 only: 4
  * lanes per channel, lane j holding the states 4j..4j+3 (one 16-byte load and store per
- * sequence, a warp touching 512 contiguous bytes) and the dt_proj columns [j*rpl, (j+1)*rpl)
- * (rpl = R/4 rounded up to a multiple of 4; the first RPL in registers, the rest read in the
- * loop). Before pdl_wait the block loads what does not depend on this step (its sequences'
- * states, A, the dt_proj.weight columns). Then dbc (sg, W) = sum of the slice partials in slice
- * order (deterministic), and per sequence as ssm_kernel: dt = softplus(dt_proj + bias), h =
- * exp(dt*A) h + dt*x*B, y = (h.C + D*x) * SiLU(z), y written as YT. The exponentials are one
- * MUFU.EX2 each (fast_math_cuda.h; the CPU reference uses expf / log1pf: test_step_cuda checks
- * the logits at batch 64 within 1e-4). With R % 4 == 0 (dbc rows, partials and dt_proj rows 16
- * bytes aligned) every dbc / partial / weight access is a 16-byte one. */
+ * sequence, a warp touching 512 contiguous bytes) and the dt_proj columns 16k + 4j .. +3 (the
+ * first RPL in registers, the rest read in the loop; interleaved so that a channel's 4 lanes
+ * read 64 contiguous bytes of shared memory). Before pdl_wait the block loads what does not depend
+ * on this step (its sequences' states, A, the dt_proj.weight columns). Then dbc (sg, W) = sum of
+ * the slice partials in slice order (deterministic), and per sequence as ssm_kernel: dt =
+ * softplus(dt_proj + bias), h = exp(dt*A) h + dt*x*B, y = (h.C + D*x) * SiLU(z), y written as YT.
+ * The exponentials are one MUFU.EX2 each (fast_math_cuda.h; the CPU reference uses expf / log1pf:
+ * test_step_cuda checks the logits at batch 64 within 1e-4). With R % 4 == 0 (dbc rows, partials
+ * and dt_proj rows 16 bytes aligned) every dbc / partial / weight access is a 16-byte one. */
 template <bool VEC>
 __device__ __forceinline__ float4 ld4_guard(const float *p, int r,
                                             int R) { /* p[r..r+3], 0 past R */
@@ -752,7 +752,8 @@ __global__ void __launch_bounds__(B_THREADS, 2)
     const bool ok = ch < Di;
     const int chc = ok ? ch : Di - 1;
     const int s0 = blockIdx.y * sg, ns = min(sg, S - s0);
-    const int rpl = (R + 15) / 16 * 4, rb = j * rpl, re = min(rb + rpl, R); /* [rb, re) */
+    /* lane j's dt_proj columns: 16 k + 4 j .. + 3 (the 4 lanes of a channel read 64 contiguous
+     * bytes of a dbc row: no bank conflict), the first RPL of them in registers */
     float4 hv[SGM];
 #pragma unroll
     for (int i = 0; i < SGM; i++)
@@ -764,8 +765,8 @@ __global__ void __launch_bounds__(B_THREADS, 2)
     float4 dw[RPL / 4];
 #pragma unroll
     for (int k = 0; k < RPL / 4; k++)
-        dw[k] = rb + 4 * k < re ? ld4_guard<VEC>(dwr, rb + 4 * k, re)
-                                : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        dw[k] = 16 * k + 4 * j < R ? ld4_guard<VEC>(dwr, 16 * k + 4 * j, R)
+                                   : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
     const float bias = __ldg(dt_b + chc), dsk = __ldg(Dv + chc);
     pdl_wait();
     if (bp) bp_mark(2, 1, bp_now());
@@ -824,13 +825,14 @@ __global__ void __launch_bounds__(B_THREADS, 2)
         float dt = 0.0f;
 #pragma unroll
         for (int k = 0; k < RPL / 4; k++) {
-            if (rb + 4 * k >= re) break;
-            const float4 v = ld4_guard<VEC>(d, rb + 4 * k, re);
+            if (16 * k >= R) break; /* (uniform over the warp) */
+            const float4 v = ld4_guard<VEC>(d, 16 * k + 4 * j, R);
             dt = fmaf(dw[k].x, v.x, dt), dt = fmaf(dw[k].y, v.y, dt);
             dt = fmaf(dw[k].z, v.z, dt), dt = fmaf(dw[k].w, v.w, dt);
         }
-        for (int r = rb + RPL; r < re; r++) /* columns past the registers (R > 4 * RPL) */
-            dt = fmaf(__ldg(dwr + r), d[r], dt);
+        for (int r = 4 * RPL + 4 * j; r < R; r += 16) /* columns past the registers */
+            for (int q = r; q < r + 4 && q < R; q++)
+                dt = fmaf(__ldg(dwr + q), d[q], dt);
         dt += __shfl_xor_sync(0xffffffffu, dt, 1);
         dt += __shfl_xor_sync(0xffffffffu, dt, 2);
         dt = dt_softplus_f(dt + bias);
@@ -845,7 +847,9 @@ __global__ void __launch_bounds__(B_THREADS, 2)
         acc += __shfl_xor_sync(0xffffffffu, acc, 1);
         acc += __shfl_xor_sync(0xffffffffu, acc, 2);
         if (ok) {
-            *(float4 *)(ssm + ((int64_t)(s0 + i) * Di + ch) * N + 4 * j) = h;
+            /* evict-first: this layer's state is read again only in the next step, after the
+             * step's ~0.7 GB of weights have passed through L2 */
+            __stcs((float4 *)(ssm + ((int64_t)(s0 + i) * Di + ch) * N + 4 * j), h);
             if (j == 0)
                 store_f(y + (int64_t)(s0 + i) * Di + ch, (acc + dsk * x) * silu_fast(zv[i]));
         }
