@@ -43,7 +43,8 @@ struct mb_cuda_gen {
     int batched;        /* n_seq > MB_CUDA_GEN_GEMV_MAX_SEQ: GEMMs + the *_b_kernel path */
     int sg;             /* sequences per block of ssm_b_kernel */
     int l2_prefetch;    /* the batched norm prefetches its layer's states and small weights into
-                           L2 (NormArgs.pf); env MB_CUDA_GEN_L2PF=0 turns it off */
+                           L2 (NormArgs.pf; norm_b2_kernel only, so d_model <= 2048); env
+                           MB_CUDA_GEN_L2PF=0 turns it off */
     int xp_nt;    /* conv_xproj_b_kernel's threads: 384 where x_proj's rows take 9-12 warp passes
                      of B_XRB and one block runs per multiprocessor (the 353m preset: one pass
                      per warp instead of two for half of them), else B_THREADS;
@@ -107,9 +108,11 @@ __device__ __forceinline__ double warp_sumd(double v) {
 /* The batched step's timeline (a diagnostic, compiled in with -DMB_CUDA_GEN_TIMELINE, e.g.
  * CMAKE_CUDA_FLAGS; its global load cost 972m batch 64 ~3% when merely compiled in): with
  * MB_CUDA_GEN_GEMM_PROF=1, globaltimer at the start, after pdl_wait and at the end of thread 0 of
- * every block (up to BP_BLOCKS) of the last launch of norm_b2 (0), conv_xproj_b (1) and ssm_b
- * (2), printed with the GEMMs' phase times by mb_cuda_gen_free, each with its first start in ns
- * so that the last layer's kernels can be put on one time line. */
+ * every block (up to BP_BLOCKS) of the last launch of norm_b2 (0: norm_f, the same kernel and
+ * shape as a layer's norm), conv_xproj_b (1) and ssm_b (2; both also at a mid point: conv done,
+ * dbc summed), printed with the GEMMs' phase times by mb_cuda_gen_free, each with its first
+ * start in ns so that the last layer's kernels can be put on one time line. Set (and cleared) by
+ * mb_cuda_gen_create for the generator asking for it. */
 #define BP_BLOCKS 1024
 #ifdef MB_CUDA_GEN_TIMELINE
 __device__ unsigned long long g_bprof[3][BP_BLOCKS][4];
@@ -605,10 +608,12 @@ __device__ __forceinline__ float4 load4_row(const float *row, int c, int n) {
  * l covers the slice's columns 4l..4l+3 and 128+4l..128+4l+3; each warp takes B_XRB rows at a
  * time (weights loaded before pdl_wait for the first rows) and sums its B_XRB x B_XSG dot
  * products over the lanes by one transposing shuffle sum (group_reduce: 31 shuffles).
- * MINB blocks per multiprocessor (launch bounds; 2 caps the registers at 128 with ~20 bytes of
- * spills): 2 where the grid is larger than one block per multiprocessor (the 972m preset's 12
- * slices x 16 sequence groups at batch 64: 2.85 -> 2.66 ms/step on the H200), else 1 (353m at
- * batch 64, 128 blocks: 1.486 ms/step at 1, 1.52 at 2). */
+ * NT threads (B_THREADS, or 384 where x_proj's rows take 9-12 warp passes: the extra warps take
+ * x_proj rows only, not conv outputs; mb_cuda_gen.xp_nt).
+ * MINB blocks per multiprocessor (launch bounds; 2 caps the registers at 128): 2 where the grid is
+ * larger than one block per multiprocessor (the 972m preset's 12 slices x 16 sequence groups at
+ * batch 64: 2.85 -> 2.66 ms/step on the H200), else 1 (353m at batch 64, 128 blocks: 1.486 ms/step
+ * at 1, 1.52 at 2). */
 template <int MINB, int NT>
 __global__ void __launch_bounds__(NT, MINB)
     conv_xproj_b_kernel(const float *__restrict__ xz, float *__restrict__ conv,
@@ -727,7 +732,8 @@ __global__ void __launch_bounds__(NT, MINB)
  * softplus(dt_proj + bias), h = exp(dt*A) h + dt*x*B, y = (h.C + D*x) * SiLU(z), y written as YT.
  * The exponentials are one MUFU.EX2 each (fast_math_cuda.h; the CPU reference uses expf / log1pf:
  * test_step_cuda checks the logits at batch 64 within 1e-4). With R % 4 == 0 (dbc rows, partials
- * and dt_proj rows 16 bytes aligned) every dbc / partial / weight access is a 16-byte one. */
+ * and dt_proj rows 16 bytes aligned) every dbc / partial / weight access is a 16-byte one, except
+ * the dt_proj columns past the registers (R > 4 RPL), read one float at a time. */
 template <bool VEC>
 __device__ __forceinline__ float4 ld4_guard(const float *p, int r,
                                             int R) { /* p[r..r+3], 0 past R */
@@ -1813,9 +1819,11 @@ extern "C" int mb_cuda_gen_create(mb_cuda_gen **out, const mb_model *m, const mb
                 g->gd[i].prof_slot = pe && atoi(pe) ? i : -1;
             }
 #ifdef MB_CUDA_GEN_TIMELINE
-            if (pe && atoi(pe)) {
-                const int on = 1;
+            { /* on for this generator only, with no blocks left from an earlier one */
+                const int on = pe && atoi(pe) ? 1 : 0;
                 cudaMemcpyToSymbol(g_bprof_on, &on, sizeof on);
+                static unsigned long long zero[3][BP_BLOCKS][4];
+                cudaMemcpyToSymbol(g_bprof, zero, sizeof zero);
             }
 #endif
             /* a device that refuses the shared memory: cuBLAS for every product */
