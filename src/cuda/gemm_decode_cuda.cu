@@ -21,6 +21,7 @@
 #include <cooperative_groups.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include <cudaTypedefs.h>
 
@@ -285,15 +286,28 @@ static void gd_config(cudaLaunchConfig_t *lc, cudaLaunchAttribute *at, const mb_
     lc->numAttrs = 1 + (pdl ? 1 : 0);
 }
 
-int mb_gemm_decode_plan_for(mb_gemm_decode_plan *p, int64_t rows, int64_t K, int64_t S,
+/* a forcing variable's value for product `which`: "v" for every product, or "v0,v1,v2" (an
+ * empty or missing item: not forced); 0 when unset */
+static int gd_env(const char *name, int which) {
+    const char *e = getenv(name);
+    if (!e) return 0;
+    if (!strchr(e, ',')) return atoi(e);
+    for (int i = 0; i < which; i++) {
+        e = strchr(e, ',');
+        if (!e) return 0;
+        e++;
+    }
+    return atoi(e); /* (an empty item reads as 0) */
+}
+
+int mb_gemm_decode_plan_for(mb_gemm_decode_plan *p, int which, int64_t rows, int64_t K, int64_t S,
                             int sm_count, int64_t smem_optin) {
     const size_t smem_max = gd_smem_limit(smem_optin);
     if (rows <= 0 || K <= 0 || S <= 0 || rows % 16 || K % 64 || rows > (1 << 30) || K > (1 << 30))
         return -1;
-    const char *e = getenv("MB_CUDA_GEN_GEMM_RT"), *ek = getenv("MB_CUDA_GEN_GEMM_KT"),
-               *es = getenv("MB_CUDA_GEN_GEMM_NS");
-    const int force_rt = e ? atoi(e) : 0, force_kt = ek ? atoi(ek) : 0,
-              force_ns = es ? atoi(es) : 0;
+    const int force_rt = gd_env("MB_CUDA_GEN_GEMM_RT", which),
+              force_kt = gd_env("MB_CUDA_GEN_GEMM_KT", which),
+              force_ns = gd_env("MB_CUDA_GEN_GEMM_NS", which);
     const int64_t zc = (S + GD_SEQ - 1) / GD_SEQ;
     double best = 0.0;
     int found = 0;
@@ -331,17 +345,23 @@ int mb_gemm_decode_plan_for(mb_gemm_decode_plan *p, int64_t rows, int64_t K, int
                 slots = (int64_t)n * kt;
                 if (slots > sm_count) slots = sm_count;
             }
-            /* fewest waves of blocks first (each block streams its own weights), then row
-             * tiles of 32 (measured fastest at 353m batch 64: 1.49-1.50 ms/step against 1.54-1.92
-             * with 16, 64 or 128 rows), then fewest splits (each costs a cluster reduction) */
+            /* fewest waves of blocks first (each block streams its own weights); then at most
+             * 2 splits (MB_CUDA_GEN_GEMM_PROF: a pair's cluster reduction adds ~0.75 us to the
+             * ~0.6 us of a block's own sums, and more splits more; 353m batch 64 with out_proj
+             * split 4 ways 1.377 ms/step against 1.340 for 2); then the most
+             * blocks in the wave (the products of a block take ~1.9 us at 32 x 1024 x 64: 353m
+             * batch 64, out_proj in 128 blocks of 16 rows split 2 ways 1.340 against 1.361 in 64
+             * of 32 rows); then row tiles of 32 (in_proj at 353m batch 64: 1.49-1.50 against
+             * 1.54-1.92 with 16, 64 or 128 rows, session 5); then fewest splits */
             const int64_t waves = (blocks + slots - 1) / slots;
             c.waves = (int)waves;
-            const double cost = (double)waves * 1e6 +
+            const int64_t idle = slots - (blocks < slots ? blocks : slots);
+            const double cost = (double)waves * 1e8 + (kt > 2 ? 1e7 : 0.0) + (double)idle * 1e3 +
                                 (rt == 2   ? 0
                                  : rt == 4 ? 1
                                  : rt == 1 ? 2
                                            : 3) *
-                                    1e3 +
+                                    10 +
                                 kt;
             if (!found || cost < best) {
                 found = 1;

@@ -30,14 +30,15 @@ typedef struct {
 } mb_gemm_decode_plan;
 
 /* Choose a plan for (rows, K, S) on sm_count multiprocessors whose blocks may opt in to
- * smem_optin bytes of shared memory (fewest waves of blocks, then 32 rows per block, then
- * fewest splits of K); 0 when one fits, else -1 (use another GEMM; rows must be a multiple of
- * 16 and K of 64, and the tiles must fit in shared memory). plan.waves: the waves of blocks it
- * takes. The environment
- * variables MB_CUDA_GEN_GEMM_RT (1, 2, 4 or 8), MB_CUDA_GEN_GEMM_KT (1, 2, 4 or 8) and
- * MB_CUDA_GEN_GEMM_NS (1 to 4) force the row tiles per block, the splits of K and the copy
- * stages (benchmarks, tests). */
-int mb_gemm_decode_plan_for(mb_gemm_decode_plan *p, int64_t rows, int64_t K, int64_t S,
+ * smem_optin bytes of shared memory (fewest waves of blocks, then at most 2 splits of K, then the
+ * most blocks, then 32 rows per block, then fewest splits; the measurements behind the order are
+ * in the .cu); 0 when one fits, else -1 (use another GEMM; rows must be a multiple of 16 and K
+ * of 64, and the tiles must fit in shared memory). plan.waves: the waves of blocks it takes.
+ * The environment variables MB_CUDA_GEN_GEMM_RT (1, 2, 4 or 8), MB_CUDA_GEN_GEMM_KT (1, 2, 4 or
+ * 8) and MB_CUDA_GEN_GEMM_NS (1 to 4) force the row tiles per block, the splits of K and the
+ * copy stages (benchmarks, tests), as one value for every product or "in,out,lm" per product
+ * (`which`: 0 in_proj, 1 out_proj, 2 lm_head; an empty item leaves that product free). */
+int mb_gemm_decode_plan_for(mb_gemm_decode_plan *p, int which, int64_t rows, int64_t K, int64_t S,
                             int sm_count, int64_t smem_optin);
 
 /* TMA tensor map of a bf16 row-major matrix (rows, K) at p for a plan: boxes of box_rows rows x

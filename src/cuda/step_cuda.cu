@@ -1812,7 +1812,7 @@ extern "C" int mb_cuda_gen_create(mb_cuda_gen **out, const mb_model *m, const mb
             const int64_t shp[3][2] = {{2 * Di, d}, {d, Di}, {V, d}}; /* rows, K */
             const char *pe = getenv("MB_CUDA_GEN_GEMM_PROF");
             for (int i = 0; i < 3; i++) {
-                g->gd_ok[i] = !mb_gemm_decode_plan_for(&g->gd[i], shp[i][0], shp[i][1], S,
+                g->gd_ok[i] = !mb_gemm_decode_plan_for(&g->gd[i], i, shp[i][0], shp[i][1], S,
                                                        g->sm_count, g->smem_optin) &&
                               (g->own_gemm == 2 ||
                                (S >= 48 && S <= 64 && g->gd[i].waves == 1 && g->gd[i].kt <= 2));

@@ -547,6 +547,11 @@ int main(void) {
             check_logits(&m, 70, 10, 1, 2e-2, name);
             check_logits(&m, 5, 10, 1, 2e-2, name);
         }
+        /* per product (in_proj, out_proj, lm_head; an empty item: the planner's choice) */
+        setenv("MB_CUDA_GEN_GEMM_RT", "1,,8", 1);
+        setenv("MB_CUDA_GEN_GEMM_KT", ",4,2", 1);
+        check_logits(&m, 64, 10, 1, 2e-2, "d512 MB_CUDA_GEN_GEMM_RT=1,,8 KT=,4,2");
+        unsetenv("MB_CUDA_GEN_GEMM_KT");
         unsetenv("MB_CUDA_GEN_GEMM_RT");
         for (int kt = 1; kt <= 8; kt *= 2) { /* each split of K (cluster size) */
             force_plan("MB_CUDA_GEN_GEMM_KT", kt, name, sizeof name);
