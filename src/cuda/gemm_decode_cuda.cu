@@ -12,7 +12,10 @@
  * - Sums: the KW warp partials are added in shared memory in kw order. With KT > 1 splits the
  *   KT blocks of a row tile are one thread-block cluster: each stores its sums of the 1 / KT of
  *   the tile that block o finishes into o's shared memory (distributed shared memory), and after
- *   one cluster barrier each block adds what it received in split order (deterministic).
+ *   one cluster barrier each block adds what it received in split order (deterministic). Or,
+ *   where the caller adds them up itself (plan.split_out: the batched norm reads out_proj's
+ *   output), split k stores its partial sums to y + k ysplit, with no cluster (the cluster
+ *   reduction cost ~0.75 us on top of the ~0.6 us of a block's own sums at 353m batch 64).
  * What was measured on the H200 (353m, batch 64; docs/benchmarks.md): one bulk copy per row cost
  * ~0.12 us each (23 us for in_proj's 192 rows per block), cp.async by every thread reached
  * ~0.5 TB/s, split sums through global memory added by the last block of a tile cost ~5 us;
@@ -114,7 +117,7 @@ template <int RT>
 __global__ void __launch_bounds__(GD_THREADS, 1)
     gemm_decode_kernel(const __grid_constant__ CUtensorMap tw,
                        const __grid_constant__ CUtensorMap tx, float *__restrict__ y, int64_t ldy,
-                       int S, int KB, int NS, int slot) {
+                       int64_t ysplit, int S, int KB, int NS, int slot) {
     constexpr int KW = GD_WARPS / RT, TR = 16 * RT, LDR = TR + 4; /* LDR: conflict-free stores */
     namespace cg = cooperative_groups;
     extern __shared__ __align__(16) unsigned char gd_smem[];
@@ -231,14 +234,14 @@ __global__ void __launch_bounds__(GD_THREADS, 1)
             const float4 w = *(const float4 *)(red + ((size_t)k * GD_SEQ + s) * LDR + r);
             v.x += w.x, v.y += w.y, v.z += w.z, v.w += w.w;
         }
-        if (KT == 1) {
-            if (s0 + s < S) *(float4 *)(y + (int64_t)(s0 + s) * ldy + r0 + r) = v;
+        if (KT == 1 || ysplit) { /* ysplit: split kt's partial sums to y + kt ysplit */
+            if (s0 + s < S) *(float4 *)(y + kt * ysplit + (int64_t)(s0 + s) * ldy + r0 + r) = v;
         } else {
             const int o = i / per;
             *cg::this_cluster().map_shared_rank(inbox + kt * per + (i - o * per), o) = v;
         }
     }
-    if (KT > 1) {
+    if (KT > 1 && !ysplit) {
         cg::this_cluster().sync();
         for (int i = tid; i < per; i += GD_THREADS) {
             float4 a = inbox[i];
@@ -253,8 +256,8 @@ __global__ void __launch_bounds__(GD_THREADS, 1)
     gd_mark(slot, 5);
 }
 
-typedef void (*gd_kernel_t)(const CUtensorMap, const CUtensorMap, float *, int64_t, int, int, int,
-                            int);
+typedef void (*gd_kernel_t)(const CUtensorMap, const CUtensorMap, float *, int64_t, int64_t, int,
+                            int, int, int);
 static gd_kernel_t gd_kernel(int rt) {
     switch (rt) {
     case 8:
@@ -279,7 +282,7 @@ static void gd_config(cudaLaunchConfig_t *lc, cudaLaunchAttribute *at, const mb_
     lc->attrs = at;
     at[0].id = cudaLaunchAttributeClusterDimension;
     at[0].val.clusterDim.x = 1;
-    at[0].val.clusterDim.y = (unsigned)p->kt;
+    at[0].val.clusterDim.y = p->split_out ? 1u : (unsigned)p->kt;
     at[0].val.clusterDim.z = 1;
     at[1].id = cudaLaunchAttributeProgrammaticStreamSerialization;
     at[1].val.programmaticStreamSerializationAllowed = 1;
@@ -301,7 +304,7 @@ static int gd_env(const char *name, int which) {
 }
 
 int mb_gemm_decode_plan_for(mb_gemm_decode_plan *p, int which, int64_t rows, int64_t K, int64_t S,
-                            int sm_count, int64_t smem_optin) {
+                            int out_splits, int sm_count, int64_t smem_optin) {
     const size_t smem_max = gd_smem_limit(smem_optin);
     if (rows <= 0 || K <= 0 || S <= 0 || rows % 16 || K % 64 || rows > (1 << 30) || K > (1 << 30))
         return -1;
@@ -323,14 +326,15 @@ int mb_gemm_decode_plan_for(mb_gemm_decode_plan *p, int which, int64_t rows, int
             if (kb % (64 * ns) || kb % (16 * kw * ns)) continue;
             mb_gemm_decode_plan c;
             c.prof_slot = -1, c.rt = rt, c.kt = kt, c.ns = ns, c.kb = (int)kb;
-            c.smem = gd_smem_bytes(rt, kt, (int)kb);
+            c.split_out = kt > 1 && kt <= out_splits;
+            c.smem = gd_smem_bytes(rt, c.split_out ? 1 : kt, (int)kb);
             if (c.smem > smem_max) continue;
             const int64_t blocks = rows / (16 * rt) * kt * zc;
             if (zc > 65535) continue; /* grid z */
             c.blocks = (unsigned)blocks;
             /* how many clusters fit at once (1 block per multiprocessor) */
             int64_t slots = sm_count;
-            if (kt > 1) {
+            if (kt > 1 && !c.split_out) {
                 cudaLaunchConfig_t lc;
                 cudaLaunchAttribute at[2];
                 gd_config(&lc, at, &c, rows, S, 0, 0);
@@ -347,22 +351,22 @@ int mb_gemm_decode_plan_for(mb_gemm_decode_plan *p, int which, int64_t rows, int
             }
             /* fewest waves of blocks first (each block streams its own weights); then at most
              * 2 splits (MB_CUDA_GEN_GEMM_PROF: a pair's cluster reduction adds ~0.75 us to the
-             * ~0.6 us of a block's own sums, and more splits more; 353m batch 64 with out_proj
-             * split 4 ways 1.377 ms/step against 1.340 for 2); then the most
+             * ~0.6 us of a block's own sums, and more splits more; with split_out the reader
+             * adds more partial outputs; 353m batch 64, out_proj split 4 ways: 1.377 ms/step in
+             * a cluster against 1.340 for 2, and 1.353 split_out against 1.329); then the most
              * blocks in the wave (the products of a block take ~1.9 us at 32 x 1024 x 64: 353m
              * batch 64, out_proj in 128 blocks of 16 rows split 2 ways 1.340 against 1.361 in 64
-             * of 32 rows); then row tiles of 32 (in_proj at 353m batch 64: 1.49-1.50 against
-             * 1.54-1.92 with 16, 64 or 128 rows, session 5); then fewest splits */
+             * of 32 rows); then fewest splits; then row tiles of 32 (in_proj at 353m batch 64:
+             * 1.49-1.50 against 1.54-1.92 with 16, 64 or 128 rows, session 5) */
             const int64_t waves = (blocks + slots - 1) / slots;
             c.waves = (int)waves;
             const int64_t idle = slots - (blocks < slots ? blocks : slots);
             const double cost = (double)waves * 1e8 + (kt > 2 ? 1e7 : 0.0) + (double)idle * 1e3 +
+                                kt * 10 +
                                 (rt == 2   ? 0
                                  : rt == 4 ? 1
                                  : rt == 1 ? 2
-                                           : 3) *
-                                    10 +
-                                kt;
+                                           : 3);
             if (!found || cost < best) {
                 found = 1;
                 best = cost;
@@ -374,13 +378,15 @@ int mb_gemm_decode_plan_for(mb_gemm_decode_plan *p, int which, int64_t rows, int
 }
 
 cudaError_t mb_gemm_decode_launch(const mb_gemm_decode_plan *p, const CUtensorMap *tw,
-                                  const CUtensorMap *tx, float *y, int64_t ldy, int64_t rows,
-                                  int64_t S, cudaStream_t stream, int pdl) {
-    if ((ldy & 3) || ((uintptr_t)y & 15)) return cudaErrorInvalidValue;
+                                  const CUtensorMap *tx, float *y, int64_t ldy, int64_t ysplit,
+                                  int64_t rows, int64_t S, cudaStream_t stream, int pdl) {
+    if ((ldy & 3) || ((uintptr_t)y & 15) || (p->split_out && (ysplit <= 0 || (ysplit & 3))))
+        return cudaErrorInvalidValue;
     cudaLaunchConfig_t lc;
     cudaLaunchAttribute at[2];
     gd_config(&lc, at, p, rows, S, stream, pdl);
-    return cudaLaunchKernelEx(&lc, gd_kernel(p->rt), *tw, *tx, y, ldy, (int)S, p->kb, p->ns,
+    return cudaLaunchKernelEx(&lc, gd_kernel(p->rt), *tw, *tx, y, ldy,
+                              p->split_out ? ysplit : (int64_t)0, (int)S, p->kb, p->ns,
                               p->prof_slot);
 }
 

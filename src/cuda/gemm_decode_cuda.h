@@ -22,6 +22,8 @@
  * block; the KT blocks of a row tile are one cluster); the kernel runs 8 / RT warps along KB. */
 typedef struct {
     int rt, kt, kb;
+    int split_out; /* kt > 1 partial outputs, split k at y + k ysplit (the caller sums them in
+                      split order), instead of a cluster reduction */
     int ns;        /* copy stages (the products of a stage start when it is in) */
     int prof_slot; /* -1, or 0..2: record phase times (MB_CUDA_GEN_GEMM_PROF) */
     size_t smem;   /* dynamic shared memory bytes */
@@ -30,16 +32,18 @@ typedef struct {
 } mb_gemm_decode_plan;
 
 /* Choose a plan for (rows, K, S) on sm_count multiprocessors whose blocks may opt in to
- * smem_optin bytes of shared memory (fewest waves of blocks, then at most 2 splits of K, then the
- * most blocks, then 32 rows per block, then fewest splits; the measurements behind the order are
- * in the .cu); 0 when one fits, else -1 (use another GEMM; rows must be a multiple of 16 and K
- * of 64, and the tiles must fit in shared memory). plan.waves: the waves of blocks it takes.
- * The environment variables MB_CUDA_GEN_GEMM_RT (1, 2, 4 or 8), MB_CUDA_GEN_GEMM_KT (1, 2, 4 or
- * 8) and MB_CUDA_GEN_GEMM_NS (1 to 4) force the row tiles per block, the splits of K and the
- * copy stages (benchmarks, tests), as one value for every product or "in,out,lm" per product
+ * smem_optin bytes of shared memory, where the caller can add up to out_splits partial outputs
+ * itself (1: none; plans with 2..out_splits splits of K then write them, plan.split_out, instead
+ * of a cluster reduction): fewest waves of blocks, then at most 2 splits, then the most
+ * blocks, then fewest splits, then 32 rows per block (the measurements behind the order are in
+ * the .cu); 0 when one fits, else -1 (use another GEMM; rows must be a multiple of
+ * 16 and K of 64, and the tiles must fit in shared memory). plan.waves: the waves of blocks it
+ * takes. The environment variables MB_CUDA_GEN_GEMM_RT (1, 2, 4 or 8), MB_CUDA_GEN_GEMM_KT (1,
+ * 2, 4 or 8) and MB_CUDA_GEN_GEMM_NS (1 to 4) force the row tiles per block, the splits of K and
+ * the copy stages (benchmarks, tests), as one value for every product or "in,out,lm" per product
  * (`which`: 0 in_proj, 1 out_proj, 2 lm_head; an empty item leaves that product free). */
 int mb_gemm_decode_plan_for(mb_gemm_decode_plan *p, int which, int64_t rows, int64_t K, int64_t S,
-                            int sm_count, int64_t smem_optin);
+                            int out_splits, int sm_count, int64_t smem_optin);
 
 /* TMA tensor map of a bf16 row-major matrix (rows, K) at p for a plan: boxes of box_rows rows x
  * box_chunks chunks of 64 columns, 128-byte swizzle: box_rows = 16 * plan.rt for a weight, 64
@@ -50,11 +54,13 @@ int mb_gemm_decode_tmap(CUtensorMap *t, const __nv_bfloat16 *p, int64_t rows, in
                         int box_rows, int box_chunks);
 
 /* Enqueue y (S, rows; row stride ldy floats) = x (S, K) @ W^T on stream with plan p, the
- * weights' and x's tensor maps tw / tx, with programmatic dependent launch when pdl. y 16-byte
- * aligned, ldy a multiple of 4 (else cudaErrorInvalidValue). Returns the launch's cudaError_t. */
+ * weights' and x's tensor maps tw / tx, with programmatic dependent launch when pdl; with
+ * p->split_out the p->kt partial sums over K go to y + k ysplit (k < kt; y then has room for kt
+ * outputs) and y is their sum in split order. y 16-byte aligned, ldy (and ysplit where used) a
+ * positive multiple of 4 (else cudaErrorInvalidValue). Returns the launch's cudaError_t. */
 cudaError_t mb_gemm_decode_launch(const mb_gemm_decode_plan *p, const CUtensorMap *tw,
-                                  const CUtensorMap *tx, float *y, int64_t ldy, int64_t rows,
-                                  int64_t S, cudaStream_t stream, int pdl);
+                                  const CUtensorMap *tx, float *y, int64_t ldy, int64_t ysplit,
+                                  int64_t rows, int64_t S, cudaStream_t stream, int pdl);
 
 /* Print the phase times of the last launch of the plans p[k] with used[k] set (prof_slot k),
  * k < n, to stderr. */

@@ -57,6 +57,9 @@ struct mb_cuda_gen {
                      a 4-split out_proj was slower), MB_CUDA_GEN_GEMM=own wherever a plan
                      exists, =cublas never */
     mb_gemm_decode_plan gd[3]; /* plans of in_proj, out_proj, lm_head */
+    int out_splits;            /* out_proj's partial outputs in hidden (1, or its plan's kt where
+                                  split_out), added by the batched norm;
+                                  MB_CUDA_GEN_GEMM_SPLITOUT=0: always 1 */
     int gd_ok[3];
     CUtensorMap *gd_tm; /* TMA maps: in_proj (n_layer), out_proj (n_layer), lm_head, and x of
                            each product: uh (in_proj), yh (out_proj), uh (lm_head) */
@@ -199,9 +202,22 @@ struct NormArgs {
     const uint8_t *tok;
     float *resid_out;
     float eps;
+    int nh;                /* h: the sum of nh (1..GEN_OUT_SPLITS; 0 reads as 1) partial outputs of
+                              out_proj, added in order: h[i] + h[i + hsplit] + ... (gemm_decode's
+                              split_out) */
+    int64_t hsplit;        /* floats between them */
     const void *pf[NA_PF]; /* norm_b2_kernel: regions (bytes pfb[k], 0: none) into L2 */
     int64_t pfb[NA_PF];
 };
+
+#define GEN_OUT_SPLITS 4 /* most partial outputs of out_proj that the norms add up */
+/* h[j] of NormArgs: its partial outputs added in split order */
+__device__ __forceinline__ float h_at(const NormArgs &na, const float *h, int64_t j) {
+    float v = h[j];
+    for (int k = 1; k < na.nh; k++)
+        v += h[j + k * na.hsplit];
+    return v;
+}
 
 __device__ void norm_rows_block(const NormArgs &na, float *xs, int S, int d, int write_resid) {
     __shared__ double sh[32];
@@ -210,7 +226,8 @@ __device__ void norm_rows_block(const NormArgs &na, float *xs, int S, int d, int
         const float *h = na.emb ? na.emb + (int64_t)na.tok[s] * d : na.h + (int64_t)s * d;
         double sum = 0.0;
         for (int j = threadIdx.x; j < d; j += blockDim.x) {
-            const float r = h[j] + (na.resid_in ? na.resid_in[(int64_t)s * d + j] : 0.0f);
+            const float r = (na.emb ? h[j] : h_at(na, h, j)) +
+                            (na.resid_in ? na.resid_in[(int64_t)s * d + j] : 0.0f);
             x[j] = r;
             if (write_resid) na.resid_out[(int64_t)s * d + j] = r;
             sum += r;
@@ -555,6 +572,22 @@ __global__ void __launch_bounds__(B_THREADS)
         const int j = t + i * B_THREADS;
         hv[i] = j < d ? h[j] : 0.0f;
         rv[i] = (ri && j < d) ? ri[j] : 0.0f;
+    }
+    if (!na.emb && na.nh > 1) { /* out_proj's partial outputs, added in split order */
+        float hk[GEN_OUT_SPLITS - 1][NB_PT];
+#pragma unroll
+        for (int k = 1; k < GEN_OUT_SPLITS; k++)
+#pragma unroll
+            for (int i = 0; i < NB_PT; i++) {
+                const int j = t + i * B_THREADS;
+                hk[k - 1][i] = k < na.nh && j < d ? h[j + k * na.hsplit] : 0.0f;
+            }
+#pragma unroll
+        for (int k = 1; k < GEN_OUT_SPLITS; k++)
+            if (k < na.nh)
+#pragma unroll
+                for (int i = 0; i < NB_PT; i++)
+                    hv[i] += hk[k - 1][i];
     }
     /* sum and sum of squares in one pass and one block reduction (in double: the variance
      * E[r^2] - mean^2 loses ~(mean / spread)^2 x 1e-16 relative, as the persistent step's) */
@@ -1213,9 +1246,11 @@ static int gemm_b(mb_cuda_gen *g, int which, int64_t l, const float *W32, const 
         const int64_t nl = g->cfg.n_layer;
         const CUtensorMap *tw = g->gd_tm + (which == 0 ? l : which == 1 ? nl + l : 2 * nl);
         const CUtensorMap *tx = g->gd_tm + 2 * nl + 1 + which;
-        MB_CUDA_TRY(
-            mb_gemm_decode_launch(&g->gd[which], tw, tx, y, ldy, rows, g->S, g->stream, g->use_pdl),
-            "mambabyte generation step (GEMM launch)");
+        /* out_proj's splits of K (split_out) into hidden's GEN_OUT_SPLITS slots, added by the
+         * norm */
+        MB_CUDA_TRY(mb_gemm_decode_launch(&g->gd[which], tw, tx, y, ldy, g->S * ldy, rows, g->S,
+                                          g->stream, g->use_pdl),
+                    "mambabyte generation step (GEMM launch)");
         return MB_OK;
     }
     const float one = 1.0f, zero = 0.0f;
@@ -1283,6 +1318,7 @@ static int enqueue_step_batched(mb_cuda_gen *g, int sample) {
         na.emb = l ? NULL : g->emb;
         na.tok = g->tok;
         na.eps = c->norm_eps;
+        na.nh = g->out_splits, na.hsplit = S * d;
         float *conv_l = g->conv + l * S * (K - 1) * Di;
         if (g->l2_prefetch && g->use_bf16 && g->own_gemm && g->gd_ok[0]) {
             const void *pf[NA_PF] = {g->ssm + l * S * Di * N, L->x_w, L->dt_w, L->A, conv_l};
@@ -1341,6 +1377,7 @@ static int enqueue_step_batched(mb_cuda_gen *g, int sample) {
     na.w = g->normf_w;
     na.b = g->normf_b;
     na.eps = c->norm_eps;
+    na.nh = g->out_splits, na.hsplit = S * d;
     MB_TRY(norm_b(g, na, 1));
     MB_TRY(gemm_b(g, 2, 0, g->lm, g->lm_h, MB_VOCAB, d, ux, g->logits, MB_VOCAB));
     if (sample)
@@ -1751,15 +1788,16 @@ extern "C" int mb_cuda_gen_create(mb_cuda_gen **out, const mb_model *m, const mb
     {
         /* state + workspace */
         const int64_t fl = al64(c->n_layer * S * (K - 1) * Di) + al64(c->n_layer * S * Di * N) +
-                           3 * al64(S * d) + al64(S * d) + al64(S * 2 * Di) + al64(S * Di) +
-                           al64(g->n_slices * S * g->W) + al64(S * Di) + al64(S * V) +
-                           al64(S * 2) /* counter (uint64) */ + al64(S * d) + al64(S * Di);
+                           al64(GEN_OUT_SPLITS * S * d) + 2 * al64(S * d) + al64(S * d) +
+                           al64(S * 2 * Di) + al64(S * Di) + al64(g->n_slices * S * g->W) +
+                           al64(S * Di) + al64(S * V) + al64(S * 2) /* counter (uint64) */ +
+                           al64(S * d) + al64(S * Di);
         const int64_t bytes = fl * (int64_t)sizeof(float) + 256;
         TRY(cudaMalloc(&g->smem_dev, (size_t)bytes), "mb_cuda_gen_create: state");
         float *q = (float *)g->smem_dev;
         g->conv = q, q += al64(c->n_layer * S * (K - 1) * Di);
         g->ssm = q, q += al64(c->n_layer * S * Di * N);
-        g->hidden = q, q += al64(S * d);
+        g->hidden = q, q += al64(GEN_OUT_SPLITS * S * d); /* out_proj's partial outputs */
         g->resid[0] = q, q += al64(S * d);
         g->resid[1] = q, q += al64(S * d);
         g->u = q, q += al64(S * d);
@@ -1811,11 +1849,16 @@ extern "C" int mb_cuda_gen_create(mb_cuda_gen **out, const mb_model *m, const mb
         if (g->own_gemm) {
             const int64_t shp[3][2] = {{2 * Di, d}, {d, Di}, {V, d}}; /* rows, K */
             const char *pe = getenv("MB_CUDA_GEN_GEMM_PROF");
+            /* out_proj may leave its splits of K to the norm (MB_CUDA_GEN_GEMM_SPLITOUT=0: a
+             * cluster reduction instead) */
+            const char *so = getenv("MB_CUDA_GEN_GEMM_SPLITOUT");
+            const int out_splits = so && !strcmp(so, "0") ? 1 : GEN_OUT_SPLITS;
             for (int i = 0; i < 3; i++) {
-                g->gd_ok[i] = !mb_gemm_decode_plan_for(&g->gd[i], i, shp[i][0], shp[i][1], S,
-                                                       g->sm_count, g->smem_optin) &&
-                              (g->own_gemm == 2 ||
-                               (S >= 48 && S <= 64 && g->gd[i].waves == 1 && g->gd[i].kt <= 2));
+                g->gd_ok[i] =
+                    !mb_gemm_decode_plan_for(&g->gd[i], i, shp[i][0], shp[i][1], S,
+                                             i == 1 ? out_splits : 1, g->sm_count, g->smem_optin) &&
+                    (g->own_gemm == 2 || (S >= 48 && S <= 64 && g->gd[i].waves == 1 &&
+                                          (g->gd[i].kt <= 2 || g->gd[i].split_out)));
                 g->gd[i].prof_slot = pe && atoi(pe) ? i : -1;
             }
 #ifdef MB_CUDA_GEN_TIMELINE
@@ -1860,6 +1903,7 @@ extern "C" int mb_cuda_gen_create(mb_cuda_gen **out, const mb_model *m, const mb
                                                        P[2].kb / 64 / P[2].ns));
             if (!ok) g->own_gemm = 0;
         }
+        g->out_splits = g->own_gemm && g->gd_ok[1] && g->gd[1].split_out ? g->gd[1].kt : 1;
         {
             /* MB_CUDA_GEN_GEMM=own: say which products still take cuBLAS (no plan fits the
              * shape or the device, or the driver refused a tensor map) */

@@ -559,6 +559,14 @@ int main(void) {
             check_logits(&m, 70, 10, 1, 2e-2, name);
         }
         unsetenv("MB_CUDA_GEN_GEMM_KT");
+        /* out_proj's splits reduced in a cluster instead of by the norm */
+        setenv("MB_CUDA_GEN_GEMM_SPLITOUT", "0", 1);
+        for (int kt = 2; kt <= 4; kt *= 2) {
+            force_plan("MB_CUDA_GEN_GEMM_KT", kt, name, sizeof name);
+            check_logits(&m, 64, 10, 1, 2e-2, name);
+        }
+        unsetenv("MB_CUDA_GEN_GEMM_KT");
+        unsetenv("MB_CUDA_GEN_GEMM_SPLITOUT");
         for (int ns = 1; ns <= 4; ns *= 2) { /* copy stages, with and without splits */
             force_plan("MB_CUDA_GEN_GEMM_NS", ns, name, sizeof name);
             check_logits(&m, 64, 10, 1, 2e-2, name);
