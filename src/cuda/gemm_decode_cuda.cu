@@ -360,7 +360,8 @@ int mb_gemm_decode_plan_for(mb_gemm_decode_plan *p, int which, int64_t rows, int
              * 1.49-1.50 against 1.54-1.92 with 16, 64 or 128 rows, session 5) */
             const int64_t waves = (blocks + slots - 1) / slots;
             c.waves = (int)waves;
-            const int64_t idle = slots - (blocks < slots ? blocks : slots);
+            /* (idle multiprocessors, also where cluster occupancy leaves them idle) */
+            const int64_t idle = sm_count - (blocks < sm_count ? blocks : (int64_t)sm_count);
             const double cost = (double)waves * 1e8 + (kt > 2 ? 1e7 : 0.0) + (double)idle * 1e3 +
                                 kt * 10 +
                                 (rt == 2   ? 0
@@ -380,7 +381,7 @@ int mb_gemm_decode_plan_for(mb_gemm_decode_plan *p, int which, int64_t rows, int
 cudaError_t mb_gemm_decode_launch(const mb_gemm_decode_plan *p, const CUtensorMap *tw,
                                   const CUtensorMap *tx, float *y, int64_t ldy, int64_t ysplit,
                                   int64_t rows, int64_t S, cudaStream_t stream, int pdl) {
-    if ((ldy & 3) || ((uintptr_t)y & 15) || (p->split_out && (ysplit <= 0 || (ysplit & 3))))
+    if ((ldy & 3) || ((uintptr_t)y & 15) || (p->split_out && (ysplit < S * ldy || (ysplit & 3))))
         return cudaErrorInvalidValue;
     cudaLaunchConfig_t lc;
     cudaLaunchAttribute at[2];

@@ -57,7 +57,8 @@ int mb_gemm_decode_tmap(CUtensorMap *t, const __nv_bfloat16 *p, int64_t rows, in
  * weights' and x's tensor maps tw / tx, with programmatic dependent launch when pdl; with
  * p->split_out the p->kt partial sums over K go to y + k ysplit (k < kt; y then has room for kt
  * outputs) and y is their sum in split order. y 16-byte aligned, ldy (and ysplit where used) a
- * positive multiple of 4 (else cudaErrorInvalidValue). Returns the launch's cudaError_t. */
+ * positive multiple of 4, ysplit at least S ldy (else cudaErrorInvalidValue). Returns the launch's
+ * cudaError_t. */
 cudaError_t mb_gemm_decode_launch(const mb_gemm_decode_plan *p, const CUtensorMap *tw,
                                   const CUtensorMap *tx, float *y, int64_t ldy, int64_t ysplit,
                                   int64_t rows, int64_t S, cudaStream_t stream, int pdl);

@@ -52,10 +52,10 @@ struct mb_cuda_gen {
     int xp_minb;  /* conv_xproj_b_kernel's launch bound (blocks per multiprocessor): 2 where its
                      grid exceeds the multiprocessors, else 1; MB_CUDA_GEN_XPROJ_MINB=1|2 */
     int own_gemm; /* batched bf16 GEMMs by gemm_decode_cuda.h where gd_ok: by default for 48..64
-                     sequences and plans of one wave of blocks with at most 2 splits of K (where
-                     it measured faster than cuBLAS on the H200: 353m batch 48 and 64; at 972m
-                     a 4-split out_proj was slower), MB_CUDA_GEN_GEMM=own wherever a plan
-                     exists, =cublas never */
+                     sequences and plans of one wave of blocks with at most 2 splits of K, in a
+                     cluster or split_out (where it measured faster than cuBLAS on the H200: 353m
+                     batch 48 and 64; at 972m a 4-split out_proj was slower in a cluster and level
+                     split_out), MB_CUDA_GEN_GEMM=own wherever a plan exists, =cublas never */
     mb_gemm_decode_plan gd[3]; /* plans of in_proj, out_proj, lm_head */
     int out_splits;            /* out_proj's partial outputs in hidden (1, or its plan's kt where
                                   split_out), added by the batched norm;
@@ -1857,8 +1857,8 @@ extern "C" int mb_cuda_gen_create(mb_cuda_gen **out, const mb_model *m, const mb
                 g->gd_ok[i] =
                     !mb_gemm_decode_plan_for(&g->gd[i], i, shp[i][0], shp[i][1], S,
                                              i == 1 ? out_splits : 1, g->sm_count, g->smem_optin) &&
-                    (g->own_gemm == 2 || (S >= 48 && S <= 64 && g->gd[i].waves == 1 &&
-                                          (g->gd[i].kt <= 2 || g->gd[i].split_out)));
+                    (g->own_gemm == 2 ||
+                     (S >= 48 && S <= 64 && g->gd[i].waves == 1 && g->gd[i].kt <= 2));
                 g->gd[i].prof_slot = pe && atoi(pe) ? i : -1;
             }
 #ifdef MB_CUDA_GEN_TIMELINE

@@ -523,9 +523,10 @@ int main(void) {
         check_logits(&m, 6, 200, 0, 1e-4, "d64 d_state 8 d_conv 3");
         check_logits(&m, 6, 100, 1, 2e-2, "d64 d_state 8 d_conv 3");
         mb_model_free(&m);
-        /* d 512: the skinny GEMM's default plans at batch 64 (32-row tiles, K not split; batch
-         * 70 takes cuBLAS unless forced), 4 x_proj slices; batch 70: a second group of 64
-         * sequences, partly filled */
+        /* d 512: the skinny GEMM's default plans at batch 64 (in_proj 16-row tiles, K not split;
+         * out_proj 16-row tiles, K split 2 ways and added by the norm; lm_head split 2 ways in a
+         * cluster; batch 70 takes cuBLAS unless forced), 4 x_proj slices; batch 70: a second
+         * group of 64 sequences, partly filled */
         make_model_n(&m, 512, 0, 0, 23, 16, 4, 0);
         check_logits(&m, 1, 20, 0, 1e-4, "layernorm d512");
         check_logits(&m, 1, 20, 1, 2e-2, "layernorm d512");
