@@ -622,6 +622,15 @@ int main(void) {
         check_logits(&m, 1, 8, 0, 1e-4, "rmsnorm d1040");
         check_logits(&m, 2, 8, 1, 2e-2, "rmsnorm d1040");
         mb_model_free(&m);
+        /* d 2176 (> 2048: the batched norm without rows in registers, norm_b_kernel) with
+         * out_proj's K split 4 ways and the splits added by that norm (split_out) */
+        make_model_n(&m, 2176, 0, 0, 27, 16, 4, 0);
+        setenv("MB_CUDA_GEN_GEMM", "own", 1);
+        setenv("MB_CUDA_GEN_GEMM_KT", ",4,", 1);
+        check_logits(&m, 5, 4, 1, 2e-2, "d2176 out_proj split 4, added by the norm");
+        unsetenv("MB_CUDA_GEN_GEMM_KT");
+        unsetenv("MB_CUDA_GEN_GEMM");
+        mb_model_free(&m);
         make_model_n(&m, 64, 0, 0, 22, 16, 4, 80);
         check_logits(&m, 1, 100, 0, 1e-4, "d64 dt_rank 80");
         check_logits(&m, 64, 100, 0, 1e-4, "d64 dt_rank 80");
