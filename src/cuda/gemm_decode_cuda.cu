@@ -290,7 +290,7 @@ static void gd_config(cudaLaunchConfig_t *lc, cudaLaunchAttribute *at, const mb_
 }
 
 /* a forcing variable's value for product `which`: "v" for every product, or "v0,v1,v2" (an
- * empty or missing item: not forced); 0 when unset */
+ * empty or missing item: not forced); 0 when unset (mb_gemm_decode_env_check vets the values) */
 static int gd_env(const char *name, int which) {
     const char *e = getenv(name);
     if (!e) return 0;
@@ -301,6 +301,40 @@ static int gd_env(const char *name, int which) {
         e++;
     }
     return atoi(e); /* (an empty item reads as 0) */
+}
+
+int mb_gemm_decode_env_check(char *msg, size_t cap) {
+    static const struct {
+        const char *name, *allowed;
+        int lo, hi, pow2;
+    } vars[] = {{"MB_CUDA_GEN_GEMM_RT", "1, 2, 4 or 8", 1, 8, 1},
+                {"MB_CUDA_GEN_GEMM_KT", "1, 2, 4 or 8", 1, 8, 1},
+                {"MB_CUDA_GEN_GEMM_NS", "1 to 4", 1, GD_STAGES, 0}};
+    for (size_t v = 0; v < sizeof vars / sizeof vars[0]; v++) {
+        const char *e = getenv(vars[v].name);
+        if (!e) continue;
+        int ok = 1, items = 0;
+        for (const char *p = e; ok;) { /* items separated by commas, each empty or a number */
+            items++;
+            char *end = (char *)p;
+            if (*p && *p != ',') {
+                const long x = strtol(p, &end, 10);
+                ok = end != p && x >= vars[v].lo && x <= vars[v].hi &&
+                     (!vars[v].pow2 || (x & (x - 1)) == 0);
+            }
+            if (!ok || !*end) break;
+            ok = *end == ',';
+            p = end + 1;
+        }
+        if (!ok || items > 3) {
+            snprintf(msg, cap,
+                     "%s=\"%s\": expected %s, for every product or as in_proj,out_proj,lm_head "
+                     "(an item left empty: not forced)",
+                     vars[v].name, e, vars[v].allowed);
+            return -1;
+        }
+    }
+    return 0;
 }
 
 int mb_gemm_decode_plan_for(mb_gemm_decode_plan *p, int which, int64_t rows, int64_t K, int64_t S,

@@ -45,6 +45,10 @@ typedef struct {
 int mb_gemm_decode_plan_for(mb_gemm_decode_plan *p, int which, int64_t rows, int64_t K, int64_t S,
                             int out_splits, int sm_count, int64_t smem_optin);
 
+/* 0 when the plan variables (MB_CUDA_GEN_GEMM_RT / _KT / _NS) are unset or well formed, else
+ * -1 with a message naming the variable and what it takes in msg (cap bytes). */
+int mb_gemm_decode_env_check(char *msg, size_t cap);
+
 /* TMA tensor map of a bf16 row-major matrix (rows, K) at p for a plan: boxes of box_rows rows x
  * box_chunks chunks of 64 columns, 128-byte swizzle: box_rows = 16 * plan.rt for a weight, 64
  * for x (rows past the matrix read as zeros), box_chunks = plan.kb / 64 / plan.ns. p 16-byte

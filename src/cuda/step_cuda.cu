@@ -1847,6 +1847,11 @@ extern "C" int mb_cuda_gen_create(mb_cuda_gen **out, const mb_model *m, const mb
                       : gemm_forced                                             ? 2
                                                                                 : 1;
         if (g->own_gemm) {
+            char msg[256];
+            if (mb_gemm_decode_env_check(msg, sizeof msg)) {
+                rc = mb_fail(MB_EINVAL, "mb_cuda_gen_create: %s", msg);
+                goto fail;
+            }
             const int64_t shp[3][2] = {{2 * Di, d}, {d, Di}, {V, d}}; /* rows, K */
             const char *pe = getenv("MB_CUDA_GEN_GEMM_PROF");
             /* out_proj may leave its splits of K to the norm (MB_CUDA_GEN_GEMM_SPLITOUT=0: a

@@ -355,6 +355,34 @@ static void check_pace_env(const mb_model *m) {
     printf("MB_CUDA_GEN_PERSIST_PACE parsing: checked\n");
 }
 
+/* MB_CUDA_GEN_GEMM_RT / _KT / _NS: malformed values fail mb_cuda_gen_create (bf16, batched)
+ * with the variable named; well-formed ones (one value, or per product with empty items) pass */
+static void check_gemm_env(const mb_model *m) {
+    const struct {
+        const char *var, *v;
+        int ok;
+    } cases[] = {{"MB_CUDA_GEN_GEMM_RT", "3", 0},       {"MB_CUDA_GEN_GEMM_RT", "4x", 0},
+                 {"MB_CUDA_GEN_GEMM_RT", "1,2,4,8", 0}, {"MB_CUDA_GEN_GEMM_RT", "a,b", 0},
+                 {"MB_CUDA_GEN_GEMM_RT", "0", 0},       {"MB_CUDA_GEN_GEMM_KT", "16", 0},
+                 {"MB_CUDA_GEN_GEMM_NS", "5", 0},       {"MB_CUDA_GEN_GEMM_NS", ",-1,", 0},
+                 {"MB_CUDA_GEN_GEMM_RT", "", 1},        {"MB_CUDA_GEN_GEMM_RT", "1,,8", 1},
+                 {"MB_CUDA_GEN_GEMM_KT", ",4,2", 1},    {"MB_CUDA_GEN_GEMM_NS", "2,", 1}};
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        setenv(cases[i].var, cases[i].v, 1);
+        mb_cuda_gen *g = NULL;
+        const int rc = mb_cuda_gen_create(&g, m, NULL, 64, 1);
+        if (cases[i].ok)
+            REQUIRE(rc == 0, "%s=\"%s\": %s", cases[i].var, cases[i].v, mb_last_error());
+        else
+            REQUIRE(rc != 0 && strstr(mb_last_error(), cases[i].var),
+                    "%s=\"%s\": rc %d, error \"%s\"", cases[i].var, cases[i].v, rc,
+                    rc ? mb_last_error() : "");
+        mb_cuda_gen_free(g);
+        unsetenv(cases[i].var);
+    }
+    printf("MB_CUDA_GEN_GEMM_RT / _KT / _NS parsing: checked\n");
+}
+
 /* Set the skinny GEMM's plan variable var (MB_CUDA_GEN_GEMM_RT / _KT / _NS) to v, read by
  * mb_cuda_gen_create, and name the case "d512 VAR=v". */
 static void force_plan(const char *var, int v, char *name, size_t cap) {
@@ -534,6 +562,7 @@ int main(void) {
         check_logits(&m, 64, 20, 0, 1e-4, "layernorm d512");
         check_logits(&m, 64, 20, 1, 2e-2, "layernorm d512");
         check_logits(&m, 70, 20, 1, 2e-2, "layernorm d512");
+        check_gemm_env(&m);
         setenv("MB_CUDA_GEN_GEMM", "cublas", 1); /* read by mb_cuda_gen_create */
         check_logits(&m, 64, 20, 1, 2e-2, "d512 cuBLAS GEMM");
         check_logits(&m, 70, 20, 1, 2e-2, "d512 cuBLAS GEMM");
