@@ -914,94 +914,90 @@ __device__ __forceinline__ bool before(float va, int ia, float vb, int ib) {
 
 /* One block of 256 threads per sequence: sample from logits (S, 256), write the byte to tok[s]
  * (the next step's input) and to the host ring at slot counter[s] % GEN_RING; counter[s]++.
- * Same rules as mb_sample (sampler.c). */
+ * Same rules as mb_sample (sampler.c): argmax (a block reduction in `before` order) at
+ * temperature 0; else softmax(logits / T) in double, sorted by probability (bitonic sort, only
+ * with top-k or top-p), the kept set's cumulative sums by a block scan in double, the top-p cut
+ * and the inverse-CDF draw as the first thread whose sum passes (the sums are added in another
+ * order than the CPU's sequential ones: equal to ~1e-16 relative). H200: 36 us per call with
+ * the cumulative sums in one thread, ~the sorts' barriers now. */
 __global__ void __launch_bounds__(256)
     sample_kernel(const float *__restrict__ logits, uint8_t *tok, uint8_t *ring, uint64_t *counter,
                   int S, float temp, int top_k, float top_p, uint64_t seed) {
     __shared__ float pv[256];
     __shared__ int pi[256];
-    __shared__ double sh[32];
-    const int s = blockIdx.x, t = threadIdx.x;
+    __shared__ double sh[32], cum[256];
+    __shared__ float wv[8];
+    __shared__ int wi[8], cut, pk, fb;
+    const int s = blockIdx.x, t = threadIdx.x, lane = t & 31, warp = t >> 5;
     const float l = logits[(int64_t)s * 256 + t];
-    /* argmax by a bitonic sort of (logit, index) */
-    pv[t] = l;
-    pi[t] = t;
+    /* argmax: the (logit, index) that ranks before all others */
+    float bv = l;
+    int bi = t;
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+        const float ov = __shfl_xor_sync(0xffffffffu, bv, o);
+        const int oi = __shfl_xor_sync(0xffffffffu, bi, o);
+        if (before(ov, oi, bv, bi)) bv = ov, bi = oi;
+    }
+    if (lane == 0) wv[warp] = bv, wi[warp] = bi;
+    if (t == 0) cut = 256, pk = 256, fb = 0;
     __syncthreads();
-    auto sort = [&]() {
-        for (int k = 2; k <= 256; k <<= 1)
-            for (int j = k >> 1; j > 0; j >>= 1) {
-                const int p = t ^ j;
-                if (p > t) {
-                    const bool up = (t & k) == 0; /* this pair sorted "before" first */
-                    const bool sw = up ? before(pv[p], pi[p], pv[t], pi[t])
-                                       : before(pv[t], pi[t], pv[p], pi[p]);
-                    if (sw) {
-                        const float fv = pv[t];
-                        const int fi = pi[t];
-                        pv[t] = pv[p], pi[t] = pi[p];
-                        pv[p] = fv, pi[p] = fi;
-                    }
-                }
-                __syncthreads();
-            }
-    };
-    sort();
-    const int amax = pi[0];
-    const float maxl = pv[0];
-    __syncthreads();
-    int byte = amax;
+    float maxl = wv[0];
+    int byte = wi[0];
+    for (int w = 1; w < 8; w++)
+        if (before(wv[w], wi[w], maxl, byte)) maxl = wv[w], byte = wi[w];
     if (temp > 0.0f) {
         const double e = exp(((double)l - (double)maxl) * (1.0 / (double)temp));
         const double sum = block_sumd(e, sh);
-        const float p = (float)((double)(float)e / sum);
         const bool use_k = top_k > 0 && top_k<256, use_p = top_p> 0.0f && top_p < 1.0f;
-        pv[t] = p;
+        pv[t] = (float)((double)(float)e / sum);
         pi[t] = t;
         __syncthreads();
-        if (use_k || use_p) sort();
-        if (t == 0) {
-            int n = 256;
-            if (use_k) n = top_k;
-            if (use_p) {
-                double kept = 0.0, cum = 0.0;
-                for (int i = 0; i < n; i++)
-                    kept += pv[i];
-                const double target = ((double)top_p - 1e-6) * kept;
-                for (int i = 0; i < n; i++) {
-                    cum += pv[i];
-                    if (cum >= target) {
-                        n = i + 1;
-                        break;
+        if (use_k || use_p) /* descending probability, ties by lower index */
+            for (int k = 2; k <= 256; k <<= 1)
+                for (int j = k >> 1; j > 0; j >>= 1) {
+                    const int p = t ^ j;
+                    if (p > t) {
+                        const bool up = (t & k) == 0; /* this pair sorted "before" first */
+                        const bool sw = up ? before(pv[p], pi[p], pv[t], pi[t])
+                                           : before(pv[t], pi[t], pv[p], pi[p]);
+                        if (sw) {
+                            const float fv = pv[t];
+                            const int fi = pi[t];
+                            pv[t] = pv[p], pi[t] = pi[p];
+                            pv[p] = fv, pi[p] = fi;
+                        }
                     }
+                    __syncthreads();
                 }
-            }
-            double mass = 0.0;
-            for (int i = 0; i < n; i++)
-                mass += pv[i];
-            const uint64_t z =
-                splitmix64(seed ^ splitmix64(counter[s] * 0x100000001B3ull + (uint64_t)s));
-            const double r = (double)(z >> 11) * (1.0 / 9007199254740992.0) * mass;
-            double cdf = 0.0;
-            int pick = -1;
-            for (int i = 0; i < n; i++) {
-                cdf += pv[i];
-                if (r < cdf) {
-                    pick = pi[i];
-                    break;
-                }
-            }
-            if (pick < 0) {
-                pick = pi[0];
-                for (int i = n - 1; i > 0; i--)
-                    if (pv[i] > 0.0f) {
-                        pick = pi[i];
-                        break;
-                    }
-            }
-            pi[0] = pick; /* broadcast below */
+        /* cum[i] = pv[0] + ... + pv[i]: warp scans, then the warps' totals */
+        const float v = pv[t];
+        double c = (double)v;
+#pragma unroll
+        for (int o = 1; o < 32; o <<= 1) {
+            const double y = __shfl_up_sync(0xffffffffu, c, o);
+            if (lane >= o) c += y;
         }
+        if (lane == 31) sh[warp] = c;
         __syncthreads();
-        byte = pi[0];
+        for (int w = 0; w < warp; w++)
+            c += sh[w];
+        cum[t] = c;
+        __syncthreads();
+        int n = use_k ? top_k : 256;
+        if (use_p) { /* the smallest prefix of the kept set whose mass reaches p */
+            const double target = ((double)top_p - 1e-6) * cum[n - 1];
+            if (t < n && c >= target) atomicMin(&cut, t);
+            __syncthreads();
+            if (cut < n) n = cut + 1;
+        }
+        const uint64_t z =
+            splitmix64(seed ^ splitmix64(counter[s] * 0x100000001B3ull + (uint64_t)s));
+        const double r = (double)(z >> 11) * (1.0 / 9007199254740992.0) * cum[n - 1];
+        if (t < n && r < c) atomicMin(&pk, t);              /* the inverse-CDF draw */
+        if (t >= 1 && t < n && v > 0.0f) atomicMax(&fb, t); /* rounding: the last nonzero */
+        __syncthreads();
+        byte = pi[pk < n ? pk : fb];
     }
     if (t == 0) {
         tok[s] = (uint8_t)byte;

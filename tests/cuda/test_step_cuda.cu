@@ -324,6 +324,116 @@ static int run_sampled(const mb_model *m, uint64_t seed, float T, int k, float p
     return rc;
 }
 
+/* The GPU sampler's draw for sequence s at its t-th sample (sample_kernel): the same splitmix64
+ * stream, here on the host */
+static uint64_t h_splitmix64(uint64_t z) {
+    z += 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+/* mb_sample's rule (sampler.c) with the uniform u given: argmax at T = 0, else softmax(l / T)
+ * in double, sorted by probability descending (ties: lower index) when top-k or top-p apply,
+ * the top-k set, the smallest prefix reaching top_p, and the inverse-CDF draw over it */
+static int cpu_pick(const float *l, float T, int top_k, float top_p, double u) {
+    int amax = 0;
+    for (int i = 1; i < 256; i++)
+        if (l[i] > l[amax]) amax = i;
+    if (!(T > 0.0f)) return amax;
+    float pr[256];
+    int idx[256];
+    double sum = 0.0;
+    for (int i = 0; i < 256; i++) {
+        const double e = exp(((double)l[i] - (double)l[amax]) * (1.0 / (double)T));
+        pr[i] = (float)e;
+        sum += e;
+    }
+    for (int i = 0; i < 256; i++)
+        pr[i] = (float)(pr[i] / sum), idx[i] = i;
+    const int use_k = top_k > 0 && top_k<256, use_p = top_p> 0.0f && top_p < 1.0f;
+    int n = 256;
+    if (use_k || use_p) {
+        for (int i = 1; i < 256; i++) /* insertion sort: stable, descending */
+            for (int j = i; j > 0 && pr[idx[j]] > pr[idx[j - 1]]; j--) {
+                const int x = idx[j];
+                idx[j] = idx[j - 1], idx[j - 1] = x;
+            }
+        if (use_k) n = top_k;
+        if (use_p) {
+            double kept = 0.0, cum = 0.0;
+            for (int i = 0; i < n; i++)
+                kept += pr[idx[i]];
+            const double target = ((double)top_p - 1e-6) * kept;
+            for (int i = 0; i < n; i++) {
+                cum += pr[idx[i]];
+                if (cum >= target) {
+                    n = i + 1;
+                    break;
+                }
+            }
+        }
+    }
+    double mass = 0.0, cdf = 0.0;
+    for (int i = 0; i < n; i++)
+        mass += pr[idx[i]];
+    const double r = u * mass;
+    for (int i = 0; i < n; i++) {
+        cdf += pr[idx[i]];
+        if (r < cdf) return idx[i];
+    }
+    for (int i = n - 1; i > 0; i--)
+        if (pr[idx[i]] > 0.0f) return idx[i];
+    return idx[0];
+}
+
+/* Every byte the GPU samples (mb_cuda_gen_generate after a prompt) against cpu_pick on the
+ * logits of the same positions (a second generator stepping the prompt and the sampled bytes:
+ * the same kernels, so the same logits) with the GPU's own uniform draws */
+static void check_sampler_exact(const mb_model *m, int64_t B, int bf16, float T, int k, float p,
+                                uint64_t seed, int64_t n) {
+    const uint8_t prompt[] = "Once upon a time"; /* 16 bytes: stepped, not prefilled */
+    const int64_t L = (int64_t)sizeof prompt - 1;
+    mb_cuda_gen *ga = NULL, *gb = NULL;
+    uint8_t *pr = (uint8_t *)malloc((size_t)(B * L)), *out = (uint8_t *)malloc((size_t)(B * n));
+    uint8_t *x = (uint8_t *)malloc((size_t)B);
+    float *lg = (float *)malloc((size_t)B * 256 * sizeof(float));
+    for (int64_t s = 0; s < B; s++)
+        memcpy(pr + s * L, prompt, (size_t)L);
+    int rc = mb_cuda_gen_create(&ga, m, NULL, B, bf16);
+    if (!rc) rc = mb_cuda_gen_prefill(ga, pr, L);
+    if (!rc) rc = mb_cuda_gen_sampler(ga, T, k, p, seed);
+    if (!rc) rc = mb_cuda_gen_generate(ga, n, out, NULL, NULL);
+    if (!rc) rc = mb_cuda_gen_create(&gb, m, NULL, B, bf16);
+    for (int64_t j = 0; j < L && !rc; j++) {
+        for (int64_t s = 0; s < B; s++)
+            x[s] = prompt[j];
+        rc = mb_cuda_gen_step(gb, x, lg);
+    }
+    REQUIRE(rc == 0, "sampler check B=%lld: %s", (long long)B, mb_last_error());
+    int64_t bad = 0, first = -1;
+    for (int64_t t = 0; t < n && !rc; t++) {
+        for (int64_t s = 0; s < B; s++) {
+            const uint64_t z =
+                h_splitmix64(seed ^ h_splitmix64((uint64_t)t * 0x100000001B3ull + (uint64_t)s));
+            const double u = (double)(z >> 11) * (1.0 / 9007199254740992.0);
+            const int want = cpu_pick(lg + s * 256, T, k, p, u);
+            if (want != out[t * B + s] && bad++ == 0) first = t;
+            x[s] = out[t * B + s];
+        }
+        rc = mb_cuda_gen_step(gb, x, lg);
+    }
+    printf("sampler B=%lld %s T=%g k=%d p=%g: %lld bytes, %lld differ from mb_sample's rule (first "
+           "at step %lld)\n",
+           (long long)B, bf16 ? "bf16" : "fp32", (double)T, k, (double)p, (long long)(B * n),
+           (long long)bad, (long long)first);
+    REQUIRE(rc == 0 && bad == 0, "sampler B=%lld T=%g k=%d p=%g: %lld of %lld bytes differ",
+            (long long)B, (double)T, k, (double)p, (long long)bad, (long long)(B * n));
+    mb_cuda_gen_free(ga);
+    mb_cuda_gen_free(gb);
+    free(pr), free(out), free(x), free(lg);
+}
+
 /* MB_CUDA_GEN_PERSIST_PACE: malformed values fail mb_cuda_gen_create with the variable named;
  * well-formed ones give the mode they ask for (bit 4: paced) */
 static void check_pace_env(const mb_model *m) {
@@ -688,6 +798,15 @@ int main(void) {
     {
         mb_model m;
         make_model(&m, 64, 0, 0, 77);
+        /* every sampled byte as mb_sample's rule picks it with the GPU's draws: the
+         * persistent step (batch 1, 3) and the batched one (64), with top-k and top-p, top-p
+         * alone, no truncation (index order), temperature 0 */
+        check_sampler_exact(&m, 1, 0, 0.8f, 40, 0.9f, 42, 200);
+        check_sampler_exact(&m, 3, 1, 1.0f, 0, 0.95f, 7, 100);
+        check_sampler_exact(&m, 64, 1, 1.0f, 0, 0.95f, 5, 40);
+        check_sampler_exact(&m, 64, 0, 0.7f, 12, 1.0f, 9, 40);
+        check_sampler_exact(&m, 64, 1, 1.3f, 0, 1.0f, 11, 40);
+        check_sampler_exact(&m, 6, 0, 0.0f, 0, 1.0f, 13, 50);
         const int64_t n = 300;
         uint8_t a[300], b[300], c[300], k1[300], gr[300];
         int rc = run_sampled(&m, 42, 0.8f, 40, 0.9f, n, a, NULL);
