@@ -339,7 +339,7 @@ static uint64_t h_splitmix64(uint64_t z) {
 static int cpu_pick(const float *l, float T, int top_k, float top_p, double u) {
     int amax = 0;
     for (int i = 1; i < 256; i++)
-        if (l[i] > l[amax]) amax = i;
+        if (l[i] > l[amax] || (isnan(l[amax]) && !isnan(l[i]))) amax = i;
     if (!(T > 0.0f)) return amax;
     float pr[256];
     int idx[256];
@@ -807,6 +807,9 @@ int main(void) {
         check_sampler_exact(&m, 64, 0, 0.7f, 12, 1.0f, 9, 40);
         check_sampler_exact(&m, 64, 1, 1.3f, 0, 1.0f, 11, 40);
         check_sampler_exact(&m, 6, 0, 0.0f, 0, 1.0f, 13, 50);
+        check_sampler_exact(&m, 6, 0, 1.0f, 1, 1.0f, 15, 30);   /* top-k 1 */
+        check_sampler_exact(&m, 6, 1, 1.0f, 255, 1.0f, 17, 30); /* top-k 255 */
+        check_sampler_exact(&m, 6, 0, 1.0f, 0, 1e-7f, 19, 30);  /* a nucleus of one byte */
         const int64_t n = 300;
         uint8_t a[300], b[300], c[300], k1[300], gr[300];
         int rc = run_sampled(&m, 42, 0.8f, 40, 0.9f, n, a, NULL);
