@@ -82,6 +82,11 @@ static void sort_desc(int *idx, const float *probs, int n) {
 
 /* Draw one byte from 256 logits (not modified). */
 int mb_sample(mb_sampler *s, const float *logits) {
+    if (!(s->temperature > 0.0f)) return argmax(logits); /* (no draw from the rng) */
+    return mb_sample_draw(s, logits, mb_rng_double(&s->rng));
+}
+
+int mb_sample_draw(mb_sampler *s, const float *logits, double u) {
     if (!(s->temperature > 0.0f)) return argmax(logits);
 
     float probs_stack[MB_VOCAB];
@@ -130,7 +135,7 @@ int mb_sample(mb_sampler *s, const float *logits) {
         mass += probs[idx[i]];
 
     /* inverse-CDF draw over the kept set, renormalised to its mass */
-    const double r = mb_rng_double(&s->rng) * mass;
+    const double r = u * mass;
     double cdf = 0.0;
     for (int i = 0; i < n; i++) {
         cdf += probs[idx[i]];

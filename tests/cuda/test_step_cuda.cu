@@ -61,6 +61,7 @@
 
 #include "check.h"
 #include "cuda/step_cuda.h"
+#include "infer/sampler.h"
 #include "mambabyte.h"
 
 static void make_model_n(mb_model *m, int64_t d, int rms, int tied, uint64_t seed, int64_t d_state,
@@ -333,63 +334,10 @@ static uint64_t h_splitmix64(uint64_t z) {
     return z ^ (z >> 31);
 }
 
-/* mb_sample's rule (sampler.c) with the uniform u given: argmax at T = 0, else softmax(l / T)
- * in double, sorted by probability descending (ties: lower index) when top-k or top-p apply,
- * the top-k set, the smallest prefix reaching top_p, and the inverse-CDF draw over it */
-static int cpu_pick(const float *l, float T, int top_k, float top_p, double u) {
-    int amax = 0;
-    for (int i = 1; i < 256; i++)
-        if (l[i] > l[amax] || (isnan(l[amax]) && !isnan(l[i]))) amax = i;
-    if (!(T > 0.0f)) return amax;
-    float pr[256];
-    int idx[256];
-    double sum = 0.0;
-    for (int i = 0; i < 256; i++) {
-        const double e = exp(((double)l[i] - (double)l[amax]) * (1.0 / (double)T));
-        pr[i] = (float)e;
-        sum += e;
-    }
-    for (int i = 0; i < 256; i++)
-        pr[i] = (float)(pr[i] / sum), idx[i] = i;
-    const int use_k = top_k > 0 && top_k<256, use_p = top_p> 0.0f && top_p < 1.0f;
-    int n = 256;
-    if (use_k || use_p) {
-        for (int i = 1; i < 256; i++) /* insertion sort: stable, descending */
-            for (int j = i; j > 0 && pr[idx[j]] > pr[idx[j - 1]]; j--) {
-                const int x = idx[j];
-                idx[j] = idx[j - 1], idx[j - 1] = x;
-            }
-        if (use_k) n = top_k;
-        if (use_p) {
-            double kept = 0.0, cum = 0.0;
-            for (int i = 0; i < n; i++)
-                kept += pr[idx[i]];
-            const double target = ((double)top_p - 1e-6) * kept;
-            for (int i = 0; i < n; i++) {
-                cum += pr[idx[i]];
-                if (cum >= target) {
-                    n = i + 1;
-                    break;
-                }
-            }
-        }
-    }
-    double mass = 0.0, cdf = 0.0;
-    for (int i = 0; i < n; i++)
-        mass += pr[idx[i]];
-    const double r = u * mass;
-    for (int i = 0; i < n; i++) {
-        cdf += pr[idx[i]];
-        if (r < cdf) return idx[i];
-    }
-    for (int i = n - 1; i > 0; i--)
-        if (pr[idx[i]] > 0.0f) return idx[i];
-    return idx[0];
-}
-
-/* Every byte the GPU samples (mb_cuda_gen_generate after a prompt) against cpu_pick on the
- * logits of the same positions (a second generator stepping the prompt and the sampled bytes:
- * the same kernels, so the same logits) with the GPU's own uniform draws */
+/* Every byte the GPU samples (mb_cuda_gen_generate after a prompt) against mb_sample's rule
+ * (mb_sample_draw, sampler.c) on the logits of the same positions (a second generator stepping the
+ * prompt and the sampled bytes: the same kernels, so the same logits) with the GPU's own uniform
+ * draws */
 static void check_sampler_exact(const mb_model *m, int64_t B, int bf16, float T, int k, float p,
                                 uint64_t seed, int64_t n) {
     const uint8_t prompt[] = "Once upon a time"; /* 16 bytes: stepped, not prefilled */
@@ -411,13 +359,15 @@ static void check_sampler_exact(const mb_model *m, int64_t B, int bf16, float T,
         rc = mb_cuda_gen_step(gb, x, lg);
     }
     REQUIRE(rc == 0, "sampler check B=%lld: %s", (long long)B, mb_last_error());
+    mb_sampler sp;
+    mb_sampler_init(&sp, T, k, p, seed); /* its settings and workspace (not its rng) */
     int64_t bad = 0, first = -1;
     for (int64_t t = 0; t < n && !rc; t++) {
         for (int64_t s = 0; s < B; s++) {
             const uint64_t z =
                 h_splitmix64(seed ^ h_splitmix64((uint64_t)t * 0x100000001B3ull + (uint64_t)s));
             const double u = (double)(z >> 11) * (1.0 / 9007199254740992.0);
-            const int want = cpu_pick(lg + s * 256, T, k, p, u);
+            const int want = mb_sample_draw(&sp, lg + s * 256, u);
             if (want != out[t * B + s] && bad++ == 0) first = t;
             x[s] = out[t * B + s];
         }
@@ -429,6 +379,7 @@ static void check_sampler_exact(const mb_model *m, int64_t B, int bf16, float T,
            (long long)bad, (long long)first);
     REQUIRE(rc == 0 && bad == 0, "sampler B=%lld T=%g k=%d p=%g: %lld of %lld bytes differ",
             (long long)B, (double)T, k, (double)p, (long long)bad, (long long)(B * n));
+    mb_sampler_free(&sp);
     mb_cuda_gen_free(ga);
     mb_cuda_gen_free(gb);
     free(pr), free(out), free(x), free(lg);
