@@ -2,6 +2,7 @@
 #include "io/config_json.h"
 
 #include "io/atomic_file.h"
+#include "io/json_type.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -23,16 +24,6 @@ typedef struct {
     const char *where; /* "" or "ssm_cfg." for messages */
 } jctx;
 
-static const char *jtype(const cJSON *v) {
-    if (cJSON_IsString(v)) return "a string";
-    if (cJSON_IsNumber(v)) return "a number";
-    if (cJSON_IsBool(v)) return "a boolean";
-    if (cJSON_IsNull(v)) return "null";
-    if (cJSON_IsArray(v)) return "an array";
-    if (cJSON_IsObject(v)) return "an object";
-    return "invalid";
-}
-
 /* Integer field: *out untouched when absent. */
 static int get_int(const jctx *x, const char *key, int64_t *out, int *present) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(x->obj, key);
@@ -41,7 +32,7 @@ static int get_int(const jctx *x, const char *key, int64_t *out, int *present) {
     double d = cJSON_IsNumber(v) ? v->valuedouble : NAN;
     if (!cJSON_IsNumber(v) || !isfinite(d) || d != floor(d) || fabs(d) > 1e15)
         return mb_fail(MB_EFORMAT, "file %s: field %s%s must be an integer (got %s)", x->path,
-                       x->where, key, jtype(v));
+                       x->where, key, mb_json_type(v));
     *out = (int64_t)d;
     return MB_OK;
 }
@@ -52,7 +43,7 @@ static int get_bool(const jctx *x, const char *key, int *out, int *present) {
     if (!v) return MB_OK;
     if (!cJSON_IsBool(v))
         return mb_fail(MB_EFORMAT, "file %s: field %s%s must be true or false (got %s)", x->path,
-                       x->where, key, jtype(v));
+                       x->where, key, mb_json_type(v));
     *out = cJSON_IsTrue(v);
     return MB_OK;
 }
@@ -62,7 +53,7 @@ static int get_float(const jctx *x, const char *key, float *out) {
     if (!v) return MB_OK;
     if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble))
         return mb_fail(MB_EFORMAT, "file %s: field %s%s must be a number (got %s)", x->path,
-                       x->where, key, jtype(v));
+                       x->where, key, mb_json_type(v));
     float f = (float)v->valuedouble;
     if (!isfinite(f))
         return mb_fail(MB_EFORMAT, "file %s: field %s%s = %g is out of the float range", x->path,
@@ -96,7 +87,7 @@ static int expect_str(const jctx *x, const char *key, const char *want, const ch
     if (!v) return MB_OK;
     if (!cJSON_IsString(v))
         return mb_fail(MB_EFORMAT, "file %s: field %s%s must be a string (got %s)", x->path,
-                       x->where, key, jtype(v));
+                       x->where, key, mb_json_type(v));
     if (strcmp(v->valuestring, want) != 0)
         return mb_fail(MB_EFORMAT, "file %s: field %s%s is \"%s\"; only \"%s\" is supported%s",
                        x->path, x->where, key, v->valuestring, want, why);
@@ -266,7 +257,7 @@ static int parse_mamba_ssm(const jctx *x, mb_config *c) {
     if (s) {
         if (!cJSON_IsObject(s))
             return mb_fail(MB_EFORMAT, "file %s: field ssm_cfg must be an object (got %s)", x->path,
-                           jtype(s));
+                           mb_json_type(s));
         jctx y = {x->path, s, "ssm_cfg."};
         if ((rc = check_keys_strict(&y, k_ssm_cfg, "Mamba-1 ssm_cfg"))) return rc;
         if ((rc = expect_str(&y, "layer", "Mamba1", " (Mamba-2 is not supported)"))) return rc;
@@ -360,7 +351,7 @@ int mb_config_json_parse(const char *text, int64_t len, const char *path, mb_con
     mb_config_flavour fl = MB_CFG_MAMBA_SSM;
     if (!cJSON_IsObject(root)) {
         rc = mb_fail(MB_EFORMAT, "file %s: top level is %s, expected a JSON object", path,
-                     jtype(root));
+                     mb_json_type(root));
     } else {
         const cJSON *mt = cJSON_GetObjectItemCaseSensitive(root, "model_type");
         mb_config_default(c, 1, 1);

@@ -2,6 +2,7 @@
 #include "io/safetensors.h"
 
 #include "io/atomic_file.h"
+#include "io/json_type.h"
 #include "mambabyte.h"
 
 #include <cjson/cJSON.h>
@@ -127,17 +128,6 @@ static int json_i64(const cJSON *v, int64_t *out) {
     return 1;
 }
 
-static const char *json_type(const cJSON *v) {
-    if (!v) return "missing";
-    if (cJSON_IsString(v)) return "a string";
-    if (cJSON_IsNumber(v)) return "a number";
-    if (cJSON_IsBool(v)) return "a boolean";
-    if (cJSON_IsNull(v)) return "null";
-    if (cJSON_IsArray(v)) return "an array";
-    if (cJSON_IsObject(v)) return "an object";
-    return "invalid";
-}
-
 typedef struct {
     int64_t begin, end;
     int idx;
@@ -179,7 +169,7 @@ static int parse_entry(const mb_st_file *f, const char *name, const cJSON *e, mb
     const char *p = f->path;
     if (!cJSON_IsObject(e))
         return mb_fail(MB_EFORMAT, "file %s: tensor %s: header entry is %s, expected an object", p,
-                       name, json_type(e));
+                       name, mb_json_type(e));
     const cJSON *dt = cJSON_GetObjectItemCaseSensitive(e, "dtype");
     const cJSON *sh = cJSON_GetObjectItemCaseSensitive(e, "shape");
     const cJSON *off = cJSON_GetObjectItemCaseSensitive(e, "data_offsets");
@@ -188,14 +178,14 @@ static int parse_entry(const mb_st_file *f, const char *name, const cJSON *e, mb
     if (!off) return mb_fail(MB_EFORMAT, "file %s: tensor %s: no \"data_offsets\"", p, name);
     if (!cJSON_IsString(dt))
         return mb_fail(MB_EFORMAT, "file %s: tensor %s: \"dtype\" is %s, expected a string", p,
-                       name, json_type(dt));
+                       name, mb_json_type(dt));
     if (mb_dtype_parse(dt->valuestring, &t->dtype) != MB_OK)
         return mb_fail(MB_EFORMAT,
                        "file %s: tensor %s: unsupported dtype '%s' (readable: F32, F16, BF16)", p,
                        name, dt->valuestring);
     if (!cJSON_IsArray(sh))
         return mb_fail(MB_EFORMAT, "file %s: tensor %s: \"shape\" is %s, expected an array", p,
-                       name, json_type(sh));
+                       name, mb_json_type(sh));
     int nd = cJSON_GetArraySize(sh);
     if (nd > MB_ST_MAX_DIMS)
         return mb_fail(MB_EFORMAT, "file %s: tensor %s: %d dimensions (at most %d supported)", p,
@@ -208,7 +198,7 @@ static int parse_entry(const mb_st_file *f, const char *name, const cJSON *e, mb
         if (!json_i64(v, &s))
             return mb_fail(MB_EFORMAT,
                            "file %s: tensor %s: shape[%d] is not an integer in range (%s)", p, name,
-                           i, json_type(v));
+                           i, mb_json_type(v));
         if (s < 0)
             return mb_fail(MB_EFORMAT,
                            "file %s: tensor %s: negative dimension shape[%d] = %" PRId64, p, name,
@@ -258,7 +248,7 @@ static int parse_entry(const mb_st_file *f, const char *name, const cJSON *e, mb
 static int parse_metadata(mb_st_file *f, const cJSON *m) {
     if (!cJSON_IsObject(m))
         return mb_fail(MB_EFORMAT, "file %s: \"__metadata__\" is %s, expected an object", f->path,
-                       json_type(m));
+                       mb_json_type(m));
     int n = cJSON_GetArraySize(m);
     f->meta_keys = calloc((size_t)n + 1, sizeof(char *));
     f->meta_vals = calloc((size_t)n + 1, sizeof(char *));
@@ -268,7 +258,7 @@ static int parse_metadata(mb_st_file *f, const cJSON *m) {
     cJSON_ArrayForEach(v, m) {
         if (!cJSON_IsString(v))
             return mb_fail(MB_EFORMAT, "file %s: __metadata__ key '%s' is %s, expected a string",
-                           f->path, v->string, json_type(v));
+                           f->path, v->string, mb_json_type(v));
         f->meta_keys[f->n_meta] = strdup(v->string);
         f->meta_vals[f->n_meta] = strdup(v->valuestring);
         f->n_meta++;
@@ -283,7 +273,7 @@ static int parse_header(mb_st_file *f, const cJSON *root) {
     const char *p = f->path;
     if (!cJSON_IsObject(root))
         return mb_fail(MB_EFORMAT, "file %s: header is %s, expected a JSON object", p,
-                       json_type(root));
+                       mb_json_type(root));
     int n = 0;
     const cJSON *e;
     cJSON_ArrayForEach(e, root) {

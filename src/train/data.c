@@ -279,6 +279,18 @@ static int list_input(const char *input, mb_data_format fmt, const char *pack_pa
     return 0;
 }
 
+/* list_input, and an error naming the file where a single input file is empty */
+static int list_input_nonempty(const char *input, mb_data_format fmt, const char *pack_path,
+                               in_list *l, int *is_dir, mb_data_format *fmt_out, uint64_t *fp) {
+    int rc = list_input(input, fmt, pack_path, l, is_dir, fmt_out, fp);
+    if (rc) return rc;
+    if (!*is_dir && l->f[0].size == 0) {
+        in_list_free(l);
+        return mb_fail(MB_EINVAL, "data file %s is empty", input);
+    }
+    return MB_OK;
+}
+
 /* ---------------------------------------------------------------- pack writer */
 typedef struct {
     FILE *f;
@@ -754,12 +766,8 @@ int mb_pack_build(const char *input, mb_data_format fmt, const char *pack_path) 
     int is_dir;
     mb_data_format rf;
     uint64_t fp;
-    int rc = list_input(input, fmt, pack_path, &l, &is_dir, &rf, &fp);
+    int rc = list_input_nonempty(input, fmt, pack_path, &l, &is_dir, &rf, &fp);
     if (rc) return rc;
-    if (!is_dir && l.f[0].size == 0) {
-        in_list_free(&l);
-        return mb_fail(MB_EINVAL, "data file %s is empty", input);
-    }
     rc = build_listed(input, &l, is_dir, rf, fp, pack_path);
     in_list_free(&l);
     return rc;
@@ -869,12 +877,8 @@ int mb_pack_load(mb_pack *p, const char *input, mb_data_format fmt, const char *
     int is_dir;
     mb_data_format rf;
     uint64_t fp;
-    int rc = list_input(input, fmt, pack_path, &l, &is_dir, &rf, &fp);
+    int rc = list_input_nonempty(input, fmt, pack_path, &l, &is_dir, &rf, &fp);
     if (rc) return rc;
-    if (!is_dir && l.f[0].size == 0) {
-        in_list_free(&l);
-        return mb_fail(MB_EINVAL, "data file %s is empty", input);
-    }
     uint32_t src = (uint32_t)rf | (is_dir ? SRC_DIR : 0);
     if (mb_pack_open(p, pack_path) == 0) {
         if (p->fingerprint == fp && p->source == src) {
