@@ -82,8 +82,8 @@ static void sort_desc(int *idx, const float *probs, int n) {
 
 /* Draw one byte from 256 logits (not modified). */
 int mb_sample(mb_sampler *s, const float *logits) {
-    if (!(s->temperature > 0.0f)) return argmax(logits); /* (no draw from the rng) */
-    return mb_sample_draw(s, logits, mb_rng_double(&s->rng));
+    /* one rng draw per call at T > 0, none otherwise (mb_sample_draw then takes the argmax) */
+    return mb_sample_draw(s, logits, s->temperature > 0.0f ? mb_rng_double(&s->rng) : 0.0);
 }
 
 int mb_sample_draw(mb_sampler *s, const float *logits, double u) {
