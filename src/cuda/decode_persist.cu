@@ -400,103 +400,6 @@ __device__ __forceinline__ void dot_row(const WT *row, const float *u, int d, in
         acc[s] = p_warp_sum(acc[s]);
 }
 
-/* ------------------------------------------------------------- tensor-core row products */
-/* c += A B for one m16n8k16 product (bf16 in, fp32 sums; PTX ISA "mma.sync", fragment layouts
- * of m16n8k16 .bf16): lane (g, t) = (lane / 4, lane % 4) holds a = A[g][2t..2t+1],
- * A[g+8][2t..2t+1], A[g][2t+8..2t+9], A[g+8][2t+8..2t+9]; b = B[2t..2t+1][g], B[2t+8..2t+9][g];
- * c = C[g][2t], C[g][2t+1], C[g+8][2t], C[g+8][2t+1] (pairs: the lower k in the low half). */
-#ifndef MBP_EMU
-__device__ __forceinline__ void mma16816(float *c, uint32_t a0, uint32_t a1, uint32_t a2,
-                                         uint32_t a3, uint32_t b0, uint32_t b1) {
-    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
-        "{%8,%9}, {%0,%1,%2,%3};\n"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-}
-#endif
-/* x, y -> bf16 pairs hi = bf16(x, y) and lo = bf16 of what hi leaves out (x - hi.x, y - hi.y) */
-__device__ __forceinline__ void split_bf16x2(float x, float y, uint32_t &hi, uint32_t &lo) {
-    const __nv_bfloat162 h = __floats2bfloat162_rn(x, y);
-    const float2 hf = __bfloat1622float2(h);
-    const __nv_bfloat162 l = __floats2bfloat162_rn(x - hf.x, y - hf.y);
-    memcpy(&hi, &h, 4);
-    memcpy(&lo, &l, 4);
-}
-
-/* part[(w nrows + i) S + s] = warp w's share of row(i) . u[s] for rows i < nrows (bf16, K
- * weights each; row(i): a generic pointer, shared or global memory, 16-byte aligned) and the S
- * vectors u (shared, fp32, row stride ld), K a multiple of 32 (a.mma). Warp w takes the
- * 32-column steps w, w + NWARP, ..., 16 rows per m-tile, up to 4 m-tiles per pass: in a step
- * lane (g, t) loads columns 8t..8t+7 of rows g and g + 8 of each m-tile (16 bytes each), which
- * two products take as their k slots 2t, 2t+1, 2t+8, 2t+9 (a permutation of k, the same for the
- * rows and for u); B's column n = g < S holds u[g] as bf16 hi and lo parts (two products each),
- * the other columns zeros. Every warp writes its part of every row (zeros where it had no
- * step); the caller adds the NWARP parts in warp order after a block sync. */
-template <int S, typename RowF>
-__device__ __forceinline__ void mma_rows(RowF row, int nrows, const float *u, int ld, int K,
-                                         float *part) {
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, tq = lane & 3;
-    for (int r0 = 0; r0 < nrows; r0 += 64) {
-        const int nmt = min(4, (nrows - r0 + 15) >> 4);
-        const bf16 *pa[4], *pb[4]; /* rows g and g + 8 of each m-tile, column 8t */
-        float acc[4][4];
-#pragma unroll
-        for (int mt = 0; mt < 4; mt++) {
-            const int i = r0 + 16 * mt + g;
-            pa[mt] = row(i < nrows ? i : nrows - 1) + 8 * tq;
-            pb[mt] = row(i + 8 < nrows ? i + 8 : nrows - 1) + 8 * tq;
-            acc[mt][0] = acc[mt][1] = acc[mt][2] = acc[mt][3] = 0.0f;
-        }
-        for (int k0 = 32 * warp; k0 < K; k0 += 32 * NWARP) {
-            uint4 ra[4], rb[4];
-#pragma unroll
-            for (int mt = 0; mt < 4; mt++)
-                if (mt < nmt) {
-                    ra[mt] = *(const uint4 *)(pa[mt] + k0);
-                    rb[mt] = *(const uint4 *)(pb[mt] + k0);
-                }
-            uint32_t bh[4] = {0u, 0u, 0u, 0u}, bl[4] = {0u, 0u, 0u, 0u};
-            if (g < S) {
-                const float4 v0 = *(const float4 *)(u + g * ld + k0 + 8 * tq);
-                const float4 v1 = *(const float4 *)(u + g * ld + k0 + 8 * tq + 4);
-                split_bf16x2(v0.x, v0.y, bh[0], bl[0]);
-                split_bf16x2(v0.z, v0.w, bh[1], bl[1]);
-                split_bf16x2(v1.x, v1.y, bh[2], bl[2]);
-                split_bf16x2(v1.z, v1.w, bh[3], bl[3]);
-            }
-#pragma unroll
-            for (int mt = 0; mt < 4; mt++)
-                if (mt < nmt) {
-                    mma16816(acc[mt], ra[mt].x, rb[mt].x, ra[mt].y, rb[mt].y, bh[0], bh[1]);
-                    mma16816(acc[mt], ra[mt].z, rb[mt].z, ra[mt].w, rb[mt].w, bh[2], bh[3]);
-                    mma16816(acc[mt], ra[mt].x, rb[mt].x, ra[mt].y, rb[mt].y, bl[0], bl[1]);
-                    mma16816(acc[mt], ra[mt].z, rb[mt].z, ra[mt].w, rb[mt].w, bl[2], bl[3]);
-                }
-        }
-#pragma unroll
-        for (int mt = 0; mt < 4; mt++)
-#pragma unroll
-            for (int j = 0; j < 2; j++) {
-                const int s = 2 * tq + j, i = r0 + 16 * mt + g;
-                if (s < S && mt < nmt) {
-                    if (i < nrows) part[((int64_t)warp * nrows + i) * S + s] = acc[mt][j];
-                    if (i + 8 < nrows)
-                        part[((int64_t)warp * nrows + i + 8) * S + s] = acc[mt][2 + j];
-                }
-            }
-    }
-}
-
-/* row i's sum over the warps' parts (mma_rows), for sequence s */
-template <int S>
-__device__ __forceinline__ float part_sum(const float *part, int nrows, int i, int s) {
-    float v = 0.0f;
-#pragma unroll 5
-    for (int w = 0; w < NWARP; w++)
-        v += part[((int64_t)w * nrows + i) * S + s];
-    return v;
-}
-
 /* Block b's share [*lo, *lo + *len) of n items split over nb blocks. */
 __host__ __device__ __forceinline__ void block_range(int b, int nb, int n, int *lo, int *len) {
     *lo = (int)((int64_t)b * n / nb);
@@ -699,12 +602,6 @@ __host__ __device__ __forceinline__ int64_t ring_seg(const mbp_args &a, const mb
     return (int64_t)k.OB * a.ring_p * sb;
 }
 
-int mbp_mma_aligned(const mbp_args *a, const mbp_layer *layers) {
-    for (int l = 0; l < a->n_layer; l++)
-        if (((uintptr_t)layers[l].in | (uintptr_t)layers[l].out) & 15) return 0;
-    return 1;
-}
-
 int mbp_rows_aligned(const mbp_args *a, const mbp_layer *layers) {
     const int64_t ws = a->bf16 ? 2 : 4;
     if (((a->d * ws) | (a->Di * ws)) & 15 || a->Di % a->d || ((uintptr_t)a->lm & 15)) return 0;
@@ -817,7 +714,7 @@ __device__ __noinline__ void ring_producer(const mbp_args *ap, unsigned char *sm
 }
 
 /* ------------------------------------------------------------------------------ kernel */
-template <typename WT, int S, bool RING, bool MMA = false>
+template <typename WT, int S, bool RING>
 __global__ void __launch_bounds__(PT + 32, 1)
     persist_step_kernel(const __grid_constant__ mbp_args a) {
 #ifndef MBP_EMU
@@ -1047,42 +944,24 @@ __global__ void __launch_bounds__(PT + 32, 1)
 
         /* ---------------- phase A: in_proj rows of this block's channels (x then z) */
         const WT *inw = (const WT *)in_cur;
-        if constexpr (MMA) { /* (a.mma) products over d split across the warps, then the sums */
-            float *part = (float *)(sm + a.off_part);
-            mma_rows<S>(
-                [&](int i) {
-                    return i < a.capA ? rowsA + (int64_t)i * d
-                                      : inw + (int64_t)(i < CB ? c0 + i : Di + c0 + (i - CB)) * d;
-                },
-                2 * CB, fast ? r : u, d, d, part);
-            csync();
-            for (int i = t; i < 2 * CB; i += PT)
+        for (int i = RING ? ring_first(l * rper, warp) : warp; i < 2 * CB; i += NWARP) {
+            const int grow = i < CB ? c0 + i : Di + c0 + (i - CB);
+            const WT *row = i < a.capA ? rowsA + (int64_t)i * d : inw + (int64_t)grow * d;
+            const int it = l * rper + i; /* (RING) */
+            if (RING)
+                row = (const WT *)(sm + a.off_ring +
+                                   (int64_t)ring_acquire(a, rfull, rcnt, it) * a.ring_sb);
+            float acc[S];
+            dot_row<WT, S>(row, fast ? r : u, d, d, acc);
+            if (RING) ring_release(a, rempty, rcnt, it);
+            if (lane == 0)
 #pragma unroll
-                for (int s = 0; s < S; s++) {
-                    const float v = part_sum<S>(part, 2 * CB, i, s);
-                    xz[s * 2 * CBm + i] = fast ? fmaf(v - mean[s] * nw[i], rstd[s], nw[2 * CBm + i])
-                                          : folded ? v + nw[2 * CBm + i]
-                                                   : v;
-                }
-        } else
-            for (int i = RING ? ring_first(l * rper, warp) : warp; i < 2 * CB; i += NWARP) {
-                const int grow = i < CB ? c0 + i : Di + c0 + (i - CB);
-                const WT *row = i < a.capA ? rowsA + (int64_t)i * d : inw + (int64_t)grow * d;
-                const int it = l * rper + i; /* (RING) */
-                if (RING)
-                    row = (const WT *)(sm + a.off_ring +
-                                       (int64_t)ring_acquire(a, rfull, rcnt, it) * a.ring_sb);
-                float acc[S];
-                dot_row<WT, S>(row, fast ? r : u, d, d, acc);
-                if (RING) ring_release(a, rempty, rcnt, it);
-                if (lane == 0)
-#pragma unroll
-                    for (int s = 0; s < S; s++)
-                        xz[s * 2 * CBm + i] =
-                            fast     ? fmaf(acc[s] - mean[s] * nw[i], rstd[s], nw[2 * CBm + i])
-                            : folded ? acc[s] + nw[2 * CBm + i]
-                                     : acc[s];
-            }
+                for (int s = 0; s < S; s++)
+                    xz[s * 2 * CBm + i] =
+                        fast     ? fmaf(acc[s] - mean[s] * nw[i], rstd[s], nw[2 * CBm + i])
+                        : folded ? acc[s] + nw[2 * CBm + i]
+                                 : acc[s];
+        }
         csync();
         mark(9);
         /* conv window shift + causal conv + bias + SiLU (step.c order: oldest tap first). With
@@ -1204,25 +1083,7 @@ __global__ void __launch_bounds__(PT + 32, 1)
         }
         csync();
         mark(16);
-        if constexpr (MMA) { /* (a.mma) products over d_inner split across the warps */
-            const WT *outw = (const WT *)out_cur;
-            float *part = (float *)(sm + a.off_part);
-            mma_rows<S>(
-                [&](int i) {
-                    return i < a.capB ? rowsB + (int64_t)i * Di : outw + (int64_t)(o0 + i) * Di;
-                },
-                OB, yall, Di, Di, part);
-            csync();
-            for (int i = t; i < OB; i += PT)
-#pragma unroll
-                for (int s = 0; s < S; s++) {
-                    const float v = part_sum<S>(part, OB, i, s);
-                    if (a.ll)
-                        ll_store(a.hll + ((int64_t)l * S + s) * d + o0 + i, v, ep);
-                    else
-                        ((float *)a.hll)[((int64_t)l * S + s) * d + o0 + i] = v;
-                }
-        } else {
+        {
             const WT *outw = (const WT *)out_cur;
             for (int i = RING ? ring_first(l * rper + 2 * CB, warp) : warp; i < OB; i += NWARP) {
                 float acc[S];
@@ -1309,10 +1170,6 @@ static int64_t layout(mbp_args *a, int with_rows) {
     PLACE(off_rowsB, with_rows ? (int64_t)a->capB * a->Di * ws : 0);
     PLACE(off_rmb, with_rows && a->ring ? (2 * (int64_t)a->ring_ns + 2) * 8 + a->ring_ns * 4 : 0);
     PLACE(off_ring, with_rows && a->ring ? (int64_t)a->ring_ns * a->ring_sb : 0);
-    {
-        const int64_t rows = 2 * C > (d + a->nb - 1) / a->nb ? 2 * C : (d + a->nb - 1) / a->nb;
-        PLACE(off_part, a->mma ? (int64_t)NWARP * rows * S * 4 : 0);
-    }
 #undef PLACE
     return o;
 }
@@ -1327,8 +1184,6 @@ int mbp_plan(mbp_args *a, int nb, int optin, long long row_bytes) {
     const int64_t budget = optin - static_smem - 1024;
     a->nb = nb;
     a->CBmax = (a->Di + nb - 1) / nb;
-    /* tensor-core row products (decode_persist.h, mma): bf16 rows in 32-column steps */
-    a->mma = a->mma_mode != 1 && a->bf16 && a->d % 32 == 0 && a->Di % 32 == 0 && a->ring_mode != 2;
     const int64_t ws = a->bf16 ? 2 : 4, rbA = (int64_t)a->d * ws, rbB = (int64_t)a->Di * ws;
     const int VBmax = (a->V + nb - 1) / nb;
     const int needA = 2 * a->CBmax > VBmax ? 2 * a->CBmax : VBmax, needB = (a->d + nb - 1) / nb;
@@ -1397,24 +1252,16 @@ template <typename WT, int S> static void *kptr(int ring) {
     return ring ? (void *)persist_step_kernel<WT, S, true>
                 : (void *)persist_step_kernel<WT, S, false>;
 }
-static void *kernel_for(int half, int S, int ring, int mma) {
+static void *kernel_for(int half, int S, int ring) {
     switch (S) {
     case 1:
-        return mma    ? (void *)persist_step_kernel<bf16, 1, false, true>
-               : half ? kptr<bf16, 1>(ring)
-                      : kptr<float, 1>(ring);
+        return half ? kptr<bf16, 1>(ring) : kptr<float, 1>(ring);
     case 2:
-        return mma    ? (void *)persist_step_kernel<bf16, 2, false, true>
-               : half ? kptr<bf16, 2>(ring)
-                      : kptr<float, 2>(ring);
+        return half ? kptr<bf16, 2>(ring) : kptr<float, 2>(ring);
     case 3:
-        return mma    ? (void *)persist_step_kernel<bf16, 3, false, true>
-               : half ? kptr<bf16, 3>(ring)
-                      : kptr<float, 3>(ring);
+        return half ? kptr<bf16, 3>(ring) : kptr<float, 3>(ring);
     default:
-        return mma    ? (void *)persist_step_kernel<bf16, 4, false, true>
-               : half ? kptr<bf16, 4>(ring)
-                      : kptr<float, 4>(ring);
+        return half ? kptr<bf16, 4>(ring) : kptr<float, 4>(ring);
     }
 }
 
@@ -1428,7 +1275,7 @@ int mbp_prepare(mbp_args *a, int sm_count) {
     if (e && atoi(e) > 0 && atoi(e) < nb) nb = atoi(e);
     const char *rbe = getenv("MB_CUDA_GEN_PERSIST_ROWBYTES");
     if (mbp_plan(a, nb, optin, rbe ? atoll(rbe) : -1)) return 1;
-    void *k = kernel_for(a->bf16, a->S, a->ring, a->mma);
+    void *k = kernel_for(a->bf16, a->S, a->ring);
     MB_CUDA_TRY(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, a->smem),
                 "persistent step: shared memory attribute");
     int per_sm = 0;
@@ -1438,7 +1285,7 @@ int mbp_prepare(mbp_args *a, int sm_count) {
     if (per_sm < 1) return 1;
     if ((int64_t)per_sm * sm_count < nb) { /* fewer co-resident blocks: re-plan for them */
         if (mbp_plan(a, per_sm * sm_count, optin, rbe ? atoll(rbe) : -1)) return 1;
-        MB_CUDA_TRY(cudaFuncSetAttribute(kernel_for(a->bf16, a->S, a->ring, a->mma),
+        MB_CUDA_TRY(cudaFuncSetAttribute(kernel_for(a->bf16, a->S, a->ring),
                                          cudaFuncAttributeMaxDynamicSharedMemorySize, a->smem),
                     "persistent step: shared memory attribute");
     }
@@ -1447,7 +1294,7 @@ int mbp_prepare(mbp_args *a, int sm_count) {
 
 int mbp_launch(const mbp_args *a, cudaStream_t stream) {
     const dim3 grid((unsigned)a->nb), block(PT + (a->bulk && a->producer ? 32 : 0));
-    void *k = kernel_for(a->bf16, a->S, a->ring, a->mma);
+    void *k = kernel_for(a->bf16, a->S, a->ring);
     void *args[] = {(void *)a};
     MB_CUDA_TRY(cudaLaunchKernel(k, grid, block, args, (size_t)a->smem, stream),
                 "persistent generation step (kernel launch)");

@@ -159,26 +159,17 @@ typedef struct {
                        engine's cost per copy). Env MB_CUDA_GEN_PERSIST_PACE=cycles[:bytes]
                        (cycles <= 100000), 0: off */
     int pace_bytes;
-    int fold;     /* 1: the norm of every layer but the first folded into its in_proj
-                     (mbp_layer.fold): where |mean| <= MBP_FOLD_MAXR spreads (every sequence), the
-                     rows' dot products run on the residual r itself and each is finished as
-                     (r.(W gamma) - mean s) rstd + W.beta, which equals W ((r - mean) rstd gamma +
-                     beta) in real arithmetic when s comes from the rounded weights: the block's
-                     normalized copy of r and the barrier after it go. Further out (the subtraction
-                     would lose digits in proportion to mean / spread) the rows run on the centered
-                     copy (r - mean) rstd and add W.beta. The fills carry the 4 CBmax fold floats
-                     instead of the 2 d norm weights. Set before the plan (the area off_nw holds
-                     max(d, 4 CBmax) floats); default 1, env MB_CUDA_GEN_PERSIST_FOLD=0 turns it
-                     off. Layer 0 and norm_f before lm_head keep the normalized copy */
-    int mma_mode; /* in_proj / out_proj rows by tensor-core products: 0 (default) wherever the
-                     plan allows them, 1 never (env MB_CUDA_GEN_PERSIST_MMA=0) */
-    int mma;      /* 1: the rows of in_proj and out_proj are multiplied by mma.sync m16n8k16
-                     (bf16 rows; the vectors as bf16 hi + lo parts, ~2^-16 relative; fp32
-                     sums) over d (d_inner) split across the warps, whose partial sums meet at
-                     off_part (NWARP x max(2 CBmax, ceil(d / nb)) x S floats) and are added in
-                     warp order. Needs bf16 weights, d and d_inner multiples of 32, no ring; set
-                     by mbp_plan */
-    int off_part;
+    int fold; /* 1: the norm of every layer but the first folded into its in_proj
+                 (mbp_layer.fold): where |mean| <= MBP_FOLD_MAXR spreads (every sequence), the
+                 rows' dot products run on the residual r itself and each is finished as
+                 (r.(W gamma) - mean s) rstd + W.beta, which equals W ((r - mean) rstd gamma +
+                 beta) in real arithmetic when s comes from the rounded weights: the block's
+                 normalized copy of r and the barrier after it go. Further out (the subtraction
+                 would lose digits in proportion to mean / spread) the rows run on the centered
+                 copy (r - mean) rstd and add W.beta. The fills carry the 4 CBmax fold floats
+                 instead of the 2 d norm weights. Set before the plan (the area off_nw holds
+                 max(d, 4 CBmax) floats); default 1, env MB_CUDA_GEN_PERSIST_FOLD=0 turns it
+                 off. Layer 0 and norm_f before lm_head keep the normalized copy */
 } mbp_args;
 
 /* 1 when layer l's in_proj rows are the folded ones (a->fold: layers 1..n_layer-1; layer 0 and
@@ -207,10 +198,6 @@ int mbp_launch(const mbp_args *a, cudaStream_t stream);
  * the layer table (device addresses); needs the plan (mbp_prepare / mbp_plan) and the pointers
  * of a (normf_w, normf_b, lm, ssm) set. */
 int mbp_all_aligned(const mbp_args *a, const mbp_layer *layers);
-
-/* 1 when every layer's in_proj and out_proj rows start 16-byte aligned (the tensor-core
- * products' loads, a->mma), else 0. layers: the host copy of the layer table. */
-int mbp_mma_aligned(const mbp_args *a, const mbp_layer *layers);
 
 /* 1 when every row the ring streams (in_proj, out_proj pieces, lm_head) is 16-byte aligned in
  * source and size, else 0 (layers: the host copy of the layer table; a.lm set). */

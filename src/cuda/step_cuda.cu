@@ -1595,8 +1595,6 @@ static int persist_setup(mb_cuda_gen *g) {
         MB_TRY(pace_from_env(&a, (int)S));
         const char *fe = getenv("MB_CUDA_GEN_PERSIST_FOLD"); /* the norms folded into in_proj */
         a.fold = !(fe && !strcmp(fe, "0"));
-        const char *me = getenv("MB_CUDA_GEN_PERSIST_MMA"); /* tensor-core row products */
-        a.mma_mode = me && !strcmp(me, "0") ? 1 : 0;
     }
     int rc = mbp_prepare(&a, g->sm_count); /* (its occupancy check needs the thread count) */
     if (rc) return rc < 0 ? rc : MB_OK;
@@ -1662,12 +1660,6 @@ static int persist_setup(mb_cuda_gen *g) {
             if (!rc && (a.nb != nb0 || a.CBmax != cb0))
                 rc = 1; /* (the fold's layout and the flags were sized for the first plan: the
                            per-layer kernels instead) */
-        }
-        if (!rc && a.mma && !mbp_mma_aligned(&a, hl)) { /* rows by the warps' dot products */
-            const int nb0 = a.nb;
-            a.mma_mode = 1;
-            rc = mbp_prepare(&a, g->sm_count);
-            if (!rc && a.nb != nb0) rc = 1;
         }
         const char *ae = getenv("MB_CUDA_GEN_PERSIST_ALL16");
         a.all16 = (ae && !strcmp(ae, "0")) ? 0 : mbp_all_aligned(&a, hl);
