@@ -326,7 +326,7 @@ __global__ void conv_bwd_tiled_kernel(float *dx, __nv_bfloat16 *dx_bf16, int64_t
                 dbs[v] += gwin[0][v];
             }
             const int64_t o = (bb * L + t) * dx_stride + c;
-            st_v<V>(dx + o, acc);
+            if (dx) st_v<V>(dx + o, acc);
             if (dx_bf16) st_v_bf16<V>(dx_bf16 + o, acc);
         }
 #pragma unroll
@@ -452,6 +452,10 @@ extern "C" int mb_conv1d_cuda_backward_ex(float *dx, uint16_t *dx_bf16, int64_t 
                                           int64_t B, int64_t L, int64_t Di, int64_t K,
                                           void *stream) {
     MB_TRY(sizes_ok("mb_conv1d_cuda_backward", B, L, Di, K));
+    if ((!dx && !dx_bf16) || !dw || !db || !dout || !x || !w || !b || dx_stride < Di ||
+        x_stride < Di)
+        return mb_fail(MB_EINVAL, "mb_conv1d_cuda_backward: bad arguments (dx and dx_bf16 both "
+                                  "NULL, a NULL tensor or a stride below d_inner)");
     const int64_t n = B * L * Di;
     if (n == 0) return MB_OK;
     cudaStream_t st = (cudaStream_t)stream;
@@ -467,15 +471,30 @@ extern "C" int mb_conv1d_cuda_backward_ex(float *dx, uint16_t *dx_bf16, int64_t 
         MB_CUDA_LAUNCHED("mb_conv1d_cuda_backward");
         return MB_OK;
     }
+    /* the per-element kernels: dx in fp32 first (a temporary one where only the bf16 copy is
+     * asked for) */
+    float *tmp = NULL;
+    int64_t ld = dx_stride;
+    if (!dx) {
+        const cudaError_t e = cudaMallocAsync((void **)&tmp, sizeof(float) * (size_t)n, st);
+        if (e != cudaSuccess) {
+            (void)cudaGetLastError();
+            return mb_fail(MB_ENOMEM, "mb_conv1d_cuda_backward: cannot allocate %lld floats for dx",
+                           (long long)n);
+        }
+        dx = tmp, ld = Di;
+    }
     const unsigned blocks = mb_cuda_blocks(n, 256, 1 << 20);
     conv_grad_pre_kernel<<<blocks, 256, 0, st>>>(dout, x, x_stride, w, b, B, L, Di, K);
-    conv_dx_kernel<<<blocks, 256, 0, st>>>(dx, dx_stride, dout, w, B, L, Di, K);
+    conv_dx_kernel<<<blocks, 256, 0, st>>>(dx, ld, dout, w, B, L, Di, K);
     dim3 grid((unsigned)((Di + 31) / 32), mb_cuda_blocks(B * L, 64, 256), (unsigned)(K + 1));
     conv_dw_kernel<<<grid, dim3(32, 8), 0, st>>>(dw, db, dout, x, x_stride, B, L, Di, K);
-    MB_CUDA_LAUNCHED("mb_conv1d_cuda_backward");
-    if (dx_bf16)
-        MB_TRY(mb_bf16_from_f32_cuda(dx_bf16, dx_stride, dx, dx_stride, B * L, Di, stream));
-    return MB_OK;
+    int rc = MB_OK;
+    const cudaError_t le = cudaGetLastError();
+    if (le != cudaSuccess) rc = mb_cuda_err(le, "mb_conv1d_cuda_backward", __FILE__, __LINE__);
+    if (!rc && dx_bf16) rc = mb_bf16_from_f32_cuda(dx_bf16, dx_stride, dx, ld, B * L, Di, stream);
+    if (tmp) cudaFreeAsync(tmp, st);
+    return rc;
 }
 
 extern "C" int mb_conv1d_cuda_backward(float *dx, int64_t dx_stride, float *dw, float *db,

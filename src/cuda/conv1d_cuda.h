@@ -39,7 +39,9 @@ int mb_conv1d_cuda_backward(float *dx, int64_t dx_stride, float *dw, float *db, 
                             int64_t B, int64_t L, int64_t Di, int64_t K, void *stream);
 
 /* The same with optional bf16 copies written alongside (NULL: none), for the mixed-precision
- * model: out_bf16 (B, L, Di) contiguous; dx_bf16 with dx's row stride. state: the carried conv
+ * model: out_bf16 (B, L, Di) contiguous; dx_bf16 with row stride dx_stride. dx may be NULL when
+ * dx_bf16 is not: only the bf16 copy is written (the mixed-precision backward's products read
+ * nothing else; 4 of the backward's 14 bytes per element). state: the carried conv
  * state for the forward (NULL = zeros; see mb_conv1d_cuda_forward_state). Filters of K <= 8
  * run in one pass per direction (a thread walks a tile of positions of one channel); longer
  * ones take the per-element kernels. */

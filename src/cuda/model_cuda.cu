@@ -123,7 +123,9 @@ static int acts_table(mb_cuda_acts *a, carve_item *t) {
     t[k++] = (carve_item){(void **)&a->hout, F(BL * d)};
     t[k++] = (carve_item){(void **)&a->dres, F(tr * BL * d)};
     t[k++] = (carve_item){(void **)&a->du, F(tr * BL * d)};
-    t[k++] = (carve_item){(void **)&a->dxz, F(tr * BL * 2 * Di)};
+    /* fp32 dxz: in bf16 mode with the fused scan nothing reads it (the scan writes dz and the
+     * conv dx as bf16 only, which the in_proj products take) */
+    t[k++] = (carve_item){(void **)&a->dxz, F((a->bf16 && a->fused ? 0 : tr) * BL * 2 * Di)};
     t[k++] = (carve_item){(void **)&a->dxc, F(tr * BL * Di)};
     /* fp32 ddelta: not needed when the fused bf16 scan writes only its bf16 copy */
     t[k++] = (carve_item){(void **)&a->ddelta, F((a->bf16 && a->fused ? 0 : tr) * BL * Di)};
@@ -695,7 +697,7 @@ static int mixer_backward(mb_cuda_model *dm, mb_cuda_acts *a, int64_t l, const l
     const mb_scan_cuda_opts so = scan_opts(dm, a, lw, g, NULL);
     PT(MB_PROF_SCAN_BWD,
        mb_scan_cuda_backward_ex(&sa, &so, a->dy, a->dxc, a->ddelta, g->A_log, a->ddbc + R,
-                                a->ddbc + R + N, g->D, a->dxz + Di, st));
+                                a->ddbc + R + N, g->D, a->dxz ? a->dxz + Di : NULL, st));
     /* softplus and dt_proj bias (fused: done by the scan): d pre = d delta * (-expm1(-delta)) */
     if (!a->fused)
         PT(MB_PROF_SOFTPLUS, mb_softplus_bias_cuda_backward_ex(a->ddelta, a->ddeltab, g->dt_proj_b,

@@ -107,7 +107,9 @@ static uint16_t *poison16(int64_t n) {
 }
 
 static float *hrand(int64_t n, float lo, float hi) {
-    float *p = (float *)malloc(sizeof(float) * (size_t)(n > 0 ? n : 1));
+    /* (calloc: gcc's -Wmaybe-uninitialized saw the malloc'd rows passed as const when n may be
+     * 0) */
+    float *p = (float *)calloc((size_t)(n > 0 ? n : 1), sizeof(float));
     for (int64_t i = 0; i < n; i++)
         p[i] = lo + (hi - lo) * mb_rng_float(&g_rng);
     return p;
@@ -190,9 +192,9 @@ static void test_norm(int64_t B, int64_t L, int layer, int64_t d) {
         cudaFree(p);
 }
 
-/* Di = 80: 4 channels per thread (16-byte accesses); 78: one */
-static void test_conv(int64_t B, int64_t L, int64_t Di) {
-    const int64_t K = 4, xs = 2 * Di, rows = B * L;
+/* Di = 80: 4 channels per thread (16-byte accesses); 78: one; K > 8: the per-element kernels */
+static void test_conv(int64_t B, int64_t L, int64_t Di, int64_t K = 4) {
+    const int64_t xs = 2 * Di, rows = B * L;
     float *xz = hrand(rows * xs, -2, 2), *w = hrand(Di * K, -0.5f, 0.5f),
           *b = hrand(Di, -0.5f, 0.5f);
     float *out = hrand(rows * Di, 0, 0);
@@ -220,6 +222,25 @@ static void test_conv(int64_t B, int64_t L, int64_t Di) {
     check("conv_bwd_dx", dgx, cx, rows * Di, B, L);
     check("conv_bwd_dw", dgw, gw, Di * K, B, L);
     check("conv_bwd_db", dgb, gb, Di, B, L);
+    /* bf16 dx only (dx NULL: the mixed-precision backward), contiguous rows; dw and db keep
+     * accumulating (their references get the same gradient once more) */
+    {
+        uint16_t *dxh = poison16(rows * Di);
+        float *dg2 = dup(g, rows * Di); /* (K > 8 overwrites its dout) */
+        OK(mb_conv1d_cuda_backward_ex(NULL, dxh, Di, dgw, dgb, dg2, dxz, xs, dw, db, B, L, Di, K,
+                                      NULL));
+        mb_conv1d_backward(dx, xs, gw, gb, g, xz, xs, w, b, B, L, Di, K);
+        check_bf16("conv_bwd_ex_dx_bf16", dxh, cx, rows * Di, B, L);
+        check("conv_bwd_ex_dw", dgw, gw, Di * K, B, L);
+        check("conv_bwd_ex_db", dgb, gb, Di, B, L);
+        if (mb_conv1d_cuda_backward_ex(NULL, NULL, Di, dgw, dgb, dg, dxz, xs, dw, db, B, L, Di, K,
+                                       NULL) == MB_OK) {
+            printf("FAIL conv_bwd_ex with neither dx nor dx_bf16 accepted\n");
+            g_fail = 1;
+        }
+        cudaFree(dxh);
+        cudaFree(dg2);
+    }
     float *all[] = {xz, w, b, out, g, gw, gb, dx, hx, gx, cx};
     for (float *p : all)
         free(p);
@@ -568,6 +589,7 @@ int main(void) {
             }
             test_conv(B, L, 80);
             test_conv(B, L, 78);
+            test_conv(B, L, 80, 10);
             test_softplus(B, L, 80);
             test_softplus(B, L, 78);
             test_embedding_ce(B, L);
