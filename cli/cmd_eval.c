@@ -25,7 +25,7 @@ static void help(FILE *f) {
         "  --stream       carry the recurrent state from window to window: constant memory,\n"
         "                 context = the whole document so far (beyond the training context)\n"
         "  --batch N      windows per forward pass without --stream (default 8)\n"
-        "  --max-bytes N  stop after about N scored bytes (default: all)\n"
+        "  --max-bytes N  stop after about N scored bytes (default 0: all)\n"
         "  --format F     auto | bytes | jsonl\n"
         "  --device D     auto | cuda | cpu (default auto: cuda when this build has CUDA and\n"
         "                 a GPU is present, else cpu); the GPU scores in fp32, streamed or not\n"

@@ -103,6 +103,12 @@ int cmd_export(int argc, char **argv) {
                 out);
         return 1;
     }
+    if (exists(out, "train_state.safetensors"))
+        fprintf(stderr,
+                "mambabyte export: warning: %s is a training run's directory "
+                "(train_state.safetensors): if the exported weights differ from its model's "
+                "(another dtype), `train --resume` of that run will refuse to continue\n",
+                out);
     mb_model m;
     mb_checkpoint_info info;
     if (mb_checkpoint_load(src, &m, &info)) {

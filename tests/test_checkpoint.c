@@ -296,6 +296,65 @@ static void test_half_precision(void **st) {
     }
 }
 
+/* A prepared checkpoint (weights in a finished temporary file) replaces nothing until it is
+ * published: aborted, the previous model.safetensors stays as it was and no temporary file is
+ * left (the trainer prepares its weights and train state, then publishes both, so that a write
+ * error leaves the previous checkpoint whole). HF configs name the stored dtype. */
+static void test_prepare_publish(void **st) {
+    (void)st;
+    mb_model a, b, r;
+    make_model(&a, 1, 0, 21);
+    make_model(&b, 1, 0, 22);
+    char dir[512];
+    sub(dir, "twophase");
+    assert_int_equal(mb_checkpoint_save(dir, &a, MB_CKPT_MAMBA_SSM), 0);
+    mb_atomic_file w;
+    assert_int_equal(mb_checkpoint_prepare(dir, &b, MB_CKPT_MAMBA_SSM, MB_DT_F32, &w), 0);
+    assert_non_null(w.tmp);
+    assert_true(access(w.tmp, F_OK) == 0);
+    assert_int_equal(mb_checkpoint_load(dir, &r, NULL), 0); /* still a's weights */
+    assert_memory_equal(r.params, a.params, (size_t)a.n_params * sizeof(float));
+    mb_model_free(&r);
+    char tmp[4200];
+    snprintf(tmp, sizeof tmp, "%s", w.tmp);
+    mb_atomic_abort(&w);
+    assert_true(access(tmp, F_OK) != 0);
+    assert_int_equal(mb_checkpoint_load(dir, &r, NULL), 0);
+    assert_memory_equal(r.params, a.params, (size_t)a.n_params * sizeof(float));
+    mb_model_free(&r);
+    /* published: b's weights */
+    assert_int_equal(mb_checkpoint_prepare(dir, &b, MB_CKPT_MAMBA_SSM, MB_DT_F32, &w), 0);
+    assert_int_equal(mb_atomic_publish(&w), 0);
+    assert_null(w.tmp);
+    assert_int_equal(mb_checkpoint_load(dir, &r, NULL), 0);
+    assert_memory_equal(r.params, b.params, (size_t)b.n_params * sizeof(float));
+    mb_model_free(&r);
+    /* a failed prepare (its directory is a file) leaves *weights zeroed */
+    char bad[512];
+    sub(bad, "twophase/model.safetensors");
+    expect_err(mb_checkpoint_prepare(bad, &b, MB_CKPT_MAMBA_SSM, MB_DT_F32, &w), MB_EIO, bad, NULL);
+    assert_null(w.tmp);
+    assert_null(w.f);
+    /* torch_dtype of an HF export follows the stored dtype */
+    const char *names[3] = {"float32", "float16", "bfloat16"};
+    for (int k = 0; k < 3; k++) {
+        char hd[512], cp[600], want[64];
+        snprintf(hd, sizeof hd, "%s/hf%d", g_dir, k);
+        assert_int_equal(mb_checkpoint_save_dtype(hd, &b, MB_CKPT_HF, (mb_dtype)k), 0);
+        snprintf(cp, sizeof cp, "%s/config.json", hd);
+        FILE *f = fopen(cp, "rb");
+        assert_non_null(f);
+        char text[4096];
+        size_t n = fread(text, 1, sizeof text - 1, f);
+        fclose(f);
+        text[n] = 0;
+        snprintf(want, sizeof want, "\"torch_dtype\": \"%s\"", names[k]);
+        if (!strstr(text, want)) fail_msg("%s lacks %s", cp, want);
+    }
+    mb_model_free(&a);
+    mb_model_free(&b);
+}
+
 /* ------------------------------------------------------------------ config.json */
 
 static void test_config_flavours(void **st) {
@@ -668,6 +727,7 @@ int main(void) {
         cmocka_unit_test(test_half_precision),   cmocka_unit_test(test_config_flavours),
         cmocka_unit_test(test_config_errors),    cmocka_unit_test(test_truncated_weights),
         cmocka_unit_test(test_config_disagrees), cmocka_unit_test(test_bad_tensors),
+        cmocka_unit_test(test_prepare_publish),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

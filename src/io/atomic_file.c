@@ -84,7 +84,7 @@ static int sync_dir(const char *path) {
     return rc;
 }
 
-int mb_atomic_commit(mb_atomic_file *af) {
+int mb_atomic_finish(mb_atomic_file *af) {
     if (!af->f) return mb_fail(MB_EINVAL, "atomic write: file not open");
     int rc = MB_OK;
     if (fflush(af->f) != 0)
@@ -94,10 +94,19 @@ int mb_atomic_commit(mb_atomic_file *af) {
     if (fclose(af->f) != 0 && rc == MB_OK)
         rc = mb_fail(MB_EIO, "file %s: close of %s failed: %s", af->path, af->tmp, strerror(errno));
     af->f = NULL;
-    if (rc == MB_OK && rename(af->tmp, af->path) != 0)
+    if (rc != MB_OK) {
+        unlink(af->tmp);
+        release(af);
+    }
+    return rc;
+}
+
+int mb_atomic_publish(mb_atomic_file *af) {
+    if (af->f || !af->tmp) return mb_fail(MB_EINVAL, "atomic write: file not finished");
+    int rc = MB_OK;
+    if (rename(af->tmp, af->path) != 0) {
         rc = mb_fail(MB_EIO, "file %s: rename from %s failed: %s", af->path, af->tmp,
                      strerror(errno));
-    if (rc != MB_OK) {
         unlink(af->tmp);
         release(af);
         return rc;
@@ -105,6 +114,11 @@ int mb_atomic_commit(mb_atomic_file *af) {
     rc = sync_dir(af->path);
     release(af);
     return rc;
+}
+
+int mb_atomic_commit(mb_atomic_file *af) {
+    int rc = mb_atomic_finish(af);
+    return rc ? rc : mb_atomic_publish(af);
 }
 
 int mb_atomic_write_file(const char *path, const void *data, int64_t n) {

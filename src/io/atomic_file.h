@@ -21,6 +21,14 @@ int mb_atomic_write(mb_atomic_file *af, const void *data, int64_t n);
 /* fflush + fsync + close, rename over the final path, fsync the directory. On failure the
  * temporary file is removed and MB_EIO names the path. af is released either way. */
 int mb_atomic_commit(mb_atomic_file *af);
+/* The two halves of mb_atomic_commit, for files that must appear together (a checkpoint's
+ * weights and train state): finish (fflush + fsync + close: the complete temporary file is on
+ * disk; on failure it is removed and af released), then publish (rename over the final path +
+ * fsync of the directory; af released either way, the temporary removed on failure). Finish
+ * every file before publishing any, so that a write error (a full disk) leaves all the old
+ * files in place; a finished af that is not published must be aborted. */
+int mb_atomic_finish(mb_atomic_file *af);
+int mb_atomic_publish(mb_atomic_file *af);
 /* Close and delete the temporary file (no-op on a released af). */
 void mb_atomic_abort(mb_atomic_file *af);
 

@@ -53,6 +53,14 @@ static int make_dirs(const char *dir) {
 
 int mb_checkpoint_save_dtype(const char *dir, const mb_model *m, mb_ckpt_format format,
                              mb_dtype dtype) {
+    mb_atomic_file w;
+    int rc = mb_checkpoint_prepare(dir, m, format, dtype, &w);
+    return rc ? rc : mb_atomic_publish(&w);
+}
+
+int mb_checkpoint_prepare(const char *dir, const mb_model *m, mb_ckpt_format format, mb_dtype dtype,
+                          mb_atomic_file *weights) {
+    memset(weights, 0, sizeof *weights);
     if (!dir || !*dir) return mb_fail(MB_EINVAL, "checkpoint save: empty directory name");
     if (format == MB_CKPT_HF && !m->cfg.rms_norm)
         return mb_fail(MB_EINVAL,
@@ -77,11 +85,16 @@ int mb_checkpoint_save_dtype(const char *dir, const mb_model *m, mb_ckpt_format 
         wt[i].data = m->params + t->offset;
     }
     const char *meta[] = {"format", "pt", "mambabyte.layout", mb_ckpt_format_name(format)};
-    rc = mb_st_write(st_path, wt, m->n_tensors, meta, 2, dtype);
+    rc = mb_st_write_prepared(st_path, wt, m->n_tensors, meta, 2, dtype, weights);
     free(wt);
-    if (rc == MB_OK)
-        rc = mb_config_json_write(cfg_path, &m->cfg,
-                                  format == MB_CKPT_HF ? MB_CFG_HF : MB_CFG_MAMBA_SSM);
+    if (rc == MB_OK) {
+        rc = mb_config_json_write_dtype(cfg_path, &m->cfg,
+                                        format == MB_CKPT_HF ? MB_CFG_HF : MB_CFG_MAMBA_SSM,
+                                        dtype == MB_DT_BF16  ? "bfloat16"
+                                        : dtype == MB_DT_F16 ? "float16"
+                                                             : "float32");
+        if (rc) mb_atomic_abort(weights);
+    }
     return rc;
 }
 

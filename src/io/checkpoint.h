@@ -35,6 +35,12 @@ int mb_checkpoint_save(const char *dir, const mb_model *m, mb_ckpt_format format
 /* Same, storing the weights as `dtype` (F16/BF16 rounded to nearest even: for export). */
 int mb_checkpoint_save_dtype(const char *dir, const mb_model *m, mb_ckpt_format format,
                              mb_dtype dtype);
+/* The same up to the weights: dir/config.json written (atomically; a checkpoint's config is
+ * the same from save to save) and model.safetensors as a finished temporary file in *weights
+ * (mb_atomic_finish), for the caller to publish together with its own files (the trainer's
+ * train state) or abort. *weights is zeroed on failure. */
+int mb_checkpoint_prepare(const char *dir, const mb_model *m, mb_ckpt_format format, mb_dtype dtype,
+                          mb_atomic_file *weights);
 
 /* Load a checkpoint: `path` is a directory (config.json + model.safetensors) or a
  * .safetensors file with config.json beside it. Accepts either config flavour, mamba_ssm or

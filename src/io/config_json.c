@@ -3,6 +3,7 @@
 
 #include "io/atomic_file.h"
 #include "io/json_type.h"
+#include "io/regular_file.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -11,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 const char *mb_config_flavour_name(mb_config_flavour f) {
     return f == MB_CFG_HF ? "hf" : "mamba_ssm";
@@ -383,8 +385,15 @@ int mb_config_json_parse(const char *text, int64_t len, const char *path, mb_con
 }
 
 int mb_config_json_read(const char *path, mb_config *c, mb_config_flavour *flavour_out) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return mb_fail(MB_EIO, "file %s: cannot open: %s", path, strerror(errno));
+    int fd = -1;
+    int orc = mb_open_regular(path, "file", &fd, NULL);
+    if (orc) return orc;
+    FILE *f = fdopen(fd, "rb");
+    if (!f) {
+        const int e = errno;
+        close(fd);
+        return mb_fail(MB_EIO, "file %s: cannot open: %s", path, strerror(e));
+    }
     enum { MAX = 1 << 20 };
     char *buf = malloc(MAX + 1);
     if (!buf) {
@@ -448,6 +457,11 @@ static void sbf(sbuf *b, const char *fmt, ...) {
 }
 
 char *mb_config_json_string(const mb_config *c, mb_config_flavour flavour) {
+    return mb_config_json_string_dtype(c, flavour, "float32");
+}
+
+char *mb_config_json_string_dtype(const mb_config *c, mb_config_flavour flavour,
+                                  const char *torch_dtype) {
     sbuf b = {0};
     char dmin[32], dmax[32], dfl[32], eps[32];
     fmt_float(dmin, sizeof dmin, c->dt_min);
@@ -468,10 +482,10 @@ char *mb_config_json_string(const mb_config *c, mb_config_flavour flavour) {
             "  \"rescale_prenorm_residual\": false,\n  \"residual_in_fp32\": true,\n"
             "  \"tie_word_embeddings\": %s,\n  \"pad_token_id\": 0,\n  \"bos_token_id\": 0,\n"
             "  \"eos_token_id\": 0,\n  \"intermediate_size\": %lld,\n  \"use_cache\": true,\n"
-            "  \"torch_dtype\": \"float32\"\n}\n",
+            "  \"torch_dtype\": \"%s\"\n}\n",
             MB_VOCAB, (long long)c->d_model, (long long)c->d_state, (long long)c->n_layer, eps,
             (long long)c->expand, (long long)c->d_conv, (long long)c->dt_rank, dmin, dmax, dfl,
-            tf[!!c->tie_embeddings], (long long)c->d_inner);
+            tf[!!c->tie_embeddings], (long long)c->d_inner, torch_dtype);
     } else {
         sbf(&b,
             "{\n  \"d_model\": %lld,\n  \"n_layer\": %lld,\n  \"vocab_size\": %d,\n"
@@ -493,6 +507,11 @@ char *mb_config_json_string(const mb_config *c, mb_config_flavour flavour) {
 }
 
 int mb_config_json_write(const char *path, const mb_config *c, mb_config_flavour flavour) {
+    return mb_config_json_write_dtype(path, c, flavour, "float32");
+}
+
+int mb_config_json_write_dtype(const char *path, const mb_config *c, mb_config_flavour flavour,
+                               const char *torch_dtype) {
     if (flavour == MB_CFG_HF && !c->rms_norm)
         return mb_fail(MB_EINVAL,
                        "file %s: the Hugging Face Mamba format supports RMSNorm only "
@@ -503,7 +522,7 @@ int mb_config_json_write(const char *path, const mb_config *c, mb_config_flavour
                        "file %s: mamba_ssm config.json cannot store norm_eps %g "
                        "(fixed at 1e-5); save in hf format",
                        path, (double)c->norm_eps);
-    char *s = mb_config_json_string(c, flavour);
+    char *s = mb_config_json_string_dtype(c, flavour, torch_dtype);
     if (!s) return MB_ENOMEM;
     int rc = mb_atomic_write_file(path, s, (int64_t)strlen(s));
     free(s);

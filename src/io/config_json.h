@@ -33,7 +33,13 @@ int mb_config_json_read(const char *path, mb_config *c, mb_config_flavour *flavo
 /* Serialise c (finalised) as JSON text in the given flavour; malloc'ed, NULL on OOM.
  * HF output carries every key transformers' MambaConfig needs for MambaForCausalLM. */
 char *mb_config_json_string(const mb_config *c, mb_config_flavour flavour);
+/* The same with HF's "torch_dtype" given (the stored weights' dtype: "float32", "float16",
+ * "bfloat16"; the other form writes "float32"; the mamba_ssm flavour has no such key). */
+char *mb_config_json_string_dtype(const mb_config *c, mb_config_flavour flavour,
+                                  const char *torch_dtype);
 /* Write the JSON atomically to path. */
 int mb_config_json_write(const char *path, const mb_config *c, mb_config_flavour flavour);
+int mb_config_json_write_dtype(const char *path, const mb_config *c, mb_config_flavour flavour,
+                               const char *torch_dtype);
 
 #endif

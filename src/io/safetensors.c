@@ -1,6 +1,8 @@
 /* safetensors reader (mmap + full validation) and writer; see safetensors.h. */
 #include "io/safetensors.h"
 
+#include "io/regular_file.h"
+
 #include "io/atomic_file.h"
 #include "io/json_type.h"
 #include "mambabyte.h"
@@ -353,21 +355,9 @@ int mb_st_open(mb_st_file *f, const char *path) {
     f->path = strdup(path);
     if (!f->path) return mb_fail(MB_ENOMEM, "file %s: out of memory", path);
     int rc = MB_OK;
-    f->fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (f->fd < 0) {
-        rc = mb_fail(MB_EIO, "file %s: cannot open: %s", path, strerror(errno));
-        goto fail;
-    }
-    struct stat st;
-    if (fstat(f->fd, &st) != 0) {
-        rc = mb_fail(MB_EIO, "file %s: cannot stat: %s", path, strerror(errno));
-        goto fail;
-    }
-    if (!S_ISREG(st.st_mode)) {
-        rc = mb_fail(MB_EIO, "file %s: not a regular file", path);
-        goto fail;
-    }
-    int64_t size = (int64_t)st.st_size;
+    int64_t size = 0;
+    rc = mb_open_regular(path, "file", &f->fd, &size);
+    if (rc) goto fail;
     if (size < 8) {
         rc = mb_fail(MB_EFORMAT,
                      "file %s: %" PRId64 " bytes is too short for a safetensors file (the "
@@ -551,6 +541,15 @@ static void sb_json_str(sbuf *b, const char *s) {
 
 int mb_st_write(const char *path, const mb_st_wtensor *tensors, int n, const char *const *meta_kv,
                 int n_meta, mb_dtype dtype) {
+    mb_atomic_file af;
+    int rc = mb_st_write_prepared(path, tensors, n, meta_kv, n_meta, dtype, &af);
+    return rc ? rc : mb_atomic_publish(&af);
+}
+
+int mb_st_write_prepared(const char *path, const mb_st_wtensor *tensors, int n,
+                         const char *const *meta_kv, int n_meta, mb_dtype dtype,
+                         mb_atomic_file *out) {
+    memset(out, 0, sizeof *out);
     if (n < 0 || n_meta < 0) return mb_fail(MB_EINVAL, "file %s: negative tensor count", path);
     int64_t esize = mb_dtype_size(dtype);
     for (int i = 0; i < n; i++) {
@@ -646,5 +645,7 @@ int mb_st_write(const char *path, const mb_st_wtensor *tensors, int n, const cha
         if (af.f) mb_atomic_abort(&af);
         return rc;
     }
-    return mb_atomic_commit(&af);
+    rc = mb_atomic_finish(&af);
+    if (rc == MB_OK) *out = af;
+    return rc;
 }

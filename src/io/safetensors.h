@@ -13,6 +13,8 @@
 
 #include <stdint.h>
 
+#include "io/atomic_file.h"
+
 typedef enum { MB_DT_F32 = 0, MB_DT_F16 = 1, MB_DT_BF16 = 2 } mb_dtype;
 
 #define MB_ST_MAX_DIMS 8
@@ -92,5 +94,11 @@ typedef struct {
  * Names must be unique and non-empty (MB_EINVAL). I/O errors: MB_EIO naming the path. */
 int mb_st_write(const char *path, const mb_st_wtensor *tensors, int n, const char *const *meta_kv,
                 int n_meta, mb_dtype dtype);
+
+/* The same, up to a finished temporary file (mb_atomic_finish) in *out, for the caller to
+ * publish (mb_atomic_publish) together with other files, or abort. *out is zeroed on failure. */
+int mb_st_write_prepared(const char *path, const mb_st_wtensor *tensors, int n,
+                         const char *const *meta_kv, int n_meta, mb_dtype dtype,
+                         mb_atomic_file *out);
 
 #endif

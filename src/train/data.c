@@ -3,6 +3,8 @@
  * iterator. Layouts and behaviours are documented in data.h. */
 #include "train/data.h"
 
+#include "io/regular_file.h"
+
 #include <cjson/cJSON.h>
 #include <dirent.h>
 #include <errno.h>
@@ -499,18 +501,14 @@ static int is_blank(const char *p, const char *end) {
 
 /* Map a whole file read-only (size > 0). */
 static int map_file(const char *path, int64_t expect, const uint8_t **map, int64_t *len) {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return mb_fail(MB_EIO, "data file %s: %s", path, strerror(errno));
-    struct stat st;
-    if (fstat(fd, &st) != 0) {
-        int e = errno;
-        close(fd);
-        return mb_fail(MB_EIO, "data file %s: %s", path, strerror(e));
-    }
-    if ((int64_t)st.st_size != expect) {
+    int fd = -1;
+    int64_t size = 0;
+    int orc = mb_open_regular(path, "data file", &fd, &size);
+    if (orc) return orc;
+    if (size != expect) {
         close(fd);
         return mb_fail(MB_EIO, "data file %s changed while packing (size %lld, listed %lld)", path,
-                       (long long)st.st_size, (long long)expect);
+                       (long long)size, (long long)expect);
     }
     *len = expect;
     *map = NULL;
@@ -601,9 +599,10 @@ static int pack_jsonl(pack_writer *w, const in_file *f) {
 }
 
 static int pack_raw(pack_writer *w, const in_file *f) {
-    int fd = open(f->path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return mb_fail(MB_EIO, "data file %s: %s", f->path, strerror(errno));
-    int rc = pw_doc(w, 0);
+    int fd = -1;
+    int rc = mb_open_regular(f->path, "data file", &fd, NULL);
+    if (rc) return rc;
+    rc = pw_doc(w, 0);
     if (rc) {
         close(fd);
         return rc;
@@ -778,15 +777,10 @@ int mb_pack_open(mb_pack *p, const char *pack_path) {
     memset(p, 0, sizeof *p);
     if (!pack_path) return mb_fail(MB_EINVAL, "mb_pack_open: NULL path");
     snprintf(p->path, sizeof p->path, "%s", pack_path);
-    int fd = open(pack_path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return mb_fail(MB_EIO, "pack %s: %s", pack_path, strerror(errno));
-    struct stat st;
-    if (fstat(fd, &st) != 0) {
-        int e = errno;
-        close(fd);
-        return mb_fail(MB_EIO, "pack %s: %s", pack_path, strerror(e));
-    }
-    int64_t size = (int64_t)st.st_size;
+    int fd = -1;
+    int64_t size = 0;
+    int orc = mb_open_regular(pack_path, "pack", &fd, &size);
+    if (orc) return orc;
     if (size < PACK_HEADER) {
         close(fd);
         return mb_fail(MB_EFORMAT, "pack %s: truncated (%lld bytes, header needs %d)", pack_path,

@@ -133,7 +133,7 @@ typedef struct {
 } run_state;
 
 static int save_train_state(const char *dir, const mb_train_opts *o, const mb_model *m,
-                            const mb_adamw *opt, const run_state *rs) {
+                            const mb_adamw *opt, const run_state *rs, mb_atomic_file *af) {
     char path[4200], k[16][32], v[16][512];
     snprintf(path, sizeof path, "%s/%s", dir, TRAIN_STATE_FILE);
     const mb_train_sampler_state *s = &rs->sampler;
@@ -167,7 +167,7 @@ static int save_train_state(const char *dir, const mb_train_opts *o, const mb_mo
         {.name = "adamw.exp_avg", .ndim = 1, .shape = {opt->n}, .data = opt->m},
         {.name = "adamw.exp_avg_sq", .ndim = 1, .shape = {opt->n}, .data = opt->v},
     };
-    return mb_st_write(path, t, 2, kv, n, MB_DT_F32);
+    return mb_st_write_prepared(path, t, 2, kv, n, MB_DT_F32, af);
 }
 
 static int parse_kv_i64(const char *s, const char *key, int64_t *out) {
@@ -256,13 +256,33 @@ out:
     return rc;
 }
 
+/* rc with the last error prefixed by the argument it came from ("--val: data file ...") */
+static int fail_arg(int rc, const char *arg) {
+    char msg[768];
+    snprintf(msg, sizeof msg, "%s", mb_last_error());
+    return mb_fail(rc, "%s: %s", arg, msg);
+}
+
 static int save_checkpoint(const mb_train_opts *o, const mb_model *m, const mb_adamw *opt,
                            const run_state *rs) {
-    /* model first, then the train state that names its hash: a crash between the two is
-     * detected on resume instead of silently mixing steps */
-    int rc = mb_checkpoint_save(o->out, m, MB_CKPT_MAMBA_SSM);
-    if (rc == MB_OK) rc = save_train_state(o->out, o, m, opt, rs);
-    return rc;
+    /* Both files complete on disk (temporary names, fsynced) before either replaces the old
+     * one, so that a write error (a full disk) leaves the previous checkpoint whole; then the
+     * model, then the train state that names its hash: a crash between the two renames is
+     * detected on resume instead of silently mixing steps. */
+    mb_atomic_file w, ts;
+    int rc = mb_checkpoint_prepare(o->out, m, MB_CKPT_MAMBA_SSM, MB_DT_F32, &w);
+    if (rc) return rc;
+    rc = save_train_state(o->out, o, m, opt, rs, &ts);
+    if (rc) {
+        mb_atomic_abort(&w);
+        return rc;
+    }
+    rc = mb_atomic_publish(&w);
+    if (rc) {
+        mb_atomic_abort(&ts);
+        return rc;
+    }
+    return mb_atomic_publish(&ts);
 }
 
 /* ------------------------------------------------------------------ validation */
@@ -398,11 +418,17 @@ int mb_train_with_backend(const mb_train_opts *opts_in, const mb_backend_ops *be
     if ((rc = mb_data_format_parse(o.format, &fmt))) goto done;
     if ((rc = mb_data_pack_path(o.data, o.out, path, sizeof path))) goto done;
     int rebuilt = 0;
-    if ((rc = mb_pack_load(&pack, o.data, fmt, path, &rebuilt))) goto done;
+    if ((rc = mb_pack_load(&pack, o.data, fmt, path, &rebuilt))) {
+        rc = fail_arg(rc, "--data");
+        goto done;
+    }
     have_pack = 1;
     if (o.val) {
         snprintf(path, sizeof path, "%s/val.pack", o.out);
-        if ((rc = mb_pack_load(&vpack, o.val, fmt, path, NULL))) goto done;
+        if ((rc = mb_pack_load(&vpack, o.val, fmt, path, NULL))) {
+            rc = fail_arg(rc, "--val");
+            goto done;
+        }
         have_vpack = 1;
     }
     if ((rc = mb_split_make(&split, &pack, o.val ? &vpack : NULL, o.val_fraction))) goto done;
@@ -614,7 +640,17 @@ int mb_train_with_backend(const mb_train_opts *opts_in, const mb_backend_ops *be
             double el = rs.elapsed;
             rs.elapsed += wall() - t0;
             rc = be_ops->sync(be); /* device -> host parameters and moments */
-            if (rc == MB_OK) rc = save_checkpoint(&o, &m, &opt, &rs);
+            if (rc == MB_OK) {
+                rc = save_checkpoint(&o, &m, &opt, &rs);
+                if (rc) { /* (the files are replaced only once both are written) */
+                    char msg[768];
+                    snprintf(msg, sizeof msg, "%s", mb_last_error());
+                    rc = mb_fail(rc,
+                                 "checkpoint at step %lld not written: %s; the previous "
+                                 "one in %s, if any, is unchanged",
+                                 (long long)rs.step, msg, o.out);
+                }
+            }
             rs.elapsed = el;
             if (rc) goto done;
         }
@@ -634,8 +670,15 @@ int mb_train_with_backend(const mb_train_opts *opts_in, const mb_backend_ops *be
     if ((rc = validate(be, &val, &o, o.final_eval_bytes, &last_val, &scored))) goto done;
     log_json(metrics, "{\"step\":%lld,\"val_bpb\":%.6f,\"val_bytes\":%lld,\"final\":true}",
              (long long)rs.step, last_val, (long long)scored);
-    fprintf(stderr, "trained %lld steps (%lld bytes) in %.1fs; checkpoint in %s\n",
-            (long long)rs.step, (long long)rs.bytes_seen, rs.elapsed, o.out);
+    if (rs.step > start_step && start_step > 0) /* (a resumed run) */
+        fprintf(stderr,
+                "trained to step %lld, %lld steps in this run (%lld bytes in all) in %.1fs; "
+                "checkpoint in %s\n",
+                (long long)rs.step, (long long)(rs.step - start_step), (long long)rs.bytes_seen,
+                rs.elapsed, o.out);
+    else
+        fprintf(stderr, "trained %lld steps (%lld bytes) in %.1fs; checkpoint in %s\n",
+                (long long)rs.step, (long long)rs.bytes_seen, rs.elapsed, o.out);
     printf("val_bpb: %.4f\n", last_val);
     fflush(stdout);
     rc = MB_OK;

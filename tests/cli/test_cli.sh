@@ -91,6 +91,22 @@ check "SIGINT: exit 130 with a checkpoint and a message" bash -c "[ $rc -eq 130 
 at=$(sed -n 's/.*interrupted (signal 2) at step \([0-9]*\).*/\1/p' "$T/e16")
 "$MB_CLI" train --data "$data" --out "$T/int" --resume --steps $((at + 2)) --device cpu >"$T/o17" 2>"$T/e17"; rc=$?
 check "SIGINT: --resume continues at the saved step ($at)" bash -c "[ $rc -eq 0 ] && grep -q 'resuming .* at step $at of' '$T/e17' && grep -q '^val_bpb' '$T/o17'"
+# output lost on a full device: an error, not exit 0
+if [ -w /dev/full ]; then
+  "$MB_CLI" info -m "$T/m" >/dev/full 2>"$T/e18"; rc=$?
+  check "info to a full device: exit 1 naming stdout" bash -c "[ $rc -eq 1 ] && grep -q stdout '$T/e18'"
+  "$MB_CLI" generate -m "$T/m" -n 50 --device cpu >/dev/full 2>"$T/e19"; rc=$?
+  check "generate to a full device stops, naming stdout" bash -c "[ $rc -ne 0 ] && grep -q 'writing to stdout' '$T/e19'"
+fi
+# a FIFO where a checkpoint file belongs is refused at once (opening it for reading would wait)
+mkdir -p "$T/fifo"
+cp "$T/m/config.json" "$T/fifo/"
+mkfifo "$T/fifo/model.safetensors"
+timeout 30 "$MB_CLI" info -m "$T/fifo" >/dev/null 2>"$T/e20"; rc=$?
+check "FIFO as model.safetensors refused, no hang" bash -c "[ $rc -ne 0 ] && [ $rc -ne 124 ] && grep -q 'not a regular file' '$T/e20'"
+# --val problems are named as --val
+"$MB_CLI" train --data "$data" --val "$T/nope.txt" --out "$T/x3" --steps 1 --device cpu >/dev/null 2>"$T/e21"; rc=$?
+check "missing --val named as --val" bash -c "[ $rc -ne 0 ] && grep -q -- '--val: .*nope.txt' '$T/e21'"
 for c in train eval generate info; do
   check "$c --help" bash -c "'$MB_CLI' $c --help | grep -q usage"
 done
