@@ -1,6 +1,7 @@
 /* mambabyte train: parse flags into mb_train_opts and run the training loop. */
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "args.h"
 #include "commands.h"
@@ -40,7 +41,7 @@ static void help(FILE *f) {
         "  --out DIR            checkpoint directory (required)\n"
         "  --preset NAME        model preset: %s (default small)\n"
         "  --d-model N --n-layer N --d-state N --d-conv N --expand N --dt-rank N\n"
-        "                       override preset sizes\n"
+        "                       override preset sizes (--dt-rank 0: ceil(d_model / 16))\n"
         "  --rms-norm | --layer-norm   norm variant (default LayerNorm, as MambaByte)\n"
         "  --tie | --untie      tie lm_head to the embedding (default untied)\n"
         "  --ctx N              bytes per training sequence (default 1024)\n"
@@ -77,11 +78,29 @@ static void help(FILE *f) {
         mb_config_preset_names());
 }
 
+static int twice(const char *flag) {
+    fprintf(stderr, "mambabyte train: %s given twice\n", flag);
+    return 2;
+}
+static int conflict(const char *a, const char *b) {
+    fprintf(stderr, "mambabyte train: %s and %s conflict: give one\n", a, b);
+    return 2;
+}
+/* 1 when both paths name the same existing file or directory */
+static int same_file(const char *a, const char *b) {
+    struct stat x, y;
+    return stat(a, &x) == 0 && stat(b, &y) == 0 && x.st_dev == y.st_dev && x.st_ino == y.st_ino;
+}
+
 int cmd_train(int argc, char **argv) {
     const char *C = "train";
     mb_train_opts o;
     mb_train_opts_default(&o);
     int lr_min_given = 0, dt_rank_given = 0;
+    /* either-or flags given both ways, and single-valued flags given twice, are errors (the last
+     * one silently winning hid typos in scripts) */
+    int norm_given = 0, tie_given = 0, data_given = 0, val_given = 0, out_given = 0,
+        vfrac_given = 0;
     const char *device = "auto";
     mb_config *c = &o.cfg;
     char ignored[512] = "";
@@ -109,9 +128,11 @@ int cmd_train(int argc, char **argv) {
             return 0;
         } else if (!strcmp(a, "--data")) {
             VAL();
+            if (data_given++) return twice(a);
             o.data = v;
         } else if (!strcmp(a, "--val")) {
             VAL();
+            if (val_given++) return twice(a);
             o.val = v;
         } else if (!strcmp(a, "--format")) {
             VAL();
@@ -123,6 +144,7 @@ int cmd_train(int argc, char **argv) {
             o.format = v;
         } else if (!strcmp(a, "--out")) {
             VAL();
+            if (out_given++) return twice(a);
             o.out = v;
         } else if (!strcmp(a, "--preset")) {
             VAL();
@@ -143,15 +165,17 @@ int cmd_train(int argc, char **argv) {
         else if (!strcmp(a, "--dt-rank")) {
             INT(0, 65536, c->dt_rank);
             dt_rank_given = 1;
-        } else if (!strcmp(a, "--rms-norm"))
-            c->rms_norm = 1;
-        else if (!strcmp(a, "--layer-norm"))
-            c->rms_norm = 0;
-        else if (!strcmp(a, "--tie"))
-            c->tie_embeddings = 1;
-        else if (!strcmp(a, "--untie"))
-            c->tie_embeddings = 0;
-        else if (!strcmp(a, "--ctx"))
+        } else if (!strcmp(a, "--rms-norm") || !strcmp(a, "--layer-norm")) {
+            const int want = !strcmp(a, "--rms-norm") ? 1 : 2;
+            if (norm_given && norm_given != want) return conflict("--rms-norm", "--layer-norm");
+            norm_given = want;
+            c->rms_norm = want == 1;
+        } else if (!strcmp(a, "--tie") || !strcmp(a, "--untie")) {
+            const int want = !strcmp(a, "--tie") ? 1 : 2;
+            if (tie_given && tie_given != want) return conflict("--tie", "--untie");
+            tie_given = want;
+            c->tie_embeddings = want == 1;
+        } else if (!strcmp(a, "--ctx"))
             INT(1, 1 << 24, o.ctx);
         else if (!strcmp(a, "--batch"))
             INT(1, 1 << 16, o.batch);
@@ -179,9 +203,10 @@ int cmd_train(int argc, char **argv) {
             VAL();
             if (arg_int64(C, a, v, 0, INT64_MAX, &s)) return 2;
             o.seed = (uint64_t)s;
-        } else if (!strcmp(a, "--val-fraction"))
+        } else if (!strcmp(a, "--val-fraction")) {
             FLT(0, 0.999, o.val_fraction);
-        else if (!strcmp(a, "--eval-every"))
+            vfrac_given = 1;
+        } else if (!strcmp(a, "--eval-every"))
             INT(0, INT64_MAX / 2, o.eval_every);
         else if (!strcmp(a, "--eval-bytes"))
             INT(0, INT64_MAX / 2, o.eval_bytes);
@@ -231,6 +256,12 @@ int cmd_train(int argc, char **argv) {
         fprintf(stderr, "mambabyte train: --data and --out are required (see --help)\n");
         return 2;
     }
+    if (o.val && vfrac_given) return conflict("--val", "--val-fraction");
+    if (o.val && same_file(o.val, o.data))
+        fprintf(stderr,
+                "mambabyte train: warning: --val %s is the --data input: the validation "
+                "bpb is measured on training data\n",
+                o.val);
     if (!o.resume && o.steps <= 0 && o.time_limit <= 0) {
         fprintf(stderr, "mambabyte train: give --steps N or --time-limit SECONDS\n");
         return 2;

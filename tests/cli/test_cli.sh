@@ -107,6 +107,13 @@ check "FIFO as model.safetensors refused, no hang" bash -c "[ $rc -ne 0 ] && [ $
 # --val problems are named as --val
 "$MB_CLI" train --data "$data" --val "$T/nope.txt" --out "$T/x3" --steps 1 --device cpu >/dev/null 2>"$T/e21"; rc=$?
 check "missing --val named as --val" bash -c "[ $rc -ne 0 ] && grep -q -- '--val: .*nope.txt' '$T/e21'"
+# either-or flags both ways, and a single-valued flag twice, are refused before any work
+"$MB_CLI" train --data "$data" --out "$T/x4" --steps 1 --rms-norm --layer-norm >/dev/null 2>"$T/e22"; rc=$?
+check "--rms-norm with --layer-norm refused" bash -c "[ $rc -eq 2 ] && grep -q 'conflict' '$T/e22' && [ ! -e '$T/x4' ]"
+"$MB_CLI" train --data "$data" --data "$T/short.txt" --out "$T/x4" --steps 1 >/dev/null 2>"$T/e23"; rc=$?
+check "--data twice refused" bash -c "[ $rc -eq 2 ] && grep -q -- '--data given twice' '$T/e23'"
+"$MB_CLI" train --data "$data" --val "$T/short.txt" --val-fraction 0.1 --out "$T/x4" --steps 1 >/dev/null 2>"$T/e24"; rc=$?
+check "--val with --val-fraction refused" bash -c "[ $rc -eq 2 ] && grep -q -- '--val-fraction conflict' '$T/e24'"
 for c in train eval generate info; do
   check "$c --help" bash -c "'$MB_CLI' $c --help | grep -q usage"
 done
