@@ -1,15 +1,13 @@
 /* safetensors reader (mmap + full validation) and writer; see safetensors.h. */
 #include "io/safetensors.h"
 
-#include "io/regular_file.h"
-
 #include "io/atomic_file.h"
 #include "io/json_type.h"
+#include "io/regular_file.h"
 #include "mambabyte.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdarg.h>
@@ -17,7 +15,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__

@@ -256,11 +256,11 @@ out:
     return rc;
 }
 
-/* rc with the last error prefixed by the argument it came from ("--val: data file ...") */
-static int fail_arg(int rc, const char *arg) {
+/* rc with the last error message set to before + message + after ("--val: data file ...") */
+static int fail_wrap(int rc, const char *before, const char *after) {
     char msg[768];
     snprintf(msg, sizeof msg, "%s", mb_last_error());
-    return mb_fail(rc, "%s: %s", arg, msg);
+    return mb_fail(rc, "%s%s%s", before, msg, after);
 }
 
 static int save_checkpoint(const mb_train_opts *o, const mb_model *m, const mb_adamw *opt,
@@ -419,14 +419,14 @@ int mb_train_with_backend(const mb_train_opts *opts_in, const mb_backend_ops *be
     if ((rc = mb_data_pack_path(o.data, o.out, path, sizeof path))) goto done;
     int rebuilt = 0;
     if ((rc = mb_pack_load(&pack, o.data, fmt, path, &rebuilt))) {
-        rc = fail_arg(rc, "--data");
+        rc = fail_wrap(rc, "--data: ", "");
         goto done;
     }
     have_pack = 1;
     if (o.val) {
         snprintf(path, sizeof path, "%s/val.pack", o.out);
         if ((rc = mb_pack_load(&vpack, o.val, fmt, path, NULL))) {
-            rc = fail_arg(rc, "--val");
+            rc = fail_wrap(rc, "--val: ", "");
             goto done;
         }
         have_vpack = 1;
@@ -643,12 +643,12 @@ int mb_train_with_backend(const mb_train_opts *opts_in, const mb_backend_ops *be
             if (rc == MB_OK) {
                 rc = save_checkpoint(&o, &m, &opt, &rs);
                 if (rc) { /* (the files are replaced only once both are written) */
-                    char msg[768];
-                    snprintf(msg, sizeof msg, "%s", mb_last_error());
-                    rc = mb_fail(rc,
-                                 "checkpoint at step %lld not written: %s; the previous "
-                                 "one in %s, if any, is unchanged",
-                                 (long long)rs.step, msg, o.out);
+                    char before[64], after[4200];
+                    snprintf(before, sizeof before,
+                             "checkpoint at step %lld not written: ", (long long)rs.step);
+                    snprintf(after, sizeof after, "; the previous one in %s, if any, is unchanged",
+                             o.out);
+                    rc = fail_wrap(rc, before, after);
                 }
             }
             rs.elapsed = el;
