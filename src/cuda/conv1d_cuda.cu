@@ -3,6 +3,7 @@
 
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
+#include <string.h>
 
 #include "cuda/bf16_cuda.h"
 #include "cuda/cuda_check.h"
@@ -170,6 +171,22 @@ template <int V> __device__ __forceinline__ void ld_v(float (&r)[V], const float
             r[v] = p[v];
     }
 }
+/* the same from bf16 (V = 4: one 8-byte access; p 8-byte aligned); a bf16 is the top half of
+ * its float */
+template <int V> __device__ __forceinline__ void ld_v(float (&r)[V], const __nv_bfloat16 *p) {
+    if constexpr (V == 4) {
+        const uint2 u = *(const uint2 *)p;
+        r[0] = __uint_as_float(u.x << 16), r[1] = __uint_as_float(u.x & 0xffff0000u);
+        r[2] = __uint_as_float(u.y << 16), r[3] = __uint_as_float(u.y & 0xffff0000u);
+    } else if constexpr (V == 2) { /* one 4-byte access; p 4-byte aligned */
+        const unsigned u = *(const unsigned *)p;
+        r[0] = __uint_as_float(u << 16), r[1] = __uint_as_float(u & 0xffff0000u);
+    } else {
+#pragma unroll
+        for (int v = 0; v < V; v++)
+            r[v] = __bfloat162float(p[v]);
+    }
+}
 template <int V> __device__ __forceinline__ void st_v(float *p, const float (&r)[V]) {
     if constexpr (V == 4) {
         *(float4 *)p = make_float4(r[0], r[1], r[2], r[3]);
@@ -180,10 +197,14 @@ template <int V> __device__ __forceinline__ void st_v(float *p, const float (&r)
     }
 }
 template <int V> __device__ __forceinline__ void st_v_bf16(__nv_bfloat16 *p, const float (&r)[V]) {
-    if constexpr (V == 4) { /* p 8-byte aligned */
-        __nv_bfloat162 *q = (__nv_bfloat162 *)p;
-        q[0] = __floats2bfloat162_rn(r[0], r[1]);
-        q[1] = __floats2bfloat162_rn(r[2], r[3]);
+    if constexpr (V == 2) { /* one 4-byte access; p 4-byte aligned */
+        *(__nv_bfloat162 *)p = __floats2bfloat162_rn(r[0], r[1]);
+    } else if constexpr (V == 4) { /* one 8-byte access; p 8-byte aligned */
+        __nv_bfloat162 h[2] = {__floats2bfloat162_rn(r[0], r[1]),
+                               __floats2bfloat162_rn(r[2], r[3])};
+        uint2 u;
+        memcpy(&u, h, sizeof u);
+        *(uint2 *)p = u;
     } else {
 #pragma unroll
         for (int v = 0; v < V; v++)
@@ -192,8 +213,8 @@ template <int V> __device__ __forceinline__ void st_v_bf16(__nv_bfloat16 *p, con
 }
 
 /* input j of sequence bb, channels c..c+V-1: x for j >= 0, else the carried state (or 0) */
-template <int V>
-__device__ __forceinline__ void conv_in(float (&r)[V], const float *x, int64_t x_stride,
+template <int V, typename XT>
+__device__ __forceinline__ void conv_in(float (&r)[V], const XT *x, int64_t x_stride,
                                         const float *state, int64_t bb, int64_t j, int64_t L,
                                         int64_t c, int64_t Di, int K) {
     if (j >= 0) {
@@ -208,9 +229,10 @@ __device__ __forceinline__ void conv_in(float (&r)[V], const float *x, int64_t x
 }
 
 /* A thread owns V consecutive channels (V = 4 when every row is 16-byte aligned: 16-byte
- * accesses, four times the bytes in flight per thread). */
-template <int K, int V>
-__global__ void conv_fwd_tiled_kernel(float *out, __nv_bfloat16 *out_bf16, const float *x,
+ * accesses, four times the bytes in flight per thread). XT: the input's type (float, or bf16
+ * for the mixed-precision training's x). */
+template <int K, int V, typename XT = float>
+__global__ void conv_fwd_tiled_kernel(float *out, __nv_bfloat16 *out_bf16, const XT *x,
                                       int64_t x_stride, const float *w, const float *b,
                                       const float *state, int64_t L, int64_t Di) {
     const int64_t c = ((int64_t)blockIdx.x * CONV_C + threadIdx.x) * V;
@@ -228,14 +250,23 @@ __global__ void conv_fwd_tiled_kernel(float *out, __nv_bfloat16 *out_bf16, const
 #pragma unroll
     for (int k = 0; k < K - 1; k++) /* win[k] = input t0 - K + 1 + k */
         conv_in<V>(win[k], x, x_stride, state, bb, t0 - K + 1 + k, L, c, Di, K);
-    /* the load of position t + 1 issued before t's arithmetic (as the backward) */
-    float xn[V];
-    ld_v<V>(xn, x + (bb * L + t0) * x_stride + c);
+    /* the loads of positions up to t + PF issued before t's arithmetic (as the backward): PF 2
+     * for bf16 inputs, whose loads carry half the bytes */
+    constexpr int PF = sizeof(XT) == 2 ? 2 : 1;
+    float xq[PF][V];
+#pragma unroll
+    for (int j = 0; j < PF; j++)
+        if (t0 + j < t1) ld_v<V>(xq[j], x + (bb * L + t0 + j) * x_stride + c);
     for (int64_t t = t0; t < t1; t++) {
 #pragma unroll
         for (int v = 0; v < V; v++)
-            win[K - 1][v] = xn[v];
-        if (t + 1 < t1) ld_v<V>(xn, x + (bb * L + t + 1) * x_stride + c);
+            win[K - 1][v] = xq[0][v];
+#pragma unroll
+        for (int j = 0; j + 1 < PF; j++)
+#pragma unroll
+            for (int v = 0; v < V; v++)
+                xq[j][v] = xq[j + 1][v];
+        if (t + PF < t1) ld_v<V>(xq[PF - 1], x + (bb * L + t + PF) * x_stride + c);
         float o[V];
 #pragma unroll
         for (int v = 0; v < V; v++) {
@@ -260,11 +291,11 @@ __global__ void conv_fwd_tiled_kernel(float *out, __nv_bfloat16 *out_bf16, const
  * (whose pre-activation gradients dx needs): g = dout * SiLU'(pre); dx[t] = sum_k
  * g[t+K-1-k] w[k]; dw[k] += g[t] x[t-K+1+k] and db += g[t] over the tile, one atomic each.
  * V channels per thread as in the forward. */
-template <int K, int V>
+template <int K, int V, typename XT = float, typename GT = float>
 __global__ void conv_bwd_tiled_kernel(float *dx, __nv_bfloat16 *dx_bf16, int64_t dx_stride,
-                                      float *dw, float *db, const float *dout, const float *x,
-                                      int64_t x_stride, const float *w, const float *b, int64_t L,
-                                      int64_t Di) {
+                                      float *dw, float *db, const GT *dout, const GT *dout2,
+                                      const XT *x, int64_t x_stride, const float *w, const float *b,
+                                      int64_t L, int64_t Di) {
     const int64_t c = ((int64_t)blockIdx.x * CONV_C + threadIdx.x) * V;
     if (c >= Di) return;
     const int64_t bb = blockIdx.z, t0 = (int64_t)blockIdx.y * CONV_T;
@@ -285,18 +316,22 @@ __global__ void conv_bwd_tiled_kernel(float *dx, __nv_bfloat16 *dx_bf16, int64_t
 #pragma unroll
     for (int k = 1; k < K; k++) /* win[k] = input top - K + 1 + k, filled for t = top */
         conv_in<V>(win[k], x, x_stride, NULL, bb, top - K + 1 + k, L, c, Di, K);
-    /* the loads of position t - 1 issued before t's arithmetic (twice the bytes in flight) */
-    float xn[V], gn[V];
+    /* the loads of position t - 1 issued before t's arithmetic (twice the bytes in flight);
+     * dout2 (bf16 only; may be NULL): a second part of the output gradient, added in fp32 */
+    constexpr bool TWO = sizeof(GT) == 2;
+    float xn[V], gn[V], hn[V];
     conv_in<V>(xn, x, x_stride, NULL, bb, top - K + 1, L, c, Di, K);
     ld_v<V>(gn, dout + (bb * L + top) * Di + c);
+    if (TWO && dout2) ld_v<V>(hn, dout2 + (bb * L + top) * Di + c);
     for (int64_t t = top; t >= t0; t--) {
         float go[V];
 #pragma unroll
         for (int v = 0; v < V; v++)
-            win[0][v] = xn[v], go[v] = gn[v];
+            win[0][v] = xn[v], go[v] = TWO && dout2 ? gn[v] + hn[v] : gn[v];
         if (t > t0) {
             conv_in<V>(xn, x, x_stride, NULL, bb, t - K, L, c, Di, K);
             ld_v<V>(gn, dout + (bb * L + t - 1) * Di + c);
+            if (TWO && dout2) ld_v<V>(hn, dout2 + (bb * L + t - 1) * Di + c);
         }
 #pragma unroll
         for (int k = K - 1; k > 0; k--)
@@ -356,50 +391,55 @@ static int al(const void *p, unsigned bytes) {
 #define CONV_DISPATCH(K, V, KERNEL, ...)                                                           \
     switch (K) {                                                                                   \
     case 1:                                                                                        \
-        KERNEL<1, V> __VA_ARGS__;                                                                  \
+        KERNEL<1, V CONV_TARGS> __VA_ARGS__;                                                       \
         break;                                                                                     \
     case 2:                                                                                        \
-        KERNEL<2, V> __VA_ARGS__;                                                                  \
+        KERNEL<2, V CONV_TARGS> __VA_ARGS__;                                                       \
         break;                                                                                     \
     case 3:                                                                                        \
-        KERNEL<3, V> __VA_ARGS__;                                                                  \
+        KERNEL<3, V CONV_TARGS> __VA_ARGS__;                                                       \
         break;                                                                                     \
     case 4:                                                                                        \
-        KERNEL<4, V> __VA_ARGS__;                                                                  \
+        KERNEL<4, V CONV_TARGS> __VA_ARGS__;                                                       \
         break;                                                                                     \
     case 5:                                                                                        \
-        KERNEL<5, V> __VA_ARGS__;                                                                  \
+        KERNEL<5, V CONV_TARGS> __VA_ARGS__;                                                       \
         break;                                                                                     \
     case 6:                                                                                        \
-        KERNEL<6, V> __VA_ARGS__;                                                                  \
+        KERNEL<6, V CONV_TARGS> __VA_ARGS__;                                                       \
         break;                                                                                     \
     case 7:                                                                                        \
-        KERNEL<7, V> __VA_ARGS__;                                                                  \
+        KERNEL<7, V CONV_TARGS> __VA_ARGS__;                                                       \
         break;                                                                                     \
     default:                                                                                       \
-        KERNEL<8, V> __VA_ARGS__;                                                                  \
+        KERNEL<8, V CONV_TARGS> __VA_ARGS__;                                                       \
         break;                                                                                     \
     }
 
-/* Tiled launches with V channels per thread (K <= 8) */
-template <int V>
-static void conv_fwd_tiled(float *out, uint16_t *out_bf16, const float *x, int64_t x_stride,
+/* Tiled launches with V channels per thread (K <= 8); XT / GT: the types of x and dout */
+/* CONV_TARGS: the kernel's template arguments after K and V */
+template <int V, typename XT>
+static void conv_fwd_tiled(float *out, uint16_t *out_bf16, const XT *x, int64_t x_stride,
                            const float *w, const float *b, const float *state, int64_t B, int64_t L,
                            int64_t Di, int64_t K, cudaStream_t st) {
+#define CONV_TARGS , XT
     CONV_DISPATCH(K, V, conv_fwd_tiled_kernel,
                   <<<conv_grid(B, L, Di, V), CONV_C, 0, st>>>(out, (__nv_bfloat16 *)out_bf16, x,
                                                               x_stride, w, b, state, L, Di))
+#undef CONV_TARGS
 }
 
-template <int V>
+template <int V, typename XT, typename GT>
 static void conv_bwd_tiled(float *dx, uint16_t *dx_bf16, int64_t dx_stride, float *dw, float *db,
-                           const float *dout, const float *x, int64_t x_stride, const float *w,
-                           const float *b, int64_t B, int64_t L, int64_t Di, int64_t K,
-                           cudaStream_t st) {
+                           const GT *dout, const GT *dout2, const XT *x, int64_t x_stride,
+                           const float *w, const float *b, int64_t B, int64_t L, int64_t Di,
+                           int64_t K, cudaStream_t st) {
+#define CONV_TARGS , XT, GT
     CONV_DISPATCH(K, V, conv_bwd_tiled_kernel,
                   <<<conv_grid(B, L, Di, V), CONV_C, 0, st>>>(dx, (__nv_bfloat16 *)dx_bf16,
-                                                              dx_stride, dw, db, dout, x, x_stride,
-                                                              w, b, L, Di))
+                                                              dx_stride, dw, db, dout, dout2, x,
+                                                              x_stride, w, b, L, Di))
+#undef CONV_TARGS
 }
 
 static int sizes_ok(const char *fn, int64_t B, int64_t L, int64_t Di, int64_t K) {
@@ -423,9 +463,9 @@ extern "C" int mb_conv1d_cuda_forward_ex(float *out, uint16_t *out_bf16, const f
         const int v4 = Di % 4 == 0 && x_stride % 4 == 0 && al(out, 16) && al(x, 16) &&
                        (!state || al(state, 16)) && (!out_bf16 || al(out_bf16, 8));
         if (v4)
-            conv_fwd_tiled<4>(out, out_bf16, x, x_stride, w, b, state, B, L, Di, K, st);
+            conv_fwd_tiled<4, float>(out, out_bf16, x, x_stride, w, b, state, B, L, Di, K, st);
         else
-            conv_fwd_tiled<1>(out, out_bf16, x, x_stride, w, b, state, B, L, Di, K, st);
+            conv_fwd_tiled<1, float>(out, out_bf16, x, x_stride, w, b, state, B, L, Di, K, st);
         MB_CUDA_LAUNCHED("mb_conv1d_cuda_forward");
         return MB_OK;
     }
@@ -463,11 +503,11 @@ extern "C" int mb_conv1d_cuda_backward_ex(float *dx, uint16_t *dx_bf16, int64_t 
         const int v4 = Di % 4 == 0 && x_stride % 4 == 0 && dx_stride % 4 == 0 && al(dx, 16) &&
                        al(dout, 16) && al(x, 16) && (!dx_bf16 || al(dx_bf16, 8));
         if (v4)
-            conv_bwd_tiled<4>(dx, dx_bf16, dx_stride, dw, db, dout, x, x_stride, w, b, B, L, Di, K,
-                              st);
+            conv_bwd_tiled<4, float, float>(dx, dx_bf16, dx_stride, dw, db, dout, NULL, x, x_stride,
+                                            w, b, B, L, Di, K, st);
         else
-            conv_bwd_tiled<1>(dx, dx_bf16, dx_stride, dw, db, dout, x, x_stride, w, b, B, L, Di, K,
-                              st);
+            conv_bwd_tiled<1, float, float>(dx, dx_bf16, dx_stride, dw, db, dout, NULL, x, x_stride,
+                                            w, b, B, L, Di, K, st);
         MB_CUDA_LAUNCHED("mb_conv1d_cuda_backward");
         return MB_OK;
     }
@@ -503,4 +543,65 @@ extern "C" int mb_conv1d_cuda_backward(float *dx, int64_t dx_stride, float *dw, 
                                        int64_t Di, int64_t K, void *stream) {
     return mb_conv1d_cuda_backward_ex(dx, NULL, dx_stride, dw, db, dout, x, x_stride, w, b, B, L,
                                       Di, K, stream);
+}
+
+/* ---- bf16 inputs (mixed-precision training; conv1d_cuda.h) */
+
+static int bf16in_ok(const char *fn, int64_t B, int64_t L, int64_t Di, int64_t K) {
+    MB_TRY(sizes_ok(fn, B, L, Di, K));
+    if (K > 8 || B > 65535 || (L + CONV_T - 1) / CONV_T > 65535)
+        return mb_fail(MB_EINVAL,
+                       "%s: bf16 inputs take d_conv <= 8 and B, L / %d <= 65535 (K=%lld)", fn,
+                       CONV_T, (long long)K);
+    return MB_OK;
+}
+
+extern "C" int mb_conv1d_cuda_forward_bf16in(float *out, uint16_t *out_bf16, const uint16_t *x,
+                                             int64_t x_stride, const float *w, const float *b,
+                                             int64_t B, int64_t L, int64_t Di, int64_t K,
+                                             void *stream) {
+    MB_TRY(bf16in_ok("mb_conv1d_cuda_forward_bf16in", B, L, Di, K));
+    if (!out || !x || !w || !b || x_stride < Di)
+        return mb_fail(MB_EINVAL, "mb_conv1d_cuda_forward_bf16in: bad arguments");
+    if (B * L == 0) return MB_OK;
+    cudaStream_t st = (cudaStream_t)stream;
+    const __nv_bfloat16 *xb = (const __nv_bfloat16 *)x;
+    const int v4 = Di % 4 == 0 && x_stride % 4 == 0 && al(out, 16) && al(x, 8) &&
+                   (!out_bf16 || al(out_bf16, 8));
+    if (v4)
+        conv_fwd_tiled<4, __nv_bfloat16>(out, out_bf16, xb, x_stride, w, b, NULL, B, L, Di, K, st);
+    else
+        conv_fwd_tiled<1, __nv_bfloat16>(out, out_bf16, xb, x_stride, w, b, NULL, B, L, Di, K, st);
+    MB_CUDA_LAUNCHED("mb_conv1d_cuda_forward_bf16in");
+    return MB_OK;
+}
+
+extern "C" int mb_conv1d_cuda_backward_bf16in(uint16_t *dx_bf16, int64_t dx_stride, float *dw,
+                                              float *db, const uint16_t *dout,
+                                              const uint16_t *dout2, const uint16_t *x,
+                                              int64_t x_stride, const float *w, const float *b,
+                                              int64_t B, int64_t L, int64_t Di, int64_t K,
+                                              void *stream) {
+    MB_TRY(bf16in_ok("mb_conv1d_cuda_backward_bf16in", B, L, Di, K));
+    if (!dx_bf16 || !dw || !db || !dout || !x || !w || !b || dx_stride < Di || x_stride < Di)
+        return mb_fail(MB_EINVAL, "mb_conv1d_cuda_backward_bf16in: bad arguments");
+    if (B * L == 0) return MB_OK;
+    cudaStream_t st = (cudaStream_t)stream;
+    /* 2 channels per thread (4-byte accesses): measured on the H200 (medium preset's conv
+     * backward, ms per step, same call) against 4 channels (4 / 8 bytes) 11.6, 4 channels with
+     * the loads two positions ahead 11.6-12.0 and with 5 or 6 blocks per multiprocessor forced
+     * (spills) 12.0-12.7, 8 channels 16.4: 9.95. (The fp32 backward, 2 x 16-byte loads per
+     * position, takes 7.6 for 25% more bytes; why the bf16 forms are slower is not known.) */
+    typedef __nv_bfloat16 hb;
+    const int v2 = Di % 2 == 0 && x_stride % 2 == 0 && dx_stride % 2 == 0 && al(dout, 4) &&
+                   (!dout2 || al(dout2, 4)) && al(x, 4) && al(dx_bf16, 4);
+    const hb *g1 = (const hb *)dout, *g2 = (const hb *)dout2, *xh = (const hb *)x;
+    if (v2)
+        conv_bwd_tiled<2, hb, hb>(NULL, dx_bf16, dx_stride, dw, db, g1, g2, xh, x_stride, w, b, B,
+                                  L, Di, K, st);
+    else
+        conv_bwd_tiled<1, hb, hb>(NULL, dx_bf16, dx_stride, dw, db, g1, g2, xh, x_stride, w, b, B,
+                                  L, Di, K, st);
+    MB_CUDA_LAUNCHED("mb_conv1d_cuda_backward_bf16in");
+    return MB_OK;
 }

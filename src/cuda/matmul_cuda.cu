@@ -129,6 +129,7 @@ enum { LT_FWD = 0, LT_BWD_IN = 1, LT_BWD_W = 2 };
 typedef struct {
     int kind, m, n, k, lda, ldb, ldc, beta1;
     int align_a, align_b, align_c;
+    int d16; /* D (and C) bf16 instead of fp32 */
 } lt_key;
 
 typedef struct {
@@ -247,15 +248,17 @@ static int ptr_align(const void *p) {
     return a;
 }
 
-/* Column-major D (m x n, ldc, fp32) = op(A) op(B) (+ D), A and B bf16 as stored:
- * A (ta ? k x m : m x k, lda), B (tb ? n x k : k x n, ldb). */
+/* Column-major D (m x n, ldc; fp32, or bf16 when d16) = op(A) op(B) (+ D), A and B bf16 as
+ * stored: A (ta ? k x m : m x k, lda), B (tb ? n x k : k x n, ldb). fp32 accumulation either way;
+ * a bf16 D is rounded once at the end (callers use it with beta 0 only). */
 static int lt_gemm(lt_ctx *c, int kind, cublasOperation_t ta, cublasOperation_t tb, int m, int n,
-                   int k, const uint16_t *A, int lda, const uint16_t *B, int ldb, float *D, int ldc,
-                   int beta1, const char *fn) {
+                   int k, const uint16_t *A, int lda, const uint16_t *B, int ldb, void *D, int d16,
+                   int ldc, int beta1, const char *fn) {
+    const cudaDataType_t dt = d16 ? CUDA_R_16BF : CUDA_R_32F;
     lt_key key;
     memset(&key, 0, sizeof key);
     key.kind = kind, key.m = m, key.n = n, key.k = k, key.lda = lda, key.ldb = ldb;
-    key.ldc = ldc, key.beta1 = beta1;
+    key.ldc = ldc, key.beta1 = beta1, key.d16 = d16 != 0;
     key.align_a = ptr_align(A), key.align_b = ptr_align(B), key.align_c = ptr_align(D);
     lt_plan *p = NULL;
     for (int i = 0; i < c->n_plans; i++)
@@ -283,8 +286,7 @@ static int lt_gemm(lt_ctx *c, int kind, cublasOperation_t ta, cublasOperation_t 
         if (s == CUBLAS_STATUS_SUCCESS)
             s = cublasLtMatrixLayoutCreate(&p->b, CUDA_R_16BF, tb == CUBLAS_OP_N ? k : n,
                                            tb == CUBLAS_OP_N ? n : k, ldb);
-        if (s == CUBLAS_STATUS_SUCCESS)
-            s = cublasLtMatrixLayoutCreate(&p->c, CUDA_R_32F, m, n, ldc);
+        if (s == CUBLAS_STATUS_SUCCESS) s = cublasLtMatrixLayoutCreate(&p->c, dt, m, n, ldc);
         cublasLtMatmulPreference_t pref = NULL;
         if (s == CUBLAS_STATUS_SUCCESS) s = cublasLtMatmulPreferenceCreate(&pref);
         size_t ws = LT_WORKSPACE;
@@ -339,7 +341,7 @@ static int lt_gemm(lt_ctx *c, int kind, cublasOperation_t ta, cublasOperation_t 
                            c->workspace, LT_WORKSPACE, c->stream);
     else
         s = cublasGemmEx(c->fallback, ta, tb, m, n, k, &one, A, CUDA_R_16BF, lda, B, CUDA_R_16BF,
-                         ldb, &beta, D, CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+                         ldb, &beta, D, dt, ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
     return s == CUBLAS_STATUS_SUCCESS ? MB_OK : cublas_fail(s, fn);
 }
 
@@ -350,7 +352,17 @@ extern "C" int mb_matmul_bf16_forward(void *lt, float *y, int64_t ldy, const uin
     if (!lt) return mb_fail(MB_EINVAL, "mb_matmul_bf16_forward: no cuBLASLt context");
     if (rows == 0) return MB_OK;
     return lt_gemm((lt_ctx *)lt, LT_FWD, CUBLAS_OP_T, CUBLAS_OP_N, (int)n_out, (int)rows, (int)n_in,
-                   W, (int)n_in, x, (int)ldx, y, (int)ldy, accumulate, "mb_matmul_bf16_forward");
+                   W, (int)n_in, x, (int)ldx, y, 0, (int)ldy, accumulate, "mb_matmul_bf16_forward");
+}
+
+extern "C" int mb_matmul_bf16_forward_out16(void *lt, uint16_t *y, int64_t ldy, const uint16_t *x,
+                                            int64_t ldx, const uint16_t *W, int64_t rows,
+                                            int64_t n_in, int64_t n_out) {
+    MB_TRY(dims_ok("mb_matmul_bf16_forward_out16", rows, n_in, n_out, ldy, ldx));
+    if (!lt) return mb_fail(MB_EINVAL, "mb_matmul_bf16_forward_out16: no cuBLASLt context");
+    if (rows == 0) return MB_OK;
+    return lt_gemm((lt_ctx *)lt, LT_FWD, CUBLAS_OP_T, CUBLAS_OP_N, (int)n_out, (int)rows, (int)n_in,
+                   W, (int)n_in, x, (int)ldx, y, 1, (int)ldy, 0, "mb_matmul_bf16_forward_out16");
 }
 
 extern "C" int mb_matmul_bf16_backward_input(void *lt, float *dx, int64_t lddx, const uint16_t *dy,
@@ -360,8 +372,20 @@ extern "C" int mb_matmul_bf16_backward_input(void *lt, float *dx, int64_t lddx, 
     if (!lt) return mb_fail(MB_EINVAL, "mb_matmul_bf16_backward_input: no cuBLASLt context");
     if (rows == 0) return MB_OK;
     return lt_gemm((lt_ctx *)lt, LT_BWD_IN, CUBLAS_OP_N, CUBLAS_OP_N, (int)n_in, (int)rows,
-                   (int)n_out, W, (int)n_in, dy, (int)lddy, dx, (int)lddx, accumulate,
+                   (int)n_out, W, (int)n_in, dy, (int)lddy, dx, 0, (int)lddx, accumulate,
                    "mb_matmul_bf16_backward_input");
+}
+
+extern "C" int mb_matmul_bf16_backward_input_out16(void *lt, uint16_t *dx, int64_t lddx,
+                                                   const uint16_t *dy, int64_t lddy,
+                                                   const uint16_t *W, int64_t rows, int64_t n_in,
+                                                   int64_t n_out) {
+    MB_TRY(dims_ok("mb_matmul_bf16_backward_input_out16", rows, n_in, n_out, lddx, lddy));
+    if (!lt) return mb_fail(MB_EINVAL, "mb_matmul_bf16_backward_input_out16: no cuBLASLt context");
+    if (rows == 0) return MB_OK;
+    return lt_gemm((lt_ctx *)lt, LT_BWD_IN, CUBLAS_OP_N, CUBLAS_OP_N, (int)n_in, (int)rows,
+                   (int)n_out, W, (int)n_in, dy, (int)lddy, dx, 1, (int)lddx, 0,
+                   "mb_matmul_bf16_backward_input_out16");
 }
 
 extern "C" int mb_matmul_bf16_backward_weight(void *lt, float *dW, const uint16_t *dy, int64_t lddy,
@@ -371,6 +395,6 @@ extern "C" int mb_matmul_bf16_backward_weight(void *lt, float *dW, const uint16_
     if (!lt) return mb_fail(MB_EINVAL, "mb_matmul_bf16_backward_weight: no cuBLASLt context");
     if (rows == 0) return MB_OK;
     return lt_gemm((lt_ctx *)lt, LT_BWD_W, CUBLAS_OP_N, CUBLAS_OP_T, (int)n_in, (int)n_out,
-                   (int)rows, x, (int)ldx, dy, (int)lddy, dW, (int)n_in, 1,
+                   (int)rows, x, (int)ldx, dy, (int)lddy, dW, 0, (int)n_in, 1,
                    "mb_matmul_bf16_backward_weight");
 }

@@ -61,6 +61,17 @@ int mb_matmul_bf16_backward_input(void *lt, float *dx, int64_t lddx, const uint1
 int mb_matmul_bf16_backward_weight(void *lt, float *dW, const uint16_t *dy, int64_t lddy,
                                    const uint16_t *x, int64_t ldx, int64_t rows, int64_t n_in,
                                    int64_t n_out);
+/* The forward and backward-input products with a bf16 output (y / dx as uint16_t bf16 bits,
+ * leading dimension in elements), overwritten: fp32 accumulation, one rounding to nearest even
+ * at the end (mixed-precision activations that only feed bf16-reading kernels, as mamba_ssm's
+ * autocast outputs). No accumulating form: cuBLASLt's bf16 beta = 1 kernels add the old output
+ * after rounding the product (measured up to 1 ulp of the larger term off). Errors as the
+ * fp32-output forms. */
+int mb_matmul_bf16_forward_out16(void *lt, uint16_t *y, int64_t ldy, const uint16_t *x, int64_t ldx,
+                                 const uint16_t *W, int64_t rows, int64_t n_in, int64_t n_out);
+int mb_matmul_bf16_backward_input_out16(void *lt, uint16_t *dx, int64_t lddx, const uint16_t *dy,
+                                        int64_t lddy, const uint16_t *W, int64_t rows, int64_t n_in,
+                                        int64_t n_out);
 
 /* Bias gradient: db (n) += sum over rows of dy (rows, n; ld lddy). Column partial sums in
  * fp32 combined with atomicAdd (order not fixed). */

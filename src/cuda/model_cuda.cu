@@ -38,8 +38,15 @@ struct mb_cuda_acts {
     int64_t B, L, BL;
     int64_t chunk, n_chunks;
     int train, can_backward, recompute, keep_scan, bf16;
-    int fused; /* softplus(delta + dt_proj.bias) inside the scan, whose bf16 mode writes the bf16
-                  copies of y, ddelta and dz itself (MB_CUDA_SCAN_FUSED=0: separate kernels) */
+    int fused;  /* softplus(delta + dt_proj.bias) inside the scan, whose bf16 mode writes the bf16
+                   copies of y, ddelta and dz itself (MB_CUDA_SCAN_FUSED=0: separate kernels) */
+    int xsplit; /* bf16 training with the fused scan (MB_CUDA_XSPLIT=0: off): the conv's input x
+                   and its gradient travel as bf16 only (as mamba_ssm's autocast activations):
+                   in_proj writes x as bf16 into the first 2Di bytes of each xz row (row stride
+                   4Di bf16; the rest of the x half unused) and z as fp32 in place; the scan
+                   writes its part of dxc as bf16 (dxcb), the x_proj product its part (dxc2b),
+                   and the conv adds them in fp32 (x in a contiguous buffer of its own measured
+                   the same) */
     int64_t lstride_mul; /* mixer buffers: 1 when training without recomputation, else 0 */
     int64_t kstride_mul; /* scan chunk states and the y the backward reads: 1 when training
                             without recomputation or with MB_CUDA_ACTS_KEEP_SCAN, else 0 */
@@ -64,7 +71,7 @@ struct mb_cuda_acts {
     float *hout;              /* (B, L, d) */
     float *dres, *du;         /* (B, L, d) (training only) */
     float *dxz;               /* (B, L, 2Di) */
-    float *dxc, *ddelta, *dy; /* (B, L, Di); ddelta NULL in fused bf16 mode */
+    float *dxc, *ddelta, *dy; /* (B, L, Di); ddelta NULL in fused bf16 mode, dxc with xsplit */
     float *ddbc;              /* (B, L, R+2N) */
     float *dlogits;           /* (B, L, 256) */
     double *loss_sum;         /* (1) */
@@ -73,14 +80,15 @@ struct mb_cuda_acts {
     float *conv_next;         /* (B, K-1, Di) next conv state (stateful forward) */
     float *h0;                /* (B, Di, N) entering SSM state (stateful forward) */
     /* bf16 operand copies (bf16 mode only), same row strides as their fp32 sources */
-    uint16_t *ub, *xfb; /* (B, L, d) */
-    uint16_t *xcb, *yb; /* (n_slot, B, L, Di) */
-    uint16_t *dbcb;     /* (n_slot, B, L, R+2N): the dt_low columns */
-    uint16_t *dresb;    /* (B, L, d) */
-    uint16_t *dxzb;     /* (B, L, 2Di) */
-    uint16_t *ddeltab;  /* (B, L, Di) */
-    uint16_t *ddbcb;    /* (B, L, R+2N) */
-    uint16_t *dlogitsb; /* (B, L, 256) */
+    uint16_t *ub, *xfb;     /* (B, L, d) */
+    uint16_t *xcb, *yb;     /* (n_slot, B, L, Di) */
+    uint16_t *dbcb;         /* (n_slot, B, L, R+2N): the dt_low columns */
+    uint16_t *dresb;        /* (B, L, d) */
+    uint16_t *dxzb;         /* (B, L, 2Di) */
+    uint16_t *ddeltab;      /* (B, L, Di) */
+    uint16_t *dxcb, *dxc2b; /* (B, L, Di) (xsplit only) */
+    uint16_t *ddbcb;        /* (B, L, R+2N) */
+    uint16_t *dlogitsb;     /* (B, L, 256) */
 };
 
 /* ------------------------------------------------------------------ carving */
@@ -126,7 +134,7 @@ static int acts_table(mb_cuda_acts *a, carve_item *t) {
     /* fp32 dxz: in bf16 mode with the fused scan nothing reads it (the scan writes dz and the
      * conv dx as bf16 only, which the in_proj products take) */
     t[k++] = (carve_item){(void **)&a->dxz, F((a->bf16 && a->fused ? 0 : tr) * BL * 2 * Di)};
-    t[k++] = (carve_item){(void **)&a->dxc, F(tr * BL * Di)};
+    t[k++] = (carve_item){(void **)&a->dxc, F((a->xsplit ? 0 : tr) * BL * Di)};
     /* fp32 ddelta: not needed when the fused bf16 scan writes only its bf16 copy */
     t[k++] = (carve_item){(void **)&a->ddelta, F((a->bf16 && a->fused ? 0 : tr) * BL * Di)};
     t[k++] = (carve_item){(void **)&a->ddbc, F(tr * BL * (R + 2 * N))};
@@ -147,6 +155,8 @@ static int acts_table(mb_cuda_acts *a, carve_item *t) {
     t[k++] = (carve_item){(void **)&a->dresb, H(hb * tr * BL * d)};
     t[k++] = (carve_item){(void **)&a->dxzb, H(hb * tr * BL * 2 * Di)};
     t[k++] = (carve_item){(void **)&a->ddeltab, H(hb * tr * BL * Di)};
+    t[k++] = (carve_item){(void **)&a->dxcb, H(a->xsplit * tr * BL * Di)};
+    t[k++] = (carve_item){(void **)&a->dxc2b, H(a->xsplit * tr * BL * Di)};
     t[k++] = (carve_item){(void **)&a->ddbcb, H(hb * tr * BL * P)};
     t[k++] = (carve_item){(void **)&a->dlogitsb, H(hb * tr * BL * MB_VOCAB)};
 #undef H
@@ -181,6 +191,11 @@ static int acts_shape(mb_cuda_acts *a, const mb_config *c, int64_t B, int64_t L,
     a->bf16 = flags & MB_CUDA_ACTS_BF16 ? 1 : 0;
     const char *fu = getenv("MB_CUDA_SCAN_FUSED");
     a->fused = !(fu && !strcmp(fu, "0"));
+    const char *xs = getenv("MB_CUDA_XSPLIT");
+    a->xsplit = a->train && a->bf16 && a->fused && a->cfg.d_conv <= 8 && B <= 65535 &&
+                        L <= (int64_t)65535 * 128 && !(xs && !strcmp(xs, "0"))
+                    ? 1
+                    : 0;
     a->lstride_mul = a->train && !a->recompute;
     a->kstride_mul = a->train && (!a->recompute || a->keep_scan);
     a->rstride_mul = a->train;
@@ -473,6 +488,7 @@ static mb_scan_cuda_opts scan_opts(const mb_cuda_model *dm, const mb_cuda_acts *
         if (g) {
             o.ddelta_bf16 = a->ddeltab;
             o.dz_bf16 = a->dxzb + a->cfg.d_inner;
+            o.dx_bf16 = a->xsplit ? a->dxcb : NULL;
         }
     }
     return o;
@@ -524,6 +540,18 @@ static int mm_bwd_in(const mb_cuda_model *dm, float *dx, int64_t lddx, const flo
     return mb_matmul_cuda_backward_input(dm->cublas, dx, lddx, dy, lddy, W, rows, n_in, n_out, acc);
 }
 
+/* bf16 mode only: the same two products with a bf16 output (xsplit) */
+static int mm_fwd16(const mb_cuda_model *dm, uint16_t *y, int64_t ldy, const uint16_t *xb,
+                    int64_t ldx, const float *W, int64_t rows, int64_t n_in, int64_t n_out) {
+    return mb_matmul_bf16_forward_out16(dm->cublaslt, y, ldy, xb, ldx, wb(dm, W), rows, n_in,
+                                        n_out);
+}
+static int mm_bwd_in16(const mb_cuda_model *dm, uint16_t *dx, int64_t lddx, const uint16_t *dyb,
+                       int64_t lddy, const float *W, int64_t rows, int64_t n_in, int64_t n_out) {
+    return mb_matmul_bf16_backward_input_out16(dm->cublaslt, dx, lddx, dyb, lddy, wb(dm, W), rows,
+                                               n_in, n_out);
+}
+
 /* dW += dy^T x */
 static int mm_bwd_w(const mb_cuda_model *dm, float *dW, const float *dy, const uint16_t *dyb,
                     int64_t lddy, const float *x, const uint16_t *xb, int64_t ldx, int64_t rows,
@@ -553,8 +581,17 @@ static int mixer_forward(mb_cuda_model *dm, mb_cuda_acts *a, int64_t l, const la
     const int64_t B = a->B, L = a->L, BL = a->BL, d = c->d_model, Di = c->d_inner;
     const int64_t N = c->d_state, R = c->dt_rank, K = c->d_conv, P = R + 2 * N;
     void *st = dm->stream;
-    /* xz = u @ in_proj^T                                   (BL, 2Di) */
-    PT(MB_PROF_GEMM, mm_fwd(dm, v->xz, 2 * Di, a->u, a->ub, d, lw->in_proj_w, BL, d, 2 * Di, 0));
+    /* xz = u @ in_proj^T                                   (BL, 2Di); with xsplit x as bf16 */
+    const int xsplit = a->xsplit && !cs;
+    uint16_t *xb = (uint16_t *)v->xz; /* xsplit: x (BL, Di) bf16, row stride 4Di */
+    if (xsplit) {
+        PT(MB_PROF_GEMM, mm_fwd16(dm, xb, 4 * Di, a->ub, d, lw->in_proj_w, BL, d, Di));
+        PT(MB_PROF_GEMM,
+           mm_fwd(dm, v->xz + Di, 2 * Di, a->u, a->ub, d, lw->in_proj_w + Di * d, BL, d, Di, 0));
+    } else {
+        PT(MB_PROF_GEMM,
+           mm_fwd(dm, v->xz, 2 * Di, a->u, a->ub, d, lw->in_proj_w, BL, d, 2 * Di, 0));
+    }
     /* xc = SiLU(causal depthwise conv(x) + b)              (BL, Di) */
     float *conv_s = cs ? cs->conv + l * B * (K - 1) * Di : NULL;
     float *ssm_s = cs ? cs->ssm + l * B * Di * N : NULL;
@@ -569,6 +606,9 @@ static int mixer_forward(mb_cuda_model *dm, mb_cuda_acts *a, int64_t l, const la
                                     (cudaStream_t)st),
                     "stateful forward: ssm state");
         PT(MB_PROF_CVT, to_bf16(dm, v->xcb, v->xc, Di, BL, Di));
+    } else if (xsplit) {
+        PT(MB_PROF_CONV, mb_conv1d_cuda_forward_bf16in(v->xc, v->xcb, xb, 4 * Di, lw->conv_w,
+                                                       lw->conv_b, B, L, Di, K, st));
     } else { /* the bf16 copy of xc written by the conv itself in bf16 mode */
         PT(MB_PROF_CONV, mb_conv1d_cuda_forward_ex(v->xc, dm->bf16 ? v->xcb : NULL, v->xz, 2 * Di,
                                                    lw->conv_w, lw->conv_b, NULL, B, L, Di, K, st));
@@ -710,12 +750,21 @@ static int mixer_backward(mb_cuda_model *dm, mb_cuda_acts *a, int64_t l, const l
     /* x_proj: dbc = xc @ x_proj^T; dxc already holds the scan's part */
     PT(MB_PROF_CVT, to_bf16(dm, a->ddbcb, a->ddbc, P, BL, P));
     PT(MB_PROF_GEMM, mm_bwd_w(dm, g->x_proj_w, a->ddbc, a->ddbcb, P, v->xc, v->xcb, Di, BL, Di, P));
-    PT(MB_PROF_GEMM, mm_bwd_in(dm, a->dxc, Di, a->ddbc, a->ddbcb, P, lw->x_proj_w, BL, Di, P, 1));
     /* conv1d + SiLU -> x half of dxz (and of its bf16 copy); the z half's copy from the scan's dz
      */
-    PT(MB_PROF_CONV,
-       mb_conv1d_cuda_backward_ex(a->dxz, dm->bf16 ? a->dxzb : NULL, 2 * Di, g->conv_w, g->conv_b,
-                                  a->dxc, v->xz, 2 * Di, lw->conv_w, lw->conv_b, B, L, Di, K, st));
+    if (a->xsplit) { /* x and the two parts of dxc in bf16 (the scan wrote dxcb) */
+        PT(MB_PROF_GEMM, mm_bwd_in16(dm, a->dxc2b, Di, a->ddbcb, P, lw->x_proj_w, BL, Di, P));
+        PT(MB_PROF_CONV,
+           mb_conv1d_cuda_backward_bf16in(a->dxzb, 2 * Di, g->conv_w, g->conv_b, a->dxcb, a->dxc2b,
+                                          (const uint16_t *)v->xz, 4 * Di, lw->conv_w, lw->conv_b,
+                                          B, L, Di, K, st));
+    } else {
+        PT(MB_PROF_GEMM,
+           mm_bwd_in(dm, a->dxc, Di, a->ddbc, a->ddbcb, P, lw->x_proj_w, BL, Di, P, 1));
+        PT(MB_PROF_CONV, mb_conv1d_cuda_backward_ex(a->dxz, dm->bf16 ? a->dxzb : NULL, 2 * Di,
+                                                    g->conv_w, g->conv_b, a->dxc, v->xz, 2 * Di,
+                                                    lw->conv_w, lw->conv_b, B, L, Di, K, st));
+    }
     if (!so.dz_bf16)
         PT(MB_PROF_CVT, to_bf16(dm, a->dxzb ? a->dxzb + Di : NULL, a->dxz + Di, 2 * Di, BL, Di));
     /* in_proj: xz = u @ in_proj^T, u recomputed from the stored norm input and statistics */

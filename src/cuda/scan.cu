@@ -75,6 +75,8 @@ typedef struct {
     float *dx, *ddelta, *dA_log, *dB, *dC, *dD, *dz;
     float *ddt_bias;
     uint16_t *ddelta_bf16, *dz_bf16;
+    uint16_t *dx_bf16; /* backward: dx as bf16 instead of fp32 (added last: the other fields'
+                          offsets in the kernel parameter, and so the kernels' code, unchanged) */
 } scan_params;
 
 /* the effective delta of a raw one (mb_scan_cuda_opts), channel c valid */
@@ -934,7 +936,11 @@ __global__ void __launch_bounds__(W * 32, 16 / W) scan_bwd2_kernel(scan_params p
             const int r = r0 + q * (S / G) + j, t = ts + r;
             if (cv && t < L) {
                 const long long row = rowb + t;
-                p.dx[row * p.Di + c] = fmaf(gB[j], Dl[r * CPW + cl], Dc * dyo[j]);
+                const float dxv = fmaf(gB[j], Dl[r * CPW + cl], Dc * dyo[j]);
+                if (p.dx_bf16)
+                    p.dx_bf16[row * p.Di + c] = bf16_bits(dxv);
+                else
+                    p.dx[row * p.Di + c] = dxv;
                 const float gd =
                     dt_grad_pre(p, fmaf(gB[j], X[r * CPW + cl], dd[j]), Dl[r * CPW + cl]);
                 dtb += gd;
@@ -1043,8 +1049,10 @@ static __device__ __forceinline__ void bwd3_load_h(const scan_params &p, const f
     }
 }
 
-/* QM: state-group-major lanes (lane_q / lane_ch). */
-template <int G, bool VEC, int XB, bool QM>
+/* QM: state-group-major lanes (lane_q / lane_ch). O16: dx, ddelta and dz (where z is given) go
+ * to their bf16 outputs, chosen at compile time (the mixed-precision training's form; the
+ * run-time choice of each output's pointer cost this kernel ~3%). */
+template <int G, bool VEC, int XB, bool QM, bool O16>
 __global__ void __launch_bounds__(32 * G, 16 / G) scan_bwd3_kernel(scan_params p) {
     typedef bwd3_geom<G> g;
     constexpr int CPW = g::CPW, NP = g::NP, NT = g::NT, CPB = g::CPB, LS = QM ? CPW : 1;
@@ -1162,7 +1170,7 @@ __global__ void __launch_bounds__(32 * G, 16 / G) scan_bwd3_kernel(scan_params p
                     dyss = gy[m] * zz * sg;
                     if (gcv && t < L) {
                         const float dzv = gy[m] * yss * sg * fmaf(zz, 1.0f - sg, 1.0f);
-                        if (p.dz_bf16)
+                        if (O16 || p.dz_bf16)
                             p.dz_bf16[(rowb + t) * p.zs + gc] = bf16_bits(dzv);
                         else
                             p.dz[(rowb + t) * p.zs + gc] = dzv;
@@ -1292,10 +1300,14 @@ __global__ void __launch_bounds__(32 * G, 16 / G) scan_bwd3_kernel(scan_params p
                 if (cv && t < L) {
                     const long long row = rowb + t;
                     const int sc = r * CPB + swz_col<1>(r, cw);
-                    p.dx[row * p.Di + c] = fmaf(gB[jj], Dl[sc], Dc * YS[sc]);
+                    const float dxv = fmaf(gB[jj], Dl[sc], Dc * YS[sc]);
+                    if (O16 || p.dx_bf16)
+                        p.dx_bf16[row * p.Di + c] = bf16_bits(dxv);
+                    else
+                        p.dx[row * p.Di + c] = dxv;
                     const float gd = dt_grad_pre(p, fmaf(gB[jj], X[sc], dE[jj] * LN2), Dl[sc]);
                     dtb += gd;
-                    if (p.ddelta_bf16)
+                    if (O16 || p.ddelta_bf16)
                         p.ddelta_bf16[row * p.Di + c] = bf16_bits(gd);
                     else
                         p.ddelta[row * p.Di + c] = gd;
@@ -1479,10 +1491,13 @@ static kern_t fwd2_kernel_for(int G, int fine, int vec, int qm) {
     }
 }
 
-#define BWD3_K(G, XB)                                                                              \
-    (vec ? (qm ? scan_bwd3_kernel<G, true, XB, true> : scan_bwd3_kernel<G, true, XB, false>)       \
-         : (qm ? scan_bwd3_kernel<G, false, XB, true> : scan_bwd3_kernel<G, false, XB, false>))
-static kern_t bwd3_kernel_for(int G, int vec, int xb, int qm) {
+#define BWD3_K1(G, XB, O)                                                                          \
+    (vec ? (qm ? scan_bwd3_kernel<G, true, XB, true, O> : scan_bwd3_kernel<G, true, XB, false, O>) \
+         : (qm ? scan_bwd3_kernel<G, false, XB, true, O>                                           \
+               : scan_bwd3_kernel<G, false, XB, false, O>))
+#define BWD3_K(G, XB) (o16 ? BWD3_K1(G, XB, true) : BWD3_K1(G, XB, false))
+/* o16: every gradient output bf16 (scan_bwd3_kernel's O16) */
+static kern_t bwd3_kernel_for(int G, int vec, int xb, int qm, int o16) {
     switch (G) {
     case 1:
         return xb ? BWD3_K(1, 1) : BWD3_K(1, 0);
@@ -1544,7 +1559,7 @@ extern "C" int mb_scan_cuda_lab_backward_occupancy(int64_t N) {
     const size_t shm = sizeof(float) * (G == 1   ? bwd3_geom<1>::TOTAL
                                         : G == 2 ? bwd3_geom<2>::TOTAL
                                                  : bwd3_geom<4>::TOTAL);
-    kern_t k = bwd3_kernel_for(G, 1, 1, g_lane_qm);
+    kern_t k = bwd3_kernel_for(G, 1, 1, g_lane_qm, 0);
     cudaError_t e = cudaFuncSetAttribute((const void *)k,
                                          cudaFuncAttributeMaxDynamicSharedMemorySize, (int)shm);
     if (e == cudaSuccess)
@@ -1594,7 +1609,8 @@ extern "C" int mb_scan_cuda_backward_ex(const mb_scan_args *a, const mb_scan_cud
     if (rc) return rc;
     if (a->B * a->L * a->Di == 0) return 0;
     uint16_t *ddelta_bf16 = o ? o->ddelta_bf16 : NULL, *dz_bf16 = o ? o->dz_bf16 : NULL;
-    if (!dy || !dx || (!ddelta && !ddelta_bf16) || !dA_log || !dB || !dC ||
+    uint16_t *dx_bf16 = o ? o->dx_bf16 : NULL;
+    if (!dy || (!dx && !dx_bf16) || (!ddelta && !ddelta_bf16) || !dA_log || !dB || !dC ||
         (a->z && !dz && !dz_bf16))
         return mb_fail(MB_EINVAL, "mb_scan_cuda_backward: NULL gradient pointer");
     if (a->N > 16)
@@ -1609,6 +1625,7 @@ extern "C" int mb_scan_cuda_backward_ex(const mb_scan_args *a, const mb_scan_cud
     p.dy = dy, p.dx = dx, p.ddelta = ddelta, p.dA_log = dA_log, p.dB = dB, p.dC = dC;
     p.dD = dD, p.dz = dz;
     p.ddt_bias = o ? o->ddt_bias : NULL, p.ddelta_bf16 = ddelta_bf16, p.dz_bf16 = dz_bf16;
+    p.dx_bf16 = dx_bf16;
     float *tmp = NULL;
     cudaError_t e;
     if (BWD_CHUNK % p.chunk == 0) {
@@ -1662,7 +1679,8 @@ extern "C" int mb_scan_cuda_backward_ex(const mb_scan_args *a, const mb_scan_cud
         const size_t shm = sizeof(float) * (G == 1   ? bwd3_geom<1>::TOTAL
                                             : G == 2 ? bwd3_geom<2>::TOTAL
                                                      : bwd3_geom<4>::TOTAL);
-        kern_t k = bwd3_kernel_for(G, vec, use_v5 == 2, g_lane_qm);
+        const int o16 = p.dx_bf16 && p.ddelta_bf16 && (!p.z || p.dz_bf16);
+        kern_t k = bwd3_kernel_for(G, vec, use_v5 == 2, g_lane_qm, o16);
         e = cudaFuncSetAttribute((const void *)k, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                  (int)shm);
         if (e == cudaSuccess)

@@ -69,6 +69,7 @@ typedef struct {
     float *ddt_bias;       /* backward: += the column sums of the returned ddelta */
     uint16_t *ddelta_bf16; /* backward: ddelta (B, L, Di) written here as bf16, not to ddelta */
     uint16_t *dz_bf16;     /* backward: dz written here as bf16 (stride z_stride), not to dz */
+    uint16_t *dx_bf16; /* backward: dx (B, L, Di) written here as bf16, not to dx (may be NULL) */
 } mb_scan_cuda_opts;
 
 /* Forward / backward with options (o may be NULL = the functions above). With dt_bias or

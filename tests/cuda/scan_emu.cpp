@@ -210,7 +210,8 @@ struct tcase {
     int kern; /* 0: v5, 1: v5 with the dB/dC pair exchange */
     int qm;   /* state-group-major lanes (forward and backward) */
     int sp;   /* mb_scan_cuda_opts: 1 softplus(delta + dt_bias) and its gradient, 2 also bf16
-                 y / ddelta / dz */
+                 y / ddelta / dz / dx (the kernel's O16 form), 3 as 2 with an fp32 dx (the
+                 outputs' pointers chosen at run time) */
 };
 
 static void run_case(tcase tc, uint64_t seed) {
@@ -288,7 +289,7 @@ static void run_case(tcase tc, uint64_t seed) {
         std::vector<uint16_t> eyb(BL * Di, 0xffff);
         if (tc.sp) {
             f.delta = raw.data(), f.dt_bias = bias.data(), f.dt_softplus = 1;
-            if (tc.sp == 2) f.y = NULL, f.y_bf16 = eyb.data();
+            if (tc.sp >= 2) f.y = NULL, f.y_bf16 = eyb.data();
         }
         const bool fine = tc.chunk % FT != 0;
         std::function<void()> kf;
@@ -304,7 +305,7 @@ static void run_case(tcase tc, uint64_t seed) {
         ASAN_POISON_MEMORY_REGION((float *)smem4 + shm, sizeof smem4 - shm * sizeof(float));
         if (emu::launch((unsigned)((Di + 31) / 32), (unsigned)B, 32 * Gf, kf)) g_fail = 1;
         ASAN_UNPOISON_MEMORY_REGION((float *)smem4 + shm, sizeof smem4 - shm * sizeof(float));
-        if (tc.sp == 2)
+        if (tc.sp >= 2)
             check_bf16("fwd y16", eyb.data(), y2.data(), BL, Di, Di);
         else
             check("fwd y", rel_err_rows(ey.data(), y2.data(), BL, Di, Di));
@@ -342,10 +343,11 @@ static void run_case(tcase tc, uint64_t seed) {
     p.red_vec = tc.vec && bcs % 4 == 0 && N % 4 == 0 && R % 4 == 0;
     p.vec = tc.vec;
     std::vector<float> edb(Di, 0.0f), db_ref(Di, 0.0f);
-    std::vector<uint16_t> eddb(BL * Di, 0xffff), edzb(BL * 2 * Di, 0xffff);
+    std::vector<uint16_t> eddb(BL * Di, 0xffff), edzb(BL * 2 * Di, 0xffff), edxb(BL * Di, 0xffff);
     if (tc.sp) {
         p.delta = raw.data(), p.dt_bias = bias.data(), p.dt_softplus = 1, p.ddt_bias = edb.data();
-        if (tc.sp == 2) p.ddelta_bf16 = eddb.data(), p.dz_bf16 = tc.gate ? edzb.data() + Di : NULL;
+        if (tc.sp >= 2) p.ddelta_bf16 = eddb.data(), p.dz_bf16 = tc.gate ? edzb.data() + Di : NULL;
+        if (tc.sp == 2) p.dx_bf16 = edxb.data(), p.dx = NULL;
         for (int64_t i = 0; i < BL * Di; i++) {
             ddl[i] *= mb_softplus_grad_from_outputf(delta[i]);
             db_ref[i % Di] += ddl[i];
@@ -353,9 +355,10 @@ static void run_case(tcase tc, uint64_t seed) {
     }
     const int G = N <= 4 ? 1 : N <= 8 ? 2 : 4;
     std::function<void()> k;
-#define EMU_K1(GG, XBV, QQ)                                                                        \
-    (tc.vec ? std::function<void()>([&] { scan_bwd3_kernel<GG, true, XBV, QQ>(p); })               \
-            : std::function<void()>([&] { scan_bwd3_kernel<GG, false, XBV, QQ>(p); }))
+#define EMU_K2(GG, XBV, QQ, O)                                                                     \
+    (tc.vec ? std::function<void()>([&] { scan_bwd3_kernel<GG, true, XBV, QQ, O>(p); })            \
+            : std::function<void()>([&] { scan_bwd3_kernel<GG, false, XBV, QQ, O>(p); }))
+#define EMU_K1(GG, XBV, QQ) (tc.sp == 2 ? EMU_K2(GG, XBV, QQ, true) : EMU_K2(GG, XBV, QQ, false))
 #define EMU_K(GG)                                                                                  \
     (tc.kern ? (tc.qm ? EMU_K1(GG, 1, true) : EMU_K1(GG, 1, false))                                \
              : (tc.qm ? EMU_K1(GG, 0, true) : EMU_K1(GG, 0, false)))
@@ -369,15 +372,18 @@ static void run_case(tcase tc, uint64_t seed) {
         if (!dbn || !dan) g_fail = 1;
         return;
     }
-    check("dx", rel_err_rows(edx.data(), dx.data(), BL, Di, Di));
     if (tc.sp == 2)
+        check_bf16("dx16", edxb.data(), dx.data(), BL, Di, Di);
+    else
+        check("dx", rel_err_rows(edx.data(), dx.data(), BL, Di, Di));
+    if (tc.sp >= 2)
         check_bf16("ddelta16", eddb.data(), ddl.data(), BL, Di, Di);
     else
         check("ddelta", rel_err_rows(eddl.data(), ddl.data(), BL, Di, Di));
     if (tc.sp) check("dt_bias", rel_err_rows(edb.data(), db_ref.data(), 1, Di, Di));
     check("dB", rel_err_rows(ebc.data() + R, gbc.data() + R, BL, N, bcs));
     check("dC", rel_err_rows(ebc.data() + R + N, gbc.data() + R + N, BL, N, bcs));
-    if (tc.gate && tc.sp == 2)
+    if (tc.gate && tc.sp >= 2)
         check_bf16("dz16", edzb.data() + Di, dz.data() + Di, BL, Di, 2 * Di);
     else if (tc.gate)
         check("dz", rel_err_rows(edz.data() + Di, dz.data() + Di, BL, Di, 2 * Di));
@@ -410,10 +416,10 @@ int main(void) {
                 run_case(tc, 1 + i);
             }
     /* the options (softplus + dt_bias; bf16 outputs), pair exchange, both lane layouts */
-    for (int sp = 1; sp <= 2; sp++)
+    for (int sp = 1; sp <= 3; sp++)
         for (int i : {1, 2, 4, 5, 7, 10}) {
             tcase tc = cs[i];
-            tc.kern = 1, tc.qm = sp - 1, tc.sp = sp;
+            tc.kern = 1, tc.qm = sp == 2, tc.sp = sp;
             run_case(tc, 50 + i);
         }
     /* N 17..32: the forward's 8 lanes per channel (G 8), both lane layouts */

@@ -192,7 +192,59 @@ static void test_norm(int64_t B, int64_t L, int layer, int64_t d) {
         cudaFree(p);
 }
 
-/* Di = 80: 4 channels per thread (16-byte accesses); 78: one; K > 8: the per-element kernels */
+static uint16_t *bf16_dup(float *h, int64_t rows, int64_t cols, int64_t ld);
+
+/* The bf16-input conv (mixed-precision training): x as bf16 rows of stride 4 Di (the model's
+ * layout), dout bf16; references on the same bf16-rounded inputs in fp32 (so TOL holds; the
+ * bf16 outputs within half an ulp + TOL). K > 8 must be refused. xz (rows, 2Di) and g (rows, Di)
+ * are the fp32 test's inputs, w / b its weights and dw / db their device copies. */
+static void test_conv_bf16in(int64_t B, int64_t L, int64_t Di, int64_t K, const float *xz,
+                             const float *g, const float *w, const float *b, const float *dw,
+                             const float *db) {
+    const int64_t rows = B * L, xs = 4 * Di;
+    float *x4 = hrand(rows * xs, 0, 0), *gr = hcopy(g, rows * Di);
+    for (int64_t r = 0; r < rows; r++)
+        memcpy(x4 + r * xs, xz + r * 2 * Di, sizeof(float) * (size_t)Di);
+    uint16_t *dx4 = bf16_dup(x4, rows, Di, xs), *dgr = bf16_dup(gr, rows, Di, Di);
+    float *dout = poison(rows * Di);
+    uint16_t *dout16 = poison16(rows * Di), *ddx16 = poison16(rows * Di);
+    float *gw = hrand(Di * K, 0, 0), *gb = hrand(Di, 0, 0);
+    float *dgw = dup(gw, Di * K), *dgb = dup(gb, Di);
+    const int rf = mb_conv1d_cuda_forward_bf16in(dout, dout16, dx4, xs, dw, db, B, L, Di, K, NULL);
+    /* the output gradient in two bf16 parts: g rounded, and a second part of its own */
+    float *g2 = hrand(rows * Di, -0.5f, 0.5f);
+    uint16_t *dg2 = bf16_dup(g2, rows, Di, Di);
+    const int rb = mb_conv1d_cuda_backward_bf16in(ddx16, Di, dgw, dgb, dgr, dg2, dx4, xs, dw, db, B,
+                                                  L, Di, K, NULL);
+    if (K > 8) {
+        if (rf != MB_EINVAL || rb != MB_EINVAL) {
+            printf("  FAIL conv bf16 inputs at K %lld not refused (%d, %d)\n", (long long)K, rf,
+                   rb);
+            g_fail = 1;
+        }
+    } else {
+        OK(rf);
+        OK(rb);
+        float *out = hrand(rows * Di, 0, 0), *dx = hrand(rows * Di, 0, 0);
+        mb_conv1d_forward(out, x4, xs, w, b, NULL, B, L, Di, K);
+        check("conv_fwd_bf16in", dout, out, rows * Di, B, L);
+        check_bf16("conv_fwd_bf16in_16", dout16, out, rows * Di, B, L);
+        for (int64_t i = 0; i < rows * Di; i++)
+            g2[i] += gr[i];
+        mb_conv1d_backward(dx, Di, gw, gb, g2, x4, xs, w, b, B, L, Di, K);
+        check_bf16("conv_bwd_bf16in_dx", ddx16, dx, rows * Di, B, L);
+        check("conv_bwd_bf16in_dw", dgw, gw, Di * K, B, L);
+        check("conv_bwd_bf16in_db", dgb, gb, Di, B, L);
+        free(out);
+        free(dx);
+    }
+    free(x4), free(gr), free(g2), free(gw), free(gb);
+    cudaFree(dx4), cudaFree(dgr), cudaFree(dg2), cudaFree(dout), cudaFree(dout16), cudaFree(ddx16);
+    cudaFree(dgw), cudaFree(dgb);
+}
+
+/* Di = 80: 4 channels per thread (16-byte accesses); 78, 77: one; K > 8: the per-element
+ * kernels. The bf16-input forms (test_conv_bf16in): 2 channels per thread for even Di, else one */
 static void test_conv(int64_t B, int64_t L, int64_t Di, int64_t K = 4) {
     const int64_t xs = 2 * Di, rows = B * L;
     float *xz = hrand(rows * xs, -2, 2), *w = hrand(Di * K, -0.5f, 0.5f),
@@ -241,6 +293,7 @@ static void test_conv(int64_t B, int64_t L, int64_t Di, int64_t K = 4) {
         cudaFree(dxh);
         cudaFree(dg2);
     }
+    test_conv_bf16in(B, L, Di, K, xz, g, w, b, dw, db);
     float *all[] = {xz, w, b, out, g, gw, gb, dx, hx, gx, cx};
     for (float *p : all)
         free(p);
@@ -450,7 +503,26 @@ static void test_matmul_bf16(void *lt, int64_t B, int64_t L) {
             free(dx);
             cudaFree(dY);
             cudaFree(dDX);
+            if (acc) continue;
+            /* bf16 outputs (the _out16 forms, overwriting): the product rounded once, the
+             * columns past n_out (ldy > n_out) untouched */
+            float *y2 = hrand(rows * ldy, -1, 1), *dx2 = hrand(rows * ldx, -1, 1);
+            uint16_t *dY16 = bf16_dup(y2, rows, ldy, ldy), *dDX16 = bf16_dup(dx2, rows, ldx, ldx);
+            mb_matmul_forward(y2, ldy, x, ldx, W, rows, n_in, n_out, 0);
+            OK(mb_matmul_bf16_forward_out16(lt, dY16, ldy, bx, ldx, bW, rows, n_in, n_out));
+            mb_matmul_backward_input(dx2, ldx, dyh, ldy, W, rows, n_in, n_out, 0);
+            OK(mb_matmul_bf16_backward_input_out16(lt, dDX16, ldx, bdy, ldy, bW, rows, n_in,
+                                                   n_out));
+            CK(cudaDeviceSynchronize());
+            check_bf16(si ? "bf16_fwd_out16_odd" : "bf16_fwd_out16", dY16, y2, rows * ldy, B, L);
+            check_bf16(si ? "bf16_bwd_in_out16_odd" : "bf16_bwd_in_out16", dDX16, dx2, rows * ldx,
+                       B, L);
+            free(y2);
+            free(dx2);
+            cudaFree(dY16);
+            cudaFree(dDX16);
         }
+
         float *gW = hrand(n_out * n_in, -1, 1), *dgW = dup(gW, n_out * n_in);
         mb_matmul_backward_weight(gW, dyh, ldy, x, ldx, rows, n_in, n_out);
         OK(mb_matmul_bf16_backward_weight(lt, dgW, bdy, ldy, bx, ldx, rows, n_in, n_out));
@@ -590,6 +662,7 @@ int main(void) {
             test_conv(B, L, 80);
             test_conv(B, L, 78);
             test_conv(B, L, 80, 10);
+            test_conv(B, L, 77, 3); /* odd d_inner: the bf16 inputs' one-channel kernels */
             test_softplus(B, L, 80);
             test_softplus(B, L, 78);
             test_embedding_ce(B, L);

@@ -330,23 +330,26 @@ static void run_opts_case(tcase tc, uint64_t seed, int bf16) {
     float *g_dA = dev_poison(Di * N), *g_dD = dev_poison(Di), *g_db = dev_poison(Di);
     uint16_t *g_ddb = bf16 ? dev_poison16(BL * Di) : NULL;
     uint16_t *g_dzb = bf16 ? dev_poison16(BL * 2 * Di) : NULL;
+    uint16_t *g_dxb = bf16 ? dev_poison16(BL * Di) : NULL; /* (then dx NULL: not written) */
     CK(cudaMemset(g_dA, 0, sizeof(float) * (size_t)(Di * N)));
     CK(cudaMemset(g_dD, 0, sizeof(float) * (size_t)Di));
     CK(cudaMemset(g_db, 0, sizeof(float) * (size_t)Di));
     o.ddt_bias = g_db, o.ddelta_bf16 = g_ddb, o.dz_bf16 = g_dzb ? g_dzb + Di : NULL;
-    if (mb_scan_cuda_backward_ex(&ad, &o, p.d_dy, g_dx, g_dd, g_dA, g_dbc + tc.R, g_dbc + tc.R + N,
-                                 g_dD, g_dz + Di, NULL)) {
+    o.dx_bf16 = g_dxb;
+    if (mb_scan_cuda_backward_ex(&ad, &o, p.d_dy, bf16 ? NULL : g_dx, g_dd, g_dA, g_dbc + tc.R,
+                                 g_dbc + tc.R + N, g_dD, g_dz + Di, NULL)) {
         printf("  backward failed: %s\n", mb_last_error());
         g_fail = 1;
     }
     CK(cudaDeviceSynchronize());
     float *gdx = to_host(g_dx, BL * Di), *gdbc = to_host(g_dbc, BL * bcs);
     float *gdA = to_host(g_dA, Di * N), *gdD = to_host(g_dD, Di), *gdb = to_host(g_db, Di);
-    check("bwd", "dx", rel_err_rows(gdx, dx, BL, Di, Di));
     if (bf16) {
+        check_bf16("bwd", "dx", g_dxb, dx, BL, Di, Di);
         check_bf16("bwd", "ddelta", g_ddb, dd, BL, Di, Di);
         check_bf16("bwd", "dz", g_dzb + Di, dz + Di, BL, Di, 2 * Di);
     } else {
+        check("bwd", "dx", rel_err_rows(gdx, dx, BL, Di, Di));
         float *gdd = to_host(g_dd, BL * Di), *gdz = to_host(g_dz, BL * 2 * Di);
         check("bwd", "ddelta", rel_err_rows(gdd, dd, BL, Di, Di));
         check("bwd", "dz", rel_err_rows(gdz + Di, dz + Di, BL, Di, 2 * Di));
@@ -362,7 +365,7 @@ static void run_opts_case(tcase tc, uint64_t seed, int bf16) {
     free(gdD), free(gdb);
     cudaFree(d_bias), cudaFree(g_y), cudaFree(g_hc), cudaFree(g_hl), cudaFree(g_yb);
     cudaFree(g_dx), cudaFree(g_dd), cudaFree(g_dbc), cudaFree(g_dz), cudaFree(g_dA);
-    cudaFree(g_dD), cudaFree(g_db), cudaFree(g_ddb), cudaFree(g_dzb);
+    cudaFree(g_dD), cudaFree(g_db), cudaFree(g_ddb), cudaFree(g_dzb), cudaFree(g_dxb);
     free_problem(&p);
 }
 
