@@ -155,6 +155,16 @@ __global__ void conv_dw_kernel(float *dw, float *db, const float *g, const float
  * time tiles, sequences). */
 #define CONV_C 128
 #define CONV_T 128
+/* The bf16-input backward prefetches into L2, each step, the lines of the position this many
+ * steps ahead: its loads carry half the bytes of the fp32 form's for as many registers, so fewer
+ * bytes were in flight. Medium's conv backward (H200, same call) took 9.2 ms per step without,
+ * 8.05 / 7.55 / 7.58 / 8.8 with 2 / 4 / 8 / 16 (the fp32 form: 7.6). (The bf16 forward, at ~3.4
+ * TB/s without, has none.) */
+#define CONV_PFD16 4
+
+__device__ __forceinline__ void prefetch_l2(const void *p) {
+    asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
+}
 
 __device__ __forceinline__ float silu_f(float v) {
     return v * sigmoid_f(v);
@@ -332,6 +342,12 @@ __global__ void conv_bwd_tiled_kernel(float *dx, __nv_bfloat16 *dx_bf16, int64_t
             conv_in<V>(xn, x, x_stride, NULL, bb, t - K, L, c, Di, K);
             ld_v<V>(gn, dout + (bb * L + t - 1) * Di + c);
             if (TWO && dout2) ld_v<V>(hn, dout2 + (bb * L + t - 1) * Di + c);
+        }
+        if (TWO && t - CONV_PFD16 >= t0) { /* bf16: those of t - CONV_PFD16 into L2 */
+            const int64_t tp = t - CONV_PFD16;
+            if (tp - K + 1 >= 0) prefetch_l2(x + (bb * L + tp - K + 1) * x_stride + c);
+            prefetch_l2(dout + (bb * L + tp) * Di + c);
+            if (dout2) prefetch_l2(dout2 + (bb * L + tp) * Di + c);
         }
 #pragma unroll
         for (int k = K - 1; k > 0; k--)
@@ -587,11 +603,11 @@ extern "C" int mb_conv1d_cuda_backward_bf16in(uint16_t *dx_bf16, int64_t dx_stri
         return mb_fail(MB_EINVAL, "mb_conv1d_cuda_backward_bf16in: bad arguments");
     if (B * L == 0) return MB_OK;
     cudaStream_t st = (cudaStream_t)stream;
-    /* 2 channels per thread (4-byte accesses): measured on the H200 (medium preset's conv
-     * backward, ms per step, same call) against 4 channels (4 / 8 bytes) 11.6, 4 channels with
-     * the loads two positions ahead 11.6-12.0 and with 5 or 6 blocks per multiprocessor forced
-     * (spills) 12.0-12.7, 8 channels 16.4: 9.95. (The fp32 backward, 2 x 16-byte loads per
-     * position, takes 7.6 for 25% more bytes; why the bf16 forms are slower is not known.) */
+    /* 2 channels per thread (4-byte accesses), before the L2 prefetch (CONV_PFD16), on the
+     * H200 (medium preset's conv backward, ms per step, same call): 9.95, against 4 channels
+     * (8-byte accesses) 11.6, 4 with the loads two positions ahead 11.6-12.0 or with 5-6 blocks
+     * per multiprocessor forced (spills) 12.0-12.7, 8 channels 16.4. ncu: latency-bound on its
+     * loads (1.92 TB/s against the fp32 form's 2.85), which the prefetch takes away (7.55). */
     typedef __nv_bfloat16 hb;
     const int v2 = Di % 2 == 0 && x_stride % 2 == 0 && dx_stride % 2 == 0 && al(dout, 4) &&
                    (!dout2 || al(dout2, 4)) && al(x, 4) && al(dx_bf16, 4);
