@@ -567,8 +567,9 @@ static int bf16in_ok(const char *fn, int64_t B, int64_t L, int64_t Di, int64_t K
     MB_TRY(sizes_ok(fn, B, L, Di, K));
     if (K > 8 || B > 65535 || (L + CONV_T - 1) / CONV_T > 65535)
         return mb_fail(MB_EINVAL,
-                       "%s: bf16 inputs take d_conv <= 8 and B, L / %d <= 65535 (K=%lld)", fn,
-                       CONV_T, (long long)K);
+                       "%s: bf16 inputs take d_conv <= 8, B <= 65535 and L <= 65535 * %d (K=%lld "
+                       "B=%lld L=%lld)",
+                       fn, CONV_T, (long long)K, (long long)B, (long long)L);
     return MB_OK;
 }
 

@@ -57,9 +57,9 @@ int mb_conv1d_cuda_backward_ex(float *dx, uint16_t *dx_bf16, int64_t dx_stride, 
  * output gradient as the scan backward's bf16 dx plus the x_proj product's): as the _ex forms
  * with x (B, L, Di; row stride x_stride), dout and dout2 (B, L, Di contiguous; dout2 may be
  * NULL) bf16 bit patterns; the gradient of the SiLU output is dout + dout2, added in fp32. No
- * carried state; d_conv K <= 8 (MB_EINVAL otherwise). The forward writes out (fp32, required)
- * and out_bf16 (if non-NULL); the backward writes dx_bf16 only and accumulates dw, db;
- * arithmetic in fp32 as the fp32 forms. */
+ * carried state; d_conv K <= 8, B <= 65535 and L <= 65535 * 128 (MB_EINVAL otherwise). The
+ * forward writes out (fp32, required) and out_bf16 (if non-NULL); the backward writes dx_bf16
+ * only and accumulates dw, db; arithmetic in fp32 as the fp32 forms. */
 int mb_conv1d_cuda_forward_bf16in(float *out, uint16_t *out_bf16, const uint16_t *x,
                                   int64_t x_stride, const float *w, const float *b, int64_t B,
                                   int64_t L, int64_t Di, int64_t K, void *stream);

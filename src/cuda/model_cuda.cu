@@ -747,7 +747,8 @@ static int mixer_backward(mb_cuda_model *dm, mb_cuda_acts *a, int64_t l, const l
        mm_bwd_w(dm, g->dt_proj_w, a->ddelta, a->ddeltab, Di, v->dbc, v->dbcb, P, BL, R, Di));
     PT(MB_PROF_GEMM,
        mm_bwd_in(dm, a->ddbc, P, a->ddelta, a->ddeltab, Di, lw->dt_proj_w, BL, R, Di, 0));
-    /* x_proj: dbc = xc @ x_proj^T; dxc already holds the scan's part */
+    /* x_proj: dbc = xc @ x_proj^T; dxc already holds the scan's part (with xsplit: dxcb, and the
+     * product's part goes to dxc2b) */
     PT(MB_PROF_CVT, to_bf16(dm, a->ddbcb, a->ddbc, P, BL, P));
     PT(MB_PROF_GEMM, mm_bwd_w(dm, g->x_proj_w, a->ddbc, a->ddbcb, P, v->xc, v->xcb, Di, BL, Di, P));
     /* conv1d + SiLU -> x half of dxz (and of its bf16 copy); the z half's copy from the scan's dz

@@ -415,11 +415,14 @@ int main(void) {
                 tc.kern = kern, tc.qm = qm;
                 run_case(tc, 1 + i);
             }
-    /* the options (softplus + dt_bias; bf16 outputs), pair exchange, both lane layouts */
-    for (int sp = 1; sp <= 3; sp++)
+    /* the options, pair exchange: softplus + dt_bias (sp 1); bf16 outputs in the O16 form (sp 2,
+     * both lane layouts: channel-major is the backward's default); bf16 ddelta / dz with an fp32
+     * dx, the outputs' run-time form (sp 3) */
+    const int opt[][2] = {{1, 0}, {2, 0}, {2, 1}, {3, 0}}; /* (sp, qm): O16 in both layouts */
+    for (const auto &o : opt)
         for (int i : {1, 2, 4, 5, 7, 10}) {
             tcase tc = cs[i];
-            tc.kern = 1, tc.qm = sp == 2, tc.sp = sp;
+            tc.kern = 1, tc.sp = o[0], tc.qm = o[1];
             run_case(tc, 50 + i);
         }
     /* N 17..32: the forward's 8 lanes per channel (G 8), both lane layouts */

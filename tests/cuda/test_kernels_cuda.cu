@@ -194,6 +194,27 @@ static void test_norm(int64_t B, int64_t L, int layer, int64_t d) {
 
 static uint16_t *bf16_dup(float *h, int64_t rows, int64_t cols, int64_t ld);
 
+/* bf16 dx rows of stride 2 Di (the model's dxz) against a reference of stride Di: values within
+ * half an ulp + TOL, and the other Di columns of each row untouched (still the 0xffff poison) */
+static void check_dx_rows(const char *name, const uint16_t *dev, const float *ref, int64_t rows,
+                          int64_t Di, int64_t B, int64_t L) {
+    uint16_t *h = (uint16_t *)malloc(sizeof(uint16_t) * (size_t)(rows * 2 * Di));
+    CK(cudaMemcpy(h, dev, sizeof(uint16_t) * (size_t)(rows * 2 * Di), cudaMemcpyDeviceToHost));
+    int64_t far = 0, touched = 0;
+    for (int64_t r = 0; r < rows; r++) {
+        far += bf16_count_far(h + r * 2 * Di, ref + r * Di, 1, Di, Di, TOL);
+        for (int64_t c = Di; c < 2 * Di; c++)
+            touched += h[r * 2 * Di + c] != 0xffff;
+    }
+    free(h);
+    if (far || touched) {
+        g_fail = 1;
+        printf("  FAIL %-16s B=%lld L=%lld Di=%lld: %lld values far, %lld written outside the "
+               "row's Di columns\n",
+               name, (long long)B, (long long)L, (long long)Di, (long long)far, (long long)touched);
+    }
+}
+
 /* The bf16-input conv (mixed-precision training): x as bf16 rows of stride 4 Di (the model's
  * layout), dout bf16; references on the same bf16-rounded inputs in fp32 (so TOL holds; the
  * bf16 outputs within half an ulp + TOL). K > 8 must be refused. xz (rows, 2Di) and g (rows, Di)
@@ -207,15 +228,15 @@ static void test_conv_bf16in(int64_t B, int64_t L, int64_t Di, int64_t K, const 
         memcpy(x4 + r * xs, xz + r * 2 * Di, sizeof(float) * (size_t)Di);
     uint16_t *dx4 = bf16_dup(x4, rows, Di, xs), *dgr = bf16_dup(gr, rows, Di, Di);
     float *dout = poison(rows * Di);
-    uint16_t *dout16 = poison16(rows * Di), *ddx16 = poison16(rows * Di);
+    uint16_t *dout16 = poison16(rows * Di), *ddx16 = poison16(rows * 2 * Di); /* stride 2 Di */
     float *gw = hrand(Di * K, 0, 0), *gb = hrand(Di, 0, 0);
     float *dgw = dup(gw, Di * K), *dgb = dup(gb, Di);
     const int rf = mb_conv1d_cuda_forward_bf16in(dout, dout16, dx4, xs, dw, db, B, L, Di, K, NULL);
     /* the output gradient in two bf16 parts: g rounded, and a second part of its own */
     float *g2 = hrand(rows * Di, -0.5f, 0.5f);
     uint16_t *dg2 = bf16_dup(g2, rows, Di, Di);
-    const int rb = mb_conv1d_cuda_backward_bf16in(ddx16, Di, dgw, dgb, dgr, dg2, dx4, xs, dw, db, B,
-                                                  L, Di, K, NULL);
+    const int rb = mb_conv1d_cuda_backward_bf16in(ddx16, 2 * Di, dgw, dgb, dgr, dg2, dx4, xs, dw,
+                                                  db, B, L, Di, K, NULL);
     if (K > 8) {
         if (rf != MB_EINVAL || rb != MB_EINVAL) {
             printf("  FAIL conv bf16 inputs at K %lld not refused (%d, %d)\n", (long long)K, rf,
@@ -232,9 +253,16 @@ static void test_conv_bf16in(int64_t B, int64_t L, int64_t Di, int64_t K, const 
         for (int64_t i = 0; i < rows * Di; i++)
             g2[i] += gr[i];
         mb_conv1d_backward(dx, Di, gw, gb, g2, x4, xs, w, b, B, L, Di, K);
-        check_bf16("conv_bwd_bf16in_dx", ddx16, dx, rows * Di, B, L);
+        check_dx_rows("conv_bwd_bf16in_dx", ddx16, dx, rows, Di, B, L);
         check("conv_bwd_bf16in_dw", dgw, gw, Di * K, B, L);
         check("conv_bwd_bf16in_db", dgb, gb, Di, B, L);
+        /* dout2 NULL: the gradient is dout alone (dw / db keep accumulating) */
+        OK(mb_conv1d_cuda_backward_bf16in(ddx16, 2 * Di, dgw, dgb, dgr, NULL, dx4, xs, dw, db, B, L,
+                                          Di, K, NULL));
+        mb_conv1d_backward(dx, Di, gw, gb, gr, x4, xs, w, b, B, L, Di, K);
+        check_dx_rows("conv_bwd_bf16in_dx1", ddx16, dx, rows, Di, B, L);
+        check("conv_bwd_bf16in_dw1", dgw, gw, Di * K, B, L);
+        check("conv_bwd_bf16in_db1", dgb, gb, Di, B, L);
         free(out);
         free(dx);
     }
@@ -244,7 +272,8 @@ static void test_conv_bf16in(int64_t B, int64_t L, int64_t Di, int64_t K, const 
 }
 
 /* Di = 80: 4 channels per thread (16-byte accesses); 78, 77: one; K > 8: the per-element
- * kernels. The bf16-input forms (test_conv_bf16in): 2 channels per thread for even Di, else one */
+ * kernels. The bf16-input forms (test_conv_bf16in): the forward as the fp32 one (4 channels when
+ * Di % 4 == 0, else one), the backward 2 channels for even Di, else one */
 static void test_conv(int64_t B, int64_t L, int64_t Di, int64_t K = 4) {
     const int64_t xs = 2 * Di, rows = B * L;
     float *xz = hrand(rows * xs, -2, 2), *w = hrand(Di * K, -0.5f, 0.5f),

@@ -44,20 +44,23 @@ typedef struct {
     int bf16, recompute; /* recompute: 0 or MB_CUDA_ACTS_* recomputation flags */
     double tol;
     int unfused; /* MB_CUDA_SCAN_FUSED=0: softplus and bf16 copies by separate kernels */
+    int x32;     /* MB_CUDA_XSPLIT=0: the bf16 mode's conv input and gradient in fp32 */
 } gpu_mode;
 #define RC MB_CUDA_ACTS_RECOMPUTE
 #define KEEP (MB_CUDA_ACTS_RECOMPUTE | MB_CUDA_ACTS_KEEP_SCAN)
 static const gpu_mode g_modes[] = {
-    {"fp32", 0, 0, TOL, 0},
-    {"fp32+recompute", 0, RC, TOL, 0},
-    {"fp32+rc+keep", 0, KEEP, TOL, 0},
-    {"bf16", 1, 0, BF16_TOL, 0},
-    {"bf16+recompute", 1, RC, BF16_TOL, 0},
-    {"bf16+rc+keep", 1, KEEP, BF16_TOL, 0},
-    {"bf16 unfused", 1, 0, BF16_TOL, 1},
-    {"fp32 unfused", 0, RC, TOL, 1},
+    {"fp32", 0, 0, TOL, 0, 0},
+    {"fp32+recompute", 0, RC, TOL, 0, 0},
+    {"fp32+rc+keep", 0, KEEP, TOL, 0, 0},
+    {"bf16", 1, 0, BF16_TOL, 0, 0},
+    {"bf16+recompute", 1, RC, BF16_TOL, 0, 0},
+    {"bf16+rc+keep", 1, KEEP, BF16_TOL, 0, 0},
+    {"bf16 unfused", 1, 0, BF16_TOL, 1, 0},
+    {"fp32 unfused", 0, RC, TOL, 1, 0},
+    {"bf16 fp32 conv input", 1, 0, BF16_TOL, 0, 1},
+    {"bf16+rc fp32 conv input", 1, RC, BF16_TOL, 0, 1},
 };
-#define N_MODES 8
+#define N_MODES 10
 
 static void tiny_config(mb_config *c, int rms, int tied, int64_t d_model, int64_t n_layer) {
     mb_config_default(c, d_model, n_layer);
@@ -121,6 +124,7 @@ static void parity_case(const mb_model *m, mb_cuda_model *dm, int64_t B, int64_t
         const double tol = md->tol;
         REQUIRE(mb_cuda_model_set_bf16(dm, md->bf16) == 0, "set_bf16");
         setenv("MB_CUDA_SCAN_FUSED", md->unfused ? "0" : "1", 1); /* read by acts_create */
+        setenv("MB_CUDA_XSPLIT", md->x32 ? "0" : "1", 1);
         mb_cuda_acts *da = mb_cuda_acts_create_ex(
             c, B, L, MB_CUDA_ACTS_TRAIN | md->recompute | (md->bf16 ? MB_CUDA_ACTS_BF16 : 0), 0);
         REQUIRE(da != NULL, "mb_cuda_acts_create B=%lld L=%lld", (long long)B, (long long)L);

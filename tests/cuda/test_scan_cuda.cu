@@ -260,12 +260,12 @@ static void check_bf16(const char *what, const char *name, const uint16_t *dev, 
 }
 
 /* The _ex options: delta is raw (pre-activation without bias); the reference runs the CPU scan
- * on softplus(delta + dt_bias) and maps ddelta through softplus'. bf16: y, ddelta and dz go to
- * bf16 copies only. */
+ * on softplus(delta + dt_bias) and maps ddelta through softplus'. bf16: y, dx, ddelta and dz go
+ * to bf16 copies only (dx NULL). */
 static void run_opts_case(tcase tc, uint64_t seed, int bf16) {
     printf("options (softplus, dt_bias%s): B %lld L %lld Di %lld N %lld chunk %lld\n",
-           bf16 ? ", bf16 y / ddelta / dz" : "", (long long)tc.B, (long long)tc.L, (long long)tc.Di,
-           (long long)tc.N, (long long)tc.chunk);
+           bf16 ? ", bf16 y / dx / ddelta / dz" : "", (long long)tc.B, (long long)tc.L,
+           (long long)tc.Di, (long long)tc.N, (long long)tc.chunk);
     problem p;
     make_problem(&p, tc, seed);
     const int64_t BL = tc.B * tc.L, Di = tc.Di, N = tc.N, bcs = tc.R + 2 * N;
