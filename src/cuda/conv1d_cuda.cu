@@ -458,6 +458,29 @@ static void conv_bwd_tiled(float *dx, uint16_t *dx_bf16, int64_t dx_stride, floa
 #undef CONV_TARGS
 }
 
+/* the tiled kernels' reach: K <= 8 taps in registers, B and the time tiles within grid limits */
+static int tiled_ok(int64_t B, int64_t L, int64_t K) {
+    return K <= 8 && B <= 65535 && (L + CONV_T - 1) / CONV_T <= 65535;
+}
+
+extern "C" int mb_conv1d_cuda_bf16in_supported(int64_t B, int64_t L, int64_t K) {
+    return tiled_ok(B, L, K);
+}
+
+/* The tiled forward with x of type XT (V = 4 when every row allows 4-channel accesses) */
+template <typename XT>
+static void conv_fwd_launch(float *out, uint16_t *out_bf16, const XT *x, int64_t x_stride,
+                            const float *w, const float *b, const float *state, int64_t B,
+                            int64_t L, int64_t Di, int64_t K, cudaStream_t st) {
+    const int v4 = Di % 4 == 0 && x_stride % 4 == 0 && al(out, 16) &&
+                   al(x, (unsigned)(4 * sizeof(XT))) && (!state || al(state, 16)) &&
+                   (!out_bf16 || al(out_bf16, 8));
+    if (v4)
+        conv_fwd_tiled<4, XT>(out, out_bf16, x, x_stride, w, b, state, B, L, Di, K, st);
+    else
+        conv_fwd_tiled<1, XT>(out, out_bf16, x, x_stride, w, b, state, B, L, Di, K, st);
+}
+
 static int sizes_ok(const char *fn, int64_t B, int64_t L, int64_t Di, int64_t K) {
     if (B < 0 || L < 0 || Di <= 0 || K <= 0 || K > 64)
         return mb_fail(MB_EINVAL, "%s: bad sizes B=%lld L=%lld Di=%lld K=%lld", fn, (long long)B,
@@ -475,13 +498,8 @@ extern "C" int mb_conv1d_cuda_forward_ex(float *out, uint16_t *out_bf16, const f
     const int64_t n = B * L * Di;
     if (n == 0) return MB_OK;
     cudaStream_t st = (cudaStream_t)stream;
-    if (K <= 8 && B <= 65535 && (L + CONV_T - 1) / CONV_T <= 65535) {
-        const int v4 = Di % 4 == 0 && x_stride % 4 == 0 && al(out, 16) && al(x, 16) &&
-                       (!state || al(state, 16)) && (!out_bf16 || al(out_bf16, 8));
-        if (v4)
-            conv_fwd_tiled<4, float>(out, out_bf16, x, x_stride, w, b, state, B, L, Di, K, st);
-        else
-            conv_fwd_tiled<1, float>(out, out_bf16, x, x_stride, w, b, state, B, L, Di, K, st);
+    if (tiled_ok(B, L, K)) {
+        conv_fwd_launch<float>(out, out_bf16, x, x_stride, w, b, state, B, L, Di, K, st);
         MB_CUDA_LAUNCHED("mb_conv1d_cuda_forward");
         return MB_OK;
     }
@@ -515,7 +533,7 @@ extern "C" int mb_conv1d_cuda_backward_ex(float *dx, uint16_t *dx_bf16, int64_t 
     const int64_t n = B * L * Di;
     if (n == 0) return MB_OK;
     cudaStream_t st = (cudaStream_t)stream;
-    if (K <= 8 && B <= 65535 && (L + CONV_T - 1) / CONV_T <= 65535) {
+    if (tiled_ok(B, L, K)) {
         const int v4 = Di % 4 == 0 && x_stride % 4 == 0 && dx_stride % 4 == 0 && al(dx, 16) &&
                        al(dout, 16) && al(x, 16) && (!dx_bf16 || al(dx_bf16, 8));
         if (v4)
@@ -565,7 +583,7 @@ extern "C" int mb_conv1d_cuda_backward(float *dx, int64_t dx_stride, float *dw, 
 
 static int bf16in_ok(const char *fn, int64_t B, int64_t L, int64_t Di, int64_t K) {
     MB_TRY(sizes_ok(fn, B, L, Di, K));
-    if (K > 8 || B > 65535 || (L + CONV_T - 1) / CONV_T > 65535)
+    if (!tiled_ok(B, L, K))
         return mb_fail(MB_EINVAL,
                        "%s: bf16 inputs take d_conv <= 8, B <= 65535 and L <= 65535 * %d (K=%lld "
                        "B=%lld L=%lld)",
@@ -582,13 +600,8 @@ extern "C" int mb_conv1d_cuda_forward_bf16in(float *out, uint16_t *out_bf16, con
         return mb_fail(MB_EINVAL, "mb_conv1d_cuda_forward_bf16in: bad arguments");
     if (B * L == 0) return MB_OK;
     cudaStream_t st = (cudaStream_t)stream;
-    const __nv_bfloat16 *xb = (const __nv_bfloat16 *)x;
-    const int v4 = Di % 4 == 0 && x_stride % 4 == 0 && al(out, 16) && al(x, 8) &&
-                   (!out_bf16 || al(out_bf16, 8));
-    if (v4)
-        conv_fwd_tiled<4, __nv_bfloat16>(out, out_bf16, xb, x_stride, w, b, NULL, B, L, Di, K, st);
-    else
-        conv_fwd_tiled<1, __nv_bfloat16>(out, out_bf16, xb, x_stride, w, b, NULL, B, L, Di, K, st);
+    conv_fwd_launch<__nv_bfloat16>(out, out_bf16, (const __nv_bfloat16 *)x, x_stride, w, b, NULL, B,
+                                   L, Di, K, st);
     MB_CUDA_LAUNCHED("mb_conv1d_cuda_forward_bf16in");
     return MB_OK;
 }

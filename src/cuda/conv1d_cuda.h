@@ -60,6 +60,8 @@ int mb_conv1d_cuda_backward_ex(float *dx, uint16_t *dx_bf16, int64_t dx_stride, 
  * carried state; d_conv K <= 8, B <= 65535 and L <= 65535 * 128 (MB_EINVAL otherwise). The
  * forward writes out (fp32, required) and out_bf16 (if non-NULL); the backward writes dx_bf16
  * only and accumulates dw, db; arithmetic in fp32 as the fp32 forms. */
+/* 1 when the bf16-input forms take these sizes (the d_conv, B and L limits above), else 0 */
+int mb_conv1d_cuda_bf16in_supported(int64_t B, int64_t L, int64_t K);
 int mb_conv1d_cuda_forward_bf16in(float *out, uint16_t *out_bf16, const uint16_t *x,
                                   int64_t x_stride, const float *w, const float *b, int64_t B,
                                   int64_t L, int64_t Di, int64_t K, void *stream);

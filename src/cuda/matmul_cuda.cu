@@ -345,47 +345,54 @@ static int lt_gemm(lt_ctx *c, int kind, cublasOperation_t ta, cublasOperation_t 
     return s == CUBLAS_STATUS_SUCCESS ? MB_OK : cublas_fail(s, fn);
 }
 
+/* The forward and backward-input products of both output types (y / dx fp32, or bf16 when d16);
+ * fn names the public function in errors. */
+static int bf16_forward(void *lt, void *y, int d16, int64_t ldy, const uint16_t *x, int64_t ldx,
+                        const uint16_t *W, int64_t rows, int64_t n_in, int64_t n_out,
+                        int accumulate, const char *fn) {
+    MB_TRY(dims_ok(fn, rows, n_in, n_out, ldy, ldx));
+    if (!lt) return mb_fail(MB_EINVAL, "%s: no cuBLASLt context", fn);
+    if (rows == 0) return MB_OK;
+    return lt_gemm((lt_ctx *)lt, LT_FWD, CUBLAS_OP_T, CUBLAS_OP_N, (int)n_out, (int)rows, (int)n_in,
+                   W, (int)n_in, x, (int)ldx, y, d16, (int)ldy, accumulate, fn);
+}
+static int bf16_backward_input(void *lt, void *dx, int d16, int64_t lddx, const uint16_t *dy,
+                               int64_t lddy, const uint16_t *W, int64_t rows, int64_t n_in,
+                               int64_t n_out, int accumulate, const char *fn) {
+    MB_TRY(dims_ok(fn, rows, n_in, n_out, lddx, lddy));
+    if (!lt) return mb_fail(MB_EINVAL, "%s: no cuBLASLt context", fn);
+    if (rows == 0) return MB_OK;
+    return lt_gemm((lt_ctx *)lt, LT_BWD_IN, CUBLAS_OP_N, CUBLAS_OP_N, (int)n_in, (int)rows,
+                   (int)n_out, W, (int)n_in, dy, (int)lddy, dx, d16, (int)lddx, accumulate, fn);
+}
+
 extern "C" int mb_matmul_bf16_forward(void *lt, float *y, int64_t ldy, const uint16_t *x,
                                       int64_t ldx, const uint16_t *W, int64_t rows, int64_t n_in,
                                       int64_t n_out, int accumulate) {
-    MB_TRY(dims_ok("mb_matmul_bf16_forward", rows, n_in, n_out, ldy, ldx));
-    if (!lt) return mb_fail(MB_EINVAL, "mb_matmul_bf16_forward: no cuBLASLt context");
-    if (rows == 0) return MB_OK;
-    return lt_gemm((lt_ctx *)lt, LT_FWD, CUBLAS_OP_T, CUBLAS_OP_N, (int)n_out, (int)rows, (int)n_in,
-                   W, (int)n_in, x, (int)ldx, y, 0, (int)ldy, accumulate, "mb_matmul_bf16_forward");
+    return bf16_forward(lt, y, 0, ldy, x, ldx, W, rows, n_in, n_out, accumulate,
+                        "mb_matmul_bf16_forward");
 }
 
 extern "C" int mb_matmul_bf16_forward_out16(void *lt, uint16_t *y, int64_t ldy, const uint16_t *x,
                                             int64_t ldx, const uint16_t *W, int64_t rows,
                                             int64_t n_in, int64_t n_out) {
-    MB_TRY(dims_ok("mb_matmul_bf16_forward_out16", rows, n_in, n_out, ldy, ldx));
-    if (!lt) return mb_fail(MB_EINVAL, "mb_matmul_bf16_forward_out16: no cuBLASLt context");
-    if (rows == 0) return MB_OK;
-    return lt_gemm((lt_ctx *)lt, LT_FWD, CUBLAS_OP_T, CUBLAS_OP_N, (int)n_out, (int)rows, (int)n_in,
-                   W, (int)n_in, x, (int)ldx, y, 1, (int)ldy, 0, "mb_matmul_bf16_forward_out16");
+    return bf16_forward(lt, y, 1, ldy, x, ldx, W, rows, n_in, n_out, 0,
+                        "mb_matmul_bf16_forward_out16");
 }
 
 extern "C" int mb_matmul_bf16_backward_input(void *lt, float *dx, int64_t lddx, const uint16_t *dy,
                                              int64_t lddy, const uint16_t *W, int64_t rows,
                                              int64_t n_in, int64_t n_out, int accumulate) {
-    MB_TRY(dims_ok("mb_matmul_bf16_backward_input", rows, n_in, n_out, lddx, lddy));
-    if (!lt) return mb_fail(MB_EINVAL, "mb_matmul_bf16_backward_input: no cuBLASLt context");
-    if (rows == 0) return MB_OK;
-    return lt_gemm((lt_ctx *)lt, LT_BWD_IN, CUBLAS_OP_N, CUBLAS_OP_N, (int)n_in, (int)rows,
-                   (int)n_out, W, (int)n_in, dy, (int)lddy, dx, 0, (int)lddx, accumulate,
-                   "mb_matmul_bf16_backward_input");
+    return bf16_backward_input(lt, dx, 0, lddx, dy, lddy, W, rows, n_in, n_out, accumulate,
+                               "mb_matmul_bf16_backward_input");
 }
 
 extern "C" int mb_matmul_bf16_backward_input_out16(void *lt, uint16_t *dx, int64_t lddx,
                                                    const uint16_t *dy, int64_t lddy,
                                                    const uint16_t *W, int64_t rows, int64_t n_in,
                                                    int64_t n_out) {
-    MB_TRY(dims_ok("mb_matmul_bf16_backward_input_out16", rows, n_in, n_out, lddx, lddy));
-    if (!lt) return mb_fail(MB_EINVAL, "mb_matmul_bf16_backward_input_out16: no cuBLASLt context");
-    if (rows == 0) return MB_OK;
-    return lt_gemm((lt_ctx *)lt, LT_BWD_IN, CUBLAS_OP_N, CUBLAS_OP_N, (int)n_in, (int)rows,
-                   (int)n_out, W, (int)n_in, dy, (int)lddy, dx, 1, (int)lddx, 0,
-                   "mb_matmul_bf16_backward_input_out16");
+    return bf16_backward_input(lt, dx, 1, lddx, dy, lddy, W, rows, n_in, n_out, 0,
+                               "mb_matmul_bf16_backward_input_out16");
 }
 
 extern "C" int mb_matmul_bf16_backward_weight(void *lt, float *dW, const uint16_t *dy, int64_t lddy,

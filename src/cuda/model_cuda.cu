@@ -192,10 +192,8 @@ static int acts_shape(mb_cuda_acts *a, const mb_config *c, int64_t B, int64_t L,
     const char *fu = getenv("MB_CUDA_SCAN_FUSED");
     a->fused = !(fu && !strcmp(fu, "0"));
     const char *xs = getenv("MB_CUDA_XSPLIT");
-    a->xsplit = a->train && a->bf16 && a->fused && a->cfg.d_conv <= 8 && B <= 65535 &&
-                        L <= (int64_t)65535 * 128 && !(xs && !strcmp(xs, "0"))
-                    ? 1
-                    : 0;
+    a->xsplit = a->train && a->bf16 && a->fused &&
+                mb_conv1d_cuda_bf16in_supported(B, L, a->cfg.d_conv) && !(xs && !strcmp(xs, "0"));
     a->lstride_mul = a->train && !a->recompute;
     a->kstride_mul = a->train && (!a->recompute || a->keep_scan);
     a->rstride_mul = a->train;
