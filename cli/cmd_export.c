@@ -1,12 +1,17 @@
 /* mambabyte export: write a checkpoint in the Hugging Face (MambaForCausalLM) or mamba_ssm
  * (MambaLMHeadModel) layout, fp32 or rounded to f16 / bf16 (model.md "Checkpoint formats").
- * The export is read back and checked against the source before the command reports success. */
+ * The export is written into a staging directory inside OUT_DIR, read back and checked against
+ * the source there, and only then moved into place: a failed export leaves OUT_DIR as it was. */
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "args.h"
 #include "commands.h"
@@ -31,8 +36,10 @@ static void help(FILE *f) {
            "  --dtype T      f32 (default, exact), f16 or bf16 (rounded to nearest even)\n"
            "  --force        overwrite config.json / model.safetensors already in OUT_DIR\n"
            "\n"
-           "A tied lm_head is not stored (both libraries tie it on load). The written files are\n"
-           "read back and compared with the source before success is reported.\n");
+           "A tied lm_head is not stored (both libraries tie it on load). The files are written\n"
+           "to a staging directory inside OUT_DIR, read back and compared with the source, and\n"
+           "only then moved into place: a failed export leaves OUT_DIR as it was. A training\n"
+           "run's directory (train_state.safetensors) is refused as OUT_DIR.\n");
 }
 
 static int exists(const char *dir, const char *name) {
@@ -47,6 +54,53 @@ static float rounded(float a, mb_dtype t) {
     if (t == MB_DT_F16) return mb_f16_to_f32(mb_f32_to_f16(a));
     if (t == MB_DT_BF16) return mb_bf16_to_f32(mb_f32_to_bf16(a));
     return a;
+}
+
+/* 0 when every parameter of m stays finite in dtype t; else 1 with a message naming the first
+ * tensor and element that would overflow (f16's largest finite value is 65504). */
+static int check_range(const mb_model *m, mb_dtype t, const char *tname, const char *src) {
+    for (int i = 0; i < m->n_tensors; i++) {
+        const mb_tensor_info *ti = &m->tensors[i];
+        for (int64_t j = 0; j < ti->numel; j++) {
+            const float a = m->params[ti->offset + j];
+            if (isfinite(a) && !isfinite(rounded(a, t))) {
+                fprintf(stderr,
+                        "mambabyte export: %s: %s[%lld] = %g does not fit in %s (it would become "
+                        "inf); export as f32 or bf16 instead. Nothing was written.\n",
+                        src, ti->name, (long long)j, (double)a, tname);
+                return 1;
+            }
+        }
+    }
+    return 0;
+}
+
+/* Remove the staging directory dir and what an export wrote into it (best effort). */
+static void remove_staging(const char *dir) {
+    DIR *d = opendir(dir);
+    if (d) {
+        struct dirent *e;
+        char p[4200];
+        while ((e = readdir(d)))
+            if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
+                snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+                unlink(p);
+            }
+        closedir(d);
+    }
+    rmdir(dir);
+}
+
+/* Move dir/STAGE/name over dir/name; 0 or 1 with a message. */
+static int move_into_place(const char *stage, const char *dir, const char *name) {
+    char from[4200], to[4200];
+    snprintf(from, sizeof from, "%s/%s", stage, name);
+    snprintf(to, sizeof to, "%s/%s", dir, name);
+    if (rename(from, to) != 0) {
+        fprintf(stderr, "mambabyte export: cannot move %s to %s: %s\n", from, to, strerror(errno));
+        return 1;
+    }
+    return 0;
 }
 
 int cmd_export(int argc, char **argv) {
@@ -103,12 +157,14 @@ int cmd_export(int argc, char **argv) {
                 out);
         return 1;
     }
-    if (exists(out, "train_state.safetensors"))
+    if (exists(out, "train_state.safetensors")) {
         fprintf(stderr,
-                "mambabyte export: warning: %s is a training run's directory "
-                "(train_state.safetensors): if the exported weights differ from its model's "
-                "(another dtype), `train --resume` of that run will refuse to continue\n",
+                "mambabyte export: %s is a training run's directory (train_state.safetensors): "
+                "replacing its model would stop `train --resume` of that run; choose another "
+                "OUT_DIR\n",
                 out);
+        return 1;
+    }
     mb_model m;
     mb_checkpoint_info info;
     if (mb_checkpoint_load(src, &m, &info)) {
@@ -128,13 +184,24 @@ int cmd_export(int argc, char **argv) {
     int rc = 1;
     mb_model back;
     memset(&back, 0, sizeof back);
-    if (mb_checkpoint_save_dtype(out, &m, format, dtype)) {
+    if (check_range(&m, dtype, dt, src)) {
+        mb_model_free(&m);
+        return 1;
+    }
+    /* write into a staging directory inside OUT_DIR (created with its parents), read back and
+     * check there, then move the two files into place */
+    char stage[4200];
+    struct stat ost;
+    const int made_out = stat(out, &ost) != 0;
+    snprintf(stage, sizeof stage, "%s/.mambabyte-export.%ld", out, (long)getpid());
+    remove_staging(stage); /* (a leftover of a killed export with this pid) */
+    if (mb_checkpoint_save_dtype(stage, &m, format, dtype)) {
         fprintf(stderr, "mambabyte export: %s\n", mb_last_error());
         goto done;
     }
     /* read the export back: same config, every value the (rounded) source value */
     mb_checkpoint_info binfo;
-    if (mb_checkpoint_load(out, &back, &binfo)) {
+    if (mb_checkpoint_load(stage, &back, &binfo)) {
         fprintf(stderr, "mambabyte export: reading the export back failed: %s\n", mb_last_error());
         goto done;
     }
@@ -152,11 +219,24 @@ int cmd_export(int argc, char **argv) {
             goto done;
         }
     }
+    /* the weights first: a config.json left beside other weights fails their shape checks */
+    if (move_into_place(stage, out, "model.safetensors") ||
+        move_into_place(stage, out, "config.json"))
+        goto done;
+    {
+        const int fd = open(out, O_RDONLY | O_DIRECTORY); /* the renames made durable */
+        if (fd >= 0) {
+            (void)fsync(fd);
+            close(fd);
+        }
+    }
     printf("exported %s (%s, %s) -> %s (%s, %s): %d tensors, %lld parameters%s\n", src, info.format,
            info.dtype, out, mb_ckpt_format_name(format), mb_dtype_name(dtype), binfo.n_tensors,
            (long long)m.n_params, m.cfg.tie_embeddings ? ", lm_head tied (not stored)" : "");
     rc = 0;
 done:
+    remove_staging(stage);
+    if (rc && made_out) rmdir(out); /* (only when empty) */
     mb_model_free(&back);
     mb_model_free(&m);
     return rc;

@@ -2,7 +2,9 @@
  * layouts read back bit-exact (f32) or as the rounded values (f16 / bf16), with the HF
  * embedding name, a tied head left out, identical logits; LayerNorm refused for hf with a
  * message naming the reason and the way out, and nothing written; an existing OUT_DIR kept
- * unless --force; bad arguments give exit status 2 and a missing checkpoint 1. The
+ * unless --force; a failed export (a value beyond f16's range) leaves OUT_DIR's previous export
+ * and no staging directory; a training run's directory refused as OUT_DIR; bad arguments give
+ * exit status 2 and a missing checkpoint 1. The
  * Hugging Face side of the round trip (from_pretrained) is ref/hf_roundtrip.py. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -13,6 +15,7 @@
 
 #include <cmocka.h>
 
+#include <dirent.h>
 #include <stdio.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -209,11 +212,62 @@ static void test_existing_and_bad_args(void **st) {
     mb_model_free(&m);
 }
 
+/* entries of dir whose name starts with prefix */
+static int count_prefixed(const char *dir, const char *prefix) {
+    DIR *d = opendir(dir);
+    assert_non_null(d);
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)))
+        n += strncmp(e->d_name, prefix, strlen(prefix)) == 0;
+    closedir(d);
+    return n;
+}
+
+static void test_failed_export_keeps_out(void **st) {
+    (void)st;
+    mb_model m, big;
+    make_model(&m, 1, 0, 21);
+    make_model(&big, 1, 0, 22);
+    big.params[big.n_params / 2] = 1e6f; /* beyond f16's 65504 */
+    char src[512], bigsrc[512], out[512], run[512], f[600];
+    path(src, "keep_src");
+    path(bigsrc, "keep_big");
+    path(out, "keep_out");
+    path(run, "keep_run");
+    assert_int_equal(mb_checkpoint_save(src, &m, MB_CKPT_MAMBA_SSM), 0);
+    assert_int_equal(mb_checkpoint_save(bigsrc, &big, MB_CKPT_MAMBA_SSM), 0);
+    if (export_cli("-m '%s' --format mamba_ssm --dtype f16 '%s'", src, out)) fail_msg("%s", g_err);
+    /* the f16 overflow is refused before anything is written: the previous export stays */
+    assert_int_equal(export_cli("-m '%s' --format mamba_ssm --dtype f16 --force '%s'", bigsrc, out),
+                     1);
+    assert_non_null(strstr(g_err, "does not fit in f16"));
+    expect_same(out, &m, MB_DT_F16);
+    /* bf16 holds it: the export replaces the old one, and no staging directory is left */
+    if (export_cli("-m '%s' --format mamba_ssm --dtype bf16 --force '%s'", bigsrc, out))
+        fail_msg("%s", g_err);
+    expect_same(out, &big, MB_DT_BF16);
+    assert_int_equal(count_prefixed(out, ".mambabyte-export"), 0);
+    /* a training run's directory is refused, even with --force, and left as it was */
+    assert_int_equal(mb_checkpoint_save(run, &m, MB_CKPT_MAMBA_SSM), 0);
+    snprintf(f, sizeof f, "%s/train_state.safetensors", run);
+    FILE *ts = fopen(f, "wb");
+    assert_non_null(ts);
+    fclose(ts);
+    assert_int_equal(
+        export_cli("-m '%s' --format mamba_ssm --dtype bf16 --force '%s'", bigsrc, run), 1);
+    assert_non_null(strstr(g_err, "training run"));
+    expect_same(run, &m, MB_DT_F32);
+    mb_model_free(&big);
+    mb_model_free(&m);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_hf_and_mamba_ssm),
         cmocka_unit_test(test_layernorm),
         cmocka_unit_test(test_existing_and_bad_args),
+        cmocka_unit_test(test_failed_export_keeps_out),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
