@@ -257,6 +257,7 @@ int cmd_train(int argc, char **argv) {
         return 2;
     }
     if (o.val && vfrac_given) return conflict("--val", "--val-fraction");
+    if (o.resume && o.force) return conflict("--resume", "--force");
     if (o.val && same_file(o.val, o.data))
         fprintf(stderr,
                 "mambabyte train: warning: --val %s is the --data input: the validation "
@@ -272,6 +273,13 @@ int cmd_train(int argc, char **argv) {
                 "ignoring%s\n",
                 ignored);
     if (!lr_min_given) o.lr_min = o.lr / 10.0;
+    if (!o.resume && o.lr_min > o.lr) {
+        fprintf(stderr,
+                "mambabyte train: --lr-min %g is above --lr %g (the schedule decays from --lr "
+                "to --lr-min)\n",
+                o.lr_min, o.lr);
+        return 2;
+    }
     if (!dt_rank_given) c->dt_rank = 0; /* auto: ceil(d_model / 16), derived below */
     if (mb_config_finalize(c)) {
         fprintf(stderr, "mambabyte train: %s\n", mb_last_error());
