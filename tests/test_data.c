@@ -115,6 +115,85 @@ static void test_pack_directory(void **st) {
     mb_pack_close(&p);
 }
 
+/* auto format judges every file of a tree on its own: "*.jsonl" as JSON lines, others bytes */
+static void test_pack_directory_mixed(void **st) {
+    (void)st;
+    char root[512];
+    snprintf(root, sizeof root, "%s", tp("mix"));
+    mkd(root);
+    mkd(tp("mix/sub"));
+    const char a[] = "{\"text\": \"first\"}\n"
+                     "\n"
+                     "{\"id\": 2, \"text\": \"x\\u0000y\\u00e9\"}\n";
+    const char b[] = "{\"text\": \"not parsed\"}\n";
+    const char c[] = "{\"text\":\"deep\"}";
+    write_file(tp("mix/a.jsonl"), a, sizeof a - 1);
+    write_file(tp("mix/b.txt"), b, sizeof b - 1);
+    write_file(tp("mix/sub/c.jsonl"), c, sizeof c - 1);
+
+    mb_pack p;
+    int rebuilt = -1;
+    /* sorted relative paths: a.jsonl (2 lines) < b.txt (1 raw document) < sub/c.jsonl */
+    assert_int_equal(mb_pack_load(&p, root, MB_DATA_AUTO, tp("mix.pack"), &rebuilt), 0);
+    assert_int_equal(rebuilt, 1);
+    assert_int_equal(p.n_docs, 4);
+    expect_doc(&p, 0, "first", 5);
+    const uint8_t d1[] = {'x', 0x00, 'y', 0xC3, 0xA9};
+    expect_doc(&p, 1, d1, sizeof d1);
+    expect_doc(&p, 2, b, sizeof b - 1);
+    expect_doc(&p, 3, "deep", 4);
+    assert_int_equal(p.total_bytes, 5 + 5 + (int64_t)(sizeof b - 1) + 4);
+    mb_pack_close(&p);
+    assert_int_equal(mb_pack_load(&p, root, MB_DATA_AUTO, tp("mix.pack"), &rebuilt), 0);
+    assert_int_equal(rebuilt, 0); /* reused */
+    assert_int_equal(p.n_docs, 4);
+    mb_pack_close(&p);
+
+    /* explicit bytes: every file is one raw document, the .jsonl ones included; a pack of the
+     * same tree read as bytes (as an older build read it in auto format) is not reused */
+    assert_int_equal(mb_pack_load(&p, root, MB_DATA_BYTES, tp("mix.pack"), &rebuilt), 0);
+    assert_int_equal(rebuilt, 1);
+    assert_int_equal(p.n_docs, 3);
+    expect_doc(&p, 0, a, sizeof a - 1);
+    expect_doc(&p, 1, b, sizeof b - 1);
+    expect_doc(&p, 2, c, sizeof c - 1);
+    mb_pack_close(&p);
+    assert_int_equal(mb_pack_load(&p, root, MB_DATA_AUTO, tp("mix.pack"), &rebuilt), 0);
+    assert_int_equal(rebuilt, 1);
+    assert_int_equal(p.n_docs, 4);
+    mb_pack_close(&p);
+
+    /* explicit jsonl: every file is JSON lines (b.txt parses as one line) */
+    assert_int_equal(mb_pack_load(&p, root, MB_DATA_JSONL, tp("mix.pack"), &rebuilt), 0);
+    assert_int_equal(p.n_docs, 4);
+    expect_doc(&p, 2, "not parsed", 10);
+    mb_pack_close(&p);
+
+    /* only .jsonl files: the same documents as --format jsonl */
+    mkd(tp("alljs"));
+    write_file(tp("alljs/s0.jsonl"), a, sizeof a - 1);
+    write_file(tp("alljs/s1.jsonl"), c, sizeof c - 1);
+    assert_int_equal(mb_pack_load(&p, tp("alljs"), MB_DATA_AUTO, tp("alljs.pack"), NULL), 0);
+    assert_int_equal(p.n_docs, 3);
+    expect_doc(&p, 0, "first", 5);
+    expect_doc(&p, 1, d1, sizeof d1);
+    expect_doc(&p, 2, "deep", 4);
+    mb_pack_close(&p);
+
+    /* a malformed .jsonl inside a tree: the same error as for a single file */
+    const char bad[] = "{\"text\":\"ok\"}\n{\"body\":\"x\"}\n";
+    write_file(tp("mix/sub/d.jsonl"), bad, sizeof bad - 1);
+    assert_int_equal(mb_pack_load(&p, root, MB_DATA_AUTO, tp("bad.pack"), NULL), MB_EFORMAT);
+    assert_non_null(strstr(mb_last_error(), tp("mix/sub/d.jsonl")));
+    assert_non_null(strstr(mb_last_error(), "line 2: no \"text\" field"));
+    assert_int_equal(access(tp("bad.pack"), F_OK), -1);
+    /* ... while bytes mode still reads it as one document */
+    assert_int_equal(mb_pack_load(&p, root, MB_DATA_BYTES, tp("bad.pack"), NULL), 0);
+    assert_int_equal(p.n_docs, 4);
+    expect_doc(&p, 3, bad, sizeof bad - 1);
+    mb_pack_close(&p);
+}
+
 static void test_pack_jsonl(void **st) {
     (void)st;
     TMPPATH(in, "d.jsonl");
@@ -671,6 +750,7 @@ static void test_eval_iter(void **st) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_pack_directory, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pack_directory_mixed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pack_jsonl, setup, teardown),
         cmocka_unit_test_setup_teardown(test_jsonl_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_empty_inputs, setup, teardown),

@@ -78,6 +78,7 @@ typedef struct {
     const char *rel;
     int64_t size;
     int64_t mtime_s, mtime_ns;
+    int jsonl; /* read as JSON lines (else one raw document) */
 } in_file;
 
 typedef struct {
@@ -121,6 +122,7 @@ static int in_list_add(in_list *l, const char *path, const struct stat *st) {
     e->size = (int64_t)st->st_size;
     e->mtime_s = (int64_t)st->st_mtim.tv_sec;
     e->mtime_ns = (int64_t)st->st_mtim.tv_nsec;
+    e->jsonl = 0;
     l->n++;
     return 0;
 }
@@ -200,8 +202,16 @@ static int cmp_rel(const void *a, const void *b) {
     return strcmp(((const in_file *)a)->rel, ((const in_file *)b)->rel);
 }
 
+/* The "auto" rule, the same for a single input file and for a file of a directory tree: a
+ * path ending in ".jsonl" is JSON lines. */
+static int has_jsonl_ext(const char *path) {
+    size_t n = strlen(path);
+    return n >= 6 && !strcmp(path + n - 6, ".jsonl");
+}
+
 /* List the input's files and compute its fingerprint. *is_dir set for a directory input.
- * The resolved format (BYTES/JSONL) is returned in *fmt_out. */
+ * Every file's format is resolved (in_file.jsonl); the input's format (BYTES/JSONL, or AUTO
+ * for a directory mixing both in auto mode) is returned in *fmt_out. */
 static int list_input(const char *input, mb_data_format fmt, const char *pack_path, in_list *l,
                       int *is_dir, mb_data_format *fmt_out, uint64_t *fp) {
     memset(l, 0, sizeof *l);
@@ -245,7 +255,6 @@ static int list_input(const char *input, mb_data_format fmt, const char *pack_pa
                            input);
         }
         qsort(l->f, (size_t)l->n, sizeof *l->f, cmp_rel);
-        *fmt_out = fmt == MB_DATA_JSONL ? MB_DATA_JSONL : MB_DATA_BYTES;
     } else if (S_ISREG(st.st_mode)) {
         *is_dir = 0;
         l->root_len = strlen(input);
@@ -254,12 +263,18 @@ static int list_input(const char *input, mb_data_format fmt, const char *pack_pa
             in_list_free(l);
             return rc;
         }
-        size_t n = strlen(input);
-        int ext = n >= 6 && !strcmp(input + n - 6, ".jsonl");
-        *fmt_out = fmt == MB_DATA_AUTO ? (ext ? MB_DATA_JSONL : MB_DATA_BYTES) : fmt;
     } else {
         return mb_fail(MB_EINVAL, "data input %s: not a regular file or directory", input);
     }
+    int64_t n_jsonl = 0;
+    for (int64_t i = 0; i < l->n; i++) {
+        in_file *f = &l->f[i];
+        f->jsonl = fmt == MB_DATA_JSONL || (fmt == MB_DATA_AUTO && has_jsonl_ext(f->path));
+        n_jsonl += f->jsonl;
+    }
+    /* AUTO (0) only for a mix: the source field and the fingerprint then differ from a pack
+     * that read the same tree all as bytes, so such a pack is rebuilt */
+    *fmt_out = n_jsonl == 0 ? MB_DATA_BYTES : n_jsonl == l->n ? MB_DATA_JSONL : MB_DATA_AUTO;
     uint64_t h = FNV_INIT;
     char *real = realpath(input, NULL);
     if (real) {
@@ -675,14 +690,14 @@ static int build_listed(const char *input, const in_list *l, int is_dir, mb_data
         rc = mb_fail(MB_EIO, "pack %s: fdopen: %s", tmp, strerror(errno));
         goto fail;
     }
-    /* The document count fixes where the data start (after the index): a directory of raw
-     * files has one document per file; JSON lines files are pre-counted (non-blank lines).
-     * Header and index are written last, once the index is known. */
+    /* The document count fixes where the data start (after the index): a raw file is one
+     * document; JSON lines files are pre-counted (non-blank lines). Header and index are
+     * written last, once the index is known. */
     int64_t n_docs = 0;
-    if (fmt == MB_DATA_BYTES) {
-        n_docs = l->n;
-    } else {
-        for (int64_t i = 0; i < l->n; i++) {
+    for (int64_t i = 0; i < l->n; i++) {
+        if (!l->f[i].jsonl) {
+            n_docs++;
+        } else {
             const uint8_t *map;
             int64_t len;
             rc = map_file(l->f[i].path, l->f[i].size, &map, &len);
@@ -708,7 +723,7 @@ static int build_listed(const char *input, const in_list *l, int is_dir, mb_data
         goto fail;
     }
     for (int64_t i = 0; i < l->n; i++) {
-        rc = fmt == MB_DATA_JSONL ? pack_jsonl(&w, &l->f[i]) : pack_raw(&w, &l->f[i]);
+        rc = l->f[i].jsonl ? pack_jsonl(&w, &l->f[i]) : pack_raw(&w, &l->f[i]);
         if (rc) goto fail;
     }
     if (w.n != n_docs) {

@@ -5,19 +5,21 @@
  *     a `*.jsonl` name in "auto" mode): one document per non-blank line, the line's top-level
  *     object must have a string field "text"; its decoded UTF-8 bytes are the document
  *     (\u0000 escapes give real 0x00 bytes; a blank line is skipped).
- *   - a directory tree: every regular file is one document (in "jsonl" format every file is
- *     read as JSON lines instead). Paths are collected recursively and sorted bytewise
- *     (strcmp on the path relative to the input) for determinism. Names starting with '.'
- *     (files and directories) are skipped. Symbolic links are followed, but a directory
- *     already visited (same device and inode) is not entered again, so link loops end;
- *     dangling links, FIFOs, sockets and devices are skipped. The pack file itself is skipped
- *     if it lies inside the tree (its temporary file is hidden).
+ *   - a directory tree: each regular file is judged on its own by the single-file rule
+ *     above (in "auto" format a `*.jsonl` file is read as JSON lines, any other file is one
+ *     document; "bytes" / "jsonl" apply to every file). Paths are collected recursively and
+ *     sorted bytewise (strcmp on the path relative to the input) for determinism. Names
+ *     starting with '.' (files and directories) are skipped. Symbolic links are followed, but
+ *     a directory already visited (same device and inode) is not entered again, so link loops
+ *     end; dangling links, FIFOs, sockets and devices are skipped. The pack file itself is
+ *     skipped if it lies inside the tree (its temporary file is hidden).
  *
  * Pack file (little-endian), built once, written atomically (hidden temporary file in the
  * pack's directory, fsync, rename, fsync of the directory), then memory-mapped read-only:
  *   off  0  char[8]  magic "MBPACK\0\1"
  *   off  8  u32      version (1)
- *   off 12  u32      source format (1 bytes, 2 jsonl) | 0x100 when the input was a directory
+ *   off 12  u32      source format (1 bytes, 2 jsonl, 0 a directory mixing both in "auto"
+ *                    format) | 0x100 when the input was a directory
  *   off 16  u64      input fingerprint: hash of the input's real path, the format, and for
  *                    every input file its relative path, size and mtime (s and ns)
  *   off 24  i64      n_docs
@@ -38,7 +40,7 @@
 #include "mambabyte.h"
 
 typedef enum {
-    MB_DATA_AUTO = 0,  /* directory -> bytes per file; "*.jsonl" file -> jsonl; else bytes */
+    MB_DATA_AUTO = 0,  /* per file, also in a directory: "*.jsonl" -> jsonl; else bytes */
     MB_DATA_BYTES = 1, /* raw bytes, one document per file */
     MB_DATA_JSONL = 2, /* JSON lines with a "text" string per line */
 } mb_data_format;
