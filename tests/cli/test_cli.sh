@@ -61,6 +61,10 @@ printf 'x' >"$T/one.txt"
 check "eval of a 1-byte file is an error, not bpb 0" bash -c "[ $rc -ne 0 ] && grep -q 'one.txt' '$T/e7' && ! grep -q '^bpb' '$T/o7'"
 "$MB_CLI" train --data "$data" --out "$T/m" --preset tiny --steps 1 >/dev/null 2>"$T/e8"; rc=$?
 check "train refuses to overwrite a checkpoint without --resume/--force" bash -c "[ $rc -ne 0 ] && grep -q -- '--force' '$T/e8'"
+"$MB_CLI" train --data "$data" --out "$T/m" --resume --force >/dev/null 2>"$T/e8b"; rc=$?
+check "--resume with --force is a conflict" bash -c "[ $rc -eq 2 ] && grep -q -- 'conflict' '$T/e8b'"
+"$MB_CLI" train --data "$data" --out "$T/x3" --steps 1 --lr 1e-3 --lr-min 0.5 >/dev/null 2>"$T/e8c"; rc=$?
+check "--lr-min above --lr refused" bash -c "[ $rc -eq 2 ] && grep -q -- '--lr-min' '$T/e8c' && [ ! -e '$T/x3' ]"
 "$MB_CLI" train --data "$data" --out "$T/x2" --steps 1 --val-fraction 0 >/dev/null 2>"$T/e9"; rc=$?
 check "--val-fraction 0 without --val refused" bash -c "[ $rc -ne 0 ] && grep -q -- '--val' '$T/e9'"
 : >"$T/afile"
