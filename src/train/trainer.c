@@ -2,6 +2,7 @@
  * atomic checkpoints and exact resume. */
 #include "train/trainer.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -211,8 +212,10 @@ static int load_train_state(const char *dir, mb_train_opts *o, const mb_model *m
     if (strtoull(ph, NULL, 16) != params_hash(m)) {
         rc = mb_fail(MB_EFORMAT,
                      "%s: written with other weights than %s/model.safetensors (a checkpoint "
-                     "interrupted between its two files?); cannot resume exactly",
-                     path, dir);
+                     "interrupted between its two files, with no matching %s.tmp.* to "
+                     "complete it); cannot resume exactly: start again with --force (or another "
+                     "--out), or restore both files of one checkpoint from a backup",
+                     path, dir, TRAIN_STATE_FILE);
         goto out;
     }
     int64_t shape[1] = {m->n_params};
@@ -254,6 +257,101 @@ static int load_train_state(const char *dir, mb_train_opts *o, const mb_model *m
 out:
     mb_st_close(&f);
     return rc;
+}
+
+/* Is name "<base>.tmp.<digits>" (a temporary file of mb_atomic_open)? */
+static int is_tmp_of(const char *name, const char *base) {
+    size_t n = strlen(base);
+    if (strncmp(name, base, n) != 0 || strncmp(name + n, ".tmp.", 5) != 0) return 0;
+    const char *p = name + n + 5;
+    if (!*p) return 0;
+    for (; *p; p++)
+        if (*p < '0' || *p > '9') return 0;
+    return 1;
+}
+
+static void sync_dir_best_effort(const char *dir) {
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) return;
+    (void)fsync(fd);
+    close(fd);
+}
+
+/* Roll an interrupted checkpoint forward: save_checkpoint renames the model, then the train
+ * state, both complete and fsynced under temporary names before the first rename; a kill
+ * between the renames leaves the new model beside the old train state and the new train state
+ * as DIR/train_state.safetensors.tmp.PID. When train_state.safetensors does not name the
+ * loaded model's hash (or is missing), the temporary one that does is renamed into place.
+ * None matching is not an error here: load_train_state reports the mismatch. */
+static int roll_forward_train_state(const char *dir, const mb_model *m) {
+    char path[4200], cand[4200], found[4200] = "";
+    snprintf(path, sizeof path, "%s/%s", dir, TRAIN_STATE_FILE);
+    const uint64_t want = params_hash(m);
+    mb_st_file f;
+    if (mb_st_open(&f, path) == MB_OK) {
+        const char *ph = mb_st_meta(&f, "params_hash");
+        const int match = ph && strtoull(ph, NULL, 16) == want;
+        mb_st_close(&f);
+        if (match) return MB_OK;
+    }
+    DIR *d = opendir(dir);
+    if (!d) return MB_OK;
+    long long step = -1;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (!is_tmp_of(e->d_name, TRAIN_STATE_FILE)) continue;
+        if (snprintf(cand, sizeof cand, "%s/%s", dir, e->d_name) >= (int)sizeof cand) continue;
+        if (mb_st_open(&f, cand)) continue; /* a torn temporary (killed while writing) */
+        const char *ph = mb_st_meta(&f, "params_hash"), *st = mb_st_meta(&f, "step");
+        if (ph && st && strtoull(ph, NULL, 16) == want && strtoll(st, NULL, 10) > step) {
+            step = strtoll(st, NULL, 10);
+            snprintf(found, sizeof found, "%s", cand);
+        }
+        mb_st_close(&f);
+    }
+    closedir(d);
+    if (!found[0]) return MB_OK;
+    if (rename(found, path))
+        return mb_fail(MB_EIO, "cannot complete the interrupted checkpoint: rename %s to %s: %s",
+                       found, path, strerror(errno));
+    sync_dir_best_effort(dir);
+    fprintf(stderr, "note: completed the interrupted checkpoint at step %lld from %s\n", step,
+            found);
+    return MB_OK;
+}
+
+/* Delete the temporary files of checkpoints interrupted by a kill (the caller holds the
+ * directory's lock, so no other run is writing them). */
+static void remove_stale_tmp(const char *dir) {
+    static const char *const bases[] = {"model.safetensors", TRAIN_STATE_FILE, "config.json"};
+    char p[4200];
+    int n = 0;
+    DIR *d = opendir(dir);
+    if (!d) return;
+    struct dirent *e;
+    while ((e = readdir(d)))
+        for (size_t i = 0; i < sizeof bases / sizeof *bases; i++)
+            if (is_tmp_of(e->d_name, bases[i]) &&
+                snprintf(p, sizeof p, "%s/%s", dir, e->d_name) < (int)sizeof p && unlink(p) == 0)
+                n++;
+    closedir(d);
+    if (n)
+        fprintf(stderr, "note: removed %d leftover temporary checkpoint file%s in %s\n", n,
+                n == 1 ? "" : "s", dir);
+}
+
+/* What a stop on a non-finite value leaves in --out, for its message. */
+static void ckpt_on_disk(char *buf, size_t n, const char *out, int64_t saved_step, int earlier) {
+    if (saved_step >= 0)
+        snprintf(buf, n, "the last checkpoint in %s (step %lld) is intact", out,
+                 (long long)saved_step);
+    else if (earlier)
+        snprintf(buf, n,
+                 "no checkpoint of this run was written yet (the one in %s is an earlier "
+                 "run's)",
+                 out);
+    else
+        snprintf(buf, n, "no checkpoint was written yet (%s holds none)", out);
 }
 
 /* rc with the last error message set to before + message + after ("--val: data file ...") */
@@ -375,6 +473,8 @@ int mb_train_with_backend(const mb_train_opts *opts_in, const mb_backend_ops *be
     int lock_fd = lock_out_dir(o.out); /* released when the process exits */
     if (lock_fd < 0) return mb_last_error()[0] ? MB_EINVAL : MB_EIO;
     snprintf(path, sizeof path, "%s/model.safetensors", o.out);
+    /* --force over an earlier run: its checkpoint stays until this run writes one */
+    const int earlier_ckpt = !o.resume && access(path, F_OK) == 0;
     if (!o.resume && !o.force && access(path, F_OK) == 0) {
         close(lock_fd);
         return mb_fail(MB_EINVAL,
@@ -387,6 +487,7 @@ int mb_train_with_backend(const mb_train_opts *opts_in, const mb_backend_ops *be
     if (o.resume) {
         if ((rc = mb_checkpoint_load(o.out, &m, NULL))) goto done;
         if ((rc = mb_adamw_init(&opt, &m, 0.9f, 0.95f, 1e-8f, 0.1f))) goto done;
+        if ((rc = roll_forward_train_state(o.out, &m))) goto done;
         if ((rc = load_train_state(o.out, &o, &m, &opt, &rs))) goto done;
         if (opts_in->steps > 0) rs.total_steps = opts_in->steps;
         fprintf(stderr,
@@ -408,6 +509,9 @@ int mb_train_with_backend(const mb_train_opts *opts_in, const mb_backend_ops *be
             goto done;
         rs.total_steps = o.steps;
     }
+    remove_stale_tmp(o.out);
+    int64_t saved_step = o.resume ? rs.step : -1; /* the checkpoint of this run on disk */
+    char on_disk[4400];
     if (o.ctx < 1 || o.batch < 1 || o.accum < 1) {
         rc = mb_fail(MB_EINVAL, "train: ctx, batch and accum must be positive");
         goto done;
@@ -556,10 +660,9 @@ int mb_train_with_backend(const mb_train_opts *opts_in, const mb_backend_ops *be
             if ((rc = be_ops->forward(be, x, y, &l))) goto done;
             if (nan_at > 0 && rs.step + 1 == nan_at) l = NAN;
             if (!isfinite(l)) {
-                rc = mb_fail(MB_ENONFINITE,
-                             "step %lld: non-finite loss (%g); stopped, the last checkpoint in %s "
-                             "is intact",
-                             (long long)rs.step + 1, (double)l, o.out);
+                ckpt_on_disk(on_disk, sizeof on_disk, o.out, saved_step, earlier_ckpt);
+                rc = mb_fail(MB_ENONFINITE, "step %lld: non-finite loss (%g); stopped, %s",
+                             (long long)rs.step + 1, (double)l, on_disk);
                 goto done;
             }
             if ((rc = be_ops->backward(be, 1.0f / (float)(o.batch * o.ctx * o.accum)))) goto done;
@@ -568,10 +671,9 @@ int mb_train_with_backend(const mb_train_opts *opts_in, const mb_backend_ops *be
         double gnorm;
         if ((rc = be_ops->clip(be, o.clip, &gnorm))) goto done;
         if (!isfinite(gnorm)) {
-            rc = mb_fail(MB_ENONFINITE,
-                         "step %lld: non-finite gradient norm (%g); stopped, the last checkpoint "
-                         "in %s is intact",
-                         (long long)rs.step + 1, gnorm, o.out);
+            ckpt_on_disk(on_disk, sizeof on_disk, o.out, saved_step, earlier_ckpt);
+            rc = mb_fail(MB_ENONFINITE, "step %lld: non-finite gradient norm (%g); stopped, %s",
+                         (long long)rs.step + 1, gnorm, on_disk);
             goto done;
         }
         /* warm-up is capped at 10% of the run so short runs still decay */
@@ -653,6 +755,7 @@ int mb_train_with_backend(const mb_train_opts *opts_in, const mb_backend_ops *be
             }
             rs.elapsed = el;
             if (rc) goto done;
+            saved_step = rs.step;
         }
         stop = last;
         if (interrupted) {
