@@ -122,7 +122,7 @@ static int generate_cuda(const mb_model *m, const unsigned char *p, int64_t plen
         fprintf(stderr, "\nmambabyte generate: %s\n", mb_last_error());
         return 1;
     }
-    if (echo && isatty(1)) fputc('\n', stdout);
+    if ((echo || n_gen > 0) && isatty(1)) fputc('\n', stdout); /* (the stats line apart) */
     fflush(stdout);
     fprintf(stderr,
             "prompt %lld bytes in %.2fs (%.0f bytes/s); generated %lld bytes in %.2fs "
@@ -296,7 +296,7 @@ int cmd_generate(int argc, char **argv) {
     }
     double t2 = now_seconds();
     free(step_logits);
-    if (echo && isatty(1)) fputc('\n', stdout); /* exactly the bytes otherwise */
+    if ((echo || n_gen > 0) && isatty(1)) fputc('\n', stdout); /* exactly the bytes otherwise */
     fflush(stdout);
     char rss[32];
     fprintf(stderr,

@@ -107,12 +107,32 @@ static void test_config_json_float_overflow(void **st) {
     assert_float_equal(c.dt_max, 0.2f, 1e-7);
 }
 
+/* A transformers config without model_type is still read as one (it was refused as a
+ * mamba_ssm config with an unknown field "architectures"); a wrong model_type is named. */
+static void test_config_json_hf_without_model_type(void **st) {
+    (void)st;
+    const char *j = "{\"architectures\": [\"MambaForCausalLM\"], \"hidden_size\": 64, "
+                    "\"num_hidden_layers\": 2, \"vocab_size\": 256}";
+    mb_config c;
+    mb_config_flavour fl = MB_CFG_MAMBA_SSM;
+    assert_int_equal(mb_config_json_parse(j, (int64_t)strlen(j), "x/config.json", &c, &fl), 0);
+    assert_int_equal(fl, MB_CFG_HF);
+    assert_int_equal(c.d_model, 64);
+    assert_int_equal(c.n_layer, 2);
+    const char *bad = "{\"model_type\": \"llama\", \"hidden_size\": 64, "
+                      "\"num_hidden_layers\": 2, \"vocab_size\": 256}";
+    assert_int_equal(mb_config_json_parse(bad, (int64_t)strlen(bad), "x/config.json", &c, NULL),
+                     MB_EFORMAT);
+    assert_non_null(strstr(mb_last_error(), "model_type"));
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_presets_sizes),
         cmocka_unit_test(test_param_count),
         cmocka_unit_test(test_model_init),
         cmocka_unit_test(test_config_json_float_overflow),
+        cmocka_unit_test(test_config_json_hf_without_model_type),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -144,6 +144,13 @@ static int resolve_paths(const char *path, mb_checkpoint_info *in) {
             return mb_fail(MB_EINVAL, "checkpoint %s: path too long", path);
         if (slash == path) snprintf(in->config_path, cap, "/config.json");
         const char *base = slash ? slash + 1 : path;
+        const size_t bl = strlen(base);
+        if (strcmp(base, "config.json") != 0 &&
+            !(bl >= 12 && strcmp(base + bl - 12, ".safetensors") == 0))
+            return mb_fail(MB_EINVAL,
+                           "checkpoint %s: not a checkpoint directory, a .safetensors file or a "
+                           "config.json",
+                           path);
         if (strcmp(base, "config.json") == 0) { /* -m DIR/config.json means DIR */
             if ((size_t)snprintf(in->weights_path, cap, "%.*s/model.safetensors", dl,
                                  slash ? path : ".") >= cap)

@@ -355,7 +355,11 @@ int mb_config_json_parse(const char *text, int64_t len, const char *path, mb_con
         rc = mb_fail(MB_EFORMAT, "file %s: top level is %s, expected a JSON object", path,
                      mb_json_type(root));
     } else {
+        /* Hugging Face flavour: model_type, or (without it) a field only transformers' config
+         * has, so that a missing model_type is reported as such */
         const cJSON *mt = cJSON_GetObjectItemCaseSensitive(root, "model_type");
+        if (!mt) mt = cJSON_GetObjectItemCaseSensitive(root, "hidden_size");
+        if (!mt) mt = cJSON_GetObjectItemCaseSensitive(root, "architectures");
         mb_config_default(c, 1, 1);
         c->dt_rank = 0;
         c->d_model = c->n_layer = 0;
