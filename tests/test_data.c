@@ -392,13 +392,13 @@ static void test_pack_validation(void **st) {
     assert_int_equal(mb_pack_open(&p, pack), 0);
     assert_int_equal(p.n_docs, 2);
     assert_int_equal(p.total_bytes, 10);
-    /* layout: 64-byte header, 2 x 16 index, then data */
-    assert_int_equal(p.map_len, 64 + 32 + 10);
-    assert_memory_equal(p.map + 96, "aaaabbbbbb", 10);
+    /* layout: 72-byte header, 2 x 16 index, then data */
+    assert_int_equal(p.map_len, 72 + 32 + 10);
+    assert_memory_equal(p.map + 104, "aaaabbbbbb", 10);
     mb_pack_close(&p);
 
     /* truncated: one data byte missing */
-    assert_int_equal(truncate(pack, 64 + 32 + 9), 0);
+    assert_int_equal(truncate(pack, 72 + 32 + 9), 0);
     assert_int_equal(mb_pack_open(&p, pack), MB_EFORMAT);
     assert_non_null(strstr(mb_last_error(), pack));
     assert_non_null(strstr(mb_last_error(), "truncated"));
@@ -419,14 +419,14 @@ static void test_pack_validation(void **st) {
 
     /* index entry 1: length 7 runs past the 10 data bytes */
     int64_t bad = 7;
-    poke(pack, 64 + 16 + 8, &bad, 8);
+    poke(pack, 72 + 16 + 8, &bad, 8);
     assert_int_equal(mb_pack_open(&p, pack), MB_EFORMAT);
     assert_non_null(strstr(mb_last_error(), "index entry 1"));
     assert_non_null(strstr(mb_last_error(), pack));
     /* negative offset in entry 0 */
     assert_int_equal(mb_pack_build(tp("v"), MB_DATA_AUTO, pack), 0);
     bad = -3;
-    poke(pack, 64, &bad, 8);
+    poke(pack, 72, &bad, 8);
     assert_int_equal(mb_pack_open(&p, pack), MB_EFORMAT);
     assert_non_null(strstr(mb_last_error(), "index entry 0"));
     /* header field changed: header hash catches it */
@@ -444,6 +444,82 @@ static void test_pack_validation(void **st) {
     assert_non_null(strstr(mb_last_error(), "trailing"));
     assert_int_equal(mb_pack_open(&p, tp("absent.pack")), MB_EIO);
     assert_non_null(strstr(mb_last_error(), "absent.pack"));
+}
+
+/* The documents are covered by the content hash in the header: a damaged body (header intact)
+ * is refused by open and rebuilt from the input by load; with the input gone, load fails
+ * naming it; a pack of the previous format version is rebuilt. */
+static void test_pack_content_hash(void **st) {
+    (void)st;
+    enum { N = 3000 };
+    char body[N];
+    for (int i = 0; i < N; i++)
+        body[i] = (char)('a' + i % 23);
+    TMPPATH(in, "ch.txt");
+    TMPPATH(pack, "ch.pack");
+    write_file(in, body, N);
+    mb_pack p;
+    int rebuilt = -1;
+    assert_int_equal(mb_pack_load(&p, in, MB_DATA_AUTO, pack, &rebuilt), 0);
+    assert_int_equal(rebuilt, 1);
+    const uint64_t h0 = p.content_hash;
+    const int64_t data_off = 72 + 16;
+    mb_pack_close(&p);
+
+    /* the hash depends on the content (same length, one byte changed) and is deterministic */
+    TMPPATH(in2, "ch2.txt");
+    TMPPATH(pack2, "ch2.pack");
+    body[N / 2] ^= 1;
+    write_file(in2, body, N);
+    assert_int_equal(mb_pack_load(&p, in2, MB_DATA_AUTO, pack2, NULL), 0);
+    assert_true(p.content_hash != h0);
+    mb_pack_close(&p);
+    body[N / 2] ^= 1;
+    write_file(in2, body, N);
+    assert_int_equal(mb_pack_build(in2, MB_DATA_AUTO, pack2), 0);
+    assert_int_equal(mb_pack_open(&p, pack2), 0);
+    assert_int_equal(p.content_hash, h0);
+    mb_pack_close(&p);
+
+    /* body overwritten, header intact: open refuses, load rebuilds with the original bytes */
+    char z[N - 1100];
+    memset(z, 'Z', sizeof z);
+    poke(pack, 1000, z, sizeof z);
+    assert_int_equal(mb_pack_open(&p, pack), MB_EFORMAT);
+    assert_non_null(strstr(mb_last_error(), "content hash"));
+    assert_non_null(strstr(mb_last_error(), pack));
+    assert_int_equal(mb_pack_load(&p, in, MB_DATA_AUTO, pack, &rebuilt), 0);
+    assert_int_equal(rebuilt, 1);
+    expect_doc(&p, 0, body, N);
+    assert_int_equal(p.content_hash, h0);
+    mb_pack_close(&p);
+    /* a single flipped bit in the last (partial-word) data byte */
+    char c = (char)(body[N - 1] ^ 0x40);
+    poke(pack, data_off + N - 1, &c, 1);
+    assert_int_equal(mb_pack_open(&p, pack), MB_EFORMAT);
+    assert_int_equal(mb_pack_load(&p, in, MB_DATA_AUTO, pack, &rebuilt), 0);
+    assert_int_equal(rebuilt, 1);
+    expect_doc(&p, 0, body, N);
+    mb_pack_close(&p);
+    assert_int_equal(mb_pack_load(&p, in, MB_DATA_AUTO, pack, &rebuilt), 0);
+    assert_int_equal(rebuilt, 0);
+    mb_pack_close(&p);
+
+    /* an older version's pack is rebuilt, not misread */
+    uint32_t v1 = 1;
+    poke(pack, 8, &v1, 4);
+    assert_int_equal(mb_pack_open(&p, pack), MB_EFORMAT);
+    assert_non_null(strstr(mb_last_error(), "version 1"));
+    assert_int_equal(mb_pack_load(&p, in, MB_DATA_AUTO, pack, &rebuilt), 0);
+    assert_int_equal(rebuilt, 1);
+    mb_pack_close(&p);
+
+    /* damaged pack, input gone: a clear error naming the input, the pack is not used */
+    poke(pack, 1000, z, sizeof z);
+    assert_int_equal(unlink(in), 0);
+    assert_int_not_equal(mb_pack_load(&p, in, MB_DATA_AUTO, pack, &rebuilt), 0);
+    assert_non_null(strstr(mb_last_error(), in));
+    assert_null(p.map);
 }
 
 /* ---------------------------------------------------------------- split */
@@ -756,6 +832,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_empty_inputs, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cache_and_rebuild, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pack_validation, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pack_content_hash, setup, teardown),
         cmocka_unit_test_setup_teardown(test_split, setup, teardown),
         cmocka_unit_test(test_sampler_short_docs),
         cmocka_unit_test(test_sampler_bounds_exact_len),

@@ -23,8 +23,8 @@
 #endif
 
 #define PACK_MAGIC "MBPACK\0\1"
-#define PACK_VERSION 1u
-#define PACK_HEADER 64
+#define PACK_VERSION 2u
+#define PACK_HEADER 72
 #define SRC_DIR 0x100u
 
 /* ---------------------------------------------------------------- hashing */
@@ -42,6 +42,65 @@ static uint64_t mix64(uint64_t z) {
     z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
     z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
     return z ^ (z >> 31);
+}
+
+/* Content hash of a pack (data.h): a stream of bytes read as little-endian 8-byte words, each
+ * folded in by h = rotl64(h ^ w * K1, 31) * K2; a last partial word is zero-padded; the result
+ * is mix64(h ^ stream length). One multiply on the dependency chain per 8 bytes: several GB/s.
+ * Streamed (the pack is written in pieces): up to 7 bytes wait in `tail`. */
+typedef struct {
+    uint64_t h, n;
+    uint8_t tail[8];
+    unsigned nt;
+} chash;
+#define CHASH_K1 0x9e3779b97f4a7c15ULL
+#define CHASH_K2 0xff51afd7ed558ccdULL
+
+static inline uint64_t chash_word(uint64_t h, uint64_t w) {
+    h ^= w * CHASH_K1;
+    h = (h << 31) | (h >> 33);
+    return h * CHASH_K2;
+}
+
+static void chash_init(chash *c) {
+    memset(c, 0, sizeof *c);
+    c->h = 0x6d62706b68617368ULL; /* "mbpkhash" */
+}
+
+static void chash_update(chash *c, const void *p, size_t n) {
+    const uint8_t *b = p;
+    c->n += n;
+    if (c->nt) {
+        size_t k = 8 - c->nt < n ? 8 - c->nt : n;
+        memcpy(c->tail + c->nt, b, k);
+        c->nt += (unsigned)k;
+        b += k;
+        n -= k;
+        if (c->nt < 8) return;
+        uint64_t w;
+        memcpy(&w, c->tail, 8);
+        c->h = chash_word(c->h, w);
+        c->nt = 0;
+    }
+    uint64_t h = c->h;
+    for (; n >= 8; b += 8, n -= 8) {
+        uint64_t w;
+        memcpy(&w, b, 8);
+        h = chash_word(h, w);
+    }
+    c->h = h;
+    memcpy(c->tail, b, n);
+    c->nt = (unsigned)n;
+}
+
+static uint64_t chash_final(const chash *c) {
+    uint64_t h = c->h;
+    if (c->nt) {
+        uint64_t w = 0;
+        memcpy(&w, c->tail, c->nt);
+        h = chash_word(h, w);
+    }
+    return mix64(h ^ c->n);
 }
 
 int mb_data_format_parse(const char *name, mb_data_format *out) {
@@ -315,6 +374,7 @@ typedef struct {
     int64_t *index; /* (cap, 2) */
     int64_t n, cap;
     int64_t total;
+    chash hash; /* of the document bytes so far */
 } pack_writer;
 
 static int pw_doc(pack_writer *w, int64_t n) {
@@ -334,6 +394,7 @@ static int pw_doc(pack_writer *w, int64_t n) {
 static int pw_bytes(pack_writer *w, const void *b, int64_t n) {
     if (n > 0 && fwrite(b, 1, (size_t)n, w->f) != (size_t)n)
         return mb_fail(MB_EIO, "pack %s: write failed: %s", w->tmp, strerror(errno));
+    if (n > 0) chash_update(&w->hash, b, (size_t)n);
     w->total += n;
     return 0;
 }
@@ -649,7 +710,8 @@ static int pack_raw(pack_writer *w, const in_file *f) {
     return rc;
 }
 
-static void put_header(uint8_t *h, uint32_t src, uint64_t fp, int64_t n_docs, int64_t total) {
+static void put_header(uint8_t *h, uint32_t src, uint64_t fp, int64_t n_docs, int64_t total,
+                       uint64_t content) {
     memset(h, 0, PACK_HEADER);
     memcpy(h, PACK_MAGIC, 8);
     uint32_t ver = PACK_VERSION;
@@ -661,8 +723,9 @@ static void put_header(uint8_t *h, uint32_t src, uint64_t fp, int64_t n_docs, in
     int64_t io = PACK_HEADER, dof = PACK_HEADER + 16 * n_docs;
     memcpy(h + 40, &io, 8);
     memcpy(h + 48, &dof, 8);
-    uint64_t hh = fnv1a(FNV_INIT, h, 56);
-    memcpy(h + 56, &hh, 8);
+    memcpy(h + 56, &content, 8);
+    uint64_t hh = fnv1a(FNV_INIT, h, 64);
+    memcpy(h + 64, &hh, 8);
 }
 
 static int build_listed(const char *input, const in_list *l, int is_dir, mb_data_format fmt,
@@ -683,6 +746,7 @@ static int build_listed(const char *input, const in_list *l, int is_dir, mb_data
     }
     pack_writer w = {0};
     w.tmp = tmp;
+    chash_init(&w.hash);
     w.f = fdopen(fd, "wb");
     int rc = 0;
     if (!w.f) {
@@ -737,7 +801,9 @@ static int build_listed(const char *input, const in_list *l, int is_dir, mb_data
         goto fail;
     }
     uint8_t hdr[PACK_HEADER];
-    put_header(hdr, (uint32_t)fmt | (is_dir ? SRC_DIR : 0), fp, n_docs, w.total);
+    chash_update(&w.hash, w.index, (size_t)n_docs * 16); /* then the index: data || index */
+    put_header(hdr, (uint32_t)fmt | (is_dir ? SRC_DIR : 0), fp, n_docs, w.total,
+               chash_final(&w.hash));
     if (fseeko(w.f, 0, SEEK_SET) != 0 || fwrite(hdr, 1, PACK_HEADER, w.f) != PACK_HEADER ||
         fwrite(w.index, 16, (size_t)n_docs, w.f) != (size_t)n_docs || fflush(w.f) != 0 ||
         fsync(fileno(w.f)) != 0) {
@@ -788,7 +854,10 @@ int mb_pack_build(const char *input, mb_data_format fmt, const char *pack_path) 
 }
 
 /* ---------------------------------------------------------------- pack reader */
-int mb_pack_open(mb_pack *p, const char *pack_path) {
+/* *damaged (may be NULL) is set to 1 when the file is a mambabyte pack of this version whose
+ * header, index or documents fail their checks (truncated, hash mismatch), else 0. */
+static int pack_open(mb_pack *p, const char *pack_path, int *damaged) {
+    if (damaged) *damaged = 0;
     memset(p, 0, sizeof *p);
     if (!pack_path) return mb_fail(MB_EINVAL, "mb_pack_open: NULL path");
     snprintf(p->path, sizeof p->path, "%s", pack_path);
@@ -798,6 +867,7 @@ int mb_pack_open(mb_pack *p, const char *pack_path) {
     if (orc) return orc;
     if (size < PACK_HEADER) {
         close(fd);
+        if (damaged) *damaged = 1; /* (packs are written whole: never this short) */
         return mb_fail(MB_EFORMAT, "pack %s: truncated (%lld bytes, header needs %d)", pack_path,
                        (long long)size, PACK_HEADER);
     }
@@ -819,12 +889,13 @@ int mb_pack_open(mb_pack *p, const char *pack_path) {
     memcpy(&p->total_bytes, h + 32, 8);
     memcpy(&io, h + 40, 8);
     memcpy(&dof, h + 48, 8);
-    memcpy(&hh, h + 56, 8);
+    memcpy(&p->content_hash, h + 56, 8);
+    memcpy(&hh, h + 64, 8);
     if (memcmp(h, PACK_MAGIC, 8) != 0) {
         rc = mb_fail(MB_EFORMAT, "pack %s: bad magic (not a mambabyte pack)", pack_path);
     } else if (ver != PACK_VERSION) {
         rc = mb_fail(MB_EFORMAT, "pack %s: version %u, expected %u", pack_path, ver, PACK_VERSION);
-    } else if (hh != fnv1a(FNV_INIT, h, 56)) {
+    } else if (hh != fnv1a(FNV_INIT, h, 64)) {
         rc = mb_fail(MB_EFORMAT, "pack %s: header hash mismatch (corrupt header)", pack_path);
     } else if (p->n_docs < 0 || p->n_docs > (INT64_MAX - PACK_HEADER) / 16 || p->total_bytes < 0 ||
                io != PACK_HEADER || dof != PACK_HEADER + 16 * p->n_docs ||
@@ -861,11 +932,28 @@ int mb_pack_open(mb_pack *p, const char *pack_path) {
             rc = mb_fail(MB_EFORMAT, "pack %s: documents cover %lld of %lld data bytes", pack_path,
                          (long long)run, (long long)p->total_bytes);
     }
+    if (!rc) {
+        chash c;
+        chash_init(&c);
+        chash_update(&c, p->bytes, (size_t)p->total_bytes);
+        chash_update(&c, p->index, (size_t)p->n_docs * 16);
+        uint64_t got = chash_final(&c);
+        if (got != p->content_hash)
+            rc = mb_fail(MB_EFORMAT,
+                         "pack %s: content hash mismatch (documents damaged: %016llx, header "
+                         "says %016llx)",
+                         pack_path, (unsigned long long)got, (unsigned long long)p->content_hash);
+    }
     if (rc) {
+        if (damaged) *damaged = memcmp(h, PACK_MAGIC, 8) == 0 && ver == PACK_VERSION;
         munmap(p->map, (size_t)p->map_len);
         memset(p, 0, sizeof *p);
     }
     return rc;
+}
+
+int mb_pack_open(mb_pack *p, const char *pack_path) {
+    return pack_open(p, pack_path, NULL);
 }
 
 void mb_pack_close(mb_pack *p) {
@@ -889,12 +977,16 @@ int mb_pack_load(mb_pack *p, const char *input, mb_data_format fmt, const char *
     int rc = list_input_nonempty(input, fmt, pack_path, &l, &is_dir, &rf, &fp);
     if (rc) return rc;
     uint32_t src = (uint32_t)rf | (is_dir ? SRC_DIR : 0);
-    if (mb_pack_open(p, pack_path) == 0) {
+    int damaged = 0;
+    if (pack_open(p, pack_path, &damaged) == 0) {
         if (p->fingerprint == fp && p->source == src) {
             in_list_free(&l);
             return 0;
         }
         mb_pack_close(p);
+    } else if (damaged) {
+        fprintf(stderr, "note: the cached pack is damaged (%s); rebuilding it from %s\n",
+                mb_last_error(), input);
     }
     rc = build_listed(input, &l, is_dir, rf, fp, pack_path);
     in_list_free(&l);
@@ -1115,6 +1207,12 @@ int mb_train_sampler_set_state(mb_train_sampler *s, const mb_train_sampler_state
     s->epoch = st->epoch;
     s->pos = st->pos;
     return 0;
+}
+
+void mb_train_sampler_restart(mb_train_sampler *s, const mb_train_sampler_state *st) {
+    memcpy(s->rng.s, st->rng, sizeof st->rng);
+    s->epoch = st->epoch + 1;
+    sampler_shuffle(s);
 }
 
 /* ---------------------------------------------------------------- evaluation */

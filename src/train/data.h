@@ -17,17 +17,23 @@
  * Pack file (little-endian), built once, written atomically (hidden temporary file in the
  * pack's directory, fsync, rename, fsync of the directory), then memory-mapped read-only:
  *   off  0  char[8]  magic "MBPACK\0\1"
- *   off  8  u32      version (1)
+ *   off  8  u32      version (2; a pack of another version is rebuilt, never read)
  *   off 12  u32      source format (1 bytes, 2 jsonl, 0 a directory mixing both in "auto"
  *                    format) | 0x100 when the input was a directory
  *   off 16  u64      input fingerprint: hash of the input's real path, the format, and for
  *                    every input file its relative path, size and mtime (s and ns)
  *   off 24  i64      n_docs
  *   off 32  i64      total_bytes (sum of document lengths)
- *   off 40  i64      index offset (= 64)
- *   off 48  i64      data offset (= 64 + 16 * n_docs)
- *   off 56  u64      FNV-1a hash of bytes 0..55 (header check)
- *   off 64  i64[n_docs][2]  (offset, length) of each document, in bytes from the data offset;
+ *   off 40  i64      index offset (= 72)
+ *   off 48  i64      data offset (= 72 + 16 * n_docs)
+ *   off 56  u64      content hash of the documents: the stream of the data bytes followed by
+ *                    the index, read as little-endian 8-byte words (a last partial word
+ *                    zero-padded), each folded in by h = rotl64(h ^ w * 0x9e3779b97f4a7c15, 31)
+ *                    * 0xff51afd7ed558ccd from h = 0x6d62706b68617368; the hash is then
+ *                    splitmix64's finalizer of h ^ (stream length in bytes). Checked on every
+ *                    open (one pass over the data, several GB/s).
+ *   off 64  u64      FNV-1a hash of bytes 0..63 (header check)
+ *   off 72  i64[n_docs][2]  (offset, length) of each document, in bytes from the data offset;
  *                    documents tile the data in order (offset_i = sum of earlier lengths)
  *   then    u8[total_bytes]  the documents, concatenated
  * The file size must be exactly data offset + total_bytes.
@@ -59,7 +65,8 @@ typedef struct {
     const int64_t *index; /* (n_docs, 2): offset, length in bytes into `bytes` */
     const uint8_t *bytes; /* total_bytes */
     uint64_t fingerprint;
-    uint32_t source; /* header field at offset 12 */
+    uint64_t content_hash; /* header field at offset 56, verified against the documents */
+    uint32_t source;       /* header field at offset 12 */
 } mb_pack;
 
 /* Default pack location: "<out_dir>/data.pack" when out_dir is non-NULL, else "<input>.mbpack"
@@ -71,15 +78,18 @@ int mb_data_pack_path(const char *input, const char *out_dir, char *buf, int64_t
  * (empty file, directory without regular files, no bytes at all: names the input path). */
 int mb_pack_build(const char *input, mb_data_format fmt, const char *pack_path);
 
-/* Map and validate a pack (magic, version, header hash, sizes, every index entry).
- * Errors name the pack path: MB_EIO (cannot open/map), MB_EFORMAT (truncated, bad magic,
- * bad version, index entry out of range or not tiling the data). */
+/* Map and validate a pack (magic, version, header hash, sizes, every index entry, content
+ * hash). Errors name the pack path: MB_EIO (cannot open/map), MB_EFORMAT (truncated, bad magic,
+ * bad version, index entry out of range or not tiling the data, content hash mismatch). */
 int mb_pack_open(mb_pack *p, const char *pack_path);
 void mb_pack_close(mb_pack *p);
 
 /* Open the pack for `input`, (re)building it first when it is missing, unreadable, invalid,
  * or its stored fingerprint/format differs from the input's current one (size/mtime of every
- * input file). *rebuilt (may be NULL) is set to 1 when it was built, 0 when reused. */
+ * input file). A pack of this version that fails its checks (damaged: truncated, header or
+ * content hash mismatch) is rebuilt with a note on stderr naming the pack and the input.
+ * The input is listed first: when it is gone, the error names it (a cached pack is never used
+ * without its input). *rebuilt (may be NULL) is set to 1 when it was built, 0 when reused. */
 int mb_pack_load(mb_pack *p, const char *input, mb_data_format fmt, const char *pack_path,
                  int *rebuilt);
 
@@ -165,6 +175,9 @@ void mb_train_sampler_get_state(const mb_train_sampler *s, mb_train_sampler_stat
 /* Restore a state from get_state (same split and ctx): the following windows are identical.
  * MB_EINVAL when ctx / n_slots differ or epoch/pos are out of range. */
 int mb_train_sampler_set_state(mb_train_sampler *s, const mb_train_sampler_state *st);
+/* Continue a saved state's random stream on other data (a resume whose data changed): starts
+ * epoch st->epoch + 1, shuffled from st->rng, at its first slot. Not an exact continuation. */
+void mb_train_sampler_restart(mb_train_sampler *s, const mb_train_sampler_state *st);
 
 /* ---------------------------------------------------------------- evaluation iterator */
 /* Walks validation spans in order; span j of n bytes yields windows starting at 0, ctx, 2ctx,

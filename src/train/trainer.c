@@ -131,6 +131,11 @@ typedef struct {
     int64_t bytes_seen;
     double elapsed;
     mb_train_sampler_state sampler;
+    /* content hashes of the packs trained on (data.h): saved as metadata "data_hash"
+     * ("train=<hex16> val=<hex16>", val=none when validation is split from --data) so that a
+     * resume notices other data; have_data_hash 0 for a train state written without it */
+    int have_data_hash, has_val_hash;
+    uint64_t train_hash, val_hash;
 } run_state;
 
 static int save_train_state(const char *dir, const mb_train_opts *o, const mb_model *m,
@@ -147,6 +152,10 @@ static int save_train_state(const char *dir, const mb_train_opts *o, const mb_mo
     META("bytes_seen", "%" PRId64, rs->bytes_seen);
     META("elapsed", "%.17g", rs->elapsed);
     META("params_hash", "%016" PRIx64, params_hash(m));
+    if (rs->has_val_hash)
+        META("data_hash", "train=%016" PRIx64 " val=%016" PRIx64, rs->train_hash, rs->val_hash);
+    else
+        META("data_hash", "train=%016" PRIx64 " val=none", rs->train_hash);
     META("sampler",
          "%" PRIu64 " %" PRIu64 " %" PRIu64 " %" PRIu64 " %" PRIu64 " %" PRIu64 " %" PRIu64
          " %" PRIu64 " %" PRId64 " %" PRId64 " %" PRId64 " %" PRId64,
@@ -251,6 +260,21 @@ static int load_train_state(const char *dir, mb_train_opts *o, const mb_model *m
     }
     o->seed = (uint64_t)seed;
     opt->step = adam_step;
+    const char *dh = mb_st_meta(&f, "data_hash"); /* (absent in older train states) */
+    if (dh) {
+        const char *tp = strstr(dh, "train="), *vp = strstr(dh, "val=");
+        char *e1 = NULL, *e2 = NULL;
+        if (tp) rs->train_hash = strtoull(tp + 6, &e1, 16);
+        if (vp && strncmp(vp + 4, "none", 4) != 0) {
+            rs->val_hash = strtoull(vp + 4, &e2, 16);
+            rs->has_val_hash = 1;
+        }
+        if (!tp || !vp || e1 != tp + 22 || (rs->has_val_hash && e2 != vp + 20)) {
+            rc = mb_fail(MB_EFORMAT, "%s: metadata 'data_hash' is malformed", path);
+            goto out;
+        }
+        rs->have_data_hash = 1;
+    }
     opt->beta1 = (float)o->beta1, opt->beta2 = (float)o->beta2, opt->eps = (float)o->eps;
     opt->weight_decay = (float)o->weight_decay;
     rc = MB_OK;
@@ -389,29 +413,79 @@ typedef struct {
     int64_t n;
 } doc_list;
 
-/* SIGINT / SIGTERM during training: the loop finishes its step, writes a checkpoint and stops
- * (the handler is one-shot: a second signal ends the process at once; the checkpoint on disk
- * is then the previous one, intact). */
+/* SIGINT / SIGTERM during training: the loop finishes its step (a validation pass stops at its
+ * next window), writes a checkpoint and stops. A second signal prints one line (write(2):
+ * async-signal-safe) and ends the process at once by the signal's default action; the
+ * checkpoint on disk is then the previous one, intact. */
 static volatile sig_atomic_t g_signal = 0;
 static void on_signal(int signo) {
+    if (g_signal) {
+        static const char msg[] = "mambabyte: second signal: stopping now; the checkpoint on "
+                                  "disk is the previous one\n";
+        ssize_t w = write(STDERR_FILENO, msg, sizeof msg - 1);
+        (void)w;
+        signal(signo, SIG_DFL);
+        raise(signo); /* blocked until this handler returns, then the default action */
+        return;
+    }
     g_signal = signo;
+}
+
+/* The backend's scorer, stopped (MB_EINTR) before the next window once a signal has come. */
+static int score_unless_signalled(void *user, const uint8_t *x, const uint8_t *y, int64_t B,
+                                  int64_t L, double *nats) {
+    mb_backend *be = user;
+    if (g_signal) return mb_fail(MB_EINTR, "validation interrupted by signal %d", (int)g_signal);
+    return be->ops->score(be, x, y, B, L, nats);
 }
 
 /* Validation bpb through the session's scorer (on a GPU in the training precision) into *bpb
  * (NaN without validation documents). A scorer error (device out of memory, CUDA error) is
- * returned, never turned into a NaN. */
+ * returned, never turned into a NaN; MB_EINTR when a signal stopped the pass. */
 static int validate(mb_backend *be, const doc_list *val, const mb_train_opts *o, int64_t max_bytes,
                     double *bpb, int64_t *scored) {
     mb_eval_result r;
     *scored = 0;
     *bpb = NAN;
     if (val->n == 0) return MB_OK;
-    int rc = mb_evaluate_windows(be->ops->score, be, val->docs, val->n, o->ctx, o->batch, max_bytes,
-                                 NULL, NULL, &r);
+    int rc = mb_evaluate_windows(score_unless_signalled, be, val->docs, val->n, o->ctx, o->batch,
+                                 max_bytes, NULL, NULL, &r);
     if (rc) return rc;
     *scored = r.bytes;
     *bpb = mb_eval_bpb(&r);
     return MB_OK;
+}
+
+/* Write the checkpoint of the current step (device state synced to the host first). */
+static int checkpoint(const mb_train_opts *o, const mb_model *m, const mb_adamw *opt, run_state *rs,
+                      const mb_train_sampler *sampler, mb_backend *be, const mb_backend_ops *be_ops,
+                      double t0) {
+    mb_train_sampler_get_state(sampler, &rs->sampler);
+    double el = rs->elapsed;
+    rs->elapsed += wall() - t0;
+    int rc = be_ops->sync(be); /* device -> host parameters and moments */
+    if (rc == MB_OK) {
+        rc = save_checkpoint(o, m, opt, rs);
+        if (rc) { /* (the files are replaced only once both are written) */
+            char before[64], after[4200];
+            snprintf(before, sizeof before,
+                     "checkpoint at step %lld not written: ", (long long)rs->step);
+            snprintf(after, sizeof after, "; the previous one in %s, if any, is unchanged", o->out);
+            rc = fail_wrap(rc, before, after);
+        }
+    }
+    rs->elapsed = el;
+    return rc;
+}
+
+/* After a signal, once the checkpoint of rs->step is on disk: the note and MB_EINTR. */
+static int interrupted(const run_state *rs, const char *out) {
+    fprintf(stderr, "interrupted (signal %d) at step %lld: checkpoint saved in %s\n", (int)g_signal,
+            (long long)rs->step, out);
+    return mb_fail(MB_EINTR,
+                   "interrupted by signal %d at step %lld; the checkpoint in %s is complete: "
+                   "continue with --resume",
+                   (int)g_signal, (long long)rs->step, out);
 }
 
 static void log_json(FILE *f, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -539,7 +613,48 @@ int mb_train_with_backend(const mb_train_opts *opts_in, const mb_backend_ops *be
     have_split = 1;
     if ((rc = mb_train_sampler_init(&sampler, &split, o.ctx, o.seed + 1))) goto done;
     have_sampler = 1;
-    if (o.resume && (rc = mb_train_sampler_set_state(&sampler, &rs.sampler))) goto done;
+    if (o.resume) {
+        /* other data than the run was trained on: allowed (more data is a legitimate use),
+         * with a warning, as the sampler state refers to the old data */
+        int data_changed = 0;
+        if (rs.have_data_hash && rs.train_hash != pack.content_hash) {
+            data_changed = 1;
+            fprintf(stderr,
+                    "warning: --data %s differs from the data this run was trained on (content "
+                    "hash %016" PRIx64 ", the checkpoint's %016" PRIx64
+                    "): the run continues on the new data, but it is no longer an exact "
+                    "continuation\n",
+                    o.data, pack.content_hash, rs.train_hash);
+        }
+        if (rs.have_data_hash &&
+            (rs.has_val_hash != (o.val != NULL) || (o.val && rs.val_hash != vpack.content_hash))) {
+            if (o.val && rs.has_val_hash)
+                fprintf(stderr,
+                        "warning: --val %s differs from the validation data this run was "
+                        "started with (content hash %016" PRIx64 ", the checkpoint's %016" PRIx64
+                        "): the run continues on the new data, but it is no longer an exact "
+                        "continuation (its val_bpb is not comparable with the earlier ones)\n",
+                        o.val, vpack.content_hash, rs.val_hash);
+            else
+                fprintf(stderr,
+                        "warning: %s: the run continues on the new validation data, but it is "
+                        "no longer an exact continuation (its val_bpb is not comparable with the "
+                        "earlier ones)\n",
+                        o.val ? "--val is given, but this run was started without one"
+                              : "--val is not given, but this run was started with one");
+        }
+        if ((rc = mb_train_sampler_set_state(&sampler, &rs.sampler))) {
+            if (!data_changed) goto done;
+            /* the saved slot order does not fit the new data: a new epoch over them */
+            mb_train_sampler_restart(&sampler, &rs.sampler);
+            fprintf(stderr, "note: the data sampler starts a new epoch over the new data\n");
+            rc = MB_OK;
+        }
+    }
+    rs.have_data_hash = 1;
+    rs.train_hash = pack.content_hash;
+    rs.has_val_hash = o.val != NULL;
+    rs.val_hash = o.val ? vpack.content_hash : 0;
     int64_t train_bytes = 0, val_bytes = 0;
     for (int64_t i = 0; i < split.n_train; i++)
         train_bytes += split.train[i].len;
@@ -617,9 +732,10 @@ int mb_train_with_backend(const mb_train_opts *opts_in, const mb_backend_ops *be
     {
         struct sigaction sa;
         memset(&sa, 0, sizeof sa);
-        sa.sa_handler = on_signal;
-        sa.sa_flags = SA_RESETHAND;
+        sa.sa_handler = on_signal; /* (stays installed: it handles the second signal too) */
         sigemptyset(&sa.sa_mask);
+        sigaddset(&sa.sa_mask, SIGINT);
+        sigaddset(&sa.sa_mask, SIGTERM);
         g_signal = 0;
         sigaction(SIGINT, &sa, &old_int);
         sigaction(SIGTERM, &sa, &old_term);
@@ -630,7 +746,13 @@ int mb_train_with_backend(const mb_train_opts *opts_in, const mb_backend_ops *be
     double last_val = NAN;
     int64_t scored;
     if (!o.resume && o.eval_every > 0) { /* bpb before training, for the curve */
-        if ((rc = validate(be, &val, &o, o.eval_bytes, &last_val, &scored))) goto done;
+        rc = validate(be, &val, &o, o.eval_bytes, &last_val, &scored);
+        if (rc == MB_EINTR) { /* a step-0 checkpoint, as for an interrupted step */
+            if ((rc = checkpoint(&o, &m, &opt, &rs, &sampler, be, be_ops, t0))) goto done;
+            rc = interrupted(&rs, o.out);
+            goto done;
+        }
+        if (rc) goto done;
         fprintf(stderr, "step %lld: val_bpb %.4f (%lld bytes)\n", (long long)rs.step, last_val,
                 (long long)scored);
         log_json(metrics, "{\"step\":%lld,\"val_bpb\":%.6f,\"val_bytes\":%lld}", (long long)rs.step,
@@ -723,54 +845,45 @@ int mb_train_with_backend(const mb_train_opts *opts_in, const mb_backend_ops *be
                  "\"bytes_per_s\":%.1f,\"elapsed\":%.3f}",
                  (long long)rs.step, loss, loss / M_LN2, lr, gnorm, (double)bytes_per_step / dt,
                  rs.elapsed + run_elapsed);
-        const int interrupted = g_signal != 0;
+        int signalled = g_signal != 0;
         int last = (!time_limited && rs.step >= total) ||
                    (o.stop_after > 0 && rs.step - start_step >= o.stop_after) ||
-                   (o.time_limit > 0 && run_elapsed >= o.time_limit) || interrupted;
+                   (o.time_limit > 0 && run_elapsed >= o.time_limit) || signalled;
         if (o.eval_every > 0 && rs.step % o.eval_every == 0 && !last) {
-            if ((rc = validate(be, &val, &o, o.eval_bytes, &last_val, &scored))) goto done;
-            fprintf(stderr, "step %lld: val_bpb %.4f (%lld bytes)\n", (long long)rs.step, last_val,
-                    (long long)scored);
-            log_json(metrics, "{\"step\":%lld,\"val_bpb\":%.6f,\"val_bytes\":%lld}",
-                     (long long)rs.step, last_val, (long long)scored);
+            rc = validate(be, &val, &o, o.eval_bytes, &last_val, &scored);
+            if (rc == MB_EINTR) { /* stopped mid-pass: checkpoint this step and stop */
+                signalled = last = 1;
+                rc = MB_OK;
+            } else if (rc) {
+                goto done;
+            } else {
+                fprintf(stderr, "step %lld: val_bpb %.4f (%lld bytes)\n", (long long)rs.step,
+                        last_val, (long long)scored);
+                log_json(metrics, "{\"step\":%lld,\"val_bpb\":%.6f,\"val_bytes\":%lld}",
+                         (long long)rs.step, last_val, (long long)scored);
+            }
         }
         if (last || (o.ckpt_every > 0 && rs.step % o.ckpt_every == 0)) {
             /* a time-limited run that ends before its length was estimated (under 3 steps):
              * the schedule's length is what ran, so a resume knows where it stands */
             if (last && rs.total_steps <= 0) rs.total_steps = rs.step;
-            mb_train_sampler_get_state(&sampler, &rs.sampler);
-            double el = rs.elapsed;
-            rs.elapsed += wall() - t0;
-            rc = be_ops->sync(be); /* device -> host parameters and moments */
-            if (rc == MB_OK) {
-                rc = save_checkpoint(&o, &m, &opt, &rs);
-                if (rc) { /* (the files are replaced only once both are written) */
-                    char before[64], after[4200];
-                    snprintf(before, sizeof before,
-                             "checkpoint at step %lld not written: ", (long long)rs.step);
-                    snprintf(after, sizeof after, "; the previous one in %s, if any, is unchanged",
-                             o.out);
-                    rc = fail_wrap(rc, before, after);
-                }
-            }
-            rs.elapsed = el;
-            if (rc) goto done;
+            if ((rc = checkpoint(&o, &m, &opt, &rs, &sampler, be, be_ops, t0))) goto done;
             saved_step = rs.step;
         }
         stop = last;
-        if (interrupted) {
-            fprintf(stderr, "interrupted (signal %d) at step %lld: checkpoint saved in %s\n",
-                    (int)g_signal, (long long)rs.step, o.out);
-            rc = mb_fail(MB_EINTR,
-                         "interrupted by signal %d at step %lld; the checkpoint in %s is "
-                         "complete: continue with --resume",
-                         (int)g_signal, (long long)rs.step, o.out);
+        if (signalled) {
+            rc = interrupted(&rs, o.out);
             goto done;
         }
     }
     rs.elapsed += wall() - t0;
     /* final validation on the held-out set (up to final_eval_bytes) */
-    if ((rc = validate(be, &val, &o, o.final_eval_bytes, &last_val, &scored))) goto done;
+    rc = validate(be, &val, &o, o.final_eval_bytes, &last_val, &scored);
+    if (rc == MB_EINTR) { /* the checkpoint of the last step is on disk */
+        rc = interrupted(&rs, o.out);
+        goto done;
+    }
+    if (rc) goto done;
     log_json(metrics, "{\"step\":%lld,\"val_bpb\":%.6f,\"val_bytes\":%lld,\"final\":true}",
              (long long)rs.step, last_val, (long long)scored);
     if (rs.step > start_step && start_step > 0) /* (a resumed run) */
