@@ -6,11 +6,13 @@
 #include <unistd.h>
 
 #include "commands.h"
+#include "mambabyte.h"
 
 static void usage(FILE *f) {
     fprintf(f, "mambabyte: byte-level language modelling with Mamba (MambaByte)\n"
                "\n"
                "usage: mambabyte <command> [options]   (mambabyte <command> --help for details)\n"
+               "       mambabyte --version\n"
                "\n"
                "commands:\n"
                "  train     train a model on a file, directory tree or JSON lines\n"
@@ -81,6 +83,10 @@ int main(int argc, char **argv) {
     if (!strcmp(c, "generate")) return check_stdout(cmd_generate(argc - 1, argv + 1));
     if (!strcmp(c, "info")) return check_stdout(cmd_info(argc - 1, argv + 1));
     if (!strcmp(c, "export")) return check_stdout(cmd_export(argc - 1, argv + 1));
+    if (!strcmp(c, "--version") || !strcmp(c, "version")) {
+        printf("mambabyte %s\n", MB_VERSION);
+        return check_stdout(0);
+    }
     if (!strcmp(c, "--help") || !strcmp(c, "-h") || !strcmp(c, "help")) {
         usage(stdout);
         return check_stdout(0);

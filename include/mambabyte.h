@@ -20,6 +20,7 @@
 extern "C" {
 #endif
 
+#define MB_VERSION "0.1.0" /* the program and library version (`mambabyte --version`) */
 #define MB_VOCAB 256
 
 /* ---------------------------------------------------------------- errors */

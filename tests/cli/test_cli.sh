@@ -65,6 +65,7 @@ check "train refuses to overwrite a checkpoint without --resume/--force" bash -c
 check "--resume with --force is a conflict" bash -c "[ $rc -eq 2 ] && grep -q -- 'conflict' '$T/e8b'"
 "$MB_CLI" train --data "$data" --out "$T/x3" --steps 1 --lr 1e-3 --lr-min 0.5 >/dev/null 2>"$T/e8c"; rc=$?
 check "--lr-min above --lr refused" bash -c "[ $rc -eq 2 ] && grep -q -- '--lr-min' '$T/e8c' && [ ! -e '$T/x3' ]"
+check "--version prints the version" bash -c "'$MB_CLI' --version | grep -Eq '^mambabyte [0-9]+\.[0-9]+\.[0-9]+$'"
 "$MB_CLI" eval -m "$T/short.txt" "$T/short.txt" >/dev/null 2>"$T/e8d"; rc=$?
 check "-m of a text file: not a checkpoint" bash -c "[ $rc -ne 0 ] && grep -q 'not a checkpoint directory' '$T/e8d'"
 "$MB_CLI" train --data "$data" --out "$T/x2" --steps 1 --val-fraction 0 >/dev/null 2>"$T/e9"; rc=$?
