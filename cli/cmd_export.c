@@ -4,7 +4,6 @@
  * the source there, and only then moved into place: a failed export leaves OUT_DIR as it was. */
 #include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,6 +14,7 @@
 
 #include "args.h"
 #include "commands.h"
+#include "io/atomic_file.h"
 #include "io/checkpoint.h"
 #include "io/safetensors.h"
 #include "mambabyte.h"
@@ -224,11 +224,9 @@ int cmd_export(int argc, char **argv) {
         move_into_place(stage, out, "config.json"))
         goto done;
     {
-        const int fd = open(out, O_RDONLY | O_DIRECTORY); /* the renames made durable */
-        if (fd >= 0) {
-            (void)fsync(fd);
-            close(fd);
-        }
+        char moved[4200]; /* the renames made durable (best effort: they are done) */
+        snprintf(moved, sizeof moved, "%s/config.json", out);
+        (void)mb_atomic_sync_dir(moved);
     }
     printf("exported %s (%s, %s) -> %s (%s, %s): %d tensors, %lld parameters%s\n", src, info.format,
            info.dtype, out, mb_ckpt_format_name(format), mb_dtype_name(dtype), binfo.n_tensors,

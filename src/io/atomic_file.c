@@ -56,8 +56,7 @@ void mb_atomic_abort(mb_atomic_file *af) {
     release(af);
 }
 
-/* fsync the directory holding `path` so the rename itself is durable. */
-static int sync_dir(const char *path) {
+int mb_atomic_sync_dir(const char *path) {
     char *dir = strdup(path);
     if (!dir) return mb_fail(MB_ENOMEM, "file %s: out of memory", path);
     char *slash = strrchr(dir, '/');
@@ -111,7 +110,7 @@ int mb_atomic_publish(mb_atomic_file *af) {
         release(af);
         return rc;
     }
-    rc = sync_dir(af->path);
+    rc = mb_atomic_sync_dir(af->path);
     release(af);
     return rc;
 }

@@ -32,6 +32,10 @@ int mb_atomic_publish(mb_atomic_file *af);
 /* Close and delete the temporary file (no-op on a released af). */
 void mb_atomic_abort(mb_atomic_file *af);
 
+/* fsync the directory holding `path` (a file in it), so that a rename into it is durable.
+ * File systems that refuse fsync on directories (EINVAL, EROFS) are not an error; MB_EIO names
+ * the directory otherwise. */
+int mb_atomic_sync_dir(const char *path);
 /* Whole-buffer convenience: open, write n bytes, commit. */
 int mb_atomic_write_file(const char *path, const void *data, int64_t n);
 

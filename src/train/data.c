@@ -854,9 +854,25 @@ int mb_pack_build(const char *input, mb_data_format fmt, const char *pack_path) 
 }
 
 /* ---------------------------------------------------------------- pack reader */
+/* The documents and index against the header's content hash (one pass over the pack). */
+static int pack_verify_content(const mb_pack *p) {
+    chash c;
+    chash_init(&c);
+    chash_update(&c, p->bytes, (size_t)p->total_bytes);
+    chash_update(&c, p->index, (size_t)p->n_docs * 16);
+    uint64_t got = chash_final(&c);
+    if (got != p->content_hash)
+        return mb_fail(MB_EFORMAT,
+                       "pack %s: content hash mismatch (documents damaged: %016llx, header "
+                       "says %016llx)",
+                       p->path, (unsigned long long)got, (unsigned long long)p->content_hash);
+    return 0;
+}
+
 /* *damaged (may be NULL) is set to 1 when the file is a mambabyte pack of this version whose
- * header, index or documents fail their checks (truncated, hash mismatch), else 0. */
-static int pack_open(mb_pack *p, const char *pack_path, int *damaged) {
+ * header, index or (with verify) documents fail their checks (truncated, hash mismatch), else
+ * 0. Without verify the content hash is left to pack_verify_content. */
+static int pack_open(mb_pack *p, const char *pack_path, int *damaged, int verify) {
     if (damaged) *damaged = 0;
     memset(p, 0, sizeof *p);
     if (!pack_path) return mb_fail(MB_EINVAL, "mb_pack_open: NULL path");
@@ -932,18 +948,7 @@ static int pack_open(mb_pack *p, const char *pack_path, int *damaged) {
             rc = mb_fail(MB_EFORMAT, "pack %s: documents cover %lld of %lld data bytes", pack_path,
                          (long long)run, (long long)p->total_bytes);
     }
-    if (!rc) {
-        chash c;
-        chash_init(&c);
-        chash_update(&c, p->bytes, (size_t)p->total_bytes);
-        chash_update(&c, p->index, (size_t)p->n_docs * 16);
-        uint64_t got = chash_final(&c);
-        if (got != p->content_hash)
-            rc = mb_fail(MB_EFORMAT,
-                         "pack %s: content hash mismatch (documents damaged: %016llx, header "
-                         "says %016llx)",
-                         pack_path, (unsigned long long)got, (unsigned long long)p->content_hash);
-    }
+    if (!rc && verify) rc = pack_verify_content(p);
     if (rc) {
         if (damaged) *damaged = memcmp(h, PACK_MAGIC, 8) == 0 && ver == PACK_VERSION;
         munmap(p->map, (size_t)p->map_len);
@@ -953,7 +958,7 @@ static int pack_open(mb_pack *p, const char *pack_path, int *damaged) {
 }
 
 int mb_pack_open(mb_pack *p, const char *pack_path) {
-    return pack_open(p, pack_path, NULL);
+    return pack_open(p, pack_path, NULL, 1);
 }
 
 void mb_pack_close(mb_pack *p) {
@@ -978,13 +983,17 @@ int mb_pack_load(mb_pack *p, const char *input, mb_data_format fmt, const char *
     if (rc) return rc;
     uint32_t src = (uint32_t)rf | (is_dir ? SRC_DIR : 0);
     int damaged = 0;
-    if (pack_open(p, pack_path, &damaged) == 0) {
+    if (pack_open(p, pack_path, &damaged, 0) == 0) { /* the content hash once it is the one */
         if (p->fingerprint == fp && p->source == src) {
-            in_list_free(&l);
-            return 0;
+            if (pack_verify_content(p) == 0) {
+                in_list_free(&l);
+                return 0;
+            }
+            damaged = 1;
         }
         mb_pack_close(p);
-    } else if (damaged) {
+    }
+    if (damaged) {
         fprintf(stderr, "note: the cached pack is damaged (%s); rebuilding it from %s\n",
                 mb_last_error(), input);
     }

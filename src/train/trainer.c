@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "eval/evaluate.h"
+#include "io/atomic_file.h"
 #include "io/checkpoint.h"
 #include "io/safetensors.h"
 #include "train/adamw.h"
@@ -294,13 +295,6 @@ static int is_tmp_of(const char *name, const char *base) {
     return 1;
 }
 
-static void sync_dir_best_effort(const char *dir) {
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0) return;
-    (void)fsync(fd);
-    close(fd);
-}
-
 /* Roll an interrupted checkpoint forward: save_checkpoint renames the model, then the train
  * state, both complete and fsynced under temporary names before the first rename; a kill
  * between the renames leaves the new model beside the old train state and the new train state
@@ -338,7 +332,7 @@ static int roll_forward_train_state(const char *dir, const mb_model *m) {
     if (rename(found, path))
         return mb_fail(MB_EIO, "cannot complete the interrupted checkpoint: rename %s to %s: %s",
                        found, path, strerror(errno));
-    sync_dir_best_effort(dir);
+    (void)mb_atomic_sync_dir(path); /* (best effort: the rename is done) */
     fprintf(stderr, "note: completed the interrupted checkpoint at step %lld from %s\n", step,
             found);
     return MB_OK;
