@@ -5,10 +5,43 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/resource.h>
 #include <time.h>
 
+/* the "--name=value" argument being parsed: its name and its value (NULL once taken) */
+static char g_flag_name[128];
+static const char *g_flag_value, *g_flag_arg;
+
+static int unused_value(const char *cmd) {
+    if (!g_flag_value) return 0;
+    fprintf(stderr, "mambabyte %s: %s takes no value (got '%s')\n", cmd, g_flag_name, g_flag_arg);
+    g_flag_value = NULL;
+    return 1;
+}
+
+const char *arg_flag(const char *cmd, char **argv, int i) {
+    if (unused_value(cmd)) return NULL;
+    const char *a = argv[i], *eq = strchr(a, '=');
+    g_flag_arg = a;
+    if (a[0] != '-' || a[1] != '-' || !eq || eq == a + 2 || (size_t)(eq - a) >= sizeof g_flag_name)
+        return a;
+    memcpy(g_flag_name, a, (size_t)(eq - a));
+    g_flag_name[eq - a] = '\0';
+    g_flag_value = eq + 1;
+    return g_flag_name;
+}
+
+int arg_flags_end(const char *cmd) {
+    return unused_value(cmd);
+}
+
 const char *arg_value(const char *cmd, int argc, char **argv, int *i) {
+    if (g_flag_value) {
+        const char *v = g_flag_value;
+        g_flag_value = NULL;
+        return v;
+    }
     if (*i + 1 >= argc) {
         fprintf(stderr, "mambabyte %s: %s needs a value\n", cmd, argv[*i]);
         return NULL;

@@ -5,7 +5,15 @@
 
 #include <stdint.h>
 
-/* Value of flag argv[*i] (advances *i), or NULL after printing "<cmd>: <flag> needs a value". */
+/* The flag argv[i] as the loop compares it. "--name=value" (GNU form) gives "--name" and keeps
+ * value for the arg_value call that follows; any other argument is returned as it is. NULL after
+ * printing an error where the previous flag was given "=value" but takes none (see also
+ * arg_flags_end). The returned name stays valid until the next call. */
+const char *arg_flag(const char *cmd, char **argv, int i);
+/* After the loop: nonzero (message printed) where the last flag was given a value it takes not. */
+int arg_flags_end(const char *cmd);
+/* Value of flag argv[*i]: the "=value" part of "--name=value", else the next argument (advances
+ * *i); NULL after printing "<cmd>: <flag> needs a value". */
 const char *arg_value(const char *cmd, int argc, char **argv, int *i);
 /* Parse integers / floats in [lo, hi]; on error print a message naming the flag, return -1. */
 int arg_int64(const char *cmd, const char *flag, const char *s, int64_t lo, int64_t hi,

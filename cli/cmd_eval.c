@@ -64,7 +64,8 @@ int cmd_eval(int argc, char **argv) {
     int64_t ctx = 0, batch = 8, max_bytes = 0;
     int stream = 0, json = 0;
     for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v;
+        const char *a = arg_flag(C, argv, i), *v;
+        if (!a) return 2;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             help(stdout);
             return 0;
@@ -98,6 +99,7 @@ int cmd_eval(int argc, char **argv) {
             return 2;
         }
     }
+    if (arg_flags_end(C)) return 2;
     if (!dir || !input) {
         fprintf(stderr, "mambabyte eval: need -m DIR and a PATH to score (see --help)\n");
         return 2;

@@ -107,7 +107,8 @@ int cmd_export(int argc, char **argv) {
     const char *src = NULL, *fmt = NULL, *dt = "f32", *out = NULL;
     int force = 0;
     for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
+        const char *a = arg_flag("export", argv, i);
+        if (!a) return 2;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             help(stdout);
             return 0;
@@ -129,6 +130,7 @@ int cmd_export(int argc, char **argv) {
             return 2;
         }
     }
+    if (arg_flags_end("export")) return 2;
     if (!src || !fmt || !out) {
         fprintf(stderr, "mambabyte export: need -m CKPT, --format hf|mamba_ssm and OUT_DIR "
                         "(see --help)\n");

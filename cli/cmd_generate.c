@@ -140,7 +140,8 @@ int cmd_generate(int argc, char **argv) {
     int echo = 1;
     const char *device = "auto", *dtype = "fp32";
     for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v;
+        const char *a = arg_flag(C, argv, i), *v;
+        if (!a) return 2;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             help(stdout);
             return 0;
@@ -179,6 +180,7 @@ int cmd_generate(int argc, char **argv) {
             return 2;
         }
     }
+    if (arg_flags_end(C)) return 2;
     if (!dir) {
         fprintf(stderr, "mambabyte generate: -m DIR is required (see --help)\n");
         return 2;

@@ -28,7 +28,8 @@ int cmd_info(int argc, char **argv) {
     const char *dir = NULL, *preset = NULL;
     int json = 0;
     for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
+        const char *a = arg_flag("info", argv, i);
+        if (!a) return 2;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             help(stdout);
             return 0;
@@ -43,6 +44,7 @@ int cmd_info(int argc, char **argv) {
             return 2;
         }
     }
+    if (arg_flags_end("info")) return 2;
     if (!dir == !preset) {
         fprintf(stderr, "mambabyte info: give exactly one of -m DIR or --preset NAME\n");
         return 2;

@@ -105,8 +105,9 @@ int cmd_train(int argc, char **argv) {
     mb_config *c = &o.cfg;
     char ignored[512] = "";
     for (int i = 1; i < argc; i++) {
-        note_setting(argv[i], ignored, sizeof ignored);
-        const char *a = argv[i], *v;
+        const char *a = arg_flag(C, argv, i), *v;
+        if (!a) return 2;
+        note_setting(a, ignored, sizeof ignored);
         int64_t n;
         double d;
 #define VAL()                                                                                      \
@@ -252,6 +253,7 @@ int cmd_train(int argc, char **argv) {
 #undef INT
 #undef FLT
     }
+    if (arg_flags_end(C)) return 2;
     if (!o.data || !o.out) {
         fprintf(stderr, "mambabyte train: --data and --out are required (see --help)\n");
         return 2;

@@ -66,6 +66,16 @@ check "--resume with --force is a conflict" bash -c "[ $rc -eq 2 ] && grep -q --
 "$MB_CLI" train --data "$data" --out "$T/x3" --steps 1 --lr 1e-3 --lr-min 0.5 >/dev/null 2>"$T/e8c"; rc=$?
 check "--lr-min above --lr refused" bash -c "[ $rc -eq 2 ] && grep -q -- '--lr-min' '$T/e8c' && [ ! -e '$T/x3' ]"
 check "--version prints the version" bash -c "'$MB_CLI' --version | grep -Eq '^mambabyte [0-9]+\.[0-9]+\.[0-9]+$'"
+# --flag=value (GNU form) means --flag value; a value given to a flag that takes none is refused
+s4=$("$MB_CLI" generate --model="$T/m" --prompt=--x=1 -n 60 --seed=5 --temp=0.9 --no-echo 2>/dev/null | od -An -tx1)
+s5=$("$MB_CLI" generate -m "$T/m" -p --x=1 -n 60 --seed 5 --temp 0.9 --no-echo 2>/dev/null | od -An -tx1)
+check "--flag=value equals --flag value (a value may itself hold '=')" bash -c "[ -n '$s4' ] && [ '$s4' = '$s5' ]"
+e=$("$MB_CLI" eval -m "$T/m" "$T/short.txt" --ctx=1024 2>/dev/null | awk '/^bpb:/ {print $2, $4}')
+check "eval --ctx=1024 equals --ctx 1024" [ "$e" = "$w" ]
+"$MB_CLI" info --preset tiny --json=yes >/dev/null 2>"$T/e8e"; rc=$?
+check "--json=yes: takes no value" bash -c "[ $rc -eq 2 ] && grep -q -- \"--json takes no value\" '$T/e8e'"
+"$MB_CLI" train --data "$data" --out "$T/x4" --steps=1 --lr=abc >/dev/null 2>"$T/e8f"; rc=$?
+check "--lr=abc named" bash -c "[ $rc -eq 2 ] && grep -q -- \"--lr must be a number.*'abc'\" '$T/e8f' && [ ! -e '$T/x4' ]"
 "$MB_CLI" eval -m "$T/short.txt" "$T/short.txt" >/dev/null 2>"$T/e8d"; rc=$?
 check "-m of a text file: not a checkpoint" bash -c "[ $rc -ne 0 ] && grep -q 'not a checkpoint directory' '$T/e8d'"
 "$MB_CLI" train --data "$data" --out "$T/x2" --steps 1 --val-fraction 0 >/dev/null 2>"$T/e9"; rc=$?
