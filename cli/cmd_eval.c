@@ -2,6 +2,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "args.h"
@@ -127,8 +128,23 @@ int cmd_eval(int argc, char **argv) {
         return 1;
     }
     snprintf(pack_path, sizeof pack_path, "%s/eval.pack", tmpdir);
+    /* the model's own directory inside the input tree is not data: its checkpoint files (and a
+     * training run's pack and metrics) would be scored as text */
+    char model_dir[4200];
+    struct stat mst;
+    const char *slash = strrchr(dir, '/');
+    if (stat(dir, &mst) == 0 && !S_ISDIR(mst.st_mode))
+        snprintf(model_dir, sizeof model_dir, "%.*s", slash ? (int)(slash - dir) : 1,
+                 slash ? dir : ".");
+    else
+        snprintf(model_dir, sizeof model_dir, "%s", dir);
     mb_pack pack;
-    int rc = mb_pack_load(&pack, input, fmt, pack_path, NULL);
+    int skipped = 0;
+    int rc = mb_pack_build_skipping(input, fmt, pack_path, model_dir, &skipped);
+    if (!rc) rc = mb_pack_open(&pack, pack_path);
+    if (!rc && skipped)
+        fprintf(stderr, "mambabyte eval: note: the model's directory %s inside %s is not scored\n",
+                model_dir, input);
     unlink(pack_path);
     rmdir(tmpdir);
     if (rc) {

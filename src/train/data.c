@@ -149,9 +149,12 @@ typedef struct {
     int skip_valid; /* pack file to skip */
     dev_t skip_dev;
     ino_t skip_ino;
-    int skipdir_valid; /* the pack's directory (a run's --out inside --data): not walked */
-    dev_t skipdir_dev;
-    ino_t skipdir_ino;
+    /* directories not walked: the pack's (a run's --out inside --data) and the caller's extra
+     * one (eval: the model's directory) */
+    int n_skipdir;
+    dev_t skipdir_dev[2];
+    ino_t skipdir_ino[2];
+    int64_t skipped_dirs; /* how many of them the walk met */
     size_t root_len;
 } in_list;
 
@@ -238,8 +241,13 @@ static int walk_dir(in_list *l, const char *dir) {
             break;
         }
         if (S_ISDIR(st.st_mode)) {
-            if (l->skipdir_valid && st.st_dev == l->skipdir_dev && st.st_ino == l->skipdir_ino)
-                continue; /* the run's own output directory (checkpoints, metrics) */
+            int skip = 0;
+            for (int k = 0; k < l->n_skipdir; k++)
+                skip |= st.st_dev == l->skipdir_dev[k] && st.st_ino == l->skipdir_ino[k];
+            if (skip) { /* a run's own output directory (checkpoints, metrics), or the model's */
+                l->skipped_dirs++;
+                continue;
+            }
             int v = visited_add(l, &st);
             if (v < 0)
                 rc = v;
@@ -271,8 +279,17 @@ static int has_jsonl_ext(const char *path) {
 /* List the input's files and compute its fingerprint. *is_dir set for a directory input.
  * Every file's format is resolved (in_file.jsonl); the input's format (BYTES/JSONL, or AUTO
  * for a directory mixing both in auto mode) is returned in *fmt_out. */
-static int list_input(const char *input, mb_data_format fmt, const char *pack_path, in_list *l,
-                      int *is_dir, mb_data_format *fmt_out, uint64_t *fp) {
+static void skip_dir_add(in_list *l, const char *dir) {
+    struct stat dst;
+    if (l->n_skipdir < 2 && stat(dir, &dst) == 0 && S_ISDIR(dst.st_mode)) {
+        l->skipdir_dev[l->n_skipdir] = dst.st_dev;
+        l->skipdir_ino[l->n_skipdir++] = dst.st_ino;
+    }
+}
+
+static int list_input(const char *input, mb_data_format fmt, const char *pack_path,
+                      const char *skip_dir, in_list *l, int *is_dir, mb_data_format *fmt_out,
+                      uint64_t *fp) {
     memset(l, 0, sizeof *l);
     struct stat st;
     if (stat(input, &st) != 0) return mb_fail(MB_EIO, "data input %s: %s", input, strerror(errno));
@@ -289,14 +306,10 @@ static int list_input(const char *input, mb_data_format fmt, const char *pack_pa
         if (n > 0 && n < sizeof dir) {
             memcpy(dir, pack_path, n);
             dir[n] = 0;
-            struct stat dst;
-            if (stat(dir, &dst) == 0) {
-                l->skipdir_valid = 1;
-                l->skipdir_dev = dst.st_dev;
-                l->skipdir_ino = dst.st_ino;
-            }
+            skip_dir_add(l, dir);
         }
     }
+    if (skip_dir) skip_dir_add(l, skip_dir);
     int rc;
     if (S_ISDIR(st.st_mode)) {
         *is_dir = 1;
@@ -357,8 +370,9 @@ static int list_input(const char *input, mb_data_format fmt, const char *pack_pa
 
 /* list_input, and an error naming the file where a single input file is empty */
 static int list_input_nonempty(const char *input, mb_data_format fmt, const char *pack_path,
-                               in_list *l, int *is_dir, mb_data_format *fmt_out, uint64_t *fp) {
-    int rc = list_input(input, fmt, pack_path, l, is_dir, fmt_out, fp);
+                               const char *skip_dir, in_list *l, int *is_dir,
+                               mb_data_format *fmt_out, uint64_t *fp) {
+    int rc = list_input(input, fmt, pack_path, skip_dir, l, is_dir, fmt_out, fp);
     if (rc) return rc;
     if (!*is_dir && l->f[0].size == 0) {
         in_list_free(l);
@@ -841,13 +855,20 @@ fail:
 }
 
 int mb_pack_build(const char *input, mb_data_format fmt, const char *pack_path) {
+    return mb_pack_build_skipping(input, fmt, pack_path, NULL, NULL);
+}
+
+int mb_pack_build_skipping(const char *input, mb_data_format fmt, const char *pack_path,
+                           const char *skip_dir, int *skipped) {
+    if (skipped) *skipped = 0;
     if (!input || !pack_path) return mb_fail(MB_EINVAL, "mb_pack_build: NULL path");
     in_list l;
     int is_dir;
     mb_data_format rf;
     uint64_t fp;
-    int rc = list_input_nonempty(input, fmt, pack_path, &l, &is_dir, &rf, &fp);
+    int rc = list_input_nonempty(input, fmt, pack_path, skip_dir, &l, &is_dir, &rf, &fp);
     if (rc) return rc;
+    if (skipped) *skipped = l.skipped_dirs > 0;
     rc = build_listed(input, &l, is_dir, rf, fp, pack_path);
     in_list_free(&l);
     return rc;
@@ -979,7 +1000,7 @@ int mb_pack_load(mb_pack *p, const char *input, mb_data_format fmt, const char *
     int is_dir;
     mb_data_format rf;
     uint64_t fp;
-    int rc = list_input_nonempty(input, fmt, pack_path, &l, &is_dir, &rf, &fp);
+    int rc = list_input_nonempty(input, fmt, pack_path, NULL, &l, &is_dir, &rf, &fp);
     if (rc) return rc;
     uint32_t src = (uint32_t)rf | (is_dir ? SRC_DIR : 0);
     int damaged = 0;

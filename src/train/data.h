@@ -77,6 +77,11 @@ int mb_data_pack_path(const char *input, const char *out_dir, char *buf, int64_t
  * path), MB_EFORMAT for a bad JSON line ("<file>: line N: ..."), MB_EINVAL for an empty input
  * (empty file, directory without regular files, no bytes at all: names the input path). */
 int mb_pack_build(const char *input, mb_data_format fmt, const char *pack_path);
+/* mb_pack_build, not walking into the directory skip_dir (may be NULL) where the input tree
+ * holds it (eval: the model's own directory, so that its checkpoint files are not scored as
+ * data). *skipped (may be NULL) is set to 1 when the walk met and skipped it. */
+int mb_pack_build_skipping(const char *input, mb_data_format fmt, const char *pack_path,
+                           const char *skip_dir, int *skipped);
 
 /* Map and validate a pack (magic, version, header hash, sizes, every index entry, content
  * hash). Errors name the pack path: MB_EIO (cannot open/map), MB_EFORMAT (truncated, bad magic,

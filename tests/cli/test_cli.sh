@@ -92,6 +92,11 @@ cat "$data"/* | head -c 3000 >"$T/dd/a.txt"
 "$MB_CLI" train --data "$T/dd" --out "$T/dd/run" --preset tiny --ctx 32 --steps 1 --device cpu --quiet >/dev/null 2>"$T/e12"
 "$MB_CLI" train --data "$T/dd" --out "$T/dd/run" --preset tiny --ctx 32 --steps 1 --device cpu --quiet --force >/dev/null 2>"$T/e13"
 check "--out inside --data: the checkpoint is not training data" bash -c "grep -q '(new pack, 1 documents)' '$T/e12' && grep -q ', 1 documents)' '$T/e13'"
+# eval of a tree that holds the model's directory scores the data, not the checkpoint files
+ed=$("$MB_CLI" eval -m "$T/dd/run" "$T/dd" --device cpu 2>"$T/e13b" | awk '/^bpb:/ {print $2, $4}')
+ef=$("$MB_CLI" eval -m "$T/dd/run/config.json" "$T/dd/a.txt" --device cpu 2>/dev/null | awk '/^bpb:/ {print $2, $4}')
+check "eval of --data with the run inside: same as the data file alone ($ed / $ef)" \
+  bash -c "[ -n '$ed' ] && [ '$ed' = '$ef' ] && grep -q \"model's directory $T/dd/run inside\" '$T/e13b'"
 "$MB_CLI" train --data "$T/dd" --out "$T/dd" --preset tiny --steps 1 --device cpu >/dev/null 2>"$T/e14"; rc=$?
 check "--out = --data refused" bash -c "[ $rc -ne 0 ] && grep -q 'is the --data directory' '$T/e14'"
 "$MB_CLI" train --data "$data" --out "$T/bf" --steps 1 --device cpu --precision bf16 >/dev/null 2>"$T/e15"; rc=$?
