@@ -227,6 +227,18 @@ static void test_pack_jsonl(void **st) {
     expect_doc(&p, 0, text, sizeof text - 1);
     mb_pack_close(&p);
 
+    /* lone surrogate escapes (Python's json writes them for broken text) read as U+FFFD
+     * (EF BF BD); a pair stays one code point; an escaped backslash before "ud800" is text */
+    const char sur[] = "{\"text\":\"a\\ud800b\\udc00c\\ud800\\ud800\\n\\ud83d\\ude00\\\\ud800\"}\n";
+    write_file(tp("sur.jsonl"), sur, sizeof sur - 1);
+    assert_int_equal(mb_pack_load(&p, tp("sur.jsonl"), MB_DATA_AUTO, tp("s.pack"), NULL), 0);
+    assert_int_equal(p.n_docs, 1);
+    const uint8_t ds[] = {'a',  0xEF, 0xBF, 0xBD, 'b',  0xEF, 0xBF, 0xBD, 'c',
+                          0xEF, 0xBF, 0xBD, 0xEF, 0xBF, 0xBD, '\n', 0xF0, 0x9F,
+                          0x98, 0x80, '\\', 'u',  'd',  '8',  '0',  '0'};
+    expect_doc(&p, 0, ds, sizeof ds);
+    mb_pack_close(&p);
+
     /* --format jsonl on a file without the extension */
     write_file(tp("plain.txt"), "{\"text\":\"q\"}\n", 13);
     assert_int_equal(mb_pack_load(&p, tp("plain.txt"), MB_DATA_JSONL, tp("q.pack"), NULL), 0);
@@ -260,7 +272,7 @@ static void test_jsonl_errors(void **st) {
         {"{\"text\":5}\n", "line 1: \"text\" is not a string"},
         {"{\"text\":\"ok\"}\n[1,2]\n", "line 2: not a JSON object"},
         {"{\"text\":\"a\"} {\"text\":\"b\"}\n", "line 1: trailing"},
-        {"{\"text\":\"\\udc00\"}\n", "line 1: invalid JSON"},
+        {"{\"text\":\"\\ud80\"}\n", "line 1: invalid JSON"}, /* 3 hex digits */
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         TMPPATH(in, "bad.jsonl");

@@ -614,6 +614,35 @@ static int map_file(const char *path, int64_t expect, const uint8_t **map, int64
     return 0;
 }
 
+/* A lone UTF-16 surrogate escape (\uD800-\uDFFF not in a high-low pair), which Python's json
+ * writes for text that held one and cJSON refuses, becomes \uFFFD (the replacement character,
+ * what a UTF-8 encoder makes of it) in place: same length. Returns how many were replaced. */
+static int64_t fix_lone_surrogates(char *s, int64_t n) {
+    int64_t fixed = 0;
+    for (int64_t i = 0; i < n;) {
+        if (s[i] != '\\' || i + 1 >= n) {
+            i++;
+            continue;
+        }
+        uint32_t cp, lo;
+        if (s[i + 1] != 'u' || hex4(s + i + 2, s + n, &cp)) {
+            i += 2; /* another escape (or a bad one, left to the parser) */
+            continue;
+        }
+        if (cp >= 0xD800 && cp <= 0xDBFF && i + 12 <= n && s[i + 6] == '\\' && s[i + 7] == 'u' &&
+            !hex4(s + i + 8, s + n, &lo) && lo >= 0xDC00 && lo <= 0xDFFF) {
+            i += 12; /* a pair */
+            continue;
+        }
+        if (cp >= 0xD800 && cp <= 0xDFFF) {
+            memcpy(s + i + 2, "fffd", 4);
+            fixed++;
+        }
+        i += 6;
+    }
+    return fixed;
+}
+
 static int pack_jsonl(pack_writer *w, const in_file *f) {
     const uint8_t *map;
     int64_t len;
@@ -624,7 +653,7 @@ static int pack_jsonl(pack_writer *w, const in_file *f) {
     int64_t cap = 0;
     char *line = NULL;
     uint8_t *dec = NULL;
-    int64_t lineno = 0;
+    int64_t lineno = 0, n_fixed = 0;
     const char *p = s;
     while (p < end) {
         const char *nl = memchr(p, '\n', (size_t)(end - p));
@@ -646,6 +675,12 @@ static int pack_jsonl(pack_writer *w, const in_file *f) {
             }
             memcpy(line, p, (size_t)n);
             line[n] = 0;
+            const int64_t fixed = fix_lone_surrogates(line, n);
+            if (fixed && !n_fixed++)
+                fprintf(stderr,
+                        "note: %s: line %lld: a lone UTF-16 surrogate escape, read as U+FFFD "
+                        "(also any later ones in this file)\n",
+                        f->path, (long long)lineno);
             const char *pe = NULL;
             cJSON *j = cJSON_ParseWithLengthOpts(line, (size_t)n, &pe, 0);
             if (!j) {

@@ -4,7 +4,8 @@
  *   - a single file: one document (format "bytes"), or JSON lines (format "jsonl", chosen for
  *     a `*.jsonl` name in "auto" mode): one document per non-blank line, the line's top-level
  *     object must have a string field "text"; its decoded UTF-8 bytes are the document
- *     (\u0000 escapes give real 0x00 bytes; a blank line is skipped).
+ *     (\u0000 escapes give real 0x00 bytes; a lone UTF-16 surrogate escape, as Python's json
+ *     writes for broken text, gives U+FFFD's bytes with a note; a blank line is skipped).
  *   - a directory tree: each regular file is judged on its own by the single-file rule
  *     above (in "auto" format a `*.jsonl` file is read as JSON lines, any other file is one
  *     document; "bytes" / "jsonl" apply to every file). Paths are collected recursively and
