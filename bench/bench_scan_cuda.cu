@@ -3,6 +3,7 @@
  * fp32 inputs in the model's layouts), timed with CUDA events: 3 warm-ups then the median of 20.
  * Prints each pass with its floors: bytes that must move / 4.3 TB/s (measured H200 copy rate)
  * and exponentials (B*L*Di*N) / 4e12 per second (multi-function-unit rate).
+ * Also the form mixed-precision training runs (bias + softplus of delta inside, bf16 outputs).
  * Usage: bench_scan_cuda [B L Di N]
  * Reference point: the official mamba_ssm selective_scan_cuda takes 2.56 ms forward and
  * 9.19 ms backward at this shape (bf16 inputs).
@@ -61,7 +62,19 @@ typedef struct {
     mb_scan_args a;
     float *y, *dy, *dx, *ddelta, *dA, *dbc, *dD, *dz;
     long long R;
+    mb_scan_cuda_opts o; /* the training form (run_fwd_ex / run_bwd_ex) */
 } bench_ctx;
+
+/* The form mixed-precision training runs (src/cuda/model_cuda.cu, scan_opts): delta raw, its
+ * bias and softplus applied inside the scan, y and every gradient but dA / dB / dC / dD written
+ * as bf16 only (the O16 backward), ddt_bias summed. */
+static void run_fwd_ex(bench_ctx *c) {
+    RC(mb_scan_cuda_forward_ex(&c->a, &c->o, NULL, NULL));
+}
+static void run_bwd_ex(bench_ctx *c) {
+    RC(mb_scan_cuda_backward_ex(&c->a, &c->o, c->dy, NULL, NULL, c->dA, c->dbc + c->R,
+                                c->dbc + c->R + c->a.N, c->dD, NULL, NULL));
+}
 
 static void run_fwd(bench_ctx *c) {
     RC(mb_scan_cuda_forward(&c->a, c->y, NULL));
@@ -200,6 +213,32 @@ int main(int argc, char **argv) {
     mb_scan_cuda_set_backward_warps(0);
     const float ba = time_ms(run_bwd, &c);
     row("backward (automatic)", ba, bwd_bytes, exps);
+    /* the training form: raw delta around the dt_proj bias of the init (softplus^-1 of
+     * 0.001..0.1), bf16 outputs */
+    {
+        float *draw = dalloc_fill(BL * Di, 15, -0.5f, 0.5f), *bias = dalloc_fill(Di, 16, -6.9f, -2.3f);
+        float *ddtb = dalloc_fill(Di, 17, 0.0f, 0.0f);
+        uint16_t *b16 = NULL;
+        CK(cudaMalloc((void **)&b16, sizeof(uint16_t) * (size_t)(BL * 5 * Di)));
+        const float *dkeep = a->delta;
+        a->delta = draw;
+        c.o.dt_bias = bias, c.o.dt_softplus = 1, c.o.ddt_bias = ddtb;
+        c.o.y_bf16 = b16, c.o.ddelta_bf16 = b16 + BL * Di, c.o.dx_bf16 = b16 + 2 * BL * Di;
+        c.o.dz_bf16 = b16 + 3 * BL * Di; /* stride 2 Di, as z */
+        const double h = 2.0 * BL * Di; /* a bf16 activation */
+        row("forward, training form", time_ms(run_fwd_ex, &c), 3 * act + 2 * bc + hcb + h,
+            exps);
+        run_fwd_ex(&c);
+        row("backward, training form", time_ms(run_bwd_ex, &c),
+            4 * act + 4 * bc + hcb + 3 * h, exps);
+        a->delta = dkeep;
+        memset(&c.o, 0, sizeof c.o);
+        CK(cudaFree(draw));
+        CK(cudaFree(bias));
+        CK(cudaFree(ddtb));
+        CK(cudaFree(b16));
+        RC(mb_scan_cuda_forward(a, c.y, NULL));
+    }
     a->chunk = 128; /* the CPU default: the backward first recomputes 64-step states */
     RC(mb_scan_cuda_forward(a, c.y, NULL)); /* h_chunks no longer needed at 128: reuse buffer */
     row("backward auto (chunk 128)", time_ms(run_bwd, &c), bwd_bytes, exps);
