@@ -17,6 +17,7 @@
 #include "cuda/conv1d_cuda.h"
 #include "cuda/crossentropy_cuda.h"
 #include "cuda/cuda_check.h"
+#include "cuda/dt_proj_cuda.h"
 #include "cuda/embedding_cuda.h"
 #include "cuda/matmul_cuda.h"
 #include "cuda/norm_cuda.h"
@@ -38,15 +39,18 @@ struct mb_cuda_acts {
     int64_t B, L, BL;
     int64_t chunk, n_chunks;
     int train, can_backward, recompute, keep_scan, bf16;
-    int fused;  /* softplus(delta + dt_proj.bias) inside the scan, whose bf16 mode writes the bf16
-                   copies of y, ddelta and dz itself (MB_CUDA_SCAN_FUSED=0: separate kernels) */
-    int xsplit; /* bf16 training with the fused scan (MB_CUDA_XSPLIT=0: off): the conv's input x
-                   and its gradient travel as bf16 only (as mamba_ssm's autocast activations):
-                   in_proj writes x as bf16 into the first 2Di bytes of each xz row (row stride
-                   4Di bf16; the rest of the x half unused) and z as fp32 in place; the scan
-                   writes its part of dxc as bf16 (dxcb), the x_proj product its part (dxc2b),
-                   and the conv adds them in fp32 (x in a contiguous buffer of its own measured
-                   the same) */
+    int dt_fused; /* bf16 + fused scan: the dt projection writes softplus(. + bias) itself
+                     (dt_proj_cuda.h) and the scan takes delta as effective (MB_CUDA_DT_FUSED=0:
+                     the cuBLASLt product and the scan's own bias + softplus) */
+    int fused;    /* softplus(delta + dt_proj.bias) inside the scan, whose bf16 mode writes the bf16
+                     copies of y, ddelta and dz itself (MB_CUDA_SCAN_FUSED=0: separate kernels) */
+    int xsplit;   /* bf16 training with the fused scan (MB_CUDA_XSPLIT=0: off): the conv's input x
+                     and its gradient travel as bf16 only (as mamba_ssm's autocast activations):
+                     in_proj writes x as bf16 into the first 2Di bytes of each xz row (row stride
+                     4Di bf16; the rest of the x half unused) and z as fp32 in place; the scan
+                     writes its part of dxc as bf16 (dxcb), the x_proj product its part (dxc2b),
+                     and the conv adds them in fp32 (x in a contiguous buffer of its own measured
+                     the same) */
     int64_t lstride_mul; /* mixer buffers: 1 when training without recomputation, else 0 */
     int64_t kstride_mul; /* scan chunk states and the y the backward reads: 1 when training
                             without recomputation or with MB_CUDA_ACTS_KEEP_SCAN, else 0 */
@@ -194,6 +198,11 @@ static int acts_shape(mb_cuda_acts *a, const mb_config *c, int64_t B, int64_t L,
     const char *xs = getenv("MB_CUDA_XSPLIT");
     a->xsplit = a->train && a->bf16 && a->fused &&
                 mb_conv1d_cuda_bf16in_supported(B, L, a->cfg.d_conv) && !(xs && !strcmp(xs, "0"));
+    const char *dtf = getenv("MB_CUDA_DT_FUSED");
+    a->dt_fused =
+        a->bf16 && a->fused &&
+        mb_dt_proj_softplus_supported(a->cfg.dt_rank, a->cfg.dt_rank + 2 * a->cfg.d_state) &&
+        !(dtf && !strcmp(dtf, "0"));
     a->lstride_mul = a->train && !a->recompute;
     a->kstride_mul = a->train && (!a->recompute || a->keep_scan);
     a->rstride_mul = a->train;
@@ -481,6 +490,12 @@ static mb_scan_cuda_opts scan_opts(const mb_cuda_model *dm, const mb_cuda_acts *
     o.dt_bias = lw->dt_proj_b;
     o.dt_softplus = 1;
     if (g) o.ddt_bias = g->dt_proj_b;
+    if (a->dt_fused) { /* delta holds softplus(. + bias) already (dt_proj_cuda.h) */
+        if (g)
+            o.delta_is_eff = 1;
+        else
+            o.dt_bias = NULL, o.dt_softplus = 0;
+    }
     if (dm->bf16) {
         o.y_bf16 = yb;
         if (g) {
@@ -616,7 +631,11 @@ static int mixer_forward(mb_cuda_model *dm, mb_cuda_acts *a, int64_t l, const la
     PT(MB_PROF_CVT, to_bf16(dm, v->dbcb, v->dbc, P, BL, R));
     /* delta = softplus(dt_low @ dt_proj_w^T + dt_proj_b)   (BL, Di); fused: the scan applies
      * the bias and softplus to the raw product */
-    PT(MB_PROF_GEMM, mm_fwd(dm, v->delta, Di, v->dbc, v->dbcb, P, lw->dt_proj_w, BL, R, Di, 0));
+    if (a->dt_fused)
+        PT(MB_PROF_GEMM, mb_dt_proj_softplus_cuda(v->delta, v->dbcb, P, wb(dm, lw->dt_proj_w),
+                                                  lw->dt_proj_b, BL, R, Di, st));
+    else
+        PT(MB_PROF_GEMM, mm_fwd(dm, v->delta, Di, v->dbc, v->dbcb, P, lw->dt_proj_w, BL, R, Di, 0));
     if (!a->fused)
         PT(MB_PROF_SOFTPLUS, mb_softplus_bias_cuda_forward(v->delta, lw->dt_proj_b, BL, Di, st));
     if (recomputing && a->keep_scan) return MB_OK;

@@ -77,6 +77,8 @@ typedef struct {
     uint16_t *ddelta_bf16, *dz_bf16;
     uint16_t *dx_bf16; /* backward: dx as bf16 instead of fp32 (added last: the other fields'
                           offsets in the kernel parameter, and so the kernels' code, unchanged) */
+    int delta_eff;     /* backward: delta is the effective one already (no transform of the tiles;
+                          dt_softplus then shapes only ddelta) */
 } scan_params;
 
 /* the effective delta of a raw one (mb_scan_cuda_opts), channel c valid */
@@ -772,7 +774,7 @@ __global__ void __launch_bounds__(W * 32, 16 / W) scan_bwd2_kernel(scan_params p
         __syncthreads(); /* chunk kc staged; everyone is done with the other stage and agg */
         if (kc > 0) bwd_stage<S, G, W, VEC>(p, stg + ((it + 1) & 1) * g::STAGE, b, c0, kc - 1, tid);
         cp_commit();
-        if (p.dt_bias || p.dt_softplus) {
+        if (!p.delta_eff && (p.dt_bias || p.dt_softplus)) {
             dt_transform<g::NT, CPW, 0>(p, stg + (it & 1) * g::STAGE + T * CPW, min(T, L - kc * T),
                                         min(CPW, p.Di - c0), c0, tid);
             __syncthreads();
@@ -1109,7 +1111,7 @@ __global__ void __launch_bounds__(32 * G, 16 / G) scan_bwd3_kernel(scan_params p
         cp_wait<0>();
         __syncthreads();
         const int ts = kc * BT;
-        if (p.dt_bias || p.dt_softplus) {
+        if (!p.delta_eff && (p.dt_bias || p.dt_softplus)) {
             dt_transform<NT, CPB, 1>(p, sm + g::DL, min(BT, L - ts), min(CPB, p.Di - c0), c0, tid);
             __syncthreads();
         }
@@ -1626,6 +1628,7 @@ extern "C" int mb_scan_cuda_backward_ex(const mb_scan_args *a, const mb_scan_cud
     p.dD = dD, p.dz = dz;
     p.ddt_bias = o ? o->ddt_bias : NULL, p.ddelta_bf16 = ddelta_bf16, p.dz_bf16 = dz_bf16;
     p.dx_bf16 = dx_bf16;
+    p.delta_eff = o && o->delta_is_eff ? 1 : 0;
     float *tmp = NULL;
     cudaError_t e;
     if (BWD_CHUNK % p.chunk == 0) {
@@ -1644,6 +1647,7 @@ extern "C" int mb_scan_cuda_backward_ex(const mb_scan_args *a, const mb_scan_cud
         scan_params f = p;
         f.chunk = BWD_CHUNK, f.nch = (int)nch, f.h_chunks = tmp, f.h_last = NULL, f.y = NULL;
         f.y_bf16 = NULL;
+        if (p.delta_eff) f.dt_bias = NULL, f.dt_softplus = 0; /* delta is the effective one */
         const int keep = g_fwd_warps;
         g_fwd_warps = 0;
         rc = launch_forward(&f, st);

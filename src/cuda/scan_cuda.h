@@ -70,6 +70,10 @@ typedef struct {
     uint16_t *ddelta_bf16; /* backward: ddelta (B, L, Di) written here as bf16, not to ddelta */
     uint16_t *dz_bf16;     /* backward: dz written here as bf16 (stride z_stride), not to dz */
     uint16_t *dx_bf16; /* backward: dx (B, L, Di) written here as bf16, not to dx (may be NULL) */
+    /* backward: args.delta already holds the effective delta (softplus(delta + dt_bias) as
+     * mb_dt_proj_softplus_cuda writes it); dt_softplus then shapes only the gradients (ddelta is
+     * still d loss / d (delta + dt_bias), ddt_bias its column sums) and dt_bias is not used */
+    int delta_is_eff;
 } mb_scan_cuda_opts;
 
 /* Forward / backward with options (o may be NULL = the functions above). With dt_bias or

@@ -212,6 +212,8 @@ struct tcase {
     int sp;   /* mb_scan_cuda_opts: 1 softplus(delta + dt_bias) and its gradient, 2 also bf16
                  y / ddelta / dz / dx (the kernel's O16 form), 3 as 2 with an fp32 dx (the
                  outputs' pointers chosen at run time) */
+    int eff;  /* with sp: the backward reads delta already effective (delta_eff: the fused dt
+                 projection's output) instead of the raw one and its transform */
 };
 
 static void run_case(tcase tc, uint64_t seed) {
@@ -346,6 +348,7 @@ static void run_case(tcase tc, uint64_t seed) {
     std::vector<uint16_t> eddb(BL * Di, 0xffff), edzb(BL * 2 * Di, 0xffff), edxb(BL * Di, 0xffff);
     if (tc.sp) {
         p.delta = raw.data(), p.dt_bias = bias.data(), p.dt_softplus = 1, p.ddt_bias = edb.data();
+        if (tc.eff) p.delta = delta.data(), p.dt_bias = NULL, p.delta_eff = 1;
         if (tc.sp >= 2) p.ddelta_bf16 = eddb.data(), p.dz_bf16 = tc.gate ? edzb.data() + Di : NULL;
         if (tc.sp == 2) p.dx_bf16 = edxb.data(), p.dx = NULL;
         for (int64_t i = 0; i < BL * Di; i++) {
@@ -425,6 +428,12 @@ int main(void) {
             tc.kern = 1, tc.sp = o[0], tc.qm = o[1];
             run_case(tc, 50 + i);
         }
+    /* the training form with delta given effective (delta_eff), both lane layouts */
+    for (int i : {1, 4, 10}) {
+        tcase tc = cs[i];
+        tc.kern = 1, tc.sp = 2, tc.eff = 1, tc.qm = i == 4;
+        run_case(tc, 70 + i);
+    }
     /* N 17..32: the forward's 8 lanes per channel (G 8), both lane layouts */
     const tcase wide[] = {
         {2, 100, 40, 32, 4, 33, 1, 1, 1, -1, 1, 0}, /* 16-byte copies, partial channel block */

@@ -1,10 +1,10 @@
-/* Every GPU kernel of the model (src/cuda/{norm,conv1d,softplus,embedding,crossentropy,matmul,
- * bf16,adamw}_cuda.cu) against its CPU reference (the files of src/cpu and src/train/adamw.c) on
- * random inputs, at lengths 1, 3, 63, 2047, 2048, 2049 and 8193 with batch 1 and 3 (rows = B*L),
- * with widths that are not multiples of 32 and strided (column-slice) operands. Each output is
- * compared by max |gpu - cpu| / max |cpu| <= 1e-4 (NaN on one side only = infinite error); outputs
- * are poisoned with NaN first, so an unwritten element fails, and accumulated outputs start from
- * random values. Exits 77 (ctest SKIP_RETURN_CODE) without a GPU.
+/* Every GPU kernel of the model (src/cuda/{norm,conv1d,softplus,dt_proj,embedding,crossentropy,
+ * matmul,bf16,adamw}_cuda.cu) against its CPU reference (the files of src/cpu and
+ * src/train/adamw.c) on random inputs, at lengths 1, 3, 63, 2047, 2048, 2049 and 8193 with batch 1
+ * and 3 (rows = B*L), with widths that are not multiples of 32 and strided (column-slice) operands.
+ * Each output is compared by max |gpu - cpu| / max |cpu| <= 1e-4 (NaN on one side only = infinite
+ * error); outputs are poisoned with NaN first, so an unwritten element fails, and accumulated
+ * outputs start from random values. Exits 77 (ctest SKIP_RETURN_CODE) without a GPU.
  */
 #include <cuda_runtime.h>
 #include <math.h>
@@ -18,6 +18,7 @@
 #include "cuda/bf16_cuda.h"
 #include "cuda/conv1d_cuda.h"
 #include "cuda/crossentropy_cuda.h"
+#include "cuda/dt_proj_cuda.h"
 #include "cuda/embedding_cuda.h"
 #include "cuda/matmul_cuda.h"
 #include "cuda/norm_cuda.h"
@@ -505,6 +506,33 @@ static uint16_t *bf16_dup(float *h, int64_t rows, int64_t cols, int64_t ld) {
     return b;
 }
 
+/* The dt projection with bias and softplus fused (dt_proj_cuda.h) against a float64 product of
+ * the same bf16-rounded operands, then the CPU's bias + softplus (threshold 20: a share of the
+ * pre-activations lies above it). x is the dt part of a wider (rows, R + 32) bf16 buffer, as the
+ * x_proj output's copy; w sits 16-byte aligned or one element off (the parameter buffer's
+ * placement); Di odd takes the scalar stores. */
+static void test_dt_proj(int64_t B, int64_t L, int64_t R, int64_t Di, int w_off) {
+    const int64_t rows = B * L, ldx = R + 32;
+    float *x = hrand(rows * ldx, -1, 1), *W = hrand(Di * R, -0.5f, 0.5f), *bias = hrand(Di, -8, 24);
+    uint16_t *bx = bf16_dup(x, rows, R, ldx), *bW = bf16_dup(W, Di, R, R);
+    uint16_t *bWo = NULL;
+    CK(cudaMalloc((void **)&bWo, sizeof(uint16_t) * (size_t)(Di * R + 1)));
+    CK(cudaMemcpy(bWo + w_off, bW, sizeof(uint16_t) * (size_t)(Di * R), cudaMemcpyDeviceToDevice));
+    float *ref = (float *)malloc(sizeof(float) * (size_t)(rows * Di));
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t c = 0; c < Di; c++) {
+            double acc = 0.0;
+            for (int64_t k = 0; k < R; k++)
+                acc += (double)x[r * ldx + k] * (double)W[c * R + k];
+            ref[r * Di + c] = mb_softplusf((float)acc + bias[c]);
+        }
+    float *db = dup(bias, Di), *dd = poison(rows * Di);
+    OK(mb_dt_proj_softplus_cuda(dd, bx, ldx, bWo + w_off, db, rows, R, Di, NULL));
+    check(w_off ? "dt_proj_softplus_w1" : "dt_proj_softplus", dd, ref, rows * Di, B, L);
+    free(x), free(W), free(bias), free(ref);
+    cudaFree(bx), cudaFree(bW), cudaFree(bWo), cudaFree(db), cudaFree(dd);
+}
+
 /* bf16 products through cuBLASLt (fp32 accumulate) vs the fp32 CPU products of the same
  * bf16-rounded operands: both sum exact products in fp32, so TOL holds. Shapes: an aligned
  * one (the cuBLASLt path) and an odd-strided one (may take the cublasGemmEx fallback). */
@@ -694,6 +722,11 @@ int main(void) {
             test_conv(B, L, 77, 3); /* odd d_inner: the bf16 inputs' one-channel kernels */
             test_softplus(B, L, 80);
             test_softplus(B, L, 78);
+            {
+                static const int64_t rs[] = {16, 32, 64, 112, 128};
+                test_dt_proj(B, L, rs[li % 5], 136, (int)(B == 3));
+                test_dt_proj(B, L, rs[(li + 2) % 5], 77, (int)(B == 1));
+            }
             test_embedding_ce(B, L);
             test_matmul(cb, B, L);
             test_matmul_bf16(lt, B, L);
@@ -704,6 +737,17 @@ int main(void) {
     for (int i = 0; i < 6; i++)
         test_bf16_ones(lt, ks[i]);
     test_adamw();
+    { /* a dt_rank the fused dt projection does not take is refused, naming it */
+        float *d = poison(64);
+        uint16_t *b = poison16(64 * 40);
+        const int rc = mb_dt_proj_softplus_cuda(d, b, 40, b, d, 1, 24, 64, NULL);
+        const int ok = rc == MB_EINVAL && strstr(mb_last_error(), "dt_rank 24") &&
+                       !mb_dt_proj_softplus_supported(24, 40) &&
+                       mb_dt_proj_softplus_supported(32, 64);
+        printf("dt_proj_softplus refuses dt_rank 24: %s\n", ok ? "ok" : "FAIL");
+        if (!ok) g_fail = 1;
+        cudaFree(d), cudaFree(b);
+    }
     mb_cublas_destroy(cb);
     mb_cublaslt_destroy(lt);
     CK(cudaDeviceSynchronize());

@@ -9,7 +9,8 @@
  * pair exchange, v4 with 8 or 16 warps splitting a chunk in time) and both lane layouts of the
  * staged forward and v5 are checked. The options of the _ex forms (delta_softplus with dt_bias
  * and its gradient; bf16 y, ddelta and dz, each within half a bf16 ulp plus TOL of the tensor's
- * largest value) against the CPU scan on softplus(delta + bias). Exits 77 (ctest
+ * largest value) against the CPU scan on softplus(delta + bias), also with delta given already
+ * effective (delta_is_eff: the fused dt projection's output). Exits 77 (ctest
  * SKIP_RETURN_CODE) without a GPU.
  */
 #include <cuda_runtime.h>
@@ -262,7 +263,7 @@ static void check_bf16(const char *what, const char *name, const uint16_t *dev, 
 /* The _ex options: delta is raw (pre-activation without bias); the reference runs the CPU scan
  * on softplus(delta + dt_bias) and maps ddelta through softplus'. bf16: y, dx, ddelta and dz go
  * to bf16 copies only (dx NULL). */
-static void run_opts_case(tcase tc, uint64_t seed, int bf16) {
+static void run_opts_case(tcase tc, uint64_t seed, int bf16, int eff_in) {
     printf("options (softplus, dt_bias%s): B %lld L %lld Di %lld N %lld chunk %lld\n",
            bf16 ? ", bf16 y / dx / ddelta / dz" : "", (long long)tc.B, (long long)tc.L,
            (long long)tc.Di, (long long)tc.N, (long long)tc.chunk);
@@ -360,6 +361,53 @@ static void run_opts_case(tcase tc, uint64_t seed, int bf16) {
     check("bwd", "dA_log", rel_err_rows(gdA, dA, Di, N, N));
     check("bwd", "dD", rel_err_rows(gdD, dD, 1, Di, Di));
     check("bwd", "dt_bias", rel_err_rows(gdb, dbias, 1, Di, Di));
+    if (eff_in) { /* delta given as effective (delta_is_eff): the same gradients, no transform */
+        float *g_eff = dup_dev(eff, BL * Di);
+        mb_scan_args ae = ad;
+        ae.delta = g_eff;
+        mb_scan_cuda_opts oe = o;
+        oe.delta_is_eff = 1;
+        oe.dt_bias = NULL; /* not used with delta_is_eff */
+        CK(cudaMemset(g_dA, 0, sizeof(float) * (size_t)(Di * N)));
+        CK(cudaMemset(g_dD, 0, sizeof(float) * (size_t)Di));
+        CK(cudaMemset(g_db, 0, sizeof(float) * (size_t)Di));
+        CK(cudaMemset(g_dbc, 0xff, sizeof(float) * (size_t)(BL * bcs)));
+        CK(cudaMemset(g_dx, 0xff, sizeof(float) * (size_t)(BL * Di)));
+        CK(cudaMemset(g_dd, 0xff, sizeof(float) * (size_t)(BL * Di)));
+        CK(cudaMemset(g_dz, 0xff, sizeof(float) * (size_t)(BL * 2 * Di)));
+        if (bf16) {
+            CK(cudaMemset(g_dxb, 0xff, sizeof(uint16_t) * (size_t)(BL * Di)));
+            CK(cudaMemset(g_ddb, 0xff, sizeof(uint16_t) * (size_t)(BL * Di)));
+            CK(cudaMemset(g_dzb, 0xff, sizeof(uint16_t) * (size_t)(BL * 2 * Di)));
+        }
+        if (mb_scan_cuda_backward_ex(&ae, &oe, p.d_dy, bf16 ? NULL : g_dx, g_dd, g_dA, g_dbc + tc.R,
+                                     g_dbc + tc.R + N, g_dD, g_dz + Di, NULL)) {
+            printf("  backward (delta_is_eff) failed: %s\n", mb_last_error());
+            g_fail = 1;
+        }
+        CK(cudaDeviceSynchronize());
+        float *edbc = to_host(g_dbc, BL * bcs), *edA = to_host(g_dA, Di * N);
+        float *edD = to_host(g_dD, Di), *edb = to_host(g_db, Di);
+        if (bf16) {
+            check_bf16("effbwd", "dx", g_dxb, dx, BL, Di, Di);
+            check_bf16("effbwd", "ddelta", g_ddb, dd, BL, Di, Di);
+            check_bf16("effbwd", "dz", g_dzb + Di, dz + Di, BL, Di, 2 * Di);
+        } else {
+            float *edx = to_host(g_dx, BL * Di), *edd = to_host(g_dd, BL * Di);
+            float *edz = to_host(g_dz, BL * 2 * Di);
+            check("effbwd", "dx", rel_err_rows(edx, dx, BL, Di, Di));
+            check("effbwd", "ddelta", rel_err_rows(edd, dd, BL, Di, Di));
+            check("effbwd", "dz", rel_err_rows(edz + Di, dz + Di, BL, Di, 2 * Di));
+            free(edx), free(edd), free(edz);
+        }
+        check("effbwd", "dB", rel_err_rows(edbc + tc.R, dbc + tc.R, BL, N, bcs));
+        check("effbwd", "dC", rel_err_rows(edbc + tc.R + N, dbc + tc.R + N, BL, N, bcs));
+        check("effbwd", "dA_log", rel_err_rows(edA, dA, Di, N, N));
+        check("effbwd", "dD", rel_err_rows(edD, dD, 1, Di, Di));
+        check("effbwd", "dt_bias", rel_err_rows(edb, dbias, 1, Di, Di));
+        free(edbc), free(edA), free(edD), free(edb);
+        cudaFree(g_eff);
+    }
     free(bias), free(eff), free(y), free(hc), free(hl), free(dx), free(dd), free(dbc), free(dz);
     free(dA), free(dD), free(dbias), free(ghc), free(ghl), free(gdx), free(gdbc), free(gdA);
     free(gdD), free(gdb);
@@ -381,12 +429,12 @@ static void run_opts(void) {
         printf("options, backward kernel knob %d:\n", kernels[k]);
         mb_scan_cuda_set_backward_warps(kernels[k]);
         for (int i = 0; i < n; i++)
-            run_opts_case(cases[i], 900 + 10 * k + i, (i + k) & 1);
+            run_opts_case(cases[i], 900 + 10 * k + i, (i + k) & 1, 1);
     }
     mb_scan_cuda_set_backward_warps(0);
     printf("options, legacy forward (W=4), fp32 y:\n");
     mb_scan_cuda_set_forward_warps(4);
-    run_opts_case(cases[2], 990, 0);
+    run_opts_case(cases[2], 990, 0, 0);
     mb_scan_cuda_set_forward_warps(0);
 }
 

@@ -1,0 +1,34 @@
+/* The dt projection with its bias and softplus in one pass, for mixed-precision (bf16) training
+ * and evaluation on the GPU (model.md "Mixer": delta = softplus(dt_low @ dt_proj.weight^T +
+ * dt_proj.bias), mamba_ssm's delta_softplus with threshold 20). The product is bf16 x bf16 with
+ * fp32 accumulation (mma.sync, as the cuBLASLt product it replaces), the bias and softplus are
+ * applied to each fp32 result before it is stored, so the selective scan gets the effective
+ * delta and needs no pass of its own over it (scan_cuda.h, mb_scan_cuda_opts.delta_is_eff).
+ * DEVICE pointers; asynchronous on `stream` (cudaStream_t as void *, NULL = default stream).
+ */
+#ifndef MB_CUDA_DT_PROJ_CUDA_H
+#define MB_CUDA_DT_PROJ_CUDA_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Whether mb_dt_proj_softplus_cuda takes this shape: dt_rank R a multiple of 16 up to 128, the
+ * input's row stride ldx (elements) a multiple of 8 (16-byte rows). */
+int mb_dt_proj_softplus_supported(int64_t R, int64_t ldx);
+
+/* delta (rows, Di), row stride Di, fp32 := softplus(x @ w^T + bias) with x (rows, R) bf16 bits,
+ * row stride ldx (the dt part of the x_proj output's bf16 copy), w (Di, R) bf16 bits (dt_proj's
+ * weight, row-major), bias (Di) fp32. The softplus is the scan's (fast_math_cuda.h,
+ * dt_softplus_f). x must be 16-byte aligned; w may sit at any element offset. Errors:
+ * MB_EINVAL for an unsupported shape (mb_dt_proj_softplus_supported), NULL pointers or a
+ * misaligned x; MB_EIO names a CUDA launch failure. */
+int mb_dt_proj_softplus_cuda(float *delta, const uint16_t *x, int64_t ldx, const uint16_t *w,
+                             const float *bias, int64_t rows, int64_t R, int64_t Di, void *stream);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
