@@ -56,8 +56,10 @@ static __device__ __forceinline__ void dp_stage(uint16_t *dst, const uint16_t *s
     }
 }
 
+/* 5 blocks per multiprocessor (48 registers): H200, medium's shape, 0.470 ms at 3 blocks (77
+ * registers), 0.431 at 4, 0.416 at 5; cuBLASLt's product alone 0.32 */
 template <bool W16>
-__global__ void __launch_bounds__(DP_THREADS, 3)
+__global__ void __launch_bounds__(DP_THREADS, 5)
     dt_proj_softplus_kernel(float *__restrict__ delta, const uint16_t *__restrict__ x,
                             long long ldx, const uint16_t *__restrict__ w,
                             const float *__restrict__ bias, long long rows, int K, int Di) {
@@ -83,12 +85,12 @@ __global__ void __launch_bounds__(DP_THREADS, 3)
      * thread instead of 64, so that more blocks share a multiprocessor */
 #pragma unroll 1
     for (int mi = 0; mi < 4; mi++) {
-        float acc[4][4];
+        float acc[4][4]; /* the products summed onto the bias */
 #pragma unroll
         for (int ni = 0; ni < 4; ni++)
 #pragma unroll
             for (int e = 0; e < 4; e++)
-                acc[ni][e] = 0.0f;
+                acc[ni][e] = bv[ni][e & 1];
         const uint16_t *pa = As + (wm * 64 + mi * 16 + g) * LD + 2 * t;
         const uint16_t *pb = Ws + (wn * 32 + g) * LD + 2 * t;
         for (int k0 = 0; k0 < K; k0 += 16) {
@@ -107,8 +109,8 @@ __global__ void __launch_bounds__(DP_THREADS, 3)
             for (int ni = 0; ni < 4; ni++) {
                 const int c = n0 + wn * 32 + ni * 8 + 2 * t;
                 if (c >= Di) continue;
-                const float v0 = dt_softplus_f(acc[ni][2 * h] + bv[ni][0]);
-                const float v1 = dt_softplus_f(acc[ni][2 * h + 1] + bv[ni][1]);
+                const float v0 = dt_softplus_f(acc[ni][2 * h]);
+                const float v1 = dt_softplus_f(acc[ni][2 * h + 1]);
                 float *dst = delta + r * Di + c;
                 if (pairs) {
                     *(float2 *)dst = make_float2(v0, v1);

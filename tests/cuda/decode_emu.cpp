@@ -3,7 +3,8 @@
  * shuffles and the grid barrier's spin are real barriers / yields; cp.async and bulk copies
  * happen at once, and the mbarriers keep their phases (arrival + expected bytes), so that the
  * producer warp's hand-over (the GPU's default) runs as on the device. A launch that makes no
- * progress for 60 s is reported as a deadlock. Compared with mb_step. */
+ * progress for 120 s (no barrier, mbarrier phase or thread completed) is reported as a deadlock.
+ * Compared with mb_step. */
 #define MBP_EMU 1
 #include <ucontext.h>
 #include <unistd.h>
@@ -68,6 +69,10 @@ static std::vector<double> slot;
 static std::function<void()> body;
 static long long yields = 0;
 static time_t launch_start = 0;
+/* completed barrier generations, mbarrier phases and finished threads: the watchdog's measure of
+ * progress (a slow launch on a loaded machine is not a stuck one) */
+static unsigned long long progress = 0, progress_seen = 0;
+static time_t progress_at = 0;
 
 /* the next fiber: the next unfinished one, or at 1 yield in 16 the first unfinished one from a
  * random place (seeded: EMU_SEED), so that blocks drift apart as on a GPU and a reader that
@@ -89,10 +94,16 @@ static void yield() {
         nx = (nx + 1) % n;
     if (th[nx].done) nx = me;
     if (nx == me) return;
-    /* a launch is well under a second of emulation here: one that runs 60 s is stuck (a
-     * barrier or an mbarrier phase that never completes) */
-    if ((yields & ((1 << 20) - 1)) == 0 && time(NULL) - launch_start > 60) {
-        printf("emu: no progress for 60 s: deadlock (a barrier or mbarrier never completing)\n");
+    /* a launch is well under a second of emulation here, but minutes on a loaded machine under
+     * the sanitizers: it is stuck when no barrier, mbarrier phase or thread has completed for
+     * 120 s (every thread then only polls) */
+    if ((yields & ((1 << 20) - 1)) == 0) {
+        const time_t now = time(NULL);
+        if (progress != progress_seen || progress_at < launch_start)
+            progress_seen = progress, progress_at = now;
+    }
+    if ((yields & ((1 << 20) - 1)) == 0 && time(NULL) - progress_at > 120) {
+        printf("emu: no progress for 120 s: deadlock (a barrier or mbarrier never completing)\n");
         for (int b = 0; b < nblk && b < 64; b++)
             printf("  block %d producer it %d/%d nA %d nB %d\n", b, g_prod[b][0], g_prod[b][1],
                    g_prod[b][2], g_prod[b][3]);
@@ -115,7 +126,7 @@ static void sync(Bar &b) {
     const int g = b.gen;
     if (++b.count == b.n) {
         b.count = 0;
-        b.gen++;
+        b.gen++, progress++;
     } else {
         while (b.gen == g)
             yield();
@@ -132,7 +143,7 @@ static void named(Bar &b, int n, bool arrive_only) {
     const int g = b.gen;
     if (++b.count == b.n) {
         b.count = 0;
-        b.gen++;
+        b.gen++, progress++;
     } else if (!arrive_only) {
         while (b.gen == g)
             yield();
@@ -142,6 +153,7 @@ static void trampoline() {
     body();
     const int me = cur, n = (int)th.size();
     th[me].done = true;
+    progress++;
     int nx = me;
     do {
         nx = (nx + 1) % n;
@@ -153,6 +165,7 @@ static void trampoline() {
 static void launch(int nb, int nt, size_t smem_bytes, std::function<void()> fn) {
     body = fn;
     launch_start = time(NULL);
+    progress_at = launch_start;
     nblk = nb, nthr = nt;
     th.assign((size_t)nb * nt, Th());
     smem.assign(nb, std::vector<unsigned char>(smem_bytes + 64, 0xAB));
@@ -275,7 +288,7 @@ static inline emu::Mbar &mbar_of(unsigned long long *m) {
     return it->second;
 }
 static inline void mbar_complete(emu::Mbar &b) {
-    if (b.pending == 0 && b.tx == 0) b.phase++, b.pending = b.count;
+    if (b.pending == 0 && b.tx == 0) b.phase++, b.pending = b.count, emu::progress++;
 }
 static inline void mbar_init(unsigned long long *m, unsigned count = 1) {
     emu::Mbar &b = (m >= emu::mbar_slot.data() && m < emu::mbar_slot.data() + emu::mbar_slot.size())
