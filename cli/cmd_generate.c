@@ -10,6 +10,7 @@
 
 #include "args.h"
 #include "commands.h"
+#include "cpu/model.h"
 #include "infer/sampler.h"
 #include "mambabyte.h"
 #include "model_load.h"
@@ -29,7 +30,7 @@ static void help(FILE *f) {
             "\n"
             "  -m DIR         checkpoint directory\n"
             "  -p TEXT        prompt text (default: a newline)\n"
-            "  -f FILE        read the prompt from FILE (any bytes)\n"
+            "  -f FILE        read the prompt from FILE (any bytes; - for standard input)\n"
             "  -n N           bytes to generate (default 256)\n"
             "  --temp T       temperature (default 0.8; 0 = argmax)\n"
             "  --top-k K      keep the K most likely bytes (default 0 = off)\n"
@@ -47,11 +48,12 @@ static void help(FILE *f) {
 
 static unsigned char *read_file(const char *path, int64_t *len) {
     struct stat sb;
-    if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode)) {
+    const int std_in = !strcmp(path, "-"); /* "-f -": the prompt from standard input */
+    if (!std_in && stat(path, &sb) == 0 && S_ISDIR(sb.st_mode)) {
         fprintf(stderr, "mambabyte generate: prompt file %s is a directory\n", path);
         return NULL;
     }
-    FILE *f = fopen(path, "rb");
+    FILE *f = std_in ? stdin : fopen(path, "rb");
     if (!f) {
         fprintf(stderr, "mambabyte generate: cannot open prompt file %s: %s\n", path,
                 strerror(errno));
@@ -69,9 +71,10 @@ static unsigned char *read_file(const char *path, int64_t *len) {
         }
     }
     int err = ferror(f);
-    fclose(f);
+    if (!std_in) fclose(f);
     if (!buf || err) {
-        fprintf(stderr, "mambabyte generate: cannot read prompt file %s\n", path);
+        fprintf(stderr, "mambabyte generate: cannot read prompt file %s\n",
+                std_in ? "(standard input)" : path);
         free(buf);
         return NULL;
     }
@@ -269,7 +272,7 @@ int cmd_generate(int argc, char **argv) {
     for (int64_t off = 0; off < plen; off += chunk) {
         int64_t n = plen - off < chunk ? plen - off : chunk;
         mb_acts_free(acts);
-        acts = mb_acts_create(&m.cfg, 1, n);
+        acts = mb_acts_create_ex(&m.cfg, 1, n, 0, 0); /* inference: one layer at a time */
         if (!acts) {
             fprintf(stderr, "mambabyte generate: out of memory for the prompt\n");
             goto out;

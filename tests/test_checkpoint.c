@@ -249,6 +249,28 @@ static void test_prefix_and_hf_names(void **st) {
         save_list(wp, l);
         expect_err(mb_checkpoint_load(dir, &r, NULL), MB_EFORMAT, wp, "backbone.norm_f.weight",
                    "module.", NULL);
+        /* torch.compile's "_orig_mod." prefix, alone and under DDP's */
+        static const char *const wraps[] = {"_orig_mod.", "module._orig_mod."};
+        for (int w = 0; w < 2; w++) {
+            fresh(dir, hf ? "prefix_hf" : "prefix_ssm", &m, hf ? MB_CKPT_HF : MB_CKPT_MAMBA_SSM);
+            load_list(wp, l);
+            const size_t pl = strlen(wraps[w]);
+            for (int i = 0; i < l->n; i++) {
+                char *n = l->t[i].name;
+                size_t len = strlen(n);
+                assert_true(len + pl + 1 < sizeof l->t[i].name);
+                memmove(n + pl, n, len + 1);
+                memcpy(n, wraps[w], pl);
+            }
+            save_list(wp, l);
+            assert_int_equal(mb_checkpoint_load(dir, &r, &info), 0);
+            assert_same_model(&m, &r);
+            assert_string_equal(info.prefix, wraps[w]);
+            char want[64];
+            snprintf(want, sizeof want, "%s+%s", hf ? "hf" : "mamba_ssm", wraps[w]);
+            assert_string_equal(info.format, want);
+            mb_model_free(&r);
+        }
         free(l);
         mb_model_free(&m);
     }

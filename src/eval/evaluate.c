@@ -2,8 +2,11 @@
 #include "eval/evaluate.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "cpu/model.h"
 
 double mb_eval_bpb(const mb_eval_result *r) {
     return r->bytes > 0 ? r->nats / (double)r->bytes / M_LN2 : 0.0;
@@ -24,12 +27,44 @@ static int64_t total_to_score(const mb_doc *docs, int64_t n_docs, int64_t max_by
     return max_bytes > 0 && t > max_bytes ? max_bytes : t;
 }
 
+/* Bytes of memory the system can still give (MemAvailable of /proc/meminfo), -1 if unknown. */
+static int64_t mem_available(void) {
+    FILE *f = fopen("/proc/meminfo", "r");
+    if (!f) return -1;
+    char line[256];
+    long long kb = -1;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "MemAvailable: %lld kB", &kb) == 1) break;
+    fclose(f);
+    return kb > 0 ? (int64_t)kb * 1024 : -1;
+}
+
+/* Inference workspace (one layer's activations at a time) for B windows of L bytes, refused
+ * with a message that names the way out where it would not fit in the memory available (the
+ * allocation itself would succeed and the kernel's OOM killer end the process later). */
+static mb_acts *eval_acts(const mb_config *c, int64_t B, int64_t L) {
+    const int64_t need = mb_acts_bytes(c, B, L, 0, 0), avail = mem_available();
+    if (need > 0 && avail > 0 && (double)need > 0.9 * (double)avail) {
+        mb_fail(MB_ENOMEM,
+                "eval: %lld window(s) of %lld bytes need %.1f GiB of activations, more than the "
+                "%.1f GiB of memory available; use --stream (memory independent of the length) "
+                "or a smaller --ctx or --batch",
+                (long long)B, (long long)L, (double)need / 1073741824.0,
+                (double)avail / 1073741824.0);
+        return NULL;
+    }
+    mb_acts *a = mb_acts_create_ex(c, B, L, 0, 0);
+    if (!a)
+        mb_fail(MB_ENOMEM, "eval: out of memory for %lld window(s) of %lld bytes", (long long)B,
+                (long long)L);
+    return a;
+}
+
 /* Score one partial window of n + 1 bytes at batch 1 (zero state or carried state). */
 static int score_single(const mb_model *m, mb_state *st, const uint8_t *w, int64_t n,
                         mb_eval_result *out) {
-    mb_acts *a = mb_acts_create(&m->cfg, 1, n);
-    if (!a)
-        return mb_fail(MB_ENOMEM, "eval: out of memory for a window of %lld bytes", (long long)n);
+    mb_acts *a = eval_acts(&m->cfg, 1, n);
+    if (!a) return MB_ENOMEM;
     if (st)
         mb_forward_stateful(m, a, st, w, w + 1, NULL);
     else
@@ -55,9 +90,8 @@ int mb_eval_cpu_score(const mb_model *m, mb_acts *full, int64_t full_B, int64_t 
         *nats = sum_losses(full, B * L);
         return MB_OK;
     }
-    mb_acts *a = mb_acts_create(&m->cfg, B, L);
-    if (!a)
-        return mb_fail(MB_ENOMEM, "eval: out of memory for a window of %lld bytes", (long long)L);
+    mb_acts *a = eval_acts(&m->cfg, B, L);
+    if (!a) return MB_ENOMEM;
     mb_forward(m, a, x, y, NULL);
     *nats = sum_losses(a, B * L);
     mb_acts_free(a);
@@ -130,10 +164,14 @@ int mb_evaluate_windows(mb_eval_scorer score, void *score_user, const mb_doc *do
 static int eval_windowed(const mb_model *m, const mb_doc *docs, int64_t n_docs, int64_t ctx,
                          int64_t batch, int64_t max_bytes, mb_eval_progress progress, void *user,
                          mb_eval_result *out) {
-    cpu_scorer c = {.m = m, .full = mb_acts_create(&m->cfg, batch, ctx), .B = batch, .L = ctx};
-    if (!c.full)
-        return mb_fail(MB_ENOMEM, "eval: out of memory for batch %lld x ctx %lld", (long long)batch,
-                       (long long)ctx);
+    /* no larger a batch than there are full windows (the last, shorter window of a document is
+     * scored on its own) */
+    int64_t full = 0;
+    for (int64_t d = 0; d < n_docs && full < batch; d++)
+        if (docs[d].len > 1) full += (docs[d].len - 1) / ctx;
+    if (full < batch) batch = full > 0 ? full : 1;
+    cpu_scorer c = {.m = m, .full = eval_acts(&m->cfg, batch, ctx), .B = batch, .L = ctx};
+    if (!c.full) return MB_ENOMEM;
     int rc = mb_evaluate_windows(cpu_score, &c, docs, n_docs, ctx, batch, max_bytes, progress, user,
                                  out);
     mb_acts_free(c.full);
@@ -195,10 +233,10 @@ static int eval_streamed(const mb_model *m, const mb_doc *docs, int64_t n_docs, 
     cpu_streamer c = {.m = m, .ctx = ctx};
     int rc = mb_state_create(&c.st, &m->cfg, 1);
     if (rc) return rc;
-    c.a = mb_acts_create(&m->cfg, 1, ctx);
+    c.a = eval_acts(&m->cfg, 1, ctx);
     if (!c.a) {
         mb_state_free(&c.st);
-        return mb_fail(MB_ENOMEM, "eval: out of memory for ctx %lld", (long long)ctx);
+        return MB_ENOMEM;
     }
     rc =
         mb_evaluate_stream(cpu_stream_score, &c, docs, n_docs, ctx, max_bytes, progress, user, out);

@@ -179,7 +179,7 @@ static int64_t layer_index(const char *name) {
 
 typedef struct {
     const mb_st_file *st;
-    const char *prefix; /* "" or "module." */
+    const char *prefix; /* "" or a wrapper's prefix ("module.", "_orig_mod.", both) */
     const char *emb;    /* EMB_SSM or EMB_HF */
 } keymap;
 
@@ -280,22 +280,42 @@ int mb_checkpoint_load(const char *path, mb_model *m, mb_checkpoint_info *info) 
         goto done;
     }
     in.n_tensors = st.n_tensors;
-    /* module. prefix: all keys or none */
+    /* a wrapper's prefix (DDP "module.", torch.compile "_orig_mod.", or both): all keys or
+     * none; the longest that the first key carries */
+    static const char *const wrappers[] = {"module._orig_mod.", "_orig_mod.module.", "_orig_mod.",
+                                           PREFIX};
+    const char *pre = "";
+    for (size_t w = 0; w < sizeof wrappers / sizeof *wrappers && st.n_tensors > 0; w++)
+        if (strncmp(st.tensors[0].name, wrappers[w], strlen(wrappers[w])) == 0) {
+            pre = wrappers[w];
+            break;
+        }
     int n_pre = 0;
-    for (int i = 0; i < st.n_tensors; i++)
-        n_pre += strncmp(st.tensors[i].name, PREFIX, strlen(PREFIX)) == 0;
+    if (!*pre) { /* the first key has none: then no key may (counted for the message) */
+        for (size_t w = 0; w < sizeof wrappers / sizeof *wrappers && !n_pre; w++)
+            for (int i = 0; i < st.n_tensors; i++)
+                if (strncmp(st.tensors[i].name, wrappers[w], strlen(wrappers[w])) == 0) {
+                    pre = wrappers[w];
+                    n_pre++;
+                }
+    } else {
+        for (int i = 0; i < st.n_tensors; i++)
+            n_pre += strncmp(st.tensors[i].name, pre, strlen(pre)) == 0;
+    }
     if (n_pre && n_pre != st.n_tensors) {
         for (int i = 0; i < st.n_tensors; i++)
-            if (strncmp(st.tensors[i].name, PREFIX, strlen(PREFIX)) != 0) {
+            if (strncmp(st.tensors[i].name, pre, strlen(pre)) != 0) {
                 rc = mb_fail(MB_EFORMAT,
-                             "file %s: tensor %s lacks the \"module.\" prefix that "
+                             "file %s: tensor %s lacks the \"%s\" prefix that "
                              "%d other tensors carry",
-                             wp, st.tensors[i].name, n_pre);
+                             wp, st.tensors[i].name, pre, n_pre);
                 goto done;
             }
     }
-    keymap k = {&st, n_pre ? PREFIX : "", EMB_SSM};
+    if (!n_pre) pre = "";
+    keymap k = {&st, pre, EMB_SSM};
     in.module_prefix = n_pre > 0;
+    snprintf(in.prefix, sizeof in.prefix, "%s", pre);
     {
         char a[128], b[128];
         snprintf(a, sizeof a, "%s%s", k.prefix, EMB_SSM);
@@ -313,8 +333,8 @@ int mb_checkpoint_load(const char *path, mb_model *m, mb_checkpoint_info *info) 
         k.emb = has_b ? EMB_HF : EMB_SSM;
         in.names = has_b ? MB_CKPT_HF : MB_CKPT_MAMBA_SSM;
     }
-    snprintf(in.format, sizeof in.format, "%s%s", mb_ckpt_format_name(in.names),
-             in.module_prefix ? "+module." : "");
+    snprintf(in.format, sizeof in.format, "%s%s%s", mb_ckpt_format_name(in.names),
+             in.module_prefix ? "+" : "", in.prefix);
     if ((rc = check_structure(&st, &k, &cfg, &in))) goto done;
     if ((rc = mb_model_create(m, &cfg))) goto done;
     /* every table tensor present; nothing else except a tied lm_head */

@@ -18,9 +18,11 @@ const char *mb_ckpt_format_name(mb_ckpt_format f);
 /* What mb_checkpoint_load found. */
 typedef struct {
     mb_ckpt_format names;             /* embedding key: embedding (mamba_ssm) / embeddings (hf) */
-    int module_prefix;                /* 1: every key carried a DDP "module." prefix */
+    int module_prefix;                /* 1: every key carried a wrapper's prefix (below) */
+    char prefix[24];                  /* that prefix: DDP "module.", torch.compile "_orig_mod.",
+                                         or both ("module._orig_mod."); "" without one */
     mb_config_flavour config_flavour; /* flavour of config.json */
-    char format[32];                  /* "mamba_ssm", "hf", "mamba_ssm+module.", "hf+module." */
+    char format[32];                  /* "mamba_ssm", "hf", with "+" and the prefix if any */
     char dtype[8];                    /* "F32", "F16", "BF16" or "mixed" */
     int lm_head_stored;               /* lm_head.weight present in the file */
     int n_tensors;                    /* tensors in the file */

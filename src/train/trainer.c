@@ -557,6 +557,13 @@ int mb_train_with_backend(const mb_train_opts *opts_in, const mb_backend_ops *be
         if ((rc = mb_adamw_init(&opt, &m, 0.9f, 0.95f, 1e-8f, 0.1f))) goto done;
         if ((rc = roll_forward_train_state(o.out, &m))) goto done;
         if ((rc = load_train_state(o.out, &o, &m, &opt, &rs))) goto done;
+        if (opts_in->steps > 0 && opts_in->steps < rs.step) {
+            rc = mb_fail(MB_EINVAL,
+                         "--steps %lld is below the run's step %lld (%s): a finished step cannot "
+                         "be taken back; give --steps N with N >= %lld",
+                         (long long)opts_in->steps, (long long)rs.step, o.out, (long long)rs.step);
+            goto done;
+        }
         if (opts_in->steps > 0) rs.total_steps = opts_in->steps;
         fprintf(stderr,
                 "resuming %s at step %lld of %lld (ctx %lld, batch %lld, seed %llu from "
@@ -886,6 +893,9 @@ int mb_train_with_backend(const mb_train_opts *opts_in, const mb_backend_ops *be
                 "checkpoint in %s\n",
                 (long long)rs.step, (long long)(rs.step - start_step), (long long)rs.bytes_seen,
                 rs.elapsed, o.out);
+    else if (rs.step == start_step && start_step > 0) /* a finished run resumed */
+        fprintf(stderr, "no step trained: the run was at step %lld already; checkpoint in %s\n",
+                (long long)rs.step, o.out);
     else
         fprintf(stderr, "trained %lld steps (%lld bytes) in %.1fs; checkpoint in %s\n",
                 (long long)rs.step, (long long)rs.bytes_seen, rs.elapsed, o.out);

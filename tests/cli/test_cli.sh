@@ -39,6 +39,8 @@ s2=$("$MB_CLI" generate -m "$T/m" -p "int " -n 60 --seed 5 --no-echo 2>/dev/null
 s3=$("$MB_CLI" generate -m "$T/m" -p "int " -n 60 --seed 6 --no-echo --temp 1.5 2>/dev/null | od -An -tx1)
 check "same seed, same bytes" [ "$s1" = "$s2" ]
 check "other seed, other bytes" [ "$s1" != "$s3" ]
+g3=$(printf 'int ' | "$MB_CLI" generate -m "$T/m" -f - -n 40 --temp 0 --no-echo 2>/dev/null | od -An -tx1)
+check "-f - reads the prompt from standard input" [ "$g3" = "$g1" ]
 n=$("$MB_CLI" generate -m "$T/m" -p "x" -n 100 --no-echo --seed 1 2>/dev/null | wc -c)
 check "generate -n 100 --no-echo writes exactly 100 bytes" [ "$n" -eq 100 ]
 
@@ -76,6 +78,8 @@ check "eval --ctx=1024 equals --ctx 1024" [ "$e" = "$w" ]
 check "--json=yes: takes no value" bash -c "[ $rc -eq 2 ] && grep -q -- \"--json takes no value\" '$T/e8e'"
 "$MB_CLI" train --data "$data" --out "$T/x4" --steps=1 --lr=abc >/dev/null 2>"$T/e8f"; rc=$?
 check "--lr=abc named" bash -c "[ $rc -eq 2 ] && grep -q -- \"--lr must be a number.*'abc'\" '$T/e8f' && [ ! -e '$T/x4' ]"
+"$MB_CLI" train --data "$data" --out "$T/m" --resume --steps 10 >/dev/null 2>"$T/e8g"; rc=$?
+check "--resume --steps below the run's step refused" bash -c "[ $rc -ne 0 ] && grep -q -- '--steps 10 is below the run.s step 30' '$T/e8g'"
 "$MB_CLI" eval -m "$T/short.txt" "$T/short.txt" >/dev/null 2>"$T/e8d"; rc=$?
 check "-m of a text file: not a checkpoint" bash -c "[ $rc -ne 0 ] && grep -q 'not a checkpoint directory' '$T/e8d'"
 "$MB_CLI" train --data "$data" --out "$T/x2" --steps 1 --val-fraction 0 >/dev/null 2>"$T/e9"; rc=$?
