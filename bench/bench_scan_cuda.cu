@@ -13,23 +13,26 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cuda/bf16_cuda.h"
+#include "cuda/dt_proj_cuda.h"
+#include "cuda/matmul_cuda.h"
 #include "cuda/scan_cuda.h"
 #include "mambabyte.h"
 
-#define CK(call)                                                                                  \
-    do {                                                                                          \
-        cudaError_t e_ = (call);                                                                  \
-        if (e_ != cudaSuccess) {                                                                  \
+#define CK(call)                                                                                   \
+    do {                                                                                           \
+        cudaError_t e_ = (call);                                                                   \
+        if (e_ != cudaSuccess) {                                                                   \
             fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(e_)); \
-            exit(1);                                                                              \
-        }                                                                                         \
+            exit(1);                                                                               \
+        }                                                                                          \
     } while (0)
-#define RC(call)                                                                                  \
-    do {                                                                                          \
-        if ((call) != 0) {                                                                        \
+#define RC(call)                                                                                   \
+    do {                                                                                           \
+        if ((call) != 0) {                                                                         \
             fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #call, mb_last_error());        \
-            exit(1);                                                                              \
-        }                                                                                         \
+            exit(1);                                                                               \
+        }                                                                                          \
     } while (0)
 
 #define BW 4.3e12   /* bytes / s */
@@ -84,11 +87,30 @@ static void run_bwd(bench_ctx *c) {
                              c->dbc + c->R + c->a.N, c->dD, c->dz, NULL));
 }
 
+/* the dt projection's operands (main) */
+static struct {
+    void *lt;
+    uint16_t *xb, *wb;
+    float *bias, *out;
+    long long rows, R, ld, Di;
+} g_dt;
+static void run_dt_lt(bench_ctx *c) {
+    (void)c;
+    RC(mb_matmul_bf16_forward(g_dt.lt, g_dt.out, g_dt.Di, g_dt.xb, g_dt.ld, g_dt.wb, g_dt.rows,
+                              g_dt.R, g_dt.Di, 0));
+}
+static void run_dt_fused(bench_ctx *c) {
+    (void)c;
+    RC(mb_dt_proj_softplus_cuda(g_dt.out, g_dt.xb, g_dt.ld, g_dt.wb, g_dt.bias, g_dt.rows, g_dt.R,
+                                g_dt.Di, NULL));
+}
+
 static float time_ms(void (*fn)(bench_ctx *), bench_ctx *c) {
     cudaEvent_t e0, e1;
     CK(cudaEventCreate(&e0));
     CK(cudaEventCreate(&e1));
-    for (int i = 0; i < 3; i++) fn(c);
+    for (int i = 0; i < 3; i++)
+        fn(c);
     CK(cudaDeviceSynchronize());
     float t[20];
     for (int i = 0; i < 20; i++) {
@@ -158,7 +180,8 @@ int main(int argc, char **argv) {
 
     printf("| %-28s | %8s | %8s | %8s | %8s | %8s | %7s |\n", "pass", "ms", "GB", "bytes ms",
            "exp ms", "floor ms", "/floor");
-    printf("|------------------------------|----------|----------|----------|----------|----------|---------|\n");
+    printf("|------------------------------|----------|----------|----------|----------|----------|"
+           "---------|\n");
     const float f_auto = time_ms(run_fwd, &c);
     row("forward (staged)", f_auto, fwd_bytes, exps);
     mb_scan_cuda_set_lane_layout(0);
@@ -216,7 +239,8 @@ int main(int argc, char **argv) {
     /* the training form: raw delta around the dt_proj bias of the init (softplus^-1 of
      * 0.001..0.1), bf16 outputs */
     {
-        float *draw = dalloc_fill(BL * Di, 15, -0.5f, 0.5f), *bias = dalloc_fill(Di, 16, -6.9f, -2.3f);
+        float *draw = dalloc_fill(BL * Di, 15, -0.5f, 0.5f),
+              *bias = dalloc_fill(Di, 16, -6.9f, -2.3f);
         float *ddtb = dalloc_fill(Di, 17, 0.0f, 0.0f);
         uint16_t *b16 = NULL;
         CK(cudaMalloc((void **)&b16, sizeof(uint16_t) * (size_t)(BL * 5 * Di)));
@@ -225,12 +249,11 @@ int main(int argc, char **argv) {
         c.o.dt_bias = bias, c.o.dt_softplus = 1, c.o.ddt_bias = ddtb;
         c.o.y_bf16 = b16, c.o.ddelta_bf16 = b16 + BL * Di, c.o.dx_bf16 = b16 + 2 * BL * Di;
         c.o.dz_bf16 = b16 + 3 * BL * Di; /* stride 2 Di, as z */
-        const double h = 2.0 * BL * Di; /* a bf16 activation */
-        row("forward, training form", time_ms(run_fwd_ex, &c), 3 * act + 2 * bc + hcb + h,
-            exps);
+        const double h = 2.0 * BL * Di;  /* a bf16 activation */
+        row("forward, training form", time_ms(run_fwd_ex, &c), 3 * act + 2 * bc + hcb + h, exps);
         run_fwd_ex(&c);
-        row("backward, training form", time_ms(run_bwd_ex, &c),
-            4 * act + 4 * bc + hcb + 3 * h, exps);
+        row("backward, training form", time_ms(run_bwd_ex, &c), 4 * act + 4 * bc + hcb + 3 * h,
+            exps);
         a->delta = dkeep;
         memset(&c.o, 0, sizeof c.o);
         CK(cudaFree(draw));
@@ -238,6 +261,31 @@ int main(int argc, char **argv) {
         CK(cudaFree(ddtb));
         CK(cudaFree(b16));
         RC(mb_scan_cuda_forward(a, c.y, NULL));
+    }
+    /* the dt projection that feeds it (dt_rank R from the x_proj output's bf16 copy, row stride
+     * R + 2N): cuBLASLt's bf16 product (the raw delta) against the fused one with bias and
+     * softplus (dt_proj_cuda.h); floor: the fp32 output */
+    if (mb_dt_proj_softplus_supported(R, bcs)) {
+        uint16_t *xb = NULL, *wb16 = NULL;
+        CK(cudaMalloc((void **)&xb, sizeof(uint16_t) * (size_t)(BL * bcs)));
+        CK(cudaMalloc((void **)&wb16, sizeof(uint16_t) * (size_t)(Di * R)));
+        float *wf = dalloc_fill(Di * R, 19, -0.3f, 0.3f), *bias = dalloc_fill(Di, 20, -6.9f, -2.3f);
+        float *out = dalloc_fill(BL * Di, 21, 0.0f, 0.0f);
+        RC(mb_bf16_from_f32_cuda(xb, bcs, dbc, bcs, BL, bcs, NULL));
+        RC(mb_bf16_from_f32_cuda(wb16, R, wf, R, Di, R, NULL));
+        void *lt = NULL;
+        RC(mb_cublaslt_create(&lt, NULL));
+        g_dt.lt = lt, g_dt.xb = xb, g_dt.wb = wb16, g_dt.bias = bias, g_dt.out = out;
+        g_dt.rows = BL, g_dt.R = R, g_dt.ld = bcs, g_dt.Di = Di;
+        const double ob = 4.0 * BL * Di, ib = 2.0 * BL * R;
+        row("dt_proj, cuBLASLt (raw)", time_ms(run_dt_lt, &c), ob + ib, 0);
+        row("dt_proj + bias + softplus", time_ms(run_dt_fused, &c), ob + ib, 0);
+        mb_cublaslt_destroy(lt);
+        CK(cudaFree(xb));
+        CK(cudaFree(wb16));
+        CK(cudaFree(wf));
+        CK(cudaFree(bias));
+        CK(cudaFree(out));
     }
     a->chunk = 128; /* the CPU default: the backward first recomputes 64-step states */
     RC(mb_scan_cuda_forward(a, c.y, NULL)); /* h_chunks no longer needed at 128: reuse buffer */
