@@ -22,7 +22,7 @@ typedef struct {
     char prefix[24];                  /* that prefix: DDP "module.", torch.compile "_orig_mod.",
                                          or both ("module._orig_mod."); "" without one */
     mb_config_flavour config_flavour; /* flavour of config.json */
-    char format[32];                  /* "mamba_ssm", "hf", with "+" and the prefix if any */
+    char format[48];                  /* "mamba_ssm", "hf", with "+" and the prefix if any */
     char dtype[8];                    /* "F32", "F16", "BF16" or "mixed" */
     int lm_head_stored;               /* lm_head.weight present in the file */
     int n_tensors;                    /* tensors in the file */
