@@ -196,6 +196,10 @@ int cmd_export(int argc, char **argv) {
     struct stat ost;
     const int made_out = stat(out, &ost) != 0;
     snprintf(stage, sizeof stage, "%s/.mambabyte-export.%ld", out, (long)getpid());
+    if (!made_out && !S_ISDIR(ost.st_mode)) {
+        fprintf(stderr, "mambabyte export: OUT_DIR %s exists and is not a directory\n", out);
+        goto done;
+    }
     remove_staging(stage); /* (a leftover of a killed export with this pid) */
     if (mb_checkpoint_save_dtype(stage, &m, format, dtype)) {
         fprintf(stderr, "mambabyte export: %s\n", mb_last_error());

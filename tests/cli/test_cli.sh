@@ -87,6 +87,8 @@ check "--val-fraction 0 without --val refused" bash -c "[ $rc -ne 0 ] && grep -q
 : >"$T/afile"
 "$MB_CLI" train --data "$data" --out "$T/afile" --steps 1 >/dev/null 2>"$T/e10"; rc=$?
 check "--out that is a file named" bash -c "[ $rc -ne 0 ] && grep -q 'not a directory' '$T/e10'"
+"$MB_CLI" export -m "$T/m" --format mamba_ssm "$T/afile" >/dev/null 2>"$T/e10b"; rc=$?
+check "export OUT_DIR that is a file named" bash -c "[ $rc -ne 0 ] && grep -q 'OUT_DIR $T/afile exists and is not a directory' '$T/e10b' && [ ! -s '$T/afile' ]"
 check "-m DIR/config.json means DIR" bash -c "'$MB_CLI' info -m '$T/m/config.json' | grep -q 'd_model  *64'"
 "$MB_CLI" generate -m "$T/m" -f "$T" -n 3 >/dev/null 2>"$T/e11"; rc=$?
 check "-f DIR named as a directory" bash -c "[ $rc -ne 0 ] && grep -q 'is a directory' '$T/e11'"
