@@ -2,7 +2,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "args.h"
@@ -131,13 +130,7 @@ int cmd_eval(int argc, char **argv) {
     /* the model's own directory inside the input tree is not data: its checkpoint files (and a
      * training run's pack and metrics) would be scored as text */
     char model_dir[4200];
-    struct stat mst;
-    const char *slash = strrchr(dir, '/');
-    if (stat(dir, &mst) == 0 && !S_ISDIR(mst.st_mode))
-        snprintf(model_dir, sizeof model_dir, "%.*s", slash ? (int)(slash - dir) : 1,
-                 slash ? dir : ".");
-    else
-        snprintf(model_dir, sizeof model_dir, "%s", dir);
+    cli_model_dir(dir, model_dir, sizeof model_dir);
     mb_pack pack;
     int skipped = 0;
     int rc = mb_pack_build_skipping(input, fmt, pack_path, model_dir, &skipped);

@@ -17,17 +17,21 @@ int cli_load_model(const char *cmd, const char *dir, mb_model *m) {
     return 0;
 }
 
-int64_t cli_training_ctx(const char *dir, int64_t fallback) {
-    char path[4200];
+void cli_model_dir(const char *dir, char *buf, size_t n) {
     /* like the checkpoint loader: a file given with -m (DIR/config.json, a .safetensors)
      * stands for the directory it is in */
     struct stat st;
     const char *slash = strrchr(dir, '/');
     if (stat(dir, &st) == 0 && !S_ISDIR(st.st_mode))
-        snprintf(path, sizeof path, "%.*s/train_state.safetensors", slash ? (int)(slash - dir) : 1,
-                 slash ? dir : ".");
+        snprintf(buf, n, "%.*s", slash ? (int)(slash - dir) : 1, slash ? dir : ".");
     else
-        snprintf(path, sizeof path, "%s/train_state.safetensors", dir);
+        snprintf(buf, n, "%s", dir);
+}
+
+int64_t cli_training_ctx(const char *dir, int64_t fallback) {
+    char md[4096], path[4200];
+    cli_model_dir(dir, md, sizeof md);
+    snprintf(path, sizeof path, "%s/train_state.safetensors", md);
     mb_st_file f;
     if (mb_st_open(&f, path)) return fallback;
     const char *d = mb_st_meta(&f, "data");

@@ -43,8 +43,10 @@ static int64_t mem_available(void) {
  * with a message that names the way out where it would not fit in the memory available (the
  * allocation itself would succeed and the kernel's OOM killer end the process later). */
 static mb_acts *eval_acts(const mb_config *c, int64_t B, int64_t L) {
-    const int64_t need = mb_acts_bytes(c, B, L, 0, 0), avail = mem_available();
-    if (need > 0 && avail > 0 && (double)need > 0.9 * (double)avail) {
+    /* (the system is asked only for large workspaces: a document's last window comes here) */
+    const int64_t need = mb_acts_bytes(c, B, L, 0, 0);
+    const int64_t avail = need > ((int64_t)256 << 20) ? mem_available() : -1;
+    if (avail > 0 && (double)need > 0.9 * (double)avail) {
         mb_fail(MB_ENOMEM,
                 "eval: %lld window(s) of %lld bytes need %.1f GiB of activations, more than the "
                 "%.1f GiB of memory available; use --stream (memory independent of the length) "

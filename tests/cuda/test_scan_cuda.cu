@@ -260,6 +260,39 @@ static void check_bf16(const char *what, const char *name, const uint16_t *dev, 
            (long long)bad, (long long)(rows * width), bad ? "FAIL" : "ok");
 }
 
+/* The backward's outputs on the device (bf16 copies of dx / ddelta / dz where bf16) against the
+ * reference, each check labelled `what`. */
+typedef struct {
+    float *dx, *dd, *dbc, *dz, *dA, *dD, *db;
+    uint16_t *dxb, *ddb, *dzb;
+} bwd_out;
+static void check_bwd(const char *what, const bwd_out *g, int bf16, const float *dx,
+                      const float *dd, const float *dbc, const float *dz, const float *dA,
+                      const float *dD, const float *dbias, int64_t BL, int64_t Di, int64_t N,
+                      int64_t R) {
+    const int64_t bcs = R + 2 * N;
+    if (bf16) {
+        check_bf16(what, "dx", g->dxb, dx, BL, Di, Di);
+        check_bf16(what, "ddelta", g->ddb, dd, BL, Di, Di);
+        check_bf16(what, "dz", g->dzb + Di, dz + Di, BL, Di, 2 * Di);
+    } else {
+        float *hx = to_host(g->dx, BL * Di), *hd = to_host(g->dd, BL * Di);
+        float *hz = to_host(g->dz, BL * 2 * Di);
+        check(what, "dx", rel_err_rows(hx, dx, BL, Di, Di));
+        check(what, "ddelta", rel_err_rows(hd, dd, BL, Di, Di));
+        check(what, "dz", rel_err_rows(hz + Di, dz + Di, BL, Di, 2 * Di));
+        free(hx), free(hd), free(hz);
+    }
+    float *hbc = to_host(g->dbc, BL * bcs), *hA = to_host(g->dA, Di * N);
+    float *hD = to_host(g->dD, Di), *hb = to_host(g->db, Di);
+    check(what, "dB", rel_err_rows(hbc + R, dbc + R, BL, N, bcs));
+    check(what, "dC", rel_err_rows(hbc + R + N, dbc + R + N, BL, N, bcs));
+    check(what, "dA_log", rel_err_rows(hA, dA, Di, N, N));
+    check(what, "dD", rel_err_rows(hD, dD, 1, Di, Di));
+    check(what, "dt_bias", rel_err_rows(hb, dbias, 1, Di, Di));
+    free(hbc), free(hA), free(hD), free(hb);
+}
+
 /* The _ex options: delta is raw (pre-activation without bias); the reference runs the CPU scan
  * on softplus(delta + dt_bias) and maps ddelta through softplus'. bf16: y, dx, ddelta and dz go
  * to bf16 copies only (dx NULL). */
@@ -343,24 +376,8 @@ static void run_opts_case(tcase tc, uint64_t seed, int bf16, int eff_in) {
         g_fail = 1;
     }
     CK(cudaDeviceSynchronize());
-    float *gdx = to_host(g_dx, BL * Di), *gdbc = to_host(g_dbc, BL * bcs);
-    float *gdA = to_host(g_dA, Di * N), *gdD = to_host(g_dD, Di), *gdb = to_host(g_db, Di);
-    if (bf16) {
-        check_bf16("bwd", "dx", g_dxb, dx, BL, Di, Di);
-        check_bf16("bwd", "ddelta", g_ddb, dd, BL, Di, Di);
-        check_bf16("bwd", "dz", g_dzb + Di, dz + Di, BL, Di, 2 * Di);
-    } else {
-        check("bwd", "dx", rel_err_rows(gdx, dx, BL, Di, Di));
-        float *gdd = to_host(g_dd, BL * Di), *gdz = to_host(g_dz, BL * 2 * Di);
-        check("bwd", "ddelta", rel_err_rows(gdd, dd, BL, Di, Di));
-        check("bwd", "dz", rel_err_rows(gdz + Di, dz + Di, BL, Di, 2 * Di));
-        free(gdd), free(gdz);
-    }
-    check("bwd", "dB", rel_err_rows(gdbc + tc.R, dbc + tc.R, BL, N, bcs));
-    check("bwd", "dC", rel_err_rows(gdbc + tc.R + N, dbc + tc.R + N, BL, N, bcs));
-    check("bwd", "dA_log", rel_err_rows(gdA, dA, Di, N, N));
-    check("bwd", "dD", rel_err_rows(gdD, dD, 1, Di, Di));
-    check("bwd", "dt_bias", rel_err_rows(gdb, dbias, 1, Di, Di));
+    const bwd_out gout = {g_dx, g_dd, g_dbc, g_dz, g_dA, g_dD, g_db, g_dxb, g_ddb, g_dzb};
+    check_bwd("bwd", &gout, bf16, dx, dd, dbc, dz, dA, dD, dbias, BL, Di, N, tc.R);
     if (eff_in) { /* delta given as effective (delta_is_eff): the same gradients, no transform */
         float *g_eff = dup_dev(eff, BL * Di);
         mb_scan_args ae = ad;
@@ -386,31 +403,11 @@ static void run_opts_case(tcase tc, uint64_t seed, int bf16, int eff_in) {
             g_fail = 1;
         }
         CK(cudaDeviceSynchronize());
-        float *edbc = to_host(g_dbc, BL * bcs), *edA = to_host(g_dA, Di * N);
-        float *edD = to_host(g_dD, Di), *edb = to_host(g_db, Di);
-        if (bf16) {
-            check_bf16("effbwd", "dx", g_dxb, dx, BL, Di, Di);
-            check_bf16("effbwd", "ddelta", g_ddb, dd, BL, Di, Di);
-            check_bf16("effbwd", "dz", g_dzb + Di, dz + Di, BL, Di, 2 * Di);
-        } else {
-            float *edx = to_host(g_dx, BL * Di), *edd = to_host(g_dd, BL * Di);
-            float *edz = to_host(g_dz, BL * 2 * Di);
-            check("effbwd", "dx", rel_err_rows(edx, dx, BL, Di, Di));
-            check("effbwd", "ddelta", rel_err_rows(edd, dd, BL, Di, Di));
-            check("effbwd", "dz", rel_err_rows(edz + Di, dz + Di, BL, Di, 2 * Di));
-            free(edx), free(edd), free(edz);
-        }
-        check("effbwd", "dB", rel_err_rows(edbc + tc.R, dbc + tc.R, BL, N, bcs));
-        check("effbwd", "dC", rel_err_rows(edbc + tc.R + N, dbc + tc.R + N, BL, N, bcs));
-        check("effbwd", "dA_log", rel_err_rows(edA, dA, Di, N, N));
-        check("effbwd", "dD", rel_err_rows(edD, dD, 1, Di, Di));
-        check("effbwd", "dt_bias", rel_err_rows(edb, dbias, 1, Di, Di));
-        free(edbc), free(edA), free(edD), free(edb);
+        check_bwd("effbwd", &gout, bf16, dx, dd, dbc, dz, dA, dD, dbias, BL, Di, N, tc.R);
         cudaFree(g_eff);
     }
     free(bias), free(eff), free(y), free(hc), free(hl), free(dx), free(dd), free(dbc), free(dz);
-    free(dA), free(dD), free(dbias), free(ghc), free(ghl), free(gdx), free(gdbc), free(gdA);
-    free(gdD), free(gdb);
+    free(dA), free(dD), free(dbias), free(ghc), free(ghl);
     cudaFree(d_bias), cudaFree(g_y), cudaFree(g_hc), cudaFree(g_hl), cudaFree(g_yb);
     cudaFree(g_dx), cudaFree(g_dd), cudaFree(g_dbc), cudaFree(g_dz), cudaFree(g_dA);
     cudaFree(g_dD), cudaFree(g_db), cudaFree(g_ddb), cudaFree(g_dzb), cudaFree(g_dxb);
