@@ -9,6 +9,7 @@
 #include <cmocka.h>
 
 #include <math.h>
+#include <stdio.h>
 
 #include "io/config_json.h"
 #include "mambabyte.h"
@@ -126,6 +127,50 @@ static void test_config_json_hf_without_model_type(void **st) {
     assert_non_null(strstr(mb_last_error(), "model_type"));
 }
 
+/* 1 when every byte of s is printable ASCII (no control byte, no byte >= 0x80) */
+static int all_printable(const char *s) {
+    for (; *s; s++)
+        if ((unsigned char)*s < 0x20 || (unsigned char)*s >= 0x7f) return 0;
+    return 1;
+}
+
+/* Keys and string values of a corrupt config.json reach the error message escaped (\xNN) and
+ * cut to 64 bytes: no control byte or invalid UTF-8 goes to the terminal. */
+static void test_config_json_escaped_strings(void **st) {
+    (void)st;
+    mb_config c;
+    /* an unknown key with an escape sequence (ESC [31m) and a raw invalid UTF-8 byte */
+    const char *j = "{\"d_model\": 64, \"n_layer\": 2, \"vocab_size\": 256, "
+                    "\"\\u001b[31mevil\xff\": 1}";
+    assert_int_equal(mb_config_json_parse(j, (int64_t)strlen(j), "x/config.json", &c, NULL),
+                     MB_EFORMAT);
+    assert_non_null(strstr(mb_last_error(), "unknown field \\x1b[31mevil\\xff"));
+    assert_true(all_printable(mb_last_error()));
+    /* a string value: a 300-byte model_type is shown as its first 64 bytes and "..." */
+    char big[512], msg[1024];
+    char val[301];
+    memset(val, 'a', 300);
+    val[0] = '\x01';
+    val[300] = '\0';
+    snprintf(big, sizeof big,
+             "{\"model_type\": \"%s\", \"hidden_size\": 64, \"num_hidden_layers\": 2, "
+             "\"vocab_size\": 256}",
+             val);
+    assert_int_equal(mb_config_json_parse(big, (int64_t)strlen(big), "x/config.json", &c, NULL),
+                     MB_EFORMAT);
+    snprintf(msg, sizeof msg, "%s", mb_last_error());
+    assert_true(all_printable(msg));
+    char want[128];
+    snprintf(want, sizeof want, "is \"\\x01%.63s...\"", val + 1);
+    assert_non_null(strstr(msg, want));
+    /* an ordinary value is shown as it is */
+    const char *plain = "{\"model_type\": \"llama\", \"hidden_size\": 64, "
+                        "\"num_hidden_layers\": 2, \"vocab_size\": 256}";
+    assert_int_equal(mb_config_json_parse(plain, (int64_t)strlen(plain), "x/config.json", &c, NULL),
+                     MB_EFORMAT);
+    assert_non_null(strstr(mb_last_error(), "\"llama\""));
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_presets_sizes),
@@ -133,6 +178,7 @@ int main(void) {
         cmocka_unit_test(test_model_init),
         cmocka_unit_test(test_config_json_float_overflow),
         cmocka_unit_test(test_config_json_hf_without_model_type),
+        cmocka_unit_test(test_config_json_escaped_strings),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -452,6 +452,43 @@ static void test_bad_entries(void **st) {
     mb_st_close(&f);
 }
 
+/* Tensor names and dtype strings of a corrupt header reach the message escaped (\xNN) and cut
+ * to 64 bytes: no control byte or invalid UTF-8 goes to the terminal. */
+static void test_escaped_names(void **st) {
+    (void)st;
+    char p[512];
+    path_of(p, "names.safetensors");
+    /* a name with ESC and BEL (JSON escapes) and a raw 0xff byte; a dtype with a control byte */
+    write_hdr(p,
+              "{\"w\\u001b[2J\\u0007\xff\":{\"dtype\":\"F6\\u00014\",\"shape\":[1],"
+              "\"data_offsets\":[0,8]}}",
+              8);
+    expect_bad(p, MB_EFORMAT, "tensor w\\x1b[2J\\x07\\xff: unsupported dtype 'F6\\x014'");
+    for (const char *c = mb_last_error(); *c; c++)
+        if ((unsigned char)*c < 0x20 || (unsigned char)*c >= 0x7f)
+            fail_msg("raw byte 0x%02x in the message: %s", (unsigned char)*c, mb_last_error());
+    /* a 1000-byte name: its first 64 bytes and "..." */
+    char hdr[1200], name[1001];
+    memset(name, 'n', 1000);
+    name[1000] = '\0';
+    snprintf(hdr, sizeof hdr, "{\"%s\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,4]}}",
+             name);
+    write_hdr(p, hdr, 4);
+    char want[128];
+    snprintf(want, sizeof want, "tensor %.64s...: data_offsets hold 4 bytes", name);
+    expect_bad(p, MB_EFORMAT, want);
+    assert_null(strstr(mb_last_error(), name + 935)); /* not 65 n's in a row */
+    /* the same for a tensor that is read: shape mismatch names it escaped */
+    write_hdr(p, "{\"a\\u0009b\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}", 4);
+    mb_st_file f;
+    assert_int_equal(mb_st_open(&f, p), 0);
+    const int64_t shape[1] = {2};
+    float out[2];
+    assert_int_equal(mb_st_read_f32(&f, &f.tensors[0], 1, shape, 0, out), MB_EFORMAT);
+    assert_non_null(strstr(mb_last_error(), "tensor a\\x09b: shape"));
+    mb_st_close(&f);
+}
+
 static void test_nonfinite(void **st) {
     (void)st;
     char p[512];
@@ -516,6 +553,7 @@ int main(void) {
         cmocka_unit_test(test_bad_header_length),
         cmocka_unit_test(test_bad_json),
         cmocka_unit_test(test_bad_entries),
+        cmocka_unit_test(test_escaped_names),
         cmocka_unit_test(test_nonfinite),
         cmocka_unit_test(test_writer_errors),
     };

@@ -1,6 +1,8 @@
 /* Checkpoint save/load (checkpoint.h): config.json + model.safetensors, mamba_ssm / HF. */
 #include "io/checkpoint.h"
 
+#include "io/printable.h"
+
 #include <errno.h>
 #include <inttypes.h>
 #include <limits.h>
@@ -305,10 +307,11 @@ int mb_checkpoint_load(const char *path, mb_model *m, mb_checkpoint_info *info) 
     if (n_pre && n_pre != st.n_tensors) {
         for (int i = 0; i < st.n_tensors; i++)
             if (strncmp(st.tensors[i].name, pre, strlen(pre)) != 0) {
+                char nm[MB_PRINTABLE_BUF];
                 rc = mb_fail(MB_EFORMAT,
                              "file %s: tensor %s lacks the \"%s\" prefix that "
                              "%d other tensors carry",
-                             wp, st.tensors[i].name, pre, n_pre);
+                             wp, mb_printable(st.tensors[i].name, nm), pre, n_pre);
                 goto done;
             }
     }
@@ -355,11 +358,13 @@ int mb_checkpoint_load(const char *path, mb_model *m, mb_checkpoint_info *info) 
     in.lm_head_stored = lm != NULL;
     if (lm) used[lm - st.tensors] = 1;
     for (int i = 0; i < st.n_tensors && rc == MB_OK; i++)
-        if (!used[i])
+        if (!used[i]) {
+            char nm[MB_PRINTABLE_BUF];
             rc = mb_fail(MB_EFORMAT,
                          "file %s: unexpected tensor %s (not part of a %" PRId64 "-layer %s model)",
-                         wp, st.tensors[i].name, cfg.n_layer,
+                         wp, mb_printable(st.tensors[i].name, nm), cfg.n_layer,
                          cfg.rms_norm ? "RMSNorm" : "LayerNorm");
+        }
     /* data: shapes as in the table, finite */
     for (int i = 0; i < m->n_tensors && rc == MB_OK; i++) {
         const mb_tensor_info *t = &m->tensors[i];

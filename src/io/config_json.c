@@ -3,6 +3,7 @@
 
 #include "io/atomic_file.h"
 #include "io/json_type.h"
+#include "io/printable.h"
 #include "io/regular_file.h"
 
 #include <cjson/cJSON.h>
@@ -69,10 +70,11 @@ static int get_rank(const jctx *x, const char *key, int64_t *out) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(x->obj, key);
     if (!v) return MB_OK;
     if (cJSON_IsString(v)) {
+        char got[MB_PRINTABLE_BUF];
         if (strcmp(v->valuestring, "auto") != 0)
             return mb_fail(MB_EFORMAT,
                            "file %s: field %s%s must be \"auto\" or an integer (got \"%s\")",
-                           x->path, x->where, key, v->valuestring);
+                           x->path, x->where, key, mb_printable(v->valuestring, got));
         *out = 0;
         return MB_OK;
     }
@@ -90,9 +92,10 @@ static int expect_str(const jctx *x, const char *key, const char *want, const ch
     if (!cJSON_IsString(v))
         return mb_fail(MB_EFORMAT, "file %s: field %s%s must be a string (got %s)", x->path,
                        x->where, key, mb_json_type(v));
+    char got[MB_PRINTABLE_BUF];
     if (strcmp(v->valuestring, want) != 0)
         return mb_fail(MB_EFORMAT, "file %s: field %s%s is \"%s\"; only \"%s\" is supported%s",
-                       x->path, x->where, key, v->valuestring, want, why);
+                       x->path, x->where, key, mb_printable(v->valuestring, got), want, why);
     return MB_OK;
 }
 
@@ -147,13 +150,15 @@ static int check_keys_strict(const jctx *x, const char *const *known, const char
     cJSON_ArrayForEach(v, x->obj) {
         if (in_list(v->string, known)) continue;
         const char *s = near(v->string, known);
+        char field[MB_PRINTABLE_BUF];
+        mb_printable(v->string, field);
         if (s)
             return mb_fail(MB_EFORMAT, "file %s: unknown field %s%s (did you mean %s%s?)", x->path,
-                           x->where, v->string, x->where, s);
+                           x->where, field, x->where, s);
         return mb_fail(MB_EFORMAT,
                        "file %s: unknown field %s%s (not a %s field this library "
                        "supports)",
-                       x->path, x->where, v->string, what);
+                       x->path, x->where, field, what);
     }
     return MB_OK;
 }
@@ -292,9 +297,10 @@ static int parse_hf(const jctx *x, mb_config *c) {
     cJSON_ArrayForEach(v, x->obj) {
         if (in_list(v->string, k_hf_read) || in_list(v->string, k_hf_ignored)) continue;
         const char *s = near(v->string, k_hf_read);
+        char field[MB_PRINTABLE_BUF];
         if (s)
             return mb_fail(MB_EFORMAT, "file %s: unknown field %s (did you mean %s?)", x->path,
-                           v->string, s);
+                           mb_printable(v->string, field), s);
     }
     if ((rc = expect_str(x, "model_type", "mamba", " (transformers MambaForCausalLM)"))) return rc;
     if ((rc = get_int(x, "hidden_size", &c->d_model, &has_d))) return rc;

@@ -3,6 +3,7 @@
 
 #include "io/atomic_file.h"
 #include "io/json_type.h"
+#include "io/printable.h"
 #include "io/regular_file.h"
 #include "mambabyte.h"
 
@@ -46,9 +47,11 @@ int mb_dtype_parse(const char *s, mb_dtype *out) {
         *out = MB_DT_F16;
     else if (s && strcmp(s, "BF16") == 0)
         *out = MB_DT_BF16;
-    else
+    else {
+        char shown[MB_PRINTABLE_BUF];
         return mb_fail(MB_EINVAL, "unsupported dtype '%s' (supported: F32, F16, BF16)",
-                       s ? s : "(null)");
+                       mb_printable(s, shown));
+    }
     return MB_OK;
 }
 
@@ -163,9 +166,11 @@ void mb_st_close(mb_st_file *f) {
     f->fd = -1;
 }
 
-/* Parse one tensor entry `e` named `name` into t. */
-static int parse_entry(const mb_st_file *f, const char *name, const cJSON *e, mb_st_tensor *t) {
+/* Parse one tensor entry `e` named `raw_name` into t. */
+static int parse_entry(const mb_st_file *f, const char *raw_name, const cJSON *e, mb_st_tensor *t) {
     const char *p = f->path;
+    char name_buf[MB_PRINTABLE_BUF], dtype_buf[MB_PRINTABLE_BUF];
+    const char *name = mb_printable(raw_name, name_buf); /* (for the messages) */
     if (!cJSON_IsObject(e))
         return mb_fail(MB_EFORMAT, "file %s: tensor %s: header entry is %s, expected an object", p,
                        name, mb_json_type(e));
@@ -181,7 +186,7 @@ static int parse_entry(const mb_st_file *f, const char *name, const cJSON *e, mb
     if (mb_dtype_parse(dt->valuestring, &t->dtype) != MB_OK)
         return mb_fail(MB_EFORMAT,
                        "file %s: tensor %s: unsupported dtype '%s' (readable: F32, F16, BF16)", p,
-                       name, dt->valuestring);
+                       name, mb_printable(dt->valuestring, dtype_buf));
     if (!cJSON_IsArray(sh))
         return mb_fail(MB_EFORMAT, "file %s: tensor %s: \"shape\" is %s, expected an array", p,
                        name, mb_json_type(sh));
@@ -255,9 +260,10 @@ static int parse_metadata(mb_st_file *f, const cJSON *m) {
         return mb_fail(MB_ENOMEM, "file %s: out of memory", f->path);
     const cJSON *v;
     cJSON_ArrayForEach(v, m) {
+        char key[MB_PRINTABLE_BUF];
         if (!cJSON_IsString(v))
             return mb_fail(MB_EFORMAT, "file %s: __metadata__ key '%s' is %s, expected a string",
-                           f->path, v->string, mb_json_type(v));
+                           f->path, mb_printable(v->string, key), mb_json_type(v));
         f->meta_keys[f->n_meta] = strdup(v->string);
         f->meta_vals[f->n_meta] = strdup(v->valuestring);
         f->n_meta++;
@@ -313,16 +319,18 @@ static int parse_header(mb_st_file *f, const cJSON *root) {
         int64_t at = 0;
         for (int i = 0; i < n && rc == MB_OK; i++) {
             const mb_st_tensor *t = &f->tensors[spans[i].idx];
+            char a[MB_PRINTABLE_BUF], b[MB_PRINTABLE_BUF];
             if (spans[i].begin < at)
                 rc = mb_fail(MB_EFORMAT,
                              "file %s: tensor %s: data_offsets [%" PRId64 ", %" PRId64
                              "] overlap tensor %s (which ends at %" PRId64 ")",
-                             p, t->name, t->begin, t->end, f->tensors[spans[i - 1].idx].name, at);
+                             p, mb_printable(t->name, a), t->begin, t->end,
+                             mb_printable(f->tensors[spans[i - 1].idx].name, b), at);
             else if (spans[i].begin > at)
                 rc = mb_fail(MB_EFORMAT,
                              "file %s: tensor %s: gap in the data region: bytes [%" PRId64
                              ", %" PRId64 ") before it belong to no tensor",
-                             p, t->name, at, t->begin);
+                             p, mb_printable(t->name, a), at, t->begin);
             at = spans[i].end;
         }
         if (rc == MB_OK && at != f->data_size)
@@ -336,10 +344,11 @@ static int parse_header(mb_st_file *f, const cJSON *root) {
         for (int i = 0; i < n; i++)
             f->by_name[i] = i;
         qsort_r(f->by_name, (size_t)n, sizeof(int), cmp_name_idx, f->tensors);
+        char a[MB_PRINTABLE_BUF];
         for (int i = 1; i < n && rc == MB_OK; i++)
             if (strcmp(f->tensors[f->by_name[i]].name, f->tensors[f->by_name[i - 1]].name) == 0)
                 rc = mb_fail(MB_EFORMAT, "file %s: tensor %s: appears twice in the header", p,
-                             f->tensors[f->by_name[i]].name);
+                             mb_printable(f->tensors[f->by_name[i]].name, a));
     }
     free(spans);
     return rc;
@@ -450,11 +459,11 @@ int mb_st_read_f32(const mb_st_file *f, const mb_st_tensor *t, int expect_ndim,
         for (int i = 0; ok && i < expect_ndim; i++)
             ok = t->shape[i] == expect_shape[i];
         if (!ok) {
-            char a[200], b[200];
+            char a[200], b[200], nm[MB_PRINTABLE_BUF];
             mb_st_shape_str(a, sizeof a, t->ndim, t->shape);
             mb_st_shape_str(b, sizeof b, expect_ndim, expect_shape);
             return mb_fail(MB_EFORMAT, "file %s: tensor %s: shape %s, expected %s", f->path,
-                           t->name, a, b);
+                           mb_printable(t->name, nm), a, b);
         }
     }
     const uint8_t *src = t->data;
@@ -471,10 +480,12 @@ int mb_st_read_f32(const mb_st_file *f, const mb_st_tensor *t, int expect_ndim,
     }
     if (check_finite) {
         for (int64_t i = 0; i < n; i++) {
+            char nm[MB_PRINTABLE_BUF];
             if (!isfinite(out[i]))
                 return mb_fail(MB_ENONFINITE,
                                "file %s: tensor %s: non-finite value (%s) at flat index %" PRId64,
-                               f->path, t->name, isnan(out[i]) ? "NaN" : "inf", i);
+                               f->path, mb_printable(t->name, nm), isnan(out[i]) ? "NaN" : "inf",
+                               i);
         }
     }
     return MB_OK;
