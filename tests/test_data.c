@@ -597,6 +597,7 @@ static void test_split(void **st) {
     assert_int_equal(a.n_train, N);
     assert_int_equal(a.n_val, N);
     assert_ptr_equal(a.val[0].data, p2.bytes);
+    assert_int_equal(a.n_val_identical, N); /* the same documents under other names */
     mb_split_free(&a);
     mb_pack_close(&p);
     mb_pack_close(&p2);
@@ -618,6 +619,76 @@ static void test_split(void **st) {
     assert_memory_equal(a.val[0].data, big + 9500, 500);
     mb_split_free(&a);
     mb_pack_close(&p);
+}
+
+/* 1 when some validation span has the bytes of some training span */
+static int shares_content(const mb_split *s) {
+    for (int64_t v = 0; v < s->n_val; v++)
+        for (int64_t t = 0; t < s->n_train; t++)
+            if (s->val[v].len == s->train[t].len &&
+                memcmp(s->val[v].data, s->train[t].data, (size_t)s->val[v].len) == 0)
+                return 1;
+    return 0;
+}
+
+/* Identical documents never end up on both sides of a held-out split, also where the split
+ * forces its one validation document (a tiny fraction) or its one training document (all
+ * documents under the fraction); with a separate validation pack the validation documents
+ * identical to a training document are counted. */
+static void test_split_identical(void **st) {
+    (void)st;
+    enum { N = 10 };
+    mkd(tp("dup"));
+    for (int i = 0; i < N; i++) { /* every content twice */
+        char name[64], body[64];
+        int n = snprintf(body, sizeof body, "twin document %d and its text", i);
+        snprintf(name, sizeof name, "dup/a%02d", i);
+        write_file(tp(name), body, (size_t)n);
+        snprintf(name, sizeof name, "dup/b%02d", i);
+        write_file(tp(name), body, (size_t)n);
+    }
+    mb_pack p;
+    assert_int_equal(mb_pack_load(&p, tp("dup"), MB_DATA_AUTO, tp("dup.pack"), NULL), 0);
+    mb_split a;
+    /* the forced validation document comes with its twin */
+    assert_int_equal(mb_split_make(&a, &p, NULL, 1e-9), 0);
+    assert_int_equal(a.n_val, 2);
+    assert_int_equal(a.n_train, 2 * N - 2);
+    assert_memory_equal(a.val[0].data, a.val[1].data, (size_t)a.val[0].len);
+    assert_false(shares_content(&a));
+    mb_split_free(&a);
+    /* the forced training document too */
+    assert_int_equal(mb_split_make(&a, &p, NULL, 0.999), 0);
+    assert_int_equal(a.n_train, 2);
+    assert_int_equal(a.n_val, 2 * N - 2);
+    assert_false(shares_content(&a));
+    mb_split_free(&a);
+    mb_pack_close(&p);
+
+    /* a separate validation pack: counted, not dropped (the user chose it) */
+    mkd(tp("tr"));
+    mkd(tp("va"));
+    write_file(tp("tr/1"), "alpha beta gamma", 16);
+    write_file(tp("tr/2"), "delta epsilon", 13);
+    write_file(tp("tr/3"), "x", 1);
+    write_file(tp("va/1"), "alpha beta gamma", 16); /* identical */
+    write_file(tp("va/2"), "alpha beta gamma", 16); /* identical */
+    write_file(tp("va/3"), "alpha beta gammA", 16); /* same length, other bytes */
+    write_file(tp("va/4"), "delta epsilon", 13);    /* identical */
+    write_file(tp("va/5"), "x", 1);                 /* identical, but nothing to score */
+    write_file(tp("va/6"), "zeta", 4);
+    mb_pack tr, va;
+    assert_int_equal(mb_pack_load(&tr, tp("tr"), MB_DATA_AUTO, tp("tr.pack"), NULL), 0);
+    assert_int_equal(mb_pack_load(&va, tp("va"), MB_DATA_AUTO, tp("va.pack"), NULL), 0);
+    assert_int_equal(mb_split_make(&a, &tr, &va, 0.01), 0);
+    assert_int_equal(a.n_val, 6);
+    assert_int_equal(a.n_val_identical, 3);
+    mb_split_free(&a);
+    assert_int_equal(mb_split_make(&a, &va, &tr, 0.01), 0); /* the other way round */
+    assert_int_equal(a.n_val_identical, 2);
+    mb_split_free(&a);
+    mb_pack_close(&tr);
+    mb_pack_close(&va);
 }
 
 /* ---------------------------------------------------------------- sampler */
@@ -846,6 +917,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_pack_validation, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pack_content_hash, setup, teardown),
         cmocka_unit_test_setup_teardown(test_split, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_split_identical, setup, teardown),
         cmocka_unit_test(test_sampler_short_docs),
         cmocka_unit_test(test_sampler_bounds_exact_len),
         cmocka_unit_test(test_sampler_determinism_resume),

@@ -1067,6 +1067,77 @@ static uint64_t doc_hash(const uint8_t *b, int64_t len) {
     return mix64(h);
 }
 
+static uint64_t content_hash(const uint8_t *b, int64_t len) {
+    chash c;
+    chash_init(&c);
+    chash_update(&c, b, (size_t)len);
+    return chash_final(&c);
+}
+
+/* s->n_val_identical: the validation spans of at least 2 bytes (shorter ones score nothing)
+ * byte-identical to a training span. The validation spans go into two open-addressing tables:
+ * their distinct lengths, and one representative per distinct content (by content hash, equal
+ * length and memcmp); a training span is hashed only when its length is in the first. */
+static int count_identical(mb_split *s) {
+    s->n_val_identical = 0;
+    const int64_t nv = s->n_val;
+    if (nv == 0 || s->n_train == 0) return MB_OK;
+    uint64_t cap = 16;
+    while (cap < 2 * (uint64_t)nv)
+        cap <<= 1;
+    const uint64_t mask = cap - 1;
+    int64_t *by_len = malloc(cap * sizeof *by_len), *by_content = malloc(cap * sizeof *by_content);
+    int64_t *rep = malloc((size_t)nv * sizeof *rep);
+    uint64_t *vh = malloc((size_t)nv * sizeof *vh);
+    uint8_t *hit = calloc((size_t)nv, 1);
+    if (!by_len || !by_content || !rep || !vh || !hit) {
+        free(by_len), free(by_content), free(rep), free(vh), free(hit);
+        return mb_fail(MB_ENOMEM, "split: out of memory comparing the validation documents");
+    }
+    memset(by_len, 0xff, cap * sizeof *by_len); /* -1: empty */
+    memset(by_content, 0xff, cap * sizeof *by_content);
+    for (int64_t v = 0; v < nv; v++) {
+        const mb_span *a = &s->val[v];
+        rep[v] = -1;
+        if (a->len < 2) continue;
+        uint64_t k = mix64((uint64_t)a->len) & mask;
+        while (by_len[k] >= 0 && by_len[k] != a->len)
+            k = (k + 1) & mask;
+        by_len[k] = a->len;
+        vh[v] = content_hash(a->data, a->len);
+        for (k = vh[v] & mask; by_content[k] >= 0; k = (k + 1) & mask) {
+            const mb_span *r = &s->val[by_content[k]];
+            if (vh[by_content[k]] == vh[v] && r->len == a->len &&
+                memcmp(r->data, a->data, (size_t)a->len) == 0) {
+                rep[v] = by_content[k];
+                break;
+            }
+        }
+        if (rep[v] < 0) by_content[k] = rep[v] = v;
+    }
+    for (int64_t t = 0; t < s->n_train; t++) {
+        const mb_span *a = &s->train[t];
+        if (a->len < 2) continue;
+        uint64_t k = mix64((uint64_t)a->len) & mask;
+        while (by_len[k] >= 0 && by_len[k] != a->len)
+            k = (k + 1) & mask;
+        if (by_len[k] < 0) continue; /* no validation span of this length */
+        const uint64_t h = content_hash(a->data, a->len);
+        for (k = h & mask; by_content[k] >= 0; k = (k + 1) & mask) {
+            const int64_t r = by_content[k];
+            if (vh[r] == h && s->val[r].len == a->len &&
+                memcmp(s->val[r].data, a->data, (size_t)a->len) == 0) {
+                hit[r] = 1;
+                break;
+            }
+        }
+    }
+    for (int64_t v = 0; v < nv; v++)
+        s->n_val_identical += rep[v] >= 0 && hit[rep[v]];
+    free(by_len), free(by_content), free(rep), free(vh), free(hit);
+    return MB_OK;
+}
+
 int mb_split_make(mb_split *s, const mb_pack *p, const mb_pack *val_pack, double val_fraction) {
     memset(s, 0, sizeof *s);
     if (!p || p->n_docs < 1) return mb_fail(MB_EINVAL, "split: empty pack");
@@ -1091,7 +1162,9 @@ int mb_split_make(mb_split *s, const mb_pack *p, const mb_pack *val_pack, double
             const uint8_t *b = mb_pack_doc(val_pack, i, &len);
             s->val[s->n_val++] = (mb_span){b, len, i, 0};
         }
-        return 0;
+        const int rc = count_identical(s);
+        if (rc) mb_split_free(s);
+        return rc;
     }
     if (n == 1) {
         int64_t len;
@@ -1106,7 +1179,10 @@ int mb_split_make(mb_split *s, const mb_pack *p, const mb_pack *val_pack, double
         return 0;
     }
     uint8_t *isval = calloc((size_t)n, 1);
-    if (!isval) {
+    uint64_t *hs = malloc((size_t)n * sizeof *hs);
+    if (!isval || !hs) {
+        free(isval);
+        free(hs);
         mb_split_free(s);
         return mb_fail(MB_ENOMEM, "split: out of memory");
     }
@@ -1115,7 +1191,7 @@ int mb_split_make(mb_split *s, const mb_pack *p, const mb_pack *val_pack, double
     for (int64_t i = 0; i < n; i++) {
         int64_t len;
         const uint8_t *b = mb_pack_doc(p, i, &len);
-        uint64_t h = doc_hash(b, len);
+        uint64_t h = hs[i] = doc_hash(b, len);
         double u = (double)(h >> 11) * (1.0 / 9007199254740992.0);
         if (u < val_fraction) {
             isval[i] = 1;
@@ -1130,12 +1206,19 @@ int mb_split_make(mb_split *s, const mb_pack *p, const mb_pack *val_pack, double
             imax = i;
         }
     }
+    /* the forced picks take the documents of their hash along (identical documents have one
+     * hash): no document has a copy on the other side */
     if (val_fraction > 0 && nval == 0) {
-        int64_t pick = imin >= 0 ? imin : 0;
-        isval[pick] = 1;
-        nval = 1;
+        if (imin < 0) {
+            isval[0] = 1;
+            nval = 1;
+        }
+        for (int64_t i = 0; imin >= 0 && i < n; i++)
+            if (hs[i] == hmin) isval[i] = 1, nval++;
     }
-    if (nval == n) isval[imax] = 0;
+    if (nval == n)
+        for (int64_t i = 0; i < n; i++)
+            if (hs[i] == hmax) isval[i] = 0, nval--;
     for (int64_t i = 0; i < n; i++) {
         int64_t len;
         const uint8_t *b = mb_pack_doc(p, i, &len);
@@ -1145,6 +1228,7 @@ int mb_split_make(mb_split *s, const mb_pack *p, const mb_pack *val_pack, double
             s->train[s->n_train++] = (mb_span){b, len, i, 0};
     }
     free(isval);
+    free(hs);
     return 0;
 }
 

@@ -118,16 +118,23 @@ typedef struct {
     mb_span *val;
     int64_t n_val;
     int by_bytes; /* 1: single document split by bytes */
+    /* with a validation pack: its documents of at least 2 bytes that are byte-identical to a
+     * training document (kept: the caller warns); 0 for a held-out split (none there) */
+    int64_t n_val_identical;
 } mb_split;
 
 /* Split `p` into training and validation, deterministically and independently of any seed.
  *   - val_pack non-NULL: every document of p is training, every document of val_pack is
- *     validation (val_fraction ignored).
+ *     validation (val_fraction ignored); those identical to a training document are counted in
+ *     n_val_identical (hash table of the validation documents by length and content hash, a
+ *     training document hashed only when its length occurs there, equality by memcmp: at most
+ *     one pass over the bytes, memory O(validation documents)).
  *   - p has >= 2 documents: document i is validation when
  *       h = mix(FNV-1a(len as 8 LE bytes, first min(len, 1024) bytes)),  h / 2^64 < val_fraction
  *     (content based, so identical documents land on the same side and adding files does not
  *     move others). With val_fraction > 0 at least one document is validation (the non-empty
- *     one of smallest hash) and at least one stays training (the one of largest hash).
+ *     one of smallest hash) and at least one stays training (the one of largest hash); the
+ *     documents of that hash move with it, so that identical documents stay on one side.
  *   - p has 1 document of n bytes: by bytes. The last v = round(val_fraction * n) bytes
  *     (at least 2 when val_fraction > 0, at most n - 1) are the validation span, the first
  *     n - v bytes the training span.

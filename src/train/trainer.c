@@ -20,6 +20,7 @@
 #include "eval/evaluate.h"
 #include "io/atomic_file.h"
 #include "io/checkpoint.h"
+#include "io/printable.h"
 #include "io/safetensors.h"
 #include "train/adamw.h"
 #include "train/backend.h"
@@ -93,8 +94,10 @@ static int lock_out_dir(const char *dir) {
 }
 
 /* Keep only the metrics lines of steps <= step (a resumed run rewrites what came after its
- * checkpoint). Missing file: nothing to do. */
-static int truncate_metrics(const char *path, int64_t step) {
+ * checkpoint), without the final validation line of `step`. *have_val: 1 when a periodic
+ * validation line of `step` is kept. Missing file: nothing to do. */
+static int truncate_metrics(const char *path, int64_t step, int *have_val) {
+    *have_val = 0;
     FILE *f = fopen(path, "r");
     if (!f) return MB_OK;
     char tmp[4300], line[1024];
@@ -108,6 +111,7 @@ static int truncate_metrics(const char *path, int64_t step) {
         const char *p = strstr(line, "\"step\":");
         if (p && strtoll(p + 7, NULL, 10) > step) continue;
         if (p && strtoll(p + 7, NULL, 10) == step && strstr(line, "\"final\"")) continue;
+        if (p && strtoll(p + 7, NULL, 10) == step && strstr(line, "\"val_bpb\"")) *have_val = 1;
         fputs(line, g);
     }
     fclose(f);
@@ -212,7 +216,9 @@ static int load_train_state(const char *dir, mb_train_opts *o, const mb_model *m
                        *tv = mb_st_find(&f, "adamw.exp_avg_sq");
     if (!ver || !step || !tot || !seen || !el || !ph || !smp || !data || !optim) goto out;
     if (strcmp(ver, TRAIN_STATE_VERSION) != 0) {
-        rc = mb_fail(MB_EFORMAT, "%s: unsupported train state version '%s'", path, ver);
+        char shown[MB_PRINTABLE_BUF];
+        rc = mb_fail(MB_EFORMAT, "%s: unsupported train state version '%s'", path,
+                     mb_printable(ver, shown));
         goto out;
     }
     if (!tm || !tv) {
@@ -680,6 +686,11 @@ int mb_train_with_backend(const mb_train_opts *opts_in, const mb_backend_ops *be
                      o.val ? o.val : o.data);
         goto done;
     }
+    if (split.n_val_identical > 0) /* (kept: the user chose the file) */
+        fprintf(stderr,
+                "warning: --val %s: %lld of its %lld documents are byte-identical to a --data "
+                "document: they are not held out (their bpb is measured on training data)\n",
+                o.val, (long long)split.n_val_identical, (long long)split.n_val);
     if (!o.val && 10 * val_bytes > train_bytes + val_bytes)
         fprintf(stderr,
                 "note: the held-out documents are %.0f%% of the bytes (%lld documents in all); "
@@ -722,7 +733,8 @@ int mb_train_with_backend(const mb_train_opts *opts_in, const mb_backend_ops *be
         goto done;
     }
     snprintf(path, sizeof path, "%s/metrics.jsonl", o.out);
-    if (o.resume && (rc = truncate_metrics(path, rs.step))) goto done;
+    int have_val_line = 0; /* the periodic validation of the resumed step is in the log */
+    if (o.resume && (rc = truncate_metrics(path, rs.step, &have_val_line))) goto done;
     metrics = fopen(path, o.resume ? "a" : "w");
     if (!metrics) {
         rc = mb_fail(MB_EIO, "cannot open %s: %s", path, strerror(errno));
@@ -746,9 +758,16 @@ int mb_train_with_backend(const mb_train_opts *opts_in, const mb_backend_ops *be
     const int64_t start_step = rs.step;
     double last_val = NAN;
     int64_t scored;
-    if (!o.resume && o.eval_every > 0) { /* bpb before training, for the curve */
+    /* bpb before training, for the curve. A resumed run scores the validation due at its step
+     * unless the log has it (the loop skips it at a run's last step, stopped by --stop-after,
+     * --time-limit or a signal, and a signal can cut the pass short), as a run that did not stop
+     * there logs it; a run resumed at its end has only the final validation. */
+    const int resumed_eval = o.resume && !have_val_line && o.eval_every > 0 &&
+                             rs.step % o.eval_every == 0 &&
+                             (rs.total_steps <= 0 || rs.step < rs.total_steps);
+    if ((!o.resume && o.eval_every > 0) || resumed_eval) {
         rc = validate(be, &val, &o, o.eval_bytes, &last_val, &scored);
-        if (rc == MB_EINTR) { /* a step-0 checkpoint, as for an interrupted step */
+        if (rc == MB_EINTR) { /* a checkpoint of this step, as for an interrupted step */
             if ((rc = checkpoint(&o, &m, &opt, &rs, &sampler, be, be_ops, t0))) goto done;
             rc = interrupted(&rs, o.out);
             goto done;

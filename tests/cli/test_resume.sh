@@ -14,6 +14,17 @@ check "same final val_bpb" diff <(grep val_bpb "$T/a.out") <(grep val_bpb "$T/b.
 check "metrics: one line per step 1..20 after resume" \
   bash -c "[ \"\$(grep -o '\"step\":[0-9]*,\"loss\"' '$T/b/metrics.jsonl' | sort -u | wc -l)\" -eq 20 ] && [ \"\$(grep -c '\"loss\"' '$T/b/metrics.jsonl')\" -eq 20 ]"
 check "config.json identical" cmp "$T/a/config.json" "$T/b/config.json"
+# validation every 5 steps: a run stopped at step 10 (the loop skips the validation of a run's
+# last step) and resumed logs the same validation lines as the straight run, none twice
+"$MB_CLI" train "${args[@]}" --eval-every 5 --out "$T/e" >/dev/null 2>"$T/e.err" || { cat "$T/e.err"; bad "straight run, eval every 5"; }
+"$MB_CLI" train "${args[@]}" --eval-every 5 --out "$T/f" --stop-after 10 >/dev/null 2>"$T/f1.err" || { cat "$T/f1.err"; bad "first half, eval every 5"; }
+"$MB_CLI" train --device cpu --data "$data" --out "$T/f" --resume --quiet --eval-every 5 --eval-bytes 2048 >/dev/null 2>"$T/f2.err" || { cat "$T/f2.err"; bad "resumed half, eval every 5"; }
+check "resumed run logs the straight run's validation lines (steps 0 5 10 15, final 20)" \
+  bash -c "diff <(grep val_bpb '$T/e/metrics.jsonl') <(grep val_bpb '$T/f/metrics.jsonl') && [ \"\$(grep -c val_bpb '$T/f/metrics.jsonl')\" -eq 5 ]"
+check "the step-10 validation is scored on resume" grep -q "^step 10: val_bpb" "$T/f2.err"
+"$MB_CLI" train --device cpu --data "$data" --out "$T/f" --resume --quiet --eval-every 5 --eval-bytes 2048 >/dev/null 2>"$T/f3.err"
+check "resumed at its end: no periodic validation added" \
+  bash -c "diff <(grep val_bpb '$T/e/metrics.jsonl') <(grep val_bpb '$T/f/metrics.jsonl')"
 # control: a different seed must give different weights (the comparison can fail)
 "$MB_CLI" train "${args[@]/--seed/--seed}" --seed 8 --out "$T/c" >/dev/null 2>&1
 check "different seed differs" bash -c "! cmp -s '$T/a/model.safetensors' '$T/c/model.safetensors'"
