@@ -24,13 +24,16 @@ static void help(FILE *f) {
         "  --ctx N        window length (default: the training context, else 1024)\n"
         "  --stream       carry the recurrent state from window to window: constant memory,\n"
         "                 context = the whole document so far (beyond the training context)\n"
-        "  --batch N      windows per forward pass without --stream (default 8)\n"
+        "  --batch N      windows per forward pass (default 8); not with --stream, which\n"
+        "                 scores one window at a time, carrying the state to the next\n"
         "  --max-bytes N  stop after about N scored bytes (default 0: all)\n"
         "  --format F     auto | bytes | jsonl\n"
         "  --device D     auto | cuda | cpu (default auto: cuda when this build has CUDA and\n"
         "                 a GPU is present, else cpu); the GPU scores in fp32, streamed or not\n"
         "  --json         print the result as JSON\n"
         "\n"
+        "A window longer than the longest document is cut to it (the scores are the same): the\n"
+        "ctx reported is the one used, with the one asked for beside it when they differ.\n"
         "Ends with 'bpb: <value> bytes: <count>'.\n");
 }
 
@@ -62,7 +65,7 @@ static void progress(int64_t done, int64_t total, void *user) {
 int cmd_eval(int argc, char **argv) {
     const char *C = "eval", *dir = NULL, *input = NULL, *format = "auto", *device = "auto";
     int64_t ctx = 0, batch = 8, max_bytes = 0;
-    int stream = 0, json = 0;
+    int stream = 0, json = 0, batch_given = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = arg_flag(C, argv, i), *v;
         if (!a) return 2;
@@ -77,6 +80,7 @@ int cmd_eval(int argc, char **argv) {
         } else if (!strcmp(a, "--batch")) {
             if (!(v = arg_value(C, argc, argv, &i)) || arg_int64(C, a, v, 1, 1 << 16, &batch))
                 return 2;
+            batch_given = 1;
         } else if (!strcmp(a, "--max-bytes")) {
             if (!(v = arg_value(C, argc, argv, &i)) ||
                 arg_int64(C, a, v, 0, INT64_MAX / 2, &max_bytes))
@@ -102,6 +106,12 @@ int cmd_eval(int argc, char **argv) {
     if (arg_flags_end(C)) return 2;
     if (!dir || !input) {
         fprintf(stderr, "mambabyte eval: need -m DIR and a PATH to score (see --help)\n");
+        return 2;
+    }
+    if (stream && batch_given) { /* the state of one window is the start of the next */
+        fprintf(stderr, "mambabyte eval: --batch and --stream conflict: --stream scores one "
+                        "window at a time (each continues the state of the one before); drop "
+                        "--batch or --stream\n");
         return 2;
     }
     mb_data_format fmt;
@@ -169,6 +179,7 @@ int cmd_eval(int argc, char **argv) {
         return 1;
     }
     /* a window longer than the longest document only costs memory: the scores are the same */
+    const int64_t ctx_requested = ctx;
     if (ctx > longest - 1) ctx = longest - 1;
     progress_state ps = {.t0 = now_seconds(), .last = 0, .tty = isatty(2)};
     mb_eval_result r;
@@ -191,13 +202,20 @@ int cmd_eval(int argc, char **argv) {
     if (rc) {
         fprintf(stderr, "mambabyte eval: %s\n", mb_last_error());
     } else if (json) {
-        printf("{\"bpb\": %.6f, \"bytes\": %lld, \"nats\": %.6f, \"ctx\": %lld, \"stream\": %s, "
-               "\"documents\": %lld, \"seconds\": %.3f}\n",
-               mb_eval_bpb(&r), (long long)r.bytes, r.nats, (long long)ctx,
+        char req[48] = ""; /* the ctx asked for, where it was cut to the longest document */
+        if (ctx != ctx_requested)
+            snprintf(req, sizeof req, ", \"ctx_requested\": %lld", (long long)ctx_requested);
+        printf("{\"bpb\": %.6f, \"bytes\": %lld, \"nats\": %.6f, \"ctx\": %lld%s, \"stream\": "
+               "%s, \"documents\": %lld, \"seconds\": %.3f}\n",
+               mb_eval_bpb(&r), (long long)r.bytes, r.nats, (long long)ctx, req,
                stream ? "true" : "false", (long long)pack.n_docs, secs);
     } else {
-        fprintf(stderr, "%lld documents, ctx %lld%s, %.1fs (%.1f kB/s)\n", (long long)pack.n_docs,
-                (long long)ctx, stream ? " streamed" : " windows", secs,
+        char req[80] = "";
+        if (ctx != ctx_requested)
+            snprintf(req, sizeof req, " (requested %lld; cut to the longest document)",
+                     (long long)ctx_requested);
+        fprintf(stderr, "%lld documents, ctx %lld%s%s, %.1fs (%.1f kB/s)\n", (long long)pack.n_docs,
+                (long long)ctx, req, stream ? " streamed" : " windows", secs,
                 r.bytes / (secs + 1e-9) / 1000.0);
         printf("bpb: %.6f bytes: %lld\n", mb_eval_bpb(&r), (long long)r.bytes);
     }

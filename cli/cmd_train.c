@@ -71,17 +71,14 @@ static void help(FILE *f) {
         "                       i.e. bf16 matrix products with fp32 master weights, AdamW\n"
         "                       moments, scan, norms and loss; fp32 on the CPU)\n"
         "  --recompute on|off|auto  recompute each layer's activations in the backward instead\n"
-        "                       of storing them (GPU; default auto: on when they would not fit)\n"
+        "                       of storing them (GPU only: 'on' needs --device cuda; default\n"
+        "                       auto: on when they would not fit)\n"
         "\n"
         "Prints one progress line per step (stderr), appends DIR/metrics.jsonl and ends with\n"
         "'val_bpb: <value>' on stdout.\n",
         mb_config_preset_names());
 }
 
-static int twice(const char *flag) {
-    fprintf(stderr, "mambabyte train: %s given twice\n", flag);
-    return 2;
-}
 static int conflict(const char *a, const char *b) {
     fprintf(stderr, "mambabyte train: %s and %s conflict: give one\n", a, b);
     return 2;
@@ -97,10 +94,9 @@ int cmd_train(int argc, char **argv) {
     mb_train_opts o;
     mb_train_opts_default(&o);
     int lr_min_given = 0, dt_rank_given = 0;
-    /* either-or flags given both ways, and single-valued flags given twice, are errors (the last
-     * one silently winning hid typos in scripts) */
-    int norm_given = 0, tie_given = 0, data_given = 0, val_given = 0, out_given = 0,
-        vfrac_given = 0;
+    /* either-or flags given both ways are errors; a value flag given twice takes its last value
+     * (as in every subcommand) */
+    int norm_given = 0, tie_given = 0, vfrac_given = 0;
     const char *device = "auto";
     mb_config *c = &o.cfg;
     char ignored[512] = "";
@@ -129,11 +125,9 @@ int cmd_train(int argc, char **argv) {
             return 0;
         } else if (!strcmp(a, "--data")) {
             VAL();
-            if (data_given++) return twice(a);
             o.data = v;
         } else if (!strcmp(a, "--val")) {
             VAL();
-            if (val_given++) return twice(a);
             o.val = v;
         } else if (!strcmp(a, "--format")) {
             VAL();
@@ -145,7 +139,6 @@ int cmd_train(int argc, char **argv) {
             o.format = v;
         } else if (!strcmp(a, "--out")) {
             VAL();
-            if (out_given++) return twice(a);
             o.out = v;
         } else if (!strcmp(a, "--preset")) {
             VAL();
@@ -297,9 +290,11 @@ int cmd_train(int argc, char **argv) {
                         "computes in fp32)\n");
         return 2;
     }
-    if (be == &mb_backend_cpu && o.recompute == 1)
-        fprintf(stderr, "note: --recompute on has no effect on the CPU (it keeps every "
-                        "activation)\n");
+    if (be == &mb_backend_cpu && o.recompute == 1) {
+        fprintf(stderr, "mambabyte train: --recompute on needs --device cuda (activation "
+                        "recomputation exists only on the GPU; the CPU keeps every activation)\n");
+        return 2;
+    }
     const int rc = mb_train_with_backend(&o, be);
     if (rc) {
         fprintf(stderr, "mambabyte train: %s\n", mb_last_error());

@@ -29,11 +29,24 @@ check "streamed (ctx 37) equals one window ($w vs $s)" awk -v a="${w% *}" -v b="
 nw=$("$MB_CLI" eval -m "$T/m" "$T/short.txt" --ctx 37 2>/dev/null | awk '/^bpb:/ {print $2}')
 check "windowed ctx 37 differs from full context" awk -v a="${w% *}" -v b="$nw" 'BEGIN {exit !(a != b)}'
 check "eval --json" bash -c "'$MB_CLI' eval -m '$T/m' '$T/short.txt' --json 2>/dev/null | grep -q '\"bytes\": 299'"
+# a ctx beyond the longest document is cut to it: reported, with the one asked for
+"$MB_CLI" eval -m "$T/m" "$T/short.txt" --ctx 1024 --json >"$T/j1" 2>/dev/null
+"$MB_CLI" eval -m "$T/m" "$T/short.txt" --ctx 1024 >/dev/null 2>"$T/j2"
+"$MB_CLI" eval -m "$T/m" "$T/short.txt" --ctx 37 --json >"$T/j3" 2>/dev/null
+check "eval --json: cut ctx 299 with ctx_requested 1024" grep -q '"ctx": 299, "ctx_requested": 1024,' "$T/j1"
+check "eval: cut ctx reported in the text too" grep -q 'ctx 299 (requested 1024; cut to the longest document)' "$T/j2"
+check "eval --json: no ctx_requested when ctx is used as given" bash -c "grep -q '\"ctx\": 37,' '$T/j3' && ! grep -q ctx_requested '$T/j3'"
+"$MB_CLI" eval -m "$T/m" "$T/short.txt" --stream --batch 4 >"$T/o7b" 2>"$T/e7b"; rc=$?
+check "eval --stream --batch refused, naming both" bash -c "[ $rc -eq 2 ] && grep -q -- '--batch and --stream' '$T/e7b' && [ ! -s '$T/o7b' ]"
 
 # generate: temperature 0 is deterministic; a seed repeats its output
 g1=$("$MB_CLI" generate -m "$T/m" -p "int " -n 40 --temp 0 --no-echo 2>/dev/null | od -An -tx1)
 g2=$("$MB_CLI" generate -m "$T/m" -p "int " -n 40 --temp 0 --no-echo --seed 99 2>/dev/null | od -An -tx1)
 check "temp 0 is deterministic" [ "$g1" = "$g2" ]
+"$MB_CLI" generate -m "$T/m" -p "int " -n 4 --temp 0 --no-echo >/dev/null 2>"$T/g0"
+"$MB_CLI" generate -m "$T/m" -p "int " -n 4 --seed 5 --no-echo >/dev/null 2>"$T/g5"
+check "temp 0: greedy, no seed printed" bash -c "grep -q '^greedy decoding' '$T/g0' && ! grep -q '^seed' '$T/g0'"
+check "temp > 0: the seed printed" grep -q '^seed 5$' "$T/g5"
 s1=$("$MB_CLI" generate -m "$T/m" -p "int " -n 60 --seed 5 --no-echo 2>/dev/null | od -An -tx1)
 s2=$("$MB_CLI" generate -m "$T/m" -p "int " -n 60 --seed 5 --no-echo 2>/dev/null | od -An -tx1)
 s3=$("$MB_CLI" generate -m "$T/m" -p "int " -n 60 --seed 6 --no-echo --temp 1.5 2>/dev/null | od -An -tx1)
@@ -74,6 +87,8 @@ s5=$("$MB_CLI" generate -m "$T/m" -p --x=1 -n 60 --seed 5 --temp 0.9 --no-echo 2
 check "--flag=value equals --flag value (a value may itself hold '=')" bash -c "[ -n '$s4' ] && [ '$s4' = '$s5' ]"
 e=$("$MB_CLI" eval -m "$T/m" "$T/short.txt" --ctx=1024 2>/dev/null | awk '/^bpb:/ {print $2, $4}')
 check "eval --ctx=1024 equals --ctx 1024" [ "$e" = "$w" ]
+e=$("$MB_CLI" eval -m "$T/m" "$T/short.txt" --ctx 37 --ctx 1024 2>/dev/null | awk '/^bpb:/ {print $2, $4}')
+check "eval --ctx twice: the last wins" [ "$e" = "$w" ]
 "$MB_CLI" info --preset tiny --json=yes >/dev/null 2>"$T/e8e"; rc=$?
 check "--json=yes: takes no value" bash -c "[ $rc -eq 2 ] && grep -q -- \"--json takes no value\" '$T/e8e'"
 "$MB_CLI" train --data "$data" --out "$T/x4" --steps=1 --lr=abc >/dev/null 2>"$T/e8f"; rc=$?
@@ -103,10 +118,21 @@ ed=$("$MB_CLI" eval -m "$T/dd/run" "$T/dd" --device cpu 2>"$T/e13b" | awk '/^bpb
 ef=$("$MB_CLI" eval -m "$T/dd/run/config.json" "$T/dd/a.txt" --device cpu 2>/dev/null | awk '/^bpb:/ {print $2, $4}')
 check "eval of --data with the run inside: same as the data file alone ($ed / $ef)" \
   bash -c "[ -n '$ed' ] && [ '$ed' = '$ef' ] && grep -q \"model's directory $T/dd/run inside\" '$T/e13b'"
+# a --val corpus holding copies of training documents: warned with the count, kept
+mkdir -p "$T/dv" "$T/vv" # (dd holds a run now)
+cp "$T/dd/a.txt" "$T/dv/a.txt"
+cp "$T/dd/a.txt" "$T/vv/copy.txt"
+head -c 2000 "$data/config.c" >"$T/vv/other.txt"
+"$MB_CLI" train --data "$T/dv" --val "$T/vv" --out "$T/vvrun" --preset tiny --ctx 32 --steps 1 --device cpu --quiet >/dev/null 2>"$T/e13c"; rc=$?
+check "--val copies of training documents: warned with the count" bash -c "[ $rc -eq 0 ] && grep -q -- '--val $T/vv: 1 of its 2 documents are byte-identical to a --data document' '$T/e13c' && grep -q 'val 2 docs' '$T/e13c'"
 "$MB_CLI" train --data "$T/dd" --out "$T/dd" --preset tiny --steps 1 --device cpu >/dev/null 2>"$T/e14"; rc=$?
 check "--out = --data refused" bash -c "[ $rc -ne 0 ] && grep -q 'is the --data directory' '$T/e14'"
 "$MB_CLI" train --data "$data" --out "$T/bf" --steps 1 --device cpu --precision bf16 >/dev/null 2>"$T/e15"; rc=$?
 check "--precision bf16 on the CPU refused before any work" bash -c "[ $rc -eq 2 ] && grep -q 'needs --device cuda' '$T/e15' && [ ! -e '$T/bf/data.pack' ]"
+"$MB_CLI" train --data "$data" --out "$T/rc" --steps 1 --device cpu --recompute on >/dev/null 2>"$T/e15b"; rc=$?
+check "--recompute on on the CPU refused before any work" bash -c "[ $rc -eq 2 ] && grep -q -- '--recompute on needs --device cuda' '$T/e15b' && [ ! -e '$T/rc' ]"
+"$MB_CLI" train --data "$T/dv" --out "$T/rc2" --preset tiny --ctx 32 --steps 1 --device cpu --quiet --recompute off >/dev/null 2>"$T/e15c"; rc=$?
+check "--recompute off on the CPU accepted" [ "$rc" -eq 0 ]
 # Ctrl-C (SIGINT) during training: the step finishes, a checkpoint is written, exit 130;
 # --resume continues from it
 "$MB_CLI" train --data "$data" --out "$T/int" --preset tiny --ctx 32 --steps 100000 --device cpu \
@@ -135,11 +161,11 @@ check "FIFO as model.safetensors refused, no hang" bash -c "[ $rc -ne 0 ] && [ $
 # --val problems are named as --val
 "$MB_CLI" train --data "$data" --val "$T/nope.txt" --out "$T/x3" --steps 1 --device cpu >/dev/null 2>"$T/e21"; rc=$?
 check "missing --val named as --val" bash -c "[ $rc -ne 0 ] && grep -q -- '--val: .*nope.txt' '$T/e21'"
-# either-or flags both ways, and a single-valued flag twice, are refused before any work
+# either-or flags both ways are refused before any work; a value flag twice takes the last
 "$MB_CLI" train --data "$data" --out "$T/x4" --steps 1 --rms-norm --layer-norm >/dev/null 2>"$T/e22"; rc=$?
 check "--rms-norm with --layer-norm refused" bash -c "[ $rc -eq 2 ] && grep -q 'conflict' '$T/e22' && [ ! -e '$T/x4' ]"
-"$MB_CLI" train --data "$data" --data "$T/short.txt" --out "$T/x4" --steps 1 >/dev/null 2>"$T/e23"; rc=$?
-check "--data twice refused" bash -c "[ $rc -eq 2 ] && grep -q -- '--data given twice' '$T/e23'"
+"$MB_CLI" train --data "$T/nope" --data "$T/dv" --out "$T/nope2" --out "$T/x5" --preset tiny --ctx 32 --steps 1 --device cpu --quiet >/dev/null 2>"$T/e23"; rc=$?
+check "--data and --out twice: the last wins" bash -c "[ $rc -eq 0 ] && grep -q '^data: $T/dv ' '$T/e23' && [ -f '$T/x5/model.safetensors' ] && [ ! -e '$T/nope2' ]"
 "$MB_CLI" train --data "$data" --val "$T/short.txt" --val-fraction 0.1 --out "$T/x4" --steps 1 >/dev/null 2>"$T/e24"; rc=$?
 check "--val with --val-fraction refused" bash -c "[ $rc -eq 2 ] && grep -q -- '--val-fraction conflict' '$T/e24'"
 for c in train eval generate info; do
