@@ -255,6 +255,39 @@ int main(int argc, char **argv) {
         row("backward, training form", time_ms(run_bwd_ex, &c), 4 * act + 4 * bc + hcb + 3 * h,
             exps);
         a->delta = dkeep;
+        /* the form training runs since the fused dt projection: delta given effective (the
+         * forward without the transform, the backward with delta_is_eff), then the dense form
+         * (states every 8 positions and the fp32 pre-gate output from the forward, read by the
+         * backward instead of its forward pass; mb_scan_cuda_opts.y_pregate) */
+        c.o.dt_bias = NULL, c.o.dt_softplus = 0, c.o.ddt_bias = NULL;
+        row("forward, fused-dt form", time_ms(run_fwd_ex, &c), 3 * act + 2 * bc + hcb + h, exps);
+        run_fwd_ex(&c);
+        c.o.dt_softplus = 1, c.o.ddt_bias = ddtb, c.o.delta_is_eff = 1;
+        row("backward, fused-dt form", time_ms(run_bwd_ex, &c), 4 * act + 4 * bc + hcb + 3 * h,
+            exps);
+        const long long n8 = (L + 7) / 8;
+        const double hc8 = 4.0 * B * Di * n8 * N;
+        float *h8 = NULL, *yp = NULL;
+        CK(cudaMalloc((void **)&h8, sizeof(float) * (size_t)(B * Di * n8 * N)));
+        CK(cudaMalloc((void **)&yp, sizeof(float) * (size_t)(BL * Di)));
+        float *hkeep = a->h_chunks;
+        a->h_chunks = h8, a->chunk = 8;
+        c.o.y_pregate = yp;
+        c.o.dt_softplus = 0, c.o.ddt_bias = NULL, c.o.delta_is_eff = 0;
+        c.o.y_pregate = NULL;
+        row("forward, chunk 8 (diag)", time_ms(run_fwd_ex, &c), 3 * act + 2 * bc + hc8 + h, exps);
+        c.o.y_pregate = yp;
+        row("forward, dense", time_ms(run_fwd_ex, &c), 4 * act + 2 * bc + hc8 + h, exps);
+        run_fwd_ex(&c);
+        c.o.dt_softplus = 1, c.o.ddt_bias = ddtb, c.o.delta_is_eff = 1;
+        row("backward, dense", time_ms(run_bwd_ex, &c), 5 * act + 4 * bc + hc8 + 3 * h, exps);
+        mb_scan_cuda_lab_dense_off(1);
+        row("backward, chunk 8, dense off", time_ms(run_bwd_ex, &c),
+            4 * act + 4 * bc + hc8 / 8 + 3 * h, exps);
+        mb_scan_cuda_lab_dense_off(0);
+        a->h_chunks = hkeep, a->chunk = chunk;
+        CK(cudaFree(h8));
+        CK(cudaFree(yp));
         memset(&c.o, 0, sizeof c.o);
         CK(cudaFree(draw));
         CK(cudaFree(bias));

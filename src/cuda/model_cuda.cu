@@ -39,6 +39,7 @@ struct mb_cuda_acts {
     int64_t B, L, BL;
     int64_t chunk, n_chunks;
     int train, can_backward, recompute, keep_scan, bf16;
+    int dense;    /* MB_CUDA_ACTS_DENSE_SCAN in effect: chunk 8 and y_pregate per layer */
     int dt_fused; /* bf16 + fused scan: the dt projection writes softplus(. + bias) itself
                      (dt_proj_cuda.h) and the scan takes delta as effective (MB_CUDA_DT_FUSED=0:
                      the cuBLASLt product and the scan's own bias + softplus) */
@@ -68,6 +69,7 @@ struct mb_cuda_acts {
     float *delta;             /* (n_layer, B, L, Di) */
     float *y;                 /* (n_layer, B, L, Di) gated scan output */
     float *h_chunks;          /* (n_layer, B, Di, n_chunks, N) (training only; kept slots) */
+    float *y_pregate;         /* (n_layer, B, L, Di) scan output before the gate (dense only) */
     float *xf;                /* (B, L, d) norm_f output */
     float *logits;            /* (B, L, 256) */
     float *losses;            /* (B, L) */
@@ -127,6 +129,7 @@ static int acts_table(mb_cuda_acts *a, carve_item *t) {
     t[k++] = (carve_item){(void **)&a->delta, F(nl * BL * Di)};
     t[k++] = (carve_item){(void **)&a->y, F(ny * BL * Di)};
     t[k++] = (carve_item){(void **)&a->h_chunks, F(tr * nk * a->B * Di * a->n_chunks * N)};
+    t[k++] = (carve_item){(void **)&a->y_pregate, F(a->dense * nk * BL * Di)};
     /* the fp32 norm outputs feed only fp32 products: bf16 mode keeps their bf16 copies alone */
     t[k++] = (carve_item){(void **)&a->xf, F((1 - hb) * BL * d)};
     t[k++] = (carve_item){(void **)&a->logits, F(BL * MB_VOCAB)};
@@ -186,15 +189,20 @@ static int acts_shape(mb_cuda_acts *a, const mb_config *c, int64_t B, int64_t L,
     a->B = B;
     a->L = L;
     a->BL = B * L;
-    a->chunk = chunk ? chunk : mb_scan_cuda_preferred_chunk();
-    if (a->chunk > L) a->chunk = L;
-    a->n_chunks = (L + a->chunk - 1) / a->chunk;
     a->train = train ? 1 : 0;
     a->recompute = a->train && (flags & MB_CUDA_ACTS_RECOMPUTE) ? 1 : 0;
     a->keep_scan = a->recompute && (flags & MB_CUDA_ACTS_KEEP_SCAN) ? 1 : 0;
     a->bf16 = flags & MB_CUDA_ACTS_BF16 ? 1 : 0;
     const char *fu = getenv("MB_CUDA_SCAN_FUSED");
     a->fused = !(fu && !strcmp(fu, "0"));
+    /* the dense backward takes d_state 9..16 (4 lanes of up to 4 states per channel) */
+    a->dense = a->train && !a->recompute && a->fused && (flags & MB_CUDA_ACTS_DENSE_SCAN) &&
+               a->cfg.d_state > 8 && a->cfg.d_state <= 16 && !chunk;
+    a->chunk = chunk      ? chunk
+               : a->dense ? mb_scan_cuda_dense_chunk()
+                          : mb_scan_cuda_preferred_chunk();
+    if (a->chunk > L) a->chunk = L;
+    a->n_chunks = (L + a->chunk - 1) / a->chunk;
     const char *xs = getenv("MB_CUDA_XSPLIT");
     a->xsplit = a->train && a->bf16 && a->fused &&
                 mb_conv1d_cuda_bf16in_supported(B, L, a->cfg.d_conv) && !(xs && !strcmp(xs, "0"));
@@ -221,6 +229,10 @@ extern "C" int64_t mb_cuda_acts_bytes_ex(const mb_config *c, int64_t B, int64_t 
     mb_cuda_acts a;
     if (acts_shape(&a, c, B, L, flags, chunk)) return -1;
     return a.bytes;
+}
+
+extern "C" int mb_cuda_acts_dense(const mb_cuda_acts *a) {
+    return a ? a->dense : 0;
 }
 
 extern "C" int64_t mb_cuda_acts_bytes(const mb_config *c, int64_t B, int64_t L, int for_training,
@@ -441,6 +453,7 @@ extern "C" int mb_cuda_grads_download(const mb_cuda_model *dm, float *grads) {
 typedef struct {
     float *res_in, *mean, *rstd;
     float *xz, *xc, *dbc, *delta, *y, *h_chunks;
+    float *y_pregate;          /* dense scan only */
     uint16_t *xcb, *yb, *dbcb; /* bf16 copies (bf16 mode) */
 } layer_view;
 
@@ -459,6 +472,7 @@ static layer_view layer_at(const mb_cuda_acts *a, int64_t l) {
     v.delta = a->delta + s * BL * Di;
     v.y = a->y ? a->y + sy * BL * Di : NULL;
     v.h_chunks = a->h_chunks ? a->h_chunks + k * a->B * Di * a->n_chunks * N : NULL;
+    v.y_pregate = a->dense ? a->y_pregate + k * BL * Di : NULL;
     v.xcb = a->xcb ? a->xcb + s * BL * Di : NULL;
     v.yb = a->yb ? a->yb + k * BL * Di : NULL;
     v.dbcb = a->dbcb ? a->dbcb + s * BL * (R + 2 * N) : NULL;
@@ -483,10 +497,11 @@ static mb_scan_args scan_args(const mb_cuda_acts *a, const mb_layer_weights *lw,
  * (yb: the forward's y copy; the backward's ddelta and dz copies go to a->ddeltab, a->dxzb). */
 static mb_scan_cuda_opts scan_opts(const mb_cuda_model *dm, const mb_cuda_acts *a,
                                    const mb_layer_weights *lw, const mb_layer_weights *g,
-                                   uint16_t *yb) {
+                                   uint16_t *yb, float *y_pregate) {
     mb_scan_cuda_opts o;
     memset(&o, 0, sizeof o);
     if (!a->fused) return o;
+    o.y_pregate = y_pregate; /* dense: written by the forward, read by the backward */
     o.dt_bias = lw->dt_proj_b;
     o.dt_softplus = 1;
     if (g) o.ddt_bias = g->dt_proj_b;
@@ -645,7 +660,7 @@ static int mixer_forward(mb_cuda_model *dm, mb_cuda_acts *a, int64_t l, const la
         sa.h0 = a->h0;
         sa.h_last = ssm_s;
     }
-    const mb_scan_cuda_opts so = scan_opts(dm, a, lw, NULL, v->yb);
+    const mb_scan_cuda_opts so = scan_opts(dm, a, lw, NULL, v->yb, cs ? NULL : v->y_pregate);
     PT(MB_PROF_SCAN_FWD, mb_scan_cuda_forward_ex(&sa, &so, v->y, st));
     if (!so.y_bf16) PT(MB_PROF_CVT, to_bf16(dm, v->yb, v->y, Di, BL, Di));
     if (recomputing) return MB_OK;
@@ -751,7 +766,7 @@ static int mixer_backward(mb_cuda_model *dm, mb_cuda_acts *a, int64_t l, const l
     PT(MB_PROF_GEMM, mm_bwd_in(dm, a->dy, Di, a->dres, a->dresb, d, lw->out_proj_w, BL, Di, d, 0));
     /* scan: dxc, ddelta, dB, dC, dz (=); dA_log, dD (+=) */
     mb_scan_args sa = scan_args(a, lw, v);
-    const mb_scan_cuda_opts so = scan_opts(dm, a, lw, g, NULL);
+    const mb_scan_cuda_opts so = scan_opts(dm, a, lw, g, NULL, v->y_pregate);
     PT(MB_PROF_SCAN_BWD,
        mb_scan_cuda_backward_ex(&sa, &so, a->dy, a->dxc, a->ddelta, g->A_log, a->ddbc + R,
                                 a->ddbc + R + N, g->D, a->dxz ? a->dxz + Di : NULL, st));

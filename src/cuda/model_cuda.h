@@ -106,12 +106,19 @@ enum {
     MB_CUDA_ACTS_TRAIN = 1,
     MB_CUDA_ACTS_RECOMPUTE = 2,
     MB_CUDA_ACTS_BF16 = 4,
-    MB_CUDA_ACTS_KEEP_SCAN = 8
+    MB_CUDA_ACTS_KEEP_SCAN = 8,
+    /* DENSE_SCAN (with TRAIN, without RECOMPUTE; fused scan, d_state 9..16, chunk 0): the scan
+     * forward saves its state every 8 positions (mb_scan_cuda_dense_chunk) and its output before
+     * the gate, B*Di*N*L/8 + B*L*Di floats per layer, and the backward reads them instead of
+     * recomputing them (mb_scan_cuda_opts.y_pregate); ignored where it does not apply */
+    MB_CUDA_ACTS_DENSE_SCAN = 16
 };
 mb_cuda_acts *mb_cuda_acts_create_ex(const mb_config *c, int64_t B, int64_t L, int flags,
                                      int64_t chunk);
 int64_t mb_cuda_acts_bytes_ex(const mb_config *c, int64_t B, int64_t L, int flags, int64_t chunk);
 void mb_cuda_acts_free(mb_cuda_acts *a);
+/* 1 when the workspace runs the dense scan (MB_CUDA_ACTS_DENSE_SCAN applied), else 0. */
+int mb_cuda_acts_dense(const mb_cuda_acts *a);
 /* Device bytes an mb_cuda_acts of this shape allocates (-1 on bad arguments). */
 int64_t mb_cuda_acts_bytes(const mb_config *c, int64_t B, int64_t L, int for_training,
                            int64_t chunk);

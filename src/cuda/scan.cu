@@ -79,6 +79,9 @@ typedef struct {
                           offsets in the kernel parameter, and so the kernels' code, unchanged) */
     int delta_eff;     /* backward: delta is the effective one already (no transform of the tiles;
                           dt_softplus then shapes only ddelta) */
+    float *y_pregate;  /* (B, L, Di) output before the gate, with the D skip (mamba_ssm's `out`):
+                          written by the forward where non-NULL (through the x tile, as y); read
+                          by the dense backward (DN), whose h_chunks are at chunk 8 (one per BK) */
 } scan_params;
 
 /* the effective delta of a raw one (mb_scan_cuda_opts), channel c valid */
@@ -537,13 +540,15 @@ static __device__ __forceinline__ void fwd_stage(const scan_params &p, float *st
     stage_rows<g::NT, VEC>(bs + FT * g::NP, g::NP, p.Cm, row0, p.bcs, FT, nv, p.N, tid, p.x);
 }
 
-/* y rows of tile t0 from the tile's Z region (which holds the gated output by then): whole
- * 128-byte rows of 32 channels. VEC: each thread keeps one 4-channel column and rows r0,
- * r0 + rstep, ... (as stage_rows; the general loop's index arithmetic cost more than the
- * stores), 16-byte stores of fp32 or 8-byte stores of 4 bf16 values. */
+/* Output rows of tile t0 from a region of the tile (Z: the gated output by then; X: the pre-gate
+ * one) to y32 (fp32) or, where y16 is non-NULL, to y16 (bf16): whole 128-byte rows of 32
+ * channels. VEC: each thread keeps one 4-channel column and rows r0, r0 + rstep, ... (as
+ * stage_rows; the general loop's index arithmetic cost more than the stores), 16-byte stores of
+ * fp32 or 8-byte stores of 4 bf16 values. */
 template <int G, bool VEC>
-static __device__ __forceinline__ void fwd_write_y(const scan_params &p, const float *Zt, int b,
-                                                   int c0, int t0, int tid) {
+static __device__ __forceinline__ void fwd_write_y(const scan_params &p, const float *Zt,
+                                                   float *y32, uint16_t *y16, int b, int c0, int t0,
+                                                   int tid) {
     typedef fwd_geom<G> g;
     const int nv = min(FT, p.L - t0), w = min(g::CPB, p.Di - c0);
     const long long off = ((long long)b * p.L + t0) * p.Di + c0;
@@ -558,12 +563,12 @@ static __device__ __forceinline__ void fwd_write_y(const scan_params &p, const f
             const int r = r0 + j * rstep;
             if (r >= nv) break;
             const float *src = Zt + r * g::CPB + swz_col<2>(r, 4 * f);
-            if (p.y_bf16) {
-                uint32_t *d32 = (uint32_t *)(p.y_bf16 + o0 + j * ostep);
+            if (y16) {
+                uint32_t *d32 = (uint32_t *)(y16 + o0 + j * ostep);
                 d32[0] = bf16_bits(src[0]) | (uint32_t)bf16_bits(src[1]) << 16;
                 d32[1] = bf16_bits(src[2]) | (uint32_t)bf16_bits(src[3]) << 16;
             } else {
-                *(float4 *)(p.y + o0 + j * ostep) = *(const float4 *)src;
+                *(float4 *)(y32 + o0 + j * ostep) = *(const float4 *)src;
             }
         }
     } else {
@@ -571,16 +576,19 @@ static __device__ __forceinline__ void fwd_write_y(const scan_params &p, const f
             const int r = i / g::CPB, e = i % g::CPB;
             if (r >= nv || e >= w) continue;
             const float v = Zt[r * g::CPB + swz_col<2>(r, e)];
-            if (p.y_bf16)
-                p.y_bf16[off + (long long)r * p.Di + e] = bf16_bits(v);
+            if (y16)
+                y16[off + (long long)r * p.Di + e] = bf16_bits(v);
             else
-                p.y[off + (long long)r * p.Di + e] = v;
+                y32[off + (long long)r * p.Di + e] = v;
         }
     }
 }
 
-/* QM: state-group-major lanes (lane_q / lane_ch). */
-template <int G, bool VEC, bool FINE, bool QM>
+/* QM: state-group-major lanes (lane_q / lane_ch). FINE: 0 = chunk boundaries at tile starts
+ * (chunk % FT == 0), 1 = anywhere (a per-position check), 2 = every 8 positions (chunk 8, the
+ * dense backward's states: one 16-byte store per thread at positions 8k of the tile; needs VEC
+ * and N % 4 == 0, which VEC implies). */
+template <int G, bool VEC, int FINE, bool QM>
 __global__ void __launch_bounds__(32 * G) scan_fwd2_kernel(scan_params p) {
     typedef fwd_geom<G> g;
     constexpr int CPB = g::CPB, NP = g::NP, CPW = 32 / G, T = FT;
@@ -614,10 +622,14 @@ __global__ void __launch_bounds__(32 * G) scan_fwd2_kernel(scan_params p) {
     for (int it = 0; it < ntiles; it++) {
         cp_wait<0>();
         __syncthreads();
-        /* tile it - 1's y rows out of the buffer that tile it + 1 is copied into next */
-        if ((p.y || p.y_bf16) && it > 0) {
-            fwd_write_y<G, VEC>(p, sm + ((it - 1) % FK) * g::STAGE + 2 * T * CPB, b, c0,
-                                (it - 1) * T, tid);
+        /* tile it - 1's y rows out of the buffer that tile it + 1 is copied into next (and the
+         * pre-gate rows from its x region) */
+        if ((p.y || p.y_bf16 || p.y_pregate) && it > 0) {
+            float *prev = sm + ((it - 1) % FK) * g::STAGE;
+            if (p.y || p.y_bf16)
+                fwd_write_y<G, VEC>(p, prev + 2 * T * CPB, p.y, p.y_bf16, b, c0, (it - 1) * T, tid);
+            if (p.y_pregate)
+                fwd_write_y<G, VEC>(p, prev, p.y_pregate, NULL, b, c0, (it - 1) * T, tid);
             __syncthreads();
         }
         if (it + 1 < ntiles)
@@ -628,12 +640,13 @@ __global__ void __launch_bounds__(32 * G) scan_fwd2_kernel(scan_params p) {
                                         min(CPB, p.Di - c0), c0, tid);
             __syncthreads();
         }
-        const float *X = sm + (it % FK) * g::STAGE, *Dl = X + T * CPB;
+        float *X = sm + (it % FK) * g::STAGE; /* (the pre-gate output replaces x at the end) */
+        const float *Dl = X + T * CPB;
         float *Z = sm + (it % FK) * g::STAGE + 2 * T * CPB;
         const float *Bs = Z + T * CPB, *Cs = Bs + T * NP;
         const int t0 = it * T;
         int nb = 0;
-        if (hc) {
+        if (hc && FINE != 2) {
             if (!FINE) {
                 if (t0 % p.chunk == 0 && cv) {
                     float *dst = hc + (long long)(t0 / p.chunk) * N;
@@ -648,7 +661,11 @@ __global__ void __launch_bounds__(32 * G) scan_fwd2_kernel(scan_params p) {
         float ys[T];
 #pragma unroll
         for (int i = 0; i < T; i++) {
-            if (FINE && hc) {
+            if (FINE == 2 && i % 8 == 0 && hc) {
+                if (cv && n0 < N && t0 + i < L)
+                    *(float4 *)(hc + (long long)((t0 + i) >> 3) * N + n0) =
+                        make_float4(h[0], h[1], h[2], h[3]);
+            } else if (FINE == 1 && hc) {
                 const int t = t0 + i;
                 if (t == nb && t < L) {
                     if (cv) {
@@ -677,7 +694,7 @@ __global__ void __launch_bounds__(32 * G) scan_fwd2_kernel(scan_params p) {
                 yr[(i / 4) * g::NT + tid] = make_float4(ys[i - 3], ys[i - 2], ys[i - 1], yv);
         }
         if (G > 1) yred_smem<T, G, g::NT, QM>(ys, yr, tid, q, lane_ch<G, QM>(lane));
-        if (p.y || p.y_bf16) {
+        if (p.y || p.y_bf16 || p.y_pregate) {
             /* gated output into the Z slots this lane read (written out next tile) */
 #pragma unroll
             for (int j = 0; j < T / G; j++) {
@@ -685,16 +702,20 @@ __global__ void __launch_bounds__(32 * G) scan_fwd2_kernel(scan_params p) {
                 const int sc = r * CPB + swz_col<2>(r, cw);
                 const float xo = X[sc], zo = Z[sc];
                 float out = fmaf(Dc, xo, ys[j]);
+                if (p.y_pregate) X[sc] = out; /* (read above only) written out next tile */
                 if (p.z) out *= zo * sigmoidf_(zo);
                 Z[sc] = out;
             }
         }
     }
     cp_wait<0>();
-    if ((p.y || p.y_bf16) && ntiles > 0) {
+    if ((p.y || p.y_bf16 || p.y_pregate) && ntiles > 0) {
         __syncthreads();
-        fwd_write_y<G, VEC>(p, sm + ((ntiles - 1) % FK) * g::STAGE + 2 * T * CPB, b, c0,
-                            (ntiles - 1) * T, tid);
+        float *last = sm + ((ntiles - 1) % FK) * g::STAGE;
+        if (p.y || p.y_bf16)
+            fwd_write_y<G, VEC>(p, last + 2 * T * CPB, p.y, p.y_bf16, b, c0, (ntiles - 1) * T, tid);
+        if (p.y_pregate)
+            fwd_write_y<G, VEC>(p, last, p.y_pregate, NULL, b, c0, (ntiles - 1) * T, tid);
     }
     if (p.h_last && cv) {
         float *dst = p.h_last + ((long long)b * p.Di + c) * N;
@@ -1051,10 +1072,35 @@ static __device__ __forceinline__ void bwd3_load_h(const scan_params &p, const f
     }
 }
 
+/* Dense backward (DN): the 7 checkpoints of chunk kc after its first (h_chunks at chunk 8,
+ * entries kc * 8 + 1 .. 7) into CK and the forward's pre-gate output into YS, by cp.async with
+ * the chunk's other tiles; entries past the sequence read as zeros (their sub-chunks are
+ * padding). */
+template <int G, bool VEC>
+static __device__ __forceinline__ void bwd3_stage_dense(const scan_params &p, float *sm,
+                                                        const float *hrow, int b, int c0, int kc,
+                                                        int n0, bool cv, int tid) {
+    typedef bwd3_geom<G> g;
+    const int t0 = kc * BT;
+    const long long row0 = (long long)b * p.L + t0;
+    const int nv = min(BT, p.L - t0), w = min(g::CPB, p.Di - c0);
+    stage_rows<g::NT, VEC, 1>(sm + g::YS, g::CPB, p.y_pregate + c0, row0, p.Di, BT, nv, w, tid,
+                              p.x);
+#pragma unroll
+    for (int j = 1; j < BT / BK; j++) {
+        const long long e = (long long)kc * (BT / BK) + j;
+        const bool ok = cv && n0 < p.N && e < p.nch;
+        cp16(sm + g::CK + ((j - 1) * g::NT + tid) * 4, ok ? hrow + e * p.N + n0 : p.x, ok);
+    }
+}
+
 /* QM: state-group-major lanes (lane_q / lane_ch). O16: dx, ddelta and dz (where z is given) go
  * to their bf16 outputs, chosen at compile time (the mixed-precision training's form; the
- * run-time choice of each output's pointer cost this kernel ~3%). */
-template <int G, bool VEC, int XB, bool QM, bool O16>
+ * run-time choice of each output's pointer cost this kernel ~3%). DN (dense, VEC only): the
+ * forward saved the states every 8 positions (p.chunk == 8) and the pre-gate output
+ * (p.y_pregate); they are staged with the chunk instead of recomputed by the forward pass, which
+ * this form leaves out (about a fifth of the kernel's instructions). */
+template <int G, bool VEC, int XB, bool QM, bool O16, bool DN = false>
 __global__ void __launch_bounds__(32 * G, 16 / G) scan_bwd3_kernel(scan_params p) {
     typedef bwd3_geom<G> g;
     constexpr int CPW = g::CPW, NP = g::NP, NT = g::NT, CPB = g::CPB, LS = QM ? CPW : 1;
@@ -1102,6 +1148,7 @@ __global__ void __launch_bounds__(32 * G, 16 / G) scan_bwd3_kernel(scan_params p
     float dDacc = 0.0f, dtb = 0.0f; /* dtb: this thread's part of ddt_bias[c] */
     const int nch = (L + BT - 1) / BT;
     bwd3_stage<G, VEC>(p, sm, b, c0, nch - 1, tid);
+    if (DN) bwd3_stage_dense<G, VEC>(p, sm, hrow, b, c0, nch - 1, n0, cv, tid);
     cp_commit();
     float hn[SPT];
     bwd3_load_h<VEC>(p, hrow, nch - 1, n0, cv, hn);
@@ -1115,8 +1162,8 @@ __global__ void __launch_bounds__(32 * G, 16 / G) scan_bwd3_kernel(scan_params p
             dt_transform<NT, CPB, 1>(p, sm + g::DL, min(BT, L - ts), min(CPB, p.Di - c0), c0, tid);
             __syncthreads();
         }
-        /* ---- forward pass: states, checkpoints, pre-gate output */
-        {
+        /* ---- forward pass: states, checkpoints, pre-gate output (DN: staged instead) */
+        if (!DN) {
             float cur[SPT] = {h0v[0], h0v[1], h0v[2], h0v[3]};
 #pragma unroll 1
             for (int j = 0; j < BT / BK; j++) {
@@ -1149,7 +1196,8 @@ __global__ void __launch_bounds__(32 * G, 16 / G) scan_bwd3_kernel(scan_params p
             }
         }
         __syncwarp();
-        /* ---- gate (one lane per (position, channel)): dz, dyss -> YS, dD */
+        /* ---- gate (one lane per (position, channel)): dz, dyss -> YS, dD (DN: YS holds the
+         * forward's pre-gate output with its D skip) */
 #pragma unroll 1
         for (int mb = 0; mb < BT / G; mb += 16) {
             float gy[16], zr[16];
@@ -1168,7 +1216,7 @@ __global__ void __launch_bounds__(32 * G, 16 / G) scan_bwd3_kernel(scan_params p
                 float dyss = gy[m];
                 if (p.z) {
                     const float zz = zr[m], sg = sigmoidf_(zz);
-                    const float yss = fmaf(Dg, xo, YS[sc]);
+                    const float yss = DN ? YS[sc] : fmaf(Dg, xo, YS[sc]);
                     dyss = gy[m] * zz * sg;
                     if (gcv && t < L) {
                         const float dzv = gy[m] * yss * sg * fmaf(zz, 1.0f - sg, 1.0f);
@@ -1319,6 +1367,7 @@ __global__ void __launch_bounds__(32 * G, 16 / G) scan_bwd3_kernel(scan_params p
         __syncthreads(); /* everyone is done with the staged chunk */
         if (kc > 0) {
             bwd3_stage<G, VEC>(p, sm, b, c0, kc - 1, tid);
+            if (DN) bwd3_stage_dense<G, VEC>(p, sm, hrow, b, c0, kc - 1, n0, cv, tid);
             bwd3_load_h<VEC>(p, hrow, kc - 1, n0, cv, hn);
         }
         cp_commit();
@@ -1355,6 +1404,7 @@ __global__ void zero_bc_kernel(float *dB, float *dC, long long rows, long long s
 static int g_fwd_warps = 0; /* > 0: the legacy forward kernel with that many warps per tile */
 static int g_bwd_warps = 0; /* 0: automatic; 1: v5 (one thread walks a chunk); 8 or 16: v4 */
 static int g_skip_bc = 0;
+static int g_dense_off = 0; /* lab knob: the backward ignores y_pregate (forward pass kept) */
 static int g_lane_qm_fwd = LANE_QM_FWD_DEFAULT; /* state-group-major lanes: staged forward */
 static int g_lane_qm = LANE_QM_BWD_DEFAULT;     /* state-group-major lanes: v5 backward */
 
@@ -1363,6 +1413,9 @@ extern "C" void mb_scan_cuda_set_lane_layout(int state_major) {
     g_lane_qm = state_major < 0 ? LANE_QM_BWD_DEFAULT : state_major != 0;
 }
 
+extern "C" void mb_scan_cuda_lab_dense_off(int off) {
+    g_dense_off = off;
+}
 extern "C" void mb_scan_cuda_lab_skip_bc_atomics(int skip) {
     g_skip_bc = skip;
 }
@@ -1386,6 +1439,10 @@ extern "C" int mb_cuda_device_count(void) {
 
 extern "C" int64_t mb_scan_cuda_preferred_chunk(void) {
     return BWD_CHUNK;
+}
+
+extern "C" int64_t mb_scan_cuda_dense_chunk(void) {
+    return BK;
 }
 
 static int cuda_fail(cudaError_t e, const char *what) {
@@ -1481,6 +1538,8 @@ static kern_t fwd_kernel_for(int G, int par, int vec) {
          : (qm ? scan_fwd2_kernel<G, false, FINE, true>                                            \
                : scan_fwd2_kernel<G, false, FINE, false>))
 static kern_t fwd2_kernel_for(int G, int fine, int vec, int qm) {
+    if (fine == 2 && vec && G == 4) /* the dense backward's states (G 4: N 9..16) */
+        return qm ? scan_fwd2_kernel<4, true, 2, true> : scan_fwd2_kernel<4, true, 2, false>;
     switch (G) {
     case 1:
         return fine ? FWD2_K(1, true) : FWD2_K(1, false);
@@ -1499,7 +1558,12 @@ static kern_t fwd2_kernel_for(int G, int fine, int vec, int qm) {
                : scan_bwd3_kernel<G, false, XB, false, O>))
 #define BWD3_K(G, XB) (o16 ? BWD3_K1(G, XB, true) : BWD3_K1(G, XB, false))
 /* o16: every gradient output bf16 (scan_bwd3_kernel's O16) */
-static kern_t bwd3_kernel_for(int G, int vec, int xb, int qm, int o16) {
+static kern_t bwd3_kernel_for(int G, int vec, int xb, int qm, int o16, int dn) {
+    if (dn) /* the dense form: G 4, 16-byte copies, pair exchange (dense_ok) */
+        return o16 ? (qm ? scan_bwd3_kernel<4, true, 1, true, true, true>
+                         : scan_bwd3_kernel<4, true, 1, false, true, true>)
+                   : (qm ? scan_bwd3_kernel<4, true, 1, true, false, true>
+                         : scan_bwd3_kernel<4, true, 1, false, false, true>);
     switch (G) {
     case 1:
         return xb ? BWD3_K(1, 1) : BWD3_K(1, 0);
@@ -1536,7 +1600,9 @@ static int launch_forward(const scan_params *p, cudaStream_t st) {
     const int G = lanes_per_channel(p->N);
     cudaError_t e;
     if (g_fwd_warps <= 0) {
-        const int vec = p->vec, fine = p->h_chunks && p->chunk % FT != 0;
+        const int vec = p->vec;
+        int fine = p->h_chunks && p->chunk % FT != 0;
+        if (fine && p->chunk == BK && vec && al16(p->h_chunks) && G == 4) fine = 2;
         const size_t shm = sizeof(float) * fwd_smem_floats(G);
         kern_t k = fwd2_kernel_for(G, fine, vec, g_lane_qm_fwd);
         e = cudaFuncSetAttribute((const void *)k, cudaFuncAttributeMaxDynamicSharedMemorySize,
@@ -1561,7 +1627,7 @@ extern "C" int mb_scan_cuda_lab_backward_occupancy(int64_t N) {
     const size_t shm = sizeof(float) * (G == 1   ? bwd3_geom<1>::TOTAL
                                         : G == 2 ? bwd3_geom<2>::TOTAL
                                                  : bwd3_geom<4>::TOTAL);
-    kern_t k = bwd3_kernel_for(G, 1, 1, g_lane_qm, 0);
+    kern_t k = bwd3_kernel_for(G, 1, 1, g_lane_qm, 0, 0);
     cudaError_t e = cudaFuncSetAttribute((const void *)k,
                                          cudaFuncAttributeMaxDynamicSharedMemorySize, (int)shm);
     if (e == cudaSuccess)
@@ -1589,6 +1655,10 @@ extern "C" int mb_scan_cuda_forward_ex(const mb_scan_args *a, const mb_scan_cuda
     apply_opts(&p, o);
     p.y_bf16 = o ? o->y_bf16 : NULL;
     p.y = p.y_bf16 ? NULL : y;
+    p.y_pregate = o ? o->y_pregate : NULL;
+    if (g_fwd_warps > 0 && p.y_pregate)
+        return mb_fail(MB_EINVAL, "mb_scan_cuda_forward: the legacy forward (lab knob) writes no "
+                                  "y_pregate");
     /* y rows are written with 16-byte stores (bf16: 4-byte ones) */
     p.vec = p.vec && (!p.y || al16(p.y)) && (!p.y_bf16 || (uintptr_t)p.y_bf16 % 4 == 0);
     return launch_forward(&p, (cudaStream_t)stream);
@@ -1684,7 +1754,11 @@ extern "C" int mb_scan_cuda_backward_ex(const mb_scan_args *a, const mb_scan_cud
                                             : G == 2 ? bwd3_geom<2>::TOTAL
                                                      : bwd3_geom<4>::TOTAL);
         const int o16 = p.dx_bf16 && p.ddelta_bf16 && (!p.z || p.dz_bf16);
-        kern_t k = bwd3_kernel_for(G, vec, use_v5 == 2, g_lane_qm, o16);
+        /* dense: the forward's states every 8 positions and its pre-gate output */
+        const int dn = o && o->y_pregate && p.chunk == BK && G == 4 && vec && use_v5 == 2 &&
+                       al16(o->y_pregate) && !g_dense_off;
+        if (dn) p.y_pregate = o->y_pregate;
+        kern_t k = bwd3_kernel_for(G, vec, use_v5 == 2, g_lane_qm, o16, dn);
         e = cudaFuncSetAttribute((const void *)k, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                  (int)shm);
         if (e == cudaSuccess)

@@ -18,8 +18,11 @@
  * states, warp); dA_log/dD by one atomic per value and block. The previous backward (v4: 8 or
  * 16 warps split each chunk in time and combine their (a, b) aggregates in shared memory) stays
  * selectable and serves small grids. Only the states entering each chunk (args.chunk) are
- * saved; no (L, Di, N) tensor. exp is exp2 with A pre-scaled by log2(e). The shared x / delta
- * / z / output tiles are column-swizzled by row against bank conflicts.
+ * saved; no (L, Di, N) tensor. The dense form (mb_scan_cuda_opts.y_pregate with chunk 8, for
+ * training when memory allows): the forward also writes the pre-gate output and the backward
+ * stages both instead of its forward pass over each chunk. exp is exp2 with A pre-scaled by
+ * log2(e). The shared x / delta / z / output tiles are column-swizzled by row against bank
+ * conflicts.
  *
  * Errors: functions return 0 or a negative MB_E* code with mb_fail() naming the argument or the
  * CUDA error (they never abort). Launches are asynchronous on `stream` (a cudaStream_t passed
@@ -42,6 +45,10 @@ int mb_cuda_device_count(void);
 /* Chunk length the GPU backward handles without recomputing finer chunk states (64). A
  * forward whose h_chunks feed mb_scan_cuda_backward should use it; any chunk > 0 is correct. */
 int64_t mb_scan_cuda_preferred_chunk(void);
+
+/* Chunk (8) at which a forward's saved states, with its y_pregate (mb_scan_cuda_opts), let the
+ * backward skip its recomputation (the dense form; see y_pregate). */
+int64_t mb_scan_cuda_dense_chunk(void);
 
 /* Forward (mb_scan_forward): writes y (B, L, Di) contiguous, h_chunks and h_last if non-NULL.
  * y may be NULL (states only). Supports 1 <= N <= 32, chunk > 0, L < 2^31.
@@ -74,6 +81,16 @@ typedef struct {
      * mb_dt_proj_softplus_cuda writes it); dt_softplus then shapes only the gradients (ddelta is
      * still d loss / d (delta + dt_bias), ddt_bias its column sums) and dt_bias is not used */
     int delta_is_eff;
+    /* forward: also write the output before the SiLU(z) gate, with the D skip (mamba_ssm's
+     * `out`), (B, L, Di) fp32. backward: that output of the forward with the same args; with
+     * args.chunk == mb_scan_cuda_dense_chunk() (the forward then saved a state every 8 positions)
+     * and 9 <= N <= 16, 16-byte aligned tensors and the v5 kernel, the backward reads both
+     * instead of recomputing them (its forward pass over each chunk, about a fifth of its work,
+     * goes), at the cost of memory: B*Di*N*ceil(L/8) + B*L*Di floats per layer (the states 8x
+     * those at chunk 64). Otherwise it is ignored (the same result up to rounding). Measured
+     * and not kept: the output as bf16, read by the backward's gate from global memory (both
+     * passes slower, session 19 in docs/benchmarks.md). */
+    float *y_pregate;
 } mb_scan_cuda_opts;
 
 /* Forward / backward with options (o may be NULL = the functions above). With dt_bias or
@@ -113,6 +130,11 @@ void mb_scan_cuda_set_backward_warps(int warps);
  * multiprocessor at d_state N (cudaOccupancyMaxActiveBlocksPerMultiprocessor; 4 expected for
  * N = 16), or a negative MB_E* code. */
 int mb_scan_cuda_lab_backward_occupancy(int64_t N);
+
+/* Lab knob: non-zero makes the backward ignore y_pregate (the dense form off: it recomputes
+ * the states and the pre-gate output as without it; results equal up to rounding). Not
+ * thread-safe (global). */
+void mb_scan_cuda_lab_dense_off(int off);
 
 /* Lab diagnostic for bench_scan_cuda only: non-zero makes the backward leave out its dB/dC
  * atomics (v5: also their shared-memory sums; dB/dC are then zero, i.e. WRONG), to time their

@@ -84,12 +84,13 @@ static void cuda_close(mb_backend *b) {
 
 /* Activation flags for a session: precision and (training) recomputation, auto-chosen from the
  * device's free memory when flags->recompute < 0 (the stored activations must fit in 90% of
- * what is free after the model). */
+ * what is free after the model), and without recomputation the dense scan states when they
+ * fit too. */
 static int choose_acts_flags(const mb_config *cfg, int64_t B, int64_t L, int train, int bf16,
                              int recompute, int *out) {
     int f = (train ? MB_CUDA_ACTS_TRAIN : 0) | (bf16 ? MB_CUDA_ACTS_BF16 : 0);
     *out = f;
-    if (!train || recompute == 0) return MB_OK;
+    if (!train) return MB_OK;
     size_t free_b = 0, total_b = 0;
     if (cudaMemGetInfo(&free_b, &total_b) != cudaSuccess) {
         (void)cudaGetLastError();
@@ -100,10 +101,22 @@ static int choose_acts_flags(const mb_config *cfg, int64_t B, int64_t L, int tra
     if (full < 0)
         return mb_fail(MB_EINVAL, "cuda backend: bad batch %lld x ctx %lld", (long long)B,
                        (long long)L);
-    /* auto: store everything when it fits; otherwise (and for --recompute on) recompute each
-     * mixer, keeping the scan's chunk states and output when those fit (the re-run then skips
-     * the scan); MB_CUDA_KEEP_SCAN=0 / 1 forces that choice (tests, benchmarks) */
-    if (recompute < 0 && (double)full <= budget) return MB_OK;
+    /* auto: store everything when it fits, with the scan's states every 8 positions and its
+     * pre-gate output too when those also fit (the scan backward then skips its recomputation;
+     * MB_CUDA_DENSE_SCAN=0 / 1 forces that choice); otherwise (and for --recompute on) recompute
+     * each mixer, keeping the scan's chunk states and output when those fit (the re-run then
+     * skips the scan); MB_CUDA_KEEP_SCAN=0 / 1 forces that choice (tests, benchmarks) */
+    if (recompute == 0 || (recompute < 0 && (double)full <= budget)) {
+        const char *ds = getenv("MB_CUDA_DENSE_SCAN");
+        const int64_t dense = mb_cuda_acts_bytes_ex(cfg, B, L, f | MB_CUDA_ACTS_DENSE_SCAN, 0);
+        if (ds && *ds) {
+            if (strcmp(ds, "0") != 0) f |= MB_CUDA_ACTS_DENSE_SCAN;
+        } else if (dense >= 0 && (double)dense <= budget) {
+            f |= MB_CUDA_ACTS_DENSE_SCAN;
+        }
+        *out = f;
+        return MB_OK;
+    }
     f |= MB_CUDA_ACTS_RECOMPUTE;
     const char *ks = getenv("MB_CUDA_KEEP_SCAN");
     const int64_t keep = mb_cuda_acts_bytes_ex(cfg, B, L, f | MB_CUDA_ACTS_KEEP_SCAN, 0);
@@ -156,13 +169,15 @@ static int cuda_open(mb_backend **out, mb_model *m, mb_adamw *opt, int64_t B, in
     }
     if (!rc) {
         const int64_t ab = mb_cuda_acts_bytes_ex(&m->cfg, B, L, c->acts_flags, 0);
+        const char *acts = "";
+        if (c->train && !(c->acts_flags & MB_CUDA_ACTS_RECOMPUTE))
+            acts = mb_cuda_acts_dense(c->acts) ? ", recomputation off (dense scan)"
+                                               : ", recomputation off";
+        else if (c->train)
+            acts = c->acts_flags & MB_CUDA_ACTS_KEEP_SCAN ? ", recomputation on (scan kept)"
+                                                          : ", recomputation on";
         snprintf(c->base.numerics, sizeof c->base.numerics, "%s%s, activations %.2f GiB",
-                 bf16 ? "bf16 mixed precision" : "fp32",
-                 !c->train                                   ? ""
-                 : !(c->acts_flags & MB_CUDA_ACTS_RECOMPUTE) ? ", recomputation off"
-                 : (c->acts_flags & MB_CUDA_ACTS_KEEP_SCAN)  ? ", recomputation on (scan kept)"
-                                                             : ", recomputation on",
-                 (double)ab / (1 << 30));
+                 bf16 ? "bf16 mixed precision" : "fp32", acts, (double)ab / (1 << 30));
     }
     if (!rc) {
         c->losses = (float *)malloc((size_t)(B * L) * sizeof(float));

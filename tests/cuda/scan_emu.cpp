@@ -214,14 +214,16 @@ struct tcase {
                  outputs' pointers chosen at run time) */
     int eff;  /* with sp: the backward reads delta already effective (delta_eff: the fused dt
                  projection's output) instead of the raw one and its transform */
+    int dn;   /* dense form (chunk 8, N 13..16, vec, pair exchange): the emulated forward's states
+                 every 8 positions and pre-gate output (y_pregate) feed the backward's DN form */
 };
 
 static void run_case(tcase tc, uint64_t seed) {
-    printf("B %lld L %lld Di %lld N %lld chunk %lld gate %d h0 %d vec %d nan %d kernel %s, %s "
+    printf("B %lld L %lld Di %lld N %lld chunk %lld gate %d h0 %d vec %d nan %d kernel %s%s, %s "
            "lanes\n",
            (long long)tc.B, (long long)tc.L, (long long)tc.Di, (long long)tc.N, (long long)tc.chunk,
            tc.gate, tc.use_h0, tc.vec, tc.nan_at, tc.kern == 1 ? "v5 pair exchange" : "v5",
-           tc.qm ? "state-major" : "channel-major");
+           tc.dn ? " dense" : "", tc.qm ? "state-major" : "channel-major");
     const int64_t B = tc.B, L = tc.L, Di = tc.Di, N = tc.N, R = tc.R, BL = B * L;
     const int64_t bcs = R + 2 * N;
     mb_rng r;
@@ -271,6 +273,7 @@ static void run_case(tcase tc, uint64_t seed) {
     mb_scan_backward(&a, dy.data(), dx.data(), ddl.data(), dA.data(), gbc.data() + R,
                      gbc.data() + R + N, dD.data(), tc.gate ? dz.data() + Di : NULL);
 
+    std::vector<float> dn_hc, dn_ypre; /* tc.dn: the emulated forward's outputs */
     if (tc.kern == 1 && tc.nan_at < 0) {
         /* emulated GPU forward (scan_fwd2_kernel): y, h_chunks at tc.chunk, h_last */
         const int Gf = N <= 4 ? 1 : N <= 8 ? 2 : N <= 16 ? 4 : 8;
@@ -288,6 +291,14 @@ static void run_case(tcase tc, uint64_t seed) {
         f.Bm = a.Bm, f.Cm = a.Cm, f.bcs = bcs, f.D = a.D, f.z = a.z, f.zs = a.z_stride;
         f.h0 = a.h0, f.h_last = ehl.data(), f.h_chunks = ehc.data(), f.y = ey.data();
         f.vec = tc.vec;
+        std::vector<float> eyp, ypre_ref;
+        if (tc.dn) { /* the reference pre-gate output: the forward without z */
+            eyp.assign(BL * Di, NAN), ypre_ref.resize(BL * Di);
+            mb_scan_args an = a;
+            an.z = NULL, an.h_chunks = NULL;
+            mb_scan_forward(&an, ypre_ref.data());
+            f.y_pregate = eyp.data();
+        }
         std::vector<uint16_t> eyb(BL * Di, 0xffff);
         if (tc.sp) {
             f.delta = raw.data(), f.dt_bias = bias.data(), f.dt_softplus = 1;
@@ -302,6 +313,9 @@ static void run_case(tcase tc, uint64_t seed) {
     (fine ? (tc.qm ? EMU_F1(GG, true, true) : EMU_F1(GG, true, false))                             \
           : (tc.qm ? EMU_F1(GG, false, true) : EMU_F1(GG, false, false)))
         kf = Gf == 1 ? EMU_F(1) : Gf == 2 ? EMU_F(2) : Gf == 4 ? EMU_F(4) : EMU_F(8);
+        if (tc.dn) /* chunk 8: one 16-byte state store every 8 positions (FINE 2) */
+            kf = tc.qm ? std::function<void()>([&] { scan_fwd2_kernel<4, true, 2, true>(f); })
+                       : std::function<void()>([&] { scan_fwd2_kernel<4, true, 2, false>(f); });
         /* the shared memory past the size launch_forward asks for is poisoned (ASan build) */
         const int shm = fwd_smem_floats(Gf);
         ASAN_POISON_MEMORY_REGION((float *)smem4 + shm, sizeof smem4 - shm * sizeof(float));
@@ -313,6 +327,10 @@ static void run_case(tcase tc, uint64_t seed) {
             check("fwd y", rel_err_rows(ey.data(), y2.data(), BL, Di, Di));
         check("fwd hc", rel_err_rows(ehc.data(), hc2.data(), B * Di * nch * N, 1, 1));
         check("fwd hlast", rel_err_rows(ehl.data(), hl.data(), B * Di * N, 1, 1));
+        if (tc.dn) {
+            check("fwd y_pregate", rel_err_rows(eyp.data(), ypre_ref.data(), BL, Di, Di));
+            dn_hc = ehc, dn_ypre = eyp;
+        }
     }
     if (N > 16) return; /* the forward only (G 8); the backward takes N <= 16 */
     /* emulated GPU backward: h_chunks at chunk 64 (hstep) or re-chunked like the host code */
@@ -322,7 +340,10 @@ static void run_case(tcase tc, uint64_t seed) {
     p.x = a.x, p.xs = a.x_stride, p.delta = a.delta, p.A_log = a.A_log;
     p.Bm = a.Bm, p.Cm = a.Cm, p.bcs = bcs, p.D = a.D, p.z = a.z, p.zs = a.z_stride;
     std::vector<float> hc64;
-    if (BWD_CHUNK % tc.chunk == 0) {
+    if (tc.dn) { /* states every 8 positions and the pre-gate output, from the emulated forward */
+        p.chunk = 8, p.nch = (int)nch, p.hstep = BWD_CHUNK / 8, p.h_chunks = dn_hc.data();
+        p.y_pregate = dn_ypre.data();
+    } else if (BWD_CHUNK % tc.chunk == 0) {
         p.chunk = (int)tc.chunk, p.nch = (int)nch, p.hstep = (int)(BWD_CHUNK / tc.chunk);
         p.h_chunks = hc.data();
     } else {
@@ -367,6 +388,16 @@ static void run_case(tcase tc, uint64_t seed) {
              : (tc.qm ? EMU_K1(GG, 0, true) : EMU_K1(GG, 0, false)))
     const int threads = 32 * G;
     k = G == 1 ? EMU_K(1) : G == 2 ? EMU_K(2) : EMU_K(4);
+    if (tc.dn) /* the dense form (host: G 4, vec, pair exchange) */
+        k = tc.sp == 2 ? (tc.qm ? std::function<void()>(
+                                      [&] { scan_bwd3_kernel<4, true, 1, true, true, true>(p); })
+                                : std::function<void()>(
+                                      [&] { scan_bwd3_kernel<4, true, 1, false, true, true>(p); }))
+                       : (tc.qm ? std::function<void()>(
+                                      [&] { scan_bwd3_kernel<4, true, 1, true, false, true>(p); })
+                                : std::function<void()>([&] {
+                                      scan_bwd3_kernel<4, true, 1, false, false, true>(p);
+                                  }));
     if (emu::launch((unsigned)((Di + 31) / 32), (unsigned)B, threads, k)) g_fail = 1;
     if (tc.nan_at >= 0) {
         const int dbn = std::isnan(ebc[tc.nan_at * bcs + R]), dan = std::isnan(edA[5 * N]);
@@ -433,6 +464,19 @@ int main(void) {
         tcase tc = cs[i];
         tc.kern = 1, tc.sp = 2, tc.eff = 1, tc.qm = i == 4;
         run_case(tc, 70 + i);
+    }
+    /* the dense form: the forward's states every 8 positions and pre-gate output read by the
+     * backward instead of its forward pass (L not a multiple of 8 or 64, a partial channel
+     * block, N 12 under 4 lanes; fp32 and the training form; both lane layouts) */
+    {
+        const tcase dense[] = {
+            {2, 200, 64, 16, 4, 8, 1, 1, 1, -1, 1, 0, 0, 0, 1},
+            {1, 131, 40, 16, 4, 8, 1, 0, 1, -1, 1, 1, 2, 1, 1},
+            {2, 75, 40, 12, 4, 8, 0, 1, 1, -1, 1, 1, 0, 0, 1},
+            {1, 64, 32, 16, 4, 8, 1, 1, 1, -1, 1, 0, 2, 1, 1},
+        };
+        for (size_t i = 0; i < sizeof dense / sizeof dense[0]; i++)
+            run_case(dense[i], 90 + i);
     }
     /* N 17..32: the forward's 8 lanes per channel (G 8), both lane layouts */
     const tcase wide[] = {

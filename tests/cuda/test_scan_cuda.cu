@@ -296,10 +296,10 @@ static void check_bwd(const char *what, const bwd_out *g, int bf16, const float 
 /* The _ex options: delta is raw (pre-activation without bias); the reference runs the CPU scan
  * on softplus(delta + dt_bias) and maps ddelta through softplus'. bf16: y, dx, ddelta and dz go
  * to bf16 copies only (dx NULL). */
-static void run_opts_case(tcase tc, uint64_t seed, int bf16, int eff_in) {
-    printf("options (softplus, dt_bias%s): B %lld L %lld Di %lld N %lld chunk %lld\n",
-           bf16 ? ", bf16 y / dx / ddelta / dz" : "", (long long)tc.B, (long long)tc.L,
-           (long long)tc.Di, (long long)tc.N, (long long)tc.chunk);
+static void run_opts_case(tcase tc, uint64_t seed, int bf16, int eff_in, int dense) {
+    printf("options (softplus, dt_bias%s%s): B %lld L %lld Di %lld N %lld chunk %lld\n",
+           bf16 ? ", bf16 y / dx / ddelta / dz" : "", dense ? ", y_pregate" : "", (long long)tc.B,
+           (long long)tc.L, (long long)tc.Di, (long long)tc.N, (long long)tc.chunk);
     problem p;
     make_problem(&p, tc, seed);
     const int64_t BL = tc.B * tc.L, Di = tc.Di, N = tc.N, bcs = tc.R + 2 * N;
@@ -340,9 +340,10 @@ static void run_opts_case(tcase tc, uint64_t seed, int bf16, int eff_in) {
     float *d_bias = dup_dev(bias, Di);
     float *g_y = dev_poison(BL * Di), *g_hc = dev_poison(nhc), *g_hl = dev_poison(nh);
     uint16_t *g_yb = bf16 ? dev_poison16(BL * Di) : NULL;
+    float *g_yp = dense ? dev_poison(BL * Di) : NULL;
     mb_scan_cuda_opts o;
     memset(&o, 0, sizeof o);
-    o.dt_bias = d_bias, o.dt_softplus = 1, o.y_bf16 = g_yb;
+    o.dt_bias = d_bias, o.dt_softplus = 1, o.y_bf16 = g_yb, o.y_pregate = g_yp;
     mb_scan_args ad = args_of(&p, 1, g_hc, g_hl, tc.chunk);
     if (mb_scan_cuda_forward_ex(&ad, &o, g_y, NULL)) {
         printf("  forward failed: %s\n", mb_last_error());
@@ -359,6 +360,15 @@ static void run_opts_case(tcase tc, uint64_t seed, int bf16, int eff_in) {
     }
     check("fwd", "h_chunks", rel_err_rows(ghc, hc, nhc, 1, 1));
     check("fwd", "h_last", rel_err_rows(ghl, hl, nh, 1, 1));
+    if (dense) { /* the pre-gate output: the CPU forward without z */
+        float *yp = (float *)calloc((size_t)(BL * Di), sizeof(float));
+        mb_scan_args an = ah;
+        an.z = NULL, an.h_chunks = NULL, an.h_last = NULL;
+        mb_scan_forward(&an, yp);
+        float *gyp = to_host(g_yp, BL * Di);
+        check("fwd", "y_pregate", rel_err_rows(gyp, yp, BL, Di, Di));
+        free(yp), free(gyp);
+    }
     float *g_dx = dev_poison(BL * Di), *g_dd = dev_poison(BL * Di);
     float *g_dbc = dev_poison(BL * bcs), *g_dz = dev_poison(BL * 2 * Di);
     float *g_dA = dev_poison(Di * N), *g_dD = dev_poison(Di), *g_db = dev_poison(Di);
@@ -406,11 +416,42 @@ static void run_opts_case(tcase tc, uint64_t seed, int bf16, int eff_in) {
         check_bwd("effbwd", &gout, bf16, dx, dd, dbc, dz, dA, dD, dbias, BL, Di, N, tc.R);
         cudaFree(g_eff);
     }
+    if (dense == 2 && tc.gate) {
+        /* the dense backward reads y_pregate: with it zeroed, every dz must be 0 (dz = dy *
+         * y_pregate * SiLU'(z)); a backward that recomputed it would give the reference's */
+        CK(cudaMemset(g_yp, 0, sizeof(float) * (size_t)(BL * Di)));
+        CK(cudaMemset(g_dA, 0, sizeof(float) * (size_t)(Di * N)));
+        CK(cudaMemset(g_dz, 0xff, sizeof(float) * (size_t)(BL * 2 * Di)));
+        if (bf16) CK(cudaMemset(g_dzb, 0xff, sizeof(uint16_t) * (size_t)(BL * 2 * Di)));
+        if (mb_scan_cuda_backward_ex(&ad, &o, p.d_dy, bf16 ? NULL : g_dx, g_dd, g_dA, g_dbc + tc.R,
+                                     g_dbc + tc.R + N, g_dD, g_dz + Di, NULL)) {
+            printf("  backward (zero y_pregate) failed: %s\n", mb_last_error());
+            g_fail = 1;
+        }
+        CK(cudaDeviceSynchronize());
+        int64_t nonzero = 0;
+        for (int64_t i = 0; i < BL; i++)
+            if (bf16) {
+                uint16_t v;
+                CK(cudaMemcpy(&v, g_dzb + i * 2 * Di + Di + (i % Di), sizeof v,
+                              cudaMemcpyDeviceToHost));
+                nonzero += (v & 0x7fff) != 0;
+            } else {
+                float v;
+                CK(cudaMemcpy(&v, g_dz + i * 2 * Di + Di + (i % Di), sizeof v,
+                              cudaMemcpyDeviceToHost));
+                nonzero += v != 0.0f;
+            }
+        if (nonzero) g_fail = 1;
+        printf("  dense  dz with y_pregate zeroed: %lld of %lld sampled nonzero %s\n",
+               (long long)nonzero, (long long)BL, nonzero ? "FAIL" : "ok");
+    }
     free(bias), free(eff), free(y), free(hc), free(hl), free(dx), free(dd), free(dbc), free(dz);
     free(dA), free(dD), free(dbias), free(ghc), free(ghl);
     cudaFree(d_bias), cudaFree(g_y), cudaFree(g_hc), cudaFree(g_hl), cudaFree(g_yb);
     cudaFree(g_dx), cudaFree(g_dd), cudaFree(g_dbc), cudaFree(g_dz), cudaFree(g_dA);
     cudaFree(g_dD), cudaFree(g_db), cudaFree(g_ddb), cudaFree(g_dzb), cudaFree(g_dxb);
+    cudaFree(g_yp);
     free_problem(&p);
 }
 
@@ -426,12 +467,28 @@ static void run_opts(void) {
         printf("options, backward kernel knob %d:\n", kernels[k]);
         mb_scan_cuda_set_backward_warps(kernels[k]);
         for (int i = 0; i < n; i++)
-            run_opts_case(cases[i], 900 + 10 * k + i, (i + k) & 1, 1);
+            run_opts_case(cases[i], 900 + 10 * k + i, (i + k) & 1, 1, 0);
+    }
+    /* the dense form: states every 8 positions and the pre-gate output from the forward
+     * (y_pregate), read by the v5 pair-exchange backward (knob 2, where N is 9..16 and the
+     * tensors 16-byte aligned; 2 = also checked to be read) and ignored by the others */
+    const tcase dense[] = {
+        {1, 1, 64, 16, 4, 8, 1, 0, 0},    {3, 63, 64, 16, 4, 8, 1, 1, 0},
+        {2, 2049, 64, 16, 4, 8, 1, 1, 0}, {1, 8193, 64, 16, 4, 8, 1, 0, 0},
+        {2, 1000, 40, 16, 4, 8, 1, 1, 0}, {2, 515, 72, 12, 4, 8, 1, 1, 0},
+        {2, 1000, 37, 16, 3, 8, 1, 1, 0}, /* unaligned rows: ignored */
+    };
+    const int nd = (int)(sizeof dense / sizeof dense[0]);
+    for (int k = 0; k < 3; k++) {
+        printf("options with y_pregate (dense), backward kernel knob %d:\n", kernels[k]);
+        mb_scan_cuda_set_backward_warps(kernels[k]);
+        for (int i = 0; i < nd; i++)
+            run_opts_case(dense[i], 950 + 10 * k + i, (i + k) & 1, 1, k == 0 && i < 6 ? 2 : 1);
     }
     mb_scan_cuda_set_backward_warps(0);
     printf("options, legacy forward (W=4), fp32 y:\n");
     mb_scan_cuda_set_forward_warps(4);
-    run_opts_case(cases[2], 990, 0, 0);
+    run_opts_case(cases[2], 990, 0, 0, 0);
     mb_scan_cuda_set_forward_warps(0);
 }
 
