@@ -567,6 +567,8 @@ static __device__ __forceinline__ void fwd_write_y(const scan_params &p, const f
                 uint32_t *d32 = (uint32_t *)(y16 + o0 + j * ostep);
                 d32[0] = bf16_bits(src[0]) | (uint32_t)bf16_bits(src[1]) << 16;
                 d32[1] = bf16_bits(src[2]) | (uint32_t)bf16_bits(src[3]) << 16;
+            } else if (y32 == p.y_pregate) { /* read by the backward only: evict first */
+                __stcs((float4 *)(y32 + o0 + j * ostep), *(const float4 *)src);
             } else {
                 *(float4 *)(y32 + o0 + j * ostep) = *(const float4 *)src;
             }
@@ -662,9 +664,9 @@ __global__ void __launch_bounds__(32 * G) scan_fwd2_kernel(scan_params p) {
 #pragma unroll
         for (int i = 0; i < T; i++) {
             if (FINE == 2 && i % 8 == 0 && hc) {
-                if (cv && n0 < N && t0 + i < L)
-                    *(float4 *)(hc + (long long)((t0 + i) >> 3) * N + n0) =
-                        make_float4(h[0], h[1], h[2], h[3]);
+                if (cv && n0 < N && t0 + i < L) /* read by the backward only: evict first */
+                    __stcs((float4 *)(hc + (long long)((t0 + i) >> 3) * N + n0),
+                           make_float4(h[0], h[1], h[2], h[3]));
             } else if (FINE == 1 && hc) {
                 const int t = t0 + i;
                 if (t == nb && t < L) {

@@ -147,6 +147,9 @@ static inline float __shfl_sync(unsigned, float v, int src) {
 template <class T> static inline T __ldg(const T *p) {
     return *p;
 }
+template <class T> static inline void __stcs(T *p, T v) {
+    *p = v;
+}
 static inline float atomicAdd(float *p, float v) {
     const float o = *p;
     *p = o + v;
