@@ -195,9 +195,10 @@ static int acts_shape(mb_cuda_acts *a, const mb_config *c, int64_t B, int64_t L,
     a->bf16 = flags & MB_CUDA_ACTS_BF16 ? 1 : 0;
     const char *fu = getenv("MB_CUDA_SCAN_FUSED");
     a->fused = !(fu && !strcmp(fu, "0"));
-    /* the dense backward takes d_state 9..16 (4 lanes of up to 4 states per channel) */
+    /* only where the scan backward takes the dense form (else its memory buys nothing) */
     a->dense = a->train && !a->recompute && a->fused && (flags & MB_CUDA_ACTS_DENSE_SCAN) &&
-               a->cfg.d_state > 8 && a->cfg.d_state <= 16 && !chunk;
+               !chunk &&
+               mb_scan_cuda_dense_supported(B, L, a->cfg.d_inner, a->cfg.d_state, a->cfg.dt_rank);
     a->chunk = chunk      ? chunk
                : a->dense ? mb_scan_cuda_dense_chunk()
                           : mb_scan_cuda_preferred_chunk();

@@ -107,7 +107,8 @@ enum {
     MB_CUDA_ACTS_RECOMPUTE = 2,
     MB_CUDA_ACTS_BF16 = 4,
     MB_CUDA_ACTS_KEEP_SCAN = 8,
-    /* DENSE_SCAN (with TRAIN, without RECOMPUTE; fused scan, d_state 9..16, chunk 0): the scan
+    /* DENSE_SCAN (with TRAIN, without RECOMPUTE; fused scan, chunk 0, and sizes for which
+     * mb_scan_cuda_dense_supported): the scan
      * forward saves its state every 8 positions (mb_scan_cuda_dense_chunk) and its output before
      * the gate, B*Di*N*L/8 + B*L*Di floats per layer, and the backward reads them instead of
      * recomputing them (mb_scan_cuda_opts.y_pregate); ignored where it does not apply */

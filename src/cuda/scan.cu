@@ -1477,6 +1477,20 @@ static int choose_v5(const scan_params *p) {
     return 2 * blocks >= 3LL * sms ? V5_AUTO : 0;
 }
 
+extern "C" int mb_scan_cuda_dense_supported(int64_t B, int64_t L, int64_t Di, int64_t N,
+                                            int64_t R) {
+    /* the DN kernel: 4 lanes of 4 states (N 12 or 16, 16-byte copies), a whole 8-position
+     * checkpoint, 16-byte rows (x / z stride 2 Di, B / C after R columns of dt_low), and the
+     * v5 pair-exchange kernel chosen for the grid */
+    if (N % 4 != 0 || N <= 8 || N > 16 || L < BK || Di % 4 != 0 || R % 4 != 0 || B < 1 ||
+        B > 65535 || Di >= (1LL << 31))
+        return 0;
+    scan_params p;
+    memset(&p, 0, sizeof p);
+    p.B = (int)B, p.Di = (int)Di, p.N = (int)N;
+    return choose_v5(&p) == 2 && !g_dense_off;
+}
+
 static int check_args(const mb_scan_args *a, const char *fn) {
     if (!a) return mb_fail(MB_EINVAL, "%s: args is NULL", fn);
     if (a->B < 0 || a->L < 0 || a->Di < 0 || a->L >= (1LL << 31) - 2 * BWD_CHUNK ||
@@ -1661,8 +1675,9 @@ extern "C" int mb_scan_cuda_forward_ex(const mb_scan_args *a, const mb_scan_cuda
     if (g_fwd_warps > 0 && p.y_pregate)
         return mb_fail(MB_EINVAL, "mb_scan_cuda_forward: the legacy forward (lab knob) writes no "
                                   "y_pregate");
-    /* y rows are written with 16-byte stores (bf16: 4-byte ones) */
-    p.vec = p.vec && (!p.y || al16(p.y)) && (!p.y_bf16 || (uintptr_t)p.y_bf16 % 4 == 0);
+    /* y and y_pregate rows are written with 16-byte stores (bf16 y: 4-byte ones) */
+    p.vec = p.vec && (!p.y || al16(p.y)) && (!p.y_bf16 || (uintptr_t)p.y_bf16 % 4 == 0) &&
+            (!p.y_pregate || al16(p.y_pregate));
     return launch_forward(&p, (cudaStream_t)stream);
 }
 

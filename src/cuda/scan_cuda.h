@@ -50,6 +50,12 @@ int64_t mb_scan_cuda_preferred_chunk(void);
  * backward skip its recomputation (the dense form; see y_pregate). */
 int64_t mb_scan_cuda_dense_chunk(void);
 
+/* 1 when a backward of these sizes takes the dense form (y_pregate) with 16-byte aligned tensors
+ * whose x / z rows have a stride of 2 Di and whose B / C columns follow R others in rows of
+ * R + 2N (the model's layout): N 12 or 16, L >= 8, Di and R multiples of 4, and a grid for
+ * which the v5 backward is chosen (the lab knobs included); else 0. */
+int mb_scan_cuda_dense_supported(int64_t B, int64_t L, int64_t Di, int64_t N, int64_t R);
+
 /* Forward (mb_scan_forward): writes y (B, L, Di) contiguous, h_chunks and h_last if non-NULL.
  * y may be NULL (states only). Supports 1 <= N <= 32, chunk > 0, L < 2^31.
  * MB_EINVAL for a bad size / NULL input; MB_EIO (message names the CUDA error) on a CUDA
@@ -84,7 +90,7 @@ typedef struct {
     /* forward: also write the output before the SiLU(z) gate, with the D skip (mamba_ssm's
      * `out`), (B, L, Di) fp32. backward: that output of the forward with the same args; with
      * args.chunk == mb_scan_cuda_dense_chunk() (the forward then saved a state every 8 positions)
-     * and 9 <= N <= 16, 16-byte aligned tensors and the v5 kernel, the backward reads both
+     * and N 12 or 16, 16-byte aligned tensors and the v5 kernel, the backward reads both
      * instead of recomputing them (its forward pass over each chunk, about a fifth of its work,
      * goes), at the cost of memory: B*Di*N*ceil(L/8) + B*L*Di floats per layer (the states 8x
      * those at chunk 64). Otherwise it is ignored (the same result up to rounding). Measured

@@ -217,7 +217,7 @@ struct tcase {
                  outputs' pointers chosen at run time) */
     int eff;  /* with sp: the backward reads delta already effective (delta_eff: the fused dt
                  projection's output) instead of the raw one and its transform */
-    int dn;   /* dense form (chunk 8, N 13..16, vec, pair exchange): the emulated forward's states
+    int dn;   /* dense form (chunk 8, N 12 or 16, vec, pair exchange): the emulated forward's states
                  every 8 positions and pre-gate output (y_pregate) feed the backward's DN form */
 };
 

@@ -41,7 +41,7 @@ extern "C" { /* C headers without their own guards */
 /* GPU numerics exercised against the same CPU results */
 typedef struct {
     const char *name;
-    int bf16, recompute; /* recompute: 0 or MB_CUDA_ACTS_* recomputation flags */
+    int bf16, recompute; /* recompute: 0 or MB_CUDA_ACTS_* recomputation (or DENSE_SCAN) flags */
     double tol;
     int unfused; /* MB_CUDA_SCAN_FUSED=0: softplus and bf16 copies by separate kernels */
     int x32;     /* MB_CUDA_XSPLIT=0: the bf16 mode's conv input and gradient in fp32 */
@@ -61,6 +61,12 @@ static const gpu_mode g_modes[] = {
     {"bf16+rc fp32 conv input", 1, RC, BF16_TOL, 0, 1},
 };
 #define N_MODES 10
+/* the dense scan (states every 8 positions and the pre-gate output kept by the forward), on a
+ * model whose sizes take it (test_dense) */
+static const gpu_mode g_dense_modes[] = {
+    {"fp32 dense", 0, MB_CUDA_ACTS_DENSE_SCAN, TOL, 0, 0},
+    {"bf16 dense", 1, MB_CUDA_ACTS_DENSE_SCAN, BF16_TOL, 0, 0},
+};
 
 static void tiny_config(mb_config *c, int rms, int tied, int64_t d_model, int64_t n_layer) {
     mb_config_default(c, d_model, n_layer);
@@ -99,8 +105,8 @@ static void random_bytes(uint8_t *p, int64_t n, mb_rng *r) {
 
 /* ------------------------------------------------------------------ parity */
 
-static void parity_case(const mb_model *m, mb_cuda_model *dm, int64_t B, int64_t L, uint64_t seed,
-                        const char *name) {
+static void parity_case_modes(const mb_model *m, mb_cuda_model *dm, int64_t B, int64_t L,
+                              uint64_t seed, const char *name, const gpu_mode *modes, int n_modes) {
     const mb_config *c = &m->cfg;
     const int64_t BL = B * L, n = m->n_params;
     mb_rng r;
@@ -119,8 +125,8 @@ static void parity_case(const mb_model *m, mb_cuda_model *dm, int64_t B, int64_t
     const float loss_c = mb_forward(m, a, x, t, lc);
     mb_backward(m, a, dloss, gc);
 
-    for (int mi = 0; mi < N_MODES; mi++) {
-        const gpu_mode *md = &g_modes[mi];
+    for (int mi = 0; mi < n_modes; mi++) {
+        const gpu_mode *md = &modes[mi];
         const double tol = md->tol;
         REQUIRE(mb_cuda_model_set_bf16(dm, md->bf16) == 0, "set_bf16");
         setenv("MB_CUDA_SCAN_FUSED", md->unfused ? "0" : "1", 1); /* read by acts_create */
@@ -128,6 +134,9 @@ static void parity_case(const mb_model *m, mb_cuda_model *dm, int64_t B, int64_t
         mb_cuda_acts *da = mb_cuda_acts_create_ex(
             c, B, L, MB_CUDA_ACTS_TRAIN | md->recompute | (md->bf16 ? MB_CUDA_ACTS_BF16 : 0), 0);
         REQUIRE(da != NULL, "mb_cuda_acts_create B=%lld L=%lld", (long long)B, (long long)L);
+        if (md->recompute & MB_CUDA_ACTS_DENSE_SCAN)
+            REQUIRE(mb_cuda_acts_dense(da) == 1, "%s: the workspace takes the dense scan",
+                    md->name);
         float loss_g = NAN;
         for (int64_t i = 0; i < BL * MB_VOCAB; i++)
             lg[i] = NAN;
@@ -215,6 +224,45 @@ static void parity_case(const mb_model *m, mb_cuda_model *dm, int64_t B, int64_t
     free(lg);
     free(gc);
     free(gg);
+}
+
+static void parity_case(const mb_model *m, mb_cuda_model *dm, int64_t B, int64_t L, uint64_t seed,
+                        const char *name) {
+    parity_case_modes(m, dm, B, L, seed, name, g_modes, N_MODES);
+}
+
+/* The dense scan in the model (d_model 64: dt_rank 4, d_inner 128, d_state 16; the v5 backward
+ * forced, as the automatic choice takes v4 for grids this small) against the CPU, at lengths
+ * with a partial 8- and 64-position chunk; too short a sequence (L < 8) or the v4 backward
+ * leave the workspace without it. */
+static void test_dense(void) {
+    mb_config c;
+    tiny_config(&c, 0, 0, 64, 2);
+    mb_model m;
+    random_model(&m, &c, 1100);
+    mb_cuda_model dm;
+    int rc = mb_cuda_model_create(&dm, &c, 0);
+    REQUIRE(rc == 0, "mb_cuda_model_create");
+    if (rc) {
+        mb_model_free(&m);
+        return;
+    }
+    REQUIRE(mb_cuda_model_upload(&dm, &m) == 0, "upload");
+    mb_scan_cuda_set_backward_warps(2);
+    const int64_t cases[][2] = {{3, 63}, {2, 200}, {1, 8}};
+    for (int i = 0; i < 3; i++)
+        parity_case_modes(&m, &dm, cases[i][0], cases[i][1], 500 + i, "ln/dense", g_dense_modes, 2);
+    const int fl = MB_CUDA_ACTS_TRAIN | MB_CUDA_ACTS_DENSE_SCAN;
+    mb_cuda_acts *a = mb_cuda_acts_create_ex(&c, 2, 7, fl, 0);
+    REQUIRE(a && !mb_cuda_acts_dense(a), "L 7: no dense scan");
+    mb_cuda_acts_free(a);
+    mb_scan_cuda_set_backward_warps(8);
+    a = mb_cuda_acts_create_ex(&c, 2, 200, fl, 0);
+    REQUIRE(a && !mb_cuda_acts_dense(a), "v4 backward: no dense scan");
+    mb_cuda_acts_free(a);
+    mb_scan_cuda_set_backward_warps(0);
+    mb_cuda_model_free(&dm);
+    mb_model_free(&m);
 }
 
 static void test_parity(void) {
@@ -513,6 +561,7 @@ int main(void) {
     test_stateful(0);
     test_stateful(1);
     test_parity();
+    test_dense();
     test_training();
     printf(g_fail ? "test_model_cuda: FAILED\n" : "test_model_cuda: all passed\n");
     return g_fail ? 1 : 0;

@@ -340,7 +340,8 @@ static void run_opts_case(tcase tc, uint64_t seed, int bf16, int eff_in, int den
     float *d_bias = dup_dev(bias, Di);
     float *g_y = dev_poison(BL * Di), *g_hc = dev_poison(nhc), *g_hl = dev_poison(nh);
     uint16_t *g_yb = bf16 ? dev_poison16(BL * Di) : NULL;
-    float *g_yp = dense ? dev_poison(BL * Di) : NULL;
+    float *g_yp0 = dense ? dev_poison(BL * Di + 1) : NULL;
+    float *g_yp = g_yp0 && dense == 3 ? g_yp0 + 1 : g_yp0;
     mb_scan_cuda_opts o;
     memset(&o, 0, sizeof o);
     o.dt_bias = d_bias, o.dt_softplus = 1, o.y_bf16 = g_yb, o.y_pregate = g_yp;
@@ -451,7 +452,7 @@ static void run_opts_case(tcase tc, uint64_t seed, int bf16, int eff_in, int den
     cudaFree(d_bias), cudaFree(g_y), cudaFree(g_hc), cudaFree(g_hl), cudaFree(g_yb);
     cudaFree(g_dx), cudaFree(g_dd), cudaFree(g_dbc), cudaFree(g_dz), cudaFree(g_dA);
     cudaFree(g_dD), cudaFree(g_db), cudaFree(g_ddb), cudaFree(g_dzb), cudaFree(g_dxb);
-    cudaFree(g_yp);
+    cudaFree(g_yp0);
     free_problem(&p);
 }
 
@@ -470,8 +471,10 @@ static void run_opts(void) {
             run_opts_case(cases[i], 900 + 10 * k + i, (i + k) & 1, 1, 0);
     }
     /* the dense form: states every 8 positions and the pre-gate output from the forward
-     * (y_pregate), read by the v5 pair-exchange backward (knob 2, where N is 9..16 and the
-     * tensors 16-byte aligned; 2 = also checked to be read) and ignored by the others */
+     * (y_pregate), read by the v5 pair-exchange backward (knob 2, where N is 12 or 16 and the
+     * tensors 16-byte aligned; 2 = also checked to be read) and ignored by the others; 3 = the
+     * forward's y_pregate misaligned by 4 bytes (its 16-byte stores off; ignored by the
+     * backward) */
     const tcase dense[] = {
         {1, 1, 64, 16, 4, 8, 1, 0, 0},    {3, 63, 64, 16, 4, 8, 1, 1, 0},
         {2, 2049, 64, 16, 4, 8, 1, 1, 0}, {1, 8193, 64, 16, 4, 8, 1, 0, 0},
@@ -485,6 +488,10 @@ static void run_opts(void) {
         for (int i = 0; i < nd; i++)
             run_opts_case(dense[i], 950 + 10 * k + i, (i + k) & 1, 1, k == 0 && i < 6 ? 2 : 1);
     }
+    printf("options with y_pregate misaligned (dense form off):\n");
+    mb_scan_cuda_set_backward_warps(2);
+    run_opts_case(dense[2], 990, 1, 1, 3);
+    run_opts_case(dense[4], 991, 0, 1, 3);
     mb_scan_cuda_set_backward_warps(0);
     printf("options, legacy forward (W=4), fp32 y:\n");
     mb_scan_cuda_set_forward_warps(4);
