@@ -49,6 +49,21 @@ const char *arg_value(const char *cmd, int argc, char **argv, int *i) {
     return argv[++*i];
 }
 
+int arg_path_check(const char *cmd, const char *what, const char *path) {
+    if (path && *path) return 0;
+    fprintf(stderr, "mambabyte %s: %s needs a path, not an empty string\n", cmd, what);
+    return -1;
+}
+
+const char *arg_path(const char *cmd, int argc, char **argv, int *i) {
+    const char *flag = argv[*i];
+    char name[64];
+    const char *eq = strchr(flag, '=');
+    snprintf(name, sizeof name, "%.*s", eq ? (int)(eq - flag) : (int)strlen(flag), flag);
+    const char *v = arg_value(cmd, argc, argv, i);
+    return v && arg_path_check(cmd, name, v) == 0 ? v : NULL;
+}
+
 int arg_int64(const char *cmd, const char *flag, const char *s, int64_t lo, int64_t hi,
               int64_t *out) {
     char *end;

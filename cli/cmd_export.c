@@ -113,7 +113,7 @@ int cmd_export(int argc, char **argv) {
             help(stdout);
             return 0;
         } else if (!strcmp(a, "-m") || !strcmp(a, "--model")) {
-            if (!(src = arg_value("export", argc, argv, &i))) return 2;
+            if (!(src = arg_path("export", argc, argv, &i))) return 2;
         } else if (!strcmp(a, "--format")) {
             if (!(fmt = arg_value("export", argc, argv, &i))) return 2;
         } else if (!strcmp(a, "--dtype")) {
@@ -131,6 +131,7 @@ int cmd_export(int argc, char **argv) {
         }
     }
     if (arg_flags_end("export")) return 2;
+    if (out && arg_path_check("export", "OUT_DIR", out)) return 2; /* '' would be the root */
     if (!src || !fmt || !out) {
         fprintf(stderr, "mambabyte export: need -m CKPT, --format hf|mamba_ssm and OUT_DIR "
                         "(see --help)\n");

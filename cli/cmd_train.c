@@ -124,10 +124,10 @@ int cmd_train(int argc, char **argv) {
             help(stdout);
             return 0;
         } else if (!strcmp(a, "--data")) {
-            VAL();
+            if (!(v = arg_path(C, argc, argv, &i))) return 2;
             o.data = v;
         } else if (!strcmp(a, "--val")) {
-            VAL();
+            if (!(v = arg_path(C, argc, argv, &i))) return 2;
             o.val = v;
         } else if (!strcmp(a, "--format")) {
             VAL();
@@ -138,7 +138,7 @@ int cmd_train(int argc, char **argv) {
             }
             o.format = v;
         } else if (!strcmp(a, "--out")) {
-            VAL();
+            if (!(v = arg_path(C, argc, argv, &i))) return 2;
             o.out = v;
         } else if (!strcmp(a, "--preset")) {
             VAL();

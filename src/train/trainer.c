@@ -5,6 +5,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <float.h>
 #include <inttypes.h>
 #include <math.h>
 #include <signal.h>
@@ -185,17 +186,31 @@ static int save_train_state(const char *dir, const mb_train_opts *o, const mb_mo
     return mb_st_write_prepared(path, t, 2, kv, n, MB_DT_F32, af);
 }
 
+/* s (up to the end or a space) as a whole decimal integer in [lo, hi] / a finite number in
+ * [lo, hi]; -1 for anything else ("7x", "", "nan", out of range) */
+static int parse_i64_token(const char *s, int64_t lo, int64_t hi, int64_t *out) {
+    char *end;
+    errno = 0;
+    const long long v = strtoll(s, &end, 10);
+    if (end == s || errno || (*end && *end != ' ') || v < lo || v > hi) return -1;
+    *out = v;
+    return 0;
+}
+static int parse_f64_token(const char *s, double lo, double hi, double *out) {
+    char *end;
+    errno = 0;
+    const double v = strtod(s, &end);
+    if (end == s || errno || (*end && *end != ' ') || !isfinite(v) || v < lo || v > hi) return -1;
+    *out = v;
+    return 0;
+}
 static int parse_kv_i64(const char *s, const char *key, int64_t *out) {
     const char *p = strstr(s, key);
-    if (!p) return -1;
-    *out = strtoll(p + strlen(key), NULL, 10);
-    return 0;
+    return p ? parse_i64_token(p + strlen(key), INT64_MIN, INT64_MAX, out) : -1;
 }
 static int parse_kv_f64(const char *s, const char *key, double *out) {
     const char *p = strstr(s, key);
-    if (!p) return -1;
-    *out = strtod(p + strlen(key), NULL);
-    return 0;
+    return p ? parse_f64_token(p + strlen(key), -DBL_MAX, DBL_MAX, out) : -1;
 }
 
 /* Load train state; restores the data and optimizer options into *o (exact resume). */
@@ -238,10 +253,23 @@ static int load_train_state(const char *dir, mb_train_opts *o, const mb_model *m
     if ((rc = mb_st_read_f32(&f, tm, 1, shape, 1, opt->m)) ||
         (rc = mb_st_read_f32(&f, tv, 1, shape, 1, opt->v)))
         goto out;
-    rs->step = strtoll(step, NULL, 10);
-    rs->total_steps = strtoll(tot, NULL, 10);
-    rs->bytes_seen = strtoll(seen, NULL, 10);
-    rs->elapsed = strtod(el, NULL);
+    {
+        const char *bad = NULL, *val = NULL;
+        if (parse_i64_token(step, 0, INT64_MAX / 4, &rs->step))
+            bad = "step", val = step;
+        else if (parse_i64_token(tot, 0, INT64_MAX / 4, &rs->total_steps))
+            bad = "total_steps", val = tot;
+        else if (parse_i64_token(seen, 0, INT64_MAX, &rs->bytes_seen))
+            bad = "bytes_seen", val = seen;
+        else if (parse_f64_token(el, 0.0, 1e15, &rs->elapsed))
+            bad = "elapsed", val = el;
+        if (bad) {
+            char shown[MB_PRINTABLE_BUF];
+            rc = mb_fail(MB_EFORMAT, "%s: metadata '%s' is not a non-negative number ('%s')", path,
+                         bad, mb_printable(val, shown));
+            goto out;
+        }
+    }
     mb_train_sampler_state *s = &rs->sampler;
     if (sscanf(smp,
                "%" SCNu64 " %" SCNu64 " %" SCNu64 " %" SCNu64 " %" SCNu64 " %" SCNu64 " %" SCNu64

@@ -104,6 +104,13 @@ check "--val-fraction 0 without --val refused" bash -c "[ $rc -ne 0 ] && grep -q
 check "--out that is a file named" bash -c "[ $rc -ne 0 ] && grep -q 'not a directory' '$T/e10'"
 "$MB_CLI" export -m "$T/m" --format mamba_ssm "$T/afile" >/dev/null 2>"$T/e10b"; rc=$?
 check "export OUT_DIR that is a file named" bash -c "[ $rc -ne 0 ] && grep -q 'OUT_DIR $T/afile exists and is not a directory' '$T/e10b' && [ ! -s '$T/afile' ]"
+# an empty path would be the root or the current directory once joined with a file name
+(cd "$T" && "$MB_CLI" export -m "$T/m" --format mamba_ssm --force '' >/dev/null 2>"$T/e10c"); rc=$?
+check "export with an empty OUT_DIR refused" bash -c "[ $rc -eq 2 ] && grep -q 'OUT_DIR needs a path, not an empty string' '$T/e10c' && [ ! -e '$T/config.json' ]"
+"$MB_CLI" eval -m '' "$T/afile" >/dev/null 2>"$T/e10d"; rc=$?
+check "eval -m '' refused" bash -c "[ $rc -eq 2 ] && grep -q -- '-m needs a path, not an empty string' '$T/e10d'"
+"$MB_CLI" train --data= --out "$T/x" >/dev/null 2>"$T/e10e"; rc=$?
+check "train --data= refused" bash -c "[ $rc -eq 2 ] && grep -q -- '--data needs a path, not an empty string' '$T/e10e'"
 check "-m DIR/config.json means DIR" bash -c "'$MB_CLI' info -m '$T/m/config.json' | grep -q 'd_model  *64'"
 "$MB_CLI" generate -m "$T/m" -f "$T" -n 3 >/dev/null 2>"$T/e11"; rc=$?
 check "-f DIR named as a directory" bash -c "[ $rc -ne 0 ] && grep -q 'is a directory' '$T/e11'"

@@ -38,4 +38,13 @@ check "NaN error names step 5" grep -q "step 5: non-finite loss" "$T/n.err"
 check "last checkpoint still loads" [ $? -eq 0 ]
 "$MB_CLI" train --device cpu --data "$data" --out "$T/n" --resume --quiet --eval-every 0 --eval-bytes 2048 --stop-after 1 >/dev/null 2>"$T/n2.err"
 check "last checkpoint is step 3" grep -q "at step 3 of 20" "$T/n2.err"
+
+# a corrupt number in the train state's metadata ("step": "20" -> "2x", same length) is refused
+# naming the field, not read as step 2
+cp -r "$T/b" "$T/m"
+python3 -c "import sys; p=sys.argv[1]; b=open(p,'rb').read(); n=b.count(b'\"step\":\"20\"'); assert n==1, n; open(p,'wb').write(b.replace(b'\"step\":\"20\"', b'\"step\":\"2x\"'))" "$T/m/train_state.safetensors"
+"$MB_CLI" train --device cpu --data "$data" --out "$T/m" --resume --steps 22 --quiet >/dev/null 2>"$T/m.err"
+rc=$?
+check "corrupt metadata step refused, naming the field" \
+  bash -c "[ $rc -ne 0 ] && grep -q \"metadata 'step' is not a non-negative number ('2x')\" '$T/m.err'"
 finish
