@@ -707,6 +707,14 @@ int mb_train_with_backend(const mb_train_opts *opts_in, const mb_backend_ops *be
     int64_t val_scored = 0;
     for (int64_t i = 0; i < val.n; i++)
         if (val.docs[i].len > 1) val_scored += val.docs[i].len - 1;
+    if (val_scored == 0 && !o.val && split.n_val == 0 && split.n_train > 1) {
+        /* the held-out split keeps identical documents together: all alike, none is held out */
+        rc = mb_fail(MB_EINVAL,
+                     "train: every document of %s has the same content, so none can be held out "
+                     "without a copy left in training; give --val FILE",
+                     o.data);
+        goto done;
+    }
     if (val_scored == 0) {
         rc = mb_fail(MB_EINVAL,
                      "train: the validation data (%s) has no byte to score (documents "

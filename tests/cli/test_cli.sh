@@ -104,6 +104,10 @@ check "--val-fraction 0 without --val refused" bash -c "[ $rc -ne 0 ] && grep -q
 check "--out that is a file named" bash -c "[ $rc -ne 0 ] && grep -q 'not a directory' '$T/e10'"
 "$MB_CLI" export -m "$T/m" --format mamba_ssm "$T/afile" >/dev/null 2>"$T/e10b"; rc=$?
 check "export OUT_DIR that is a file named" bash -c "[ $rc -ne 0 ] && grep -q 'OUT_DIR $T/afile exists and is not a directory' '$T/e10b' && [ ! -s '$T/afile' ]"
+# a corpus of identical documents: the held-out split keeps copies together, so none is held out
+mkdir -p "$T/same" && for i in 1 2 3; do cat "$data"/*.c | head -c 3000 >"$T/same/f$i.txt"; done
+"$MB_CLI" train --data "$T/same" --out "$T/same_o" --preset tiny --ctx 32 --steps 1 --device cpu --quiet >/dev/null 2>"$T/e10f"; rc=$?
+check "identical documents only: the reason named" bash -c "[ $rc -ne 0 ] && grep -q 'has the same content, so none can be held out' '$T/e10f'"
 # an empty path would be the root or the current directory once joined with a file name
 (cd "$T" && "$MB_CLI" export -m "$T/m" --format mamba_ssm --force '' >/dev/null 2>"$T/e10c"); rc=$?
 check "export with an empty OUT_DIR refused" bash -c "[ $rc -eq 2 ] && grep -q 'OUT_DIR needs a path, not an empty string' '$T/e10c' && [ ! -e '$T/config.json' ]"
