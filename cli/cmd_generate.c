@@ -222,8 +222,15 @@ int cmd_generate(int argc, char **argv) {
         if (pbuf) memcpy(pbuf, p, (size_t)plen + 1);
     }
     if (!pbuf || plen == 0) {
-        fprintf(stderr, "mambabyte generate: the prompt is empty (a byte model needs at least one "
-                        "byte of context; omit -p for a newline)\n");
+        if (prompt_file)
+            fprintf(stderr,
+                    "mambabyte generate: the prompt file %s is empty (a byte model needs at "
+                    "least one byte of context; give -p TEXT, or neither -p nor -f for a "
+                    "newline)\n",
+                    strcmp(prompt_file, "-") ? prompt_file : "(stdin)");
+        else
+            fprintf(stderr, "mambabyte generate: the prompt is empty (a byte model needs at least "
+                            "one byte of context; omit -p for a newline)\n");
         free(pbuf);
         return 2;
     }

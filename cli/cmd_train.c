@@ -79,6 +79,10 @@ static void help(FILE *f) {
         mb_config_preset_names());
 }
 
+/* the library's training messages start "train: ", which the program's prefix already says */
+static const char *unprefixed(const char *msg) {
+    return strncmp(msg, "train: ", 7) == 0 ? msg + 7 : msg;
+}
 static int conflict(const char *a, const char *b) {
     fprintf(stderr, "mambabyte train: %s and %s conflict: give one\n", a, b);
     return 2;
@@ -277,12 +281,12 @@ int cmd_train(int argc, char **argv) {
     }
     if (!dt_rank_given) c->dt_rank = 0; /* auto: ceil(d_model / 16), derived below */
     if (mb_config_finalize(c)) {
-        fprintf(stderr, "mambabyte train: %s\n", mb_last_error());
+        fprintf(stderr, "mambabyte train: %s\n", unprefixed(mb_last_error()));
         return 2;
     }
     const mb_backend_ops *be;
     if (mb_backend_resolve(device, MB_BACKEND_CUDA_OPS, &be, NULL, 0)) {
-        fprintf(stderr, "mambabyte train: %s\n", mb_last_error());
+        fprintf(stderr, "mambabyte train: %s\n", unprefixed(mb_last_error()));
         return 2;
     }
     if (be == &mb_backend_cpu && mb_precision_parse(o.precision) == MB_PRECISION_BF16) {
@@ -297,7 +301,7 @@ int cmd_train(int argc, char **argv) {
     }
     const int rc = mb_train_with_backend(&o, be);
     if (rc) {
-        fprintf(stderr, "mambabyte train: %s\n", mb_last_error());
+        fprintf(stderr, "mambabyte train: %s\n", unprefixed(mb_last_error()));
         return rc == MB_EINTR ? 130 : 1; /* the shell's status for SIGINT */
     }
     char rss[32];

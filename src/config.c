@@ -42,10 +42,13 @@ int mb_config_finalize(mb_config *c) {
         return mb_fail(MB_EINVAL, "config: expand must be in 1..64 (got %lld)",
                        (long long)c->expand);
     if (c->dt_rank < 0 || c->dt_rank > (1 << 16))
-        return mb_fail(MB_EINVAL, "config: dt_rank must be 0 (auto) or positive (got %lld)",
+        return mb_fail(MB_EINVAL, "config: dt_rank must be 0 (auto) or in 1..65536 (got %lld)",
                        (long long)c->dt_rank);
     if (!(c->norm_eps > 0.0f && c->norm_eps < 1.0f))
-        return mb_fail(MB_EINVAL, "config: norm_eps must be in (0, 1)");
+        return mb_fail(MB_EINVAL,
+                       "config: norm_eps (layer_norm_epsilon in Hugging Face configs) must be in "
+                       "(0, 1) (got %g)",
+                       (double)c->norm_eps);
     if (c->dt_rank == 0) c->dt_rank = (c->d_model + 15) / 16;
     c->d_inner = c->expand * c->d_model;
     c->rms_norm = c->rms_norm ? 1 : 0;

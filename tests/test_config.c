@@ -136,6 +136,29 @@ static int all_printable(const char *s) {
 
 /* Keys and string values of a corrupt config.json reach the error message escaped (\xNN) and
  * cut to 64 bytes: no control byte or invalid UTF-8 goes to the terminal. */
+/* A key given twice is refused and named, at the top level and inside ssm_cfg; the same
+ * config without the repeat parses. */
+static void test_config_json_duplicate_keys(void **st) {
+    (void)st;
+    mb_config c;
+    const char *top = "{\"d_model\": 64, \"n_layer\": 2, \"n_layer\": 3, \"vocab_size\": 256}";
+    assert_int_equal(mb_config_json_parse(top, (int64_t)strlen(top), "x/config.json", &c, NULL),
+                     MB_EFORMAT);
+    assert_non_null(strstr(mb_last_error(), "x/config.json: field n_layer given twice"));
+    const char *nested = "{\"d_model\": 64, \"n_layer\": 2, \"vocab_size\": 256, "
+                         "\"ssm_cfg\": {\"d_state\": 16, \"d_state\": 8}}";
+    assert_int_equal(
+        mb_config_json_parse(nested, (int64_t)strlen(nested), "x/config.json", &c, NULL),
+        MB_EFORMAT);
+    assert_non_null(strstr(mb_last_error(), "field d_state given twice"));
+    const char *ok = "{\"d_model\": 64, \"n_layer\": 3, \"vocab_size\": 256, "
+                     "\"ssm_cfg\": {\"d_state\": 8}}";
+    assert_int_equal(mb_config_json_parse(ok, (int64_t)strlen(ok), "x/config.json", &c, NULL),
+                     MB_OK);
+    assert_int_equal(c.n_layer, 3);
+    assert_int_equal(c.d_state, 8);
+}
+
 static void test_config_json_escaped_strings(void **st) {
     (void)st;
     mb_config c;
@@ -179,6 +202,7 @@ int main(void) {
         cmocka_unit_test(test_config_json_float_overflow),
         cmocka_unit_test(test_config_json_hf_without_model_type),
         cmocka_unit_test(test_config_json_escaped_strings),
+        cmocka_unit_test(test_config_json_duplicate_keys),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -454,6 +454,24 @@ static void test_bad_entries(void **st) {
 
 /* Tensor names and dtype strings of a corrupt header reach the message escaped (\xNN) and cut
  * to 64 bytes: no control byte or invalid UTF-8 goes to the terminal. */
+/* A tensor name given twice is named as such, whether the two entries overlap (the same data)
+ * or tile the data region. */
+static void test_duplicate_name(void **st) {
+    (void)st;
+    char p[512];
+    path_of(p, "dup.safetensors");
+    write_hdr(p,
+              "{\"w\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},"
+              "\"w\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}",
+              4);
+    expect_bad(p, MB_EFORMAT, "tensor w: appears twice in the header");
+    write_hdr(p,
+              "{\"w\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},"
+              "\"w\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,8]}}",
+              8);
+    expect_bad(p, MB_EFORMAT, "tensor w: appears twice in the header");
+}
+
 static void test_escaped_names(void **st) {
     (void)st;
     char p[512];
@@ -554,6 +572,7 @@ int main(void) {
         cmocka_unit_test(test_bad_json),
         cmocka_unit_test(test_bad_entries),
         cmocka_unit_test(test_escaped_names),
+        cmocka_unit_test(test_duplicate_name),
         cmocka_unit_test(test_nonfinite),
         cmocka_unit_test(test_writer_errors),
     };

@@ -338,6 +338,24 @@ static int parse_hf(const jctx *x, mb_config *c) {
     return MB_OK;
 }
 
+/* A key given twice in one object (at any depth): JSON leaves its meaning open (cJSON would read
+ * the first, Python's json the last), so it is refused, named. */
+static int check_duplicate_keys(const cJSON *o, const char *path) {
+    for (const cJSON *a = o->child; a; a = a->next) {
+        for (const cJSON *b = a->next; cJSON_IsObject(o) && b; b = b->next)
+            if (a->string && b->string && strcmp(a->string, b->string) == 0) {
+                char shown[MB_PRINTABLE_BUF];
+                return mb_fail(MB_EFORMAT, "file %s: field %s given twice", path,
+                               mb_printable(a->string, shown));
+            }
+        if (cJSON_IsObject(a) || cJSON_IsArray(a)) {
+            const int rc = check_duplicate_keys(a, path);
+            if (rc) return rc;
+        }
+    }
+    return MB_OK;
+}
+
 int mb_config_json_parse(const char *text, int64_t len, const char *path, mb_config *c,
                          mb_config_flavour *flavour_out) {
     if (!path) path = "(config)";
@@ -360,6 +378,8 @@ int mb_config_json_parse(const char *text, int64_t len, const char *path, mb_con
     if (!cJSON_IsObject(root)) {
         rc = mb_fail(MB_EFORMAT, "file %s: top level is %s, expected a JSON object", path,
                      mb_json_type(root));
+    } else if ((rc = check_duplicate_keys(root, path)) != MB_OK) {
+        /* (named) */
     } else {
         /* Hugging Face flavour: model_type, or (without it) a field only transformers' config
          * has, so that a missing model_type is reported as such */

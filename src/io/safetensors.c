@@ -311,6 +311,16 @@ static int parse_header(mb_st_file *f, const cJSON *root) {
         f->n_tensors++;
         if ((rc = parse_entry(f, t->name, e, t)) != MB_OK) break;
     }
+    if (rc == MB_OK) { /* names first: a repeated one would also overlap itself */
+        for (int i = 0; i < n; i++)
+            f->by_name[i] = i;
+        qsort_r(f->by_name, (size_t)n, sizeof(int), cmp_name_idx, f->tensors);
+        char a[MB_PRINTABLE_BUF];
+        for (int i = 1; i < n && rc == MB_OK; i++)
+            if (strcmp(f->tensors[f->by_name[i]].name, f->tensors[f->by_name[i - 1]].name) == 0)
+                rc = mb_fail(MB_EFORMAT, "file %s: tensor %s: appears twice in the header", p,
+                             mb_printable(f->tensors[f->by_name[i]].name, a));
+    }
     if (rc == MB_OK) {
         /* the tensors must tile the data region: sorted by offset, no overlap, no gap */
         for (int i = 0; i < n; i++)
@@ -339,16 +349,6 @@ static int parse_header(mb_st_file *f, const cJSON *root) {
                          " bytes but the tensors cover only %" PRId64
                          " (trailing bytes belong to no tensor)",
                          p, f->data_size, at);
-    }
-    if (rc == MB_OK) {
-        for (int i = 0; i < n; i++)
-            f->by_name[i] = i;
-        qsort_r(f->by_name, (size_t)n, sizeof(int), cmp_name_idx, f->tensors);
-        char a[MB_PRINTABLE_BUF];
-        for (int i = 1; i < n && rc == MB_OK; i++)
-            if (strcmp(f->tensors[f->by_name[i]].name, f->tensors[f->by_name[i - 1]].name) == 0)
-                rc = mb_fail(MB_EFORMAT, "file %s: tensor %s: appears twice in the header", p,
-                             mb_printable(f->tensors[f->by_name[i]].name, a));
     }
     free(spans);
     return rc;

@@ -944,10 +944,10 @@ int mb_train_with_backend(const mb_train_opts *opts_in, const mb_backend_ops *be
              (long long)rs.step, last_val, (long long)scored);
     if (rs.step > start_step && start_step > 0) /* (a resumed run) */
         fprintf(stderr,
-                "trained to step %lld, %lld steps in this run (%lld bytes in all) in %.1fs; "
-                "checkpoint in %s\n",
-                (long long)rs.step, (long long)(rs.step - start_step), (long long)rs.bytes_seen,
-                rs.elapsed, o.out);
+                "trained to step %lld, %lld steps in this run in %.1fs (%lld bytes and %.1fs "
+                "in all); checkpoint in %s\n",
+                (long long)rs.step, (long long)(rs.step - start_step), wall() - t0,
+                (long long)rs.bytes_seen, rs.elapsed, o.out);
     else if (rs.step == start_step && start_step > 0) /* a finished run resumed */
         fprintf(stderr, "no step trained: the run was at step %lld already; checkpoint in %s\n",
                 (long long)rs.step, o.out);
