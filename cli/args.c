@@ -55,13 +55,9 @@ int arg_path_check(const char *cmd, const char *what, const char *path) {
     return -1;
 }
 
-const char *arg_path(const char *cmd, int argc, char **argv, int *i) {
-    const char *flag = argv[*i];
-    char name[64];
-    const char *eq = strchr(flag, '=');
-    snprintf(name, sizeof name, "%.*s", eq ? (int)(eq - flag) : (int)strlen(flag), flag);
+const char *arg_path(const char *cmd, const char *flag, int argc, char **argv, int *i) {
     const char *v = arg_value(cmd, argc, argv, i);
-    return v && arg_path_check(cmd, name, v) == 0 ? v : NULL;
+    return v && arg_path_check(cmd, flag, v) == 0 ? v : NULL;
 }
 
 int arg_int64(const char *cmd, const char *flag, const char *s, int64_t lo, int64_t hi,

@@ -15,10 +15,10 @@ int arg_flags_end(const char *cmd);
 /* Value of flag argv[*i]: the "=value" part of "--name=value", else the next argument (advances
  * *i); NULL after printing "<cmd>: <flag> needs a value". */
 const char *arg_value(const char *cmd, int argc, char **argv, int *i);
-/* arg_value for a file or directory: an empty value is refused too ("<cmd>: <flag> needs a
- * path, not an empty string"; an empty path would otherwise name the current or the root
- * directory once joined with a file name). */
-const char *arg_path(const char *cmd, int argc, char **argv, int *i);
+/* arg_value for a file or directory, flag as arg_flag returned it: an empty value is refused too
+ * ("<cmd>: <flag> needs a path, not an empty string"; an empty path would otherwise name the
+ * current or the root directory once joined with a file name). */
+const char *arg_path(const char *cmd, const char *flag, int argc, char **argv, int *i);
 /* 0 when path (a positional argument named `what`) is non-empty, else -1 after the same
  * message. */
 int arg_path_check(const char *cmd, const char *what, const char *path);

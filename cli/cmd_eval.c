@@ -73,7 +73,7 @@ int cmd_eval(int argc, char **argv) {
             help(stdout);
             return 0;
         } else if (!strcmp(a, "-m") || !strcmp(a, "--model")) {
-            if (!(dir = arg_path(C, argc, argv, &i))) return 2;
+            if (!(dir = arg_path(C, a, argc, argv, &i))) return 2;
         } else if (!strcmp(a, "--ctx")) {
             if (!(v = arg_value(C, argc, argv, &i)) || arg_int64(C, a, v, 1, 1 << 24, &ctx))
                 return 2;

@@ -113,7 +113,7 @@ int cmd_export(int argc, char **argv) {
             help(stdout);
             return 0;
         } else if (!strcmp(a, "-m") || !strcmp(a, "--model")) {
-            if (!(src = arg_path("export", argc, argv, &i))) return 2;
+            if (!(src = arg_path("export", a, argc, argv, &i))) return 2;
         } else if (!strcmp(a, "--format")) {
             if (!(fmt = arg_value("export", argc, argv, &i))) return 2;
         } else if (!strcmp(a, "--dtype")) {

@@ -150,11 +150,11 @@ int cmd_generate(int argc, char **argv) {
             help(stdout);
             return 0;
         } else if (!strcmp(a, "-m") || !strcmp(a, "--model")) {
-            if (!(dir = arg_path(C, argc, argv, &i))) return 2;
+            if (!(dir = arg_path(C, a, argc, argv, &i))) return 2;
         } else if (!strcmp(a, "-p") || !strcmp(a, "--prompt")) {
             if (!(prompt = arg_value(C, argc, argv, &i))) return 2;
         } else if (!strcmp(a, "-f") || !strcmp(a, "--prompt-file")) {
-            if (!(prompt_file = arg_path(C, argc, argv, &i))) return 2;
+            if (!(prompt_file = arg_path(C, a, argc, argv, &i))) return 2;
         } else if (!strcmp(a, "-n")) {
             if (!(v = arg_value(C, argc, argv, &i)) || arg_int64(C, a, v, 0, INT64_MAX / 2, &n_gen))
                 return 2;

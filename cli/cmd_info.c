@@ -34,7 +34,7 @@ int cmd_info(int argc, char **argv) {
             help(stdout);
             return 0;
         } else if (!strcmp(a, "-m") || !strcmp(a, "--model")) {
-            if (!(dir = arg_path("info", argc, argv, &i))) return 2;
+            if (!(dir = arg_path("info", a, argc, argv, &i))) return 2;
         } else if (!strcmp(a, "--preset")) {
             if (!(preset = arg_value("info", argc, argv, &i))) return 2;
         } else if (!strcmp(a, "--json")) {

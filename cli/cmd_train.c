@@ -128,10 +128,10 @@ int cmd_train(int argc, char **argv) {
             help(stdout);
             return 0;
         } else if (!strcmp(a, "--data")) {
-            if (!(v = arg_path(C, argc, argv, &i))) return 2;
+            if (!(v = arg_path(C, a, argc, argv, &i))) return 2;
             o.data = v;
         } else if (!strcmp(a, "--val")) {
-            if (!(v = arg_path(C, argc, argv, &i))) return 2;
+            if (!(v = arg_path(C, a, argc, argv, &i))) return 2;
             o.val = v;
         } else if (!strcmp(a, "--format")) {
             VAL();
@@ -142,7 +142,7 @@ int cmd_train(int argc, char **argv) {
             }
             o.format = v;
         } else if (!strcmp(a, "--out")) {
-            if (!(v = arg_path(C, argc, argv, &i))) return 2;
+            if (!(v = arg_path(C, a, argc, argv, &i))) return 2;
             o.out = v;
         } else if (!strcmp(a, "--preset")) {
             VAL();

@@ -82,6 +82,16 @@ static void cuda_close(mb_backend *b) {
     free(c);
 }
 
+/* f | flag when the environment variable env says so ("0": not; anything else: yes), else when
+ * the workspace with it fits in budget bytes */
+static int with_if_fits(int f, int flag, const char *env, const mb_config *cfg, int64_t B,
+                        int64_t L, double budget) {
+    const char *e = getenv(env);
+    if (e && *e) return strcmp(e, "0") != 0 ? f | flag : f;
+    const int64_t bytes = mb_cuda_acts_bytes_ex(cfg, B, L, f | flag, 0);
+    return bytes >= 0 && (double)bytes <= budget ? f | flag : f;
+}
+
 /* Activation flags for a session: precision and (training) recomputation, auto-chosen from the
  * device's free memory when flags->recompute < 0 (the stored activations must fit in 90% of
  * what is free after the model), and without recomputation the dense scan states when they
@@ -106,26 +116,11 @@ static int choose_acts_flags(const mb_config *cfg, int64_t B, int64_t L, int tra
      * MB_CUDA_DENSE_SCAN=0 / 1 forces that choice); otherwise (and for --recompute on) recompute
      * each mixer, keeping the scan's chunk states and output when those fit (the re-run then
      * skips the scan); MB_CUDA_KEEP_SCAN=0 / 1 forces that choice (tests, benchmarks) */
-    if (recompute == 0 || (recompute < 0 && (double)full <= budget)) {
-        const char *ds = getenv("MB_CUDA_DENSE_SCAN");
-        const int64_t dense = mb_cuda_acts_bytes_ex(cfg, B, L, f | MB_CUDA_ACTS_DENSE_SCAN, 0);
-        if (ds && *ds) {
-            if (strcmp(ds, "0") != 0) f |= MB_CUDA_ACTS_DENSE_SCAN;
-        } else if (dense >= 0 && (double)dense <= budget) {
-            f |= MB_CUDA_ACTS_DENSE_SCAN;
-        }
-        *out = f;
-        return MB_OK;
-    }
-    f |= MB_CUDA_ACTS_RECOMPUTE;
-    const char *ks = getenv("MB_CUDA_KEEP_SCAN");
-    const int64_t keep = mb_cuda_acts_bytes_ex(cfg, B, L, f | MB_CUDA_ACTS_KEEP_SCAN, 0);
-    if (ks && *ks) {
-        if (strcmp(ks, "0") != 0) f |= MB_CUDA_ACTS_KEEP_SCAN;
-    } else if (keep >= 0 && (double)keep <= budget) {
-        f |= MB_CUDA_ACTS_KEEP_SCAN;
-    }
-    *out = f;
+    if (recompute == 0 || (recompute < 0 && (double)full <= budget))
+        *out = with_if_fits(f, MB_CUDA_ACTS_DENSE_SCAN, "MB_CUDA_DENSE_SCAN", cfg, B, L, budget);
+    else
+        *out = with_if_fits(f | MB_CUDA_ACTS_RECOMPUTE, MB_CUDA_ACTS_KEEP_SCAN, "MB_CUDA_KEEP_SCAN",
+                            cfg, B, L, budget);
     return MB_OK;
 }
 

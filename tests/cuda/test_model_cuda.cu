@@ -226,6 +226,20 @@ static void parity_case_modes(const mb_model *m, mb_cuda_model *dm, int64_t B, i
     free(gg);
 }
 
+/* random_model and its GPU copy; -1 (failure counted, nothing left allocated) if the GPU model
+ * cannot be created */
+static int gpu_random_model(mb_model *m, mb_cuda_model *dm, const mb_config *c, uint64_t seed) {
+    random_model(m, c, seed);
+    const int rc = mb_cuda_model_create(dm, c, 0);
+    REQUIRE(rc == 0, "mb_cuda_model_create");
+    if (rc) {
+        mb_model_free(m);
+        return -1;
+    }
+    REQUIRE(mb_cuda_model_upload(dm, m) == 0, "upload");
+    return 0;
+}
+
 static void parity_case(const mb_model *m, mb_cuda_model *dm, int64_t B, int64_t L, uint64_t seed,
                         const char *name) {
     parity_case_modes(m, dm, B, L, seed, name, g_modes, N_MODES);
@@ -239,15 +253,8 @@ static void test_dense(void) {
     mb_config c;
     tiny_config(&c, 0, 0, 64, 2);
     mb_model m;
-    random_model(&m, &c, 1100);
     mb_cuda_model dm;
-    int rc = mb_cuda_model_create(&dm, &c, 0);
-    REQUIRE(rc == 0, "mb_cuda_model_create");
-    if (rc) {
-        mb_model_free(&m);
-        return;
-    }
-    REQUIRE(mb_cuda_model_upload(&dm, &m) == 0, "upload");
+    if (gpu_random_model(&m, &dm, &c, 1100)) return;
     mb_scan_cuda_set_backward_warps(2);
     const int64_t cases[][2] = {{3, 63}, {2, 200}, {1, 8}};
     for (int i = 0; i < 3; i++)
@@ -273,15 +280,8 @@ static void test_parity(void) {
             mb_config c;
             tiny_config(&c, rms, tied, 32, 2);
             mb_model m;
-            random_model(&m, &c, 1000 + 2 * rms + tied);
             mb_cuda_model dm;
-            int rc = mb_cuda_model_create(&dm, &c, 0);
-            REQUIRE(rc == 0, "mb_cuda_model_create");
-            if (rc) {
-                mb_model_free(&m);
-                continue;
-            }
-            REQUIRE(mb_cuda_model_upload(&dm, &m) == 0, "upload");
+            if (gpu_random_model(&m, &dm, &c, 1000 + 2 * rms + tied)) continue;
             char name[32];
             snprintf(name, sizeof name, "%s%s", rms ? "rms" : "ln", tied ? "/tied" : "/untied");
             for (int li = 0; li < 5; li++)
