@@ -157,27 +157,28 @@ extern "C" void mb_cublaslt_set_tune(void *lt, int on) {
     if (lt) ((lt_ctx *)lt)->tune = on != 0;
 }
 
-/* Index of the fastest of the n candidates for plan p on these operands (D is overwritten:
- * beta 0 plans only), by LT_TUNE_REPS timed runs each on the context's stream; 0 when timing
- * fails (then the heuristic's first choice stands). */
+/* Index of the fastest of the n candidates for plan p on these operands, by LT_TUNE_REPS timed
+ * runs each on the context's stream with the plan's beta (*beta); D is overwritten, so an
+ * accumulating plan passes a scratch D of the same shape. 0 when timing fails (then the
+ * heuristic's first choice stands). */
 static int lt_fastest(lt_ctx *c, lt_plan *p, const cublasLtMatmulHeuristicResult_t *res, int n,
-                      const void *A, const void *B, void *D) {
+                      const void *A, const void *B, void *D, const float *beta) {
     cudaEvent_t e0 = NULL, e1 = NULL;
     if (cudaEventCreate(&e0) != cudaSuccess || cudaEventCreate(&e1) != cudaSuccess) {
         (void)cudaGetLastError();
         if (e0) cudaEventDestroy(e0);
         return 0;
     }
-    const float one = 1.0f, zero = 0.0f;
+    const float one = 1.0f;
     int best = 0;
     float best_ms = 0.0f;
     for (int i = 0; i < n; i++) {
         cublasStatus_t s =
-            cublasLtMatmul(c->h, p->op, &one, A, p->a, B, p->b, &zero, D, p->c, D, p->c,
+            cublasLtMatmul(c->h, p->op, &one, A, p->a, B, p->b, beta, D, p->c, D, p->c,
                            &res[i].algo, c->workspace, LT_WORKSPACE, c->stream);
         cudaEventRecord(e0, c->stream);
         for (int r = 0; r < LT_TUNE_REPS && s == CUBLAS_STATUS_SUCCESS; r++)
-            s = cublasLtMatmul(c->h, p->op, &one, A, p->a, B, p->b, &zero, D, p->c, D, p->c,
+            s = cublasLtMatmul(c->h, p->op, &one, A, p->a, B, p->b, beta, D, p->c, D, p->c,
                                &res[i].algo, c->workspace, LT_WORKSPACE, c->stream);
         cudaEventRecord(e1, c->stream);
         float ms = 0.0f;
@@ -315,10 +316,10 @@ static int lt_gemm(lt_ctx *c, int kind, cublasOperation_t ta, cublasOperation_t 
                 pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK, &no_split, sizeof no_split);
         cublasLtMatmulHeuristicResult_t res[LT_TUNE_ALGOS];
         int found = 0;
-        /* tuning: beta 0 plans (D is scratch until the real call), outside stream capture */
+        /* tuning, outside stream capture: a beta 0 plan times its candidates on D (scratch
+         * until the real call), an accumulating one on a zeroed scratch D of D's shape */
         cudaStreamCaptureStatus cap = cudaStreamCaptureStatusNone;
-        const int tune = c->tune && !beta1 &&
-                         cudaStreamIsCapturing(c->stream, &cap) == cudaSuccess &&
+        const int tune = c->tune && cudaStreamIsCapturing(c->stream, &cap) == cudaSuccess &&
                          cap == cudaStreamCaptureStatusNone;
         if (s == CUBLAS_STATUS_SUCCESS) {
             cublasStatus_t hs = cublasLtMatmulAlgoGetHeuristic(
@@ -331,7 +332,24 @@ static int lt_gemm(lt_ctx *c, int kind, cublasOperation_t ta, cublasOperation_t 
             return cublas_fail(s, fn);
         }
         p->have_algo = found > 0;
-        if (found > 0) p->algo = res[found > 1 ? lt_fastest(c, p, res, found, A, B, D) : 0].algo;
+        int pick = 0;
+        if (found > 1) {
+            const float tbeta = beta1 ? 1.0f : 0.0f;
+            void *TD = D;
+            const size_t dbytes = (size_t)ldc * (size_t)n * (d16 ? 2u : 4u);
+            if (beta1 && (cudaMalloc(&TD, dbytes) != cudaSuccess ||
+                          cudaMemsetAsync(TD, 0, dbytes, c->stream) != cudaSuccess)) {
+                (void)cudaGetLastError(); /* no scratch: the heuristic's first choice stands */
+                if (TD != D) cudaFree(TD);
+                TD = NULL;
+            }
+            if (TD) pick = lt_fastest(c, p, res, found, A, B, TD, &tbeta);
+            if (TD && TD != D) {
+                cudaStreamSynchronize(c->stream);
+                cudaFree(TD);
+            }
+        }
+        if (found > 0) p->algo = res[pick].algo;
         c->n_plans++;
     }
     const float one = 1.0f, beta = beta1 ? 1.0f : 0.0f;

@@ -45,11 +45,14 @@ int mb_matmul_cuda_backward_weight(void *cublas, float *dW, const float *dy, int
  * `stream` and not thread-safe. Errors as above (MB_EIO names the cuBLAS status). */
 int mb_cublaslt_create(void **lt, void *stream);
 void mb_cublaslt_destroy(void *lt);
-/* on = 1: plans made from now on for products that overwrite their output (no accumulate) time
- * cuBLASLt's first 8 heuristic algorithms on the call's operands (10 runs each, on the stream,
- * outside stream capture) and keep the fastest, instead of taking the first (training with
- * MB_CUDA_GEMM_TUNE=1: ~2% at 353m; not for batched generation, whose GEMMs timed alone find
- * their weights in L2 and chose slower plans). */
+/* on = 1: plans made from now on time cuBLASLt's first 8 heuristic algorithms on the call's
+ * operands (10 runs each, on the stream, outside stream capture) and keep the fastest, instead
+ * of taking the first; a product that accumulates into its output (beta 1: the weight
+ * gradients) is timed on a zeroed scratch output of the same shape (cudaMalloc; the first
+ * choice stands when that fails), so its real output is accumulated once. Training turns it
+ * on (2-3% faster steps at medium and 353m); the choice, and so the rounding, can differ
+ * between runs. Not for batched generation, whose GEMMs timed alone find their weights in L2
+ * and chose slower plans. */
 void mb_cublaslt_set_tune(void *lt, int on);
 
 int mb_matmul_bf16_forward(void *lt, float *y, int64_t ldy, const uint16_t *x, int64_t ldx,

@@ -407,7 +407,8 @@ extern "C" int mb_cuda_model_set_bf16(mb_cuda_model *dm, int on) {
     }
     if (on && !dm->cublaslt) {
         MB_TRY(mb_cublaslt_create(&dm->cublaslt, dm->stream));
-        /* MB_CUDA_GEMM_TUNE=1: time cuBLASLt's candidates for each product's shape (lab) */
+        /* MB_CUDA_GEMM_TUNE=1: time cuBLASLt's candidates for each product's shape (training
+         * sessions turn it on unless MB_CUDA_GEMM_TUNE=0, trainer_cuda.cu) */
         const char *t = getenv("MB_CUDA_GEMM_TUNE");
         mb_cublaslt_set_tune(dm->cublaslt, t && !strcmp(t, "1"));
     }

@@ -736,6 +736,26 @@ int main(void) {
     static const int64_t ks[] = {6147, 6141, 24579, 65536, 65536 + 8, 262144 - 3};
     for (int i = 0; i < 6; i++)
         test_bf16_ones(lt, ks[i]);
+    { /* tuned plans (MB_CUDA_GEMM_TUNE, on in training): every candidate is timed on the
+       * operands first, the accumulating ones (beta 1, every weight gradient) on a scratch D;
+       * the results must be those of the untuned products, accumulated once into D */
+        void *lt_tuned = NULL;
+        if (mb_cublaslt_create(&lt_tuned, NULL)) {
+            printf("cuBLASLt: %s\n", mb_last_error());
+            return 1;
+        }
+        mb_cublaslt_set_tune(lt_tuned, 1);
+        const int before = g_fail;
+        for (int64_t B = 1; B <= 3; B += 2) {
+            test_matmul_bf16(lt_tuned, B, 63);
+            test_matmul_bf16(lt_tuned, B, 2049);
+        }
+        for (int i = 0; i < 6; i++)
+            test_bf16_ones(lt_tuned, ks[i]);
+        mb_cublaslt_destroy(lt_tuned);
+        printf("tuned cuBLASLt plans (accumulating ones included): %s\n",
+               g_fail == before ? "ok" : "FAIL");
+    }
     test_adamw();
     { /* a dt_rank the fused dt projection does not take is refused, naming it */
         float *d = poison(64);
