@@ -194,6 +194,43 @@ static void test_config_json_escaped_strings(void **st) {
     assert_non_null(strstr(mb_last_error(), "\"llama\""));
 }
 
+/* cJSON keeps strings NUL-terminated: a NUL byte in a key (escaped \u0000 or raw) cut the key
+ * short, so that "d_model\u0000x" read as d_model and an unknown key was named by its first part
+ * only. Such a key is refused, named as written, saying it holds a NUL byte. */
+static void test_config_json_nul_in_key(void **st) {
+    (void)st;
+    mb_config c;
+    const char *esc = "{\"d_model\\u0000x\": 64, \"n_layer\": 2, \"vocab_size\": 256}";
+    assert_int_equal(mb_config_json_parse(esc, (int64_t)strlen(esc), "x/config.json", &c, NULL),
+                     MB_EFORMAT);
+    assert_non_null(strstr(mb_last_error(),
+                           "x/config.json: field name \"d_model\\u0000x\" (byte 2) contains a NUL "
+                           "byte"));
+    /* a raw NUL byte in an unknown key: the whole key is shown, the NUL as \x00 */
+    const char raw[] = "{\"d_model\": 64, \"n_layer\": 2, \"vocab_size\": 256, \"ab\0cd\": 1}";
+    assert_int_equal(mb_config_json_parse(raw, (int64_t)sizeof raw - 1, "x/config.json", &c, NULL),
+                     MB_EFORMAT);
+    assert_non_null(strstr(mb_last_error(), "field name \"ab\\x00cd\""));
+    assert_non_null(strstr(mb_last_error(), "contains a NUL byte"));
+    assert_true(all_printable(mb_last_error()));
+    /* in a string value too ("mamba\u0000..." read as "mamba") */
+    const char *val = "{\"model_type\": \"mamba\\u0000x\", \"hidden_size\": 64, "
+                      "\"num_hidden_layers\": 2, \"vocab_size\": 256}";
+    assert_int_equal(mb_config_json_parse(val, (int64_t)strlen(val), "x/config.json", &c, NULL),
+                     MB_EFORMAT);
+    assert_non_null(strstr(mb_last_error(), "string \"mamba\\u0000x\""));
+    /* an escaped backslash before "u0000" is no NUL */
+    const char *ok = "{\"d_model\": 64, \"n_layer\": 2, \"vocab_size\": 256, "
+                     "\"ssm_cfg\": {\"dt_init\": \"random\"}, \"attn_cfg\": {}}";
+    assert_int_equal(mb_config_json_parse(ok, (int64_t)strlen(ok), "x/config.json", &c, NULL), 0);
+    const char *bs = "{\"model_type\": \"a\\\\u0000\", \"hidden_size\": 64, "
+                     "\"num_hidden_layers\": 2, \"vocab_size\": 256}";
+    assert_int_equal(mb_config_json_parse(bs, (int64_t)strlen(bs), "x/config.json", &c, NULL),
+                     MB_EFORMAT);
+    assert_null(strstr(mb_last_error(), "NUL"));
+    assert_non_null(strstr(mb_last_error(), "model_type"));
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_presets_sizes),
@@ -203,6 +240,7 @@ int main(void) {
         cmocka_unit_test(test_config_json_hf_without_model_type),
         cmocka_unit_test(test_config_json_escaped_strings),
         cmocka_unit_test(test_config_json_duplicate_keys),
+        cmocka_unit_test(test_config_json_nul_in_key),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

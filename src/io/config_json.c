@@ -356,6 +356,50 @@ static int check_duplicate_keys(const cJSON *o, const char *path) {
     return MB_OK;
 }
 
+/* cJSON keeps strings NUL-terminated, so a NUL byte in one (raw, or written \u0000) would cut
+ * it short: a key "d_model\u0000x" would read as d_model, and an unknown key be named by its
+ * first part only. Scans the strings of the parsed JSON text text[0, n) and refuses one holding
+ * a NUL byte, shown as written (JSON escapes kept; raw bytes outside 0x20..0x7e as \xNN). */
+static int check_nul_in_strings(const char *text, size_t n, const char *path) {
+    static const char hex[] = "0123456789abcdef";
+    for (size_t i = 0; i < n; i++) {
+        if (text[i] != '"') continue;
+        const size_t start = ++i;
+        int nul = 0;
+        for (; i < n && text[i] != '"'; i++) {
+            if (text[i] == '\0') nul = 1;
+            if (text[i] != '\\' || i + 1 >= n) continue;
+            if (text[i + 1] == 'u' && i + 5 < n && !strncmp(text + i + 2, "0000", 4)) nul = 1;
+            i++; /* (the escaped character; \uXXXX's digits are plain characters) */
+        }
+        if (!nul) continue;
+        size_t k = i + 1;
+        while (k < n && (text[k] == ' ' || text[k] == '\t' || text[k] == '\n' || text[k] == '\r'))
+            k++;
+        char shown[MB_PRINTABLE_BUF], *o = shown;
+        size_t j = start;
+        for (; j < i && j - start < MB_PRINTABLE_MAX; j++) {
+            const unsigned char b = (unsigned char)text[j];
+            if (b >= 0x20 && b < 0x7f) {
+                *o++ = (char)b;
+            } else {
+                *o++ = '\\', *o++ = 'x', *o++ = hex[b >> 4], *o++ = hex[b & 15];
+            }
+        }
+        if (j < i) memcpy(o, "...", 3), o += 3;
+        *o = '\0';
+        if (k < n && text[k] == ':')
+            return mb_fail(MB_EFORMAT,
+                           "file %s: field name \"%s\" (byte %lld) contains a NUL byte (not "
+                           "supported in a field name)",
+                           path, shown, (long long)start);
+        return mb_fail(MB_EFORMAT,
+                       "file %s: string \"%s\" (byte %lld) contains a NUL byte (not supported)",
+                       path, shown, (long long)start);
+    }
+    return MB_OK;
+}
+
 int mb_config_json_parse(const char *text, int64_t len, const char *path, mb_config *c,
                          mb_config_flavour *flavour_out) {
     if (!path) path = "(config)";
@@ -378,6 +422,8 @@ int mb_config_json_parse(const char *text, int64_t len, const char *path, mb_con
     if (!cJSON_IsObject(root)) {
         rc = mb_fail(MB_EFORMAT, "file %s: top level is %s, expected a JSON object", path,
                      mb_json_type(root));
+    } else if ((rc = check_nul_in_strings(text, (size_t)(end - text), path)) != MB_OK) {
+        /* (named) */
     } else if ((rc = check_duplicate_keys(root, path)) != MB_OK) {
         /* (named) */
     } else {
