@@ -26,6 +26,10 @@ int arg_path_check(const char *cmd, const char *what, const char *path);
 int arg_int64(const char *cmd, const char *flag, const char *s, int64_t lo, int64_t hi,
               int64_t *out);
 int arg_float(const char *cmd, const char *flag, const char *s, double lo, double hi, double *out);
+/* "" for a count of 1, else "s": "%lld byte%s", n, plural_s(n). */
+static inline const char *plural_s(int64_t n) {
+    return n == 1 ? "" : "s";
+}
 /* Human-readable byte count ("1.5 MiB"). Returns buf. */
 const char *fmt_bytes(double bytes, char *buf, int n);
 /* Seconds as "1h02m03s" / "2m03s" / "12s". */

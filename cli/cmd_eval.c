@@ -14,27 +14,30 @@
 
 static void help(FILE *f) {
     fprintf(
-        f,
-        "usage: mambabyte eval -m DIR PATH [--ctx N] [--stream] [--batch N] [--device D] [--json]\n"
-        "\n"
-        "Bits per byte (mean cross-entropy in nats per predicted byte / ln 2) of the model in\n"
-        "DIR on every document of PATH (file, directory tree or *.jsonl). The first byte of\n"
-        "each document is context only.\n"
-        "\n"
-        "  --ctx N        window length (default: the training context, else 1024)\n"
-        "  --stream       carry the recurrent state from window to window: constant memory,\n"
-        "                 context = the whole document so far (beyond the training context)\n"
-        "  --batch N      windows per forward pass (default 8); not with --stream, which\n"
-        "                 scores one window at a time, carrying the state to the next\n"
-        "  --max-bytes N  stop after about N scored bytes (default 0: all)\n"
-        "  --format F     auto | bytes | jsonl\n"
-        "  --device D     auto | cuda | cpu (default auto: cuda when this build has CUDA and\n"
-        "                 a GPU is present, else cpu); the GPU scores in fp32, streamed or not\n"
-        "  --json         print the result as JSON\n"
-        "\n"
-        "A window longer than the longest document is cut to it (the scores are the same): the\n"
-        "ctx reported is the one used, with the one asked for beside it when they differ.\n"
-        "Ends with 'bpb: <value> bytes: <count>'.\n");
+        f, "usage: mambabyte eval -m DIR PATH [--ctx N] [--stream] [--batch N] [--max-bytes N]\n"
+           "                      [--format F] [--device D] [--json]\n"
+           "\n"
+           "Bits per byte (mean cross-entropy in nats per predicted byte / ln 2) of the model in\n"
+           "DIR on every document of PATH (file, directory tree or *.jsonl). The first byte of\n"
+           "each document is context only.\n"
+           "\n"
+           "  -m DIR         checkpoint directory (also --model DIR)\n"
+           "  --ctx N        window length (default: the training context, else 1024)\n"
+           "  --stream       carry the recurrent state from window to window: constant memory,\n"
+           "                 context = the whole document so far (beyond the training context)\n"
+           "  --batch N      windows per forward pass (default 8); not with --stream, which\n"
+           "                 scores one window at a time, carrying the state to the next\n"
+           "  --max-bytes N  stop after about N scored bytes (default 0: all)\n"
+           "  --format F     auto | bytes | jsonl\n"
+           "  --device D     auto | cuda | cpu (default auto: cuda when this build has CUDA and\n"
+           "                 a GPU is present, else cpu); the GPU scores in fp32, streamed or not\n"
+           "  --json         print the result as JSON: bpb, bytes (scored), nats, ctx, stream,\n"
+           "                 documents (in PATH), documents_scored (those with a byte scored:\n"
+           "                 fewer where --max-bytes stops early or a document has < 2 bytes)\n"
+           "\n"
+           "A window longer than the longest document is cut to it (the scores are the same): the\n"
+           "ctx reported is the one used, with the one asked for beside it when they differ.\n"
+           "Ends with 'bpb: <value> bytes: <count>'.\n");
 }
 
 typedef struct {
@@ -207,17 +210,20 @@ int cmd_eval(int argc, char **argv) {
         if (ctx != ctx_requested)
             snprintf(req, sizeof req, ", \"ctx_requested\": %lld", (long long)ctx_requested);
         printf("{\"bpb\": %.6f, \"bytes\": %lld, \"nats\": %.6f, \"ctx\": %lld%s, \"stream\": "
-               "%s, \"documents\": %lld, \"seconds\": %.3f}\n",
+               "%s, \"documents\": %lld, \"documents_scored\": %lld, \"seconds\": %.3f}\n",
                mb_eval_bpb(&r), (long long)r.bytes, r.nats, (long long)ctx, req,
-               stream ? "true" : "false", (long long)pack.n_docs, secs);
+               stream ? "true" : "false", (long long)pack.n_docs, (long long)r.docs, secs);
     } else {
         char req[80] = "";
         if (ctx != ctx_requested)
             snprintf(req, sizeof req, " (requested %lld; cut to the longest document)",
                      (long long)ctx_requested);
-        fprintf(stderr, "%lld documents, ctx %lld%s%s, %.1fs (%.1f kB/s)\n", (long long)pack.n_docs,
-                (long long)ctx, req, stream ? " streamed" : " windows", secs,
-                r.bytes / (secs + 1e-9) / 1000.0);
+        char scored[64] = ""; /* where --max-bytes stopped early or documents had < 2 bytes */
+        if (r.docs != pack.n_docs)
+            snprintf(scored, sizeof scored, " (%lld scored)", (long long)r.docs);
+        fprintf(stderr, "%lld document%s%s, ctx %lld%s%s, %.1fs (%.1f kB/s)\n",
+                (long long)pack.n_docs, plural_s(pack.n_docs), scored, (long long)ctx, req,
+                stream ? " streamed" : " windows", secs, r.bytes / (secs + 1e-9) / 1000.0);
         printf("bpb: %.6f bytes: %lld\n", mb_eval_bpb(&r), (long long)r.bytes);
     }
     free(docs);

@@ -32,6 +32,7 @@ static void help(FILE *f) {
            "             tensors under their mamba_ssm names).\n"
            "\n"
            "  -m CKPT        checkpoint directory or .safetensors file with config.json beside it\n"
+           "                 (also --model CKPT)\n"
            "  --format F     hf or mamba_ssm (required)\n"
            "  --dtype T      f32 (default, exact), f16 or bf16 (rounded to nearest even)\n"
            "  --force        overwrite config.json / model.safetensors already in OUT_DIR\n"

@@ -18,7 +18,7 @@ static void help(FILE *f) {
             "state one sequence needs in generation (constant in the context length).\n"
             "\n"
             "  -m DIR          checkpoint directory (config.json + model.safetensors) or a\n"
-            "                  .safetensors file with config.json beside it\n"
+            "                  .safetensors file with config.json beside it (also --model DIR)\n"
             "  --preset NAME   one of: %s\n"
             "  --json          print JSON (config fields, n_params, state_bytes, format)\n",
             mb_config_preset_names());

@@ -1,4 +1,5 @@
 /* mambabyte train: parse flags into mb_train_opts and run the training loop. */
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -10,19 +11,113 @@
 #include "train/data.h"
 #include "train/trainer.h"
 
-/* Flags that set the model, data or optimizer: fixed for a run, so --resume ignores them. */
-static const char *const k_run_settings[] = {
-    "--preset",  "--d-model",  "--n-layer",      "--d-state", "--d-conv", "--expand",
-    "--dt-rank", "--rms-norm", "--layer-norm",   "--tie",     "--untie",  "--ctx",
-    "--batch",   "--accum",    "--lr",           "--lr-min",  "--warmup", "--weight-decay",
-    "--clip",    "--seed",     "--val-fraction", NULL};
+/* Model fields a flag can set, for the note on --resume: the flag that set each one last. */
+enum { F_D_MODEL, F_N_LAYER, F_D_STATE, F_D_CONV, F_EXPAND, F_DT_RANK, F_NORM, F_TIE, F_COUNT };
 
-static void note_setting(const char *a, char *ignored, size_t n) {
-    for (int k = 0; k_run_settings[k]; k++)
-        if (!strcmp(a, k_run_settings[k]) && strlen(ignored) + strlen(a) + 2 < n) {
-            strcat(ignored, " ");
-            strcat(ignored, a);
-        }
+/* What the command line asked for, to report on --resume which of its run settings (model, data,
+ * optimizer, validation cadence: fixed for a run) differ from the run's saved ones, which the
+ * run goes on with. */
+typedef struct {
+    mb_train_opts want;           /* the options as given (model config finalized) */
+    const char *preset;           /* the last --preset NAME */
+    const char *cfg_src[F_COUNT]; /* per model field: "--preset", its own flag, or NULL */
+    int ctx, batch, accum, lr, lr_min, warmup, weight_decay, clip, seed, val_fraction, eval_every;
+} given_settings;
+
+/* "--flag V (saved S)" appended to buf, comma-separated */
+static void add_ignored(char *buf, size_t n, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void add_ignored(char *buf, size_t n, const char *fmt, ...) {
+    size_t len = strlen(buf);
+    if (len + 2 >= n) return;
+    if (len) strcat(buf, ", "), len += 2;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf + len, n - len, fmt, ap);
+    va_end(ap);
+}
+
+/* Record flag a (a run setting or not) as given. */
+static void mark_given(given_settings *g, const char *a) {
+    static const struct {
+        const char *flag;
+        int field;
+    } cfg_flags[] = {{"--d-model", F_D_MODEL}, {"--n-layer", F_N_LAYER}, {"--d-state", F_D_STATE},
+                     {"--d-conv", F_D_CONV},   {"--expand", F_EXPAND},   {"--dt-rank", F_DT_RANK},
+                     {"--rms-norm", F_NORM},   {"--layer-norm", F_NORM}, {"--tie", F_TIE},
+                     {"--untie", F_TIE}};
+    if (!strcmp(a, "--preset"))
+        for (int f = 0; f < F_COUNT; f++)
+            g->cfg_src[f] = "--preset";
+    for (size_t k = 0; k < sizeof cfg_flags / sizeof *cfg_flags; k++)
+        if (!strcmp(a, cfg_flags[k].flag)) g->cfg_src[cfg_flags[k].field] = cfg_flags[k].flag;
+    int *const flags[] = {&g->ctx,    &g->batch,        &g->accum,        &g->lr,
+                          &g->lr_min, &g->warmup,       &g->weight_decay, &g->clip,
+                          &g->seed,   &g->val_fraction, &g->eval_every};
+    static const char *const names[] = {"--ctx",    "--batch",        "--accum",        "--lr",
+                                        "--lr-min", "--warmup",       "--weight-decay", "--clip",
+                                        "--seed",   "--val-fraction", "--eval-every"};
+    for (size_t k = 0; k < sizeof names / sizeof *names; k++)
+        if (!strcmp(a, names[k])) *flags[k] = 1;
+}
+
+/* mb_train_opts.on_resume: once the checkpoint has loaded, the note on the options given that
+ * differ from the run's saved settings (none: no note). */
+static void note_ignored(const mb_train_opts *saved, const mb_config *cfg, void *user) {
+    const given_settings *g = user;
+    const mb_train_opts *w = &g->want;
+    char buf[1024] = "";
+    const size_t n = sizeof buf;
+    const int64_t want_cfg[F_COUNT] = {w->cfg.d_model,  w->cfg.n_layer,       w->cfg.d_state,
+                                       w->cfg.d_conv,   w->cfg.expand,        w->cfg.dt_rank,
+                                       w->cfg.rms_norm, w->cfg.tie_embeddings};
+    const int64_t have_cfg[F_COUNT] = {cfg->d_model,  cfg->n_layer,       cfg->d_state,
+                                       cfg->d_conv,   cfg->expand,        cfg->dt_rank,
+                                       cfg->rms_norm, cfg->tie_embeddings};
+    static const char *const names[F_COUNT] = {"d_model", "n_layer", "d_state", "d_conv",
+                                               "expand",  "dt_rank", NULL,      NULL};
+    int preset_differs = 0;
+    for (int f = 0; f < F_COUNT; f++) {
+        if (!g->cfg_src[f] || want_cfg[f] == have_cfg[f]) continue;
+        if (!strcmp(g->cfg_src[f], "--preset"))
+            preset_differs = 1;
+        else if (f == F_NORM)
+            add_ignored(buf, n, "%s (saved: %s)", g->cfg_src[f],
+                        cfg->rms_norm ? "RMSNorm" : "LayerNorm");
+        else if (f == F_TIE)
+            add_ignored(buf, n, "%s (saved: %s)", g->cfg_src[f],
+                        cfg->tie_embeddings ? "tied" : "untied");
+        else
+            add_ignored(buf, n, "%s %lld (saved %s %lld)", g->cfg_src[f], (long long)want_cfg[f],
+                        names[f], (long long)have_cfg[f]);
+    }
+    if (preset_differs)
+        add_ignored(buf, n, "--preset %s (the saved model differs from it)", g->preset);
+#define I64(flag, field)                                                                           \
+    if (g->field && w->field != saved->field)                                                      \
+    add_ignored(buf, n, flag " %lld (saved %lld)", (long long)w->field, (long long)saved->field)
+#define F64(flag, field)                                                                           \
+    if (g->field && w->field != saved->field)                                                      \
+    add_ignored(buf, n, flag " %g (saved %g)", w->field, saved->field)
+    I64("--ctx", ctx);
+    I64("--batch", batch);
+    I64("--accum", accum);
+    F64("--lr", lr);
+    F64("--lr-min", lr_min);
+    I64("--warmup", warmup);
+    F64("--weight-decay", weight_decay);
+    F64("--clip", clip);
+    if (g->seed && w->seed != saved->seed)
+        add_ignored(buf, n, "--seed %llu (saved %llu)", (unsigned long long)w->seed,
+                    (unsigned long long)saved->seed);
+    F64("--val-fraction", val_fraction);
+    I64("--eval-every", eval_every);
+#undef I64
+#undef F64
+    if (buf[0])
+        fprintf(stderr,
+                "mambabyte train: --resume continues with the run's saved settings; ignoring %s\n",
+                buf);
 }
 
 static void help(FILE *f) {
@@ -56,12 +151,14 @@ static void help(FILE *f) {
         "  --weight-decay X     AdamW weight decay on matrices (default 0.1)\n"
         "  --clip X             global gradient-norm clip (default 1.0; 0 = off)\n"
         "  --seed S             one seed for init, data order and sampling (default 1337)\n"
-        "  --eval-every N       validation every N steps (default 100; 0 = end only)\n"
+        "  --eval-every N       validation every N steps (default 100; 0 = end only; saved\n"
+        "                       with the run, as the settings --resume keeps)\n"
         "  --eval-bytes N       validation bytes per evaluation (default 262144; 0 = all)\n"
         "  --final-eval-bytes N validation bytes for the final val_bpb (default 4194304; 0 = all)\n"
         "  --ckpt-every N       checkpoint every N steps (default: at the end)\n"
         "  --resume             continue the run in --out exactly where it stopped (its saved\n"
-        "                       model, data and optimizer settings are used)\n"
+        "                       model, data and optimizer settings and --eval-every are used;\n"
+        "                       given ones that differ are named and ignored)\n"
         "  --force              replace a checkpoint already in --out\n"
         "  --quiet              no per-step progress lines\n"
         "  --device D           auto | cuda | cpu (default auto: cuda when this build has CUDA\n"
@@ -103,11 +200,12 @@ int cmd_train(int argc, char **argv) {
     int norm_given = 0, tie_given = 0, vfrac_given = 0;
     const char *device = "auto";
     mb_config *c = &o.cfg;
-    char ignored[512] = "";
+    given_settings given;
+    memset(&given, 0, sizeof given);
     for (int i = 1; i < argc; i++) {
         const char *a = arg_flag(C, argv, i), *v;
         if (!a) return 2;
-        note_setting(a, ignored, sizeof ignored);
+        mark_given(&given, a);
         int64_t n;
         double d;
 #define VAL()                                                                                      \
@@ -150,6 +248,7 @@ int cmd_train(int argc, char **argv) {
                 fprintf(stderr, "mambabyte train: --preset: %s\n", mb_last_error());
                 return 2;
             }
+            given.preset = v;
         } else if (!strcmp(a, "--d-model"))
             INT(1, 65536, c->d_model);
         else if (!strcmp(a, "--n-layer"))
@@ -266,11 +365,6 @@ int cmd_train(int argc, char **argv) {
         fprintf(stderr, "mambabyte train: give --steps N or --time-limit SECONDS\n");
         return 2;
     }
-    if (o.resume && ignored[0])
-        fprintf(stderr,
-                "mambabyte train: --resume continues with the run's saved settings; "
-                "ignoring%s\n",
-                ignored);
     if (!lr_min_given) o.lr_min = o.lr / 10.0;
     if (!o.resume && o.lr_min > o.lr) {
         fprintf(stderr,
@@ -283,6 +377,11 @@ int cmd_train(int argc, char **argv) {
     if (mb_config_finalize(c)) {
         fprintf(stderr, "mambabyte train: %s\n", unprefixed(mb_last_error()));
         return 2;
+    }
+    if (o.resume) { /* the note on options that differ from the run's, once it has loaded */
+        given.want = o;
+        o.on_resume = note_ignored;
+        o.on_resume_user = &given;
     }
     const mb_backend_ops *be;
     if (mb_backend_resolve(device, MB_BACKEND_CUDA_OPS, &be, NULL, 0)) {

@@ -132,7 +132,8 @@ int mb_evaluate_windows(mb_eval_scorer score, void *score_user, const mb_doc *do
             if (max_bytes > 0 && out->bytes + nb * ctx >= max_bytes) break;
             int64_t n = docs[d].len - 1 - off;
             const uint8_t *w = docs[d].bytes + off;
-            if (n < ctx) { /* the document's last, shorter window */
+            if (off == 0) out->docs++; /* (a queued window is scored below at the latest) */
+            if (n < ctx) {             /* the document's last, shorter window */
                 if ((rc = score(score_user, w, w + 1, 1, n, &s))) break;
                 out->nats += s;
                 out->bytes += n;
@@ -197,6 +198,7 @@ int mb_evaluate_stream(mb_stream_scorer score, void *score_user, const mb_doc *d
             const uint8_t *w = docs[d].bytes + off;
             double s = 0.0;
             if ((rc = score(score_user, w, w + 1, n, reset, &s))) break;
+            if (reset) out->docs++;
             reset = 0;
             out->nats += s;
             out->bytes += n;

@@ -15,6 +15,8 @@ typedef struct {
 typedef struct {
     double nats;   /* sum of cross-entropy over scored bytes, in nats */
     int64_t bytes; /* number of predicted (scored) bytes */
+    int64_t docs;  /* documents with at least one scored byte (fewer than given where max_bytes
+                    * stopped early or a document is shorter than 2 bytes) */
 } mb_eval_result;
 
 /* Called after each window with bytes scored so far and the total to score. */

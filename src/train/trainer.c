@@ -18,6 +18,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <cjson/cJSON.h>
+
 #include "eval/evaluate.h"
 #include "io/atomic_file.h"
 #include "io/checkpoint.h"
@@ -94,31 +96,77 @@ static int lock_out_dir(const char *dir) {
     return fd;
 }
 
-/* Keep only the metrics lines of steps <= step (a resumed run rewrites what came after its
- * checkpoint), without the final validation line of `step`. *have_val: 1 when a periodic
- * validation line of `step` is kept. Missing file: nothing to do. */
+/* One line of metrics.jsonl read back: 1 when it is a whole line (newline-terminated) holding
+ * one JSON object with an integer "step" >= 0 (*step), *final and *val set from its "final" and
+ * "val_bpb" fields; 0 for anything else (a torn last line, text that is not ours). */
+static int metrics_record(const char *line, size_t len, int64_t *step, int *final, int *val) {
+    if (len == 0 || line[len - 1] != '\n') return 0;
+    const char *end = NULL;
+    cJSON *j = cJSON_ParseWithLengthOpts(line, len, &end, 0);
+    if (!j) return 0;
+    int ok = cJSON_IsObject(j) && end;
+    for (const char *q = end; ok && q < line + len; q++)
+        ok = *q == ' ' || *q == '\t' || *q == '\r' || *q == '\n';
+    const cJSON *s = cJSON_GetObjectItemCaseSensitive(j, "step");
+    ok = ok && cJSON_IsNumber(s) && s->valuedouble >= 0 && s->valuedouble <= 9e15 &&
+         s->valuedouble == floor(s->valuedouble);
+    if (ok) {
+        *step = (int64_t)s->valuedouble;
+        *final = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "final"));
+        *val = cJSON_GetObjectItemCaseSensitive(j, "val_bpb") != NULL;
+    }
+    cJSON_Delete(j);
+    return ok;
+}
+
+/* Keep only the metrics records of steps <= step (a resumed run rewrites what came after its
+ * checkpoint), without the final validation line of `step`; lines that are not records (a
+ * torn last line of a killed run, other text) are dropped, with a note. The file is replaced
+ * atomically (temporary file, fsync, rename). *have_val: 1 when a periodic validation line of
+ * `step` is kept. Missing file: nothing to do. */
 static int truncate_metrics(const char *path, int64_t step, int *have_val) {
     *have_val = 0;
-    FILE *f = fopen(path, "r");
-    if (!f) return MB_OK;
-    char tmp[4300], line[1024];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    FILE *g = fopen(tmp, "w");
-    if (!g) {
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return errno == ENOENT ? MB_OK
+                               : mb_fail(MB_EIO, "cannot read %s: %s", path, strerror(errno));
+    mb_atomic_file af;
+    int rc = mb_atomic_open(&af, path);
+    if (rc) {
         fclose(f);
-        return mb_fail(MB_EIO, "cannot write %s: %s", tmp, strerror(errno));
+        return rc;
     }
-    while (fgets(line, sizeof line, f)) {
-        const char *p = strstr(line, "\"step\":");
-        if (p && strtoll(p + 7, NULL, 10) > step) continue;
-        if (p && strtoll(p + 7, NULL, 10) == step && strstr(line, "\"final\"")) continue;
-        if (p && strtoll(p + 7, NULL, 10) == step && strstr(line, "\"val_bpb\"")) *have_val = 1;
-        fputs(line, g);
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t len;
+    long long unreadable = 0;
+    while (rc == MB_OK && (len = getline(&line, &cap, f)) > 0) {
+        int64_t s;
+        int final, val;
+        if (!metrics_record(line, (size_t)len, &s, &final, &val)) {
+            unreadable++;
+            continue;
+        }
+        if (s > step || (s == step && final)) continue;
+        if (s == step && val) *have_val = 1;
+        rc = mb_atomic_write(&af, line, len);
     }
+    if (rc == MB_OK && ferror(f)) rc = mb_fail(MB_EIO, "cannot read %s", path);
+    free(line);
     fclose(f);
-    if (fclose(g) || rename(tmp, path))
-        return mb_fail(MB_EIO, "cannot rewrite %s: %s", path, strerror(errno));
-    return MB_OK;
+    if (rc) {
+        mb_atomic_abort(&af);
+        return rc;
+    }
+    if (unreadable)
+        fprintf(stderr, "note: %s: dropped %lld line%s that %s not a metrics record\n", path,
+                unreadable, unreadable == 1 ? "" : "s", unreadable == 1 ? "is" : "are");
+    return mb_atomic_commit(&af);
+}
+
+/* "" for a count of 1, else "s" (messages: "1 step", "2 steps") */
+static const char *plural(int64_t n) {
+    return n == 1 ? "" : "s";
 }
 
 /* FNV-1a over the parameter bits: ties train_state to the model file it was written with. */
@@ -175,6 +223,7 @@ static int save_train_state(const char *dir, const mb_train_opts *o, const mb_mo
          "beta2=%.17g eps=%.17g clip=%.17g adam_step=%" PRId64,
          o->lr, o->lr_min, o->warmup, o->weight_decay, o->beta1, o->beta2, o->eps, o->clip,
          opt->step);
+    META("eval", "eval_every=%" PRId64, o->eval_every);
 #undef META
     const char *kv[32];
     for (int i = 0; i < n; i++)
@@ -295,6 +344,19 @@ static int load_train_state(const char *dir, mb_train_opts *o, const mb_model *m
     }
     o->seed = (uint64_t)seed;
     opt->step = adam_step;
+    /* the validation cadence (absent in older train states: the caller's value stays) */
+    const char *ev = mb_st_meta(&f, "eval");
+    if (ev) {
+        const char *p = strstr(ev, "eval_every=");
+        int64_t every;
+        if (!p || parse_i64_token(p + 11, 0, INT64_MAX / 2, &every)) {
+            char shown[MB_PRINTABLE_BUF];
+            rc = mb_fail(MB_EFORMAT, "%s: metadata 'eval' is malformed ('%s')", path,
+                         mb_printable(ev, shown));
+            goto out;
+        }
+        o->eval_every = every;
+    }
     const char *dh = mb_st_meta(&f, "data_hash"); /* (absent in older train states) */
     if (dh) {
         const char *tp = strstr(dh, "train="), *vp = strstr(dh, "val=");
@@ -375,7 +437,8 @@ static int roll_forward_train_state(const char *dir, const mb_model *m) {
 /* Delete the temporary files of checkpoints interrupted by a kill (the caller holds the
  * directory's lock, so no other run is writing them). */
 static void remove_stale_tmp(const char *dir) {
-    static const char *const bases[] = {"model.safetensors", TRAIN_STATE_FILE, "config.json"};
+    static const char *const bases[] = {"model.safetensors", TRAIN_STATE_FILE, "config.json",
+                                        "metrics.jsonl"};
     char p[4200];
     int n = 0;
     DIR *d = opendir(dir);
@@ -443,14 +506,26 @@ typedef struct {
 
 /* SIGINT / SIGTERM during training: the loop finishes its step (a validation pass stops at its
  * next window), writes a checkpoint and stops. A second signal prints one line (write(2):
- * async-signal-safe) and ends the process at once by the signal's default action; the
- * checkpoint on disk is then the previous one, intact. */
+ * async-signal-safe) saying what is on disk, and ends the process at once by the signal's
+ * default action; the last checkpoint written, if any, is intact. The line is prepared outside
+ * the handler (set_second_signal_note) in one of two buffers, g_note_cur naming the complete
+ * one. */
 static volatile sig_atomic_t g_signal = 0;
+static char g_note[2][4600];
+static volatile sig_atomic_t g_note_cur = 0, g_note_len[2];
+static void set_second_signal_note(const char *out, int64_t saved_step, int earlier) {
+    char on_disk[4400];
+    ckpt_on_disk(on_disk, sizeof on_disk, out, saved_step, earlier);
+    const int k = !g_note_cur;
+    const int n = snprintf(g_note[k], sizeof g_note[k],
+                           "mambabyte: second signal: stopping now; %s\n", on_disk);
+    g_note_len[k] = n < (int)sizeof g_note[k] ? n : (int)sizeof g_note[k] - 1;
+    g_note_cur = k;
+}
 static void on_signal(int signo) {
     if (g_signal) {
-        static const char msg[] = "mambabyte: second signal: stopping now; the checkpoint on "
-                                  "disk is the previous one\n";
-        ssize_t w = write(STDERR_FILENO, msg, sizeof msg - 1);
+        const int k = g_note_cur;
+        ssize_t w = write(STDERR_FILENO, g_note[k], (size_t)g_note_len[k]);
         (void)w;
         signal(signo, SIG_DFL);
         raise(signo); /* blocked until this handler returns, then the default action */
@@ -610,6 +685,7 @@ int mb_train_with_backend(const mb_train_opts *opts_in, const mb_backend_ops *be
                     "--steps N with N > %lld to train further (the final validation runs "
                     "again)\n",
                     (long long)rs.step, (long long)rs.total_steps, (long long)rs.step);
+        if (o.on_resume) o.on_resume(&o, &m.cfg, o.on_resume_user);
     } else {
         if ((rc = mb_model_create(&m, &o.cfg))) goto done;
         mb_model_init(&m, o.seed);
@@ -724,25 +800,29 @@ int mb_train_with_backend(const mb_train_opts *opts_in, const mb_backend_ops *be
     }
     if (split.n_val_identical > 0) /* (kept: the user chose the file) */
         fprintf(stderr,
-                "warning: --val %s: %lld of its %lld documents are byte-identical to a --data "
-                "document: they are not held out (their bpb is measured on training data)\n",
-                o.val, (long long)split.n_val_identical, (long long)split.n_val);
+                "warning: --val %s: %lld of its %lld document%s %s byte-identical to a --data "
+                "document: %s not held out (%s bpb is measured on training data)\n",
+                o.val, (long long)split.n_val_identical, (long long)split.n_val,
+                plural(split.n_val), split.n_val_identical == 1 ? "is" : "are",
+                split.n_val_identical == 1 ? "it is" : "they are",
+                split.n_val_identical == 1 ? "its" : "their");
     if (!o.val && 10 * val_bytes > train_bytes + val_bytes)
         fprintf(stderr,
-                "note: the held-out documents are %.0f%% of the bytes (%lld documents in all); "
+                "note: the held-out documents are %.0f%% of the bytes (%lld document%s in all); "
                 "give --val PATH to choose the validation text\n",
                 100.0 * (double)val_bytes / (double)(train_bytes + val_bytes),
-                (long long)pack.n_docs);
+                (long long)pack.n_docs, plural(pack.n_docs));
     fprintf(stderr,
-            "data: %s (%s pack, %lld documents): train %lld docs / %lld bytes, val %lld docs / "
-            "%lld bytes%s",
-            o.data, rebuilt ? "new" : "cached", (long long)pack.n_docs, (long long)split.n_train,
-            (long long)train_bytes, (long long)split.n_val, (long long)val_bytes,
-            split.by_bytes ? " (one document: split by bytes)" : "");
+            "data: %s (%s pack, %lld document%s): train %lld doc%s / %lld byte%s, val %lld doc%s / "
+            "%lld byte%s%s",
+            o.data, rebuilt ? "new" : "cached", (long long)pack.n_docs, plural(pack.n_docs),
+            (long long)split.n_train, plural(split.n_train), (long long)train_bytes,
+            plural(train_bytes), (long long)split.n_val, plural(split.n_val), (long long)val_bytes,
+            plural(val_bytes), split.by_bytes ? " (one document: split by bytes)" : "");
     if (sampler.n_skipped)
-        fprintf(stderr, "; skipped %lld training docs shorter than ctx+1 = %lld (%lld bytes)",
-                (long long)sampler.n_skipped, (long long)o.ctx + 1,
-                (long long)sampler.skipped_bytes);
+        fprintf(stderr, "; skipped %lld training doc%s shorter than ctx+1 = %lld (%lld byte%s)",
+                (long long)sampler.n_skipped, plural(sampler.n_skipped), (long long)o.ctx + 1,
+                (long long)sampler.skipped_bytes, plural(sampler.skipped_bytes));
     fprintf(stderr, "\nmodel: d_model %lld, n_layer %lld, d_state %lld, %s, %s head, %lld params\n",
             (long long)m.cfg.d_model, (long long)m.cfg.n_layer, (long long)m.cfg.d_state,
             m.cfg.rms_norm ? "RMSNorm" : "LayerNorm", m.cfg.tie_embeddings ? "tied" : "untied",
@@ -786,6 +866,7 @@ int mb_train_with_backend(const mb_train_opts *opts_in, const mb_backend_ops *be
         sigaddset(&sa.sa_mask, SIGINT);
         sigaddset(&sa.sa_mask, SIGTERM);
         g_signal = 0;
+        set_second_signal_note(o.out, saved_step, earlier_ckpt);
         sigaction(SIGINT, &sa, &old_int);
         sigaction(SIGTERM, &sa, &old_term);
         have_handlers = 1;
@@ -805,12 +886,13 @@ int mb_train_with_backend(const mb_train_opts *opts_in, const mb_backend_ops *be
         rc = validate(be, &val, &o, o.eval_bytes, &last_val, &scored);
         if (rc == MB_EINTR) { /* a checkpoint of this step, as for an interrupted step */
             if ((rc = checkpoint(&o, &m, &opt, &rs, &sampler, be, be_ops, t0))) goto done;
+            set_second_signal_note(o.out, rs.step, earlier_ckpt);
             rc = interrupted(&rs, o.out);
             goto done;
         }
         if (rc) goto done;
-        fprintf(stderr, "step %lld: val_bpb %.4f (%lld bytes)\n", (long long)rs.step, last_val,
-                (long long)scored);
+        fprintf(stderr, "step %lld: val_bpb %.4f (%lld byte%s)\n", (long long)rs.step, last_val,
+                (long long)scored, plural(scored));
         log_json(metrics, "{\"step\":%lld,\"val_bpb\":%.6f,\"val_bytes\":%lld}", (long long)rs.step,
                  last_val, (long long)scored);
     }
@@ -882,8 +964,8 @@ int mb_train_with_backend(const mb_train_opts *opts_in, const mb_backend_ops *be
             if (first) {
                 if (sched.warmup > total / 10) sched.warmup = total / 10;
                 warmup_cap = 1;
-                fprintf(stderr, "time limit %.0fs: %.2fs/step -> about %lld steps in all\n",
-                        o.time_limit, per_step, (long long)total);
+                fprintf(stderr, "time limit %.0fs: %.2fs/step -> about %lld step%s in all\n",
+                        o.time_limit, per_step, (long long)total, plural(total));
             }
         }
         int64_t remaining = total > 0 ? total - rs.step : 0;
@@ -913,8 +995,8 @@ int mb_train_with_backend(const mb_train_opts *opts_in, const mb_backend_ops *be
             } else if (rc) {
                 goto done;
             } else {
-                fprintf(stderr, "step %lld: val_bpb %.4f (%lld bytes)\n", (long long)rs.step,
-                        last_val, (long long)scored);
+                fprintf(stderr, "step %lld: val_bpb %.4f (%lld byte%s)\n", (long long)rs.step,
+                        last_val, (long long)scored, plural(scored));
                 log_json(metrics, "{\"step\":%lld,\"val_bpb\":%.6f,\"val_bytes\":%lld}",
                          (long long)rs.step, last_val, (long long)scored);
             }
@@ -925,6 +1007,7 @@ int mb_train_with_backend(const mb_train_opts *opts_in, const mb_backend_ops *be
             if (last && rs.total_steps <= 0) rs.total_steps = rs.step;
             if ((rc = checkpoint(&o, &m, &opt, &rs, &sampler, be, be_ops, t0))) goto done;
             saved_step = rs.step;
+            set_second_signal_note(o.out, saved_step, earlier_ckpt);
         }
         stop = last;
         if (signalled) {
@@ -944,16 +1027,16 @@ int mb_train_with_backend(const mb_train_opts *opts_in, const mb_backend_ops *be
              (long long)rs.step, last_val, (long long)scored);
     if (rs.step > start_step && start_step > 0) /* (a resumed run) */
         fprintf(stderr,
-                "trained to step %lld, %lld steps in this run in %.1fs (%lld bytes and %.1fs "
+                "trained to step %lld, %lld step%s in this run in %.1fs (%lld bytes and %.1fs "
                 "in all); checkpoint in %s\n",
-                (long long)rs.step, (long long)(rs.step - start_step), wall() - t0,
-                (long long)rs.bytes_seen, rs.elapsed, o.out);
+                (long long)rs.step, (long long)(rs.step - start_step), plural(rs.step - start_step),
+                wall() - t0, (long long)rs.bytes_seen, rs.elapsed, o.out);
     else if (rs.step == start_step && start_step > 0) /* a finished run resumed */
         fprintf(stderr, "no step trained: the run was at step %lld already; checkpoint in %s\n",
                 (long long)rs.step, o.out);
     else
-        fprintf(stderr, "trained %lld steps (%lld bytes) in %.1fs; checkpoint in %s\n",
-                (long long)rs.step, (long long)rs.bytes_seen, rs.elapsed, o.out);
+        fprintf(stderr, "trained %lld step%s (%lld bytes) in %.1fs; checkpoint in %s\n",
+                (long long)rs.step, plural(rs.step), (long long)rs.bytes_seen, rs.elapsed, o.out);
     printf("val_bpb: %.4f\n", last_val);
     fflush(stdout);
     rc = MB_OK;

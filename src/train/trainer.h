@@ -9,7 +9,7 @@
 
 #include "mambabyte.h"
 
-typedef struct {
+typedef struct mb_train_opts {
     const char *data;   /* training input: file, directory tree or .jsonl */
     const char *val;    /* separate validation input, or NULL (split by document) */
     const char *format; /* "auto", "bytes", "jsonl" */
@@ -23,7 +23,8 @@ typedef struct {
     int64_t warmup;
     uint64_t seed;
     double val_fraction;      /* fraction of documents (or bytes) held out */
-    int64_t eval_every;       /* steps between validation evaluations (0 = only at the end) */
+    int64_t eval_every;       /* steps between validation evaluations (0 = only at the end;
+                               * saved with the run: restored on resume) */
     int64_t eval_bytes;       /* cap on validation bytes scored per evaluation (0 = all) */
     int64_t final_eval_bytes; /* cap on validation bytes for the final val_bpb (0 = all) */
     int64_t ckpt_every;       /* steps between checkpoints (0 = only at the end) */
@@ -32,6 +33,12 @@ typedef struct {
     int quiet;             /* no per-step progress lines */
     const char *precision; /* "auto" (bf16 on a GPU, fp32 on the CPU), "fp32", "bf16" */
     int recompute;         /* activation recomputation: -1 auto, 0 off, 1 on (GPU) */
+    /* With resume: called once the checkpoint and its train state have loaded, with the run's
+     * saved settings (saved: ctx, batch, accum, seed, val_fraction, the optimizer's and
+     * eval_every, as the run goes on with them) and the checkpoint's model config, so that the
+     * caller can report which of its options differ from them. NULL: not called. */
+    void (*on_resume)(const struct mb_train_opts *saved, const mb_config *cfg, void *user);
+    void *on_resume_user;
 } mb_train_opts;
 
 /* Defaults: ctx 1024, batch 8, accum 1, lr 4e-4 (min 10%), warm-up 500 capped at 10% of steps,

@@ -123,7 +123,8 @@ mkdir -p "$T/dd"
 cat "$data"/* | head -c 3000 >"$T/dd/a.txt"
 "$MB_CLI" train --data "$T/dd" --out "$T/dd/run" --preset tiny --ctx 32 --steps 1 --device cpu --quiet >/dev/null 2>"$T/e12"
 "$MB_CLI" train --data "$T/dd" --out "$T/dd/run" --preset tiny --ctx 32 --steps 1 --device cpu --quiet --force >/dev/null 2>"$T/e13"
-check "--out inside --data: the checkpoint is not training data" bash -c "grep -q '(new pack, 1 documents)' '$T/e12' && grep -q ', 1 documents)' '$T/e13'"
+check "--out inside --data: the checkpoint is not training data" bash -c "grep -q '(new pack, 1 document)' '$T/e12' && grep -q ', 1 document)' '$T/e13'"
+check "one document, one doc: singular" grep -q ': train 1 doc / ' "$T/e12"
 # eval of a tree that holds the model's directory scores the data, not the checkpoint files
 ed=$("$MB_CLI" eval -m "$T/dd/run" "$T/dd" --device cpu 2>"$T/e13b" | awk '/^bpb:/ {print $2, $4}')
 ef=$("$MB_CLI" eval -m "$T/dd/run/config.json" "$T/dd/a.txt" --device cpu 2>/dev/null | awk '/^bpb:/ {print $2, $4}')
@@ -135,7 +136,7 @@ cp "$T/dd/a.txt" "$T/dv/a.txt"
 cp "$T/dd/a.txt" "$T/vv/copy.txt"
 head -c 2000 "$data/config.c" >"$T/vv/other.txt"
 "$MB_CLI" train --data "$T/dv" --val "$T/vv" --out "$T/vvrun" --preset tiny --ctx 32 --steps 1 --device cpu --quiet >/dev/null 2>"$T/e13c"; rc=$?
-check "--val copies of training documents: warned with the count" bash -c "[ $rc -eq 0 ] && grep -q -- '--val $T/vv: 1 of its 2 documents are byte-identical to a --data document' '$T/e13c' && grep -q 'val 2 docs' '$T/e13c'"
+check "--val copies of training documents: warned with the count" bash -c "[ $rc -eq 0 ] && grep -q -- '--val $T/vv: 1 of its 2 documents is byte-identical to a --data document: it is not held out' '$T/e13c' && grep -q 'val 2 docs' '$T/e13c'"
 "$MB_CLI" train --data "$T/dd" --out "$T/dd" --preset tiny --steps 1 --device cpu >/dev/null 2>"$T/e14"; rc=$?
 check "--out = --data refused" bash -c "[ $rc -ne 0 ] && grep -q 'is the --data directory' '$T/e14'"
 "$MB_CLI" train --data "$data" --out "$T/bf" --steps 1 --device cpu --precision bf16 >/dev/null 2>"$T/e15"; rc=$?
@@ -182,4 +183,31 @@ check "--val with --val-fraction refused" bash -c "[ $rc -eq 2 ] && grep -q -- '
 for c in train eval generate info; do
   check "$c --help" bash -c "'$MB_CLI' $c --help | grep -q usage"
 done
+# a usage line that lists the options names every option the help describes
+for c in eval info export; do
+  h=$("$MB_CLI" $c --help)
+  usage=$(printf '%s\n' "$h" | sed '/^$/q')
+  missing=""
+  for f in $(printf '%s\n' "$h" | sed -n 's/^  \(-[-a-z]*\) .*/\1/p'); do
+    case "$usage" in *" $f "* | *"[$f "* | *"[$f]"* | *"($f "*) ;; *) missing="$missing $f" ;; esac
+  done
+  check "$c usage line names every option (missing:$missing)" [ -z "$missing" ]
+done
+# eval --max-bytes: the documents scored are counted apart from those in PATH
+nd=$(ls "$data" | wc -l)
+"$MB_CLI" eval -m "$T/m" "$data" --ctx 64 --max-bytes 100 --json >"$T/mb.json" 2>/dev/null
+"$MB_CLI" eval -m "$T/m" "$data" --ctx 64 --max-bytes 100 --stream --json >"$T/mbs.json" 2>/dev/null
+"$MB_CLI" eval -m "$T/m" "$data" --ctx 64 --max-bytes 100 >/dev/null 2>"$T/mb.err"
+"$MB_CLI" eval -m "$T/m" "$data" --ctx 64 --json >"$T/all.json" 2>/dev/null
+check "eval --max-bytes --json: documents $nd, documents_scored 1" \
+  bash -c "grep -q '\"documents\": $nd, \"documents_scored\": 1,' '$T/mb.json' && grep -q '\"documents\": $nd, \"documents_scored\": 1,' '$T/mbs.json'"
+check "eval without --max-bytes: every document scored" grep -q "\"documents\": $nd, \"documents_scored\": $nd," "$T/all.json"
+check "eval --max-bytes: the text names the scored count" grep -q "^$nd documents (1 scored), ctx 64" "$T/mb.err"
+# counts of one are singular
+"$MB_CLI" eval -m "$T/m" "$T/short.txt" >/dev/null 2>"$T/one.err"
+check "eval of one document: '1 document'" grep -q "^1 document, ctx" "$T/one.err"
+"$MB_CLI" generate -m "$T/m" -p "x" -n 1 --no-echo --seed 1 --device cpu >/dev/null 2>"$T/g1.err"
+check "generate: '1 byte'" grep -q "^prompt 1 byte in .*; generated 1 byte in" "$T/g1.err"
+"$MB_CLI" train --data "$T/dv" --out "$T/one_step" --preset tiny --ctx 32 --steps 1 --eval-every 0 --device cpu --quiet >/dev/null 2>"$T/t1.err"
+check "train: 'trained 1 step'" grep -q "^trained 1 step (" "$T/t1.err"
 finish

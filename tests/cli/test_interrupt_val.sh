@@ -37,8 +37,38 @@ wait "$pid"
 rc=$?
 if grep -q "second signal" "$T/b.err"; then
   check "second signal: killed by SIGINT (status $rc)" [ "$rc" -eq 130 ]
-  check "second signal: one line on stderr" grep -q "^mambabyte: second signal: stopping now; the checkpoint on disk is the previous one$" "$T/b.err"
+  check "second signal: one line on stderr, saying what is on disk" \
+    grep -Eq "^mambabyte: second signal: stopping now; (no checkpoint was written yet \($T/b holds none\)|the last checkpoint in $T/b \(step 0\) is intact)$" "$T/b.err"
 else # (the first one finished before the second came: a slow machine could not race it)
   check "first signal alone: status 130" [ "$rc" -eq 130 ]
 fi
+
+# the second signal right after the first, before any checkpoint of a new run: the line says
+# none was written (not "the previous one")
+start_and_wait "$T/c"
+kill -INT "$pid"
+kill -TERM "$pid" 2>/dev/null
+wait "$pid"
+rc=$?
+check "second signal: killed at once (status $rc)" bash -c "[ $rc -eq 130 ] || [ $rc -eq 143 ]"
+check "second signal before any checkpoint: says none was written" \
+  grep -q "^mambabyte: second signal: stopping now; no checkpoint was written yet ($T/c holds none)$" "$T/c.err"
+check "second signal before any checkpoint: no 'previous one'" bash -c "! grep -q 'previous' '$T/c.err'"
+check "second signal before any checkpoint: none on disk" bash -c "[ ! -e '$T/c/model.safetensors' ]"
+# resumed from a step-0 checkpoint: the second signal names it
+"$MB_CLI" train "${args[@]}" --out "$T/d" >"$T/d.out" 2>"$T/d.err" &
+pid=$!
+for _ in $(seq 300); do grep -q '^model:' "$T/d.err" 2>/dev/null && break; sleep 0.1; done
+sleep 1
+kill -INT "$pid"
+wait "$pid"
+"$MB_CLI" train --device cpu --data "$data" --val "$T/val" --out "$T/d" --resume --quiet --eval-bytes 0 >"$T/d2.out" 2>"$T/d2.err" &
+pid=$!
+for _ in $(seq 300); do grep -q '^model:' "$T/d2.err" 2>/dev/null && break; sleep 0.1; done
+sleep 1
+kill -INT "$pid"
+kill -TERM "$pid" 2>/dev/null
+wait "$pid"
+check "second signal after a resume: names the run's checkpoint" \
+  grep -q "^mambabyte: second signal: stopping now; the last checkpoint in $T/d (step 0) is intact$" "$T/d2.err"
 finish

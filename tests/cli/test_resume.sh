@@ -47,4 +47,44 @@ python3 -c "import sys; p=sys.argv[1]; b=open(p,'rb').read(); n=b.count(b'\"step
 rc=$?
 check "corrupt metadata step refused, naming the field" \
   bash -c "[ $rc -ne 0 ] && grep -q \"metadata 'step' is not a non-negative number ('2x')\" '$T/m.err'"
+
+# --eval-every is saved with the run: a resume without it validates on the run's cadence (every
+# 4 steps here, not the default 100); options equal to the saved ones draw no note
+"$MB_CLI" train "${args[@]}" --eval-every 4 --out "$T/g" --stop-after 6 >/dev/null 2>"$T/g1.err" || { cat "$T/g1.err"; bad "eval every 4, first part"; }
+cp -r "$T/g" "$T/h"
+"$MB_CLI" train --device cpu --data "$data" --out "$T/g" --resume --quiet --eval-bytes 2048 --stop-after 3 \
+  --ctx 64 --seed 7 >/dev/null 2>"$T/g2.err" || { cat "$T/g2.err"; bad "eval every 4, resumed"; }
+check "resumed without --eval-every: validation at step 8 (saved cadence 4)" grep -q "^step 8: val_bpb" "$T/g2.err"
+check "resumed with --ctx/--seed equal to the saved ones: no note" bash -c "! grep -q 'ignoring' '$T/g2.err'"
+# given values that differ are named with the saved ones, after the checkpoint has loaded
+"$MB_CLI" train --device cpu --data "$data" --out "$T/g" --resume --quiet --eval-bytes 2048 --stop-after 4 \
+  --ctx 64 --batch 8 --eval-every 5 >/dev/null 2>"$T/g3.err" || { cat "$T/g3.err"; bad "eval every 4, resumed again"; }
+check "differing options named with the saved values (not --ctx, which is equal)" \
+  grep -q "^mambabyte train: --resume continues with the run's saved settings; ignoring --batch 8 (saved 4), --eval-every 5 (saved 4)$" "$T/g3.err"
+check "the note comes after the resuming line" \
+  bash -c "[ \$(grep -n '^resuming' '$T/g3.err' | cut -d: -f1) -lt \$(grep -n 'ignoring' '$T/g3.err' | cut -d: -f1) ]"
+check "--eval-every 5 ignored: validation at step 12, none at 10" \
+  bash -c "grep -q '^step 12: val_bpb' '$T/g3.err' && ! grep -q '^step 10: val_bpb' '$T/g3.err'"
+# a train state written before eval_every was saved: the given (or default) value is used
+python3 -c "import sys; p=sys.argv[1]; b=open(p,'rb').read(); assert b.count(b'\"eval\":\"eval_every=4\"')==1; open(p,'wb').write(b.replace(b'\"eval\":\"eval_every=4\"', b'\"xval\":\"eval_every=4\"'))" "$T/h/train_state.safetensors"
+"$MB_CLI" train --device cpu --data "$data" --out "$T/h" --resume --quiet --eval-bytes 2048 --stop-after 4 \
+  --eval-every 3 >/dev/null 2>"$T/h2.err"; rc=$?
+check "train state without eval_every: loads, the given --eval-every 3 is used, no note" \
+  bash -c "[ $rc -eq 0 ] && grep -q '^step 9: val_bpb' '$T/h2.err' && ! grep -q '^step 8: val_bpb' '$T/h2.err' && ! grep -q ignoring '$T/h2.err'"
+# no note before an error: --resume where no checkpoint is
+"$MB_CLI" train --device cpu --data "$data" --out "$T/none" --resume --ctx 128 >/dev/null 2>"$T/none.err"; rc=$?
+check "--resume without a checkpoint: an error and no note" \
+  bash -c "[ $rc -ne 0 ] && grep -q '$T/none' '$T/none.err' && ! grep -q ignoring '$T/none.err'"
+
+# metrics.jsonl on resume: records after the checkpoint's step and lines that are not records
+# (other text, a torn last line) are dropped; the file is replaced whole (no temporary left)
+"$MB_CLI" train "${args[@]}" --out "$T/k" --stop-after 5 >/dev/null 2>"$T/k1.err" || { cat "$T/k1.err"; bad "metrics run, first part"; }
+printf '{"step":9,"loss":9.5,"marker":"later"}\nnot json at all\n{"step": 7, "loss": 1, "marker": "later"}\n{"step":"3","marker":"text step"}\n{"step":2,"loss":' >>"$T/k/metrics.jsonl"
+"$MB_CLI" train --device cpu --data "$data" --out "$T/k" --resume --quiet --eval-every 0 --eval-bytes 2048 --stop-after 2 >/dev/null 2>"$T/k2.err" || { cat "$T/k2.err"; bad "metrics run, resumed"; }
+check "metrics after resume: no line of a later step, no foreign or torn line" \
+  bash -c "! grep -q -e marker -e 'not json' '$T/k/metrics.jsonl' && python3 -c 'import json,sys; [json.loads(l) for l in open(sys.argv[1])]' '$T/k/metrics.jsonl'"
+check "metrics after resume: steps 1..7 once each" \
+  bash -c "[ \"\$(grep -o '\"step\":[0-9]*,\"loss\"' '$T/k/metrics.jsonl' | tr -dc '0-9\n' | tr '\n' ' ')\" = '1 2 3 4 5 6 7 ' ]"
+check "metrics: the dropped lines noted" grep -q "metrics.jsonl: dropped 3 lines that are not a metrics record" "$T/k2.err"
+check "metrics: no temporary file left" bash -c "! ls '$T/k' | grep -q 'metrics.jsonl.tmp'"
 finish
