@@ -5,6 +5,8 @@
 
 #include <stdint.h>
 
+#include "plural.h"
+
 /* The flag argv[i] as the loop compares it. "--name=value" (GNU form) gives "--name" and keeps
  * value for the arg_value call that follows; any other argument is returned as it is. NULL after
  * printing an error where the previous flag was given "=value" but takes none (see also
@@ -26,10 +28,6 @@ int arg_path_check(const char *cmd, const char *what, const char *path);
 int arg_int64(const char *cmd, const char *flag, const char *s, int64_t lo, int64_t hi,
               int64_t *out);
 int arg_float(const char *cmd, const char *flag, const char *s, double lo, double hi, double *out);
-/* "" for a count of 1, else "s": "%lld byte%s", n, plural_s(n). */
-static inline const char *plural_s(int64_t n) {
-    return n == 1 ? "" : "s";
-}
 /* Human-readable byte count ("1.5 MiB"). Returns buf. */
 const char *fmt_bytes(double bytes, char *buf, int n);
 /* Seconds as "1h02m03s" / "2m03s" / "12s". */

@@ -174,9 +174,9 @@ int cmd_eval(int argc, char **argv) {
     }
     if (to_score == 0) {
         fprintf(stderr,
-                "mambabyte eval: %s has no byte to score (every document is shorter than "
-                "2 bytes; the first byte of a document is context only)\n",
-                input);
+                "mambabyte eval: %s has no byte to score (%s shorter than 2 bytes; the first "
+                "byte of a document is context only)\n",
+                input, pack.n_docs == 1 ? "the document is" : "every document is");
         free(docs);
         mb_pack_close(&pack);
         mb_model_free(&m);
@@ -222,7 +222,7 @@ int cmd_eval(int argc, char **argv) {
         if (r.docs != pack.n_docs)
             snprintf(scored, sizeof scored, " (%lld scored)", (long long)r.docs);
         fprintf(stderr, "%lld document%s%s, ctx %lld%s%s, %.1fs (%.1f kB/s)\n",
-                (long long)pack.n_docs, plural_s(pack.n_docs), scored, (long long)ctx, req,
+                (long long)pack.n_docs, mb_plural(pack.n_docs), scored, (long long)ctx, req,
                 stream ? " streamed" : " windows", secs, r.bytes / (secs + 1e-9) / 1000.0);
         printf("bpb: %.6f bytes: %lld\n", mb_eval_bpb(&r), (long long)r.bytes);
     }

@@ -133,8 +133,8 @@ static int generate_cuda(const mb_model *m, const unsigned char *p, int64_t plen
     fprintf(stderr,
             "prompt %lld byte%s in %.2fs (%.0f bytes/s); generated %lld byte%s in %.2fs "
             "(%.1f bytes/s) on the GPU (%s weights)\n",
-            (long long)plen, plural_s(plen), t1 - t0, plen / (t1 - t0 + 1e-9), (long long)n_gen,
-            plural_s(n_gen), t2 - t1, n_gen / (t2 - t1 + 1e-9), bf16 ? "bf16" : "fp32");
+            (long long)plen, mb_plural(plen), t1 - t0, plen / (t1 - t0 + 1e-9), (long long)n_gen,
+            mb_plural(n_gen), t2 - t1, n_gen / (t2 - t1 + 1e-9), bf16 ? "bf16" : "fp32");
     return 0;
 }
 #endif
@@ -307,7 +307,7 @@ int cmd_generate(int argc, char **argv) {
         if (put_bytes(&b, 1)) {
             free(step_logits);
             fprintf(stderr, "\nmambabyte generate: %s (stopped after %lld byte%s)\n",
-                    mb_last_error(), (long long)i, plural_s(i));
+                    mb_last_error(), (long long)i, mb_plural(i));
             goto out;
         }
         if (i + 1 < n_gen) mb_step(&m, &st, &b, step_logits);
@@ -320,8 +320,8 @@ int cmd_generate(int argc, char **argv) {
     fprintf(stderr,
             "prompt %lld byte%s in %.2fs (%.0f bytes/s); generated %lld byte%s in %.2fs "
             "(%.1f bytes/s); peak memory %s\n",
-            (long long)plen, plural_s(plen), t1 - t0, plen / (t1 - t0 + 1e-9), (long long)n_gen,
-            plural_s(n_gen), t2 - t1, n_gen / (t2 - t1 + 1e-9),
+            (long long)plen, mb_plural(plen), t1 - t0, plen / (t1 - t0 + 1e-9), (long long)n_gen,
+            mb_plural(n_gen), t2 - t1, n_gen / (t2 - t1 + 1e-9),
             fmt_bytes(peak_rss_bytes(), rss, sizeof rss));
     rc = 0;
 out:

@@ -1,6 +1,7 @@
 /* mambabyte train: parse flags into mb_train_opts and run the training loop. */
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
@@ -22,7 +23,18 @@ typedef struct {
     const char *preset;           /* the last --preset NAME */
     const char *cfg_src[F_COUNT]; /* per model field: "--preset", its own flag, or NULL */
     int ctx, batch, accum, lr, lr_min, warmup, weight_decay, clip, seed, val_fraction, eval_every;
+    int64_t dt_rank; /* the last --dt-rank as given (0: auto, ceil(d_model / 16)) */
 } given_settings;
+
+/* v with the fewest %g digits (6..17) that read back as v: a value as it was typed, so that
+ * two values that differ never print the same ("--lr 0.00030000001 (saved 0.0003)") */
+static const char *fmt_double(char *buf, size_t n, double v) {
+    for (int p = 6; p <= 17; p++) {
+        snprintf(buf, n, "%.*g", p, v);
+        if (strtod(buf, NULL) == v) break;
+    }
+    return buf;
+}
 
 /* "--flag V (saved S)" appended to buf, comma-separated */
 static void add_ignored(char *buf, size_t n, const char *fmt, ...)
@@ -78,7 +90,16 @@ static void note_ignored(const mb_train_opts *saved, const mb_config *cfg, void 
                                                "expand",  "dt_rank", NULL,      NULL};
     int preset_differs = 0;
     for (int f = 0; f < F_COUNT; f++) {
-        if (!g->cfg_src[f] || want_cfg[f] == have_cfg[f]) continue;
+        if (!g->cfg_src[f]) continue;
+        if (f == F_DT_RANK && !strcmp(g->cfg_src[f], "--dt-rank")) {
+            /* as given; 0 (auto) resolved against the saved d_model */
+            const int64_t given_rank = g->dt_rank ? g->dt_rank : (cfg->d_model + 15) / 16;
+            if (given_rank != cfg->dt_rank)
+                add_ignored(buf, n, "--dt-rank %lld (saved dt_rank %lld)", (long long)g->dt_rank,
+                            (long long)cfg->dt_rank);
+            continue;
+        }
+        if (want_cfg[f] == have_cfg[f]) continue;
         if (!strcmp(g->cfg_src[f], "--preset"))
             preset_differs = 1;
         else if (f == F_NORM)
@@ -96,9 +117,11 @@ static void note_ignored(const mb_train_opts *saved, const mb_config *cfg, void 
 #define I64(flag, field)                                                                           \
     if (g->field && w->field != saved->field)                                                      \
     add_ignored(buf, n, flag " %lld (saved %lld)", (long long)w->field, (long long)saved->field)
+    char v1[32], v2[32];
 #define F64(flag, field)                                                                           \
     if (g->field && w->field != saved->field)                                                      \
-    add_ignored(buf, n, flag " %g (saved %g)", w->field, saved->field)
+    add_ignored(buf, n, flag " %s (saved %s)", fmt_double(v1, sizeof v1, w->field),                \
+                fmt_double(v2, sizeof v2, saved->field))
     I64("--ctx", ctx);
     I64("--batch", batch);
     I64("--accum", accum);
@@ -262,6 +285,7 @@ int cmd_train(int argc, char **argv) {
         else if (!strcmp(a, "--dt-rank")) {
             INT(0, 65536, c->dt_rank);
             dt_rank_given = 1;
+            given.dt_rank = c->dt_rank;
         } else if (!strcmp(a, "--rms-norm") || !strcmp(a, "--layer-norm")) {
             const int want = !strcmp(a, "--rms-norm") ? 1 : 2;
             if (norm_given && norm_given != want) return conflict("--rms-norm", "--layer-norm");

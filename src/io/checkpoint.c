@@ -2,6 +2,7 @@
 #include "io/checkpoint.h"
 
 #include "io/printable.h"
+#include "plural.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -216,16 +217,16 @@ static int check_structure(const mb_st_file *st, const keymap *k, const mb_confi
     if (max_layer + 1 != c->n_layer)
         return mb_fail(MB_EFORMAT,
                        "checkpoint: config %s says n_layer = %" PRId64
-                       " but the weights in %s have %" PRId64 " layers (backbone.layers.N keys)",
-                       in->config_path, c->n_layer, wp, max_layer + 1);
+                       " but the weights in %s have %" PRId64 " layer%s (backbone.layers.N keys)",
+                       in->config_path, c->n_layer, wp, max_layer + 1, mb_plural(max_layer + 1));
     const mb_st_tensor *t = lookup(k, EMB_SSM);
     if (!t->ndim || t->ndim != 2)
         return mb_fail(MB_EFORMAT, "file %s: tensor %s must be 2-D (vocab, d_model)", wp, t->name);
     if (t->shape[0] != MB_VOCAB)
         return mb_fail(MB_EFORMAT,
-                       "file %s: tensor %s has %" PRId64 " rows; a byte model needs "
+                       "file %s: tensor %s has %" PRId64 " row%s; a byte model needs "
                        "256",
-                       wp, t->name, t->shape[0]);
+                       wp, t->name, t->shape[0], mb_plural(t->shape[0]));
     if (t->shape[1] != c->d_model) return dim_mismatch(wp, t, "d_model", c->d_model, t->shape[1]);
     struct {
         const char *suffix;

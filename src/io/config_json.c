@@ -5,6 +5,7 @@
 #include "io/json_type.h"
 #include "io/printable.h"
 #include "io/regular_file.h"
+#include "plural.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -233,8 +234,8 @@ static int parse_mamba_ssm(const jctx *x, mb_config *c) {
     if (padded != MB_VOCAB)
         return mb_fail(MB_EFORMAT,
                        "file %s: field vocab_size %lld padded to pad_vocab_size_multiple %lld "
-                       "gives %lld rows; a byte model needs 256",
-                       x->path, (long long)v, (long long)pad, (long long)padded);
+                       "gives %lld row%s; a byte model needs 256",
+                       x->path, (long long)v, (long long)pad, (long long)padded, mb_plural(padded));
     c->vocab_size = MB_VOCAB;
     int b = 0;
     if ((rc = get_bool(x, "rms_norm", &c->rms_norm, NULL))) return rc;

@@ -6,6 +6,7 @@
 #include "io/printable.h"
 #include "io/regular_file.h"
 #include "mambabyte.h"
+#include "plural.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -235,15 +236,16 @@ static int parse_entry(const mb_st_file *f, const char *raw_name, const cJSON *e
     if (t->end > f->data_size)
         return mb_fail(MB_EFORMAT,
                        "file %s: tensor %s: data_offsets [%" PRId64 ", %" PRId64
-                       "] run past the data region (%" PRId64 " bytes; file truncated?)",
-                       p, name, t->begin, t->end, f->data_size);
+                       "] run past the data region (%" PRId64 " byte%s; file truncated?)",
+                       p, name, t->begin, t->end, f->data_size, mb_plural(f->data_size));
     if (t->end - t->begin != nbytes) {
         char s[160];
         mb_st_shape_str(s, sizeof s, t->ndim, t->shape);
         return mb_fail(MB_EFORMAT,
                        "file %s: tensor %s: data_offsets hold %" PRId64
-                       " bytes but dtype %s shape %s needs %" PRId64,
-                       p, name, t->end - t->begin, mb_dtype_name(t->dtype), s, nbytes);
+                       " byte%s but dtype %s shape %s needs %" PRId64,
+                       p, name, t->end - t->begin, mb_plural(t->end - t->begin),
+                       mb_dtype_name(t->dtype), s, nbytes);
     }
     t->data = f->data_region + t->begin;
     return MB_OK;
@@ -366,9 +368,9 @@ int mb_st_open(mb_st_file *f, const char *path) {
     if (rc) goto fail;
     if (size < 8) {
         rc = mb_fail(MB_EFORMAT,
-                     "file %s: %" PRId64 " bytes is too short for a safetensors file (the "
+                     "file %s: %" PRId64 " byte%s %s too short for a safetensors file (the "
                      "header length alone takes 8; truncated?)",
-                     path, size);
+                     path, size, mb_plural(size), size == 1 ? "is" : "are");
         goto fail;
     }
     void *map = mmap(NULL, (size_t)size, PROT_READ, MAP_PRIVATE, f->fd, 0);
@@ -396,8 +398,8 @@ int mb_st_open(mb_st_file *f, const char *path) {
         goto fail;
     }
     if (hlen < 2) {
-        rc = mb_fail(MB_EFORMAT, "file %s: header of %" PRIu64 " bytes cannot hold a JSON object",
-                     path, hlen);
+        rc = mb_fail(MB_EFORMAT, "file %s: header of %" PRIu64 " byte%s cannot hold a JSON object",
+                     path, hlen, mb_plural((int64_t)hlen));
         goto fail;
     }
     f->header_len = (int64_t)hlen;

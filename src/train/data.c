@@ -4,6 +4,7 @@
 #include "train/data.h"
 
 #include "io/regular_file.h"
+#include "plural.h"
 
 #include <cjson/cJSON.h>
 #include <dirent.h>
@@ -753,8 +754,8 @@ static int pack_raw(pack_writer *w, const in_file *f) {
     free(buf);
     close(fd);
     if (!rc && got != f->size)
-        rc = mb_fail(MB_EIO, "data file %s changed while packing (read %lld bytes, listed %lld)",
-                     f->path, (long long)got, (long long)f->size);
+        rc = mb_fail(MB_EIO, "data file %s changed while packing (read %lld byte%s, listed %lld)",
+                     f->path, (long long)got, mb_plural(got), (long long)f->size);
     if (!rc) w->index[2 * (w->n - 1) + 1] = got;
     return rc;
 }
@@ -840,13 +841,13 @@ static int build_listed(const char *input, const in_list *l, int is_dir, mb_data
         if (rc) goto fail;
     }
     if (w.n != n_docs) {
-        rc = mb_fail(MB_EIO, "data input %s changed while packing (%lld documents, counted %lld)",
-                     input, (long long)w.n, (long long)n_docs);
+        rc = mb_fail(MB_EIO, "data input %s changed while packing (%lld document%s, counted %lld)",
+                     input, (long long)w.n, mb_plural(w.n), (long long)n_docs);
         goto fail;
     }
     if (w.total == 0) {
-        rc = mb_fail(MB_EINVAL, "data input %s is empty (%lld documents, 0 bytes)", input,
-                     (long long)n_docs);
+        rc = mb_fail(MB_EINVAL, "data input %s is empty (%lld document%s, 0 bytes)", input,
+                     (long long)n_docs, mb_plural(n_docs));
         goto fail;
     }
     uint8_t hdr[PACK_HEADER];
@@ -940,8 +941,8 @@ static int pack_open(mb_pack *p, const char *pack_path, int *damaged, int verify
     if (size < PACK_HEADER) {
         close(fd);
         if (damaged) *damaged = 1; /* (packs are written whole: never this short) */
-        return mb_fail(MB_EFORMAT, "pack %s: truncated (%lld bytes, header needs %d)", pack_path,
-                       (long long)size, PACK_HEADER);
+        return mb_fail(MB_EFORMAT, "pack %s: truncated (%lld byte%s, header needs %d)", pack_path,
+                       (long long)size, mb_plural(size), PACK_HEADER);
     }
     void *m = mmap(NULL, (size_t)size, PROT_READ, MAP_PRIVATE, fd, 0);
     int e = errno;
@@ -981,8 +982,9 @@ static int pack_open(mb_pack *p, const char *pack_path, int *damaged, int verify
         rc = mb_fail(MB_EFORMAT, "pack %s: truncated (%lld bytes, expected %lld)", pack_path,
                      (long long)size, (long long)(dof + p->total_bytes));
     } else if (size > dof + p->total_bytes) {
-        rc = mb_fail(MB_EFORMAT, "pack %s: %lld trailing bytes after the data", pack_path,
-                     (long long)(size - dof - p->total_bytes));
+        rc = mb_fail(MB_EFORMAT, "pack %s: %lld trailing byte%s after the data", pack_path,
+                     (long long)(size - dof - p->total_bytes),
+                     mb_plural(size - dof - p->total_bytes));
     }
     if (!rc) {
         p->index = (const int64_t *)(h + io);
@@ -993,16 +995,16 @@ static int pack_open(mb_pack *p, const char *pack_path, int *damaged, int verify
             if (off != run || len < 0 || len > p->total_bytes - off) {
                 rc = mb_fail(MB_EFORMAT,
                              "pack %s: index entry %lld out of range (offset %lld, length %lld, "
-                             "expected offset %lld, data %lld bytes)",
+                             "expected offset %lld, data %lld byte%s)",
                              pack_path, (long long)i, (long long)off, (long long)len,
-                             (long long)run, (long long)p->total_bytes);
+                             (long long)run, (long long)p->total_bytes, mb_plural(p->total_bytes));
                 break;
             }
             run += len;
         }
         if (!rc && run != p->total_bytes)
-            rc = mb_fail(MB_EFORMAT, "pack %s: documents cover %lld of %lld data bytes", pack_path,
-                         (long long)run, (long long)p->total_bytes);
+            rc = mb_fail(MB_EFORMAT, "pack %s: documents cover %lld of %lld data byte%s", pack_path,
+                         (long long)run, (long long)p->total_bytes, mb_plural(p->total_bytes));
     }
     if (!rc && verify) rc = pack_verify_content(p);
     if (rc) {
@@ -1286,11 +1288,17 @@ int mb_train_sampler_init(mb_train_sampler *s, const mb_split *sp, int64_t ctx, 
         int64_t v = (len + ctx1 / 2) / ctx1;
         slots += v < 1 ? 1 : v;
     }
+    if (s->n_used == 0 && sp->n_train == 1)
+        return mb_fail(MB_EINVAL,
+                       "train sampler: the training document does not have ctx + 1 = %lld bytes "
+                       "(ctx %lld; it has %lld byte%s)",
+                       (long long)ctx1, (long long)ctx, (long long)longest, mb_plural(longest));
     if (s->n_used == 0)
         return mb_fail(MB_EINVAL,
                        "train sampler: no training document has ctx + 1 = %lld bytes (ctx %lld, "
-                       "longest training document %lld bytes, %lld documents)",
-                       (long long)ctx1, (long long)ctx, (long long)longest, (long long)sp->n_train);
+                       "longest training document %lld byte%s, %lld documents)",
+                       (long long)ctx1, (long long)ctx, (long long)longest, mb_plural(longest),
+                       (long long)sp->n_train);
     s->n_slots = slots;
     s->slots = malloc((size_t)slots * sizeof *s->slots);
     if (!s->slots)

@@ -25,6 +25,7 @@
 #include "io/checkpoint.h"
 #include "io/printable.h"
 #include "io/safetensors.h"
+#include "plural.h"
 #include "train/adamw.h"
 #include "train/backend.h"
 #include "train/data.h"
@@ -121,52 +122,123 @@ static int metrics_record(const char *line, size_t len, int64_t *step, int *fina
 
 /* Keep only the metrics records of steps <= step (a resumed run rewrites what came after its
  * checkpoint), without the final validation line of `step`; lines that are not records (a
- * torn last line of a killed run, other text) are dropped, with a note. The file is replaced
- * atomically (temporary file, fsync, rename). *have_val: 1 when a periodic validation line of
- * `step` is kept. Missing file: nothing to do. */
+ * torn last line of a killed run, other text) are dropped, with a note. When a line is to be
+ * dropped the file is replaced atomically (temporary file with the file's permission bits,
+ * fsync, rename; a symlink's target is rewritten, the link stays); otherwise it is left as it
+ * is. *have_val: 1 when a periodic validation line of `step` is kept. Missing file: nothing to
+ * do. */
 static int truncate_metrics(const char *path, int64_t step, int *have_val) {
     *have_val = 0;
     FILE *f = fopen(path, "rb");
     if (!f)
         return errno == ENOENT ? MB_OK
                                : mb_fail(MB_EIO, "cannot read %s: %s", path, strerror(errno));
-    mb_atomic_file af;
-    int rc = mb_atomic_open(&af, path);
-    if (rc) {
-        fclose(f);
-        return rc;
-    }
     char *line = NULL;
     size_t cap = 0;
     ssize_t len;
-    long long unreadable = 0;
-    while (rc == MB_OK && (len = getline(&line, &cap, f)) > 0) {
-        int64_t s;
-        int final, val;
-        if (!metrics_record(line, (size_t)len, &s, &final, &val)) {
-            unreadable++;
-            continue;
+    long long unreadable = 0, later = 0;
+    int rc = MB_OK, writing = 0;
+    mb_atomic_file af;
+    char *target = NULL;
+    /* pass 1 counts what would be dropped; pass 2 (only then) writes what is kept */
+    for (int pass = 1; pass <= 2 && rc == MB_OK; pass++) {
+        if (pass == 2) {
+            if (!unreadable && !later) break;
+            struct stat st;
+            target = realpath(path, NULL); /* (a symlink: its target is rewritten) */
+            if (!target) {
+                rc = mb_fail(MB_EIO, "cannot resolve %s: %s", path, strerror(errno));
+                break;
+            }
+            if (fstat(fileno(f), &st)) {
+                rc = mb_fail(MB_EIO, "cannot stat %s: %s", path, strerror(errno));
+                break;
+            }
+            if ((rc = mb_atomic_open(&af, target))) break;
+            writing = 1;
+            if (fchmod(fileno(af.f), st.st_mode & 07777)) {
+                rc = mb_fail(MB_EIO, "cannot set the permissions of %s: %s", af.tmp,
+                             strerror(errno));
+                break;
+            }
+            rewind(f);
         }
-        if (s > step || (s == step && final)) continue;
-        if (s == step && val) *have_val = 1;
-        rc = mb_atomic_write(&af, line, len);
+        while (rc == MB_OK && (len = getline(&line, &cap, f)) > 0) {
+            int64_t s;
+            int final, val;
+            if (!metrics_record(line, (size_t)len, &s, &final, &val)) {
+                if (pass == 1) unreadable++;
+                continue;
+            }
+            if (s > step || (s == step && final)) {
+                if (pass == 1) later++;
+                continue;
+            }
+            if (pass == 1 && s == step && val) *have_val = 1;
+            if (pass == 2) rc = mb_atomic_write(&af, line, len);
+        }
+        if (rc == MB_OK && ferror(f))
+            rc = mb_fail(MB_EIO, "cannot read %s: %s", path, strerror(errno));
     }
-    if (rc == MB_OK && ferror(f)) rc = mb_fail(MB_EIO, "cannot read %s", path);
     free(line);
     fclose(f);
     if (rc) {
-        mb_atomic_abort(&af);
+        if (writing) mb_atomic_abort(&af);
+        free(target);
         return rc;
     }
     if (unreadable)
         fprintf(stderr, "note: %s: dropped %lld line%s that %s not a metrics record\n", path,
                 unreadable, unreadable == 1 ? "" : "s", unreadable == 1 ? "is" : "are");
-    return mb_atomic_commit(&af);
+    rc = writing ? mb_atomic_commit(&af) : MB_OK;
+    free(target);
+    return rc;
 }
 
-/* "" for a count of 1, else "s" (messages: "1 step", "2 steps") */
-static const char *plural(int64_t n) {
-    return n == 1 ? "" : "s";
+/* metrics.jsonl.prev: the log of the run whose checkpoint a fresh run (--force) found in --out,
+ * kept until the new run's first checkpoint replaces that checkpoint, so that the log on disk
+ * always goes with the checkpoint on disk. */
+static void prev_metrics_path(char *buf, size_t n, const char *metrics) {
+    snprintf(buf, n, "%s.prev", metrics);
+}
+
+/* A fresh run over an earlier run's checkpoint: the earlier log becomes metrics.jsonl.prev
+ * (rename, then fsync of the directory) before this run starts its own. A .prev already there
+ * is the checkpoint's log (a --force run that stopped before its first checkpoint left it, and
+ * its own metrics.jsonl goes with no checkpoint): it stays, and metrics.jsonl is replaced. */
+static int keep_prev_metrics(const char *path) {
+    char prev[4300];
+    prev_metrics_path(prev, sizeof prev, path);
+    if (access(prev, F_OK) == 0) return MB_OK;
+    if (rename(path, prev)) {
+        if (errno == ENOENT) return MB_OK; /* (the earlier run left no log) */
+        return mb_fail(MB_EIO, "cannot rename %s to %s: %s", path, prev, strerror(errno));
+    }
+    return mb_atomic_sync_dir(path);
+}
+
+/* --resume: a metrics.jsonl.prev means the run that left metrics.jsonl stopped before its first
+ * checkpoint, so the checkpoint on disk is the earlier run's: its log is put back. */
+static int restore_prev_metrics(const char *path) {
+    char prev[4300];
+    prev_metrics_path(prev, sizeof prev, path);
+    if (access(prev, F_OK) != 0) return MB_OK;
+    if (rename(prev, path))
+        return mb_fail(MB_EIO, "cannot rename %s to %s: %s", prev, path, strerror(errno));
+    int rc = mb_atomic_sync_dir(path);
+    if (rc) return rc;
+    fprintf(stderr,
+            "note: %s restored from %s (the run that replaced it stopped before its first "
+            "checkpoint; the checkpoint is the earlier run's)\n",
+            path, prev);
+    return MB_OK;
+}
+
+/* The first checkpoint of a fresh run is on disk: the earlier run's log goes with it. */
+static void drop_prev_metrics(const char *out) {
+    char path[4300];
+    snprintf(path, sizeof path, "%s/metrics.jsonl.prev", out);
+    if (unlink(path) == 0) (void)mb_atomic_sync_dir(path); /* (best effort) */
 }
 
 /* FNV-1a over the parameter bits: ties train_state to the model file it was written with. */
@@ -636,6 +708,14 @@ int mb_train_with_backend(const mb_train_opts *opts_in, const mb_backend_ops *be
     if (o.val_fraction <= 0.0 && !o.val)
         return mb_fail(MB_EINVAL, "train: --val-fraction 0 leaves no validation data; give --val "
                                   "PATH or a positive --val-fraction");
+    if (o.resume) { /* nothing to resume: say so, creating nothing (no directory, no lock) */
+        struct stat st;
+        snprintf(path, sizeof path, "%s/model.safetensors", o.out);
+        const int r = stat(o.out, &st);
+        if ((r != 0 && errno == ENOENT) ||
+            (r == 0 && S_ISDIR(st.st_mode) && access(path, F_OK) != 0 && errno == ENOENT))
+            return mb_fail(MB_EINVAL, "%s holds no checkpoint to resume", o.out);
+    }
     if ((rc = mkdir_p(o.out))) return rc;
     { /* the run writes into --out: it cannot also be the data directory (an --out inside
        * --data is skipped when the data are listed) */
@@ -737,6 +817,9 @@ int mb_train_with_backend(const mb_train_opts *opts_in, const mb_backend_ops *be
                     "continuation\n",
                     o.data, pack.content_hash, rs.train_hash);
         }
+        /* --val given now and not then, or the reverse: the training split is other documents
+         * (all of --data, or --data less the held-out ones) */
+        const int split_changed = rs.have_data_hash && rs.has_val_hash != (o.val != NULL);
         if (rs.have_data_hash &&
             (rs.has_val_hash != (o.val != NULL) || (o.val && rs.val_hash != vpack.content_hash))) {
             if (o.val && rs.has_val_hash)
@@ -754,11 +837,15 @@ int mb_train_with_backend(const mb_train_opts *opts_in, const mb_backend_ops *be
                         o.val ? "--val is given, but this run was started without one"
                               : "--val is not given, but this run was started with one");
         }
-        if ((rc = mb_train_sampler_set_state(&sampler, &rs.sampler))) {
-            if (!data_changed) goto done;
-            /* the saved slot order does not fit the new data: a new epoch over them */
+        if (split_changed || (rc = mb_train_sampler_set_state(&sampler, &rs.sampler))) {
+            if (!data_changed && !split_changed) goto done;
+            /* the saved slot order does not fit the new data (or refers to other documents of
+             * another split): a new epoch over them */
             mb_train_sampler_restart(&sampler, &rs.sampler);
-            fprintf(stderr, "note: the data sampler starts a new epoch over the new data\n");
+            fprintf(stderr, "note: the data sampler starts a new epoch over the new %s\n",
+                    data_changed ? "data"
+                    : o.val      ? "training split (all of --data, none of it held out now)"
+                                 : "training split (--data less the documents held out now)");
             rc = MB_OK;
         }
     }
@@ -803,7 +890,7 @@ int mb_train_with_backend(const mb_train_opts *opts_in, const mb_backend_ops *be
                 "warning: --val %s: %lld of its %lld document%s %s byte-identical to a --data "
                 "document: %s not held out (%s bpb is measured on training data)\n",
                 o.val, (long long)split.n_val_identical, (long long)split.n_val,
-                plural(split.n_val), split.n_val_identical == 1 ? "is" : "are",
+                mb_plural(split.n_val), split.n_val_identical == 1 ? "is" : "are",
                 split.n_val_identical == 1 ? "it is" : "they are",
                 split.n_val_identical == 1 ? "its" : "their");
     if (!o.val && 10 * val_bytes > train_bytes + val_bytes)
@@ -811,18 +898,19 @@ int mb_train_with_backend(const mb_train_opts *opts_in, const mb_backend_ops *be
                 "note: the held-out documents are %.0f%% of the bytes (%lld document%s in all); "
                 "give --val PATH to choose the validation text\n",
                 100.0 * (double)val_bytes / (double)(train_bytes + val_bytes),
-                (long long)pack.n_docs, plural(pack.n_docs));
+                (long long)pack.n_docs, mb_plural(pack.n_docs));
     fprintf(stderr,
             "data: %s (%s pack, %lld document%s): train %lld doc%s / %lld byte%s, val %lld doc%s / "
             "%lld byte%s%s",
-            o.data, rebuilt ? "new" : "cached", (long long)pack.n_docs, plural(pack.n_docs),
-            (long long)split.n_train, plural(split.n_train), (long long)train_bytes,
-            plural(train_bytes), (long long)split.n_val, plural(split.n_val), (long long)val_bytes,
-            plural(val_bytes), split.by_bytes ? " (one document: split by bytes)" : "");
+            o.data, rebuilt ? "new" : "cached", (long long)pack.n_docs, mb_plural(pack.n_docs),
+            (long long)split.n_train, mb_plural(split.n_train), (long long)train_bytes,
+            mb_plural(train_bytes), (long long)split.n_val, mb_plural(split.n_val),
+            (long long)val_bytes, mb_plural(val_bytes),
+            split.by_bytes ? " (one document: split by bytes)" : "");
     if (sampler.n_skipped)
         fprintf(stderr, "; skipped %lld training doc%s shorter than ctx+1 = %lld (%lld byte%s)",
-                (long long)sampler.n_skipped, plural(sampler.n_skipped), (long long)o.ctx + 1,
-                (long long)sampler.skipped_bytes, plural(sampler.skipped_bytes));
+                (long long)sampler.n_skipped, mb_plural(sampler.n_skipped), (long long)o.ctx + 1,
+                (long long)sampler.skipped_bytes, mb_plural(sampler.skipped_bytes));
     fprintf(stderr, "\nmodel: d_model %lld, n_layer %lld, d_state %lld, %s, %s head, %lld params\n",
             (long long)m.cfg.d_model, (long long)m.cfg.n_layer, (long long)m.cfg.d_state,
             m.cfg.rms_norm ? "RMSNorm" : "LayerNorm", m.cfg.tie_embeddings ? "tied" : "untied",
@@ -850,6 +938,8 @@ int mb_train_with_backend(const mb_train_opts *opts_in, const mb_backend_ops *be
     }
     snprintf(path, sizeof path, "%s/metrics.jsonl", o.out);
     int have_val_line = 0; /* the periodic validation of the resumed step is in the log */
+    if (o.resume && (rc = restore_prev_metrics(path))) goto done;
+    if (!o.resume && earlier_ckpt && (rc = keep_prev_metrics(path))) goto done;
     if (o.resume && (rc = truncate_metrics(path, rs.step, &have_val_line))) goto done;
     metrics = fopen(path, o.resume ? "a" : "w");
     if (!metrics) {
@@ -886,13 +976,14 @@ int mb_train_with_backend(const mb_train_opts *opts_in, const mb_backend_ops *be
         rc = validate(be, &val, &o, o.eval_bytes, &last_val, &scored);
         if (rc == MB_EINTR) { /* a checkpoint of this step, as for an interrupted step */
             if ((rc = checkpoint(&o, &m, &opt, &rs, &sampler, be, be_ops, t0))) goto done;
+            if (!o.resume) drop_prev_metrics(o.out);
             set_second_signal_note(o.out, rs.step, earlier_ckpt);
             rc = interrupted(&rs, o.out);
             goto done;
         }
         if (rc) goto done;
         fprintf(stderr, "step %lld: val_bpb %.4f (%lld byte%s)\n", (long long)rs.step, last_val,
-                (long long)scored, plural(scored));
+                (long long)scored, mb_plural(scored));
         log_json(metrics, "{\"step\":%lld,\"val_bpb\":%.6f,\"val_bytes\":%lld}", (long long)rs.step,
                  last_val, (long long)scored);
     }
@@ -965,7 +1056,7 @@ int mb_train_with_backend(const mb_train_opts *opts_in, const mb_backend_ops *be
                 if (sched.warmup > total / 10) sched.warmup = total / 10;
                 warmup_cap = 1;
                 fprintf(stderr, "time limit %.0fs: %.2fs/step -> about %lld step%s in all\n",
-                        o.time_limit, per_step, (long long)total, plural(total));
+                        o.time_limit, per_step, (long long)total, mb_plural(total));
             }
         }
         int64_t remaining = total > 0 ? total - rs.step : 0;
@@ -996,7 +1087,7 @@ int mb_train_with_backend(const mb_train_opts *opts_in, const mb_backend_ops *be
                 goto done;
             } else {
                 fprintf(stderr, "step %lld: val_bpb %.4f (%lld byte%s)\n", (long long)rs.step,
-                        last_val, (long long)scored, plural(scored));
+                        last_val, (long long)scored, mb_plural(scored));
                 log_json(metrics, "{\"step\":%lld,\"val_bpb\":%.6f,\"val_bytes\":%lld}",
                          (long long)rs.step, last_val, (long long)scored);
             }
@@ -1006,6 +1097,7 @@ int mb_train_with_backend(const mb_train_opts *opts_in, const mb_backend_ops *be
              * the schedule's length is what ran, so a resume knows where it stands */
             if (last && rs.total_steps <= 0) rs.total_steps = rs.step;
             if ((rc = checkpoint(&o, &m, &opt, &rs, &sampler, be, be_ops, t0))) goto done;
+            if (!o.resume && saved_step < 0) drop_prev_metrics(o.out);
             saved_step = rs.step;
             set_second_signal_note(o.out, saved_step, earlier_ckpt);
         }
@@ -1027,18 +1119,24 @@ int mb_train_with_backend(const mb_train_opts *opts_in, const mb_backend_ops *be
              (long long)rs.step, last_val, (long long)scored);
     if (rs.step > start_step && start_step > 0) /* (a resumed run) */
         fprintf(stderr,
-                "trained to step %lld, %lld step%s in this run in %.1fs (%lld bytes and %.1fs "
+                "trained to step %lld, %lld step%s in this run in %.1fs (%lld byte%s and %.1fs "
                 "in all); checkpoint in %s\n",
-                (long long)rs.step, (long long)(rs.step - start_step), plural(rs.step - start_step),
-                wall() - t0, (long long)rs.bytes_seen, rs.elapsed, o.out);
+                (long long)rs.step, (long long)(rs.step - start_step),
+                mb_plural(rs.step - start_step), wall() - t0, (long long)rs.bytes_seen,
+                mb_plural(rs.bytes_seen), rs.elapsed, o.out);
     else if (rs.step == start_step && start_step > 0) /* a finished run resumed */
         fprintf(stderr, "no step trained: the run was at step %lld already; checkpoint in %s\n",
                 (long long)rs.step, o.out);
     else
-        fprintf(stderr, "trained %lld step%s (%lld bytes) in %.1fs; checkpoint in %s\n",
-                (long long)rs.step, plural(rs.step), (long long)rs.bytes_seen, rs.elapsed, o.out);
-    printf("val_bpb: %.4f\n", last_val);
-    fflush(stdout);
+        fprintf(stderr, "trained %lld step%s (%lld byte%s) in %.1fs; checkpoint in %s\n",
+                (long long)rs.step, mb_plural(rs.step), (long long)rs.bytes_seen,
+                mb_plural(rs.bytes_seen), rs.elapsed, o.out);
+    errno = 0;
+    if (printf("val_bpb: %.4f\n", last_val) < 0 || fflush(stdout) != 0) {
+        rc = mb_fail(MB_EIO, "writing the output to stdout failed: %s",
+                     errno ? strerror(errno) : "a write error");
+        goto done;
+    }
     rc = MB_OK;
 done:
     if (have_handlers) {
