@@ -1120,7 +1120,7 @@ int mb_train_with_backend(const mb_train_opts *opts_in, const mb_backend_ops *be
     if (rs.step > start_step && start_step > 0) /* (a resumed run) */
         fprintf(stderr,
                 "trained to step %lld, %lld step%s in this run in %.1fs (%lld byte%s and %.1fs "
-                "in all); checkpoint in %s\n",
+                "of training in all, final validations aside); checkpoint in %s\n",
                 (long long)rs.step, (long long)(rs.step - start_step),
                 mb_plural(rs.step - start_step), wall() - t0, (long long)rs.bytes_seen,
                 mb_plural(rs.bytes_seen), rs.elapsed, o.out);
