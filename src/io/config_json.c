@@ -360,9 +360,8 @@ static int check_duplicate_keys(const cJSON *o, const char *path) {
 /* cJSON keeps strings NUL-terminated, so a NUL byte in one (raw, or written \u0000) would cut
  * it short: a key "d_model\u0000x" would read as d_model, and an unknown key be named by its
  * first part only. Scans the strings of the parsed JSON text text[0, n) and refuses one holding
- * a NUL byte, shown as written (JSON escapes kept; raw bytes outside 0x20..0x7e as \xNN). */
+ * a NUL byte, shown as written (mb_printable_json). */
 static int check_nul_in_strings(const char *text, size_t n, const char *path) {
-    static const char hex[] = "0123456789abcdef";
     for (size_t i = 0; i < n; i++) {
         if (text[i] != '"') continue;
         const size_t start = ++i;
@@ -377,18 +376,8 @@ static int check_nul_in_strings(const char *text, size_t n, const char *path) {
         size_t k = i + 1;
         while (k < n && (text[k] == ' ' || text[k] == '\t' || text[k] == '\n' || text[k] == '\r'))
             k++;
-        char shown[MB_PRINTABLE_BUF], *o = shown;
-        size_t j = start;
-        for (; j < i && j - start < MB_PRINTABLE_MAX; j++) {
-            const unsigned char b = (unsigned char)text[j];
-            if (b >= 0x20 && b < 0x7f) {
-                *o++ = (char)b;
-            } else {
-                *o++ = '\\', *o++ = 'x', *o++ = hex[b >> 4], *o++ = hex[b & 15];
-            }
-        }
-        if (j < i) memcpy(o, "...", 3), o += 3;
-        *o = '\0';
+        char shown[MB_PRINTABLE_BUF];
+        mb_printable_json(text + start, i - start, shown);
         if (k < n && text[k] == ':')
             return mb_fail(MB_EFORMAT,
                            "file %s: field name \"%s\" (byte %lld) contains a NUL byte (not "

@@ -3,14 +3,14 @@
 
 #include <string.h>
 
-const char *mb_printable(const char *s, char *buf) {
+/* s[0, n) escaped into buf; keep_bs: a backslash as itself instead of "\\" */
+static const char *escape(const char *s, size_t n, int keep_bs, char *buf) {
     static const char hex[] = "0123456789abcdef";
-    if (!s) s = "(null)";
     char *o = buf;
     size_t i = 0;
-    for (; s[i] && i < MB_PRINTABLE_MAX; i++) {
+    for (; i < n && i < MB_PRINTABLE_MAX; i++) {
         const unsigned char c = (unsigned char)s[i];
-        if (c == '\\') {
+        if (c == '\\' && !keep_bs) {
             *o++ = '\\';
             *o++ = '\\';
         } else if (c >= 0x20 && c < 0x7f) {
@@ -22,10 +22,19 @@ const char *mb_printable(const char *s, char *buf) {
             *o++ = hex[c & 15];
         }
     }
-    if (s[i]) {
+    if (i < n) {
         memcpy(o, "...", 3);
         o += 3;
     }
     *o = '\0';
     return buf;
+}
+
+const char *mb_printable(const char *s, char *buf) {
+    if (!s) s = "(null)";
+    return escape(s, strnlen(s, MB_PRINTABLE_MAX + 1), 0, buf);
+}
+
+const char *mb_printable_json(const char *s, size_t n, char *buf) {
+    return escape(s, n, 1, buf);
 }

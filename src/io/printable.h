@@ -4,6 +4,8 @@
 #ifndef MB_IO_PRINTABLE_H
 #define MB_IO_PRINTABLE_H
 
+#include <stddef.h>
+
 /* bytes of the string shown at most; the buffer mb_printable needs */
 #define MB_PRINTABLE_MAX 64
 #define MB_PRINTABLE_BUF (4 * MB_PRINTABLE_MAX + 4)
@@ -13,5 +15,9 @@
  * as "\xNN"; only the first MB_PRINTABLE_MAX bytes of s, then "..." when s is longer. NULL
  * gives "(null)". */
 const char *mb_printable(const char *s, char *buf);
+
+/* s[0, n), NUL bytes included, as mb_printable but with backslashes kept single: a string
+ * shown as written in a JSON text, its escapes ("\u0000") as they are. */
+const char *mb_printable_json(const char *s, size_t n, char *buf);
 
 #endif

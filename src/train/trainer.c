@@ -235,10 +235,10 @@ static int restore_prev_metrics(const char *path) {
 }
 
 /* The first checkpoint of a fresh run is on disk: the earlier run's log goes with it. */
-static void drop_prev_metrics(const char *out) {
-    char path[4300];
-    snprintf(path, sizeof path, "%s/metrics.jsonl.prev", out);
-    if (unlink(path) == 0) (void)mb_atomic_sync_dir(path); /* (best effort) */
+static void drop_prev_metrics(const char *metrics) {
+    char prev[4300];
+    prev_metrics_path(prev, sizeof prev, metrics);
+    if (unlink(prev) == 0) (void)mb_atomic_sync_dir(prev); /* (best effort) */
 }
 
 /* FNV-1a over the parameter bits: ties train_state to the model file it was written with. */
@@ -976,7 +976,7 @@ int mb_train_with_backend(const mb_train_opts *opts_in, const mb_backend_ops *be
         rc = validate(be, &val, &o, o.eval_bytes, &last_val, &scored);
         if (rc == MB_EINTR) { /* a checkpoint of this step, as for an interrupted step */
             if ((rc = checkpoint(&o, &m, &opt, &rs, &sampler, be, be_ops, t0))) goto done;
-            if (!o.resume) drop_prev_metrics(o.out);
+            if (!o.resume) drop_prev_metrics(path);
             set_second_signal_note(o.out, rs.step, earlier_ckpt);
             rc = interrupted(&rs, o.out);
             goto done;
@@ -1097,7 +1097,7 @@ int mb_train_with_backend(const mb_train_opts *opts_in, const mb_backend_ops *be
              * the schedule's length is what ran, so a resume knows where it stands */
             if (last && rs.total_steps <= 0) rs.total_steps = rs.step;
             if ((rc = checkpoint(&o, &m, &opt, &rs, &sampler, be, be_ops, t0))) goto done;
-            if (!o.resume && saved_step < 0) drop_prev_metrics(o.out);
+            if (!o.resume && saved_step < 0) drop_prev_metrics(path);
             saved_step = rs.step;
             set_second_signal_note(o.out, saved_step, earlier_ckpt);
         }
