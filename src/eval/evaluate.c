@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "cpu/model.h"
+#include "plural.h"
 
 double mb_eval_bpb(const mb_eval_result *r) {
     return r->bytes > 0 ? r->nats / (double)r->bytes / M_LN2 : 0.0;
@@ -48,17 +49,17 @@ static mb_acts *eval_acts(const mb_config *c, int64_t B, int64_t L) {
     const int64_t avail = need > ((int64_t)256 << 20) ? mem_available() : -1;
     if (avail > 0 && (double)need > 0.9 * (double)avail) {
         mb_fail(MB_ENOMEM,
-                "eval: %lld window(s) of %lld bytes need %.1f GiB of activations, more than the "
-                "%.1f GiB of memory available; use --stream (memory independent of the length) "
-                "or a smaller --ctx or --batch",
-                (long long)B, (long long)L, (double)need / 1073741824.0,
-                (double)avail / 1073741824.0);
+                "eval: %lld window%s of %lld byte%s need%s %.1f GiB of activations, more than "
+                "the %.1f GiB of memory available; use --stream (memory independent of the "
+                "length) or a smaller --ctx or --batch",
+                (long long)B, mb_plural(B), (long long)L, mb_plural(L), B == 1 ? "s" : "",
+                (double)need / 1073741824.0, (double)avail / 1073741824.0);
         return NULL;
     }
     mb_acts *a = mb_acts_create_ex(c, B, L, 0, 0);
     if (!a)
-        mb_fail(MB_ENOMEM, "eval: out of memory for %lld window(s) of %lld bytes", (long long)B,
-                (long long)L);
+        mb_fail(MB_ENOMEM, "eval: out of memory for %lld window%s of %lld byte%s", (long long)B,
+                mb_plural(B), (long long)L, mb_plural(L));
     return a;
 }
 

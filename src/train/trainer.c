@@ -197,34 +197,100 @@ static int truncate_metrics(const char *path, int64_t step, int *have_val) {
 
 /* metrics.jsonl.prev: the log of the run whose checkpoint a fresh run (--force) found in --out,
  * kept until the new run's first checkpoint replaces that checkpoint, so that the log on disk
- * always goes with the checkpoint on disk. */
+ * always goes with the checkpoint on disk. metrics.jsonl.prev.ckpt records which checkpoint that
+ * is (the device and inode of its model.safetensors, which every checkpoint replaces by a
+ * rename), so that a run killed between its first checkpoint and the removal of the .prev does
+ * not get the earlier log back on --resume. */
 static void prev_metrics_path(char *buf, size_t n, const char *metrics) {
     snprintf(buf, n, "%s.prev", metrics);
 }
+static void prev_ckpt_path(char *buf, size_t n, const char *metrics) {
+    snprintf(buf, n, "%s.prev.ckpt", metrics);
+}
 
-/* A fresh run over an earlier run's checkpoint: the earlier log becomes metrics.jsonl.prev
- * (rename, then fsync of the directory) before this run starts its own. A .prev already there
- * is the checkpoint's log (a --force run that stopped before its first checkpoint left it, and
- * its own metrics.jsonl goes with no checkpoint): it stays, and metrics.jsonl is replaced. */
-static int keep_prev_metrics(const char *path) {
-    char prev[4300];
+/* 1 when the .prev log goes with the checkpoint whose model file is `model`: the recorded
+ * identity is that file's, or there is no readable record (a .prev of an earlier version) */
+static int prev_goes_with(const char *metrics, const char *model) {
+    char rec[4300];
+    prev_ckpt_path(rec, sizeof rec, metrics);
+    FILE *f = fopen(rec, "r");
+    if (!f) return 1;
+    unsigned long long dev = 0, ino = 0;
+    const int n = fscanf(f, "model %llu %llu", &dev, &ino);
+    fclose(f);
+    struct stat st;
+    if (n != 2) return 1;
+    return stat(model, &st) == 0 && (unsigned long long)st.st_dev == dev &&
+           (unsigned long long)st.st_ino == ino;
+}
+
+/* The .prev log and its record go (best effort: a record without its log is ignored). */
+static void drop_prev_metrics(const char *metrics) {
+    char prev[4300], rec[4300];
+    prev_metrics_path(prev, sizeof prev, metrics);
+    prev_ckpt_path(rec, sizeof rec, metrics);
+    const int had = unlink(prev) == 0;
+    if ((unlink(rec) == 0 || had)) (void)mb_atomic_sync_dir(prev);
+}
+
+/* A fresh run over an earlier run's checkpoint (model file `model`): the earlier log becomes
+ * metrics.jsonl.prev, after the record of the checkpoint it goes with (written and fsynced; then
+ * the rename and an fsync of the directory) before this run starts its own. A .prev already there
+ * that goes with the checkpoint (a --force run that stopped before its first checkpoint left it,
+ * and its own metrics.jsonl goes with no checkpoint) stays, and metrics.jsonl is replaced; one
+ * that does not (the checkpoint is a later run's, whose log is metrics.jsonl) is dropped first. */
+static int keep_prev_metrics(const char *path, const char *model) {
+    char prev[4300], rec[4300];
     prev_metrics_path(prev, sizeof prev, path);
-    if (access(prev, F_OK) == 0) return MB_OK;
+    prev_ckpt_path(rec, sizeof rec, path);
+    if (access(prev, F_OK) == 0) {
+        if (prev_goes_with(path, model)) return MB_OK;
+        drop_prev_metrics(path);
+    }
+    struct stat st;
+    if (stat(model, &st)) return mb_fail(MB_EIO, "cannot stat %s: %s", model, strerror(errno));
+    FILE *f = fopen(rec, "w");
+    if (!f) return mb_fail(MB_EIO, "cannot create %s: %s", rec, strerror(errno));
+    const int wr = fprintf(f, "model %llu %llu\n", (unsigned long long)st.st_dev,
+                           (unsigned long long)st.st_ino) < 0;
+    const int sy = fflush(f) || fsync(fileno(f));
+    if (fclose(f) || wr || sy) {
+        const int e = errno;
+        unlink(rec);
+        return mb_fail(MB_EIO, "cannot write %s: %s", rec, strerror(e));
+    }
     if (rename(path, prev)) {
-        if (errno == ENOENT) return MB_OK; /* (the earlier run left no log) */
-        return mb_fail(MB_EIO, "cannot rename %s to %s: %s", path, prev, strerror(errno));
+        const int e = errno;
+        unlink(rec);
+        if (e == ENOENT) return MB_OK; /* (the earlier run left no log) */
+        return mb_fail(MB_EIO, "cannot rename %s to %s: %s", path, prev, strerror(e));
     }
     return mb_atomic_sync_dir(path);
 }
 
-/* --resume: a metrics.jsonl.prev means the run that left metrics.jsonl stopped before its first
- * checkpoint, so the checkpoint on disk is the earlier run's: its log is put back. */
-static int restore_prev_metrics(const char *path) {
-    char prev[4300];
+/* --resume: a metrics.jsonl.prev that goes with the checkpoint on disk means the run that left
+ * metrics.jsonl stopped before its first checkpoint, so the checkpoint is the earlier run's: its
+ * log is put back. One that does not (that run was stopped between its first checkpoint and the
+ * removal of the .prev) is dropped: metrics.jsonl is the checkpoint's log. */
+static int restore_prev_metrics(const char *path, const char *model) {
+    char prev[4300], rec[4300];
     prev_metrics_path(prev, sizeof prev, path);
-    if (access(prev, F_OK) != 0) return MB_OK;
+    prev_ckpt_path(rec, sizeof rec, path);
+    if (access(prev, F_OK) != 0) {
+        if (unlink(rec) == 0) (void)mb_atomic_sync_dir(rec); /* (a record without its log) */
+        return MB_OK;
+    }
+    if (!prev_goes_with(path, model)) {
+        drop_prev_metrics(path);
+        fprintf(stderr,
+                "note: %s removed (the run that replaced it had written its first checkpoint; "
+                "%s goes with that checkpoint)\n",
+                prev, path);
+        return MB_OK;
+    }
     if (rename(prev, path))
         return mb_fail(MB_EIO, "cannot rename %s to %s: %s", prev, path, strerror(errno));
+    (void)unlink(rec);
     int rc = mb_atomic_sync_dir(path);
     if (rc) return rc;
     fprintf(stderr,
@@ -232,13 +298,6 @@ static int restore_prev_metrics(const char *path) {
             "checkpoint; the checkpoint is the earlier run's)\n",
             path, prev);
     return MB_OK;
-}
-
-/* The first checkpoint of a fresh run is on disk: the earlier run's log goes with it. */
-static void drop_prev_metrics(const char *metrics) {
-    char prev[4300];
-    prev_metrics_path(prev, sizeof prev, metrics);
-    if (unlink(prev) == 0) (void)mb_atomic_sync_dir(prev); /* (best effort) */
 }
 
 /* FNV-1a over the parameter bits: ties train_state to the model file it was written with. */
@@ -938,8 +997,10 @@ int mb_train_with_backend(const mb_train_opts *opts_in, const mb_backend_ops *be
     }
     snprintf(path, sizeof path, "%s/metrics.jsonl", o.out);
     int have_val_line = 0; /* the periodic validation of the resumed step is in the log */
-    if (o.resume && (rc = restore_prev_metrics(path))) goto done;
-    if (!o.resume && earlier_ckpt && (rc = keep_prev_metrics(path))) goto done;
+    char model_path[4200];
+    snprintf(model_path, sizeof model_path, "%s/model.safetensors", o.out);
+    if (o.resume && (rc = restore_prev_metrics(path, model_path))) goto done;
+    if (!o.resume && earlier_ckpt && (rc = keep_prev_metrics(path, model_path))) goto done;
     if (o.resume && (rc = truncate_metrics(path, rs.step, &have_val_line))) goto done;
     metrics = fopen(path, o.resume ? "a" : "w");
     if (!metrics) {
@@ -1097,6 +1158,9 @@ int mb_train_with_backend(const mb_train_opts *opts_in, const mb_backend_ops *be
              * the schedule's length is what ran, so a resume knows where it stands */
             if (last && rs.total_steps <= 0) rs.total_steps = rs.step;
             if ((rc = checkpoint(&o, &m, &opt, &rs, &sampler, be, be_ops, t0))) goto done;
+            /* test hook: killed between the first checkpoint and the removal of the .prev */
+            if (!o.resume && saved_step < 0 && earlier_ckpt && getenv("MB_DEBUG_KILL_AFTER_CKPT"))
+                raise(SIGKILL);
             if (!o.resume && saved_step < 0) drop_prev_metrics(path);
             saved_step = rs.step;
             set_second_signal_note(o.out, saved_step, earlier_ckpt);

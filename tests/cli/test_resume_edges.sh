@@ -31,6 +31,28 @@ check "--resume: the earlier run's steps 1..7, then 8 9; no .prev left" \
 "$MB_CLI" train "${tiny[@]}" --steps 3 --seed 9 --force --out "$T/fo" >/dev/null 2>"$T/fo5.err"
 check "--force run that checkpoints: no .prev, only its own steps 1..3" \
   bash -c "[ ! -e '$T/fo/metrics.jsonl.prev' ] && [ \"\$(grep -o '\"step\":[0-9]*,\"loss\"' '$T/fo/metrics.jsonl' | tr -dc '0-9\n' | tr '\n' ' ')\" = '1 2 3 ' ]"
+# a --force run killed between its first checkpoint and the removal of the .prev: --resume
+# keeps that run's log (it goes with the checkpoint on disk) and drops the earlier one
+"$MB_CLI" train "${tiny[@]}" --steps 4 --out "$T/kw" >/dev/null 2>&1
+MB_DEBUG_KILL_AFTER_CKPT=1 "$MB_CLI" train "${tiny[@]}" --steps 3 --seed 9 --force --out "$T/kw" >/dev/null 2>&1
+steps "$T/kw/metrics.jsonl" >"$T/kw.new"
+check "--force run killed after its first checkpoint: .prev still there, its own steps 1..3 logged" \
+  bash -c "[ -e '$T/kw/metrics.jsonl.prev' ] && [ \"\$(grep -o '\"step\":[0-9]*,\"loss\"' '$T/kw/metrics.jsonl' | tr -dc '0-9\n' | tr '\n' ' ')\" = '1 2 3 ' ]"
+"$MB_CLI" train "${res[@]}" --steps 5 --out "$T/kw" >/dev/null 2>"$T/kw.err"; rc=$?
+check "--resume after it: exit 0, the .prev (and its record) removed with a note" \
+  bash -c "[ $rc -eq 0 ] && grep -q '^note: $T/kw/metrics.jsonl.prev removed' '$T/kw.err' && [ ! -e '$T/kw/metrics.jsonl.prev' ] && [ ! -e '$T/kw/metrics.jsonl.prev.ckpt' ]"
+check "--resume after it: the killed run's steps 1..3 (its losses), then 4 5" \
+  bash -c "[ \"\$(grep -o '\"step\":[0-9]*,\"loss\":[0-9.]*' '$T/kw/metrics.jsonl' | head -3 | tr '\n' ' ')\" = \"\$(cat '$T/kw.new')\" ] &&
+           [ \"\$(grep -o '\"step\":[0-9]*,\"loss\"' '$T/kw/metrics.jsonl' | tr -dc '0-9\n' | tr '\n' ' ')\" = '1 2 3 4 5 ' ]"
+# a .prev left by a killed run is stale for the next --force run too: that run keeps the log of
+# the checkpoint on disk instead
+"$MB_CLI" train "${tiny[@]}" --steps 4 --out "$T/kx" >/dev/null 2>&1
+MB_DEBUG_KILL_AFTER_CKPT=1 "$MB_CLI" train "${tiny[@]}" --steps 3 --seed 9 --force --out "$T/kx" >/dev/null 2>&1
+steps "$T/kx/metrics.jsonl" >"$T/kx.new"
+MB_DEBUG_NAN_AT_STEP=2 "$MB_CLI" train "${tiny[@]}" --steps 20 --seed 11 --force --out "$T/kx" >/dev/null 2>&1
+check "--force over a stale .prev: the checkpoint's log (the killed run's steps 1..3) kept as .prev" \
+  bash -c "[ \"\$(cat '$T/kx.new')\" = \"\$(grep -o '\"step\":[0-9]*,\"loss\":[0-9.]*' '$T/kx/metrics.jsonl.prev' | tr '\n' ' ')\" ]"
+
 # a fresh run where no checkpoint is: no .prev made
 MB_DEBUG_NAN_AT_STEP=2 "$MB_CLI" train "${tiny[@]}" --steps 20 --out "$T/fresh" >/dev/null 2>&1
 check "fresh run without an earlier checkpoint: no .prev" bash -c "[ -e '$T/fresh/metrics.jsonl' ] && [ ! -e '$T/fresh/metrics.jsonl.prev' ]"
