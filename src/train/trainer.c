@@ -230,11 +230,11 @@ static void drop_prev_metrics(const char *metrics) {
     prev_metrics_path(prev, sizeof prev, metrics);
     prev_ckpt_path(rec, sizeof rec, metrics);
     const int had = unlink(prev) == 0;
-    if ((unlink(rec) == 0 || had)) (void)mb_atomic_sync_dir(prev);
+    if (unlink(rec) == 0 || had) (void)mb_atomic_sync_dir(prev);
 }
 
 /* A fresh run over an earlier run's checkpoint (model file `model`): the earlier log becomes
- * metrics.jsonl.prev, after the record of the checkpoint it goes with (written and fsynced; then
+ * metrics.jsonl.prev, after the record of the checkpoint it goes with (written atomically; then
  * the rename and an fsync of the directory) before this run starts its own. A .prev already there
  * that goes with the checkpoint (a --force run that stopped before its first checkpoint left it,
  * and its own metrics.jsonl goes with no checkpoint) stays, and metrics.jsonl is replaced; one
@@ -249,16 +249,11 @@ static int keep_prev_metrics(const char *path, const char *model) {
     }
     struct stat st;
     if (stat(model, &st)) return mb_fail(MB_EIO, "cannot stat %s: %s", model, strerror(errno));
-    FILE *f = fopen(rec, "w");
-    if (!f) return mb_fail(MB_EIO, "cannot create %s: %s", rec, strerror(errno));
-    const int wr = fprintf(f, "model %llu %llu\n", (unsigned long long)st.st_dev,
-                           (unsigned long long)st.st_ino) < 0;
-    const int sy = fflush(f) || fsync(fileno(f));
-    if (fclose(f) || wr || sy) {
-        const int e = errno;
-        unlink(rec);
-        return mb_fail(MB_EIO, "cannot write %s: %s", rec, strerror(e));
-    }
+    char id[64];
+    const int n = snprintf(id, sizeof id, "model %llu %llu\n", (unsigned long long)st.st_dev,
+                           (unsigned long long)st.st_ino);
+    int rc = mb_atomic_write_file(rec, id, n);
+    if (rc) return rc;
     if (rename(path, prev)) {
         const int e = errno;
         unlink(rec);
@@ -760,19 +755,19 @@ int mb_train_with_backend(const mb_train_opts *opts_in, const mb_backend_ops *be
     run_state rs = {0};
     int rc, have_pack = 0, have_vpack = 0, have_split = 0, have_sampler = 0, have_handlers = 0;
     struct sigaction old_int, old_term;
-    char path[4200];
+    char path[4200], model_path[4200]; /* model_path: --out's model.safetensors */
 
     if (!o.out) return mb_fail(MB_EINVAL, "train: --out is required");
     if (!o.data) return mb_fail(MB_EINVAL, "train: --data is required");
     if (o.val_fraction <= 0.0 && !o.val)
         return mb_fail(MB_EINVAL, "train: --val-fraction 0 leaves no validation data; give --val "
                                   "PATH or a positive --val-fraction");
+    snprintf(model_path, sizeof model_path, "%s/model.safetensors", o.out);
     if (o.resume) { /* nothing to resume: say so, creating nothing (no directory, no lock) */
         struct stat st;
-        snprintf(path, sizeof path, "%s/model.safetensors", o.out);
         const int r = stat(o.out, &st);
         if ((r != 0 && errno == ENOENT) ||
-            (r == 0 && S_ISDIR(st.st_mode) && access(path, F_OK) != 0 && errno == ENOENT))
+            (r == 0 && S_ISDIR(st.st_mode) && access(model_path, F_OK) != 0 && errno == ENOENT))
             return mb_fail(MB_EINVAL, "%s holds no checkpoint to resume", o.out);
     }
     if ((rc = mkdir_p(o.out))) return rc;
@@ -788,10 +783,9 @@ int mb_train_with_backend(const mb_train_opts *opts_in, const mb_backend_ops *be
     }
     int lock_fd = lock_out_dir(o.out); /* released when the process exits */
     if (lock_fd < 0) return mb_last_error()[0] ? MB_EINVAL : MB_EIO;
-    snprintf(path, sizeof path, "%s/model.safetensors", o.out);
     /* --force over an earlier run: its checkpoint stays until this run writes one */
-    const int earlier_ckpt = !o.resume && access(path, F_OK) == 0;
-    if (!o.resume && !o.force && access(path, F_OK) == 0) {
+    const int earlier_ckpt = !o.resume && access(model_path, F_OK) == 0;
+    if (!o.resume && !o.force && earlier_ckpt) {
         close(lock_fd);
         return mb_fail(MB_EINVAL,
                        "%s already holds a checkpoint: --resume to continue it, --force to "
@@ -997,8 +991,6 @@ int mb_train_with_backend(const mb_train_opts *opts_in, const mb_backend_ops *be
     }
     snprintf(path, sizeof path, "%s/metrics.jsonl", o.out);
     int have_val_line = 0; /* the periodic validation of the resumed step is in the log */
-    char model_path[4200];
-    snprintf(model_path, sizeof model_path, "%s/model.safetensors", o.out);
     if (o.resume && (rc = restore_prev_metrics(path, model_path))) goto done;
     if (!o.resume && earlier_ckpt && (rc = keep_prev_metrics(path, model_path))) goto done;
     if (o.resume && (rc = truncate_metrics(path, rs.step, &have_val_line))) goto done;
