@@ -691,6 +691,39 @@ static void test_split_identical(void **st) {
     mb_pack_close(&va);
 }
 
+/* documents of one length that share their first 1100 bytes (fixed-size records with a common
+ * header) and differ after it: held out independently (both sides non-empty at 10%, as with
+ * unrelated documents), while the copies of one record stay on one side */
+static void test_split_shared_prefix(void **st) {
+    (void)st;
+    enum { N = 60, HEAD = 1100, LEN = 1400 };
+    mkd(tp("rec"));
+    uint8_t body[LEN];
+    for (int i = 0; i < HEAD; i++)
+        body[i] = (uint8_t)(i * 7 + 3);
+    for (int i = 0; i < N; i++) {
+        for (int j = HEAD; j < LEN; j++)
+            body[j] = (uint8_t)(i * 131 + j * 17 + (i * j) % 251);
+        char name[64];
+        snprintf(name, sizeof name, "rec/r%02d", i);
+        write_file(tp(name), body, LEN);
+        if (i % 10 == 0) { /* and a copy of every tenth record */
+            snprintf(name, sizeof name, "rec/s%02d", i);
+            write_file(tp(name), body, LEN);
+        }
+    }
+    mb_pack p;
+    assert_int_equal(mb_pack_load(&p, tp("rec"), MB_DATA_AUTO, tp("rec.pack"), NULL), 0);
+    assert_int_equal(p.n_docs, N + N / 10);
+    mb_split a;
+    assert_int_equal(mb_split_make(&a, &p, NULL, 0.1), 0);
+    assert_true(a.n_val >= 2 && a.n_val <= 20); /* ~7 of 66 */
+    assert_int_equal(a.n_val + a.n_train, N + N / 10);
+    assert_false(shares_content(&a));
+    mb_split_free(&a);
+    mb_pack_close(&p);
+}
+
 /* ---------------------------------------------------------------- sampler */
 static void test_sampler_short_docs(void **st) {
     (void)st;
@@ -918,6 +951,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_pack_content_hash, setup, teardown),
         cmocka_unit_test_setup_teardown(test_split, setup, teardown),
         cmocka_unit_test_setup_teardown(test_split_identical, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_split_shared_prefix, setup, teardown),
         cmocka_unit_test(test_sampler_short_docs),
         cmocka_unit_test(test_sampler_bounds_exact_len),
         cmocka_unit_test(test_sampler_determinism_resume),

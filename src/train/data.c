@@ -1076,6 +1076,52 @@ static uint64_t content_hash(const uint8_t *b, int64_t len) {
     return chash_final(&c);
 }
 
+/* doc_hash keys the split by a document's length and first 1024 bytes (cheap, and the split of
+ * a corpus stays as it was); documents that share that key but differ further on (fixed-size
+ * records with a common header, JSON lines alike up to their last field) are told apart by
+ * their whole content: each one's key becomes mix64(key ^ content hash), so identical
+ * documents still share a key (and a side of the split) and different ones are placed
+ * independently. Keys without such a collision are unchanged. Returns 1 when out of memory. */
+typedef struct {
+    uint64_t h;
+    int64_t i;
+} hkey;
+static int cmp_hkey(const void *a, const void *b) {
+    const hkey *x = a, *y = b;
+    if (x->h != y->h) return x->h < y->h ? -1 : 1;
+    return x->i < y->i ? -1 : x->i > y->i;
+}
+static int split_collisions(const mb_pack *p, uint64_t *hs, int64_t n) {
+    hkey *k = malloc((size_t)n * sizeof *k);
+    if (!k) return 1;
+    for (int64_t i = 0; i < n; i++)
+        k[i] = (hkey){hs[i], i};
+    qsort(k, (size_t)n, sizeof *k, cmp_hkey);
+    for (int64_t a = 0; a < n;) {
+        int64_t e = a + 1;
+        while (e < n && k[e].h == k[a].h)
+            e++;
+        if (e - a > 1) { /* a shared key: the whole contents decide */
+            int64_t len0;
+            const uint8_t *b0 = mb_pack_doc(p, k[a].i, &len0);
+            int differ = 0;
+            for (int64_t j = a + 1; j < e && !differ; j++) {
+                int64_t len;
+                const uint8_t *b = mb_pack_doc(p, k[j].i, &len);
+                differ = len != len0 || memcmp(b, b0, (size_t)len) != 0;
+            }
+            for (int64_t j = a; differ && j < e; j++) {
+                int64_t len;
+                const uint8_t *b = mb_pack_doc(p, k[j].i, &len);
+                hs[k[j].i] = mix64(k[j].h ^ content_hash(b, len));
+            }
+        }
+        a = e;
+    }
+    free(k);
+    return 0;
+}
+
 /* s->n_val_identical: the validation spans of at least 2 bytes (shorter ones score nothing)
  * byte-identical to a training span. The validation spans go into two open-addressing tables:
  * their distinct lengths, and one representative per distinct content (by content hash, equal
@@ -1188,12 +1234,23 @@ int mb_split_make(mb_split *s, const mb_pack *p, const mb_pack *val_pack, double
         mb_split_free(s);
         return mb_fail(MB_ENOMEM, "split: out of memory");
     }
+    for (int64_t i = 0; i < n; i++) {
+        int64_t len;
+        const uint8_t *b = mb_pack_doc(p, i, &len);
+        hs[i] = doc_hash(b, len);
+    }
+    if (split_collisions(p, hs, n)) {
+        free(isval);
+        free(hs);
+        mb_split_free(s);
+        return mb_fail(MB_ENOMEM, "split: out of memory");
+    }
     int64_t nval = 0, imin = -1, imax = -1;
     uint64_t hmin = UINT64_MAX, hmax = 0;
     for (int64_t i = 0; i < n; i++) {
         int64_t len;
-        const uint8_t *b = mb_pack_doc(p, i, &len);
-        uint64_t h = hs[i] = doc_hash(b, len);
+        (void)mb_pack_doc(p, i, &len);
+        const uint64_t h = hs[i];
         double u = (double)(h >> 11) * (1.0 / 9007199254740992.0);
         if (u < val_fraction) {
             isval[i] = 1;

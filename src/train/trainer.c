@@ -564,7 +564,7 @@ static int roll_forward_train_state(const char *dir, const mb_model *m) {
  * directory's lock, so no other run is writing them). */
 static void remove_stale_tmp(const char *dir) {
     static const char *const bases[] = {"model.safetensors", TRAIN_STATE_FILE, "config.json",
-                                        "metrics.jsonl"};
+                                        "metrics.jsonl", ".data.pack", ".val.pack"};
     char p[4200];
     int n = 0;
     DIR *d = opendir(dir);
@@ -577,7 +577,7 @@ static void remove_stale_tmp(const char *dir) {
                 n++;
     closedir(d);
     if (n)
-        fprintf(stderr, "note: removed %d leftover temporary checkpoint file%s in %s\n", n,
+        fprintf(stderr, "note: removed %d leftover temporary file%s in %s\n", n,
                 n == 1 ? "" : "s", dir);
 }
 
@@ -630,7 +630,7 @@ typedef struct {
     int64_t n;
 } doc_list;
 
-/* SIGINT / SIGTERM during training: the loop finishes its step (a validation pass stops at its
+/* SIGINT / SIGTERM / SIGHUP during training: the loop finishes its step (a validation pass stops at its
  * next window), writes a checkpoint and stops. A second signal prints one line (write(2):
  * async-signal-safe) saying what is on disk, and ends the process at once by the signal's
  * default action; the last checkpoint written, if any, is intact. The line is prepared outside
@@ -754,7 +754,7 @@ int mb_train_with_backend(const mb_train_opts *opts_in, const mb_backend_ops *be
     doc_list val = {0};
     run_state rs = {0};
     int rc, have_pack = 0, have_vpack = 0, have_split = 0, have_sampler = 0, have_handlers = 0;
-    struct sigaction old_int, old_term;
+    struct sigaction old_int, old_term, old_hup;
     char path[4200], model_path[4200]; /* model_path: --out's model.safetensors */
 
     if (!o.out) return mb_fail(MB_EINVAL, "train: --out is required");
@@ -1008,10 +1008,12 @@ int mb_train_with_backend(const mb_train_opts *opts_in, const mb_backend_ops *be
         sigemptyset(&sa.sa_mask);
         sigaddset(&sa.sa_mask, SIGINT);
         sigaddset(&sa.sa_mask, SIGTERM);
+        sigaddset(&sa.sa_mask, SIGHUP);
         g_signal = 0;
         set_second_signal_note(o.out, saved_step, earlier_ckpt);
         sigaction(SIGINT, &sa, &old_int);
         sigaction(SIGTERM, &sa, &old_term);
+        sigaction(SIGHUP, &sa, &old_hup); /* (the terminal or ssh session closed) */
         have_handlers = 1;
     }
     const double t0 = wall();
@@ -1198,6 +1200,7 @@ done:
     if (have_handlers) {
         sigaction(SIGINT, &old_int, NULL);
         sigaction(SIGTERM, &old_term, NULL);
+        sigaction(SIGHUP, &old_hup, NULL);
     }
     if (metrics) fclose(metrics);
     free(val.docs);
