@@ -31,8 +31,8 @@ static void help(FILE *f) {
         "\n"
         "  -m DIR         checkpoint directory (also --model DIR)\n"
         "  -p TEXT        prompt text (default: a newline; also --prompt TEXT)\n"
-        "  -f FILE        read the prompt from FILE (any bytes; - for standard input; also\n"
-        "                 --prompt-file FILE)\n"
+        "  -f FILE        read the prompt from FILE (any bytes, at most 1 GiB; - for standard\n"
+        "                 input; also --prompt-file FILE)\n"
         "  -n N           bytes to generate (default 256)\n"
         "  --temp T       temperature (default 0.8; 0 = argmax; also -t T)\n"
         "  --top-k K      keep the K most likely bytes (default 0 = off)\n"
@@ -49,6 +49,10 @@ static void help(FILE *f) {
         "                 fp32; bf16 halves the bytes read per step)\n");
 }
 
+/* The longest prompt -f reads (the recurrent state does not grow with it, but the file is read
+ * whole first); an endless input stops here with a message instead of filling the memory. */
+#define MB_PROMPT_MAX ((int64_t)1 << 30)
+
 static unsigned char *read_file(const char *path, int64_t *len) {
     struct stat sb;
     const int std_in = !strcmp(path, "-"); /* "-f -": the prompt from standard input */
@@ -62,11 +66,17 @@ static unsigned char *read_file(const char *path, int64_t *len) {
                 strerror(errno));
         return NULL;
     }
+    const char *name = std_in ? "(standard input)" : path;
     int64_t cap = 1 << 16, n = 0;
     unsigned char *buf = malloc((size_t)cap);
     size_t got;
+    int too_long = 0;
     while (buf && (got = fread(buf + n, 1, (size_t)(cap - n), f)) > 0) {
         n += (int64_t)got;
+        if (n > MB_PROMPT_MAX) { /* (an endless stream: /dev/urandom, yes |) */
+            too_long = 1;
+            break;
+        }
         if (n == cap) {
             unsigned char *nb = realloc(buf, (size_t)(cap *= 2));
             if (!nb) free(buf);
@@ -75,9 +85,24 @@ static unsigned char *read_file(const char *path, int64_t *len) {
     }
     int err = ferror(f);
     if (!std_in) fclose(f);
-    if (!buf || err) {
-        fprintf(stderr, "mambabyte generate: cannot read prompt file %s\n",
-                std_in ? "(standard input)" : path);
+    if (too_long) {
+        fprintf(stderr,
+                "mambabyte generate: prompt file %s is longer than %lld bytes (1 GiB, the limit "
+                "of -f); give its last part (e.g. tail -c 100M)\n",
+                name, (long long)MB_PROMPT_MAX);
+        free(buf);
+        return NULL;
+    }
+    if (!buf) {
+        fprintf(stderr,
+                "mambabyte generate: out of memory reading prompt file %s (%lld bytes "
+                "read)\n",
+                name, (long long)n);
+        return NULL;
+    }
+    if (err) {
+        fprintf(stderr, "mambabyte generate: cannot read prompt file %s: %s\n", name,
+                strerror(errno));
         free(buf);
         return NULL;
     }

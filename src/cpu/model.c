@@ -10,6 +10,7 @@
 #include "cpu/model.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -138,6 +139,17 @@ static int acts_shape(mb_acts *a, const mb_config *c, int64_t B, int64_t L, int 
         total += round16(t[i].n);
     a->n_floats = total;
     return MB_OK;
+}
+
+int64_t mb_mem_available(void) {
+    FILE *f = fopen("/proc/meminfo", "r");
+    if (!f) return -1;
+    char line[256];
+    long long kb = -1;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "MemAvailable: %lld kB", &kb) == 1) break;
+    fclose(f);
+    return kb > 0 ? (int64_t)kb * 1024 : -1;
 }
 
 int64_t mb_acts_bytes(const mb_config *c, int64_t B, int64_t L, int for_training, int64_t chunk) {

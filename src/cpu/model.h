@@ -18,6 +18,11 @@ mb_acts *mb_acts_create_ex(const mb_config *c, int64_t B, int64_t L, int for_tra
  * the struct itself). -1 on bad arguments. */
 int64_t mb_acts_bytes(const mb_config *c, int64_t B, int64_t L, int for_training, int64_t chunk);
 
+/* Bytes of memory the system can still give (MemAvailable of /proc/meminfo), -1 if unknown:
+ * for refusing, with a message, a workspace that the allocator would grant and the kernel's OOM
+ * killer end later. */
+int64_t mb_mem_available(void);
+
 /* Batch shape of an mb_acts. */
 int64_t mb_acts_batch(const mb_acts *a);
 int64_t mb_acts_seq_len(const mb_acts *a);

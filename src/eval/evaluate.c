@@ -28,25 +28,13 @@ static int64_t total_to_score(const mb_doc *docs, int64_t n_docs, int64_t max_by
     return max_bytes > 0 && t > max_bytes ? max_bytes : t;
 }
 
-/* Bytes of memory the system can still give (MemAvailable of /proc/meminfo), -1 if unknown. */
-static int64_t mem_available(void) {
-    FILE *f = fopen("/proc/meminfo", "r");
-    if (!f) return -1;
-    char line[256];
-    long long kb = -1;
-    while (fgets(line, sizeof line, f))
-        if (sscanf(line, "MemAvailable: %lld kB", &kb) == 1) break;
-    fclose(f);
-    return kb > 0 ? (int64_t)kb * 1024 : -1;
-}
-
 /* Inference workspace (one layer's activations at a time) for B windows of L bytes, refused
  * with a message that names the way out where it would not fit in the memory available (the
  * allocation itself would succeed and the kernel's OOM killer end the process later). */
 static mb_acts *eval_acts(const mb_config *c, int64_t B, int64_t L) {
     /* (the system is asked only for large workspaces: a document's last window comes here) */
     const int64_t need = mb_acts_bytes(c, B, L, 0, 0);
-    const int64_t avail = need > ((int64_t)256 << 20) ? mem_available() : -1;
+    const int64_t avail = need > ((int64_t)256 << 20) ? mb_mem_available() : -1;
     if (avail > 0 && (double)need > 0.9 * (double)avail) {
         mb_fail(MB_ENOMEM,
                 "eval: %lld window%s of %lld byte%s need%s %.1f GiB of activations, more than "

@@ -1,5 +1,6 @@
 /* The CPU backend (the src/cpu model on host buffers) and --device resolution. */
 #include "train/backend.h"
+#include "cpu/model.h"
 #include "eval/evaluate.h"
 
 #include <stdio.h>
@@ -51,6 +52,21 @@ static int cpu_open(mb_backend **out, mb_model *m, mb_adamw *opt, int64_t B, int
     c->B = B;
     c->L = L;
     snprintf(c->base.numerics, sizeof c->base.numerics, "fp32");
+    { /* refused with a message where it would not fit (the allocation would succeed and the
+       * kernel's OOM killer end the run later) */
+        const int64_t need =
+            mb_acts_bytes(&m->cfg, B, L, 1, 0) + (train ? m->n_params * (int64_t)sizeof(float) : 0);
+        const int64_t avail = need > ((int64_t)256 << 20) ? mb_mem_available() : -1;
+        if (avail > 0 && (double)need > 0.9 * (double)avail) {
+            free(c);
+            return mb_fail(MB_ENOMEM,
+                           "train: batch %lld x ctx %lld needs %.1f GiB of activations and "
+                           "gradients, more than the %.1f GiB of memory available; give a "
+                           "smaller --ctx or --batch (--accum N keeps the batch's bytes per step)",
+                           (long long)B, (long long)L, (double)need / 1073741824.0,
+                           (double)avail / 1073741824.0);
+        }
+    }
     c->acts = mb_acts_create(&m->cfg, B, L);
     if (train)
         c->grads = aligned_alloc(64, ((size_t)m->n_params * sizeof(float) + 63) & ~(size_t)63);

@@ -215,6 +215,19 @@ static int cmp_dirent(const struct dirent **a, const struct dirent **b) {
 
 /* Depth-first in bytewise name order, so which path reaches a directory first (when links
  * lead to it twice) does not depend on readdir order. */
+/* A training run's output directory (mambabyte train --out): its data pack or train state. */
+static int is_run_dir(const char *dir) {
+    static const char *const marks[] = {"data.pack", "train_state.safetensors"};
+    for (size_t i = 0; i < sizeof marks / sizeof *marks; i++) {
+        char p[4200];
+        struct stat st;
+        if (snprintf(p, sizeof p, "%s/%s", dir, marks[i]) < (int)sizeof p && stat(p, &st) == 0 &&
+            S_ISREG(st.st_mode))
+            return 1;
+    }
+    return 0;
+}
+
 static int walk_dir(in_list *l, const char *dir) {
     struct dirent **ents = NULL;
     int ne = scandir(dir, &ents, NULL, cmp_dirent);
@@ -246,6 +259,12 @@ static int walk_dir(in_list *l, const char *dir) {
             for (int k = 0; k < l->n_skipdir; k++)
                 skip |= st.st_dev == l->skipdir_dev[k] && st.st_ino == l->skipdir_ino[k];
             if (skip) { /* a run's own output directory (checkpoints, metrics), or the model's */
+                l->skipped_dirs++;
+                continue;
+            }
+            if (is_run_dir(path)) { /* another run's output: checkpoints and a copy of its data */
+                fprintf(stderr, "note: %s skipped: a mambabyte run directory (%s)\n", path,
+                        "it holds data.pack or train_state.safetensors");
                 l->skipped_dirs++;
                 continue;
             }

@@ -564,7 +564,7 @@ static int roll_forward_train_state(const char *dir, const mb_model *m) {
  * directory's lock, so no other run is writing them). */
 static void remove_stale_tmp(const char *dir) {
     static const char *const bases[] = {"model.safetensors", TRAIN_STATE_FILE, "config.json",
-                                        "metrics.jsonl", ".data.pack", ".val.pack"};
+                                        "metrics.jsonl",     ".data.pack",     ".val.pack"};
     char p[4200];
     int n = 0;
     DIR *d = opendir(dir);
@@ -577,8 +577,8 @@ static void remove_stale_tmp(const char *dir) {
                 n++;
     closedir(d);
     if (n)
-        fprintf(stderr, "note: removed %d leftover temporary file%s in %s\n", n,
-                n == 1 ? "" : "s", dir);
+        fprintf(stderr, "note: removed %d leftover temporary file%s in %s\n", n, n == 1 ? "" : "s",
+                dir);
 }
 
 /* What a stop on a non-finite value leaves in --out, for its message. */
@@ -630,8 +630,8 @@ typedef struct {
     int64_t n;
 } doc_list;
 
-/* SIGINT / SIGTERM / SIGHUP during training: the loop finishes its step (a validation pass stops at its
- * next window), writes a checkpoint and stops. A second signal prints one line (write(2):
+/* SIGINT / SIGTERM / SIGHUP during training: the loop finishes its step (a validation pass stops at
+ * its next window), writes a checkpoint and stops. A second signal prints one line (write(2):
  * async-signal-safe) saying what is on disk, and ends the process at once by the signal's
  * default action; the last checkpoint written, if any, is intact. The line is prepared outside
  * the handler (set_second_signal_note) in one of two buffers, g_note_cur naming the complete
@@ -791,6 +791,24 @@ int mb_train_with_backend(const mb_train_opts *opts_in, const mb_backend_ops *be
                        "%s already holds a checkpoint: --resume to continue it, --force to "
                        "replace it, or another --out",
                        o.out);
+    }
+    if (!o.resume && !o.force) { /* an earlier run's files without its model (a run stopped
+                                  * before its first checkpoint, or files of the user's): a
+                                  * fresh run would overwrite them */
+        static const char *const own[] = {"config.json", TRAIN_STATE_FILE, "metrics.jsonl"};
+        for (size_t i = 0; i < sizeof own / sizeof *own; i++) {
+            char p[4200];
+            struct stat st;
+            snprintf(p, sizeof p, "%s/%s", o.out, own[i]);
+            if (stat(p, &st) == 0 && (st.st_size > 0 || strcmp(own[i], "metrics.jsonl") != 0)) {
+                close(lock_fd);
+                return mb_fail(MB_EINVAL,
+                               "%s holds %s (and no model.safetensors) "
+                               "that this run would overwrite: --force to replace it, or "
+                               "another --out",
+                               o.out, own[i]);
+            }
+        }
     }
 
     /* model and optimizer state */

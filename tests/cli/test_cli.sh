@@ -210,4 +210,24 @@ check "eval of one document: '1 document'" grep -q "^1 document, ctx" "$T/one.er
 check "generate: '1 byte'" grep -q "^prompt 1 byte in .*; generated 1 byte in" "$T/g1.err"
 "$MB_CLI" train --data "$T/dv" --out "$T/one_step" --preset tiny --ctx 32 --steps 1 --eval-every 0 --device cpu --quiet >/dev/null 2>"$T/t1.err"
 check "train: 'trained 1 step'" grep -q "^trained 1 step (" "$T/t1.err"
+
+# --out holding an earlier run's files (or the user's) but no model: refused without --force,
+# the files left as they were; with --force the run replaces them
+mkdir -p "$T/prior"
+printf '{"my": "settings"}' >"$T/prior/config.json"
+"$MB_CLI" train --data "$T/dv" --out "$T/prior" --preset tiny --ctx 32 --steps 1 --eval-every 0 --device cpu --quiet >/dev/null 2>"$T/pr.err"; rc=$?
+check "train: --out with a config.json but no model refused, naming it" \
+  bash -c "[ $rc -ne 0 ] && grep -q 'holds config.json (and no model.safetensors)' '$T/pr.err' && grep -q -- '--force' '$T/pr.err'"
+check "train: the refused --out's config.json is untouched" grep -q '"my": "settings"' "$T/prior/config.json"
+"$MB_CLI" train --data "$T/dv" --out "$T/prior" --preset tiny --ctx 32 --steps 1 --eval-every 0 --device cpu --quiet --force >/dev/null 2>&1
+check "train --force replaces them" bash -c "[ -f '$T/prior/model.safetensors' ] && ! grep -q '\"my\"' '$T/prior/config.json'"
+
+# a run directory inside --data (another run's --out) is skipped, with a note: its data pack
+# and checkpoint are not training data
+mkdir -p "$T/rd"
+cp "$MB_SOURCE_DIR"/src/common.c "$MB_SOURCE_DIR"/src/config.c "$MB_SOURCE_DIR"/src/params.c "$T/rd/"
+"$MB_CLI" train --data "$T/rd" --out "$T/rd/runs/a" --preset tiny --ctx 32 --steps 1 --eval-every 0 --device cpu --quiet --format bytes >/dev/null 2>"$T/rd1.err"
+"$MB_CLI" train --data "$T/rd" --out "$T/rd/runs/b" --preset tiny --ctx 32 --steps 1 --eval-every 0 --device cpu --quiet --format bytes >/dev/null 2>"$T/rd2.err"
+check "train: another run's --out inside --data skipped, with a note" \
+  bash -c "grep -q 'runs/a skipped: a mambabyte run directory' '$T/rd2.err' && grep -q '(new pack, 3 documents)' '$T/rd2.err'"
 finish
