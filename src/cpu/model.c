@@ -141,15 +141,19 @@ static int acts_shape(mb_acts *a, const mb_config *c, int64_t B, int64_t L, int 
     return MB_OK;
 }
 
-int64_t mb_mem_available(void) {
+int mb_mem_fits(int64_t need, int64_t *avail) {
+    *avail = -1;
+    if (need <= ((int64_t)256 << 20)) return 1;
     FILE *f = fopen("/proc/meminfo", "r");
-    if (!f) return -1;
+    if (!f) return 1;
     char line[256];
     long long kb = -1;
     while (fgets(line, sizeof line, f))
         if (sscanf(line, "MemAvailable: %lld kB", &kb) == 1) break;
     fclose(f);
-    return kb > 0 ? (int64_t)kb * 1024 : -1;
+    if (kb <= 0) return 1;
+    *avail = (int64_t)kb * 1024;
+    return (double)need <= 0.9 * (double)*avail;
 }
 
 int64_t mb_acts_bytes(const mb_config *c, int64_t B, int64_t L, int for_training, int64_t chunk) {

@@ -18,10 +18,11 @@ mb_acts *mb_acts_create_ex(const mb_config *c, int64_t B, int64_t L, int for_tra
  * the struct itself). -1 on bad arguments. */
 int64_t mb_acts_bytes(const mb_config *c, int64_t B, int64_t L, int for_training, int64_t chunk);
 
-/* Bytes of memory the system can still give (MemAvailable of /proc/meminfo), -1 if unknown:
- * for refusing, with a message, a workspace that the allocator would grant and the kernel's OOM
- * killer end later. */
-int64_t mb_mem_available(void);
+/* 0 when a workspace of `need` bytes would take more than 90% of the memory the system can
+ * still give (MemAvailable of /proc/meminfo; *avail set to it, for the caller's message), else
+ * 1 (also when unknown; the system is asked only above 256 MiB). For refusing, with a message,
+ * what the allocator would grant and the kernel's OOM killer end later. */
+int mb_mem_fits(int64_t need, int64_t *avail);
 
 /* Batch shape of an mb_acts. */
 int64_t mb_acts_batch(const mb_acts *a);

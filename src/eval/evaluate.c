@@ -34,8 +34,8 @@ static int64_t total_to_score(const mb_doc *docs, int64_t n_docs, int64_t max_by
 static mb_acts *eval_acts(const mb_config *c, int64_t B, int64_t L) {
     /* (the system is asked only for large workspaces: a document's last window comes here) */
     const int64_t need = mb_acts_bytes(c, B, L, 0, 0);
-    const int64_t avail = need > ((int64_t)256 << 20) ? mb_mem_available() : -1;
-    if (avail > 0 && (double)need > 0.9 * (double)avail) {
+    int64_t avail;
+    if (!mb_mem_fits(need, &avail)) {
         mb_fail(MB_ENOMEM,
                 "eval: %lld window%s of %lld byte%s need%s %.1f GiB of activations, more than "
                 "the %.1f GiB of memory available; use --stream (memory independent of the "

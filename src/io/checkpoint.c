@@ -121,10 +121,10 @@ static int resolve_paths(const char *path, mb_checkpoint_info *in) {
         if ((size_t)snprintf(in->config_path, cap, "%s/config.json", path) >= cap ||
             (size_t)snprintf(in->weights_path, cap, "%s/model.safetensors", path) >= cap)
             return mb_fail(MB_EINVAL, "checkpoint %s: path too long", path);
-        if (!file_exists(in->weights_path) && errno != ENOENT) /* e.g. no permission */
-            return mb_fail(MB_EIO, "checkpoint %s: cannot access %s: %s", path, in->weights_path,
-                           strerror(errno));
         if (!file_exists(in->weights_path)) {
+            if (errno != ENOENT) /* e.g. no permission */
+                return mb_fail(MB_EIO, "checkpoint %s: cannot access %s: %s", path,
+                               in->weights_path, strerror(errno));
             char alt[sizeof in->config_path + 64];
             snprintf(alt, sizeof alt, "%s/model.safetensors.index.json", path);
             if (file_exists(alt))

@@ -56,8 +56,8 @@ static int cpu_open(mb_backend **out, mb_model *m, mb_adamw *opt, int64_t B, int
        * kernel's OOM killer end the run later) */
         const int64_t need =
             mb_acts_bytes(&m->cfg, B, L, 1, 0) + (train ? m->n_params * (int64_t)sizeof(float) : 0);
-        const int64_t avail = need > ((int64_t)256 << 20) ? mb_mem_available() : -1;
-        if (avail > 0 && (double)need > 0.9 * (double)avail) {
+        int64_t avail;
+        if (!mb_mem_fits(need, &avail)) {
             free(c);
             return mb_fail(MB_ENOMEM,
                            "train: batch %lld x ctx %lld needs %.1f GiB of activations and "

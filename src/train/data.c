@@ -213,8 +213,6 @@ static int cmp_dirent(const struct dirent **a, const struct dirent **b) {
     return strcmp((*a)->d_name, (*b)->d_name);
 }
 
-/* Depth-first in bytewise name order, so which path reaches a directory first (when links
- * lead to it twice) does not depend on readdir order. */
 /* A training run's output directory (mambabyte train --out): its data pack or train state. */
 static int is_run_dir(const char *dir) {
     static const char *const marks[] = {"data.pack", "train_state.safetensors"};
@@ -228,6 +226,8 @@ static int is_run_dir(const char *dir) {
     return 0;
 }
 
+/* Depth-first in bytewise name order, so which path reaches a directory first (when links
+ * lead to it twice) does not depend on readdir order. */
 static int walk_dir(in_list *l, const char *dir) {
     struct dirent **ents = NULL;
     int ne = scandir(dir, &ents, NULL, cmp_dirent);
