@@ -285,6 +285,32 @@ int main(int argc, char **argv) {
         row("backward, chunk 8, dense off", time_ms(run_bwd_ex, &c),
             4 * act + 4 * bc + hc8 / 8 + 3 * h, exps);
         mb_scan_cuda_lab_dense_off(0);
+        /* the form training runs where the scan takes bf16 inputs (model_cuda.cu, in16): x and
+         * the effective delta as bf16 copies, the fp32 ones not given */
+        if (mb_scan_cuda_bf16in_supported(B, L, Di, N)) {
+            printf("(dense forward: %d blocks per multiprocessor with fp32 x / delta, %d with "
+                   "bf16)\n",
+                   mb_scan_cuda_lab_forward_occupancy(0), mb_scan_cuda_lab_forward_occupancy(1));
+            uint16_t *x16 = NULL, *d16 = NULL;
+            CK(cudaMalloc((void **)&x16, sizeof(uint16_t) * (size_t)(BL * Di)));
+            CK(cudaMalloc((void **)&d16, sizeof(uint16_t) * (size_t)(BL * Di)));
+            RC(mb_bf16_from_f32_cuda(x16, Di, a->x, a->x_stride, BL, Di, NULL));
+            RC(mb_bf16_from_f32_cuda(d16, Di, a->delta, Di, BL, Di, NULL));
+            const float *xk = a->x, *dk = a->delta;
+            a->x = NULL, a->delta = NULL;
+            c.o.x_bf16 = x16, c.o.x_bf16_stride = Di, c.o.delta_bf16 = d16;
+            c.o.dt_softplus = 0, c.o.ddt_bias = NULL, c.o.delta_is_eff = 0;
+            row("forward, dense, bf16 x / delta", time_ms(run_fwd_ex, &c),
+                2 * act + 2 * bc + hc8 + 3 * h, exps);
+            run_fwd_ex(&c);
+            c.o.dt_softplus = 1, c.o.ddt_bias = ddtb, c.o.delta_is_eff = 1;
+            row("backward, dense, bf16 x / delta", time_ms(run_bwd_ex, &c),
+                3 * act + 4 * bc + hc8 + 5 * h, exps);
+            c.o.x_bf16 = NULL, c.o.delta_bf16 = NULL;
+            a->x = xk, a->delta = dk;
+            CK(cudaFree(x16));
+            CK(cudaFree(d16));
+        }
         a->h_chunks = hkeep, a->chunk = chunk;
         CK(cudaFree(h8));
         CK(cudaFree(yp));

@@ -287,7 +287,7 @@ __global__ void conv_fwd_tiled_kernel(float *out, __nv_bfloat16 *out_bf16, const
             o[v] = silu_f(pre);
         }
         const int64_t i = (bb * L + t) * Di + c;
-        st_v<V>(out + i, o);
+        if (out) st_v<V>(out + i, o);
         if (out_bf16) st_v_bf16<V>(out_bf16 + i, o);
 #pragma unroll
         for (int k = 0; k < K - 1; k++)
@@ -596,7 +596,7 @@ extern "C" int mb_conv1d_cuda_forward_bf16in(float *out, uint16_t *out_bf16, con
                                              int64_t B, int64_t L, int64_t Di, int64_t K,
                                              void *stream) {
     MB_TRY(bf16in_ok("mb_conv1d_cuda_forward_bf16in", B, L, Di, K));
-    if (!out || !x || !w || !b || x_stride < Di)
+    if ((!out && !out_bf16) || !x || !w || !b || x_stride < Di)
         return mb_fail(MB_EINVAL, "mb_conv1d_cuda_forward_bf16in: bad arguments");
     if (B * L == 0) return MB_OK;
     cudaStream_t st = (cudaStream_t)stream;

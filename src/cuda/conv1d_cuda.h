@@ -58,7 +58,8 @@ int mb_conv1d_cuda_backward_ex(float *dx, uint16_t *dx_bf16, int64_t dx_stride, 
  * with x (B, L, Di; row stride x_stride), dout and dout2 (B, L, Di contiguous; dout2 may be
  * NULL) bf16 bit patterns; the gradient of the SiLU output is dout + dout2, added in fp32. No
  * carried state; d_conv K <= 8, B <= 65535 and L <= 65535 * 128 (MB_EINVAL otherwise). The
- * forward writes out (fp32, required) and out_bf16 (if non-NULL); the backward writes dx_bf16
+ * forward writes out (fp32) and out_bf16 where non-NULL (at least one; the training path with
+ * the scan's bf16 inputs writes out_bf16 alone); the backward writes dx_bf16
  * only and accumulates dw, db; arithmetic in fp32 as the fp32 forms. */
 /* 1 when the bf16-input forms take these sizes (the d_conv, B and L limits above), else 0 */
 int mb_conv1d_cuda_bf16in_supported(int64_t B, int64_t L, int64_t K);

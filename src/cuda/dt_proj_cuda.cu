@@ -10,6 +10,7 @@
  * warp store fill one 32-byte sector). The pass is bound by its 4-byte output per element. */
 #include "cuda/dt_proj_cuda.h"
 
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
 #include <stdint.h>
 
@@ -58,11 +59,12 @@ static __device__ __forceinline__ void dp_stage(uint16_t *dst, const uint16_t *s
 
 /* 5 blocks per multiprocessor (48 registers): H200, medium's shape, 0.470 ms at 3 blocks (77
  * registers), 0.431 at 4, 0.416 at 5; cuBLASLt's product alone 0.32 */
-template <bool W16>
+template <bool W16, bool O16>
 __global__ void __launch_bounds__(DP_THREADS, 5)
-    dt_proj_softplus_kernel(float *__restrict__ delta, const uint16_t *__restrict__ x,
-                            long long ldx, const uint16_t *__restrict__ w,
-                            const float *__restrict__ bias, long long rows, int K, int Di) {
+    dt_proj_softplus_kernel(float *__restrict__ delta, uint16_t *__restrict__ delta16,
+                            const uint16_t *__restrict__ x, long long ldx,
+                            const uint16_t *__restrict__ w, const float *__restrict__ bias,
+                            long long rows, int K, int Di) {
     extern __shared__ uint4 dp_smem[];
     uint16_t *As = (uint16_t *)dp_smem, *Ws = As + DP_BM * (K + 8);
     const long long row0 = (long long)blockIdx.x * DP_BM;
@@ -111,6 +113,17 @@ __global__ void __launch_bounds__(DP_THREADS, 5)
                 if (c >= Di) continue;
                 const float v0 = dt_softplus_f(acc[ni][2 * h]);
                 const float v1 = dt_softplus_f(acc[ni][2 * h + 1]);
+                if (O16) { /* (round to nearest even, as __float2bfloat16_rn) */
+                    uint16_t *d16 = delta16 + r * Di + c;
+                    const __nv_bfloat162 b2 = __floats2bfloat162_rn(v0, v1);
+                    if (pairs) {
+                        *(__nv_bfloat162 *)d16 = b2;
+                    } else {
+                        *(__nv_bfloat16 *)d16 = b2.x;
+                        if (c + 1 < Di) *(__nv_bfloat16 *)(d16 + 1) = b2.y;
+                    }
+                    continue;
+                }
                 float *dst = delta + r * Di + c;
                 if (pairs) {
                     *(float2 *)dst = make_float2(v0, v1);
@@ -130,15 +143,26 @@ extern "C" int mb_dt_proj_softplus_supported(int64_t R, int64_t ldx) {
 extern "C" int mb_dt_proj_softplus_cuda(float *delta, const uint16_t *x, int64_t ldx,
                                         const uint16_t *w, const float *bias, int64_t rows,
                                         int64_t R, int64_t Di, void *stream) {
+    return mb_dt_proj_softplus_cuda_ex(delta, NULL, x, ldx, w, bias, rows, R, Di, stream);
+}
+
+#define DP_KERNEL(W, O)                                                                            \
+    dt_proj_softplus_kernel<W, O><<<grid, DP_THREADS, smem, (cudaStream_t)stream>>>(               \
+        delta, delta_bf16, x, (long long)ldx, w, bias, (long long)rows, (int)R, (int)Di)
+
+extern "C" int mb_dt_proj_softplus_cuda_ex(float *delta, uint16_t *delta_bf16, const uint16_t *x,
+                                           int64_t ldx, const uint16_t *w, const float *bias,
+                                           int64_t rows, int64_t R, int64_t Di, void *stream) {
     if (!mb_dt_proj_softplus_supported(R, ldx) || rows < 0 || Di <= 0 || Di >= (1LL << 31))
         return mb_fail(MB_EINVAL,
                        "mb_dt_proj_softplus_cuda: unsupported shape (dt_rank %lld, row stride "
                        "%lld, d_inner %lld): dt_rank must be a multiple of 16 up to 128",
                        (long long)R, (long long)ldx, (long long)Di);
-    if (!delta || !x || !w || !bias)
+    if (delta_bf16) delta = NULL; /* one output: the bf16 one where given */
+    if ((!delta && !delta_bf16) || !x || !w || !bias)
         return mb_fail(MB_EINVAL, "mb_dt_proj_softplus_cuda: NULL pointer");
-    if ((uintptr_t)x % 16 || (uintptr_t)w % 2 || (uintptr_t)delta % 4 ||
-        ((Di & 1) == 0 && (uintptr_t)delta % 8))
+    const uintptr_t da = delta ? (uintptr_t)delta : 2 * (uintptr_t)delta_bf16; /* fp32 units */
+    if ((uintptr_t)x % 16 || (uintptr_t)w % 2 || da % 4 || ((Di & 1) == 0 && da % 8))
         return mb_fail(MB_EINVAL, "mb_dt_proj_softplus_cuda: x must be 16-byte aligned (and w "
                                   "and delta at their element size, delta pairs at 8 bytes)");
     if (rows == 0) return MB_OK;
@@ -146,12 +170,14 @@ extern "C" int mb_dt_proj_softplus_cuda(float *delta, const uint16_t *x, int64_t
     const int smax = 2 * DP_BM * (DP_KMAX + 8) * (int)sizeof(uint16_t);
     static int attr_set = 0;
     if (!attr_set) {
-        MB_CUDA_TRY(cudaFuncSetAttribute(dt_proj_softplus_kernel<true>,
-                                         cudaFuncAttributeMaxDynamicSharedMemorySize, smax),
-                    "mb_dt_proj_softplus_cuda: shared memory");
-        MB_CUDA_TRY(cudaFuncSetAttribute(dt_proj_softplus_kernel<false>,
-                                         cudaFuncAttributeMaxDynamicSharedMemorySize, smax),
-                    "mb_dt_proj_softplus_cuda: shared memory");
+        const void *k[4] = {(const void *)dt_proj_softplus_kernel<true, false>,
+                            (const void *)dt_proj_softplus_kernel<false, false>,
+                            (const void *)dt_proj_softplus_kernel<true, true>,
+                            (const void *)dt_proj_softplus_kernel<false, true>};
+        for (int i = 0; i < 4; i++)
+            MB_CUDA_TRY(
+                cudaFuncSetAttribute(k[i], cudaFuncAttributeMaxDynamicSharedMemorySize, smax),
+                "mb_dt_proj_softplus_cuda: shared memory");
         attr_set = 1;
     }
     const long long gx = (rows + DP_BM - 1) / DP_BM, gy = (Di + DP_BN - 1) / DP_BN;
@@ -160,12 +186,18 @@ extern "C" int mb_dt_proj_softplus_cuda(float *delta, const uint16_t *x, int64_t
                        "mb_dt_proj_softplus_cuda: %lld rows x %lld channels are too many",
                        (long long)rows, (long long)Di);
     const dim3 grid((unsigned)gx, (unsigned)gy); /* rows in x: up to 2^31 - 1 blocks */
-    if ((uintptr_t)w % 16 == 0)
-        dt_proj_softplus_kernel<true><<<grid, DP_THREADS, smem, (cudaStream_t)stream>>>(
-            delta, x, (long long)ldx, w, bias, (long long)rows, (int)R, (int)Di);
-    else
-        dt_proj_softplus_kernel<false><<<grid, DP_THREADS, smem, (cudaStream_t)stream>>>(
-            delta, x, (long long)ldx, w, bias, (long long)rows, (int)R, (int)Di);
+    const bool w16 = (uintptr_t)w % 16 == 0;
+    if (delta_bf16) {
+        if (w16)
+            DP_KERNEL(true, true);
+        else
+            DP_KERNEL(false, true);
+    } else {
+        if (w16)
+            DP_KERNEL(true, false);
+        else
+            DP_KERNEL(false, false);
+    }
     MB_CUDA_LAUNCHED("mb_dt_proj_softplus_cuda");
     return MB_OK;
 }

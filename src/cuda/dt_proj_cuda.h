@@ -28,6 +28,14 @@ int mb_dt_proj_softplus_supported(int64_t R, int64_t ldx);
 int mb_dt_proj_softplus_cuda(float *delta, const uint16_t *x, int64_t ldx, const uint16_t *w,
                              const float *bias, int64_t rows, int64_t R, int64_t Di, void *stream);
 
+/* The same with the output in bf16 where delta_bf16 is non-NULL (bit patterns, (rows, Di), row
+ * stride Di, rounded to nearest even; delta is then not written and may be NULL): the mixed-
+ * precision training's delta, which the scan reads as bf16 (scan_cuda.h,
+ * mb_scan_cuda_opts.delta_bf16), as mamba_ssm's autocast passes it. */
+int mb_dt_proj_softplus_cuda_ex(float *delta, uint16_t *delta_bf16, const uint16_t *x, int64_t ldx,
+                                const uint16_t *w, const float *bias, int64_t rows, int64_t R,
+                                int64_t Di, void *stream);
+
 #ifdef __cplusplus
 }
 #endif

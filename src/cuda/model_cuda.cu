@@ -52,6 +52,11 @@ struct mb_cuda_acts {
                      writes its part of dxc as bf16 (dxcb), the x_proj product its part (dxc2b),
                      and the conv adds them in fp32 (x in a contiguous buffer of its own measured
                      the same) */
+    int in16; /* xsplit with the fused dt projection (MB_CUDA_SCAN_IN16=0: off): the scan reads x
+                 (the conv's bf16 output xcb) and delta (the dt projection's bf16 output deltab)
+                 as bf16, as mamba_ssm's autocast passes them, so neither is stored in fp32; the
+                 fp32 xc and delta keep one slot only for the stateful forward of a B 1
+                 workspace (streamed scoring) */
     int64_t lstride_mul; /* mixer buffers: 1 when training without recomputation, else 0 */
     int64_t kstride_mul; /* scan chunk states and the y the backward reads: 1 when training
                             without recomputation or with MB_CUDA_ACTS_KEEP_SCAN, else 0 */
@@ -92,6 +97,7 @@ struct mb_cuda_acts {
     uint16_t *dresb;        /* (B, L, d) */
     uint16_t *dxzb;         /* (B, L, 2Di) */
     uint16_t *ddeltab;      /* (B, L, Di) */
+    uint16_t *deltab;       /* (n_slot, B, L, Di) the effective delta (in16 only) */
     uint16_t *dxcb, *dxc2b; /* (B, L, Di) (xsplit only) */
     uint16_t *ddbcb;        /* (B, L, R+2N) */
     uint16_t *dlogitsb;     /* (B, L, 256) */
@@ -124,9 +130,11 @@ static int acts_table(mb_cuda_acts *a, carve_item *t) {
     t[k++] = (carve_item){(void **)&a->mean, F((nr + 1) * BL)};
     t[k++] = (carve_item){(void **)&a->rstd, F((nr + 1) * BL)};
     t[k++] = (carve_item){(void **)&a->xz, F(nl * BL * 2 * Di)};
-    t[k++] = (carve_item){(void **)&a->xc, F(nl * BL * Di)};
+    /* in16: the scan reads bf16 x and delta; fp32 ones for a B 1 stateful forward only */
+    const int64_t nx = a->in16 ? (a->B == 1 ? 1 : 0) : nl;
+    t[k++] = (carve_item){(void **)&a->xc, F(nx * BL * Di)};
     t[k++] = (carve_item){(void **)&a->dbc, F(nl * BL * (R + 2 * N))};
-    t[k++] = (carve_item){(void **)&a->delta, F(nl * BL * Di)};
+    t[k++] = (carve_item){(void **)&a->delta, F(nx * BL * Di)};
     t[k++] = (carve_item){(void **)&a->y, F(ny * BL * Di)};
     t[k++] = (carve_item){(void **)&a->h_chunks, F(tr * nk * a->B * Di * a->n_chunks * N)};
     t[k++] = (carve_item){(void **)&a->y_pregate, F(a->dense * nk * BL * Di)};
@@ -162,6 +170,7 @@ static int acts_table(mb_cuda_acts *a, carve_item *t) {
     t[k++] = (carve_item){(void **)&a->dresb, H(hb * tr * BL * d)};
     t[k++] = (carve_item){(void **)&a->dxzb, H(hb * tr * BL * 2 * Di)};
     t[k++] = (carve_item){(void **)&a->ddeltab, H(hb * tr * BL * Di)};
+    t[k++] = (carve_item){(void **)&a->deltab, H(a->in16 * nl * BL * Di)};
     t[k++] = (carve_item){(void **)&a->dxcb, H(a->xsplit * tr * BL * Di)};
     t[k++] = (carve_item){(void **)&a->dxc2b, H(a->xsplit * tr * BL * Di)};
     t[k++] = (carve_item){(void **)&a->ddbcb, H(hb * tr * BL * P)};
@@ -212,6 +221,10 @@ static int acts_shape(mb_cuda_acts *a, const mb_config *c, int64_t B, int64_t L,
         a->bf16 && a->fused &&
         mb_dt_proj_softplus_supported(a->cfg.dt_rank, a->cfg.dt_rank + 2 * a->cfg.d_state) &&
         !(dtf && !strcmp(dtf, "0"));
+    const char *i16 = getenv("MB_CUDA_SCAN_IN16");
+    a->in16 = a->xsplit && a->dt_fused &&
+              mb_scan_cuda_bf16in_supported(B, L, a->cfg.d_inner, a->cfg.d_state) &&
+              !(i16 && !strcmp(i16, "0"));
     a->lstride_mul = a->train && !a->recompute;
     a->kstride_mul = a->train && (!a->recompute || a->keep_scan);
     a->rstride_mul = a->train;
@@ -234,6 +247,10 @@ extern "C" int64_t mb_cuda_acts_bytes_ex(const mb_config *c, int64_t B, int64_t 
 
 extern "C" int mb_cuda_acts_dense(const mb_cuda_acts *a) {
     return a ? a->dense : 0;
+}
+
+extern "C" int mb_cuda_acts_in16(const mb_cuda_acts *a) {
+    return a ? a->in16 : 0;
 }
 
 extern "C" int64_t mb_cuda_acts_bytes(const mb_config *c, int64_t B, int64_t L, int for_training,
@@ -457,6 +474,7 @@ typedef struct {
     float *xz, *xc, *dbc, *delta, *y, *h_chunks;
     float *y_pregate;          /* dense scan only */
     uint16_t *xcb, *yb, *dbcb; /* bf16 copies (bf16 mode) */
+    uint16_t *deltab;          /* in16 only */
 } layer_view;
 
 static layer_view layer_at(const mb_cuda_acts *a, int64_t l) {
@@ -469,9 +487,11 @@ static layer_view layer_at(const mb_cuda_acts *a, int64_t l) {
     v.mean = a->mean + r * BL;
     v.rstd = a->rstd + r * BL;
     v.xz = a->xz + s * BL * 2 * Di;
-    v.xc = a->xc + s * BL * Di;
+    const int64_t sx = a->in16 ? 0 : s; /* (in16: the stateful forward's one slot, if any) */
+    v.xc = a->xc ? a->xc + sx * BL * Di : NULL;
     v.dbc = a->dbc + s * BL * (R + 2 * N);
-    v.delta = a->delta + s * BL * Di;
+    v.delta = a->delta ? a->delta + sx * BL * Di : NULL;
+    v.deltab = a->deltab ? a->deltab + s * BL * Di : NULL;
     v.y = a->y ? a->y + sy * BL * Di : NULL;
     v.h_chunks = a->h_chunks ? a->h_chunks + k * a->B * Di * a->n_chunks * N : NULL;
     v.y_pregate = a->dense ? a->y_pregate + k * BL * Di : NULL;
@@ -499,10 +519,15 @@ static mb_scan_args scan_args(const mb_cuda_acts *a, const mb_layer_weights *lw,
  * (yb: the forward's y copy; the backward's ddelta and dz copies go to a->ddeltab, a->dxzb). */
 static mb_scan_cuda_opts scan_opts(const mb_cuda_model *dm, const mb_cuda_acts *a,
                                    const mb_layer_weights *lw, const mb_layer_weights *g,
-                                   uint16_t *yb, float *y_pregate) {
+                                   uint16_t *yb, float *y_pregate, const layer_view *in16) {
     mb_scan_cuda_opts o;
     memset(&o, 0, sizeof o);
     if (!a->fused) return o;
+    if (in16) { /* (a->in16: the conv's and the dt projection's bf16 outputs) */
+        o.x_bf16 = in16->xcb;
+        o.x_bf16_stride = a->cfg.d_inner;
+        o.delta_bf16 = in16->deltab;
+    }
     o.y_pregate = y_pregate; /* dense: written by the forward, read by the backward */
     o.dt_bias = lw->dt_proj_b;
     o.dt_softplus = 1;
@@ -612,7 +637,7 @@ static int mixer_forward(mb_cuda_model *dm, mb_cuda_acts *a, int64_t l, const la
     const int64_t N = c->d_state, R = c->dt_rank, K = c->d_conv, P = R + 2 * N;
     void *st = dm->stream;
     /* xz = u @ in_proj^T                                   (BL, 2Di); with xsplit x as bf16 */
-    const int xsplit = a->xsplit && !cs;
+    const int xsplit = a->xsplit && !cs, in16 = a->in16 && !cs;
     uint16_t *xb = (uint16_t *)v->xz; /* xsplit: x (BL, Di) bf16, row stride 4Di */
     if (xsplit) {
         PT(MB_PROF_GEMM, mm_fwd16(dm, xb, 4 * Di, a->ub, d, lw->in_proj_w, BL, d, Di));
@@ -637,8 +662,8 @@ static int mixer_forward(mb_cuda_model *dm, mb_cuda_acts *a, int64_t l, const la
                     "stateful forward: ssm state");
         PT(MB_PROF_CVT, to_bf16(dm, v->xcb, v->xc, Di, BL, Di));
     } else if (xsplit) {
-        PT(MB_PROF_CONV, mb_conv1d_cuda_forward_bf16in(v->xc, v->xcb, xb, 4 * Di, lw->conv_w,
-                                                       lw->conv_b, B, L, Di, K, st));
+        PT(MB_PROF_CONV, mb_conv1d_cuda_forward_bf16in(in16 ? NULL : v->xc, v->xcb, xb, 4 * Di,
+                                                       lw->conv_w, lw->conv_b, B, L, Di, K, st));
     } else { /* the bf16 copy of xc written by the conv itself in bf16 mode */
         PT(MB_PROF_CONV, mb_conv1d_cuda_forward_ex(v->xc, dm->bf16 ? v->xcb : NULL, v->xz, 2 * Di,
                                                    lw->conv_w, lw->conv_b, NULL, B, L, Di, K, st));
@@ -649,8 +674,9 @@ static int mixer_forward(mb_cuda_model *dm, mb_cuda_acts *a, int64_t l, const la
     /* delta = softplus(dt_low @ dt_proj_w^T + dt_proj_b)   (BL, Di); fused: the scan applies
      * the bias and softplus to the raw product */
     if (a->dt_fused)
-        PT(MB_PROF_GEMM, mb_dt_proj_softplus_cuda(v->delta, v->dbcb, P, wb(dm, lw->dt_proj_w),
-                                                  lw->dt_proj_b, BL, R, Di, st));
+        PT(MB_PROF_GEMM,
+           mb_dt_proj_softplus_cuda_ex(in16 ? NULL : v->delta, in16 ? v->deltab : NULL, v->dbcb, P,
+                                       wb(dm, lw->dt_proj_w), lw->dt_proj_b, BL, R, Di, st));
     else
         PT(MB_PROF_GEMM, mm_fwd(dm, v->delta, Di, v->dbc, v->dbcb, P, lw->dt_proj_w, BL, R, Di, 0));
     if (!a->fused)
@@ -662,7 +688,9 @@ static int mixer_forward(mb_cuda_model *dm, mb_cuda_acts *a, int64_t l, const la
         sa.h0 = a->h0;
         sa.h_last = ssm_s;
     }
-    const mb_scan_cuda_opts so = scan_opts(dm, a, lw, NULL, v->yb, cs ? NULL : v->y_pregate);
+    if (in16) sa.x = NULL, sa.delta = NULL;
+    const mb_scan_cuda_opts so =
+        scan_opts(dm, a, lw, NULL, v->yb, cs ? NULL : v->y_pregate, in16 ? v : NULL);
     PT(MB_PROF_SCAN_FWD, mb_scan_cuda_forward_ex(&sa, &so, v->y, st));
     if (!so.y_bf16) PT(MB_PROF_CVT, to_bf16(dm, v->yb, v->y, Di, BL, Di));
     if (recomputing) return MB_OK;
@@ -747,6 +775,12 @@ extern "C" int mb_cuda_forward_stateful(mb_cuda_model *dm, mb_cuda_acts *a, floa
     MB_TRY(check_pair(dm, a, "mb_cuda_forward_stateful"));
     if (!ssm_state || (!conv_state && dm->cfg.d_conv > 1))
         return mb_fail(MB_EINVAL, "mb_cuda_forward_stateful: state is NULL");
+    if (!a->xc) /* (training acts whose scan reads bf16 inputs keep fp32 ones at B 1 only) */
+        return mb_fail(MB_EINVAL,
+                       "mb_cuda_forward_stateful: these training activations (batch "
+                       "%lld, bf16 scan inputs) have no fp32 conv output; create "
+                       "the workspace without MB_CUDA_ACTS_TRAIN",
+                       (long long)a->B);
     const carried_state cs = {conv_state, ssm_state};
     return forward_impl(dm, a, &cs, x, targets, loss, logits);
 }
@@ -768,7 +802,8 @@ static int mixer_backward(mb_cuda_model *dm, mb_cuda_acts *a, int64_t l, const l
     PT(MB_PROF_GEMM, mm_bwd_in(dm, a->dy, Di, a->dres, a->dresb, d, lw->out_proj_w, BL, Di, d, 0));
     /* scan: dxc, ddelta, dB, dC, dz (=); dA_log, dD (+=) */
     mb_scan_args sa = scan_args(a, lw, v);
-    const mb_scan_cuda_opts so = scan_opts(dm, a, lw, g, NULL, v->y_pregate);
+    if (a->in16) sa.x = NULL, sa.delta = NULL;
+    const mb_scan_cuda_opts so = scan_opts(dm, a, lw, g, NULL, v->y_pregate, a->in16 ? v : NULL);
     PT(MB_PROF_SCAN_BWD,
        mb_scan_cuda_backward_ex(&sa, &so, a->dy, a->dxc, a->ddelta, g->A_log, a->ddbc + R,
                                 a->ddbc + R + N, g->D, a->dxz ? a->dxz + Di : NULL, st));

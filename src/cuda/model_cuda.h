@@ -120,6 +120,12 @@ int64_t mb_cuda_acts_bytes_ex(const mb_config *c, int64_t B, int64_t L, int flag
 void mb_cuda_acts_free(mb_cuda_acts *a);
 /* 1 when the workspace runs the dense scan (MB_CUDA_ACTS_DENSE_SCAN applied), else 0. */
 int mb_cuda_acts_dense(const mb_cuda_acts *a);
+
+/* 1 when the workspace's scan reads bf16 x and delta (bf16 training with the fused dt
+ * projection, at sizes the scan takes them: mb_scan_cuda_bf16in_supported; MB_CUDA_SCAN_IN16=0
+ * turns it off), else 0. Such training workspaces hold no fp32 conv output or delta, so their
+ * stateful forward (mb_cuda_forward_stateful) works at batch 1 only. */
+int mb_cuda_acts_in16(const mb_cuda_acts *a);
 /* Device bytes an mb_cuda_acts of this shape allocates (-1 on bad arguments). */
 int64_t mb_cuda_acts_bytes(const mb_config *c, int64_t B, int64_t L, int for_training,
                            int64_t chunk);

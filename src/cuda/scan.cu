@@ -82,6 +82,11 @@ typedef struct {
     float *y_pregate;  /* (B, L, Di) output before the gate, with the D skip (mamba_ssm's `out`):
                           written by the forward where non-NULL (through the x tile, as y); read
                           by the dense backward (DN), whose h_chunks are at chunk 8 (one per BK) */
+    /* bf16 inputs (mb_scan_cuda_opts.x_bf16 / delta_bf16; staged forward and v5 backward, VEC):
+     * read instead of x / delta, staged as bf16 and widened to the fp32 tiles (widen_rows) */
+    const uint16_t *x16;
+    long long xs16;
+    const uint16_t *delta16;
 } scan_params;
 
 /* the effective delta of a raw one (mb_scan_cuda_opts), channel c valid */
@@ -472,6 +477,56 @@ static __device__ __forceinline__ void dt_transform(const scan_params &p, float 
     }
 }
 
+/* bf16 inputs (the X16 kernel forms). stage_rows16 copies ROWS rows of 32 bf16 values (64
+ * bytes) of a row-major bf16 tensor to dst (ROWS x 32 bf16, unswizzled), zeros past nvalid rows
+ * or width columns (width % 8 == 0; base 16-byte aligned, stride % 8 == 0: 16-byte copies).
+ * widen_rows then writes them as an fp32 tile of ROWS x 32 floats in the layout (swizzle SW)
+ * the walks read (bf16 -> fp32 is exact), from a buffer of their own (the forward's per-stage
+ * area; the backward's dB / dC buffer, free at a chunk's start). A thread widens the very
+ * pieces it copied (same NT, ROWS: piece i = tid + j NT), so after its own cp_wait and before
+ * the barrier that precedes the tile's readers, with no barrier of its own. (Widening in place
+ * from the upper half of each tile, loads, a barrier, stores, cost the forward 9% at B 8.) All
+ * NT threads take part. */
+template <int NT, int ROWS>
+static __device__ __forceinline__ void stage_rows16(uint16_t *dst, const uint16_t *base,
+                                                    long long row0, long long stride, int nvalid,
+                                                    int width, int tid, const float *safe) {
+#pragma unroll
+    for (int j = 0; j < (ROWS * 4 + NT - 1) / NT; j++) {
+        const int i = tid + j * NT, r = i >> 2, f = i & 3;
+        if (i < ROWS * 4) {
+            const bool ok = r < nvalid && 8 * f < width;
+            cp16((float *)(dst + r * 32 + 8 * f),
+                 ok ? (const float *)(base + (row0 + r) * stride + 8 * f) : safe, ok);
+        }
+    }
+}
+static __device__ __forceinline__ float bf16_lo(uint32_t u) {
+    const uint32_t v = u << 16;
+    float f;
+    memcpy(&f, &v, sizeof f);
+    return f;
+}
+static __device__ __forceinline__ float bf16_hi(uint32_t u) {
+    const uint32_t v = u & 0xffff0000u;
+    float f;
+    memcpy(&f, &v, sizeof f);
+    return f;
+}
+static __device__ __forceinline__ void widen8(float *d, uint4 v) {
+    *(float4 *)d = make_float4(bf16_lo(v.x), bf16_hi(v.x), bf16_lo(v.y), bf16_hi(v.y));
+    *(float4 *)(d + 4) = make_float4(bf16_lo(v.z), bf16_hi(v.z), bf16_lo(v.w), bf16_hi(v.w));
+}
+template <int NT, int ROWS, int SW>
+static __device__ __forceinline__ void widen_rows(float *dst, const uint16_t *src, int tid) {
+#pragma unroll
+    for (int j = 0; j < (ROWS * 4 + NT - 1) / NT; j++) {
+        const int i = tid + j * NT, r = i >> 2;
+        if (i < ROWS * 4)
+            widen8(dst + r * 32 + swz_col<SW>(r, 8 * (i & 3)), ((const uint4 *)src)[i]);
+    }
+}
+
 /* Sum ys[0..T) over the G lanes that share a channel, through shared memory, transposing like
  * group_reduce: afterwards ys[j] (j < T/G) holds the total at position q*(T/G) + j. Each thread
  * has stored its T partial sums as T/4 float4s (yr[j * NT + tid], j < T/4: the walk does so
@@ -515,24 +570,35 @@ template <int G> struct fwd_geom {
     static constexpr int STAGE = 3 * FT * CPB + 2 * FT * NP;
     /* dynamic shared memory (floats): FK stages, then y's partial sums (yred_smem) if G > 1 */
     static constexpr int SMEM = FK * STAGE + (G > 1 ? FT * NT : 0);
+    /* X16: then per stage the bf16 x and delta rows (FT x 32 each, 2 bytes: FT x CPB floats) */
+    static constexpr int SMEM16 = SMEM + FK * FT * CPB;
 };
 /* fwd_geom<G>::SMEM for a run-time G (launch_forward; the emulator's shared-memory bound) */
-static inline int fwd_smem_floats(int G) {
-    return G == 1   ? fwd_geom<1>::SMEM
+static inline int fwd_smem_floats(int G, int x16 = 0) {
+    return x16      ? fwd_geom<4>::SMEM16 /* (G 4 only) */
+           : G == 1 ? fwd_geom<1>::SMEM
            : G == 2 ? fwd_geom<2>::SMEM
            : G == 4 ? fwd_geom<4>::SMEM
                     : fwd_geom<8>::SMEM;
 }
 
-template <int G, bool VEC>
-static __device__ __forceinline__ void fwd_stage(const scan_params &p, float *st, int b, int c0,
-                                                 int t0, int tid) {
+/* tile t0 into stage s of the block's shared memory sm */
+template <int G, bool VEC, bool X16 = false>
+static __device__ __forceinline__ void fwd_stage(const scan_params &p, float *sm, int s, int b,
+                                                 int c0, int t0, int tid) {
     typedef fwd_geom<G> g;
+    float *st = sm + s * g::STAGE;
     const long long row0 = (long long)b * p.L + t0;
     const int nv = min(FT, p.L - t0), w = min(g::CPB, p.Di - c0);
-    stage_rows<g::NT, VEC, 2>(st, g::CPB, p.x + c0, row0, p.xs, FT, nv, w, tid, p.x);
-    stage_rows<g::NT, VEC, 2>(st + FT * g::CPB, g::CPB, p.delta + c0, row0, p.Di, FT, nv, w, tid,
-                              p.x);
+    if (X16) { /* into the stage's bf16 area (after the stages and y's sums: SMEM16) */
+        uint16_t *b16 = (uint16_t *)(sm + g::SMEM + s * FT * g::CPB);
+        stage_rows16<g::NT, FT>(b16, p.x16 + c0, row0, p.xs16, nv, w, tid, p.x);
+        stage_rows16<g::NT, FT>(b16 + FT * g::CPB, p.delta16 + c0, row0, p.Di, nv, w, tid, p.x);
+    } else {
+        stage_rows<g::NT, VEC, 2>(st, g::CPB, p.x + c0, row0, p.xs, FT, nv, w, tid, p.x);
+        stage_rows<g::NT, VEC, 2>(st + FT * g::CPB, g::CPB, p.delta + c0, row0, p.Di, FT, nv, w,
+                                  tid, p.x);
+    }
     stage_rows<g::NT, VEC, 2>(st + 2 * FT * g::CPB, g::CPB, p.z ? p.z + c0 : NULL, row0, p.zs, FT,
                               nv, w, tid, p.x);
     float *bs = st + 3 * FT * g::CPB;
@@ -590,8 +656,9 @@ static __device__ __forceinline__ void fwd_write_y(const scan_params &p, const f
  * (chunk % FT == 0), 1 = anywhere (a per-position check), 2 = every 8 positions (chunk 8, the
  * dense backward's states: one 16-byte store per thread at positions 8k of the tile; needs VEC
  * and N % 4 == 0, which VEC implies). */
-template <int G, bool VEC, int FINE, bool QM>
+template <int G, bool VEC, int FINE, bool QM, bool X16 = false>
 __global__ void __launch_bounds__(32 * G) scan_fwd2_kernel(scan_params p) {
+    static_assert(!X16 || VEC, "bf16 inputs take the 16-byte copies");
     typedef fwd_geom<G> g;
     constexpr int CPB = g::CPB, NP = g::NP, CPW = 32 / G, T = FT;
     extern __shared__ float4 smem4[];
@@ -616,13 +683,20 @@ __global__ void __launch_bounds__(32 * G) scan_fwd2_kernel(scan_params p) {
         sm[i] = 0.0f;
     __syncthreads();
     const int ntiles = (L + T - 1) / T;
-    fwd_stage<G, VEC>(p, sm, b, c0, 0, tid);
+    fwd_stage<G, VEC, X16>(p, sm, 0, b, c0, 0, tid);
     cp_commit();
     /* tile it is computed while tile it + 1 is copied in; tile it - 1's y rows are written out
      * first, from the buffer that tile it + 1 then goes into (two buffers: 32 KB per block, 6
      * blocks per multiprocessor instead of 4 with three; H200 B 8: 1.257 -> 1.235-1.243 ms) */
     for (int it = 0; it < ntiles; it++) {
         cp_wait<0>();
+        if (X16) { /* this tile's bf16 x and delta -> fp32: each thread the pieces it copied (so
+                    * no barrier before; the stage's fp32 tiles are free since the last one) */
+            float *cur = sm + (it % FK) * g::STAGE;
+            const uint16_t *b16 = (const uint16_t *)(sm + g::SMEM + (it % FK) * T * CPB);
+            widen_rows<g::NT, T, 2>(cur, b16, tid);
+            widen_rows<g::NT, T, 2>(cur + T * CPB, b16 + T * CPB, tid);
+        }
         __syncthreads();
         /* tile it - 1's y rows out of the buffer that tile it + 1 is copied into next (and the
          * pre-gate rows from its x region) */
@@ -634,8 +708,7 @@ __global__ void __launch_bounds__(32 * G) scan_fwd2_kernel(scan_params p) {
                 fwd_write_y<G, VEC>(p, prev, p.y_pregate, NULL, b, c0, (it - 1) * T, tid);
             __syncthreads();
         }
-        if (it + 1 < ntiles)
-            fwd_stage<G, VEC>(p, sm + ((it + 1) % FK) * g::STAGE, b, c0, (it + 1) * T, tid);
+        if (it + 1 < ntiles) fwd_stage<G, VEC, X16>(p, sm, (it + 1) % FK, b, c0, (it + 1) * T, tid);
         cp_commit();
         if (p.dt_bias || p.dt_softplus) {
             dt_transform<g::NT, CPB, 2>(p, sm + (it % FK) * g::STAGE + T * CPB, min(T, L - it * T),
@@ -1045,15 +1118,23 @@ template <int G> static __device__ __forceinline__ int rb_swz(int ch) {
     return ((ch ^ (ch >> 2)) & 1) * G;
 }
 
-template <int G, bool VEC>
+template <int G, bool VEC, bool X16 = false>
 static __device__ __forceinline__ void bwd3_stage(const scan_params &p, float *sm, int b, int c0,
                                                   int kc, int tid) {
     typedef bwd3_geom<G> g;
     const int t0 = kc * BT;
     const long long row0 = (long long)b * p.L + t0;
     const int nv = min(BT, p.L - t0), w = min(g::CPB, p.Di - c0);
-    stage_rows<g::NT, VEC, 1>(sm + g::X, g::CPB, p.x + c0, row0, p.xs, BT, nv, w, tid, p.x);
-    stage_rows<g::NT, VEC, 1>(sm + g::DL, g::CPB, p.delta + c0, row0, p.Di, BT, nv, w, tid, p.x);
+    if (X16) { /* into the dB / dC buffer, widened into X / DL at the chunk's start */
+        static_assert(!X16 || G * g::RBW * 4 >= 2 * BT * 32 * 2, "x, delta fit the dB/dC buffer");
+        uint16_t *rb = (uint16_t *)(sm + g::RB);
+        stage_rows16<g::NT, BT>(rb, p.x16 + c0, row0, p.xs16, nv, w, tid, p.x);
+        stage_rows16<g::NT, BT>(rb + BT * 32, p.delta16 + c0, row0, p.Di, nv, w, tid, p.x);
+    } else {
+        stage_rows<g::NT, VEC, 1>(sm + g::X, g::CPB, p.x + c0, row0, p.xs, BT, nv, w, tid, p.x);
+        stage_rows<g::NT, VEC, 1>(sm + g::DL, g::CPB, p.delta + c0, row0, p.Di, BT, nv, w, tid,
+                                  p.x);
+    }
     stage_rows<g::NT, VEC>(sm + g::BS, g::NP, p.Bm, row0, p.bcs, BT, nv, p.N, tid, p.x);
     stage_rows<g::NT, VEC>(sm + g::CS, g::NP, p.Cm, row0, p.bcs, BT, nv, p.N, tid, p.x);
 }
@@ -1102,8 +1183,9 @@ static __device__ __forceinline__ void bwd3_stage_dense(const scan_params &p, fl
  * forward saved the states every 8 positions (p.chunk == 8) and the pre-gate output
  * (p.y_pregate); they are staged with the chunk instead of recomputed by the forward pass, which
  * this form leaves out (about a fifth of the kernel's instructions). */
-template <int G, bool VEC, int XB, bool QM, bool O16, bool DN = false>
+template <int G, bool VEC, int XB, bool QM, bool O16, bool DN = false, bool X16 = false>
 __global__ void __launch_bounds__(32 * G, 16 / G) scan_bwd3_kernel(scan_params p) {
+    static_assert(!X16 || VEC, "bf16 inputs take the 16-byte copies");
     typedef bwd3_geom<G> g;
     constexpr int CPW = g::CPW, NP = g::NP, NT = g::NT, CPB = g::CPB, LS = QM ? CPW : 1;
     extern __shared__ float4 smem4[];
@@ -1149,7 +1231,7 @@ __global__ void __launch_bounds__(32 * G, 16 / G) scan_bwd3_kernel(scan_params p
     float dA[SPT] = {0.0f, 0.0f, 0.0f, 0.0f};
     float dDacc = 0.0f, dtb = 0.0f; /* dtb: this thread's part of ddt_bias[c] */
     const int nch = (L + BT - 1) / BT;
-    bwd3_stage<G, VEC>(p, sm, b, c0, nch - 1, tid);
+    bwd3_stage<G, VEC, X16>(p, sm, b, c0, nch - 1, tid);
     if (DN) bwd3_stage_dense<G, VEC>(p, sm, hrow, b, c0, nch - 1, n0, cv, tid);
     cp_commit();
     float hn[SPT];
@@ -1158,6 +1240,12 @@ __global__ void __launch_bounds__(32 * G, 16 / G) scan_bwd3_kernel(scan_params p
     for (int kc = nch - 1; kc >= 0; kc--) {
         const float h0v[SPT] = {hn[0], hn[1], hn[2], hn[3]};
         cp_wait<0>();
+        if (X16) { /* the chunk's bf16 x and delta -> fp32 (before the dB / dC buffer's use):
+                    * each thread the pieces it copied, so no barrier before */
+            const uint16_t *rb = (const uint16_t *)(sm + g::RB);
+            widen_rows<NT, BT, 1>(sm + g::X, rb, tid);
+            widen_rows<NT, BT, 1>(sm + g::DL, rb + BT * 32, tid);
+        }
         __syncthreads();
         const int ts = kc * BT;
         if (!p.delta_eff && (p.dt_bias || p.dt_softplus)) {
@@ -1368,7 +1456,7 @@ __global__ void __launch_bounds__(32 * G, 16 / G) scan_bwd3_kernel(scan_params p
         }
         __syncthreads(); /* everyone is done with the staged chunk */
         if (kc > 0) {
-            bwd3_stage<G, VEC>(p, sm, b, c0, kc - 1, tid);
+            bwd3_stage<G, VEC, X16>(p, sm, b, c0, kc - 1, tid);
             if (DN) bwd3_stage_dense<G, VEC>(p, sm, hrow, b, c0, kc - 1, n0, cv, tid);
             bwd3_load_h<VEC>(p, hrow, kc - 1, n0, cv, hn);
         }
@@ -1491,7 +1579,7 @@ extern "C" int mb_scan_cuda_dense_supported(int64_t B, int64_t L, int64_t Di, in
     return choose_v5(&p) == 2 && !g_dense_off;
 }
 
-static int check_args(const mb_scan_args *a, const char *fn) {
+static int check_args(const mb_scan_args *a, const mb_scan_cuda_opts *o, const char *fn) {
     if (!a) return mb_fail(MB_EINVAL, "%s: args is NULL", fn);
     if (a->B < 0 || a->L < 0 || a->Di < 0 || a->L >= (1LL << 31) - 2 * BWD_CHUNK ||
         a->Di >= (1LL << 31) || a->B > 65535)
@@ -1502,9 +1590,10 @@ static int check_args(const mb_scan_args *a, const char *fn) {
     if (a->chunk <= 0 || a->chunk >= (1LL << 30))
         return mb_fail(MB_EINVAL, "%s: chunk %lld must be in 1..2^30", fn, (long long)a->chunk);
     if (a->B * a->L * a->Di == 0) return 0;
-    if (!a->x || !a->delta || !a->A_log || !a->Bm || !a->Cm)
+    if ((!a->x && !(o && o->x_bf16)) || (!a->delta && !(o && o->delta_bf16)) || !a->A_log ||
+        !a->Bm || !a->Cm)
         return mb_fail(MB_EINVAL, "%s: NULL input (x, delta, A_log, Bm or Cm)", fn);
-    if (a->x_stride < a->Di || a->bc_stride < a->N || (a->z && a->z_stride < a->Di))
+    if ((a->x && a->x_stride < a->Di) || a->bc_stride < a->N || (a->z && a->z_stride < a->Di))
         return mb_fail(MB_EINVAL, "%s: stride smaller than the row (x %lld, bc %lld, z %lld)", fn,
                        (long long)a->x_stride, (long long)a->bc_stride, (long long)a->z_stride);
     return 0;
@@ -1553,7 +1642,12 @@ static kern_t fwd_kernel_for(int G, int par, int vec) {
     (vec ? (qm ? scan_fwd2_kernel<G, true, FINE, true> : scan_fwd2_kernel<G, true, FINE, false>)   \
          : (qm ? scan_fwd2_kernel<G, false, FINE, true>                                            \
                : scan_fwd2_kernel<G, false, FINE, false>))
-static kern_t fwd2_kernel_for(int G, int fine, int vec, int qm) {
+/* x16: the bf16 inputs' form (G 4, vec; apply_in16) */
+#define FWD2_X16(FINE)                                                                             \
+    (qm ? scan_fwd2_kernel<4, true, FINE, true, true>                                              \
+        : scan_fwd2_kernel<4, true, FINE, false, true>)
+static kern_t fwd2_kernel_for(int G, int fine, int vec, int qm, int x16) {
+    if (x16) return fine == 2 ? FWD2_X16(2) : fine ? FWD2_X16(1) : FWD2_X16(0);
     if (fine == 2 && vec && G == 4) /* the dense backward's states (G 4: N 9..16) */
         return qm ? scan_fwd2_kernel<4, true, 2, true> : scan_fwd2_kernel<4, true, 2, false>;
     switch (G) {
@@ -1574,7 +1668,13 @@ static kern_t fwd2_kernel_for(int G, int fine, int vec, int qm) {
                : scan_bwd3_kernel<G, false, XB, false, O>))
 #define BWD3_K(G, XB) (o16 ? BWD3_K1(G, XB, true) : BWD3_K1(G, XB, false))
 /* o16: every gradient output bf16 (scan_bwd3_kernel's O16) */
-static kern_t bwd3_kernel_for(int G, int vec, int xb, int qm, int o16, int dn) {
+#define BWD3_X16(O, D)                                                                             \
+    (qm ? scan_bwd3_kernel<4, true, 1, true, O, D, true>                                           \
+        : scan_bwd3_kernel<4, true, 1, false, O, D, true>)
+static kern_t bwd3_kernel_for(int G, int vec, int xb, int qm, int o16, int dn, int x16) {
+    if (x16) /* the bf16 inputs' form: G 4, 16-byte copies, pair exchange (apply_in16) */
+        return o16 ? (dn ? BWD3_X16(true, true) : BWD3_X16(true, false))
+                   : (dn ? BWD3_X16(false, true) : BWD3_X16(false, false));
     if (dn) /* the dense form: G 4, 16-byte copies, pair exchange (dense_ok) */
         return o16 ? (qm ? scan_bwd3_kernel<4, true, 1, true, true, true>
                          : scan_bwd3_kernel<4, true, 1, false, true, true>)
@@ -1619,10 +1719,14 @@ static int launch_forward(const scan_params *p, cudaStream_t st) {
         const int vec = p->vec;
         int fine = p->h_chunks && p->chunk % FT != 0;
         if (fine && p->chunk == BK && vec && al16(p->h_chunks) && G == 4) fine = 2;
-        const size_t shm = sizeof(float) * fwd_smem_floats(G);
-        kern_t k = fwd2_kernel_for(G, fine, vec, g_lane_qm_fwd);
+        const size_t shm = sizeof(float) * fwd_smem_floats(G, p->x16 != NULL);
+        kern_t k = fwd2_kernel_for(G, fine, vec, g_lane_qm_fwd, p->x16 != NULL);
         e = cudaFuncSetAttribute((const void *)k, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                  (int)shm);
+        if (e == cudaSuccess && p->x16) /* 4 blocks of 56 KB: the whole 228 KB */
+            e = cudaFuncSetAttribute((const void *)k,
+                                     cudaFuncAttributePreferredSharedMemoryCarveout,
+                                     (int)cudaSharedmemCarveoutMaxShared);
         if (e != cudaSuccess) return cuda_fail(e, "mb_scan_cuda_forward: shared memory size");
         dim3 grid((p->Di + 31) / 32, p->B);
         k<<<grid, 32 * G, shm, st>>>(*p);
@@ -1643,7 +1747,7 @@ extern "C" int mb_scan_cuda_lab_backward_occupancy(int64_t N) {
     const size_t shm = sizeof(float) * (G == 1   ? bwd3_geom<1>::TOTAL
                                         : G == 2 ? bwd3_geom<2>::TOTAL
                                                  : bwd3_geom<4>::TOTAL);
-    kern_t k = bwd3_kernel_for(G, 1, 1, g_lane_qm, 0, 0);
+    kern_t k = bwd3_kernel_for(G, 1, 1, g_lane_qm, 0, 0, 0);
     cudaError_t e = cudaFuncSetAttribute((const void *)k,
                                          cudaFuncAttributeMaxDynamicSharedMemorySize, (int)shm);
     if (e == cudaSuccess)
@@ -1654,14 +1758,61 @@ extern "C" int mb_scan_cuda_lab_backward_occupancy(int64_t N) {
     return e == cudaSuccess ? nb : cuda_fail(e, "backward occupancy");
 }
 
+extern "C" int mb_scan_cuda_lab_forward_occupancy(int x16) {
+    const size_t shm = sizeof(float) * fwd_smem_floats(4, x16);
+    kern_t k = fwd2_kernel_for(4, 2, 1, g_lane_qm_fwd, x16);
+    cudaError_t e = cudaFuncSetAttribute((const void *)k,
+                                         cudaFuncAttributeMaxDynamicSharedMemorySize, (int)shm);
+    if (e == cudaSuccess && x16)
+        e = cudaFuncSetAttribute((const void *)k, cudaFuncAttributePreferredSharedMemoryCarveout,
+                                 (int)cudaSharedmemCarveoutMaxShared);
+    int nb = 0;
+    if (e == cudaSuccess) e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&nb, k, 128, shm);
+    return e == cudaSuccess ? nb : cuda_fail(e, "forward occupancy");
+}
+
 static void apply_opts(scan_params *p, const mb_scan_cuda_opts *o) {
     if (!o) return;
     p->dt_bias = o->dt_bias, p->dt_softplus = o->dt_softplus ? 1 : 0;
 }
 
+/* The bf16 inputs of o into p (after make_params): their alignment, and the kernels that read
+ * them (staged forward, v5 backward with the pair exchange: v5 == 2, 16-byte copies: vec). */
+static int apply_in16(scan_params *p, const mb_scan_cuda_opts *o, int vec, int v5, const char *fn) {
+    if (!o || (!o->x_bf16 && !o->delta_bf16)) return 0;
+    p->x16 = o->x_bf16, p->xs16 = o->x_bf16_stride, p->delta16 = o->delta_bf16;
+    if (!p->x16 || !p->delta16)
+        return mb_fail(MB_EINVAL, "%s: x_bf16 and delta_bf16 go together", fn);
+    if (!al16(p->x16) || p->xs16 < p->Di || p->xs16 % 8 || !al16(p->delta16) || p->Di % 8)
+        return mb_fail(MB_EINVAL,
+                       "%s: bf16 x / delta need 16-byte aligned rows (x_bf16_stride %lld and "
+                       "d_inner %d multiples of 8)",
+                       fn, p->xs16, p->Di);
+    if (!vec || v5 != 2 || lanes_per_channel(p->N) != 4 || g_fwd_warps > 0)
+        return mb_fail(MB_EINVAL,
+                       "%s: bf16 x / delta are read by the staged forward and the v5 backward "
+                       "(pair exchange) with 16-byte copies only: 16-byte aligned tensors, "
+                       "d_state 12 or 16, a grid of at least 1.5 blocks of 32 channels per "
+                       "multiprocessor, no lab kernel knob (mb_scan_cuda_bf16in_supported)",
+                       fn);
+    /* a valid global address for the copies that read nothing (the fp32 tensors may be NULL) */
+    if (!p->x) p->x = (const float *)p->x16;
+    return 0;
+}
+
+extern "C" int mb_scan_cuda_bf16in_supported(int64_t B, int64_t L, int64_t Di, int64_t N) {
+    if (N % 4 != 0 || N <= 8 || N > 16 || Di % 8 != 0 || B < 1 || B > 65535 || L < 1 ||
+        Di >= (1LL << 31) || g_fwd_warps > 0)
+        return 0;
+    scan_params p;
+    memset(&p, 0, sizeof p);
+    p.B = (int)B, p.Di = (int)Di, p.N = (int)N;
+    return choose_v5(&p) == 2;
+}
+
 extern "C" int mb_scan_cuda_forward_ex(const mb_scan_args *a, const mb_scan_cuda_opts *o, float *y,
                                        void *stream) {
-    int rc = check_args(a, "mb_scan_cuda_forward");
+    int rc = check_args(a, o, "mb_scan_cuda_forward");
     if (rc) return rc;
     if (a->B * a->L * a->Di == 0) return 0;
     if (g_fwd_warps > 0 && o && o->y_bf16)
@@ -1678,6 +1829,8 @@ extern "C" int mb_scan_cuda_forward_ex(const mb_scan_args *a, const mb_scan_cuda
     /* y and y_pregate rows are written with 16-byte stores (bf16 y: 4-byte ones) */
     p.vec = p.vec && (!p.y || al16(p.y)) && (!p.y_bf16 || (uintptr_t)p.y_bf16 % 4 == 0) &&
             (!p.y_pregate || al16(p.y_pregate));
+    rc = apply_in16(&p, o, p.vec, 2, "mb_scan_cuda_forward"); /* (no backward kernel here) */
+    if (rc) return rc;
     return launch_forward(&p, (cudaStream_t)stream);
 }
 
@@ -1694,7 +1847,7 @@ extern "C" int mb_scan_cuda_backward(const mb_scan_args *a, const float *dy, flo
 extern "C" int mb_scan_cuda_backward_ex(const mb_scan_args *a, const mb_scan_cuda_opts *o,
                                         const float *dy, float *dx, float *ddelta, float *dA_log,
                                         float *dB, float *dC, float *dD, float *dz, void *stream) {
-    int rc = check_args(a, "mb_scan_cuda_backward");
+    int rc = check_args(a, o, "mb_scan_cuda_backward");
     if (rc) return rc;
     if (a->B * a->L * a->Di == 0) return 0;
     uint16_t *ddelta_bf16 = o ? o->ddelta_bf16 : NULL, *dz_bf16 = o ? o->dz_bf16 : NULL;
@@ -1716,6 +1869,10 @@ extern "C" int mb_scan_cuda_backward_ex(const mb_scan_args *a, const mb_scan_cud
     p.ddt_bias = o ? o->ddt_bias : NULL, p.ddelta_bf16 = ddelta_bf16, p.dz_bf16 = dz_bf16;
     p.dx_bf16 = dx_bf16;
     p.delta_eff = o && o->delta_is_eff ? 1 : 0;
+    /* (the kernel's p.vec as set below) */
+    rc = apply_in16(&p, o, p.vec && al16(dy) && al16(p.h_chunks), choose_v5(&p),
+                    "mb_scan_cuda_backward");
+    if (rc) return rc;
     float *tmp = NULL;
     cudaError_t e;
     if (BWD_CHUNK % p.chunk == 0) {
@@ -1775,7 +1932,7 @@ extern "C" int mb_scan_cuda_backward_ex(const mb_scan_args *a, const mb_scan_cud
         const int dn = o && o->y_pregate && p.chunk == BK && G == 4 && vec && use_v5 == 2 &&
                        al16(o->y_pregate) && !g_dense_off;
         if (dn) p.y_pregate = o->y_pregate;
-        kern_t k = bwd3_kernel_for(G, vec, use_v5 == 2, g_lane_qm, o16, dn);
+        kern_t k = bwd3_kernel_for(G, vec, use_v5 == 2, g_lane_qm, o16, dn, p.x16 != NULL);
         e = cudaFuncSetAttribute((const void *)k, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                  (int)shm);
         if (e == cudaSuccess)

@@ -56,6 +56,11 @@ int64_t mb_scan_cuda_dense_chunk(void);
  * which the v5 backward is chosen (the lab knobs included); else 0. */
 int mb_scan_cuda_dense_supported(int64_t B, int64_t L, int64_t Di, int64_t N, int64_t R);
 
+/* 1 when the forward and backward take bf16 x / delta (mb_scan_cuda_opts.x_bf16, delta_bf16)
+ * at these sizes with the lab knobs as they are now (the tensors' alignment still checked per
+ * call), else 0. */
+int mb_scan_cuda_bf16in_supported(int64_t B, int64_t L, int64_t Di, int64_t N);
+
 /* Forward (mb_scan_forward): writes y (B, L, Di) contiguous, h_chunks and h_last if non-NULL.
  * y may be NULL (states only). Supports 1 <= N <= 32, chunk > 0, L < 2^31.
  * MB_EINVAL for a bad size / NULL input; MB_EIO (message names the CUDA error) on a CUDA
@@ -97,6 +102,18 @@ typedef struct {
      * and not kept: the output as bf16, read by the backward's gate from global memory (both
      * passes slower, session 19 in docs/benchmarks.md). */
     float *y_pregate;
+    /* forward and backward: bf16 inputs (mamba_ssm's autocast operands; uint16_t bit
+     * patterns). Where non-NULL, x (B, L, Di; row stride x_bf16_stride elements) and delta
+     * (B, L, Di contiguous; raw or effective as args.delta would be) are read from these
+     * instead of args.x / args.delta, which may then be NULL; the arithmetic stays fp32 (the
+     * values widened exactly). Both or neither. Only the staged forward and the v5 backward
+     * (pair exchange) with 16-byte copies read them (kernel forms of their own): 16-byte
+     * aligned tensors, Di and x_bf16_stride multiples of 8, N 12 or 16, and a grid for which
+     * v5 is chosen; mb_scan_cuda_bf16in_supported says whether the sizes qualify. MB_EINVAL
+     * otherwise. */
+    const uint16_t *x_bf16;
+    int64_t x_bf16_stride;
+    const uint16_t *delta_bf16;
 } mb_scan_cuda_opts;
 
 /* Forward / backward with options (o may be NULL = the functions above). With dt_bias or
@@ -136,6 +153,11 @@ void mb_scan_cuda_set_backward_warps(int warps);
  * multiprocessor at d_state N (cudaOccupancyMaxActiveBlocksPerMultiprocessor; 4 expected for
  * N = 16), or a negative MB_E* code. */
 int mb_scan_cuda_lab_backward_occupancy(int64_t N);
+
+/* Lab diagnostic for bench_scan_cuda: blocks of the dense-form staged forward (d_state 12 or 16)
+ * that fit on one multiprocessor, with fp32 (x16 0) or bf16 (x16 1) x / delta, or a negative
+ * MB_E* code. */
+int mb_scan_cuda_lab_forward_occupancy(int x16);
 
 /* Lab knob: non-zero makes the backward ignore y_pregate (the dense form off: it recomputes
  * the states and the pre-gate output as without it; results equal up to rounding). Not

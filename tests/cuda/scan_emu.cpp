@@ -35,6 +35,9 @@ struct float2 {
 static inline float4 make_float4(float a, float b, float c, float d) {
     return float4{a, b, c, d};
 }
+struct uint4 {
+    unsigned x, y, z, w;
+};
 struct uint3e {
     unsigned x, y, z;
 };
@@ -165,8 +168,10 @@ static inline float rcp_(float v) {
     return 1.0f / v;
 }
 static inline void cp16(float *dst, const float *src, bool ok) {
-    for (int k = 0; k < 4; k++)
-        dst[k] = ok ? src[k] : 0.0f;
+    if (ok)
+        memcpy(dst, src, 16); /* (bytes: the bf16 inputs' rows come this way too) */
+    else
+        memset(dst, 0, 16);
 }
 static inline void cp4(float *dst, const float *src, bool ok) {
     dst[0] = ok ? src[0] : 0.0f;
@@ -203,6 +208,21 @@ static void check_bf16(const char *name, const uint16_t *h, const float *ref, in
            (long long)(rows * width), bad ? "FAIL" : "ok");
 }
 
+/* fp32 -> bf16 bits (round to nearest even; NaN stays NaN) and back */
+static uint16_t emu_bf16(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40u);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+static float emu_f32(uint16_t h) {
+    const uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
 static float urand(mb_rng *r, float lo, float hi) {
     return lo + (hi - lo) * mb_rng_float(r);
 }
@@ -219,14 +239,17 @@ struct tcase {
                  projection's output) instead of the raw one and its transform */
     int dn;   /* dense form (chunk 8, N 12 or 16, vec, pair exchange): the emulated forward's states
                  every 8 positions and pre-gate output (y_pregate) feed the backward's DN form */
+    int in16; /* bf16 x and delta (x16 / delta16, vec; the fp32 ones NULL): the reference gets the
+                 same values rounded to bf16 */
 };
 
 static void run_case(tcase tc, uint64_t seed) {
-    printf("B %lld L %lld Di %lld N %lld chunk %lld gate %d h0 %d vec %d nan %d kernel %s%s, %s "
+    printf("B %lld L %lld Di %lld N %lld chunk %lld gate %d h0 %d vec %d nan %d kernel %s%s%s, %s "
            "lanes\n",
            (long long)tc.B, (long long)tc.L, (long long)tc.Di, (long long)tc.N, (long long)tc.chunk,
            tc.gate, tc.use_h0, tc.vec, tc.nan_at, tc.kern == 1 ? "v5 pair exchange" : "v5",
-           tc.dn ? " dense" : "", tc.qm ? "state-major" : "channel-major");
+           tc.dn ? " dense" : "", tc.in16 ? " bf16 x / delta" : "",
+           tc.qm ? "state-major" : "channel-major");
     const int64_t B = tc.B, L = tc.L, Di = tc.Di, N = tc.N, R = tc.R, BL = B * L;
     const int64_t bcs = R + 2 * N;
     mb_rng r;
@@ -259,6 +282,22 @@ static void run_case(tcase tc, uint64_t seed) {
             raw[i] = mb_rng_float(&r) < 0.01f ? urand(&r, 21.0f, 26.0f) : urand(&r, -4.0f, 4.0f);
             delta[i] = mb_softplusf(raw[i] + bias[i % Di]);
         }
+    }
+    /* in16: x (the x half of xz) and delta (the effective one where the kernels read it so)
+     * rounded to bf16, and their bits for the kernels: x rows of stride 2 Di, delta contiguous */
+    std::vector<uint16_t> x16, d16;
+    if (tc.in16) {
+        x16.assign(BL * 2 * Di, 0);
+        d16.assign(BL * Di, 0);
+        for (int64_t i = 0; i < BL; i++)
+            for (int64_t c = 0; c < Di; c++) {
+                float &v = xz[i * 2 * Di + c];
+                x16[i * 2 * Di + c] = emu_bf16(v);
+                v = emu_f32(x16[i * 2 * Di + c]);
+                float &dv = delta[i * Di + c];
+                d16[i * Di + c] = emu_bf16(dv);
+                dv = emu_f32(d16[i * Di + c]);
+            }
     }
     mb_scan_args a;
     memset(&a, 0, sizeof a);
@@ -307,6 +346,10 @@ static void run_case(tcase tc, uint64_t seed) {
             f.delta = raw.data(), f.dt_bias = bias.data(), f.dt_softplus = 1;
             if (tc.sp >= 2) f.y = NULL, f.y_bf16 = eyb.data();
         }
+        if (tc.in16) { /* (sp: the effective delta, as the fused dt projection gives it) */
+            f.x = NULL, f.x16 = x16.data(), f.xs16 = 2 * Di;
+            f.delta = NULL, f.delta16 = d16.data(), f.dt_bias = NULL, f.dt_softplus = 0;
+        }
         const bool fine = tc.chunk % FT != 0;
         std::function<void()> kf;
 #define EMU_F1(GG, FF, QQ)                                                                         \
@@ -319,8 +362,14 @@ static void run_case(tcase tc, uint64_t seed) {
         if (tc.dn) /* chunk 8: one 16-byte state store every 8 positions (FINE 2) */
             kf = tc.qm ? std::function<void()>([&] { scan_fwd2_kernel<4, true, 2, true>(f); })
                        : std::function<void()>([&] { scan_fwd2_kernel<4, true, 2, false>(f); });
+        if (tc.in16) { /* the X16 form (G 4, vec) */
+#define EMU_F16(FF)                                                                                \
+    (tc.qm ? std::function<void()>([&] { scan_fwd2_kernel<4, true, FF, true, true>(f); })          \
+           : std::function<void()>([&] { scan_fwd2_kernel<4, true, FF, false, true>(f); }))
+            kf = tc.dn ? EMU_F16(2) : fine ? EMU_F16(1) : EMU_F16(0);
+        }
         /* the shared memory past the size launch_forward asks for is poisoned (ASan build) */
-        const int shm = fwd_smem_floats(Gf);
+        const int shm = fwd_smem_floats(Gf, tc.in16);
         ASAN_POISON_MEMORY_REGION((float *)smem4 + shm, sizeof smem4 - shm * sizeof(float));
         if (emu::launch((unsigned)((Di + 31) / 32), (unsigned)B, 32 * Gf, kf)) g_fail = 1;
         ASAN_UNPOISON_MEMORY_REGION((float *)smem4 + shm, sizeof smem4 - shm * sizeof(float));
@@ -380,6 +429,10 @@ static void run_case(tcase tc, uint64_t seed) {
             db_ref[i % Di] += ddl[i];
         }
     }
+    if (tc.in16) { /* (sp: eff, so delta16 holds the effective delta) */
+        p.x = NULL, p.x16 = x16.data(), p.xs16 = 2 * Di;
+        p.delta = NULL, p.delta16 = d16.data();
+    }
     const int G = N <= 4 ? 1 : N <= 8 ? 2 : 4;
     std::function<void()> k;
 #define EMU_K2(GG, XBV, QQ, O)                                                                     \
@@ -401,6 +454,13 @@ static void run_case(tcase tc, uint64_t seed) {
                                 : std::function<void()>([&] {
                                       scan_bwd3_kernel<4, true, 1, false, false, true>(p);
                                   }));
+    if (tc.in16) { /* the X16 form (G 4, vec, pair exchange) */
+#define EMU_B16(O, D)                                                                              \
+    (tc.qm ? std::function<void()>([&] { scan_bwd3_kernel<4, true, 1, true, O, D, true>(p); })     \
+           : std::function<void()>([&] { scan_bwd3_kernel<4, true, 1, false, O, D, true>(p); }))
+        k = tc.sp == 2 ? (tc.dn ? EMU_B16(true, true) : EMU_B16(true, false))
+                       : (tc.dn ? EMU_B16(false, true) : EMU_B16(false, false));
+    }
     if (emu::launch((unsigned)((Di + 31) / 32), (unsigned)B, threads, k)) g_fail = 1;
     if (tc.nan_at >= 0) {
         const int dbn = std::isnan(ebc[tc.nan_at * bcs + R]), dan = std::isnan(edA[5 * N]);
@@ -429,6 +489,9 @@ static void run_case(tcase tc, uint64_t seed) {
 }
 
 int main(void) {
+    /* SCAN_EMU_ONLY=in16: only the bf16-input cases (a quick run) */
+    const char *only = getenv("SCAN_EMU_ONLY");
+    const bool all = !(only && !strcmp(only, "in16"));
     const tcase cs[] = {
         {1, 64, 32, 16, 4, 64, 1, 0, 1, -1, 0, 0},
         {2, 200, 64, 16, 4, 64, 1, 1, 1, -1, 0, 0},
@@ -445,7 +508,7 @@ int main(void) {
          * staging's column check (stage_rows) on the 16-byte path */
         {2, 100, 40, 12, 4, 64, 1, 1, 1, -1, 0, 0},
     };
-    for (int qm = 0; qm < 2; qm++)
+    for (int qm = 0; qm < 2 && all; qm++)
         for (int kern = qm; kern < 2; kern++) /* state-major lanes: the pair exchange only */
             for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++) {
                 tcase tc = cs[i];
@@ -458,12 +521,14 @@ int main(void) {
     const int opt[][2] = {{1, 0}, {2, 0}, {2, 1}, {3, 0}}; /* (sp, qm): O16 in both layouts */
     for (const auto &o : opt)
         for (int i : {1, 2, 4, 5, 7, 10}) {
+            if (!all) break;
             tcase tc = cs[i];
             tc.kern = 1, tc.sp = o[0], tc.qm = o[1];
             run_case(tc, 50 + i);
         }
     /* the training form with delta given effective (delta_eff), both lane layouts */
     for (int i : {1, 4, 10}) {
+        if (!all) break;
         tcase tc = cs[i];
         tc.kern = 1, tc.sp = 2, tc.eff = 1, tc.qm = i == 4;
         run_case(tc, 70 + i);
@@ -478,15 +543,29 @@ int main(void) {
             {2, 75, 40, 12, 4, 8, 0, 1, 1, -1, 1, 1, 0, 0, 1},
             {1, 64, 32, 16, 4, 8, 1, 1, 1, -1, 1, 0, 2, 1, 1},
         };
-        for (size_t i = 0; i < sizeof dense / sizeof dense[0]; i++)
+        for (size_t i = 0; i < sizeof dense / sizeof dense[0] && all; i++)
             run_case(dense[i], 90 + i);
+    }
+    /* bf16 x and delta (in16): the plain form and the training form (sp 2, delta effective),
+     * a partial channel block (Di 40), N 12, odd L; the dense form */
+    {
+        const tcase in16[] = {
+            {2, 200, 64, 16, 4, 64, 1, 1, 1, -1, 1, 0, 0, 0, 0, 1},
+            {1, 131, 40, 16, 4, 64, 1, 0, 1, -1, 1, 1, 2, 1, 0, 1},
+            {2, 75, 40, 12, 4, 33, 1, 1, 1, -1, 1, 0, 2, 1, 0, 1},
+            {2, 200, 64, 16, 4, 8, 1, 1, 1, -1, 1, 0, 2, 1, 1, 1},
+            {1, 131, 40, 12, 4, 8, 0, 0, 1, -1, 1, 1, 0, 0, 1, 1},
+            {1, 150, 64, 16, 4, 64, 1, 0, 1, 100, 1, 0, 0, 0, 0, 1},
+        };
+        for (size_t i = 0; i < sizeof in16 / sizeof in16[0]; i++)
+            run_case(in16[i], 110 + i);
     }
     /* N 17..32: the forward's 8 lanes per channel (G 8), both lane layouts */
     const tcase wide[] = {
         {2, 100, 40, 32, 4, 33, 1, 1, 1, -1, 1, 0}, /* 16-byte copies, partial channel block */
         {1, 70, 37, 20, 3, 64, 1, 0, 0, -1, 1, 0},
     };
-    for (int qm = 0; qm < 2; qm++)
+    for (int qm = 0; qm < 2 && all; qm++)
         for (const tcase &w : wide) {
             tcase tc = w;
             tc.qm = qm, tc.sp = qm ? 2 : 0;

@@ -251,6 +251,11 @@ static void test_conv_bf16in(int64_t B, int64_t L, int64_t Di, int64_t K, const 
         mb_conv1d_forward(out, x4, xs, w, b, NULL, B, L, Di, K);
         check("conv_fwd_bf16in", dout, out, rows * Di, B, L);
         check_bf16("conv_fwd_bf16in_16", dout16, out, rows * Di, B, L);
+        /* the bf16 output alone (out NULL: the training path whose scan reads bf16 x) */
+        uint16_t *o16 = poison16(rows * Di);
+        OK(mb_conv1d_cuda_forward_bf16in(NULL, o16, dx4, xs, dw, db, B, L, Di, K, NULL));
+        check_bf16("conv_fwd_bf16in_16only", o16, out, rows * Di, B, L);
+        cudaFree(o16);
         for (int64_t i = 0; i < rows * Di; i++)
             g2[i] += gr[i];
         mb_conv1d_backward(dx, Di, gw, gb, g2, x4, xs, w, b, B, L, Di, K);
@@ -529,8 +534,26 @@ static void test_dt_proj(int64_t B, int64_t L, int64_t R, int64_t Di, int w_off)
     float *db = dup(bias, Di), *dd = poison(rows * Di);
     OK(mb_dt_proj_softplus_cuda(dd, bx, ldx, bWo + w_off, db, rows, R, Di, NULL));
     check(w_off ? "dt_proj_softplus_w1" : "dt_proj_softplus", dd, ref, rows * Di, B, L);
-    free(x), free(W), free(bias), free(ref);
-    cudaFree(bx), cudaFree(bW), cudaFree(bWo), cudaFree(db), cudaFree(dd);
+    /* the bf16 output (the training path whose scan reads bf16 delta): the fp32 one untouched */
+    uint16_t *dd16 = poison16(rows * Di);
+    CK(cudaMemset(dd, 0x7f, sizeof(float) * (size_t)(rows * Di)));
+    OK(mb_dt_proj_softplus_cuda_ex(dd, dd16, bx, ldx, bWo + w_off, db, rows, R, Di, NULL));
+    check_bf16(w_off ? "dt_proj_softplus_16_w1" : "dt_proj_softplus_16", dd16, ref, rows * Di, B,
+               L);
+    float *hd = (float *)malloc(sizeof(float) * (size_t)(rows * Di));
+    CK(cudaMemcpy(hd, dd, sizeof(float) * (size_t)(rows * Di), cudaMemcpyDeviceToHost));
+    int64_t touched = 0;
+    for (int64_t i = 0; i < rows * Di; i++) {
+        uint32_t u;
+        memcpy(&u, hd + i, 4);
+        touched += u != 0x7f7f7f7fu;
+    }
+    if (touched) {
+        g_fail = 1;
+        printf("  FAIL dt_proj_softplus_16: %lld fp32 values written\n", (long long)touched);
+    }
+    free(x), free(W), free(bias), free(ref), free(hd);
+    cudaFree(bx), cudaFree(bW), cudaFree(bWo), cudaFree(db), cudaFree(dd), cudaFree(dd16);
 }
 
 /* bf16 products through cuBLASLt (fp32 accumulate) vs the fp32 CPU products of the same

@@ -105,6 +105,16 @@ static void random_bytes(uint8_t *p, int64_t n, mb_rng *r) {
 
 /* ------------------------------------------------------------------ parity */
 
+/* the bf16 scan inputs (test_in16): 1 = every bf16 workspace of the parity runs must take them
+ * (mb_cuda_acts_in16), -1 = not checked */
+static int g_expect_in16 = -1;
+static const gpu_mode g_in16_modes[] = {
+    {"bf16 in16", 1, 0, BF16_TOL, 0, 0},
+    {"bf16+rc in16", 1, RC, BF16_TOL, 0, 0},
+    {"bf16+keep in16", 1, KEEP, BF16_TOL, 0, 0},
+    {"bf16 dense in16", 1, MB_CUDA_ACTS_DENSE_SCAN, BF16_TOL, 0, 0},
+};
+
 static void parity_case_modes(const mb_model *m, mb_cuda_model *dm, int64_t B, int64_t L,
                               uint64_t seed, const char *name, const gpu_mode *modes, int n_modes) {
     const mb_config *c = &m->cfg;
@@ -137,6 +147,9 @@ static void parity_case_modes(const mb_model *m, mb_cuda_model *dm, int64_t B, i
         if (md->recompute & MB_CUDA_ACTS_DENSE_SCAN)
             REQUIRE(mb_cuda_acts_dense(da) == 1, "%s: the workspace takes the dense scan",
                     md->name);
+        if (g_expect_in16 >= 0 && md->bf16)
+            REQUIRE(mb_cuda_acts_in16(da) == g_expect_in16, "%s: bf16 scan inputs %d", md->name,
+                    g_expect_in16);
         float loss_g = NAN;
         for (int64_t i = 0; i < BL * MB_VOCAB; i++)
             lg[i] = NAN;
@@ -267,6 +280,71 @@ static void test_dense(void) {
     a = mb_cuda_acts_create_ex(&c, 2, 200, fl, 0);
     REQUIRE(a && !mb_cuda_acts_dense(a), "v4 backward: no dense scan");
     mb_cuda_acts_free(a);
+    mb_scan_cuda_set_backward_warps(0);
+    mb_cuda_model_free(&dm);
+    mb_model_free(&m);
+}
+
+/* The scan's bf16 inputs in the model (bf16 training: the conv's and the dt projection's bf16
+ * outputs read by the scan, no fp32 copies) against the CPU, with and without recomputation,
+ * dense; d_model 256 (dt_rank 16: the fused dt projection; d_inner 512, d_state 16) and the v5
+ * pair-exchange backward forced (the automatic choice takes v4 for grids this small). Then
+ * what leaves a workspace without them, and the stateful forward on such training acts:
+ * refused above batch 1, at batch 1 equal to an evaluation workspace's. */
+static void test_in16(void) {
+    mb_config c;
+    tiny_config(&c, 0, 0, 256, 2);
+    mb_model m;
+    mb_cuda_model dm;
+    if (gpu_random_model(&m, &dm, &c, 1300)) return;
+    mb_scan_cuda_set_backward_warps(2);
+    g_expect_in16 = 1;
+    const int64_t cases[][2] = {{2, 200}, {1, 63}, {3, 130}};
+    for (int i = 0; i < 3; i++)
+        parity_case_modes(&m, &dm, cases[i][0], cases[i][1], 1310 + i, "ln/in16", g_in16_modes, 4);
+    g_expect_in16 = -1;
+    const int fl = MB_CUDA_ACTS_TRAIN | MB_CUDA_ACTS_BF16;
+    setenv("MB_CUDA_SCAN_IN16", "0", 1);
+    mb_cuda_acts *a = mb_cuda_acts_create_ex(&c, 2, 64, fl, 0);
+    REQUIRE(a && !mb_cuda_acts_in16(a), "MB_CUDA_SCAN_IN16=0: no bf16 scan inputs");
+    mb_cuda_acts_free(a);
+    unsetenv("MB_CUDA_SCAN_IN16");
+    a = mb_cuda_acts_create_ex(&c, 2, 64, MB_CUDA_ACTS_TRAIN, 0);
+    REQUIRE(a && !mb_cuda_acts_in16(a), "fp32 training: no bf16 scan inputs");
+    mb_cuda_acts_free(a);
+    a = mb_cuda_acts_create_ex(&c, 2, 64, MB_CUDA_ACTS_BF16, 0);
+    REQUIRE(a && !mb_cuda_acts_in16(a), "evaluation: no bf16 scan inputs");
+    mb_cuda_acts_free(a);
+    /* the stateful forward: refused on batch-2 in16 training acts, equal at batch 1 */
+    REQUIRE(mb_cuda_model_set_bf16(&dm, 1) == 0, "set_bf16");
+    const int64_t Di = c.d_inner, N = c.d_state, K = c.d_conv, L = 40;
+    float *st = NULL;
+    cudaMalloc((void **)&st, sizeof(float) * (size_t)(2 * 2 * Di * (N + K)));
+    cudaMemset(st, 0, sizeof(float) * (size_t)(2 * 2 * Di * (N + K)));
+    float *ssm = st, *conv = st + 2 * c.n_layer * Di * N;
+    uint8_t x[2 * L];
+    for (int i = 0; i < 2 * L; i++)
+        x[i] = (uint8_t)(37 * i + 11);
+    a = mb_cuda_acts_create_ex(&c, 2, L, fl, 0);
+    REQUIRE(a && mb_cuda_acts_in16(a), "batch-2 training acts take the bf16 inputs");
+    REQUIRE(a && mb_cuda_forward_stateful(&dm, a, conv, ssm, x, NULL, NULL, NULL) == MB_EINVAL,
+            "stateful forward on batch-2 in16 training acts refused");
+    mb_cuda_acts_free(a);
+    float *l1 = (float *)xmalloc(sizeof(float) * (size_t)(L * MB_VOCAB));
+    float *l2 = (float *)xmalloc(sizeof(float) * (size_t)(L * MB_VOCAB));
+    a = mb_cuda_acts_create_ex(&c, 1, L, fl, 0);
+    mb_cuda_acts *e = mb_cuda_acts_create_ex(&c, 1, L, MB_CUDA_ACTS_BF16, 0);
+    REQUIRE(a && e && mb_cuda_acts_in16(a), "batch-1 training acts take the bf16 inputs");
+    int rc = a && e ? mb_cuda_forward_stateful(&dm, a, conv, ssm, x, NULL, NULL, l1) : -1;
+    cudaMemset(st, 0, sizeof(float) * (size_t)(2 * 2 * Di * (N + K)));
+    if (!rc) rc = mb_cuda_forward_stateful(&dm, e, conv, ssm, x, NULL, NULL, l2);
+    REQUIRE(rc == 0 && rel_err(l1, l2, L * MB_VOCAB) == 0.0,
+            "batch-1 stateful forward on in16 training acts equals the evaluation workspace's");
+    mb_cuda_acts_free(a);
+    mb_cuda_acts_free(e);
+    free(l1), free(l2);
+    cudaFree(st);
+    REQUIRE(mb_cuda_model_set_bf16(&dm, 0) == 0, "set_bf16 off");
     mb_scan_cuda_set_backward_warps(0);
     mb_cuda_model_free(&dm);
     mb_model_free(&m);
@@ -562,6 +640,7 @@ int main(void) {
     test_stateful(1);
     test_parity();
     test_dense();
+    test_in16();
     test_training();
     printf(g_fail ? "test_model_cuda: FAILED\n" : "test_model_cuda: all passed\n");
     return g_fail ? 1 : 0;

@@ -10,8 +10,9 @@
  * staged forward and v5 are checked. The options of the _ex forms (delta_softplus with dt_bias
  * and its gradient; bf16 y, ddelta and dz, each within half a bf16 ulp plus TOL of the tensor's
  * largest value) against the CPU scan on softplus(delta + bias), also with delta given already
- * effective (delta_is_eff: the fused dt projection's output). Exits 77 (ctest
- * SKIP_RETURN_CODE) without a GPU.
+ * effective (delta_is_eff: the fused dt projection's output). bf16 inputs (x_bf16 / delta_bf16,
+ * the fp32 x and delta not given) against the CPU scan on the same rounded values, and their
+ * refusals. Exits 77 (ctest SKIP_RETURN_CODE) without a GPU.
  */
 #include <cuda_runtime.h>
 #include <math.h>
@@ -456,6 +457,187 @@ static void run_opts_case(tcase tc, uint64_t seed, int bf16, int eff_in, int den
     free_problem(&p);
 }
 
+/* bf16 bits of v, round to nearest even (finite inputs) */
+static uint16_t bf16_of(float v) {
+    uint32_t u;
+    memcpy(&u, &v, 4);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+static float f32_of(uint16_t h) {
+    const uint32_t u = (uint32_t)h << 16;
+    float v;
+    memcpy(&v, &u, 4);
+    return v;
+}
+
+/* bf16 inputs (mb_scan_cuda_opts.x_bf16 / delta_bf16) in the training form: x (the x half of
+ * xz) and the effective delta rounded to bf16, the reference run on the rounded values, the GPU
+ * given only the bf16 copies (args.x / args.delta NULL; x rows of stride 2 Di, delta
+ * contiguous) with delta_is_eff; dense: chunk 8 and y_pregate. The v5 pair-exchange backward
+ * (knob 2). */
+static void run_in16_case(tcase tc, uint64_t seed, int bf16, int dense) {
+    printf("bf16 x / delta%s%s: B %lld L %lld Di %lld N %lld chunk %lld\n",
+           bf16 ? ", bf16 outputs" : "", dense ? ", dense" : "", (long long)tc.B, (long long)tc.L,
+           (long long)tc.Di, (long long)tc.N, (long long)tc.chunk);
+    problem p;
+    make_problem(&p, tc, seed);
+    const int64_t BL = tc.B * tc.L, Di = tc.Di, N = tc.N, bcs = tc.R + 2 * N;
+    const int64_t nhc = tc.B * Di * p.nch * N, nh = tc.B * Di * N;
+    mb_rng r;
+    mb_rng_seed(&r, seed ^ 0x16);
+    float *bias = (float *)malloc(sizeof(float) * (size_t)Di);
+    for (int64_t c = 0; c < Di; c++)
+        bias[c] = urand(&r, -5.0f, -1.0f);
+    uint16_t *x16 = (uint16_t *)calloc((size_t)(BL * 2 * Di), sizeof(uint16_t));
+    uint16_t *d16 = (uint16_t *)malloc(sizeof(uint16_t) * (size_t)(BL * Di));
+    for (int64_t i = 0; i < BL; i++)
+        for (int64_t c = 0; c < Di; c++) {
+            const float raw = urand(&r, -4.0f, 4.0f);
+            d16[i * Di + c] = bf16_of(mb_softplusf(raw + bias[c]));
+            p.delta[i * Di + c] = f32_of(d16[i * Di + c]);
+            x16[i * 2 * Di + c] = bf16_of(p.xz[i * 2 * Di + c]);
+            p.xz[i * 2 * Di + c] = f32_of(x16[i * 2 * Di + c]);
+        }
+    CK(cudaMemcpy(p.d_xz, p.xz, sizeof(float) * (size_t)(BL * 2 * Di), cudaMemcpyHostToDevice));
+    /* CPU reference on the rounded values */
+    float *y = (float *)calloc((size_t)(BL * Di), sizeof(float));
+    float *hc = (float *)calloc((size_t)nhc, sizeof(float));
+    float *hl = (float *)calloc((size_t)nh, sizeof(float));
+    mb_scan_args ah = args_of(&p, 0, hc, hl, tc.chunk);
+    mb_scan_forward(&ah, y);
+    float *dx = (float *)calloc((size_t)(BL * Di), sizeof(float));
+    float *dd = (float *)calloc((size_t)(BL * Di), sizeof(float));
+    float *dbc = (float *)calloc((size_t)(BL * bcs), sizeof(float));
+    float *dz = (float *)calloc((size_t)(BL * 2 * Di), sizeof(float));
+    float *dA = (float *)calloc((size_t)(Di * N), sizeof(float));
+    float *dD = (float *)calloc((size_t)Di, sizeof(float));
+    float *dbias = (float *)calloc((size_t)Di, sizeof(float));
+    mb_scan_backward(&ah, p.dy, dx, dd, dA, dbc + tc.R, dbc + tc.R + N, dD, dz + Di);
+    for (int64_t i = 0; i < BL; i++)
+        for (int64_t c = 0; c < Di; c++) {
+            dd[i * Di + c] *= mb_softplus_grad_from_outputf(p.delta[i * Di + c]);
+            dbias[c] += dd[i * Di + c];
+        }
+    /* GPU: the fp32 x and delta poisoned and not passed */
+    uint16_t *g_x16 = NULL, *g_d16 = NULL;
+    CK(cudaMalloc((void **)&g_x16, sizeof(uint16_t) * (size_t)(BL * 2 * Di)));
+    CK(cudaMalloc((void **)&g_d16, sizeof(uint16_t) * (size_t)(BL * Di)));
+    CK(cudaMemcpy(g_x16, x16, sizeof(uint16_t) * (size_t)(BL * 2 * Di), cudaMemcpyHostToDevice));
+    CK(cudaMemcpy(g_d16, d16, sizeof(uint16_t) * (size_t)(BL * Di), cudaMemcpyHostToDevice));
+    CK(cudaMemset(p.d_delta, 0xff, sizeof(float) * (size_t)(BL * Di)));
+    float *d_bias = dup_dev(bias, Di);
+    float *g_y = dev_poison(BL * Di), *g_hc = dev_poison(nhc), *g_hl = dev_poison(nh);
+    uint16_t *g_yb = bf16 ? dev_poison16(BL * Di) : NULL;
+    float *g_yp = dense ? dev_poison(BL * Di) : NULL;
+    mb_scan_cuda_opts o;
+    memset(&o, 0, sizeof o);
+    o.y_bf16 = g_yb, o.y_pregate = g_yp;
+    o.x_bf16 = g_x16, o.x_bf16_stride = 2 * Di, o.delta_bf16 = g_d16;
+    mb_scan_args ad = args_of(&p, 1, g_hc, g_hl, tc.chunk);
+    ad.x = NULL, ad.delta = NULL;
+    if (mb_scan_cuda_forward_ex(&ad, &o, g_y, NULL)) {
+        printf("  forward failed: %s\n", mb_last_error());
+        g_fail = 1;
+    }
+    CK(cudaDeviceSynchronize());
+    float *ghc = to_host(g_hc, nhc), *ghl = to_host(g_hl, nh);
+    if (bf16) {
+        check_bf16("fwd", "y", g_yb, y, BL, Di, Di);
+    } else {
+        float *gy = to_host(g_y, BL * Di);
+        check("fwd", "y", rel_err_rows(gy, y, BL, Di, Di));
+        free(gy);
+    }
+    check("fwd", "h_chunks", rel_err_rows(ghc, hc, nhc, 1, 1));
+    check("fwd", "h_last", rel_err_rows(ghl, hl, nh, 1, 1));
+    float *g_dx = dev_poison(BL * Di), *g_dd = dev_poison(BL * Di);
+    float *g_dbc = dev_poison(BL * bcs), *g_dz = dev_poison(BL * 2 * Di);
+    float *g_dA = dev_poison(Di * N), *g_dD = dev_poison(Di), *g_db = dev_poison(Di);
+    uint16_t *g_ddb = bf16 ? dev_poison16(BL * Di) : NULL;
+    uint16_t *g_dzb = bf16 ? dev_poison16(BL * 2 * Di) : NULL;
+    uint16_t *g_dxb = bf16 ? dev_poison16(BL * Di) : NULL;
+    CK(cudaMemset(g_dA, 0, sizeof(float) * (size_t)(Di * N)));
+    CK(cudaMemset(g_dD, 0, sizeof(float) * (size_t)Di));
+    CK(cudaMemset(g_db, 0, sizeof(float) * (size_t)Di));
+    o.delta_is_eff = 1, o.dt_softplus = 1;
+    o.ddt_bias = g_db, o.ddelta_bf16 = g_ddb, o.dz_bf16 = g_dzb ? g_dzb + Di : NULL;
+    o.dx_bf16 = g_dxb;
+    if (mb_scan_cuda_backward_ex(&ad, &o, p.d_dy, bf16 ? NULL : g_dx, g_dd, g_dA, g_dbc + tc.R,
+                                 g_dbc + tc.R + N, g_dD, g_dz + Di, NULL)) {
+        printf("  backward failed: %s\n", mb_last_error());
+        g_fail = 1;
+    }
+    CK(cudaDeviceSynchronize());
+    const bwd_out gout = {g_dx, g_dd, g_dbc, g_dz, g_dA, g_dD, g_db, g_dxb, g_ddb, g_dzb};
+    check_bwd("bwd", &gout, bf16, dx, dd, dbc, dz, dA, dD, dbias, BL, Di, N, tc.R);
+    free(bias), free(x16), free(d16), free(y), free(hc), free(hl), free(dx), free(dd), free(dbc);
+    free(dz), free(dA), free(dD), free(dbias), free(ghc), free(ghl);
+    cudaFree(g_x16), cudaFree(g_d16), cudaFree(d_bias), cudaFree(g_y), cudaFree(g_hc);
+    cudaFree(g_hl), cudaFree(g_yb), cudaFree(g_yp), cudaFree(g_dx), cudaFree(g_dd);
+    cudaFree(g_dbc), cudaFree(g_dz), cudaFree(g_dA), cudaFree(g_dD), cudaFree(g_db);
+    cudaFree(g_ddb), cudaFree(g_dzb), cudaFree(g_dxb);
+    free_problem(&p);
+}
+
+/* The bf16 inputs at the lengths of the issue, both lane layouts; then what is refused: a
+ * misaligned copy, one without the other, the v4 backward and the legacy forward. */
+static void run_in16(void) {
+    const tcase cases[] = {
+        {1, 1, 64, 16, 4, 64, 1, 0, 0},    {3, 63, 64, 16, 4, 64, 1, 1, 0},
+        {2, 2049, 64, 16, 4, 64, 1, 1, 0}, {1, 8193, 64, 16, 4, 128, 1, 0, 0},
+        {2, 1000, 40, 16, 4, 64, 1, 1, 0}, {2, 515, 72, 12, 4, 33, 1, 1, 0},
+        {3, 2048, 64, 16, 4, 8, 1, 1, 0},  {2, 1003, 40, 12, 4, 8, 1, 1, 0},
+    };
+    mb_scan_cuda_set_backward_warps(2);
+    for (int qm = 0; qm < 2; qm++) {
+        mb_scan_cuda_set_lane_layout(qm ? 1 : -1);
+        for (int i = 0; i < (int)(sizeof cases / sizeof cases[0]); i++)
+            run_in16_case(cases[i], 1200 + 10 * qm + i, (i + qm) & 1, cases[i].chunk == 8);
+    }
+    mb_scan_cuda_set_lane_layout(-1);
+    /* refusals (MB_EINVAL before any launch) */
+    const tcase tc = {2, 100, 64, 16, 4, 64, 1, 1, 0};
+    problem p;
+    make_problem(&p, tc, 1299);
+    const int64_t BL = tc.B * tc.L, Di = tc.Di;
+    uint16_t *g16 = NULL;
+    CK(cudaMalloc((void **)&g16, sizeof(uint16_t) * (size_t)(BL * 2 * Di + 8)));
+    float *g_hc = dev_poison(tc.B * Di * p.nch * tc.N), *g_y = dev_poison(BL * Di);
+    mb_scan_args ad = args_of(&p, 1, g_hc, NULL, tc.chunk);
+    ad.x = NULL, ad.delta = NULL;
+    mb_scan_cuda_opts o;
+    memset(&o, 0, sizeof o);
+    o.x_bf16 = g16 + 1, o.x_bf16_stride = 2 * Di, o.delta_bf16 = g16 + 8;
+    int bad = mb_scan_cuda_forward_ex(&ad, &o, g_y, NULL) != MB_EINVAL;
+    o.x_bf16 = g16 + 8, o.delta_bf16 = NULL;
+    bad |= mb_scan_cuda_forward_ex(&ad, &o, g_y, NULL) != MB_EINVAL;
+    o.delta_bf16 = g16 + 16;
+    o.x_bf16_stride = 2 * Di + 4;
+    bad |= mb_scan_cuda_forward_ex(&ad, &o, g_y, NULL) != MB_EINVAL;
+    o.x_bf16_stride = 2 * Di;
+    mb_scan_cuda_set_forward_warps(4);
+    bad |= mb_scan_cuda_forward_ex(&ad, &o, g_y, NULL) != MB_EINVAL;
+    bad |= mb_scan_cuda_bf16in_supported(8, 8192, 2048, 16) != 0;
+    mb_scan_cuda_set_forward_warps(0);
+    bad |= mb_scan_cuda_forward_ex(&ad, &o, g_y, NULL) != MB_OK;
+    CK(cudaDeviceSynchronize());
+    mb_scan_cuda_set_backward_warps(8);
+    bad |= mb_scan_cuda_backward_ex(&ad, &o, p.d_dy, g_y, g_y, p.d_A_log, g_y, g_y, p.d_D, g_y,
+                                    NULL) != MB_EINVAL;
+    mb_scan_cuda_set_backward_warps(0);
+    /* what the model asks: the sizes of its workspaces */
+    bad |= mb_scan_cuda_bf16in_supported(8, 8192, 2048, 16) != 1;
+    bad |= mb_scan_cuda_bf16in_supported(32, 8192, 1024, 16) != 1;
+    bad |= mb_scan_cuda_bf16in_supported(8, 8192, 2048, 8) != 0;  /* 2 lanes per channel */
+    bad |= mb_scan_cuda_bf16in_supported(8, 8192, 2044, 16) != 0; /* d_inner % 8 */
+    bad |= mb_scan_cuda_bf16in_supported(1, 8192, 256, 16) != 0;  /* a small grid: v4 */
+    if (bad) g_fail = 1;
+    printf("bf16 x / delta refusals and sizes: %s\n", bad ? "FAIL" : "ok");
+    cudaFree(g16), cudaFree(g_hc), cudaFree(g_y);
+    free_problem(&p);
+}
+
 static void run_opts(void) {
     const tcase cases[] = {
         {1, 1, 64, 16, 4, 64, 1, 0, 0},    {3, 63, 64, 16, 4, 64, 1, 1, 0},
@@ -694,6 +876,7 @@ int main(void) {
     }
     mb_scan_cuda_set_forward_warps(0);
     run_opts();
+    run_in16();
     run_invariance();
     printf(g_fail ? "FAILED\n" : "all passed\n");
     return g_fail ? 1 : 0;
