@@ -24,6 +24,22 @@ static inline double rel_err_rows(const float *a, const float *b, int64_t rows, 
     return den > 0 ? num / den : num;
 }
 
+/* fp32 -> bf16 bits, round to nearest even (NaN stays NaN), and bf16 bits -> fp32 (exact): the
+ * rounding the kernels' bf16 copies use, for references on the same rounded values */
+static inline uint16_t ref_bf16_bits(float f) {
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40u);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+static inline float ref_bf16_value(uint16_t h) {
+    const uint32_t bits = (uint32_t)h << 16;
+    float v;
+    memcpy(&v, &bits, sizeof v);
+    return v;
+}
+
 /* Elements of a bf16 tensor h (uint16_t bit patterns; rows x width, row stride `stride`) farther
  * from the fp32 reference ref (same layout) than half a bf16 ulp (<= 2^-8 relative) plus tol x
  * the largest reference magnitude: values near 0 come out of cancellations whose last fp32 bits
@@ -37,9 +53,7 @@ static inline int64_t bf16_count_far(const uint16_t *h, const float *ref, int64_
     int64_t far = 0;
     for (int64_t r = 0; r < rows; r++)
         for (int64_t c = 0; c < width; c++) {
-            const uint32_t bits = (uint32_t)h[r * stride + c] << 16;
-            float v;
-            memcpy(&v, &bits, sizeof v);
+            const float v = ref_bf16_value(h[r * stride + c]);
             const float want = ref[r * stride + c];
             if (!(fabsf(v - want) <= 0x1p-8f * fabsf(want) + (float)tol * big)) far++;
         }

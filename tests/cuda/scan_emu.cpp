@@ -208,21 +208,6 @@ static void check_bf16(const char *name, const uint16_t *h, const float *ref, in
            (long long)(rows * width), bad ? "FAIL" : "ok");
 }
 
-/* fp32 -> bf16 bits (round to nearest even; NaN stays NaN) and back */
-static uint16_t emu_bf16(float f) {
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40u);
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return (uint16_t)(u >> 16);
-}
-static float emu_f32(uint16_t h) {
-    const uint32_t u = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
-
 static float urand(mb_rng *r, float lo, float hi) {
     return lo + (hi - lo) * mb_rng_float(r);
 }
@@ -292,11 +277,11 @@ static void run_case(tcase tc, uint64_t seed) {
         for (int64_t i = 0; i < BL; i++)
             for (int64_t c = 0; c < Di; c++) {
                 float &v = xz[i * 2 * Di + c];
-                x16[i * 2 * Di + c] = emu_bf16(v);
-                v = emu_f32(x16[i * 2 * Di + c]);
+                x16[i * 2 * Di + c] = ref_bf16_bits(v);
+                v = ref_bf16_value(x16[i * 2 * Di + c]);
                 float &dv = delta[i * Di + c];
-                d16[i * Di + c] = emu_bf16(dv);
-                dv = emu_f32(d16[i * Di + c]);
+                d16[i * Di + c] = ref_bf16_bits(dv);
+                dv = ref_bf16_value(d16[i * Di + c]);
             }
     }
     mb_scan_args a;

@@ -267,31 +267,77 @@ typedef struct {
     float *dx, *dd, *dbc, *dz, *dA, *dD, *db;
     uint16_t *dxb, *ddb, *dzb;
 } bwd_out;
-static void check_bwd(const char *what, const bwd_out *g, int bf16, const float *dx,
-                      const float *dd, const float *dbc, const float *dz, const float *dA,
-                      const float *dD, const float *dbias, int64_t BL, int64_t Di, int64_t N,
-                      int64_t R) {
+/* the reference's backward outputs (ref_backward) */
+typedef struct {
+    float *dx, *dd, *dbc, *dz, *dA, *dD, *dbias;
+} ref_bwd;
+static void check_bwd(const char *what, const bwd_out *g, int bf16, const ref_bwd *r, int64_t BL,
+                      int64_t Di, int64_t N, int64_t R) {
     const int64_t bcs = R + 2 * N;
     if (bf16) {
-        check_bf16(what, "dx", g->dxb, dx, BL, Di, Di);
-        check_bf16(what, "ddelta", g->ddb, dd, BL, Di, Di);
-        check_bf16(what, "dz", g->dzb + Di, dz + Di, BL, Di, 2 * Di);
+        check_bf16(what, "dx", g->dxb, r->dx, BL, Di, Di);
+        check_bf16(what, "ddelta", g->ddb, r->dd, BL, Di, Di);
+        check_bf16(what, "dz", g->dzb + Di, r->dz + Di, BL, Di, 2 * Di);
     } else {
         float *hx = to_host(g->dx, BL * Di), *hd = to_host(g->dd, BL * Di);
         float *hz = to_host(g->dz, BL * 2 * Di);
-        check(what, "dx", rel_err_rows(hx, dx, BL, Di, Di));
-        check(what, "ddelta", rel_err_rows(hd, dd, BL, Di, Di));
-        check(what, "dz", rel_err_rows(hz + Di, dz + Di, BL, Di, 2 * Di));
+        check(what, "dx", rel_err_rows(hx, r->dx, BL, Di, Di));
+        check(what, "ddelta", rel_err_rows(hd, r->dd, BL, Di, Di));
+        check(what, "dz", rel_err_rows(hz + Di, r->dz + Di, BL, Di, 2 * Di));
         free(hx), free(hd), free(hz);
     }
     float *hbc = to_host(g->dbc, BL * bcs), *hA = to_host(g->dA, Di * N);
     float *hD = to_host(g->dD, Di), *hb = to_host(g->db, Di);
-    check(what, "dB", rel_err_rows(hbc + R, dbc + R, BL, N, bcs));
-    check(what, "dC", rel_err_rows(hbc + R + N, dbc + R + N, BL, N, bcs));
-    check(what, "dA_log", rel_err_rows(hA, dA, Di, N, N));
-    check(what, "dD", rel_err_rows(hD, dD, 1, Di, Di));
-    check(what, "dt_bias", rel_err_rows(hb, dbias, 1, Di, Di));
+    check(what, "dB", rel_err_rows(hbc + R, r->dbc + R, BL, N, bcs));
+    check(what, "dC", rel_err_rows(hbc + R + N, r->dbc + R + N, BL, N, bcs));
+    check(what, "dA_log", rel_err_rows(hA, r->dA, Di, N, N));
+    check(what, "dD", rel_err_rows(hD, r->dD, 1, Di, Di));
+    check(what, "dt_bias", rel_err_rows(hb, r->dbias, 1, Di, Di));
     free(hbc), free(hA), free(hD), free(hb);
+}
+
+/* The CPU backward of an _ex options case (args ah over the effective delta eff), ddelta mapped
+ * through softplus' and summed by column (the dt bias gradient). */
+static ref_bwd ref_backward(const mb_scan_args *ah, const float *dy, const float *eff, int64_t BL,
+                            int64_t Di, int64_t N, int64_t R) {
+    ref_bwd r;
+    r.dx = (float *)calloc((size_t)(BL * Di), sizeof(float));
+    r.dd = (float *)calloc((size_t)(BL * Di), sizeof(float));
+    r.dbc = (float *)calloc((size_t)(BL * (R + 2 * N)), sizeof(float));
+    r.dz = (float *)calloc((size_t)(BL * 2 * Di), sizeof(float));
+    r.dA = (float *)calloc((size_t)(Di * N), sizeof(float));
+    r.dD = (float *)calloc((size_t)Di, sizeof(float));
+    r.dbias = (float *)calloc((size_t)Di, sizeof(float));
+    mb_scan_backward(ah, dy, r.dx, r.dd, r.dA, r.dbc + R, r.dbc + R + N, r.dD, r.dz + Di);
+    for (int64_t i = 0; i < BL; i++)
+        for (int64_t c = 0; c < Di; c++) {
+            r.dd[i * Di + c] *= mb_softplus_grad_from_outputf(eff[i * Di + c]);
+            r.dbias[c] += r.dd[i * Di + c];
+        }
+    return r;
+}
+static void ref_bwd_free(ref_bwd *r) {
+    free(r->dx), free(r->dd), free(r->dbc), free(r->dz), free(r->dA), free(r->dD), free(r->dbias);
+}
+
+/* The GPU backward's outputs, NaN-poisoned (dA_log, dD and the dt bias sums zeroed: they
+ * accumulate), with bf16 copies of dx / ddelta / dz where bf16. */
+static bwd_out gpu_bwd_alloc(int bf16, int64_t BL, int64_t Di, int64_t N, int64_t R) {
+    bwd_out g;
+    g.dx = dev_poison(BL * Di), g.dd = dev_poison(BL * Di);
+    g.dbc = dev_poison(BL * (R + 2 * N)), g.dz = dev_poison(BL * 2 * Di);
+    g.dA = dev_poison(Di * N), g.dD = dev_poison(Di), g.db = dev_poison(Di);
+    g.ddb = bf16 ? dev_poison16(BL * Di) : NULL;
+    g.dzb = bf16 ? dev_poison16(BL * 2 * Di) : NULL;
+    g.dxb = bf16 ? dev_poison16(BL * Di) : NULL; /* (then dx NULL: not written) */
+    CK(cudaMemset(g.dA, 0, sizeof(float) * (size_t)(Di * N)));
+    CK(cudaMemset(g.dD, 0, sizeof(float) * (size_t)Di));
+    CK(cudaMemset(g.db, 0, sizeof(float) * (size_t)Di));
+    return g;
+}
+static void gpu_bwd_free(bwd_out *g) {
+    cudaFree(g->dx), cudaFree(g->dd), cudaFree(g->dbc), cudaFree(g->dz), cudaFree(g->dA);
+    cudaFree(g->dD), cudaFree(g->db), cudaFree(g->ddb), cudaFree(g->dzb), cudaFree(g->dxb);
 }
 
 /* The _ex options: delta is raw (pre-activation without bias); the reference runs the CPU scan
@@ -324,19 +370,7 @@ static void run_opts_case(tcase tc, uint64_t seed, int bf16, int eff_in, int den
     mb_scan_args ah = args_of(&p, 0, hc, hl, tc.chunk);
     ah.delta = eff;
     mb_scan_forward(&ah, y);
-    float *dx = (float *)calloc((size_t)(BL * Di), sizeof(float));
-    float *dd = (float *)calloc((size_t)(BL * Di), sizeof(float));
-    float *dbc = (float *)calloc((size_t)(BL * bcs), sizeof(float));
-    float *dz = (float *)calloc((size_t)(BL * 2 * Di), sizeof(float));
-    float *dA = (float *)calloc((size_t)(Di * N), sizeof(float));
-    float *dD = (float *)calloc((size_t)Di, sizeof(float));
-    float *dbias = (float *)calloc((size_t)Di, sizeof(float));
-    mb_scan_backward(&ah, p.dy, dx, dd, dA, dbc + tc.R, dbc + tc.R + N, dD, dz + Di);
-    for (int64_t i = 0; i < BL; i++)
-        for (int64_t c = 0; c < Di; c++) {
-            dd[i * Di + c] *= mb_softplus_grad_from_outputf(eff[i * Di + c]);
-            dbias[c] += dd[i * Di + c];
-        }
+    ref_bwd ref = ref_backward(&ah, p.dy, eff, BL, Di, N, tc.R);
     /* GPU */
     float *d_bias = dup_dev(bias, Di);
     float *g_y = dev_poison(BL * Di), *g_hc = dev_poison(nhc), *g_hl = dev_poison(nh);
@@ -371,25 +405,16 @@ static void run_opts_case(tcase tc, uint64_t seed, int bf16, int eff_in, int den
         check("fwd", "y_pregate", rel_err_rows(gyp, yp, BL, Di, Di));
         free(yp), free(gyp);
     }
-    float *g_dx = dev_poison(BL * Di), *g_dd = dev_poison(BL * Di);
-    float *g_dbc = dev_poison(BL * bcs), *g_dz = dev_poison(BL * 2 * Di);
-    float *g_dA = dev_poison(Di * N), *g_dD = dev_poison(Di), *g_db = dev_poison(Di);
-    uint16_t *g_ddb = bf16 ? dev_poison16(BL * Di) : NULL;
-    uint16_t *g_dzb = bf16 ? dev_poison16(BL * 2 * Di) : NULL;
-    uint16_t *g_dxb = bf16 ? dev_poison16(BL * Di) : NULL; /* (then dx NULL: not written) */
-    CK(cudaMemset(g_dA, 0, sizeof(float) * (size_t)(Di * N)));
-    CK(cudaMemset(g_dD, 0, sizeof(float) * (size_t)Di));
-    CK(cudaMemset(g_db, 0, sizeof(float) * (size_t)Di));
-    o.ddt_bias = g_db, o.ddelta_bf16 = g_ddb, o.dz_bf16 = g_dzb ? g_dzb + Di : NULL;
-    o.dx_bf16 = g_dxb;
-    if (mb_scan_cuda_backward_ex(&ad, &o, p.d_dy, bf16 ? NULL : g_dx, g_dd, g_dA, g_dbc + tc.R,
-                                 g_dbc + tc.R + N, g_dD, g_dz + Di, NULL)) {
+    bwd_out g = gpu_bwd_alloc(bf16, BL, Di, N, tc.R);
+    o.ddt_bias = g.db, o.ddelta_bf16 = g.ddb, o.dz_bf16 = g.dzb ? g.dzb + Di : NULL;
+    o.dx_bf16 = g.dxb;
+    if (mb_scan_cuda_backward_ex(&ad, &o, p.d_dy, bf16 ? NULL : g.dx, g.dd, g.dA, g.dbc + tc.R,
+                                 g.dbc + tc.R + N, g.dD, g.dz + Di, NULL)) {
         printf("  backward failed: %s\n", mb_last_error());
         g_fail = 1;
     }
     CK(cudaDeviceSynchronize());
-    const bwd_out gout = {g_dx, g_dd, g_dbc, g_dz, g_dA, g_dD, g_db, g_dxb, g_ddb, g_dzb};
-    check_bwd("bwd", &gout, bf16, dx, dd, dbc, dz, dA, dD, dbias, BL, Di, N, tc.R);
+    check_bwd("bwd", &g, bf16, &ref, BL, Di, N, tc.R);
     if (eff_in) { /* delta given as effective (delta_is_eff): the same gradients, no transform */
         float *g_eff = dup_dev(eff, BL * Di);
         mb_scan_args ae = ad;
@@ -397,36 +422,36 @@ static void run_opts_case(tcase tc, uint64_t seed, int bf16, int eff_in, int den
         mb_scan_cuda_opts oe = o;
         oe.delta_is_eff = 1;
         oe.dt_bias = NULL; /* not used with delta_is_eff */
-        CK(cudaMemset(g_dA, 0, sizeof(float) * (size_t)(Di * N)));
-        CK(cudaMemset(g_dD, 0, sizeof(float) * (size_t)Di));
-        CK(cudaMemset(g_db, 0, sizeof(float) * (size_t)Di));
-        CK(cudaMemset(g_dbc, 0xff, sizeof(float) * (size_t)(BL * bcs)));
-        CK(cudaMemset(g_dx, 0xff, sizeof(float) * (size_t)(BL * Di)));
-        CK(cudaMemset(g_dd, 0xff, sizeof(float) * (size_t)(BL * Di)));
-        CK(cudaMemset(g_dz, 0xff, sizeof(float) * (size_t)(BL * 2 * Di)));
+        CK(cudaMemset(g.dA, 0, sizeof(float) * (size_t)(Di * N)));
+        CK(cudaMemset(g.dD, 0, sizeof(float) * (size_t)Di));
+        CK(cudaMemset(g.db, 0, sizeof(float) * (size_t)Di));
+        CK(cudaMemset(g.dbc, 0xff, sizeof(float) * (size_t)(BL * bcs)));
+        CK(cudaMemset(g.dx, 0xff, sizeof(float) * (size_t)(BL * Di)));
+        CK(cudaMemset(g.dd, 0xff, sizeof(float) * (size_t)(BL * Di)));
+        CK(cudaMemset(g.dz, 0xff, sizeof(float) * (size_t)(BL * 2 * Di)));
         if (bf16) {
-            CK(cudaMemset(g_dxb, 0xff, sizeof(uint16_t) * (size_t)(BL * Di)));
-            CK(cudaMemset(g_ddb, 0xff, sizeof(uint16_t) * (size_t)(BL * Di)));
-            CK(cudaMemset(g_dzb, 0xff, sizeof(uint16_t) * (size_t)(BL * 2 * Di)));
+            CK(cudaMemset(g.dxb, 0xff, sizeof(uint16_t) * (size_t)(BL * Di)));
+            CK(cudaMemset(g.ddb, 0xff, sizeof(uint16_t) * (size_t)(BL * Di)));
+            CK(cudaMemset(g.dzb, 0xff, sizeof(uint16_t) * (size_t)(BL * 2 * Di)));
         }
-        if (mb_scan_cuda_backward_ex(&ae, &oe, p.d_dy, bf16 ? NULL : g_dx, g_dd, g_dA, g_dbc + tc.R,
-                                     g_dbc + tc.R + N, g_dD, g_dz + Di, NULL)) {
+        if (mb_scan_cuda_backward_ex(&ae, &oe, p.d_dy, bf16 ? NULL : g.dx, g.dd, g.dA, g.dbc + tc.R,
+                                     g.dbc + tc.R + N, g.dD, g.dz + Di, NULL)) {
             printf("  backward (delta_is_eff) failed: %s\n", mb_last_error());
             g_fail = 1;
         }
         CK(cudaDeviceSynchronize());
-        check_bwd("effbwd", &gout, bf16, dx, dd, dbc, dz, dA, dD, dbias, BL, Di, N, tc.R);
+        check_bwd("effbwd", &g, bf16, &ref, BL, Di, N, tc.R);
         cudaFree(g_eff);
     }
     if (dense == 2 && tc.gate) {
         /* the dense backward reads y_pregate: with it zeroed, every dz must be 0 (dz = dy *
          * y_pregate * SiLU'(z)); a backward that recomputed it would give the reference's */
         CK(cudaMemset(g_yp, 0, sizeof(float) * (size_t)(BL * Di)));
-        CK(cudaMemset(g_dA, 0, sizeof(float) * (size_t)(Di * N)));
-        CK(cudaMemset(g_dz, 0xff, sizeof(float) * (size_t)(BL * 2 * Di)));
-        if (bf16) CK(cudaMemset(g_dzb, 0xff, sizeof(uint16_t) * (size_t)(BL * 2 * Di)));
-        if (mb_scan_cuda_backward_ex(&ad, &o, p.d_dy, bf16 ? NULL : g_dx, g_dd, g_dA, g_dbc + tc.R,
-                                     g_dbc + tc.R + N, g_dD, g_dz + Di, NULL)) {
+        CK(cudaMemset(g.dA, 0, sizeof(float) * (size_t)(Di * N)));
+        CK(cudaMemset(g.dz, 0xff, sizeof(float) * (size_t)(BL * 2 * Di)));
+        if (bf16) CK(cudaMemset(g.dzb, 0xff, sizeof(uint16_t) * (size_t)(BL * 2 * Di)));
+        if (mb_scan_cuda_backward_ex(&ad, &o, p.d_dy, bf16 ? NULL : g.dx, g.dd, g.dA, g.dbc + tc.R,
+                                     g.dbc + tc.R + N, g.dD, g.dz + Di, NULL)) {
             printf("  backward (zero y_pregate) failed: %s\n", mb_last_error());
             g_fail = 1;
         }
@@ -435,12 +460,12 @@ static void run_opts_case(tcase tc, uint64_t seed, int bf16, int eff_in, int den
         for (int64_t i = 0; i < BL; i++)
             if (bf16) {
                 uint16_t v;
-                CK(cudaMemcpy(&v, g_dzb + i * 2 * Di + Di + (i % Di), sizeof v,
+                CK(cudaMemcpy(&v, g.dzb + i * 2 * Di + Di + (i % Di), sizeof v,
                               cudaMemcpyDeviceToHost));
                 nonzero += (v & 0x7fff) != 0;
             } else {
                 float v;
-                CK(cudaMemcpy(&v, g_dz + i * 2 * Di + Di + (i % Di), sizeof v,
+                CK(cudaMemcpy(&v, g.dz + i * 2 * Di + Di + (i % Di), sizeof v,
                               cudaMemcpyDeviceToHost));
                 nonzero += v != 0.0f;
             }
@@ -448,27 +473,12 @@ static void run_opts_case(tcase tc, uint64_t seed, int bf16, int eff_in, int den
         printf("  dense  dz with y_pregate zeroed: %lld of %lld sampled nonzero %s\n",
                (long long)nonzero, (long long)BL, nonzero ? "FAIL" : "ok");
     }
-    free(bias), free(eff), free(y), free(hc), free(hl), free(dx), free(dd), free(dbc), free(dz);
-    free(dA), free(dD), free(dbias), free(ghc), free(ghl);
+    ref_bwd_free(&ref);
+    gpu_bwd_free(&g);
+    free(bias), free(eff), free(y), free(hc), free(hl), free(ghc), free(ghl);
     cudaFree(d_bias), cudaFree(g_y), cudaFree(g_hc), cudaFree(g_hl), cudaFree(g_yb);
-    cudaFree(g_dx), cudaFree(g_dd), cudaFree(g_dbc), cudaFree(g_dz), cudaFree(g_dA);
-    cudaFree(g_dD), cudaFree(g_db), cudaFree(g_ddb), cudaFree(g_dzb), cudaFree(g_dxb);
     cudaFree(g_yp0);
     free_problem(&p);
-}
-
-/* bf16 bits of v, round to nearest even (finite inputs) */
-static uint16_t bf16_of(float v) {
-    uint32_t u;
-    memcpy(&u, &v, 4);
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return (uint16_t)(u >> 16);
-}
-static float f32_of(uint16_t h) {
-    const uint32_t u = (uint32_t)h << 16;
-    float v;
-    memcpy(&v, &u, 4);
-    return v;
 }
 
 /* bf16 inputs (mb_scan_cuda_opts.x_bf16 / delta_bf16) in the training form: x (the x half of
@@ -482,7 +492,7 @@ static void run_in16_case(tcase tc, uint64_t seed, int bf16, int dense) {
            (long long)tc.Di, (long long)tc.N, (long long)tc.chunk);
     problem p;
     make_problem(&p, tc, seed);
-    const int64_t BL = tc.B * tc.L, Di = tc.Di, N = tc.N, bcs = tc.R + 2 * N;
+    const int64_t BL = tc.B * tc.L, Di = tc.Di, N = tc.N;
     const int64_t nhc = tc.B * Di * p.nch * N, nh = tc.B * Di * N;
     mb_rng r;
     mb_rng_seed(&r, seed ^ 0x16);
@@ -494,10 +504,10 @@ static void run_in16_case(tcase tc, uint64_t seed, int bf16, int dense) {
     for (int64_t i = 0; i < BL; i++)
         for (int64_t c = 0; c < Di; c++) {
             const float raw = urand(&r, -4.0f, 4.0f);
-            d16[i * Di + c] = bf16_of(mb_softplusf(raw + bias[c]));
-            p.delta[i * Di + c] = f32_of(d16[i * Di + c]);
-            x16[i * 2 * Di + c] = bf16_of(p.xz[i * 2 * Di + c]);
-            p.xz[i * 2 * Di + c] = f32_of(x16[i * 2 * Di + c]);
+            d16[i * Di + c] = ref_bf16_bits(mb_softplusf(raw + bias[c]));
+            p.delta[i * Di + c] = ref_bf16_value(d16[i * Di + c]);
+            x16[i * 2 * Di + c] = ref_bf16_bits(p.xz[i * 2 * Di + c]);
+            p.xz[i * 2 * Di + c] = ref_bf16_value(x16[i * 2 * Di + c]);
         }
     CK(cudaMemcpy(p.d_xz, p.xz, sizeof(float) * (size_t)(BL * 2 * Di), cudaMemcpyHostToDevice));
     /* CPU reference on the rounded values */
@@ -506,19 +516,7 @@ static void run_in16_case(tcase tc, uint64_t seed, int bf16, int dense) {
     float *hl = (float *)calloc((size_t)nh, sizeof(float));
     mb_scan_args ah = args_of(&p, 0, hc, hl, tc.chunk);
     mb_scan_forward(&ah, y);
-    float *dx = (float *)calloc((size_t)(BL * Di), sizeof(float));
-    float *dd = (float *)calloc((size_t)(BL * Di), sizeof(float));
-    float *dbc = (float *)calloc((size_t)(BL * bcs), sizeof(float));
-    float *dz = (float *)calloc((size_t)(BL * 2 * Di), sizeof(float));
-    float *dA = (float *)calloc((size_t)(Di * N), sizeof(float));
-    float *dD = (float *)calloc((size_t)Di, sizeof(float));
-    float *dbias = (float *)calloc((size_t)Di, sizeof(float));
-    mb_scan_backward(&ah, p.dy, dx, dd, dA, dbc + tc.R, dbc + tc.R + N, dD, dz + Di);
-    for (int64_t i = 0; i < BL; i++)
-        for (int64_t c = 0; c < Di; c++) {
-            dd[i * Di + c] *= mb_softplus_grad_from_outputf(p.delta[i * Di + c]);
-            dbias[c] += dd[i * Di + c];
-        }
+    ref_bwd ref = ref_backward(&ah, p.dy, p.delta, BL, Di, N, tc.R);
     /* GPU: the fp32 x and delta poisoned and not passed */
     uint16_t *g_x16 = NULL, *g_d16 = NULL;
     CK(cudaMalloc((void **)&g_x16, sizeof(uint16_t) * (size_t)(BL * 2 * Di)));
@@ -526,7 +524,6 @@ static void run_in16_case(tcase tc, uint64_t seed, int bf16, int dense) {
     CK(cudaMemcpy(g_x16, x16, sizeof(uint16_t) * (size_t)(BL * 2 * Di), cudaMemcpyHostToDevice));
     CK(cudaMemcpy(g_d16, d16, sizeof(uint16_t) * (size_t)(BL * Di), cudaMemcpyHostToDevice));
     CK(cudaMemset(p.d_delta, 0xff, sizeof(float) * (size_t)(BL * Di)));
-    float *d_bias = dup_dev(bias, Di);
     float *g_y = dev_poison(BL * Di), *g_hc = dev_poison(nhc), *g_hl = dev_poison(nh);
     uint16_t *g_yb = bf16 ? dev_poison16(BL * Di) : NULL;
     float *g_yp = dense ? dev_poison(BL * Di) : NULL;
@@ -551,32 +548,22 @@ static void run_in16_case(tcase tc, uint64_t seed, int bf16, int dense) {
     }
     check("fwd", "h_chunks", rel_err_rows(ghc, hc, nhc, 1, 1));
     check("fwd", "h_last", rel_err_rows(ghl, hl, nh, 1, 1));
-    float *g_dx = dev_poison(BL * Di), *g_dd = dev_poison(BL * Di);
-    float *g_dbc = dev_poison(BL * bcs), *g_dz = dev_poison(BL * 2 * Di);
-    float *g_dA = dev_poison(Di * N), *g_dD = dev_poison(Di), *g_db = dev_poison(Di);
-    uint16_t *g_ddb = bf16 ? dev_poison16(BL * Di) : NULL;
-    uint16_t *g_dzb = bf16 ? dev_poison16(BL * 2 * Di) : NULL;
-    uint16_t *g_dxb = bf16 ? dev_poison16(BL * Di) : NULL;
-    CK(cudaMemset(g_dA, 0, sizeof(float) * (size_t)(Di * N)));
-    CK(cudaMemset(g_dD, 0, sizeof(float) * (size_t)Di));
-    CK(cudaMemset(g_db, 0, sizeof(float) * (size_t)Di));
+    bwd_out g = gpu_bwd_alloc(bf16, BL, Di, N, tc.R);
     o.delta_is_eff = 1, o.dt_softplus = 1;
-    o.ddt_bias = g_db, o.ddelta_bf16 = g_ddb, o.dz_bf16 = g_dzb ? g_dzb + Di : NULL;
-    o.dx_bf16 = g_dxb;
-    if (mb_scan_cuda_backward_ex(&ad, &o, p.d_dy, bf16 ? NULL : g_dx, g_dd, g_dA, g_dbc + tc.R,
-                                 g_dbc + tc.R + N, g_dD, g_dz + Di, NULL)) {
+    o.ddt_bias = g.db, o.ddelta_bf16 = g.ddb, o.dz_bf16 = g.dzb ? g.dzb + Di : NULL;
+    o.dx_bf16 = g.dxb;
+    if (mb_scan_cuda_backward_ex(&ad, &o, p.d_dy, bf16 ? NULL : g.dx, g.dd, g.dA, g.dbc + tc.R,
+                                 g.dbc + tc.R + N, g.dD, g.dz + Di, NULL)) {
         printf("  backward failed: %s\n", mb_last_error());
         g_fail = 1;
     }
     CK(cudaDeviceSynchronize());
-    const bwd_out gout = {g_dx, g_dd, g_dbc, g_dz, g_dA, g_dD, g_db, g_dxb, g_ddb, g_dzb};
-    check_bwd("bwd", &gout, bf16, dx, dd, dbc, dz, dA, dD, dbias, BL, Di, N, tc.R);
-    free(bias), free(x16), free(d16), free(y), free(hc), free(hl), free(dx), free(dd), free(dbc);
-    free(dz), free(dA), free(dD), free(dbias), free(ghc), free(ghl);
-    cudaFree(g_x16), cudaFree(g_d16), cudaFree(d_bias), cudaFree(g_y), cudaFree(g_hc);
-    cudaFree(g_hl), cudaFree(g_yb), cudaFree(g_yp), cudaFree(g_dx), cudaFree(g_dd);
-    cudaFree(g_dbc), cudaFree(g_dz), cudaFree(g_dA), cudaFree(g_dD), cudaFree(g_db);
-    cudaFree(g_ddb), cudaFree(g_dzb), cudaFree(g_dxb);
+    check_bwd("bwd", &g, bf16, &ref, BL, Di, N, tc.R);
+    ref_bwd_free(&ref);
+    gpu_bwd_free(&g);
+    free(bias), free(x16), free(d16), free(y), free(hc), free(hl), free(ghc), free(ghl);
+    cudaFree(g_x16), cudaFree(g_d16), cudaFree(g_y), cudaFree(g_hc);
+    cudaFree(g_hl), cudaFree(g_yb), cudaFree(g_yp);
     free_problem(&p);
 }
 
