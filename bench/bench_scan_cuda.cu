@@ -306,6 +306,26 @@ int main(int argc, char **argv) {
             c.o.dt_softplus = 1, c.o.ddt_bias = ddtb, c.o.delta_is_eff = 1;
             row("backward, dense, bf16 x / delta", time_ms(run_bwd_ex, &c),
                 3 * act + 4 * bc + hc8 + 5 * h, exps);
+            /* and z and the backward's dy as bf16 (model_cuda.cu, z16) */
+            uint16_t *z16 = NULL, *dy16 = NULL;
+            CK(cudaMalloc((void **)&z16, sizeof(uint16_t) * (size_t)(BL * Di)));
+            CK(cudaMalloc((void **)&dy16, sizeof(uint16_t) * (size_t)(BL * Di)));
+            RC(mb_bf16_from_f32_cuda(z16, Di, a->z, a->z_stride, BL, Di, NULL));
+            RC(mb_bf16_from_f32_cuda(dy16, Di, c.dy, Di, BL, Di, NULL));
+            const float *zk = a->z;
+            a->z = NULL;
+            c.o.z_bf16 = z16, c.o.z_bf16_stride = Di, c.o.dy_bf16 = dy16;
+            c.o.dt_softplus = 0, c.o.ddt_bias = NULL, c.o.delta_is_eff = 0;
+            row("forward, dense, bf16 x / delta / z", time_ms(run_fwd_ex, &c),
+                act + 2 * bc + hc8 + 4 * h, exps);
+            run_fwd_ex(&c);
+            c.o.dt_softplus = 1, c.o.ddt_bias = ddtb, c.o.delta_is_eff = 1;
+            row("backward, dense, bf16 x / delta / z / dy", time_ms(run_bwd_ex, &c),
+                act + 4 * bc + hc8 + 7 * h, exps);
+            a->z = zk;
+            c.o.z_bf16 = NULL, c.o.dy_bf16 = NULL;
+            CK(cudaFree(z16));
+            CK(cudaFree(dy16));
             c.o.x_bf16 = NULL, c.o.delta_bf16 = NULL;
             a->x = xk, a->delta = dk;
             CK(cudaFree(x16));

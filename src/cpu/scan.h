@@ -47,7 +47,8 @@ typedef struct {
 
 /* Scan arguments for one Mamba layer of a batch, with the model's activation layouts (used by
  * the CPU and CUDA models alike): xc (B, L, Di) conv output, delta (B, L, Di), dbc (B, L, R+2N)
- * holding dt_low | B | C, xz (B, L, 2Di) holding x | z, h_chunks (B, Di, n_chunks, N).
+ * holding dt_low | B | C, xz (B, L, 2Di) holding x | z (may be NULL: z NULL), h_chunks (B, Di,
+ * n_chunks, N).
  * Pointers may be host or device pointers; h0/h_last are left NULL. */
 static inline mb_scan_args mb_scan_layer_args(const mb_config *c, int64_t B, int64_t L,
                                               int64_t chunk, const float *xc, const float *delta,
@@ -69,7 +70,7 @@ static inline mb_scan_args mb_scan_layer_args(const mb_config *c, int64_t B, int
     s.Cm = dbc + R + N;
     s.bc_stride = R + 2 * N;
     s.D = D;
-    s.z = xz + Di;
+    s.z = xz ? xz + Di : NULL; /* (NULL xz: no gate from args; the CUDA model's bf16 z) */
     s.z_stride = 2 * Di;
     s.h_chunks = h_chunks;
     return s;

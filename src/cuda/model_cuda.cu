@@ -57,6 +57,10 @@ struct mb_cuda_acts {
                  as bf16, as mamba_ssm's autocast passes them, so neither is stored in fp32; the
                  fp32 xc and delta keep one slot only for the stateful forward of a B 1
                  workspace (streamed scoring) */
+    int z16;  /* in16 (MB_CUDA_SCAN_Z16=0: off): in_proj writes x and z as bf16 (xzb, one
+                 product), the scan reads z, and in the backward dy (out_proj's input gradient,
+                 dyb), as bf16, as mamba_ssm's autocast passes them; the fp32 xz keeps one slot
+                 only for the stateful forward of a B 1 workspace, and there is no fp32 dy */
     int64_t lstride_mul; /* mixer buffers: 1 when training without recomputation, else 0 */
     int64_t kstride_mul; /* scan chunk states and the y the backward reads: 1 when training
                             without recomputation or with MB_CUDA_ACTS_KEEP_SCAN, else 0 */
@@ -98,6 +102,8 @@ struct mb_cuda_acts {
     uint16_t *dxzb;         /* (B, L, 2Di) */
     uint16_t *ddeltab;      /* (B, L, Di) */
     uint16_t *deltab;       /* (n_slot, B, L, Di) the effective delta (in16 only) */
+    uint16_t *xzb;          /* (n_slot, B, L, 2Di) in_proj's output (z16 only) */
+    uint16_t *dyb;          /* (B, L, Di) the gradient of the scan's gated output (z16 only) */
     uint16_t *dxcb, *dxc2b; /* (B, L, Di) (xsplit only) */
     uint16_t *ddbcb;        /* (B, L, R+2N) */
     uint16_t *dlogitsb;     /* (B, L, 256) */
@@ -129,7 +135,8 @@ static int acts_table(mb_cuda_acts *a, carve_item *t) {
     t[k++] = (carve_item){(void **)&a->residual, F((nr + 1) * BL * d)};
     t[k++] = (carve_item){(void **)&a->mean, F((nr + 1) * BL)};
     t[k++] = (carve_item){(void **)&a->rstd, F((nr + 1) * BL)};
-    t[k++] = (carve_item){(void **)&a->xz, F(nl * BL * 2 * Di)};
+    /* z16: in_proj's output as bf16 (xzb); an fp32 one for a B 1 stateful forward only */
+    t[k++] = (carve_item){(void **)&a->xz, F((a->z16 ? (a->B == 1 ? 1 : 0) : nl) * BL * 2 * Di)};
     /* in16: the scan reads bf16 x and delta; fp32 ones for a B 1 stateful forward only */
     const int64_t nx = a->in16 ? (a->B == 1 ? 1 : 0) : nl;
     t[k++] = (carve_item){(void **)&a->xc, F(nx * BL * Di)};
@@ -153,7 +160,7 @@ static int acts_table(mb_cuda_acts *a, carve_item *t) {
     /* fp32 ddelta: not needed when the fused bf16 scan writes only its bf16 copy */
     t[k++] = (carve_item){(void **)&a->ddelta, F((a->bf16 && a->fused ? 0 : tr) * BL * Di)};
     t[k++] = (carve_item){(void **)&a->ddbc, F(tr * BL * (R + 2 * N))};
-    t[k++] = (carve_item){(void **)&a->dy, F(tr * BL * Di)};
+    t[k++] = (carve_item){(void **)&a->dy, F((a->z16 ? 0 : tr) * BL * Di)};
     t[k++] = (carve_item){(void **)&a->dlogits, F(tr * BL * MB_VOCAB)};
     t[k++] = (carve_item){(void **)&a->loss_sum, (int64_t)sizeof(double)};
     t[k++] = (carve_item){(void **)&a->scratch, MB_CUDA_REDUCE_SCRATCH * (int64_t)sizeof(double)};
@@ -171,6 +178,8 @@ static int acts_table(mb_cuda_acts *a, carve_item *t) {
     t[k++] = (carve_item){(void **)&a->dxzb, H(hb * tr * BL * 2 * Di)};
     t[k++] = (carve_item){(void **)&a->ddeltab, H(hb * tr * BL * Di)};
     t[k++] = (carve_item){(void **)&a->deltab, H(a->in16 * nl * BL * Di)};
+    t[k++] = (carve_item){(void **)&a->xzb, H(a->z16 * nl * BL * 2 * Di)};
+    t[k++] = (carve_item){(void **)&a->dyb, H(a->z16 * tr * BL * Di)};
     t[k++] = (carve_item){(void **)&a->dxcb, H(a->xsplit * tr * BL * Di)};
     t[k++] = (carve_item){(void **)&a->dxc2b, H(a->xsplit * tr * BL * Di)};
     t[k++] = (carve_item){(void **)&a->ddbcb, H(hb * tr * BL * P)};
@@ -225,6 +234,8 @@ static int acts_shape(mb_cuda_acts *a, const mb_config *c, int64_t B, int64_t L,
     a->in16 = a->xsplit && a->dt_fused &&
               mb_scan_cuda_bf16in_supported(B, L, a->cfg.d_inner, a->cfg.d_state) &&
               !(i16 && !strcmp(i16, "0"));
+    const char *z16 = getenv("MB_CUDA_SCAN_Z16");
+    a->z16 = a->in16 && !(z16 && !strcmp(z16, "0"));
     a->lstride_mul = a->train && !a->recompute;
     a->kstride_mul = a->train && (!a->recompute || a->keep_scan);
     a->rstride_mul = a->train;
@@ -251,6 +262,10 @@ extern "C" int mb_cuda_acts_dense(const mb_cuda_acts *a) {
 
 extern "C" int mb_cuda_acts_in16(const mb_cuda_acts *a) {
     return a ? a->in16 : 0;
+}
+
+extern "C" int mb_cuda_acts_z16(const mb_cuda_acts *a) {
+    return a ? a->z16 : 0;
 }
 
 extern "C" int64_t mb_cuda_acts_bytes(const mb_config *c, int64_t B, int64_t L, int for_training,
@@ -475,6 +490,7 @@ typedef struct {
     float *y_pregate;          /* dense scan only */
     uint16_t *xcb, *yb, *dbcb; /* bf16 copies (bf16 mode) */
     uint16_t *deltab;          /* in16 only */
+    uint16_t *xzb;             /* z16 only */
 } layer_view;
 
 static layer_view layer_at(const mb_cuda_acts *a, int64_t l) {
@@ -486,7 +502,8 @@ static layer_view layer_at(const mb_cuda_acts *a, int64_t l) {
     v.res_in = a->residual + r * BL * d;
     v.mean = a->mean + r * BL;
     v.rstd = a->rstd + r * BL;
-    v.xz = a->xz + s * BL * 2 * Di;
+    v.xz = a->xz ? a->xz + (a->z16 ? 0 : s) * BL * 2 * Di : NULL; /* (z16: the one slot) */
+    v.xzb = a->xzb ? a->xzb + s * BL * 2 * Di : NULL;
     const int64_t sx = a->in16 ? 0 : s; /* (in16: the stateful forward's one slot, if any) */
     v.xc = a->xc ? a->xc + sx * BL * Di : NULL;
     v.dbc = a->dbc + s * BL * (R + 2 * N);
@@ -510,6 +527,7 @@ static float *final_residual(const mb_cuda_acts *a, float **mean, float **rstd) 
 
 static mb_scan_args scan_args(const mb_cuda_acts *a, const mb_layer_weights *lw,
                               const layer_view *v) {
+    /* (z16 above batch 1: v->xz NULL, so z NULL; the scan reads xzb's z, scan_opts) */
     return mb_scan_layer_args(&a->cfg, a->B, a->L, a->chunk, v->xc, v->delta, v->dbc, v->xz,
                               lw->A_log, lw->D, v->h_chunks);
 }
@@ -527,6 +545,11 @@ static mb_scan_cuda_opts scan_opts(const mb_cuda_model *dm, const mb_cuda_acts *
         o.x_bf16 = in16->xcb;
         o.x_bf16_stride = a->cfg.d_inner;
         o.delta_bf16 = in16->deltab;
+        if (a->z16) {
+            o.z_bf16 = in16->xzb + a->cfg.d_inner;
+            o.z_bf16_stride = 2 * a->cfg.d_inner;
+            o.dy_bf16 = g ? a->dyb : NULL;
+        }
     }
     o.y_pregate = y_pregate; /* dense: written by the forward, read by the backward */
     o.dt_bias = lw->dt_proj_b;
@@ -637,9 +660,13 @@ static int mixer_forward(mb_cuda_model *dm, mb_cuda_acts *a, int64_t l, const la
     const int64_t N = c->d_state, R = c->dt_rank, K = c->d_conv, P = R + 2 * N;
     void *st = dm->stream;
     /* xz = u @ in_proj^T                                   (BL, 2Di); with xsplit x as bf16 */
-    const int xsplit = a->xsplit && !cs, in16 = a->in16 && !cs;
-    uint16_t *xb = (uint16_t *)v->xz; /* xsplit: x (BL, Di) bf16, row stride 4Di */
-    if (xsplit) {
+    const int xsplit = a->xsplit && !cs, in16 = a->in16 && !cs, z16 = a->z16 && !cs;
+    /* xsplit: x (BL, Di) bf16, row stride 4Di in the fp32 xz; z16: x and z in xzb (stride 2Di) */
+    uint16_t *xb = z16 ? v->xzb : (uint16_t *)v->xz;
+    const int64_t ldxb = z16 ? 2 * Di : 4 * Di;
+    if (z16) {
+        PT(MB_PROF_GEMM, mm_fwd16(dm, v->xzb, 2 * Di, a->ub, d, lw->in_proj_w, BL, d, 2 * Di));
+    } else if (xsplit) {
         PT(MB_PROF_GEMM, mm_fwd16(dm, xb, 4 * Di, a->ub, d, lw->in_proj_w, BL, d, Di));
         PT(MB_PROF_GEMM,
            mm_fwd(dm, v->xz + Di, 2 * Di, a->u, a->ub, d, lw->in_proj_w + Di * d, BL, d, Di, 0));
@@ -662,7 +689,7 @@ static int mixer_forward(mb_cuda_model *dm, mb_cuda_acts *a, int64_t l, const la
                     "stateful forward: ssm state");
         PT(MB_PROF_CVT, to_bf16(dm, v->xcb, v->xc, Di, BL, Di));
     } else if (xsplit) {
-        PT(MB_PROF_CONV, mb_conv1d_cuda_forward_bf16in(in16 ? NULL : v->xc, v->xcb, xb, 4 * Di,
+        PT(MB_PROF_CONV, mb_conv1d_cuda_forward_bf16in(in16 ? NULL : v->xc, v->xcb, xb, ldxb,
                                                        lw->conv_w, lw->conv_b, B, L, Di, K, st));
     } else { /* the bf16 copy of xc written by the conv itself in bf16 mode */
         PT(MB_PROF_CONV, mb_conv1d_cuda_forward_ex(v->xc, dm->bf16 ? v->xcb : NULL, v->xz, 2 * Di,
@@ -689,6 +716,7 @@ static int mixer_forward(mb_cuda_model *dm, mb_cuda_acts *a, int64_t l, const la
         sa.h_last = ssm_s;
     }
     if (in16) sa.x = NULL, sa.delta = NULL;
+    if (z16) sa.z = NULL;
     const mb_scan_cuda_opts so =
         scan_opts(dm, a, lw, NULL, v->yb, cs ? NULL : v->y_pregate, in16 ? v : NULL);
     PT(MB_PROF_SCAN_FWD, mb_scan_cuda_forward_ex(&sa, &so, v->y, st));
@@ -799,10 +827,15 @@ static int mixer_backward(mb_cuda_model *dm, mb_cuda_acts *a, int64_t l, const l
     void *st = dm->stream;
     /* out_proj: h = y @ out_proj^T (a->dresb: written with a->dres by the norm backward) */
     PT(MB_PROF_GEMM, mm_bwd_w(dm, g->out_proj_w, a->dres, a->dresb, d, v->y, v->yb, Di, BL, Di, d));
-    PT(MB_PROF_GEMM, mm_bwd_in(dm, a->dy, Di, a->dres, a->dresb, d, lw->out_proj_w, BL, Di, d, 0));
+    if (a->z16) /* (the scan reads dy as bf16) */
+        PT(MB_PROF_GEMM, mm_bwd_in16(dm, a->dyb, Di, a->dresb, d, lw->out_proj_w, BL, Di, d));
+    else
+        PT(MB_PROF_GEMM,
+           mm_bwd_in(dm, a->dy, Di, a->dres, a->dresb, d, lw->out_proj_w, BL, Di, d, 0));
     /* scan: dxc, ddelta, dB, dC, dz (=); dA_log, dD (+=) */
     mb_scan_args sa = scan_args(a, lw, v);
     if (a->in16) sa.x = NULL, sa.delta = NULL;
+    if (a->z16) sa.z = NULL;
     const mb_scan_cuda_opts so = scan_opts(dm, a, lw, g, NULL, v->y_pregate, a->in16 ? v : NULL);
     PT(MB_PROF_SCAN_BWD,
        mb_scan_cuda_backward_ex(&sa, &so, a->dy, a->dxc, a->ddelta, g->A_log, a->ddbc + R,
@@ -824,10 +857,10 @@ static int mixer_backward(mb_cuda_model *dm, mb_cuda_acts *a, int64_t l, const l
      */
     if (a->xsplit) { /* x and the two parts of dxc in bf16 (the scan wrote dxcb) */
         PT(MB_PROF_GEMM, mm_bwd_in16(dm, a->dxc2b, Di, a->ddbcb, P, lw->x_proj_w, BL, Di, P));
-        PT(MB_PROF_CONV,
-           mb_conv1d_cuda_backward_bf16in(a->dxzb, 2 * Di, g->conv_w, g->conv_b, a->dxcb, a->dxc2b,
-                                          (const uint16_t *)v->xz, 4 * Di, lw->conv_w, lw->conv_b,
-                                          B, L, Di, K, st));
+        PT(MB_PROF_CONV, mb_conv1d_cuda_backward_bf16in(
+                             a->dxzb, 2 * Di, g->conv_w, g->conv_b, a->dxcb, a->dxc2b,
+                             a->z16 ? v->xzb : (const uint16_t *)v->xz, a->z16 ? 2 * Di : 4 * Di,
+                             lw->conv_w, lw->conv_b, B, L, Di, K, st));
     } else {
         PT(MB_PROF_GEMM,
            mm_bwd_in(dm, a->dxc, Di, a->ddbc, a->ddbcb, P, lw->x_proj_w, BL, Di, P, 1));

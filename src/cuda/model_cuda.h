@@ -126,6 +126,10 @@ int mb_cuda_acts_dense(const mb_cuda_acts *a);
  * turns it off), else 0. Such training workspaces hold no fp32 conv output or delta, so their
  * stateful forward (mb_cuda_forward_stateful) works at batch 1 only. */
 int mb_cuda_acts_in16(const mb_cuda_acts *a);
+/* 1 when, beyond that, in_proj writes x and z as bf16 only and the scan reads z (and in the
+ * backward its output gradient dy) as bf16 (MB_CUDA_SCAN_Z16=0 turns it off), else 0. Such
+ * workspaces hold no fp32 xz above batch 1 and no fp32 dy. */
+int mb_cuda_acts_z16(const mb_cuda_acts *a);
 /* Device bytes an mb_cuda_acts of this shape allocates (-1 on bad arguments). */
 int64_t mb_cuda_acts_bytes(const mb_config *c, int64_t B, int64_t L, int for_training,
                            int64_t chunk);

@@ -87,6 +87,10 @@ typedef struct {
     const uint16_t *x16;
     long long xs16;
     const uint16_t *delta16;
+    /* with x16 (the X16 forms only): z (stride zs, which dz / dz_bf16 share) and the backward's
+     * dy (B, L, Di contiguous) as bf16 (mb_scan_cuda_opts.z_bf16 / dy_bf16); NULL: fp32 z / dy */
+    const uint16_t *z16;
+    const uint16_t *dy16;
 } scan_params;
 
 /* the effective delta of a raw one (mb_scan_cuda_opts), channel c valid */
@@ -570,8 +574,10 @@ template <int G> struct fwd_geom {
     static constexpr int STAGE = 3 * FT * CPB + 2 * FT * NP;
     /* dynamic shared memory (floats): FK stages, then y's partial sums (yred_smem) if G > 1 */
     static constexpr int SMEM = FK * STAGE + (G > 1 ? FT * NT : 0);
-    /* X16: then per stage the bf16 x and delta rows (FT x 32 each, 2 bytes: FT x CPB floats) */
-    static constexpr int SMEM16 = SMEM + FK * FT * CPB;
+    /* X16: then the bf16 x, delta and z rows of the stage being copied (FT x 32 each, 2 bytes:
+     * 3/2 FT x CPB floats; one area serves both stages: a tile is widened before the barrier
+     * after which the next tile's copies are issued) */
+    static constexpr int SMEM16 = SMEM + 3 * FT * CPB / 2;
 };
 /* fwd_geom<G>::SMEM for a run-time G (launch_forward; the emulator's shared-memory bound) */
 static inline int fwd_smem_floats(int G, int x16 = 0) {
@@ -590,17 +596,20 @@ static __device__ __forceinline__ void fwd_stage(const scan_params &p, float *sm
     float *st = sm + s * g::STAGE;
     const long long row0 = (long long)b * p.L + t0;
     const int nv = min(FT, p.L - t0), w = min(g::CPB, p.Di - c0);
-    if (X16) { /* into the stage's bf16 area (after the stages and y's sums: SMEM16) */
-        uint16_t *b16 = (uint16_t *)(sm + g::SMEM + s * FT * g::CPB);
+    if (X16) { /* into the bf16 area (after the stages and y's sums: SMEM16) */
+        uint16_t *b16 = (uint16_t *)(sm + g::SMEM);
         stage_rows16<g::NT, FT>(b16, p.x16 + c0, row0, p.xs16, nv, w, tid, p.x);
-        stage_rows16<g::NT, FT>(b16 + FT * g::CPB, p.delta16 + c0, row0, p.Di, nv, w, tid, p.x);
+        stage_rows16<g::NT, FT>(b16 + FT * 32, p.delta16 + c0, row0, p.Di, nv, w, tid, p.x);
+        if (p.z16)
+            stage_rows16<g::NT, FT>(b16 + 2 * FT * 32, p.z16 + c0, row0, p.zs, nv, w, tid, p.x);
     } else {
         stage_rows<g::NT, VEC, 2>(st, g::CPB, p.x + c0, row0, p.xs, FT, nv, w, tid, p.x);
         stage_rows<g::NT, VEC, 2>(st + FT * g::CPB, g::CPB, p.delta + c0, row0, p.Di, FT, nv, w,
                                   tid, p.x);
     }
-    stage_rows<g::NT, VEC, 2>(st + 2 * FT * g::CPB, g::CPB, p.z ? p.z + c0 : NULL, row0, p.zs, FT,
-                              nv, w, tid, p.x);
+    if (!X16 || !p.z16)
+        stage_rows<g::NT, VEC, 2>(st + 2 * FT * g::CPB, g::CPB, p.z ? p.z + c0 : NULL, row0, p.zs,
+                                  FT, nv, w, tid, p.x);
     float *bs = st + 3 * FT * g::CPB;
     stage_rows<g::NT, VEC>(bs, g::NP, p.Bm, row0, p.bcs, FT, nv, p.N, tid, p.x);
     stage_rows<g::NT, VEC>(bs + FT * g::NP, g::NP, p.Cm, row0, p.bcs, FT, nv, p.N, tid, p.x);
@@ -667,7 +676,7 @@ __global__ void __launch_bounds__(32 * G) scan_fwd2_kernel(scan_params p) {
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int q = lane_q<G, QM>(lane), cw = warp * CPW + lane_ch<G, QM>(lane);
     const int c0 = blockIdx.x * CPB, c = c0 + cw, b = blockIdx.y;
-    const bool cv = c < p.Di;
+    const bool cv = c < p.Di, hz = p.z || (X16 && p.z16); /* the SiLU(z) gate */
     const int N = p.N, L = p.L, n0 = q * SPT;
     float A2[SPT], h[SPT];
 #pragma unroll
@@ -690,12 +699,14 @@ __global__ void __launch_bounds__(32 * G) scan_fwd2_kernel(scan_params p) {
      * blocks per multiprocessor instead of 4 with three; H200 B 8: 1.257 -> 1.235-1.243 ms) */
     for (int it = 0; it < ntiles; it++) {
         cp_wait<0>();
-        if (X16) { /* this tile's bf16 x and delta -> fp32: each thread the pieces it copied (so
-                    * no barrier before; the stage's fp32 tiles are free since the last one) */
+        if (X16) { /* this tile's bf16 x, delta (and z) -> fp32: each thread the pieces it
+                    * copied (so no barrier before; the stage's fp32 tiles are free since the
+                    * last one; the bf16 area is copied into again after the barrier below) */
             float *cur = sm + (it % FK) * g::STAGE;
-            const uint16_t *b16 = (const uint16_t *)(sm + g::SMEM + (it % FK) * T * CPB);
+            const uint16_t *b16 = (const uint16_t *)(sm + g::SMEM);
             widen_rows<g::NT, T, 2>(cur, b16, tid);
-            widen_rows<g::NT, T, 2>(cur + T * CPB, b16 + T * CPB, tid);
+            widen_rows<g::NT, T, 2>(cur + T * CPB, b16 + T * 32, tid);
+            if (p.z16) widen_rows<g::NT, T, 2>(cur + 2 * T * CPB, b16 + 2 * T * 32, tid);
         }
         __syncthreads();
         /* tile it - 1's y rows out of the buffer that tile it + 1 is copied into next (and the
@@ -778,7 +789,7 @@ __global__ void __launch_bounds__(32 * G) scan_fwd2_kernel(scan_params p) {
                 const float xo = X[sc], zo = Z[sc];
                 float out = fmaf(Dc, xo, ys[j]);
                 if (p.y_pregate) X[sc] = out; /* (read above only) written out next tile */
-                if (p.z) out *= zo * sigmoidf_(zo);
+                if (hz) out *= zo * sigmoidf_(zo);
                 Z[sc] = out;
             }
         }
@@ -1177,6 +1188,40 @@ static __device__ __forceinline__ void bwd3_stage_dense(const scan_params &p, fl
     }
 }
 
+/* The v5 gate's dy and z at positions t0, t0 + G, ... (16) of channel gc (zeros where !gcv, past
+ * L, or for z where !hz): branch-free, the addresses clamped into the tensors and the values
+ * then selected, so that the 32 loads issue together (loads in per-position branches, as the
+ * run-time choice of fp32 or bf16 tensors made them, cost the backward 35%). DY16 / Z16: dy
+ * (p.dy16) / z (p.z16) as bf16. */
+template <int G, bool DY16, bool Z16>
+static __device__ __forceinline__ void gate_loads(const scan_params &p, long long rowb, int t0,
+                                                  int gc, bool gcv, bool hz, float gy[16],
+                                                  float zr[16]) {
+    const int gcc = gcv ? gc : p.Di - 1;
+#pragma unroll
+    for (int m = 0; m < 16; m++) {
+        const int t = t0 + G * m;
+        const long long row = rowb + min(t, p.L - 1);
+        const float v =
+            DY16 ? bf16_lo(__ldg(p.dy16 + row * p.Di + gcc)) : __ldg(p.dy + row * p.Di + gcc);
+        gy[m] = gcv && t < p.L ? v : 0.0f;
+    }
+    if (hz) {
+#pragma unroll
+        for (int m = 0; m < 16; m++) {
+            const int t = t0 + G * m;
+            const long long row = rowb + min(t, p.L - 1);
+            const float v =
+                Z16 ? bf16_lo(__ldg(p.z16 + row * p.zs + gcc)) : __ldg(p.z + row * p.zs + gcc);
+            zr[m] = gcv && t < p.L ? v : 0.0f;
+        }
+    } else {
+#pragma unroll
+        for (int m = 0; m < 16; m++)
+            zr[m] = 0.0f;
+    }
+}
+
 /* QM: state-group-major lanes (lane_q / lane_ch). O16: dx, ddelta and dz (where z is given) go
  * to their bf16 outputs, chosen at compile time (the mixed-precision training's form; the
  * run-time choice of each output's pointer cost this kernel ~3%). DN (dense, VEC only): the
@@ -1198,7 +1243,7 @@ __global__ void __launch_bounds__(32 * G, 16 / G) scan_bwd3_kernel(scan_params p
     /* scan mapping: channel cw of the block, states n0..n0+3 */
     const int q = lane_q<G, QM>(lane), cl = lane_ch<G, QM>(lane), cw = warp * CPW + cl;
     const int c0 = blockIdx.x * CPB, c = c0 + cw, b = blockIdx.y;
-    const bool cv = c < p.Di;
+    const bool cv = c < p.Di, hz = p.z || (X16 && p.z16); /* the SiLU(z) gate */
     const int N = p.N, L = p.L, n0 = q * SPT;
     /* gate mapping: channel gcw, positions gpo + G m */
     const int gch = lane % CPW, gpo = lane / CPW, gcw = warp * CPW + gch, gc = c0 + gcw;
@@ -1291,12 +1336,17 @@ __global__ void __launch_bounds__(32 * G, 16 / G) scan_bwd3_kernel(scan_params p
 #pragma unroll 1
         for (int mb = 0; mb < BT / G; mb += 16) {
             float gy[16], zr[16];
-#pragma unroll
-            for (int m = 0; m < 16; m++) {
-                const int t = ts + gpo + G * (mb + m);
-                const bool ok = gcv && t < L;
-                gy[m] = ok ? __ldg(p.dy + (rowb + t) * p.Di + gc) : 0.0f;
-                zr[m] = ok && p.z ? __ldg(p.z + (rowb + t) * p.zs + gc) : 0.0f;
+            const int t0 = ts + gpo + G * mb;
+            if (X16 && p.dy16) {
+                if (X16 && p.z16)
+                    gate_loads<G, true, true>(p, rowb, t0, gc, gcv, hz, gy, zr);
+                else
+                    gate_loads<G, true, false>(p, rowb, t0, gc, gcv, hz, gy, zr);
+            } else {
+                if (X16 && p.z16)
+                    gate_loads<G, false, true>(p, rowb, t0, gc, gcv, hz, gy, zr);
+                else
+                    gate_loads<G, false, false>(p, rowb, t0, gc, gcv, hz, gy, zr);
             }
 #pragma unroll
             for (int m = 0; m < 16; m++) {
@@ -1304,7 +1354,7 @@ __global__ void __launch_bounds__(32 * G, 16 / G) scan_bwd3_kernel(scan_params p
                 const int sc = r * CPB + swz_col<1>(r, gcw);
                 const float xo = X[sc];
                 float dyss = gy[m];
-                if (p.z) {
+                if (hz) {
                     const float zz = zr[m], sg = sigmoidf_(zz);
                     const float yss = DN ? YS[sc] : fmaf(Dg, xo, YS[sc]);
                     dyss = gy[m] * zz * sg;
@@ -1779,7 +1829,15 @@ static void apply_opts(scan_params *p, const mb_scan_cuda_opts *o) {
 /* The bf16 inputs of o into p (after make_params): their alignment, and the kernels that read
  * them (staged forward, v5 backward with the pair exchange: v5 == 2, 16-byte copies: vec). */
 static int apply_in16(scan_params *p, const mb_scan_cuda_opts *o, int vec, int v5, const char *fn) {
-    if (!o || (!o->x_bf16 && !o->delta_bf16)) return 0;
+    if (!o) return 0;
+    if (!o->x_bf16 && !o->delta_bf16) {
+        if (o->z_bf16 || o->dy_bf16)
+            return mb_fail(MB_EINVAL,
+                           "%s: z_bf16 / dy_bf16 are read only with x_bf16 and "
+                           "delta_bf16",
+                           fn);
+        return 0;
+    }
     p->x16 = o->x_bf16, p->xs16 = o->x_bf16_stride, p->delta16 = o->delta_bf16;
     if (!p->x16 || !p->delta16)
         return mb_fail(MB_EINVAL, "%s: x_bf16 and delta_bf16 go together", fn);
@@ -1795,6 +1853,19 @@ static int apply_in16(scan_params *p, const mb_scan_cuda_opts *o, int vec, int v
                        "d_state 12 or 16, a grid of at least 1.5 blocks of 32 channels per "
                        "multiprocessor, no lab kernel knob (mb_scan_cuda_bf16in_supported)",
                        fn);
+    if (o->z_bf16) { /* (replaces args.z; its stride is dz's too) */
+        if (p->z) return mb_fail(MB_EINVAL, "%s: z_bf16 replaces args.z, which must be NULL", fn);
+        if (!al16(o->z_bf16) || o->z_bf16_stride < p->Di || o->z_bf16_stride % 8)
+            return mb_fail(MB_EINVAL,
+                           "%s: bf16 z needs 16-byte aligned rows (z_bf16_stride %lld >= d_inner, "
+                           "a multiple of 8)",
+                           fn, (long long)o->z_bf16_stride);
+        p->z16 = o->z_bf16, p->zs = o->z_bf16_stride;
+    }
+    if (o->dy_bf16) {
+        if (!al16(o->dy_bf16)) return mb_fail(MB_EINVAL, "%s: dy_bf16 must be 16-byte aligned", fn);
+        p->dy16 = o->dy_bf16;
+    }
     /* a valid global address for the copies that read nothing (the fp32 tensors may be NULL) */
     if (!p->x) p->x = (const float *)p->x16;
     return 0;
@@ -1852,8 +1923,9 @@ extern "C" int mb_scan_cuda_backward_ex(const mb_scan_args *a, const mb_scan_cud
     if (a->B * a->L * a->Di == 0) return 0;
     uint16_t *ddelta_bf16 = o ? o->ddelta_bf16 : NULL, *dz_bf16 = o ? o->dz_bf16 : NULL;
     uint16_t *dx_bf16 = o ? o->dx_bf16 : NULL;
-    if (!dy || (!dx && !dx_bf16) || (!ddelta && !ddelta_bf16) || !dA_log || !dB || !dC ||
-        (a->z && !dz && !dz_bf16))
+    const int has_z = a->z || (o && o->z_bf16);
+    if ((!dy && !(o && o->dy_bf16)) || (!dx && !dx_bf16) || (!ddelta && !ddelta_bf16) || !dA_log ||
+        !dB || !dC || (has_z && !dz && !dz_bf16))
         return mb_fail(MB_EINVAL, "mb_scan_cuda_backward: NULL gradient pointer");
     if (a->N > 16)
         return mb_fail(MB_EINVAL, "mb_scan_cuda_backward: d_state N %lld > 16 not supported yet",
@@ -1927,7 +1999,7 @@ extern "C" int mb_scan_cuda_backward_ex(const mb_scan_args *a, const mb_scan_cud
         const size_t shm = sizeof(float) * (G == 1   ? bwd3_geom<1>::TOTAL
                                             : G == 2 ? bwd3_geom<2>::TOTAL
                                                      : bwd3_geom<4>::TOTAL);
-        const int o16 = p.dx_bf16 && p.ddelta_bf16 && (!p.z || p.dz_bf16);
+        const int o16 = p.dx_bf16 && p.ddelta_bf16 && ((!p.z && !p.z16) || p.dz_bf16);
         /* dense: the forward's states every 8 positions and its pre-gate output */
         const int dn = o && o->y_pregate && p.chunk == BK && G == 4 && vec && use_v5 == 2 &&
                        al16(o->y_pregate) && !g_dense_off;

@@ -86,7 +86,8 @@ typedef struct {
     uint16_t *y_bf16;      /* forward: y (B, L, Di) written here as bf16 instead of fp32 y */
     float *ddt_bias;       /* backward: += the column sums of the returned ddelta */
     uint16_t *ddelta_bf16; /* backward: ddelta (B, L, Di) written here as bf16, not to ddelta */
-    uint16_t *dz_bf16;     /* backward: dz written here as bf16 (stride z_stride), not to dz */
+    uint16_t *dz_bf16; /* backward: dz written here as bf16 (stride z_stride, or z_bf16_stride where
+                          z_bf16 is given), not to dz */
     uint16_t *dx_bf16; /* backward: dx (B, L, Di) written here as bf16, not to dx (may be NULL) */
     /* backward: args.delta already holds the effective delta (softplus(delta + dt_bias) as
      * mb_dt_proj_softplus_cuda writes it); dt_softplus then shapes only the gradients (ddelta is
@@ -114,6 +115,14 @@ typedef struct {
     const uint16_t *x_bf16;
     int64_t x_bf16_stride;
     const uint16_t *delta_bf16;
+    /* With x_bf16 / delta_bf16 only (MB_EINVAL otherwise), for the same kernels: z (B, L, Di;
+     * row stride z_bf16_stride elements, a multiple of 8, which dz / dz_bf16 then take too) read
+     * as bf16 instead of args.z, which must then be NULL; and the backward's dy (B, L, Di
+     * contiguous) read as bf16 instead of the dy argument, which may then be NULL. 16-byte
+     * aligned. mamba_ssm's autocast passes z and dout to its scan as bf16. */
+    const uint16_t *z_bf16;
+    int64_t z_bf16_stride;
+    const uint16_t *dy_bf16;
 } mb_scan_cuda_opts;
 
 /* Forward / backward with options (o may be NULL = the functions above). With dt_bias or

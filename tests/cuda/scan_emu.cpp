@@ -225,7 +225,7 @@ struct tcase {
     int dn;   /* dense form (chunk 8, N 12 or 16, vec, pair exchange): the emulated forward's states
                  every 8 positions and pre-gate output (y_pregate) feed the backward's DN form */
     int in16; /* bf16 x and delta (x16 / delta16, vec; the fp32 ones NULL): the reference gets the
-                 same values rounded to bf16 */
+                 same values rounded to bf16; 2: also z and the backward's dy (z16 / dy16) */
 };
 
 static void run_case(tcase tc, uint64_t seed) {
@@ -233,7 +233,10 @@ static void run_case(tcase tc, uint64_t seed) {
            "lanes\n",
            (long long)tc.B, (long long)tc.L, (long long)tc.Di, (long long)tc.N, (long long)tc.chunk,
            tc.gate, tc.use_h0, tc.vec, tc.nan_at, tc.kern == 1 ? "v5 pair exchange" : "v5",
-           tc.dn ? " dense" : "", tc.in16 ? " bf16 x / delta" : "",
+           tc.dn ? " dense" : "",
+           tc.in16 == 2 ? " bf16 x / delta / z / dy"
+           : tc.in16    ? " bf16 x / delta"
+                        : "",
            tc.qm ? "state-major" : "channel-major");
     const int64_t B = tc.B, L = tc.L, Di = tc.Di, N = tc.N, R = tc.R, BL = B * L;
     const int64_t bcs = R + 2 * N;
@@ -270,12 +273,21 @@ static void run_case(tcase tc, uint64_t seed) {
     }
     /* in16: x (the x half of xz) and delta (the effective one where the kernels read it so)
      * rounded to bf16, and their bits for the kernels: x rows of stride 2 Di, delta contiguous */
-    std::vector<uint16_t> x16, d16;
+    std::vector<uint16_t> x16, d16, dy16;
     if (tc.in16) {
         x16.assign(BL * 2 * Di, 0);
         d16.assign(BL * Di, 0);
+        dy16.assign(BL * Di, 0);
         for (int64_t i = 0; i < BL; i++)
             for (int64_t c = 0; c < Di; c++) {
+                if (tc.in16 == 2) { /* z (the z half of xz) and dy */
+                    float &zv = xz[i * 2 * Di + Di + c];
+                    x16[i * 2 * Di + Di + c] = ref_bf16_bits(zv);
+                    zv = ref_bf16_value(x16[i * 2 * Di + Di + c]);
+                    float &gv = dy[i * Di + c];
+                    dy16[i * Di + c] = ref_bf16_bits(gv);
+                    gv = ref_bf16_value(dy16[i * Di + c]);
+                }
                 float &v = xz[i * 2 * Di + c];
                 x16[i * 2 * Di + c] = ref_bf16_bits(v);
                 v = ref_bf16_value(x16[i * 2 * Di + c]);
@@ -334,6 +346,7 @@ static void run_case(tcase tc, uint64_t seed) {
         if (tc.in16) { /* (sp: the effective delta, as the fused dt projection gives it) */
             f.x = NULL, f.x16 = x16.data(), f.xs16 = 2 * Di;
             f.delta = NULL, f.delta16 = d16.data(), f.dt_bias = NULL, f.dt_softplus = 0;
+            if (tc.in16 == 2 && tc.gate) f.z = NULL, f.z16 = x16.data() + Di;
         }
         const bool fine = tc.chunk % FT != 0;
         std::function<void()> kf;
@@ -417,6 +430,10 @@ static void run_case(tcase tc, uint64_t seed) {
     if (tc.in16) { /* (sp: eff, so delta16 holds the effective delta) */
         p.x = NULL, p.x16 = x16.data(), p.xs16 = 2 * Di;
         p.delta = NULL, p.delta16 = d16.data();
+        if (tc.in16 == 2) {
+            if (tc.gate) p.z = NULL, p.z16 = x16.data() + Di;
+            p.dy = NULL, p.dy16 = dy16.data();
+        }
     }
     const int G = N <= 4 ? 1 : N <= 8 ? 2 : 4;
     std::function<void()> k;
@@ -541,6 +558,12 @@ int main(void) {
             {2, 200, 64, 16, 4, 8, 1, 1, 1, -1, 1, 0, 2, 1, 1, 1},
             {1, 131, 40, 12, 4, 8, 0, 0, 1, -1, 1, 1, 0, 0, 1, 1},
             {1, 150, 64, 16, 4, 64, 1, 0, 1, 100, 1, 0, 0, 0, 0, 1},
+            /* z and dy as bf16 too: plain, training form, N 12, dense, no gate */
+            {2, 200, 64, 16, 4, 64, 1, 1, 1, -1, 1, 0, 0, 0, 0, 2},
+            {1, 131, 40, 16, 4, 64, 1, 0, 1, -1, 1, 1, 2, 1, 0, 2},
+            {2, 75, 40, 12, 4, 33, 1, 1, 1, -1, 1, 0, 2, 1, 0, 2},
+            {2, 200, 64, 16, 4, 8, 1, 1, 1, -1, 1, 0, 2, 1, 1, 2},
+            {1, 131, 40, 12, 4, 8, 0, 0, 1, -1, 1, 1, 0, 0, 1, 2},
         };
         for (size_t i = 0; i < sizeof in16 / sizeof in16[0]; i++)
             run_case(in16[i], 110 + i);

@@ -106,8 +106,9 @@ static void random_bytes(uint8_t *p, int64_t n, mb_rng *r) {
 /* ------------------------------------------------------------------ parity */
 
 /* the bf16 scan inputs (test_in16): 1 = every bf16 workspace of the parity runs must take them
- * (mb_cuda_acts_in16), -1 = not checked */
-static int g_expect_in16 = -1;
+ * (mb_cuda_acts_in16), -1 = not checked; g_expect_z16 the same for bf16 z and dy
+ * (mb_cuda_acts_z16) */
+static int g_expect_in16 = -1, g_expect_z16 = -1;
 static const gpu_mode g_in16_modes[] = {
     {"bf16 in16", 1, 0, BF16_TOL, 0, 0},
     {"bf16+rc in16", 1, RC, BF16_TOL, 0, 0},
@@ -150,6 +151,9 @@ static void parity_case_modes(const mb_model *m, mb_cuda_model *dm, int64_t B, i
         if (g_expect_in16 >= 0 && md->bf16)
             REQUIRE(mb_cuda_acts_in16(da) == g_expect_in16, "%s: bf16 scan inputs %d", md->name,
                     g_expect_in16);
+        if (g_expect_z16 >= 0 && md->bf16)
+            REQUIRE(mb_cuda_acts_z16(da) == g_expect_z16, "%s: bf16 z and dy %d", md->name,
+                    g_expect_z16);
         float loss_g = NAN;
         for (int64_t i = 0; i < BL * MB_VOCAB; i++)
             lg[i] = NAN;
@@ -286,7 +290,8 @@ static void test_dense(void) {
 }
 
 /* The scan's bf16 inputs in the model (bf16 training: the conv's and the dt projection's bf16
- * outputs read by the scan, no fp32 copies) against the CPU, with and without recomputation,
+ * outputs, in_proj's bf16 z and out_proj's bf16 input gradient read by the scan, no fp32
+ * copies; then with fp32 z and dy) against the CPU, with and without recomputation,
  * dense; d_model 256 (dt_rank 16: the fused dt projection; d_inner 512, d_state 16) and the v5
  * pair-exchange backward forced (the automatic choice takes v4 for grids this small). Then
  * what leaves a workspace without them, and the stateful forward on such training acts:
@@ -298,11 +303,16 @@ static void test_in16(void) {
     mb_cuda_model dm;
     if (gpu_random_model(&m, &dm, &c, 1300)) return;
     mb_scan_cuda_set_backward_warps(2);
-    g_expect_in16 = 1;
+    g_expect_in16 = 1, g_expect_z16 = 1;
     const int64_t cases[][2] = {{2, 200}, {1, 63}, {3, 130}};
     for (int i = 0; i < 3; i++)
         parity_case_modes(&m, &dm, cases[i][0], cases[i][1], 1310 + i, "ln/in16", g_in16_modes, 4);
-    g_expect_in16 = -1;
+    /* bf16 x and delta with an fp32 z and dy (MB_CUDA_SCAN_Z16=0) */
+    setenv("MB_CUDA_SCAN_Z16", "0", 1);
+    g_expect_z16 = 0;
+    parity_case_modes(&m, &dm, 2, 200, 1315, "ln/in16 z32", g_in16_modes, 4);
+    unsetenv("MB_CUDA_SCAN_Z16");
+    g_expect_in16 = -1, g_expect_z16 = -1;
     const int fl = MB_CUDA_ACTS_TRAIN | MB_CUDA_ACTS_BF16;
     setenv("MB_CUDA_SCAN_IN16", "0", 1);
     mb_cuda_acts *a = mb_cuda_acts_create_ex(&c, 2, 64, fl, 0);
@@ -326,7 +336,8 @@ static void test_in16(void) {
     for (int i = 0; i < 2 * L; i++)
         x[i] = (uint8_t)(37 * i + 11);
     a = mb_cuda_acts_create_ex(&c, 2, L, fl, 0);
-    REQUIRE(a && mb_cuda_acts_in16(a), "batch-2 training acts take the bf16 inputs");
+    REQUIRE(a && mb_cuda_acts_in16(a) && mb_cuda_acts_z16(a),
+            "batch-2 training acts take the bf16 inputs");
     REQUIRE(a && mb_cuda_forward_stateful(&dm, a, conv, ssm, x, NULL, NULL, NULL) == MB_EINVAL,
             "stateful forward on batch-2 in16 training acts refused");
     mb_cuda_acts_free(a);
@@ -334,7 +345,8 @@ static void test_in16(void) {
     float *l2 = (float *)xmalloc(sizeof(float) * (size_t)(L * MB_VOCAB));
     a = mb_cuda_acts_create_ex(&c, 1, L, fl, 0);
     mb_cuda_acts *e = mb_cuda_acts_create_ex(&c, 1, L, MB_CUDA_ACTS_BF16, 0);
-    REQUIRE(a && e && mb_cuda_acts_in16(a), "batch-1 training acts take the bf16 inputs");
+    REQUIRE(a && e && mb_cuda_acts_in16(a) && mb_cuda_acts_z16(a),
+            "batch-1 training acts take the bf16 inputs");
     int rc = a && e ? mb_cuda_forward_stateful(&dm, a, conv, ssm, x, NULL, NULL, l1) : -1;
     cudaMemset(st, 0, sizeof(float) * (size_t)(2 * 2 * Di * (N + K)));
     if (!rc) rc = mb_cuda_forward_stateful(&dm, e, conv, ssm, x, NULL, NULL, l2);

@@ -484,12 +484,14 @@ static void run_opts_case(tcase tc, uint64_t seed, int bf16, int eff_in, int den
 /* bf16 inputs (mb_scan_cuda_opts.x_bf16 / delta_bf16) in the training form: x (the x half of
  * xz) and the effective delta rounded to bf16, the reference run on the rounded values, the GPU
  * given only the bf16 copies (args.x / args.delta NULL; x rows of stride 2 Di, delta
- * contiguous) with delta_is_eff; dense: chunk 8 and y_pregate. The v5 pair-exchange backward
- * (knob 2). */
-static void run_in16_case(tcase tc, uint64_t seed, int bf16, int dense) {
-    printf("bf16 x / delta%s%s: B %lld L %lld Di %lld N %lld chunk %lld\n",
-           bf16 ? ", bf16 outputs" : "", dense ? ", dense" : "", (long long)tc.B, (long long)tc.L,
-           (long long)tc.Di, (long long)tc.N, (long long)tc.chunk);
+ * contiguous) with delta_is_eff; dense: chunk 8 and y_pregate; zdy: z (the z half of xz, stride
+ * 2 Di) and the backward's dy as bf16 too (z_bf16 / dy_bf16; args.z and the fp32 dy NULL, their
+ * device copies poisoned). The v5 pair-exchange backward (knob 2). */
+static void run_in16_case(tcase tc, uint64_t seed, int bf16, int dense, int zdy) {
+    printf("bf16 x / delta%s%s%s: B %lld L %lld Di %lld N %lld chunk %lld\n",
+           zdy ? " / z / dy" : "", bf16 ? ", bf16 outputs" : "", dense ? ", dense" : "",
+           (long long)tc.B, (long long)tc.L, (long long)tc.Di, (long long)tc.N,
+           (long long)tc.chunk);
     problem p;
     make_problem(&p, tc, seed);
     const int64_t BL = tc.B * tc.L, Di = tc.Di, N = tc.N;
@@ -509,6 +511,15 @@ static void run_in16_case(tcase tc, uint64_t seed, int bf16, int dense) {
             x16[i * 2 * Di + c] = ref_bf16_bits(p.xz[i * 2 * Di + c]);
             p.xz[i * 2 * Di + c] = ref_bf16_value(x16[i * 2 * Di + c]);
         }
+    uint16_t *dy16 = (uint16_t *)calloc((size_t)(BL * Di), sizeof(uint16_t));
+    if (zdy)
+        for (int64_t i = 0; i < BL; i++)
+            for (int64_t c = 0; c < Di; c++) {
+                x16[i * 2 * Di + Di + c] = ref_bf16_bits(p.xz[i * 2 * Di + Di + c]);
+                p.xz[i * 2 * Di + Di + c] = ref_bf16_value(x16[i * 2 * Di + Di + c]);
+                dy16[i * Di + c] = ref_bf16_bits(p.dy[i * Di + c]);
+                p.dy[i * Di + c] = ref_bf16_value(dy16[i * Di + c]);
+            }
     CK(cudaMemcpy(p.d_xz, p.xz, sizeof(float) * (size_t)(BL * 2 * Di), cudaMemcpyHostToDevice));
     /* CPU reference on the rounded values */
     float *y = (float *)calloc((size_t)(BL * Di), sizeof(float));
@@ -524,6 +535,13 @@ static void run_in16_case(tcase tc, uint64_t seed, int bf16, int dense) {
     CK(cudaMemcpy(g_x16, x16, sizeof(uint16_t) * (size_t)(BL * 2 * Di), cudaMemcpyHostToDevice));
     CK(cudaMemcpy(g_d16, d16, sizeof(uint16_t) * (size_t)(BL * Di), cudaMemcpyHostToDevice));
     CK(cudaMemset(p.d_delta, 0xff, sizeof(float) * (size_t)(BL * Di)));
+    uint16_t *g_dy16 = NULL;
+    if (zdy) {
+        CK(cudaMalloc((void **)&g_dy16, sizeof(uint16_t) * (size_t)(BL * Di)));
+        CK(cudaMemcpy(g_dy16, dy16, sizeof(uint16_t) * (size_t)(BL * Di), cudaMemcpyHostToDevice));
+        CK(cudaMemset(p.d_dy, 0xff, sizeof(float) * (size_t)(BL * Di)));
+        CK(cudaMemset(p.d_xz, 0xff, sizeof(float) * (size_t)(BL * 2 * Di)));
+    }
     float *g_y = dev_poison(BL * Di), *g_hc = dev_poison(nhc), *g_hl = dev_poison(nh);
     uint16_t *g_yb = bf16 ? dev_poison16(BL * Di) : NULL;
     float *g_yp = dense ? dev_poison(BL * Di) : NULL;
@@ -533,6 +551,8 @@ static void run_in16_case(tcase tc, uint64_t seed, int bf16, int dense) {
     o.x_bf16 = g_x16, o.x_bf16_stride = 2 * Di, o.delta_bf16 = g_d16;
     mb_scan_args ad = args_of(&p, 1, g_hc, g_hl, tc.chunk);
     ad.x = NULL, ad.delta = NULL;
+    if (zdy && ad.z) ad.z = NULL, o.z_bf16 = g_x16 + Di, o.z_bf16_stride = 2 * Di;
+    if (zdy) o.dy_bf16 = g_dy16;
     if (mb_scan_cuda_forward_ex(&ad, &o, g_y, NULL)) {
         printf("  forward failed: %s\n", mb_last_error());
         g_fail = 1;
@@ -552,8 +572,8 @@ static void run_in16_case(tcase tc, uint64_t seed, int bf16, int dense) {
     o.delta_is_eff = 1, o.dt_softplus = 1;
     o.ddt_bias = g.db, o.ddelta_bf16 = g.ddb, o.dz_bf16 = g.dzb ? g.dzb + Di : NULL;
     o.dx_bf16 = g.dxb;
-    if (mb_scan_cuda_backward_ex(&ad, &o, p.d_dy, bf16 ? NULL : g.dx, g.dd, g.dA, g.dbc + tc.R,
-                                 g.dbc + tc.R + N, g.dD, g.dz + Di, NULL)) {
+    if (mb_scan_cuda_backward_ex(&ad, &o, zdy ? NULL : p.d_dy, bf16 ? NULL : g.dx, g.dd, g.dA,
+                                 g.dbc + tc.R, g.dbc + tc.R + N, g.dD, g.dz + Di, NULL)) {
         printf("  backward failed: %s\n", mb_last_error());
         g_fail = 1;
     }
@@ -561,8 +581,9 @@ static void run_in16_case(tcase tc, uint64_t seed, int bf16, int dense) {
     check_bwd("bwd", &g, bf16, &ref, BL, Di, N, tc.R);
     ref_bwd_free(&ref);
     gpu_bwd_free(&g);
-    free(bias), free(x16), free(d16), free(y), free(hc), free(hl), free(ghc), free(ghl);
-    cudaFree(g_x16), cudaFree(g_d16), cudaFree(g_y), cudaFree(g_hc);
+    free(bias), free(x16), free(d16), free(dy16), free(y), free(hc), free(hl), free(ghc);
+    free(ghl);
+    cudaFree(g_x16), cudaFree(g_d16), cudaFree(g_dy16), cudaFree(g_y), cudaFree(g_hc);
     cudaFree(g_hl), cudaFree(g_yb), cudaFree(g_yp);
     free_problem(&p);
 }
@@ -580,7 +601,8 @@ static void run_in16(void) {
     for (int qm = 0; qm < 2; qm++) {
         mb_scan_cuda_set_lane_layout(qm ? 1 : -1);
         for (int i = 0; i < (int)(sizeof cases / sizeof cases[0]); i++)
-            run_in16_case(cases[i], 1200 + 10 * qm + i, (i + qm) & 1, cases[i].chunk == 8);
+            run_in16_case(cases[i], 1200 + 10 * qm + i, (i + qm) & 1, cases[i].chunk == 8,
+                          (i / 2 + qm) & 1);
     }
     mb_scan_cuda_set_lane_layout(-1);
     /* refusals (MB_EINVAL before any launch) */
@@ -613,6 +635,33 @@ static void run_in16(void) {
     bad |= mb_scan_cuda_backward_ex(&ad, &o, p.d_dy, g_y, g_y, p.d_A_log, g_y, g_y, p.d_D, g_y,
                                     NULL) != MB_EINVAL;
     mb_scan_cuda_set_backward_warps(0);
+    /* bf16 z / dy: not without x_bf16, not beside args.z, aligned rows */
+    mb_scan_cuda_opts oz = o;
+    oz.z_bf16 = g16 + Di, oz.z_bf16_stride = 2 * Di;
+    bad |= mb_scan_cuda_forward_ex(&ad, &oz, g_y, NULL) != MB_EINVAL; /* args.z given too */
+    mb_scan_args az = ad;
+    az.z = NULL;
+    bad |= mb_scan_cuda_forward_ex(&az, &oz, g_y, NULL) != MB_OK;
+    CK(cudaDeviceSynchronize());
+    oz.z_bf16_stride = 2 * Di + 4;
+    bad |= mb_scan_cuda_forward_ex(&az, &oz, g_y, NULL) != MB_EINVAL;
+    mb_scan_args ax = args_of(&p, 1, g_hc, NULL, tc.chunk); /* fp32 x and delta */
+    ax.z = NULL;
+    oz.z_bf16_stride = 2 * Di, oz.x_bf16 = NULL, oz.delta_bf16 = NULL;
+    bad |= mb_scan_cuda_forward_ex(&ax, &oz, g_y, NULL) != MB_EINVAL;
+    memset(&oz, 0, sizeof oz);
+    oz.dy_bf16 = g16 + 8;
+    bad |= mb_scan_cuda_backward_ex(&ax, &oz, NULL, g_y, g_y, p.d_A_log, g_y, g_y, p.d_D, g_y,
+                                    NULL) != MB_EINVAL;
+    mb_scan_cuda_set_backward_warps(2); /* (v5 with the pair exchange: reads the bf16 inputs) */
+    oz = o, oz.dy_bf16 = g16 + 8;
+    bad |= mb_scan_cuda_backward_ex(&ad, &oz, NULL, g_y, g_y, p.d_A_log, g_y, g_y, p.d_D, g_y,
+                                    NULL) != MB_OK;
+    CK(cudaDeviceSynchronize());
+    oz.dy_bf16 = g16 + 1;
+    bad |= mb_scan_cuda_backward_ex(&ad, &oz, NULL, g_y, g_y, p.d_A_log, g_y, g_y, p.d_D, g_y,
+                                    NULL) != MB_EINVAL;
+    mb_scan_cuda_set_backward_warps(0);
     /* what the model asks: the sizes of its workspaces */
     bad |= mb_scan_cuda_bf16in_supported(8, 8192, 2048, 16) != 1;
     bad |= mb_scan_cuda_bf16in_supported(32, 8192, 1024, 16) != 1;
@@ -620,7 +669,7 @@ static void run_in16(void) {
     bad |= mb_scan_cuda_bf16in_supported(8, 8192, 2044, 16) != 0; /* d_inner % 8 */
     bad |= mb_scan_cuda_bf16in_supported(1, 8192, 256, 16) != 0;  /* a small grid: v4 */
     if (bad) g_fail = 1;
-    printf("bf16 x / delta refusals and sizes: %s\n", bad ? "FAIL" : "ok");
+    printf("bf16 x / delta / z / dy refusals and sizes: %s\n", bad ? "FAIL" : "ok");
     cudaFree(g16), cudaFree(g_hc), cudaFree(g_y);
     free_problem(&p);
 }
