@@ -61,6 +61,10 @@ struct mb_cuda_acts {
                  product), the scan reads z, and in the backward dy (out_proj's input gradient,
                  dyb), as bf16, as mamba_ssm's autocast passes them; the fp32 xz keeps one slot
                  only for the stateful forward of a B 1 workspace, and there is no fp32 dy */
+    int h16;  /* bf16 training at a d_model the bf16-input norms take (MB_CUDA_NORM_IN16=0: off):
+                 out_proj writes its output (houtb) and in_proj's input-gradient product du (dub)
+                 as bf16, which the norms read (as mamba_ssm's autocast; residual and its
+                 gradient stay fp32); not for the stateful forward */
     int64_t lstride_mul; /* mixer buffers: 1 when training without recomputation, else 0 */
     int64_t kstride_mul; /* scan chunk states and the y the backward reads: 1 when training
                             without recomputation or with MB_CUDA_ACTS_KEEP_SCAN, else 0 */
@@ -104,6 +108,7 @@ struct mb_cuda_acts {
     uint16_t *deltab;       /* (n_slot, B, L, Di) the effective delta (in16 only) */
     uint16_t *xzb;          /* (n_slot, B, L, 2Di) in_proj's output (z16 only) */
     uint16_t *dyb;          /* (B, L, Di) the gradient of the scan's gated output (z16 only) */
+    uint16_t *houtb, *dub;  /* (B, L, d) (h16 only) */
     uint16_t *dxcb, *dxc2b; /* (B, L, Di) (xsplit only) */
     uint16_t *ddbcb;        /* (B, L, R+2N) */
     uint16_t *dlogitsb;     /* (B, L, 256) */
@@ -180,6 +185,8 @@ static int acts_table(mb_cuda_acts *a, carve_item *t) {
     t[k++] = (carve_item){(void **)&a->deltab, H(a->in16 * nl * BL * Di)};
     t[k++] = (carve_item){(void **)&a->xzb, H(a->z16 * nl * BL * 2 * Di)};
     t[k++] = (carve_item){(void **)&a->dyb, H(a->z16 * tr * BL * Di)};
+    t[k++] = (carve_item){(void **)&a->houtb, H(a->h16 * BL * d)};
+    t[k++] = (carve_item){(void **)&a->dub, H(a->h16 * BL * d)};
     t[k++] = (carve_item){(void **)&a->dxcb, H(a->xsplit * tr * BL * Di)};
     t[k++] = (carve_item){(void **)&a->dxc2b, H(a->xsplit * tr * BL * Di)};
     t[k++] = (carve_item){(void **)&a->ddbcb, H(hb * tr * BL * P)};
@@ -236,6 +243,9 @@ static int acts_shape(mb_cuda_acts *a, const mb_config *c, int64_t B, int64_t L,
               !(i16 && !strcmp(i16, "0"));
     const char *z16 = getenv("MB_CUDA_SCAN_Z16");
     a->z16 = a->in16 && !(z16 && !strcmp(z16, "0"));
+    const char *h16 = getenv("MB_CUDA_NORM_IN16");
+    a->h16 = a->train && a->bf16 && mb_norm_cuda_bf16in_supported(a->cfg.d_model) &&
+             !(h16 && !strcmp(h16, "0"));
     a->lstride_mul = a->train && !a->recompute;
     a->kstride_mul = a->train && (!a->recompute || a->keep_scan);
     a->rstride_mul = a->train;
@@ -266,6 +276,10 @@ extern "C" int mb_cuda_acts_in16(const mb_cuda_acts *a) {
 
 extern "C" int mb_cuda_acts_z16(const mb_cuda_acts *a) {
     return a ? a->z16 : 0;
+}
+
+extern "C" int mb_cuda_acts_h16(const mb_cuda_acts *a) {
+    return a ? a->h16 : 0;
 }
 
 extern "C" int64_t mb_cuda_acts_bytes(const mb_config *c, int64_t B, int64_t L, int for_training,
@@ -722,8 +736,11 @@ static int mixer_forward(mb_cuda_model *dm, mb_cuda_acts *a, int64_t l, const la
     PT(MB_PROF_SCAN_FWD, mb_scan_cuda_forward_ex(&sa, &so, v->y, st));
     if (!so.y_bf16) PT(MB_PROF_CVT, to_bf16(dm, v->yb, v->y, Di, BL, Di));
     if (recomputing) return MB_OK;
-    /* hout = y @ out_proj^T                                (BL, d) */
-    PT(MB_PROF_GEMM, mm_fwd(dm, a->hout, d, v->y, v->yb, Di, lw->out_proj_w, BL, Di, d, 0));
+    /* hout = y @ out_proj^T                                (BL, d); h16: as bf16 (houtb) */
+    if (a->h16 && !cs)
+        PT(MB_PROF_GEMM, mm_fwd16(dm, a->houtb, d, v->yb, Di, lw->out_proj_w, BL, Di, d));
+    else
+        PT(MB_PROF_GEMM, mm_fwd(dm, a->hout, d, v->y, v->yb, Di, lw->out_proj_w, BL, Di, d, 0));
     return MB_OK;
 }
 
@@ -735,6 +752,7 @@ static int forward_impl(mb_cuda_model *dm, mb_cuda_acts *a, const carried_state 
     const int64_t BL = a->BL, d = c->d_model, nl = c->n_layer;
     const float eps = c->norm_eps;
     cudaStream_t st = (cudaStream_t)dm->stream;
+    const int h16 = a->h16 && !cs; /* (mixer_forward's out_proj wrote houtb) */
     a->can_backward = 0;
     a->slot_layer = -1;
     mb_prof_phase(MB_PHASE_FWD);
@@ -753,7 +771,11 @@ static int forward_impl(mb_cuda_model *dm, mb_cuda_acts *a, const carried_state 
             PT(MB_PROF_NORM,
                mb_norm_cuda_forward_ex(v.res_in, a->u, a->ub, v.mean, v.rstd, v.res_in, NULL,
                                        lw->norm_w, lw->norm_b, BL, d, eps, st));
-        else /* residual_l = h_{l-1} + residual_{l-1}, fused into the norm */
+        else if (h16) /* residual_l = h_{l-1} + residual_{l-1}, fused into the norm */
+            PT(MB_PROF_NORM, mb_norm_cuda_forward_bf16in(v.res_in, a->ub, v.mean, v.rstd, a->houtb,
+                                                         layer_at(a, l - 1).res_in, lw->norm_w,
+                                                         lw->norm_b, BL, d, eps, st));
+        else
             PT(MB_PROF_NORM, mb_norm_cuda_forward_ex(v.res_in, a->u, a->ub, v.mean, v.rstd, a->hout,
                                                      layer_at(a, l - 1).res_in, lw->norm_w,
                                                      lw->norm_b, BL, d, eps, st));
@@ -762,9 +784,14 @@ static int forward_impl(mb_cuda_model *dm, mb_cuda_acts *a, const carried_state 
     a->slot_layer = nl - 1;
     float *mf, *rf;
     float *resf = final_residual(a, &mf, &rf);
-    PT(MB_PROF_NORM,
-       mb_norm_cuda_forward_ex(resf, a->xf, a->xfb, mf, rf, a->hout, layer_at(a, nl - 1).res_in,
-                               w->norm_f_w, w->norm_f_b, BL, d, eps, st));
+    if (h16)
+        PT(MB_PROF_NORM,
+           mb_norm_cuda_forward_bf16in(resf, a->xfb, mf, rf, a->houtb, layer_at(a, nl - 1).res_in,
+                                       w->norm_f_w, w->norm_f_b, BL, d, eps, st));
+    else
+        PT(MB_PROF_NORM,
+           mb_norm_cuda_forward_ex(resf, a->xf, a->xfb, mf, rf, a->hout, layer_at(a, nl - 1).res_in,
+                                   w->norm_f_w, w->norm_f_b, BL, d, eps, st));
     /* logits = xf @ lm_head^T                              (BL, 256) */
     PT(MB_PROF_GEMM,
        mm_fwd(dm, a->logits, MB_VOCAB, a->xf, a->xfb, d, w->lm_head, BL, d, MB_VOCAB, 0));
@@ -877,8 +904,11 @@ static int mixer_backward(mb_cuda_model *dm, mb_cuda_acts *a, int64_t l, const l
     }
     PT(MB_PROF_GEMM,
        mm_bwd_w(dm, g->in_proj_w, a->dxz, a->dxzb, 2 * Di, a->u, a->ub, d, BL, d, 2 * Di));
-    PT(MB_PROF_GEMM,
-       mm_bwd_in(dm, a->du, d, a->dxz, a->dxzb, 2 * Di, lw->in_proj_w, BL, d, 2 * Di, 0));
+    if (a->h16) /* (the norm backward reads du as bf16) */
+        PT(MB_PROF_GEMM, mm_bwd_in16(dm, a->dub, d, a->dxzb, 2 * Di, lw->in_proj_w, BL, d, 2 * Di));
+    else
+        PT(MB_PROF_GEMM,
+           mm_bwd_in(dm, a->du, d, a->dxz, a->dxzb, 2 * Di, lw->in_proj_w, BL, d, 2 * Di, 0));
     return MB_OK;
 }
 
@@ -928,9 +958,14 @@ extern "C" int mb_cuda_backward(mb_cuda_model *dm, mb_cuda_acts *a, float dloss)
         }
         /* residual_{l+1} = mixer(norm(residual_l)) + residual_l: dres feeds both paths */
         MB_TRY(mixer_backward(dm, a, l, &v, &g->layers[l], u_ready));
-        PT(MB_PROF_NORM,
-           mb_norm_cuda_backward_ex(a->dres, a->dresb, g->layers[l].norm_w, g->layers[l].norm_b,
-                                    a->du, v.res_in, v.mean, v.rstd, lw->norm_w, BL, d, 1, st));
+        if (a->h16)
+            PT(MB_PROF_NORM, mb_norm_cuda_backward_bf16in(
+                                 a->dres, a->dresb, g->layers[l].norm_w, g->layers[l].norm_b,
+                                 a->dub, v.res_in, v.mean, v.rstd, lw->norm_w, BL, d, 1, st));
+        else
+            PT(MB_PROF_NORM,
+               mb_norm_cuda_backward_ex(a->dres, a->dresb, g->layers[l].norm_w, g->layers[l].norm_b,
+                                        a->du, v.res_in, v.mean, v.rstd, lw->norm_w, BL, d, 1, st));
     }
     /* embedding rows: residual_0 = embedding[x] */
     PT(MB_PROF_EMBED, mb_embedding_cuda_backward(g->embedding, a->x, a->dres, BL, d, st));

@@ -130,6 +130,10 @@ int mb_cuda_acts_in16(const mb_cuda_acts *a);
  * backward its output gradient dy) as bf16 (MB_CUDA_SCAN_Z16=0 turns it off), else 0. Such
  * workspaces hold no fp32 xz above batch 1 and no fp32 dy. */
 int mb_cuda_acts_z16(const mb_cuda_acts *a);
+/* 1 when the workspace's norms read the out_proj output and their output gradient as bf16
+ * (bf16 training at d_model a multiple of 128 up to 1024; MB_CUDA_NORM_IN16=0 turns it off),
+ * else 0. */
+int mb_cuda_acts_h16(const mb_cuda_acts *a);
 /* Device bytes an mb_cuda_acts of this shape allocates (-1 on bad arguments). */
 int64_t mb_cuda_acts_bytes(const mb_config *c, int64_t B, int64_t L, int for_training,
                            int64_t chunk);

@@ -146,21 +146,32 @@ __global__ void norm_backward_params_kernel(float *dw, float *db, const float *d
  * 16-byte loads. Statistics: per-lane float partials, summed over the warp in double. */
 #define NV_MAX 8
 
-template <int NV>
+/* 4 values at float4 index i4 of p: one 16-byte load, or from bf16 one 8-byte load (a bf16 is
+ * the top half of its float) */
+__device__ __forceinline__ float4 ld4(const float *p, int64_t i4) {
+    return ((const float4 *)p)[i4];
+}
+__device__ __forceinline__ float4 ld4(const __nv_bfloat16 *p, int64_t i4) {
+    const uint2 u = ((const uint2 *)p)[i4];
+    return make_float4(__uint_as_float(u.x << 16), __uint_as_float(u.x & 0xffff0000u),
+                       __uint_as_float(u.y << 16), __uint_as_float(u.y & 0xffff0000u));
+}
+
+/* HT: h's type (float, or bf16: the mixed-precision out_proj output) */
+template <int NV, typename HT = float>
 __global__ void norm_forward_vec_kernel(float *resid_out, float *y, __nv_bfloat16 *yb, float *mean,
-                                        float *rstd, const float *h, const float *resid_in,
+                                        float *rstd, const HT *h, const float *resid_in,
                                         const float *w, const float *b, int64_t rows, float eps) {
     const int64_t row = (int64_t)blockIdx.x * ROWS_PER_BLOCK + threadIdx.y;
     if (row >= rows) return;
     const int lane = threadIdx.x;
     const int64_t d4 = 32 * NV, o = row * d4;
-    const float4 *h4 = (const float4 *)h + o;
     const float4 *p4 = resid_in ? (const float4 *)resid_in + o : NULL;
     float4 v[NV];
     float s = 0.0f;
 #pragma unroll
     for (int k = 0; k < NV; k++) {
-        v[k] = h4[32 * k + lane];
+        v[k] = ld4(h, o + 32 * k + lane);
         if (p4) {
             const float4 q = p4[32 * k + lane];
             v[k].x += q.x, v[k].y += q.y, v[k].z += q.z, v[k].w += q.w;
@@ -212,9 +223,9 @@ __global__ void norm_forward_vec_kernel(float *resid_out, float *y, __nv_bfloat1
  * its dw / db column partials in registers (the row itself is read twice, the second time from
  * L1, so that two blocks fit per multiprocessor); the block's warps add them in shared memory
  * (2 d floats, dynamic) and the block adds them to dw / db with one atomic per column. */
-template <int NV>
+template <int NV, typename GT = float> /* GT: dy's type (float, or bf16) */
 __global__ void norm_backward_vec_kernel(float *dr, __nv_bfloat16 *drb, float *dw, float *db,
-                                         const float *dy, const float *r, const float *mean,
+                                         const GT *dy, const float *r, const float *mean,
                                          const float *rstd, const float *w, int64_t rows,
                                          int accumulate) {
     extern __shared__ float sh[]; /* (2, d): dw, db partials */
@@ -236,7 +247,7 @@ __global__ void norm_backward_vec_kernel(float *dr, __nv_bfloat16 *drb, float *d
 #pragma unroll
         for (int k = 0; k < NV; k++) {
             const int64_t c4 = 32 * k + lane;
-            const float4 dyk = ((const float4 *)dy)[o + c4], rk = ((const float4 *)r)[o + c4];
+            const float4 dyk = ld4(dy, o + c4), rk = ((const float4 *)r)[o + c4];
             const float4 wk = ((const float4 *)w)[c4];
             const float4 xh =
                 make_float4((rk.x - mf) * rs, (rk.y - mf) * rs, (rk.z - mf) * rs, (rk.w - mf) * rs);
@@ -253,7 +264,7 @@ __global__ void norm_backward_vec_kernel(float *dr, __nv_bfloat16 *drb, float *d
 #pragma unroll
         for (int k = 0; k < NV; k++) {
             const int64_t c4 = 32 * k + lane;
-            const float4 dyk = ((const float4 *)dy)[o + c4], rk = ((const float4 *)r)[o + c4];
+            const float4 dyk = ld4(dy, o + c4), rk = ((const float4 *)r)[o + c4];
             const float4 wk = ((const float4 *)w)[c4];
             float4 v = make_float4(rs * (dyk.x * wk.x - mg - (rk.x - mf) * rs * mgx),
                                    rs * (dyk.y * wk.y - mg - (rk.y - mf) * rs * mgx),
@@ -298,31 +309,33 @@ static int vec_nv(int64_t d, const void *const *ptrs, int n) {
     return (int)(d / 128);
 }
 
-#define NV_DISPATCH(nv, KERNEL, ...)                                                               \
+#define NV_DISPATCH(nv, KERNEL, ...) NV_DISPATCH_T(nv, KERNEL, float, __VA_ARGS__)
+/* T: the kernel's second template argument (the type of h / dy) */
+#define NV_DISPATCH_T(nv, KERNEL, T, ...)                                                          \
     switch (nv) {                                                                                  \
     case 1:                                                                                        \
-        KERNEL<1> __VA_ARGS__;                                                                     \
+        KERNEL<1, T> __VA_ARGS__;                                                                  \
         break;                                                                                     \
     case 2:                                                                                        \
-        KERNEL<2> __VA_ARGS__;                                                                     \
+        KERNEL<2, T> __VA_ARGS__;                                                                  \
         break;                                                                                     \
     case 3:                                                                                        \
-        KERNEL<3> __VA_ARGS__;                                                                     \
+        KERNEL<3, T> __VA_ARGS__;                                                                  \
         break;                                                                                     \
     case 4:                                                                                        \
-        KERNEL<4> __VA_ARGS__;                                                                     \
+        KERNEL<4, T> __VA_ARGS__;                                                                  \
         break;                                                                                     \
     case 5:                                                                                        \
-        KERNEL<5> __VA_ARGS__;                                                                     \
+        KERNEL<5, T> __VA_ARGS__;                                                                  \
         break;                                                                                     \
     case 6:                                                                                        \
-        KERNEL<6> __VA_ARGS__;                                                                     \
+        KERNEL<6, T> __VA_ARGS__;                                                                  \
         break;                                                                                     \
     case 7:                                                                                        \
-        KERNEL<7> __VA_ARGS__;                                                                     \
+        KERNEL<7, T> __VA_ARGS__;                                                                  \
         break;                                                                                     \
     default:                                                                                       \
-        KERNEL<8> __VA_ARGS__;                                                                     \
+        KERNEL<8, T> __VA_ARGS__;                                                                  \
         break;                                                                                     \
     }
 
@@ -419,4 +432,69 @@ extern "C" int mb_norm_cuda_backward(float *dr, float *dw, float *db, const floa
                                      void *stream) {
     return mb_norm_cuda_backward_ex(dr, NULL, dw, db, dy, r, mean, rstd, w, rows, d, accumulate,
                                     stream);
+}
+
+/* ---- bf16 h / dy (mixed-precision training; norm_cuda.h) */
+
+extern "C" int mb_norm_cuda_bf16in_supported(int64_t d) {
+    return d > 0 && d % 128 == 0 && d / 128 <= NV_MAX;
+}
+
+extern "C" int mb_norm_cuda_forward_bf16in(float *resid_out, uint16_t *yb, float *mean, float *rstd,
+                                           const uint16_t *h, const float *resid_in, const float *w,
+                                           const float *b, int64_t rows, int64_t d, float eps,
+                                           void *stream) {
+    static const char fn[] = "mb_norm_cuda_forward_bf16in";
+    MB_TRY(sizes_ok(fn, rows, d));
+    const void *ptrs[] = {resid_out, resid_in, w, b};
+    if (!resid_out || !yb || !rstd || !h || !w || (b && !mean))
+        return mb_fail(MB_EINVAL, "%s: NULL argument", fn);
+    const int nv =
+        mb_norm_cuda_bf16in_supported(d) && (uintptr_t)h % 8 == 0 && (uintptr_t)yb % 8 == 0
+            ? vec_nv(d, ptrs, 4)
+            : 0;
+    if (!nv)
+        return mb_fail(MB_EINVAL,
+                       "%s: d_model %lld must be a multiple of 128 up to %d, h and yb 8-byte and "
+                       "the fp32 tensors 16-byte aligned",
+                       fn, (long long)d, 128 * NV_MAX);
+    if (rows == 0) return MB_OK;
+    const unsigned grid = (unsigned)((rows + ROWS_PER_BLOCK - 1) / ROWS_PER_BLOCK);
+    NV_DISPATCH_T(nv, norm_forward_vec_kernel, __nv_bfloat16,
+                  <<<grid, dim3(32, ROWS_PER_BLOCK), 0, (cudaStream_t)stream>>>(
+                      resid_out, NULL, (__nv_bfloat16 *)yb, mean, rstd, (const __nv_bfloat16 *)h,
+                      resid_in, w, b, rows, eps))
+    MB_CUDA_LAUNCHED(fn);
+    return MB_OK;
+}
+
+extern "C" int mb_norm_cuda_backward_bf16in(float *dr, uint16_t *drb, float *dw, float *db,
+                                            const uint16_t *dy, const float *r, const float *mean,
+                                            const float *rstd, const float *w, int64_t rows,
+                                            int64_t d, int accumulate, void *stream) {
+    static const char fn[] = "mb_norm_cuda_backward_bf16in";
+    MB_TRY(sizes_ok(fn, rows, d));
+    if (!dr || !dw || !dy || !r || !rstd || !w || (db && !mean))
+        return mb_fail(MB_EINVAL, "%s: NULL argument", fn);
+    const void *ptrs[] = {dr, r, w};
+    const int nv = mb_norm_cuda_bf16in_supported(d) && (uintptr_t)dy % 8 == 0 &&
+                           (!drb || (uintptr_t)drb % 8 == 0)
+                       ? vec_nv(d, ptrs, 3)
+                       : 0;
+    if (!nv)
+        return mb_fail(MB_EINVAL,
+                       "%s: d_model %lld must be a multiple of 128 up to %d, dy and drb 8-byte and "
+                       "the fp32 tensors 16-byte aligned",
+                       fn, (long long)d, 128 * NV_MAX);
+    if (rows == 0) return MB_OK;
+    cudaStream_t st = (cudaStream_t)stream;
+    const int64_t want = 2 * (int64_t)mb_cuda_sm_count();
+    const int64_t need = (rows + ROWS_PER_BLOCK - 1) / ROWS_PER_BLOCK;
+    const unsigned grid = (unsigned)(need < want ? need : want);
+    NV_DISPATCH_T(nv, norm_backward_vec_kernel, __nv_bfloat16,
+                  <<<grid, dim3(32, ROWS_PER_BLOCK), (size_t)(2 * d) * sizeof(float), st>>>(
+                      dr, (__nv_bfloat16 *)drb, dw, db, (const __nv_bfloat16 *)dy, r, mean, rstd, w,
+                      rows, accumulate))
+    MB_CUDA_LAUNCHED(fn);
+    return MB_OK;
 }

@@ -46,6 +46,21 @@ int mb_norm_cuda_backward_ex(float *dr, uint16_t *drb, float *dw, float *db, con
                              const float *r, const float *mean, const float *rstd, const float *w,
                              int64_t rows, int64_t d, int accumulate, void *stream);
 
+/* bf16 h (forward) / dy (backward), uint16_t bit patterns, as mamba_ssm's autocast passes the
+ * out_proj output and the norm output's gradient (the mixed-precision training): otherwise as
+ * the _ex forms, the arithmetic fp32 (the values widened exactly). The forward writes resid_out
+ * and yb (no fp32 y). Only the row-in-registers kernels: d % 128 == 0 and d <= 1024
+ * (mb_norm_cuda_bf16in_supported), h / dy / yb / drb 8-byte and the fp32 tensors 16-byte
+ * aligned; MB_EINVAL otherwise, or for a NULL argument. */
+int mb_norm_cuda_bf16in_supported(int64_t d);
+int mb_norm_cuda_forward_bf16in(float *resid_out, uint16_t *yb, float *mean, float *rstd,
+                                const uint16_t *h, const float *resid_in, const float *w,
+                                const float *b, int64_t rows, int64_t d, float eps, void *stream);
+int mb_norm_cuda_backward_bf16in(float *dr, uint16_t *drb, float *dw, float *db, const uint16_t *dy,
+                                 const float *r, const float *mean, const float *rstd,
+                                 const float *w, int64_t rows, int64_t d, int accumulate,
+                                 void *stream);
+
 #ifdef __cplusplus
 }
 #endif

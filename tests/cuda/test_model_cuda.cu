@@ -152,8 +152,8 @@ static void parity_case_modes(const mb_model *m, mb_cuda_model *dm, int64_t B, i
             REQUIRE(mb_cuda_acts_in16(da) == g_expect_in16, "%s: bf16 scan inputs %d", md->name,
                     g_expect_in16);
         if (g_expect_z16 >= 0 && md->bf16)
-            REQUIRE(mb_cuda_acts_z16(da) == g_expect_z16, "%s: bf16 z and dy %d", md->name,
-                    g_expect_z16);
+            REQUIRE(mb_cuda_acts_z16(da) == g_expect_z16 && mb_cuda_acts_h16(da) == g_expect_z16,
+                    "%s: bf16 z and dy, bf16 norm inputs %d", md->name, g_expect_z16);
         float loss_g = NAN;
         for (int64_t i = 0; i < BL * MB_VOCAB; i++)
             lg[i] = NAN;
@@ -291,7 +291,8 @@ static void test_dense(void) {
 
 /* The scan's bf16 inputs in the model (bf16 training: the conv's and the dt projection's bf16
  * outputs, in_proj's bf16 z and out_proj's bf16 input gradient read by the scan, no fp32
- * copies; then with fp32 z and dy) against the CPU, with and without recomputation,
+ * copies; the norms' bf16 inputs (out_proj's output, in_proj's input gradient); then with fp32
+ * z, dy and norm inputs) against the CPU, with and without recomputation,
  * dense; d_model 256 (dt_rank 16: the fused dt projection; d_inner 512, d_state 16) and the v5
  * pair-exchange backward forced (the automatic choice takes v4 for grids this small). Then
  * what leaves a workspace without them, and the stateful forward on such training acts:
@@ -307,11 +308,14 @@ static void test_in16(void) {
     const int64_t cases[][2] = {{2, 200}, {1, 63}, {3, 130}};
     for (int i = 0; i < 3; i++)
         parity_case_modes(&m, &dm, cases[i][0], cases[i][1], 1310 + i, "ln/in16", g_in16_modes, 4);
-    /* bf16 x and delta with an fp32 z and dy (MB_CUDA_SCAN_Z16=0) */
+    /* bf16 x and delta with an fp32 z and dy (MB_CUDA_SCAN_Z16=0), fp32 norm inputs
+     * (MB_CUDA_NORM_IN16=0) */
     setenv("MB_CUDA_SCAN_Z16", "0", 1);
+    setenv("MB_CUDA_NORM_IN16", "0", 1);
     g_expect_z16 = 0;
     parity_case_modes(&m, &dm, 2, 200, 1315, "ln/in16 z32", g_in16_modes, 4);
     unsetenv("MB_CUDA_SCAN_Z16");
+    unsetenv("MB_CUDA_NORM_IN16");
     g_expect_in16 = -1, g_expect_z16 = -1;
     const int fl = MB_CUDA_ACTS_TRAIN | MB_CUDA_ACTS_BF16;
     setenv("MB_CUDA_SCAN_IN16", "0", 1);
