@@ -433,14 +433,10 @@ static void test_softplus(int64_t B, int64_t L, int64_t n) {
         cudaFree(p);
 }
 
-static void test_embedding_ce(int64_t B, int64_t L) {
-    const int64_t rows = B * L, d = 48;
-    uint8_t *x = (uint8_t *)malloc((size_t)rows);
-    for (int64_t i = 0; i < rows; i++)
-        x[i] = (uint8_t)mb_rng_below(&g_rng, i % 7 == 0 ? 256 : 5); /* repeated rows too */
-    uint8_t *dx = NULL;
-    CK(cudaMalloc((void **)&dx, (size_t)rows));
-    CK(cudaMemcpy(dx, x, (size_t)rows, cudaMemcpyHostToDevice));
+/* the gather and its scatter-add at width d (48: 16-byte copies, one partial column slice of the
+ * backward; 512: full slices; 37: scalar copies) */
+static void test_embedding(int64_t B, int64_t L, int64_t d, const uint8_t *x, const uint8_t *dx) {
+    const int64_t rows = B * L;
     float *emb = hrand(256 * d, -1, 1), *out = hrand(rows * d, 0, 0);
     for (int64_t i = 0; i < rows; i++)
         memcpy(out + i * d, emb + x[i] * d, sizeof(float) * (size_t)d);
@@ -454,6 +450,24 @@ static void test_embedding_ce(int64_t B, int64_t L) {
             ge[x[i] * d + j] += g[i * d + j];
     OK(mb_embedding_cuda_backward(dge, dx, dg, rows, d, NULL));
     check("embedding_bwd", dge, ge, 256 * d, B, L);
+    float *all[] = {emb, out, g, ge};
+    for (float *p : all)
+        free(p);
+    float *dall[] = {demb, dout, dg, dge};
+    for (float *p : dall)
+        cudaFree(p);
+}
+
+static void test_embedding_ce(int64_t B, int64_t L) {
+    const int64_t rows = B * L;
+    uint8_t *x = (uint8_t *)malloc((size_t)rows);
+    for (int64_t i = 0; i < rows; i++)
+        x[i] = (uint8_t)mb_rng_below(&g_rng, i % 7 == 0 ? 256 : 5); /* repeated rows too */
+    uint8_t *dx = NULL;
+    CK(cudaMalloc((void **)&dx, (size_t)rows));
+    CK(cudaMemcpy(dx, x, (size_t)rows, cudaMemcpyHostToDevice));
+    for (int64_t d : {48, 512, 37})
+        test_embedding(B, L, d, x, dx);
     /* fused classifier */
     float *logits = hrand(rows * 256, -8, 8), *losses = hrand(rows, 0, 0),
           *dl = hrand(rows * 256, 0, 0);
@@ -481,10 +495,10 @@ static void test_embedding_ce(int64_t B, int64_t L) {
         printf("  FAIL reduce_sum %.9g vs %.9g\n", s, ref);
     }
     free(x);
-    float *all[] = {emb, out, g, ge, logits, losses, dl};
+    float *all[] = {logits, losses, dl};
     for (float *p : all)
         free(p);
-    float *dall[] = {demb, dout, dg, dge, dlogits, dlosses, ddl};
+    float *dall[] = {dlogits, dlosses, ddl};
     for (float *p : dall)
         cudaFree(p);
     cudaFree(dx);
