@@ -108,13 +108,22 @@ static __device__ __forceinline__ float dt_grad_pre(const scan_params &p, float 
     return g * (eff < 0.015625f ? series : 1.0f - ex2(-eff * LOG2E));
 }
 
-/* fp32 -> bf16 bits, round to nearest even, NaN stays NaN (as __float2bfloat16_rn) */
+/* fp32 -> bf16 bits, round to nearest even, NaN stays NaN (as __float2bfloat16_rn). On the GPU
+ * the conversion instruction (cvt.rn.bf16.f32: one instruction against ~7 for the integer
+ * rounding, which the host build of the emulator keeps; a NaN becomes the canonical 0x7fff
+ * there instead of keeping its payload) */
 static __device__ __forceinline__ uint16_t bf16_bits(float f) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    uint16_t h;
+    asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(h) : "f"(f));
+    return h;
+#else
     uint32_t u;
     memcpy(&u, &f, sizeof u);
     if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40u);
     u += 0x7fffu + ((u >> 16) & 1u);
     return (uint16_t)(u >> 16);
+#endif
 }
 
 /* 4 consecutive states n0..n0+3 of row `row` of B or C, zeros past N or where !ok. Branch-free
