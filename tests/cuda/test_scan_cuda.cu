@@ -653,15 +653,18 @@ static void run_in16(void) {
     oz.dy_bf16 = g16 + 8;
     bad |= mb_scan_cuda_backward_ex(&ax, &oz, NULL, g_y, g_y, p.d_A_log, g_y, g_y, p.d_D, g_y,
                                     NULL) != MB_EINVAL;
+    /* dy_bf16 alone (args.z NULL: no dz; the accumulated dA_log / dD into scratch buffers) */
     mb_scan_cuda_set_backward_warps(2); /* (v5 with the pair exchange: reads the bf16 inputs) */
+    float *g_dA = dev_poison(Di * tc.N), *g_dD = dev_poison(Di);
     oz = o, oz.dy_bf16 = g16 + 8;
-    bad |= mb_scan_cuda_backward_ex(&ad, &oz, NULL, g_y, g_y, p.d_A_log, g_y, g_y, p.d_D, g_y,
-                                    NULL) != MB_OK;
+    bad |= mb_scan_cuda_backward_ex(&az, &oz, NULL, g_y, g_y, g_dA, g_y, g_y, g_dD, NULL, NULL) !=
+           MB_OK;
     CK(cudaDeviceSynchronize());
     oz.dy_bf16 = g16 + 1;
-    bad |= mb_scan_cuda_backward_ex(&ad, &oz, NULL, g_y, g_y, p.d_A_log, g_y, g_y, p.d_D, g_y,
-                                    NULL) != MB_EINVAL;
+    bad |= mb_scan_cuda_backward_ex(&az, &oz, NULL, g_y, g_y, g_dA, g_y, g_y, g_dD, NULL, NULL) !=
+           MB_EINVAL;
     mb_scan_cuda_set_backward_warps(0);
+    cudaFree(g_dA), cudaFree(g_dD);
     /* what the model asks: the sizes of its workspaces */
     bad |= mb_scan_cuda_bf16in_supported(8, 8192, 2048, 16) != 1;
     bad |= mb_scan_cuda_bf16in_supported(32, 8192, 1024, 16) != 1;
