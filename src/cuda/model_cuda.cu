@@ -197,6 +197,12 @@ static int acts_table(mb_cuda_acts *a, carve_item *t) {
 
 #define ACTS_MAX_ITEMS 48
 
+/* 1 when the environment variable name is set to "0" (a lab knob turning a form off) */
+static int knob_off(const char *name) {
+    const char *v = getenv(name);
+    return v && !strcmp(v, "0");
+}
+
 static int acts_shape(mb_cuda_acts *a, const mb_config *c, int64_t B, int64_t L, int flags,
                       int64_t chunk) {
     const int train = flags & MB_CUDA_ACTS_TRAIN;
@@ -218,8 +224,7 @@ static int acts_shape(mb_cuda_acts *a, const mb_config *c, int64_t B, int64_t L,
     a->recompute = a->train && (flags & MB_CUDA_ACTS_RECOMPUTE) ? 1 : 0;
     a->keep_scan = a->recompute && (flags & MB_CUDA_ACTS_KEEP_SCAN) ? 1 : 0;
     a->bf16 = flags & MB_CUDA_ACTS_BF16 ? 1 : 0;
-    const char *fu = getenv("MB_CUDA_SCAN_FUSED");
-    a->fused = !(fu && !strcmp(fu, "0"));
+    a->fused = !knob_off("MB_CUDA_SCAN_FUSED");
     /* only where the scan backward takes the dense form (else its memory buys nothing) */
     a->dense = a->train && !a->recompute && a->fused && (flags & MB_CUDA_ACTS_DENSE_SCAN) &&
                !chunk &&
@@ -229,23 +234,18 @@ static int acts_shape(mb_cuda_acts *a, const mb_config *c, int64_t B, int64_t L,
                           : mb_scan_cuda_preferred_chunk();
     if (a->chunk > L) a->chunk = L;
     a->n_chunks = (L + a->chunk - 1) / a->chunk;
-    const char *xs = getenv("MB_CUDA_XSPLIT");
     a->xsplit = a->train && a->bf16 && a->fused &&
-                mb_conv1d_cuda_bf16in_supported(B, L, a->cfg.d_conv) && !(xs && !strcmp(xs, "0"));
-    const char *dtf = getenv("MB_CUDA_DT_FUSED");
+                mb_conv1d_cuda_bf16in_supported(B, L, a->cfg.d_conv) && !knob_off("MB_CUDA_XSPLIT");
     a->dt_fused =
         a->bf16 && a->fused &&
         mb_dt_proj_softplus_supported(a->cfg.dt_rank, a->cfg.dt_rank + 2 * a->cfg.d_state) &&
-        !(dtf && !strcmp(dtf, "0"));
-    const char *i16 = getenv("MB_CUDA_SCAN_IN16");
+        !knob_off("MB_CUDA_DT_FUSED");
     a->in16 = a->xsplit && a->dt_fused &&
               mb_scan_cuda_bf16in_supported(B, L, a->cfg.d_inner, a->cfg.d_state) &&
-              !(i16 && !strcmp(i16, "0"));
-    const char *z16 = getenv("MB_CUDA_SCAN_Z16");
-    a->z16 = a->in16 && !(z16 && !strcmp(z16, "0"));
-    const char *h16 = getenv("MB_CUDA_NORM_IN16");
+              !knob_off("MB_CUDA_SCAN_IN16");
+    a->z16 = a->in16 && !knob_off("MB_CUDA_SCAN_Z16");
     a->h16 = a->train && a->bf16 && mb_norm_cuda_bf16in_supported(a->cfg.d_model) &&
-             !(h16 && !strcmp(h16, "0"));
+             !knob_off("MB_CUDA_NORM_IN16");
     a->lstride_mul = a->train && !a->recompute;
     a->kstride_mul = a->train && (!a->recompute || a->keep_scan);
     a->rstride_mul = a->train;

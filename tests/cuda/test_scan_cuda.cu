@@ -340,6 +340,29 @@ static void gpu_bwd_free(bwd_out *g) {
     cudaFree(g->dD), cudaFree(g->db), cudaFree(g->ddb), cudaFree(g->dzb), cudaFree(g->dxb);
 }
 
+/* The GPU forward of ad with o, then its y (the bf16 copy g_yb where bf16, else the fp32 g_y),
+ * h_chunks and h_last against the CPU's y, hc (nhc floats) and hl (nh) */
+static void gpu_forward_check(const mb_scan_args *ad, const mb_scan_cuda_opts *o, int bf16,
+                              float *g_y, const uint16_t *g_yb, const float *y, const float *g_hc,
+                              const float *hc, int64_t nhc, const float *g_hl, const float *hl,
+                              int64_t nh, int64_t BL, int64_t Di) {
+    if (mb_scan_cuda_forward_ex(ad, o, g_y, NULL)) {
+        printf("  forward failed: %s\n", mb_last_error());
+        g_fail = 1;
+    }
+    CK(cudaDeviceSynchronize());
+    float *ghc = to_host(g_hc, nhc), *ghl = to_host(g_hl, nh);
+    if (bf16) {
+        check_bf16("fwd", "y", g_yb, y, BL, Di, Di);
+    } else {
+        float *gy = to_host(g_y, BL * Di);
+        check("fwd", "y", rel_err_rows(gy, y, BL, Di, Di));
+        free(gy);
+    }
+    check("fwd", "h_chunks", rel_err_rows(ghc, hc, nhc, 1, 1));
+    check("fwd", "h_last", rel_err_rows(ghl, hl, nh, 1, 1));
+    free(ghc), free(ghl);
+}
 /* The _ex options: delta is raw (pre-activation without bias); the reference runs the CPU scan
  * on softplus(delta + dt_bias) and maps ddelta through softplus'. bf16: y, dx, ddelta and dz go
  * to bf16 copies only (dx NULL). */
@@ -381,21 +404,7 @@ static void run_opts_case(tcase tc, uint64_t seed, int bf16, int eff_in, int den
     memset(&o, 0, sizeof o);
     o.dt_bias = d_bias, o.dt_softplus = 1, o.y_bf16 = g_yb, o.y_pregate = g_yp;
     mb_scan_args ad = args_of(&p, 1, g_hc, g_hl, tc.chunk);
-    if (mb_scan_cuda_forward_ex(&ad, &o, g_y, NULL)) {
-        printf("  forward failed: %s\n", mb_last_error());
-        g_fail = 1;
-    }
-    CK(cudaDeviceSynchronize());
-    float *ghc = to_host(g_hc, nhc), *ghl = to_host(g_hl, nh);
-    if (bf16) {
-        check_bf16("fwd", "y", g_yb, y, BL, Di, Di);
-    } else {
-        float *gy = to_host(g_y, BL * Di);
-        check("fwd", "y", rel_err_rows(gy, y, BL, Di, Di));
-        free(gy);
-    }
-    check("fwd", "h_chunks", rel_err_rows(ghc, hc, nhc, 1, 1));
-    check("fwd", "h_last", rel_err_rows(ghl, hl, nh, 1, 1));
+    gpu_forward_check(&ad, &o, bf16, g_y, g_yb, y, g_hc, hc, nhc, g_hl, hl, nh, BL, Di);
     if (dense) { /* the pre-gate output: the CPU forward without z */
         float *yp = (float *)calloc((size_t)(BL * Di), sizeof(float));
         mb_scan_args an = ah;
@@ -475,7 +484,7 @@ static void run_opts_case(tcase tc, uint64_t seed, int bf16, int eff_in, int den
     }
     ref_bwd_free(&ref);
     gpu_bwd_free(&g);
-    free(bias), free(eff), free(y), free(hc), free(hl), free(ghc), free(ghl);
+    free(bias), free(eff), free(y), free(hc), free(hl);
     cudaFree(d_bias), cudaFree(g_y), cudaFree(g_hc), cudaFree(g_hl), cudaFree(g_yb);
     cudaFree(g_yp0);
     free_problem(&p);
@@ -553,21 +562,7 @@ static void run_in16_case(tcase tc, uint64_t seed, int bf16, int dense, int zdy)
     ad.x = NULL, ad.delta = NULL;
     if (zdy && ad.z) ad.z = NULL, o.z_bf16 = g_x16 + Di, o.z_bf16_stride = 2 * Di;
     if (zdy) o.dy_bf16 = g_dy16;
-    if (mb_scan_cuda_forward_ex(&ad, &o, g_y, NULL)) {
-        printf("  forward failed: %s\n", mb_last_error());
-        g_fail = 1;
-    }
-    CK(cudaDeviceSynchronize());
-    float *ghc = to_host(g_hc, nhc), *ghl = to_host(g_hl, nh);
-    if (bf16) {
-        check_bf16("fwd", "y", g_yb, y, BL, Di, Di);
-    } else {
-        float *gy = to_host(g_y, BL * Di);
-        check("fwd", "y", rel_err_rows(gy, y, BL, Di, Di));
-        free(gy);
-    }
-    check("fwd", "h_chunks", rel_err_rows(ghc, hc, nhc, 1, 1));
-    check("fwd", "h_last", rel_err_rows(ghl, hl, nh, 1, 1));
+    gpu_forward_check(&ad, &o, bf16, g_y, g_yb, y, g_hc, hc, nhc, g_hl, hl, nh, BL, Di);
     bwd_out g = gpu_bwd_alloc(bf16, BL, Di, N, tc.R);
     o.delta_is_eff = 1, o.dt_softplus = 1;
     o.ddt_bias = g.db, o.ddelta_bf16 = g.ddb, o.dz_bf16 = g.dzb ? g.dzb + Di : NULL;
@@ -581,8 +576,7 @@ static void run_in16_case(tcase tc, uint64_t seed, int bf16, int dense, int zdy)
     check_bwd("bwd", &g, bf16, &ref, BL, Di, N, tc.R);
     ref_bwd_free(&ref);
     gpu_bwd_free(&g);
-    free(bias), free(x16), free(d16), free(dy16), free(y), free(hc), free(hl), free(ghc);
-    free(ghl);
+    free(bias), free(x16), free(d16), free(dy16), free(y), free(hc), free(hl);
     cudaFree(g_x16), cudaFree(g_d16), cudaFree(g_dy16), cudaFree(g_y), cudaFree(g_hc);
     cudaFree(g_hl), cudaFree(g_yb), cudaFree(g_yp);
     free_problem(&p);
