@@ -9,6 +9,7 @@
 #   test_kernels_cuda     every model kernel (norm, conv1d, softplus, embedding, classifier,
 #                         GEMMs, AdamW, norms) vs its CPU reference (label "gpu", 77)
 #   bench_scan_cuda       selective-scan benchmark (not a test)
+#   bench_kernels_cuda    norm and conv kernels against the copy rate (not a test)
 #   test_step_cuda        GPU recurrent generation (step, graph, sampler) vs mb_step (label "gpu", 77)
 #   bench_generate_cuda   generation throughput (bench/bench_generate_cuda.sh prints the table)
 #   test_train_cuda       tests/cuda/test_train_cuda.sh: 200 training steps GPU vs CPU, checkpoints
@@ -106,6 +107,11 @@ add_executable(bench_scan_cuda ${CMAKE_SOURCE_DIR}/bench/bench_scan_cuda.cu)
 target_compile_options(bench_scan_cuda PRIVATE $<$<COMPILE_LANGUAGE:CUDA>:${MB_CUDA_FLAGS}>)
 target_link_libraries(bench_scan_cuda PRIVATE mambabyte_cuda)
 set_target_properties(bench_scan_cuda PROPERTIES LINKER_LANGUAGE C)
+
+add_executable(bench_kernels_cuda ${CMAKE_SOURCE_DIR}/bench/bench_kernels_cuda.cu)
+target_compile_options(bench_kernels_cuda PRIVATE $<$<COMPILE_LANGUAGE:CUDA>:${MB_CUDA_FLAGS}>)
+target_link_libraries(bench_kernels_cuda PRIVATE mambabyte_cuda)
+set_target_properties(bench_kernels_cuda PROPERTIES LINKER_LANGUAGE C)
 
 add_executable(bench_generate_cuda ${CMAKE_SOURCE_DIR}/bench/bench_generate_cuda.cu)
 target_compile_options(bench_generate_cuda PRIVATE $<$<COMPILE_LANGUAGE:CUDA>:${MB_CUDA_FLAGS}>)

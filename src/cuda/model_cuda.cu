@@ -52,19 +52,24 @@ struct mb_cuda_acts {
                      writes its part of dxc as bf16 (dxcb), the x_proj product its part (dxc2b),
                      and the conv adds them in fp32 (x in a contiguous buffer of its own measured
                      the same) */
-    int in16; /* xsplit with the fused dt projection (MB_CUDA_SCAN_IN16=0: off): the scan reads x
-                 (the conv's bf16 output xcb) and delta (the dt projection's bf16 output deltab)
-                 as bf16, as mamba_ssm's autocast passes them, so neither is stored in fp32; the
-                 fp32 xc and delta keep one slot only for the stateful forward of a B 1
-                 workspace (streamed scoring) */
-    int z16;  /* in16 (MB_CUDA_SCAN_Z16=0: off): in_proj writes x and z as bf16 (xzb, one
-                 product), the scan reads z, and in the backward dy (out_proj's input gradient,
-                 dyb), as bf16, as mamba_ssm's autocast passes them; the fp32 xz keeps one slot
-                 only for the stateful forward of a B 1 workspace, and there is no fp32 dy */
-    int h16;  /* bf16 training at a d_model the bf16-input norms take (MB_CUDA_NORM_IN16=0: off):
-                 out_proj writes its output (houtb) and in_proj's input-gradient product du (dub)
-                 as bf16, which the norms read (as mamba_ssm's autocast; residual and its
-                 gradient stay fp32); not for the stateful forward */
+    int in16;  /* xsplit with the fused dt projection (MB_CUDA_SCAN_IN16=0: off): the scan reads x
+                  (the conv's bf16 output xcb) and delta (the dt projection's bf16 output deltab)
+                  as bf16, as mamba_ssm's autocast passes them, so neither is stored in fp32; the
+                  fp32 xc and delta keep one slot only for the stateful forward of a B 1
+                  workspace (streamed scoring) */
+    int z16;   /* in16 (MB_CUDA_SCAN_Z16=0: off): in_proj writes x and z as bf16 (xzb, one
+                  product), the scan reads z, and in the backward dy (out_proj's input gradient,
+                  dyb), as bf16, as mamba_ssm's autocast passes them; the fp32 xz keeps one slot
+                  only for the stateful forward of a B 1 workspace, and there is no fp32 dy */
+    int h16;   /* bf16 training at a d_model the bf16-input norms take (MB_CUDA_NORM_IN16=0: off):
+                  out_proj writes its output (houtb) and in_proj's input-gradient product du (dub)
+                  as bf16, which the norms read (as mamba_ssm's autocast; residual and its
+                  gradient stay fp32); not for the stateful forward */
+    int ukeep; /* bf16 training without recomputation (MB_CUDA_KEEP_U=0: off): the forward keeps
+                  each layer's bf16 norm output (ub, one slot per layer) for the backward's
+                  in_proj weight gradient, instead of the backward recomputing it from the
+                  residual and statistics (mb_norm_cuda_apply: a read of the fp32 residual and a
+                  write of ub per layer) */
     int64_t lstride_mul; /* mixer buffers: 1 when training without recomputation, else 0 */
     int64_t kstride_mul; /* scan chunk states and the y the backward reads: 1 when training
                             without recomputation or with MB_CUDA_ACTS_KEEP_SCAN, else 0 */
@@ -99,7 +104,8 @@ struct mb_cuda_acts {
     float *conv_next;         /* (B, K-1, Di) next conv state (stateful forward) */
     float *h0;                /* (B, Di, N) entering SSM state (stateful forward) */
     /* bf16 operand copies (bf16 mode only), same row strides as their fp32 sources */
-    uint16_t *ub, *xfb;     /* (B, L, d) */
+    uint16_t *ub;           /* (n_slot_u, B, L, d): n_layer slots with ukeep, else 1 */
+    uint16_t *xfb;          /* (B, L, d) */
     uint16_t *xcb, *yb;     /* (n_slot, B, L, Di) */
     uint16_t *dbcb;         /* (n_slot, B, L, R+2N): the dt_low columns */
     uint16_t *dresb;        /* (B, L, d) */
@@ -174,7 +180,7 @@ static int acts_table(mb_cuda_acts *a, carve_item *t) {
     t[k++] = (carve_item){(void **)&a->conv_next, F(a->B * (c->d_conv - 1) * Di)};
     t[k++] = (carve_item){(void **)&a->h0, F(a->B * Di * N)};
 #define H(n) ((int64_t)(n) * (int64_t)sizeof(uint16_t))
-    t[k++] = (carve_item){(void **)&a->ub, H(hb * BL * d)};
+    t[k++] = (carve_item){(void **)&a->ub, H(hb * (a->ukeep ? c->n_layer : 1) * BL * d)};
     t[k++] = (carve_item){(void **)&a->xfb, H(hb * BL * d)};
     t[k++] = (carve_item){(void **)&a->xcb, H(hb * nl * BL * Di)};
     t[k++] = (carve_item){(void **)&a->yb, H(hb * nk * BL * Di)};
@@ -246,6 +252,7 @@ static int acts_shape(mb_cuda_acts *a, const mb_config *c, int64_t B, int64_t L,
     a->z16 = a->in16 && !knob_off("MB_CUDA_SCAN_Z16");
     a->h16 = a->train && a->bf16 && mb_norm_cuda_bf16in_supported(a->cfg.d_model) &&
              !knob_off("MB_CUDA_NORM_IN16");
+    a->ukeep = a->train && a->bf16 && !a->recompute && !knob_off("MB_CUDA_KEEP_U");
     a->lstride_mul = a->train && !a->recompute;
     a->kstride_mul = a->train && (!a->recompute || a->keep_scan);
     a->rstride_mul = a->train;
@@ -280,6 +287,10 @@ extern "C" int mb_cuda_acts_z16(const mb_cuda_acts *a) {
 
 extern "C" int mb_cuda_acts_h16(const mb_cuda_acts *a) {
     return a ? a->h16 : 0;
+}
+
+extern "C" int mb_cuda_acts_ukeep(const mb_cuda_acts *a) {
+    return a ? a->ukeep : 0;
 }
 
 extern "C" int64_t mb_cuda_acts_bytes(const mb_config *c, int64_t B, int64_t L, int for_training,
@@ -505,6 +516,7 @@ typedef struct {
     uint16_t *xcb, *yb, *dbcb; /* bf16 copies (bf16 mode) */
     uint16_t *deltab;          /* in16 only */
     uint16_t *xzb;             /* z16 only */
+    uint16_t *ub;              /* the norm output's bf16 copy (bf16 mode; ukeep: per layer) */
 } layer_view;
 
 static layer_view layer_at(const mb_cuda_acts *a, int64_t l) {
@@ -529,6 +541,7 @@ static layer_view layer_at(const mb_cuda_acts *a, int64_t l) {
     v.xcb = a->xcb ? a->xcb + s * BL * Di : NULL;
     v.yb = a->yb ? a->yb + k * BL * Di : NULL;
     v.dbcb = a->dbcb ? a->dbcb + s * BL * (R + 2 * N) : NULL;
+    v.ub = a->ub ? a->ub + (a->ukeep ? l : 0) * BL * d : NULL;
     return v;
 }
 
@@ -662,7 +675,7 @@ typedef struct {
     float *ssm;  /* (n_layer, B, Di, N) */
 } carried_state;
 
-/* Mixer of layer l on u = a->u (and its bf16 copy a->ub in bf16 mode; model.md "Mixer"),
+/* Mixer of layer l on u = a->u (and its bf16 copy v->ub in bf16 mode; model.md "Mixer"),
  * output into a->hout. cs (may be NULL): conv and scan start from and update these states.
  * recomputing: the backward's re-run, which needs only what mixer_backward reads: no out_proj
  * product, and with kept scan states (MB_CUDA_ACTS_KEEP_SCAN) no scan either. */
@@ -679,14 +692,14 @@ static int mixer_forward(mb_cuda_model *dm, mb_cuda_acts *a, int64_t l, const la
     uint16_t *xb = z16 ? v->xzb : (uint16_t *)v->xz;
     const int64_t ldxb = z16 ? 2 * Di : 4 * Di;
     if (z16) {
-        PT(MB_PROF_GEMM, mm_fwd16(dm, v->xzb, 2 * Di, a->ub, d, lw->in_proj_w, BL, d, 2 * Di));
+        PT(MB_PROF_GEMM, mm_fwd16(dm, v->xzb, 2 * Di, v->ub, d, lw->in_proj_w, BL, d, 2 * Di));
     } else if (xsplit) {
-        PT(MB_PROF_GEMM, mm_fwd16(dm, xb, 4 * Di, a->ub, d, lw->in_proj_w, BL, d, Di));
+        PT(MB_PROF_GEMM, mm_fwd16(dm, xb, 4 * Di, v->ub, d, lw->in_proj_w, BL, d, Di));
         PT(MB_PROF_GEMM,
-           mm_fwd(dm, v->xz + Di, 2 * Di, a->u, a->ub, d, lw->in_proj_w + Di * d, BL, d, Di, 0));
+           mm_fwd(dm, v->xz + Di, 2 * Di, a->u, v->ub, d, lw->in_proj_w + Di * d, BL, d, Di, 0));
     } else {
         PT(MB_PROF_GEMM,
-           mm_fwd(dm, v->xz, 2 * Di, a->u, a->ub, d, lw->in_proj_w, BL, d, 2 * Di, 0));
+           mm_fwd(dm, v->xz, 2 * Di, a->u, v->ub, d, lw->in_proj_w, BL, d, 2 * Di, 0));
     }
     /* xc = SiLU(causal depthwise conv(x) + b)              (BL, Di) */
     float *conv_s = cs ? cs->conv + l * B * (K - 1) * Di : NULL;
@@ -768,15 +781,14 @@ static int forward_impl(mb_cuda_model *dm, mb_cuda_acts *a, const carried_state 
         const mb_layer_weights *lw = &w->layers[l];
         layer_view v = layer_at(a, l);
         if (l == 0)
-            PT(MB_PROF_NORM,
-               mb_norm_cuda_forward_ex(v.res_in, a->u, a->ub, v.mean, v.rstd, v.res_in, NULL,
-                                       lw->norm_w, lw->norm_b, BL, d, eps, st));
+            PT(MB_PROF_NORM, mb_norm_cuda_forward_ex(v.res_in, a->u, v.ub, v.mean, v.rstd, v.res_in,
+                                                     NULL, lw->norm_w, lw->norm_b, BL, d, eps, st));
         else if (h16) /* residual_l = h_{l-1} + residual_{l-1}, fused into the norm */
-            PT(MB_PROF_NORM, mb_norm_cuda_forward_bf16in(v.res_in, a->ub, v.mean, v.rstd, a->houtb,
+            PT(MB_PROF_NORM, mb_norm_cuda_forward_bf16in(v.res_in, v.ub, v.mean, v.rstd, a->houtb,
                                                          layer_at(a, l - 1).res_in, lw->norm_w,
                                                          lw->norm_b, BL, d, eps, st));
         else
-            PT(MB_PROF_NORM, mb_norm_cuda_forward_ex(v.res_in, a->u, a->ub, v.mean, v.rstd, a->hout,
+            PT(MB_PROF_NORM, mb_norm_cuda_forward_ex(v.res_in, a->u, v.ub, v.mean, v.rstd, a->hout,
                                                      layer_at(a, l - 1).res_in, lw->norm_w,
                                                      lw->norm_b, BL, d, eps, st));
         MB_TRY(mixer_forward(dm, a, l, &v, cs, 0));
@@ -844,7 +856,7 @@ extern "C" int mb_cuda_forward_stateful(mb_cuda_model *dm, mb_cuda_acts *a, floa
 
 /* Backward of the mixer of layer l: a->dres (BL, d) is the gradient of its output; writes the
  * gradient of its input u into a->du and accumulates the parameter gradients into g.
- * u_ready: a->u (and a->ub) already hold this layer's norm output. */
+ * u_ready: a->u (and v->ub) already hold this layer's norm output. */
 static int mixer_backward(mb_cuda_model *dm, mb_cuda_acts *a, int64_t l, const layer_view *v,
                           const mb_layer_weights *g, int u_ready) {
     const mb_config *c = &dm->cfg;
@@ -897,13 +909,14 @@ static int mixer_backward(mb_cuda_model *dm, mb_cuda_acts *a, int64_t l, const l
     }
     if (!so.dz_bf16)
         PT(MB_PROF_CVT, to_bf16(dm, a->dxzb ? a->dxzb + Di : NULL, a->dxz + Di, 2 * Di, BL, Di));
-    /* in_proj: xz = u @ in_proj^T, u recomputed from the stored norm input and statistics */
-    if (!u_ready) {
-        PT(MB_PROF_NORM, mb_norm_cuda_apply_ex(a->u, a->ub, v->res_in, v->mean, v->rstd, lw->norm_w,
+    /* in_proj: xz = u @ in_proj^T, u kept by the forward (ukeep) or recomputed from the stored
+     * norm input and statistics */
+    if (!u_ready && !a->ukeep) {
+        PT(MB_PROF_NORM, mb_norm_cuda_apply_ex(a->u, v->ub, v->res_in, v->mean, v->rstd, lw->norm_w,
                                                lw->norm_b, BL, d, st));
     }
     PT(MB_PROF_GEMM,
-       mm_bwd_w(dm, g->in_proj_w, a->dxz, a->dxzb, 2 * Di, a->u, a->ub, d, BL, d, 2 * Di));
+       mm_bwd_w(dm, g->in_proj_w, a->dxz, a->dxzb, 2 * Di, a->u, v->ub, d, BL, d, 2 * Di));
     if (a->h16) /* (the norm backward reads du as bf16) */
         PT(MB_PROF_GEMM, mm_bwd_in16(dm, a->dub, d, a->dxzb, 2 * Di, lw->in_proj_w, BL, d, 2 * Di));
     else
@@ -947,7 +960,7 @@ extern "C" int mb_cuda_backward(mb_cuda_model *dm, mb_cuda_acts *a, float dloss)
              * forward (and a->u its norm output); every other layer is re-run */
             u_ready = a->slot_layer == l;
             if (!u_ready) {
-                PT(MB_PROF_NORM, mb_norm_cuda_apply_ex(a->u, a->ub, v.res_in, v.mean, v.rstd,
+                PT(MB_PROF_NORM, mb_norm_cuda_apply_ex(a->u, v.ub, v.res_in, v.mean, v.rstd,
                                                        lw->norm_w, lw->norm_b, BL, d, st));
                 mb_prof_phase(MB_PHASE_RECOMPUTE);
                 MB_TRY(mixer_forward(dm, a, l, &v, NULL, 1));

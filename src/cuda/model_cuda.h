@@ -134,6 +134,9 @@ int mb_cuda_acts_z16(const mb_cuda_acts *a);
  * (bf16 training at d_model a multiple of 128 up to 1024; MB_CUDA_NORM_IN16=0 turns it off),
  * else 0. */
 int mb_cuda_acts_h16(const mb_cuda_acts *a);
+/* 1 when the forward keeps every layer's bf16 norm output for the backward (bf16 training
+ * without recomputation; MB_CUDA_KEEP_U=0 turns it off: the backward recomputes it), else 0. */
+int mb_cuda_acts_ukeep(const mb_cuda_acts *a);
 /* Device bytes an mb_cuda_acts of this shape allocates (-1 on bad arguments). */
 int64_t mb_cuda_acts_bytes(const mb_config *c, int64_t B, int64_t L, int for_training,
                            int64_t chunk);

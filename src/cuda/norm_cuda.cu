@@ -3,6 +3,8 @@
 
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "cuda/cuda_check.h"
 
@@ -220,10 +222,13 @@ __global__ void norm_forward_vec_kernel(float *resid_out, float *y, __nv_bfloat1
 }
 
 /* Backward with the parameter sums fused: each warp walks rows row0, row0 + warps, ... keeping
- * its dw / db column partials in registers (the row itself is read twice, the second time from
- * L1, so that two blocks fit per multiprocessor); the block's warps add them in shared memory
- * (2 d floats, dynamic) and the block adds them to dw / db with one atomic per column. */
-template <int NV, typename GT = float> /* GT: dy's type (float, or bf16) */
+ * its dw / db column partials in registers; the block's warps add them in shared memory (2 d
+ * floats, dynamic) and the block adds them to dw / db with one atomic per column.
+ * REG (d <= 512): the row's dy, r and, when accumulating, the old dr are loaded together at the
+ * row's start and kept in registers (one round of loads per row, all in flight at once);
+ * otherwise the row is read again from L1 after the row sums and dr read there, so that two
+ * blocks fit per multiprocessor at 128 registers. */
+template <int NV, typename GT = float, bool REG = false> /* GT: dy's type (float, or bf16) */
 __global__ void norm_backward_vec_kernel(float *dr, __nv_bfloat16 *drb, float *dw, float *db,
                                          const GT *dy, const float *r, const float *mean,
                                          const float *rstd, const float *w, int64_t rows,
@@ -242,12 +247,23 @@ __global__ void norm_backward_vec_kernel(float *dr, __nv_bfloat16 *drb, float *d
     for (int64_t row = (int64_t)blockIdx.x * ROWS_PER_BLOCK + threadIdx.y; row < rows;
          row += (int64_t)gridDim.x * ROWS_PER_BLOCK) {
         const int64_t o = row * d4;
+        float4 dyr[REG ? NV : 1], rr[REG ? NV : 1], dro[REG ? NV : 1];
+        if constexpr (REG) {
+#pragma unroll
+            for (int k = 0; k < NV; k++) {
+                const int64_t c4 = 32 * k + lane;
+                dyr[k] = ld4(dy, o + c4), rr[k] = ((const float4 *)r)[o + c4];
+                dro[k] =
+                    accumulate ? ((const float4 *)dr)[o + c4] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+            }
+        }
         const float rs = rstd[row], mf = layer ? mean[row] : 0.0f;
         float sg = 0.0f, sgx = 0.0f;
 #pragma unroll
         for (int k = 0; k < NV; k++) {
             const int64_t c4 = 32 * k + lane;
-            const float4 dyk = ld4(dy, o + c4), rk = ((const float4 *)r)[o + c4];
+            const float4 dyk = REG ? dyr[REG ? k : 0] : ld4(dy, o + c4);
+            const float4 rk = REG ? rr[REG ? k : 0] : ((const float4 *)r)[o + c4];
             const float4 wk = ((const float4 *)w)[c4];
             const float4 xh =
                 make_float4((rk.x - mf) * rs, (rk.y - mf) * rs, (rk.z - mf) * rs, (rk.w - mf) * rs);
@@ -260,11 +276,12 @@ __global__ void norm_backward_vec_kernel(float *dr, __nv_bfloat16 *drb, float *d
         }
         const float mg = layer ? (float)(warp_sum_d((double)sg) / dn) : 0.0f;
         const float mgx = (float)(warp_sum_d((double)sgx) / dn);
-        /* second pass: the row again (L1), not kept in registers, for occupancy */
+        /* second pass: from the registers (REG), or the row again (L1) */
 #pragma unroll
         for (int k = 0; k < NV; k++) {
             const int64_t c4 = 32 * k + lane;
-            const float4 dyk = ld4(dy, o + c4), rk = ((const float4 *)r)[o + c4];
+            const float4 dyk = REG ? dyr[REG ? k : 0] : ld4(dy, o + c4);
+            const float4 rk = REG ? rr[REG ? k : 0] : ((const float4 *)r)[o + c4];
             const float4 wk = ((const float4 *)w)[c4];
             float4 v = make_float4(rs * (dyk.x * wk.x - mg - (rk.x - mf) * rs * mgx),
                                    rs * (dyk.y * wk.y - mg - (rk.y - mf) * rs * mgx),
@@ -272,7 +289,7 @@ __global__ void norm_backward_vec_kernel(float *dr, __nv_bfloat16 *drb, float *d
                                    rs * (dyk.w * wk.w - mg - (rk.w - mf) * rs * mgx));
             float4 *dp = (float4 *)dr + o + c4;
             if (accumulate) {
-                const float4 a = *dp;
+                const float4 a = REG ? dro[REG ? k : 0] : *dp;
                 v.x += a.x, v.y += a.y, v.z += a.z, v.w += a.w;
             }
             *dp = v;
@@ -398,6 +415,44 @@ extern "C" int mb_norm_cuda_apply(float *y, const float *r, const float *mean, c
     return mb_norm_cuda_apply_ex(y, NULL, r, mean, rstd, w, b, rows, d, stream);
 }
 
+/* The backward's launch: ~2 blocks of 8 warps per multiprocessor, each walking rows / (grid *
+ * 8) rows; rows in registers (REG) at d <= 512 unless MB_CUDA_NORM_BWD_REG=0 (H200, medium's
+ * norm backward: docs/benchmarks.md, session 25) */
+template <typename GT>
+static void norm_backward_launch(int nv, float *dr, uint16_t *drb, float *dw, float *db,
+                                 const GT *dy, const float *r, const float *mean, const float *rstd,
+                                 const float *w, int64_t rows, int accumulate, cudaStream_t st) {
+    static int reg = -1;
+    if (reg < 0) {
+        const char *e = getenv("MB_CUDA_NORM_BWD_REG");
+        reg = !(e && !strcmp(e, "0"));
+    }
+    const int64_t want = 2 * (int64_t)mb_cuda_sm_count();
+    const int64_t need = (rows + ROWS_PER_BLOCK - 1) / ROWS_PER_BLOCK;
+    const unsigned grid = (unsigned)(need < want ? need : want);
+    const size_t shm = (size_t)(2 * 128 * nv) * sizeof(float);
+    const dim3 blk(32, ROWS_PER_BLOCK);
+    __nv_bfloat16 *hb = (__nv_bfloat16 *)drb;
+#define NBR(N)                                                                                     \
+    norm_backward_vec_kernel<N, GT, true>                                                          \
+        <<<grid, blk, shm, st>>>(dr, hb, dw, db, dy, r, mean, rstd, w, rows, accumulate)
+    if (reg && nv <= 4) {
+        if (nv == 1)
+            NBR(1);
+        else if (nv == 2)
+            NBR(2);
+        else if (nv == 3)
+            NBR(3);
+        else
+            NBR(4);
+    } else {
+        NV_DISPATCH_T(
+            nv, norm_backward_vec_kernel, GT,
+            <<<grid, blk, shm, st>>>(dr, hb, dw, db, dy, r, mean, rstd, w, rows, accumulate))
+    }
+#undef NBR
+}
+
 extern "C" int mb_norm_cuda_backward_ex(float *dr, uint16_t *drb, float *dw, float *db,
                                         const float *dy, const float *r, const float *mean,
                                         const float *rstd, const float *w, int64_t rows, int64_t d,
@@ -407,13 +462,9 @@ extern "C" int mb_norm_cuda_backward_ex(float *dr, uint16_t *drb, float *dw, flo
     cudaStream_t st = (cudaStream_t)stream;
     const void *ptrs[] = {dr, dy, r, w};
     const int nv = drb && (uintptr_t)drb % 8 != 0 ? 0 : vec_nv(d, ptrs, 4);
-    if (nv) { /* ~2 blocks of 8 warps per multiprocessor, each walking rows / (grid * 8) rows */
-        const int64_t want = 2 * (int64_t)mb_cuda_sm_count();
-        const int64_t need = (rows + ROWS_PER_BLOCK - 1) / ROWS_PER_BLOCK;
-        const unsigned grid = (unsigned)(need < want ? need : want);
-        NV_DISPATCH(nv, norm_backward_vec_kernel,
-                    <<<grid, dim3(32, ROWS_PER_BLOCK), (size_t)(2 * d) * sizeof(float), st>>>(
-                        dr, (__nv_bfloat16 *)drb, dw, db, dy, r, mean, rstd, w, rows, accumulate))
+    if (nv) {
+        norm_backward_launch<float>(nv, dr, drb, dw, db, dy, r, mean, rstd, w, rows, accumulate,
+                                    st);
         MB_CUDA_LAUNCHED("mb_norm_cuda_backward");
         return MB_OK;
     }
@@ -487,14 +538,8 @@ extern "C" int mb_norm_cuda_backward_bf16in(float *dr, uint16_t *drb, float *dw,
                        "the fp32 tensors 16-byte aligned",
                        fn, (long long)d, 128 * NV_MAX);
     if (rows == 0) return MB_OK;
-    cudaStream_t st = (cudaStream_t)stream;
-    const int64_t want = 2 * (int64_t)mb_cuda_sm_count();
-    const int64_t need = (rows + ROWS_PER_BLOCK - 1) / ROWS_PER_BLOCK;
-    const unsigned grid = (unsigned)(need < want ? need : want);
-    NV_DISPATCH_T(nv, norm_backward_vec_kernel, __nv_bfloat16,
-                  <<<grid, dim3(32, ROWS_PER_BLOCK), (size_t)(2 * d) * sizeof(float), st>>>(
-                      dr, (__nv_bfloat16 *)drb, dw, db, (const __nv_bfloat16 *)dy, r, mean, rstd, w,
-                      rows, accumulate))
+    norm_backward_launch<__nv_bfloat16>(nv, dr, drb, dw, db, (const __nv_bfloat16 *)dy, r, mean,
+                                        rstd, w, rows, accumulate, (cudaStream_t)stream);
     MB_CUDA_LAUNCHED(fn);
     return MB_OK;
 }

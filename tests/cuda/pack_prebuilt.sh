@@ -10,7 +10,7 @@ ARCH=${2:?ARCHIVE}
 T=$(mktemp -d)
 mkdir -p "$T/pack/bin" "$T/pack/lib"
 for p in mambabyte test_kernels_cuda test_model_cuda test_scan_cuda test_step_cuda \
-    bench_scan_cuda bench_generate_cuda; do
+    bench_scan_cuda bench_kernels_cuda bench_generate_cuda; do
     cp "$BUILD/$p" "$T/pack/bin/" && strip -s "$T/pack/bin/$p"
 done
 for l in libcjson.so.1 libgfortran.so.5 libquadmath.so.0; do

@@ -799,6 +799,8 @@ int main(void) {
                 test_norm(B, L, ln, 48);
                 test_norm(B, L, ln, 256);
                 test_norm(B, L, ln, dv);
+                /* d 512: the row-in-registers backward's widest form (NV 4, medium's d_model) */
+                if (L == 63 || L == 2049) test_norm(B, L, ln, 512);
             }
             test_conv(B, L, 80);
             test_conv(B, L, 78);

@@ -152,8 +152,11 @@ static void parity_case_modes(const mb_model *m, mb_cuda_model *dm, int64_t B, i
             REQUIRE(mb_cuda_acts_in16(da) == g_expect_in16, "%s: bf16 scan inputs %d", md->name,
                     g_expect_in16);
         if (g_expect_z16 >= 0 && md->bf16)
-            REQUIRE(mb_cuda_acts_z16(da) == g_expect_z16 && mb_cuda_acts_h16(da) == g_expect_z16,
-                    "%s: bf16 z and dy, bf16 norm inputs %d", md->name, g_expect_z16);
+            REQUIRE(mb_cuda_acts_z16(da) == g_expect_z16 && mb_cuda_acts_h16(da) == g_expect_z16 &&
+                        mb_cuda_acts_ukeep(da) ==
+                            (g_expect_z16 && !(md->recompute & MB_CUDA_ACTS_RECOMPUTE)),
+                    "%s: bf16 z and dy, bf16 norm inputs, kept norm outputs %d", md->name,
+                    g_expect_z16);
         float loss_g = NAN;
         for (int64_t i = 0; i < BL * MB_VOCAB; i++)
             lg[i] = NAN;
@@ -309,13 +312,15 @@ static void test_in16(void) {
     for (int i = 0; i < 3; i++)
         parity_case_modes(&m, &dm, cases[i][0], cases[i][1], 1310 + i, "ln/in16", g_in16_modes, 4);
     /* bf16 x and delta with an fp32 z and dy (MB_CUDA_SCAN_Z16=0), fp32 norm inputs
-     * (MB_CUDA_NORM_IN16=0) */
+     * (MB_CUDA_NORM_IN16=0), the norm outputs recomputed by the backward (MB_CUDA_KEEP_U=0) */
     setenv("MB_CUDA_SCAN_Z16", "0", 1);
     setenv("MB_CUDA_NORM_IN16", "0", 1);
+    setenv("MB_CUDA_KEEP_U", "0", 1);
     g_expect_z16 = 0;
     parity_case_modes(&m, &dm, 2, 200, 1315, "ln/in16 z32", g_in16_modes, 4);
     unsetenv("MB_CUDA_SCAN_Z16");
     unsetenv("MB_CUDA_NORM_IN16");
+    unsetenv("MB_CUDA_KEEP_U");
     g_expect_in16 = -1, g_expect_z16 = -1;
     const int fl = MB_CUDA_ACTS_TRAIN | MB_CUDA_ACTS_BF16;
     setenv("MB_CUDA_SCAN_IN16", "0", 1);

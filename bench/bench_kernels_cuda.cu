@@ -1,0 +1,194 @@
+/* Memory-bound training kernels on the GPU: the fused add + LayerNorm (bf16 input) forward and
+ * backward, and the causal conv1d + SiLU (bf16 input) forward and backward, in the forms and
+ * layouts mixed-precision training runs them (src/cuda/model_cuda.cu), timed with CUDA events
+ * (3 warm-ups, then the median of 20). Each row prints the bytes the kernel must move, the
+ * achieved rate, and that rate against a device-to-device copy measured in the same run (the
+ * practical ceiling) and against 4.3 TB/s.
+ * Usage: bench_kernels_cuda [B L d_model d_inner d_conv]   (default: the medium preset at
+ * ctx 8192, batch 32: 32 8192 512 1024 4)
+ */
+#include <cuda_runtime.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "cuda/conv1d_cuda.h"
+#include "cuda/norm_cuda.h"
+#include "mambabyte.h"
+
+#define CK(call)                                                                                   \
+    do {                                                                                           \
+        cudaError_t e_ = (call);                                                                   \
+        if (e_ != cudaSuccess) {                                                                   \
+            fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(e_)); \
+            exit(1);                                                                               \
+        }                                                                                          \
+    } while (0)
+#define RC(call)                                                                                   \
+    do {                                                                                           \
+        if ((call) != 0) {                                                                         \
+            fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #call, mb_last_error());        \
+            exit(1);                                                                               \
+        }                                                                                          \
+    } while (0)
+
+#define BW 4.3e12 /* bytes / s */
+
+/* Uniform values in [lo, hi) from a hash of the index, as fp32 or as bf16 bit patterns. */
+__global__ void fill_kernel(float *p, unsigned short *h, long long n, unsigned seed, float lo,
+                            float hi) {
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n;
+         i += (long long)gridDim.x * blockDim.x) {
+        unsigned u = (unsigned)i * 2654435761u ^ seed;
+        u ^= u >> 15, u *= 2246822519u, u ^= u >> 13, u *= 3266489917u, u ^= u >> 16;
+        const float v = lo + (hi - lo) * (float)(u >> 8) * (1.0f / 16777216.0f);
+        if (p) p[i] = v;
+        if (h) h[i] = (unsigned short)(__float_as_uint(v) >> 16);
+    }
+}
+
+static float *f32(long long n, unsigned seed, float lo, float hi) {
+    float *p = NULL;
+    CK(cudaMalloc((void **)&p, sizeof(float) * (size_t)n));
+    fill_kernel<<<1024, 256>>>(p, NULL, n, seed, lo, hi);
+    CK(cudaGetLastError());
+    return p;
+}
+
+static uint16_t *b16(long long n, unsigned seed, float lo, float hi) {
+    unsigned short *p = NULL;
+    CK(cudaMalloc((void **)&p, sizeof(uint16_t) * (size_t)n));
+    fill_kernel<<<1024, 256>>>(NULL, p, n, seed, lo, hi);
+    CK(cudaGetLastError());
+    return (uint16_t *)p;
+}
+
+static int cmpf(const void *a, const void *b) {
+    const float x = *(const float *)a, y = *(const float *)b;
+    return x < y ? -1 : x > y;
+}
+
+static struct {
+    long long B, L, d, Di, K, rows;
+    float *resid_in, *resid_out, *mean, *rstd, *w, *b, *dr, *dw, *db;
+    uint16_t *h, *yb, *dy, *drb;
+    uint16_t *xz, *xc, *dout, *dout2, *dxz;
+    float *cw, *cb, *dcw, *dcb;
+    void *cp_src, *cp_dst;
+    size_t cp_bytes;
+} g;
+
+static void run_copy(void) {
+    CK(cudaMemcpyAsync(g.cp_dst, g.cp_src, g.cp_bytes, cudaMemcpyDeviceToDevice, 0));
+}
+static void run_norm_fwd(void) {
+    RC(mb_norm_cuda_forward_bf16in(g.resid_out, g.yb, g.mean, g.rstd, g.h, g.resid_in, g.w, g.b,
+                                   g.rows, g.d, 1e-5f, NULL));
+}
+static void run_norm_bwd(void) {
+    RC(mb_norm_cuda_backward_bf16in(g.dr, g.drb, g.dw, g.db, g.dy, g.resid_out, g.mean, g.rstd, g.w,
+                                    g.rows, g.d, 1, NULL));
+}
+static void run_conv_fwd(void) {
+    RC(mb_conv1d_cuda_forward_bf16in(NULL, g.xc, g.xz, 2 * g.Di, g.cw, g.cb, g.B, g.L, g.Di, g.K,
+                                     NULL));
+}
+static void run_conv_bwd(void) {
+    RC(mb_conv1d_cuda_backward_bf16in(g.dxz, 2 * g.Di, g.dcw, g.dcb, g.dout, g.dout2, g.xz,
+                                      2 * g.Di, g.cw, g.cb, g.B, g.L, g.Di, g.K, NULL));
+}
+
+static float time_ms(void (*fn)(void)) {
+    cudaEvent_t e0, e1;
+    CK(cudaEventCreate(&e0));
+    CK(cudaEventCreate(&e1));
+    for (int i = 0; i < 3; i++)
+        fn();
+    CK(cudaDeviceSynchronize());
+    float t[20];
+    for (int i = 0; i < 20; i++) {
+        CK(cudaEventRecord(e0));
+        fn();
+        CK(cudaEventRecord(e1));
+        CK(cudaEventSynchronize(e1));
+        CK(cudaEventElapsedTime(&t[i], e0, e1));
+    }
+    CK(cudaEventDestroy(e0));
+    CK(cudaEventDestroy(e1));
+    qsort(t, 20, sizeof(float), cmpf);
+    return 0.5f * (t[9] + t[10]);
+}
+
+static double g_copy_rate = 0.0; /* bytes / s of the device-to-device copy */
+
+static void row(const char *name, float ms, double bytes) {
+    const double rate = bytes / (ms * 1e-3);
+    printf("| %-40s | %8.3f | %7.3f | %6.2f | %5.1f%% | %5.1f%% |\n", name, ms, bytes / 1e9,
+           rate / 1e12, 100.0 * rate / g_copy_rate, 100.0 * rate / BW);
+}
+
+int main(int argc, char **argv) {
+    g.B = 32, g.L = 8192, g.d = 512, g.Di = 1024, g.K = 4;
+    if (argc == 6)
+        g.B = atoll(argv[1]), g.L = atoll(argv[2]), g.d = atoll(argv[3]), g.Di = atoll(argv[4]),
+        g.K = atoll(argv[5]);
+    else if (argc != 1) {
+        fprintf(stderr, "usage: bench_kernels_cuda [B L d_model d_inner d_conv]\n");
+        return 2;
+    }
+    int ndev = 0;
+    if (cudaGetDeviceCount(&ndev) != cudaSuccess || ndev == 0) {
+        printf("no CUDA device\n");
+        return 0;
+    }
+    g.rows = g.B * g.L;
+    const long long nd = g.rows * g.d, ni = g.rows * g.Di;
+    /* the norm: residual and its gradient fp32, the out_proj output and du bf16 */
+    g.resid_in = f32(nd, 1, -1.0f, 1.0f);
+    g.resid_out = f32(nd, 2, -1.0f, 1.0f);
+    g.h = b16(nd, 3, -1.0f, 1.0f);
+    g.yb = b16(nd, 4, 0.0f, 0.0f);
+    g.mean = f32(g.rows, 5, 0.0f, 0.0f);
+    g.rstd = f32(g.rows, 6, 0.0f, 0.0f);
+    g.w = f32(g.d, 7, 0.5f, 1.5f);
+    g.b = f32(g.d, 8, -0.1f, 0.1f);
+    g.dr = f32(nd, 9, -1e-3f, 1e-3f);
+    g.drb = b16(nd, 10, 0.0f, 0.0f);
+    g.dy = b16(nd, 11, -1e-3f, 1e-3f);
+    g.dw = f32(g.d, 12, 0.0f, 0.0f);
+    g.db = f32(g.d, 13, 0.0f, 0.0f);
+    /* the conv: x in the x half of in_proj's bf16 output (row stride 2 d_inner), dx likewise */
+    g.xz = b16(2 * ni, 14, -1.0f, 1.0f);
+    g.xc = b16(ni, 15, 0.0f, 0.0f);
+    g.dout = b16(ni, 16, -1e-3f, 1e-3f);
+    g.dout2 = b16(ni, 17, -1e-3f, 1e-3f);
+    g.dxz = b16(2 * ni, 18, 0.0f, 0.0f);
+    g.cw = f32(g.Di * g.K, 19, -0.5f, 0.5f);
+    g.cb = f32(g.Di, 20, -0.1f, 0.1f);
+    g.dcw = f32(g.Di * g.K, 21, 0.0f, 0.0f);
+    g.dcb = f32(g.Di, 22, 0.0f, 0.0f);
+    g.cp_bytes = sizeof(float) * (size_t)nd;
+    g.cp_src = g.resid_in, g.cp_dst = g.resid_out;
+    CK(cudaDeviceSynchronize());
+    /* the norm statistics must exist before the backward reads them */
+    run_norm_fwd();
+    CK(cudaDeviceSynchronize());
+
+    const float ms_copy = time_ms(run_copy);
+    g_copy_rate = 2.0 * (double)g.cp_bytes / (ms_copy * 1e-3);
+    printf("memory-bound training kernels: B %lld, L %lld, d_model %lld, d_inner %lld, d_conv "
+           "%lld (median of 20)\n\n",
+           g.B, g.L, g.d, g.Di, g.K);
+    printf("| %-40s | %8s | %7s | %6s | %6s | %6s |\n", "kernel", "ms", "GB", "TB/s", "copy",
+           "4.3");
+    printf("|---|---|---|---|---|---|\n");
+    row("device-to-device copy (reference)", ms_copy, 2.0 * (double)g.cp_bytes);
+    /* bytes per element: h 2, resid_in 4, resid_out 4, yb 2 */
+    row("add + LayerNorm forward, bf16 h", time_ms(run_norm_fwd), 12.0 * (double)nd);
+    /* dy 2, r 4, dr read 4 + written 4, drb 2 */
+    row("add + LayerNorm backward, bf16 dy, +=", time_ms(run_norm_bwd), 16.0 * (double)nd);
+    /* x 2, out 2 */
+    row("conv1d + SiLU forward, bf16", time_ms(run_conv_fwd), 4.0 * (double)ni);
+    /* dout 2, dout2 2, x 2, dx 2 */
+    row("conv1d + SiLU backward, bf16, two dout", time_ms(run_conv_bwd), 8.0 * (double)ni);
+    return 0;
+}
