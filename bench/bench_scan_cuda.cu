@@ -322,6 +322,16 @@ int main(int argc, char **argv) {
             c.o.dt_softplus = 1, c.o.ddt_bias = ddtb, c.o.delta_is_eff = 1;
             row("backward, dense, bf16 x / delta / z / dy", time_ms(run_bwd_ex, &c),
                 act + 4 * bc + hc8 + 7 * h, exps);
+            /* and the dense states as bf16 (model_cuda.cu, hc16) */
+            c.o.dense_states_bf16 = 1;
+            c.o.dt_softplus = 0, c.o.ddt_bias = NULL, c.o.delta_is_eff = 0;
+            row("forward, dense, bf16 x/delta/z, bf16 states", time_ms(run_fwd_ex, &c),
+                act + 2 * bc + hc8 / 2 + 4 * h, exps);
+            run_fwd_ex(&c);
+            c.o.dt_softplus = 1, c.o.ddt_bias = ddtb, c.o.delta_is_eff = 1;
+            row("backward, dense, bf16 .. dy, bf16 states", time_ms(run_bwd_ex, &c),
+                act + 4 * bc + hc8 / 2 + 7 * h, exps);
+            c.o.dense_states_bf16 = 0;
             a->z = zk;
             c.o.z_bf16 = NULL, c.o.dy_bf16 = NULL;
             CK(cudaFree(z16));

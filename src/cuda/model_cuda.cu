@@ -65,6 +65,8 @@ struct mb_cuda_acts {
                   out_proj writes its output (houtb) and in_proj's input-gradient product du (dub)
                   as bf16, which the norms read (as mamba_ssm's autocast; residual and its
                   gradient stay fp32); not for the stateful forward */
+    int hc16;  /* dense with bf16 (MB_CUDA_DENSE_H16=0: off): the scan's states every 8 positions
+                  stored as bf16 (mb_scan_cuda_opts.dense_states_bf16), half the bytes */
     int ukeep; /* bf16 training without recomputation (MB_CUDA_KEEP_U=0: off): the forward keeps
                   each layer's bf16 norm output (ub, one slot per layer) for the backward's
                   in_proj weight gradient, instead of the backward recomputing it from the
@@ -154,7 +156,9 @@ static int acts_table(mb_cuda_acts *a, carve_item *t) {
     t[k++] = (carve_item){(void **)&a->dbc, F(nl * BL * (R + 2 * N))};
     t[k++] = (carve_item){(void **)&a->delta, F(nx * BL * Di)};
     t[k++] = (carve_item){(void **)&a->y, F(ny * BL * Di)};
-    t[k++] = (carve_item){(void **)&a->h_chunks, F(tr * nk * a->B * Di * a->n_chunks * N)};
+    /* (hc16: bf16 states, half the bytes) */
+    t[k++] = (carve_item){(void **)&a->h_chunks,
+                          F(tr * nk * a->B * Di * a->n_chunks * N) / (a->hc16 ? 2 : 1)};
     t[k++] = (carve_item){(void **)&a->y_pregate, F(a->dense * nk * BL * Di)};
     /* the fp32 norm outputs feed only fp32 products: bf16 mode keeps their bf16 copies alone */
     t[k++] = (carve_item){(void **)&a->xf, F((1 - hb) * BL * d)};
@@ -253,6 +257,7 @@ static int acts_shape(mb_cuda_acts *a, const mb_config *c, int64_t B, int64_t L,
     a->h16 = a->train && a->bf16 && mb_norm_cuda_bf16in_supported(a->cfg.d_model) &&
              !knob_off("MB_CUDA_NORM_IN16");
     a->ukeep = a->train && a->bf16 && !a->recompute && !knob_off("MB_CUDA_KEEP_U");
+    a->hc16 = a->dense && a->bf16 && !knob_off("MB_CUDA_DENSE_H16");
     a->lstride_mul = a->train && !a->recompute;
     a->kstride_mul = a->train && (!a->recompute || a->keep_scan);
     a->rstride_mul = a->train;
@@ -287,6 +292,10 @@ extern "C" int mb_cuda_acts_z16(const mb_cuda_acts *a) {
 
 extern "C" int mb_cuda_acts_h16(const mb_cuda_acts *a) {
     return a ? a->h16 : 0;
+}
+
+extern "C" int mb_cuda_acts_hc16(const mb_cuda_acts *a) {
+    return a ? a->hc16 : 0;
 }
 
 extern "C" int mb_cuda_acts_ukeep(const mb_cuda_acts *a) {
@@ -536,7 +545,9 @@ static layer_view layer_at(const mb_cuda_acts *a, int64_t l) {
     v.delta = a->delta ? a->delta + sx * BL * Di : NULL;
     v.deltab = a->deltab ? a->deltab + s * BL * Di : NULL;
     v.y = a->y ? a->y + sy * BL * Di : NULL;
-    v.h_chunks = a->h_chunks ? a->h_chunks + k * a->B * Di * a->n_chunks * N : NULL;
+    /* (hc16: bf16 states, a layer's slot half the floats) */
+    v.h_chunks =
+        a->h_chunks ? a->h_chunks + k * a->B * Di * a->n_chunks * N / (a->hc16 ? 2 : 1) : NULL;
     v.y_pregate = a->dense ? a->y_pregate + k * BL * Di : NULL;
     v.xcb = a->xcb ? a->xcb + s * BL * Di : NULL;
     v.yb = a->yb ? a->yb + k * BL * Di : NULL;
@@ -579,6 +590,7 @@ static mb_scan_cuda_opts scan_opts(const mb_cuda_model *dm, const mb_cuda_acts *
         }
     }
     o.y_pregate = y_pregate; /* dense: written by the forward, read by the backward */
+    o.dense_states_bf16 = y_pregate && a->hc16;
     o.dt_bias = lw->dt_proj_b;
     o.dt_softplus = 1;
     if (g) o.ddt_bias = g->dt_proj_b;

@@ -137,6 +137,9 @@ int mb_cuda_acts_h16(const mb_cuda_acts *a);
 /* 1 when the forward keeps every layer's bf16 norm output for the backward (bf16 training
  * without recomputation; MB_CUDA_KEEP_U=0 turns it off: the backward recomputes it), else 0. */
 int mb_cuda_acts_ukeep(const mb_cuda_acts *a);
+/* 1 when the dense scan's states (every 8 positions) are stored as bf16 (bf16 training with the
+ * dense scan; MB_CUDA_DENSE_H16=0 keeps them fp32), else 0. */
+int mb_cuda_acts_hc16(const mb_cuda_acts *a);
 /* Device bytes an mb_cuda_acts of this shape allocates (-1 on bad arguments). */
 int64_t mb_cuda_acts_bytes(const mb_config *c, int64_t B, int64_t L, int for_training,
                            int64_t chunk);

@@ -91,7 +91,17 @@ typedef struct {
      * dy (B, L, Di contiguous) as bf16 (mb_scan_cuda_opts.z_bf16 / dy_bf16); NULL: fp32 z / dy */
     const uint16_t *z16;
     const uint16_t *dy16;
+    /* the dense states (the FINE 2 forward's h_chunks at chunk 8, read by the DN backward only)
+     * as bf16 (mb_scan_cuda_opts.dense_states_bf16): h_chunks then holds uint16_t bit patterns
+     * at the same element indices */
+    int hc16;
 } scan_params;
+
+/* With p.hc16: where the bf16 state at the element index of fp32 address f lies (half f's byte
+ * offset into h_chunks) */
+static __device__ __forceinline__ const void *h16_at(const scan_params &p, const float *f) {
+    return (const char *)p.h_chunks + ((const char *)f - (const char *)p.h_chunks) / 2;
+}
 
 /* the effective delta of a raw one (mb_scan_cuda_opts), channel c valid */
 static __device__ __forceinline__ float dt_eff(const scan_params &p, float raw, int c) {
@@ -371,6 +381,12 @@ static __device__ __forceinline__ void cp16(float *dst, const float *src, bool o
     const unsigned s = (unsigned)__cvta_generic_to_shared(dst);
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(src),
                  "r"(ok ? 16 : 0)
+                 : "memory");
+}
+static __device__ __forceinline__ void cp8(float *dst, const float *src, bool ok) {
+    const unsigned s = (unsigned)__cvta_generic_to_shared(dst);
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 8, %2;\n" ::"r"(s), "l"(src),
+                 "r"(ok ? 8 : 0)
                  : "memory");
 }
 static __device__ __forceinline__ void cp4(float *dst, const float *src, bool ok) {
@@ -765,9 +781,15 @@ __global__ void __launch_bounds__(32 * G) scan_fwd2_kernel(scan_params p) {
 #pragma unroll
         for (int i = 0; i < T; i++) {
             if (FINE == 2 && i % 8 == 0 && hc) {
-                if (cv && n0 < N && t0 + i < L) /* read by the backward only: evict first */
-                    __stcs((float4 *)(hc + (long long)((t0 + i) >> 3) * N + n0),
-                           make_float4(h[0], h[1], h[2], h[3]));
+                if (cv && n0 < N && t0 + i < L) { /* read by the backward only: evict first */
+                    const long long e = (long long)((t0 + i) >> 3) * N + n0;
+                    if (p.hc16)
+                        __stcs((uint2 *)const_cast<void *>(h16_at(p, hc + e)),
+                               make_uint2(bf16_bits(h[0]) | (uint32_t)bf16_bits(h[1]) << 16,
+                                          bf16_bits(h[2]) | (uint32_t)bf16_bits(h[3]) << 16));
+                    else
+                        __stcs((float4 *)(hc + e), make_float4(h[0], h[1], h[2], h[3]));
+                }
             } else if (FINE == 1 && hc) {
                 const int t = t0 + i;
                 if (t == nb && t < L) {
@@ -1172,7 +1194,13 @@ template <bool VEC>
 static __device__ __forceinline__ void bwd3_load_h(const scan_params &p, const float *hrow, int kc,
                                                    int n0, bool cv, float h[SPT]) {
     const float *hp = hrow + (long long)kc * p.hstep * p.N + n0;
-    if (VEC) {
+    if (VEC && p.hc16) { /* (bf16 at the same element index) */
+        const bool ok = cv && n0 < p.N;
+        const uint2 u =
+            ok ? __ldg((const uint2 *)((const uint16_t *)p.h_chunks + (hp - p.h_chunks)))
+               : make_uint2(0u, 0u);
+        h[0] = bf16_lo(u.x), h[1] = bf16_hi(u.x), h[2] = bf16_lo(u.y), h[3] = bf16_hi(u.y);
+    } else if (VEC) {
         const bool ok = cv && n0 < p.N;
         const float4 v = ok ? __ldg((const float4 *)hp) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
         h[0] = v.x, h[1] = v.y, h[2] = v.z, h[3] = v.w;
@@ -1201,7 +1229,14 @@ static __device__ __forceinline__ void bwd3_stage_dense(const scan_params &p, fl
     for (int j = 1; j < BT / BK; j++) {
         const long long e = (long long)kc * (BT / BK) + j;
         const bool ok = cv && n0 < p.N && e < p.nch;
-        cp16(sm + g::CK + ((j - 1) * g::NT + tid) * 4, ok ? hrow + e * p.N + n0 : p.x, ok);
+        if (p.hc16) /* 8 bytes into the first half of the checkpoint's slot */
+            cp8(sm + g::CK + ((j - 1) * g::NT + tid) * 4,
+                ok ? (const float *)((const uint16_t *)p.h_chunks + (hrow - p.h_chunks) + e * p.N +
+                                     n0)
+                   : p.x,
+                ok);
+        else
+            cp16(sm + g::CK + ((j - 1) * g::NT + tid) * 4, ok ? hrow + e * p.N + n0 : p.x, ok);
     }
 }
 
@@ -1397,6 +1432,10 @@ __global__ void __launch_bounds__(32 * G, 16 / G) scan_bwd3_kernel(scan_params p
 #pragma unroll
                 for (int k = 0; k < SPT; k++)
                     s0[k] = h0v[k];
+            } else if (DN && p.hc16) {
+                const uint2 u = *(const uint2 *)&CK[(j - 1) * NT + tid];
+                s0[0] = bf16_lo(u.x), s0[1] = bf16_hi(u.x), s0[2] = bf16_lo(u.y),
+                s0[3] = bf16_hi(u.y);
             } else {
                 const float4 v = CK[(j - 1) * NT + tid];
                 s0[0] = v.x, s0[1] = v.y, s0[2] = v.z, s0[3] = v.w;
@@ -1919,6 +1958,15 @@ extern "C" int mb_scan_cuda_forward_ex(const mb_scan_args *a, const mb_scan_cuda
             (!p.y_pregate || al16(p.y_pregate));
     rc = apply_in16(&p, o, p.vec, 2, "mb_scan_cuda_forward"); /* (no backward kernel here) */
     if (rc) return rc;
+    if (o && o->dense_states_bf16) {
+        /* only the FINE 2 form (launch_forward) stores them */
+        if (!p.y_pregate || p.chunk != BK || !p.vec || !p.h_chunks || !al16(p.h_chunks) ||
+            lanes_per_channel(p.N) != 4 || g_fwd_warps > 0)
+            return mb_fail(MB_EINVAL, "mb_scan_cuda_forward: dense_states_bf16 needs the dense "
+                                      "form (y_pregate, chunk 8, N 12 or 16, 16-byte aligned "
+                                      "tensors)");
+        p.hc16 = 1;
+    }
     return launch_forward(&p, (cudaStream_t)stream);
 }
 
@@ -1993,11 +2041,23 @@ extern "C" int mb_scan_cuda_backward_ex(const mb_scan_args *a, const mb_scan_cud
     }
     p.vec = p.vec && al16(dy) && al16(p.h_chunks);
     const long long rows = (long long)p.B * p.L;
-    zero_bc_kernel<<<(unsigned)((rows * p.N + 255) / 256), 256, 0, st>>>(dB, dC, rows, p.bcs, p.N);
     const int G = lanes_per_channel(p.N), cpw = 32 / G, vec = p.vec;
     p.skip_bc = g_skip_bc;
     p.red_vec = al16(dB) && al16(dC) && p.bcs % 4 == 0 && p.N % 4 == 0;
     const int use_v5 = choose_v5(&p);
+    /* dense: the forward's states every 8 positions and its pre-gate output */
+    const int dn = o && o->y_pregate && p.chunk == BK && G == 4 && vec && use_v5 == 2 &&
+                   al16(o->y_pregate) && !g_dense_off;
+    if (o && o->dense_states_bf16) {
+        if (!dn) {
+            if (tmp) cudaFreeAsync(tmp, st);
+            return mb_fail(MB_EINVAL, "mb_scan_cuda_backward: dense_states_bf16 needs the dense "
+                                      "backward (y_pregate, chunk 8, N 12 or 16, 16-byte aligned "
+                                      "tensors, a grid that takes v5)");
+        }
+        p.hc16 = 1;
+    }
+    zero_bc_kernel<<<(unsigned)((rows * p.N + 255) / 256), 256, 0, st>>>(dB, dC, rows, p.bcs, p.N);
     if (!use_v5) {
         const int W = g_bwd_warps == 16 ? 16 : 8;
         const size_t shm =
@@ -2017,9 +2077,6 @@ extern "C" int mb_scan_cuda_backward_ex(const mb_scan_args *a, const mb_scan_cud
                                             : G == 2 ? bwd3_geom<2>::TOTAL
                                                      : bwd3_geom<4>::TOTAL);
         const int o16 = p.dx_bf16 && p.ddelta_bf16 && ((!p.z && !p.z16) || p.dz_bf16);
-        /* dense: the forward's states every 8 positions and its pre-gate output */
-        const int dn = o && o->y_pregate && p.chunk == BK && G == 4 && vec && use_v5 == 2 &&
-                       al16(o->y_pregate) && !g_dense_off;
         if (dn) p.y_pregate = o->y_pregate;
         kern_t k = bwd3_kernel_for(G, vec, use_v5 == 2, g_lane_qm, o16, dn, p.x16 != NULL);
         e = cudaFuncSetAttribute((const void *)k, cudaFuncAttributeMaxDynamicSharedMemorySize,

@@ -123,6 +123,13 @@ typedef struct {
     const uint16_t *z_bf16;
     int64_t z_bf16_stride;
     const uint16_t *dy_bf16;
+    /* With y_pregate, in the dense form (args.chunk == mb_scan_cuda_dense_chunk(), the
+     * backward's dense kernel; MB_EINVAL where the forward or the backward would take another):
+     * the states saved every 8 positions are written and read as bf16 (uint16_t bit patterns at
+     * the element indices the fp32 ones would take, so args.h_chunks needs half the bytes). The
+     * backward recomputes each 8-position sub-chunk from its rounded entering state; its
+     * outputs differ from the fp32 states' by about bf16's rounding (test_scan_cuda). */
+    int dense_states_bf16;
 } mb_scan_cuda_opts;
 
 /* Forward / backward with options (o may be NULL = the functions above). With dt_bias or

@@ -109,6 +109,7 @@ static void random_bytes(uint8_t *p, int64_t n, mb_rng *r) {
  * (mb_cuda_acts_in16), -1 = not checked; g_expect_z16 the same for bf16 z and dy
  * (mb_cuda_acts_z16) */
 static int g_expect_in16 = -1, g_expect_z16 = -1;
+static int g_expect_hc16 = 1; /* dense bf16 workspaces: bf16 dense states (mb_cuda_acts_hc16) */
 static const gpu_mode g_in16_modes[] = {
     {"bf16 in16", 1, 0, BF16_TOL, 0, 0},
     {"bf16+rc in16", 1, RC, BF16_TOL, 0, 0},
@@ -146,8 +147,10 @@ static void parity_case_modes(const mb_model *m, mb_cuda_model *dm, int64_t B, i
             c, B, L, MB_CUDA_ACTS_TRAIN | md->recompute | (md->bf16 ? MB_CUDA_ACTS_BF16 : 0), 0);
         REQUIRE(da != NULL, "mb_cuda_acts_create B=%lld L=%lld", (long long)B, (long long)L);
         if (md->recompute & MB_CUDA_ACTS_DENSE_SCAN)
-            REQUIRE(mb_cuda_acts_dense(da) == 1, "%s: the workspace takes the dense scan",
-                    md->name);
+            REQUIRE(mb_cuda_acts_dense(da) == 1 &&
+                        mb_cuda_acts_hc16(da) == (md->bf16 && g_expect_hc16),
+                    "%s: the workspace takes the dense scan (bf16 states %d)", md->name,
+                    md->bf16 && g_expect_hc16);
         if (g_expect_in16 >= 0 && md->bf16)
             REQUIRE(mb_cuda_acts_in16(da) == g_expect_in16, "%s: bf16 scan inputs %d", md->name,
                     g_expect_in16);
@@ -316,11 +319,15 @@ static void test_in16(void) {
     setenv("MB_CUDA_SCAN_Z16", "0", 1);
     setenv("MB_CUDA_NORM_IN16", "0", 1);
     setenv("MB_CUDA_KEEP_U", "0", 1);
+    setenv("MB_CUDA_DENSE_H16", "0", 1);
+    g_expect_hc16 = 0;
     g_expect_z16 = 0;
     parity_case_modes(&m, &dm, 2, 200, 1315, "ln/in16 z32", g_in16_modes, 4);
     unsetenv("MB_CUDA_SCAN_Z16");
     unsetenv("MB_CUDA_NORM_IN16");
     unsetenv("MB_CUDA_KEEP_U");
+    unsetenv("MB_CUDA_DENSE_H16");
+    g_expect_hc16 = 1;
     g_expect_in16 = -1, g_expect_z16 = -1;
     const int fl = MB_CUDA_ACTS_TRAIN | MB_CUDA_ACTS_BF16;
     setenv("MB_CUDA_SCAN_IN16", "0", 1);
