@@ -750,9 +750,11 @@ static int mixer_forward(mb_cuda_model *dm, mb_cuda_acts *a, int64_t l, const la
     if (recomputing && a->keep_scan) return MB_OK;
     /* y = scan(xc, delta, A, B, C, D) * SiLU(z)            (BL, Di) */
     mb_scan_args sa = scan_args(a, lw, v);
-    if (cs) {
+    if (cs) { /* (no chunk states: no backward follows, and with hc16 the training acts' slots
+               * are sized for bf16 ones, which only the dense form's forward writes) */
         sa.h0 = a->h0;
         sa.h_last = ssm_s;
+        sa.h_chunks = NULL;
     }
     if (in16) sa.x = NULL, sa.delta = NULL;
     if (z16) sa.z = NULL;

@@ -369,6 +369,18 @@ static void test_in16(void) {
     REQUIRE(rc == 0 && rel_err(l1, l2, L * MB_VOCAB) == 0.0,
             "batch-1 stateful forward on in16 training acts equals the evaluation workspace's");
     mb_cuda_acts_free(a);
+    /* the same on dense training acts with bf16 states (the v5 knob makes the dense form
+     * available at batch 1): their state slots are sized for bf16 states, which the stateful
+     * forward does not write */
+    a = mb_cuda_acts_create_ex(&c, 1, L, fl | MB_CUDA_ACTS_DENSE_SCAN, 0);
+    REQUIRE(a && mb_cuda_acts_dense(a) && mb_cuda_acts_hc16(a),
+            "batch-1 dense training acts with bf16 states");
+    cudaMemset(st, 0, sizeof(float) * (size_t)(2 * 2 * Di * (N + K)));
+    rc = a ? mb_cuda_forward_stateful(&dm, a, conv, ssm, x, NULL, NULL, l1) : -1;
+    REQUIRE(rc == 0 && rel_err(l1, l2, L * MB_VOCAB) == 0.0,
+            "batch-1 stateful forward on dense bf16-state training acts equals the evaluation "
+            "workspace's");
+    mb_cuda_acts_free(a);
     mb_cuda_acts_free(e);
     free(l1), free(l2);
     cudaFree(st);
