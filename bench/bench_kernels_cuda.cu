@@ -88,13 +88,14 @@ static void run_norm_bwd(void) {
     RC(mb_norm_cuda_backward_bf16in(g.dr, g.drb, g.dw, g.db, g.dy, g.resid_out, g.mean, g.rstd, g.w,
                                     g.rows, g.d, 1, NULL));
 }
+static long long g_xs = 0; /* the conv's x / dx row stride: 2 d_inner (in xz), or d_inner */
 static void run_conv_fwd(void) {
-    RC(mb_conv1d_cuda_forward_bf16in(NULL, g.xc, g.xz, 2 * g.Di, g.cw, g.cb, g.B, g.L, g.Di, g.K,
+    RC(mb_conv1d_cuda_forward_bf16in(NULL, g.xc, g.xz, g_xs, g.cw, g.cb, g.B, g.L, g.Di, g.K,
                                      NULL));
 }
 static void run_conv_bwd(void) {
-    RC(mb_conv1d_cuda_backward_bf16in(g.dxz, 2 * g.Di, g.dcw, g.dcb, g.dout, g.dout2, g.xz,
-                                      2 * g.Di, g.cw, g.cb, g.B, g.L, g.Di, g.K, NULL));
+    RC(mb_conv1d_cuda_backward_bf16in(g.dxz, g_xs, g.dcw, g.dcb, g.dout, g.dout2, g.xz, g_xs, g.cw,
+                                      g.cb, g.B, g.L, g.Di, g.K, NULL));
 }
 
 static float time_ms(void (*fn)(void)) {
@@ -187,8 +188,13 @@ int main(int argc, char **argv) {
     /* dy 2, r 4, dr read 4 + written 4, drb 2 */
     row("add + LayerNorm backward, bf16 dy, +=", time_ms(run_norm_bwd), 16.0 * (double)nd);
     /* x 2, out 2 */
+    g_xs = 2 * g.Di;
     row("conv1d + SiLU forward, bf16", time_ms(run_conv_fwd), 4.0 * (double)ni);
     /* dout 2, dout2 2, x 2, dx 2 */
     row("conv1d + SiLU backward, bf16, two dout", time_ms(run_conv_bwd), 8.0 * (double)ni);
+    /* diagnostics: x and dx rows contiguous (stride d_inner) instead of halves of xz rows */
+    g_xs = g.Di;
+    row("conv forward, x rows contiguous (diag)", time_ms(run_conv_fwd), 4.0 * (double)ni);
+    row("conv backward, x rows contiguous (diag)", time_ms(run_conv_bwd), 8.0 * (double)ni);
     return 0;
 }

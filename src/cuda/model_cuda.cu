@@ -760,6 +760,11 @@ static int mixer_forward(mb_cuda_model *dm, mb_cuda_acts *a, int64_t l, const la
     if (z16) sa.z = NULL;
     const mb_scan_cuda_opts so =
         scan_opts(dm, a, lw, NULL, v->yb, cs ? NULL : v->y_pregate, in16 ? v : NULL);
+    if (a->hc16 && sa.h_chunks && !so.dense_states_bf16) /* (slots sized for bf16 states) */
+        return mb_fail(MB_EINVAL,
+                       "mb_cuda_forward: internal: fp32 scan states into the bf16 "
+                       "state slots of layer %lld",
+                       (long long)l);
     PT(MB_PROF_SCAN_FWD, mb_scan_cuda_forward_ex(&sa, &so, v->y, st));
     if (!so.y_bf16) PT(MB_PROF_CVT, to_bf16(dm, v->yb, v->y, Di, BL, Di));
     if (recomputing) return MB_OK;

@@ -422,11 +422,8 @@ template <typename GT>
 static void norm_backward_launch(int nv, float *dr, uint16_t *drb, float *dw, float *db,
                                  const GT *dy, const float *r, const float *mean, const float *rstd,
                                  const float *w, int64_t rows, int accumulate, cudaStream_t st) {
-    static int reg = -1;
-    if (reg < 0) {
-        const char *e = getenv("MB_CUDA_NORM_BWD_REG");
-        reg = !(e && !strcmp(e, "0"));
-    }
+    const char *e = getenv("MB_CUDA_NORM_BWD_REG"); /* (read per call: tests set it) */
+    const int reg = !(e && !strcmp(e, "0"));
     const int64_t want = 2 * (int64_t)mb_cuda_sm_count();
     const int64_t need = (rows + ROWS_PER_BLOCK - 1) / ROWS_PER_BLOCK;
     const unsigned grid = (unsigned)(need < want ? need : want);

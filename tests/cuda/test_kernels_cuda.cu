@@ -799,8 +799,14 @@ int main(void) {
                 test_norm(B, L, ln, 48);
                 test_norm(B, L, ln, 256);
                 test_norm(B, L, ln, dv);
-                /* d 512: the row-in-registers backward's widest form (NV 4, medium's d_model) */
-                if (L == 63 || L == 2049) test_norm(B, L, ln, 512);
+                /* d 512: the row-in-registers backward's widest form (NV 4, medium's d_model),
+                 * then the form that re-reads the row (MB_CUDA_NORM_BWD_REG=0) */
+                if (L == 63 || L == 2049) {
+                    test_norm(B, L, ln, 512);
+                    setenv("MB_CUDA_NORM_BWD_REG", "0", 1);
+                    test_norm(B, L, ln, 512);
+                    unsetenv("MB_CUDA_NORM_BWD_REG");
+                }
             }
             test_conv(B, L, 80);
             test_conv(B, L, 78);

@@ -371,7 +371,8 @@ static void test_in16(void) {
     mb_cuda_acts_free(a);
     /* the same on dense training acts with bf16 states (the v5 knob makes the dense form
      * available at batch 1): their state slots are sized for bf16 states, which the stateful
-     * forward does not write */
+     * forward must not fill with fp32 ones (mixer_forward refuses that; before 5899490 it
+     * wrote them, past the last slot) */
     a = mb_cuda_acts_create_ex(&c, 1, L, fl | MB_CUDA_ACTS_DENSE_SCAN, 0);
     REQUIRE(a && mb_cuda_acts_dense(a) && mb_cuda_acts_hc16(a),
             "batch-1 dense training acts with bf16 states");

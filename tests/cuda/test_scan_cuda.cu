@@ -571,6 +571,20 @@ static void run_in16_case(tcase tc, uint64_t seed, int bf16, int dense, int zdy,
     if (zdy && ad.z) ad.z = NULL, o.z_bf16 = g_x16 + Di, o.z_bf16_stride = 2 * Di;
     if (zdy) o.dy_bf16 = g_dy16;
     gpu_forward_check(&ad, &o, bf16, g_y, g_yb, y, g_hc, hc, nhc, g_hl, hl, nh, BL, Di);
+    if (hc16) { /* the bf16 states take the first half of the fp32-sized buffer: the rest is
+                 * still the poison (0xff bytes) */
+        float *ghc = to_host(g_hc, nhc);
+        int64_t touched = 0;
+        for (int64_t i = nhc / 2; i < nhc; i++) {
+            uint32_t u;
+            memcpy(&u, ghc + i, sizeof u);
+            touched += u != 0xffffffffu;
+        }
+        free(ghc);
+        if (touched) g_fail = 1;
+        printf("  fwd    h_chunks second half: %lld of %lld floats written %s\n",
+               (long long)touched, (long long)(nhc - nhc / 2), touched ? "FAIL" : "ok");
+    }
     bwd_out g = gpu_bwd_alloc(bf16, BL, Di, N, tc.R);
     o.delta_is_eff = 1, o.dt_softplus = 1;
     o.ddt_bias = g.db, o.ddelta_bf16 = g.ddb, o.dz_bf16 = g.dzb ? g.dzb + Di : NULL;
