@@ -11,25 +11,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "bench_cuda.h"
 #include "cuda/conv1d_cuda.h"
 #include "cuda/norm_cuda.h"
 #include "mambabyte.h"
-
-#define CK(call)                                                                                   \
-    do {                                                                                           \
-        cudaError_t e_ = (call);                                                                   \
-        if (e_ != cudaSuccess) {                                                                   \
-            fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(e_)); \
-            exit(1);                                                                               \
-        }                                                                                          \
-    } while (0)
-#define RC(call)                                                                                   \
-    do {                                                                                           \
-        if ((call) != 0) {                                                                         \
-            fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #call, mb_last_error());        \
-            exit(1);                                                                               \
-        }                                                                                          \
-    } while (0)
 
 #define BW 4.3e12 /* bytes / s */
 
@@ -60,11 +45,6 @@ static uint16_t *b16(long long n, unsigned seed, float lo, float hi) {
     fill_kernel<<<1024, 256>>>(NULL, p, n, seed, lo, hi);
     CK(cudaGetLastError());
     return (uint16_t *)p;
-}
-
-static int cmpf(const void *a, const void *b) {
-    const float x = *(const float *)a, y = *(const float *)b;
-    return x < y ? -1 : x > y;
 }
 
 static struct {

@@ -13,27 +13,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bench_cuda.h"
 #include "cuda/bf16_cuda.h"
 #include "cuda/dt_proj_cuda.h"
 #include "cuda/matmul_cuda.h"
 #include "cuda/scan_cuda.h"
 #include "mambabyte.h"
-
-#define CK(call)                                                                                   \
-    do {                                                                                           \
-        cudaError_t e_ = (call);                                                                   \
-        if (e_ != cudaSuccess) {                                                                   \
-            fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(e_)); \
-            exit(1);                                                                               \
-        }                                                                                          \
-    } while (0)
-#define RC(call)                                                                                   \
-    do {                                                                                           \
-        if ((call) != 0) {                                                                         \
-            fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #call, mb_last_error());        \
-            exit(1);                                                                               \
-        }                                                                                          \
-    } while (0)
 
 #define BW 4.3e12   /* bytes / s */
 #define EXPS 4.0e12 /* exp2 / s */
@@ -54,11 +39,6 @@ static float *dalloc_fill(long long n, unsigned seed, float lo, float hi) {
     fill_kernel<<<1024, 256>>>(p, n, seed, lo, hi);
     CK(cudaGetLastError());
     return p;
-}
-
-static int cmpf(const void *a, const void *b) {
-    const float x = *(const float *)a, y = *(const float *)b;
-    return x < y ? -1 : x > y;
 }
 
 typedef struct {

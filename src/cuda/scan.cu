@@ -98,7 +98,9 @@ typedef struct {
 } scan_params;
 
 /* With p.hc16: where the bf16 state at the element index of fp32 address f lies (half f's byte
- * offset into h_chunks) */
+ * offset into h_chunks). The forward's store uses it; the backward's reads spell the same
+ * address as (uint16_t *)h_chunks + (f - h_chunks), the form with which ptxas left the dense
+ * bf16-input backward without spills (with h16_at: 20 bytes) */
 static __device__ __forceinline__ const void *h16_at(const scan_params &p, const float *f) {
     return (const char *)p.h_chunks + ((const char *)f - (const char *)p.h_chunks) / 2;
 }
