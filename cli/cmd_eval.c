@@ -192,7 +192,7 @@ int cmd_eval(int argc, char **argv) {
     } else { /* on the GPU: parameters uploaded once */
         mb_backend *be = NULL;
         memset(&r, 0, sizeof r);
-        const mb_backend_flags flags = {MB_PRECISION_FP32, 0}; /* exact scores */
+        const mb_backend_flags flags = {MB_PRECISION_FP32, 0, 0.0}; /* exact scores */
         rc = be_ops->open(&be, &m, NULL, stream ? 1 : batch, ctx, 0, &flags);
         if (!rc && stream)
             rc = mb_evaluate_stream(be_ops->score_stream, be, docs, pack.n_docs, ctx, max_bytes,

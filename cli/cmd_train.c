@@ -193,6 +193,10 @@ static void help(FILE *f) {
         "  --recompute on|off|auto  recompute each layer's activations in the backward instead\n"
         "                       of storing them (GPU only: 'on' needs --device cuda; default\n"
         "                       auto: on when they would not fit)\n"
+        "  --gpu-memory GIB     keep the GPU's memory in use (as nvidia-smi counts it) under\n"
+        "                       GIB: the activation plan (recomputation, and how many layers'\n"
+        "                       activations it keeps) is chosen to fit (default: 90%% of the\n"
+        "                       free memory)\n"
         "\n"
         "Prints one progress line per step (stderr), appends DIR/metrics.jsonl and ends with\n"
         "'val_bpb: <value>' on stdout.\n",
@@ -365,6 +369,18 @@ int cmd_train(int argc, char **argv) {
                         v);
                 return 2;
             }
+        } else if (!strcmp(a, "--gpu-memory")) {
+            VAL();
+            char *end = NULL;
+            const double g = strtod(v, &end);
+            if (!end || *end || !(g > 0.0) || !(g < 1e6)) {
+                fprintf(stderr,
+                        "mambabyte train: --gpu-memory must be a positive number of GiB, not "
+                        "'%s'\n",
+                        v);
+                return 2;
+            }
+            o.gpu_memory = g;
         } else {
             fprintf(stderr, "mambabyte train: unknown argument '%s' (see --help)\n", a);
             return 2;
@@ -415,6 +431,10 @@ int cmd_train(int argc, char **argv) {
     if (be == &mb_backend_cpu && mb_precision_parse(o.precision) == MB_PRECISION_BF16) {
         fprintf(stderr, "mambabyte train: --precision bf16 needs --device cuda (the CPU path "
                         "computes in fp32)\n");
+        return 2;
+    }
+    if (be == &mb_backend_cpu && o.gpu_memory > 0.0) {
+        fprintf(stderr, "mambabyte train: --gpu-memory needs --device cuda\n");
         return 2;
     }
     if (be == &mb_backend_cpu && o.recompute == 1) {

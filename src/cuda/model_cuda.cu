@@ -77,6 +77,10 @@ struct mb_cuda_acts {
                             without recomputation or with MB_CUDA_ACTS_KEEP_SCAN, else 0 */
     int64_t rstride_mul; /* residual stream / norm statistics: 1 when training, else 0 */
     int64_t slot_layer;  /* recompute: layer whose mixer activations the slot holds (-1) */
+    int64_t keep_xz;     /* recompute: layers 0 .. keep_xz - 1 keep their in_proj output (xz or
+                            xzb) in a slot each, so the re-run skips that product; the others
+                            share one slot (MB_CUDA_ACTS_KEEP_XZ) */
+    int64_t n_xz_rerun;  /* in_proj products re-run by the last mb_cuda_backward (tests) */
     void *mem;           /* the one device allocation */
     int64_t bytes;
     /* device buffers, shapes as in mb_acts (src/cpu/model.c) */
@@ -129,6 +133,10 @@ typedef struct {
     int64_t bytes;
 } carve_item;
 
+static int64_t mb_min_i64(int64_t a, int64_t b) {
+    return a < b ? a : b;
+}
+
 static int64_t round256(int64_t n) {
     return (n + 255) & ~(int64_t)255;
 }
@@ -141,6 +149,8 @@ static int acts_table(mb_cuda_acts *a, carve_item *t) {
     const int64_t nr = a->train ? c->n_layer : 1;                  /* residual slots - 1 */
     const int64_t nl = a->train && !a->recompute ? c->n_layer : 1; /* mixer slots */
     const int64_t nk = a->kstride_mul ? c->n_layer : 1;            /* kept scan slots */
+    /* in_proj output slots: with recomputation the kept layers' plus one shared by the rest */
+    const int64_t nxz = a->recompute ? mb_min_i64(a->keep_xz + 1, c->n_layer) : nl;
     /* fp32 y: in bf16 mode the backward reads the bf16 copy, which the fused scan writes */
     const int64_t ny = a->bf16 ? (a->fused ? 0 : nl) : nk;
     const int64_t tr = a->train ? 1 : 0, hb = a->bf16 ? 1 : 0, P = R + 2 * N;
@@ -149,7 +159,7 @@ static int acts_table(mb_cuda_acts *a, carve_item *t) {
     t[k++] = (carve_item){(void **)&a->mean, F((nr + 1) * BL)};
     t[k++] = (carve_item){(void **)&a->rstd, F((nr + 1) * BL)};
     /* z16: in_proj's output as bf16 (xzb); an fp32 one for a B 1 stateful forward only */
-    t[k++] = (carve_item){(void **)&a->xz, F((a->z16 ? (a->B == 1 ? 1 : 0) : nl) * BL * 2 * Di)};
+    t[k++] = (carve_item){(void **)&a->xz, F((a->z16 ? (a->B == 1 ? 1 : 0) : nxz) * BL * 2 * Di)};
     /* in16: the scan reads bf16 x and delta; fp32 ones for a B 1 stateful forward only */
     const int64_t nx = a->in16 ? (a->B == 1 ? 1 : 0) : nl;
     t[k++] = (carve_item){(void **)&a->xc, F(nx * BL * Di)};
@@ -193,7 +203,7 @@ static int acts_table(mb_cuda_acts *a, carve_item *t) {
     t[k++] = (carve_item){(void **)&a->dxzb, H(hb * tr * BL * 2 * Di)};
     t[k++] = (carve_item){(void **)&a->ddeltab, H(hb * tr * BL * Di)};
     t[k++] = (carve_item){(void **)&a->deltab, H(a->in16 * nl * BL * Di)};
-    t[k++] = (carve_item){(void **)&a->xzb, H(a->z16 * nl * BL * 2 * Di)};
+    t[k++] = (carve_item){(void **)&a->xzb, H(a->z16 * nxz * BL * 2 * Di)};
     t[k++] = (carve_item){(void **)&a->dyb, H(a->z16 * tr * BL * Di)};
     t[k++] = (carve_item){(void **)&a->houtb, H(a->h16 * BL * d)};
     t[k++] = (carve_item){(void **)&a->dub, H(a->h16 * BL * d)};
@@ -258,6 +268,7 @@ static int acts_shape(mb_cuda_acts *a, const mb_config *c, int64_t B, int64_t L,
              !knob_off("MB_CUDA_NORM_IN16");
     a->ukeep = a->train && a->bf16 && !a->recompute && !knob_off("MB_CUDA_KEEP_U");
     a->hc16 = a->dense && a->bf16 && !knob_off("MB_CUDA_DENSE_H16");
+    a->keep_xz = a->recompute ? mb_min_i64(MB_CUDA_ACTS_KEEP_XZ_OF(flags), a->cfg.n_layer) : 0;
     a->lstride_mul = a->train && !a->recompute;
     a->kstride_mul = a->train && (!a->recompute || a->keep_scan);
     a->rstride_mul = a->train;
@@ -278,6 +289,59 @@ extern "C" int64_t mb_cuda_acts_bytes_ex(const mb_config *c, int64_t B, int64_t 
     return a.bytes;
 }
 
+/* f | flag when the environment variable env forces it (env_knobs; "0": not, anything else:
+ * yes), else when the workspace with it fits in budget bytes */
+static int with_if_fits(const mb_config *c, int64_t B, int64_t L, int f, int flag, const char *env,
+                        int env_knobs, double budget) {
+    const char *e = env_knobs ? getenv(env) : NULL;
+    if (e && *e) return strcmp(e, "0") != 0 ? f | flag : f;
+    const int64_t bytes = mb_cuda_acts_bytes_ex(c, B, L, f | flag, 0);
+    return bytes >= 0 && (double)bytes <= budget ? f | flag : f;
+}
+
+extern "C" int mb_cuda_acts_plan(const mb_config *c, int64_t B, int64_t L, int base, int recompute,
+                                 double budget, int env_knobs, int *flags, int *fits) {
+    if (!flags) return mb_fail(MB_EINVAL, "mb_cuda_acts_plan: flags is NULL");
+    base &= MB_CUDA_ACTS_TRAIN | MB_CUDA_ACTS_BF16;
+    *flags = base;
+    const int64_t full = mb_cuda_acts_bytes_ex(c, B, L, base, 0);
+    if (full < 0) return MB_EINVAL; /* (message set by acts_shape) */
+    int f = base;
+    if (base & MB_CUDA_ACTS_TRAIN) {
+        if (recompute == 0 || (recompute < 0 && (double)full <= budget)) {
+            f = with_if_fits(c, B, L, f, MB_CUDA_ACTS_DENSE_SCAN, "MB_CUDA_DENSE_SCAN", env_knobs,
+                             budget);
+        } else {
+            f = with_if_fits(c, B, L, f | MB_CUDA_ACTS_RECOMPUTE, MB_CUDA_ACTS_KEEP_SCAN,
+                             "MB_CUDA_KEEP_SCAN", env_knobs, budget);
+            /* the most layers whose in_proj output fits (bytes grow with the count) */
+            const int64_t nmax = mb_min_i64(c->n_layer, 0xffff);
+            const char *e = env_knobs ? getenv("MB_CUDA_KEEP_XZ") : NULL;
+            int64_t n = 0;
+            if (e && *e) {
+                n = strtoll(e, NULL, 10);
+                n = n < 0 ? 0 : mb_min_i64(n, nmax);
+            } else {
+                int64_t lo = 0, hi = nmax; /* invariant: lo fits, or lo == 0 */
+                while (lo < hi) {
+                    const int64_t mid = lo + (hi - lo + 1) / 2;
+                    const int64_t b =
+                        mb_cuda_acts_bytes_ex(c, B, L, f | MB_CUDA_ACTS_KEEP_XZ(mid), 0);
+                    if (b >= 0 && (double)b <= budget)
+                        lo = mid;
+                    else
+                        hi = mid - 1;
+                }
+                n = lo;
+            }
+            f |= MB_CUDA_ACTS_KEEP_XZ(n);
+        }
+    }
+    *flags = f;
+    if (fits) *fits = (double)mb_cuda_acts_bytes_ex(c, B, L, f, 0) <= budget;
+    return MB_OK;
+}
+
 extern "C" int mb_cuda_acts_dense(const mb_cuda_acts *a) {
     return a ? a->dense : 0;
 }
@@ -296,6 +360,14 @@ extern "C" int mb_cuda_acts_h16(const mb_cuda_acts *a) {
 
 extern "C" int mb_cuda_acts_hc16(const mb_cuda_acts *a) {
     return a ? a->hc16 : 0;
+}
+
+extern "C" int64_t mb_cuda_acts_xz_kept(const mb_cuda_acts *a) {
+    return a ? a->keep_xz : 0;
+}
+
+extern "C" int64_t mb_cuda_acts_xz_reruns(const mb_cuda_acts *a) {
+    return a ? a->n_xz_rerun : 0;
 }
 
 extern "C" int mb_cuda_acts_ukeep(const mb_cuda_acts *a) {
@@ -537,8 +609,10 @@ static layer_view layer_at(const mb_cuda_acts *a, int64_t l) {
     v.res_in = a->residual + r * BL * d;
     v.mean = a->mean + r * BL;
     v.rstd = a->rstd + r * BL;
-    v.xz = a->xz ? a->xz + (a->z16 ? 0 : s) * BL * 2 * Di : NULL; /* (z16: the one slot) */
-    v.xzb = a->xzb ? a->xzb + s * BL * 2 * Di : NULL;
+    /* in_proj output: with recomputation, a slot per kept layer, the rest share the next */
+    const int64_t sxz = a->recompute ? mb_min_i64(l, a->keep_xz) : s;
+    v.xz = a->xz ? a->xz + (a->z16 ? 0 : sxz) * BL * 2 * Di : NULL; /* (z16: the one slot) */
+    v.xzb = a->xzb ? a->xzb + sxz * BL * 2 * Di : NULL;
     const int64_t sx = a->in16 ? 0 : s; /* (in16: the stateful forward's one slot, if any) */
     v.xc = a->xc ? a->xc + sx * BL * Di : NULL;
     v.dbc = a->dbc + s * BL * (R + 2 * N);
@@ -690,7 +764,8 @@ typedef struct {
 /* Mixer of layer l on u = a->u (and its bf16 copy v->ub in bf16 mode; model.md "Mixer"),
  * output into a->hout. cs (may be NULL): conv and scan start from and update these states.
  * recomputing: the backward's re-run, which needs only what mixer_backward reads: no out_proj
- * product, and with kept scan states (MB_CUDA_ACTS_KEEP_SCAN) no scan either. */
+ * product, with kept scan states (MB_CUDA_ACTS_KEEP_SCAN) no scan either, and for the layers
+ * whose in_proj output was kept (MB_CUDA_ACTS_KEEP_XZ) no in_proj product. */
 static int mixer_forward(mb_cuda_model *dm, mb_cuda_acts *a, int64_t l, const layer_view *v,
                          const carried_state *cs, int recomputing) {
     const mb_config *c = &dm->cfg;
@@ -703,15 +778,19 @@ static int mixer_forward(mb_cuda_model *dm, mb_cuda_acts *a, int64_t l, const la
     /* xsplit: x (BL, Di) bf16, row stride 4Di in the fp32 xz; z16: x and z in xzb (stride 2Di) */
     uint16_t *xb = z16 ? v->xzb : (uint16_t *)v->xz;
     const int64_t ldxb = z16 ? 2 * Di : 4 * Di;
-    if (z16) {
-        PT(MB_PROF_GEMM, mm_fwd16(dm, v->xzb, 2 * Di, v->ub, d, lw->in_proj_w, BL, d, 2 * Di));
-    } else if (xsplit) {
-        PT(MB_PROF_GEMM, mm_fwd16(dm, xb, 4 * Di, v->ub, d, lw->in_proj_w, BL, d, Di));
-        PT(MB_PROF_GEMM,
-           mm_fwd(dm, v->xz + Di, 2 * Di, a->u, v->ub, d, lw->in_proj_w + Di * d, BL, d, Di, 0));
-    } else {
-        PT(MB_PROF_GEMM,
-           mm_fwd(dm, v->xz, 2 * Di, a->u, v->ub, d, lw->in_proj_w, BL, d, 2 * Di, 0));
+    /* (a re-run of a layer that kept its in_proj output, MB_CUDA_ACTS_KEEP_XZ, reuses it) */
+    if (!(recomputing && l < a->keep_xz)) {
+        if (z16) {
+            PT(MB_PROF_GEMM, mm_fwd16(dm, v->xzb, 2 * Di, v->ub, d, lw->in_proj_w, BL, d, 2 * Di));
+        } else if (xsplit) {
+            PT(MB_PROF_GEMM, mm_fwd16(dm, xb, 4 * Di, v->ub, d, lw->in_proj_w, BL, d, Di));
+            PT(MB_PROF_GEMM, mm_fwd(dm, v->xz + Di, 2 * Di, a->u, v->ub, d, lw->in_proj_w + Di * d,
+                                    BL, d, Di, 0));
+        } else {
+            PT(MB_PROF_GEMM,
+               mm_fwd(dm, v->xz, 2 * Di, a->u, v->ub, d, lw->in_proj_w, BL, d, 2 * Di, 0));
+        }
+        if (recomputing) a->n_xz_rerun++;
     }
     /* xc = SiLU(causal depthwise conv(x) + b)              (BL, Di) */
     float *conv_s = cs ? cs->conv + l * B * (K - 1) * Di : NULL;
@@ -957,6 +1036,7 @@ extern "C" int mb_cuda_backward(mb_cuda_model *dm, mb_cuda_acts *a, float dloss)
     const int64_t BL = a->BL, d = c->d_model, nl = c->n_layer;
     void *st = dm->stream;
     mb_prof_phase(MB_PHASE_BWD);
+    a->n_xz_rerun = 0;
     /* cross-entropy: dlogits = dloss * (softmax - onehot)                 (BL, 256) */
     PT(MB_PROF_LOSS, mb_crossentropy_cuda(NULL, a->dlogits, a->logits, a->targets, BL, dloss, st));
     PT(MB_PROF_CVT, to_bf16(dm, a->dlogitsb, a->dlogits, MB_VOCAB, BL, MB_VOCAB));

@@ -114,6 +114,14 @@ enum {
      * recomputing them (mb_scan_cuda_opts.y_pregate); ignored where it does not apply */
     MB_CUDA_ACTS_DENSE_SCAN = 16
 };
+/* KEEP_XZ(n) (with RECOMPUTE; n in 0 .. 65535, capped at n_layer): layers 0 .. n - 1 keep their
+ * in_proj output (xz: B*L*2Di bf16 with bf16 z, else fp32) in a slot each, so the backward's
+ * re-run of those layers skips the in_proj product, the largest part of the recomputation
+ * (about 1 ms of a 353m layer's ~1.5 ms at ctx 8192 x 8); the other layers share one slot.
+ * Memory grows linearly in n (mb_cuda_acts_bytes_ex), so a planner keeps as many layers as a
+ * budget allows (mb_cuda_acts_plan). Ignored without RECOMPUTE. */
+#define MB_CUDA_ACTS_KEEP_XZ(n) ((int)(((unsigned)(n)&0xffffu) << 8))
+#define MB_CUDA_ACTS_KEEP_XZ_OF(flags) ((int64_t)(((unsigned)(flags) >> 8) & 0xffffu))
 mb_cuda_acts *mb_cuda_acts_create_ex(const mb_config *c, int64_t B, int64_t L, int flags,
                                      int64_t chunk);
 int64_t mb_cuda_acts_bytes_ex(const mb_config *c, int64_t B, int64_t L, int flags, int64_t chunk);
@@ -140,6 +148,21 @@ int mb_cuda_acts_ukeep(const mb_cuda_acts *a);
 /* 1 when the dense scan's states (every 8 positions) are stored as bf16 (bf16 training with the
  * dense scan; MB_CUDA_DENSE_H16=0 keeps them fp32), else 0. */
 int mb_cuda_acts_hc16(const mb_cuda_acts *a);
+/* Layers whose in_proj output the workspace keeps for the backward's re-run (KEEP_XZ, at most
+ * n_layer; 0 without RECOMPUTE), and how many in_proj products the last mb_cuda_backward re-ran
+ * (tests: a kept layer's re-run must not re-run it). */
+int64_t mb_cuda_acts_xz_kept(const mb_cuda_acts *a);
+int64_t mb_cuda_acts_xz_reruns(const mb_cuda_acts *a);
+/* Training activation flags for B x L within budget bytes of device memory (host only, no
+ * device call): base (TRAIN, BF16) plus, for recompute -1 (auto), no recomputation when every
+ * activation fits, with DENSE_SCAN when that fits too; otherwise (and for recompute 1)
+ * RECOMPUTE, with KEEP_SCAN when that fits, and KEEP_XZ for as many layers as then fit.
+ * recompute 0 forces no recomputation (DENSE_SCAN if it fits). env_knobs: MB_CUDA_DENSE_SCAN,
+ * MB_CUDA_KEEP_SCAN ("0" / other) and MB_CUDA_KEEP_XZ (a layer count) force those choices
+ * (tests, benchmarks). *fits: 1 when the plan's workspace fits in budget, else 0 (the smallest
+ * plan is returned then). Returns MB_EINVAL on bad sizes. */
+int mb_cuda_acts_plan(const mb_config *c, int64_t B, int64_t L, int base, int recompute,
+                      double budget, int env_knobs, int *flags, int *fits);
 /* Device bytes an mb_cuda_acts of this shape allocates (-1 on bad arguments). */
 int64_t mb_cuda_acts_bytes(const mb_config *c, int64_t B, int64_t L, int for_training,
                            int64_t chunk);

@@ -83,45 +83,39 @@ static void cuda_close(mb_backend *b) {
     free(c);
 }
 
-/* f | flag when the environment variable env says so ("0": not; anything else: yes), else when
- * the workspace with it fits in budget bytes */
-static int with_if_fits(int f, int flag, const char *env, const mb_config *cfg, int64_t B,
-                        int64_t L, double budget) {
-    const char *e = getenv(env);
-    if (e && *e) return strcmp(e, "0") != 0 ? f | flag : f;
-    const int64_t bytes = mb_cuda_acts_bytes_ex(cfg, B, L, f | flag, 0);
-    return bytes >= 0 && (double)bytes <= budget ? f | flag : f;
-}
-
-/* Activation flags for a session: precision and (training) recomputation, auto-chosen from the
- * device's free memory when flags->recompute < 0 (the stored activations must fit in 90% of
- * what is free after the model), and without recomputation the dense scan states when they
- * fit too. */
+/* Activation flags for a session (mb_cuda_acts_plan): precision and (training) recomputation,
+ * auto-chosen when recompute < 0, and what a recomputing plan keeps, within a budget of 90% of
+ * the device's free memory after the model, or with gpu_memory > 0 within what keeps the
+ * device's memory in use under gpu_memory GiB (less 1 GiB for the evaluation workspace and the
+ * libraries' own allocations); refused when even the smallest plan exceeds that cap. */
 static int choose_acts_flags(const mb_config *cfg, int64_t B, int64_t L, int train, int bf16,
-                             int recompute, int *out) {
-    int f = (train ? MB_CUDA_ACTS_TRAIN : 0) | (bf16 ? MB_CUDA_ACTS_BF16 : 0);
+                             int recompute, double gpu_memory, int *out) {
+    const int f = (train ? MB_CUDA_ACTS_TRAIN : 0) | (bf16 ? MB_CUDA_ACTS_BF16 : 0);
     *out = f;
     if (!train) return MB_OK;
     size_t free_b = 0, total_b = 0;
     if (cudaMemGetInfo(&free_b, &total_b) != cudaSuccess) {
         (void)cudaGetLastError();
-        free_b = 0;
+        free_b = total_b = 0;
     }
-    const double budget = 0.9 * (double)free_b;
-    const int64_t full = mb_cuda_acts_bytes_ex(cfg, B, L, f, 0);
-    if (full < 0)
-        return mb_fail(MB_EINVAL, "cuda backend: bad batch %lld x ctx %lld", (long long)B,
-                       (long long)L);
-    /* auto: store everything when it fits, with the scan's states every 8 positions and its
-     * pre-gate output too when those also fit (the scan backward then skips its recomputation;
-     * MB_CUDA_DENSE_SCAN=0 / 1 forces that choice); otherwise (and for --recompute on) recompute
-     * each mixer, keeping the scan's chunk states and output when those fit (the re-run then
-     * skips the scan); MB_CUDA_KEEP_SCAN=0 / 1 forces that choice (tests, benchmarks) */
-    if (recompute == 0 || (recompute < 0 && (double)full <= budget))
-        *out = with_if_fits(f, MB_CUDA_ACTS_DENSE_SCAN, "MB_CUDA_DENSE_SCAN", cfg, B, L, budget);
-    else
-        *out = with_if_fits(f | MB_CUDA_ACTS_RECOMPUTE, MB_CUDA_ACTS_KEEP_SCAN, "MB_CUDA_KEEP_SCAN",
-                            cfg, B, L, budget);
+    double budget = 0.9 * (double)free_b;
+    const double gib = (double)(1 << 30);
+    if (gpu_memory > 0.0) {
+        const double cap = gpu_memory * gib - (double)(total_b - free_b) - gib;
+        if (cap < budget) budget = cap;
+    }
+    int fits = 1;
+    MB_TRY(mb_cuda_acts_plan(cfg, B, L, f, recompute, budget, 1, out, &fits));
+    if (!fits && gpu_memory > 0.0) {
+        const int64_t need = mb_cuda_acts_bytes_ex(cfg, B, L, *out, 0);
+        return mb_fail(MB_ENOMEM,
+                       "--gpu-memory %.1f: the activations of batch %lld x ctx %lld need %.2f "
+                       "GiB even with recomputation, and %.2f GiB are in use already (the "
+                       "model, its optimizer state%s); allow more, or lower --batch or --ctx",
+                       gpu_memory, (long long)B, (long long)L, (double)need / gib,
+                       (double)(total_b - free_b) / gib,
+                       total_b - free_b > 0 ? " and any other process on the device" : "");
+    }
     return MB_OK;
 }
 
@@ -131,6 +125,7 @@ static int cuda_open(mb_backend **out, mb_model *m, mb_adamw *opt, int64_t B, in
     const int prec = flags ? flags->precision : MB_PRECISION_AUTO;
     const int bf16 = prec == MB_PRECISION_BF16 || (prec == MB_PRECISION_AUTO && train);
     const int recompute = flags ? flags->recompute : -1;
+    const double gpu_memory = flags ? flags->gpu_memory : 0.0;
     if (!m || (train && !opt))
         return mb_fail(MB_EINVAL, "cuda backend: training needs a model and an optimizer");
     if (opt && opt->n != m->n_params)
@@ -165,7 +160,9 @@ static int cuda_open(mb_backend **out, mb_model *m, mb_adamw *opt, int64_t B, in
         const char *t = getenv("MB_CUDA_GEMM_TUNE");
         mb_cublaslt_set_tune(c->dm.cublaslt, !(t && !strcmp(t, "0")));
     }
-    if (!rc) rc = choose_acts_flags(&m->cfg, B, L, c->train, bf16, recompute, &c->acts_flags);
+    if (!rc)
+        rc =
+            choose_acts_flags(&m->cfg, B, L, c->train, bf16, recompute, gpu_memory, &c->acts_flags);
     if (!rc) {
         c->acts = mb_cuda_acts_create_ex(&m->cfg, B, L, c->acts_flags, 0);
         if (!c->acts) rc = MB_ENOMEM; /* message set by mb_cuda_acts_create */
@@ -176,11 +173,19 @@ static int cuda_open(mb_backend **out, mb_model *m, mb_adamw *opt, int64_t B, in
         if (c->train && !(c->acts_flags & MB_CUDA_ACTS_RECOMPUTE))
             acts = mb_cuda_acts_dense(c->acts) ? ", recomputation off (dense scan)"
                                                : ", recomputation off";
-        else if (c->train)
-            acts = c->acts_flags & MB_CUDA_ACTS_KEEP_SCAN ? ", recomputation on (scan kept)"
-                                                          : ", recomputation on";
-        snprintf(c->base.numerics, sizeof c->base.numerics, "%s%s, activations %.2f GiB",
-                 bf16 ? "bf16 mixed precision" : "fp32", acts, (double)ab / (1 << 30));
+        char kept[128] = "";
+        if (c->train && (c->acts_flags & MB_CUDA_ACTS_RECOMPUTE)) {
+            const int64_t nx = mb_cuda_acts_xz_kept(c->acts), nl = m->cfg.n_layer;
+            const int scan = (c->acts_flags & MB_CUDA_ACTS_KEEP_SCAN) != 0;
+            acts = ", recomputation on";
+            if (nx > 0)
+                snprintf(kept, sizeof kept, " (%sin_proj output kept for %lld of %lld layers)",
+                         scan ? "scan kept; " : "", (long long)nx, (long long)nl);
+            else if (scan)
+                snprintf(kept, sizeof kept, " (scan kept)");
+        }
+        snprintf(c->base.numerics, sizeof c->base.numerics, "%s%s%s, activations %.2f GiB",
+                 bf16 ? "bf16 mixed precision" : "fp32", acts, kept, (double)ab / (1 << 30));
     }
     if (!rc) {
         c->losses = (float *)malloc((size_t)(B * L) * sizeof(float));

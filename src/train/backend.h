@@ -33,11 +33,16 @@ typedef struct mb_backend mb_backend;
  * the matrix products, fp32 master weights, moments, scan, norms and loss; model_cuda.h).
  * recompute (training): -1 auto (GPU: on when the stored activations would not fit in the
  * device's free memory), 0 off, 1 on (re-run each layer's mixer forward in the backward).
+ * gpu_memory (training, GPU): when > 0, the device memory in use (GiB, every process's, as
+ * nvidia-smi counts it) that the session's activations may bring the device to; the plan
+ * (recomputation, what it keeps) is chosen to stay under it, and a session whose smallest plan
+ * does not fit is refused. 0: 90% of the free memory.
  * The CPU backend keeps every activation and computes in fp32 (bf16 is refused). */
 enum { MB_PRECISION_AUTO = 0, MB_PRECISION_FP32 = 1, MB_PRECISION_BF16 = 2 };
 typedef struct {
     int precision;
     int recompute;
+    double gpu_memory;
 } mb_backend_flags;
 
 /* "auto" | "fp32" | "bf16" -> MB_PRECISION_*; -1 for anything else. */
@@ -87,7 +92,7 @@ typedef struct {
 /* A session; each backend's own state follows this header. */
 struct mb_backend {
     const mb_backend_ops *ops;
-    char numerics[128]; /* set by open: "fp32", "bf16 mixed precision, recomputation on", ... */
+    char numerics[256]; /* set by open: "fp32", "bf16 mixed precision, recomputation on", ... */
 };
 
 /* The CPU backend (src/cpu model, OpenBLAS): bit-for-bit the arithmetic of mb_forward,

@@ -989,7 +989,7 @@ int mb_train_with_backend(const mb_train_opts *opts_in, const mb_backend_ops *be
 
     /* buffers; the backend session (on a GPU: parameters and AdamW state uploaded) */
     if (!be_ops) be_ops = &mb_backend_cpu;
-    const mb_backend_flags flags = {mb_precision_parse(o.precision), o.recompute};
+    const mb_backend_flags flags = {mb_precision_parse(o.precision), o.recompute, o.gpu_memory};
     if (flags.precision < 0) {
         rc = mb_fail(MB_EINVAL, "--precision: '%s' is not auto, fp32 or bf16", o.precision);
         goto done;

@@ -33,6 +33,8 @@ typedef struct mb_train_opts {
     int quiet;             /* no per-step progress lines */
     const char *precision; /* "auto" (bf16 on a GPU, fp32 on the CPU), "fp32", "bf16" */
     int recompute;         /* activation recomputation: -1 auto, 0 off, 1 on (GPU) */
+    double gpu_memory;     /* GPU: most device memory in use (GiB, as nvidia-smi counts it)
+                            * that the activation plan may reach; 0 = 90% of what is free */
     /* With resume: called once the checkpoint and its train state have loaded, with the run's
      * saved settings (saved: ctx, batch, accum, seed, val_fraction, the optimizer's and
      * eval_every, as the run goes on with them) and the checkpoint's model config, so that the

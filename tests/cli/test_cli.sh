@@ -145,6 +145,12 @@ check "--precision bf16 on the CPU refused before any work" bash -c "[ $rc -eq 2
 check "--recompute on on the CPU refused before any work" bash -c "[ $rc -eq 2 ] && grep -q -- '--recompute on needs --device cuda' '$T/e15b' && [ ! -e '$T/rc' ]"
 "$MB_CLI" train --data "$T/dv" --out "$T/rc2" --preset tiny --ctx 32 --steps 1 --device cpu --quiet --recompute off >/dev/null 2>"$T/e15c"; rc=$?
 check "--recompute off on the CPU accepted" [ "$rc" -eq 0 ]
+"$MB_CLI" train --data "$data" --out "$T/gm" --steps 1 --device cpu --gpu-memory 40 >/dev/null 2>"$T/e15d"; rc=$?
+check "--gpu-memory on the CPU refused before any work" bash -c "[ $rc -eq 2 ] && grep -q -- '--gpu-memory needs --device cuda' '$T/e15d' && [ ! -e '$T/gm' ]"
+for v in 0 -3 abc 12x; do
+  "$MB_CLI" train --data "$data" --out "$T/gm" --steps 1 --gpu-memory "$v" >/dev/null 2>"$T/e15e"; rc=$?
+  check "--gpu-memory $v refused with a message" bash -c "[ $rc -eq 2 ] && grep -q -- \"--gpu-memory must be a positive number of GiB, not '$v'\" '$T/e15e'"
+done
 # Ctrl-C (SIGINT) during training: the step finishes, a checkpoint is written, exit 130;
 # --resume continues from it
 "$MB_CLI" train --data "$data" --out "$T/int" --preset tiny --ctx 32 --steps 100000 --device cpu \

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Training throughput of the mambabyte program on the GPU (--device cuda): bytes/s for presets
 # at a context and batch, printed as a table. Usage (repository root):
-#   [MB_PRECISION=auto|fp32|bf16] [MB_RECOMPUTE=auto|on|off] \
+#   [MB_PRECISION=auto|fp32|bf16] [MB_RECOMPUTE=auto|on|off] [MB_GPU_MEMORY=GIB] \
 #   bash tests/cuda/bench_train_cuda.sh MAMBABYTE [CTX [BATCH [STEPS [PRESET...]]]]
 # defaults: ctx 2048, batch 16, 30 steps, presets small medium, precision auto (bf16 mixed
 # precision on the GPU), recomputation auto. Throughput is the mean over the steps after the
@@ -19,6 +19,8 @@ shift $(($# < 4 ? $# : 4))
 PRESETS=("$@")
 PREC=${MB_PRECISION:-auto}
 RECOMP=${MB_RECOMPUTE:-auto}
+GPUMEM=()
+[ -n "${MB_GPU_MEMORY:-}" ] && GPUMEM=(--gpu-memory "$MB_GPU_MEMORY")
 [ ${#PRESETS[@]} -eq 0 ] && PRESETS=(small medium)
 T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
@@ -35,7 +37,7 @@ for p in "${PRESETS[@]}"; do
   mon=$!
   "$CLI" train --data "$T/data.txt" --out "$out" --preset "$p" --ctx "$CTX" --batch "$BATCH" \
     --steps "$STEPS" --eval-every 0 --final-eval-bytes 16384 --val-fraction 0.01 --device cuda \
-    --precision "$PREC" --recompute "$RECOMP" --quiet >"$T/$p.out" 2>"$T/$p.err"
+    --precision "$PREC" --recompute "$RECOMP" "${GPUMEM[@]}" --quiet >"$T/$p.out" 2>"$T/$p.err"
   rc=$?
   kill $mon 2>/dev/null
   wait $mon 2>/dev/null

@@ -168,6 +168,19 @@ static void parity_case_modes(const mb_model *m, mb_cuda_model *dm, int64_t B, i
         REQUIRE(rc == 0, "mb_cuda_forward");
         if (!rc) rc = mb_cuda_backward(dm, da, dloss);
         REQUIRE(rc == 0, "mb_cuda_backward");
+        /* with recomputation, the layers whose in_proj output was kept (KEEP_XZ) re-run no
+         * in_proj product: the first backward re-runs it in every other layer but the top one,
+         * whose activations the forward left in the slots */
+        const int64_t nl = c->n_layer, kx = MB_CUDA_ACTS_KEEP_XZ_OF(md->recompute);
+        const int64_t kept = md->recompute & MB_CUDA_ACTS_RECOMPUTE ? (kx < nl ? kx : nl) : 0;
+        if (!rc)
+            REQUIRE(mb_cuda_acts_xz_kept(da) == kept &&
+                        mb_cuda_acts_xz_reruns(da) == (md->recompute & MB_CUDA_ACTS_RECOMPUTE
+                                                           ? (nl - 1 > kept ? nl - 1 - kept : 0)
+                                                           : 0),
+                    "%s: in_proj output kept for %lld layers (expected %lld), %lld re-runs",
+                    md->name, (long long)mb_cuda_acts_xz_kept(da), (long long)kept,
+                    (long long)mb_cuda_acts_xz_reruns(da));
         if (!rc) rc = mb_cuda_grads_download(dm, gg);
         REQUIRE(rc == 0, "mb_cuda_grads_download");
 
@@ -210,6 +223,12 @@ static void parity_case_modes(const mb_model *m, mb_cuda_model *dm, int64_t B, i
             float *g2 = (float *)xmalloc(sizeof(float) * (size_t)n);
             int r2 = mb_cuda_backward(dm, da, dloss);
             if (!r2) r2 = mb_cuda_grads_download(dm, g2);
+            /* (every layer re-runs now, the top one too: in_proj but in the kept ones) */
+            const int64_t nl = c->n_layer;
+            const int64_t kx = mb_cuda_acts_xz_kept(da);
+            REQUIRE(r2 || mb_cuda_acts_xz_reruns(da) == (nl > kx ? nl - kx : 0),
+                    "%s: second backward: %lld in_proj re-runs, expected %lld", md->name,
+                    (long long)mb_cuda_acts_xz_reruns(da), (long long)(nl > kx ? nl - kx : 0));
             for (int64_t i = 0; i < n; i++)
                 g2[i] *= 0.5f;
             const double e2 = r2 ? INFINITY : rel_err(g2, gg, n);
@@ -291,6 +310,83 @@ static void test_dense(void) {
     REQUIRE(a && !mb_cuda_acts_dense(a), "v4 backward: no dense scan");
     mb_cuda_acts_free(a);
     mb_scan_cuda_set_backward_warps(0);
+    mb_cuda_model_free(&dm);
+    mb_model_free(&m);
+}
+
+/* Recomputation that keeps the in_proj output of the first layers (MB_CUDA_ACTS_KEEP_XZ) on a
+ * 4-layer model against the CPU: one layer kept (layers 1-3 share a slot, the top one's left
+ * there by the forward), three, all; in bf16 with bf16 x and z (xzb), with the fp32 z of the
+ * xsplit form, in fp32 (fp32 xz); with and without the scan kept. The re-run counts are checked
+ * in parity_case_modes. Then the workspace sizes: linear in the count, capped at n_layer, and
+ * the planner (mb_cuda_acts_plan) against budgets. */
+#define XZ MB_CUDA_ACTS_KEEP_XZ
+static const gpu_mode g_xz_modes[] = {
+    {"bf16+rc xz1", 1, RC | XZ(1), BF16_TOL, 0, 0},
+    {"bf16+keep xz3", 1, KEEP | XZ(3), BF16_TOL, 0, 0},
+    {"bf16+keep xz all", 1, KEEP | XZ(100), BF16_TOL, 0, 0},
+    {"bf16+rc xz2 fp32 z", 1, RC | XZ(2), BF16_TOL, 0, 1},
+    {"fp32+rc xz1", 0, RC | XZ(1), TOL, 0, 0},
+    {"fp32+keep xz2", 0, KEEP | XZ(2), TOL, 0, 0},
+};
+static void test_keep_xz(void) {
+    mb_config c;
+    tiny_config(&c, 0, 0, 256, 4);
+    mb_model m;
+    mb_cuda_model dm;
+    if (gpu_random_model(&m, &dm, &c, 1400)) return;
+    const int64_t cases[][2] = {{2, 200}, {3, 63}};
+    for (int i = 0; i < 2; i++)
+        parity_case_modes(&m, &dm, cases[i][0], cases[i][1], 1410 + i, "ln/keep-xz", g_xz_modes,
+                          (int)(sizeof g_xz_modes / sizeof g_xz_modes[0]));
+    /* sizes: each kept layer adds one B*L*2Di bf16 slot (z16) up to n_layer - 1 slots more */
+    const int64_t B = 2, L = 200, slot = B * L * 2 * c.d_inner * 2;
+    const int base = MB_CUDA_ACTS_TRAIN | MB_CUDA_ACTS_BF16 | KEEP;
+    int64_t b[6];
+    for (int k = 0; k < 6; k++)
+        b[k] = mb_cuda_acts_bytes_ex(&c, B, L, base | XZ(k), 0);
+    for (int k = 1; k < 6; k++) {
+        const int64_t want = k < 4 ? slot : 0; /* (4 and above: every layer its own slot) */
+        REQUIRE(b[k] - b[k - 1] >= want && b[k] - b[k - 1] <= want + 512,
+                "KEEP_XZ(%d) adds %lld bytes, expected %lld", k, (long long)(b[k] - b[k - 1]),
+                (long long)want);
+    }
+    REQUIRE(mb_cuda_acts_bytes_ex(&c, B, L, (base & ~RC & ~KEEP) | XZ(3), 0) ==
+                mb_cuda_acts_bytes_ex(&c, B, L, base & ~RC & ~KEEP, 0),
+            "KEEP_XZ without recomputation ignored");
+    /* the planner */
+    const int tb = MB_CUDA_ACTS_TRAIN | MB_CUDA_ACTS_BF16;
+    const int64_t full = mb_cuda_acts_bytes_ex(&c, B, L, tb, 0);
+    const int64_t rc0 = mb_cuda_acts_bytes_ex(&c, B, L, tb | RC, 0);
+    int f = -1, fits = -1;
+    REQUIRE(mb_cuda_acts_plan(&c, B, L, tb, -1, 1e18, 0, &f, &fits) == 0 && fits == 1 && !(f & RC),
+            "plan, unlimited: no recomputation (flags %#x)", f);
+    REQUIRE(mb_cuda_acts_plan(&c, B, L, tb, 1, 1e18, 0, &f, &fits) == 0 && fits == 1 &&
+                (f & KEEP) == KEEP && MB_CUDA_ACTS_KEEP_XZ_OF(f) == 4,
+            "plan, recompute on, unlimited: scan and every in_proj output kept (flags %#x)", f);
+    for (int k = 0; k < 4; k++) {
+        /* a budget between k and k + 1 kept layers (3 and 4 take the same slots: 4 chosen) */
+        const double budget = (double)b[k] + 0.5 * (double)slot;
+        REQUIRE(budget < (double)full, "budget under the full workspace");
+        REQUIRE(mb_cuda_acts_plan(&c, B, L, tb, -1, budget, 0, &f, &fits) == 0 && fits == 1 &&
+                    (f & KEEP) == KEEP && MB_CUDA_ACTS_KEEP_XZ_OF(f) == (k < 3 ? k : 4),
+                "plan, budget %.0f: %d layers kept, got flags %#x", budget, k < 3 ? k : 4, f);
+    }
+    REQUIRE(mb_cuda_acts_plan(&c, B, L, tb, -1, (double)rc0 - 1.0, 0, &f, &fits) == 0 &&
+                fits == 0 && (f & RC) && !(f & MB_CUDA_ACTS_KEEP_SCAN) &&
+                MB_CUDA_ACTS_KEEP_XZ_OF(f) == 0,
+            "plan under the smallest workspace: recomputation, nothing kept, not fitting (%#x)", f);
+    REQUIRE(mb_cuda_acts_plan(&c, B, L, tb, 0, (double)rc0, 0, &f, &fits) == 0 && fits == 0 &&
+                !(f & RC),
+            "plan, recompute off: none even when it does not fit (%#x)", f);
+    setenv("MB_CUDA_KEEP_XZ", "2", 1);
+    REQUIRE(mb_cuda_acts_plan(&c, B, L, tb, 1, 1e18, 1, &f, &fits) == 0 &&
+                MB_CUDA_ACTS_KEEP_XZ_OF(f) == 2,
+            "MB_CUDA_KEEP_XZ=2 forces 2 layers (%#x)", f);
+    REQUIRE(mb_cuda_acts_plan(&c, B, L, tb, 1, 1e18, 0, &f, &fits) == 0 &&
+                MB_CUDA_ACTS_KEEP_XZ_OF(f) == 4,
+            "the knob read only with env_knobs (%#x)", f);
+    unsetenv("MB_CUDA_KEEP_XZ");
     mb_cuda_model_free(&dm);
     mb_model_free(&m);
 }
@@ -682,6 +778,7 @@ int main(void) {
     test_parity();
     test_dense();
     test_in16();
+    test_keep_xz();
     test_training();
     printf(g_fail ? "test_model_cuda: FAILED\n" : "test_model_cuda: all passed\n");
     return g_fail ? 1 : 0;

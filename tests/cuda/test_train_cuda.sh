@@ -75,6 +75,18 @@ check "bf16: final val_bpb within 2%" within "$(bpb "$T/gb.out")" "$(bpb "$T/c.o
 run gbr cuda --recompute on || bad "GPU bf16 training with recomputation runs"
 check "recomputation is on when asked" grep -q "recomputation on" "$T/gbr.err"
 check "bf16 + recompute: loss curve within 1e-3 of bf16 without (same arithmetic)" compare "$T/gbr" "$T/gb" 1 200 1e-3 "recompute vs stored"
+# (with room to spare the plan keeps the scan's states and every layer's in_proj output)
+check "recomputation keeps the scan and the in_proj outputs where they fit" grep -q "recomputation on (scan kept; in_proj output kept for 2 of 2 layers)" "$T/gbr.err"
+MB_CUDA_KEEP_SCAN=0 MB_CUDA_KEEP_XZ=0 run gbr0 cuda --recompute on || bad "GPU bf16 training, recomputing everything"
+check "recomputing everything says so" grep -q "recomputation on, activations" "$T/gbr0.err"
+check "bf16 + full recompute: loss curve within 1e-3 of bf16 without" compare "$T/gbr0" "$T/gb" 1 200 1e-3 "full recompute vs stored"
+refuse_gpu_memory() { # a cap below the smallest plan: refused before training, with the numbers
+  "$MB_CLI" train "${args[@]}" --device cuda --gpu-memory 0.01 --out "$T/xm" >/dev/null 2>"$T/xm.err"
+  local rc=$?
+  cat "$T/xm.err"
+  [ $rc -ne 0 ] && grep -q "gpu-memory 0.0: the activations of batch 8 x ctx 128 need" "$T/xm.err" && [ ! -e "$T/xm/model.safetensors" ]
+}
+check "--gpu-memory below the smallest plan refused with a message" refuse_gpu_memory
 refuse_bf16_cpu() {
   "$MB_CLI" train "${args[@]}" --device cpu --precision bf16 --out "$T/x" >/dev/null 2>"$T/x.err"
   local rc=$?
