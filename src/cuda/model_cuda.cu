@@ -78,8 +78,9 @@ struct mb_cuda_acts {
     int64_t rstride_mul; /* residual stream / norm statistics: 1 when training, else 0 */
     int64_t slot_layer;  /* recompute: layer whose mixer activations the slot holds (-1) */
     int64_t keep_xz;     /* recompute: layers 0 .. keep_xz - 1 keep their in_proj output (xz or
-                            xzb) in a slot each, so the re-run skips that product; the others
-                            share one slot (MB_CUDA_ACTS_KEEP_XZ) */
+                            xzb) and x_proj output (dbc, dbcb) in a slot each, so the re-run
+                            skips those products; the others share one slot
+                            (MB_CUDA_ACTS_KEEP_XZ) */
     int64_t n_xz_rerun;  /* in_proj products re-run by the last mb_cuda_backward (tests) */
     void *mem;           /* the one device allocation */
     int64_t bytes;
@@ -163,7 +164,7 @@ static int acts_table(mb_cuda_acts *a, carve_item *t) {
     /* in16: the scan reads bf16 x and delta; fp32 ones for a B 1 stateful forward only */
     const int64_t nx = a->in16 ? (a->B == 1 ? 1 : 0) : nl;
     t[k++] = (carve_item){(void **)&a->xc, F(nx * BL * Di)};
-    t[k++] = (carve_item){(void **)&a->dbc, F(nl * BL * (R + 2 * N))};
+    t[k++] = (carve_item){(void **)&a->dbc, F(nxz * BL * (R + 2 * N))};
     t[k++] = (carve_item){(void **)&a->delta, F(nx * BL * Di)};
     t[k++] = (carve_item){(void **)&a->y, F(ny * BL * Di)};
     /* (hc16: bf16 states, half the bytes) */
@@ -198,7 +199,7 @@ static int acts_table(mb_cuda_acts *a, carve_item *t) {
     t[k++] = (carve_item){(void **)&a->xfb, H(hb * BL * d)};
     t[k++] = (carve_item){(void **)&a->xcb, H(hb * nl * BL * Di)};
     t[k++] = (carve_item){(void **)&a->yb, H(hb * nk * BL * Di)};
-    t[k++] = (carve_item){(void **)&a->dbcb, H(hb * nl * BL * P)};
+    t[k++] = (carve_item){(void **)&a->dbcb, H(hb * nxz * BL * P)};
     t[k++] = (carve_item){(void **)&a->dresb, H(hb * tr * BL * d)};
     t[k++] = (carve_item){(void **)&a->dxzb, H(hb * tr * BL * 2 * Di)};
     t[k++] = (carve_item){(void **)&a->ddeltab, H(hb * tr * BL * Di)};
@@ -609,13 +610,14 @@ static layer_view layer_at(const mb_cuda_acts *a, int64_t l) {
     v.res_in = a->residual + r * BL * d;
     v.mean = a->mean + r * BL;
     v.rstd = a->rstd + r * BL;
-    /* in_proj output: with recomputation, a slot per kept layer, the rest share the next */
+    /* in_proj and x_proj outputs: with recomputation, a slot per kept layer, the rest share the
+     * next */
     const int64_t sxz = a->recompute ? mb_min_i64(l, a->keep_xz) : s;
     v.xz = a->xz ? a->xz + (a->z16 ? 0 : sxz) * BL * 2 * Di : NULL; /* (z16: the one slot) */
     v.xzb = a->xzb ? a->xzb + sxz * BL * 2 * Di : NULL;
     const int64_t sx = a->in16 ? 0 : s; /* (in16: the stateful forward's one slot, if any) */
     v.xc = a->xc ? a->xc + sx * BL * Di : NULL;
-    v.dbc = a->dbc + s * BL * (R + 2 * N);
+    v.dbc = a->dbc + sxz * BL * (R + 2 * N);
     v.delta = a->delta ? a->delta + sx * BL * Di : NULL;
     v.deltab = a->deltab ? a->deltab + s * BL * Di : NULL;
     v.y = a->y ? a->y + sy * BL * Di : NULL;
@@ -625,7 +627,7 @@ static layer_view layer_at(const mb_cuda_acts *a, int64_t l) {
     v.y_pregate = a->dense ? a->y_pregate + k * BL * Di : NULL;
     v.xcb = a->xcb ? a->xcb + s * BL * Di : NULL;
     v.yb = a->yb ? a->yb + k * BL * Di : NULL;
-    v.dbcb = a->dbcb ? a->dbcb + s * BL * (R + 2 * N) : NULL;
+    v.dbcb = a->dbcb ? a->dbcb + sxz * BL * (R + 2 * N) : NULL;
     v.ub = a->ub ? a->ub + (a->ukeep ? l : 0) * BL * d : NULL;
     return v;
 }
@@ -765,7 +767,7 @@ typedef struct {
  * output into a->hout. cs (may be NULL): conv and scan start from and update these states.
  * recomputing: the backward's re-run, which needs only what mixer_backward reads: no out_proj
  * product, with kept scan states (MB_CUDA_ACTS_KEEP_SCAN) no scan either, and for the layers
- * whose in_proj output was kept (MB_CUDA_ACTS_KEEP_XZ) no in_proj product. */
+ * whose in_proj and x_proj outputs were kept (MB_CUDA_ACTS_KEEP_XZ) neither product. */
 static int mixer_forward(mb_cuda_model *dm, mb_cuda_acts *a, int64_t l, const layer_view *v,
                          const carried_state *cs, int recomputing) {
     const mb_config *c = &dm->cfg;
@@ -778,8 +780,10 @@ static int mixer_forward(mb_cuda_model *dm, mb_cuda_acts *a, int64_t l, const la
     /* xsplit: x (BL, Di) bf16, row stride 4Di in the fp32 xz; z16: x and z in xzb (stride 2Di) */
     uint16_t *xb = z16 ? v->xzb : (uint16_t *)v->xz;
     const int64_t ldxb = z16 ? 2 * Di : 4 * Di;
-    /* (a re-run of a layer that kept its in_proj output, MB_CUDA_ACTS_KEEP_XZ, reuses it) */
-    if (!(recomputing && l < a->keep_xz)) {
+    /* (a re-run of a layer that kept its in_proj and x_proj outputs, MB_CUDA_ACTS_KEEP_XZ,
+     * reuses them) */
+    const int kept = recomputing && l < a->keep_xz;
+    if (!kept) {
         if (z16) {
             PT(MB_PROF_GEMM, mm_fwd16(dm, v->xzb, 2 * Di, v->ub, d, lw->in_proj_w, BL, d, 2 * Di));
         } else if (xsplit) {
@@ -814,8 +818,10 @@ static int mixer_forward(mb_cuda_model *dm, mb_cuda_acts *a, int64_t l, const la
                                                    lw->conv_w, lw->conv_b, NULL, B, L, Di, K, st));
     }
     /* dbc = xc @ x_proj^T                                  (BL, R+2N) */
-    PT(MB_PROF_GEMM, mm_fwd(dm, v->dbc, P, v->xc, v->xcb, Di, lw->x_proj_w, BL, Di, P, 0));
-    PT(MB_PROF_CVT, to_bf16(dm, v->dbcb, v->dbc, P, BL, R));
+    if (!kept) {
+        PT(MB_PROF_GEMM, mm_fwd(dm, v->dbc, P, v->xc, v->xcb, Di, lw->x_proj_w, BL, Di, P, 0));
+        PT(MB_PROF_CVT, to_bf16(dm, v->dbcb, v->dbc, P, BL, R));
+    }
     /* delta = softplus(dt_low @ dt_proj_w^T + dt_proj_b)   (BL, Di); fused: the scan applies
      * the bias and softplus to the raw product */
     if (a->dt_fused)

@@ -115,9 +115,10 @@ enum {
     MB_CUDA_ACTS_DENSE_SCAN = 16
 };
 /* KEEP_XZ(n) (with RECOMPUTE; n in 0 .. 65535, capped at n_layer): layers 0 .. n - 1 keep their
- * in_proj output (xz: B*L*2Di bf16 with bf16 z, else fp32) in a slot each, so the backward's
- * re-run of those layers skips the in_proj product, the largest part of the recomputation
- * (about 1 ms of a 353m layer's ~1.5 ms at ctx 8192 x 8); the other layers share one slot.
+ * in_proj output (xz: B*L*2Di bf16 with bf16 z, else fp32) and their x_proj output (dbc:
+ * B*L*(R+2N) fp32, and its bf16 copy) in a slot each, so the backward's re-run of those layers
+ * skips both products, most of the recomputation's matrix work (at 353m, ctx 8192 x 8, about
+ * 0.7 of a layer's 1 ms); the other layers share one slot.
  * Memory grows linearly in n (mb_cuda_acts_bytes_ex), so a planner keeps as many layers as a
  * budget allows (mb_cuda_acts_plan). Ignored without RECOMPUTE. */
 #define MB_CUDA_ACTS_KEEP_XZ(n) ((int)(((unsigned)(n)&0xffffu) << 8))
