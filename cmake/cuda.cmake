@@ -14,6 +14,8 @@
 #   bench_generate_cuda   generation throughput (bench/bench_generate_cuda.sh prints the table)
 #   test_train_cuda       tests/cuda/test_train_cuda.sh: 200 training steps GPU vs CPU, checkpoints
 #                         resumed across devices (label "gpu", 77 without a GPU)
+#   test_plan_cuda        the training workspace's sizes and the activation planner (host
+#                         arithmetic: runs without a GPU)
 #   decode_emu            the persistent generation kernel emulated on the CPU vs mb_step (runs
 #                         without a GPU)
 # and links the mambabyte program with mambabyte_cuda (compile definition MB_HAVE_CUDA: the
@@ -78,6 +80,15 @@ if(MB_BUILD_TESTS)
     set_tests_properties(${t} PROPERTIES LABELS "gpu" SKIP_RETURN_CODE 77
                          ENVIRONMENT "OMP_NUM_THREADS=2" TIMEOUT 1200)
   endforeach()
+
+  # The workspace sizes and the activation planner: host arithmetic in the CUDA library, run
+  # without a GPU (so on CI too).
+  add_executable(test_plan_cuda ${CMAKE_SOURCE_DIR}/tests/cuda/test_plan_cuda.c)
+  target_link_libraries(test_plan_cuda PRIVATE mambabyte_cuda)
+  set_target_properties(test_plan_cuda PROPERTIES LINKER_LANGUAGE C)
+  add_test(NAME test_plan_cuda COMMAND test_plan_cuda)
+  set_tests_properties(test_plan_cuda PROPERTIES
+    ENVIRONMENT "ASAN_OPTIONS=protect_shadow_gap=0:detect_leaks=0")
 
   # The CUDA runtime's allocations are reported by LeakSanitizer and its device mappings need the
   # ASan shadow gap unprotected, hence the ASAN_OPTIONS (no effect without -DMB_SANITIZE=ON).

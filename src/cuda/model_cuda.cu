@@ -88,7 +88,7 @@ struct mb_cuda_acts {
     float *residual;          /* (n_layer + 1, B, L, d) norm inputs; last slot feeds norm_f */
     float *mean;              /* (n_layer + 1, B, L) */
     float *rstd;              /* (n_layer + 1, B, L) */
-    float *xz;                /* (n_layer, B, L, 2Di) */
+    float *xz;                /* (n_layer, B, L, 2Di); recomputation: kept layers + 1 */
     float *xc;                /* (n_layer, B, L, Di) conv output after SiLU */
     float *dbc;               /* (n_layer, B, L, R+2N) */
     float *delta;             /* (n_layer, B, L, Di) */
@@ -319,9 +319,10 @@ extern "C" int mb_cuda_acts_plan(const mb_config *c, int64_t B, int64_t L, int b
             const int64_t nmax = mb_min_i64(c->n_layer, 0xffff);
             const char *e = env_knobs ? getenv("MB_CUDA_KEEP_XZ") : NULL;
             int64_t n = 0;
-            if (e && *e) {
-                n = strtoll(e, NULL, 10);
-                n = n < 0 ? 0 : mb_min_i64(n, nmax);
+            char *end = NULL;
+            const long long v = e && *e ? strtoll(e, &end, 10) : -1;
+            if (e && *e && end && !*end && v >= 0) { /* (anything else: the automatic choice) */
+                n = mb_min_i64(v, nmax);
             } else {
                 int64_t lo = 0, hi = nmax; /* invariant: lo fits, or lo == 0 */
                 while (lo < hi) {

@@ -119,8 +119,9 @@ enum {
  * B*L*(R+2N) fp32, and its bf16 copy) in a slot each, so the backward's re-run of those layers
  * skips both products, most of the recomputation's matrix work (at 353m, ctx 8192 x 8, about
  * 0.7 of a layer's 1 ms); the other layers share one slot.
- * Memory grows linearly in n (mb_cuda_acts_bytes_ex), so a planner keeps as many layers as a
- * budget allows (mb_cuda_acts_plan). Ignored without RECOMPUTE. */
+ * Memory grows by one slot per kept layer up to n_layer - 1 (n_layer - 1 and n_layer are the
+ * same: the top layer's slot is its own), so a planner keeps as many layers as a budget allows
+ * (mb_cuda_acts_plan). Ignored without RECOMPUTE. */
 #define MB_CUDA_ACTS_KEEP_XZ(n) ((int)(((unsigned)(n)&0xffffu) << 8))
 #define MB_CUDA_ACTS_KEEP_XZ_OF(flags) ((int64_t)(((unsigned)(flags) >> 8) & 0xffffu))
 mb_cuda_acts *mb_cuda_acts_create_ex(const mb_config *c, int64_t B, int64_t L, int flags,
@@ -159,9 +160,9 @@ int64_t mb_cuda_acts_xz_reruns(const mb_cuda_acts *a);
  * activation fits, with DENSE_SCAN when that fits too; otherwise (and for recompute 1)
  * RECOMPUTE, with KEEP_SCAN when that fits, and KEEP_XZ for as many layers as then fit.
  * recompute 0 forces no recomputation (DENSE_SCAN if it fits). env_knobs: MB_CUDA_DENSE_SCAN,
- * MB_CUDA_KEEP_SCAN ("0" / other) and MB_CUDA_KEEP_XZ (a layer count) force those choices
- * (tests, benchmarks). *fits: 1 when the plan's workspace fits in budget, else 0 (the smallest
- * plan is returned then). Returns MB_EINVAL on bad sizes. */
+ * MB_CUDA_KEEP_SCAN ("0" / other) and MB_CUDA_KEEP_XZ (a layer count; not a number: the
+ * automatic choice) force those choices (tests, benchmarks). *fits: 1 when the plan's workspace
+ * fits in budget, else 0 (the smallest plan is returned then). Returns MB_EINVAL on bad sizes. */
 int mb_cuda_acts_plan(const mb_config *c, int64_t B, int64_t L, int base, int recompute,
                       double budget, int env_knobs, int *flags, int *fits);
 /* Device bytes an mb_cuda_acts of this shape allocates (-1 on bad arguments). */

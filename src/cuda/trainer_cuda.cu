@@ -85,9 +85,10 @@ static void cuda_close(mb_backend *b) {
 
 /* Activation flags for a session (mb_cuda_acts_plan): precision and (training) recomputation,
  * auto-chosen when recompute < 0, and what a recomputing plan keeps, within a budget of 90% of
- * the device's free memory after the model, or with gpu_memory > 0 within what keeps the
- * device's memory in use under gpu_memory GiB (less 1 GiB for the evaluation workspace and the
- * libraries' own allocations); refused when even the smallest plan exceeds that cap. */
+ * the device's free memory after the model less the evaluation workspace made later (one
+ * sequence of L bytes) and 0.5 GiB for the libraries' own allocations; with gpu_memory > 0, at
+ * most what keeps the device's memory in use under gpu_memory GiB, less the same. Refused when
+ * that cap is what the smallest plan exceeds. */
 static int choose_acts_flags(const mb_config *cfg, int64_t B, int64_t L, int train, int bf16,
                              int recompute, double gpu_memory, int *out) {
     const int f = (train ? MB_CUDA_ACTS_TRAIN : 0) | (bf16 ? MB_CUDA_ACTS_BF16 : 0);
@@ -98,23 +99,27 @@ static int choose_acts_flags(const mb_config *cfg, int64_t B, int64_t L, int tra
         (void)cudaGetLastError();
         free_b = total_b = 0;
     }
-    double budget = 0.9 * (double)free_b;
-    const double gib = (double)(1 << 30);
-    if (gpu_memory > 0.0) {
-        const double cap = gpu_memory * gib - (double)(total_b - free_b) - gib;
-        if (cap < budget) budget = cap;
-    }
+    const double gib = (double)(1 << 30), used = (double)(total_b - free_b);
+    const int64_t eval_b = mb_cuda_acts_bytes_ex(cfg, 1, L, bf16 ? MB_CUDA_ACTS_BF16 : 0, 0);
+    const double reserve = (eval_b > 0 ? (double)eval_b : 0.0) + 0.5 * gib;
+    const double room = 0.9 * (double)free_b - reserve;
+    const double cap = gpu_memory > 0.0 ? gpu_memory * gib - used - reserve : room;
+    const double budget = cap < room ? cap : room;
     int fits = 1;
     MB_TRY(mb_cuda_acts_plan(cfg, B, L, f, recompute, budget, 1, out, &fits));
-    if (!fits && gpu_memory > 0.0) {
+    if (!fits && cap < room) {
         const int64_t need = mb_cuda_acts_bytes_ex(cfg, B, L, *out, 0);
+        const int rc = (*out & MB_CUDA_ACTS_RECOMPUTE) != 0;
         return mb_fail(MB_ENOMEM,
-                       "--gpu-memory %.1f: the activations of batch %lld x ctx %lld need %.2f "
-                       "GiB even with recomputation, and %.2f GiB are in use already (the "
-                       "model, its optimizer state%s); allow more, or lower --batch or --ctx",
+                       "--gpu-memory %g: the activations of batch %lld x ctx %lld need %.2f GiB "
+                       "(%s), but %.2f GiB are in use already (the model, its optimizer state "
+                       "and any other process on the device) and %.2f GiB are kept for "
+                       "evaluation and the libraries, which leaves %.2f GiB; allow more%s, or "
+                       "lower --batch or --ctx",
                        gpu_memory, (long long)B, (long long)L, (double)need / gib,
-                       (double)(total_b - free_b) / gib,
-                       total_b - free_b > 0 ? " and any other process on the device" : "");
+                       rc ? "recomputing each layer" : "storing every layer, --recompute off",
+                       used / gib, reserve / gib, cap > 0.0 ? cap / gib : 0.0,
+                       rc ? "" : ", use --recompute on");
     }
     return MB_OK;
 }

@@ -226,15 +226,21 @@ static void parity_case_modes(const mb_model *m, mb_cuda_model *dm, int64_t B, i
             /* (with recomputation every layer re-runs now, the top one too: in_proj but in the
              * kept ones) */
             const int64_t nl = c->n_layer, kx = mb_cuda_acts_xz_kept(da);
-            const int64_t want2 = md->recompute & MB_CUDA_ACTS_RECOMPUTE ? nl - kx : 0;
+            const int64_t want2 = md->recompute & MB_CUDA_ACTS_RECOMPUTE && nl > 1 ? nl - kx : 0;
             REQUIRE(r2 || mb_cuda_acts_xz_reruns(da) == want2,
                     "%s: second backward: %lld in_proj re-runs, expected %lld", md->name,
                     (long long)mb_cuda_acts_xz_reruns(da), (long long)want2);
             for (int64_t i = 0; i < n; i++)
                 g2[i] *= 0.5f;
-            const double e2 = r2 ? INFINITY : rel_err(g2, gg, n);
-            printf("  %s: second backward / 2 vs first: rel err %.2e\n", md->name, e2);
-            REQUIRE(e2 <= 1e-4, "%s: second backward / 2 vs first: rel err %.2e", md->name, e2);
+            /* fp32: max-relative 1e-4; bf16: the L2 norm within 1e-3 (the scan's atomic sums
+             * add in a varying order, and a last-bit difference can flip a bf16 rounding
+             * downstream: up to 1.2e-3 max-relative seen on the H200, also without any change
+             * of slots) */
+            const double e2 = r2 ? INFINITY : md->bf16 ? l2_rel_err(g2, gg, n) : rel_err(g2, gg, n);
+            printf("  %s: second backward / 2 vs first: rel err %.2e (%s)\n", md->name, e2,
+                   md->bf16 ? "L2" : "max");
+            REQUIRE(e2 <= (md->bf16 ? 1e-3 : 1e-4),
+                    "%s: second backward / 2 vs first: rel err %.2e", md->name, e2);
             free(g2);
         }
         mb_cuda_acts_free(da);
@@ -321,8 +327,8 @@ static void test_dense(void) {
  * there by the forward), three, all; in bf16 with bf16 x and z (xzb, the v5 backward forced so
  * that the scan reads them), with the fp32 z of the xsplit form and the plain fp32 xz, in
  * fp32; with and without the scan kept. The re-run counts are checked
- * in parity_case_modes. Then the workspace sizes: linear in the count, capped at n_layer, and
- * the planner (mb_cuda_acts_plan) against budgets. */
+ * in parity_case_modes; the workspace sizes and the planner (no GPU needed) in
+ * test_plan_cuda.c. */
 #define XZ MB_CUDA_ACTS_KEEP_XZ
 /* bf16 x and z in one bf16 buffer (xzb, the bf16 scan inputs: v5 backward forced) */
 static const gpu_mode g_xz_modes[] = {
@@ -360,60 +366,6 @@ static void test_keep_xz(void) {
     unsetenv("MB_CUDA_SCAN_IN16");
     unsetenv("MB_CUDA_XSPLIT");
     g_expect_in16 = -1;
-    /* sizes: each kept layer adds one B*L*2Di bf16 slot (xzb) and one of dbc and its bf16 copy
-     * (B*L*(R+2N) fp32 + bf16), up to n_layer - 1 slots more */
-    const int64_t B = 2, L = 200, P = c.dt_rank + 2 * c.d_state;
-    const int64_t slot = B * L * (2 * c.d_inner * 2 + P * 6);
-    const int base = MB_CUDA_ACTS_TRAIN | MB_CUDA_ACTS_BF16 | KEEP;
-    mb_cuda_acts *za = mb_cuda_acts_create_ex(&c, B, L, base | XZ(1), 0);
-    REQUIRE(za && mb_cuda_acts_z16(za) == 1 && mb_cuda_acts_xz_kept(za) == 1,
-            "the sizes' workspace keeps one layer's bf16 x and z");
-    mb_cuda_acts_free(za);
-    int64_t b[6];
-    for (int k = 0; k < 6; k++)
-        b[k] = mb_cuda_acts_bytes_ex(&c, B, L, base | XZ(k), 0);
-    for (int k = 1; k < 6; k++) {
-        const int64_t want = k < 4 ? slot : 0; /* (4 and above: every layer its own slot) */
-        REQUIRE(b[k] - b[k - 1] >= want && b[k] - b[k - 1] <= want + 768,
-                "KEEP_XZ(%d) adds %lld bytes, expected %lld", k, (long long)(b[k] - b[k - 1]),
-                (long long)want);
-    }
-    REQUIRE(mb_cuda_acts_bytes_ex(&c, B, L, (base & ~RC & ~KEEP) | XZ(3), 0) ==
-                mb_cuda_acts_bytes_ex(&c, B, L, base & ~RC & ~KEEP, 0),
-            "KEEP_XZ without recomputation ignored");
-    /* the planner */
-    const int tb = MB_CUDA_ACTS_TRAIN | MB_CUDA_ACTS_BF16;
-    const int64_t full = mb_cuda_acts_bytes_ex(&c, B, L, tb, 0);
-    const int64_t rc0 = mb_cuda_acts_bytes_ex(&c, B, L, tb | RC, 0);
-    int f = -1, fits = -1;
-    REQUIRE(mb_cuda_acts_plan(&c, B, L, tb, -1, 1e18, 0, &f, &fits) == 0 && fits == 1 && !(f & RC),
-            "plan, unlimited: no recomputation (flags %#x)", f);
-    REQUIRE(mb_cuda_acts_plan(&c, B, L, tb, 1, 1e18, 0, &f, &fits) == 0 && fits == 1 &&
-                (f & KEEP) == KEEP && MB_CUDA_ACTS_KEEP_XZ_OF(f) == 4,
-            "plan, recompute on, unlimited: scan and every in_proj output kept (flags %#x)", f);
-    for (int k = 0; k < 4; k++) {
-        /* a budget between k and k + 1 kept layers (3 and 4 take the same slots: 4 chosen) */
-        const double budget = (double)b[k] + 0.5 * (double)slot;
-        REQUIRE(budget < (double)full, "budget under the full workspace");
-        REQUIRE(mb_cuda_acts_plan(&c, B, L, tb, -1, budget, 0, &f, &fits) == 0 && fits == 1 &&
-                    (f & KEEP) == KEEP && MB_CUDA_ACTS_KEEP_XZ_OF(f) == (k < 3 ? k : 4),
-                "plan, budget %.0f: %d layers kept, got flags %#x", budget, k < 3 ? k : 4, f);
-    }
-    REQUIRE(mb_cuda_acts_plan(&c, B, L, tb, -1, (double)rc0 - 1.0, 0, &f, &fits) == 0 &&
-                fits == 0 && (f & RC) && !(f & MB_CUDA_ACTS_KEEP_SCAN) &&
-                MB_CUDA_ACTS_KEEP_XZ_OF(f) == 0,
-            "plan under the smallest workspace: recomputation, nothing kept, not fitting (%#x)", f);
-    REQUIRE(mb_cuda_acts_plan(&c, B, L, tb, 0, (double)rc0, 0, &f, &fits) == 0 && fits == 0 &&
-                !(f & RC),
-            "plan, recompute off: none even when it does not fit (%#x)", f);
-    setenv("MB_CUDA_KEEP_XZ", "2", 1);
-    REQUIRE(mb_cuda_acts_plan(&c, B, L, tb, 1, 1e18, 1, &f, &fits) == 0 &&
-                MB_CUDA_ACTS_KEEP_XZ_OF(f) == 2,
-            "MB_CUDA_KEEP_XZ=2 forces 2 layers (%#x)", f);
-    REQUIRE(mb_cuda_acts_plan(&c, B, L, tb, 1, 1e18, 0, &f, &fits) == 0 &&
-                MB_CUDA_ACTS_KEEP_XZ_OF(f) == 4,
-            "the knob read only with env_knobs (%#x)", f);
-    unsetenv("MB_CUDA_KEEP_XZ");
     mb_scan_cuda_set_backward_warps(0);
     mb_cuda_model_free(&dm);
     mb_model_free(&m);

@@ -84,7 +84,7 @@ refuse_gpu_memory() { # a cap below the smallest plan: refused before training, 
   "$MB_CLI" train "${args[@]}" --device cuda --gpu-memory 0.01 --out "$T/xm" >/dev/null 2>"$T/xm.err"
   local rc=$?
   cat "$T/xm.err"
-  [ $rc -ne 0 ] && grep -q "gpu-memory 0.0: the activations of batch 8 x ctx 128 need" "$T/xm.err" && [ ! -e "$T/xm/model.safetensors" ]
+  [ $rc -ne 0 ] && grep -q "gpu-memory 0.01: the activations of batch 8 x ctx 128 need" "$T/xm.err" && [ ! -e "$T/xm/model.safetensors" ]
 }
 check "--gpu-memory below the smallest plan refused with a message" refuse_gpu_memory
 refuse_bf16_cpu() {
