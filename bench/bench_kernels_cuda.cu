@@ -79,24 +79,7 @@ static void run_conv_bwd(void) {
 }
 
 static float time_ms(void (*fn)(void)) {
-    cudaEvent_t e0, e1;
-    CK(cudaEventCreate(&e0));
-    CK(cudaEventCreate(&e1));
-    for (int i = 0; i < 3; i++)
-        fn();
-    CK(cudaDeviceSynchronize());
-    float t[20];
-    for (int i = 0; i < 20; i++) {
-        CK(cudaEventRecord(e0));
-        fn();
-        CK(cudaEventRecord(e1));
-        CK(cudaEventSynchronize(e1));
-        CK(cudaEventElapsedTime(&t[i], e0, e1));
-    }
-    CK(cudaEventDestroy(e0));
-    CK(cudaEventDestroy(e1));
-    qsort(t, 20, sizeof(float), cmpf);
-    return 0.5f * (t[9] + t[10]);
+    return median_ms(fn);
 }
 
 static double g_copy_rate = 0.0; /* bytes / s of the device-to-device copy */
