@@ -1,5 +1,6 @@
 /* Memory-bound training kernels on the GPU: the fused add + LayerNorm (bf16 input) forward and
- * backward, and the causal conv1d + SiLU (bf16 input) forward and backward, in the forms and
+ * backward, the causal conv1d + SiLU (bf16 input) forward and backward, and the dt projection
+ * with its bias and softplus (dt_rank ceil(d_model / 16), its forms and tilings), in the forms and
  * layouts mixed-precision training runs them (src/cuda/model_cuda.cu), timed with CUDA events
  * (3 warm-ups, then the median of 20). Each row prints the bytes the kernel must move, the
  * achieved rate, and that rate against a device-to-device copy measured in the same run (the
@@ -13,6 +14,7 @@
 
 #include "bench_cuda.h"
 #include "cuda/conv1d_cuda.h"
+#include "cuda/dt_proj_cuda.h"
 #include "cuda/norm_cuda.h"
 #include "mambabyte.h"
 
@@ -55,6 +57,9 @@ static struct {
     float *cw, *cb, *dcw, *dcb;
     void *cp_src, *cp_dst;
     size_t cp_bytes;
+    long long R, ldx; /* dt_rank; the dt part's row stride in the x_proj output (R + 32) */
+    uint16_t *dbcb, *dtw, *delta16;
+    float *dtb, *delta;
 } g;
 
 static void run_copy(void) {
@@ -76,6 +81,14 @@ static void run_conv_fwd(void) {
 static void run_conv_bwd(void) {
     RC(mb_conv1d_cuda_backward_bf16in(g.dxz, g_xs, g.dcw, g.dcb, g.dout, g.dout2, g.xz, g_xs, g.cw,
                                       g.cb, g.B, g.L, g.Di, g.K, NULL));
+}
+
+static void run_dt16(void) {
+    RC(mb_dt_proj_softplus_cuda_ex(NULL, g.delta16, g.dbcb, g.ldx, g.dtw, g.dtb, g.rows, g.R, g.Di,
+                                   NULL));
+}
+static void run_dt32(void) {
+    RC(mb_dt_proj_softplus_cuda(g.delta, g.dbcb, g.ldx, g.dtw, g.dtb, g.rows, g.R, g.Di, NULL));
 }
 
 static float time_ms(void (*fn)(void)) {
@@ -130,6 +143,13 @@ int main(int argc, char **argv) {
     g.cb = f32(g.Di, 20, -0.1f, 0.1f);
     g.dcw = f32(g.Di * g.K, 21, 0.0f, 0.0f);
     g.dcb = f32(g.Di, 22, 0.0f, 0.0f);
+    /* the dt projection: dt_low bf16 in the x_proj output's copy, dt_proj weight bf16 */
+    g.R = (g.d + 15) / 16, g.ldx = g.R + 32;
+    g.dbcb = b16(g.rows * g.ldx, 23, -1.0f, 1.0f);
+    g.dtw = b16(g.Di * g.R, 24, -0.3f, 0.3f);
+    g.dtb = f32(g.Di, 25, -6.9f, -2.3f);
+    g.delta16 = b16(ni, 26, 0.0f, 0.0f);
+    g.delta = f32(ni, 27, 0.0f, 0.0f);
     g.cp_bytes = sizeof(float) * (size_t)nd;
     g.cp_src = g.resid_in, g.cp_dst = g.resid_out;
     CK(cudaDeviceSynchronize());
@@ -159,5 +179,27 @@ int main(int argc, char **argv) {
     g_xs = g.Di;
     row("conv forward, x rows contiguous (diag)", time_ms(run_conv_fwd), 4.0 * (double)ni);
     row("conv backward, x rows contiguous (diag)", time_ms(run_conv_bwd), 8.0 * (double)ni);
+    if (mb_dt_proj_softplus_supported(g.R, g.ldx)) {
+        /* bytes: the output (2 or 4 per element) and dt_low (2 R per row) */
+        const double in = 2.0 * (double)g.rows * (double)g.R;
+        static const struct {
+            const char *name;
+            int variant, tiles, o16;
+        } v[] = {
+            {"dt_proj + softplus, bf16, first form", 1, 0, 1},
+            {"dt_proj + softplus, bf16", 0, 0, 1},
+            {"dt_proj + softplus, bf16, 1 tile", 0, 1, 1},
+            {"dt_proj + softplus, bf16, 2 tiles", 0, 2, 1},
+            {"dt_proj + softplus, bf16, 8 tiles", 0, 8, 1},
+            {"dt_proj + softplus, bf16, 16 tiles", 0, 16, 1},
+            {"dt_proj + softplus, fp32 (first form)", 0, 0, 0},
+        };
+        for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) {
+            mb_dt_proj_cuda_set_variant(v[i].variant, v[i].tiles);
+            row(v[i].name, time_ms(v[i].o16 ? run_dt16 : run_dt32),
+                (v[i].o16 ? 2.0 : 4.0) * (double)ni + in);
+        }
+        mb_dt_proj_cuda_set_variant(0, 0);
+    }
     return 0;
 }

@@ -7,9 +7,13 @@
 
 #include "cuda/bf16_cuda.h"
 #include "cuda/cuda_check.h"
+#include "cuda/fast_math_cuda.h"
 
+/* 1 / (1 + exp(-v)) by one MUFU.EX2 and one MUFU.RCP (fast_math_cuda.h; relative error ~2^-21).
+ * The accurate expf and IEEE division took ~20 instructions of the bf16 forward's ~38 per
+ * element (ncu, H200, 65,536 x 2,048), at 64% of its issue slots. */
 __device__ __forceinline__ float sigmoid_f(float v) {
-    return 1.0f / (1.0f + expf(-v));
+    return sigmoidf_(v);
 }
 
 /* pre-activation at (b, t, c), taps in the CPU's order */

@@ -36,6 +36,13 @@ int mb_dt_proj_softplus_cuda_ex(float *delta, uint16_t *delta_bf16, const uint16
                                 const uint16_t *w, const float *bias, int64_t rows, int64_t R,
                                 int64_t Di, void *stream);
 
+/* Lab knob (benchmarks and tests): variant 0 the default (a bf16 output by the row-tile form: a
+ * block per 64 rows walking column tiles, 16-byte row stores; fp32 by the first form), 1 the
+ * first form for both (128 x 128 blocks, pair stores; also MB_CUDA_DT_PROJ=1, read at the first
+ * call); tiles_per_block the row-tile form's column tiles of 128 channels per block (0:
+ * automatic). Not thread-safe; applies to later calls. */
+void mb_dt_proj_cuda_set_variant(int variant, int tiles_per_block);
+
 #ifdef __cplusplus
 }
 #endif

@@ -54,7 +54,7 @@ extern "C" { /* C headers without their own guards */
     } while (0)
 
 static mb_rng g_rng;
-#define MAX_NAMES 64
+#define MAX_NAMES 128
 static double g_worst[MAX_NAMES];
 static const char *g_names[MAX_NAMES];
 static int g_nnames = 0;
@@ -576,7 +576,10 @@ static uint16_t *bf16_dup(float *h, int64_t rows, int64_t cols, int64_t ld) {
  * the same bf16-rounded operands, then the CPU's bias + softplus (threshold 20: a share of the
  * pre-activations lies above it). x is the dt part of a wider (rows, R + 32) bf16 buffer, as the
  * x_proj output's copy; w sits 16-byte aligned or one element off (the parameter buffer's
- * placement); Di odd takes the scalar stores. */
+ * placement); Di odd takes the scalar stores. Every form of the kernel is run against the same
+ * reference: the row-tile form (bf16 output) at its automatic tiling and at 1 and 2 column
+ * tiles per block (blocks starting mid-row, a last group with one tile), and the first form
+ * (the fp32 output's, and bf16 with the knob). */
 static void test_dt_proj(int64_t B, int64_t L, int64_t R, int64_t Di, int w_off) {
     const int64_t rows = B * L, ldx = R + 32;
     float *x = hrand(rows * ldx, -1, 1), *W = hrand(Di * R, -0.5f, 0.5f), *bias = hrand(Di, -8, 24);
@@ -592,29 +595,41 @@ static void test_dt_proj(int64_t B, int64_t L, int64_t R, int64_t Di, int w_off)
                 acc += (double)x[r * ldx + k] * (double)W[c * R + k];
             ref[r * Di + c] = mb_softplusf((float)acc + bias[c]);
         }
-    float *db = dup(bias, Di), *dd = poison(rows * Di);
-    OK(mb_dt_proj_softplus_cuda(dd, bx, ldx, bWo + w_off, db, rows, R, Di, NULL));
-    check(w_off ? "dt_proj_softplus_w1" : "dt_proj_softplus", dd, ref, rows * Di, B, L);
-    /* the bf16 output (the training path whose scan reads bf16 delta): the fp32 one untouched */
-    uint16_t *dd16 = poison16(rows * Di);
-    CK(cudaMemset(dd, 0x7f, sizeof(float) * (size_t)(rows * Di)));
-    OK(mb_dt_proj_softplus_cuda_ex(dd, dd16, bx, ldx, bWo + w_off, db, rows, R, Di, NULL));
-    check_bf16(w_off ? "dt_proj_softplus_16_w1" : "dt_proj_softplus_16", dd16, ref, rows * Di, B,
-               L);
-    float *hd = (float *)malloc(sizeof(float) * (size_t)(rows * Di));
-    CK(cudaMemcpy(hd, dd, sizeof(float) * (size_t)(rows * Di), cudaMemcpyDeviceToHost));
-    int64_t touched = 0;
-    for (int64_t i = 0; i < rows * Di; i++) {
-        uint32_t u;
-        memcpy(&u, hd + i, 4);
-        touched += u != 0x7f7f7f7fu;
+    float *db = dup(bias, Di), *hd = (float *)malloc(sizeof(float) * (size_t)(rows * Di));
+    static const int forms[][2] = {{0, 0}, {0, 1}, {0, 2}, {1, 0}}; /* variant, tiles */
+    for (size_t f = 0; f < sizeof forms / sizeof forms[0]; f++) {
+        mb_dt_proj_cuda_set_variant(forms[f][0], forms[f][1]);
+        /* (check keeps the name's pointer: static strings) */
+        static const char *names[2][4] = {{"dt_proj_softplus", "dt_proj_softplus t1",
+                                           "dt_proj_softplus t2", "dt_proj_softplus first"},
+                                          {"dt_proj_softplus_w1", "dt_proj_softplus_w1 t1",
+                                           "dt_proj_softplus_w1 t2", "dt_proj_softplus_w1 first"}};
+        const char *name = names[w_off != 0][f];
+        float *dd = poison(rows * Di);
+        OK(mb_dt_proj_softplus_cuda(dd, bx, ldx, bWo + w_off, db, rows, R, Di, NULL));
+        check(name, dd, ref, rows * Di, B, L);
+        /* the bf16 output (the training path whose scan reads bf16 delta): the fp32 one untouched
+         */
+        uint16_t *dd16 = poison16(rows * Di);
+        CK(cudaMemset(dd, 0x7f, sizeof(float) * (size_t)(rows * Di)));
+        OK(mb_dt_proj_softplus_cuda_ex(dd, dd16, bx, ldx, bWo + w_off, db, rows, R, Di, NULL));
+        check_bf16(name, dd16, ref, rows * Di, B, L); /* (named by the fp32 form's name) */
+        CK(cudaMemcpy(hd, dd, sizeof(float) * (size_t)(rows * Di), cudaMemcpyDeviceToHost));
+        int64_t touched = 0;
+        for (int64_t i = 0; i < rows * Di; i++) {
+            uint32_t u;
+            memcpy(&u, hd + i, 4);
+            touched += u != 0x7f7f7f7fu;
+        }
+        if (touched) {
+            g_fail = 1;
+            printf("  FAIL %s (bf16 output): %lld fp32 values written\n", name, (long long)touched);
+        }
+        cudaFree(dd), cudaFree(dd16);
     }
-    if (touched) {
-        g_fail = 1;
-        printf("  FAIL dt_proj_softplus_16: %lld fp32 values written\n", (long long)touched);
-    }
+    mb_dt_proj_cuda_set_variant(0, 0);
     free(x), free(W), free(bias), free(ref), free(hd);
-    cudaFree(bx), cudaFree(bW), cudaFree(bWo), cudaFree(db), cudaFree(dd), cudaFree(dd16);
+    cudaFree(bx), cudaFree(bW), cudaFree(bWo), cudaFree(db);
 }
 
 /* bf16 products through cuBLASLt (fp32 accumulate) vs the fp32 CPU products of the same
@@ -818,6 +833,7 @@ int main(void) {
                 static const int64_t rs[] = {16, 32, 64, 112, 128};
                 test_dt_proj(B, L, rs[li % 5], 136, (int)(B == 3));
                 test_dt_proj(B, L, rs[(li + 2) % 5], 77, (int)(B == 1));
+                test_dt_proj(B, L, rs[(li + 4) % 5], 392, (int)(B == 3 && (li & 1)));
             }
             test_embedding_ce(B, L);
             test_matmul(cb, B, L);
