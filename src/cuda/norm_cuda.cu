@@ -224,7 +224,7 @@ __global__ void norm_forward_vec_kernel(float *resid_out, float *y, __nv_bfloat1
 /* Backward with the parameter sums fused: each warp walks rows row0, row0 + warps, ... keeping
  * its dw / db column partials in registers; the block's warps add them in shared memory (2 d
  * floats, dynamic) and the block adds them to dw / db with one atomic per column.
- * REG (d <= 512): the row's dy, r and, when accumulating, the old dr are loaded together at the
+ * REG (d <= 1024): the row's dy, r and, when accumulating, the old dr are loaded together at the
  * row's start and kept in registers (one round of loads per row, all in flight at once);
  * otherwise the row is read again from L1 after the row sums and dr read there, so that two
  * blocks fit per multiprocessor at 128 registers. */
@@ -416,14 +416,17 @@ extern "C" int mb_norm_cuda_apply(float *y, const float *r, const float *mean, c
 }
 
 /* The backward's launch: ~2 blocks of 8 warps per multiprocessor, each walking rows / (grid *
- * 8) rows; rows in registers (REG) at d <= 512 unless MB_CUDA_NORM_BWD_REG=0 (H200, medium's
- * norm backward: docs/benchmarks.md, session 25) */
+ * 8) rows; rows in registers (REG) at d <= 1024 unless MB_CUDA_NORM_BWD_REG=0 (or =4: only up
+ * to d 512). H200: medium's norm backward (d 512, docs/benchmarks.md, session 25); at d 1024
+ * (353m; 254 registers, one block per multiprocessor, no spills) 0.291 against 0.347 ms for
+ * 65,536 rows, 92% of a copy's rate against 77% (session 27). */
 template <typename GT>
 static void norm_backward_launch(int nv, float *dr, uint16_t *drb, float *dw, float *db,
                                  const GT *dy, const float *r, const float *mean, const float *rstd,
                                  const float *w, int64_t rows, int accumulate, cudaStream_t st) {
     const char *e = getenv("MB_CUDA_NORM_BWD_REG"); /* (read per call: tests set it) */
     const int reg = !(e && !strcmp(e, "0"));
+    const int reg_max = e && !strcmp(e, "4") ? 4 : 8; /* "4": only up to d 512, as before */
     const int64_t want = 2 * (int64_t)mb_cuda_sm_count();
     const int64_t need = (rows + ROWS_PER_BLOCK - 1) / ROWS_PER_BLOCK;
     const unsigned grid = (unsigned)(need < want ? need : want);
@@ -433,15 +436,23 @@ static void norm_backward_launch(int nv, float *dr, uint16_t *drb, float *dw, fl
 #define NBR(N)                                                                                     \
     norm_backward_vec_kernel<N, GT, true>                                                          \
         <<<grid, blk, shm, st>>>(dr, hb, dw, db, dy, r, mean, rstd, w, rows, accumulate)
-    if (reg && nv <= 4) {
+    if (reg && nv <= reg_max) {
         if (nv == 1)
             NBR(1);
         else if (nv == 2)
             NBR(2);
         else if (nv == 3)
             NBR(3);
-        else
+        else if (nv == 4)
             NBR(4);
+        else if (nv == 5)
+            NBR(5);
+        else if (nv == 6)
+            NBR(6);
+        else if (nv == 7)
+            NBR(7);
+        else
+            NBR(8);
     } else {
         NV_DISPATCH_T(
             nv, norm_backward_vec_kernel, GT,

@@ -814,12 +814,15 @@ int main(void) {
                 test_norm(B, L, ln, 48);
                 test_norm(B, L, ln, 256);
                 test_norm(B, L, ln, dv);
-                /* d 512: the row-in-registers backward's widest form (NV 4, medium's d_model),
-                 * then the form that re-reads the row (MB_CUDA_NORM_BWD_REG=0) */
+                /* d 512 and 768: the row-in-registers backward at NV 4 (medium's d_model) and
+                 * 6 (dv above: NV 8, 353m's), then the form that re-reads the row
+                 * (MB_CUDA_NORM_BWD_REG=0) at d 512 and 1024 */
                 if (L == 63 || L == 2049) {
                     test_norm(B, L, ln, 512);
+                    test_norm(B, L, ln, 768);
                     setenv("MB_CUDA_NORM_BWD_REG", "0", 1);
                     test_norm(B, L, ln, 512);
+                    test_norm(B, L, ln, 1024);
                     unsetenv("MB_CUDA_NORM_BWD_REG");
                 }
             }
