@@ -311,7 +311,7 @@ __global__ void __launch_bounds__(DP_THREADS, 3)
         /* the tile's rows out in 16-byte pieces of 8 values */
         const uint16_t *src = Os + cr * DQ_OLD + cc;
         uint16_t *dst = delta16 + (row0 + cr) * Di + n0 + cc;
-        if (vec && nrow == DQ_BM && n0 + DQ_BN <= Di) {
+        if (vec && nrow == DQ_BM && (long long)n0 + DQ_BN <= Di) {
 #pragma unroll
             for (int q = 0; q < DQ_BM / 16; q++)
                 *(uint4 *)(dst + (long long)q * 16 * Di) = *(const uint4 *)(src + q * 16 * DQ_OLD);

@@ -577,9 +577,10 @@ static uint16_t *bf16_dup(float *h, int64_t rows, int64_t cols, int64_t ld) {
  * pre-activations lies above it). x is the dt part of a wider (rows, R + 32) bf16 buffer, as the
  * x_proj output's copy; w sits 16-byte aligned or one element off (the parameter buffer's
  * placement); Di odd takes the scalar stores. Every form of the kernel is run against the same
- * reference: the row-tile form (bf16 output) at its automatic tiling and at 1 and 2 column
- * tiles per block (blocks starting mid-row, a last group with one tile), and the first form
- * (the fp32 output's, and bf16 with the knob). */
+ * reference: the row-tile form (bf16 output) at its automatic tiling and at 1, 2 and 3 column
+ * tiles per block (blocks starting mid-row, a last group shorter than the others), and the
+ * first form (the fp32 output's, and bf16 with the knob). Di 130: even but not a multiple of 8
+ * (the row pieces stored element by element). */
 static void test_dt_proj(int64_t B, int64_t L, int64_t R, int64_t Di, int w_off) {
     const int64_t rows = B * L, ldx = R + 32;
     float *x = hrand(rows * ldx, -1, 1), *W = hrand(Di * R, -0.5f, 0.5f), *bias = hrand(Di, -8, 24);
@@ -596,14 +597,15 @@ static void test_dt_proj(int64_t B, int64_t L, int64_t R, int64_t Di, int w_off)
             ref[r * Di + c] = mb_softplusf((float)acc + bias[c]);
         }
     float *db = dup(bias, Di), *hd = (float *)malloc(sizeof(float) * (size_t)(rows * Di));
-    static const int forms[][2] = {{0, 0}, {0, 1}, {0, 2}, {1, 0}}; /* variant, tiles */
+    static const int forms[][2] = {{0, 0}, {0, 1}, {0, 2}, {0, 3}, {1, 0}}; /* variant, tiles */
     for (size_t f = 0; f < sizeof forms / sizeof forms[0]; f++) {
         mb_dt_proj_cuda_set_variant(forms[f][0], forms[f][1]);
         /* (check keeps the name's pointer: static strings) */
-        static const char *names[2][4] = {{"dt_proj_softplus", "dt_proj_softplus t1",
-                                           "dt_proj_softplus t2", "dt_proj_softplus first"},
-                                          {"dt_proj_softplus_w1", "dt_proj_softplus_w1 t1",
-                                           "dt_proj_softplus_w1 t2", "dt_proj_softplus_w1 first"}};
+        static const char *names[2][5] = {
+            {"dt_proj_softplus", "dt_proj_softplus t1", "dt_proj_softplus t2",
+             "dt_proj_softplus t3", "dt_proj_softplus first"},
+            {"dt_proj_softplus_w1", "dt_proj_softplus_w1 t1", "dt_proj_softplus_w1 t2",
+             "dt_proj_softplus_w1 t3", "dt_proj_softplus_w1 first"}};
         const char *name = names[w_off != 0][f];
         float *dd = poison(rows * Di);
         OK(mb_dt_proj_softplus_cuda(dd, bx, ldx, bWo + w_off, db, rows, R, Di, NULL));
@@ -814,15 +816,19 @@ int main(void) {
                 test_norm(B, L, ln, 48);
                 test_norm(B, L, ln, 256);
                 test_norm(B, L, ln, dv);
-                /* d 512 and 768: the row-in-registers backward at NV 4 (medium's d_model) and
-                 * 6 (dv above: NV 8, 353m's), then the form that re-reads the row
-                 * (MB_CUDA_NORM_BWD_REG=0) at d 512 and 1024 */
+                /* d 512 to 896: the row-in-registers backward at NV 4 (medium's d_model) to 7
+                 * (dv above: NV 8, 353m's), then the form that re-reads the row
+                 * (MB_CUDA_NORM_BWD_REG=0) at d 512 and 1024, and at 768 with the old limit */
                 if (L == 63 || L == 2049) {
                     test_norm(B, L, ln, 512);
+                    test_norm(B, L, ln, 640);
                     test_norm(B, L, ln, 768);
+                    test_norm(B, L, ln, 896);
                     setenv("MB_CUDA_NORM_BWD_REG", "0", 1);
                     test_norm(B, L, ln, 512);
                     test_norm(B, L, ln, 1024);
+                    setenv("MB_CUDA_NORM_BWD_REG", "4", 1); /* the old limit: 768 re-reads */
+                    test_norm(B, L, ln, 768);
                     unsetenv("MB_CUDA_NORM_BWD_REG");
                 }
             }
@@ -830,13 +836,26 @@ int main(void) {
             test_conv(B, L, 78);
             test_conv(B, L, 80, 10);
             test_conv(B, L, 77, 3); /* odd d_inner: the bf16 inputs' one-channel kernels */
+            /* the bf16 ring walks at other tap counts (steps of K positions that do not divide
+             * the 128-position tile; K 1 to 8): forward and backward at Di 80, the
+             * backward alone at Di 78 (two channels per thread, the forward's one-channel
+             * tiled kernel) */
+            for (int64_t K = 1; K <= 8; K++)
+                if (K != 4) test_conv(B, L, 80, K);
+            test_conv(B, L, 78, 5);
+            if (L == 63 || L == 2049) { /* the tiled kernels the ring walks replaced (a knob) */
+                setenv("MB_CUDA_CONV_RING", "0", 1);
+                test_conv(B, L, 80);
+                unsetenv("MB_CUDA_CONV_RING");
+            }
             test_softplus(B, L, 80);
             test_softplus(B, L, 78);
-            {
-                static const int64_t rs[] = {16, 32, 64, 112, 128};
-                test_dt_proj(B, L, rs[li % 5], 136, (int)(B == 3));
-                test_dt_proj(B, L, rs[(li + 2) % 5], 77, (int)(B == 1));
-                test_dt_proj(B, L, rs[(li + 4) % 5], 392, (int)(B == 3 && (li & 1)));
+            { /* every dt_rank the kernel takes (16 .. 128 in steps of 16) over the lengths */
+                static const int64_t rs[] = {16, 32, 48, 64, 80, 96, 112, 128};
+                test_dt_proj(B, L, rs[li % 8], 136, (int)(B == 3));
+                test_dt_proj(B, L, rs[(li + 2) % 8], 77, (int)(B == 1));
+                test_dt_proj(B, L, rs[(li + 4) % 8], 392, (int)(B == 3 && (li & 1)));
+                test_dt_proj(B, L, rs[(li + 6) % 8], 130, (int)(B == 1 && (li & 1)));
             }
             test_embedding_ce(B, L);
             test_matmul(cb, B, L);
