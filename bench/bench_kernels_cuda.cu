@@ -1,6 +1,7 @@
 /* Memory-bound training kernels on the GPU: the fused add + LayerNorm (bf16 input) forward and
  * backward, the causal conv1d + SiLU (bf16 input) forward and backward, and the dt projection
- * with its bias and softplus (dt_rank ceil(d_model / 16), its forms and tilings), in the forms and
+ * with its bias and softplus (dt_rank ceil(d_model / 16), its forms and tilings), and the layer's
+ * matrix products (cuBLASLt, tuned as training), in the forms and
  * layouts mixed-precision training runs them (src/cuda/model_cuda.cu), timed with CUDA events
  * (3 warm-ups, then the median of 20). Each row prints the bytes the kernel must move, the
  * achieved rate, and that rate against a device-to-device copy measured in the same run (the
@@ -15,6 +16,7 @@
 #include "bench_cuda.h"
 #include "cuda/conv1d_cuda.h"
 #include "cuda/dt_proj_cuda.h"
+#include "cuda/matmul_cuda.h"
 #include "cuda/norm_cuda.h"
 #include "mambabyte.h"
 
@@ -200,6 +202,91 @@ int main(int argc, char **argv) {
                 (v[i].o16 ? 2.0 : 4.0) * (double)ni + in);
         }
         mb_dt_proj_cuda_set_variant(0, 0);
+    }
+    /* the layer's matrix products in the forms bf16 training runs them (src/cuda/model_cuda.cu),
+     * cuBLASLt with its candidates timed (as training), beside their FLOP rate and the time
+     * their operands' bytes take at the copy's rate: which of them the memory bounds */
+    void *lt = NULL;
+    if (mb_cublaslt_create(&lt, NULL) == 0) {
+        mb_cublaslt_set_tune(lt, 1);
+        const long long d = g.d, Di = g.Di, R = g.R, P = g.R + 32, rows = g.rows;
+        uint16_t *u16 = b16(rows * d, 30, -1.0f, 1.0f), *xz16 = b16(rows * 2 * Di, 31, -1.0f, 1.0f);
+        uint16_t *dbc16 = b16(rows * P, 32, -1.0f, 1.0f), *dd16 = b16(rows * Di, 33, -1e-3f, 1e-3f);
+        uint16_t *dy16 = b16(rows * d, 34, -1e-3f, 1e-3f),
+                 *o16 = b16(rows * 2 * Di, 35, 0.0f, 0.0f);
+        uint16_t *w_in = b16(2 * Di * d, 36, -0.05f, 0.05f), *w_x = b16(P * Di, 37, -0.05f, 0.05f);
+        uint16_t *w_out = b16(d * Di, 38, -0.05f, 0.05f), *w_dt = b16(Di * R, 39, -0.05f, 0.05f);
+        float *o32 = f32(rows * 2 * Di, 40, 0.0f, 0.0f), *dw32 = f32(2 * Di * d, 41, 0.0f, 0.0f);
+        struct prod {
+            const char *name;
+            int kind; /* 0 forward, 1 forward bf16 out, 2 backward input, 3 the same bf16 out,
+                         4 backward weight */
+            const uint16_t *a, *w;
+            long long lda, n_in, n_out;
+        } pr[] = {
+            {"in_proj forward (bf16 out)", 1, u16, w_in, d, d, 2 * Di},
+            {"x_proj forward", 0, xz16, w_x, 2 * Di, Di, P},
+            {"out_proj forward", 0, xz16, w_out, 2 * Di, Di, d},
+            {"out_proj backward input (bf16)", 3, dy16, w_out, d, Di, d},
+            {"out_proj backward weight", 4, dy16, xz16, d, Di, d},
+            {"dt_proj backward input", 2, dd16, w_dt, Di, R, Di},
+            {"dt_proj backward weight", 4, dd16, dbc16, Di, R, Di},
+            {"x_proj backward input (bf16)", 3, dbc16, w_x, P, Di, P},
+            {"x_proj backward weight", 4, dbc16, xz16, P, Di, P},
+            {"in_proj backward input", 2, xz16, w_in, 2 * Di, d, 2 * Di},
+            {"in_proj backward weight", 4, xz16, u16, 2 * Di, d, 2 * Di},
+        };
+        printf(
+            "\nthe layer's products (bf16 in, fp32 accumulate; tuned as training): rows %lld\n\n",
+            rows);
+        printf("| %-32s | %8s | %8s | %7s | %8s |\n", "product", "ms", "TFLOP/s", "GB", "copy ms");
+        printf("|---|---|---|---|---|\n");
+        double tot = 0.0;
+        for (size_t i = 0; i < sizeof pr / sizeof pr[0]; i++) {
+            const prod p = pr[i];
+            /* bytes: the input rows, the weight, the output (fp32 4, bf16 2; a weight gradient
+             * read and written in fp32) */
+            double bytes;
+            auto run = [&] {
+                switch (p.kind) {
+                case 0:
+                    RC(mb_matmul_bf16_forward(lt, o32, p.n_out, p.a, p.lda, p.w, rows, p.n_in,
+                                              p.n_out, 0));
+                    break;
+                case 1:
+                    RC(mb_matmul_bf16_forward_out16(lt, o16, p.n_out, p.a, p.lda, p.w, rows, p.n_in,
+                                                    p.n_out));
+                    break;
+                case 2:
+                    RC(mb_matmul_bf16_backward_input(lt, o32, p.n_in, p.a, p.lda, p.w, rows, p.n_in,
+                                                     p.n_out, 0));
+                    break;
+                case 3:
+                    RC(mb_matmul_bf16_backward_input_out16(lt, o16, p.n_in, p.a, p.lda, p.w, rows,
+                                                           p.n_in, p.n_out));
+                    break;
+                default: /* dW (n_out, n_in) += dy^T x: a = dy (n_out wide), w = x (n_in wide) */
+                    RC(mb_matmul_bf16_backward_weight(lt, dw32, p.a, p.lda, p.w,
+                                                      p.w == xz16  ? 2 * Di
+                                                      : p.w == u16 ? d
+                                                                   : P,
+                                                      rows, p.n_in, p.n_out));
+                }
+            };
+            if (p.kind == 4)
+                bytes = 2.0 * rows * (p.n_in + p.n_out) + 8.0 * p.n_in * p.n_out;
+            else
+                bytes = 2.0 * rows * (p.kind >= 2 ? p.n_out : p.n_in) + 2.0 * p.n_in * p.n_out +
+                        (p.kind == 1 || p.kind == 3 ? 2.0 : 4.0) * rows *
+                            (p.kind >= 2 ? p.n_in : p.n_out);
+            const float ms = median_ms(run);
+            tot += ms;
+            printf("| %-32s | %8.3f | %8.1f | %7.3f | %8.3f |\n", p.name, ms,
+                   2.0 * rows * p.n_in * p.n_out / (ms * 1e-3) / 1e12, bytes / 1e9,
+                   bytes / g_copy_rate * 1e3);
+        }
+        printf("| %-32s | %8.3f | | | |\n", "sum", tot);
+        mb_cublaslt_destroy(lt);
     }
     return 0;
 }
