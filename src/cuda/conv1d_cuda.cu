@@ -318,12 +318,12 @@ template <int K>
 __global__ void __launch_bounds__(CONV_C, 6)
     conv_fwd_ring_kernel(float *out, __nv_bfloat16 *out_bf16, const __nv_bfloat16 *x,
                          int64_t x_stride, const float *w, const float *b, const float *state,
-                         int64_t L, int64_t Di) {
+                         int64_t L, int64_t Di, int T) {
     constexpr int V = 4;
     const int64_t c = ((int64_t)blockIdx.x * CONV_C + threadIdx.x) * V;
     if (c >= Di) return;
-    const int64_t bb = blockIdx.z, t0 = (int64_t)blockIdx.y * CONV_T;
-    const int64_t t1 = t0 + CONV_T < L ? t0 + CONV_T : L;
+    const int64_t bb = blockIdx.z, t0 = (int64_t)blockIdx.y * T;
+    const int64_t t1 = t0 + T < L ? t0 + T : L;
     float wk[V][K], win[K][V], bias[V];
 #pragma unroll
     for (int v = 0; v < V; v++) {
@@ -487,12 +487,12 @@ __global__ void __launch_bounds__(CONV_C, 6)
     conv_bwd_ring_kernel(__nv_bfloat16 *dx_bf16, int64_t dx_stride, float *dw, float *db,
                          const __nv_bfloat16 *dout, const __nv_bfloat16 *dout2,
                          const __nv_bfloat16 *x, int64_t x_stride, const float *w, const float *b,
-                         int64_t L, int64_t Di) {
+                         int64_t L, int64_t Di, int T) {
     constexpr int V = 2;
     const int64_t c = ((int64_t)blockIdx.x * CONV_C + threadIdx.x) * V;
     if (c >= Di) return;
-    const int64_t bb = blockIdx.z, t0 = (int64_t)blockIdx.y * CONV_T;
-    const int64_t t1 = t0 + CONV_T < L ? t0 + CONV_T : L;
+    const int64_t bb = blockIdx.z, t0 = (int64_t)blockIdx.y * T;
+    const int64_t t1 = t0 + T < L ? t0 + T : L;
     const int64_t top = t1 + K - 2 < L - 1 ? t1 + K - 2 : L - 1; /* last position with a g */
     float wk[V][K], win[K][V], gwin[K][V], dwk[V][K], dbs[V], bias[V];
 #pragma unroll
@@ -588,6 +588,54 @@ static dim3 conv_grid(int64_t B, int64_t L, int64_t Di, int V) {
                 (unsigned)((L + CONV_T - 1) / CONV_T), (unsigned)B);
 }
 
+/* The ring kernels' tile length T (positions per block), from 128 down to tmin by halves:
+ * whichever makes the fewest position-steps per multiprocessor, counting the last wave whole and
+ * each tile's K - 1 halo positions: ceil(blocks / (multiprocessors x blocks per multiprocessor))
+ * x (T + K - 1). H200 (bench_kernels_cuda, MB_CUDA_CONV_T forcing each): the forward at 353m's
+ * shape (B 8, L 8192, d_inner 2048) ran 2.2 waves at T 128, 0.163 ms, against 0.152 at 64 and
+ * 0.155 at 32 (medium's shape: 0.287-0.289 at 128 and 64, 0.297 at 32), so tmin 64. The
+ * backward lost at every shorter tile (353m's shape 0.330 ms at 128, 0.397 at 64, 0.553 at 32:
+ * each tile's K + 1 atomics per channel into dw / db and its halo), so it keeps 128.
+ * MB_CUDA_CONV_T=32|64|128 forces one (read per call; tests). */
+static int ring_tile(const void *kernel, int64_t B, int64_t L, int64_t Di, int V, int64_t K,
+                     int tmin) {
+    const char *e = getenv("MB_CUDA_CONV_T");
+    if (e && (!strcmp(e, "32") || !strcmp(e, "64") || !strcmp(e, "128"))) {
+        const int t = atoi(e);
+        if ((L + t - 1) / t <= 65535) return t;
+    }
+    static struct {
+        const void *kernel;
+        int per_sm;
+    } cache[16]; /* blocks per multiprocessor of each kernel asked (one device) */
+    int per_sm = 0, i = 0;
+    while (i < 16 && cache[i].kernel && cache[i].kernel != kernel)
+        i++;
+    if (i < 16 && cache[i].kernel) {
+        per_sm = cache[i].per_sm;
+    } else {
+        if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, CONV_C, 0) !=
+                cudaSuccess ||
+            per_sm < 1) {
+            (void)cudaGetLastError();
+            return CONV_T;
+        }
+        if (i < 16) cache[i].kernel = kernel, cache[i].per_sm = per_sm;
+    }
+    const int64_t slots = (int64_t)mb_cuda_sm_count() * per_sm;
+    const int64_t cblocks = (Di + CONV_C * V - 1) / (CONV_C * V);
+    int best = CONV_T;
+    int64_t best_cost = -1;
+    for (int t = CONV_T; t >= tmin; t /= 2) {
+        const int64_t tiles = (L + t - 1) / t;
+        if (tiles > 65535) break;
+        const int64_t waves = (cblocks * tiles * B + slots - 1) / slots;
+        const int64_t cost = waves * (t + K - 1);
+        if (best_cost < 0 || cost < best_cost) best = t, best_cost = cost;
+    }
+    return best;
+}
+
 static int al(const void *p, unsigned bytes) {
     return ((uintptr_t)p % bytes) == 0;
 }
@@ -666,13 +714,17 @@ static void conv_fwd_launch(float *out, uint16_t *out_bf16, const XT *x, int64_t
     if constexpr (sizeof(XT) == 2) { /* the ring walk unless MB_CUDA_CONV_RING=0 (per call) */
         const char *e = getenv("MB_CUDA_CONV_RING");
         if (v4 && !(e && !strcmp(e, "0"))) {
-            const dim3 g = conv_grid(B, L, Di, 4);
             __nv_bfloat16 *ob = (__nv_bfloat16 *)out_bf16;
             const __nv_bfloat16 *xb = (const __nv_bfloat16 *)x;
 #define RING(KK)                                                                                   \
-    case KK:                                                                                       \
-        conv_fwd_ring_kernel<KK><<<g, CONV_C, 0, st>>>(out, ob, xb, x_stride, w, b, state, L, Di); \
-        break;
+    case KK: {                                                                                     \
+        const int T = ring_tile((const void *)conv_fwd_ring_kernel<KK>, B, L, Di, 4, K, 64);       \
+        const dim3 g((unsigned)((Di + CONV_C * 4 - 1) / (CONV_C * 4)),                             \
+                     (unsigned)((L + T - 1) / T), (unsigned)B);                                    \
+        conv_fwd_ring_kernel<KK>                                                                   \
+            <<<g, CONV_C, 0, st>>>(out, ob, xb, x_stride, w, b, state, L, Di, T);                  \
+        break;                                                                                     \
+    }
             switch (K) {
                 RING(1)
                 RING(2)
@@ -840,13 +892,16 @@ extern "C" int mb_conv1d_cuda_backward_bf16in(uint16_t *dx_bf16, int64_t dx_stri
     const hb *g1 = (const hb *)dout, *g2 = (const hb *)dout2, *xh = (const hb *)x;
     const char *e = getenv("MB_CUDA_CONV_RING"); /* (read per call) */
     if (v2 && !(e && !strcmp(e, "0"))) {
-        const dim3 g = conv_grid(B, L, Di, 2);
         __nv_bfloat16 *dxb = (__nv_bfloat16 *)dx_bf16;
 #define RING(KK)                                                                                   \
-    case KK:                                                                                       \
+    case KK: {                                                                                     \
+        const int T = ring_tile((const void *)conv_bwd_ring_kernel<KK>, B, L, Di, 2, K, 128);      \
+        const dim3 g((unsigned)((Di + CONV_C * 2 - 1) / (CONV_C * 2)),                             \
+                     (unsigned)((L + T - 1) / T), (unsigned)B);                                    \
         conv_bwd_ring_kernel<KK>                                                                   \
-            <<<g, CONV_C, 0, st>>>(dxb, dx_stride, dw, db, g1, g2, xh, x_stride, w, b, L, Di);     \
-        break;
+            <<<g, CONV_C, 0, st>>>(dxb, dx_stride, dw, db, g1, g2, xh, x_stride, w, b, L, Di, T);  \
+        break;                                                                                     \
+    }
         switch (K) {
             RING(1)
             RING(2)

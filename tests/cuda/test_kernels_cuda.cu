@@ -848,6 +848,17 @@ int main(void) {
                 test_conv(B, L, 80);
                 unsetenv("MB_CUDA_CONV_RING");
             }
+            /* the ring walks' tile lengths (by default the forward takes 64 on these small
+             * grids, the backward 128): each forced, at K 4 and 3 */
+            if (L >= 2047) {
+                static const char *ts[] = {"32", "64", "128"};
+                for (int ti = 0; ti < 3; ti++) {
+                    setenv("MB_CUDA_CONV_T", ts[ti], 1);
+                    test_conv(B, L, 80);
+                    test_conv(B, L, 80, 3);
+                    unsetenv("MB_CUDA_CONV_T");
+                }
+            }
             test_softplus(B, L, 80);
             test_softplus(B, L, 78);
             { /* every dt_rank the kernel takes (16 .. 128 in steps of 16) over the lengths */
