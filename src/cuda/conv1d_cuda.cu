@@ -243,6 +243,19 @@ __device__ __forceinline__ void conv_in(float (&r)[V], const XT *x, int64_t x_st
     }
 }
 
+/* A thread's taps and biases for channels c..c+V-1 (w: (Di, K) row-major, b: (Di)) */
+template <int K, int V>
+__device__ __forceinline__ void conv_taps(float (&wk)[V][K], float (&bias)[V], const float *w,
+                                          const float *b, int64_t c) {
+#pragma unroll
+    for (int v = 0; v < V; v++) {
+#pragma unroll
+        for (int k = 0; k < K; k++)
+            wk[v][k] = w[(c + v) * K + k];
+        bias[v] = b[c + v];
+    }
+}
+
 /* A thread owns V consecutive channels (V = 4 when every row is 16-byte aligned: 16-byte
  * accesses, four times the bytes in flight per thread). XT: the input's type (float, or bf16
  * for the mixed-precision training's x). */
@@ -255,13 +268,7 @@ __global__ void conv_fwd_tiled_kernel(float *out, __nv_bfloat16 *out_bf16, const
     const int64_t bb = blockIdx.z, t0 = (int64_t)blockIdx.y * CONV_T;
     const int64_t t1 = t0 + CONV_T < L ? t0 + CONV_T : L;
     float wk[V][K], win[K][V], bias[V];
-#pragma unroll
-    for (int v = 0; v < V; v++) {
-#pragma unroll
-        for (int k = 0; k < K; k++)
-            wk[v][k] = w[(c + v) * K + k];
-        bias[v] = b[c + v];
-    }
+    conv_taps<K, V>(wk, bias, w, b, c);
 #pragma unroll
     for (int k = 0; k < K - 1; k++) /* win[k] = input t0 - K + 1 + k */
         conv_in<V>(win[k], x, x_stride, state, bb, t0 - K + 1 + k, L, c, Di, K);
@@ -325,13 +332,7 @@ __global__ void __launch_bounds__(CONV_C, 6)
     const int64_t bb = blockIdx.z, t0 = (int64_t)blockIdx.y * T;
     const int64_t t1 = t0 + T < L ? t0 + T : L;
     float wk[V][K], win[K][V], bias[V];
-#pragma unroll
-    for (int v = 0; v < V; v++) {
-#pragma unroll
-        for (int k = 0; k < K; k++)
-            wk[v][k] = w[(c + v) * K + k];
-        bias[v] = b[c + v];
-    }
+    conv_taps<K, V>(wk, bias, w, b, c);
 #pragma unroll
     for (int k = 0; k < K - 1; k++) /* position t0 - K + 1 + k: slot k + 1 */
         conv_in<V>(win[k + 1], x, x_stride, state, bb, t0 - K + 1 + k, L, c, Di, K);
@@ -386,16 +387,15 @@ __global__ void conv_bwd_tiled_kernel(float *dx, __nv_bfloat16 *dx_bf16, int64_t
     const int64_t t1 = t0 + CONV_T < L ? t0 + CONV_T : L;
     const int64_t top = t1 + K - 2 < L - 1 ? t1 + K - 2 : L - 1; /* last position with a g */
     float wk[V][K], win[K][V], gwin[K][V], dwk[V][K], dbs[V], bias[V];
+    conv_taps<K, V>(wk, bias, w, b, c);
 #pragma unroll
     for (int v = 0; v < V; v++) {
 #pragma unroll
         for (int k = 0; k < K; k++) {
-            wk[v][k] = w[(c + v) * K + k];
             gwin[k][v] = 0.0f; /* gwin[k] = g[t + k]; 0 beyond the sequence */
             dwk[v][k] = 0.0f;
         }
         dbs[v] = 0.0f;
-        bias[v] = b[c + v];
     }
 #pragma unroll
     for (int k = 1; k < K; k++) /* win[k] = input top - K + 1 + k, filled for t = top */
@@ -495,16 +495,15 @@ __global__ void __launch_bounds__(CONV_C, 6)
     const int64_t t1 = t0 + T < L ? t0 + T : L;
     const int64_t top = t1 + K - 2 < L - 1 ? t1 + K - 2 : L - 1; /* last position with a g */
     float wk[V][K], win[K][V], gwin[K][V], dwk[V][K], dbs[V], bias[V];
+    conv_taps<K, V>(wk, bias, w, b, c);
 #pragma unroll
     for (int v = 0; v < V; v++) {
 #pragma unroll
         for (int k = 0; k < K; k++) {
-            wk[v][k] = w[(c + v) * K + k];
             gwin[k][v] = 0.0f; /* g beyond the sequence (or not needed) */
             dwk[v][k] = 0.0f;
         }
         dbs[v] = 0.0f;
-        bias[v] = b[c + v];
     }
 #pragma unroll
     for (int k = 0; k < K - 1; k++) /* x(top - k): slot k */
