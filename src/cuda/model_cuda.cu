@@ -37,9 +37,13 @@
 struct mb_cuda_acts {
     mb_config cfg;
     int64_t B, L, BL;
-    int64_t chunk, n_chunks;
+    int64_t chunk, n_chunks; /* the scan's chunk and chunk count in the layers not dense */
     int train, can_backward, recompute, keep_scan, bf16;
-    int dense;    /* MB_CUDA_ACTS_DENSE_SCAN in effect: chunk 8 and y_pregate per layer */
+    int dense;       /* MB_CUDA_ACTS_DENSE_SCAN in effect in n_dense > 0 layers */
+    int64_t n_dense; /* layers 0 .. n_dense - 1 run the dense scan: chunk dchunk (8), their
+                        states every dchunk positions and their y_pregate in slots of their
+                        own; the others the plain form (chunk, n_chunks) */
+    int64_t dchunk, dn_chunks; /* the dense layers' chunk and chunk count */
     int dt_fused; /* bf16 + fused scan: the dt projection writes softplus(. + bias) itself
                      (dt_proj_cuda.h) and the scan takes delta as effective (MB_CUDA_DT_FUSED=0:
                      the cuBLASLt product and the scan's own bias + softplus) */
@@ -144,6 +148,11 @@ static int64_t round256(int64_t n) {
 
 #define F(n) ((int64_t)(n) * (int64_t)sizeof(float))
 
+/* bytes of one dense layer's scan states (hc16: bf16, half the floats' bytes) */
+static int64_t dense_states_bytes(const mb_cuda_acts *a) {
+    return F(a->B * a->cfg.d_inner * a->dn_chunks * a->cfg.d_state) / (a->hc16 ? 2 : 1);
+}
+
 static int acts_table(mb_cuda_acts *a, carve_item *t) {
     const mb_config *c = &a->cfg;
     const int64_t BL = a->BL, d = c->d_model, Di = c->d_inner, N = c->d_state, R = c->dt_rank;
@@ -169,8 +178,9 @@ static int acts_table(mb_cuda_acts *a, carve_item *t) {
     t[k++] = (carve_item){(void **)&a->y, F(ny * BL * Di)};
     /* (hc16: bf16 states, half the bytes) */
     t[k++] = (carve_item){(void **)&a->h_chunks,
-                          F(tr * nk * a->B * Di * a->n_chunks * N) / (a->hc16 ? 2 : 1)};
-    t[k++] = (carve_item){(void **)&a->y_pregate, F(a->dense * nk * BL * Di)};
+                          tr * (a->n_dense * dense_states_bytes(a) +
+                                (nk - a->n_dense) * F(a->B * Di * a->n_chunks * N))};
+    t[k++] = (carve_item){(void **)&a->y_pregate, F(a->n_dense * BL * Di)};
     /* the fp32 norm outputs feed only fp32 products: bf16 mode keeps their bf16 copies alone */
     t[k++] = (carve_item){(void **)&a->xf, F((1 - hb) * BL * d)};
     t[k++] = (carve_item){(void **)&a->logits, F(BL * MB_VOCAB)};
@@ -250,11 +260,15 @@ static int acts_shape(mb_cuda_acts *a, const mb_config *c, int64_t B, int64_t L,
     a->dense = a->train && !a->recompute && a->fused && (flags & MB_CUDA_ACTS_DENSE_SCAN) &&
                !chunk &&
                mb_scan_cuda_dense_supported(B, L, a->cfg.d_inner, a->cfg.d_state, a->cfg.dt_rank);
-    a->chunk = chunk      ? chunk
-               : a->dense ? mb_scan_cuda_dense_chunk()
-                          : mb_scan_cuda_preferred_chunk();
+    if (a->dense) {
+        const int64_t nd = MB_CUDA_ACTS_DENSE_LAYERS_OF(flags);
+        a->n_dense = nd > 0 ? mb_min_i64(nd, a->cfg.n_layer) : a->cfg.n_layer;
+    }
+    a->chunk = chunk ? chunk : mb_scan_cuda_preferred_chunk();
     if (a->chunk > L) a->chunk = L;
     a->n_chunks = (L + a->chunk - 1) / a->chunk;
+    a->dchunk = mb_min_i64(mb_scan_cuda_dense_chunk(), L);
+    a->dn_chunks = (L + a->dchunk - 1) / a->dchunk;
     a->xsplit = a->train && a->bf16 && a->fused &&
                 mb_conv1d_cuda_bf16in_supported(B, L, a->cfg.d_conv) && !knob_off("MB_CUDA_XSPLIT");
     a->dt_fused =
@@ -300,6 +314,35 @@ static int with_if_fits(const mb_config *c, int64_t B, int64_t L, int f, int fla
     return bytes >= 0 && (double)bytes <= budget ? f | flag : f;
 }
 
+/* The flags a layer count n selects: KEEP_XZ(n), or for the dense scan none (0), every layer
+ * (n >= n_layer) or DENSE_SCAN | DENSE_LAYERS(n) */
+static int count_flags(const mb_config *c, int dense, int64_t n) {
+    if (!dense) return MB_CUDA_ACTS_KEEP_XZ(n);
+    if (n <= 0) return 0;
+    return MB_CUDA_ACTS_DENSE_SCAN | (n >= c->n_layer ? 0 : MB_CUDA_ACTS_DENSE_LAYERS(n));
+}
+
+/* f | count_flags(n) for the most layers n in 0 .. nmax whose workspace fits in budget (bytes
+ * grow with n), or for the count the environment variable env forces (env_knobs; a number;
+ * anything else: the automatic choice) */
+static int most_layers_that_fit(const mb_config *c, int64_t B, int64_t L, int f, int dense,
+                                int64_t nmax, const char *env, int env_knobs, double budget) {
+    const char *e = env_knobs ? getenv(env) : NULL;
+    char *end = NULL;
+    const long long v = e && *e ? strtoll(e, &end, 10) : -1;
+    if (e && *e && end && !*end && v >= 0) return f | count_flags(c, dense, mb_min_i64(v, nmax));
+    int64_t lo = 0, hi = nmax; /* invariant: lo fits, or lo == 0 */
+    while (lo < hi) {
+        const int64_t mid = lo + (hi - lo + 1) / 2;
+        const int64_t b = mb_cuda_acts_bytes_ex(c, B, L, f | count_flags(c, dense, mid), 0);
+        if (b >= 0 && (double)b <= budget)
+            lo = mid;
+        else
+            hi = mid - 1;
+    }
+    return f | count_flags(c, dense, lo);
+}
+
 extern "C" int mb_cuda_acts_plan(const mb_config *c, int64_t B, int64_t L, int base, int recompute,
                                  double budget, int env_knobs, int *flags, int *fits) {
     if (!flags) return mb_fail(MB_EINVAL, "mb_cuda_acts_plan: flags is NULL");
@@ -310,33 +353,24 @@ extern "C" int mb_cuda_acts_plan(const mb_config *c, int64_t B, int64_t L, int b
     int f = base;
     if (base & MB_CUDA_ACTS_TRAIN) {
         if (recompute == 0 || (recompute < 0 && (double)full <= budget)) {
+            /* the dense scan in every layer, else in the most that fit (counts past 127 are
+             * not expressed: all or up to 127) */
+            const char *e = env_knobs ? getenv("MB_CUDA_DENSE_LAYERS") : NULL;
             f = with_if_fits(c, B, L, f, MB_CUDA_ACTS_DENSE_SCAN, "MB_CUDA_DENSE_SCAN", env_knobs,
                              budget);
+            if (!(f & MB_CUDA_ACTS_DENSE_SCAN) || (e && *e)) {
+                const char *k = env_knobs ? getenv("MB_CUDA_DENSE_SCAN") : NULL;
+                if (!(k && !strcmp(k, "0")))
+                    f = most_layers_that_fit(c, B, L, f & ~MB_CUDA_ACTS_DENSE_SCAN, 1,
+                                             mb_min_i64(c->n_layer, 127), "MB_CUDA_DENSE_LAYERS",
+                                             env_knobs, budget);
+            }
         } else {
             f = with_if_fits(c, B, L, f | MB_CUDA_ACTS_RECOMPUTE, MB_CUDA_ACTS_KEEP_SCAN,
                              "MB_CUDA_KEEP_SCAN", env_knobs, budget);
-            /* the most layers whose in_proj output fits (bytes grow with the count) */
-            const int64_t nmax = mb_min_i64(c->n_layer, 0xffff);
-            const char *e = env_knobs ? getenv("MB_CUDA_KEEP_XZ") : NULL;
-            int64_t n = 0;
-            char *end = NULL;
-            const long long v = e && *e ? strtoll(e, &end, 10) : -1;
-            if (e && *e && end && !*end && v >= 0) { /* (anything else: the automatic choice) */
-                n = mb_min_i64(v, nmax);
-            } else {
-                int64_t lo = 0, hi = nmax; /* invariant: lo fits, or lo == 0 */
-                while (lo < hi) {
-                    const int64_t mid = lo + (hi - lo + 1) / 2;
-                    const int64_t b =
-                        mb_cuda_acts_bytes_ex(c, B, L, f | MB_CUDA_ACTS_KEEP_XZ(mid), 0);
-                    if (b >= 0 && (double)b <= budget)
-                        lo = mid;
-                    else
-                        hi = mid - 1;
-                }
-                n = lo;
-            }
-            f |= MB_CUDA_ACTS_KEEP_XZ(n);
+            /* the most layers whose in_proj output fits */
+            f = most_layers_that_fit(c, B, L, f, 0, mb_min_i64(c->n_layer, 0xffff),
+                                     "MB_CUDA_KEEP_XZ", env_knobs, budget);
         }
     }
     *flags = f;
@@ -346,6 +380,10 @@ extern "C" int mb_cuda_acts_plan(const mb_config *c, int64_t B, int64_t L, int b
 
 extern "C" int mb_cuda_acts_dense(const mb_cuda_acts *a) {
     return a ? a->dense : 0;
+}
+
+extern "C" int64_t mb_cuda_acts_dense_layers(const mb_cuda_acts *a) {
+    return a ? a->n_dense : 0;
 }
 
 extern "C" int mb_cuda_acts_in16(const mb_cuda_acts *a) {
@@ -596,6 +634,8 @@ typedef struct {
     float *res_in, *mean, *rstd;
     float *xz, *xc, *dbc, *delta, *y, *h_chunks;
     float *y_pregate;          /* dense scan only */
+    int dense;                 /* this layer runs the dense scan (y_pregate set) */
+    int64_t chunk;             /* its scan chunk */
     uint16_t *xcb, *yb, *dbcb; /* bf16 copies (bf16 mode) */
     uint16_t *deltab;          /* in16 only */
     uint16_t *xzb;             /* z16 only */
@@ -622,10 +662,13 @@ static layer_view layer_at(const mb_cuda_acts *a, int64_t l) {
     v.delta = a->delta ? a->delta + sx * BL * Di : NULL;
     v.deltab = a->deltab ? a->deltab + s * BL * Di : NULL;
     v.y = a->y ? a->y + sy * BL * Di : NULL;
-    /* (hc16: bf16 states, a layer's slot half the floats) */
-    v.h_chunks =
-        a->h_chunks ? a->h_chunks + k * a->B * Di * a->n_chunks * N / (a->hc16 ? 2 : 1) : NULL;
-    v.y_pregate = a->dense ? a->y_pregate + k * BL * Di : NULL;
+    /* the dense layers' state slots (hc16: bf16 states), then the others' (fp32) */
+    v.dense = l < a->n_dense;
+    v.chunk = v.dense ? a->dchunk : a->chunk;
+    const int64_t kd = mb_min_i64(k, a->n_dense), kp = k - kd;
+    const int64_t hoff = kd * dense_states_bytes(a) + F(kp * a->B * Di * a->n_chunks * N);
+    v.h_chunks = a->h_chunks ? (float *)((char *)a->h_chunks + hoff) : NULL;
+    v.y_pregate = v.dense ? a->y_pregate + l * BL * Di : NULL;
     v.xcb = a->xcb ? a->xcb + s * BL * Di : NULL;
     v.yb = a->yb ? a->yb + k * BL * Di : NULL;
     v.dbcb = a->dbcb ? a->dbcb + sxz * BL * (R + 2 * N) : NULL;
@@ -643,7 +686,7 @@ static float *final_residual(const mb_cuda_acts *a, float **mean, float **rstd) 
 static mb_scan_args scan_args(const mb_cuda_acts *a, const mb_layer_weights *lw,
                               const layer_view *v) {
     /* (z16 above batch 1: v->xz NULL, so z NULL; the scan reads xzb's z, scan_opts) */
-    return mb_scan_layer_args(&a->cfg, a->B, a->L, a->chunk, v->xc, v->delta, v->dbc, v->xz,
+    return mb_scan_layer_args(&a->cfg, a->B, a->L, v->chunk, v->xc, v->delta, v->dbc, v->xz,
                               lw->A_log, lw->D, v->h_chunks);
 }
 
@@ -846,7 +889,7 @@ static int mixer_forward(mb_cuda_model *dm, mb_cuda_acts *a, int64_t l, const la
     if (z16) sa.z = NULL;
     const mb_scan_cuda_opts so =
         scan_opts(dm, a, lw, NULL, v->yb, cs ? NULL : v->y_pregate, in16 ? v : NULL);
-    if (a->hc16 && sa.h_chunks && !so.dense_states_bf16) /* (slots sized for bf16 states) */
+    if (v->dense && a->hc16 && sa.h_chunks && !so.dense_states_bf16) /* (bf16 state slots) */
         return mb_fail(MB_EINVAL,
                        "mb_cuda_forward: internal: fp32 scan states into the bf16 "
                        "state slots of layer %lld",

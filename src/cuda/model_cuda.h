@@ -124,12 +124,22 @@ enum {
  * (mb_cuda_acts_plan). Ignored without RECOMPUTE. */
 #define MB_CUDA_ACTS_KEEP_XZ(n) ((int)(((unsigned)(n)&0xffffu) << 8))
 #define MB_CUDA_ACTS_KEEP_XZ_OF(flags) ((int64_t)(((unsigned)(flags) >> 8) & 0xffffu))
+/* DENSE_LAYERS(n) (with DENSE_SCAN; n in 0 .. 127): only layers 0 .. n - 1 take the dense scan,
+ * the others the plain one (chunk states every mb_scan_cuda_preferred_chunk() positions, no
+ * y_pregate), so a budget that holds some dense layers but not all still buys those; 0, or n
+ * at or above n_layer, is every layer. A dense layer costs (B*Di*N*L/8 states, as bf16 in bf16
+ * mode, + B*L*Di floats) - B*Di*N*L/64 floats more than a plain one: at 353m's shape (ctx 8192
+ * x 8) 0.94 GB, for ~0.9 ms less backward (docs/benchmarks.md, session 28). */
+#define MB_CUDA_ACTS_DENSE_LAYERS(n) ((int)(((unsigned)(n)&0x7fu) << 24))
+#define MB_CUDA_ACTS_DENSE_LAYERS_OF(flags) ((int64_t)(((unsigned)(flags) >> 24) & 0x7fu))
 mb_cuda_acts *mb_cuda_acts_create_ex(const mb_config *c, int64_t B, int64_t L, int flags,
                                      int64_t chunk);
 int64_t mb_cuda_acts_bytes_ex(const mb_config *c, int64_t B, int64_t L, int flags, int64_t chunk);
 void mb_cuda_acts_free(mb_cuda_acts *a);
 /* 1 when the workspace runs the dense scan (MB_CUDA_ACTS_DENSE_SCAN applied), else 0. */
 int mb_cuda_acts_dense(const mb_cuda_acts *a);
+/* How many layers (0 .. n_layer, the first ones) run the dense scan (DENSE_LAYERS). */
+int64_t mb_cuda_acts_dense_layers(const mb_cuda_acts *a);
 
 /* 1 when the workspace's scan reads bf16 x and delta (bf16 training with the fused dt
  * projection, at sizes the scan takes them: mb_scan_cuda_bf16in_supported; MB_CUDA_SCAN_IN16=0
@@ -157,12 +167,14 @@ int64_t mb_cuda_acts_xz_kept(const mb_cuda_acts *a);
 int64_t mb_cuda_acts_xz_reruns(const mb_cuda_acts *a);
 /* Training activation flags for B x L within budget bytes of device memory (host only, no
  * device call): base (TRAIN, BF16) plus, for recompute -1 (auto), no recomputation when every
- * activation fits, with DENSE_SCAN when that fits too; otherwise (and for recompute 1)
+ * activation fits, with DENSE_SCAN in every layer when that fits too, else in as many layers as
+ * fit (DENSE_LAYERS, at most 127); otherwise (and for recompute 1)
  * RECOMPUTE, with KEEP_SCAN when that fits, and KEEP_XZ for as many layers as then fit.
- * recompute 0 forces no recomputation (DENSE_SCAN if it fits). env_knobs: MB_CUDA_DENSE_SCAN,
- * MB_CUDA_KEEP_SCAN ("0" / other) and MB_CUDA_KEEP_XZ (a layer count; not a number: the
- * automatic choice) force those choices (tests, benchmarks). *fits: 1 when the plan's workspace
- * fits in budget, else 0 (the smallest plan is returned then). Returns MB_EINVAL on bad sizes. */
+ * recompute 0 forces no recomputation (DENSE_SCAN where it fits). env_knobs: MB_CUDA_DENSE_SCAN,
+ * MB_CUDA_KEEP_SCAN ("0" / other), MB_CUDA_DENSE_LAYERS and MB_CUDA_KEEP_XZ (layer counts; not
+ * a number: the automatic choice) force those choices (tests, benchmarks). *fits: 1 when the plan's
+ * workspace fits in budget, else 0 (the smallest plan is returned then). Returns MB_EINVAL on bad
+ * sizes. */
 int mb_cuda_acts_plan(const mb_config *c, int64_t B, int64_t L, int base, int recompute,
                       double budget, int env_knobs, int *flags, int *fits);
 /* Device bytes an mb_cuda_acts of this shape allocates (-1 on bad arguments). */

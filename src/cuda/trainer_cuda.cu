@@ -175,10 +175,16 @@ static int cuda_open(mb_backend **out, mb_model *m, mb_adamw *opt, int64_t B, in
     if (!rc) {
         const int64_t ab = mb_cuda_acts_bytes_ex(&m->cfg, B, L, c->acts_flags, 0);
         const char *acts = "";
-        if (c->train && !(c->acts_flags & MB_CUDA_ACTS_RECOMPUTE))
-            acts = mb_cuda_acts_dense(c->acts) ? ", recomputation off (dense scan)"
-                                               : ", recomputation off";
         char kept[128] = "";
+        if (c->train && !(c->acts_flags & MB_CUDA_ACTS_RECOMPUTE)) {
+            const int64_t nd = mb_cuda_acts_dense_layers(c->acts), nl = m->cfg.n_layer;
+            acts = ", recomputation off";
+            if (nd >= nl)
+                snprintf(kept, sizeof kept, " (dense scan)");
+            else if (nd > 0)
+                snprintf(kept, sizeof kept, " (dense scan in %lld of %lld layers)", (long long)nd,
+                         (long long)nl);
+        }
         if (c->train && (c->acts_flags & MB_CUDA_ACTS_RECOMPUTE)) {
             const int64_t nx = mb_cuda_acts_xz_kept(c->acts), nl = m->cfg.n_layer;
             const int scan = (c->acts_flags & MB_CUDA_ACTS_KEEP_SCAN) != 0;

@@ -62,10 +62,14 @@ static const gpu_mode g_modes[] = {
 };
 #define N_MODES 10
 /* the dense scan (states every 8 positions and the pre-gate output kept by the forward), on a
- * model whose sizes take it (test_dense) */
+ * model whose sizes take it (test_dense): in every layer, and in the first only (DENSE_LAYERS:
+ * the second layer's states in the plain form's slots after the dense layer's) */
 static const gpu_mode g_dense_modes[] = {
     {"fp32 dense", 0, MB_CUDA_ACTS_DENSE_SCAN, TOL, 0, 0},
     {"bf16 dense", 1, MB_CUDA_ACTS_DENSE_SCAN, BF16_TOL, 0, 0},
+    {"fp32 dense 1 layer", 0, MB_CUDA_ACTS_DENSE_SCAN | MB_CUDA_ACTS_DENSE_LAYERS(1), TOL, 0, 0},
+    {"bf16 dense 1 layer", 1, MB_CUDA_ACTS_DENSE_SCAN | MB_CUDA_ACTS_DENSE_LAYERS(1), BF16_TOL, 0,
+     0},
 };
 
 static void tiny_config(mb_config *c, int rms, int tied, int64_t d_model, int64_t n_layer) {
@@ -146,11 +150,14 @@ static void parity_case_modes(const mb_model *m, mb_cuda_model *dm, int64_t B, i
         mb_cuda_acts *da = mb_cuda_acts_create_ex(
             c, B, L, MB_CUDA_ACTS_TRAIN | md->recompute | (md->bf16 ? MB_CUDA_ACTS_BF16 : 0), 0);
         REQUIRE(da != NULL, "mb_cuda_acts_create B=%lld L=%lld", (long long)B, (long long)L);
-        if (md->recompute & MB_CUDA_ACTS_DENSE_SCAN)
-            REQUIRE(mb_cuda_acts_dense(da) == 1 &&
+        if (md->recompute & MB_CUDA_ACTS_DENSE_SCAN) {
+            const int64_t nd = MB_CUDA_ACTS_DENSE_LAYERS_OF(md->recompute),
+                          want = nd > 0 && nd < c->n_layer ? nd : c->n_layer;
+            REQUIRE(mb_cuda_acts_dense(da) == 1 && mb_cuda_acts_dense_layers(da) == want &&
                         mb_cuda_acts_hc16(da) == (md->bf16 && g_expect_hc16),
-                    "%s: the workspace takes the dense scan (bf16 states %d)", md->name,
-                    md->bf16 && g_expect_hc16);
+                    "%s: the workspace takes the dense scan in %lld layers (bf16 states %d)",
+                    md->name, (long long)want, md->bf16 && g_expect_hc16);
+        }
         if (g_expect_in16 >= 0 && md->bf16)
             REQUIRE(mb_cuda_acts_in16(da) == g_expect_in16, "%s: bf16 scan inputs %d", md->name,
                     g_expect_in16);
@@ -308,7 +315,7 @@ static void test_dense(void) {
     mb_scan_cuda_set_backward_warps(2);
     const int64_t cases[][2] = {{3, 63}, {2, 200}, {1, 8}};
     for (int i = 0; i < 3; i++)
-        parity_case_modes(&m, &dm, cases[i][0], cases[i][1], 500 + i, "ln/dense", g_dense_modes, 2);
+        parity_case_modes(&m, &dm, cases[i][0], cases[i][1], 500 + i, "ln/dense", g_dense_modes, 4);
     const int fl = MB_CUDA_ACTS_TRAIN | MB_CUDA_ACTS_DENSE_SCAN;
     mb_cuda_acts *a = mb_cuda_acts_create_ex(&c, 2, 7, fl, 0);
     REQUIRE(a && !mb_cuda_acts_dense(a), "L 7: no dense scan");

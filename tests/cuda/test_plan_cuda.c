@@ -10,7 +10,10 @@
  *     (each budget between two counts gives the lower one); the scan not kept but in_proj
  *     outputs kept when only those fit; nothing fitting: the smallest plan, fits 0; recompute 1
  *     and 0 forced; the MB_CUDA_KEEP_XZ knob read only when asked (a number forces the count,
- *     anything else leaves the automatic choice); a 1-layer model. */
+ *     anything else leaves the automatic choice); a 1-layer model;
+ *   - DENSE_LAYERS(k): the dense scan in the first k layers adds each one's extra bytes; the
+ *     planner takes as many dense layers as fit beside no recomputation, all of them as
+ *     DENSE_SCAN alone; the MB_CUDA_DENSE_LAYERS and MB_CUDA_DENSE_SCAN knobs. */
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -121,6 +124,56 @@ static void test_sizes_and_plans(void) {
     REQUIRE(mb_cuda_acts_plan(&c, 0, L, tb, -1, 1e18, 0, &f, &fits) == MB_EINVAL, "B 0 refused");
     REQUIRE(mb_cuda_acts_plan(&c, B, L, tb, -1, 1e18, 0, NULL, &fits) == MB_EINVAL,
             "flags NULL refused");
+
+    /* the dense scan in the first k layers (DENSE_LAYERS): each adds its bf16 states every 8
+     * positions and its fp32 pre-gate output, less the plain form's fp32 states every 64 */
+    const int64_t D = MB_CUDA_ACTS_DENSE_SCAN, Di = c.d_inner, N = c.d_state;
+    const int64_t extra =
+        B * Di * ((L + 7) / 8) * N * 2 + B * L * Di * 4 - B * Di * ((L + 63) / 64) * N * 4;
+    int64_t db[5];
+    for (int k = 0; k < 5; k++)
+        db[k] = mb_cuda_acts_bytes_ex(&c, B, L, k ? tb | D | MB_CUDA_ACTS_DENSE_LAYERS(k) : tb, 0);
+    for (int k = 1; k < 5; k++)
+        REQUIRE(db[k] - db[k - 1] == extra, "DENSE_LAYERS(%d) adds %lld bytes, expected %lld", k,
+                (long long)(db[k] - db[k - 1]), (long long)extra);
+    REQUIRE(db[4] == dense &&
+                mb_cuda_acts_bytes_ex(&c, B, L, tb | D | MB_CUDA_ACTS_DENSE_LAYERS(9), 0) == dense,
+            "DENSE_LAYERS(n_layer) and above: every layer");
+    REQUIRE(mb_cuda_acts_bytes_ex(&c, B, L, tb | MB_CUDA_ACTS_DENSE_LAYERS(2), 0) == full,
+            "DENSE_LAYERS without DENSE_SCAN ignored");
+    REQUIRE(mb_cuda_acts_bytes_ex(&c, B, L, tb | RC | D | MB_CUDA_ACTS_DENSE_LAYERS(2), 0) == rc0,
+            "the dense scan ignored with recomputation");
+    for (int k = 1; k < 4; k++) {
+        const double budget = (double)db[k] + 0.5 * (double)extra;
+        f = plan(&c, B, L, -1, budget, 0, &fits);
+        REQUIRE(fits == 1 && f == (tb | D | MB_CUDA_ACTS_DENSE_LAYERS(k)),
+                "budget %.0f: the dense scan in %d layers (%#x)", budget, k, f);
+        f = plan(&c, B, L, 0, (double)db[k], 0, &fits);
+        REQUIRE(fits == 1 && f == (tb | D | MB_CUDA_ACTS_DENSE_LAYERS(k)),
+                "recompute off, budget = %d dense layers exactly (%#x)", k, f);
+    }
+    f = plan(&c, B, L, -1, (double)db[4], 0, &fits);
+    REQUIRE(fits == 1 && f == (tb | D), "budget = every layer dense: DENSE_SCAN alone (%#x)", f);
+    setenv("MB_CUDA_DENSE_LAYERS", "2", 1);
+    f = plan(&c, B, L, -1, 1e18, 1, &fits);
+    REQUIRE(f == (tb | D | MB_CUDA_ACTS_DENSE_LAYERS(2)), "MB_CUDA_DENSE_LAYERS=2 (%#x)", f);
+    f = plan(&c, B, L, -1, (double)full, 1, &fits);
+    REQUIRE(fits == 0 && f == (tb | D | MB_CUDA_ACTS_DENSE_LAYERS(2)),
+            "MB_CUDA_DENSE_LAYERS=2 forced past the budget (%#x)", f);
+    setenv("MB_CUDA_DENSE_LAYERS", "0", 1);
+    f = plan(&c, B, L, -1, 1e18, 1, &fits);
+    REQUIRE(f == tb, "MB_CUDA_DENSE_LAYERS=0: none (%#x)", f);
+    setenv("MB_CUDA_DENSE_LAYERS", "9", 1);
+    f = plan(&c, B, L, -1, (double)full, 1, &fits);
+    REQUIRE(f == (tb | D), "MB_CUDA_DENSE_LAYERS=9: every layer (%#x)", f);
+    unsetenv("MB_CUDA_DENSE_LAYERS");
+    setenv("MB_CUDA_DENSE_SCAN", "0", 1);
+    f = plan(&c, B, L, -1, 1e18, 1, &fits);
+    REQUIRE(f == tb, "MB_CUDA_DENSE_SCAN=0: none (%#x)", f);
+    setenv("MB_CUDA_DENSE_SCAN", "1", 1);
+    f = plan(&c, B, L, -1, (double)full, 1, &fits);
+    REQUIRE(f == (tb | D) && fits == 0, "MB_CUDA_DENSE_SCAN=1: every layer, forced (%#x)", f);
+    unsetenv("MB_CUDA_DENSE_SCAN");
 
     /* one layer: its slot is its own, so nothing to keep costs anything */
     mb_config c1;

@@ -8,6 +8,8 @@
 #   - a checkpoint written on the GPU at step 100 resumes on the CPU, and one written on the
 #     CPU resumes on the GPU: the first resumed step's loss within 1e-3 of the straight run's on
 #     the writing device (parameters and AdamW moments carried), every later step within 2%;
+#   - bf16 training with the dense scan in 2 of 4 layers (MB_CUDA_DENSE_LAYERS) against none:
+#     50-step loss curves within 1%;
 #   - eval of the GPU-trained checkpoint on both devices (windows and short document ends, and
 #     streamed with the state carried) within 1e-4 relative.
 # Env: MB_CLI (the program), MB_SOURCE_DIR (repository root, for the corpus).
@@ -80,6 +82,14 @@ check "recomputation keeps the scan and the in_proj outputs where they fit" grep
 MB_CUDA_KEEP_SCAN=0 MB_CUDA_KEEP_XZ=0 run gbr0 cuda --recompute on || bad "GPU bf16 training, recomputing everything"
 check "recomputing everything says so" grep -q "recomputation on, activations" "$T/gbr0.err"
 check "bf16 + full recompute: loss curve within 1e-3 of bf16 without" compare "$T/gbr0" "$T/gb" 1 200 1e-3 "full recompute vs stored"
+# the dense scan in the first layers only, as the planner picks when not every layer's fits
+# (small at batch 32: enough scan blocks for the backward's dense form), against no dense scan
+dense_args=(--preset small --batch 32 --steps 50)
+MB_CUDA_DENSE_LAYERS=2 run gbd cuda "${dense_args[@]}" || bad "GPU bf16 training, dense in 2 layers"
+check "the dense scan in 2 of 4 layers says so" grep -q "recomputation off (dense scan in 2 of 4 layers)" "$T/gbd.err"
+MB_CUDA_DENSE_SCAN=0 run gbn cuda "${dense_args[@]}" || bad "GPU bf16 training, no dense scan"
+check "no dense scan when turned off" bash -c "! grep -q 'dense scan' '$T/gbn.err'"
+check "bf16, dense in 2 of 4 layers: loss curve within 1% of no dense scan" compare "$T/gbd" "$T/gbn" 1 50 0.01 "dense 2 vs none"
 refuse_gpu_memory() { # a cap below the smallest plan: refused before training, with the numbers
   "$MB_CLI" train "${args[@]}" --device cuda --gpu-memory 0.01 --out "$T/xm" >/dev/null 2>"$T/xm.err"
   local rc=$?
