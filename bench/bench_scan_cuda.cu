@@ -295,6 +295,45 @@ int main(int argc, char **argv) {
             row("backward, dense, bf16 .. dy, bf16 states", time_ms(run_bwd_ex, &c),
                 act + 4 * bc + hc8 / 2 + 7 * h, exps);
             c.o.dense_states_bf16 = 0;
+            /* the plain (chunk 64) form with bf16 x / delta / z / dy, as the layers without
+             * the dense scan run it: the gated output kept, then the bf16 pre-gate output (YP:
+             * mb_scan_cuda_opts.y_pregate_bf16, the backward's forward pass without y) */
+            {
+                uint16_t *yp16 = NULL;
+                CK(cudaMalloc((void **)&yp16, sizeof(uint16_t) * (size_t)(BL * Di)));
+                a->h_chunks = hkeep, a->chunk = chunk;
+                c.o.y_pregate = NULL;
+                c.o.dt_softplus = 0, c.o.ddt_bias = NULL, c.o.delta_is_eff = 0;
+                row("forward, bf16 x / delta / z", time_ms(run_fwd_ex, &c), 2 * bc + hcb + 4 * h,
+                    exps);
+                run_fwd_ex(&c);
+                c.o.dt_softplus = 1, c.o.ddt_bias = ddtb, c.o.delta_is_eff = 1;
+                row("backward, bf16 x / delta / z / dy", time_ms(run_bwd_ex, &c),
+                    4 * bc + hcb + 7 * h, exps);
+                c.o.y_pregate_bf16 = yp16;
+                c.o.dt_softplus = 0, c.o.ddt_bias = NULL, c.o.delta_is_eff = 0;
+                row("forward, bf16 .. z, + pre-gate (YP)", time_ms(run_fwd_ex, &c),
+                    2 * bc + hcb + 5 * h, exps);
+                run_fwd_ex(&c);
+                c.o.dt_softplus = 1, c.o.ddt_bias = ddtb, c.o.delta_is_eff = 1;
+                /* (the recomputed gated output into the forward's y buffer, b16) */
+                row("backward, bf16 .. dy, YP", time_ms(run_bwd_ex, &c), 4 * bc + hcb + 9 * h,
+                    exps);
+                /* the dense form with it instead of the fp32 y_pregate, bf16 states */
+                a->h_chunks = h8, a->chunk = 8;
+                c.o.dense_states_bf16 = 1;
+                c.o.dt_softplus = 0, c.o.ddt_bias = NULL, c.o.delta_is_eff = 0;
+                row("forward, dense, bf16 states, YP", time_ms(run_fwd_ex, &c),
+                    2 * bc + hc8 / 2 + 5 * h, exps);
+                run_fwd_ex(&c);
+                c.o.dt_softplus = 1, c.o.ddt_bias = ddtb, c.o.delta_is_eff = 1;
+                row("backward, dense, bf16 states, YP", time_ms(run_bwd_ex, &c),
+                    4 * bc + hc8 / 2 + 9 * h, exps);
+                c.o.dense_states_bf16 = 0;
+                c.o.y_pregate_bf16 = NULL;
+                c.o.y_pregate = yp;
+                CK(cudaFree(yp16));
+            }
             a->z = zk;
             c.o.z_bf16 = NULL, c.o.dy_bf16 = NULL;
             CK(cudaFree(z16));

@@ -69,6 +69,13 @@ struct mb_cuda_acts {
                   out_proj writes its output (houtb) and in_proj's input-gradient product du (dub)
                   as bf16, which the norms read (as mamba_ssm's autocast; residual and its
                   gradient stay fp32); not for the stateful forward */
+    int yp;    /* in16, unless every layer is dense (MB_CUDA_SCAN_YP=0: off): the scan forward
+                  writes its output before the gate (with the D skip) as bf16 into the kept yb
+                  slot (the dense layers: instead of the fp32 y_pregate) and the gated output
+                  into the one ygb slot, which out_proj reads;
+                  the scan backward reads the former instead of recomputing it, and writes the
+                  gated output into ygb again for out_proj's weight gradient (as mamba_ssm keeps
+                  its scan's `out` and recomputes out_z) */
     int hc16;  /* dense with bf16 (MB_CUDA_DENSE_H16=0: off): the scan's states every 8 positions
                   stored as bf16 (mb_scan_cuda_opts.dense_states_bf16), half the bytes */
     int ukeep; /* bf16 training without recomputation (MB_CUDA_KEEP_U=0: off): the forward keeps
@@ -125,6 +132,7 @@ struct mb_cuda_acts {
     uint16_t *deltab;       /* (n_slot, B, L, Di) the effective delta (in16 only) */
     uint16_t *xzb;          /* (n_slot, B, L, 2Di) in_proj's output (z16 only) */
     uint16_t *dyb;          /* (B, L, Di) the gradient of the scan's gated output (z16 only) */
+    uint16_t *ygb;          /* (B, L, Di) the forward's gated scan output (yp only) */
     uint16_t *houtb, *dub;  /* (B, L, d) (h16 only) */
     uint16_t *dxcb, *dxc2b; /* (B, L, Di) (xsplit only) */
     uint16_t *ddbcb;        /* (B, L, R+2N) */
@@ -180,7 +188,7 @@ static int acts_table(mb_cuda_acts *a, carve_item *t) {
     t[k++] = (carve_item){(void **)&a->h_chunks,
                           tr * (a->n_dense * dense_states_bytes(a) +
                                 (nk - a->n_dense) * F(a->B * Di * a->n_chunks * N))};
-    t[k++] = (carve_item){(void **)&a->y_pregate, F(a->n_dense * BL * Di)};
+    t[k++] = (carve_item){(void **)&a->y_pregate, F((a->yp ? 0 : a->n_dense) * BL * Di)};
     /* the fp32 norm outputs feed only fp32 products: bf16 mode keeps their bf16 copies alone */
     t[k++] = (carve_item){(void **)&a->xf, F((1 - hb) * BL * d)};
     t[k++] = (carve_item){(void **)&a->logits, F(BL * MB_VOCAB)};
@@ -216,6 +224,7 @@ static int acts_table(mb_cuda_acts *a, carve_item *t) {
     t[k++] = (carve_item){(void **)&a->deltab, H(a->in16 * nl * BL * Di)};
     t[k++] = (carve_item){(void **)&a->xzb, H(a->z16 * nxz * BL * 2 * Di)};
     t[k++] = (carve_item){(void **)&a->dyb, H(a->z16 * tr * BL * Di)};
+    t[k++] = (carve_item){(void **)&a->ygb, H(a->yp * BL * Di)};
     t[k++] = (carve_item){(void **)&a->houtb, H(a->h16 * BL * d)};
     t[k++] = (carve_item){(void **)&a->dub, H(a->h16 * BL * d)};
     t[k++] = (carve_item){(void **)&a->dxcb, H(a->xsplit * tr * BL * Di)};
@@ -283,6 +292,11 @@ static int acts_shape(mb_cuda_acts *a, const mb_config *c, int64_t B, int64_t L,
              !knob_off("MB_CUDA_NORM_IN16");
     a->ukeep = a->train && a->bf16 && !a->recompute && !knob_off("MB_CUDA_KEEP_U");
     a->hc16 = a->dense && a->bf16 && !knob_off("MB_CUDA_DENSE_H16");
+    /* (not where every layer is dense: there the fp32 y_pregate's form was faster, medium's
+     * step 133.5 against 136.4 ms; YP is for the layers in the plain form, where it is the
+     * faster, and for fitting more dense layers, at half the pre-gate output's bytes) */
+    a->yp =
+        a->in16 && (a->recompute || a->n_dense < a->cfg.n_layer) && !knob_off("MB_CUDA_SCAN_YP");
     a->keep_xz = a->recompute ? mb_min_i64(MB_CUDA_ACTS_KEEP_XZ_OF(flags), a->cfg.n_layer) : 0;
     a->lstride_mul = a->train && !a->recompute;
     a->kstride_mul = a->train && (!a->recompute || a->keep_scan);
@@ -396,6 +410,10 @@ extern "C" int mb_cuda_acts_z16(const mb_cuda_acts *a) {
 
 extern "C" int mb_cuda_acts_h16(const mb_cuda_acts *a) {
     return a ? a->h16 : 0;
+}
+
+extern "C" int mb_cuda_acts_yp(const mb_cuda_acts *a) {
+    return a ? a->yp : 0;
 }
 
 extern "C" int mb_cuda_acts_hc16(const mb_cuda_acts *a) {
@@ -633,9 +651,10 @@ extern "C" int mb_cuda_grads_download(const mb_cuda_model *dm, float *grads) {
 typedef struct {
     float *res_in, *mean, *rstd;
     float *xz, *xc, *dbc, *delta, *y, *h_chunks;
-    float *y_pregate;          /* dense scan only */
-    int dense;                 /* this layer runs the dense scan (y_pregate set) */
-    int64_t chunk;             /* its scan chunk */
+    float *y_pregate; /* dense scan only */
+    int dense;        /* this layer runs the dense scan (y_pregate set) */
+    int yp;        /* this layer's yb slot holds the bf16 pre-gate output (a->yp; dense or not) */
+    int64_t chunk; /* its scan chunk */
     uint16_t *xcb, *yb, *dbcb; /* bf16 copies (bf16 mode) */
     uint16_t *deltab;          /* in16 only */
     uint16_t *xzb;             /* z16 only */
@@ -668,7 +687,8 @@ static layer_view layer_at(const mb_cuda_acts *a, int64_t l) {
     const int64_t kd = mb_min_i64(k, a->n_dense), kp = k - kd;
     const int64_t hoff = kd * dense_states_bytes(a) + F(kp * a->B * Di * a->n_chunks * N);
     v.h_chunks = a->h_chunks ? (float *)((char *)a->h_chunks + hoff) : NULL;
-    v.y_pregate = v.dense ? a->y_pregate + l * BL * Di : NULL;
+    v.yp = a->yp;
+    v.y_pregate = v.dense && !v.yp ? a->y_pregate + l * BL * Di : NULL;
     v.xcb = a->xcb ? a->xcb + s * BL * Di : NULL;
     v.yb = a->yb ? a->yb + k * BL * Di : NULL;
     v.dbcb = a->dbcb ? a->dbcb + sxz * BL * (R + 2 * N) : NULL;
@@ -692,10 +712,13 @@ static mb_scan_args scan_args(const mb_cuda_acts *a, const mb_layer_weights *lw,
 
 /* Scan options of the fused path: bias + softplus of delta inside the scan (g: the backward's
  * gradients, for the bias gradient) and, in bf16 mode, the bf16 copies written by the scan
- * (yb: the forward's y copy; the backward's ddelta and dz copies go to a->ddeltab, a->dxzb). */
+ * (yb: the forward's y copy, or with ypre16 the backward's recomputed one; the backward's ddelta
+ * and dz copies go to a->ddeltab, a->dxzb); ypre16: the bf16 pre-gate output (a->yp), written
+ * by the forward and read by the backward. */
 static mb_scan_cuda_opts scan_opts(const mb_cuda_model *dm, const mb_cuda_acts *a,
                                    const mb_layer_weights *lw, const mb_layer_weights *g,
-                                   uint16_t *yb, float *y_pregate, const layer_view *in16) {
+                                   uint16_t *yb, float *y_pregate, const layer_view *in16,
+                                   uint16_t *ypre16, int dense) {
     mb_scan_cuda_opts o;
     memset(&o, 0, sizeof o);
     if (!a->fused) return o;
@@ -710,7 +733,7 @@ static mb_scan_cuda_opts scan_opts(const mb_cuda_model *dm, const mb_cuda_acts *
         }
     }
     o.y_pregate = y_pregate; /* dense: written by the forward, read by the backward */
-    o.dense_states_bf16 = y_pregate && a->hc16;
+    o.dense_states_bf16 = dense && (y_pregate || ypre16) && a->hc16;
     o.dt_bias = lw->dt_proj_b;
     o.dt_softplus = 1;
     if (g) o.ddt_bias = g->dt_proj_b;
@@ -720,6 +743,7 @@ static mb_scan_cuda_opts scan_opts(const mb_cuda_model *dm, const mb_cuda_acts *
         else
             o.dt_bias = NULL, o.dt_softplus = 0;
     }
+    o.y_pregate_bf16 = ypre16;
     if (dm->bf16) {
         o.y_bf16 = yb;
         if (g) {
@@ -887,8 +911,11 @@ static int mixer_forward(mb_cuda_model *dm, mb_cuda_acts *a, int64_t l, const la
     }
     if (in16) sa.x = NULL, sa.delta = NULL;
     if (z16) sa.z = NULL;
-    const mb_scan_cuda_opts so =
-        scan_opts(dm, a, lw, NULL, v->yb, cs ? NULL : v->y_pregate, in16 ? v : NULL);
+    /* yp: the pre-gate output into the kept slot, the gated one into the shared ygb */
+    const int yp = v->yp && !cs;
+    uint16_t *yg = yp ? a->ygb : v->yb;
+    const mb_scan_cuda_opts so = scan_opts(dm, a, lw, NULL, yg, cs ? NULL : v->y_pregate,
+                                           in16 ? v : NULL, yp ? v->yb : NULL, v->dense && !cs);
     if (v->dense && a->hc16 && sa.h_chunks && !so.dense_states_bf16) /* (bf16 state slots) */
         return mb_fail(MB_EINVAL,
                        "mb_cuda_forward: internal: fp32 scan states into the bf16 "
@@ -899,9 +926,9 @@ static int mixer_forward(mb_cuda_model *dm, mb_cuda_acts *a, int64_t l, const la
     if (recomputing) return MB_OK;
     /* hout = y @ out_proj^T                                (BL, d); h16: as bf16 (houtb) */
     if (a->h16 && !cs)
-        PT(MB_PROF_GEMM, mm_fwd16(dm, a->houtb, d, v->yb, Di, lw->out_proj_w, BL, Di, d));
+        PT(MB_PROF_GEMM, mm_fwd16(dm, a->houtb, d, yg, Di, lw->out_proj_w, BL, Di, d));
     else
-        PT(MB_PROF_GEMM, mm_fwd(dm, a->hout, d, v->y, v->yb, Di, lw->out_proj_w, BL, Di, d, 0));
+        PT(MB_PROF_GEMM, mm_fwd(dm, a->hout, d, v->y, yg, Di, lw->out_proj_w, BL, Di, d, 0));
     return MB_OK;
 }
 
@@ -1012,8 +1039,8 @@ static int mixer_backward(mb_cuda_model *dm, mb_cuda_acts *a, int64_t l, const l
     const int64_t B = a->B, L = a->L, BL = a->BL, d = c->d_model, Di = c->d_inner;
     const int64_t N = c->d_state, R = c->dt_rank, K = c->d_conv, P = R + 2 * N;
     void *st = dm->stream;
-    /* out_proj: h = y @ out_proj^T (a->dresb: written with a->dres by the norm backward) */
-    PT(MB_PROF_GEMM, mm_bwd_w(dm, g->out_proj_w, a->dres, a->dresb, d, v->y, v->yb, Di, BL, Di, d));
+    /* out_proj: h = y @ out_proj^T (a->dresb: written with a->dres by the norm backward); its
+     * weight gradient after the scan, which in yp layers writes the gated y into a->ygb */
     if (a->z16) /* (the scan reads dy as bf16) */
         PT(MB_PROF_GEMM, mm_bwd_in16(dm, a->dyb, Di, a->dresb, d, lw->out_proj_w, BL, Di, d));
     else
@@ -1023,10 +1050,14 @@ static int mixer_backward(mb_cuda_model *dm, mb_cuda_acts *a, int64_t l, const l
     mb_scan_args sa = scan_args(a, lw, v);
     if (a->in16) sa.x = NULL, sa.delta = NULL;
     if (a->z16) sa.z = NULL;
-    const mb_scan_cuda_opts so = scan_opts(dm, a, lw, g, NULL, v->y_pregate, a->in16 ? v : NULL);
+    /* (yp: the gated output recomputed into ygb; the pre-gate one stays, for another backward) */
+    const mb_scan_cuda_opts so = scan_opts(dm, a, lw, g, v->yp ? a->ygb : NULL, v->y_pregate,
+                                           a->in16 ? v : NULL, v->yp ? v->yb : NULL, v->dense);
     PT(MB_PROF_SCAN_BWD,
        mb_scan_cuda_backward_ex(&sa, &so, a->dy, a->dxc, a->ddelta, g->A_log, a->ddbc + R,
                                 a->ddbc + R + N, g->D, a->dxz ? a->dxz + Di : NULL, st));
+    PT(MB_PROF_GEMM, mm_bwd_w(dm, g->out_proj_w, a->dres, a->dresb, d, v->y, v->yp ? a->ygb : v->yb,
+                              Di, BL, Di, d));
     /* softplus and dt_proj bias (fused: done by the scan): d pre = d delta * (-expm1(-delta)) */
     if (!a->fused)
         PT(MB_PROF_SOFTPLUS, mb_softplus_bias_cuda_backward_ex(a->ddelta, a->ddeltab, g->dt_proj_b,

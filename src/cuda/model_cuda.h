@@ -127,9 +127,10 @@ enum {
 /* DENSE_LAYERS(n) (with DENSE_SCAN; n in 0 .. 127): only layers 0 .. n - 1 take the dense scan,
  * the others the plain one (chunk states every mb_scan_cuda_preferred_chunk() positions, no
  * y_pregate), so a budget that holds some dense layers but not all still buys those; 0, or n
- * at or above n_layer, is every layer. A dense layer costs (B*Di*N*L/8 states, as bf16 in bf16
- * mode, + B*L*Di floats) - B*Di*N*L/64 floats more than a plain one: at 353m's shape (ctx 8192
- * x 8) 0.94 GB, for ~0.9 ms less backward (docs/benchmarks.md, session 28). */
+ * at or above n_layer, is every layer. A dense layer costs B*Di*N*L/8 states (bf16 in bf16
+ * mode) - B*Di*N*L/64 floats more than a plain one, and B*L*Di floats of y_pregate where the
+ * pre-gate output is not kept as bf16 (mb_cuda_acts_yp): at 353m's shape (ctx 8192 x 8) 0.40
+ * GB (0.94 without), for ~0.4 ms less step time (docs/benchmarks.md, session 28). */
 #define MB_CUDA_ACTS_DENSE_LAYERS(n) ((int)(((unsigned)(n)&0x7fu) << 24))
 #define MB_CUDA_ACTS_DENSE_LAYERS_OF(flags) ((int64_t)(((unsigned)(flags) >> 24) & 0x7fu))
 mb_cuda_acts *mb_cuda_acts_create_ex(const mb_config *c, int64_t B, int64_t L, int flags,
@@ -157,6 +158,12 @@ int mb_cuda_acts_h16(const mb_cuda_acts *a);
 /* 1 when the forward keeps every layer's bf16 norm output for the backward (bf16 training
  * without recomputation; MB_CUDA_KEEP_U=0 turns it off: the backward recomputes it), else 0. */
 int mb_cuda_acts_ukeep(const mb_cuda_acts *a);
+/* 1 when the layers keep the scan's output before the gate as bf16 (the dense ones instead of
+ * the fp32 y_pregate), which the scan backward reads instead of recomputing it and from which
+ * it recomputes the gated output for out_proj's weight gradient, as mamba_ssm does (bf16 scan
+ * inputs, mb_cuda_acts_in16, unless every layer is dense; MB_CUDA_SCAN_YP=0 turns it off: the
+ * gated output kept), else 0. */
+int mb_cuda_acts_yp(const mb_cuda_acts *a);
 /* 1 when the dense scan's states (every 8 positions) are stored as bf16 (bf16 training with the
  * dense scan; MB_CUDA_DENSE_H16=0 keeps them fp32), else 0. */
 int mb_cuda_acts_hc16(const mb_cuda_acts *a);

@@ -95,6 +95,12 @@ typedef struct {
      * as bf16 (mb_scan_cuda_opts.dense_states_bf16): h_chunks then holds uint16_t bit patterns
      * at the same element indices */
     int hc16;
+    /* the pre-gate output with the D skip as bf16 (mb_scan_cuda_opts.y_pregate_bf16): written by
+     * the forward (through the x tile, as y_pregate); read by the X16 backward's YP form in its
+     * gate instead of recomputed by the forward pass, which then keeps only the states; yg16:
+     * that form's recomputed gated output (bf16, may be yp16 itself) */
+    uint16_t *yp16;
+    uint16_t *yg16;
 } scan_params;
 
 /* With p.hc16: where the bf16 state at the element index of fp32 address f lies (half f's byte
@@ -746,12 +752,12 @@ __global__ void __launch_bounds__(32 * G) scan_fwd2_kernel(scan_params p) {
         __syncthreads();
         /* tile it - 1's y rows out of the buffer that tile it + 1 is copied into next (and the
          * pre-gate rows from its x region) */
-        if ((p.y || p.y_bf16 || p.y_pregate) && it > 0) {
+        if ((p.y || p.y_bf16 || p.y_pregate || p.yp16) && it > 0) {
             float *prev = sm + ((it - 1) % FK) * g::STAGE;
             if (p.y || p.y_bf16)
                 fwd_write_y<G, VEC>(p, prev + 2 * T * CPB, p.y, p.y_bf16, b, c0, (it - 1) * T, tid);
-            if (p.y_pregate)
-                fwd_write_y<G, VEC>(p, prev, p.y_pregate, NULL, b, c0, (it - 1) * T, tid);
+            if (p.y_pregate || p.yp16)
+                fwd_write_y<G, VEC>(p, prev, p.y_pregate, p.yp16, b, c0, (it - 1) * T, tid);
             __syncthreads();
         }
         if (it + 1 < ntiles) fwd_stage<G, VEC, X16>(p, sm, (it + 1) % FK, b, c0, (it + 1) * T, tid);
@@ -821,7 +827,7 @@ __global__ void __launch_bounds__(32 * G) scan_fwd2_kernel(scan_params p) {
                 yr[(i / 4) * g::NT + tid] = make_float4(ys[i - 3], ys[i - 2], ys[i - 1], yv);
         }
         if (G > 1) yred_smem<T, G, g::NT, QM>(ys, yr, tid, q, lane_ch<G, QM>(lane));
-        if (p.y || p.y_bf16 || p.y_pregate) {
+        if (p.y || p.y_bf16 || p.y_pregate || p.yp16) {
             /* gated output into the Z slots this lane read (written out next tile) */
 #pragma unroll
             for (int j = 0; j < T / G; j++) {
@@ -829,20 +835,20 @@ __global__ void __launch_bounds__(32 * G) scan_fwd2_kernel(scan_params p) {
                 const int sc = r * CPB + swz_col<2>(r, cw);
                 const float xo = X[sc], zo = Z[sc];
                 float out = fmaf(Dc, xo, ys[j]);
-                if (p.y_pregate) X[sc] = out; /* (read above only) written out next tile */
+                if (p.y_pregate || p.yp16) X[sc] = out; /* (read above only) out next tile */
                 if (hz) out *= zo * sigmoidf_(zo);
                 Z[sc] = out;
             }
         }
     }
     cp_wait<0>();
-    if ((p.y || p.y_bf16 || p.y_pregate) && ntiles > 0) {
+    if ((p.y || p.y_bf16 || p.y_pregate || p.yp16) && ntiles > 0) {
         __syncthreads();
         float *last = sm + ((ntiles - 1) % FK) * g::STAGE;
         if (p.y || p.y_bf16)
             fwd_write_y<G, VEC>(p, last + 2 * T * CPB, p.y, p.y_bf16, b, c0, (ntiles - 1) * T, tid);
-        if (p.y_pregate)
-            fwd_write_y<G, VEC>(p, last, p.y_pregate, NULL, b, c0, (ntiles - 1) * T, tid);
+        if (p.y_pregate || p.yp16)
+            fwd_write_y<G, VEC>(p, last, p.y_pregate, p.yp16, b, c0, (ntiles - 1) * T, tid);
     }
     if (p.h_last && cv) {
         float *dst = p.h_last + ((long long)b * p.Di + c) * N;
@@ -1217,7 +1223,7 @@ static __device__ __forceinline__ void bwd3_load_h(const scan_params &p, const f
  * entries kc * 8 + 1 .. 7) into CK and the forward's pre-gate output into YS, by cp.async with
  * the chunk's other tiles; entries past the sequence read as zeros (their sub-chunks are
  * padding). */
-template <int G, bool VEC>
+template <int G, bool VEC, bool YP = false>
 static __device__ __forceinline__ void bwd3_stage_dense(const scan_params &p, float *sm,
                                                         const float *hrow, int b, int c0, int kc,
                                                         int n0, bool cv, int tid) {
@@ -1225,8 +1231,9 @@ static __device__ __forceinline__ void bwd3_stage_dense(const scan_params &p, fl
     const int t0 = kc * BT;
     const long long row0 = (long long)b * p.L + t0;
     const int nv = min(BT, p.L - t0), w = min(g::CPB, p.Di - c0);
-    stage_rows<g::NT, VEC, 1>(sm + g::YS, g::CPB, p.y_pregate + c0, row0, p.Di, BT, nv, w, tid,
-                              p.x);
+    if (!YP) /* (YP: the gate reads the bf16 pre-gate output itself) */
+        stage_rows<g::NT, VEC, 1>(sm + g::YS, g::CPB, p.y_pregate + c0, row0, p.Di, BT, nv, w, tid,
+                                  p.x);
 #pragma unroll
     for (int j = 1; j < BT / BK; j++) {
         const long long e = (long long)kc * (BT / BK) + j;
@@ -1247,13 +1254,22 @@ static __device__ __forceinline__ void bwd3_stage_dense(const scan_params &p, fl
  * then selected, so that the 32 loads issue together (loads in per-position branches, as the
  * run-time choice of fp32 or bf16 tensors made them, cost the backward 35%). DY16 / Z16: dy
  * (p.dy16) / z (p.z16) as bf16. */
-template <int G, bool DY16, bool Z16>
+template <int G, bool DY16, bool Z16, bool YP = false, int M = 16>
 static __device__ __forceinline__ void gate_loads(const scan_params &p, long long rowb, int t0,
-                                                  int gc, bool gcv, bool hz, float gy[16],
-                                                  float zr[16]) {
+                                                  int gc, bool gcv, bool hz, float gy[M],
+                                                  float zr[M], float yp[M] = NULL) {
     const int gcc = gcv ? gc : p.Di - 1;
+    if (YP) { /* the forward's bf16 pre-gate output (plain loads: the gate may overwrite it) */
 #pragma unroll
-    for (int m = 0; m < 16; m++) {
+        for (int m = 0; m < M; m++) {
+            const int t = t0 + G * m;
+            const long long row = rowb + min(t, p.L - 1);
+            const float v = bf16_lo(p.yp16[row * p.Di + gcc]);
+            yp[m] = gcv && t < p.L ? v : 0.0f;
+        }
+    }
+#pragma unroll
+    for (int m = 0; m < M; m++) {
         const int t = t0 + G * m;
         const long long row = rowb + min(t, p.L - 1);
         const float v =
@@ -1262,7 +1278,7 @@ static __device__ __forceinline__ void gate_loads(const scan_params &p, long lon
     }
     if (hz) {
 #pragma unroll
-        for (int m = 0; m < 16; m++) {
+        for (int m = 0; m < M; m++) {
             const int t = t0 + G * m;
             const long long row = rowb + min(t, p.L - 1);
             const float v =
@@ -1271,7 +1287,7 @@ static __device__ __forceinline__ void gate_loads(const scan_params &p, long lon
         }
     } else {
 #pragma unroll
-        for (int m = 0; m < 16; m++)
+        for (int m = 0; m < M; m++)
             zr[m] = 0.0f;
     }
 }
@@ -1282,9 +1298,11 @@ static __device__ __forceinline__ void gate_loads(const scan_params &p, long lon
  * forward saved the states every 8 positions (p.chunk == 8) and the pre-gate output
  * (p.y_pregate); they are staged with the chunk instead of recomputed by the forward pass, which
  * this form leaves out (about a fifth of the kernel's instructions). */
-template <int G, bool VEC, int XB, bool QM, bool O16, bool DN = false, bool X16 = false>
+template <int G, bool VEC, int XB, bool QM, bool O16, bool DN = false, bool X16 = false,
+          bool YP = false>
 __global__ void __launch_bounds__(32 * G, 16 / G) scan_bwd3_kernel(scan_params p) {
     static_assert(!X16 || VEC, "bf16 inputs take the 16-byte copies");
+    static_assert(!YP || X16, "YP: the bf16-input forms");
     typedef bwd3_geom<G> g;
     constexpr int CPW = g::CPW, NP = g::NP, NT = g::NT, CPB = g::CPB, LS = QM ? CPW : 1;
     extern __shared__ float4 smem4[];
@@ -1312,6 +1330,8 @@ __global__ void __launch_bounds__(32 * G, 16 / G) scan_bwd3_kernel(scan_params p
     const long long rowb = (long long)b * L;
     const float *hrow = p.h_chunks + ((long long)b * p.Di + (cv ? c : 0)) * p.nch * N;
     const int swz = rb_swz<G>(cl);
+    /* the gate's positions per batch of loads (YP: three tensors' loads, so half as many) */
+    constexpr int GM = YP ? 8 : 16;
     /* dB/dC sum mapping: LP lanes per (position, 4-state group), 4 channels each */
     constexpr int LP = 8 / G;
     const int spart = lane % LP, squad = (lane / LP) % (2 * G), spos = lane / LP / (2 * G);
@@ -1331,7 +1351,7 @@ __global__ void __launch_bounds__(32 * G, 16 / G) scan_bwd3_kernel(scan_params p
     float dDacc = 0.0f, dtb = 0.0f; /* dtb: this thread's part of ddt_bias[c] */
     const int nch = (L + BT - 1) / BT;
     bwd3_stage<G, VEC, X16>(p, sm, b, c0, nch - 1, tid);
-    if (DN) bwd3_stage_dense<G, VEC>(p, sm, hrow, b, c0, nch - 1, n0, cv, tid);
+    if (DN) bwd3_stage_dense<G, VEC, YP>(p, sm, hrow, b, c0, nch - 1, n0, cv, tid);
     cp_commit();
     float hn[SPT];
     bwd3_load_h<VEC>(p, hrow, nch - 1, n0, cv, hn);
@@ -1357,6 +1377,7 @@ __global__ void __launch_bounds__(32 * G, 16 / G) scan_bwd3_kernel(scan_params p
 #pragma unroll 1
             for (int j = 0; j < BT / BK; j++) {
                 if (j > 0) CK[(j - 1) * NT + tid] = make_float4(cur[0], cur[1], cur[2], cur[3]);
+                /* (YP: the states only; the gate reads the forward's output) */
                 float ys[BK];
 #pragma unroll
                 for (int i = 0; i < BK; i++) {
@@ -1364,23 +1385,28 @@ __global__ void __launch_bounds__(32 * G, 16 / G) scan_bwd3_kernel(scan_params p
                     const int sc = r * CPB + swz_col<1>(i, cw); /* r % 8 == i */
                     const float dv = Dl[sc], dtx = dv * X[sc];
                     const float4 B4 = *(const float4 *)(Bs + r * NP + n0);
-                    const float4 C4 = *(const float4 *)(Cs + r * NP + n0);
                     const float Bv[SPT] = {B4.x, B4.y, B4.z, B4.w};
-                    const float Cv[SPT] = {C4.x, C4.y, C4.z, C4.w};
+                    float Cv[SPT] = {0.0f, 0.0f, 0.0f, 0.0f};
+                    if (!YP) {
+                        const float4 C4 = *(const float4 *)(Cs + r * NP + n0);
+                        Cv[0] = C4.x, Cv[1] = C4.y, Cv[2] = C4.z, Cv[3] = C4.w;
+                    }
                     float yv = 0.0f;
 #pragma unroll
                     for (int k = 0; k < SPT; k++) {
                         const float a = ex2(dv * A2[k]);
                         cur[k] = fmaf(a, cur[k], dtx * Bv[k]);
-                        yv = fmaf(cur[k], Cv[k], yv);
+                        if (!YP) yv = fmaf(cur[k], Cv[k], yv);
                     }
                     ys[i] = yv;
                 }
-                group_reduce<BK, G, LS>(ys, q);
+                if (!YP) {
+                    group_reduce<BK, G, LS>(ys, q);
 #pragma unroll
-                for (int jj = 0; jj < BK / G; jj++) {
-                    const int r = j * BK + q * (BK / G) + jj;
-                    YS[r * CPB + swz_col<1>(r, cw)] = ys[jj];
+                    for (int jj = 0; jj < BK / G; jj++) {
+                        const int r = j * BK + q * (BK / G) + jj;
+                        YS[r * CPB + swz_col<1>(r, cw)] = ys[jj];
+                    }
                 }
             }
         }
@@ -1388,29 +1414,38 @@ __global__ void __launch_bounds__(32 * G, 16 / G) scan_bwd3_kernel(scan_params p
         /* ---- gate (one lane per (position, channel)): dz, dyss -> YS, dD (DN: YS holds the
          * forward's pre-gate output with its D skip) */
 #pragma unroll 1
-        for (int mb = 0; mb < BT / G; mb += 16) {
-            float gy[16], zr[16];
+        for (int mb = 0; mb < BT / G; mb += GM) {
+            float gy[GM], zr[GM], yp[GM];
             const int t0 = ts + gpo + G * mb;
-            if (X16 && p.dy16) {
-                if (X16 && p.z16)
-                    gate_loads<G, true, true>(p, rowb, t0, gc, gcv, hz, gy, zr);
+            if (YP) {
+                if (p.dy16 && p.z16)
+                    gate_loads<G, true, true, true, GM>(p, rowb, t0, gc, gcv, hz, gy, zr, yp);
+                else if (p.dy16)
+                    gate_loads<G, true, false, true, GM>(p, rowb, t0, gc, gcv, hz, gy, zr, yp);
+                else if (p.z16)
+                    gate_loads<G, false, true, true, GM>(p, rowb, t0, gc, gcv, hz, gy, zr, yp);
                 else
-                    gate_loads<G, true, false>(p, rowb, t0, gc, gcv, hz, gy, zr);
+                    gate_loads<G, false, false, true, GM>(p, rowb, t0, gc, gcv, hz, gy, zr, yp);
+            } else if (X16 && p.dy16) {
+                if (X16 && p.z16)
+                    gate_loads<G, true, true, false, GM>(p, rowb, t0, gc, gcv, hz, gy, zr);
+                else
+                    gate_loads<G, true, false, false, GM>(p, rowb, t0, gc, gcv, hz, gy, zr);
             } else {
                 if (X16 && p.z16)
-                    gate_loads<G, false, true>(p, rowb, t0, gc, gcv, hz, gy, zr);
+                    gate_loads<G, false, true, false, GM>(p, rowb, t0, gc, gcv, hz, gy, zr);
                 else
-                    gate_loads<G, false, false>(p, rowb, t0, gc, gcv, hz, gy, zr);
+                    gate_loads<G, false, false, false, GM>(p, rowb, t0, gc, gcv, hz, gy, zr);
             }
 #pragma unroll
-            for (int m = 0; m < 16; m++) {
+            for (int m = 0; m < GM; m++) {
                 const int r = gpo + G * (mb + m), t = ts + r;
                 const int sc = r * CPB + swz_col<1>(r, gcw);
                 const float xo = X[sc];
                 float dyss = gy[m];
                 if (hz) {
                     const float zz = zr[m], sg = sigmoidf_(zz);
-                    const float yss = DN ? YS[sc] : fmaf(Dg, xo, YS[sc]);
+                    const float yss = YP ? yp[m] : DN ? YS[sc] : fmaf(Dg, xo, YS[sc]);
                     dyss = gy[m] * zz * sg;
                     if (gcv && t < L) {
                         const float dzv = gy[m] * yss * sg * fmaf(zz, 1.0f - sg, 1.0f);
@@ -1418,7 +1453,11 @@ __global__ void __launch_bounds__(32 * G, 16 / G) scan_bwd3_kernel(scan_params p
                             p.dz_bf16[(rowb + t) * p.zs + gc] = bf16_bits(dzv);
                         else
                             p.dz[(rowb + t) * p.zs + gc] = dzv;
+                        /* YP: the gated output again (mamba_ssm's recomputed out_z) */
+                        if (YP && p.yg16) p.yg16[(rowb + t) * p.Di + gc] = bf16_bits(yss * zz * sg);
                     }
+                } else if (YP && p.yg16 && gcv && t < L) {
+                    p.yg16[(rowb + t) * p.Di + gc] = bf16_bits(yp[m]);
                 }
                 dDacc = fmaf(dyss, xo, dDacc);
                 YS[sc] = dyss;
@@ -1565,7 +1604,7 @@ __global__ void __launch_bounds__(32 * G, 16 / G) scan_bwd3_kernel(scan_params p
         __syncthreads(); /* everyone is done with the staged chunk */
         if (kc > 0) {
             bwd3_stage<G, VEC, X16>(p, sm, b, c0, kc - 1, tid);
-            if (DN) bwd3_stage_dense<G, VEC>(p, sm, hrow, b, c0, kc - 1, n0, cv, tid);
+            if (DN) bwd3_stage_dense<G, VEC, YP>(p, sm, hrow, b, c0, kc - 1, n0, cv, tid);
             bwd3_load_h<VEC>(p, hrow, kc - 1, n0, cv, hn);
         }
         cp_commit();
@@ -1779,7 +1818,14 @@ static kern_t fwd2_kernel_for(int G, int fine, int vec, int qm, int x16) {
 #define BWD3_X16(O, D)                                                                             \
     (qm ? scan_bwd3_kernel<4, true, 1, true, O, D, true>                                           \
         : scan_bwd3_kernel<4, true, 1, false, O, D, true>)
-static kern_t bwd3_kernel_for(int G, int vec, int xb, int qm, int o16, int dn, int x16) {
+/* the bf16 inputs' form reading the forward's bf16 pre-gate output (YP) */
+#define BWD3_X16YP(O, D)                                                                           \
+    (qm ? scan_bwd3_kernel<4, true, 1, true, O, D, true, true>                                     \
+        : scan_bwd3_kernel<4, true, 1, false, O, D, true, true>)
+static kern_t bwd3_kernel_for(int G, int vec, int xb, int qm, int o16, int dn, int x16, int yp) {
+    if (x16 && yp)
+        return o16 ? (dn ? BWD3_X16YP(true, true) : BWD3_X16YP(true, false))
+                   : (dn ? BWD3_X16YP(false, true) : BWD3_X16YP(false, false));
     if (x16) /* the bf16 inputs' form: G 4, 16-byte copies, pair exchange (apply_in16) */
         return o16 ? (dn ? BWD3_X16(true, true) : BWD3_X16(true, false))
                    : (dn ? BWD3_X16(false, true) : BWD3_X16(false, false));
@@ -1855,7 +1901,7 @@ extern "C" int mb_scan_cuda_lab_backward_occupancy(int64_t N) {
     const size_t shm = sizeof(float) * (G == 1   ? bwd3_geom<1>::TOTAL
                                         : G == 2 ? bwd3_geom<2>::TOTAL
                                                  : bwd3_geom<4>::TOTAL);
-    kern_t k = bwd3_kernel_for(G, 1, 1, g_lane_qm, 0, 0, 0);
+    kern_t k = bwd3_kernel_for(G, 1, 1, g_lane_qm, 0, 0, 0, 0);
     cudaError_t e = cudaFuncSetAttribute((const void *)k,
                                          cudaFuncAttributeMaxDynamicSharedMemorySize, (int)shm);
     if (e == cudaSuccess)
@@ -1952,21 +1998,25 @@ extern "C" int mb_scan_cuda_forward_ex(const mb_scan_args *a, const mb_scan_cuda
     p.y_bf16 = o ? o->y_bf16 : NULL;
     p.y = p.y_bf16 ? NULL : y;
     p.y_pregate = o ? o->y_pregate : NULL;
-    if (g_fwd_warps > 0 && p.y_pregate)
+    p.yp16 = o ? o->y_pregate_bf16 : NULL;
+    if (g_fwd_warps > 0 && (p.y_pregate || p.yp16))
         return mb_fail(MB_EINVAL, "mb_scan_cuda_forward: the legacy forward (lab knob) writes no "
                                   "y_pregate");
+    if (p.y_pregate && p.yp16)
+        return mb_fail(MB_EINVAL, "mb_scan_cuda_forward: y_pregate and y_pregate_bf16 are "
+                                  "exclusive");
     /* y and y_pregate rows are written with 16-byte stores (bf16 y: 4-byte ones) */
     p.vec = p.vec && (!p.y || al16(p.y)) && (!p.y_bf16 || (uintptr_t)p.y_bf16 % 4 == 0) &&
-            (!p.y_pregate || al16(p.y_pregate));
+            (!p.y_pregate || al16(p.y_pregate)) && (!p.yp16 || (uintptr_t)p.yp16 % 4 == 0);
     rc = apply_in16(&p, o, p.vec, 2, "mb_scan_cuda_forward"); /* (no backward kernel here) */
     if (rc) return rc;
     if (o && o->dense_states_bf16) {
         /* only the FINE 2 form (launch_forward) stores them */
-        if (!p.y_pregate || p.chunk != BK || !p.vec || !p.h_chunks || !al16(p.h_chunks) ||
-            lanes_per_channel(p.N) != 4 || g_fwd_warps > 0)
+        if (!(p.y_pregate || p.yp16) || p.chunk != BK || !p.vec || !p.h_chunks ||
+            !al16(p.h_chunks) || lanes_per_channel(p.N) != 4 || g_fwd_warps > 0)
             return mb_fail(MB_EINVAL, "mb_scan_cuda_forward: dense_states_bf16 needs the dense "
-                                      "form (y_pregate, chunk 8, N 12 or 16, 16-byte aligned "
-                                      "tensors)");
+                                      "form (y_pregate or y_pregate_bf16, chunk 8, N 12 or 16, "
+                                      "16-byte aligned tensors)");
         p.hc16 = 1;
     }
     return launch_forward(&p, (cudaStream_t)stream);
@@ -2047,15 +2097,26 @@ extern "C" int mb_scan_cuda_backward_ex(const mb_scan_args *a, const mb_scan_cud
     p.skip_bc = g_skip_bc;
     p.red_vec = al16(dB) && al16(dC) && p.bcs % 4 == 0 && p.N % 4 == 0;
     const int use_v5 = choose_v5(&p);
-    /* dense: the forward's states every 8 positions and its pre-gate output */
-    const int dn = o && o->y_pregate && p.chunk == BK && G == 4 && vec && use_v5 == 2 &&
-                   al16(o->y_pregate) && !g_dense_off;
+    /* dense: the forward's states every 8 positions and its pre-gate output (fp32, or bf16 in
+     * the YP form) */
+    const int dn = o && ((o->y_pregate && al16(o->y_pregate)) || o->y_pregate_bf16) &&
+                   p.chunk == BK && G == 4 && vec && use_v5 == 2 && !g_dense_off;
+    if (o && o->y_pregate_bf16) { /* the YP form */
+        if (!p.x16 || !vec || G != 4 || use_v5 != 2 || o->y_pregate) {
+            if (tmp) cudaFreeAsync(tmp, st);
+            return mb_fail(MB_EINVAL, "mb_scan_cuda_backward: y_pregate_bf16 is read by the "
+                                      "bf16-input form only (x_bf16, N 12 or 16, 16-byte aligned "
+                                      "tensors, a grid that takes v5), not with y_pregate");
+        }
+        p.yp16 = o->y_pregate_bf16;
+        p.yg16 = o->y_bf16;
+    }
     if (o && o->dense_states_bf16) {
         if (!dn) {
             if (tmp) cudaFreeAsync(tmp, st);
             return mb_fail(MB_EINVAL, "mb_scan_cuda_backward: dense_states_bf16 needs the dense "
-                                      "backward (y_pregate, chunk 8, N 12 or 16, 16-byte aligned "
-                                      "tensors, a grid that takes v5)");
+                                      "backward (y_pregate or y_pregate_bf16, chunk 8, N 12 or "
+                                      "16, 16-byte aligned tensors, a grid that takes v5)");
         }
         p.hc16 = 1;
     }
@@ -2079,8 +2140,9 @@ extern "C" int mb_scan_cuda_backward_ex(const mb_scan_args *a, const mb_scan_cud
                                             : G == 2 ? bwd3_geom<2>::TOTAL
                                                      : bwd3_geom<4>::TOTAL);
         const int o16 = p.dx_bf16 && p.ddelta_bf16 && ((!p.z && !p.z16) || p.dz_bf16);
-        if (dn) p.y_pregate = o->y_pregate;
-        kern_t k = bwd3_kernel_for(G, vec, use_v5 == 2, g_lane_qm, o16, dn, p.x16 != NULL);
+        if (dn) p.y_pregate = o->y_pregate; /* (NULL in the YP form) */
+        kern_t k =
+            bwd3_kernel_for(G, vec, use_v5 == 2, g_lane_qm, o16, dn, p.x16 != NULL, p.yp16 != NULL);
         e = cudaFuncSetAttribute((const void *)k, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                  (int)shm);
         if (e == cudaSuccess)

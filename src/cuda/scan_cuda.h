@@ -123,13 +123,27 @@ typedef struct {
     const uint16_t *z_bf16;
     int64_t z_bf16_stride;
     const uint16_t *dy_bf16;
-    /* With y_pregate, in the dense form (args.chunk == mb_scan_cuda_dense_chunk(), the
-     * backward's dense kernel; MB_EINVAL where the forward or the backward would take another):
-     * the states saved every 8 positions are written and read as bf16 (uint16_t bit patterns at
-     * the element indices the fp32 ones would take, so args.h_chunks needs half the bytes). The
-     * backward recomputes each 8-position sub-chunk from its rounded entering state; its
-     * outputs differ from the fp32 states' by about bf16's rounding (test_scan_cuda). */
+    /* With y_pregate or y_pregate_bf16, in the dense form (args.chunk ==
+     * mb_scan_cuda_dense_chunk(), the backward's dense kernel; MB_EINVAL where the forward or the
+     * backward would take another): the states saved every 8 positions are written and read as bf16
+     * (uint16_t bit patterns at the element indices the fp32 ones would take, so args.h_chunks
+     * needs half the bytes). The backward recomputes each 8-position sub-chunk from its rounded
+     * entering state; its outputs differ from the fp32 states' by about bf16's rounding
+     * (test_scan_cuda). */
     int dense_states_bf16;
+    /* Forward: also write the output before the gate, with the D skip, as bf16 (B, L, Di)
+     * contiguous, 4-byte aligned (not with y_pregate). Backward, in the bf16-input form (x_bf16
+     * ...; MB_EINVAL otherwise): that output of the forward with the same args, which its gate
+     * reads instead of recomputing it in the forward pass over each chunk (the pass then keeps
+     * only the states) or, at args.chunk == mb_scan_cuda_dense_chunk(), instead of y_pregate in
+     * the dense form (without the pass; half y_pregate's bytes); where y_bf16 is also given, the
+     * gated output
+     * out * SiLU(z) is written there as bf16, recomputed from it (y_bf16 may be
+     * y_pregate_bf16 itself: each element is read before it is overwritten, by the same
+     * thread). mamba_ssm's MambaInnerFn keeps its scan's `out` so and recomputes out_z in the
+     * backward (recompute_out_z) for out_proj's weight gradient. dz then carries the rounding
+     * of the bf16 output (about one more bf16 ulp). */
+    uint16_t *y_pregate_bf16;
 } mb_scan_cuda_opts;
 
 /* Forward / backward with options (o may be NULL = the functions above). With dt_bias or

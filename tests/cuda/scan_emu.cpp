@@ -242,6 +242,11 @@ struct tcase {
     int hc16; /* with dn: the dense states as bf16 (scan_params.hc16), written by the emulated
                  forward (checked to half a bf16 ulp of the reference's) and read by the backward
                  (its outputs then within 2e-2 of the reference's, the issue's bf16 bound) */
+    int yp;   /* with in16 (dn too: instead of y_pregate): the emulated forward also writes the
+                 pre-gate output as bf16
+                 (yp16, checked to half a bf16 ulp), which the backward's YP form reads in its
+                 gate; it writes the gated output again into the same buffer (yg16), checked
+                 with dz to a bf16 ulp and 4e-3 of the largest */
 };
 
 static void run_case(tcase tc, uint64_t seed) {
@@ -331,6 +336,7 @@ static void run_case(tcase tc, uint64_t seed) {
                      gbc.data() + R + N, dD.data(), tc.gate ? dz.data() + Di : NULL);
 
     std::vector<float> dn_hc, dn_ypre; /* tc.dn: the emulated forward's outputs */
+    std::vector<uint16_t> yp16;        /* tc.yp: the emulated forward's bf16 pre-gate output */
     if (tc.kern == 1 && tc.nan_at < 0) {
         /* emulated GPU forward (scan_fwd2_kernel): y, h_chunks at tc.chunk, h_last */
         const int Gf = N <= 4 ? 1 : N <= 8 ? 2 : N <= 16 ? 4 : 8;
@@ -350,13 +356,14 @@ static void run_case(tcase tc, uint64_t seed) {
         f.vec = tc.vec;
         f.hc16 = tc.dn && tc.hc16;
         std::vector<float> eyp, ypre_ref;
-        if (tc.dn) { /* the reference pre-gate output: the forward without z */
+        if (tc.dn || tc.yp) { /* the reference pre-gate output: the forward without z */
             eyp.assign(BL * Di, NAN), ypre_ref.resize(BL * Di);
             mb_scan_args an = a;
             an.z = NULL, an.h_chunks = NULL;
             mb_scan_forward(&an, ypre_ref.data());
-            f.y_pregate = eyp.data();
+            if (tc.dn && !tc.yp) f.y_pregate = eyp.data();
         }
+        if (tc.yp) yp16.assign(BL * Di, 0xffff), f.yp16 = yp16.data();
         std::vector<uint16_t> eyb(BL * Di, 0xffff);
         if (tc.sp) {
             f.delta = raw.data(), f.dt_bias = bias.data(), f.dt_softplus = 1;
@@ -407,9 +414,11 @@ static void run_case(tcase tc, uint64_t seed) {
             check("fwd hc", rel_err_rows(ehc.data(), hc2.data(), B * Di * nch * N, 1, 1));
         check("fwd hlast", rel_err_rows(ehl.data(), hl.data(), B * Di * N, 1, 1));
         if (tc.dn) {
-            check("fwd y_pregate", rel_err_rows(eyp.data(), ypre_ref.data(), BL, Di, Di));
+            if (!tc.yp)
+                check("fwd y_pregate", rel_err_rows(eyp.data(), ypre_ref.data(), BL, Di, Di));
             dn_hc = ehc, dn_ypre = eyp;
         }
+        if (tc.yp) check_bf16("fwd yp16", yp16.data(), ypre_ref.data(), BL, Di, Di);
     }
     if (N > 16) return; /* the forward only (G 8); the backward takes N <= 16 */
     /* emulated GPU backward: h_chunks at chunk 64 (hstep) or re-chunked like the host code */
@@ -421,7 +430,7 @@ static void run_case(tcase tc, uint64_t seed) {
     std::vector<float> hc64;
     if (tc.dn) { /* states every 8 positions and the pre-gate output, from the emulated forward */
         p.chunk = 8, p.nch = (int)nch, p.hstep = BWD_CHUNK / 8, p.h_chunks = dn_hc.data();
-        p.y_pregate = dn_ypre.data();
+        p.y_pregate = tc.yp ? NULL : dn_ypre.data();
         p.hc16 = tc.hc16;
         if (tc.hc16) g_tol = 2e-2;
     } else if (BWD_CHUNK % tc.chunk == 0) {
@@ -494,6 +503,18 @@ static void run_case(tcase tc, uint64_t seed) {
         k = tc.sp == 2 ? (tc.dn ? EMU_B16(true, true) : EMU_B16(true, false))
                        : (tc.dn ? EMU_B16(false, true) : EMU_B16(false, false));
     }
+    if (tc.yp) { /* the YP form: the gated output back into the pre-gate output's buffer */
+        p.yp16 = yp16.data(), p.yg16 = yp16.data();
+#define EMU_BYP(O, D)                                                                              \
+    (tc.qm                                                                                         \
+         ? std::function<void()>([&] { scan_bwd3_kernel<4, true, 1, true, O, D, true, true>(p); }) \
+         : std::function<void()>(                                                                  \
+               [&] { scan_bwd3_kernel<4, true, 1, false, O, D, true, true>(p); }))
+        if (tc.dn)
+            k = tc.sp == 2 ? EMU_BYP(true, true) : EMU_BYP(false, true);
+        else
+            k = tc.sp == 2 ? EMU_BYP(true, false) : EMU_BYP(false, false);
+    }
     if (emu::launch((unsigned)((Di + 31) / 32), (unsigned)B, threads, k)) g_fail = 1;
     if (tc.nan_at >= 0) {
         const int dbn = std::isnan(ebc[tc.nan_at * bcs + R]), dan = std::isnan(edA[5 * N]);
@@ -513,10 +534,15 @@ static void run_case(tcase tc, uint64_t seed) {
     if (tc.sp) check("dt_bias", rel_err_rows(edb.data(), db_ref.data(), 1, Di, Di));
     check("dB", rel_err_rows(ebc.data() + R, gbc.data() + R, BL, N, bcs));
     check("dC", rel_err_rows(ebc.data() + R + N, gbc.data() + R + N, BL, N, bcs));
+    const double tol = g_tol;
+    if (tc.yp) g_tol = 4e-3; /* dz from the bf16 pre-gate output: one more rounding */
     if (tc.gate && tc.sp >= 2)
         check_bf16("dz16", edzb.data() + Di, dz.data() + Di, BL, Di, 2 * Di);
     else if (tc.gate)
         check("dz", rel_err_rows(edz.data() + Di, dz.data() + Di, BL, Di, 2 * Di));
+    if (tc.yp) /* the gated output recomputed into yp16 (the reference forward's y) */
+        check_bf16("yg16", yp16.data(), y.data(), BL, Di, Di);
+    g_tol = tol;
     check("dA_log", rel_err_rows(edA.data(), dA.data(), Di, N, N));
     check("dD", rel_err_rows(edD.data(), dD.data(), 1, Di, Di));
     g_tol = 1e-4;
@@ -599,6 +625,16 @@ int main(void) {
             /* the dense states as bf16: the training form, N 12 without a gate, both layouts */
             {2, 200, 64, 16, 4, 8, 1, 1, 1, -1, 1, 0, 2, 1, 1, 2, 1},
             {1, 131, 40, 12, 4, 8, 0, 0, 1, -1, 1, 1, 0, 0, 1, 2, 1},
+            /* the YP form (the forward's bf16 pre-gate output read by the gate): the training
+             * form, N 12 without a gate in state-major lanes, an fp32 dz, odd L and chunk */
+            {2, 200, 64, 16, 4, 64, 1, 1, 1, -1, 1, 0, 2, 1, 0, 2, 0, 1},
+            {1, 131, 40, 12, 4, 64, 0, 0, 1, -1, 1, 1, 2, 1, 0, 2, 0, 1},
+            {2, 75, 40, 16, 4, 33, 1, 1, 1, -1, 1, 0, 0, 0, 0, 1, 0, 1},
+            /* and in the dense form (no fp32 y_pregate): bf16 states in the training form,
+             * N 12 without a gate with fp32 states, state-major lanes with L 75 */
+            {2, 200, 64, 16, 4, 8, 1, 1, 1, -1, 1, 0, 2, 1, 1, 2, 1, 1},
+            {1, 131, 40, 12, 4, 8, 0, 0, 1, -1, 1, 0, 0, 0, 1, 2, 0, 1},
+            {2, 75, 40, 16, 4, 8, 1, 1, 1, -1, 1, 1, 2, 1, 1, 2, 1, 1},
         };
         for (size_t i = 0; i < sizeof in16 / sizeof in16[0]; i++)
             run_case(in16[i], 110 + i);

@@ -119,6 +119,9 @@ static const gpu_mode g_in16_modes[] = {
     {"bf16+rc in16", 1, RC, BF16_TOL, 0, 0},
     {"bf16+keep in16", 1, KEEP, BF16_TOL, 0, 0},
     {"bf16 dense in16", 1, MB_CUDA_ACTS_DENSE_SCAN, BF16_TOL, 0, 0},
+    /* a dense layer beside one that is not, both keeping the bf16 pre-gate output */
+    {"bf16 dense 1 layer in16", 1, MB_CUDA_ACTS_DENSE_SCAN | MB_CUDA_ACTS_DENSE_LAYERS(1), BF16_TOL,
+     0, 0},
 };
 
 static void parity_case_modes(const mb_model *m, mb_cuda_model *dm, int64_t B, int64_t L,
@@ -158,9 +161,16 @@ static void parity_case_modes(const mb_model *m, mb_cuda_model *dm, int64_t B, i
                     "%s: the workspace takes the dense scan in %lld layers (bf16 states %d)",
                     md->name, (long long)want, md->bf16 && g_expect_hc16);
         }
+        const char *ypk = getenv("MB_CUDA_SCAN_YP");
+        const int yp_on = !(ypk && !strcmp(ypk, "0"));
         if (g_expect_in16 >= 0 && md->bf16)
-            REQUIRE(mb_cuda_acts_in16(da) == g_expect_in16, "%s: bf16 scan inputs %d", md->name,
-                    g_expect_in16);
+            REQUIRE(mb_cuda_acts_in16(da) == g_expect_in16 &&
+                        mb_cuda_acts_yp(da) == (g_expect_in16 && yp_on &&
+                                                ((md->recompute & MB_CUDA_ACTS_RECOMPUTE) ||
+                                                 mb_cuda_acts_dense_layers(da) < c->n_layer)),
+                    "%s: bf16 scan inputs %d (and the bf16 pre-gate output kept unless every "
+                    "layer is dense)",
+                    md->name, g_expect_in16);
         if (g_expect_z16 >= 0 && md->bf16)
             REQUIRE(mb_cuda_acts_z16(da) == g_expect_z16 && mb_cuda_acts_h16(da) == g_expect_z16 &&
                         mb_cuda_acts_ukeep(da) ==
@@ -396,7 +406,11 @@ static void test_in16(void) {
     g_expect_in16 = 1, g_expect_z16 = 1;
     const int64_t cases[][2] = {{2, 200}, {1, 63}, {3, 130}};
     for (int i = 0; i < 3; i++)
-        parity_case_modes(&m, &dm, cases[i][0], cases[i][1], 1310 + i, "ln/in16", g_in16_modes, 4);
+        parity_case_modes(&m, &dm, cases[i][0], cases[i][1], 1310 + i, "ln/in16", g_in16_modes, 5);
+    /* the gated scan output kept instead of the pre-gate one (MB_CUDA_SCAN_YP=0) */
+    setenv("MB_CUDA_SCAN_YP", "0", 1);
+    parity_case_modes(&m, &dm, 2, 200, 1314, "ln/in16 no yp", g_in16_modes, 5);
+    unsetenv("MB_CUDA_SCAN_YP");
     /* bf16 x and delta with an fp32 z and dy (MB_CUDA_SCAN_Z16=0), fp32 norm inputs
      * (MB_CUDA_NORM_IN16=0), the norm outputs recomputed by the backward (MB_CUDA_KEEP_U=0) */
     setenv("MB_CUDA_SCAN_Z16", "0", 1);
@@ -405,7 +419,7 @@ static void test_in16(void) {
     setenv("MB_CUDA_DENSE_H16", "0", 1);
     g_expect_hc16 = 0;
     g_expect_z16 = 0;
-    parity_case_modes(&m, &dm, 2, 200, 1315, "ln/in16 z32", g_in16_modes, 4);
+    parity_case_modes(&m, &dm, 2, 200, 1315, "ln/in16 z32", g_in16_modes, 5);
     unsetenv("MB_CUDA_SCAN_Z16");
     unsetenv("MB_CUDA_NORM_IN16");
     unsetenv("MB_CUDA_KEEP_U");

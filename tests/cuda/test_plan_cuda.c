@@ -11,9 +11,10 @@
  *     outputs kept when only those fit; nothing fitting: the smallest plan, fits 0; recompute 1
  *     and 0 forced; the MB_CUDA_KEEP_XZ knob read only when asked (a number forces the count,
  *     anything else leaves the automatic choice); a 1-layer model;
- *   - DENSE_LAYERS(k): the dense scan in the first k layers adds each one's extra bytes; the
- *     planner takes as many dense layers as fit beside no recomputation, all of them as
- *     DENSE_SCAN alone; the MB_CUDA_DENSE_LAYERS and MB_CUDA_DENSE_SCAN knobs. */
+ *   - DENSE_LAYERS(k): the dense scan in the first k layers adds each one's extra bytes (with
+ *     the bf16 pre-gate output kept, and with MB_CUDA_SCAN_YP=0 the fp32 one); the planner
+ *     takes as many dense layers as fit beside no recomputation, all of them as DENSE_SCAN
+ *     alone; the MB_CUDA_DENSE_LAYERS and MB_CUDA_DENSE_SCAN knobs. */
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -126,16 +127,29 @@ static void test_sizes_and_plans(void) {
             "flags NULL refused");
 
     /* the dense scan in the first k layers (DENSE_LAYERS): each adds its bf16 states every 8
-     * positions and its fp32 pre-gate output, less the plain form's fp32 states every 64 */
+     * positions, less the plain form's fp32 states every 64 (its pre-gate output is the bf16 one
+     * every layer keeps, the bf16-input scan's YP form, at these sizes); every layer dense takes
+     * the fp32 pre-gate output instead, and no shared slot of the gated one (B L Di bf16) */
     const int64_t D = MB_CUDA_ACTS_DENSE_SCAN, Di = c.d_inner, N = c.d_state;
-    const int64_t extra =
-        B * Di * ((L + 7) / 8) * N * 2 + B * L * Di * 4 - B * Di * ((L + 63) / 64) * N * 4;
+    const int64_t extra = B * Di * ((L + 7) / 8) * N * 2 - B * Di * ((L + 63) / 64) * N * 4;
+    const int64_t pre32 = B * L * Di * 4, ygate = B * L * Di * 2;
     int64_t db[5];
     for (int k = 0; k < 5; k++)
         db[k] = mb_cuda_acts_bytes_ex(&c, B, L, k ? tb | D | MB_CUDA_ACTS_DENSE_LAYERS(k) : tb, 0);
-    for (int k = 1; k < 5; k++)
-        REQUIRE(db[k] - db[k - 1] == extra, "DENSE_LAYERS(%d) adds %lld bytes, expected %lld", k,
-                (long long)(db[k] - db[k - 1]), (long long)extra);
+    for (int k = 1; k < 5; k++) {
+        const int64_t want = k < 4 ? extra : extra + 4 * pre32 - ygate;
+        REQUIRE(db[k] - db[k - 1] == want, "DENSE_LAYERS(%d) adds %lld bytes, expected %lld", k,
+                (long long)(db[k] - db[k - 1]), (long long)want);
+    }
+    /* without the YP form (MB_CUDA_SCAN_YP=0) a dense layer also keeps the fp32 pre-gate
+     * output, and no layer the shared slot of the gated one */
+    setenv("MB_CUDA_SCAN_YP", "0", 1);
+    const int64_t full0 = mb_cuda_acts_bytes_ex(&c, B, L, tb, 0);
+    const int64_t d1 = mb_cuda_acts_bytes_ex(&c, B, L, tb | D | MB_CUDA_ACTS_DENSE_LAYERS(1), 0);
+    unsetenv("MB_CUDA_SCAN_YP");
+    REQUIRE(full - full0 == ygate && d1 - full0 == extra + pre32,
+            "MB_CUDA_SCAN_YP=0: %lld bytes less, a dense layer %lld more",
+            (long long)(full - full0), (long long)(d1 - full0));
     REQUIRE(db[4] == dense &&
                 mb_cuda_acts_bytes_ex(&c, B, L, tb | D | MB_CUDA_ACTS_DENSE_LAYERS(9), 0) == dense,
             "DENSE_LAYERS(n_layer) and above: every layer");

@@ -502,12 +502,18 @@ static void run_opts_case(tcase tc, uint64_t seed, int bf16, int eff_in, int den
  * given only the bf16 copies (args.x / args.delta NULL; x rows of stride 2 Di, delta
  * contiguous) with delta_is_eff; dense: chunk 8 and y_pregate; zdy: z (the z half of xz, stride
  * 2 Di) and the backward's dy as bf16 too (z_bf16 / dy_bf16; args.z and the fp32 dy NULL, their
- * device copies poisoned). The v5 pair-exchange backward (knob 2). */
-static void run_in16_case(tcase tc, uint64_t seed, int bf16, int dense, int zdy, int hc16) {
-    printf("bf16 x / delta%s%s%s%s: B %lld L %lld Di %lld N %lld chunk %lld\n",
+ * device copies poisoned). The v5 pair-exchange backward (knob 2). yp (dense: instead of
+ * y_pregate): the forward
+ * also writes the pre-gate output as bf16 (y_pregate_bf16, checked to half a bf16 ulp of the
+ * reference's), the backward reads it and writes the gated output back over it (y_bf16 the
+ * same buffer: checked against the reference's y), dz then to a bf16 ulp and 4e-3 of the
+ * largest. */
+static void run_in16_case(tcase tc, uint64_t seed, int bf16, int dense, int zdy, int hc16, int yp) {
+    printf("bf16 x / delta%s%s%s%s%s: B %lld L %lld Di %lld N %lld chunk %lld\n",
            zdy ? " / z / dy" : "", bf16 ? ", bf16 outputs" : "", dense ? ", dense" : "",
-           hc16 ? ", bf16 dense states" : "", (long long)tc.B, (long long)tc.L, (long long)tc.Di,
-           (long long)tc.N, (long long)tc.chunk);
+           hc16 ? ", bf16 dense states" : "", yp ? ", bf16 pre-gate output (YP)" : "",
+           (long long)tc.B, (long long)tc.L, (long long)tc.Di, (long long)tc.N,
+           (long long)tc.chunk);
     problem p;
     make_problem(&p, tc, seed);
     const int64_t BL = tc.B * tc.L, Di = tc.Di, N = tc.N;
@@ -560,10 +566,11 @@ static void run_in16_case(tcase tc, uint64_t seed, int bf16, int dense, int zdy,
     }
     float *g_y = dev_poison(BL * Di), *g_hc = dev_poison(nhc), *g_hl = dev_poison(nh);
     uint16_t *g_yb = bf16 ? dev_poison16(BL * Di) : NULL;
-    float *g_yp = dense ? dev_poison(BL * Di) : NULL;
+    float *g_yp = dense && !yp ? dev_poison(BL * Di) : NULL;
+    uint16_t *g_ypb = yp ? dev_poison16(BL * Di) : NULL;
     mb_scan_cuda_opts o;
     memset(&o, 0, sizeof o);
-    o.y_bf16 = g_yb, o.y_pregate = g_yp;
+    o.y_bf16 = g_yb, o.y_pregate = g_yp, o.y_pregate_bf16 = g_ypb;
     o.x_bf16 = g_x16, o.x_bf16_stride = 2 * Di, o.delta_bf16 = g_d16;
     o.dense_states_bf16 = hc16;
     mb_scan_args ad = args_of(&p, 1, g_hc, g_hl, tc.chunk);
@@ -585,6 +592,15 @@ static void run_in16_case(tcase tc, uint64_t seed, int bf16, int dense, int zdy,
         printf("  fwd    h_chunks second half: %lld of %lld floats written %s\n",
                (long long)touched, (long long)(nhc - nhc / 2), touched ? "FAIL" : "ok");
     }
+    float *ypre = NULL; /* yp: the reference pre-gate output (the forward without z) */
+    if (yp) {
+        ypre = (float *)calloc((size_t)(BL * Di), sizeof(float));
+        mb_scan_args an = ah;
+        an.z = NULL, an.h_chunks = NULL, an.h_last = NULL;
+        mb_scan_forward(&an, ypre);
+        check_bf16("fwd", "y_pregate_bf16", g_ypb, ypre, BL, Di, Di);
+        o.y_bf16 = g_ypb; /* the backward's gated output, over the pre-gate one */
+    }
     bwd_out g = gpu_bwd_alloc(bf16, BL, Di, N, tc.R);
     o.delta_is_eff = 1, o.dt_softplus = 1;
     o.ddt_bias = g.db, o.ddelta_bf16 = g.ddb, o.dz_bf16 = g.dzb ? g.dzb + Di : NULL;
@@ -596,13 +612,16 @@ static void run_in16_case(tcase tc, uint64_t seed, int bf16, int dense, int zdy,
     }
     CK(cudaDeviceSynchronize());
     if (hc16) g_tol = 2e-2; /* (each 8-position sub-chunk from its rounded entering state) */
+    if (yp) g_tol = 4e-3;   /* (dz from the bf16 pre-gate output; the others are exact as before) */
     check_bwd("bwd", &g, bf16, &ref, BL, Di, N, tc.R);
+    if (yp) check_bf16("bwd", "y (gated, recomputed)", g_ypb, y, BL, Di, Di);
     g_tol = TOL;
     ref_bwd_free(&ref);
     gpu_bwd_free(&g);
     free(bias), free(x16), free(d16), free(dy16), free(y), free(hc), free(hl);
     cudaFree(g_x16), cudaFree(g_d16), cudaFree(g_dy16), cudaFree(g_y), cudaFree(g_hc);
-    cudaFree(g_hl), cudaFree(g_yb), cudaFree(g_yp);
+    cudaFree(g_hl), cudaFree(g_yb), cudaFree(g_yp), cudaFree(g_ypb);
+    free(ypre);
     free_problem(&p);
 }
 
@@ -620,14 +639,24 @@ static void run_in16(void) {
         mb_scan_cuda_set_lane_layout(qm ? 1 : -1);
         for (int i = 0; i < (int)(sizeof cases / sizeof cases[0]); i++)
             run_in16_case(cases[i], 1200 + 10 * qm + i, (i + qm) & 1, cases[i].chunk == 8,
-                          (i / 2 + qm) & 1, 0);
+                          (i / 2 + qm) & 1, 0, 0);
+    }
+    /* the bf16 pre-gate output read by the backward (YP): the cases not dense, bf16 outputs
+     * and z / dy as the training form has them and not, both lane layouts */
+    for (int qm = 0; qm < 2; qm++) {
+        mb_scan_cuda_set_lane_layout(qm ? 1 : -1);
+        for (int i = 0; i < 6; i++)
+            run_in16_case(cases[i], 1280 + 10 * qm + i, (i + qm + 1) & 1, 0, (i + qm) & 1, 0, 1);
+        /* and in the dense form (instead of the fp32 y_pregate): bf16 states or fp32 ones */
+        for (int i = 6; i < 8; i++)
+            run_in16_case(cases[i], 1280 + 10 * qm + i, 1, 1, 1, (i + qm) & 1, 1);
     }
     /* the dense states as bf16 (mb_scan_cuda_opts.dense_states_bf16): the dense cases, the
      * training form (bf16 outputs, z and dy as bf16), both lane layouts */
     for (int qm = 0; qm < 2; qm++) {
         mb_scan_cuda_set_lane_layout(qm ? 1 : -1);
         for (int i = 6; i < 8; i++)
-            run_in16_case(cases[i], 1250 + 10 * qm + i, 1, 1, 1, 1);
+            run_in16_case(cases[i], 1250 + 10 * qm + i, 1, 1, 1, 1, 0);
     }
     mb_scan_cuda_set_lane_layout(-1);
     /* refusals (MB_EINVAL before any launch) */
@@ -710,6 +739,30 @@ static void run_in16(void) {
                                         NULL) != MB_EINVAL;
         mb_scan_cuda_set_backward_warps(0);
         cudaFree(g_hc8);
+    }
+    /* the bf16 pre-gate output (YP): not beside y_pregate; read by the bf16-input v5 backward
+     * only (not the v4 one, not without x_bf16) */
+    {
+        uint16_t *g_ypb = dev_poison16(BL * Di);
+        oz = o, oz.y_pregate_bf16 = g_ypb, oz.y_pregate = g_yp;
+        bad |= mb_scan_cuda_forward_ex(&az, &oz, g_y, NULL) != MB_EINVAL;
+        oz.y_pregate = NULL;
+        bad |= mb_scan_cuda_forward_ex(&az, &oz, g_y, NULL) != MB_OK; /* the positive control */
+        CK(cudaDeviceSynchronize());
+        mb_scan_cuda_set_backward_warps(8);
+        bad |= mb_scan_cuda_backward_ex(&az, &oz, p.d_dy, g_y, g_y, g_dA, g_y, g_y, g_dD, NULL,
+                                        NULL) != MB_EINVAL;
+        mb_scan_cuda_set_backward_warps(2);
+        mb_scan_cuda_opts of;
+        memset(&of, 0, sizeof of);
+        of.y_pregate_bf16 = g_ypb;
+        bad |= mb_scan_cuda_backward_ex(&ax, &of, p.d_dy, g_y, g_y, g_dA, g_y, g_y, g_dD, NULL,
+                                        NULL) != MB_EINVAL;
+        bad |= mb_scan_cuda_backward_ex(&az, &oz, p.d_dy, g_y, g_y, g_dA, g_y, g_y, g_dD, NULL,
+                                        NULL) != MB_OK; /* the positive control */
+        CK(cudaDeviceSynchronize());
+        mb_scan_cuda_set_backward_warps(0);
+        cudaFree(g_ypb);
     }
     cudaFree(g_yp);
     cudaFree(g_dA), cudaFree(g_dD);

@@ -8,8 +8,9 @@
 #   - a checkpoint written on the GPU at step 100 resumes on the CPU, and one written on the
 #     CPU resumes on the GPU: the first resumed step's loss within 1e-3 of the straight run's on
 #     the writing device (parameters and AdamW moments carried), every later step within 2%;
-#   - bf16 training with the dense scan in 2 of 4 layers (MB_CUDA_DENSE_LAYERS) against none:
-#     50-step loss curves within 1%;
+#   - bf16 training with the dense scan in 2 of 4 layers (MB_CUDA_DENSE_LAYERS) against none,
+#     and the scan's bf16 pre-gate output kept (the default) against its gated output
+#     (MB_CUDA_SCAN_YP=0): 50-step loss curves within 1%;
 #   - eval of the GPU-trained checkpoint on both devices (windows and short document ends, and
 #     streamed with the state carried) within 1e-4 relative.
 # Env: MB_CLI (the program), MB_SOURCE_DIR (repository root, for the corpus).
@@ -90,6 +91,9 @@ check "the dense scan in 2 of 4 layers says so" grep -q "recomputation off (dens
 MB_CUDA_DENSE_SCAN=0 run gbn cuda "${dense_args[@]}" || bad "GPU bf16 training, no dense scan"
 check "no dense scan when turned off" bash -c "! grep -q 'dense scan' '$T/gbn.err'"
 check "bf16, dense in 2 of 4 layers: loss curve within 1% of no dense scan" compare "$T/gbd" "$T/gbn" 1 50 0.01 "dense 2 vs none"
+# the scan's gated output kept (MB_CUDA_SCAN_YP=0) against its bf16 pre-gate output (default)
+MB_CUDA_DENSE_SCAN=0 MB_CUDA_SCAN_YP=0 run gby cuda "${dense_args[@]}" || bad "GPU bf16 training, the gated scan output kept"
+check "bf16, pre-gate output kept: loss curve within 1% of the gated output kept" compare "$T/gbn" "$T/gby" 1 50 0.01 "yp vs gated"
 refuse_gpu_memory() { # a cap below the smallest plan: refused before training, with the numbers
   "$MB_CLI" train "${args[@]}" --device cuda --gpu-memory 0.01 --out "$T/xm" >/dev/null 2>"$T/xm.err"
   local rc=$?
