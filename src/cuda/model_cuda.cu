@@ -76,6 +76,10 @@ struct mb_cuda_acts {
                   the scan backward reads the former instead of recomputing it, and writes the
                   gated output into ygb again for out_proj's weight gradient (as mamba_ssm keeps
                   its scan's `out` and recomputes out_z) */
+    int cs16;  /* in16 (MB_CUDA_STATES_H16=0: off): the other layers' chunk states (every 64
+                  positions) stored as bf16 too (mb_scan_cuda_opts.chunk_states_bf16), half the
+                  bytes: with recomputation, 3.3 GiB at 353m's shape, room for more kept in_proj
+                  outputs */
     int hc16;  /* dense with bf16 (MB_CUDA_DENSE_H16=0: off): the scan's states every 8 positions
                   stored as bf16 (mb_scan_cuda_opts.dense_states_bf16), half the bytes */
     int ukeep; /* bf16 training without recomputation (MB_CUDA_KEEP_U=0: off): the forward keeps
@@ -161,6 +165,11 @@ static int64_t dense_states_bytes(const mb_cuda_acts *a) {
     return F(a->B * a->cfg.d_inner * a->dn_chunks * a->cfg.d_state) / (a->hc16 ? 2 : 1);
 }
 
+/* bytes of one other layer's chunk states (cs16: bf16) */
+static int64_t chunk_states_bytes(const mb_cuda_acts *a) {
+    return F(a->B * a->cfg.d_inner * a->n_chunks * a->cfg.d_state) / (a->cs16 ? 2 : 1);
+}
+
 static int acts_table(mb_cuda_acts *a, carve_item *t) {
     const mb_config *c = &a->cfg;
     const int64_t BL = a->BL, d = c->d_model, Di = c->d_inner, N = c->d_state, R = c->dt_rank;
@@ -185,9 +194,8 @@ static int acts_table(mb_cuda_acts *a, carve_item *t) {
     t[k++] = (carve_item){(void **)&a->delta, F(nx * BL * Di)};
     t[k++] = (carve_item){(void **)&a->y, F(ny * BL * Di)};
     /* (hc16: bf16 states, half the bytes) */
-    t[k++] = (carve_item){(void **)&a->h_chunks,
-                          tr * (a->n_dense * dense_states_bytes(a) +
-                                (nk - a->n_dense) * F(a->B * Di * a->n_chunks * N))};
+    t[k++] = (carve_item){(void **)&a->h_chunks, tr * (a->n_dense * dense_states_bytes(a) +
+                                                       (nk - a->n_dense) * chunk_states_bytes(a))};
     t[k++] = (carve_item){(void **)&a->y_pregate, F((a->yp ? 0 : a->n_dense) * BL * Di)};
     /* the fp32 norm outputs feed only fp32 products: bf16 mode keeps their bf16 copies alone */
     t[k++] = (carve_item){(void **)&a->xf, F((1 - hb) * BL * d)};
@@ -292,6 +300,8 @@ static int acts_shape(mb_cuda_acts *a, const mb_config *c, int64_t B, int64_t L,
              !knob_off("MB_CUDA_NORM_IN16");
     a->ukeep = a->train && a->bf16 && !a->recompute && !knob_off("MB_CUDA_KEEP_U");
     a->hc16 = a->dense && a->bf16 && !knob_off("MB_CUDA_DENSE_H16");
+    a->cs16 = a->in16 && a->chunk % 32 == 0 && mb_scan_cuda_preferred_chunk() % a->chunk == 0 &&
+              !knob_off("MB_CUDA_STATES_H16");
     /* (not where every layer is dense: there the fp32 y_pregate's form was faster, medium's
      * step 133.5 against 136.4 ms; YP is for the layers in the plain form, where it is the
      * faster, and for fitting more dense layers, at half the pre-gate output's bytes) */
@@ -685,7 +695,7 @@ static layer_view layer_at(const mb_cuda_acts *a, int64_t l) {
     v.dense = l < a->n_dense;
     v.chunk = v.dense ? a->dchunk : a->chunk;
     const int64_t kd = mb_min_i64(k, a->n_dense), kp = k - kd;
-    const int64_t hoff = kd * dense_states_bytes(a) + F(kp * a->B * Di * a->n_chunks * N);
+    const int64_t hoff = kd * dense_states_bytes(a) + kp * chunk_states_bytes(a);
     v.h_chunks = a->h_chunks ? (float *)((char *)a->h_chunks + hoff) : NULL;
     v.yp = a->yp;
     v.y_pregate = v.dense && !v.yp ? a->y_pregate + l * BL * Di : NULL;
@@ -718,7 +728,7 @@ static mb_scan_args scan_args(const mb_cuda_acts *a, const mb_layer_weights *lw,
 static mb_scan_cuda_opts scan_opts(const mb_cuda_model *dm, const mb_cuda_acts *a,
                                    const mb_layer_weights *lw, const mb_layer_weights *g,
                                    uint16_t *yb, float *y_pregate, const layer_view *in16,
-                                   uint16_t *ypre16, int dense) {
+                                   uint16_t *ypre16, int dense, int states) {
     mb_scan_cuda_opts o;
     memset(&o, 0, sizeof o);
     if (!a->fused) return o;
@@ -734,6 +744,7 @@ static mb_scan_cuda_opts scan_opts(const mb_cuda_model *dm, const mb_cuda_acts *
     }
     o.y_pregate = y_pregate; /* dense: written by the forward, read by the backward */
     o.dense_states_bf16 = dense && (y_pregate || ypre16) && a->hc16;
+    o.chunk_states_bf16 = !dense && states && a->cs16;
     o.dt_bias = lw->dt_proj_b;
     o.dt_softplus = 1;
     if (g) o.ddt_bias = g->dt_proj_b;
@@ -914,8 +925,9 @@ static int mixer_forward(mb_cuda_model *dm, mb_cuda_acts *a, int64_t l, const la
     /* yp: the pre-gate output into the kept slot, the gated one into the shared ygb */
     const int yp = v->yp && !cs;
     uint16_t *yg = yp ? a->ygb : v->yb;
-    const mb_scan_cuda_opts so = scan_opts(dm, a, lw, NULL, yg, cs ? NULL : v->y_pregate,
-                                           in16 ? v : NULL, yp ? v->yb : NULL, v->dense && !cs);
+    const mb_scan_cuda_opts so =
+        scan_opts(dm, a, lw, NULL, yg, cs ? NULL : v->y_pregate, in16 ? v : NULL, yp ? v->yb : NULL,
+                  v->dense && !cs, !cs);
     if (v->dense && a->hc16 && sa.h_chunks && !so.dense_states_bf16) /* (bf16 state slots) */
         return mb_fail(MB_EINVAL,
                        "mb_cuda_forward: internal: fp32 scan states into the bf16 "
@@ -1052,7 +1064,7 @@ static int mixer_backward(mb_cuda_model *dm, mb_cuda_acts *a, int64_t l, const l
     if (a->z16) sa.z = NULL;
     /* (yp: the gated output recomputed into ygb; the pre-gate one stays, for another backward) */
     const mb_scan_cuda_opts so = scan_opts(dm, a, lw, g, v->yp ? a->ygb : NULL, v->y_pregate,
-                                           a->in16 ? v : NULL, v->yp ? v->yb : NULL, v->dense);
+                                           a->in16 ? v : NULL, v->yp ? v->yb : NULL, v->dense, 1);
     PT(MB_PROF_SCAN_BWD,
        mb_scan_cuda_backward_ex(&sa, &so, a->dy, a->dxc, a->ddelta, g->A_log, a->ddbc + R,
                                 a->ddbc + R + N, g->D, a->dxz ? a->dxz + Di : NULL, st));

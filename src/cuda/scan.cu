@@ -777,9 +777,16 @@ __global__ void __launch_bounds__(32 * G) scan_fwd2_kernel(scan_params p) {
             if (!FINE) {
                 if (t0 % p.chunk == 0 && cv) {
                     float *dst = hc + (long long)(t0 / p.chunk) * N;
+                    if (p.hc16) { /* (bf16 at the fp32 element indices, as FINE 2's) */
+                        uint16_t *d16 = (uint16_t *)p.h_chunks + (dst - p.h_chunks);
 #pragma unroll
-                    for (int k = 0; k < SPT; k++)
-                        if (n0 + k < N) dst[n0 + k] = h[k];
+                        for (int k = 0; k < SPT; k++)
+                            if (n0 + k < N) d16[n0 + k] = bf16_bits(h[k]);
+                    } else {
+#pragma unroll
+                        for (int k = 0; k < SPT; k++)
+                            if (n0 + k < N) dst[n0 + k] = h[k];
+                    }
                 }
             } else {
                 nb = (t0 + p.chunk - 1) / p.chunk * p.chunk;
@@ -2019,6 +2026,15 @@ extern "C" int mb_scan_cuda_forward_ex(const mb_scan_args *a, const mb_scan_cuda
                                       "16-byte aligned tensors)");
         p.hc16 = 1;
     }
+    if (o && o->chunk_states_bf16) {
+        /* the staged forward's FINE 0 form (chunk states at tile starts), 4-state groups */
+        if (o->dense_states_bf16 || !p.h_chunks || p.chunk % FT != 0 || !p.vec ||
+            !al16(p.h_chunks) || p.N % 4 != 0 || g_fwd_warps > 0)
+            return mb_fail(MB_EINVAL, "mb_scan_cuda_forward: chunk_states_bf16 needs chunk states "
+                                      "at a chunk that is a multiple of 32, N a multiple of 4 and "
+                                      "16-byte aligned tensors (not with dense_states_bf16)");
+        p.hc16 = 1;
+    }
     return launch_forward(&p, (cudaStream_t)stream);
 }
 
@@ -2117,6 +2133,15 @@ extern "C" int mb_scan_cuda_backward_ex(const mb_scan_args *a, const mb_scan_cud
             return mb_fail(MB_EINVAL, "mb_scan_cuda_backward: dense_states_bf16 needs the dense "
                                       "backward (y_pregate or y_pregate_bf16, chunk 8, N 12 or "
                                       "16, 16-byte aligned tensors, a grid that takes v5)");
+        }
+        p.hc16 = 1;
+    }
+    if (o && o->chunk_states_bf16) { /* read by bwd3_load_h's 8-byte loads (v5, VEC) */
+        if (dn || o->dense_states_bf16 || tmp || !vec || !use_v5 || p.N % 4 != 0) {
+            if (tmp) cudaFreeAsync(tmp, st);
+            return mb_fail(MB_EINVAL, "mb_scan_cuda_backward: chunk_states_bf16 needs the v5 "
+                                      "backward at a chunk that divides 64, N a multiple of 4 and "
+                                      "16-byte aligned tensors, not the dense form");
         }
         p.hc16 = 1;
     }

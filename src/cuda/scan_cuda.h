@@ -144,6 +144,13 @@ typedef struct {
      * backward (recompute_out_z) for out_proj's weight gradient. dz then carries the rounding
      * of the bf16 output (about one more bf16 ulp). */
     uint16_t *y_pregate_bf16;
+    /* Not in the dense form: the chunk states (h_chunks) written by the forward and read by the
+     * backward as bf16 (uint16_t bit patterns at the fp32 ones' element indices, so h_chunks
+     * needs half the bytes), as dense_states_bf16 does for the dense form's. The staged forward
+     * at a chunk that is a multiple of 32 and the v5 backward at one that divides 64 (N a
+     * multiple of 4, 16-byte aligned tensors; MB_EINVAL otherwise). The backward recomputes each
+     * chunk from its rounded entering state. */
+    int chunk_states_bf16;
 } mb_scan_cuda_opts;
 
 /* Forward / backward with options (o may be NULL = the functions above). With dt_bias or

@@ -239,7 +239,8 @@ struct tcase {
                  every 8 positions and pre-gate output (y_pregate) feed the backward's DN form */
     int in16; /* bf16 x and delta (x16 / delta16, vec; the fp32 ones NULL): the reference gets the
                  same values rounded to bf16; 2: also z and the backward's dy (z16 / dy16) */
-    int hc16; /* with dn: the dense states as bf16 (scan_params.hc16), written by the emulated
+    int hc16; /* the dense states as bf16 (scan_params.hc16), or without dn the chunk states
+                 (chunk 32 or 64), written by the emulated
                  forward (checked to half a bf16 ulp of the reference's) and read by the backward
                  (its outputs then within 2e-2 of the reference's, the issue's bf16 bound) */
     int yp;   /* with in16 (dn too: instead of y_pregate): the emulated forward also writes the
@@ -256,7 +257,7 @@ static void run_case(tcase tc, uint64_t seed) {
            (long long)tc.B, (long long)tc.L, (long long)tc.Di, (long long)tc.N, (long long)tc.chunk,
            tc.gate, tc.use_h0, tc.vec, tc.nan_at, tc.kern == 1 ? "v5 pair exchange" : "v5",
            tc.dn ? " dense" : "",
-           tc.in16 == 2 ? (tc.hc16 ? " bf16 x / delta / z / dy, bf16 dense states"
+           tc.in16 == 2 ? (tc.hc16 ? " bf16 x / delta / z / dy, bf16 states"
                                    : " bf16 x / delta / z / dy")
            : tc.in16    ? " bf16 x / delta"
                         : "",
@@ -354,7 +355,7 @@ static void run_case(tcase tc, uint64_t seed) {
         f.Bm = a.Bm, f.Cm = a.Cm, f.bcs = bcs, f.D = a.D, f.z = a.z, f.zs = a.z_stride;
         f.h0 = a.h0, f.h_last = ehl.data(), f.h_chunks = ehc.data(), f.y = ey.data();
         f.vec = tc.vec;
-        f.hc16 = tc.dn && tc.hc16;
+        f.hc16 = tc.hc16; /* (not dense: the chunk states, FINE 0) */
         std::vector<float> eyp, ypre_ref;
         if (tc.dn || tc.yp) { /* the reference pre-gate output: the forward without z */
             eyp.assign(BL * Di, NAN), ypre_ref.resize(BL * Di);
@@ -418,6 +419,7 @@ static void run_case(tcase tc, uint64_t seed) {
                 check("fwd y_pregate", rel_err_rows(eyp.data(), ypre_ref.data(), BL, Di, Di));
             dn_hc = ehc, dn_ypre = eyp;
         }
+        if (tc.hc16 && !tc.dn) dn_hc = ehc; /* the bf16 chunk states for the backward */
         if (tc.yp) check_bf16("fwd yp16", yp16.data(), ypre_ref.data(), BL, Di, Di);
     }
     if (N > 16) return; /* the forward only (G 8); the backward takes N <= 16 */
@@ -436,6 +438,10 @@ static void run_case(tcase tc, uint64_t seed) {
     } else if (BWD_CHUNK % tc.chunk == 0) {
         p.chunk = (int)tc.chunk, p.nch = (int)nch, p.hstep = (int)(BWD_CHUNK / tc.chunk);
         p.h_chunks = hc.data();
+        if (tc.hc16) { /* the emulated forward's bf16 chunk states (chunk_states_bf16) */
+            p.h_chunks = dn_hc.data(), p.hc16 = 1;
+            g_tol = 2e-2;
+        }
     } else {
         const int64_t n64 = mb_scan_n_chunks(L, BWD_CHUNK);
         hc64.resize(B * Di * n64 * N);
@@ -635,6 +641,11 @@ int main(void) {
             {2, 200, 64, 16, 4, 8, 1, 1, 1, -1, 1, 0, 2, 1, 1, 2, 1, 1},
             {1, 131, 40, 12, 4, 8, 0, 0, 1, -1, 1, 0, 0, 0, 1, 2, 0, 1},
             {2, 75, 40, 16, 4, 8, 1, 1, 1, -1, 1, 1, 2, 1, 1, 2, 1, 1},
+            /* the chunk states as bf16 (chunk_states_bf16): the training form at chunk 64 with
+             * YP, N 12 at chunk 32 without a gate, state-major lanes without YP */
+            {2, 200, 64, 16, 4, 64, 1, 1, 1, -1, 1, 0, 2, 1, 0, 2, 1, 1},
+            {1, 131, 40, 12, 4, 32, 0, 0, 1, -1, 1, 0, 0, 0, 0, 2, 1, 0},
+            {2, 150, 40, 16, 4, 64, 1, 1, 1, -1, 1, 1, 2, 1, 0, 2, 1, 0},
         };
         for (size_t i = 0; i < sizeof in16 / sizeof in16[0]; i++)
             run_case(in16[i], 110 + i);

@@ -97,11 +97,11 @@ static void test_sizes_and_plans(void) {
         f = plan(&c, B, L, -1, (double)b[k], 0, &fits);
         REQUIRE(fits == 1 && XZ_OF(f) == want, "budget = %d layers exactly (%#x)", want, f);
     }
-    /* the scan's states do not fit, two in_proj outputs do */
-    const int64_t rc2 = mb_cuda_acts_bytes_ex(&c, B, L, tb | RC | XZ(2), 0);
-    REQUIRE(rc2 < b[0], "two kept layers cost less than the scan's states");
-    f = plan(&c, B, L, -1, (double)rc2, 0, &fits);
-    REQUIRE(fits == 1 && f == (tb | RC | XZ(2)), "only in_proj outputs fit: 2 kept, no scan (%#x)",
+    /* the scan's states do not fit, one in_proj output does */
+    const int64_t rc1 = mb_cuda_acts_bytes_ex(&c, B, L, tb | RC | XZ(1), 0);
+    REQUIRE(rc1 < b[0], "one kept layer costs less than the scan's states");
+    f = plan(&c, B, L, -1, (double)rc1, 0, &fits);
+    REQUIRE(fits == 1 && f == (tb | RC | XZ(1)), "only in_proj outputs fit: 1 kept, no scan (%#x)",
             f);
     f = plan(&c, B, L, -1, (double)rc0 - 1.0, 0, &fits);
     REQUIRE(fits == 0 && f == (tb | RC), "under the smallest plan: recomputation, fits 0 (%#x)", f);
@@ -127,11 +127,13 @@ static void test_sizes_and_plans(void) {
             "flags NULL refused");
 
     /* the dense scan in the first k layers (DENSE_LAYERS): each adds its bf16 states every 8
-     * positions, less the plain form's fp32 states every 64 (its pre-gate output is the bf16 one
-     * every layer keeps, the bf16-input scan's YP form, at these sizes); every layer dense takes
-     * the fp32 pre-gate output instead, and no shared slot of the gated one (B L Di bf16) */
+     * positions, less the plain form's states every 64 (bf16 too at these sizes: cs16; its
+     * pre-gate output is the bf16 one every layer keeps, the bf16-input scan's YP form); every
+     * layer dense takes the fp32 pre-gate output instead, and no shared slot of the gated one
+     * (B L Di bf16) */
     const int64_t D = MB_CUDA_ACTS_DENSE_SCAN, Di = c.d_inner, N = c.d_state;
-    const int64_t extra = B * Di * ((L + 7) / 8) * N * 2 - B * Di * ((L + 63) / 64) * N * 4;
+    const int64_t plain16 = B * Di * ((L + 63) / 64) * N * 2;
+    const int64_t extra = B * Di * ((L + 7) / 8) * N * 2 - plain16;
     const int64_t pre32 = B * L * Di * 4, ygate = B * L * Di * 2;
     int64_t db[5];
     for (int k = 0; k < 5; k++)
@@ -150,6 +152,14 @@ static void test_sizes_and_plans(void) {
     REQUIRE(full - full0 == ygate && d1 - full0 == extra + pre32,
             "MB_CUDA_SCAN_YP=0: %lld bytes less, a dense layer %lld more",
             (long long)(full - full0), (long long)(d1 - full0));
+    /* MB_CUDA_STATES_H16=0: the plain form's states in fp32, twice the bytes */
+    setenv("MB_CUDA_STATES_H16", "0", 1);
+    const int64_t full32 = mb_cuda_acts_bytes_ex(&c, B, L, tb, 0);
+    const int64_t keep32 = mb_cuda_acts_bytes_ex(&c, B, L, tb | KEEP, 0);
+    unsetenv("MB_CUDA_STATES_H16");
+    REQUIRE(full32 - full == 4 * plain16 && keep32 - b[0] == 4 * plain16,
+            "MB_CUDA_STATES_H16=0: %lld and %lld bytes more, expected %lld",
+            (long long)(full32 - full), (long long)(keep32 - b[0]), (long long)(4 * plain16));
     REQUIRE(db[4] == dense &&
                 mb_cuda_acts_bytes_ex(&c, B, L, tb | D | MB_CUDA_ACTS_DENSE_LAYERS(9), 0) == dense,
             "DENSE_LAYERS(n_layer) and above: every layer");

@@ -363,7 +363,7 @@ static void gpu_forward_check(const mb_scan_args *ad, const mb_scan_cuda_opts *o
         check("fwd", "y", rel_err_rows(gy, y, BL, Di, Di));
         free(gy);
     }
-    if (o && o->dense_states_bf16) /* (bf16 at the fp32 element indices: the first half) */
+    if (o && (o->dense_states_bf16 || o->chunk_states_bf16)) /* (bf16: the first half) */
         check_bf16("fwd", "h_chunks", (const uint16_t *)g_hc, hc, nhc, 1, 1);
     else
         check("fwd", "h_chunks", rel_err_rows(ghc, hc, nhc, 1, 1));
@@ -511,9 +511,9 @@ static void run_opts_case(tcase tc, uint64_t seed, int bf16, int eff_in, int den
 static void run_in16_case(tcase tc, uint64_t seed, int bf16, int dense, int zdy, int hc16, int yp) {
     printf("bf16 x / delta%s%s%s%s%s: B %lld L %lld Di %lld N %lld chunk %lld\n",
            zdy ? " / z / dy" : "", bf16 ? ", bf16 outputs" : "", dense ? ", dense" : "",
-           hc16 ? ", bf16 dense states" : "", yp ? ", bf16 pre-gate output (YP)" : "",
-           (long long)tc.B, (long long)tc.L, (long long)tc.Di, (long long)tc.N,
-           (long long)tc.chunk);
+           hc16 ? (dense ? ", bf16 dense states" : ", bf16 chunk states") : "",
+           yp ? ", bf16 pre-gate output (YP)" : "", (long long)tc.B, (long long)tc.L,
+           (long long)tc.Di, (long long)tc.N, (long long)tc.chunk);
     problem p;
     make_problem(&p, tc, seed);
     const int64_t BL = tc.B * tc.L, Di = tc.Di, N = tc.N;
@@ -572,7 +572,8 @@ static void run_in16_case(tcase tc, uint64_t seed, int bf16, int dense, int zdy,
     memset(&o, 0, sizeof o);
     o.y_bf16 = g_yb, o.y_pregate = g_yp, o.y_pregate_bf16 = g_ypb;
     o.x_bf16 = g_x16, o.x_bf16_stride = 2 * Di, o.delta_bf16 = g_d16;
-    o.dense_states_bf16 = hc16;
+    o.dense_states_bf16 = hc16 && dense;
+    o.chunk_states_bf16 = hc16 && !dense; /* (the plain form's chunk states) */
     mb_scan_args ad = args_of(&p, 1, g_hc, g_hl, tc.chunk);
     ad.x = NULL, ad.delta = NULL;
     if (zdy && ad.z) ad.z = NULL, o.z_bf16 = g_x16 + Di, o.z_bf16_stride = 2 * Di;
@@ -650,6 +651,13 @@ static void run_in16(void) {
         /* and in the dense form (instead of the fp32 y_pregate): bf16 states or fp32 ones */
         for (int i = 6; i < 8; i++)
             run_in16_case(cases[i], 1280 + 10 * qm + i, 1, 1, 1, (i + qm) & 1, 1);
+    }
+    /* the plain form's chunk states as bf16 (chunk_states_bf16, chunk 64): with YP as training
+     * runs it and without, fp32 outputs, both lane layouts */
+    for (int qm = 0; qm < 2; qm++) {
+        mb_scan_cuda_set_lane_layout(qm ? 1 : -1);
+        for (int i : {0, 1, 2, 4})
+            run_in16_case(cases[i], 1330 + 10 * qm + i, (i + qm + 1) & 1, 0, 1, 1, (i + qm) & 1);
     }
     /* the dense states as bf16 (mb_scan_cuda_opts.dense_states_bf16): the dense cases, the
      * training form (bf16 outputs, z and dy as bf16), both lane layouts */
@@ -763,6 +771,24 @@ static void run_in16(void) {
         CK(cudaDeviceSynchronize());
         mb_scan_cuda_set_backward_warps(0);
         cudaFree(g_ypb);
+    }
+    /* bf16 chunk states: not at a chunk that is no multiple of 32 (forward), nor one the
+     * backward re-chunks (128), nor beside dense_states_bf16 */
+    {
+        mb_scan_args a33 = az, a128 = az;
+        float *g_hc2 = dev_poison(tc.B * Di * ((tc.L + 31) / 32) * tc.N);
+        a33.chunk = 33, a33.h_chunks = g_hc2, a128.chunk = 128, a128.h_chunks = g_hc2;
+        oz = o, oz.chunk_states_bf16 = 1;
+        bad |= mb_scan_cuda_forward_ex(&a33, &oz, g_y, NULL) != MB_EINVAL;
+        bad |= mb_scan_cuda_forward_ex(&a128, &oz, g_y, NULL) != MB_OK; /* (forward: fine) */
+        CK(cudaDeviceSynchronize());
+        mb_scan_cuda_set_backward_warps(2);
+        bad |= mb_scan_cuda_backward_ex(&a128, &oz, p.d_dy, g_y, g_y, g_dA, g_y, g_y, g_dD, NULL,
+                                        NULL) != MB_EINVAL;
+        oz.dense_states_bf16 = 1;
+        bad |= mb_scan_cuda_forward_ex(&az, &oz, g_y, NULL) != MB_EINVAL;
+        mb_scan_cuda_set_backward_warps(0);
+        cudaFree(g_hc2);
     }
     cudaFree(g_yp);
     cudaFree(g_dA), cudaFree(g_dD);
