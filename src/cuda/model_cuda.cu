@@ -1051,8 +1051,11 @@ static int mixer_backward(mb_cuda_model *dm, mb_cuda_acts *a, int64_t l, const l
     const int64_t B = a->B, L = a->L, BL = a->BL, d = c->d_model, Di = c->d_inner;
     const int64_t N = c->d_state, R = c->dt_rank, K = c->d_conv, P = R + 2 * N;
     void *st = dm->stream;
-    /* out_proj: h = y @ out_proj^T (a->dresb: written with a->dres by the norm backward); its
-     * weight gradient after the scan, which in yp layers writes the gated y into a->ygb */
+    /* out_proj: h = y @ out_proj^T (a->dresb: written with a->dres by the norm backward); in yp
+     * layers its weight gradient after the scan, which writes the gated y into a->ygb */
+    if (!v->yp)
+        PT(MB_PROF_GEMM,
+           mm_bwd_w(dm, g->out_proj_w, a->dres, a->dresb, d, v->y, v->yb, Di, BL, Di, d));
     if (a->z16) /* (the scan reads dy as bf16) */
         PT(MB_PROF_GEMM, mm_bwd_in16(dm, a->dyb, Di, a->dresb, d, lw->out_proj_w, BL, Di, d));
     else
@@ -1068,8 +1071,9 @@ static int mixer_backward(mb_cuda_model *dm, mb_cuda_acts *a, int64_t l, const l
     PT(MB_PROF_SCAN_BWD,
        mb_scan_cuda_backward_ex(&sa, &so, a->dy, a->dxc, a->ddelta, g->A_log, a->ddbc + R,
                                 a->ddbc + R + N, g->D, a->dxz ? a->dxz + Di : NULL, st));
-    PT(MB_PROF_GEMM, mm_bwd_w(dm, g->out_proj_w, a->dres, a->dresb, d, v->y, v->yp ? a->ygb : v->yb,
-                              Di, BL, Di, d));
+    if (v->yp)
+        PT(MB_PROF_GEMM,
+           mm_bwd_w(dm, g->out_proj_w, a->dres, a->dresb, d, v->y, a->ygb, Di, BL, Di, d));
     /* softplus and dt_proj bias (fused: done by the scan): d pre = d delta * (-expm1(-delta)) */
     if (!a->fused)
         PT(MB_PROF_SOFTPLUS, mb_softplus_bias_cuda_backward_ex(a->ddelta, a->ddeltab, g->dt_proj_b,
