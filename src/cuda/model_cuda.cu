@@ -243,7 +243,7 @@ static int acts_table(mb_cuda_acts *a, carve_item *t) {
     return k;
 }
 
-#define ACTS_MAX_ITEMS 48
+#define ACTS_MAX_ITEMS 64 /* (acts_table has 47 items; it writes them without a check) */
 
 /* 1 when the environment variable name is set to "0" (a lab knob turning a form off) */
 static int knob_off(const char *name) {

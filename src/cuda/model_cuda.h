@@ -97,8 +97,9 @@ mb_cuda_acts *mb_cuda_acts_create(const mb_config *c, int64_t B, int64_t L, int 
                                   int64_t chunk);
 /* Flags of mb_cuda_acts_create_ex: TRAIN keeps what mb_cuda_backward needs; RECOMPUTE (with
  * TRAIN) keeps only the residual stream per layer and recomputes each mixer in the backward;
- * KEEP_SCAN (with RECOMPUTE) also keeps every layer's scan chunk states and gated scan output
- * (its bf16 copy in bf16 mode: B*L*Di*2 bytes + B*Di*n_chunks*N*4 per layer), so the re-run
+ * KEEP_SCAN (with RECOMPUTE) also keeps every layer's scan chunk states and scan output (bf16
+ * in bf16 mode, before the gate where mb_cuda_acts_yp: B*L*Di*2 bytes + B*Di*n_chunks*N*4, or
+ * *2 where the states are bf16 too, per layer), so the re-run
  * skips the scan forward (the in_proj, conv, x_proj, dt_proj and softplus still re-run);
  * BF16 adds the bf16 operand copies of the mixed-precision model (required iff the model is
  * in bf16 mode). mb_cuda_acts_create(c, B, L, t, chunk) = _ex(c, B, L, t ? TRAIN : 0, chunk). */
@@ -128,9 +129,11 @@ enum {
  * the others the plain one (chunk states every mb_scan_cuda_preferred_chunk() positions, no
  * y_pregate), so a budget that holds some dense layers but not all still buys those; 0, or n
  * at or above n_layer, is every layer. A dense layer costs B*Di*N*L/8 states (bf16 in bf16
- * mode) - B*Di*N*L/64 floats more than a plain one, and B*L*Di floats of y_pregate where the
- * pre-gate output is not kept as bf16 (mb_cuda_acts_yp): at 353m's shape (ctx 8192 x 8) 0.40
- * GB (0.94 without), for ~0.4 ms less step time (docs/benchmarks.md, session 28). */
+ * mode) more than a plain one, less the plain one's states every 64 positions (bf16 where the
+ * scan takes bf16 inputs), and B*L*Di floats of y_pregate where the pre-gate output is not kept
+ * as bf16 (mb_cuda_acts_yp): at 353m's shape (ctx 8192 x 8) 0.47 GB (1.01 without), for ~0.4 ms
+ * less step time (docs/benchmarks.md, session 28). Counts above 127 are not expressed (the
+ * flag keeps n's low 7 bits; the planner asks for at most 127). */
 #define MB_CUDA_ACTS_DENSE_LAYERS(n) ((int)(((unsigned)(n)&0x7fu) << 24))
 #define MB_CUDA_ACTS_DENSE_LAYERS_OF(flags) ((int64_t)(((unsigned)(flags) >> 24) & 0x7fu))
 mb_cuda_acts *mb_cuda_acts_create_ex(const mb_config *c, int64_t B, int64_t L, int flags,

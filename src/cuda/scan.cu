@@ -2078,6 +2078,15 @@ extern "C" int mb_scan_cuda_backward_ex(const mb_scan_args *a, const mb_scan_cud
     rc = apply_in16(&p, o, p.vec && al16(dy) && al16(p.h_chunks), choose_v5(&p),
                     "mb_scan_cuda_backward");
     if (rc) return rc;
+    /* (the options' refusals that do not depend on the re-chunked states: before any launch) */
+    if (o && o->chunk_states_bf16 && BWD_CHUNK % p.chunk != 0)
+        return mb_fail(MB_EINVAL,
+                       "mb_scan_cuda_backward: chunk_states_bf16 needs a chunk that "
+                       "divides 64 (got %lld)",
+                       (long long)a->chunk);
+    if (o && o->y_pregate_bf16 && (!p.x16 || o->y_pregate))
+        return mb_fail(MB_EINVAL, "mb_scan_cuda_backward: y_pregate_bf16 is read by the "
+                                  "bf16-input form only (x_bf16), not with y_pregate");
     float *tmp = NULL;
     cudaError_t e;
     if (BWD_CHUNK % p.chunk == 0) {

@@ -748,8 +748,9 @@ static void run_in16(void) {
         mb_scan_cuda_set_backward_warps(0);
         cudaFree(g_hc8);
     }
-    /* the bf16 pre-gate output (YP): not beside y_pregate; read by the bf16-input v5 backward
-     * only (not the v4 one, not without x_bf16) */
+    /* the bf16 pre-gate output (YP): not beside y_pregate, forward or backward; read by the
+     * bf16-input backward only (not without x_bf16; its other conditions are the bf16 inputs'
+     * own, refused above) */
     {
         uint16_t *g_ypb = dev_poison16(BL * Di);
         oz = o, oz.y_pregate_bf16 = g_ypb, oz.y_pregate = g_yp;
@@ -757,10 +758,11 @@ static void run_in16(void) {
         oz.y_pregate = NULL;
         bad |= mb_scan_cuda_forward_ex(&az, &oz, g_y, NULL) != MB_OK; /* the positive control */
         CK(cudaDeviceSynchronize());
-        mb_scan_cuda_set_backward_warps(8);
+        mb_scan_cuda_set_backward_warps(2);
+        oz.y_pregate = g_yp;
         bad |= mb_scan_cuda_backward_ex(&az, &oz, p.d_dy, g_y, g_y, g_dA, g_y, g_y, g_dD, NULL,
                                         NULL) != MB_EINVAL;
-        mb_scan_cuda_set_backward_warps(2);
+        oz.y_pregate = NULL;
         mb_scan_cuda_opts of;
         memset(&of, 0, sizeof of);
         of.y_pregate_bf16 = g_ypb;
@@ -773,7 +775,7 @@ static void run_in16(void) {
         cudaFree(g_ypb);
     }
     /* bf16 chunk states: not at a chunk that is no multiple of 32 (forward), nor one the
-     * backward re-chunks (128), nor beside dense_states_bf16 */
+     * backward re-chunks (128: refused before its re-chunking forward); chunk 64 both ways */
     {
         mb_scan_args a33 = az, a128 = az;
         float *g_hc2 = dev_poison(tc.B * Di * ((tc.L + 31) / 32) * tc.N);
@@ -785,8 +787,13 @@ static void run_in16(void) {
         mb_scan_cuda_set_backward_warps(2);
         bad |= mb_scan_cuda_backward_ex(&a128, &oz, p.d_dy, g_y, g_y, g_dA, g_y, g_y, g_dD, NULL,
                                         NULL) != MB_EINVAL;
-        oz.dense_states_bf16 = 1;
-        bad |= mb_scan_cuda_forward_ex(&az, &oz, g_y, NULL) != MB_EINVAL;
+        mb_scan_args a64 = az;
+        a64.h_chunks = g_hc2;
+        bad |= mb_scan_cuda_forward_ex(&a64, &oz, g_y, NULL) != MB_OK;
+        CK(cudaDeviceSynchronize());
+        bad |= mb_scan_cuda_backward_ex(&a64, &oz, p.d_dy, g_y, g_y, g_dA, g_y, g_y, g_dD, NULL,
+                                        NULL) != MB_OK;
+        CK(cudaDeviceSynchronize());
         mb_scan_cuda_set_backward_warps(0);
         cudaFree(g_hc2);
     }
