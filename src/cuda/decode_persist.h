@@ -49,7 +49,14 @@
 #include <stdint.h>
 
 #define MBP_MAX_SEQ 4
-#define MBP_THREADS 480         /* compute threads (15 warps); + 32 with the producer warp */
+/* compute threads (15 warps); + 32 with the producer warp. At 16 warps the kernel has 128
+ * registers (a multiprocessor's 4 partitions hold 16K each, its warps spread over them) and spills
+ * 40-70 bytes; 12 warps (-DMBP_THREADS=352, a lab knob: up to 168 registers, no spills) measured
+ * slower on the H200 at batch 1 (972m bf16 0.967 -> 1.184 ms/step, 353m 0.625 -> 0.650) and
+ * faster at 353m batch 2 (0.910 -> 0.848; 972m 1.368 -> 1.492), session 30 */
+#ifndef MBP_THREADS
+#define MBP_THREADS 480
+#endif
 #define MBP_OVERFLOW_ROWS 30720 /* weight-row bytes kept in shared memory where they overflow */
 #define MBP_PACE_CYC 250        /* default pace of the producer's copies at batch 1, 2 (pace_cyc) */
 #define MBP_PACE_BYTES 4096     /* and their piece size (pace_bytes) */
