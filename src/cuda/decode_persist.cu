@@ -16,17 +16,8 @@
 #include "cuda/cuda_check.h"
 #endif
 #include "cuda/decode_persist.h"
-#ifdef MBP_EMU /* the one-instruction approximations of fast_math_cuda.h, emulated */
+#ifdef MBP_EMU /* fast_math_cuda.h's approximations as the host functions */
 #define MB_SCAN_EMU 1
-static inline float ex2(float v) {
-    return exp2f(v);
-}
-static inline float lg2_(float v) {
-    return log2f(v);
-}
-static inline float rcp_(float v) {
-    return 1.0f / v;
-}
 #endif
 #include "cuda/fast_math_cuda.h"
 

@@ -4,8 +4,9 @@
  * CPU references are src/cpu/activations.h (expf / log1pf), and the tests compare within the
  * kernels' stated tolerances (1e-4 relative in fp32 mode).
  *
- * Under MB_SCAN_EMU (tests/cuda/scan_emu.cpp runs scan.cu on the CPU) the emulator defines ex2,
- * lg2_, rcp_ and __shfl_xor_sync itself, before including this. */
+ * Under MB_SCAN_EMU (the CPU emulators: tests/cuda/scan_emu.cpp runs scan.cu, decode_emu
+ * decode_persist.cu) ex2, lg2_ and rcp_ are the exact host functions; the emulator defines
+ * __shfl_xor_sync itself, before including this. */
 #ifndef MB_FAST_MATH_CUDA_H
 #define MB_FAST_MATH_CUDA_H
 
@@ -35,6 +36,16 @@ static __device__ __forceinline__ float rcp_(float v) {
     float r;
     asm("rcp.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(v));
     return r;
+}
+#else /* the CPU emulators (scan_emu, decode_emu): the exact host functions */
+static inline float ex2(float v) {
+    return exp2f(v);
+}
+static inline float lg2_(float v) {
+    return log2f(v);
+}
+static inline float rcp_(float v) {
+    return 1.0f / v;
 }
 #endif
 

@@ -164,15 +164,6 @@ static inline float atomicAdd(float *p, float v) {
     *p = o + v;
     return o;
 }
-static inline float ex2(float v) {
-    return exp2f(v);
-}
-static inline float lg2_(float v) {
-    return log2f(v);
-}
-static inline float rcp_(float v) {
-    return 1.0f / v;
-}
 static inline void cp16(float *dst, const float *src, bool ok) {
     if (ok)
         memcpy(dst, src, 16); /* (bytes: the bf16 inputs' rows come this way too) */
