@@ -506,9 +506,11 @@ int mbp_all_aligned(const mbp_args *a, const mbp_layer *layers) {
  * segments and the commit, mode 2 (one producer thread) the bulk copies and the arrival. (The
  * producer taking the cp.async segments too, with cp.async.mbarrier.arrive, was slower on the
  * H200: 1.02 against 0.93 ms/step at 353m.) Not inlined: keeps its registers out of the
- * kernel's phases. */
+ * kernel's phases. The block's share k by value: by reference it kept the kernel's copy on
+ * the stack, read back from local memory by every phase that uses it (ptxas: 44 -> 28 bytes
+ * of spills with the profile clocks in shared memory). */
 __device__ __noinline__ void fill_buf(const mbp_args *ap, unsigned char *sm,
-                                      unsigned long long *mbar, int which, int l, const mbp_blk &k,
+                                      unsigned long long *mbar, int which, int l, const mbp_blk k,
                                       int mode) {
     const bool bulk = ap->bulk != 0;
     const mbp_layer *lt = (const mbp_layer *)(sm + ap->off_lt);
@@ -668,7 +670,7 @@ __device__ __forceinline__ void ring_release(const mbp_args &a, unsigned long lo
  * ready; traps after 10 s without progress. (Walking the items one by one in this one thread
  * made it the bottleneck: 972m 1.94 ms/step.) */
 __device__ __noinline__ void ring_producer(const mbp_args *ap, unsigned char *sm,
-                                           unsigned long long *mbar, const mbp_blk &k) {
+                                           unsigned long long *mbar, const mbp_blk k) {
     const mbp_args &a = *ap;
     const int C = a.ring_c, NC = a.ring_ns / C, nl = a.n_layer;
     unsigned long long *full = (unsigned long long *)(sm + a.off_rmb), *empty = full + NC,
@@ -763,12 +765,16 @@ __global__ void __launch_bounds__(PT + 32, 1)
     /* profile marks (block 0, thread 0): cycles since the previous mark into slot k */
     const bool prof = a.prof && t == 0 && (b == 0 || a.prof_all);
     unsigned long long *pr = a.prof + (a.prof_all ? (int64_t)b * MBP_PROF : 0);
-    long long tp = prof ? clock64() : 0, t_start = tp;
+    /* the previous mark and the start in shared memory (a.off_prof, at the end of the layout:
+     * a static array moved every offset by 16 bytes); in registers, held across the whole
+     * step, they spilled on the unprofiled path */
+    long long *prof_clk = (long long *)(sm + a.off_prof);
+    if (prof) prof_clk[0] = prof_clk[1] = clock64();
     auto mark = [&](int k) {
         if (prof) {
             const long long n = clock64();
-            pr[k] += (unsigned long long)(n - tp);
-            tp = n;
+            pr[k] += (unsigned long long)(n - prof_clk[0]);
+            prof_clk[0] = n;
         }
     };
     const bool bulk = a.bulk != 0, light = a.light_fence != 0, producer = bulk && a.producer;
@@ -949,7 +955,7 @@ __global__ void __launch_bounds__(PT + 32, 1)
             mark(11);
             if (prof) {
                 pr[12] += 1;
-                pr[13] += (unsigned long long)(clock64() - t_start);
+                pr[13] += (unsigned long long)(clock64() - prof_clk[1]);
             }
             return;
         }
@@ -1164,7 +1170,7 @@ static int64_t win_bytes(const mbp_args *a) {
 static int64_t layout(mbp_args *a, int with_rows) {
     const int64_t S = a->S, d = a->d, N = a->N, K = a->K, R = a->R, W = R + 2 * N;
     const int64_t C = a->CBmax, ws = a->bf16 ? 2 : 4;
-    int64_t o = 0;
+    int64_t o = a->pad_base;
 #define PLACE(f, bytes) (a->f = (int)o, o += al16(bytes))
     PLACE(off_r, S * d * 4);
     PLACE(off_u, S * d * 4);
@@ -1185,6 +1191,7 @@ static int64_t layout(mbp_args *a, int with_rows) {
     PLACE(off_rowsB, with_rows ? (int64_t)a->capB * a->Di * ws : 0);
     PLACE(off_rmb, with_rows && a->ring ? (2 * (int64_t)a->ring_ns + 2) * 8 + a->ring_ns * 4 : 0);
     PLACE(off_ring, with_rows && a->ring ? (int64_t)a->ring_ns * a->ring_sb : 0);
+    PLACE(off_prof, 16);
 #undef PLACE
     return o;
 }
@@ -1197,7 +1204,7 @@ int mbp_plan(mbp_args *a, int nb, int optin, long long row_bytes) {
         return 1;
     const int64_t static_smem = (int64_t)NWARP * 2 * MBP_MAX_SEQ * 8 + 64;
     const int64_t budget = optin - static_smem - 1024;
-    a->nb = nb;
+    a->nb = nb, a->pad_base = 0;
     a->CBmax = (a->Di + nb - 1) / nb;
     const int64_t ws = a->bf16 ? 2 : 4, rbA = (int64_t)a->d * ws, rbB = (int64_t)a->Di * ws;
     const int VBmax = (a->V + nb - 1) / nb;
@@ -1224,8 +1231,16 @@ int mbp_plan(mbp_args *a, int nb, int optin, long long row_bytes) {
      * buffer fills (H200, ms/step, 30 KB against every byte that fits: 972m bf16 batch 1 1.124
      * -> 1.035-1.041, batch 2 1.452 -> 1.411, batch 3 1.968 -> 1.890, 972m fp32 1.494 -> 1.439,
      * 353m fp32 batch 1 0.942 -> 0.882, batch 2 1.176 -> 1.095; 15-45 KB within ~1% of it) */
-    if (row_bytes < 0 && a->ring_mode != 2 && rows_all > avail && avail > MBP_OVERFLOW_ROWS)
+    const bool overflow = rows_all > avail;
+    if (row_bytes < 0 && a->ring_mode != 2 && overflow && avail > MBP_OVERFLOW_ROWS)
         avail = MBP_OVERFLOW_ROWS;
+    /* where the rows overflow, the whole layout 16 bytes from 128-byte alignment (H200, ms/step,
+     * two to four runs each in three calls: 972m bf16 batch 1 0.954-0.961 -> 0.944-0.952 at
+     * every producer pace from 250 to 450 cycles per 4 KB, 64 bytes 0.950-0.957; not measured
+     * why); not where they fit (353m bf16 batch 1: 16 bytes 0.616 -> 0.654-0.667, 64 bytes
+     * 0.619-0.626). a->pad_set: a->pad_ask bytes (lab knob) */
+    a->pad_base = a->pad_set ? a->pad_ask : overflow && a->ring_mode != 2 ? 16 : 0;
+    if (avail > a->pad_base) avail -= a->pad_base;
     /* the ring (ring_mode 2 only): every slot of rbA bytes plus its share of the mbarriers
      * and counts, two more mbarriers for the small buffers (and 16-byte rounding). H200,
      * ms/step: 972m bf16 batch 1 1.124 -> 1.050 against the fixed buffers with every row that

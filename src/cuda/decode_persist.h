@@ -149,6 +149,10 @@ typedef struct {
                       producer warp, bulk copies, d_inner a multiple of d_model and 16-byte
                       aligned rows (mbp_rows_aligned); set by mbp_plan */
     int ring_ns, ring_c, ring_sb, ring_p, off_ring, off_rmb;
+    int off_prof; /* the profile's two clocks (16 bytes), at the end of the layout */
+    int pad_base; /* bytes before the layout's first offset (a multiple of 16): set by mbp_plan */
+    int pad_set;  /* nonzero: pad_base = pad_ask (env MB_CUDA_GEN_PERSIST_PAD, a lab knob) */
+    int pad_ask;
     int ring_c_ask; /* > 0: rows per ring chunk asked for (env MB_CUDA_GEN_PERSIST_RING_C, a lab
                        knob), else the plan's choice */
     int pace_cyc;   /* > 0: the producer warp issues its bulk copies in pieces of pace_bytes

@@ -1595,6 +1595,18 @@ static int persist_setup(mb_cuda_gen *g) {
         MB_TRY(pace_from_env(&a, (int)S));
         const char *fe = getenv("MB_CUDA_GEN_PERSIST_FOLD"); /* the norms folded into in_proj */
         a.fold = !(fe && !strcmp(fe, "0"));
+        /* bytes before the shared memory layout (lab knob; decode_persist.h, pad_base) */
+        const char *pd = getenv("MB_CUDA_GEN_PERSIST_PAD");
+        if (pd && *pd) {
+            char *end;
+            const long v = strtol(pd, &end, 10);
+            if (*end || v < 0 || v > 1024 || v % 16)
+                return mb_fail(MB_EINVAL,
+                               "MB_CUDA_GEN_PERSIST_PAD=\"%s\": expected bytes, a multiple of 16 "
+                               "from 0 to 1024",
+                               pd);
+            a.pad_set = 1, a.pad_ask = (int)v;
+        }
     }
     int rc = mbp_prepare(&a, g->sm_count); /* (its occupancy check needs the thread count) */
     if (rc) return rc < 0 ? rc : MB_OK;
