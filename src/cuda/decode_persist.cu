@@ -1234,11 +1234,14 @@ int mbp_plan(mbp_args *a, int nb, int optin, long long row_bytes) {
     const bool overflow = rows_all > avail;
     if (row_bytes < 0 && a->ring_mode != 2 && overflow && avail > MBP_OVERFLOW_ROWS)
         avail = MBP_OVERFLOW_ROWS;
-    /* where the rows overflow, the whole layout 16 bytes from 128-byte alignment (H200, ms/step,
-     * two to four runs each in three calls: 972m bf16 batch 1 0.954-0.961 -> 0.944-0.952 at
-     * every producer pace from 250 to 450 cycles per 4 KB, 64 bytes 0.950-0.957; not measured
-     * why); not where they fit (353m bf16 batch 1: 16 bytes 0.616 -> 0.654-0.667, 64 bytes
-     * 0.619-0.626). a->pad_set: a->pad_ask bytes (lab knob) */
+    /* where the rows overflow, the whole layout 16 bytes from 128-byte alignment. H200, ms/step
+     * against no pad in the same call: 972m bf16 batch 1 0.953-0.961 -> 0.944-0.952 (at every
+     * producer pace from 250 to 450 cycles per 4 KB; 64 bytes: 0.950-0.957), batch 2 1.369 ->
+     * 1.353, batch 4 2.238-2.246 -> 2.228-2.237, fp32 1.355 -> 1.346; but 353m fp32 0.790 ->
+     * 0.800 and 353m bf16 batch 4 1.327-1.332 -> 1.338-1.342. Why is not known (a shift of
+     * every offset leaves the bank pattern of each access as it was; the bulk copies' and
+     * cp.async's destinations move). Not where every row fits: 353m bf16 batch 1 0.616 ->
+     * 0.654-0.667 with 16 bytes. a->pad_set: a->pad_ask bytes instead (lab knob) */
     a->pad_base = a->pad_set ? a->pad_ask : overflow && a->ring_mode != 2 ? 16 : 0;
     if (avail > a->pad_base) avail -= a->pad_base;
     /* the ring (ring_mode 2 only): every slot of rbA bytes plus its share of the mbarriers
