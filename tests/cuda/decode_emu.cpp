@@ -194,6 +194,14 @@ static void launch(int nb, int nt, size_t smem_bytes, std::function<void()> fn) 
     cur = 0;
     swapcontext(&main_ctx, &th[0].ctx);
 }
+/* the 64 bytes past each block's smem_bytes still as launch left them (no write past the
+ * plan's shared memory) */
+static bool smem_guard_ok(size_t smem_bytes) {
+    for (const auto &b : smem)
+        for (size_t i = smem_bytes; i < smem_bytes + 64; i++)
+            if (b[i] != 0xAB) return false;
+    return true;
+}
 } // namespace emu
 
 struct dim3e {
@@ -392,6 +400,7 @@ static int g_ring_c = 0;    /* a.ring_c asked for (0: the plan's choice) */
 static int g_expand = 2;    /* d_inner / d_model of the next cases */
 static int g_pace = 0;      /* > 0: a.pace_cyc = 1, a.pace_bytes = g_pace (paced producer copies) */
 static int g_fold = 1;      /* a.fold for the next cases (the norms folded into in_proj) */
+static int g_pad = -1;      /* >= 0: bytes before the shared memory layout asked for (a.pad_ask) */
 static int g_emb_mix = 0;   /* 1: g_emb_off on the odd embedding rows only, and the
                                sequences' tokens of alternating parity (per step and sequence,
                                the folded rows on r itself for some, centered for others) */
@@ -451,6 +460,7 @@ static void run_case(int64_t d, int rms, int tied, int nb, long long rowbytes, i
     a.ring_c_ask = g_ring_c;
     a.pace_cyc = g_pace > 0, a.pace_bytes = g_pace;
     a.fold = getenv("EMU_FOLD") ? atoi(getenv("EMU_FOLD")) : g_fold;
+    if (g_pad >= 0) a.pad_set = 1, a.pad_ask = g_pad;
     g_compute_threads = MBP_THREADS;
     if (mbp_plan(&a, nb, 232448, rowbytes)) {
         printf("%s: not covered\n", name);
@@ -532,6 +542,17 @@ static void run_case(int64_t d, int rms, int tied, int nb, long long rowbytes, i
         mbp_plan(&a, nb, 232448, rowbytes);
         a.all16 = getenv("EMU_ALL16_OFF") ? 0 : mbp_all_aligned(&a, L.data());
     }
+    { /* the pad: as asked, else 16 bytes exactly where the rows overflow (fixed buffers) */
+        const int needA = std::max(2 * a.CBmax, (int)((V + a.nb - 1) / a.nb)),
+                  needB = (int)((d + a.nb - 1) / a.nb);
+        const int want = a.pad_set ? a.pad_ask
+                         : a.ring  ? 0
+                                   : (a.capA < needA || a.capB < needB ? 16 : 0);
+        if (a.pad_base != want || a.off_r != a.pad_base || a.off_r % 16) {
+            printf("%s: pad %d (off_r %d), expected %d FAIL\n", name, a.pad_base, a.off_r, want);
+            g_fail = 1;
+        }
+    }
     /* y and hidden as LL words (batch 1 on the GPU by default) or plain floats + barriers */
     a.ll = getenv("EMU_LL")  ? atoi(getenv("EMU_LL"))
            : g_force_ll >= 0 ? g_force_ll
@@ -552,6 +573,11 @@ static void run_case(int64_t d, int rms, int tied, int nb, long long rowbytes, i
             else
                 persist_step_kernel<WT, S, false>(aa);
         });
+        if (!emu::smem_guard_ok((size_t)a.smem)) {
+            printf("%s: step %lld wrote past the plan's %d bytes of shared memory FAIL\n", name,
+                   (long long)t, a.smem);
+            g_fail = 1;
+        }
         for (int s = 0; s < S; s++) {
             double num = 0, den = 0;
             for (int v = 0; v < V; v++) {
@@ -575,9 +601,9 @@ static void run_case(int64_t d, int rms, int tied, int nb, long long rowbytes, i
     char ring[32] = "";
     if (a.ring)
         snprintf(ring, sizeof ring, " ring %dx%d p%d", a.ring_ns / a.ring_c, a.ring_c, a.ring_p);
-    printf("%-28s S=%d %s nb=%d capA=%d capB=%d CB=%d smem=%d bulk=%d%s%s%s%s (%lld bulk bytes, "
-           "tx bad %lld): %lld steps max rel err %.2e %s\n",
-           name, S, bf ? "bf16" : "fp32", a.nb, a.capA, a.capB, a.CBmax, a.smem, a.bulk,
+    printf("%-28s S=%d %s nb=%d capA=%d capB=%d CB=%d smem=%d pad=%d bulk=%d%s%s%s%s (%lld bulk "
+           "bytes, tx bad %lld): %lld steps max rel err %.2e %s\n",
+           name, S, bf ? "bf16" : "fp32", a.nb, a.capA, a.capB, a.CBmax, a.smem, a.pad_base, a.bulk,
            a.producer ? (a.all16 ? " producer all16" : " producer") : "", a.ll ? " LL" : "",
            a.win ? " win" : "", ring, g_bulk_bytes, g_tx_bad, (long long)steps, worst,
            ok2 ? "ok" : "FAIL");
@@ -674,6 +700,13 @@ int main(int argc, char **argv) {
     g_win_mode = 1; /* conv windows in global memory (the cases above keep them in smem) */
     run_case<float, 3>(64, 0, 0, 5, -1, 16, 4, 4, 1e-4, "ln untied d64 global windows", 1);
     g_win_mode = 0;
+    /* a layout that starts past 0 (MB_CUDA_GEN_PERSIST_PAD): where every row fits and where
+     * they overflow (the plan pads 16 bytes there by itself) */
+    g_pad = 1024;
+    run_case<float, 1>(64, 0, 0, 6, -1, 16, 4, 4, 1e-4, "ln d64 S1 pad 1024", 1);
+    g_pad = 48;
+    run_case<__nv_bfloat16, 2>(36, 0, 0, 4, 1000, 16, 4, 4, 2e-2, "bf16 d36 overflow pad 48", 1);
+    g_pad = -1;
     /* rows through the ring (opt-in, MB_CUDA_GEN_PERSIST_RING=1): 1 chunk of 1 slot, 4 chunks of 2
      * and of 3 slots (copies split where rows stop being contiguous, out_proj rows of 2 pieces
      * across chunks, a partial last chunk), every row through it at batch 1 and 4 (forced), and the
