@@ -1239,12 +1239,12 @@ int mbp_plan(mbp_args *a, int nb, int optin, long long row_bytes) {
      * producer pace from 250 to 450 cycles per 4 KB; 64 bytes: 0.950-0.957), batch 2 1.369 ->
      * 1.353, batch 4 2.238-2.246 -> 2.228-2.237, fp32 1.355 -> 1.346; but 353m fp32 0.790 ->
      * 0.800 and 353m bf16 batch 4 1.327-1.332 -> 1.338-1.342. Why is not known: a shift of
-     * every offset leaves the bank pattern of each access as it was, and it may not be one
-     * alignment (if the dynamic area starts right after the static section, 1 KB + 240 S + 16
-     * bytes in the compiled kernels, the 16 bytes take batch 1 off 128-byte alignment and
-     * batch 2 onto it; not checked on the device). Not where every row
-     * fits: 353m bf16 batch 1 0.616 -> 0.654-0.667 with 16 bytes. a->pad_set: a->pad_ask bytes
-     * instead (lab knob) */
+     * every offset leaves the bank pattern of each access as it was, and it is not one
+     * alignment (the dynamic area starts right after the static one, at 1 KB + 240 S + 16
+     * bytes: 0, 112, 96, 80 modulo 128 at batch 1-4, by a probe kernel with the same static
+     * arrays on the H200; so the 16 bytes take batch 1 off 128-byte alignment and batch 2 onto
+     * it, and both gain). Not where every row fits: 353m bf16 batch 1 0.616 -> 0.654-0.667
+     * with 16 bytes. a->pad_set: a->pad_ask bytes instead (lab knob) */
     a->pad_base = a->pad_set ? a->pad_ask : overflow && a->ring_mode != 2 ? 16 : 0;
     avail = avail > a->pad_base ? avail - a->pad_base : 0;
     /* the ring (ring_mode 2 only): every slot of rbA bytes plus its share of the mbarriers
