@@ -285,10 +285,6 @@ int main(int argc, char **argv) {
             c.o.dt_softplus = 1, c.o.ddt_bias = ddtb, c.o.delta_is_eff = 1;
             row("backward, dense, bf16 x / delta / z / dy", time_ms(run_bwd_ex, &c),
                 act + 4 * bc + hc8 + 7 * h, exps);
-            mb_scan_cuda_set_bc_mma(1); /* dB / dC on the tensor cores */
-            row("backward, dense, bf16 .. dy, MM", time_ms(run_bwd_ex, &c),
-                act + 4 * bc + hc8 + 7 * h, exps);
-            mb_scan_cuda_set_bc_mma(-1);
             /* and the dense states as bf16 (model_cuda.cu, hc16) */
             c.o.dense_states_bf16 = 1;
             c.o.dt_softplus = 0, c.o.ddt_bias = NULL, c.o.delta_is_eff = 0;
@@ -298,10 +294,6 @@ int main(int argc, char **argv) {
             c.o.dt_softplus = 1, c.o.ddt_bias = ddtb, c.o.delta_is_eff = 1;
             row("backward, dense, bf16 .. dy, bf16 states", time_ms(run_bwd_ex, &c),
                 act + 4 * bc + hc8 / 2 + 7 * h, exps);
-            mb_scan_cuda_set_bc_mma(1);
-            row("backward, dense, bf16 .. dy, bf16 states, MM", time_ms(run_bwd_ex, &c),
-                act + 4 * bc + hc8 / 2 + 7 * h, exps);
-            mb_scan_cuda_set_bc_mma(-1);
             c.o.dense_states_bf16 = 0;
             /* the plain (chunk 64) form with bf16 x / delta / z / dy, as the layers without
              * the dense scan run it: the gated output kept, then the bf16 pre-gate output (YP:
@@ -327,10 +319,6 @@ int main(int argc, char **argv) {
                 /* (the recomputed gated output into the forward's y buffer, b16) */
                 row("backward, bf16 .. dy, YP", time_ms(run_bwd_ex, &c), 4 * bc + hcb + 9 * h,
                     exps);
-                mb_scan_cuda_set_bc_mma(1);
-                row("backward, bf16 .. dy, YP, MM", time_ms(run_bwd_ex, &c), 4 * bc + hcb + 9 * h,
-                    exps);
-                mb_scan_cuda_set_bc_mma(-1);
                 /* the dense form with it instead of the fp32 y_pregate, bf16 states */
                 a->h_chunks = h8, a->chunk = 8;
                 c.o.dense_states_bf16 = 1;
@@ -341,10 +329,6 @@ int main(int argc, char **argv) {
                 c.o.dt_softplus = 1, c.o.ddt_bias = ddtb, c.o.delta_is_eff = 1;
                 row("backward, dense, bf16 states, YP", time_ms(run_bwd_ex, &c),
                     4 * bc + hc8 / 2 + 9 * h, exps);
-                mb_scan_cuda_set_bc_mma(1);
-                row("backward, dense, bf16 states, YP, MM", time_ms(run_bwd_ex, &c),
-                    4 * bc + hc8 / 2 + 9 * h, exps);
-                mb_scan_cuda_set_bc_mma(-1);
                 c.o.dense_states_bf16 = 0;
                 c.o.y_pregate_bf16 = NULL;
                 c.o.y_pregate = yp;

@@ -36,7 +36,6 @@
 #include "cuda/cuda_check.h"
 #endif
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include "mambabyte.h"
@@ -415,24 +414,6 @@ static __device__ __forceinline__ void red_add_v4(float *addr, float4 v) {
     asm volatile("red.global.add.v4.f32 [%0], {%1, %2, %3, %4};" ::"l"(addr), "f"(v.x), "f"(v.y),
                  "f"(v.z), "f"(v.w)
                  : "memory");
-}
-/* dst[0..1] += (x, y), one 8-byte reduction (sm_90) */
-static __device__ __forceinline__ void red_add_v2(float *addr, float x, float y) {
-    asm volatile("red.global.add.v2.f32 [%0], {%1, %2};" ::"l"(addr), "f"(x), "f"(y) : "memory");
-}
-/* c += A B, one warp-wide mma.m16n8k8 with tf32 operands (fp32 bit patterns: the tensor cores
- * read their upper 19 bits) and fp32 accumulation. Fragments (PTX ISA, m16n8k8 .tf32), g =
- * lane / 4, t = lane % 4: a0 = A[g][t], a1 = A[g + 8][t], a2 = A[g][t + 4], a3 = A[g + 8][t + 4];
- * b0 = B[t][g], b1 = B[t + 4][g]; c0 = C[g][2t], c1 = C[g][2t + 1], c2 = C[g + 8][2t], c3 =
- * C[g + 8][2t + 1]. */
-static __device__ __forceinline__ void mma_tf32(float c[4], float a0, float a1, float a2, float a3,
-                                                float b0, float b1) {
-    asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0, %1, %2, %3}, "
-                 "{%4, %5, %6, %7}, "
-                 "{%8, %9}, {%0, %1, %2, %3};"
-                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                 : "r"(__float_as_uint(a0)), "r"(__float_as_uint(a1)), "r"(__float_as_uint(a2)),
-                   "r"(__float_as_uint(a3)), "r"(__float_as_uint(b0)), "r"(__float_as_uint(b1)));
 }
 #endif
 
@@ -1245,29 +1226,6 @@ static __device__ __forceinline__ void bwd3_load_h(const scan_params &p, const f
     }
 }
 
-/* MM lanes (scan_bwd3_kernel's tensor-core form): the state entering chunk kc of channels c and
- * c + 1 (ok0 / ok1: inside Di), states n and n + 1: h[0], h[1] of channel c, h[2], h[3] of c + 1
- * (zeros outside; bf16 with p.hc16, as bwd3_load_h) */
-static __device__ __forceinline__ void bwd3_load_h_mm(const scan_params &p, int b, int c, int n,
-                                                      bool ok0, bool ok1, int kc, float h[4]) {
-#pragma unroll
-    for (int x = 0; x < 2; x++) {
-        const bool ok = (x ? ok1 : ok0) && n < p.N;
-        const long long e =
-            (((long long)b * p.Di + (ok ? c + x : 0)) * p.nch + (long long)kc * p.hstep) * p.N +
-            (ok ? n : 0);
-        float v0 = 0.0f, v1 = 0.0f;
-        if (p.hc16) {
-            const unsigned w = __ldg((const unsigned *)((const uint16_t *)p.h_chunks + e));
-            v0 = bf16_lo(w), v1 = bf16_hi(w);
-        } else {
-            const float2 f = __ldg((const float2 *)(p.h_chunks + e));
-            v0 = f.x, v1 = f.y;
-        }
-        h[2 * x] = ok ? v0 : 0.0f, h[2 * x + 1] = ok ? v1 : 0.0f;
-    }
-}
-
 /* Dense backward (DN): the 7 checkpoints of chunk kc after its first (h_chunks at chunk 8,
  * entries kc * 8 + 1 .. 7) into CK and the forward's pre-gate output into YS, by cp.async with
  * the chunk's other tiles; entries past the sequence read as zeros (their sub-chunks are
@@ -1348,11 +1306,10 @@ static __device__ __forceinline__ void gate_loads(const scan_params &p, long lon
  * (p.y_pregate); they are staged with the chunk instead of recomputed by the forward pass, which
  * this form leaves out (about a fifth of the kernel's instructions). */
 template <int G, bool VEC, int XB, bool QM, bool O16, bool DN = false, bool X16 = false,
-          bool YP = false, bool MM = false>
+          bool YP = false>
 __global__ void __launch_bounds__(32 * G, 16 / G) scan_bwd3_kernel(scan_params p) {
     static_assert(!X16 || VEC, "bf16 inputs take the 16-byte copies");
     static_assert(!YP || X16, "YP: the bf16-input forms");
-    static_assert(!MM || (VEC && G == 4 && !QM && O16), "MM: the bf16-output forms, G 4");
     typedef bwd3_geom<G> g;
     constexpr int CPW = g::CPW, NP = g::NP, NT = g::NT, CPB = g::CPB, LS = QM ? CPW : 1;
     extern __shared__ float4 smem4[];
@@ -1399,37 +1356,12 @@ __global__ void __launch_bounds__(32 * G, 16 / G) scan_bwd3_kernel(scan_params p
     float u[SPT] = {0.0f, 0.0f, 0.0f, 0.0f}; /* a_{t+1} g_{t+1}: the carry from the right */
     float dA[SPT] = {0.0f, 0.0f, 0.0f, 0.0f};
     float dDacc = 0.0f, dtb = 0.0f; /* dtb: this thread's part of ddt_bias[c] */
-    /* MM: the reverse pass's lanes are the fragments of mma.m16n8k8 (g = lane / 4 = mq, t =
-     * lane % 4 = mp): the thread owns channels mc, mc + 1 (block-local mcw = 8 warp + 2 mp) and
-     * states mn = 2 mq, mn + 1; its 4 elements e = 2 x + s (channel mc + x, state mn + s) are
-     * the A operand (row g: state 2 g, row g + 8: state 2 g + 1; column t: channel 2 t, column
-     * t + 4: channel 2 t + 1), so one product per position sums the warp's 8 channels of dB (A =
-     * g, B = the position's one-hot column of delta x) and another of dC (A = the states, B =
-     * dyss), into 16 states x 8 positions of fp32 accumulators per sub-chunk. u and dA then
-     * hold the MM elements, A2m their A2 (the plain form's forward pass keeps A2). */
-    const int mq = lane >> 2, mp = lane & 3, mcw = warp * CPW + 2 * mp, mc = c0 + mcw, mn = 2 * mq;
-    const bool mcv0 = MM && mc < p.Di, mcv1 = MM && mc + 1 < p.Di;
-    float mD[2] = {0.0f, 0.0f}, A2m[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-    if (MM) {
-#pragma unroll
-        for (int e = 0; e < 4; e++) {
-            const int x = e >> 1, n = mn + (e & 1);
-            const bool ok = (x ? mcv1 : mcv0) && n < N;
-            A2m[e] = ok ? -expf(p.A_log[(long long)(mc + x) * N + n]) * LOG2E : 0.0f;
-        }
-        mD[0] = mcv0 && p.D ? p.D[mc] : 0.0f;
-        mD[1] = mcv1 && p.D ? p.D[mc + 1] : 0.0f;
-    }
-    float mdtb = 0.0f; /* MM: this lane's part of ddt_bias[mc + (mq >> 2)] */
     const int nch = (L + BT - 1) / BT;
     bwd3_stage<G, VEC, X16>(p, sm, b, c0, nch - 1, tid);
     if (DN) bwd3_stage_dense<G, VEC, YP>(p, sm, hrow, b, c0, nch - 1, n0, cv, tid);
     cp_commit();
-    float hn[SPT]; /* (MM: its lanes' elements in the dense form, which has no forward pass) */
-    if (MM && DN)
-        bwd3_load_h_mm(p, b, mc, mn, mcv0, mcv1, nch - 1, hn);
-    else
-        bwd3_load_h<VEC>(p, hrow, nch - 1, n0, cv, hn);
+    float hn[SPT];
+    bwd3_load_h<VEC>(p, hrow, nch - 1, n0, cv, hn);
 #pragma unroll 1
     for (int kc = nch - 1; kc >= 0; kc--) {
         const float h0v[SPT] = {hn[0], hn[1], hn[2], hn[3]};
@@ -1539,339 +1471,153 @@ __global__ void __launch_bounds__(32 * G, 16 / G) scan_bwd3_kernel(scan_params p
             }
         }
         __syncwarp();
-        /* ---- reverse pass, one 8-position sub-chunk at a time (MM: on the mma lanes) */
-        if (MM) {
-            /* the state entering the chunk on these lanes (the dense form loaded it so; the
-             * forward pass above took the other layout's) */
-            float h0m[4] = {h0v[0], h0v[1], h0v[2], h0v[3]};
-            if (!DN) bwd3_load_h_mm(p, b, mc, mn, mcv0, mcv1, kc, h0m);
+        /* ---- reverse pass, one 8-position sub-chunk at a time */
 #pragma unroll 1
-            for (int j = BT / BK - 1; j >= 0; j--) {
-                const int i0 = j * BK;
-                float s0[4];
-                if (j == 0) {
+        for (int j = BT / BK - 1; j >= 0; j--) {
+            const int i0 = j * BK;
+            float s0[SPT];
+            if (j == 0) {
 #pragma unroll
-                    for (int e = 0; e < 4; e++)
-                        s0[e] = h0m[e];
-                } else {
-                    /* the staged checkpoints are in the other layout's slots: channel cl of
-                     * the warp, states 4 q .. 4 q + 3 in slot 32 warp + 4 cl + q */
-#pragma unroll
-                    for (int x = 0; x < 2; x++) {
-                        const float *slot = (const float *)&CK[(j - 1) * NT + warp * 32 +
-                                                               4 * (2 * mp + x) + (mq >> 1)];
-                        if (DN && p.hc16) { /* (else fp32: the forward pass's, or dense) */
-                            const unsigned w = ((const unsigned *)slot)[mq & 1];
-                            s0[2 * x] = bf16_lo(w), s0[2 * x + 1] = bf16_hi(w);
-                        } else {
-                            const float2 v = ((const float2 *)slot)[mq & 1];
-                            s0[2 * x] = v.x, s0[2 * x + 1] = v.y;
-                        }
-                    }
-                }
-#ifdef MM_AV
-                float av[BK][4];
-#endif
-                float st[BK][4];
-                {
-                    float cur[4] = {s0[0], s0[1], s0[2], s0[3]};
-#pragma unroll
-                    for (int i = 0; i < BK; i++) {
-                        const int r = i0 + i;
-                        const int sc = r * CPB + swz_col<1>(i, mcw); /* r % 8 == i */
-                        const float2 dv = *(const float2 *)(Dl + sc),
-                                     xv = *(const float2 *)(X + sc);
-                        const float2 Bv = *(const float2 *)(Bs + r * NP + mn);
-                        const float dtx[2] = {dv.x * xv.x, dv.y * xv.y}, dl[2] = {dv.x, dv.y};
-                        const float Bn[2] = {Bv.x, Bv.y};
-#pragma unroll
-                        for (int e = 0; e < 4; e++) {
-                            const float a = ex2(dl[e >> 1] * A2m[e]);
-#ifdef MM_AV
-                            av[i][e] = a;
-#endif
-                            cur[e] = fmaf(a, cur[e], dtx[e >> 1] * Bn[e & 1]);
-                            st[i][e] = cur[e];
-                        }
-                    }
-                }
-                /* (the walk reloads its tiles: reusing the loads above, as the compiler would,
-                 * held them in registers across the walk and spilled) */
-                __syncwarp();
-                /* gB and dE per position and channel (w), summed over the thread's 2 states, then
-                 * over the 8 lanes of a channel pair, transposing as group_reduce, as the
-                 * positions come: each position over the lanes 16 apart (afterwards lanes with
-                 * mq bit 2 clear hold channel mc's sums, the others mc + 1's: pa), each pair of
-                 * positions over the lanes 8 apart (mq bit 1 clear: the pair's later position,
-                 * set: its earlier: pb), each 4 positions 4 apart (mq bit 0 clear: the later
-                 * pair, set: the earlier): res[h] of lane mq, the 4 positions from i0 + 4 h,
-                 * holds position i0 + 4 h + 3 - 2 (mq & 1) - ((mq >> 1) & 1)'s gB and dE. */
-                float hold1[2], hold2[2], res[2][2];
-                float acB[4] = {0.0f, 0.0f, 0.0f, 0.0f}, acC[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-#pragma unroll
-                for (int i = BK - 1; i >= 0; i--) {
-                    const int r = i0 + i;
-                    const int sc = r * CPB + swz_col<1>(i, mcw); /* r % 8 == i */
-                    const float2 dy2 = *(const float2 *)(YS + sc), dv = *(const float2 *)(Dl + sc),
-                                 xv = *(const float2 *)(X + sc);
-                    const float2 Bv = *(const float2 *)(Bs + r * NP + mn),
-                                 Cv = *(const float2 *)(Cs + r * NP + mn);
-                    const float dys[2] = {dy2.x, dy2.y}, dl[2] = {dv.x, dv.y};
-                    const float dtx[2] = {dv.x * xv.x, dv.y * xv.y};
-                    const float Bn[2] = {Bv.x, Bv.y}, Cn[2] = {Cv.x, Cv.y};
-                    float gk[4], w[4] = {0.0f, 0.0f, 0.0f, 0.0f}; /* gB, dE of mc, mc + 1 */
-#pragma unroll
-                    for (int e = 0; e < 4; e++) {
-                        const int x = e >> 1, s = e & 1;
-                        gk[e] = fmaf(dys[x], Cn[s], u[e]);
-                        w[2 * x] = fmaf(gk[e], Bn[s], w[2 * x]);
-#ifdef MM_AV
-                        u[e] = av[i][e] * gk[e];
-#else
-                        u[e] = ex2(dl[x] * A2m[e]) * gk[e]; /* (the decay again: 32 registers) */
-#endif
-                        const float ee = u[e] * (i > 0 ? st[i > 0 ? i - 1 : 0][e] : s0[e]);
-                        w[2 * x + 1] = fmaf(ee, A2m[e], w[2 * x + 1]);
-                        dA[e] = fmaf(ee, dl[x], dA[e]);
-                    }
-                    /* the position's one-hot column (lanes mq == i) */
-                    const bool on = mq == i;
-                    mma_tf32(acB, gk[0], gk[1], gk[2], gk[3], on ? dtx[0] : 0.0f,
-                             on ? dtx[1] : 0.0f);
-                    mma_tf32(acC, st[i][0], st[i][1], st[i][2], st[i][3], on ? dys[0] : 0.0f,
-                             on ? dys[1] : 0.0f);
-                    float pa[2];
-#pragma unroll
-                    for (int k = 0; k < 2; k++) {
-                        const bool up = (mq & 4) != 0;
-                        const float send = up ? w[k] : w[k + 2], keep = up ? w[k + 2] : w[k];
-                        pa[k] = keep + __shfl_xor_sync(FULL_MASK, send, 16);
-                    }
-                    if (i & 1) {
-                        hold1[0] = pa[0], hold1[1] = pa[1];
-                        continue;
-                    }
-                    float pb[2];
-#pragma unroll
-                    for (int k = 0; k < 2; k++) {
-                        const bool up = (mq & 2) != 0;
-                        const float send = up ? hold1[k] : pa[k], keep = up ? pa[k] : hold1[k];
-                        pb[k] = keep + __shfl_xor_sync(FULL_MASK, send, 8);
-                    }
-                    if (i & 2) {
-                        hold2[0] = pb[0], hold2[1] = pb[1];
-                        continue;
-                    }
-#pragma unroll
-                    for (int k = 0; k < 2; k++) {
-                        const bool up = (mq & 1) != 0;
-                        const float send = up ? hold2[k] : pb[k], keep = up ? pb[k] : hold2[k];
-                        res[i >> 2][k] = keep + __shfl_xor_sync(FULL_MASK, send, 4);
-                    }
-                }
-                /* dB / dC: ac[0] = (state mn, position 2 mp), [1] = (mn, 2 mp + 1), [2] = (mn + 1,
-                 * 2 mp), [3] = (mn + 1, 2 mp + 1) */
-                if (!p.skip_bc && mn < N) {
-#pragma unroll
-                    for (int k = 0; k < 2; k++) {
-                        const int t = ts + i0 + 2 * mp + k;
-                        if (t < L) {
-                            float *db = p.dB + (rowb + t) * p.bcs + mn,
-                                  *dc = p.dC + (rowb + t) * p.bcs + mn;
-                            if (p.red_vec) {
-                                red_add_v2(db, acB[k], acB[k + 2]);
-                                red_add_v2(dc, acC[k], acC[k + 2]);
-                            } else {
-                                atomicAdd(db, acB[k]), atomicAdd(db + 1, acB[k + 2]);
-                                atomicAdd(dc, acC[k]), atomicAdd(dc + 1, acC[k + 2]);
-                            }
-                        }
-                    }
-                }
-                const int x = mq >> 2;
-                const bool okx = x ? mcv1 : mcv0;
-                const float Dx = x ? mD[1] : mD[0];
-#pragma unroll
-                for (int h = 0; h < 2; h++) {
-                    const int r = i0 + 4 * h + 3 - 2 * (mq & 1) - ((mq >> 1) & 1), t = ts + r;
-                    const float gB = res[h][0], dE = res[h][1];
-                    if (okx && t < L) {
-                        const long long row = rowb + t;
-                        const int sc = r * CPB + swz_col<1>(r, mcw) + x;
-                        const float dxv = fmaf(gB, Dl[sc], Dx * YS[sc]);
-                        p.dx_bf16[row * p.Di + mc + x] = bf16_bits(dxv);
-                        const float gd = dt_grad_pre(p, fmaf(gB, X[sc], dE * LN2), Dl[sc]);
-                        mdtb += gd;
-                        p.ddelta_bf16[row * p.Di + mc + x] = bf16_bits(gd);
-                    }
-                }
+                for (int k = 0; k < SPT; k++)
+                    s0[k] = h0v[k];
+            } else if (DN && p.hc16) {
+                const uint2 u = *(const uint2 *)&CK[(j - 1) * NT + tid];
+                s0[0] = bf16_lo(u.x), s0[1] = bf16_hi(u.x), s0[2] = bf16_lo(u.y),
+                s0[3] = bf16_hi(u.y);
+            } else {
+                const float4 v = CK[(j - 1) * NT + tid];
+                s0[0] = v.x, s0[1] = v.y, s0[2] = v.z, s0[3] = v.w;
             }
-        } else {
-#pragma unroll 1
-            for (int j = BT / BK - 1; j >= 0; j--) {
-                const int i0 = j * BK;
-                float s0[SPT];
-                if (j == 0) {
+            float av[BK][SPT], st[BK][SPT];
+            {
+                float cur[SPT] = {s0[0], s0[1], s0[2], s0[3]};
 #pragma unroll
-                    for (int k = 0; k < SPT; k++)
-                        s0[k] = h0v[k];
-                } else if (DN && p.hc16) {
-                    const uint2 u = *(const uint2 *)&CK[(j - 1) * NT + tid];
-                    s0[0] = bf16_lo(u.x), s0[1] = bf16_hi(u.x), s0[2] = bf16_lo(u.y),
-                    s0[3] = bf16_hi(u.y);
-                } else {
-                    const float4 v = CK[(j - 1) * NT + tid];
-                    s0[0] = v.x, s0[1] = v.y, s0[2] = v.z, s0[3] = v.w;
-                }
-                float av[BK][SPT], st[BK][SPT];
-                {
-                    float cur[SPT] = {s0[0], s0[1], s0[2], s0[3]};
-#pragma unroll
-                    for (int i = 0; i < BK; i++) {
-                        const int r = i0 + i;
-                        const int sc = r * CPB + swz_col<1>(i, cw); /* r % 8 == i */
-                        const float dv = Dl[sc], dtx = dv * X[sc];
-                        const float4 B4 = *(const float4 *)(Bs + r * NP + n0);
-                        const float Bv[SPT] = {B4.x, B4.y, B4.z, B4.w};
-#pragma unroll
-                        for (int k = 0; k < SPT; k++) {
-                            const float a = ex2(dv * A2[k]);
-                            av[i][k] = a;
-                            cur[k] = fmaf(a, cur[k], dtx * Bv[k]);
-                            st[i][k] = cur[k];
-                        }
-                    }
-                }
-                float gB[BK], dE[BK];
-#pragma unroll
-                for (int i = BK - 1; i >= 0; i--) {
+                for (int i = 0; i < BK; i++) {
                     const int r = i0 + i;
                     const int sc = r * CPB + swz_col<1>(i, cw); /* r % 8 == i */
-                    const float dys = YS[sc];
                     const float dv = Dl[sc], dtx = dv * X[sc];
                     const float4 B4 = *(const float4 *)(Bs + r * NP + n0);
-                    const float4 C4 = *(const float4 *)(Cs + r * NP + n0);
                     const float Bv[SPT] = {B4.x, B4.y, B4.z, B4.w};
-                    const float Cv[SPT] = {C4.x, C4.y, C4.z, C4.w};
-                    float vb[SPT], vc[SPT], gb = 0.0f, de = 0.0f;
 #pragma unroll
                     for (int k = 0; k < SPT; k++) {
-                        const float gk = fmaf(dys, Cv[k], u[k]);
-                        vb[k] = gk * dtx;
-                        vc[k] = dys * st[i][k];
-                        gb = fmaf(gk, Bv[k], gb);
-                        u[k] =
-                            av[i][k] * gk; /* a_t g_t: the carry, and times s_{t-1} the dA term */
-                        const float e = u[k] * (i > 0 ? st[i > 0 ? i - 1 : 0][k] : s0[k]);
-                        de = fmaf(e, A2[k], de);
-                        dA[k] = fmaf(e, dv, dA[k]);
-                    }
-                    gB[i] = gb;
-                    dE[i] = de;
-                    if (!p.skip_bc && XB == 1) {
-                        /* one exchange with the lane of channel cl ^ 1 first: even channels keep
-                         * the dB terms of the pair, odd ones the dC terms; then 4 positions per sum
-                         */
-                        const bool odd = (cl & 1) != 0;
-                        float kv[SPT];
-#pragma unroll
-                        for (int k = 0; k < SPT; k++) {
-                            const float send = odd ? vb[k] : vc[k], keep = odd ? vc[k] : vb[k];
-                            kv[k] = keep + __shfl_xor_sync(FULL_MASK, send, QM ? 1 : G);
-                        }
-                        float *row = RB + (i & 3) * (CPW / 2 * 8 * G) + (cl >> 1) * (8 * G);
-                        *(float4 *)(row + 4 * (odd ? G + q : q)) =
-                            make_float4(kv[0], kv[1], kv[2], kv[3]);
-                        if ((i & 3) == 0) {
-                            /* positions i .. i + 3 (xpos) are in the buffer */
-                            __syncwarp();
-                            float4 acc = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-#pragma unroll
-                            for (int jj = 0; jj < 4; jj++) {
-                                const float4 v =
-                                    *(const float4 *)(RB + xpos * (CPW / 2 * 8 * G) +
-                                                      (xpart * 4 + jj) * (8 * G) + 4 * xquad);
-                                acc.x += v.x, acc.y += v.y, acc.z += v.z, acc.w += v.w;
-                            }
-                            const int t = ts + i0 + i + xpos;
-                            bc_reduce_add<LPX>(acc, xpart == 0 && t < L && xn < N,
-                                               xdst + (long long)t * p.bcs, N - xn, p.red_vec);
-                            __syncwarp();
-                        }
-                    }
-                    if (!p.skip_bc && XB == 0) {
-                        float *row = RB + (i & 1) * (CPW * 8 * G) + cl * (8 * G);
-                        *(float4 *)(row + 4 * (q ^ swz)) = make_float4(vb[0], vb[1], vb[2], vb[3]);
-                        *(float4 *)(row + 4 * ((G + q) ^ swz)) =
-                            make_float4(vc[0], vc[1], vc[2], vc[3]);
-                        if ((i & 1) == 0) {
-                            /* positions i (spos 0) and i + 1 (spos 1) are in the buffer */
-                            __syncwarp();
-                            float4 acc = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-#pragma unroll
-                            for (int jj = 0; jj < 4; jj++) {
-                                const int ch = spart * 4 + jj;
-                                const float4 v =
-                                    *(const float4 *)(RB + spos * (CPW * 8 * G) + ch * (8 * G) +
-                                                      4 * (squad ^ rb_swz<G>(ch)));
-                                acc.x += v.x, acc.y += v.y, acc.z += v.z, acc.w += v.w;
-                            }
-                            const int t = ts + i0 + i + spos;
-                            bc_reduce_add<LP>(acc, spart == 0 && t < L && sn < N,
-                                              sdst + (long long)t * p.bcs, N - sn, p.red_vec);
-                            __syncwarp();
-                        }
-                    }
-                }
-                group_reduce<BK, G, LS>(gB, q);
-                group_reduce<BK, G, LS>(dE, q);
-#pragma unroll
-                for (int jj = 0; jj < BK / G; jj++) {
-                    const int r = i0 + q * (BK / G) + jj, t = ts + r;
-                    if (cv && t < L) {
-                        const long long row = rowb + t;
-                        const int sc = r * CPB + swz_col<1>(r, cw);
-                        const float dxv = fmaf(gB[jj], Dl[sc], Dc * YS[sc]);
-                        if (O16 || p.dx_bf16)
-                            p.dx_bf16[row * p.Di + c] = bf16_bits(dxv);
-                        else
-                            p.dx[row * p.Di + c] = dxv;
-                        const float gd = dt_grad_pre(p, fmaf(gB[jj], X[sc], dE[jj] * LN2), Dl[sc]);
-                        dtb += gd;
-                        if (O16 || p.ddelta_bf16)
-                            p.ddelta_bf16[row * p.Di + c] = bf16_bits(gd);
-                        else
-                            p.ddelta[row * p.Di + c] = gd;
+                        const float a = ex2(dv * A2[k]);
+                        av[i][k] = a;
+                        cur[k] = fmaf(a, cur[k], dtx * Bv[k]);
+                        st[i][k] = cur[k];
                     }
                 }
             }
-        }                /* (MM) */
+            float gB[BK], dE[BK];
+#pragma unroll
+            for (int i = BK - 1; i >= 0; i--) {
+                const int r = i0 + i;
+                const int sc = r * CPB + swz_col<1>(i, cw); /* r % 8 == i */
+                const float dys = YS[sc];
+                const float dv = Dl[sc], dtx = dv * X[sc];
+                const float4 B4 = *(const float4 *)(Bs + r * NP + n0);
+                const float4 C4 = *(const float4 *)(Cs + r * NP + n0);
+                const float Bv[SPT] = {B4.x, B4.y, B4.z, B4.w};
+                const float Cv[SPT] = {C4.x, C4.y, C4.z, C4.w};
+                float vb[SPT], vc[SPT], gb = 0.0f, de = 0.0f;
+#pragma unroll
+                for (int k = 0; k < SPT; k++) {
+                    const float gk = fmaf(dys, Cv[k], u[k]);
+                    vb[k] = gk * dtx;
+                    vc[k] = dys * st[i][k];
+                    gb = fmaf(gk, Bv[k], gb);
+                    u[k] = av[i][k] * gk; /* a_t g_t: the carry, and times s_{t-1} the dA term */
+                    const float e = u[k] * (i > 0 ? st[i > 0 ? i - 1 : 0][k] : s0[k]);
+                    de = fmaf(e, A2[k], de);
+                    dA[k] = fmaf(e, dv, dA[k]);
+                }
+                gB[i] = gb;
+                dE[i] = de;
+                if (!p.skip_bc && XB == 1) {
+                    /* one exchange with the lane of channel cl ^ 1 first: even channels keep the
+                     * dB terms of the pair, odd ones the dC terms; then 4 positions per sum */
+                    const bool odd = (cl & 1) != 0;
+                    float kv[SPT];
+#pragma unroll
+                    for (int k = 0; k < SPT; k++) {
+                        const float send = odd ? vb[k] : vc[k], keep = odd ? vc[k] : vb[k];
+                        kv[k] = keep + __shfl_xor_sync(FULL_MASK, send, QM ? 1 : G);
+                    }
+                    float *row = RB + (i & 3) * (CPW / 2 * 8 * G) + (cl >> 1) * (8 * G);
+                    *(float4 *)(row + 4 * (odd ? G + q : q)) =
+                        make_float4(kv[0], kv[1], kv[2], kv[3]);
+                    if ((i & 3) == 0) {
+                        /* positions i .. i + 3 (xpos) are in the buffer */
+                        __syncwarp();
+                        float4 acc = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+#pragma unroll
+                        for (int jj = 0; jj < 4; jj++) {
+                            const float4 v =
+                                *(const float4 *)(RB + xpos * (CPW / 2 * 8 * G) +
+                                                  (xpart * 4 + jj) * (8 * G) + 4 * xquad);
+                            acc.x += v.x, acc.y += v.y, acc.z += v.z, acc.w += v.w;
+                        }
+                        const int t = ts + i0 + i + xpos;
+                        bc_reduce_add<LPX>(acc, xpart == 0 && t < L && xn < N,
+                                           xdst + (long long)t * p.bcs, N - xn, p.red_vec);
+                        __syncwarp();
+                    }
+                }
+                if (!p.skip_bc && XB == 0) {
+                    float *row = RB + (i & 1) * (CPW * 8 * G) + cl * (8 * G);
+                    *(float4 *)(row + 4 * (q ^ swz)) = make_float4(vb[0], vb[1], vb[2], vb[3]);
+                    *(float4 *)(row + 4 * ((G + q) ^ swz)) =
+                        make_float4(vc[0], vc[1], vc[2], vc[3]);
+                    if ((i & 1) == 0) {
+                        /* positions i (spos 0) and i + 1 (spos 1) are in the buffer */
+                        __syncwarp();
+                        float4 acc = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+#pragma unroll
+                        for (int jj = 0; jj < 4; jj++) {
+                            const int ch = spart * 4 + jj;
+                            const float4 v =
+                                *(const float4 *)(RB + spos * (CPW * 8 * G) + ch * (8 * G) +
+                                                  4 * (squad ^ rb_swz<G>(ch)));
+                            acc.x += v.x, acc.y += v.y, acc.z += v.z, acc.w += v.w;
+                        }
+                        const int t = ts + i0 + i + spos;
+                        bc_reduce_add<LP>(acc, spart == 0 && t < L && sn < N,
+                                          sdst + (long long)t * p.bcs, N - sn, p.red_vec);
+                        __syncwarp();
+                    }
+                }
+            }
+            group_reduce<BK, G, LS>(gB, q);
+            group_reduce<BK, G, LS>(dE, q);
+#pragma unroll
+            for (int jj = 0; jj < BK / G; jj++) {
+                const int r = i0 + q * (BK / G) + jj, t = ts + r;
+                if (cv && t < L) {
+                    const long long row = rowb + t;
+                    const int sc = r * CPB + swz_col<1>(r, cw);
+                    const float dxv = fmaf(gB[jj], Dl[sc], Dc * YS[sc]);
+                    if (O16 || p.dx_bf16)
+                        p.dx_bf16[row * p.Di + c] = bf16_bits(dxv);
+                    else
+                        p.dx[row * p.Di + c] = dxv;
+                    const float gd = dt_grad_pre(p, fmaf(gB[jj], X[sc], dE[jj] * LN2), Dl[sc]);
+                    dtb += gd;
+                    if (O16 || p.ddelta_bf16)
+                        p.ddelta_bf16[row * p.Di + c] = bf16_bits(gd);
+                    else
+                        p.ddelta[row * p.Di + c] = gd;
+                }
+            }
+        }
         __syncthreads(); /* everyone is done with the staged chunk */
         if (kc > 0) {
             bwd3_stage<G, VEC, X16>(p, sm, b, c0, kc - 1, tid);
             if (DN) bwd3_stage_dense<G, VEC, YP>(p, sm, hrow, b, c0, kc - 1, n0, cv, tid);
-            if (MM && DN)
-                bwd3_load_h_mm(p, b, mc, mn, mcv0, mcv1, kc - 1, hn);
-            else
-                bwd3_load_h<VEC>(p, hrow, kc - 1, n0, cv, hn);
+            bwd3_load_h<VEC>(p, hrow, kc - 1, n0, cv, hn);
         }
         cp_commit();
     }
     cp_wait<0>();
-    if (MM) {
-#pragma unroll
-        for (int e = 0; e < 4; e++) {
-            const int x = e >> 1, n = mn + (e & 1);
-            if ((x ? mcv1 : mcv0) && n < N)
-                atomicAdd(p.dA_log + (long long)(mc + x) * N + n, dA[e] * A2m[e] * LN2);
-        }
-        /* ddt_bias: channel mc + (mq >> 2)'s parts over the 4 lanes of mq & 3 */
-        const int x = mq >> 2;
-        float v = mdtb;
-        v += __shfl_xor_sync(FULL_MASK, v, 4);
-        v += __shfl_xor_sync(FULL_MASK, v, 8);
-        if (p.ddt_bias && (mq & 3) == 0 && (x ? mcv1 : mcv0)) atomicAdd(p.ddt_bias + mc + x, v);
-    } else if (cv) {
+    if (cv) {
 #pragma unroll
         for (int k = 0; k < SPT; k++)
             if (n0 + k < N) atomicAdd(p.dA_log + (long long)c * N + n0 + k, dA[k] * A2[k] * LN2);
@@ -1880,7 +1626,7 @@ __global__ void __launch_bounds__(32 * G, 16 / G) scan_bwd3_kernel(scan_params p
     for (int off = CPW; off < 32; off <<= 1)
         dDacc += __shfl_xor_sync(FULL_MASK, dDacc, off);
     if (p.dD && gcv && lane < CPW) atomicAdd(p.dD + gc, dDacc);
-    if (!MM && p.ddt_bias && cv) atomicAdd(p.ddt_bias + c, dtb);
+    if (p.ddt_bias && cv) atomicAdd(p.ddt_bias + c, dtb);
 }
 
 /* dB, dC columns := 0 (they are accumulated with atomics). */
@@ -1905,23 +1651,6 @@ static int g_skip_bc = 0;
 static int g_dense_off = 0; /* lab knob: the backward ignores y_pregate (forward pass kept) */
 static int g_lane_qm_fwd = LANE_QM_FWD_DEFAULT; /* state-group-major lanes: staged forward */
 static int g_lane_qm = LANE_QM_BWD_DEFAULT;     /* state-group-major lanes: v5 backward */
-static int g_bc_mma =
-    -1; /* the dense bf16 backward's dB / dC sums on the tensor cores: 1 on,
-         * 0 off, < 0 the default (env MB_CUDA_SCAN_MMA=0|1, else BC_MMA_DEFAULT) */
-#ifndef BC_MMA_DEFAULT
-#define BC_MMA_DEFAULT 0
-#endif
-
-extern "C" void mb_scan_cuda_set_bc_mma(int on) {
-    g_bc_mma = on < 0 ? -1 : on != 0;
-}
-
-static int bc_mma_on(void) {
-    if (g_bc_mma >= 0) return g_bc_mma;
-    const char *e = getenv("MB_CUDA_SCAN_MMA");
-    if (e && *e) return strcmp(e, "0") != 0;
-    return BC_MMA_DEFAULT;
-}
 
 extern "C" void mb_scan_cuda_set_lane_layout(int state_major) {
     g_lane_qm_fwd = state_major < 0 ? LANE_QM_FWD_DEFAULT : state_major != 0;
@@ -2100,16 +1829,7 @@ static kern_t fwd2_kernel_for(int G, int fine, int vec, int qm, int x16) {
 #define BWD3_X16YP(O, D)                                                                           \
     (qm ? scan_bwd3_kernel<4, true, 1, true, O, D, true, true>                                     \
         : scan_bwd3_kernel<4, true, 1, false, O, D, true, true>)
-/* the bf16-output forms with the dB / dC sums on the tensor cores (MM): dense, or the bf16-input
- * (training) forms */
-#define BWD3_MM(D, X, Y) scan_bwd3_kernel<4, true, 1, false, true, D, X, Y, true>
-static kern_t bwd3_kernel_for(int G, int vec, int xb, int qm, int o16, int dn, int x16, int yp,
-                              int mm) {
-    if (mm && o16 && !qm && G == 4 && vec && xb && (dn || x16)) {
-        if (!x16) return BWD3_MM(true, false, false);
-        return dn ? (yp ? BWD3_MM(true, true, true) : BWD3_MM(true, true, false))
-                  : (yp ? BWD3_MM(false, true, true) : BWD3_MM(false, true, false));
-    }
+static kern_t bwd3_kernel_for(int G, int vec, int xb, int qm, int o16, int dn, int x16, int yp) {
     if (x16 && yp)
         return o16 ? (dn ? BWD3_X16YP(true, true) : BWD3_X16YP(true, false))
                    : (dn ? BWD3_X16YP(false, true) : BWD3_X16YP(false, false));
@@ -2188,7 +1908,7 @@ extern "C" int mb_scan_cuda_lab_backward_occupancy(int64_t N) {
     const size_t shm = sizeof(float) * (G == 1   ? bwd3_geom<1>::TOTAL
                                         : G == 2 ? bwd3_geom<2>::TOTAL
                                                  : bwd3_geom<4>::TOTAL);
-    kern_t k = bwd3_kernel_for(G, 1, 1, g_lane_qm, 0, 0, 0, 0, 0);
+    kern_t k = bwd3_kernel_for(G, 1, 1, g_lane_qm, 0, 0, 0, 0);
     cudaError_t e = cudaFuncSetAttribute((const void *)k,
                                          cudaFuncAttributeMaxDynamicSharedMemorySize, (int)shm);
     if (e == cudaSuccess)
@@ -2455,8 +2175,8 @@ extern "C" int mb_scan_cuda_backward_ex(const mb_scan_args *a, const mb_scan_cud
                                                      : bwd3_geom<4>::TOTAL);
         const int o16 = p.dx_bf16 && p.ddelta_bf16 && ((!p.z && !p.z16) || p.dz_bf16);
         if (dn) p.y_pregate = o->y_pregate; /* (NULL in the YP form) */
-        kern_t k = bwd3_kernel_for(G, vec, use_v5 == 2, g_lane_qm, o16, dn, p.x16 != NULL,
-                                   p.yp16 != NULL, bc_mma_on());
+        kern_t k =
+            bwd3_kernel_for(G, vec, use_v5 == 2, g_lane_qm, o16, dn, p.x16 != NULL, p.yp16 != NULL);
         e = cudaFuncSetAttribute((const void *)k, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                  (int)shm);
         if (e == cudaSuccess)

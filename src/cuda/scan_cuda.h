@@ -201,14 +201,6 @@ int mb_scan_cuda_lab_forward_occupancy(int x16);
  * thread-safe (global). */
 void mb_scan_cuda_lab_dense_off(int off);
 
-/* Lab knob: the v5 backward with bf16 outputs in its dense form or with bf16 inputs (the
- * mixed-precision training's forms; channel-major lanes) sums its dB / dC terms over the
- * channels of a warp on the tensor cores (mma.m16n8k8, tf32 operands:
- * each term's factors keep 10 mantissa bits, the sums are fp32) instead of by shuffles and a
- * shared-memory buffer: 1 on, 0 off, negative the default (env MB_CUDA_SCAN_MMA=0|1, else off).
- * Not thread-safe (global). */
-void mb_scan_cuda_set_bc_mma(int on);
-
 /* Lab diagnostic for bench_scan_cuda only: non-zero makes the backward leave out its dB/dC
  * atomics (v5: also their shared-memory sums; dB/dC are then zero, i.e. WRONG), to time their
  * share. */

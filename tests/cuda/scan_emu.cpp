@@ -184,52 +184,6 @@ template <int K> static inline void cp_wait(void) {}
 static inline void red_add_v4(float *a, float4 v) {
     a[0] += v.x, a[1] += v.y, a[2] += v.z, a[3] += v.w;
 }
-static inline void red_add_v2(float *a, float x, float y) {
-    a[0] += x, a[1] += y;
-}
-/* mma.m16n8k8 with tf32 operands (scan.cu's mma_tf32): a warp-wide step like a shuffle. Each
- * operand keeps its upper 19 bits (the tensor cores' tf32: sign, exponent, 10 mantissa bits;
- * the low 13 dropped, as scan.cu passes fp32 bit patterns); products summed in double and
- * added to the fp32 accumulator. */
-static float g_mma_a[1024][4], g_mma_b[1024][2];
-static int g_mma_calls = 0; /* products run (the MM cases check that the form took them) */
-static inline float tf32_trunc(float v) {
-    uint32_t u;
-    memcpy(&u, &v, 4);
-    u &= 0xffffe000u;
-    memcpy(&v, &u, 4);
-    return v;
-}
-static inline void mma_tf32(float c[4], float a0, float a1, float a2, float a3, float b0,
-                            float b1) {
-    const int me = emu::cur;
-    g_mma_a[me][0] = a0, g_mma_a[me][1] = a1, g_mma_a[me][2] = a2, g_mma_a[me][3] = a3;
-    g_mma_b[me][0] = b0, g_mma_b[me][1] = b1;
-    emu::barrier();
-    const int lane = (int)(emu::th[me].tid & 31), base = (int)(emu::th[me].tid & ~31u);
-    const int g = lane >> 2, t = lane & 3;
-    auto A = [&](int row,
-                 int k) { /* A[row][k]: lane (row % 8) * 4 + k % 4 */
-                          const int l = base + (row & 7) * 4 + (k & 3);
-                          return tf32_trunc(g_mma_a[l][(row >= 8 ? 1 : 0) + (k >= 4 ? 2 : 0)]);
-    };
-    auto Bm = [&](int k,
-                  int col) { /* B[k][col]: lane col * 4 + k % 4 */
-                             return tf32_trunc(g_mma_b[base + col * 4 + (k & 3)][k >= 4 ? 1 : 0]);
-    };
-    float d[4];
-    for (int i = 0; i < 4; i++) {
-        const int row = g + (i >= 2 ? 8 : 0), col = 2 * t + (i & 1);
-        double acc = 0.0;
-        for (int k = 0; k < 8; k++)
-            acc += (double)A(row, k) * (double)Bm(k, col);
-        d[i] = c[i] + (float)acc;
-    }
-    if (lane == 0) g_mma_calls++;
-    emu::barrier();
-    for (int i = 0; i < 4; i++)
-        c[i] = d[i];
-}
 
 float4 smem4[16384];
 float4 smem[16384];
@@ -285,8 +239,6 @@ struct tcase {
                  (yp16, checked to half a bf16 ulp), which the backward's YP form reads in its
                  gate; it writes the gated output again into the same buffer (yg16), checked
                  with dz to a bf16 ulp and 4e-3 of the largest */
-    int mm; /* the MM form (dense, sp 2, channel-major; in16, yp as given): the dB / dC sums on the
-               emulated tensor cores (tf32 operands: dB / dC within 3e-3 of the reference) */
 };
 
 static void run_case(tcase tc, uint64_t seed) {
@@ -296,10 +248,10 @@ static void run_case(tcase tc, uint64_t seed) {
            (long long)tc.B, (long long)tc.L, (long long)tc.Di, (long long)tc.N, (long long)tc.chunk,
            tc.gate, tc.use_h0, tc.vec, tc.nan_at, tc.kern == 1 ? "v5 pair exchange" : "v5",
            tc.dn ? " dense" : "",
-           tc.in16 == 2
-               ? (tc.hc16 ? " bf16 x / delta / z / dy, bf16 states" : " bf16 x / delta / z / dy")
-           : tc.in16 ? " bf16 x / delta"
-                     : "",
+           tc.in16 == 2 ? (tc.hc16 ? " bf16 x / delta / z / dy, bf16 states"
+                                   : " bf16 x / delta / z / dy")
+           : tc.in16    ? " bf16 x / delta"
+                        : "",
            tc.qm ? "state-major" : "channel-major");
     const int64_t B = tc.B, L = tc.L, Di = tc.Di, N = tc.N, R = tc.R, BL = B * L;
     const int64_t bcs = R + 2 * N;
@@ -560,28 +512,7 @@ static void run_case(tcase tc, uint64_t seed) {
         else
             k = tc.sp == 2 ? EMU_BYP(true, false) : EMU_BYP(false, false);
     }
-    if (tc.mm) { /* the MM form: bf16 outputs, channel-major, dense or bf16 inputs (host: the
-                  * same conditions) */
-        if (!(tc.dn || tc.in16) || tc.sp != 2 || tc.qm || !tc.vec) {
-            printf("  bad case: the MM form is dense or in16, sp 2, channel-major\n");
-            g_fail = 1;
-            return;
-        }
-#define EMU_MM(D, X, Y)                                                                            \
-    std::function<void()>([&] { scan_bwd3_kernel<4, true, 1, false, true, D, X, Y, true>(p); })
-        k = !tc.in16 ? EMU_MM(true, false, false)
-            : tc.dn  ? (tc.yp ? EMU_MM(true, true, true) : EMU_MM(true, true, false))
-                     : (tc.yp ? EMU_MM(false, true, true) : EMU_MM(false, true, false));
-    }
-    const int mma0 = g_mma_calls;
     if (emu::launch((unsigned)((Di + 31) / 32), (unsigned)B, threads, k)) g_fail = 1;
-    if (tc.mm) { /* every warp's 2 products per position (of whole 64-position chunks) */
-        const long long want = 2LL * B * ((Di + 31) / 32) * 4 * ((L + 63) / 64) * 64;
-        const int ok = g_mma_calls - mma0 == want;
-        if (!ok) g_fail = 1;
-        printf("  mma products %lld (want %lld) %s\n", (long long)(g_mma_calls - mma0), want,
-               ok ? "ok" : "FAIL");
-    }
     if (tc.nan_at >= 0) {
         const int dbn = std::isnan(ebc[tc.nan_at * bcs + R]), dan = std::isnan(edA[5 * N]);
         printf("  dB NaN at the bad position: %s, dA_log NaN: %s\n", dbn ? "yes" : "NO",
@@ -598,13 +529,8 @@ static void run_case(tcase tc, uint64_t seed) {
     else
         check("ddelta", rel_err_rows(eddl.data(), ddl.data(), BL, Di, Di));
     if (tc.sp) check("dt_bias", rel_err_rows(edb.data(), db_ref.data(), 1, Di, Di));
-    {
-        const double tol = g_tol; /* MM: tf32 factors (10 mantissa bits) in every term */
-        if (tc.mm) g_tol = std::max(g_tol, 3e-3);
-        check("dB", rel_err_rows(ebc.data() + R, gbc.data() + R, BL, N, bcs));
-        check("dC", rel_err_rows(ebc.data() + R + N, gbc.data() + R + N, BL, N, bcs));
-        g_tol = tol;
-    }
+    check("dB", rel_err_rows(ebc.data() + R, gbc.data() + R, BL, N, bcs));
+    check("dC", rel_err_rows(ebc.data() + R + N, gbc.data() + R + N, BL, N, bcs));
     const double tol = g_tol;
     if (tc.yp) g_tol = 4e-3; /* dz from the bf16 pre-gate output: one more rounding */
     if (tc.gate && tc.sp >= 2)
@@ -620,10 +546,9 @@ static void run_case(tcase tc, uint64_t seed) {
 }
 
 int main(void) {
-    /* SCAN_EMU_ONLY=in16: only the bf16-input and MM cases, =mm: only the MM cases (quick runs) */
+    /* SCAN_EMU_ONLY=in16: only the bf16-input cases (a quick run) */
     const char *only = getenv("SCAN_EMU_ONLY");
-    const bool all = !(only && (!strcmp(only, "in16") || !strcmp(only, "mm")));
-    const bool in16s = !(only && !strcmp(only, "mm"));
+    const bool all = !(only && !strcmp(only, "in16"));
     const tcase cs[] = {
         {1, 64, 32, 16, 4, 64, 1, 0, 1, -1, 0, 0},
         {2, 200, 64, 16, 4, 64, 1, 1, 1, -1, 0, 0},
@@ -713,27 +638,8 @@ int main(void) {
             {1, 131, 40, 12, 4, 32, 0, 0, 1, -1, 1, 0, 0, 0, 0, 2, 1, 0},
             {2, 150, 40, 16, 4, 64, 1, 1, 1, -1, 1, 1, 2, 1, 0, 2, 1, 0},
         };
-        for (size_t i = 0; i < sizeof in16 / sizeof in16[0] && in16s; i++)
+        for (size_t i = 0; i < sizeof in16 / sizeof in16[0]; i++)
             run_case(in16[i], 110 + i);
-    }
-    /* the MM form (dB / dC on the tensor cores): fp32 inputs, bf16 x / delta / z / dy with fp32
-     * and bf16 states, YP, N 12 without a gate, odd L (a partial sub-chunk and chunk), a
-     * partial channel block (Di 40: channel pairs past Di) */
-    {
-        const tcase mm[] = {
-            {2, 200, 64, 16, 4, 8, 1, 1, 1, -1, 1, 0, 2, 1, 1, 0, 0, 0, 1},
-            {1, 131, 40, 16, 4, 8, 1, 0, 1, -1, 1, 0, 2, 1, 1, 2, 0, 0, 1},
-            {2, 75, 40, 12, 4, 8, 0, 1, 1, -1, 1, 0, 2, 1, 1, 2, 1, 0, 1},
-            {2, 200, 64, 16, 4, 8, 1, 1, 1, -1, 1, 0, 2, 1, 1, 2, 1, 1, 1},
-            {1, 131, 40, 12, 4, 8, 1, 0, 1, -1, 1, 0, 2, 1, 1, 2, 0, 1, 1},
-            /* the plain (chunk 64: the forward pass's checkpoints) training forms: YP with bf16
-             * chunk states, without YP and with fp32 ones, N 12 and odd L at chunk 32 */
-            {2, 200, 64, 16, 4, 64, 1, 1, 1, -1, 1, 0, 2, 1, 0, 2, 1, 1, 1},
-            {1, 131, 40, 16, 4, 64, 1, 0, 1, -1, 1, 0, 2, 1, 0, 2, 0, 0, 1},
-            {2, 75, 40, 12, 4, 32, 1, 1, 1, -1, 1, 0, 2, 1, 0, 2, 1, 0, 1},
-        };
-        for (size_t i = 0; i < sizeof mm / sizeof mm[0]; i++)
-            run_case(mm[i], 140 + i);
     }
     /* N 17..32: the forward's 8 lanes per channel (G 8), both lane layouts */
     const tcase wide[] = {
