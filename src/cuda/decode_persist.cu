@@ -1232,8 +1232,12 @@ int mbp_plan(mbp_args *a, int nb, int optin, long long row_bytes) {
      * -> 1.035-1.041, batch 2 1.452 -> 1.411, batch 3 1.968 -> 1.890, 972m fp32 1.494 -> 1.439,
      * 353m fp32 batch 1 0.942 -> 0.882, batch 2 1.176 -> 1.095; 15-45 KB within ~1% of it) */
     const bool overflow = rows_all > avail;
-    if (row_bytes < 0 && a->ring_mode != 2 && overflow && avail > MBP_OVERFLOW_ROWS)
-        avail = MBP_OVERFLOW_ROWS;
+    /* the ring (below) runs where it is asked for (ring_mode 2) and can: the cap and the pad
+     * are for the fixed buffers, where it cannot too (with a pad asked for, its room counted) */
+    const int64_t ring_room = avail - (a->pad_set ? a->pad_ask : 0);
+    const bool ring = a->ring_mode == 2 && a->bulk && a->producer && ((rbA | rbB) & 15) == 0 &&
+                      a->Di % a->d == 0 && ring_room >= 32 && (ring_room - 32) / (rbA + 20) >= 1;
+    if (row_bytes < 0 && !ring && overflow && avail > MBP_OVERFLOW_ROWS) avail = MBP_OVERFLOW_ROWS;
     /* where the rows overflow, the whole layout 16 bytes later. H200, ms/step
      * against no pad in the same call: 972m bf16 batch 1 0.953-0.961 -> 0.944-0.952 (at every
      * producer pace from 250 to 450 cycles per 4 KB; 64 bytes: 0.950-0.957), batch 2 1.369 ->
@@ -1245,7 +1249,7 @@ int mbp_plan(mbp_args *a, int nb, int optin, long long row_bytes) {
      * arrays on the H200; so the 16 bytes take batch 1 off 128-byte alignment and batch 2 onto
      * it, and both gain). Not where every row fits: 353m bf16 batch 1 0.616 -> 0.654-0.667
      * with 16 bytes. a->pad_set: a->pad_ask bytes instead (lab knob) */
-    a->pad_base = a->pad_set ? a->pad_ask : overflow && a->ring_mode != 2 ? 16 : 0;
+    a->pad_base = a->pad_set ? a->pad_ask : overflow && !ring ? 16 : 0;
     avail = avail > a->pad_base ? avail - a->pad_base : 0;
     /* the ring (ring_mode 2 only): every slot of rbA bytes plus its share of the mbarriers
      * and counts, two more mbarriers for the small buffers (and 16-byte rounding). H200,
@@ -1258,8 +1262,7 @@ int mbp_plan(mbp_args *a, int nb, int optin, long long row_bytes) {
      * least 4 chunks where there are 4 slots. */
     a->ring = 0, a->ring_ns = 0, a->ring_sb = 0, a->ring_p = 0;
     const int64_t ns = (avail - 32) / (rbA + 20);
-    if (a->ring_mode != 1 && a->bulk && a->producer && ((rbA | rbB) & 15) == 0 &&
-        a->Di % a->d == 0 && ns >= 1 && a->ring_mode == 2) {
+    if (ring) {
         int64_t c = 1;
         for (int64_t k = 1; k <= NWARP; k++)
             if (NWARP % k == 0 && k * rbA <= 12288 && 4 * k <= ns) c = k;

@@ -725,6 +725,9 @@ int main(int argc, char **argv) {
     g_expand = 3; /* out_proj rows of 3 pieces */
     run_case<float, 1>(64, 0, 0, 4, 3400, 16, 4, 3, 1e-4, "ring expand 3", 1);
     g_expand = 2;
+    /* asked for where it cannot run (fp32 rows of d 34: 136 bytes, not whole 16-byte pieces):
+     * the fixed buffers, with their pad where the rows overflow */
+    run_case<float, 1>(34, 0, 0, 4, 600, 16, 4, 3, 1e-4, "ring refused d34 overflow", 1);
     g_ring_mode = 1;
     run_case<__nv_bfloat16, 1>(64, 0, 0, 4, 1200, 16, 4, 4, 2e-2, "bf16 S1 overflow no ring", 1);
     g_ring_mode = 0;
