@@ -1236,7 +1236,7 @@ int mbp_plan(mbp_args *a, int nb, int optin, long long row_bytes) {
      * are for the fixed buffers, where it cannot too (with a pad asked for, its room counted) */
     const int64_t ring_room = avail - (a->pad_set ? a->pad_ask : 0);
     const bool ring = a->ring_mode == 2 && a->bulk && a->producer && ((rbA | rbB) & 15) == 0 &&
-                      a->Di % a->d == 0 && ring_room >= 32 && (ring_room - 32) / (rbA + 20) >= 1;
+                      a->Di % a->d == 0 && ring_room - 32 >= rbA + 20; /* (a slot: ns >= 1) */
     if (row_bytes < 0 && !ring && overflow && avail > MBP_OVERFLOW_ROWS) avail = MBP_OVERFLOW_ROWS;
     /* where the rows overflow, the whole layout 16 bytes later. H200, ms/step
      * against no pad in the same call: 972m bf16 batch 1 0.953-0.961 -> 0.944-0.952 (at every
