@@ -36,6 +36,7 @@
 #include "cuda/cuda_check.h"
 #endif
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "mambabyte.h"
@@ -101,6 +102,10 @@ typedef struct {
      * that form's recomputed gated output (bf16, may be yp16 itself) */
     uint16_t *yp16;
     uint16_t *yg16;
+    /* the X16 backward's gate by channel quads (a lane: 4 channels at one position, 8-byte
+     * loads and stores of bf16 dy, z, dz and the YP forms' yp16 / yg16): set by the host where
+     * those are all bf16 and 8-byte aligned (bwd_gate4) */
+    int gate4;
 } scan_params;
 
 /* With p.hc16: where the bf16 state at the element index of fp32 address f lies (half f's byte
@@ -1299,6 +1304,116 @@ static __device__ __forceinline__ void gate_loads(const scan_params &p, long lon
     }
 }
 
+/* The X16 backward's gate by channel quads (p.gate4: bf16 dy, z and dz, and in the YP form
+ * yp16 / yg16, all 8-byte aligned; Di % 8 == 0, so a quad is valid or not as a whole): lane l
+ * of warp w takes channels w CPW + 4 (l & 1) .. + 3 at positions l / 2 + 16 m of the chunk (m
+ * < BT / 16), the warp's CPW = 8 channels as the per-element gate; per quad and position one
+ * 8-byte load of each bf16 input, one 16-byte shared-memory load of x (and of YS where it holds
+ * the output), one 16-byte store of dyss into YS and one 8-byte store of dz (and yg16), where
+ * the per-element gate spends its 64-bit index arithmetic once per element (~84 instructions
+ * per element, session 10). Same arithmetic per element. H200, ms, per-element gate / quads
+ * (bench_scan_cuda, same call): B 8 dense bf16 states 3.673-3.684 / 3.483-3.534, plain YP
+ * 4.050-4.061 / 3.866-3.883; B 32 Di 1024 dense 7.233-7.259 / 6.910-6.928; training medium
+ * 136.9-137.8 / 134.7-134.8 ms/step, 353m (--recompute on --gpu-memory 66) 599.6 / 590.2. dD: the
+ * quads' sums over the warp's positions, folded into the per-element layout's dDacc (lane l < CPW:
+ * channel w CPW + l), which the kernel's end sums over lanes l, l + CPW, ... */
+#ifndef GQ_YP_BATCH
+/* gate_quads' passes per batch of loads in the YP forms: with 2 (or all 4) ptxas spilled 4-8
+ * (44) bytes in the dense YP backward, none with 1; H200, B 8, the two timed alike (plain YP
+ * 3.860-3.861 ms against 3.866-3.883, dense YP 3.575-3.583 against 3.555-3.584) */
+#define GQ_YP_BATCH 1
+#endif
+template <int G, bool DN, bool YP>
+static __device__ __forceinline__ void gate_quads(const scan_params &p, const float *X, float *YS,
+                                                  long long rowb, int ts, int c0, int warp,
+                                                  int lane, float &dDacc) {
+    constexpr int CPW = 32 / G, CPB = 32, NM = BT / 16;
+    static_assert(CPW == 8, "two channel quads per warp");
+    const int cq = lane & 1, pr = lane >> 1, gcw = warp * CPW + 4 * cq, gc = c0 + gcw;
+    const bool qv = gc < p.Di;
+    const int gcc = qv ? gc : 0, L = p.L;
+    float Dq[4] = {0.0f, 0.0f, 0.0f, 0.0f}; /* (the D skip, where YS holds y without it) */
+    if (!DN && !YP && qv && p.D)
+#pragma unroll
+        for (int e = 0; e < 4; e++)
+            Dq[e] = p.D[gc + e];
+    float dD4[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    /* MB passes' loads in flight at once (all NM where they fit the registers: the YP forms
+     * keep a third input) */
+    constexpr int MB = YP ? GQ_YP_BATCH : NM;
+#pragma unroll
+    for (int m0 = 0; m0 < NM; m0 += MB) {
+        uint2 dyv[MB], zv[MB], ypv[MB];
+#pragma unroll
+        for (int i = 0; i < MB; i++) {
+            const int t = ts + pr + 16 * (m0 + i);
+            const bool ok = qv && t < L;
+            const long long row = rowb + min(t, L - 1);
+            dyv[i] = ok ? __ldg((const uint2 *)(p.dy16 + row * p.Di + gcc)) : make_uint2(0u, 0u);
+            zv[i] = ok ? __ldg((const uint2 *)(p.z16 + row * p.zs + gcc)) : make_uint2(0u, 0u);
+            /* (plain loads: yg16 may be yp16 itself) */
+            if (YP) ypv[i] = ok ? *(const uint2 *)(p.yp16 + row * p.Di + gcc) : make_uint2(0u, 0u);
+        }
+#pragma unroll
+        for (int i = 0; i < MB; i++) {
+            const int r = pr + 16 * (m0 + i), t = ts + r;
+            const int sc = r * CPB + swz_col<1>(r, gcw); /* (4 channels contiguous: 16 bytes) */
+            const float4 x4 = *(const float4 *)(X + sc);
+            const float xo[4] = {x4.x, x4.y, x4.z, x4.w};
+            float ysv[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+            if (!YP) {
+                const float4 y4 = *(const float4 *)(YS + sc);
+                ysv[0] = y4.x, ysv[1] = y4.y, ysv[2] = y4.z, ysv[3] = y4.w;
+            }
+            const float gy[4] = {bf16_lo(dyv[i].x), bf16_hi(dyv[i].x), bf16_lo(dyv[i].y),
+                                 bf16_hi(dyv[i].y)};
+            const float zz[4] = {bf16_lo(zv[i].x), bf16_hi(zv[i].x), bf16_lo(zv[i].y),
+                                 bf16_hi(zv[i].y)};
+            float ypf[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+            if (YP)
+                ypf[0] = bf16_lo(ypv[i].x), ypf[1] = bf16_hi(ypv[i].x), ypf[2] = bf16_lo(ypv[i].y),
+                ypf[3] = bf16_hi(ypv[i].y);
+            float dyss[4], dzv[4], ygv[4];
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const float sg = sigmoidf_(zz[e]);
+                const float yss = YP ? ypf[e] : DN ? ysv[e] : fmaf(Dq[e], xo[e], ysv[e]);
+                dyss[e] = gy[e] * zz[e] * sg;
+                dzv[e] = gy[e] * yss * sg * fmaf(zz[e], 1.0f - sg, 1.0f);
+                ygv[e] = yss * zz[e] * sg;
+                dD4[e] = fmaf(dyss[e], xo[e], dD4[e]);
+            }
+            if (qv && t < L) {
+                const long long row = rowb + t;
+                *(uint2 *)(p.dz_bf16 + row * p.zs + gc) =
+                    make_uint2(bf16_bits(dzv[0]) | (uint32_t)bf16_bits(dzv[1]) << 16,
+                               bf16_bits(dzv[2]) | (uint32_t)bf16_bits(dzv[3]) << 16);
+                /* YP: the gated output again (mamba_ssm's recomputed out_z) */
+                if (YP && p.yg16)
+                    *(uint2 *)(p.yg16 + row * p.Di + gc) =
+                        make_uint2(bf16_bits(ygv[0]) | (uint32_t)bf16_bits(ygv[1]) << 16,
+                                   bf16_bits(ygv[2]) | (uint32_t)bf16_bits(ygv[3]) << 16);
+            }
+            *(float4 *)(YS + sc) = make_float4(dyss[0], dyss[1], dyss[2], dyss[3]);
+        }
+    }
+    /* dD: the quad's sums over the 16 lanes of the same cq, then channel l of the warp (l <
+     * CPW) from lane (l >> 2) & 1's element l & 3 */
+#pragma unroll
+    for (int off = 2; off < 32; off <<= 1)
+#pragma unroll
+        for (int e = 0; e < 4; e++)
+            dD4[e] += __shfl_xor_sync(FULL_MASK, dD4[e], off);
+    const int src = (lane >> 2) & 1, el = lane & 3;
+    float v = 0.0f;
+#pragma unroll
+    for (int e = 0; e < 4; e++) {
+        const float w = __shfl_sync(FULL_MASK, dD4[e], src);
+        v = el == e ? w : v;
+    }
+    if (lane < CPW) dDacc += v;
+}
+
 /* QM: state-group-major lanes (lane_q / lane_ch). O16: dx, ddelta and dz (where z is given) go
  * to their bf16 outputs, chosen at compile time (the mixed-precision training's form; the
  * run-time choice of each output's pointer cost this kernel ~3%). DN (dense, VEC only): the
@@ -1420,56 +1535,64 @@ __global__ void __launch_bounds__(32 * G, 16 / G) scan_bwd3_kernel(scan_params p
         __syncwarp();
         /* ---- gate (one lane per (position, channel)): dz, dyss -> YS, dD (DN: YS holds the
          * forward's pre-gate output with its D skip) */
+        bool quads = false; /* by channel quads: a lane 4 channels at one position */
+        if constexpr (X16 && G == 4)
+            if (p.gate4) {
+                gate_quads<G, DN, YP>(p, X, YS, rowb, ts, c0, warp, lane, dDacc);
+                quads = true;
+            }
+        if (!quads)
 #pragma unroll 1
-        for (int mb = 0; mb < BT / G; mb += GM) {
-            float gy[GM], zr[GM], yp[GM];
-            const int t0 = ts + gpo + G * mb;
-            if (YP) {
-                if (p.dy16 && p.z16)
-                    gate_loads<G, true, true, true, GM>(p, rowb, t0, gc, gcv, hz, gy, zr, yp);
-                else if (p.dy16)
-                    gate_loads<G, true, false, true, GM>(p, rowb, t0, gc, gcv, hz, gy, zr, yp);
-                else if (p.z16)
-                    gate_loads<G, false, true, true, GM>(p, rowb, t0, gc, gcv, hz, gy, zr, yp);
-                else
-                    gate_loads<G, false, false, true, GM>(p, rowb, t0, gc, gcv, hz, gy, zr, yp);
-            } else if (X16 && p.dy16) {
-                if (X16 && p.z16)
-                    gate_loads<G, true, true, false, GM>(p, rowb, t0, gc, gcv, hz, gy, zr);
-                else
-                    gate_loads<G, true, false, false, GM>(p, rowb, t0, gc, gcv, hz, gy, zr);
-            } else {
-                if (X16 && p.z16)
-                    gate_loads<G, false, true, false, GM>(p, rowb, t0, gc, gcv, hz, gy, zr);
-                else
-                    gate_loads<G, false, false, false, GM>(p, rowb, t0, gc, gcv, hz, gy, zr);
-            }
-#pragma unroll
-            for (int m = 0; m < GM; m++) {
-                const int r = gpo + G * (mb + m), t = ts + r;
-                const int sc = r * CPB + swz_col<1>(r, gcw);
-                const float xo = X[sc];
-                float dyss = gy[m];
-                if (hz) {
-                    const float zz = zr[m], sg = sigmoidf_(zz);
-                    const float yss = YP ? yp[m] : DN ? YS[sc] : fmaf(Dg, xo, YS[sc]);
-                    dyss = gy[m] * zz * sg;
-                    if (gcv && t < L) {
-                        const float dzv = gy[m] * yss * sg * fmaf(zz, 1.0f - sg, 1.0f);
-                        if (O16 || p.dz_bf16)
-                            p.dz_bf16[(rowb + t) * p.zs + gc] = bf16_bits(dzv);
-                        else
-                            p.dz[(rowb + t) * p.zs + gc] = dzv;
-                        /* YP: the gated output again (mamba_ssm's recomputed out_z) */
-                        if (YP && p.yg16) p.yg16[(rowb + t) * p.Di + gc] = bf16_bits(yss * zz * sg);
-                    }
-                } else if (YP && p.yg16 && gcv && t < L) {
-                    p.yg16[(rowb + t) * p.Di + gc] = bf16_bits(yp[m]);
+            for (int mb = 0; mb < BT / G; mb += GM) {
+                float gy[GM], zr[GM], yp[GM];
+                const int t0 = ts + gpo + G * mb;
+                if (YP) {
+                    if (p.dy16 && p.z16)
+                        gate_loads<G, true, true, true, GM>(p, rowb, t0, gc, gcv, hz, gy, zr, yp);
+                    else if (p.dy16)
+                        gate_loads<G, true, false, true, GM>(p, rowb, t0, gc, gcv, hz, gy, zr, yp);
+                    else if (p.z16)
+                        gate_loads<G, false, true, true, GM>(p, rowb, t0, gc, gcv, hz, gy, zr, yp);
+                    else
+                        gate_loads<G, false, false, true, GM>(p, rowb, t0, gc, gcv, hz, gy, zr, yp);
+                } else if (X16 && p.dy16) {
+                    if (X16 && p.z16)
+                        gate_loads<G, true, true, false, GM>(p, rowb, t0, gc, gcv, hz, gy, zr);
+                    else
+                        gate_loads<G, true, false, false, GM>(p, rowb, t0, gc, gcv, hz, gy, zr);
+                } else {
+                    if (X16 && p.z16)
+                        gate_loads<G, false, true, false, GM>(p, rowb, t0, gc, gcv, hz, gy, zr);
+                    else
+                        gate_loads<G, false, false, false, GM>(p, rowb, t0, gc, gcv, hz, gy, zr);
                 }
-                dDacc = fmaf(dyss, xo, dDacc);
-                YS[sc] = dyss;
+#pragma unroll
+                for (int m = 0; m < GM; m++) {
+                    const int r = gpo + G * (mb + m), t = ts + r;
+                    const int sc = r * CPB + swz_col<1>(r, gcw);
+                    const float xo = X[sc];
+                    float dyss = gy[m];
+                    if (hz) {
+                        const float zz = zr[m], sg = sigmoidf_(zz);
+                        const float yss = YP ? yp[m] : DN ? YS[sc] : fmaf(Dg, xo, YS[sc]);
+                        dyss = gy[m] * zz * sg;
+                        if (gcv && t < L) {
+                            const float dzv = gy[m] * yss * sg * fmaf(zz, 1.0f - sg, 1.0f);
+                            if (O16 || p.dz_bf16)
+                                p.dz_bf16[(rowb + t) * p.zs + gc] = bf16_bits(dzv);
+                            else
+                                p.dz[(rowb + t) * p.zs + gc] = dzv;
+                            /* YP: the gated output again (mamba_ssm's recomputed out_z) */
+                            if (YP && p.yg16)
+                                p.yg16[(rowb + t) * p.Di + gc] = bf16_bits(yss * zz * sg);
+                        }
+                    } else if (YP && p.yg16 && gcv && t < L) {
+                        p.yg16[(rowb + t) * p.Di + gc] = bf16_bits(yp[m]);
+                    }
+                    dDacc = fmaf(dyss, xo, dDacc);
+                    YS[sc] = dyss;
+                }
             }
-        }
         __syncwarp();
         /* ---- reverse pass, one 8-position sub-chunk at a time */
 #pragma unroll 1
@@ -1662,6 +1785,18 @@ extern "C" void mb_scan_cuda_lab_dense_off(int off) {
 }
 extern "C" void mb_scan_cuda_lab_skip_bc_atomics(int skip) {
     g_skip_bc = skip;
+}
+
+static int g_gate4 = -1; /* -1: from MB_CUDA_SCAN_GATE4 at the next backward */
+extern "C" void mb_scan_cuda_lab_gate4(int on) {
+    g_gate4 = on < 0 ? -1 : on != 0;
+}
+static int gate4_allowed(void) {
+    if (g_gate4 < 0) {
+        const char *v = getenv("MB_CUDA_SCAN_GATE4");
+        g_gate4 = !(v && !strcmp(v, "0"));
+    }
+    return g_gate4;
 }
 
 extern "C" void mb_scan_cuda_set_forward_warps(int warps) {
@@ -2175,6 +2310,11 @@ extern "C" int mb_scan_cuda_backward_ex(const mb_scan_args *a, const mb_scan_cud
                                                      : bwd3_geom<4>::TOTAL);
         const int o16 = p.dx_bf16 && p.ddelta_bf16 && ((!p.z && !p.z16) || p.dz_bf16);
         if (dn) p.y_pregate = o->y_pregate; /* (NULL in the YP form) */
+        /* the gate by channel quads (gate_quads): bf16 dy, z and dz, 8-byte aligned (the
+         * strides are multiples of 8 elements: apply_in16) */
+        p.gate4 = G == 4 && p.x16 && p.z16 && p.dy16 && p.dz_bf16 &&
+                  (uintptr_t)p.dz_bf16 % 8 == 0 && (!p.yp16 || (uintptr_t)p.yp16 % 8 == 0) &&
+                  (!p.yg16 || (uintptr_t)p.yg16 % 8 == 0) && gate4_allowed();
         kern_t k =
             bwd3_kernel_for(G, vec, use_v5 == 2, g_lane_qm, o16, dn, p.x16 != NULL, p.yp16 != NULL);
         e = cudaFuncSetAttribute((const void *)k, cudaFuncAttributeMaxDynamicSharedMemorySize,

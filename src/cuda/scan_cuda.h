@@ -206,6 +206,12 @@ void mb_scan_cuda_lab_dense_off(int off);
  * share. */
 void mb_scan_cuda_lab_skip_bc_atomics(int skip);
 
+/* Lab knob: 0 makes the bf16-input backward gate one element per lane (the form before session
+ * 33) instead of by channel quads where it may (scan.cu, gate_quads); 1 (default) allows the
+ * quads; -1 reads the environment again (MB_CUDA_SCAN_GATE4=0 turns the quads off; read once,
+ * at the first backward). Same results up to the order of dD's sums. Not thread-safe (global). */
+void mb_scan_cuda_lab_gate4(int on);
+
 #ifdef __cplusplus
 }
 #endif

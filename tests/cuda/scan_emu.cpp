@@ -239,19 +239,22 @@ struct tcase {
                  (yp16, checked to half a bf16 ulp), which the backward's YP form reads in its
                  gate; it writes the gated output again into the same buffer (yg16), checked
                  with dz to a bf16 ulp and 4e-3 of the largest */
+    int nogate4; /* with in16 2, a gate and bf16 dz (sp >= 2), where the host takes the gate by
+                    channel quads (scan_params.gate4): the per-element gate instead */
 };
 
 static void run_case(tcase tc, uint64_t seed) {
     g_tol = 1e-4;
-    printf("B %lld L %lld Di %lld N %lld chunk %lld gate %d h0 %d vec %d nan %d kernel %s%s%s, %s "
-           "lanes\n",
+    const int quads = (tc.N > 8) && tc.in16 == 2 && tc.gate && tc.sp >= 2 && !tc.nogate4;
+    printf("B %lld L %lld Di %lld N %lld chunk %lld gate %d%s h0 %d vec %d nan %d kernel %s%s%s, "
+           "%s lanes\n",
            (long long)tc.B, (long long)tc.L, (long long)tc.Di, (long long)tc.N, (long long)tc.chunk,
-           tc.gate, tc.use_h0, tc.vec, tc.nan_at, tc.kern == 1 ? "v5 pair exchange" : "v5",
-           tc.dn ? " dense" : "",
-           tc.in16 == 2 ? (tc.hc16 ? " bf16 x / delta / z / dy, bf16 states"
-                                   : " bf16 x / delta / z / dy")
-           : tc.in16    ? " bf16 x / delta"
-                        : "",
+           tc.gate, quads ? " (channel quads)" : "", tc.use_h0, tc.vec, tc.nan_at,
+           tc.kern == 1 ? "v5 pair exchange" : "v5", tc.dn ? " dense" : "",
+           tc.in16 == 2
+               ? (tc.hc16 ? " bf16 x / delta / z / dy, bf16 states" : " bf16 x / delta / z / dy")
+           : tc.in16 ? " bf16 x / delta"
+                     : "",
            tc.qm ? "state-major" : "channel-major");
     const int64_t B = tc.B, L = tc.L, Di = tc.Di, N = tc.N, R = tc.R, BL = B * L;
     const int64_t bcs = R + 2 * N;
@@ -473,6 +476,9 @@ static void run_case(tcase tc, uint64_t seed) {
         }
     }
     const int G = N <= 4 ? 1 : N <= 8 ? 2 : 4;
+    /* the host's choice (mb_scan_cuda_backward_ex): bf16 dy, z and dz, G 4 (the tensors here are
+     * aligned) */
+    p.gate4 = G == 4 && tc.in16 == 2 && tc.gate && tc.sp >= 2 && !tc.nogate4;
     std::function<void()> k;
 #define EMU_K2(GG, XBV, QQ, O)                                                                     \
     (tc.vec ? std::function<void()>([&] { scan_bwd3_kernel<GG, true, XBV, QQ, O>(p); })            \
@@ -637,6 +643,10 @@ int main(void) {
             {2, 200, 64, 16, 4, 64, 1, 1, 1, -1, 1, 0, 2, 1, 0, 2, 1, 1},
             {1, 131, 40, 12, 4, 32, 0, 0, 1, -1, 1, 0, 0, 0, 0, 2, 1, 0},
             {2, 150, 40, 16, 4, 64, 1, 1, 1, -1, 1, 1, 2, 1, 0, 2, 1, 0},
+            /* the per-element gate where the host would take the channel quads (lab knob
+             * MB_CUDA_SCAN_GATE4=0): the training form, and dense with YP, L 75 */
+            {1, 131, 40, 16, 4, 64, 1, 0, 1, -1, 1, 1, 2, 1, 0, 2, 0, 0, 1},
+            {2, 75, 40, 16, 4, 8, 1, 1, 1, -1, 1, 0, 2, 1, 1, 2, 1, 1, 1},
         };
         for (size_t i = 0; i < sizeof in16 / sizeof in16[0]; i++)
             run_case(in16[i], 110 + i);
