@@ -1752,7 +1752,8 @@ extern "C" int mb_cuda_gen_create(mb_cuda_gen **out, const mb_model *m, const mb
     {
         cudaFuncAttributes fa;
         TRY(cudaFuncGetAttributes(&fa, ssm_kernel<float>), "mb_cuda_gen_create: kernel attributes");
-        g->use_pdl = p.major >= 9 && fa.binaryVersion >= 90 && !getenv("MB_CUDA_NO_PDL");
+        const char *np = getenv("MB_CUDA_NO_PDL"); /* set and not "0": PDL off */
+        g->use_pdl = p.major >= 9 && fa.binaryVersion >= 90 && !(np && *np && strcmp(np, "0"));
         const char *pfe = getenv("MB_CUDA_GEN_L2PF");
         g->l2_prefetch = p.major >= 9 && fa.binaryVersion >= 90 && !(pfe && !strcmp(pfe, "0"));
         const char *em = getenv("MB_CUDA_GEN_XPROJ_MINB");
