@@ -6,7 +6,8 @@
 # BIN_DIR holds mambabyte, bench_scan_cuda and bench_generate_cuda (a CUDA build directory);
 # OUT_DIR (default: a temporary directory) keeps each program's own table; with
 # MB_BAR_PRINT_ONLY=1 the table is printed again from an OUT_DIR's files without running anything.
-# Takes about 6 minutes on an H200. The rows:
+# Takes about a minute on an H200. The commit printed is the checkout's HEAD (MB_BAR_COMMIT
+# overrides it, e.g. where the binaries were built from another tree). The rows:
 #   training 353m: --recompute on --gpu-memory 66 (within mamba_ssm's 68 GiB), ctx 8192 x 8,
 #     12 steps (tests/cuda/bench_train_cuda.sh: mean of steps 6..12, peak memory by nvidia-smi);
 #   training medium: ctx 8192 x 32, 14 steps (automatic plan);
@@ -25,7 +26,7 @@ for p in mambabyte bench_scan_cuda bench_generate_cuda; do
 done
 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader 2>/dev/null |
     sed 's/^/GPU: /'
-echo "commit: $(git -C "$here" rev-parse --short HEAD 2>/dev/null || echo unknown)"
+echo "commit: ${MB_BAR_COMMIT:-$(git -C "$here" rev-parse --short HEAD 2>/dev/null || echo unknown)}"
 
 if [ "${MB_BAR_PRINT_ONLY:-0}" != 1 ]; then
 MB_RECOMPUTE=on MB_GPU_MEMORY=66 bash "$here/tests/cuda/bench_train_cuda.sh" "$BIN/mambabyte" \
