@@ -149,6 +149,12 @@ static __device__ __forceinline__ uint16_t bf16_bits(float f) {
 #endif
 }
 
+/* four floats as bf16 bit patterns packed in order into one 8-byte word (an 8-byte store) */
+static __device__ __forceinline__ uint2 bf16x4(float a, float b, float c, float d) {
+    return make_uint2(bf16_bits(a) | (uint32_t)bf16_bits(b) << 16,
+                      bf16_bits(c) | (uint32_t)bf16_bits(d) << 16);
+}
+
 /* 4 consecutive states n0..n0+3 of row `row` of B or C, zeros past N or where !ok. Branch-free
  * (addresses clamped into the tensor, then selected) so that the compiler can issue the loads
  * of a whole tile early. VEC: one 16-byte load (rows 16-byte aligned and N % 4 == 0). */
@@ -805,8 +811,7 @@ __global__ void __launch_bounds__(32 * G) scan_fwd2_kernel(scan_params p) {
                     const long long e = (long long)((t0 + i) >> 3) * N + n0;
                     if (p.hc16)
                         __stcs((uint2 *)const_cast<void *>(h16_at(p, hc + e)),
-                               make_uint2(bf16_bits(h[0]) | (uint32_t)bf16_bits(h[1]) << 16,
-                                          bf16_bits(h[2]) | (uint32_t)bf16_bits(h[3]) << 16));
+                               bf16x4(h[0], h[1], h[2], h[3]));
                     else
                         __stcs((float4 *)(hc + e), make_float4(h[0], h[1], h[2], h[3]));
                 }
@@ -1385,14 +1390,10 @@ static __device__ __forceinline__ void gate_quads(const scan_params &p, const fl
             }
             if (qv && t < L) {
                 const long long row = rowb + t;
-                *(uint2 *)(p.dz_bf16 + row * p.zs + gc) =
-                    make_uint2(bf16_bits(dzv[0]) | (uint32_t)bf16_bits(dzv[1]) << 16,
-                               bf16_bits(dzv[2]) | (uint32_t)bf16_bits(dzv[3]) << 16);
+                *(uint2 *)(p.dz_bf16 + row * p.zs + gc) = bf16x4(dzv[0], dzv[1], dzv[2], dzv[3]);
                 /* YP: the gated output again (mamba_ssm's recomputed out_z) */
                 if (YP && p.yg16)
-                    *(uint2 *)(p.yg16 + row * p.Di + gc) =
-                        make_uint2(bf16_bits(ygv[0]) | (uint32_t)bf16_bits(ygv[1]) << 16,
-                                   bf16_bits(ygv[2]) | (uint32_t)bf16_bits(ygv[3]) << 16);
+                    *(uint2 *)(p.yg16 + row * p.Di + gc) = bf16x4(ygv[0], ygv[1], ygv[2], ygv[3]);
             }
             *(float4 *)(YS + sc) = make_float4(dyss[0], dyss[1], dyss[2], dyss[3]);
         }
