@@ -666,6 +666,17 @@ static void run_in16(void) {
         for (int i = 6; i < 8; i++)
             run_in16_case(cases[i], 1250 + 10 * qm + i, 1, 1, 1, 1, 0);
     }
+    /* the per-element gate (the channel quads turned off, as MB_CUDA_SCAN_GATE4=0): every case
+     * above that takes the quads by default (bf16 z / dy / dz, aligned rows), in the plain, YP
+     * and dense forms, both lane layouts */
+    mb_scan_cuda_lab_gate4(0);
+    for (int qm = 0; qm < 2; qm++) {
+        mb_scan_cuda_set_lane_layout(qm ? 1 : -1);
+        for (int i : {1, 2, 4, 6})
+            run_in16_case(cases[i], 1360 + 10 * qm + i, 1, cases[i].chunk == 8, 1, i == 6,
+                          (i + qm) & 1);
+    }
+    mb_scan_cuda_lab_gate4(-1);
     mb_scan_cuda_set_lane_layout(-1);
     /* refusals (MB_EINVAL before any launch) */
     const tcase tc = {2, 100, 64, 16, 4, 64, 1, 1, 0};
