@@ -1,5 +1,6 @@
 /* mambabyte generate: feed a prompt, then sample one byte per recurrent step. */
 #include <errno.h>
+#include <math.h>
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -328,6 +329,21 @@ int cmd_generate(int argc, char **argv) {
     if (!step_logits) goto out;
     memcpy(step_logits, last, MB_VOCAB * sizeof(float));
     for (int64_t i = 0; i < n_gen; i++) {
+        /* weights that are finite but overflow in the forward pass give NaN / inf logits, from
+         * which any byte drawn would be noise: stop with the model named */
+        for (int v = 0; v < MB_VOCAB; v++)
+            if (!isfinite(step_logits[v])) {
+                const int nan = isnan(step_logits[v]);
+                free(step_logits);
+                fflush(stdout);
+                if (i > 0) fputc('\n', stderr);
+                fprintf(stderr,
+                        "mambabyte generate: the model %s gives non-finite logits (%s) for "
+                        "byte %lld: its weights overflow in the forward pass (stopped after "
+                        "%lld byte%s)\n",
+                        dir, nan ? "NaN" : "inf", (long long)i, (long long)i, mb_plural(i));
+                goto out;
+            }
         uint8_t b = (uint8_t)mb_sample(&sp, step_logits);
         if (put_bytes(&b, 1)) {
             free(step_logits);

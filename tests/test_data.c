@@ -270,6 +270,9 @@ static void test_jsonl_errors(void **st) {
         {"{\"text\":\"ok\"}\n\n{\"text\": \"unterminated}\n", "line 3: invalid JSON"},
         {"{\"text\":\"ok\"}\n{\"body\":\"x\"}\n", "line 2: no \"text\" field"},
         {"{\"text\":5}\n", "line 1: \"text\" is not a string"},
+        /* twice, also through an escaped key: ambiguous (Python takes the last) */
+        {"{\"text\":\"ok\"}\n{\"text\":\"a\",\"n\":1,\"te\\u0078t\":\"b\"}\n",
+         "line 2: the \"text\" field appears twice"},
         {"{\"text\":\"ok\"}\n[1,2]\n", "line 2: not a JSON object"},
         {"{\"text\":\"a\"} {\"text\":\"b\"}\n", "line 1: trailing"},
         {"{\"text\":\"\\ud80\"}\n", "line 1: invalid JSON"}, /* 3 hex digits */

@@ -30,18 +30,29 @@ static int64_t total_to_score(const mb_doc *docs, int64_t n_docs, int64_t max_by
 
 /* Inference workspace (one layer's activations at a time) for B windows of L bytes, refused
  * with a message that names the way out where it would not fit in the memory available (the
- * allocation itself would succeed and the kernel's OOM killer end the process later). */
-static mb_acts *eval_acts(const mb_config *c, int64_t B, int64_t L) {
+ * allocation itself would succeed and the kernel's OOM killer end the process later), or where
+ * B * L is over the 2^30 positions a workspace holds. stream: the way out is a smaller --ctx
+ * alone (--stream is given; --batch does not apply). */
+static mb_acts *eval_acts(const mb_config *c, int64_t B, int64_t L, int stream) {
+    const char *way = stream ? "use a smaller --ctx"
+                             : "use --stream (memory independent of the length) or a smaller "
+                               "--ctx or --batch";
     /* (the system is asked only for large workspaces: a document's last window comes here) */
     const int64_t need = mb_acts_bytes(c, B, L, 0, 0);
+    if (need < 0) {
+        mb_fail(MB_EINVAL,
+                "eval: %lld window%s of %lld byte%s are more than the 2^30 bytes one "
+                "pass can hold; %s",
+                (long long)B, mb_plural(B), (long long)L, mb_plural(L), way);
+        return NULL;
+    }
     int64_t avail;
     if (!mb_mem_fits(need, &avail)) {
         mb_fail(MB_ENOMEM,
                 "eval: %lld window%s of %lld byte%s need%s %.1f GiB of activations, more than "
-                "the %.1f GiB of memory available; use --stream (memory independent of the "
-                "length) or a smaller --ctx or --batch",
+                "the %.1f GiB of memory available; %s",
                 (long long)B, mb_plural(B), (long long)L, mb_plural(L), B == 1 ? "s" : "",
-                (double)need / 1073741824.0, (double)avail / 1073741824.0);
+                (double)need / 1073741824.0, (double)avail / 1073741824.0, way);
         return NULL;
     }
     mb_acts *a = mb_acts_create_ex(c, B, L, 0, 0);
@@ -51,10 +62,21 @@ static mb_acts *eval_acts(const mb_config *c, int64_t B, int64_t L) {
     return a;
 }
 
+/* A window's summed loss must be finite: weights that are finite but overflow in the forward
+ * pass (or a scorer's defect) would otherwise give a NaN bpb with exit status 0. Names the
+ * document (0-based) and the window's first byte. */
+static int check_finite(double nats, int64_t doc, int64_t off) {
+    if (isfinite(nats)) return MB_OK;
+    return mb_fail(MB_ENONFINITE,
+                   "eval: the model's loss is %s on document %lld at byte %lld: the model's "
+                   "outputs are not finite (its weights overflow in the forward pass)",
+                   isnan(nats) ? "NaN" : "infinite", (long long)doc, (long long)off);
+}
+
 /* Score one partial window of n + 1 bytes at batch 1 (zero state or carried state). */
 static int score_single(const mb_model *m, mb_state *st, const uint8_t *w, int64_t n,
                         mb_eval_result *out) {
-    mb_acts *a = eval_acts(&m->cfg, 1, n);
+    mb_acts *a = eval_acts(&m->cfg, 1, n, st != NULL);
     if (!a) return MB_ENOMEM;
     if (st)
         mb_forward_stateful(m, a, st, w, w + 1, NULL);
@@ -81,7 +103,7 @@ int mb_eval_cpu_score(const mb_model *m, mb_acts *full, int64_t full_B, int64_t 
         *nats = sum_losses(full, B * L);
         return MB_OK;
     }
-    mb_acts *a = eval_acts(&m->cfg, B, L);
+    mb_acts *a = eval_acts(&m->cfg, B, L, 0);
     if (!a) return MB_ENOMEM;
     mb_forward(m, a, x, y, NULL);
     *nats = sum_losses(a, B * L);
@@ -106,14 +128,16 @@ int mb_evaluate_windows(mb_eval_scorer score, void *score_user, const mb_doc *do
     int64_t total = total_to_score(docs, n_docs, max_bytes);
     uint8_t *x = malloc((size_t)(batch * ctx)), *y = malloc((size_t)(batch * ctx));
     const uint8_t **pending = malloc((size_t)batch * sizeof *pending);
-    if (!x || !y || !pending) {
+    int64_t *where = malloc((size_t)batch * 2 * sizeof *where); /* (document, offset) */
+    if (!x || !y || !pending || !where) {
         free(x);
         free(y);
         free(pending);
+        free(where);
         return mb_fail(MB_ENOMEM, "eval: out of memory for batch %lld x ctx %lld", (long long)batch,
                        (long long)ctx);
     }
-    int64_t nb = 0;
+    int64_t nb = 0, shown = -1; /* shown: the bytes of the last progress call */
     double s;
     int rc = MB_OK;
     for (int64_t d = 0; d < n_docs && rc == MB_OK; d++) {
@@ -124,32 +148,37 @@ int mb_evaluate_windows(mb_eval_scorer score, void *score_user, const mb_doc *do
             if (off == 0) out->docs++; /* (a queued window is scored below at the latest) */
             if (n < ctx) {             /* the document's last, shorter window */
                 if ((rc = score(score_user, w, w + 1, 1, n, &s))) break;
+                if ((rc = check_finite(s, d, off))) break;
                 out->nats += s;
                 out->bytes += n;
             } else {
                 memcpy(x + nb * ctx, w, (size_t)ctx);
                 memcpy(y + nb * ctx, w + 1, (size_t)ctx);
                 pending[nb] = w;
+                where[2 * nb] = d, where[2 * nb + 1] = off;
                 if (++nb == batch) {
                     if ((rc = score(score_user, x, y, batch, ctx, &s))) break;
+                    if ((rc = check_finite(s, where[0], where[1]))) break;
                     out->nats += s;
                     out->bytes += batch * ctx;
                     nb = 0;
                 }
             }
-            if (progress) progress(out->bytes, total, user);
+            if (progress && out->bytes != shown) progress(shown = out->bytes, total, user);
         }
         if (max_bytes > 0 && out->bytes + nb * ctx >= max_bytes) break;
     }
     for (int64_t i = 0; i < nb && rc == MB_OK; i++) { /* leftover full windows */
         if ((rc = score(score_user, pending[i], pending[i] + 1, 1, ctx, &s))) break;
+        if ((rc = check_finite(s, where[2 * i], where[2 * i + 1]))) break;
         out->nats += s;
         out->bytes += ctx;
     }
     free(x);
     free(y);
     free(pending);
-    if (progress) progress(out->bytes, total, user);
+    free(where);
+    if (progress && rc == MB_OK && out->bytes != shown) progress(out->bytes, total, user);
     return rc;
 }
 
@@ -162,7 +191,7 @@ static int eval_windowed(const mb_model *m, const mb_doc *docs, int64_t n_docs, 
     for (int64_t d = 0; d < n_docs && full < batch; d++)
         if (docs[d].len > 1) full += (docs[d].len - 1) / ctx;
     if (full < batch) batch = full > 0 ? full : 1;
-    cpu_scorer c = {.m = m, .full = eval_acts(&m->cfg, batch, ctx), .B = batch, .L = ctx};
+    cpu_scorer c = {.m = m, .full = eval_acts(&m->cfg, batch, ctx, 0), .B = batch, .L = ctx};
     if (!c.full) return MB_ENOMEM;
     int rc = mb_evaluate_windows(cpu_score, &c, docs, n_docs, ctx, batch, max_bytes, progress, user,
                                  out);
@@ -187,6 +216,7 @@ int mb_evaluate_stream(mb_stream_scorer score, void *score_user, const mb_doc *d
             const uint8_t *w = docs[d].bytes + off;
             double s = 0.0;
             if ((rc = score(score_user, w, w + 1, n, reset, &s))) break;
+            if ((rc = check_finite(s, d, off))) break;
             if (reset) out->docs++;
             reset = 0;
             out->nats += s;
@@ -226,7 +256,7 @@ static int eval_streamed(const mb_model *m, const mb_doc *docs, int64_t n_docs, 
     cpu_streamer c = {.m = m, .ctx = ctx};
     int rc = mb_state_create(&c.st, &m->cfg, 1);
     if (rc) return rc;
-    c.a = eval_acts(&m->cfg, 1, ctx);
+    c.a = eval_acts(&m->cfg, 1, ctx, 1);
     if (!c.a) {
         mb_state_free(&c.st);
         return MB_ENOMEM;

@@ -54,8 +54,16 @@ static int cpu_open(mb_backend **out, mb_model *m, mb_adamw *opt, int64_t B, int
     snprintf(c->base.numerics, sizeof c->base.numerics, "fp32");
     { /* refused with a message where it would not fit (the allocation would succeed and the
        * kernel's OOM killer end the run later) */
-        const int64_t need =
-            mb_acts_bytes(&m->cfg, B, L, 1, 0) + (train ? m->n_params * (int64_t)sizeof(float) : 0);
+        const int64_t acts = mb_acts_bytes(&m->cfg, B, L, 1, 0);
+        if (acts < 0) { /* (B * L over the 2^30 positions one workspace holds) */
+            free(c);
+            return mb_fail(MB_EINVAL,
+                           "train: batch %lld x ctx %lld is more than the 2^30 bytes one step "
+                           "can hold; give a smaller --ctx or --batch (--accum N keeps the "
+                           "batch's bytes per step)",
+                           (long long)B, (long long)L);
+        }
+        const int64_t need = acts + (train ? m->n_params * (int64_t)sizeof(float) : 0);
         int64_t avail;
         if (!mb_mem_fits(need, &avail)) {
             free(c);

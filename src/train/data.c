@@ -575,16 +575,19 @@ static const char *json_skip(const char *p, const char *end) {
     return p;
 }
 
-/* Find the first top-level key exactly "text" of the object in [p, end). Returns a pointer to
- * its value or NULL when absent. */
-static const char *json_find_text(const char *p, const char *end) {
+/* Find the top-level key exactly "text" of the object in [p, end). Returns a pointer to its
+ * value, or NULL when absent (*dup = 0) or when the key appears twice (*dup = 1: which one is
+ * meant is ambiguous; Python's json takes the last, a streaming reader the first). */
+static const char *json_find_text(const char *p, const char *end, int *dup) {
+    const char *found = NULL;
+    *dup = 0;
     p = json_ws(p, end);
     if (p >= end || *p != '{') return NULL;
     p = json_ws(p + 1, end);
     while (p < end && *p == '"') {
         int64_t klen;
         const char *q = json_string(p, end, NULL, &klen);
-        if (!q) return NULL;
+        if (!q) return found;
         int is_text = 0;
         if (klen == 4) {
             uint8_t key[4];
@@ -592,15 +595,21 @@ static const char *json_find_text(const char *p, const char *end) {
             is_text = !memcmp(key, "text", 4);
         }
         p = json_ws(q, end);
-        if (p >= end || *p != ':') return NULL;
+        if (p >= end || *p != ':') return found;
         p = json_ws(p + 1, end);
-        if (is_text) return p;
+        if (is_text) {
+            if (found) {
+                *dup = 1;
+                return NULL;
+            }
+            found = p;
+        }
         p = json_skip(p, end);
-        if (!p) return NULL;
+        if (!p) return found;
         p = json_ws(p, end);
         if (p < end && *p == ',') p = json_ws(p + 1, end);
     }
-    return NULL;
+    return found;
 }
 
 static int is_blank(const char *p, const char *end) {
@@ -721,10 +730,14 @@ static int pack_jsonl(pack_writer *w, const in_file *f) {
                              (long long)lineno);
                 break;
             }
-            const char *v = json_find_text(line, line + n);
+            int dup;
+            const char *v = json_find_text(line, line + n, &dup);
             if (!v) {
-                rc = mb_fail(MB_EFORMAT, "%s: line %lld: no \"text\" field", f->path,
-                             (long long)lineno);
+                rc = mb_fail(MB_EFORMAT,
+                             dup ? "%s: line %lld: the \"text\" field appears twice (which one "
+                                   "is meant is ambiguous)"
+                                 : "%s: line %lld: no \"text\" field",
+                             f->path, (long long)lineno);
                 break;
             }
             int64_t dn;

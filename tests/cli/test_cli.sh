@@ -236,4 +236,26 @@ cp "$MB_SOURCE_DIR"/src/common.c "$MB_SOURCE_DIR"/src/config.c "$MB_SOURCE_DIR"/
 "$MB_CLI" train --data "$T/rd" --out "$T/rd/runs/b" --preset tiny --ctx 32 --steps 1 --eval-every 0 --device cpu --quiet --format bytes >/dev/null 2>"$T/rd2.err"
 check "train: another run's --out inside --data skipped, with a note" \
   bash -c "grep -q 'runs/a skipped: a mambabyte run directory' '$T/rd2.err' && grep -q '(new pack, 3 documents)' '$T/rd2.err'"
+# finite weights whose forward pass overflows (lm_head all 3e38): eval and generate stop with an
+# error naming it, instead of bpb -nan (not JSON) or NUL bytes with exit status 0
+mkdir -p "$T/ovf" && cp "$T/m/config.json" "$T/ovf/"
+python3 -c "
+import json, struct, sys
+b = bytearray(open(sys.argv[1], 'rb').read()); n = struct.unpack('<Q', b[:8])[0]
+s, e = json.loads(b[8:8 + n])['lm_head.weight']['data_offsets']
+b[8 + n + s:8 + n + e] = struct.pack('<f', 3e38) * ((e - s) // 4)
+open(sys.argv[2], 'wb').write(b)" "$T/m/model.safetensors" "$T/ovf/model.safetensors"
+"$MB_CLI" eval -m "$T/ovf" "$T/short.txt" --json >"$T/ovf.o1" 2>"$T/ovf.e1"; rc=$?
+check "eval: non-finite loss is an error, not bpb -nan" \
+  bash -c "[ $rc -ne 0 ] && grep -q 'not finite' '$T/ovf.e1' && [ ! -s '$T/ovf.o1' ]"
+"$MB_CLI" eval -m "$T/ovf" "$T/short.txt" --stream --ctx 37 >"$T/ovf.o2" 2>"$T/ovf.e2"; rc=$?
+check "eval --stream: the same" bash -c "[ $rc -ne 0 ] && grep -q 'not finite' '$T/ovf.e2' && ! grep -q '^bpb' '$T/ovf.o2'"
+"$MB_CLI" generate -m "$T/ovf" -n 20 --seed 1 --no-echo >"$T/ovf.o3" 2>"$T/ovf.e3"; rc=$?
+check "generate: non-finite logits are an error, no bytes drawn from them" \
+  bash -c "[ $rc -ne 0 ] && grep -q 'non-finite logits' '$T/ovf.e3' && grep -q '$T/ovf' '$T/ovf.e3' && [ ! -s '$T/ovf.o3' ]"
+# batch x ctx over the 2^30 positions one step holds: named as such, not "out of memory"
+cat "$MB_SOURCE_DIR"/src/*.c "$MB_SOURCE_DIR"/src/cpu/*.c >"$T/big.txt"
+"$MB_CLI" train --data "$T/big.txt" --out "$T/big" --preset tiny --ctx 16385 --batch 65536 --steps 1 --device cpu >/dev/null 2>"$T/big.err"; rc=$?
+check "train: batch x ctx over 2^30 refused with the limit named" \
+  bash -c "[ $rc -ne 0 ] && grep -q '2^30' '$T/big.err' && ! grep -q 'out of memory' '$T/big.err'"
 finish
