@@ -81,8 +81,11 @@ struct mb_cuda_gen {
     int64_t prompt_cap;
     uint64_t *counter;        /* (S) samples drawn per sequence */
     uint8_t *ring_h, *ring_d; /* mapped pinned (GEN_RING, S) */
-    uint8_t *in_h;            /* pinned (S) */
-    float *logits_h;          /* pinned (S, 256) */
+    /* mapped pinned: the first sample index (counter value) whose logits held a NaN or inf in
+     * any sequence, ~0 while none did (sample_kernel; mb_cuda_gen_generate stops there) */
+    unsigned long long *bad_h, *bad_d;
+    uint8_t *in_h;   /* pinned (S) */
+    float *logits_h; /* pinned (S, 256) */
     void *cublas, *cublas_ws;
     cudaStream_t stream;
     cudaGraphExec_t g_step, g_gen;
@@ -919,10 +922,13 @@ __device__ __forceinline__ bool before(float va, int ia, float vb, int ib) {
  * with top-k or top-p), the kept set's cumulative sums by a block scan in double, the top-p cut
  * and the inverse-CDF draw as the first thread whose sum passes (the sums are added in another
  * order than the CPU's sequential ones: equal to ~1e-16 relative). H200: 36 us per call with
- * the cumulative sums in one thread, ~the sorts' barriers now. */
+ * the cumulative sums in one thread, ~the sorts' barriers now. bad (mapped host word): set to
+ * the sample's index (counter[s]) where any of the sequence's logits is NaN or inf and it still
+ * holds ~0. */
 __global__ void __launch_bounds__(256)
     sample_kernel(const float *__restrict__ logits, uint8_t *tok, uint8_t *ring, uint64_t *counter,
-                  int S, float temp, int top_k, float top_p, uint64_t seed) {
+                  unsigned long long *bad, int S, float temp, int top_k, float top_p,
+                  uint64_t seed) {
     __shared__ float pv[256];
     __shared__ int pi[256];
     __shared__ double sh[32], cum[256];
@@ -930,6 +936,9 @@ __global__ void __launch_bounds__(256)
     __shared__ int wi[8], cut, pk, fb;
     const int s = blockIdx.x, t = threadIdx.x, lane = t & 31, warp = t >> 5;
     const float l = logits[(int64_t)s * 256 + t];
+    /* any NaN or inf among the sequence's logits: the byte drawn from them would be noise, so
+     * the sample's index is flagged for the host (the first such index kept) */
+    const int nonfinite = __syncthreads_or(!isfinite(l));
     /* argmax: the (logit, index) that ranks before all others */
     float bv = l;
     int bi = t;
@@ -1000,6 +1009,10 @@ __global__ void __launch_bounds__(256)
         byte = pi[pk < n ? pk : fb];
     }
     if (t == 0) {
+        /* (plain stores to the mapped host word, no atomics over PCIe: the blocks of one launch
+         * store the same index, and launches are ordered, so the first flagged one stays) */
+        if (nonfinite && *(volatile unsigned long long *)bad == ~0ull)
+            *(volatile unsigned long long *)bad = (unsigned long long)counter[s];
         tok[s] = (uint8_t)byte;
         ring[(int64_t)(counter[s] % GEN_RING) * S + s] = (uint8_t)byte;
         counter[s] += 1;
@@ -1377,8 +1390,9 @@ static int enqueue_step_batched(mb_cuda_gen *g, int sample) {
     MB_TRY(norm_b(g, na, 1));
     MB_TRY(gemm_b(g, 2, 0, g->lm, g->lm_h, MB_VOCAB, d, ux, g->logits, MB_VOCAB));
     if (sample)
-        sample_kernel<<<(unsigned)S, 256, 0, g->stream>>>(
-            g->logits, g->tok, g->ring_d, g->counter, (int)S, g->temp, g->top_k, g->top_p, g->seed);
+        sample_kernel<<<(unsigned)S, 256, 0, g->stream>>>(g->logits, g->tok, g->ring_d, g->counter,
+                                                          g->bad_d, (int)S, g->temp, g->top_k,
+                                                          g->top_p, g->seed);
     MB_CUDA_LAUNCHED("mambabyte generation step (kernel launch)");
     return MB_OK;
 }
@@ -1389,9 +1403,9 @@ static int enqueue_step(mb_cuda_gen *g, int sample) {
     if (g->persist) {
         MB_TRY(mbp_launch(&g->pa, g->stream));
         if (sample)
-            sample_kernel<<<(unsigned)g->S, 256, 0, g->stream>>>(g->logits, g->tok, g->ring_d,
-                                                                 g->counter, (int)g->S, g->temp,
-                                                                 g->top_k, g->top_p, g->seed);
+            sample_kernel<<<(unsigned)g->S, 256, 0, g->stream>>>(
+                g->logits, g->tok, g->ring_d, g->counter, g->bad_d, (int)g->S, g->temp, g->top_k,
+                g->top_p, g->seed);
         MB_CUDA_LAUNCHED("mambabyte generation step (kernel launch)");
         return MB_OK;
     }
@@ -1435,8 +1449,9 @@ static int enqueue_step(mb_cuda_gen *g, int sample) {
     na.eps = c->norm_eps;
     MB_TRY(linear(g, g->lm, g->lm_h, MB_VOCAB, d, NULL, 0, g->logits, MB_VOCAB, &na, 1));
     if (sample)
-        sample_kernel<<<(unsigned)S, 256, 0, g->stream>>>(
-            g->logits, g->tok, g->ring_d, g->counter, (int)S, g->temp, g->top_k, g->top_p, g->seed);
+        sample_kernel<<<(unsigned)S, 256, 0, g->stream>>>(g->logits, g->tok, g->ring_d, g->counter,
+                                                          g->bad_d, (int)S, g->temp, g->top_k,
+                                                          g->top_p, g->seed);
     MB_CUDA_LAUNCHED("mambabyte generation step (kernel launch)");
     return MB_OK;
 }
@@ -1523,6 +1538,7 @@ extern "C" void mb_cuda_gen_free(mb_cuda_gen *g) {
     cudaFree(g->prompt);
     mb_cuda_prefill_free(g->pf);
     cudaFreeHost(g->ring_h);
+    cudaFreeHost(g->bad_h);
     cudaFreeHost(g->in_h);
     cudaFreeHost(g->logits_h);
     if (g->stream) cudaStreamDestroy(g->stream);
@@ -1826,6 +1842,11 @@ extern "C" int mb_cuda_gen_create(mb_cuda_gen **out, const mb_model *m, const mb
         "mb_cuda_gen_create: pinned ring buffer");
     TRY(cudaHostGetDevicePointer((void **)&g->ring_d, g->ring_h, 0),
         "mb_cuda_gen_create: mapped ring");
+    TRY(cudaHostAlloc((void **)&g->bad_h, sizeof *g->bad_h, cudaHostAllocMapped),
+        "mb_cuda_gen_create: pinned flag");
+    TRY(cudaHostGetDevicePointer((void **)&g->bad_d, g->bad_h, 0),
+        "mb_cuda_gen_create: mapped flag");
+    *g->bad_h = ~0ull;
     TRY(cudaHostAlloc((void **)&g->in_h, (size_t)S, 0), "mb_cuda_gen_create: pinned input");
     TRY(cudaHostAlloc((void **)&g->logits_h, (size_t)(S * V) * sizeof(float), 0),
         "mb_cuda_gen_create: pinned logits");
@@ -2115,6 +2136,7 @@ extern "C" int mb_cuda_gen_sampler(mb_cuda_gen *g, float temperature, int top_k,
     g->seed = seed;
     g->n_sampled = 0;
     MB_CUDA_TRY(cudaMemset(g->counter, 0, (size_t)g->S * sizeof(uint64_t)), "mb_cuda_gen_sampler");
+    *g->bad_h = ~0ull; /* (the stream is idle: synchronized above) */
     return MB_OK;
 }
 
@@ -2127,9 +2149,9 @@ extern "C" int mb_cuda_gen_generate(mb_cuda_gen *g, int64_t n, uint8_t *out,
     for (int64_t i = 0; i < n || done < n;) {
         if (i < n && i - done < GEN_LAG) {
             if (i == 0 && !g->pending) {
-                sample_kernel<<<(unsigned)S, 256, 0, g->stream>>>(g->logits, g->tok, g->ring_d,
-                                                                  g->counter, (int)S, g->temp,
-                                                                  g->top_k, g->top_p, g->seed);
+                sample_kernel<<<(unsigned)S, 256, 0, g->stream>>>(
+                    g->logits, g->tok, g->ring_d, g->counter, g->bad_d, (int)S, g->temp, g->top_k,
+                    g->top_p, g->seed);
                 MB_CUDA_LAUNCHED("mb_cuda_gen_generate: sampler launch");
             } else {
                 MB_TRY(run_step(g, 1));
@@ -2141,6 +2163,15 @@ extern "C" int mb_cuda_gen_generate(mb_cuda_gen *g, int64_t n, uint8_t *out,
         }
         /* wait for the oldest step not yet emitted */
         MB_CUDA_TRY(cudaEventSynchronize(g->ev[done % (GEN_LAG + 1)]), "mb_cuda_gen_generate");
+        if (*(volatile unsigned long long *)g->bad_h <= (unsigned long long)(g->n_sampled + done)) {
+            cudaStreamSynchronize(g->stream);
+            g->n_sampled += i;
+            g->pending = 1;
+            return mb_fail(MB_ENONFINITE,
+                           "generation: the model's logits are not finite (NaN or inf) at "
+                           "generated byte %lld: its weights overflow in the forward pass",
+                           (long long)done);
+        }
         const uint8_t *slot = g->ring_h + ((g->n_sampled + done) % GEN_RING) * S;
         memcpy(buf, (const void *)slot, (size_t)S);
         if (out) memcpy(out + done * S, buf, (size_t)S);

@@ -86,7 +86,9 @@ int mb_cuda_gen_sampler(mb_cuda_gen *g, float temperature, int top_k, float top_
  * replay the (step + sample) graph n - 1 times (after an earlier mb_cuda_gen_generate, the
  * stream continues: its last byte is stepped first, then n replays). out (n, n_seq) host or NULL.
  * emit (may be NULL) is called in order for each step i with the n_seq bytes of that step, as soon
- * as the GPU has produced them (the host runs up to 32 steps ahead of the printing). */
+ * as the GPU has produced them (the host runs up to 32 steps ahead of the printing).
+ * MB_ENONFINITE, before the bytes of the first step whose logits held a NaN or inf in any
+ * sequence are emitted (weights that overflow in the forward pass; those bytes would be noise). */
 int mb_cuda_gen_generate(mb_cuda_gen *g, int64_t n, uint8_t *out,
                          int (*emit)(void *user, const uint8_t *bytes, int64_t i), void *user);
 

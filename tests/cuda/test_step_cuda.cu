@@ -453,6 +453,55 @@ static void force_plan(const char *var, int v, char *name, size_t cap) {
     snprintf(name, cap, "d512 %s=%d", var, v);
 }
 
+static int count_emit(void *user, const uint8_t *bytes, int64_t i) {
+    (void)bytes, (void)i;
+    ++*(int64_t *)user;
+    return 0;
+}
+
+/* Finite weights whose forward pass overflows (lm_head all 3e38: inf - inf = NaN logits):
+ * mb_cuda_gen_generate stops with MB_ENONFINITE before emitting a byte drawn from them, at
+ * batch 1 (persistent kernel) and 64 (batched path), greedy and sampled; then, with the weights
+ * restored in a new generator, the same calls succeed (no stale flag). */
+static void check_nonfinite(void) {
+    mb_model m;
+    make_model(&m, 64, 0, 0, 77);
+    const int64_t V = m.cfg.vocab_size, d = m.cfg.d_model;
+    const uint8_t prompt[] = "Once upon a time";
+    const int64_t L = (int64_t)sizeof prompt - 1;
+    uint8_t pb[64 * 16];
+    for (int64_t s = 0; s < 64; s++)
+        memcpy(pb + s * L, prompt, (size_t)L);
+    float *keep = (float *)malloc((size_t)(V * d) * sizeof(float));
+    memcpy(keep, m.w.lm_head, (size_t)(V * d) * sizeof(float));
+    for (int pass = 0; pass < 2; pass++) {
+        for (int64_t i = 0; i < V * d; i++)
+            m.w.lm_head[i] = pass ? keep[i] : 3e38f;
+        for (int b = 0; b < 2; b++)
+            for (int ti = 0; ti < 2; ti++) {
+                const int64_t B = b ? 64 : 1;
+                const float T = ti ? 0.8f : 0.0f;
+                mb_cuda_gen *g = NULL;
+                int64_t emitted = 0;
+                int rc = mb_cuda_gen_create(&g, &m, NULL, B, 0);
+                if (!rc) rc = mb_cuda_gen_prefill(g, pb, L);
+                if (!rc) rc = mb_cuda_gen_sampler(g, T, 0, 1.0f, 3);
+                if (!rc) rc = mb_cuda_gen_generate(g, 10, NULL, count_emit, &emitted);
+                printf("non-finite logits %s, B=%lld T=%.1f: rc %d, %lld steps emitted\n",
+                       pass ? "off (weights restored)" : "on", (long long)B, (double)T, rc,
+                       (long long)emitted);
+                if (pass)
+                    REQUIRE(rc == 0 && emitted == 10, "restored weights: rc %d", rc);
+                else
+                    REQUIRE(rc == MB_ENONFINITE && emitted == 0,
+                            "non-finite logits: rc %d, %lld steps emitted", rc, (long long)emitted);
+                mb_cuda_gen_free(g);
+            }
+    }
+    free(keep);
+    mb_model_free(&m);
+}
+
 int main(void) {
     int ndev = 0;
     if (cudaGetDeviceCount(&ndev) != cudaSuccess || ndev == 0) {
@@ -796,6 +845,7 @@ int main(void) {
         REQUIRE(mb_cuda_gen_sampler(g, -1.0f, 0, 1.0f, 1) == MB_EINVAL, "temperature -1 accepted");
         mb_cuda_gen_free(g);
     }
+    check_nonfinite();
     printf(g_fail ? "FAILED\n" : "all GPU generation checks passed\n");
     return g_fail;
 }
