@@ -1,6 +1,7 @@
 /* Model configuration: defaults, presets and closed-form sizes (model.md "Sizes and symbols"). */
 #include "mambabyte.h"
 
+#include <math.h>
 #include <string.h>
 
 void mb_config_default(mb_config *c, int64_t d_model, int64_t n_layer) {
@@ -54,9 +55,27 @@ int mb_config_finalize(mb_config *c) {
     c->rms_norm = c->rms_norm ? 1 : 0;
     c->tie_embeddings = c->tie_embeddings ? 1 : 0;
     c->residual_in_fp32 = 1;
-    if (c->dt_min <= 0.0f) c->dt_min = 1e-3f;
-    if (c->dt_max <= 0.0f) c->dt_max = 1e-1f;
-    if (c->dt_init_floor <= 0.0f) c->dt_init_floor = 1e-4f;
+    /* the initialisation range of delta (mamba_ssm's dt_min / dt_max / dt_init_floor, Hugging
+     * Face's time_step_min / max / floor): 0 = the default; negative, NaN, inf or min > max is
+     * refused (they were silently replaced, or drew dt from an empty or infinite range) */
+    const struct {
+        const char *name, *hf;
+        float v;
+    } dts[3] = {{"dt_min", "time_step_min", c->dt_min},
+                {"dt_max", "time_step_max", c->dt_max},
+                {"dt_init_floor", "time_step_floor", c->dt_init_floor}};
+    for (int i = 0; i < 3; i++)
+        if (!(dts[i].v >= 0.0f) || isinf(dts[i].v))
+            return mb_fail(MB_EINVAL,
+                           "config: %s (%s in Hugging Face configs) must be a finite value >= 0 "
+                           "(0 = the default; got %g)",
+                           dts[i].name, dts[i].hf, (double)dts[i].v);
+    if (c->dt_min == 0.0f) c->dt_min = 1e-3f;
+    if (c->dt_max == 0.0f) c->dt_max = 1e-1f;
+    if (c->dt_init_floor == 0.0f) c->dt_init_floor = 1e-4f;
+    if (c->dt_min > c->dt_max)
+        return mb_fail(MB_EINVAL, "config: dt_min %g is above dt_max %g (time_step_min / max)",
+                       (double)c->dt_min, (double)c->dt_max);
     return MB_OK;
 }
 

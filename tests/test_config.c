@@ -110,6 +110,38 @@ static void test_config_json_float_overflow(void **st) {
 
 /* A transformers config without model_type is still read as one (it was refused as a
  * mamba_ssm config with an unknown field "architectures"); a wrong model_type is named. */
+/* the delta initialisation range: 0 = default; negative, NaN, inf or min > max refused (a
+ * negative dt_max was silently replaced by 0.1 and written back by export) */
+static void test_config_dt_range(void **st) {
+    (void)st;
+    mb_config c;
+    mb_config_default(&c, 64, 2);
+    assert_int_equal(mb_config_finalize(&c), 0);
+    assert_float_equal(c.dt_min, 1e-3f, 0);
+    assert_float_equal(c.dt_max, 1e-1f, 0);
+    assert_float_equal(c.dt_init_floor, 1e-4f, 0);
+    const float bad[] = {-5.0f, NAN, INFINITY};
+    for (int f = 0; f < 3; f++)
+        for (int i = 0; i < 3; i++) {
+            mb_config_default(&c, 64, 2);
+            float *v = f == 0 ? &c.dt_min : f == 1 ? &c.dt_max : &c.dt_init_floor;
+            *v = bad[i];
+            assert_int_equal(mb_config_finalize(&c), MB_EINVAL);
+            assert_non_null(strstr(mb_last_error(), f == 0   ? "dt_min"
+                                                    : f == 1 ? "dt_max"
+                                                             : "dt_init_floor"));
+        }
+    mb_config_default(&c, 64, 2);
+    c.dt_min = 0.5f, c.dt_max = 0.1f;
+    assert_int_equal(mb_config_finalize(&c), MB_EINVAL);
+    assert_non_null(strstr(mb_last_error(), "above dt_max"));
+    mb_config_default(&c, 64, 2);
+    c.dt_min = 0.2f; /* above the default dt_max: refused too */
+    assert_int_equal(mb_config_finalize(&c), MB_EINVAL);
+    c.dt_max = 0.2f;
+    assert_int_equal(mb_config_finalize(&c), 0);
+}
+
 static void test_config_json_hf_without_model_type(void **st) {
     (void)st;
     const char *j = "{\"architectures\": [\"MambaForCausalLM\"], \"hidden_size\": 64, "
@@ -237,6 +269,7 @@ int main(void) {
         cmocka_unit_test(test_param_count),
         cmocka_unit_test(test_model_init),
         cmocka_unit_test(test_config_json_float_overflow),
+        cmocka_unit_test(test_config_dt_range),
         cmocka_unit_test(test_config_json_hf_without_model_type),
         cmocka_unit_test(test_config_json_escaped_strings),
         cmocka_unit_test(test_config_json_duplicate_keys),
