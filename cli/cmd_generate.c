@@ -61,6 +61,14 @@ static unsigned char *read_file(const char *path, int64_t *len) {
         fprintf(stderr, "mambabyte generate: prompt file %s is a directory\n", path);
         return NULL;
     }
+    if (!std_in && stat(path, &sb) == 0 && S_ISREG(sb.st_mode) &&
+        (int64_t)sb.st_size > MB_PROMPT_MAX) { /* (refused before reading a GiB of it) */
+        fprintf(stderr,
+                "mambabyte generate: prompt file %s is longer than %lld bytes (1 GiB, the limit "
+                "of -f); give its last part (e.g. tail -c 100M)\n",
+                path, (long long)MB_PROMPT_MAX);
+        return NULL;
+    }
     FILE *f = std_in ? stdin : fopen(path, "rb");
     if (!f) {
         fprintf(stderr, "mambabyte generate: cannot open prompt file %s: %s\n", path,
