@@ -1128,7 +1128,7 @@ int mb_train_with_backend(const mb_train_opts *opts_in, const mb_backend_ops *be
             if (first) {
                 if (sched.warmup > total / 10) sched.warmup = total / 10;
                 warmup_cap = 1;
-                fprintf(stderr, "time limit %.0fs: %.2fs/step -> about %lld step%s in all\n",
+                fprintf(stderr, "time limit %gs: %.2fs/step -> about %lld step%s in all\n",
                         o.time_limit, per_step, (long long)total, mb_plural(total));
             }
         }
@@ -1136,12 +1136,15 @@ int mb_train_with_backend(const mb_train_opts *opts_in, const mb_backend_ops *be
         double avg = run_elapsed / (double)(rs.step - start_step);
         char eta[32];
         fmt_eta(avg * (double)remaining, eta, sizeof eta);
-        if (!o.quiet)
+        if (!o.quiet) {
+            char of[24] = "?"; /* (a time limit's first steps: the length is not known yet) */
+            if (total > 0) snprintf(of, sizeof of, "%lld", (long long)total);
             fprintf(stderr,
-                    "step %6lld/%lld | loss %.4f | bpb %.4f | lr %.2e | gnorm %.3f | %.1f kB/s | "
+                    "step %6lld/%s | loss %.4f | bpb %.4f | lr %.2e | gnorm %.3f | %.1f kB/s | "
                     "ETA %s\n",
-                    (long long)rs.step, (long long)total, loss, loss / M_LN2, lr, gnorm,
+                    (long long)rs.step, of, loss, loss / M_LN2, lr, gnorm,
                     (double)bytes_per_step / dt / 1000.0, eta);
+        }
         log_json(metrics,
                  "{\"step\":%lld,\"loss\":%.6f,\"bpb\":%.6f,\"lr\":%.6e,\"grad_norm\":%.6f,"
                  "\"bytes_per_s\":%.1f,\"elapsed\":%.3f}",
