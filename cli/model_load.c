@@ -33,10 +33,21 @@ int64_t cli_training_ctx(const char *dir, int64_t fallback) {
     cli_model_dir(dir, md, sizeof md);
     snprintf(path, sizeof path, "%s/train_state.safetensors", md);
     mb_st_file f;
-    if (mb_st_open(&f, path)) return fallback;
+    struct stat sb;
+    if (stat(path, &sb) != 0) return fallback; /* (an exported model: no training state) */
+    if (mb_st_open(&f, path)) { /* there but unreadable: say which context is used instead */
+        fprintf(stderr, "mambabyte: note: %s cannot be read (%s); using ctx %lld (give --ctx)\n",
+                path, mb_last_error(), (long long)fallback);
+        return fallback;
+    }
     const char *d = mb_st_meta(&f, "data");
     const char *p = d ? strstr(d, "ctx=") : NULL;
     int64_t ctx = p ? strtoll(p + 4, NULL, 10) : 0;
     mb_st_close(&f);
+    if (ctx <= 0)
+        fprintf(stderr,
+                "mambabyte: note: %s names no training context; using ctx %lld (give "
+                "--ctx)\n",
+                path, (long long)fallback);
     return ctx > 0 ? ctx : fallback;
 }
