@@ -139,8 +139,9 @@ static int emit_byte(void *user, const uint8_t *b, int64_t i) {
 /* The GPU path (src/cuda/step_cuda.h): the prompt through the parallel forward (its last byte
  * through the recurrent step), then one replay of the (step + sampler) CUDA graph per byte,
  * bytes printed as they arrive. */
-static int generate_cuda(const mb_model *m, const unsigned char *p, int64_t plen, int64_t n_gen,
-                         float temp, int top_k, float top_p, uint64_t seed, int bf16, int echo) {
+static int generate_cuda(const char *dir, const mb_model *m, const unsigned char *p, int64_t plen,
+                         int64_t n_gen, float temp, int top_k, float top_p, uint64_t seed, int bf16,
+                         int echo) {
     mb_cuda_gen *g = NULL;
     if (mb_cuda_gen_create(&g, m, NULL, 1, bf16)) {
         fprintf(stderr, "mambabyte generate: %s (try --device cpu)\n", mb_last_error());
@@ -158,6 +159,11 @@ static int generate_cuda(const mb_model *m, const unsigned char *p, int64_t plen
     if (!rc && n_gen > 0) rc = mb_cuda_gen_generate(g, n_gen, NULL, emit_byte, NULL);
     double t2 = now_seconds();
     mb_cuda_gen_free(g);
+    if (rc == MB_ENONFINITE) { /* (the CPU path's words, the model named) */
+        fprintf(stderr, "\nmambabyte generate: the model %s gives non-finite logits: %s\n", dir,
+                mb_last_error());
+        return 1;
+    }
     if (rc) {
         fprintf(stderr, "\nmambabyte generate: %s\n", mb_last_error());
         return 1;
@@ -288,7 +294,7 @@ int cmd_generate(int argc, char **argv) {
         fprintf(stderr, "greedy decoding (--temp 0): no seed\n");
 #ifdef MB_HAVE_CUDA
     if (on_gpu) {
-        int grc = generate_cuda(&m, pbuf, plen, n_gen, (float)temp, (int)top_k, (float)top_p,
+        int grc = generate_cuda(dir, &m, pbuf, plen, n_gen, (float)temp, (int)top_k, (float)top_p,
                                 (uint64_t)seed, !strcmp(dtype, "bf16"), echo);
         free(pbuf);
         mb_model_free(&m);
@@ -344,7 +350,7 @@ int cmd_generate(int argc, char **argv) {
                 const int nan = isnan(step_logits[v]);
                 free(step_logits);
                 fflush(stdout);
-                if (i > 0) fputc('\n', stderr);
+                if (i > 0 || echo) fputc('\n', stderr); /* (after the bytes printed) */
                 fprintf(stderr,
                         "mambabyte generate: the model %s gives non-finite logits (%s) for "
                         "byte %lld: its weights overflow in the forward pass (stopped after "

@@ -33,21 +33,24 @@ static int64_t total_to_score(const mb_doc *docs, int64_t n_docs, int64_t max_by
  * allocation itself would succeed and the kernel's OOM killer end the process later), or where
  * B * L is over the 2^30 positions a workspace holds. stream: the way out is a smaller --ctx
  * alone (--stream is given; --batch does not apply). */
-static mb_acts *eval_acts(const mb_config *c, int64_t B, int64_t L, int stream) {
+static mb_acts *eval_acts(const mb_config *c, int64_t B, int64_t L, int stream, int *rc) {
+    *rc = MB_EINVAL;
     const char *way = stream ? "use a smaller --ctx"
                              : "use --stream (memory independent of the length) or a smaller "
                                "--ctx or --batch";
     /* (the system is asked only for large workspaces: a document's last window comes here) */
     const int64_t need = mb_acts_bytes(c, B, L, 0, 0);
-    if (need < 0) {
+    if (need < 0) { /* (B * L over 2^30, or B over 2^24: mb_acts_bytes says which) */
+        char why[256];
+        snprintf(why, sizeof why, "%s", mb_last_error());
         mb_fail(MB_EINVAL,
-                "eval: %lld window%s of %lld byte%s are more than the 2^30 bytes one "
-                "pass can hold; %s",
-                (long long)B, mb_plural(B), (long long)L, mb_plural(L), way);
+                "eval: %lld window%s of %lld byte%s cannot be scored in one pass (%s); %s",
+                (long long)B, mb_plural(B), (long long)L, mb_plural(L), why, way);
         return NULL;
     }
     int64_t avail;
     if (!mb_mem_fits(need, &avail)) {
+        *rc = MB_ENOMEM;
         mb_fail(MB_ENOMEM,
                 "eval: %lld window%s of %lld byte%s need%s %.1f GiB of activations, more than "
                 "the %.1f GiB of memory available; %s",
@@ -55,6 +58,7 @@ static mb_acts *eval_acts(const mb_config *c, int64_t B, int64_t L, int stream) 
                 (double)need / 1073741824.0, (double)avail / 1073741824.0, way);
         return NULL;
     }
+    *rc = MB_ENOMEM;
     mb_acts *a = mb_acts_create_ex(c, B, L, 0, 0);
     if (!a)
         mb_fail(MB_ENOMEM, "eval: out of memory for %lld window%s of %lld byte%s", (long long)B,
@@ -64,9 +68,16 @@ static mb_acts *eval_acts(const mb_config *c, int64_t B, int64_t L, int stream) 
 
 /* A window's summed loss must be finite: weights that are finite but overflow in the forward
  * pass (or a scorer's defect) would otherwise give a NaN bpb with exit status 0. Names the
- * document (0-based) and the window's first byte. */
-static int check_finite(double nats, int64_t doc, int64_t off) {
+ * document (0-based) and the window's first byte (of the first of nwin windows scored together). */
+static int check_finite(double nats, int64_t doc, int64_t off, int64_t nwin) {
     if (isfinite(nats)) return MB_OK;
+    if (nwin > 1)
+        return mb_fail(MB_ENONFINITE,
+                       "eval: the model's loss is %s in a batch of %lld windows, the first at "
+                       "document %lld byte %lld: the model's outputs are not finite (its weights "
+                       "overflow in the forward pass)",
+                       isnan(nats) ? "NaN" : "infinite", (long long)nwin, (long long)doc,
+                       (long long)off);
     return mb_fail(MB_ENONFINITE,
                    "eval: the model's loss is %s on document %lld at byte %lld: the model's "
                    "outputs are not finite (its weights overflow in the forward pass)",
@@ -76,8 +87,9 @@ static int check_finite(double nats, int64_t doc, int64_t off) {
 /* Score one partial window of n + 1 bytes at batch 1 (zero state or carried state). */
 static int score_single(const mb_model *m, mb_state *st, const uint8_t *w, int64_t n,
                         mb_eval_result *out) {
-    mb_acts *a = eval_acts(&m->cfg, 1, n, st != NULL);
-    if (!a) return MB_ENOMEM;
+    int rc;
+    mb_acts *a = eval_acts(&m->cfg, 1, n, st != NULL, &rc);
+    if (!a) return rc;
     if (st)
         mb_forward_stateful(m, a, st, w, w + 1, NULL);
     else
@@ -103,8 +115,9 @@ int mb_eval_cpu_score(const mb_model *m, mb_acts *full, int64_t full_B, int64_t 
         *nats = sum_losses(full, B * L);
         return MB_OK;
     }
-    mb_acts *a = eval_acts(&m->cfg, B, L, 0);
-    if (!a) return MB_ENOMEM;
+    int rc;
+    mb_acts *a = eval_acts(&m->cfg, B, L, 0, &rc);
+    if (!a) return rc;
     mb_forward(m, a, x, y, NULL);
     *nats = sum_losses(a, B * L);
     mb_acts_free(a);
@@ -148,7 +161,7 @@ int mb_evaluate_windows(mb_eval_scorer score, void *score_user, const mb_doc *do
             if (off == 0) out->docs++; /* (a queued window is scored below at the latest) */
             if (n < ctx) {             /* the document's last, shorter window */
                 if ((rc = score(score_user, w, w + 1, 1, n, &s))) break;
-                if ((rc = check_finite(s, d, off))) break;
+                if ((rc = check_finite(s, d, off, 1))) break;
                 out->nats += s;
                 out->bytes += n;
             } else {
@@ -158,7 +171,7 @@ int mb_evaluate_windows(mb_eval_scorer score, void *score_user, const mb_doc *do
                 where[2 * nb] = d, where[2 * nb + 1] = off;
                 if (++nb == batch) {
                     if ((rc = score(score_user, x, y, batch, ctx, &s))) break;
-                    if ((rc = check_finite(s, where[0], where[1]))) break;
+                    if ((rc = check_finite(s, where[0], where[1], batch))) break;
                     out->nats += s;
                     out->bytes += batch * ctx;
                     nb = 0;
@@ -170,7 +183,7 @@ int mb_evaluate_windows(mb_eval_scorer score, void *score_user, const mb_doc *do
     }
     for (int64_t i = 0; i < nb && rc == MB_OK; i++) { /* leftover full windows */
         if ((rc = score(score_user, pending[i], pending[i] + 1, 1, ctx, &s))) break;
-        if ((rc = check_finite(s, where[2 * i], where[2 * i + 1]))) break;
+        if ((rc = check_finite(s, where[2 * i], where[2 * i + 1], 1))) break;
         out->nats += s;
         out->bytes += ctx;
     }
@@ -191,10 +204,11 @@ static int eval_windowed(const mb_model *m, const mb_doc *docs, int64_t n_docs, 
     for (int64_t d = 0; d < n_docs && full < batch; d++)
         if (docs[d].len > 1) full += (docs[d].len - 1) / ctx;
     if (full < batch) batch = full > 0 ? full : 1;
-    cpu_scorer c = {.m = m, .full = eval_acts(&m->cfg, batch, ctx, 0), .B = batch, .L = ctx};
-    if (!c.full) return MB_ENOMEM;
-    int rc = mb_evaluate_windows(cpu_score, &c, docs, n_docs, ctx, batch, max_bytes, progress, user,
-                                 out);
+    int rc;
+    cpu_scorer c = {.m = m, .full = eval_acts(&m->cfg, batch, ctx, 0, &rc), .B = batch, .L = ctx};
+    if (!c.full) return rc;
+    rc = mb_evaluate_windows(cpu_score, &c, docs, n_docs, ctx, batch, max_bytes, progress, user,
+                             out);
     mb_acts_free(c.full);
     return rc;
 }
@@ -216,7 +230,7 @@ int mb_evaluate_stream(mb_stream_scorer score, void *score_user, const mb_doc *d
             const uint8_t *w = docs[d].bytes + off;
             double s = 0.0;
             if ((rc = score(score_user, w, w + 1, n, reset, &s))) break;
-            if ((rc = check_finite(s, d, off))) break;
+            if ((rc = check_finite(s, d, off, 1))) break;
             if (reset) out->docs++;
             reset = 0;
             out->nats += s;
@@ -256,10 +270,10 @@ static int eval_streamed(const mb_model *m, const mb_doc *docs, int64_t n_docs, 
     cpu_streamer c = {.m = m, .ctx = ctx};
     int rc = mb_state_create(&c.st, &m->cfg, 1);
     if (rc) return rc;
-    c.a = eval_acts(&m->cfg, 1, ctx, 1);
+    c.a = eval_acts(&m->cfg, 1, ctx, 1, &rc);
     if (!c.a) {
         mb_state_free(&c.st);
-        return MB_ENOMEM;
+        return rc;
     }
     rc =
         mb_evaluate_stream(cpu_stream_score, &c, docs, n_docs, ctx, max_bytes, progress, user, out);

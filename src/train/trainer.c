@@ -679,6 +679,11 @@ static int validate(mb_backend *be, const doc_list *val, const mb_train_opts *o,
     if (val->n == 0) return MB_OK;
     int rc = mb_evaluate_windows(score_unless_signalled, be, val->docs, val->n, o->ctx, o->batch,
                                  max_bytes, NULL, NULL, &r);
+    if (rc == MB_ENONFINITE) { /* logged as val_bpb nan, as before eval refused it; the
+                                * training loss has its own stop */
+        fprintf(stderr, "validation: %s; val_bpb logged as nan\n", mb_last_error());
+        return MB_OK;
+    }
     if (rc) return rc;
     *scored = r.bytes;
     *bpb = mb_eval_bpb(&r);
@@ -1128,7 +1133,7 @@ int mb_train_with_backend(const mb_train_opts *opts_in, const mb_backend_ops *be
             if (first) {
                 if (sched.warmup > total / 10) sched.warmup = total / 10;
                 warmup_cap = 1;
-                fprintf(stderr, "time limit %gs: %.2fs/step -> about %lld step%s in all\n",
+                fprintf(stderr, "time limit %.10gs: %.2fs/step -> about %lld step%s in all\n",
                         o.time_limit, per_step, (long long)total, mb_plural(total));
             }
         }

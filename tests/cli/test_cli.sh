@@ -245,12 +245,12 @@ b = bytearray(open(sys.argv[1], 'rb').read()); n = struct.unpack('<Q', b[:8])[0]
 s, e = json.loads(b[8:8 + n])['lm_head.weight']['data_offsets']
 b[8 + n + s:8 + n + e] = struct.pack('<f', 3e38) * ((e - s) // 4)
 open(sys.argv[2], 'wb').write(b)" "$T/m/model.safetensors" "$T/ovf/model.safetensors"
-"$MB_CLI" eval -m "$T/ovf" "$T/short.txt" --json >"$T/ovf.o1" 2>"$T/ovf.e1"; rc=$?
+"$MB_CLI" eval -m "$T/ovf" "$T/short.txt" --json --device cpu >"$T/ovf.o1" 2>"$T/ovf.e1"; rc=$?
 check "eval: non-finite loss is an error, not bpb -nan" \
   bash -c "[ $rc -ne 0 ] && grep -q 'not finite' '$T/ovf.e1' && [ ! -s '$T/ovf.o1' ]"
-"$MB_CLI" eval -m "$T/ovf" "$T/short.txt" --stream --ctx 37 >"$T/ovf.o2" 2>"$T/ovf.e2"; rc=$?
+"$MB_CLI" eval -m "$T/ovf" "$T/short.txt" --stream --ctx 37 --device cpu >"$T/ovf.o2" 2>"$T/ovf.e2"; rc=$?
 check "eval --stream: the same" bash -c "[ $rc -ne 0 ] && grep -q 'not finite' '$T/ovf.e2' && ! grep -q '^bpb' '$T/ovf.o2'"
-"$MB_CLI" generate -m "$T/ovf" -n 20 --seed 1 --no-echo >"$T/ovf.o3" 2>"$T/ovf.e3"; rc=$?
+"$MB_CLI" generate -m "$T/ovf" -n 20 --seed 1 --no-echo --device cpu >"$T/ovf.o3" 2>"$T/ovf.e3"; rc=$?
 check "generate: non-finite logits are an error, no bytes drawn from them" \
   bash -c "[ $rc -ne 0 ] && grep -q 'non-finite logits' '$T/ovf.e3' && grep -q '$T/ovf' '$T/ovf.e3' && [ ! -s '$T/ovf.o3' ]"
 # batch x ctx over the 2^30 positions one step holds: named as such, not "out of memory"

@@ -499,6 +499,58 @@ static void check_nonfinite(void) {
             }
     }
     free(keep);
+    /* mid-stream: the embedding row of a byte first drawn at sample k (in no prompt and no
+     * sequence's samples before it; T 0.8 for varied bytes, the draws a function of seed,
+     * position and sequence) set to 3e38, so samples 0 .. k come from finite logits (that byte
+     * is an input only after sample k) and sample k + 1 does not: k + 1 steps are emitted, then
+     * MB_ENONFINITE; then mb_cuda_gen_reset and a prefill clear the flag (the sampler is not
+     * set again, which would clear it too): the new start's first step, drawn from the prompt's
+     * finite logits, is emitted */
+    for (int b = 0; b < 2; b++) {
+        const int64_t B = b ? 4 : 1, n = 24;
+        uint8_t out[4 * 24];
+        mb_cuda_gen *g = NULL;
+        int rc = mb_cuda_gen_create(&g, &m, NULL, B, 0);
+        if (!rc) rc = mb_cuda_gen_prefill(g, pb, L);
+        if (!rc) rc = mb_cuda_gen_sampler(g, 0.8f, 0, 1.0f, 3);
+        if (!rc) rc = mb_cuda_gen_generate(g, n, out, NULL, NULL);
+        mb_cuda_gen_free(g);
+        REQUIRE(rc == 0, "sampled generation (clean)");
+        int64_t k = -1;
+        for (int64_t i = 1; i + 1 < n && k < 0 && !rc; i++) {
+            const uint8_t c = out[i * B];
+            int seen = memchr(prompt, c, (size_t)L) != NULL;
+            for (int64_t j = 0; j < i * B; j++)
+                seen |= out[j] == c;
+            if (!seen) k = i;
+        }
+        if (k <= 0) { /* (every byte drawn was seen before: nothing to poison; not a failure) */
+            printf("non-finite logits mid-stream, B=%lld: no fresh byte in %lld samples, skipped\n",
+                   (long long)B, (long long)n);
+            continue;
+        }
+        float *row = m.w.embedding + (int64_t)out[k * B] * d, keep_row[256];
+        memcpy(keep_row, row, (size_t)d * sizeof(float));
+        for (int64_t i = 0; i < d; i++)
+            row[i] = 3e38f;
+        int64_t e1 = 0, e2 = 0;
+        rc = mb_cuda_gen_create(&g, &m, NULL, B, 0);
+        if (!rc) rc = mb_cuda_gen_prefill(g, pb, L);
+        if (!rc) rc = mb_cuda_gen_sampler(g, 0.8f, 0, 1.0f, 3);
+        const int rc1 = rc ? rc : mb_cuda_gen_generate(g, n, NULL, count_emit, &e1);
+        int rc2 = rc ? rc : mb_cuda_gen_reset(g);
+        if (!rc2) rc2 = mb_cuda_gen_prefill(g, pb, L);
+        if (!rc2) rc2 = mb_cuda_gen_generate(g, 1, NULL, count_emit, &e2);
+        mb_cuda_gen_free(g);
+        memcpy(row, keep_row, (size_t)d * sizeof(float));
+        printf("non-finite logits after sample %lld, B=%lld: rc %d, %lld steps emitted; after "
+               "reset + prefill: rc %d, %lld steps\n",
+               (long long)k, (long long)B, rc1, (long long)e1, rc2, (long long)e2);
+        REQUIRE(rc1 == MB_ENONFINITE && e1 == k + 1, "mid-stream: rc %d, %lld of %lld steps", rc1,
+                (long long)e1, (long long)(k + 1));
+        REQUIRE(rc2 == 0 && e2 == 1, "after reset: rc %d, %lld steps (stale flag?)", rc2,
+                (long long)e2);
+    }
     mb_model_free(&m);
 }
 
