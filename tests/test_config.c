@@ -108,8 +108,6 @@ static void test_config_json_float_overflow(void **st) {
     assert_float_equal(c.dt_max, 0.2f, 1e-7);
 }
 
-/* A transformers config without model_type is still read as one (it was refused as a
- * mamba_ssm config with an unknown field "architectures"); a wrong model_type is named. */
 /* the delta initialisation range: 0 = default; negative, NaN, inf or min > max refused (a
  * negative dt_max was silently replaced by 0.1 and written back by export) */
 static void test_config_dt_range(void **st) {
@@ -142,6 +140,8 @@ static void test_config_dt_range(void **st) {
     assert_int_equal(mb_config_finalize(&c), 0);
 }
 
+/* A transformers config without model_type is still read as one (it was refused as a
+ * mamba_ssm config with an unknown field "architectures"); a wrong model_type is named. */
 static void test_config_json_hf_without_model_type(void **st) {
     (void)st;
     const char *j = "{\"architectures\": [\"MambaForCausalLM\"], \"hidden_size\": 64, "
