@@ -81,8 +81,9 @@ struct mb_cuda_gen {
     int64_t prompt_cap;
     uint64_t *counter;        /* (S) samples drawn per sequence */
     uint8_t *ring_h, *ring_d; /* mapped pinned (GEN_RING, S) */
-    /* mapped pinned: the first sample index (counter value) whose logits held a NaN or inf in
-     * any sequence, ~0 while none did (sample_kernel; mb_cuda_gen_generate stops there) */
+    /* mapped pinned: the first sample index (counter value) of the current mb_cuda_gen_generate
+     * call whose logits held a NaN or inf in any sequence, ~0 while none did (sample_kernel;
+     * set to ~0 as the call starts, which stops there) */
     unsigned long long *bad_h, *bad_d;
     uint8_t *in_h;   /* pinned (S) */
     float *logits_h; /* pinned (S, 256) */
@@ -1846,7 +1847,6 @@ extern "C" int mb_cuda_gen_create(mb_cuda_gen **out, const mb_model *m, const mb
         "mb_cuda_gen_create: pinned flag");
     TRY(cudaHostGetDevicePointer((void **)&g->bad_d, g->bad_h, 0),
         "mb_cuda_gen_create: mapped flag");
-    *g->bad_h = ~0ull;
     TRY(cudaHostAlloc((void **)&g->in_h, (size_t)S, 0), "mb_cuda_gen_create: pinned input");
     TRY(cudaHostAlloc((void **)&g->logits_h, (size_t)(S * V) * sizeof(float), 0),
         "mb_cuda_gen_create: pinned logits");
@@ -1989,7 +1989,6 @@ extern "C" int mb_cuda_gen_reset(mb_cuda_gen *g) {
                 "mb_cuda_gen_reset");
     MB_CUDA_TRY(cudaStreamSynchronize(g->stream), "mb_cuda_gen_reset");
     g->pending = 0;
-    *g->bad_h = ~0ull; /* (a new start: an earlier non-finite step no longer stops it) */
     return MB_OK;
 }
 
@@ -2116,7 +2115,6 @@ extern "C" int mb_cuda_gen_prefill(mb_cuda_gen *g, const uint8_t *bytes, int64_t
     }
     MB_CUDA_TRY(cudaStreamSynchronize(g->stream), "mb_cuda_gen_prefill");
     g->pending = 0;
-    *g->bad_h = ~0ull; /* (new logits: an earlier non-finite step no longer stops generation) */
     return MB_OK;
 }
 
@@ -2138,7 +2136,6 @@ extern "C" int mb_cuda_gen_sampler(mb_cuda_gen *g, float temperature, int top_k,
     g->seed = seed;
     g->n_sampled = 0;
     MB_CUDA_TRY(cudaMemset(g->counter, 0, (size_t)g->S * sizeof(uint64_t)), "mb_cuda_gen_sampler");
-    *g->bad_h = ~0ull; /* (the stream is idle: synchronized above) */
     return MB_OK;
 }
 
@@ -2148,6 +2145,11 @@ extern "C" int mb_cuda_gen_generate(mb_cuda_gen *g, int64_t n, uint8_t *out,
     const int64_t S = g->S;
     int64_t done = 0; /* steps emitted */
     uint8_t buf[MB_CUDA_GEN_MAX_SEQ];
+    /* the non-finite flag covers this call's samples only (its earlier value, from a call that
+     * stopped, a reset or new prompt since, no longer applies; a state that is still not finite
+     * flags this call's first sample again); written while no sampler runs */
+    MB_CUDA_TRY(cudaStreamSynchronize(g->stream), "mb_cuda_gen_generate");
+    *g->bad_h = ~0ull;
     for (int64_t i = 0; i < n || done < n;) {
         if (i < n && i - done < GEN_LAG) {
             if (i == 0 && !g->pending) {
@@ -2168,10 +2170,7 @@ extern "C" int mb_cuda_gen_generate(mb_cuda_gen *g, int64_t n, uint8_t *out,
         const unsigned long long bad = *(volatile unsigned long long *)g->bad_h;
         if (bad <= (unsigned long long)(g->n_sampled + done)) {
             cudaStreamSynchronize(g->stream);
-            /* (0 where an earlier call already met it: the state is not finite either) */
-            const long long at = bad > (unsigned long long)g->n_sampled
-                                     ? (long long)(bad - (unsigned long long)g->n_sampled)
-                                     : 0;
+            const long long at = (long long)(bad - (unsigned long long)g->n_sampled);
             g->n_sampled += i;
             g->pending = 1;
             return mb_fail(MB_ENONFINITE,

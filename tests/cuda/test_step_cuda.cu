@@ -503,9 +503,9 @@ static void check_nonfinite(void) {
      * sequence's samples before it; T 0.8 for varied bytes, the draws a function of seed,
      * position and sequence) set to 3e38, so samples 0 .. k come from finite logits (that byte
      * is an input only after sample k) and sample k + 1 does not: k + 1 steps are emitted, then
-     * MB_ENONFINITE; then mb_cuda_gen_reset and a prefill clear the flag (the sampler is not
-     * set again, which would clear it too): the new start's first step, drawn from the prompt's
-     * finite logits, is emitted */
+     * MB_ENONFINITE; then, after mb_cuda_gen_reset and a prefill (the sampler not set again),
+     * the flag no longer applies: the new start's first step, drawn from the prompt's finite
+     * logits, is emitted */
     for (int b = 0; b < 2; b++) {
         const int64_t B = b ? 4 : 1, n = 24;
         uint8_t out[4 * 24];
