@@ -501,9 +501,12 @@ static void check_nonfinite(void) {
     free(keep);
     /* mid-stream: the embedding row of a byte first drawn at sample k (in no prompt and no
      * sequence's samples before it; T 0.8 for varied bytes, the draws a function of seed,
-     * position and sequence) set to 3e38, so samples 0 .. k come from finite logits (that byte
+     * position and sequence) set to NaN, so samples 0 .. k come from finite logits (that byte
      * is an input only after sample k) and sample k + 1 does not: k + 1 steps are emitted, then
-     * MB_ENONFINITE; then, after mb_cuda_gen_reset and a prefill (the sampler not set again),
+     * MB_ENONFINITE. (NaN, not a huge finite value: a row of 3e38 passes the norms as zeros,
+     * since LayerNorm and RMSNorm saturate (a row all alike has variance 0; an overflowing
+     * variance gives rsqrt 0), so its logits stay finite. mb_cuda_gen_create takes the weights
+     * as they are.) Then, after mb_cuda_gen_reset and a prefill (the sampler not set again),
      * the flag no longer applies: the new start's first step, drawn from the prompt's finite
      * logits, is emitted */
     for (int b = 0; b < 2; b++) {
@@ -532,7 +535,7 @@ static void check_nonfinite(void) {
         float *row = m.w.embedding + (int64_t)out[k * B] * d, keep_row[256];
         memcpy(keep_row, row, (size_t)d * sizeof(float));
         for (int64_t i = 0; i < d; i++)
-            row[i] = 3e38f;
+            row[i] = NAN;
         int64_t e1 = 0, e2 = 0;
         rc = mb_cuda_gen_create(&g, &m, NULL, B, 0);
         if (!rc) rc = mb_cuda_gen_prefill(g, pb, L);
