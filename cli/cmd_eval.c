@@ -37,7 +37,8 @@ static void help(FILE *f) {
            "\n"
            "A window longer than the longest document is cut to it (the scores are the same): the\n"
            "ctx reported is the one used, with the one asked for beside it when they differ.\n"
-           "Ends with 'bpb: <value> bytes: <count>'.\n");
+           "Ends with 'bpb: <value> bytes: <count>'. '--' ends the options (for a PATH that\n"
+           "starts with '-').\n");
 }
 
 typedef struct {
@@ -63,6 +64,16 @@ static void progress(int64_t done, int64_t total, void *user) {
             bar, 100.0 * frac, (long long)done, (long long)total, rate / 1000.0, eta,
             p->tty ? "" : "\n");
     if (p->tty && done >= total) fputc('\n', stderr);
+}
+
+/* The positional PATH a: taken into *input, or -1 after a message where one was given. */
+static int take_path(const char **input, const char *a) {
+    if (!*input) {
+        *input = a;
+        return 0;
+    }
+    fprintf(stderr, "mambabyte eval: more than one PATH ('%s', '%s')\n", *input, a);
+    return -1;
 }
 
 int cmd_eval(int argc, char **argv) {
@@ -96,13 +107,13 @@ int cmd_eval(int argc, char **argv) {
             stream = 1;
         } else if (!strcmp(a, "--json")) {
             json = 1;
+        } else if (!strcmp(a, "--")) { /* end of the options: what follows is a PATH */
+            for (i++; i < argc; i++)
+                if (take_path(&input, argv[i])) return 2;
         } else if (a[0] == '-' && a[1] != '\0') {
             fprintf(stderr, "mambabyte eval: unknown argument '%s' (see --help)\n", a);
             return 2;
-        } else if (!input) {
-            input = a;
-        } else {
-            fprintf(stderr, "mambabyte eval: more than one PATH ('%s', '%s')\n", input, a);
+        } else if (take_path(&input, a)) {
             return 2;
         }
     }

@@ -40,7 +40,8 @@ static void help(FILE *f) {
            "A tied lm_head is not stored (both libraries tie it on load). The files are written\n"
            "to a staging directory inside OUT_DIR, read back and compared with the source, and\n"
            "only then moved into place: a failed export leaves OUT_DIR as it was. A training\n"
-           "run's directory (train_state.safetensors) is refused as OUT_DIR.\n");
+           "run's directory (train_state.safetensors) is refused as OUT_DIR. '--' ends the\n"
+           "options (for an OUT_DIR that starts with '-').\n");
 }
 
 static int exists(const char *dir, const char *name) {
@@ -104,6 +105,16 @@ static int move_into_place(const char *stage, const char *dir, const char *name)
     return 0;
 }
 
+/* The positional OUT_DIR a: taken into *out, or -1 after a message where one was given. */
+static int take_out_dir(const char **out, const char *a) {
+    if (!*out) {
+        *out = a;
+        return 0;
+    }
+    fprintf(stderr, "mambabyte export: more than one OUT_DIR ('%s' and '%s')\n", *out, a);
+    return -1;
+}
+
 int cmd_export(int argc, char **argv) {
     const char *src = NULL, *fmt = NULL, *dt = "f32", *out = NULL;
     int force = 0;
@@ -121,13 +132,13 @@ int cmd_export(int argc, char **argv) {
             if (!(dt = arg_value("export", argc, argv, &i))) return 2;
         } else if (!strcmp(a, "--force")) {
             force = 1;
+        } else if (!strcmp(a, "--")) { /* end of the options: what follows is OUT_DIR */
+            for (i++; i < argc; i++)
+                if (take_out_dir(&out, argv[i])) return 2;
         } else if (a[0] == '-' && a[1]) {
             fprintf(stderr, "mambabyte export: unknown argument '%s' (see --help)\n", a);
             return 2;
-        } else if (!out) {
-            out = a;
-        } else {
-            fprintf(stderr, "mambabyte export: more than one OUT_DIR ('%s' and '%s')\n", out, a);
+        } else if (take_out_dir(&out, a)) {
             return 2;
         }
     }

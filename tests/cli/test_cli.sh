@@ -89,6 +89,16 @@ e=$("$MB_CLI" eval -m "$T/m" "$T/short.txt" --ctx=1024 2>/dev/null | awk '/^bpb:
 check "eval --ctx=1024 equals --ctx 1024" [ "$e" = "$w" ]
 e=$("$MB_CLI" eval -m "$T/m" "$T/short.txt" --ctx 37 --ctx 1024 2>/dev/null | awk '/^bpb:/ {print $2, $4}')
 check "eval --ctx twice: the last wins" [ "$e" = "$w" ]
+# '--' ends the options: a PATH / OUT_DIR may then start with '-'
+cp "$T/short.txt" "$T/-dash.txt"
+e=$(cd "$T" && "$MB_CLI" eval -m "$T/m" --ctx 1024 -- -dash.txt 2>/dev/null | awk '/^bpb:/ {print $2, $4}')
+check "eval -- -dash.txt scores the file" [ "$e" = "$w" ]
+(cd "$T" && "$MB_CLI" eval -m "$T/m" -dash.txt) >/dev/null 2>"$T/e8h"; rc=$?
+check "eval -dash.txt without --: unknown argument" bash -c "[ $rc -eq 2 ] && grep -q \"unknown argument '-dash.txt'\" '$T/e8h'"
+(cd "$T" && "$MB_CLI" eval -m "$T/m" -- -dash.txt --ctx) >/dev/null 2>"$T/e8i"; rc=$?
+check "eval -- PATH --ctx: --ctx is a second PATH" bash -c "[ $rc -eq 2 ] && grep -q \"more than one PATH ('-dash.txt', '--ctx')\" '$T/e8i'"
+(cd "$T" && "$MB_CLI" export -m "$T/m" --format mamba_ssm -- -out) >/dev/null 2>&1; rc=$?
+check "export -- -out writes OUT_DIR -out" bash -c "[ $rc -eq 0 ] && [ -s '$T/-out/config.json' ] && [ -s '$T/-out/model.safetensors' ]"
 "$MB_CLI" info --preset tiny --json=yes >/dev/null 2>"$T/e8e"; rc=$?
 check "--json=yes: takes no value" bash -c "[ $rc -eq 2 ] && grep -q -- \"--json takes no value\" '$T/e8e'"
 "$MB_CLI" train --data "$data" --out "$T/x4" --steps=1 --lr=abc >/dev/null 2>"$T/e8f"; rc=$?
