@@ -428,6 +428,16 @@ static int load_train_state(const char *dir, mb_train_opts *o, const mb_model *m
     if ((rc = mb_st_read_f32(&f, tm, 1, shape, 1, opt->m)) ||
         (rc = mb_st_read_f32(&f, tv, 1, shape, 1, opt->v)))
         goto out;
+    /* exp_avg_sq as AdamW's update needs it: >= 0 (the reader has refused non-finite values; a
+     * negative one would give the sqrt of a negative number, caught only a step later as NaN) */
+    for (int64_t i = 0; i < m->n_params; i++)
+        if (opt->v[i] < 0.0f) {
+            rc = mb_fail(MB_EFORMAT,
+                         "%s: tensor adamw.exp_avg_sq: negative value (%g) at flat index %lld (it "
+                         "must be >= 0)",
+                         path, (double)opt->v[i], (long long)i);
+            goto out;
+        }
     {
         const char *bad = NULL, *val = NULL;
         if (parse_i64_token(step, 0, INT64_MAX / 4, &rs->step))

@@ -48,6 +48,31 @@ rc=$?
 check "corrupt metadata step refused, naming the field" \
   bash -c "[ $rc -ne 0 ] && grep -q \"metadata 'step' is not a non-negative number ('2x')\" '$T/m.err'"
 
+# AdamW's moments in a hand-edited train state: a negative exp_avg_sq (before, the update's sqrt
+# gave NaN a step later) or a NaN exp_avg is refused on load, naming the tensor and element
+poke_moment() { # poke_moment FILE TENSOR INDEX VALUE: one f32 element of a tensor, in place
+  python3 - "$@" <<'PY'
+import json, struct, sys
+p, name, i, v = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+b = bytearray(open(p, 'rb').read())
+n = struct.unpack('<Q', b[:8])[0]
+t = json.loads(b[8:8 + n])[name]
+assert t['dtype'] == 'F32'
+off = 8 + n + t['data_offsets'][0] + 4 * i
+b[off:off + 4] = struct.pack('<f', v)
+open(p, 'wb').write(b)
+PY
+}
+for c in "adamw.exp_avg_sq 5 -1 adamw.exp_avg_sq: negative value (-1) at flat index 5" \
+         "adamw.exp_avg 7 nan adamw.exp_avg: non-finite value (NaN) at flat index 7"; do
+  set -- $c
+  rm -rf "$T/mo" && cp -r "$T/b" "$T/mo"
+  poke_moment "$T/mo/train_state.safetensors" "$1" "$2" "$3"
+  "$MB_CLI" train --device cpu --data "$data" --out "$T/mo" --resume --steps 22 --quiet >/dev/null 2>"$T/mo.err"; rc=$?
+  shift 3
+  check "train state: $1 $2 $3 refused on load, named" bash -c "[ $rc -ne 0 ] && grep -qF -- '$*' '$T/mo.err'"
+done
+
 # --eval-every is saved with the run: a resume without it validates on the run's cadence (every
 # 4 steps here, not the default 100); options equal to the saved ones draw no note
 "$MB_CLI" train "${args[@]}" --eval-every 4 --out "$T/g" --stop-after 6 >/dev/null 2>"$T/g1.err" || { cat "$T/g1.err"; bad "eval every 4, first part"; }
