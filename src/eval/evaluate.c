@@ -177,7 +177,8 @@ int mb_evaluate_windows(mb_eval_scorer score, void *score_user, const mb_doc *do
                     nb = 0;
                 }
             }
-            if (progress && out->bytes != shown) progress(shown = out->bytes, total, user);
+            if (progress && out->bytes != shown && out->bytes < total)
+                progress(shown = out->bytes, total, user);
         }
         if (max_bytes > 0 && out->bytes + nb * ctx >= max_bytes) break;
     }
@@ -191,7 +192,8 @@ int mb_evaluate_windows(mb_eval_scorer score, void *score_user, const mb_doc *do
     free(y);
     free(pending);
     free(where);
-    if (progress && rc == MB_OK && out->bytes != shown) progress(out->bytes, total, user);
+    if (progress && rc == MB_OK)
+        progress(out->bytes, total, user); /* (the one with done >= total) */
     return rc;
 }
 
@@ -235,9 +237,10 @@ int mb_evaluate_stream(mb_stream_scorer score, void *score_user, const mb_doc *d
             reset = 0;
             out->nats += s;
             out->bytes += n;
-            if (progress) progress(out->bytes, total, user);
+            if (progress && out->bytes < total) progress(out->bytes, total, user);
         }
     }
+    if (progress && rc == MB_OK) progress(out->bytes, total, user);
     return rc;
 }
 

@@ -19,7 +19,9 @@ typedef struct {
                     * stopped early or a document is shorter than 2 bytes) */
 } mb_eval_result;
 
-/* Called after each window with bytes scored so far and the total to score. */
+/* Called after windows with the bytes scored so far and the total to score: with done < total
+ * while scoring, then once at the end of a pass that succeeded with the final count, which is
+ * >= total (above it where max_bytes stops after whole windows), so 100% is reported once. */
 typedef void (*mb_eval_progress)(int64_t done, int64_t total, void *user);
 
 /* Score documents.
