@@ -1,10 +1,12 @@
 /* mambabyte export: write a checkpoint in the Hugging Face (MambaForCausalLM) or mamba_ssm
  * (MambaLMHeadModel) layout, fp32 or rounded to f16 / bf16 (model.md "Checkpoint formats").
  * The export is written into a staging directory inside OUT_DIR, read back and checked against
- * the source there, and only then moved into place: a failed export leaves OUT_DIR as it was. */
+ * the source there, and only then moved into place: a failed or interrupted export leaves
+ * OUT_DIR as it was. */
 #include <dirent.h>
 #include <errno.h>
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,27 +23,29 @@
 
 static void help(FILE *f) {
     fprintf(
-        f, "usage: mambabyte export -m CKPT --format hf|mamba_ssm [--dtype f32|f16|bf16]\n"
-           "                        [--force] OUT_DIR\n"
-           "\n"
-           "Write the model of CKPT (any format mambabyte loads) to OUT_DIR as config.json +\n"
-           "model.safetensors:\n"
-           "  hf         Hugging Face transformers: MambaForCausalLM.from_pretrained(OUT_DIR).\n"
-           "             RMSNorm models only (transformers' Mamba has no LayerNorm variant).\n"
-           "  mamba_ssm  state-spaces/mamba MambaLMHeadModel (config.json of MambaConfig,\n"
-           "             tensors under their mamba_ssm names).\n"
-           "\n"
-           "  -m CKPT        checkpoint directory or .safetensors file with config.json beside it\n"
-           "                 (also --model CKPT)\n"
-           "  --format F     hf or mamba_ssm (required)\n"
-           "  --dtype T      f32 (default, exact), f16 or bf16 (rounded to nearest even)\n"
-           "  --force        overwrite config.json / model.safetensors already in OUT_DIR\n"
-           "\n"
-           "A tied lm_head is not stored (both libraries tie it on load). The files are written\n"
-           "to a staging directory inside OUT_DIR, read back and compared with the source, and\n"
-           "only then moved into place: a failed export leaves OUT_DIR as it was. A training\n"
-           "run's directory (train_state.safetensors) is refused as OUT_DIR. '--' ends the\n"
-           "options (for an OUT_DIR that starts with '-').\n");
+        f,
+        "usage: mambabyte export -m CKPT --format hf|mamba_ssm [--dtype f32|f16|bf16]\n"
+        "                        [--force] OUT_DIR\n"
+        "\n"
+        "Write the model of CKPT (any format mambabyte loads) to OUT_DIR as config.json +\n"
+        "model.safetensors:\n"
+        "  hf         Hugging Face transformers: MambaForCausalLM.from_pretrained(OUT_DIR).\n"
+        "             RMSNorm models only (transformers' Mamba has no LayerNorm variant).\n"
+        "  mamba_ssm  state-spaces/mamba MambaLMHeadModel (config.json of MambaConfig,\n"
+        "             tensors under their mamba_ssm names).\n"
+        "\n"
+        "  -m CKPT        checkpoint directory or .safetensors file with config.json beside it\n"
+        "                 (also --model CKPT)\n"
+        "  --format F     hf or mamba_ssm (required)\n"
+        "  --dtype T      f32 (default, exact), f16 or bf16 (rounded to nearest even)\n"
+        "  --force        overwrite config.json / model.safetensors already in OUT_DIR\n"
+        "\n"
+        "A tied lm_head is not stored (both libraries tie it on load). The files are written\n"
+        "to a staging directory inside OUT_DIR, read back and compared with the source, and\n"
+        "only then moved into place: a failed or interrupted (Ctrl-C, SIGTERM, SIGHUP) export\n"
+        "leaves OUT_DIR as it was, and the next export removes what a killed one left. A training\n"
+        "run's directory (train_state.safetensors) is refused as OUT_DIR. '--' ends the\n"
+        "options (for an OUT_DIR that starts with '-').\n");
 }
 
 static int exists(const char *dir, const char *name) {
@@ -68,8 +72,9 @@ static int check_range(const mb_model *m, mb_dtype t, const char *tname, const c
             if (isfinite(a) && !isfinite(rounded(a, t))) {
                 fprintf(stderr,
                         "mambabyte export: %s: %s[%lld] = %g does not fit in %s (it would become "
-                        "inf); export as f32 or bf16 instead. Nothing was written.\n",
-                        src, ti->name, (long long)j, (double)a, tname);
+                        "inf); export as %s instead. Nothing was written.\n",
+                        src, ti->name, (long long)j, (double)a, tname,
+                        t == MB_DT_F16 ? "f32 or bf16" : "f32");
                 return 1;
             }
         }
@@ -93,13 +98,106 @@ static void remove_staging(const char *dir) {
     rmdir(dir);
 }
 
-/* Move dir/STAGE/name over dir/name; 0 or 1 with a message. */
-static int move_into_place(const char *stage, const char *dir, const char *name) {
-    char from[4200], to[4200];
-    snprintf(from, sizeof from, "%s/%s", stage, name);
-    snprintf(to, sizeof to, "%s/%s", dir, name);
-    if (rename(from, to) != 0) {
-        fprintf(stderr, "mambabyte export: cannot move %s to %s: %s\n", from, to, strerror(errno));
+/* What a signal (SIGINT, SIGTERM, SIGHUP) during the export removes before the process ends as
+ * the signal would end it: the staging directory's files (their names fixed before the export
+ * writes them) and the directory, and OUT_DIR where the export created it (only if empty).
+ * unlink / rmdir / signal / raise only: async-signal-safe. The moves into place run with these
+ * signals blocked, so a signal never interrupts them half-way. */
+enum { N_STAGED = 7 };
+static char g_staged[N_STAGED][4300], g_stage_dir[4200], g_made_out[4200];
+
+static void on_export_signal(int signo) {
+    for (int i = 0; i < N_STAGED; i++)
+        if (g_staged[i][0]) unlink(g_staged[i]);
+    if (g_stage_dir[0]) rmdir(g_stage_dir);
+    if (g_made_out[0]) rmdir(g_made_out);
+    signal(signo, SIG_DFL);
+    raise(signo);
+}
+
+static const int k_signals[] = {SIGINT, SIGTERM, SIGHUP};
+
+static void export_signals(int on) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on ? on_export_signal : SIG_DFL;
+    sigemptyset(&sa.sa_mask);
+    for (int i = 0; i < 3; i++)
+        sigaction(k_signals[i], &sa, NULL);
+}
+
+static void block_signals(int block, sigset_t *old) {
+    sigset_t set;
+    sigemptyset(&set);
+    for (int i = 0; i < 3; i++)
+        sigaddset(&set, k_signals[i]);
+    sigprocmask(block ? SIG_BLOCK : SIG_SETMASK, block ? &set : old, block ? old : NULL);
+}
+
+/* Remove the staging directories that exports killed outright (SIGKILL, a crash, a power cut)
+ * left in out: .mambabyte-export.PID whose process is gone; each named in a note. */
+static void remove_stale_staging(const char *out) {
+    DIR *d = opendir(out);
+    if (!d) return;
+    struct dirent *e;
+    char p[4200];
+    while ((e = readdir(d))) {
+        const char *pre = ".mambabyte-export.";
+        if (strncmp(e->d_name, pre, strlen(pre))) continue;
+        char *end;
+        errno = 0;
+        const long pid = strtol(e->d_name + strlen(pre), &end, 10);
+        if (errno || *end || pid <= 0 || pid == (long)getpid()) continue;
+        if (kill((pid_t)pid, 0) == 0 || errno != ESRCH) continue; /* (alive, or not ours) */
+        snprintf(p, sizeof p, "%s/%s", out, e->d_name);
+        fprintf(stderr, "mambabyte export: removing %s, left by an export that was killed\n", p);
+        remove_staging(p);
+    }
+    closedir(d);
+}
+
+/* 0 when out/name is absent or a regular file (one a rename can replace), else 1 with a message. */
+static int replaceable(const char *out, const char *name) {
+    char p[4200];
+    struct stat st;
+    snprintf(p, sizeof p, "%s/%s", out, name);
+    if (lstat(p, &st) != 0 || S_ISREG(st.st_mode)) return 0;
+    fprintf(stderr,
+            "mambabyte export: %s exists and is not a regular file; remove it or choose another "
+            "OUT_DIR. Nothing was written.\n",
+            p);
+    return 1;
+}
+
+/* Move stage/model.safetensors and stage/config.json over out's, both or neither: out's model
+ * is first kept as stage/model.safetensors.prev and put back where the config's move fails.
+ * 0, or 1 with a message (out's files then as they were). */
+static int move_into_place(const char *stage, const char *out) {
+    char from_m[4300], to_m[4300], prev[4300], from_c[4300], to_c[4300];
+    snprintf(from_m, sizeof from_m, "%s/model.safetensors", stage);
+    snprintf(to_m, sizeof to_m, "%s/model.safetensors", out);
+    snprintf(prev, sizeof prev, "%s/model.safetensors.prev", stage);
+    snprintf(from_c, sizeof from_c, "%s/config.json", stage);
+    snprintf(to_c, sizeof to_c, "%s/config.json", out);
+    struct stat st;
+    const int had = lstat(to_m, &st) == 0;
+    if (had && rename(to_m, prev) != 0) {
+        fprintf(stderr, "mambabyte export: cannot move %s aside: %s\n", to_m, strerror(errno));
+        return 1;
+    }
+    if (rename(from_m, to_m) != 0) {
+        fprintf(stderr, "mambabyte export: cannot move %s to %s: %s\n", from_m, to_m,
+                strerror(errno));
+        if (had) rename(prev, to_m);
+        return 1;
+    }
+    if (rename(from_c, to_c) != 0) {
+        fprintf(stderr, "mambabyte export: cannot move %s to %s: %s; %s\n", from_c, to_c,
+                strerror(errno),
+                had ? "the previous model.safetensors is put back" : "model.safetensors removed");
+        if (had ? rename(prev, to_m) != 0 : unlink(to_m) != 0)
+            fprintf(stderr, "mambabyte export: and that failed (%s): see %s\n", strerror(errno),
+                    had ? prev : to_m);
         return 1;
     }
     return 0;
@@ -172,6 +270,7 @@ int cmd_export(int argc, char **argv) {
                 out);
         return 1;
     }
+    if (replaceable(out, "model.safetensors") || replaceable(out, "config.json")) return 1;
     if (exists(out, "train_state.safetensors")) {
         fprintf(stderr,
                 "mambabyte export: %s is a training run's directory (train_state.safetensors): "
@@ -214,6 +313,28 @@ int cmd_export(int argc, char **argv) {
         goto done;
     }
     remove_staging(stage); /* (a leftover of a killed export with this pid) */
+    if (!made_out) remove_stale_staging(out);
+    {
+        const char *names[N_STAGED] = {"model.safetensors",
+                                       "config.json",
+                                       "model.safetensors.prev",
+                                       "model.safetensors.tmp",
+                                       "config.json.tmp",
+                                       NULL,
+                                       NULL};
+        for (int i = 0; i < N_STAGED; i++) {
+            g_staged[i][0] = '\0';
+            if (!names[i]) continue;
+            if (strstr(names[i], ".tmp"))
+                snprintf(g_staged[i], sizeof g_staged[i], "%s/%s.%ld", stage, names[i],
+                         (long)getpid());
+            else
+                snprintf(g_staged[i], sizeof g_staged[i], "%s/%s", stage, names[i]);
+        }
+        snprintf(g_stage_dir, sizeof g_stage_dir, "%s", stage);
+        snprintf(g_made_out, sizeof g_made_out, "%s", made_out ? out : "");
+        export_signals(1);
+    }
     if (mb_checkpoint_save_dtype(stage, &m, format, dtype)) {
         fprintf(stderr, "mambabyte export: %s\n", mb_last_error());
         goto done;
@@ -238,10 +359,14 @@ int cmd_export(int argc, char **argv) {
             goto done;
         }
     }
-    /* the weights first: a config.json left beside other weights fails their shape checks */
-    if (move_into_place(stage, out, "model.safetensors") ||
-        move_into_place(stage, out, "config.json"))
-        goto done;
+    {
+        sigset_t old_mask;
+        block_signals(1, &old_mask);
+        const int moved = move_into_place(stage, out);
+        g_made_out[0] = '\0'; /* (OUT_DIR holds the export now, or what it held before) */
+        block_signals(0, &old_mask);
+        if (moved) goto done;
+    }
     {
         char moved[4200]; /* the renames made durable (best effort: they are done) */
         snprintf(moved, sizeof moved, "%s/config.json", out);
@@ -254,6 +379,7 @@ int cmd_export(int argc, char **argv) {
 done:
     remove_staging(stage);
     if (rc && made_out) rmdir(out); /* (only when empty) */
+    export_signals(0);
     mb_model_free(&back);
     mb_model_free(&m);
     return rc;

@@ -114,6 +114,26 @@ check "--val-fraction 0 without --val refused" bash -c "[ $rc -ne 0 ] && grep -q
 check "--out that is a file named" bash -c "[ $rc -ne 0 ] && grep -q 'not a directory' '$T/e10'"
 "$MB_CLI" export -m "$T/m" --format mamba_ssm "$T/afile" >/dev/null 2>"$T/e10b"; rc=$?
 check "export OUT_DIR that is a file named" bash -c "[ $rc -ne 0 ] && grep -q 'OUT_DIR $T/afile exists and is not a directory' '$T/e10b' && [ ! -s '$T/afile' ]"
+# an export that fails or is stopped leaves OUT_DIR as it was: a config.json that is a directory
+# is refused before anything is written (it used to fail after model.safetensors had moved in)
+"$MB_CLI" export -m "$T/m" --format mamba_ssm "$T/ex1" >/dev/null 2>&1
+mkdir -p "$T/ex2/config.json" && cp "$T/ex1/model.safetensors" "$T/ex2/keep"
+cp "$T/ex2/keep" "$T/ex2/model.safetensors"
+"$MB_CLI" export -m "$T/m" --format mamba_ssm --dtype bf16 --force "$T/ex2" >/dev/null 2>"$T/e10g"; rc=$?
+check "export over a config.json directory refused, model.safetensors untouched" bash -c "[ $rc -ne 0 ] && grep -q 'ex2/config.json exists and is not a regular file' '$T/e10g' && cmp -s '$T/ex2/keep' '$T/ex2/model.safetensors' && [ \$(ls -A '$T/ex2' | wc -l) -eq 3 ]"
+# SIGINT at any moment: either the export completed, or OUT_DIR is as it was (here: absent)
+ok_int=1
+for t in 0.02 0.05 0.1 0.15 0.2 0.3; do
+  rm -rf "$T/ex3"
+  timeout -s INT $t "$MB_CLI" export -m "$T/m" --format mamba_ssm --dtype f16 "$T/ex3" >/dev/null 2>&1; rc=$?
+  if [ $rc -eq 0 ]; then [ "$(ls -A "$T/ex3" | tr '\n' ' ')" = "config.json model.safetensors " ] || ok_int=0
+  else [ ! -e "$T/ex3" ] || ok_int=0; fi
+done
+check "export stopped by SIGINT leaves nothing behind" [ $ok_int -eq 1 ]
+# a staging directory left by a killed export (its process gone) is removed by the next export
+mkdir -p "$T/ex4/.mambabyte-export.999999999" && : >"$T/ex4/.mambabyte-export.999999999/model.safetensors.tmp.999999999"
+"$MB_CLI" export -m "$T/m" --format mamba_ssm "$T/ex4" >/dev/null 2>"$T/e10h"; rc=$?
+check "a killed export's staging directory removed, with a note" bash -c "[ $rc -eq 0 ] && grep -q 'removing .*ex4/.mambabyte-export.999999999, left by an export that was killed' '$T/e10h' && [ \"\$(ls -A '$T/ex4' | tr '\n' ' ')\" = 'config.json model.safetensors ' ]"
 # a corpus of identical documents: the held-out split keeps copies together, so none is held out
 mkdir -p "$T/same" && for i in 1 2 3; do cat "$data"/*.c | head -c 3000 >"$T/same/f$i.txt"; done
 "$MB_CLI" train --data "$T/same" --out "$T/same_o" --preset tiny --ctx 32 --steps 1 --device cpu --quiet >/dev/null 2>"$T/e10f"; rc=$?
