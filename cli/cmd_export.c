@@ -23,29 +23,28 @@
 
 static void help(FILE *f) {
     fprintf(
-        f,
-        "usage: mambabyte export -m CKPT --format hf|mamba_ssm [--dtype f32|f16|bf16]\n"
-        "                        [--force] OUT_DIR\n"
-        "\n"
-        "Write the model of CKPT (any format mambabyte loads) to OUT_DIR as config.json +\n"
-        "model.safetensors:\n"
-        "  hf         Hugging Face transformers: MambaForCausalLM.from_pretrained(OUT_DIR).\n"
-        "             RMSNorm models only (transformers' Mamba has no LayerNorm variant).\n"
-        "  mamba_ssm  state-spaces/mamba MambaLMHeadModel (config.json of MambaConfig,\n"
-        "             tensors under their mamba_ssm names).\n"
-        "\n"
-        "  -m CKPT        checkpoint directory or .safetensors file with config.json beside it\n"
-        "                 (also --model CKPT)\n"
-        "  --format F     hf or mamba_ssm (required)\n"
-        "  --dtype T      f32 (default, exact), f16 or bf16 (rounded to nearest even)\n"
-        "  --force        overwrite config.json / model.safetensors already in OUT_DIR\n"
-        "\n"
-        "A tied lm_head is not stored (both libraries tie it on load). The files are written\n"
-        "to a staging directory inside OUT_DIR, read back and compared with the source, and\n"
-        "only then moved into place: a failed or interrupted (Ctrl-C, SIGTERM, SIGHUP) export\n"
-        "leaves OUT_DIR as it was, and the next export removes what a killed one left. A training\n"
-        "run's directory (train_state.safetensors) is refused as OUT_DIR. '--' ends the\n"
-        "options (for an OUT_DIR that starts with '-').\n");
+        f, "usage: mambabyte export -m CKPT --format hf|mamba_ssm [--dtype f32|f16|bf16]\n"
+           "                        [--force] OUT_DIR\n"
+           "\n"
+           "Write the model of CKPT (any format mambabyte loads) to OUT_DIR as config.json +\n"
+           "model.safetensors:\n"
+           "  hf         Hugging Face transformers: MambaForCausalLM.from_pretrained(OUT_DIR).\n"
+           "             RMSNorm models only (transformers' Mamba has no LayerNorm variant).\n"
+           "  mamba_ssm  state-spaces/mamba MambaLMHeadModel (config.json of MambaConfig,\n"
+           "             tensors under their mamba_ssm names).\n"
+           "\n"
+           "  -m CKPT        checkpoint directory or .safetensors file with config.json beside it\n"
+           "                 (also --model CKPT)\n"
+           "  --format F     hf or mamba_ssm (required)\n"
+           "  --dtype T      f32 (default, exact), f16 or bf16 (rounded to nearest even)\n"
+           "  --force        overwrite config.json / model.safetensors already in OUT_DIR\n"
+           "\n"
+           "A tied lm_head is not stored (both libraries tie it on load). The files are written\n"
+           "to a staging directory inside OUT_DIR, read back and compared with the source, and\n"
+           "only then moved into place: a failed or interrupted (Ctrl-C, SIGTERM, SIGHUP)\n"
+           "export leaves OUT_DIR as it was, and the next export removes what a killed one\n"
+           "left. A training run's directory (train_state.safetensors) is refused as OUT_DIR.\n"
+           "'--' ends the options (for an OUT_DIR that starts with '-').\n");
 }
 
 static int exists(const char *dir, const char *name) {
