@@ -106,6 +106,30 @@ static void test_config_json_float_overflow(void **st) {
                      "\"ssm_cfg\": {\"dt_max\": 0.2}}";
     assert_int_equal(mb_config_json_parse(ok, (int64_t)strlen(ok), "x/config.json", &c, NULL), 0);
     assert_float_equal(c.dt_max, 0.2f, 1e-7);
+    /* numbers past the double range (cJSON reads inf) or not integers: the value named, not
+     * "must be a number (got a number)" */
+    const struct {
+        const char *json, *msg;
+    } bad[] = {
+        {"{\"d_model\": 64, \"n_layer\": 2, \"vocab_size\": 256, \"ssm_cfg\": {\"dt_min\": 1e999}}",
+         "field ssm_cfg.dt_min must be a finite number (got inf)"},
+        {"{\"model_type\": \"mamba\", \"hidden_size\": 64, \"num_hidden_layers\": 2, "
+         "\"vocab_size\": 256, \"layer_norm_epsilon\": -1e999}",
+         "field layer_norm_epsilon must be a finite number (got -inf)"},
+        {"{\"d_model\": 64.5, \"n_layer\": 2, \"vocab_size\": 256}",
+         "field d_model must be an integer up to 1e15 (got 64.5)"},
+        {"{\"d_model\": 1e999, \"n_layer\": 2, \"vocab_size\": 256}",
+         "field d_model must be an integer up to 1e15 (got inf)"},
+        {"{\"d_model\": \"64\", \"n_layer\": 2, \"vocab_size\": 256}",
+         "field d_model must be an integer (got a string)"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        assert_int_equal(mb_config_json_parse(bad[i].json, (int64_t)strlen(bad[i].json),
+                                              "x/config.json", &c, NULL),
+                         MB_EFORMAT);
+        if (!strstr(mb_last_error(), bad[i].msg))
+            fail_msg("case %zu: '%s' lacks '%s'", i, mb_last_error(), bad[i].msg);
+    }
 }
 
 /* the delta initialisation range: 0 = default; negative, NaN, inf or min > max refused (a

@@ -470,6 +470,24 @@ static void test_duplicate_name(void **st) {
               "\"w\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,8]}}",
               8);
     expect_bad(p, MB_EFORMAT, "tensor w: appears twice in the header");
+    /* a name holding \u0000 is refused, not read cut at it (as "w", a duplicate here) */
+    write_hdr(p,
+              "{\"w\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},"
+              "\"w\\u0000junk\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,8]}}",
+              8);
+    expect_bad(p, MB_EFORMAT, "field name \"w\\u0000junk\" (byte 63) contains a NUL byte");
+    write_hdr(p,
+              "{\"__metadata__\":{\"k\":\"v\\u0000\"},"
+              "\"w\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}",
+              4);
+    expect_bad(p, MB_EFORMAT, "string \"v\\u0000\"");
+    /* "\\u0000" is a backslash and the text u0000: allowed (the writer's names never hold it,
+     * so the reader only has to keep it whole) */
+    write_hdr(p, "{\"w\\\\u0000\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}", 4);
+    mb_st_file f;
+    assert_int_equal(mb_st_open(&f, p), 0);
+    assert_string_equal(f.tensors[0].name, "w\\u0000");
+    mb_st_close(&f);
 }
 
 static void test_escaped_names(void **st) {

@@ -2,6 +2,7 @@
 #include "io/config_json.h"
 
 #include "io/atomic_file.h"
+#include "io/json_check.h"
 #include "io/json_type.h"
 #include "io/printable.h"
 #include "io/regular_file.h"
@@ -34,9 +35,12 @@ static int get_int(const jctx *x, const char *key, int64_t *out, int *present) {
     if (present) *present = v != NULL;
     if (!v) return MB_OK;
     double d = cJSON_IsNumber(v) ? v->valuedouble : NAN;
-    if (!cJSON_IsNumber(v) || !isfinite(d) || d != floor(d) || fabs(d) > 1e15)
+    if (!cJSON_IsNumber(v))
         return mb_fail(MB_EFORMAT, "file %s: field %s%s must be an integer (got %s)", x->path,
                        x->where, key, mb_json_type(v));
+    if (!isfinite(d) || d != floor(d) || fabs(d) > 1e15)
+        return mb_fail(MB_EFORMAT, "file %s: field %s%s must be an integer up to 1e15 (got %g)",
+                       x->path, x->where, key, d);
     *out = (int64_t)d;
     return MB_OK;
 }
@@ -55,9 +59,12 @@ static int get_bool(const jctx *x, const char *key, int *out, int *present) {
 static int get_float(const jctx *x, const char *key, float *out) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(x->obj, key);
     if (!v) return MB_OK;
-    if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble))
+    if (!cJSON_IsNumber(v))
         return mb_fail(MB_EFORMAT, "file %s: field %s%s must be a number (got %s)", x->path,
                        x->where, key, mb_json_type(v));
+    if (!isfinite(v->valuedouble)) /* (a literal such as 1e999, past the double range) */
+        return mb_fail(MB_EFORMAT, "file %s: field %s%s must be a finite number (got %g)", x->path,
+                       x->where, key, v->valuedouble);
     float f = (float)v->valuedouble;
     if (!isfinite(f))
         return mb_fail(MB_EFORMAT, "file %s: field %s%s = %g is out of the float range", x->path,
@@ -357,39 +364,6 @@ static int check_duplicate_keys(const cJSON *o, const char *path) {
     return MB_OK;
 }
 
-/* cJSON keeps strings NUL-terminated, so a NUL byte in one (raw, or written \u0000) would cut
- * it short: a key "d_model\u0000x" would read as d_model, and an unknown key be named by its
- * first part only. Scans the strings of the parsed JSON text text[0, n) and refuses one holding
- * a NUL byte, shown as written (mb_printable_json). */
-static int check_nul_in_strings(const char *text, size_t n, const char *path) {
-    for (size_t i = 0; i < n; i++) {
-        if (text[i] != '"') continue;
-        const size_t start = ++i;
-        int nul = 0;
-        for (; i < n && text[i] != '"'; i++) {
-            if (text[i] == '\0') nul = 1;
-            if (text[i] != '\\' || i + 1 >= n) continue;
-            if (text[i + 1] == 'u' && i + 5 < n && !strncmp(text + i + 2, "0000", 4)) nul = 1;
-            i++; /* (the escaped character; \uXXXX's digits are plain characters) */
-        }
-        if (!nul) continue;
-        size_t k = i + 1;
-        while (k < n && (text[k] == ' ' || text[k] == '\t' || text[k] == '\n' || text[k] == '\r'))
-            k++;
-        char shown[MB_PRINTABLE_BUF];
-        mb_printable_json(text + start, i - start, shown);
-        if (k < n && text[k] == ':')
-            return mb_fail(MB_EFORMAT,
-                           "file %s: field name \"%s\" (byte %lld) contains a NUL byte (not "
-                           "supported in a field name)",
-                           path, shown, (long long)start);
-        return mb_fail(MB_EFORMAT,
-                       "file %s: string \"%s\" (byte %lld) contains a NUL byte (not supported)",
-                       path, shown, (long long)start);
-    }
-    return MB_OK;
-}
-
 int mb_config_json_parse(const char *text, int64_t len, const char *path, mb_config *c,
                          mb_config_flavour *flavour_out) {
     if (!path) path = "(config)";
@@ -412,7 +386,7 @@ int mb_config_json_parse(const char *text, int64_t len, const char *path, mb_con
     if (!cJSON_IsObject(root)) {
         rc = mb_fail(MB_EFORMAT, "file %s: top level is %s, expected a JSON object", path,
                      mb_json_type(root));
-    } else if ((rc = check_nul_in_strings(text, (size_t)(end - text), path)) != MB_OK) {
+    } else if ((rc = mb_json_check_nul(text, (size_t)(end - text), path, 0)) != MB_OK) {
         /* (named) */
     } else if ((rc = check_duplicate_keys(root, path)) != MB_OK) {
         /* (named) */

@@ -2,6 +2,7 @@
 #include "io/safetensors.h"
 
 #include "io/atomic_file.h"
+#include "io/json_check.h"
 #include "io/json_type.h"
 #include "io/printable.h"
 #include "io/regular_file.h"
@@ -424,7 +425,9 @@ int mb_st_open(mb_st_file *f, const char *path) {
             goto fail;
         }
     }
-    rc = parse_header(f, root);
+    /* (a tensor name holding \u0000 would otherwise be read cut at it) */
+    rc = mb_json_check_nul(hdr, (size_t)(end - hdr), path, 8);
+    if (rc == MB_OK) rc = parse_header(f, root);
     cJSON_Delete(root);
     if (rc != MB_OK) goto fail;
     return MB_OK;
