@@ -478,6 +478,34 @@ static int load_train_state(const char *dir, mb_train_opts *o, const mb_model *m
         rc = mb_fail(MB_EFORMAT, "%s: metadata 'data' or 'optim' is malformed", path);
         goto out;
     }
+    {
+        /* the settings within the limits train's options have (cmd_train.c), so a hand-edited
+         * or corrupt state is refused here, named, instead of training with a negative lr */
+        const struct {
+            const char *meta, *key;
+            double v, lo, hi;
+        } r[] = {
+            {"data", "ctx", (double)o->ctx, 1, 1 << 24},
+            {"data", "batch", (double)o->batch, 1, 1 << 16},
+            {"data", "accum", (double)o->accum, 1, 1 << 16},
+            {"data", "val_fraction", o->val_fraction, 0, 0.999},
+            {"optim", "lr", o->lr, 0, 10},
+            {"optim", "lr_min", o->lr_min, 0, o->lr},
+            {"optim", "warmup", (double)o->warmup, 0, (double)(INT64_MAX / 2)},
+            {"optim", "weight_decay", o->weight_decay, 0, 10},
+            {"optim", "beta1", o->beta1, 0, 0.9999999},
+            {"optim", "beta2", o->beta2, 0, 0.9999999},
+            {"optim", "eps", o->eps, 1e-30, 1},
+            {"optim", "clip", o->clip, 0, 1e9},
+            {"optim", "adam_step", (double)adam_step, 0, (double)(INT64_MAX / 4)},
+        };
+        for (size_t i = 0; i < sizeof r / sizeof r[0]; i++)
+            if (!(r[i].v >= r[i].lo && r[i].v <= r[i].hi)) {
+                rc = mb_fail(MB_EFORMAT, "%s: metadata '%s': %s=%.17g is outside [%g, %g]", path,
+                             r[i].meta, r[i].key, r[i].v, r[i].lo, r[i].hi);
+                goto out;
+            }
+    }
     o->seed = (uint64_t)seed;
     opt->step = adam_step;
     /* the validation cadence (absent in older train states: the caller's value stays) */

@@ -73,6 +73,33 @@ for c in "adamw.exp_avg_sq 5 -1 adamw.exp_avg_sq: negative value (-1) at flat in
   check "train state: $1 $2 $3 refused on load, named" bash -c "[ $rc -ne 0 ] && grep -qF -- '$*' '$T/mo.err'"
 done
 
+# the settings in a train state's metadata within train's option limits: a hand-edited lr=-1
+# (trained on, to val_bpb ~6000), beta2=-1 or accum=1e9 (a step that never ended) is refused,
+# naming the file and key
+edit_meta() { # edit_meta FILE FIELD KEY VALUE: KEY=... within metadata FIELD set to VALUE
+  python3 - "$@" <<'PY'
+import json, re, struct, sys
+p, field, key, val = sys.argv[1:5]
+b = open(p, 'rb').read()
+n = struct.unpack('<Q', b[:8])[0]
+h = json.loads(b[8:8 + n])
+h['__metadata__'][field] = re.sub(r'(^| )' + key + r'=[^ ]*', r'\g<1>' + key + '=' + val, h['__metadata__'][field])
+t = json.dumps(h, separators=(',', ':')).encode()
+t += b' ' * (-len(t) % 8)
+open(p, 'wb').write(struct.pack('<Q', len(t)) + t + b[8 + n:])
+PY
+}
+for c in "optim lr -1" "optim beta2 -1" "data accum 1000000000" "optim lr_min 5"; do
+  set -- $c
+  rm -rf "$T/me" && cp -r "$T/b" "$T/me"
+  edit_meta "$T/me/train_state.safetensors" "$1" "$2" "$3"
+  "$MB_CLI" train --device cpu --data "$data" --out "$T/me" --resume --steps 22 --quiet >/dev/null 2>"$T/me.err"; rc=$?
+  check "train state: $1 $2=$3 refused, file and key named" bash -c "[ $rc -ne 0 ] && grep -q \"me/train_state.safetensors: metadata '$1': $2=$3 is outside\" '$T/me.err'"
+done
+rm -rf "$T/me" && cp -r "$T/b" "$T/me" && edit_meta "$T/me/train_state.safetensors" optim lr 0.002
+"$MB_CLI" train --device cpu --data "$data" --out "$T/me" --resume --steps 22 --quiet >/dev/null 2>"$T/me.err"; rc=$?
+check "train state: an edited lr within range resumes (the edit itself is sound)" [ $rc -eq 0 ]
+
 # --eval-every is saved with the run: a resume without it validates on the run's cadence (every
 # 4 steps here, not the default 100); options equal to the saved ones draw no note
 "$MB_CLI" train "${args[@]}" --eval-every 4 --out "$T/g" --stop-after 6 >/dev/null 2>"$T/g1.err" || { cat "$T/g1.err"; bad "eval every 4, first part"; }
