@@ -342,7 +342,14 @@ static int list_input(const char *input, mb_data_format fmt, const char *pack_pa
             return rc;
         }
         if (l->n == 0) {
+            const int64_t sk = l->skipped_dirs;
             in_list_free(l);
+            if (sk > 0) /* (the walk has noted them, or they are the run's own / the model's) */
+                return mb_fail(MB_EINVAL,
+                               "data directory %s has no documents: no regular, non-hidden "
+                               "files besides %lld director%s skipped as mambabyte run or "
+                               "model director%s",
+                               input, (long long)sk, sk == 1 ? "y" : "ies", sk == 1 ? "y" : "ies");
             return mb_fail(MB_EINVAL, "data directory %s is empty (no regular, non-hidden files)",
                            input);
         }

@@ -121,15 +121,17 @@ mkdir -p "$T/ex2/config.json" && cp "$T/ex1/model.safetensors" "$T/ex2/keep"
 cp "$T/ex2/keep" "$T/ex2/model.safetensors"
 "$MB_CLI" export -m "$T/m" --format mamba_ssm --dtype bf16 --force "$T/ex2" >/dev/null 2>"$T/e10g"; rc=$?
 check "export over a config.json directory refused, model.safetensors untouched" bash -c "[ $rc -ne 0 ] && grep -q 'ex2/config.json exists and is not a regular file' '$T/e10g' && cmp -s '$T/ex2/keep' '$T/ex2/model.safetensors' && [ \$(ls -A '$T/ex2' | wc -l) -eq 3 ]"
-# SIGINT at any moment: either the export completed, or OUT_DIR is as it was (here: absent)
+# SIGINT at any moment: OUT_DIR is as it was (here: absent) or holds the whole export (a signal
+# after the files moved into place ends the process with the export complete)
 ok_int=1
 for t in 0.02 0.05 0.1 0.15 0.2 0.3; do
   rm -rf "$T/ex3"
   timeout -s INT $t "$MB_CLI" export -m "$T/m" --format mamba_ssm --dtype f16 "$T/ex3" >/dev/null 2>&1; rc=$?
-  if [ $rc -eq 0 ]; then [ "$(ls -A "$T/ex3" | tr '\n' ' ')" = "config.json model.safetensors " ] || ok_int=0
-  else [ ! -e "$T/ex3" ] || ok_int=0; fi
+  l=$(ls -A "$T/ex3" 2>/dev/null | tr '\n' ' ')
+  if [ -e "$T/ex3" ] && [ "$l" != "config.json model.safetensors " ]; then ok_int=0; echo "SIGINT after $t s: exit $rc, OUT_DIR holds: $l"; fi
+  if [ $rc -eq 0 ] && [ ! -e "$T/ex3" ]; then ok_int=0; fi
 done
-check "export stopped by SIGINT leaves nothing behind" [ $ok_int -eq 1 ]
+check "export stopped by SIGINT: OUT_DIR absent or the whole export, nothing else" [ $ok_int -eq 1 ]
 # a staging directory left by a killed export (its process gone) is removed by the next export
 mkdir -p "$T/ex4/.mambabyte-export.999999999" && : >"$T/ex4/.mambabyte-export.999999999/model.safetensors.tmp.999999999"
 "$MB_CLI" export -m "$T/m" --format mamba_ssm "$T/ex4" >/dev/null 2>"$T/e10h"; rc=$?
@@ -266,6 +268,10 @@ cp "$MB_SOURCE_DIR"/src/common.c "$MB_SOURCE_DIR"/src/config.c "$MB_SOURCE_DIR"/
 "$MB_CLI" train --data "$T/rd" --out "$T/rd/runs/b" --preset tiny --ctx 32 --steps 1 --eval-every 0 --device cpu --quiet --format bytes >/dev/null 2>"$T/rd2.err"
 check "train: another run's --out inside --data skipped, with a note" \
   bash -c "grep -q 'runs/a skipped: a mambabyte run directory' '$T/rd2.err' && grep -q '(new pack, 3 documents)' '$T/rd2.err'"
+# a directory whose only content was skipped as run / model directories says so, not "empty"
+"$MB_CLI" eval -m "$T/rd/runs/a" "$T/rd/runs" >/dev/null 2>"$T/rd3.err"; rc=$?
+check "eval of a directory holding only run directories: the skip named, not 'empty'" \
+  bash -c "[ $rc -ne 0 ] && grep -q 'runs has no documents: no regular, non-hidden files besides 2 directories skipped as mambabyte run or model directories' '$T/rd3.err'"
 # finite weights whose forward pass overflows (lm_head all 3e38): eval and generate stop with an
 # error naming it, instead of bpb -nan (not JSON) or NUL bytes with exit status 0
 mkdir -p "$T/ovf" && cp "$T/m/config.json" "$T/ovf/"
