@@ -1,6 +1,7 @@
 /* Flag parsing helpers shared by the subcommands. */
 #include "args.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -65,7 +66,9 @@ int arg_int64(const char *cmd, const char *flag, const char *s, int64_t lo, int6
     char *end;
     errno = 0;
     long long v = strtoll(s, &end, 10);
-    if (errno || end == s || *end != '\0' || v < lo || v > hi) {
+    /* (strtoll skips leading blanks, which the end check cannot see: refused here, as trailing
+     * ones are) */
+    if (errno || end == s || *end != '\0' || isspace((unsigned char)s[0]) || v < lo || v > hi) {
         fprintf(stderr, "mambabyte %s: %s must be an integer in [%lld, %lld], got '%s'\n", cmd,
                 flag, (long long)lo, (long long)hi, s);
         return -1;
@@ -78,7 +81,8 @@ int arg_float(const char *cmd, const char *flag, const char *s, double lo, doubl
     char *end;
     errno = 0;
     double v = strtod(s, &end);
-    if (errno || end == s || *end != '\0' || !isfinite(v) || v < lo || v > hi) {
+    if (errno || end == s || *end != '\0' || isspace((unsigned char)s[0]) || !isfinite(v) ||
+        v < lo || v > hi) {
         fprintf(stderr, "mambabyte %s: %s must be a number in [%g, %g], got '%s'\n", cmd, flag, lo,
                 hi, s);
         return -1;

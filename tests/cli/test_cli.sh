@@ -99,6 +99,8 @@ check "eval -dash.txt without --: unknown argument" bash -c "[ $rc -eq 2 ] && gr
 check "eval -- PATH --ctx: --ctx is a second PATH" bash -c "[ $rc -eq 2 ] && grep -q \"more than one PATH ('-dash.txt', '--ctx')\" '$T/e8i'"
 (cd "$T" && "$MB_CLI" export -m "$T/m" --format mamba_ssm -- -out) >/dev/null 2>&1; rc=$?
 check "export -- -out writes OUT_DIR -out" bash -c "[ $rc -eq 0 ] && [ -s '$T/-out/config.json' ] && [ -s '$T/-out/model.safetensors' ]"
+"$MB_CLI" generate -m "$T/m" -n ' 5' >/dev/null 2>"$T/e8k"; rc=$?
+check "-n ' 5': a leading blank refused as a trailing one is" bash -c "[ $rc -eq 2 ] && grep -q -- \"-n must be an integer .*got ' 5'\" '$T/e8k'"
 "$MB_CLI" info --preset tiny --json=yes >/dev/null 2>"$T/e8e"; rc=$?
 check "--json=yes: takes no value" bash -c "[ $rc -eq 2 ] && grep -q -- \"--json takes no value\" '$T/e8e'"
 "$MB_CLI" train --data "$data" --out "$T/x4" --steps=1 --lr=abc >/dev/null 2>"$T/e8f"; rc=$?
