@@ -194,6 +194,31 @@ static int all_printable(const char *s) {
  * cut to 64 bytes: no control byte or invalid UTF-8 goes to the terminal. */
 /* A key given twice is refused and named, at the top level and inside ssm_cfg; the same
  * config without the repeat parses. */
+/* HF intermediate_size: transformers builds d_inner from it, so expand follows it (192 / 64 =
+ * 3); one that is not a multiple of hidden_size is refused; equal to expand x hidden_size it
+ * changes nothing */
+static void test_config_json_hf_intermediate_size(void **st) {
+    (void)st;
+    const char *j = "{\"model_type\": \"mamba\", \"hidden_size\": 64, \"num_hidden_layers\": 2, "
+                    "\"vocab_size\": 256, \"expand\": 2, \"intermediate_size\": 192}";
+    mb_config c;
+    assert_int_equal(mb_config_json_parse(j, (int64_t)strlen(j), "x/config.json", &c, NULL), 0);
+    assert_int_equal(c.expand, 3);
+    assert_int_equal(c.d_inner, 192);
+    const char *same = "{\"model_type\": \"mamba\", \"hidden_size\": 64, \"num_hidden_layers\": 2, "
+                       "\"vocab_size\": 256, \"intermediate_size\": 128}";
+    assert_int_equal(mb_config_json_parse(same, (int64_t)strlen(same), "x/config.json", &c, NULL),
+                     0);
+    assert_int_equal(c.expand, 2);
+    const char *bad = "{\"model_type\": \"mamba\", \"hidden_size\": 64, \"num_hidden_layers\": 2, "
+                      "\"vocab_size\": 256, \"intermediate_size\": 100}";
+    assert_int_equal(mb_config_json_parse(bad, (int64_t)strlen(bad), "x/config.json", &c, NULL),
+                     MB_EFORMAT);
+    assert_non_null(
+        strstr(mb_last_error(),
+               "field intermediate_size 100 is not a positive multiple of hidden_size 64"));
+}
+
 static void test_config_json_duplicate_keys(void **st) {
     (void)st;
     mb_config c;
@@ -296,6 +321,7 @@ int main(void) {
         cmocka_unit_test(test_config_dt_range),
         cmocka_unit_test(test_config_json_hf_without_model_type),
         cmocka_unit_test(test_config_json_escaped_strings),
+        cmocka_unit_test(test_config_json_hf_intermediate_size),
         cmocka_unit_test(test_config_json_duplicate_keys),
         cmocka_unit_test(test_config_json_nul_in_key),
     };

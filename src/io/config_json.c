@@ -190,13 +190,25 @@ static const char *const k_ssm_cfg[] = {
     "layer",   "d_state",  "d_conv",        "expand",    "dt_rank", "dt_min",        "dt_max",
     "dt_init", "dt_scale", "dt_init_floor", "conv_bias", "bias",    "use_fast_path", NULL};
 /* HF keys we read (a near-miss of one of these is an error) ... */
-static const char *const k_hf_read[] = {
-    "model_type",       "vocab_size",          "hidden_size",
-    "state_size",       "num_hidden_layers",   "layer_norm_epsilon",
-    "expand",           "conv_kernel",         "use_bias",
-    "use_conv_bias",    "hidden_act",          "time_step_rank",
-    "residual_in_fp32", "tie_word_embeddings", "time_step_min",
-    "time_step_max",    "time_step_floor",     NULL};
+static const char *const k_hf_read[] = {"model_type",
+                                        "vocab_size",
+                                        "hidden_size",
+                                        "intermediate_size",
+                                        "state_size",
+                                        "num_hidden_layers",
+                                        "layer_norm_epsilon",
+                                        "expand",
+                                        "conv_kernel",
+                                        "use_bias",
+                                        "use_conv_bias",
+                                        "hidden_act",
+                                        "time_step_rank",
+                                        "residual_in_fp32",
+                                        "tie_word_embeddings",
+                                        "time_step_min",
+                                        "time_step_max",
+                                        "time_step_floor",
+                                        NULL};
 /* ... and keys of transformers' MambaConfig / PretrainedConfig we accept and ignore. */
 static const char *const k_hf_ignored[] = {"architectures",
                                            "pad_token_id",
@@ -208,7 +220,6 @@ static const char *const k_hf_ignored[] = {"architectures",
                                            "rescale_prenorm_residual",
                                            "use_cache",
                                            "use_mambapy",
-                                           "intermediate_size",
                                            "torch_dtype",
                                            "transformers_version",
                                            "_name_or_path",
@@ -332,6 +343,20 @@ static int parse_hf(const jctx *x, mb_config *c) {
     int b = 0;
     if ((rc = get_int(x, "state_size", &c->d_state, NULL))) return rc;
     if ((rc = get_int(x, "expand", &c->expand, NULL))) return rc;
+    /* transformers builds the mixer from intermediate_size where the file gives it (its
+     * MambaConfig sets it from expand, then the file's keys over it): d_inner = it, so expand =
+     * it / hidden_size, which must divide it */
+    int64_t inter = 0;
+    int has_inter = 0;
+    if ((rc = get_int(x, "intermediate_size", &inter, &has_inter))) return rc;
+    if (has_inter && inter != c->expand * c->d_model) {
+        if (inter <= 0 || c->d_model <= 0 || inter % c->d_model != 0)
+            return mb_fail(MB_EFORMAT,
+                           "file %s: field intermediate_size %lld is not a positive multiple of "
+                           "hidden_size %lld (mambabyte's d_inner is expand x d_model)",
+                           x->path, (long long)inter, (long long)c->d_model);
+        c->expand = inter / c->d_model;
+    }
     if ((rc = get_int(x, "conv_kernel", &c->d_conv, NULL))) return rc;
     if ((rc = get_rank(x, "time_step_rank", &c->dt_rank))) return rc;
     if ((rc = get_float(x, "layer_norm_epsilon", &c->norm_eps))) return rc;
