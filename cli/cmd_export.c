@@ -155,16 +155,18 @@ static void remove_stale_staging(const char *out) {
     closedir(d);
 }
 
-/* 0 when out/name is absent or a regular file (one a rename can replace), else 1 with a message. */
+/* 0 when out/name is absent, a regular file or a symbolic link (a rename replaces either: the
+ * link itself, as in a Hugging Face cache snapshot), else 1 with a message (a directory, which
+ * a rename of a file cannot replace, or a device, FIFO or socket). */
 static int replaceable(const char *out, const char *name) {
     char p[4200];
     struct stat st;
     snprintf(p, sizeof p, "%s/%s", out, name);
-    if (lstat(p, &st) != 0 || S_ISREG(st.st_mode)) return 0;
+    if (lstat(p, &st) != 0 || S_ISREG(st.st_mode) || S_ISLNK(st.st_mode)) return 0;
     fprintf(stderr,
-            "mambabyte export: %s exists and is not a regular file; remove it or choose another "
-            "OUT_DIR. Nothing was written.\n",
-            p);
+            "mambabyte export: %s exists and is %s; remove it or choose another OUT_DIR. Nothing "
+            "was written.\n",
+            p, S_ISDIR(st.st_mode) ? "a directory" : "not a regular file");
     return 1;
 }
 

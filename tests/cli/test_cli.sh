@@ -122,7 +122,7 @@ check "export OUT_DIR that is a file named" bash -c "[ $rc -ne 0 ] && grep -q 'O
 mkdir -p "$T/ex2/config.json" && cp "$T/ex1/model.safetensors" "$T/ex2/keep"
 cp "$T/ex2/keep" "$T/ex2/model.safetensors"
 "$MB_CLI" export -m "$T/m" --format mamba_ssm --dtype bf16 --force "$T/ex2" >/dev/null 2>"$T/e10g"; rc=$?
-check "export over a config.json directory refused, model.safetensors untouched" bash -c "[ $rc -ne 0 ] && grep -q 'ex2/config.json exists and is not a regular file' '$T/e10g' && cmp -s '$T/ex2/keep' '$T/ex2/model.safetensors' && [ \$(ls -A '$T/ex2' | wc -l) -eq 3 ]"
+check "export over a config.json directory refused, model.safetensors untouched" bash -c "[ $rc -ne 0 ] && grep -q 'ex2/config.json exists and is a directory' '$T/e10g' && cmp -s '$T/ex2/keep' '$T/ex2/model.safetensors' && [ \$(ls -A '$T/ex2' | wc -l) -eq 3 ]"
 # SIGINT at any moment: OUT_DIR is as it was (here: absent) or holds the whole export (a signal
 # after the files moved into place ends the process with the export complete)
 ok_int=1
