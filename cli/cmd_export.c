@@ -104,6 +104,7 @@ static void remove_staging(const char *dir) {
  * signals blocked, so a signal never interrupts them half-way. */
 enum { N_STAGED = 7 };
 static char g_staged[N_STAGED][4300], g_stage_dir[4200], g_made_out[4200];
+static int g_keep_stage; /* a file the user needs was left in the staging directory */
 
 static void on_export_signal(int signo) {
     for (int i = 0; i < N_STAGED; i++)
@@ -115,14 +116,26 @@ static void on_export_signal(int signo) {
 }
 
 static const int k_signals[] = {SIGINT, SIGTERM, SIGHUP};
+static struct sigaction g_old_action[3];
+static int g_caught[3];
 
+/* on: the handler for each of k_signals not ignored (an export under nohup, or started in the
+ * background by a shell, stays immune as before), the previous actions kept; off: them back. */
 static void export_signals(int on) {
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on ? on_export_signal : SIG_DFL;
+    sa.sa_handler = on_export_signal;
     sigemptyset(&sa.sa_mask);
-    for (int i = 0; i < 3; i++)
-        sigaction(k_signals[i], &sa, NULL);
+    for (int i = 0; i < 3; i++) {
+        if (on) {
+            sigaction(k_signals[i], NULL, &g_old_action[i]);
+            g_caught[i] = g_old_action[i].sa_handler != SIG_IGN;
+            if (g_caught[i]) sigaction(k_signals[i], &sa, NULL);
+        } else if (g_caught[i]) {
+            sigaction(k_signals[i], &g_old_action[i], NULL);
+            g_caught[i] = 0;
+        }
+    }
 }
 
 static void block_signals(int block, sigset_t *old) {
@@ -170,8 +183,33 @@ static int replaceable(const char *out, const char *name) {
     return 1;
 }
 
+/* Put out's previous model, kept as prev, back at to_m after a failed move; where that rename
+ * fails too, move it to out/model.safetensors.prev instead (out of the staging directory, which
+ * is removed) and say where it is. */
+static void put_back(const char *prev, const char *to_m, const char *out) {
+    if (rename(prev, to_m) == 0) return;
+    const int e = errno;
+    char keep[4300];
+    snprintf(keep, sizeof keep, "%s/model.safetensors.prev", out);
+    if (rename(prev, keep) == 0) {
+        fprintf(stderr,
+                "mambabyte export: the previous %s could not be put back (%s); it is kept as %s\n",
+                to_m, strerror(e), keep);
+        g_staged[2][0] = '\0'; /* (no longer the staging file the signal handler removes) */
+    } else {
+        fprintf(stderr,
+                "mambabyte export: the previous %s could not be put back (%s) nor moved to %s "
+                "(%s); it is kept as %s\n",
+                to_m, strerror(e), keep, strerror(errno), prev);
+        g_staged[2][0] = '\0';
+        g_keep_stage = 1; /* (the staging directory stays, with it) */
+    }
+}
+
 /* Move stage/model.safetensors and stage/config.json over out's, both or neither: out's model
- * is first kept as stage/model.safetensors.prev and put back where the config's move fails.
+ * is first kept as stage/model.safetensors.prev and put back where a later move fails.
+ * MB_DEBUG_EXPORT=config-move (a test hook) fails the config's move with EIO (and =signal
+ * raises SIGTERM just before the moves).
  * 0, or 1 with a message (out's files then as they were). */
 static int move_into_place(const char *stage, const char *out) {
     char from_m[4300], to_m[4300], prev[4300], from_c[4300], to_c[4300];
@@ -189,16 +227,20 @@ static int move_into_place(const char *stage, const char *out) {
     if (rename(from_m, to_m) != 0) {
         fprintf(stderr, "mambabyte export: cannot move %s to %s: %s\n", from_m, to_m,
                 strerror(errno));
-        if (had) rename(prev, to_m);
+        if (had) put_back(prev, to_m, out);
         return 1;
     }
-    if (rename(from_c, to_c) != 0) {
+    const char *dbg = getenv("MB_DEBUG_EXPORT");
+    const int fail_c = dbg && !strcmp(dbg, "config-move");
+    if (fail_c) errno = EIO;
+    if (fail_c || rename(from_c, to_c) != 0) {
         fprintf(stderr, "mambabyte export: cannot move %s to %s: %s; %s\n", from_c, to_c,
                 strerror(errno),
                 had ? "the previous model.safetensors is put back" : "model.safetensors removed");
-        if (had ? rename(prev, to_m) != 0 : unlink(to_m) != 0)
-            fprintf(stderr, "mambabyte export: and that failed (%s): see %s\n", strerror(errno),
-                    had ? prev : to_m);
+        if (had)
+            put_back(prev, to_m, out);
+        else if (unlink(to_m) != 0)
+            fprintf(stderr, "mambabyte export: and its removal failed (%s)\n", strerror(errno));
         return 1;
     }
     return 0;
@@ -360,6 +402,10 @@ int cmd_export(int argc, char **argv) {
             goto done;
         }
     }
+    { /* test hook: a SIGTERM once the export is staged and checked, before the moves */
+        const char *dbg = getenv("MB_DEBUG_EXPORT");
+        if (dbg && !strcmp(dbg, "signal")) raise(SIGTERM);
+    }
     {
         sigset_t old_mask;
         block_signals(1, &old_mask);
@@ -378,7 +424,7 @@ int cmd_export(int argc, char **argv) {
            (long long)m.n_params, m.cfg.tie_embeddings ? ", lm_head tied (not stored)" : "");
     rc = 0;
 done:
-    remove_staging(stage);
+    if (!g_keep_stage) remove_staging(stage);
     if (rc && made_out) rmdir(out); /* (only when empty) */
     export_signals(0);
     mb_model_free(&back);

@@ -1,4 +1,5 @@
 /* mambabyte train: parse flags into mb_train_opts and run the training loop. */
+#include <ctype.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -373,7 +374,7 @@ int cmd_train(int argc, char **argv) {
             VAL();
             char *end = NULL;
             const double g = strtod(v, &end);
-            if (!end || *end || !(g > 0.0) || !(g < 1e6)) {
+            if (!end || *end || isspace((unsigned char)v[0]) || !(g > 0.0) || !(g < 1e6)) {
                 fprintf(stderr,
                         "mambabyte train: --gpu-memory must be a positive number of GiB, not "
                         "'%s'\n",

@@ -217,6 +217,13 @@ static void test_config_json_hf_intermediate_size(void **st) {
     assert_non_null(
         strstr(mb_last_error(),
                "field intermediate_size 100 is not a positive multiple of hidden_size 64"));
+    /* sizes whose product would overflow int64: no product is formed (UBSan) */
+    const char *huge =
+        "{\"model_type\": \"mamba\", \"hidden_size\": 1000000000000000, "
+        "\"num_hidden_layers\": 2, \"vocab_size\": 256, \"expand\": 1000000000000000, "
+        "\"intermediate_size\": 1}";
+    assert_int_equal(mb_config_json_parse(huge, (int64_t)strlen(huge), "x/config.json", &c, NULL),
+                     MB_EFORMAT);
 }
 
 static void test_config_json_duplicate_keys(void **st) {

@@ -349,7 +349,8 @@ static int parse_hf(const jctx *x, mb_config *c) {
     int64_t inter = 0;
     int has_inter = 0;
     if ((rc = get_int(x, "intermediate_size", &inter, &has_inter))) return rc;
-    if (has_inter && inter != c->expand * c->d_model) {
+    if (has_inter && !(c->d_model > 0 && inter > 0 && inter % c->d_model == 0 &&
+                       inter / c->d_model == c->expand)) { /* (no product: it could overflow) */
         if (inter <= 0 || c->d_model <= 0 || inter % c->d_model != 0)
             return mb_fail(MB_EFORMAT,
                            "file %s: field intermediate_size %lld is not a positive multiple of "

@@ -490,7 +490,8 @@ static int load_train_state(const char *dir, mb_train_opts *o, const mb_model *m
             {"data", "accum", (double)o->accum, 1, 1 << 16},
             {"data", "val_fraction", o->val_fraction, 0, 0.999},
             {"optim", "lr", o->lr, 0, 10},
-            {"optim", "lr_min", o->lr_min, 0, o->lr},
+            {"optim", "lr_min", o->lr_min, 0, 10}, /* (above lr in runs started before the
+                                                    * CLI refused that: they still resume) */
             {"optim", "warmup", (double)o->warmup, 0, (double)(INT64_MAX / 2)},
             {"optim", "weight_decay", o->weight_decay, 0, 10},
             {"optim", "beta1", o->beta1, 0, 0.9999999},

@@ -123,17 +123,21 @@ mkdir -p "$T/ex2/config.json" && cp "$T/ex1/model.safetensors" "$T/ex2/keep"
 cp "$T/ex2/keep" "$T/ex2/model.safetensors"
 "$MB_CLI" export -m "$T/m" --format mamba_ssm --dtype bf16 --force "$T/ex2" >/dev/null 2>"$T/e10g"; rc=$?
 check "export over a config.json directory refused, model.safetensors untouched" bash -c "[ $rc -ne 0 ] && grep -q 'ex2/config.json exists and is a directory' '$T/e10g' && cmp -s '$T/ex2/keep' '$T/ex2/model.safetensors' && [ \$(ls -A '$T/ex2' | wc -l) -eq 3 ]"
-# SIGINT at any moment: OUT_DIR is as it was (here: absent) or holds the whole export (a signal
-# after the files moved into place ends the process with the export complete)
-ok_int=1
-for t in 0.02 0.05 0.1 0.15 0.2 0.3; do
-  rm -rf "$T/ex3"
-  timeout -s INT $t "$MB_CLI" export -m "$T/m" --format mamba_ssm --dtype f16 "$T/ex3" >/dev/null 2>&1; rc=$?
-  l=$(ls -A "$T/ex3" 2>/dev/null | tr '\n' ' ')
-  if [ -e "$T/ex3" ] && [ "$l" != "config.json model.safetensors " ]; then ok_int=0; echo "SIGINT after $t s: exit $rc, OUT_DIR holds: $l"; fi
-  if [ $rc -eq 0 ] && [ ! -e "$T/ex3" ]; then ok_int=0; fi
-done
-check "export stopped by SIGINT: OUT_DIR absent or the whole export, nothing else" [ $ok_int -eq 1 ]
+# a signal once the export is staged (MB_DEBUG_EXPORT=signal raises SIGTERM just before the
+# moves): OUT_DIR as it was - absent where the export would have made it, else its files intact
+MB_DEBUG_EXPORT=signal "$MB_CLI" export -m "$T/m" --format mamba_ssm "$T/ex3" >/dev/null 2>&1; rc=$?
+check "export stopped by SIGTERM: the OUT_DIR it made removed" bash -c "[ $rc -eq 143 ] && [ ! -e '$T/ex3' ]"
+cp -r "$T/ex1" "$T/ex5"
+MB_DEBUG_EXPORT=signal "$MB_CLI" export -m "$T/m" --format mamba_ssm --dtype bf16 --force "$T/ex5" >/dev/null 2>&1; rc=$?
+check "export stopped by SIGTERM: an existing OUT_DIR unchanged, nothing left in it" bash -c "[ $rc -eq 143 ] && diff -r '$T/ex1' '$T/ex5'"
+# SIGTERM ignored by the caller (as nohup does SIGHUP): still ignored, the export completes
+(trap '' TERM; MB_DEBUG_EXPORT=signal "$MB_CLI" export -m "$T/m" --format mamba_ssm "$T/ex6" >/dev/null 2>&1); rc=$?
+check "an ignored signal stays ignored during export" bash -c "[ $rc -eq 0 ] && [ -s '$T/ex6/config.json' ] && [ -s '$T/ex6/model.safetensors' ]"
+# the config's move failing (MB_DEBUG_EXPORT=config-move): the previous model put back
+MB_DEBUG_EXPORT=config-move "$MB_CLI" export -m "$T/m" --format mamba_ssm --dtype bf16 --force "$T/ex5" >/dev/null 2>"$T/e10i"; rc=$?
+check "config move failing: both files as they were, the previous model put back" bash -c "[ $rc -eq 1 ] && grep -q 'the previous model.safetensors is put back' '$T/e10i' && diff -r '$T/ex1' '$T/ex5'"
+MB_DEBUG_EXPORT=config-move "$MB_CLI" export -m "$T/m" --format mamba_ssm "$T/ex7" >/dev/null 2>&1; rc=$?
+check "config move failing into a new OUT_DIR: nothing left" bash -c "[ $rc -eq 1 ] && [ ! -e '$T/ex7' ]"
 # a staging directory left by a killed export (its process gone) is removed by the next export
 mkdir -p "$T/ex4/.mambabyte-export.999999999" && : >"$T/ex4/.mambabyte-export.999999999/model.safetensors.tmp.999999999"
 "$MB_CLI" export -m "$T/m" --format mamba_ssm "$T/ex4" >/dev/null 2>"$T/e10h"; rc=$?

@@ -89,7 +89,7 @@ t += b' ' * (-len(t) % 8)
 open(p, 'wb').write(struct.pack('<Q', len(t)) + t + b[8 + n:])
 PY
 }
-for c in "optim lr -1" "optim beta2 -1" "data accum 1000000000" "optim lr_min 5"; do
+for c in "optim lr -1" "optim beta2 -1" "data accum 1000000000" "optim lr_min 11"; do
   set -- $c
   rm -rf "$T/me" && cp -r "$T/b" "$T/me"
   edit_meta "$T/me/train_state.safetensors" "$1" "$2" "$3"
