@@ -102,7 +102,7 @@ static void remove_staging(const char *dir) {
  * writes them) and the directory, and OUT_DIR where the export created it (only if empty).
  * unlink / rmdir / signal / raise only: async-signal-safe. The moves into place run with these
  * signals blocked, so a signal never interrupts them half-way. */
-enum { N_STAGED = 7 };
+enum { N_STAGED = 5 }; /* (index 2: model.safetensors.prev) */
 static char g_staged[N_STAGED][4300], g_stage_dir[4200], g_made_out[4200];
 static int g_keep_stage; /* a file the user needs was left in the staging directory */
 
@@ -358,16 +358,9 @@ int cmd_export(int argc, char **argv) {
     remove_staging(stage); /* (a leftover of a killed export with this pid) */
     if (!made_out) remove_stale_staging(out);
     {
-        const char *names[N_STAGED] = {"model.safetensors",
-                                       "config.json",
-                                       "model.safetensors.prev",
-                                       "model.safetensors.tmp",
-                                       "config.json.tmp",
-                                       NULL,
-                                       NULL};
+        const char *names[N_STAGED] = {"model.safetensors", "config.json", "model.safetensors.prev",
+                                       "model.safetensors.tmp", "config.json.tmp"};
         for (int i = 0; i < N_STAGED; i++) {
-            g_staged[i][0] = '\0';
-            if (!names[i]) continue;
             if (strstr(names[i], ".tmp"))
                 snprintf(g_staged[i], sizeof g_staged[i], "%s/%s.%ld", stage, names[i],
                          (long)getpid());
