@@ -361,8 +361,9 @@ int cmd_generate(int argc, char **argv) {
         uint8_t b = (uint8_t)mb_sample(&sp, step_logits);
         if (put_bytes(&b, 1)) {
             free(step_logits);
-            fprintf(stderr, "\nmambabyte generate: %s (stopped after %lld byte%s)\n",
-                    mb_last_error(), (long long)i, mb_plural(i));
+            if (i > 0 || echo) fputc('\n', stderr); /* (after the bytes printed) */
+            fprintf(stderr, "mambabyte generate: %s (stopped after %lld byte%s)\n", mb_last_error(),
+                    (long long)i, mb_plural(i));
             goto out;
         }
         if (i + 1 < n_gen) mb_step(&m, &st, &b, step_logits);

@@ -23,7 +23,8 @@ typedef struct {
     mb_train_opts want;           /* the options as given (model config finalized) */
     const char *preset;           /* the last --preset NAME */
     const char *cfg_src[F_COUNT]; /* per model field: "--preset", its own flag, or NULL */
-    int ctx, batch, accum, lr, lr_min, warmup, weight_decay, clip, seed, val_fraction, eval_every;
+    int ctx, batch, accum, lr, lr_min, warmup, weight_decay, clip, seed, val_fraction, eval_every,
+        eval_bytes, final_eval_bytes;
     int64_t dt_rank; /* the last --dt-rank as given (0: auto, ceil(d_model / 16)) */
 } given_settings;
 
@@ -64,14 +65,24 @@ static void mark_given(given_settings *g, const char *a) {
             g->cfg_src[f] = "--preset";
     for (size_t k = 0; k < sizeof cfg_flags / sizeof *cfg_flags; k++)
         if (!strcmp(a, cfg_flags[k].flag)) g->cfg_src[cfg_flags[k].field] = cfg_flags[k].flag;
-    int *const flags[] = {&g->ctx,    &g->batch,        &g->accum,        &g->lr,
-                          &g->lr_min, &g->warmup,       &g->weight_decay, &g->clip,
-                          &g->seed,   &g->val_fraction, &g->eval_every};
-    static const char *const names[] = {"--ctx",    "--batch",        "--accum",        "--lr",
-                                        "--lr-min", "--warmup",       "--weight-decay", "--clip",
-                                        "--seed",   "--val-fraction", "--eval-every"};
-    for (size_t k = 0; k < sizeof names / sizeof *names; k++)
-        if (!strcmp(a, names[k])) *flags[k] = 1;
+    const struct {
+        const char *flag;
+        int *given;
+    } run_flags[] = {{"--ctx", &g->ctx},
+                     {"--batch", &g->batch},
+                     {"--accum", &g->accum},
+                     {"--lr", &g->lr},
+                     {"--lr-min", &g->lr_min},
+                     {"--warmup", &g->warmup},
+                     {"--weight-decay", &g->weight_decay},
+                     {"--clip", &g->clip},
+                     {"--seed", &g->seed},
+                     {"--val-fraction", &g->val_fraction},
+                     {"--eval-every", &g->eval_every},
+                     {"--eval-bytes", &g->eval_bytes},
+                     {"--final-eval-bytes", &g->final_eval_bytes}};
+    for (size_t k = 0; k < sizeof run_flags / sizeof *run_flags; k++)
+        if (!strcmp(a, run_flags[k].flag)) *run_flags[k].given = 1;
 }
 
 /* mb_train_opts.on_resume: once the checkpoint has loaded, the note on the options given that
@@ -136,6 +147,8 @@ static void note_ignored(const mb_train_opts *saved, const mb_config *cfg, void 
                     (unsigned long long)saved->seed);
     F64("--val-fraction", val_fraction);
     I64("--eval-every", eval_every);
+    I64("--eval-bytes", eval_bytes);
+    I64("--final-eval-bytes", final_eval_bytes);
 #undef I64
 #undef F64
     if (buf[0])
@@ -177,11 +190,13 @@ static void help(FILE *f) {
         "  --seed S             one seed for init, data order and sampling (default 1337)\n"
         "  --eval-every N       validation every N steps (default 100; 0 = end only; saved\n"
         "                       with the run, as the settings --resume keeps)\n"
-        "  --eval-bytes N       validation bytes per evaluation (default 262144; 0 = all)\n"
-        "  --final-eval-bytes N validation bytes for the final val_bpb (default 4194304; 0 = all)\n"
+        "  --eval-bytes N       validation bytes per evaluation (default 262144; 0 = all;\n"
+        "                       saved as --eval-every)\n"
+        "  --final-eval-bytes N validation bytes for the final val_bpb (default 4194304; 0 = all;\n"
+        "                       saved as --eval-every)\n"
         "  --ckpt-every N       checkpoint every N steps (default: at the end)\n"
         "  --resume             continue the run in --out exactly where it stopped (its saved\n"
-        "                       model, data and optimizer settings and --eval-every are used;\n"
+        "                       model, data, optimizer and validation settings are used;\n"
         "                       given ones that differ are named and ignored)\n"
         "  --force              replace a checkpoint already in --out\n"
         "  --quiet              no per-step progress lines\n"

@@ -155,7 +155,8 @@ typedef struct {
     int n_skipdir;
     dev_t skipdir_dev[2];
     ino_t skipdir_ino[2];
-    int64_t skipped_dirs; /* how many of them the walk met */
+    int64_t skipped_dirs;    /* how many of them the walk met */
+    int64_t skipped_special; /* entries neither file nor directory: dangling links, FIFOs... */
     size_t root_len;
 } in_list;
 
@@ -249,8 +250,10 @@ static int walk_dir(in_list *l, const char *dir) {
         struct stat st;
         if (stat(path, &st) != 0) {
             struct stat lst;
-            if (errno == ENOENT && lstat(path, &lst) == 0 && S_ISLNK(lst.st_mode))
-                continue; /* dangling symbolic link */
+            if (errno == ENOENT && lstat(path, &lst) == 0 && S_ISLNK(lst.st_mode)) {
+                l->skipped_special++; /* dangling symbolic link */
+                continue;
+            }
             rc = mb_fail(MB_EIO, "data file %s: %s", path, strerror(errno));
             break;
         }
@@ -276,6 +279,8 @@ static int walk_dir(in_list *l, const char *dir) {
         } else if (S_ISREG(st.st_mode)) {
             if (l->skip_valid && st.st_dev == l->skip_dev && st.st_ino == l->skip_ino) continue;
             rc = in_list_add(l, path, &st);
+        } else {
+            l->skipped_special++; /* FIFO, socket, device: not a document */
         }
     }
     free(path);
@@ -341,6 +346,12 @@ static int list_input(const char *input, mb_data_format fmt, const char *pack_pa
             in_list_free(l);
             return rc;
         }
+        if (l->skipped_special)
+            fprintf(stderr,
+                    "note: data directory %s: %lld entr%s skipped that %s not a regular file or "
+                    "directory (dangling link, FIFO, socket or device)\n",
+                    input, (long long)l->skipped_special, l->skipped_special == 1 ? "y" : "ies",
+                    l->skipped_special == 1 ? "is" : "are");
         if (l->n == 0) {
             const int64_t sk = l->skipped_dirs;
             in_list_free(l);

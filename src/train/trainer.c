@@ -97,6 +97,17 @@ static int lock_out_dir(const char *dir) {
     return fd;
 }
 
+/* 1 when another process holds dir/.lock (a training run in progress); creates nothing */
+static int out_dir_locked(const char *dir) {
+    char path[4200];
+    snprintf(path, sizeof path, "%s/.lock", dir);
+    const int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return 0;
+    const int held = flock(fd, LOCK_SH | LOCK_NB) != 0 && errno == EWOULDBLOCK;
+    close(fd);
+    return held;
+}
+
 /* One line of metrics.jsonl read back: 1 when it is a whole line (newline-terminated) holding
  * one JSON object with an integer "step" >= 0 (*step), *final and *val set from its "final" and
  * "val_bpb" fields; 0 for anything else (a torn last line, text that is not ours). */
@@ -349,7 +360,8 @@ static int save_train_state(const char *dir, const mb_train_opts *o, const mb_mo
          "beta2=%.17g eps=%.17g clip=%.17g adam_step=%" PRId64,
          o->lr, o->lr_min, o->warmup, o->weight_decay, o->beta1, o->beta2, o->eps, o->clip,
          opt->step);
-    META("eval", "eval_every=%" PRId64, o->eval_every);
+    META("eval", "eval_every=%" PRId64 " eval_bytes=%" PRId64 " final_eval_bytes=%" PRId64,
+         o->eval_every, o->eval_bytes, o->final_eval_bytes);
 #undef META
     const char *kv[32];
     for (int i = 0; i < n; i++)
@@ -509,18 +521,22 @@ static int load_train_state(const char *dir, mb_train_opts *o, const mb_model *m
     }
     o->seed = (uint64_t)seed;
     opt->step = adam_step;
-    /* the validation cadence (absent in older train states: the caller's value stays) */
+    /* the validation cadence and sizes (absent in older train states: the caller's values
+     * stay; eval_bytes and final_eval_bytes are saved since session 36) */
     const char *ev = mb_st_meta(&f, "eval");
     if (ev) {
         const char *p = strstr(ev, "eval_every=");
-        int64_t every;
-        if (!p || parse_i64_token(p + 11, 0, INT64_MAX / 2, &every)) {
+        const char *pb = strstr(ev, " eval_bytes="), *pf = strstr(ev, " final_eval_bytes=");
+        int64_t every, eb = o->eval_bytes, fb = o->final_eval_bytes;
+        if (!p || parse_i64_token(p + 11, 0, INT64_MAX / 2, &every) ||
+            (pb && parse_i64_token(pb + 12, 0, INT64_MAX / 2, &eb)) ||
+            (pf && parse_i64_token(pf + 18, 0, INT64_MAX / 2, &fb))) {
             char shown[MB_PRINTABLE_BUF];
             rc = mb_fail(MB_EFORMAT, "%s: metadata 'eval' is malformed ('%s')", path,
                          mb_printable(ev, shown));
             goto out;
         }
-        o->eval_every = every;
+        o->eval_every = every, o->eval_bytes = eb, o->final_eval_bytes = fb;
     }
     const char *dh = mb_st_meta(&f, "data_hash"); /* (absent in older train states) */
     if (dh) {
@@ -636,7 +652,7 @@ static void ckpt_on_disk(char *buf, size_t n, const char *out, int64_t saved_ste
 
 /* rc with the last error message set to before + message + after ("--val: data file ...") */
 static int fail_wrap(int rc, const char *before, const char *after) {
-    char msg[768];
+    char msg[8192]; /* mb_last_error()'s size: a long path keeps the reason after it */
     snprintf(msg, sizeof msg, "%s", mb_last_error());
     return mb_fail(rc, "%s%s%s", before, msg, after);
 }
@@ -669,12 +685,13 @@ typedef struct {
     int64_t n;
 } doc_list;
 
-/* SIGINT / SIGTERM / SIGHUP during training: the loop finishes its step (a validation pass stops at
- * its next window), writes a checkpoint and stops. A second signal prints one line (write(2):
- * async-signal-safe) saying what is on disk, and ends the process at once by the signal's
- * default action; the last checkpoint written, if any, is intact. The line is prepared outside
- * the handler (set_second_signal_note) in one of two buffers, g_note_cur naming the complete
- * one. */
+/* SIGINT / SIGTERM / SIGHUP / SIGPIPE during training: the loop finishes its step (a validation
+ * pass stops at its next window), writes a checkpoint and stops. A second signal prints one line
+ * (write(2): async-signal-safe) saying what is on disk, and ends the process at once by the
+ * signal's default action; the last checkpoint written, if any, is intact. The line is prepared
+ * outside the handler (set_second_signal_note) in one of two buffers, g_note_cur naming the
+ * complete one. */
+static const int k_train_signals[4] = {SIGINT, SIGTERM, SIGHUP, SIGPIPE};
 static volatile sig_atomic_t g_signal = 0;
 static char g_note[2][4600];
 static volatile sig_atomic_t g_note_cur = 0, g_note_len[2];
@@ -688,6 +705,12 @@ static void set_second_signal_note(const char *out, int64_t saved_step, int earl
     g_note_cur = k;
 }
 static void on_signal(int signo) {
+    if (signo == SIGPIPE) { /* the reader of stderr / stdout has gone: stop after this step as
+                             * for SIGINT; later writes fail with EPIPE instead of ending the
+                             * process, so the checkpoint is still written */
+        if (!g_signal) g_signal = signo;
+        return;
+    }
     if (g_signal) {
         const int k = g_note_cur;
         ssize_t w = write(STDERR_FILENO, g_note[k], (size_t)g_note_len[k]);
@@ -798,7 +821,7 @@ int mb_train_with_backend(const mb_train_opts *opts_in, const mb_backend_ops *be
     doc_list val = {0};
     run_state rs = {0};
     int rc, have_pack = 0, have_vpack = 0, have_split = 0, have_sampler = 0, have_handlers = 0;
-    struct sigaction old_int, old_term, old_hup;
+    struct sigaction old_act[4];
     char path[4200], model_path[4200]; /* model_path: --out's model.safetensors */
 
     if (!o.out) return mb_fail(MB_EINVAL, "train: --out is required");
@@ -811,8 +834,14 @@ int mb_train_with_backend(const mb_train_opts *opts_in, const mb_backend_ops *be
         struct stat st;
         const int r = stat(o.out, &st);
         if ((r != 0 && errno == ENOENT) ||
-            (r == 0 && S_ISDIR(st.st_mode) && access(model_path, F_OK) != 0 && errno == ENOENT))
+            (r == 0 && S_ISDIR(st.st_mode) && access(model_path, F_OK) != 0 && errno == ENOENT)) {
+            if (r == 0 && out_dir_locked(o.out))
+                return mb_fail(MB_EINVAL,
+                               "%s is in use by another training run (lock %s/.lock) that has "
+                               "not written a checkpoint yet: nothing to resume",
+                               o.out, o.out);
             return mb_fail(MB_EINVAL, "%s holds no checkpoint to resume", o.out);
+        }
     }
     if ((rc = mkdir_p(o.out))) return rc;
     { /* the run writes into --out: it cannot also be the data directory (an --out inside
@@ -824,6 +853,16 @@ int mb_train_with_backend(const mb_train_opts *opts_in, const mb_backend_ops *be
                            "train: --out %s is the --data directory; checkpoints would become "
                            "training data (use another --out)",
                            o.out);
+    }
+    if (o.val) { /* --val naming --out would score the run's own files (data.pack, logs) */
+        struct stat so, sv;
+        if (stat(o.out, &so) == 0 && stat(o.val, &sv) == 0 && so.st_dev == sv.st_dev &&
+            so.st_ino == sv.st_ino)
+            return mb_fail(MB_EINVAL,
+                           "train: --val %s is the --out directory; its files (the packed "
+                           "training data, checkpoints, logs) are not validation data (give "
+                           "the held-out data's path)",
+                           o.val);
     }
     int lock_fd = lock_out_dir(o.out); /* released when the process exits */
     if (lock_fd < 0) return mb_last_error()[0] ? MB_EINVAL : MB_EIO;
@@ -1064,18 +1103,20 @@ int mb_train_with_backend(const mb_train_opts *opts_in, const mb_backend_ops *be
 
     const int64_t bytes_per_step = o.batch * o.ctx * o.accum;
     {
+        /* SIGHUP: the terminal or ssh session closed; SIGPIPE: a pipe on stderr closed. A
+         * signal the caller ignores (nohup, a shell's background job) stays ignored. */
         struct sigaction sa;
         memset(&sa, 0, sizeof sa);
         sa.sa_handler = on_signal; /* (stays installed: it handles the second signal too) */
         sigemptyset(&sa.sa_mask);
-        sigaddset(&sa.sa_mask, SIGINT);
-        sigaddset(&sa.sa_mask, SIGTERM);
-        sigaddset(&sa.sa_mask, SIGHUP);
+        for (int i = 0; i < 4; i++)
+            sigaddset(&sa.sa_mask, k_train_signals[i]);
         g_signal = 0;
         set_second_signal_note(o.out, saved_step, earlier_ckpt);
-        sigaction(SIGINT, &sa, &old_int);
-        sigaction(SIGTERM, &sa, &old_term);
-        sigaction(SIGHUP, &sa, &old_hup); /* (the terminal or ssh session closed) */
+        for (int i = 0; i < 4; i++) {
+            sigaction(k_train_signals[i], NULL, &old_act[i]);
+            if (old_act[i].sa_handler != SIG_IGN) sigaction(k_train_signals[i], &sa, NULL);
+        }
         have_handlers = 1;
     }
     const double t0 = wall();
@@ -1263,9 +1304,8 @@ int mb_train_with_backend(const mb_train_opts *opts_in, const mb_backend_ops *be
     rc = MB_OK;
 done:
     if (have_handlers) {
-        sigaction(SIGINT, &old_int, NULL);
-        sigaction(SIGTERM, &old_term, NULL);
-        sigaction(SIGHUP, &old_hup, NULL);
+        for (int i = 0; i < 4; i++)
+            sigaction(k_train_signals[i], &old_act[i], NULL);
     }
     if (metrics) fclose(metrics);
     free(val.docs);

@@ -191,9 +191,13 @@ for v in 0 -3 abc 12x; do
 done
 # Ctrl-C (SIGINT) during training: the step finishes, a checkpoint is written, exit 130;
 # --resume continues from it
+# (job control on: a script's background jobs otherwise start with SIGINT ignored, which train
+# leaves alone)
+set -m
 "$MB_CLI" train --data "$data" --out "$T/int" --preset tiny --ctx 32 --steps 100000 --device cpu \
   >/dev/null 2>"$T/e16" &
 pid=$!
+set +m
 for i in $(seq 1 240); do grep -q '"loss"' "$T/int/metrics.jsonl" 2>/dev/null && break; sleep 0.5; done
 kill -INT $pid
 wait $pid; rc=$?

@@ -3,6 +3,9 @@
 # at its next window, a step-0 checkpoint is written, exit status 130 within seconds, and the
 # run resumes from it. A second signal ends the process at once with one line on stderr.
 . "$(dirname "$0")/lib.sh"
+# job control on: a script's background jobs otherwise start with SIGINT ignored, and train
+# leaves a signal its caller ignores alone (as nohup users expect)
+set -m
 data=$(corpus)
 mkdir -p "$T/val"
 for i in $(seq 40); do cat "$data"/*.c; done >"$T/val/big.txt" # several MB: minutes to score

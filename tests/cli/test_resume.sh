@@ -118,7 +118,7 @@ check "the note comes after the resuming line" \
 check "--eval-every 5 ignored: validation at step 12, none at 10" \
   bash -c "grep -q '^step 12: val_bpb' '$T/g3.err' && ! grep -q '^step 10: val_bpb' '$T/g3.err'"
 # a train state written before eval_every was saved: the given (or default) value is used
-python3 -c "import sys; p=sys.argv[1]; b=open(p,'rb').read(); assert b.count(b'\"eval\":\"eval_every=4\"')==1; open(p,'wb').write(b.replace(b'\"eval\":\"eval_every=4\"', b'\"xval\":\"eval_every=4\"'))" "$T/h/train_state.safetensors"
+python3 -c "import sys; p=sys.argv[1]; b=open(p,'rb').read(); assert b.count(b'\"eval\":\"eval_every=4 ')==1; open(p,'wb').write(b.replace(b'\"eval\":\"eval_every=4 ', b'\"xval\":\"eval_every=4 '))" "$T/h/train_state.safetensors"
 "$MB_CLI" train --device cpu --data "$data" --out "$T/h" --resume --quiet --eval-bytes 2048 --stop-after 4 \
   --eval-every 3 >/dev/null 2>"$T/h2.err"; rc=$?
 check "train state without eval_every: loads, the given --eval-every 3 is used, no note" \
