@@ -23,8 +23,7 @@ typedef struct {
     mb_train_opts want;           /* the options as given (model config finalized) */
     const char *preset;           /* the last --preset NAME */
     const char *cfg_src[F_COUNT]; /* per model field: "--preset", its own flag, or NULL */
-    int ctx, batch, accum, lr, lr_min, warmup, weight_decay, clip, seed, val_fraction, eval_every,
-        eval_bytes, final_eval_bytes;
+    int ctx, batch, accum, lr, lr_min, warmup, weight_decay, clip, seed, val_fraction, eval_every;
     int64_t dt_rank; /* the last --dt-rank as given (0: auto, ceil(d_model / 16)) */
 } given_settings;
 
@@ -78,9 +77,7 @@ static void mark_given(given_settings *g, const char *a) {
                      {"--clip", &g->clip},
                      {"--seed", &g->seed},
                      {"--val-fraction", &g->val_fraction},
-                     {"--eval-every", &g->eval_every},
-                     {"--eval-bytes", &g->eval_bytes},
-                     {"--final-eval-bytes", &g->final_eval_bytes}};
+                     {"--eval-every", &g->eval_every}};
     for (size_t k = 0; k < sizeof run_flags / sizeof *run_flags; k++)
         if (!strcmp(a, run_flags[k].flag)) *run_flags[k].given = 1;
 }
@@ -147,8 +144,6 @@ static void note_ignored(const mb_train_opts *saved, const mb_config *cfg, void 
                     (unsigned long long)saved->seed);
     F64("--val-fraction", val_fraction);
     I64("--eval-every", eval_every);
-    I64("--eval-bytes", eval_bytes);
-    I64("--final-eval-bytes", final_eval_bytes);
 #undef I64
 #undef F64
     if (buf[0])
@@ -191,12 +186,13 @@ static void help(FILE *f) {
         "  --eval-every N       validation every N steps (default 100; 0 = end only; saved\n"
         "                       with the run, as the settings --resume keeps)\n"
         "  --eval-bytes N       validation bytes per evaluation (default 262144; 0 = all;\n"
-        "                       saved as --eval-every)\n"
+        "                       saved with the run; given with --resume, it replaces the\n"
+        "                       saved value)\n"
         "  --final-eval-bytes N validation bytes for the final val_bpb (default 4194304; 0 = all;\n"
-        "                       saved as --eval-every)\n"
+        "                       saved and replaced as --eval-bytes)\n"
         "  --ckpt-every N       checkpoint every N steps (default: at the end)\n"
         "  --resume             continue the run in --out exactly where it stopped (its saved\n"
-        "                       model, data, optimizer and validation settings are used;\n"
+        "                       model, data and optimizer settings and --eval-every are used;\n"
         "                       given ones that differ are named and ignored)\n"
         "  --force              replace a checkpoint already in --out\n"
         "  --quiet              no per-step progress lines\n"
@@ -349,11 +345,13 @@ int cmd_train(int argc, char **argv) {
             vfrac_given = 1;
         } else if (!strcmp(a, "--eval-every"))
             INT(0, INT64_MAX / 2, o.eval_every);
-        else if (!strcmp(a, "--eval-bytes"))
+        else if (!strcmp(a, "--eval-bytes")) {
             INT(0, INT64_MAX / 2, o.eval_bytes);
-        else if (!strcmp(a, "--final-eval-bytes"))
+            o.eval_bytes_given = 1;
+        } else if (!strcmp(a, "--final-eval-bytes")) {
             INT(0, INT64_MAX / 2, o.final_eval_bytes);
-        else if (!strcmp(a, "--ckpt-every"))
+            o.final_eval_bytes_given = 1;
+        } else if (!strcmp(a, "--ckpt-every"))
             INT(0, INT64_MAX / 2, o.ckpt_every);
         else if (!strcmp(a, "--force"))
             o.force = 1;

@@ -5,7 +5,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 
-static _Thread_local char g_err[8192]; /* room for two paths of PATH_MAX and the reason */
+static _Thread_local char g_err[8192]; /* room for a path of PATH_MAX and the text around it */
 
 const char *mb_last_error(void) {
     return g_err;

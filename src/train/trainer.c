@@ -401,6 +401,18 @@ static int parse_kv_f64(const char *s, const char *key, double *out) {
 }
 
 /* Load train state; restores the data and optimizer options into *o (exact resume). */
+/* A validation size on resume (it does not change the training): the one given replaces the
+ * saved one, with a note where they differ; else the saved one (have_saved: the train state
+ * holds it) */
+static void resume_eval_size(int64_t *v, int given, int64_t saved, int have_saved,
+                             const char *field) {
+    if (!given)
+        *v = saved;
+    else if (have_saved && *v != saved)
+        fprintf(stderr, "note: %s %lld as given (the run saved %lld)\n", field, (long long)*v,
+                (long long)saved);
+}
+
 static int load_train_state(const char *dir, mb_train_opts *o, const mb_model *m, mb_adamw *opt,
                             run_state *rs) {
     char path[4200];
@@ -536,7 +548,10 @@ static int load_train_state(const char *dir, mb_train_opts *o, const mb_model *m
                          mb_printable(ev, shown));
             goto out;
         }
-        o->eval_every = every, o->eval_bytes = eb, o->final_eval_bytes = fb;
+        o->eval_every = every;
+        resume_eval_size(&o->eval_bytes, o->eval_bytes_given, eb, pb != NULL, "eval_bytes");
+        resume_eval_size(&o->final_eval_bytes, o->final_eval_bytes_given, fb, pf != NULL,
+                         "final_eval_bytes");
     }
     const char *dh = mb_st_meta(&f, "data_hash"); /* (absent in older train states) */
     if (dh) {
@@ -692,7 +707,11 @@ typedef struct {
  * outside the handler (set_second_signal_note) in one of two buffers, g_note_cur naming the
  * complete one. */
 static const int k_train_signals[4] = {SIGINT, SIGTERM, SIGHUP, SIGPIPE};
-static volatile sig_atomic_t g_signal = 0;
+static volatile sig_atomic_t g_signal = 0, g_pipe = 0;
+/* the signal that stops the run (SIGPIPE where only the pipe closed), 0 while none has come */
+static int stop_signal(void) {
+    return g_signal ? (int)g_signal : g_pipe ? SIGPIPE : 0;
+}
 static char g_note[2][4600];
 static volatile sig_atomic_t g_note_cur = 0, g_note_len[2];
 static void set_second_signal_note(const char *out, int64_t saved_step, int earlier) {
@@ -707,8 +726,9 @@ static void set_second_signal_note(const char *out, int64_t saved_step, int earl
 static void on_signal(int signo) {
     if (signo == SIGPIPE) { /* the reader of stderr / stdout has gone: stop after this step as
                              * for SIGINT; later writes fail with EPIPE instead of ending the
-                             * process, so the checkpoint is still written */
-        if (!g_signal) g_signal = signo;
+                             * process, so the checkpoint is still written. Not counted as a
+                             * first signal: a later SIGINT / SIGTERM still stops with it */
+        g_pipe = 1;
         return;
     }
     if (g_signal) {
@@ -726,7 +746,8 @@ static void on_signal(int signo) {
 static int score_unless_signalled(void *user, const uint8_t *x, const uint8_t *y, int64_t B,
                                   int64_t L, double *nats) {
     mb_backend *be = user;
-    if (g_signal) return mb_fail(MB_EINTR, "validation interrupted by signal %d", (int)g_signal);
+    if (stop_signal())
+        return mb_fail(MB_EINTR, "validation interrupted by signal %d", stop_signal());
     return be->ops->score(be, x, y, B, L, nats);
 }
 
@@ -776,12 +797,12 @@ static int checkpoint(const mb_train_opts *o, const mb_model *m, const mb_adamw 
 
 /* After a signal, once the checkpoint of rs->step is on disk: the note and MB_EINTR. */
 static int interrupted(const run_state *rs, const char *out) {
-    fprintf(stderr, "interrupted (signal %d) at step %lld: checkpoint saved in %s\n", (int)g_signal,
+    fprintf(stderr, "interrupted (signal %d) at step %lld: checkpoint saved in %s\n", stop_signal(),
             (long long)rs->step, out);
     return mb_fail(MB_EINTR,
                    "interrupted by signal %d at step %lld; the checkpoint in %s is complete: "
                    "continue with --resume",
-                   (int)g_signal, (long long)rs->step, out);
+                   stop_signal(), (long long)rs->step, out);
 }
 
 static void log_json(FILE *f, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -1111,7 +1132,7 @@ int mb_train_with_backend(const mb_train_opts *opts_in, const mb_backend_ops *be
         sigemptyset(&sa.sa_mask);
         for (int i = 0; i < 4; i++)
             sigaddset(&sa.sa_mask, k_train_signals[i]);
-        g_signal = 0;
+        g_signal = 0, g_pipe = 0;
         set_second_signal_note(o.out, saved_step, earlier_ckpt);
         for (int i = 0; i < 4; i++) {
             sigaction(k_train_signals[i], NULL, &old_act[i]);
@@ -1235,7 +1256,7 @@ int mb_train_with_backend(const mb_train_opts *opts_in, const mb_backend_ops *be
                  "\"bytes_per_s\":%.1f,\"elapsed\":%.3f}",
                  (long long)rs.step, loss, loss / M_LN2, lr, gnorm, (double)bytes_per_step / dt,
                  rs.elapsed + run_elapsed);
-        int signalled = g_signal != 0;
+        int signalled = stop_signal() != 0;
         int last = (!time_limited && rs.step >= total) ||
                    (o.stop_after > 0 && rs.step - start_step >= o.stop_after) ||
                    (o.time_limit > 0 && run_elapsed >= o.time_limit) || signalled;

@@ -27,7 +27,10 @@ typedef struct mb_train_opts {
                                * saved with the run: restored on resume) */
     int64_t eval_bytes;       /* cap on validation bytes scored per evaluation (0 = all) */
     int64_t final_eval_bytes; /* cap on validation bytes for the final val_bpb (0 = all) */
-    int64_t ckpt_every;       /* steps between checkpoints (0 = only at the end) */
+    /* eval_bytes / final_eval_bytes given by the caller: on resume they replace the run's saved
+     * values (with a note); otherwise the saved ones are used, as eval_every */
+    int eval_bytes_given, final_eval_bytes_given;
+    int64_t ckpt_every; /* steps between checkpoints (0 = only at the end) */
     int resume;
     int force;             /* replace a checkpoint already in `out` (without resume) */
     int quiet;             /* no per-step progress lines */
@@ -37,8 +40,9 @@ typedef struct mb_train_opts {
                             * that the activation plan may reach; 0 = 90% of what is free */
     /* With resume: called once the checkpoint and its train state have loaded, with the run's
      * saved settings (saved: ctx, batch, accum, seed, val_fraction, the optimizer's and
-     * eval_every, as the run goes on with them) and the checkpoint's model config, so that the
-     * caller can report which of its options differ from them. NULL: not called. */
+     * eval_every, as the run goes on with them; eval_bytes / final_eval_bytes as used) and the
+     * checkpoint's model config, so that the caller can report which of its options differ from
+     * them. NULL: not called. */
     void (*on_resume)(const struct mb_train_opts *saved, const mb_config *cfg, void *user);
     void *on_resume_user;
 } mb_train_opts;

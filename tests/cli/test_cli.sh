@@ -192,19 +192,21 @@ done
 # Ctrl-C (SIGINT) during training: the step finishes, a checkpoint is written, exit 130;
 # --resume continues from it
 # (job control on: a script's background jobs otherwise start with SIGINT ignored, which train
-# leaves alone)
-set -m
-"$MB_CLI" train --data "$data" --out "$T/int" --preset tiny --ctx 32 --steps 100000 --device cpu \
-  >/dev/null 2>"$T/e16" &
-pid=$!
-set +m
-for i in $(seq 1 240); do grep -q '"loss"' "$T/int/metrics.jsonl" 2>/dev/null && break; sleep 0.5; done
-kill -INT $pid
-wait $pid; rc=$?
-check "SIGINT: exit 130 with a checkpoint and a message" bash -c "[ $rc -eq 130 ] && grep -q 'interrupted by signal 2' '$T/e16' && test -f '$T/int/train_state.safetensors'"
-at=$(sed -n 's/.*interrupted (signal 2) at step \([0-9]*\).*/\1/p' "$T/e16")
-"$MB_CLI" train --data "$data" --out "$T/int" --resume --steps $((at + 2)) --device cpu >"$T/o17" 2>"$T/e17"; rc=$?
-check "SIGINT: --resume continues at the saved step ($at)" bash -c "[ $rc -eq 0 ] && grep -q 'resuming .* at step $at of' '$T/e17' && grep -q '^val_bpb' '$T/o17'"
+# leaves alone; where this shell itself was started with SIGINT ignored, the checks are skipped)
+if ! ignored 2; then
+  set -m
+  "$MB_CLI" train --data "$data" --out "$T/int" --preset tiny --ctx 32 --steps 100000 --device cpu \
+    >/dev/null 2>"$T/e16" &
+  pid=$!
+  set +m
+  for i in $(seq 1 240); do grep -q '"loss"' "$T/int/metrics.jsonl" 2>/dev/null && break; sleep 0.5; done
+  kill -INT $pid
+  wait $pid; rc=$?
+  check "SIGINT: exit 130 with a checkpoint and a message" bash -c "[ $rc -eq 130 ] && grep -q 'interrupted by signal 2' '$T/e16' && test -f '$T/int/train_state.safetensors'"
+  at=$(sed -n 's/.*interrupted (signal 2) at step \([0-9]*\).*/\1/p' "$T/e16")
+  "$MB_CLI" train --data "$data" --out "$T/int" --resume --steps $((at + 2)) --device cpu >"$T/o17" 2>"$T/e17"; rc=$?
+  check "SIGINT: --resume continues at the saved step ($at)" bash -c "[ $rc -eq 0 ] && grep -q 'resuming .* at step $at of' '$T/e17' && grep -q '^val_bpb' '$T/o17'"
+fi
 # output lost on a full device: an error, not exit 0
 if [ -w /dev/full ]; then
   "$MB_CLI" info -m "$T/m" >/dev/full 2>"$T/e18"; rc=$?

@@ -6,6 +6,11 @@
 # job control on: a script's background jobs otherwise start with SIGINT ignored, and train
 # leaves a signal its caller ignores alone (as nohup users expect)
 set -m
+if ignored 2 || ignored 15; then
+  echo "skip: this shell was started with SIGINT or SIGTERM ignored"
+  finish
+  exit
+fi
 data=$(corpus)
 mkdir -p "$T/val"
 for i in $(seq 40); do cat "$data"/*.c; done >"$T/val/big.txt" # several MB: minutes to score
