@@ -1276,8 +1276,16 @@ int mb_train_with_backend(const mb_train_opts *opts_in, const mb_backend_ops *be
         }
         if (last || (o.ckpt_every > 0 && rs.step % o.ckpt_every == 0)) {
             /* a time-limited run that ends before its length was estimated (under 3 steps):
-             * the schedule's length is what ran, so a resume knows where it stands */
-            if (last && rs.total_steps <= 0) rs.total_steps = rs.step;
+             * at its limit, the schedule's length is what ran, so a resume knows where it
+             * stands; stopped earlier (a signal, --stop-after), the length its limit gives at
+             * the speed so far, as the estimate would have, so that --resume goes on */
+            if (last && rs.total_steps <= 0) {
+                double more = 0.0;
+                if (run_elapsed < o.time_limit && rs.step > start_step)
+                    more = (o.time_limit - run_elapsed) /
+                           ((now - t_loop) / (double)(rs.step - start_step));
+                rs.total_steps = rs.step + (int64_t)fmin(more, 1e15);
+            }
             if ((rc = checkpoint(&o, &m, &opt, &rs, &sampler, be, be_ops, t0))) goto done;
             /* test hook: killed between the first checkpoint and the removal of the .prev */
             if (!o.resume && saved_step < 0 && earlier_ckpt && getenv("MB_DEBUG_KILL_AFTER_CKPT"))

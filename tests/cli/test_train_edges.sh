@@ -84,6 +84,13 @@ trn --out "$T/eb_old" --val "$T/val.txt" --resume --steps 30 --eval-bytes 2000 -
 check "older train state: the given --eval-bytes used, no note (rc $rc)" bash -c "[ $rc -eq 0 ] && grep -q '\"step\":25,\"val_bpb\":[0-9.]*,\"val_bytes\":20[0-9][0-9]}' '$T/eb_old/metrics.jsonl' && grep -q '\"val_bytes\":9[0-9][0-9],\"final\"' '$T/eb_old/metrics.jsonl' && ! grep -q 'note: eval_bytes' '$T/eb3.err'"
 
 
+# a --time-limit run stopped before its length was estimated (under 3 steps; here by
+# --stop-after 2): --resume goes on with the length its limit gives, not "complete at step 2"
+trn --time-limit 60 --stop-after 2 --quiet --out "$T/tl" >/dev/null 2>&1
+trn --out "$T/tl" --resume --stop-after 1 >/dev/null 2>"$T/tl.err"; rc=$?
+n=$(sed -n 's/^resuming .* at step 2 of \([0-9]*\) .*/\1/p' "$T/tl.err")
+check "--time-limit run stopped at step 2: --resume trains on (of ${n:-?}; rc $rc)" bash -c "[ $rc -eq 0 ] && [ '${n:-0}' -gt 3 ] && ! grep -q 'this run is complete' '$T/tl.err' && grep -q '\"step\":3,\"loss\"' '$T/tl/metrics.jsonl'"
+
 # a data directory's FIFOs and dangling links are skipped with a note
 mkdir -p "$T/sp"
 cp "$data"/*.c "$T/sp/"
