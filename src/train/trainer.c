@@ -97,6 +97,13 @@ static int lock_out_dir(const char *dir) {
     return fd;
 }
 
+/* 1 when paths a and b name the same file or directory (through links, "dir/.") */
+static int same_file(const char *a, const char *b) {
+    struct stat sa, sb;
+    return stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev &&
+           sa.st_ino == sb.st_ino;
+}
+
 /* 1 when another process holds dir/.lock (a training run in progress); creates nothing */
 static int out_dir_locked(const char *dir) {
     char path[4200];
@@ -400,7 +407,6 @@ static int parse_kv_f64(const char *s, const char *key, double *out) {
     return p ? parse_f64_token(p + strlen(key), -DBL_MAX, DBL_MAX, out) : -1;
 }
 
-/* Load train state; restores the data and optimizer options into *o (exact resume). */
 /* A validation size on resume (it does not change the training): the one given replaces the
  * saved one, with a note where they differ; else the saved one (have_saved: the train state
  * holds it) */
@@ -413,6 +419,7 @@ static void resume_eval_size(int64_t *v, int given, int64_t saved, int have_save
                 (long long)saved);
 }
 
+/* Load train state; restores the data and optimizer options into *o (exact resume). */
 static int load_train_state(const char *dir, mb_train_opts *o, const mb_model *m, mb_adamw *opt,
                             run_state *rs) {
     char path[4200];
@@ -665,6 +672,13 @@ static void ckpt_on_disk(char *buf, size_t n, const char *out, int64_t saved_ste
         snprintf(buf, n, "no checkpoint was written yet (%s holds none)", out);
 }
 
+/* Steps that fit in `left` seconds at the speed of `done` steps in `spent` seconds (0 when no
+ * time is left or no step was timed; at most 1e15) */
+static int64_t steps_left(double left, double spent, int64_t done) {
+    if (!(left > 0) || done <= 0 || !(spent > 0)) return 0;
+    return (int64_t)fmin(left / (spent / (double)done), 1e15);
+}
+
 /* rc with the last error message set to before + message + after ("--val: data file ...") */
 static int fail_wrap(int rc, const char *before, const char *after) {
     char msg[8192]; /* mb_last_error()'s size: a long path keeps the reason after it */
@@ -865,26 +879,19 @@ int mb_train_with_backend(const mb_train_opts *opts_in, const mb_backend_ops *be
         }
     }
     if ((rc = mkdir_p(o.out))) return rc;
-    { /* the run writes into --out: it cannot also be the data directory (an --out inside
-       * --data is skipped when the data are listed) */
-        struct stat so, sd;
-        if (stat(o.out, &so) == 0 && stat(o.data, &sd) == 0 && so.st_dev == sd.st_dev &&
-            so.st_ino == sd.st_ino)
-            return mb_fail(MB_EINVAL,
-                           "train: --out %s is the --data directory; checkpoints would become "
-                           "training data (use another --out)",
-                           o.out);
-    }
-    if (o.val) { /* --val naming --out would score the run's own files (data.pack, logs) */
-        struct stat so, sv;
-        if (stat(o.out, &so) == 0 && stat(o.val, &sv) == 0 && so.st_dev == sv.st_dev &&
-            so.st_ino == sv.st_ino)
-            return mb_fail(MB_EINVAL,
-                           "train: --val %s is the --out directory; its files (the packed "
-                           "training data, checkpoints, logs) are not validation data (give "
-                           "the held-out data's path)",
-                           o.val);
-    }
+    /* the run writes into --out: it cannot also be the data directory (an --out inside --data
+     * is skipped when the data are listed), nor --val (the run's own files would be scored) */
+    if (same_file(o.out, o.data))
+        return mb_fail(MB_EINVAL,
+                       "train: --out %s is the --data directory; checkpoints would become "
+                       "training data (use another --out)",
+                       o.out);
+    if (o.val && same_file(o.out, o.val))
+        return mb_fail(MB_EINVAL,
+                       "train: --val %s is the --out directory; its files (the packed "
+                       "training data, checkpoints, logs) are not validation data (give "
+                       "the held-out data's path)",
+                       o.val);
     int lock_fd = lock_out_dir(o.out); /* released when the process exits */
     if (lock_fd < 0) return mb_last_error()[0] ? MB_EINVAL : MB_EIO;
     /* --force over an earlier run: its checkpoint stays until this run writes one */
@@ -1224,18 +1231,17 @@ int mb_train_with_backend(const mb_train_opts *opts_in, const mb_backend_ops *be
          * every step from the average step time so far (evaluations included), so the cosine
          * ends at the limit even when the machine's speed drifts */
         if (time_limited && rs.step - start_step >= 3) {
-            double per_step = (now - t_loop) / (double)(rs.step - start_step);
-            double left = o.time_limit - run_elapsed;
-            int64_t more = left > 0 ? (int64_t)(left / per_step) : 0;
             int first = total <= 0;
-            total = rs.step + more;
+            total = rs.step +
+                    steps_left(o.time_limit - run_elapsed, now - t_loop, rs.step - start_step);
             rs.total_steps = total;
             sched.total = total;
             if (first) {
                 if (sched.warmup > total / 10) sched.warmup = total / 10;
                 warmup_cap = 1;
                 fprintf(stderr, "time limit %.10gs: %.2fs/step -> about %lld step%s in all\n",
-                        o.time_limit, per_step, (long long)total, mb_plural(total));
+                        o.time_limit, (now - t_loop) / (double)(rs.step - start_step),
+                        (long long)total, mb_plural(total));
             }
         }
         int64_t remaining = total > 0 ? total - rs.step : 0;
@@ -1279,13 +1285,9 @@ int mb_train_with_backend(const mb_train_opts *opts_in, const mb_backend_ops *be
              * at its limit, the schedule's length is what ran, so a resume knows where it
              * stands; stopped earlier (a signal, --stop-after), the length its limit gives at
              * the speed so far, as the estimate would have, so that --resume goes on */
-            if (last && rs.total_steps <= 0) {
-                double more = 0.0;
-                if (run_elapsed < o.time_limit && rs.step > start_step)
-                    more = (o.time_limit - run_elapsed) /
-                           ((now - t_loop) / (double)(rs.step - start_step));
-                rs.total_steps = rs.step + (int64_t)fmin(more, 1e15);
-            }
+            if (last && rs.total_steps <= 0)
+                rs.total_steps = rs.step + steps_left(o.time_limit - run_elapsed, now - t_loop,
+                                                      rs.step - start_step);
             if ((rc = checkpoint(&o, &m, &opt, &rs, &sampler, be, be_ops, t0))) goto done;
             /* test hook: killed between the first checkpoint and the removal of the .prev */
             if (!o.resume && saved_step < 0 && earlier_ckpt && getenv("MB_DEBUG_KILL_AFTER_CKPT"))
